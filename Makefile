@@ -1,0 +1,56 @@
+# crm-perf-sync — the two commands: `make run` and `make test`.
+# Needs only Python 3.11+ and make: uv (pinned) is installed into .tools/, the project into .venv/
+# from uv.lock, so every install is the same.
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+SIZE ?= full
+
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: setup run test lint typecheck pytest bench bench-small migrate clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+$(VENV)/.installed: $(UV) uv.lock pyproject.toml connectors/demo/pyproject.toml connectors/csv/pyproject.toml
+	$(UV) sync --frozen --all-packages --python $(PYTHON)
+	touch $@
+
+setup: $(VENV)/.installed
+
+## make run: start the service on the embedded default (SQLite + the demo connection), syncing on schedule.
+run: setup
+	$(BIN)/crm-perf-sync serve
+
+## make test: lint, type-check, the whole test suite, and the small benchmarks (so they never rot).
+test: setup lint typecheck pytest bench-small
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy src connectors/demo/src connectors/csv/src tests bench
+
+pytest: setup
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+## make bench [SIZE=small]: the benchmark scenarios; appends JSON to bench/results/.
+bench: setup
+	$(BIN)/python -m bench --size $(SIZE)
+
+bench-small: setup
+	$(BIN)/python -m bench --size small
+
+migrate: setup
+	$(BIN)/crm-perf-sync migrate
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache bench/results

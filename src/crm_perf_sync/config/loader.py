@@ -1,0 +1,123 @@
+"""Load, interpolate and validate the configuration, reporting every issue at once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from crm_perf_sync.config.schema import AppConfig
+from crm_perf_sync.config.yaml_source import ConfigIssues, Issue, Loc, SourceMap, load_yaml
+from crm_perf_sync.connector_sdk import ConnectorSettings
+from crm_perf_sync.connectors.registry import ConnectorRegistry
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """A validated configuration, with each connection's settings parsed by its connector."""
+
+    path: Path
+    app: AppConfig
+    connector_settings: Mapping[str, ConnectorSettings]
+    source: SourceMap
+
+
+def _pydantic_issues(source: SourceMap, prefix: Loc, error: ValidationError) -> list[Issue]:
+    issues = []
+    for item in error.errors(include_url=False):
+        loc: Loc = (*prefix, *item["loc"])
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        elif item["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
+        issues.append(source.issue(loc, message))
+    return issues
+
+
+def validate_config(raw: Any, source: SourceMap, registry: ConnectorRegistry) -> LoadedConfig:
+    if not isinstance(raw, dict):
+        raise ConfigIssues([source.issue((), "the configuration must be a mapping of sections")])
+    issues: list[Issue] = []
+    try:
+        app = AppConfig.model_validate(raw)
+    except ValidationError as exc:
+        issues.extend(_pydantic_issues(source, (), exc))
+        app = None
+
+    settings: dict[str, ConnectorSettings] = {}
+    seen: dict[str, int] = {}
+    for index, conn in enumerate(raw.get("connections") or []):
+        if not isinstance(conn, dict):
+            continue
+        conn_id, kind = conn.get("id"), conn.get("kind")
+        if isinstance(conn_id, str):
+            if conn_id in seen:
+                issues.append(
+                    source.issue(("connections", index, "id"), f"duplicate connection id {conn_id!r}")
+                )
+            seen[conn_id] = index
+        if not isinstance(kind, str):
+            continue
+        connector = registry.get(kind)
+        if connector is None:
+            available = ", ".join(registry.kinds()) or "none installed"
+            issues.append(
+                source.issue(
+                    ("connections", index, "kind"),
+                    f"unknown connector kind {kind!r} (available: {available})",
+                )
+            )
+            continue
+        try:
+            parsed = connector.settings_model.model_validate(conn.get("settings") or {})
+        except ValidationError as exc:
+            issues.extend(_pydantic_issues(source, ("connections", index, "settings"), exc))
+            continue
+        if isinstance(conn_id, str):
+            settings[conn_id] = parsed
+
+    if app is not None:
+        issues.extend(_team_issues(app, source))
+    if issues:
+        raise ConfigIssues(issues)
+    assert app is not None
+    return LoadedConfig(source.path, app, settings, source)
+
+
+def _team_issues(app: AppConfig, source: SourceMap) -> list[Issue]:
+    issues: list[Issue] = []
+    connection_ids = {c.id for c in app.connections}
+    seen: set[str] = set()
+
+    def walk(teams: list[Any], loc: Loc) -> None:
+        for index, team in enumerate(teams):
+            here = (*loc, index)
+            if team.id in seen:
+                issues.append(source.issue((*here, "id"), f"duplicate team id {team.id!r}"))
+            seen.add(team.id)
+            for m, member in enumerate(team.members):
+                if member.connection is not None and member.connection not in connection_ids:
+                    issues.append(
+                        source.issue(
+                            (*here, "members", m, "connection"), f"unknown connection {member.connection!r}"
+                        )
+                    )
+            walk(team.teams, (*here, "teams"))
+
+    walk(app.teams, ("teams",))
+    return issues
+
+
+def load_config(
+    path: Path, registry: ConnectorRegistry, env: Mapping[str, str] | None = None
+) -> LoadedConfig:
+    """Read and validate ``path``; raises :class:`ConfigIssues` listing every problem found."""
+    raw, source = load_yaml(path, os.environ if env is None else env)
+    return validate_config(raw, source, registry)

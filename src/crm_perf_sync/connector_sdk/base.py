@@ -1,0 +1,125 @@
+"""The connector protocol: the whole surface a connector codes against."""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from crm_perf_sync.connector_sdk.errors import SkippableRecordError
+from crm_perf_sync.connector_sdk.messages import BadRecord, Checkpoint, SnapshotComplete, Tombstone
+from crm_perf_sync.connector_sdk.records import Entity, Record
+from crm_perf_sync.timeutil import utc_now
+
+Message = Record | Checkpoint | Tombstone | BadRecord | SnapshotComplete
+
+
+class ConnectorSettings(BaseModel):
+    """Base class for a connector's settings model: unknown keys are an error, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+SettingsT = TypeVar("SettingsT", bound=ConnectorSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    """One stream of records a connector can read.
+
+    ``entity`` says which canonical table the records land in; ``cursor_field`` names the source
+    field the incremental cursor follows (``None`` for a stream read whole every time).
+    """
+
+    name: str
+    entity: Entity
+    primary_key: tuple[str, ...] = ("external_id",)
+    cursor_field: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorContext:
+    """What the service hands a connector: who it is, where it runs, and what time it is."""
+
+    connection_id: str
+    base_dir: Path
+    logger: logging.Logger
+    full_refresh: bool = False
+    clock: Callable[[], datetime] = utc_now
+
+
+class Connector(ABC, Generic[SettingsT]):
+    """A source of canonical CRM records.
+
+    A connector does network (or file) I/O only: it never touches the store. Subclasses set
+    ``settings_model`` to their :class:`ConnectorSettings` subclass and are registered under the
+    entry point group ``crm_perf_sync.connectors``; the entry point's name is the connection
+    ``kind`` users write in the config.
+
+    ``read`` yields records of the stream's entity, :class:`Tombstone` for deletions,
+    :class:`BadRecord` for records it skipped, and a :class:`Checkpoint` whenever the records so far
+    are covered by a resumable state (typically after every page). It receives the last committed
+    checkpoint state, or ``None`` on the first run and on a full refresh.
+
+    Rules every incremental connector follows: keyset cursors ``(modified_at, id)`` with a closed
+    start and a lookback window (re-reading is free: the store upserts idempotently); an upper
+    bound of ``now - skew``; deletions reported as tombstones or ``is_deleted`` records; errors
+    raised as the classes in :mod:`crm_perf_sync.connector_sdk.errors`.
+    """
+
+    settings_model: ClassVar[type[ConnectorSettings]]
+    description: ClassVar[str] = ""
+
+    def __init__(self, settings: SettingsT, context: ConnectorContext) -> None:
+        self.settings = settings
+        self.context = context
+
+    @abstractmethod
+    def streams(self) -> Sequence[StreamSpec]:
+        """The streams this connection offers, in the order they should be synced."""
+
+    @abstractmethod
+    def read(self, stream: StreamSpec, checkpoint: Mapping[str, Any] | None) -> Iterator[Message]:
+        """Yield the stream's records changed since ``checkpoint``, then a final checkpoint."""
+
+    def check(self) -> None:
+        """Verify the source is reachable and the credentials work; raise a connector error if not.
+
+        The default does nothing: a connector with nothing to verify up front is always ready.
+        """
+        return None
+
+    def close(self) -> None:
+        """Release sessions and files. Called once after the sync, also after a failure."""
+        return None
+
+
+RecordT = TypeVar("RecordT")
+
+
+def parse_records(
+    rows: Iterable[RecordT],
+    parse: Callable[[RecordT], Message | None],
+    *,
+    key: Callable[[RecordT], str | None],
+) -> Iterator[Message]:
+    """Map ``rows`` with ``parse``, turning a :class:`SkippableRecordError` into a :class:`BadRecord`.
+
+    ``parse`` may return ``None`` for a row that does not belong in the stream at all (filtered
+    out by design, not bad). ``key`` names the row in the report.
+    """
+    for row in rows:
+        try:
+            message = parse(row)
+        except SkippableRecordError as exc:
+            raw = row if isinstance(row, Mapping) else {}
+            yield BadRecord(str(exc), key=exc.key or key(row), field=exc.field, raw=dict(raw))
+            continue
+        if message is not None:
+            yield message

@@ -1,0 +1,1 @@
+"""Discovery of connector plugins (the core never imports a connector package directly)."""

@@ -1,0 +1,43 @@
+"""The application's error family. Each class says what the caller can do about it; the CLI and
+the API render them (one line on a terminal, problem+json over HTTP). Services never raise HTTP
+exceptions."""
+
+from __future__ import annotations
+
+
+class AppError(Exception):
+    """Base of every expected failure. ``str(error)`` is a complete, user-facing sentence."""
+
+    status: int = 500
+    code: str = "internal"
+
+
+class NotFound(AppError):
+    status = 404
+    code = "not-found"
+
+
+class Conflict(AppError):
+    """The request is valid but clashes with current state (e.g. a sync already running)."""
+
+    status = 409
+    code = "conflict"
+
+
+class InvalidInput(AppError):
+    status = 422
+    code = "invalid-input"
+
+
+class DatabaseUnavailable(AppError):
+    """The store cannot be reached or is not migrated; retry later or fix the URL."""
+
+    status = 503
+    code = "database-unavailable"
+
+
+class ConfigurationError(AppError):
+    """The configuration is invalid; the message lists each issue with file, line and key."""
+
+    status = 500
+    code = "configuration"

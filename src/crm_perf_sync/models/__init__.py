@@ -1,0 +1,32 @@
+"""All ORM models, in one place, so Alembic and the repositories see the same metadata."""
+
+from crm_perf_sync.models.base import Base
+from crm_perf_sync.models.crm import (
+    CONFIG_NAMESPACE,
+    Connection,
+    Lead,
+    Opportunity,
+    Owner,
+    PipelineStage,
+    StageChange,
+    Team,
+    TeamMember,
+)
+from crm_perf_sync.models.sync import Lease, SyncCheckpoint, SyncRecordError, SyncRun
+
+__all__ = [
+    "CONFIG_NAMESPACE",
+    "Base",
+    "Connection",
+    "Lead",
+    "Lease",
+    "Opportunity",
+    "Owner",
+    "PipelineStage",
+    "StageChange",
+    "SyncCheckpoint",
+    "SyncRecordError",
+    "SyncRun",
+    "Team",
+    "TeamMember",
+]

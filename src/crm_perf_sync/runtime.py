@@ -1,0 +1,90 @@
+"""Wiring: settings → engine, session factory, connector registry and configuration.
+
+Built by a command when it starts (never at import) and handed down explicitly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from crm_perf_sync import migrate
+from crm_perf_sync.config import ConfigIssues, LoadedConfig, load_config
+from crm_perf_sync.connectors.registry import ConnectorRegistry
+from crm_perf_sync.db import check_database, create_db_engine, make_session_factory
+from crm_perf_sync.errors import ConfigurationError, DatabaseUnavailable
+from crm_perf_sync.settings import Settings
+from crm_perf_sync.sync.service import SyncOptions, SyncService
+
+
+def sync_options(settings: Settings) -> SyncOptions:
+    return SyncOptions(
+        batch_size=settings.sync_batch_size,
+        max_retries=settings.sync_max_retries,
+        retry_base_seconds=settings.sync_retry_base_seconds,
+        retry_max_seconds=settings.sync_retry_max_seconds,
+        lease_ttl=timedelta(seconds=settings.lease_ttl_seconds),
+    )
+
+
+def load_checked_config(settings: Settings, registry: ConnectorRegistry) -> LoadedConfig:
+    try:
+        return load_config(settings.config, registry)
+    except ConfigIssues as exc:
+        count = len(exc.issues)
+        raise ConfigurationError(
+            f"{count} problem{'s' if count != 1 else ''} in the configuration:\n{exc}"
+        ) from None
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    registry: ConnectorRegistry
+    config: LoadedConfig
+    _services: dict[str, SyncService] = field(default_factory=dict)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    def sync_service(self) -> SyncService:
+        if "sync" not in self._services:
+            self._services["sync"] = SyncService(
+                session_factory=self.session_factory,
+                registry=self.registry,
+                config=self.config,
+                options=sync_options(self.settings),
+            )
+        return self._services["sync"]
+
+    def ensure_schema(self, *, auto_migrate: bool) -> None:
+        """Make sure the store is migrated; on the embedded SQLite default, migrate it."""
+        if migrate.is_at_head(self.engine):
+            return
+        if auto_migrate:
+            migrate.upgrade(self.engine)
+            return
+        raise DatabaseUnavailable(
+            "the database schema is not at the current version: run `crm-perf-sync migrate` first"
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    registry = ConnectorRegistry.discover()
+    config = load_checked_config(settings, registry)
+    engine = create_db_engine(settings.database_url_value())
+    try:
+        check_database(engine)
+    except DatabaseUnavailable:
+        engine.dispose()
+        raise
+    return Runtime(settings, engine, make_session_factory(engine), registry, config)

@@ -1,0 +1,1 @@
+"""Moving records from connectors into the canonical store, incrementally and exactly once."""

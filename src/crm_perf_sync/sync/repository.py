@@ -1,0 +1,401 @@
+"""All SQL of the sync engine. Functions take the caller's session and only execute/flush."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, literal, or_, select, update
+from sqlalchemy.orm import Session
+
+from crm_perf_sync.config import AppConfig
+from crm_perf_sync.connector_sdk import Entity
+from crm_perf_sync.models import (
+    CONFIG_NAMESPACE,
+    Connection,
+    Lead,
+    Opportunity,
+    Owner,
+    PipelineStage,
+    StageChange,
+    SyncCheckpoint,
+    SyncRecordError,
+    SyncRun,
+    Team,
+    TeamMember,
+)
+from crm_perf_sync.sync.rows import Row
+
+# Above this many keys per statement SQLite (32,766 host parameters) and PostgreSQL (65,535) refuse.
+_MAX_KEYS_PER_STATEMENT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class EntityTable:
+    table: Table
+    scope_column: str  # the column that partitions the table by connection
+    has_history_columns: bool  # first_synced_at
+    deletable: bool
+
+
+_ENTITY_TABLES: Mapping[Entity, EntityTable] = {
+    "teams": EntityTable(Team.__table__, "namespace", False, False),  # type: ignore[arg-type]
+    "owners": EntityTable(Owner.__table__, "connection_id", True, True),  # type: ignore[arg-type]
+    "leads": EntityTable(Lead.__table__, "connection_id", True, True),  # type: ignore[arg-type]
+    "opportunities": EntityTable(Opportunity.__table__, "connection_id", True, True),  # type: ignore[arg-type]
+    "stage_changes": EntityTable(StageChange.__table__, "connection_id", False, False),  # type: ignore[arg-type]
+    "pipeline_stages": EntityTable(PipelineStage.__table__, "connection_id", False, True),  # type: ignore[arg-type]
+}
+
+
+def entity_table(entity: Entity) -> EntityTable:
+    return _ENTITY_TABLES[entity]
+
+
+def _dialect_insert(session: Session, table: Any) -> Any:
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
+
+
+def _chunks(items: Sequence[str], size: int = _MAX_KEYS_PER_STATEMENT) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredState:
+    content_hash: str
+    stage: str | None
+    is_deleted: bool
+    remote_updated_at: datetime | None
+
+
+def existing_state(
+    session: Session, entity: Entity, connection_id: str, external_ids: Sequence[str]
+) -> dict[str, StoredState]:
+    """Content hash (and stage, for opportunities) of the stored rows among ``external_ids``."""
+    spec = _ENTITY_TABLES[entity]
+    t = spec.table
+    stage_col = t.c.stage if entity == "opportunities" else None
+    deleted_col = t.c.is_deleted if "is_deleted" in t.c else None
+    updated_col = t.c.remote_updated_at if "remote_updated_at" in t.c else None
+    columns = [t.c.external_id, t.c.content_hash]
+    for optional in (stage_col, deleted_col, updated_col):
+        if optional is not None:
+            columns.append(optional)
+    found: dict[str, StoredState] = {}
+    for chunk in _chunks(external_ids):
+        stmt = select(*columns).where(t.c[spec.scope_column] == connection_id, t.c.external_id.in_(chunk))
+        for row in session.execute(stmt):
+            found[row.external_id] = StoredState(
+                row.content_hash,
+                row.stage if stage_col is not None else None,
+                bool(row.is_deleted) if deleted_col is not None else False,
+                row.remote_updated_at if updated_col is not None else None,
+            )
+    return found
+
+
+def upsert_rows(
+    session: Session, entity: Entity, connection_id: str, rows: Sequence[Row], now: datetime
+) -> None:
+    """Insert new rows and overwrite changed ones, keyed by (connection, external id)."""
+    if not rows:
+        return
+    spec = _ENTITY_TABLES[entity]
+    extra: dict[str, Any] = {spec.scope_column: connection_id, "synced_at": now}
+    if spec.scope_column != "connection_id":
+        extra["connection_id"] = connection_id
+    if spec.has_history_columns:
+        extra["first_synced_at"] = now
+    if entity == "stage_changes":
+        extra = {"connection_id": connection_id, "recorded_at": now}
+    payload = [{**row, **extra} for row in rows]
+    stmt = _dialect_insert(session, spec.table)
+    if entity == "stage_changes":
+        # History is append-only: a re-read of the same step changes nothing.
+        stmt = stmt.on_conflict_do_nothing(index_elements=["connection_id", "external_id"])
+    else:
+        keep = {spec.scope_column, "external_id", "first_synced_at", "id", "connection_id"}
+        update_cols = {name: stmt.excluded[name] for name in payload[0] if name not in keep}
+        stmt = stmt.on_conflict_do_update(index_elements=[spec.scope_column, "external_id"], set_=update_cols)
+    session.execute(stmt, payload)
+
+
+def insert_observed_changes(session: Session, connection_id: str, rows: Sequence[Row], now: datetime) -> None:
+    if not rows:
+        return
+    stmt = _dialect_insert(session, StageChange.__table__).on_conflict_do_nothing(
+        index_elements=["connection_id", "external_id"]
+    )
+    session.execute(stmt, [{**row, "connection_id": connection_id, "recorded_at": now} for row in rows])
+
+
+def mark_deleted(
+    session: Session, entity: Entity, connection_id: str, tombstones: Mapping[str, datetime], now: datetime
+) -> int:
+    """Soft-delete the rows named in ``tombstones`` (external id → deleted at). Returns how many."""
+    spec = _ENTITY_TABLES[entity]
+    if not spec.deletable or not tombstones:
+        return 0
+    t = spec.table
+    stmt = (
+        update(t)
+        .where(
+            t.c[spec.scope_column] == bindparam("b_scope"),
+            t.c.external_id == bindparam("b_external_id"),
+            t.c.is_deleted.is_(False),
+        )
+        # Clearing the hash makes a record that comes back (even unchanged) count as changed.
+        .values(is_deleted=True, deleted_at=bindparam("b_deleted_at"), synced_at=now, content_hash="")
+    )
+    params = [
+        {"b_scope": connection_id, "b_external_id": key, "b_deleted_at": deleted_at}
+        for key, deleted_at in tombstones.items()
+    ]
+    result = session.connection().execute(stmt, params)
+    return int(result.rowcount)
+
+
+def live_external_ids(session: Session, entity: Entity, connection_id: str) -> Iterable[str]:
+    """Every stored, not-deleted external id of the entity for the connection (streamed)."""
+    spec = _ENTITY_TABLES[entity]
+    t = spec.table
+    stmt = select(t.c.external_id).where(t.c[spec.scope_column] == connection_id)
+    if spec.deletable:
+        stmt = stmt.where(t.c.is_deleted.is_(False))
+    return session.execute(stmt.execution_options(yield_per=10_000)).scalars()
+
+
+# --- checkpoints, runs, errors -------------------------------------------------------------------
+
+
+def load_checkpoints(session: Session, connection_id: str) -> dict[str, dict[str, Any]]:
+    stmt = select(SyncCheckpoint.stream, SyncCheckpoint.state).where(
+        SyncCheckpoint.connection_id == connection_id
+    )
+    return {row.stream: row.state for row in session.execute(stmt)}
+
+
+def save_checkpoint(
+    session: Session, connection_id: str, stream: str, state: Mapping[str, Any], run_id: int, now: datetime
+) -> None:
+    stmt = _dialect_insert(session, SyncCheckpoint.__table__)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["connection_id", "stream"],
+        set_={
+            "state": stmt.excluded.state,
+            "run_id": stmt.excluded.run_id,
+            "updated_at": stmt.excluded.updated_at,
+        },
+    )
+    session.execute(
+        stmt,
+        {
+            "connection_id": connection_id,
+            "stream": stream,
+            "state": dict(state),
+            "run_id": run_id,
+            "updated_at": now,
+        },
+    )
+
+
+def delete_checkpoints(session: Session, connection_id: str) -> None:
+    session.execute(delete(SyncCheckpoint).where(SyncCheckpoint.connection_id == connection_id))
+
+
+def create_run(
+    session: Session, connection_id: str, trigger: str, full_refresh: bool, holder: str, now: datetime
+) -> int:
+    run = SyncRun(
+        connection_id=connection_id,
+        trigger=trigger,
+        full_refresh=full_refresh,
+        status="running",
+        holder=holder,
+        started_at=now,
+        streams={},
+    )
+    session.add(run)
+    session.flush()
+    return run.id
+
+
+def update_run(session: Session, run_id: int, **values: Any) -> None:
+    session.execute(update(SyncRun).where(SyncRun.id == run_id).values(**values))
+
+
+def abandon_running(session: Session, connection_id: str, except_run: int | None, now: datetime) -> int:
+    """Close runs left ``running`` by a process that died; their committed batches stay."""
+    stmt = (
+        update(SyncRun)
+        .where(SyncRun.connection_id == connection_id, SyncRun.status == "running")
+        .values(
+            status="abandoned",
+            finished_at=now,
+            error_kind="abandoned",
+            error="the process running this sync stopped before it finished; the next run resumed from "
+            "its last checkpoint",
+        )
+    )
+    if except_run is not None:
+        stmt = stmt.where(SyncRun.id != except_run)
+    return int(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
+
+
+def record_errors(session: Session, rows: Sequence[Row]) -> None:
+    if rows:
+        session.execute(insert(SyncRecordError), list(rows))
+
+
+def get_run(session: Session, run_id: int) -> SyncRun | None:
+    return session.get(SyncRun, run_id)
+
+
+def latest_runs(session: Session, connection_id: str | None = None, limit: int = 20) -> list[SyncRun]:
+    stmt = select(SyncRun).order_by(SyncRun.id.desc()).limit(limit)
+    if connection_id is not None:
+        stmt = stmt.where(SyncRun.connection_id == connection_id)
+    return list(session.scalars(stmt))
+
+
+# --- configuration mirrored into the store --------------------------------------------------------
+
+
+def sync_connections(session: Session, app: AppConfig, now: datetime) -> None:
+    """Mirror the configured connections (never their settings, which may hold secrets)."""
+    for conn in app.connections:
+        schedule = None
+        if conn.schedule is not None:
+            schedule = (
+                f"cron {conn.schedule.cron}"
+                if conn.schedule.cron
+                else f"every {int(conn.schedule.interval.total_seconds())}s"  # type: ignore[union-attr]
+            )
+        stmt = _dialect_insert(session, Connection.__table__)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["id"],
+            set_={
+                "kind": stmt.excluded.kind,
+                "name": stmt.excluded.name,
+                "enabled": stmt.excluded.enabled,
+                "schedule": stmt.excluded.schedule,
+                "updated_at": stmt.excluded.updated_at,
+            },
+        )
+        session.execute(
+            stmt,
+            {
+                "id": conn.id,
+                "kind": conn.kind,
+                "name": conn.name or conn.id,
+                "enabled": conn.enabled,
+                "schedule": schedule,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+
+
+def link_team_parents(session: Session, namespace: str) -> None:
+    parent = Team.__table__.alias("parent")
+    parent_id = (
+        select(parent.c.id)
+        .where(parent.c.namespace == Team.namespace, parent.c.external_id == Team.parent_external_id)
+        .scalar_subquery()
+    )
+    session.execute(
+        update(Team)
+        .where(Team.namespace == namespace)
+        .values(parent_id=parent_id)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def sync_crm_memberships(session: Session, connection_id: str) -> None:
+    """Rebuild the CRM-sourced memberships of a connection's reps from ``owner.team_external_id``."""
+    owner_ids = select(Owner.id).where(Owner.connection_id == connection_id).scalar_subquery()
+    session.execute(delete(TeamMember).where(TeamMember.source == "crm", TeamMember.owner_id.in_(owner_ids)))
+    pairs = (
+        select(Team.id, Owner.id, literal("crm"))
+        .join(Owner, and_(Owner.connection_id == Team.namespace, Owner.team_external_id == Team.external_id))
+        .where(Owner.connection_id == connection_id, Owner.is_deleted.is_(False))
+    )
+    session.execute(insert(TeamMember).from_select(["team_id", "owner_id", "source"], pairs))
+
+
+def sync_config_teams(session: Session, app: AppConfig, now: datetime) -> None:
+    """Mirror the configured team hierarchy and its members into the store."""
+    from crm_perf_sync.sync.rows import content_hash
+
+    wanted = {team.id for team, _ in app.all_teams()}
+    for team, parent in app.all_teams():
+        row = {
+            "external_id": team.id,
+            "name": team.name,
+            "level": team.level,
+            "parent_external_id": parent and parent.id,
+        }
+        stmt = _dialect_insert(session, Team.__table__)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["namespace", "external_id"],
+            set_={
+                k: stmt.excluded[k]
+                for k in ("name", "level", "parent_external_id", "content_hash", "synced_at")
+            },
+        )
+        session.execute(
+            stmt,
+            {
+                **row,
+                "namespace": CONFIG_NAMESPACE,
+                "connection_id": None,
+                "content_hash": content_hash(row),
+                "synced_at": now,
+            },
+        )
+    session.execute(
+        delete(Team).where(Team.namespace == CONFIG_NAMESPACE, Team.external_id.not_in(wanted or {""}))
+    )
+    link_team_parents(session, CONFIG_NAMESPACE)
+
+    config_team_ids = select(Team.id).where(Team.namespace == CONFIG_NAMESPACE).scalar_subquery()
+    session.execute(
+        delete(TeamMember).where(TeamMember.source == "config", TeamMember.team_id.in_(config_team_ids))
+    )
+    team_ids = {
+        row.external_id: row.id
+        for row in session.execute(
+            select(Team.external_id, Team.id).where(Team.namespace == CONFIG_NAMESPACE)
+        )
+    }
+    for team, _ in app.all_teams():
+        for member in team.members:
+            conditions = []
+            if member.email is not None:
+                conditions.append(Owner.email == member.email.strip().lower())
+            if member.external_id is not None:
+                conditions.append(
+                    and_(Owner.connection_id == member.connection, Owner.external_id == member.external_id)
+                )
+            if member.name is not None:
+                name_match = func.lower(Owner.name) == member.name.strip().lower()
+                conditions.append(
+                    and_(name_match, Owner.connection_id == member.connection)
+                    if member.connection
+                    else name_match
+                )
+            owners = select(Owner.id).where(or_(*conditions), Owner.is_deleted.is_(False))
+            for owner_id in session.scalars(owners):
+                stmt = _dialect_insert(session, TeamMember.__table__).on_conflict_do_nothing()
+                session.execute(
+                    stmt, {"team_id": team_ids[team.id], "owner_id": owner_id, "source": "config"}
+                )

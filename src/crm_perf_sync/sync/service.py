@@ -1,0 +1,565 @@
+"""The sync engine: connector records → canonical store, batch and checkpoint in one transaction.
+
+For each stream of a connection the engine reads from the last committed checkpoint, buffers
+records, and every ``batch_size`` records (or at a checkpoint that closes a batch) commits, in one
+transaction: the changed rows (bulk INSERT ... ON CONFLICT), observed stage changes, soft deletes,
+skipped-record reports, the newest checkpoint covering them, the run's counters and a renewal of
+the connection's lease. A crash therefore never leaves a cursor ahead of its data, and a re-read
+never duplicates a row.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+
+from crm_perf_sync.config import LoadedConfig
+from crm_perf_sync.connector_sdk import (
+    BadRecord,
+    Checkpoint,
+    Connector,
+    ConnectorContext,
+    ConnectorError,
+    Entity,
+    QuotaExhaustedError,
+    RetriableError,
+    SnapshotComplete,
+    StreamSpec,
+    Tombstone,
+)
+from crm_perf_sync.connector_sdk.records import RECORD_TYPES
+from crm_perf_sync.connectors.registry import ConnectorRegistry
+from crm_perf_sync.db import session_scope
+from crm_perf_sync.errors import AppError, Conflict, NotFound
+from crm_perf_sync.leases import new_holder_id, release, renew, try_acquire
+from crm_perf_sync.sync import repository as repo
+from crm_perf_sync.sync.rows import Row, json_safe, observed_change_id, to_row
+from crm_perf_sync.sync.schemas import StreamStats, SyncOutcome
+from crm_perf_sync.timeutil import utc_now
+
+log = logging.getLogger(__name__)
+
+
+class SyncAlreadyRunning(Conflict):
+    """Another process holds this connection's sync lease."""
+
+
+class LeaseLost(AppError):
+    """This process's claim expired and another took the connection over; its batch was rolled back."""
+
+
+class ConnectorBug(AppError):
+    """The connector broke its contract (wrong record type, unserialisable checkpoint, ...)."""
+
+
+class StopRequested(Exception):
+    """A graceful shutdown was requested between two batches."""
+
+
+@dataclass(frozen=True, slots=True)
+class SyncOptions:
+    batch_size: int = 5000
+    max_retries: int = 5
+    retry_base_seconds: float = 2.0
+    retry_max_seconds: float = 300.0
+    lease_ttl: timedelta = timedelta(seconds=120)
+
+
+ProgressCallback = Callable[[str, StreamStats], None]
+
+
+def lease_name(connection_id: str) -> str:
+    return f"sync:{connection_id}"
+
+
+def backoff_delay(attempt: int, options: SyncOptions, retry_after: float | None, rng: random.Random) -> float:
+    """Exponential backoff with jitter; a server's ``Retry-After`` is a floor, never shortened.
+
+    "Equal jitter": half the exponential step is kept, half is random, so retries from several
+    workers spread out without ever retrying immediately.
+    """
+    step = min(options.retry_max_seconds, options.retry_base_seconds * (2.0**attempt))
+    delay = step / 2 + rng.uniform(0, step / 2)
+    if retry_after is not None:
+        delay = max(delay, retry_after + rng.uniform(0, 1))
+    return delay
+
+
+def _is_older(row: Row, stored_updated_at: datetime | None) -> bool:
+    incoming = row.get("remote_updated_at")
+    return incoming is not None and stored_updated_at is not None and incoming < stored_updated_at
+
+
+class _StreamWriter:
+    """Buffers one stream's messages and commits them in batches with their checkpoint."""
+
+    def __init__(self, engine: SyncEngine, run_id: int, stream: StreamSpec, stats: StreamStats) -> None:
+        self.engine = engine
+        self.run_id = run_id
+        self.stream = stream
+        self.entity: Entity = stream.entity
+        self.stats = stats
+        self.rows: dict[str, Row] = {}
+        self.tombstones: dict[str, datetime] = {}
+        self.bad: list[Row] = []
+        self.checkpoint: Mapping[str, Any] | None = None
+        self.pending = 0
+
+    def add_row(self, row: Row) -> None:
+        key = row["external_id"]
+        self.tombstones.pop(key, None)
+        self.rows[key] = row
+        self.pending += 1
+
+    def add_tombstone(self, tombstone: Tombstone, now: datetime) -> None:
+        self.rows.pop(tombstone.external_id, None)
+        self.tombstones[tombstone.external_id] = tombstone.deleted_at or now
+        self.pending += 1
+
+    def add_bad(self, bad: BadRecord, now: datetime) -> None:
+        self.stats.skipped += 1
+        self.bad.append(
+            {
+                "run_id": self.run_id,
+                "connection_id": self.engine.connection_id,
+                "stream": self.stream.name,
+                "record_key": bad.key[:400] if bad.key else None,
+                "field": bad.field,
+                "message": bad.message,
+                "raw": json_safe(bad.raw) or None,
+                "created_at": now,
+            }
+        )
+        self.pending += 1
+
+    def commit(self) -> None:
+        if not self.pending and self.checkpoint is None:
+            return
+        self.engine.commit_batch(self)
+        self.rows = {}
+        self.tombstones = {}
+        self.bad = []
+        self.pending = 0
+        self.checkpoint = None
+
+
+class SyncEngine:
+    """Runs syncs of one connection. Create one per run; it owns the run's transactions."""
+
+    def __init__(
+        self,
+        *,
+        session_factory: sessionmaker[Session],
+        connector: Connector,  # type: ignore[type-arg]
+        connection_id: str,
+        options: SyncOptions,
+        holder: str,
+        on_progress: ProgressCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.session_factory = session_factory
+        self.connector = connector
+        self.connection_id = connection_id
+        self.options = options
+        self.holder = holder
+        self.on_progress = on_progress
+        self.should_stop = should_stop or (lambda: False)
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self.run_id = 0
+        self.streams: dict[str, StreamStats] = {}
+        self.retries = 0
+        # Stage changes are observed between syncs only when the CRM does not give its own history.
+        self.observe_stage_changes = not any(spec.entity == "stage_changes" for spec in connector.streams())
+
+    # -- one batch, one transaction --------------------------------------------------------------
+
+    def commit_batch(self, writer: _StreamWriter) -> None:
+        now = utc_now()
+        stats = writer.stats
+        entity = writer.entity
+        with session_scope(self.session_factory) as session:
+            if not renew(session, lease_name(self.connection_id), self.holder, self.options.lease_ttl):
+                raise LeaseLost(
+                    f"the sync lease of {self.connection_id!r} expired and was taken by another process; "
+                    "this batch was rolled back"
+                )
+            rows = list(writer.rows.values())
+            if rows:
+                stored = repo.existing_state(
+                    session, entity, self.connection_id, [r["external_id"] for r in rows]
+                )
+                changed: list[Row] = []
+                observed: list[Row] = []
+                for row in rows:
+                    before = stored.get(row["external_id"])
+                    if before is None:
+                        stats.inserted += 1
+                        changed.append(row)
+                    elif before.content_hash == row["content_hash"] or _is_older(
+                        row, before.remote_updated_at
+                    ):
+                        # Unchanged, or an older version than the stored one (a lookback window or
+                        # an out-of-order page): never move a record back in time.
+                        stats.unchanged += 1
+                    else:
+                        stats.updated += 1
+                        changed.append(row)
+                        if (
+                            self.observe_stage_changes
+                            and entity == "opportunities"
+                            and row["stage"] is not None
+                            and before.stage != row["stage"]
+                        ):
+                            changed_at = row["remote_updated_at"] or now
+                            observed.append(
+                                {
+                                    "external_id": observed_change_id(
+                                        row["external_id"], changed_at, row["stage"]
+                                    ),
+                                    "opportunity_external_id": row["external_id"],
+                                    "from_stage": before.stage,
+                                    "to_stage": row["stage"],
+                                    "changed_at": changed_at,
+                                    "source": "observed",
+                                    "content_hash": "",
+                                }
+                            )
+                repo.upsert_rows(session, entity, self.connection_id, changed, now)
+                repo.insert_observed_changes(session, self.connection_id, observed, now)
+                stats.stage_changes += len(changed) if entity == "stage_changes" else len(observed)
+            if writer.tombstones:
+                stats.deleted += repo.mark_deleted(
+                    session, entity, self.connection_id, writer.tombstones, now
+                )
+            repo.record_errors(session, writer.bad)
+            if writer.checkpoint is not None:
+                repo.save_checkpoint(
+                    session, self.connection_id, writer.stream.name, writer.checkpoint, self.run_id, now
+                )
+                stats.cursor_after = dict(writer.checkpoint)
+            self._write_counters(session)
+        if self.on_progress is not None:
+            self.on_progress(writer.stream.name, stats)
+
+    def _write_counters(self, session: Session, **extra: Any) -> None:
+        totals = {
+            name: sum(int(getattr(s, name)) for s in self.streams.values())
+            for name in ("inserted", "updated", "unchanged", "deleted", "skipped", "stage_changes")
+        }
+        repo.update_run(
+            session,
+            self.run_id,
+            records_read=sum(s.read for s in self.streams.values()),
+            retries=self.retries,
+            streams={name: stats.as_json() for name, stats in self.streams.items()},
+            **totals,
+            **extra,
+        )
+
+    # -- one stream ------------------------------------------------------------------------------
+
+    def _read_stream(
+        self, spec: StreamSpec, checkpoint: Mapping[str, Any] | None, stats: StreamStats
+    ) -> None:
+        """One read of the stream from ``checkpoint``; commits as it goes."""
+        writer = _StreamWriter(self, self.run_id, spec, stats)
+        expected = RECORD_TYPES[spec.entity]
+        batch_size = self.options.batch_size
+        entity = spec.entity
+        seen: set[str] | None = set() if checkpoint is None else None
+        snapshot_complete = False
+        try:
+            for message in self.connector.read(spec, checkpoint):
+                if type(message) is expected:
+                    stats.read += 1
+                    record: Any = message
+                    try:
+                        record.validate()
+                    except ValueError as exc:
+                        key = getattr(record, "external_id", None)
+                        writer.add_bad(BadRecord(f"invalid record: {exc}", key=key), utc_now())
+                    else:
+                        row = to_row(entity, record)
+                        writer.add_row(row)
+                        if seen is not None:
+                            seen.add(row["external_id"])
+                elif isinstance(message, Checkpoint):
+                    writer.checkpoint = self._checked_state(spec, message.state)
+                    if writer.pending >= batch_size:
+                        writer.commit()
+                        self._maybe_stop()
+                    continue
+                elif isinstance(message, Tombstone):
+                    writer.add_tombstone(message, utc_now())
+                elif isinstance(message, BadRecord):
+                    stats.read += 1
+                    writer.add_bad(message, utc_now())
+                elif isinstance(message, SnapshotComplete):
+                    snapshot_complete = True
+                    continue
+                else:
+                    raise ConnectorBug(
+                        f"connector yielded {type(message).__name__} in stream {spec.name!r}, "
+                        f"which holds {expected.__name__} records"
+                    )
+                if writer.pending >= batch_size * 2:
+                    # A connector that checkpoints rarely must not grow the buffer without bound: the
+                    # rows are committed without advancing the cursor, which a re-read covers safely.
+                    writer.commit()
+                    self._maybe_stop()
+        except Exception as exc:
+            if not isinstance(exc, AppError | DBAPIError):
+                # The source failed: keep what it delivered first. Everything buffered was yielded
+                # before the error, so committing it (and its last checkpoint) is safe.
+                writer.commit()
+            raise
+        writer.commit()
+        if snapshot_complete and seen is not None:
+            self._reconcile_snapshot(writer, seen)
+
+    def _reconcile_snapshot(self, writer: _StreamWriter, seen: set[str]) -> None:
+        """Soft-delete what the source no longer has, after a read of the complete snapshot."""
+        with session_scope(self.session_factory) as session:
+            gone = [
+                key
+                for key in repo.live_external_ids(session, writer.entity, self.connection_id)
+                if key not in seen
+            ]
+        if not gone:
+            return
+        now = utc_now()
+        for start in range(0, len(gone), self.options.batch_size):
+            for key in gone[start : start + self.options.batch_size]:
+                writer.add_tombstone(Tombstone(key, now), now)
+            writer.commit()
+
+    def _checked_state(self, spec: StreamSpec, state: Mapping[str, Any]) -> Mapping[str, Any]:
+        safe = json_safe(state)
+        if safe is None or not isinstance(state, Mapping):
+            raise ConnectorBug(f"stream {spec.name!r} yielded a checkpoint that is not a JSON object")
+        return safe
+
+    def _maybe_stop(self) -> None:
+        if self.should_stop():
+            raise StopRequested
+
+    def _sync_stream(self, spec: StreamSpec, checkpoint: Mapping[str, Any] | None) -> None:
+        stats = self.streams[spec.name]
+        stats.status = "running"
+        stats.cursor_before = dict(checkpoint) if checkpoint is not None else None
+        failures = 0
+        while True:
+            progress_before = stats.inserted + stats.updated + stats.unchanged + stats.deleted + stats.skipped
+            try:
+                self._read_stream(spec, checkpoint, stats)
+                stats.status = "succeeded"
+                return
+            except RetriableError as exc:
+                progressed = (
+                    stats.inserted + stats.updated + stats.unchanged + stats.deleted + stats.skipped
+                ) > progress_before
+                failures = 1 if progressed else failures + 1
+                if failures > self.options.max_retries:
+                    raise
+                self.retries += 1
+                delay = backoff_delay(failures - 1, self.options, exc.retry_after, self.rng)
+                log.warning(
+                    "stream %s of %s: %s; retry %d/%d in %.1fs from the last checkpoint",
+                    spec.name,
+                    self.connection_id,
+                    exc,
+                    failures,
+                    self.options.max_retries,
+                    delay,
+                )
+                self.sleep(delay)
+                with session_scope(self.session_factory) as session:
+                    if not renew(
+                        session, lease_name(self.connection_id), self.holder, self.options.lease_ttl
+                    ):
+                        raise LeaseLost(
+                            f"the sync lease of {self.connection_id!r} was lost while waiting to retry"
+                        ) from exc
+                    self._write_counters(session)
+                # Resume from what this run committed last (on a full refresh, never from an older
+                # checkpoint that the refresh is meant to ignore).
+                if stats.cursor_after is not None:
+                    checkpoint = stats.cursor_after
+
+    # -- the run ---------------------------------------------------------------------------------
+
+    def run(self, *, trigger: str, full_refresh: bool) -> SyncOutcome:
+        started = time.monotonic()
+        now = utc_now()
+        with session_scope(self.session_factory) as session:
+            held = try_acquire(session, lease_name(self.connection_id), self.holder, self.options.lease_ttl)
+            if held is not None:
+                until = f" until {held.expires_at.isoformat()}" if held.expires_at else ""
+                raise SyncAlreadyRunning(
+                    f"connection {self.connection_id!r} is already being synced by {held.holder}{until}"
+                )
+            self.run_id = repo.create_run(
+                session, self.connection_id, trigger, full_refresh, self.holder, now
+            )
+            abandoned = repo.abandon_running(session, self.connection_id, self.run_id, now)
+            checkpoints = {} if full_refresh else repo.load_checkpoints(session, self.connection_id)
+        if abandoned:
+            log.warning(
+                "%s: %d earlier run(s) had died mid-way; resuming from their checkpoints",
+                self.connection_id,
+                abandoned,
+            )
+        specs = list(self.connector.streams())
+        self.streams = {spec.name: StreamStats() for spec in specs}
+        status, error, kind = "succeeded", None, None
+        try:
+            self.connector.check()
+            for spec in specs:
+                self._sync_stream(spec, checkpoints.get(spec.name))
+            self._after_streams()
+        except StopRequested:
+            status, kind = "interrupted", "interrupted"
+            error = "stopped by a shutdown request after a committed batch"
+        except QuotaExhaustedError as exc:
+            status, kind = "deferred", "deferred"
+            error = f"API quota exhausted, resuming on the next run: {exc}"
+        except ConnectorError as exc:
+            status, error, kind = "failed", f"{type(exc).__name__}: {exc}", exc.recovery
+        except (LeaseLost, ConnectorBug) as exc:
+            status, error, kind = "failed", str(exc), "fatal"
+        except DBAPIError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+            status, error, kind = "failed", f"database error: {reason}", "database"
+        except Exception as exc:  # a connector bug must still close the run it started
+            log.exception("sync of %s failed unexpectedly", self.connection_id)
+            status, error, kind = "failed", f"unexpected {type(exc).__name__}: {exc}", "fatal"
+        except BaseException:
+            self._finish("interrupted", "the process was interrupted", "interrupted", started)
+            raise
+        finally:
+            try:
+                self.connector.close()
+            except Exception:
+                log.exception("closing the connector of %s failed", self.connection_id)
+        for stats in self.streams.values():
+            if stats.status == "running":
+                stats.status = status
+                stats.error = error
+        self._finish(status, error, kind, started)
+        return SyncOutcome(
+            run_id=self.run_id,
+            connection_id=self.connection_id,
+            status=status,
+            duration_seconds=time.monotonic() - started,
+            streams=self.streams,
+            error=error,
+            error_kind=kind,
+            retries=self.retries,
+        )
+
+    def _after_streams(self) -> None:
+        with session_scope(self.session_factory) as session:
+            repo.link_team_parents(session, self.connection_id)
+            repo.sync_crm_memberships(session, self.connection_id)
+
+    def _finish(self, status: str, error: str | None, kind: str | None, started: float) -> None:
+        try:
+            with session_scope(self.session_factory) as session:
+                self._write_counters(
+                    session,
+                    status=status,
+                    error=error,
+                    error_kind=kind,
+                    finished_at=utc_now(),
+                    duration_seconds=round(time.monotonic() - started, 3),
+                )
+                release(session, lease_name(self.connection_id), self.holder)
+        except DBAPIError:
+            log.exception("could not record the end of sync run %s of %s", self.run_id, self.connection_id)
+
+
+class SyncService:
+    """Entry point of the sync domain for the CLI, the worker and (later) the API."""
+
+    def __init__(
+        self,
+        *,
+        session_factory: sessionmaker[Session],
+        registry: ConnectorRegistry,
+        config: LoadedConfig,
+        options: SyncOptions,
+        holder: str | None = None,
+        base_dir: Path | None = None,
+    ) -> None:
+        self.session_factory = session_factory
+        self.registry = registry
+        self.config = config
+        self.options = options
+        self.holder = holder or new_holder_id()
+        self.base_dir = base_dir or Path.cwd()
+
+    def apply_config(self) -> None:
+        """Mirror connections and configured teams into the store (idempotent)."""
+        with session_scope(self.session_factory) as session:
+            now = utc_now()
+            repo.sync_connections(session, self.config.app, now)
+            repo.sync_config_teams(session, self.config.app, now)
+
+    def build_connector(self, connection_id: str, *, full_refresh: bool = False) -> Connector:  # type: ignore[type-arg]
+        conn = self.config.app.connection(connection_id)
+        if conn is None:
+            known = ", ".join(c.id for c in self.config.app.connections) or "none"
+            raise NotFound(f"no connection {connection_id!r} in {self.config.path} (configured: {known})")
+        connector_cls = self.registry.get(conn.kind)
+        if connector_cls is None:
+            raise NotFound(f"connector kind {conn.kind!r} of connection {connection_id!r} is not installed")
+        context = ConnectorContext(
+            connection_id=connection_id,
+            base_dir=self.base_dir,
+            logger=logging.getLogger(f"crm_perf_sync.connector.{connection_id}"),
+            full_refresh=full_refresh,
+        )
+        return connector_cls(self.config.connector_settings[connection_id], context)
+
+    def sync(
+        self,
+        connection_id: str,
+        *,
+        trigger: str = "manual",
+        full_refresh: bool = False,
+        on_progress: ProgressCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> SyncOutcome:
+        connector = self.build_connector(connection_id, full_refresh=full_refresh)
+        with session_scope(self.session_factory) as session:
+            repo.sync_connections(session, self.config.app, utc_now())
+        engine = SyncEngine(
+            session_factory=self.session_factory,
+            connector=connector,
+            connection_id=connection_id,
+            options=self.options,
+            holder=self.holder,
+            on_progress=on_progress,
+            should_stop=should_stop,
+            sleep=sleep,
+        )
+        outcome = engine.run(trigger=trigger, full_refresh=full_refresh)
+        if outcome.status == "succeeded":
+            # Configured members may name reps this sync has just brought in.
+            with session_scope(self.session_factory) as session:
+                repo.sync_config_teams(session, self.config.app, utc_now())
+        log.info("sync %s", outcome.summary())
+        return outcome

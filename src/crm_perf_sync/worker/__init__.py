@@ -1,0 +1,1 @@
+"""The worker role: scheduled syncs (later also KPI refresh, alert evaluation, webhook delivery)."""
