@@ -79,12 +79,6 @@ def upgrade() -> None:
         sa.UniqueConstraint("connection_id", "external_id", name=op.f("uq_lead_connection_id_external_id")),
     )
     with op.batch_alter_table("lead", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_lead_connection_id_owner_external_id"),
-            ["connection_id", "owner_external_id"],
-            unique=False,
-        )
-        batch_op.create_index(batch_op.f("ix_lead_created_at"), ["created_at"], unique=False)
         batch_op.create_index(batch_op.f("ix_lead_synced_at"), ["synced_at"], unique=False)
 
     op.create_table(
@@ -140,13 +134,6 @@ def upgrade() -> None:
         ),
     )
     with op.batch_alter_table("opportunity", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_opportunity_close_date"), ["close_date"], unique=False)
-        batch_op.create_index(
-            batch_op.f("ix_opportunity_connection_id_owner_external_id"),
-            ["connection_id", "owner_external_id"],
-            unique=False,
-        )
-        batch_op.create_index(batch_op.f("ix_opportunity_created_at"), ["created_at"], unique=False)
         batch_op.create_index(batch_op.f("ix_opportunity_synced_at"), ["synced_at"], unique=False)
 
     op.create_table(
@@ -397,15 +384,10 @@ def downgrade() -> None:
     op.drop_table("owner")
     with op.batch_alter_table("opportunity", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_opportunity_synced_at"))
-        batch_op.drop_index(batch_op.f("ix_opportunity_created_at"))
-        batch_op.drop_index(batch_op.f("ix_opportunity_connection_id_owner_external_id"))
-        batch_op.drop_index(batch_op.f("ix_opportunity_close_date"))
 
     op.drop_table("opportunity")
     with op.batch_alter_table("lead", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_lead_synced_at"))
-        batch_op.drop_index(batch_op.f("ix_lead_created_at"))
-        batch_op.drop_index(batch_op.f("ix_lead_connection_id_owner_external_id"))
 
     op.drop_table("lead")
     op.drop_table("lease")

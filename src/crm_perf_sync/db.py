@@ -43,6 +43,9 @@ def create_db_engine(url: str, *, pool_size: int = 5) -> Engine:
             json_deserializer=orjson.loads,
             pool_size=pool_size,
             pool_pre_ping=True,
+            # No server-side prepared statements: a generic plan chosen while a table was small
+            # (a sequential scan) would be kept after it grew to millions of rows.
+            connect_args={"prepare_threshold": None},
         )
     raise ValueError(f"unsupported database {redact_url(url)}: use sqlite:///... or postgresql://...")
 

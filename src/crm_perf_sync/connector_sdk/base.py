@@ -75,6 +75,10 @@ class Connector(ABC, Generic[SettingsT]):
 
     settings_model: ClassVar[type[ConnectorSettings]]
     description: ClassVar[str] = ""
+    #: Settings under which the connector runs self-contained (synthetic data, shipped sample
+    #: files, a local emulator), or ``None``. The contract test suite syncs every connector with
+    #: them, so a connector without them is only checked structurally.
+    example_settings: ClassVar[Mapping[str, Any] | None] = None
 
     def __init__(self, settings: SettingsT, context: ConnectorContext) -> None:
         self.settings = settings

@@ -7,7 +7,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, delete, func, insert, literal, or_, select, update
+import orjson
+from sqlalchemy import (
+    String,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    column,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from crm_perf_sync.config import AppConfig
@@ -26,10 +42,8 @@ from crm_perf_sync.models import (
     Team,
     TeamMember,
 )
+from crm_perf_sync.sync.bulk import bulk_upsert
 from crm_perf_sync.sync.rows import Row
-
-# Above this many keys per statement SQLite (32,766 host parameters) and PostgreSQL (65,535) refuse.
-_MAX_KEYS_PER_STATEMENT = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +78,6 @@ def _dialect_insert(session: Session, table: Any) -> Any:
     return sqlite_insert(table)
 
 
-def _chunks(items: Sequence[str], size: int = _MAX_KEYS_PER_STATEMENT) -> Iterable[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 @dataclass(frozen=True, slots=True)
 class StoredState:
     content_hash: str
@@ -91,15 +100,22 @@ def existing_state(
         if optional is not None:
             columns.append(optional)
     found: dict[str, StoredState] = {}
-    for chunk in _chunks(external_ids):
-        stmt = select(*columns).where(t.c[spec.scope_column] == connection_id, t.c.external_id.in_(chunk))
-        for row in session.execute(stmt):
-            found[row.external_id] = StoredState(
-                row.content_hash,
-                row.stage if stage_col is not None else None,
-                bool(row.is_deleted) if deleted_col is not None else False,
-                row.remote_updated_at if updated_col is not None else None,
-            )
+    # One bound parameter for the whole key list (an array on PostgreSQL, a JSON array unnested by
+    # json_each on SQLite): the statement compiles once instead of once per batch size.
+    if session.get_bind().dialect.name == "postgresql":
+        keys = t.c.external_id == any_(bindparam("keys", type_=ARRAY(String)))
+        param: Any = list(external_ids)
+    else:
+        keys = t.c.external_id.in_(select(column("value")).select_from(func.json_each(bindparam("keys"))))
+        param = orjson.dumps(list(external_ids)).decode()
+    stmt = select(*columns).where(t.c[spec.scope_column] == bindparam("scope"), keys)
+    for row in session.execute(stmt, {"keys": param, "scope": connection_id}):
+        found[row.external_id] = StoredState(
+            row.content_hash,
+            row.stage if stage_col is not None else None,
+            bool(row.is_deleted) if deleted_col is not None else False,
+            row.remote_updated_at if updated_col is not None else None,
+        )
     return found
 
 
@@ -117,25 +133,22 @@ def upsert_rows(
         extra["first_synced_at"] = now
     if entity == "stage_changes":
         extra = {"connection_id": connection_id, "recorded_at": now}
-    payload = [{**row, **extra} for row in rows]
-    stmt = _dialect_insert(session, spec.table)
     if entity == "stage_changes":
         # History is append-only: a re-read of the same step changes nothing.
-        stmt = stmt.on_conflict_do_nothing(index_elements=["connection_id", "external_id"])
-    else:
-        keep = {spec.scope_column, "external_id", "first_synced_at", "id", "connection_id"}
-        update_cols = {name: stmt.excluded[name] for name in payload[0] if name not in keep}
-        stmt = stmt.on_conflict_do_update(index_elements=[spec.scope_column, "external_id"], set_=update_cols)
-    session.execute(stmt, payload)
-
-
-def insert_observed_changes(session: Session, connection_id: str, rows: Sequence[Row], now: datetime) -> None:
-    if not rows:
+        bulk_upsert(
+            session, spec.table, rows, constants=extra, conflict=("connection_id", "external_id"), update=None
+        )
         return
-    stmt = _dialect_insert(session, StageChange.__table__).on_conflict_do_nothing(
-        index_elements=["connection_id", "external_id"]
+    keep = {spec.scope_column, "external_id", "first_synced_at", "id", "connection_id"}
+    update_cols = [name for name in (*rows[0], *extra) if name not in keep]
+    bulk_upsert(
+        session,
+        spec.table,
+        rows,
+        constants=extra,
+        conflict=(spec.scope_column, "external_id"),
+        update=update_cols,
     )
-    session.execute(stmt, [{**row, "connection_id": connection_id, "recorded_at": now} for row in rows])
 
 
 def mark_deleted(

@@ -237,7 +237,7 @@ class SyncEngine:
                                 }
                             )
                 repo.upsert_rows(session, entity, self.connection_id, changed, now)
-                repo.insert_observed_changes(session, self.connection_id, observed, now)
+                repo.upsert_rows(session, "stage_changes", self.connection_id, observed, now)
                 stats.stage_changes += len(changed) if entity == "stage_changes" else len(observed)
             if writer.tombstones:
                 stats.deleted += repo.mark_deleted(

@@ -1,0 +1,126 @@
+"""Benchmark plumbing: sizes, databases, measuring in a child process, reporting.
+
+Each measurement runs in a fresh child process so its peak RSS is its own; results are printed as
+a table row and appended as JSON lines to ``bench/results/results.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+RESULTS = Path(__file__).resolve().parent / "results" / "results.jsonl"
+
+
+@dataclass
+class Result:
+    scenario: str
+    size: str
+    database: str
+    records: int
+    seconds: float
+    rate: float  # records per second
+    peak_rss_mb: float
+    floor: str | None = None
+    floor_rate: float | None = None
+    ratio: float | None = None  # rate / floor_rate
+    target: str | None = None
+    passed: bool | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> str:
+        ratio = f"{self.ratio:.2f}" if self.ratio is not None else "-"
+        verdict = {True: "ok", False: "BELOW TARGET", None: "-"}[self.passed]
+        return (
+            f"{self.scenario:<18} {self.size:<6} {self.database:<10} {self.records:>10,} {self.seconds:>8.2f}s "
+            f"{self.rate:>12,.0f}/s {self.peak_rss_mb:>8.1f} MB  ratio {ratio:>5}  {self.target or '':<28} {verdict}"
+        )
+
+
+def header() -> str:
+    return (
+        f"{'scenario':<18} {'size':<6} {'database':<10} {'records':>10} {'time':>9} {'rate':>14} "
+        f"{'peak RSS':>11}  {'ratio':>11}  {'target':<28} verdict"
+    )
+
+
+def append(result: Result) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    record = asdict(result) | {"host": platform.node(), "python": platform.python_version(), "cpus": os.cpu_count()}
+    with RESULTS.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def pg_admin_url() -> str | None:
+    return os.environ.get("CRM_PERF_SYNC_BENCH_PG_URL") or os.environ.get("CRM_PERF_SYNC_TEST_PG_URL")
+
+
+@contextmanager
+def database(kind: str, workdir: Path) -> Iterator[str]:
+    """A fresh, migrated store of ``kind`` (sqlite or postgresql), dropped afterwards."""
+    from crm_perf_sync import migrate
+    from crm_perf_sync.db import create_db_engine
+
+    if kind == "sqlite":
+        path = workdir / f"bench-{uuid.uuid4().hex[:8]}.db"
+        url = f"sqlite:///{path}"
+        engine = create_db_engine(url)
+        migrate.upgrade(engine)
+        engine.dispose()
+        try:
+            yield url
+        finally:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return
+    admin_url = pg_admin_url()
+    if admin_url is None:
+        raise RuntimeError("no PostgreSQL: set CRM_PERF_SYNC_BENCH_PG_URL")
+    name = f"cps_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(make_url(admin_url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(admin_url).set(database=name, drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    try:
+        engine = create_db_engine(url)
+        migrate.upgrade(engine)
+        engine.dispose()
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _child(target: Callable[..., dict[str, Any]], args: tuple[Any, ...], queue: Any) -> None:
+    try:
+        outcome = target(*args)
+        outcome["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        queue.put(("ok", outcome))
+    except BaseException as exc:
+        queue.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def in_child(target: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """Run ``target(*args)`` in a fresh process; returns its dict plus ``peak_rss_mb``."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_child, args=(target, args, queue))
+    process.start()
+    status, payload = queue.get()
+    process.join()
+    if status != "ok":
+        raise RuntimeError(payload)
+    return dict(payload)

@@ -1,0 +1,180 @@
+"""Configuration: interpolation, validation, and errors that name the file, the line and the key."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from crm_perf_sync.config import ConfigIssues, load_config
+from crm_perf_sync.config.yaml_source import interpolate
+from crm_perf_sync.connector_sdk import ConnectorSettings
+from crm_perf_sync.connectors.registry import ConnectorRegistry
+from tests.sync.scripted import ScriptedConnector
+
+
+class StrictSettings(ConnectorSettings):
+    api_token: str
+    page_size: int = 100
+
+
+class StrictConnector(ScriptedConnector):
+    settings_model = StrictSettings  # type: ignore[assignment]
+
+
+@pytest.fixture
+def registry() -> ConnectorRegistry:
+    return ConnectorRegistry(connectors={"scripted": ScriptedConnector, "strict": StrictConnector})
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "crm-perf-sync.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def issues_of(path: Path, registry: ConnectorRegistry, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigIssues) as caught:
+        load_config(path, registry, env or {})
+    return [issue.render() for issue in caught.value.issues]
+
+
+def test_interpolation_uses_the_environment_and_defaults() -> None:
+    env = {"TOKEN": "s3cr:t#1", "EMPTY": ""}
+    assert interpolate("${TOKEN}", env) == "s3cr:t#1"
+    assert interpolate("a-${MISSING:-fallback}-b", env) == "a-fallback-b"
+    assert interpolate("${EMPTY:-used when empty}", env) == "used when empty"
+    assert interpolate("${EMPTY}", env) == ""
+    with pytest.raises(KeyError):
+        interpolate("${MISSING}", env)
+
+
+def test_a_valid_file_loads_with_typed_values(tmp_path: Path, registry: ConnectorRegistry) -> None:
+    path = write(
+        tmp_path,
+        """
+business:
+  timezone: Europe/Berlin
+  fiscal_year_start_month: 4
+connections:
+  - id: sfdc
+    kind: strict
+    schedule: {interval: 15m, jitter: 30s}
+    settings:
+      api_token: ${SF_TOKEN}
+      page_size: ${PAGE_SIZE:-250}
+  - id: nightly
+    kind: scripted
+    enabled: false
+    schedule: {cron: "0 2 * * *"}
+teams:
+  - id: emea
+    name: EMEA
+    level: region
+    teams:
+      - id: dach
+        name: DACH
+        members: [ana@example.com, {connection: sfdc, external_id: "0051"}, Bo Li]
+""",
+    )
+    loaded = load_config(path, registry, {"SF_TOKEN": "tok: with # chars"})
+    sfdc = loaded.app.connection("sfdc")
+    assert sfdc is not None
+    assert sfdc.schedule is not None
+    assert sfdc.schedule.interval == timedelta(minutes=15)
+    assert sfdc.schedule.jitter == timedelta(seconds=30)
+    settings = loaded.connector_settings["sfdc"]
+    assert isinstance(settings, StrictSettings)
+    assert settings.api_token == "tok: with # chars"
+    assert settings.page_size == 250  # a plain scalar is typed after interpolation
+    assert loaded.app.business.fiscal_year_start_month == 4
+    teams = [(team.id, parent.id if parent else None) for team, parent in loaded.app.all_teams()]
+    assert teams == [("emea", None), ("dach", "emea")]
+    members = loaded.app.teams[0].teams[0].members
+    assert (members[0].email, members[1].external_id, members[2].name) == ("ana@example.com", "0051", "Bo Li")
+
+
+def test_every_problem_is_reported_at_once_with_line_and_key(
+    tmp_path: Path, registry: ConnectorRegistry
+) -> None:
+    path = write(
+        tmp_path,
+        """business:
+  timezone: Mars/Olympus
+connections:
+  - id: sfdc
+    kind: strict
+    schedule: {interval: 2 weeks}
+    settings:
+      page_size: many
+      colour: blue
+  - id: sfdc
+    kind: zoho
+  - id: Bad Id
+    kind: scripted
+    schedule: {cron: "61 * * * *"}
+teams:
+  - id: emea
+    name: EMEA
+    members: [{connection: nowhere, external_id: "1"}]
+  - id: emea
+    name: Again
+unknown_section: 1
+""",
+    )
+    issues = issues_of(path, registry)
+    text = "\n".join(issues)
+    expected = [
+        f"{path}:2: business.timezone: unknown IANA timezone 'Mars/Olympus'",
+        f"{path}:6: connections[0].schedule.interval: expected a duration like 30s, 15m, 1h or 1d, "
+        "got '2 weeks'",
+        f"{path}:7: connections[0].settings.api_token: required key is missing",
+        f"{path}:8: connections[0].settings.page_size: Input should be a valid integer",
+        f"{path}:9: connections[0].settings.colour: unknown key",
+        f"{path}:10: connections[1].id: duplicate connection id 'sfdc'",
+        f"{path}:11: connections[1].kind: unknown connector kind 'zoho' (available: scripted, strict)",
+        f"{path}:12: connections[2].id: String should match pattern",
+        f"{path}:14: connections[2].schedule.cron: invalid cron expression '61 * * * *'",
+        f"{path}:21: unknown_section: unknown key",
+    ]
+    for line in expected:
+        assert line in text, f"missing {line!r} in:\n{text}"
+
+
+def test_team_issues_are_reported_when_the_rest_is_valid(tmp_path: Path, registry: ConnectorRegistry) -> None:
+    path = write(
+        tmp_path,
+        """connections:
+  - {id: crm, kind: scripted}
+teams:
+  - id: emea
+    name: EMEA
+    members:
+      - {connection: nowhere, external_id: "1"}
+  - id: emea
+    name: Again
+""",
+    )
+    issues = issues_of(path, registry)
+    assert f"{path}:7: teams[0].members[0].connection: unknown connection 'nowhere'" in issues
+    assert f"{path}:8: teams[1].id: duplicate team id 'emea'" in issues
+
+
+def test_an_unset_variable_and_a_syntax_error_name_their_line(
+    tmp_path: Path, registry: ConnectorRegistry
+) -> None:
+    path = write(
+        tmp_path, "connections:\n  - id: crm\n    kind: strict\n    settings:\n      api_token: ${SF_TOKEN}\n"
+    )
+    assert issues_of(path, registry) == [
+        f"{path}:5: connections[0].settings.api_token: environment variable SF_TOKEN is not set"
+    ]
+    broken = write(tmp_path, "connections:\n  - id: crm\n   kind: [unclosed\n")
+    (issue,) = issues_of(broken, registry)
+    assert issue.startswith(f"{broken}:3: invalid YAML")
+
+
+def test_a_missing_file_is_one_clear_issue(tmp_path: Path, registry: ConnectorRegistry) -> None:
+    path = tmp_path / "nope.yaml"
+    assert issues_of(path, registry) == [f"{path}: cannot read the configuration: No such file or directory"]

@@ -1,0 +1,125 @@
+"""The worker's scheduler: one job per scheduled connection, never overlapping, really syncing."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import func, select
+
+from crm_perf_sync.config import load_config
+from crm_perf_sync.connector_sdk import (
+    Checkpoint,
+    Connector,
+    ConnectorSettings,
+    Message,
+    OpportunityRecord,
+    StreamSpec,
+)
+from crm_perf_sync.connectors.registry import ConnectorRegistry
+from crm_perf_sync.db import create_db_engine, make_session_factory, session_scope
+from crm_perf_sync.models import Opportunity, SyncRun
+from crm_perf_sync.runtime import Runtime
+from crm_perf_sync.settings import Settings
+from crm_perf_sync.worker.scheduler import build_scheduler
+
+
+class TickSettings(ConnectorSettings):
+    deals: int = 3
+
+
+class TickConnector(Connector[TickSettings]):
+    settings_model = TickSettings
+
+    def streams(self) -> Sequence[StreamSpec]:
+        return [StreamSpec("opportunities", "opportunities")]
+
+    def read(self, stream: StreamSpec, checkpoint: Mapping[str, Any] | None) -> Iterator[Message]:  # noqa: ARG002
+        for n in range(self.settings.deals):
+            yield OpportunityRecord(
+                external_id=f"t{n}",
+                amount=Decimal(10),
+                currency="USD",
+                created_at=datetime(2025, 1, 1, tzinfo=UTC),
+            )
+        yield Checkpoint({"n": self.settings.deals})
+
+
+CONFIG = """
+connections:
+  - {id: every-minute, kind: tick, schedule: {interval: 1m, jitter: 5s}, settings: {deals: 3}}
+  - {id: nightly, kind: tick, schedule: {cron: "0 2 * * *"}}
+  - {id: paused, kind: tick, enabled: false, schedule: {interval: 1m}}
+  - {id: manual, kind: tick}
+"""
+
+
+def make_runtime(tmp_path: Path, db_url: str, *, run_on_start: bool) -> Runtime:
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(CONFIG)
+    registry = ConnectorRegistry(connectors={"tick": TickConnector})
+    settings = Settings(database_url=db_url, config=config_path, run_on_start=run_on_start)  # type: ignore[arg-type]
+    engine = create_db_engine(db_url)
+    return Runtime(
+        settings, engine, make_session_factory(engine), registry, load_config(config_path, registry, {})
+    )
+
+
+def test_one_job_per_enabled_scheduled_connection(tmp_path: Path, db_url: str) -> None:
+    runtime = make_runtime(tmp_path, db_url, run_on_start=False)
+    try:
+        scheduler = build_scheduler(runtime, threading.Event(), BackgroundScheduler(timezone="UTC"))
+        scheduler.start(paused=True)
+        jobs = {job.id: job for job in scheduler.get_jobs()}
+        assert set(jobs) == {"sync:every-minute", "sync:nightly"}
+        minute, nightly = jobs["sync:every-minute"], jobs["sync:nightly"]
+        assert isinstance(minute.trigger, IntervalTrigger)
+        assert minute.trigger.interval == timedelta(minutes=1)
+        assert minute.trigger.jitter == 5
+        assert isinstance(nightly.trigger, CronTrigger)
+        for job in jobs.values():
+            assert job.coalesce is True
+            assert job.max_instances == 1
+            assert job.next_run_time is not None  # scheduled, not paused
+            assert job.next_run_time > datetime.now(UTC)
+        scheduler.shutdown(wait=False)
+    finally:
+        runtime.close()
+
+
+def test_a_started_worker_syncs_at_once_and_records_the_run(tmp_path: Path, db_url: str) -> None:
+    runtime = make_runtime(tmp_path, db_url, run_on_start=True)
+    stop = threading.Event()
+    try:
+        runtime.sync_service().apply_config()
+        scheduler = build_scheduler(runtime, stop, BackgroundScheduler(timezone="UTC"))
+        scheduler.start()
+        factory = make_session_factory(runtime.engine)
+        deadline = time.monotonic() + 30
+        finished: list[SyncRun] = []
+        while time.monotonic() < deadline and len(finished) < 2:
+            time.sleep(0.1)
+            with session_scope(factory) as session:
+                finished = list(session.scalars(select(SyncRun).where(SyncRun.status != "running")))
+        stop.set()
+        scheduler.shutdown(wait=True)
+        assert sorted((run.connection_id, run.trigger, run.status) for run in finished) == [
+            ("every-minute", "schedule", "succeeded"),
+            ("nightly", "schedule", "succeeded"),
+        ]
+        with session_scope(factory) as session:
+            rows = session.execute(
+                select(Opportunity.connection_id, func.count()).group_by(Opportunity.connection_id)
+            )
+            per_connection = dict(rows)
+        assert per_connection == {"every-minute": 3, "nightly": 3}
+    finally:
+        runtime.close()
