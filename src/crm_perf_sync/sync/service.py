@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -142,14 +143,34 @@ class _StreamWriter:
         self.pending += 1
 
     def commit(self) -> None:
+        """Hand the buffer to the engine's writer (which commits it while we read on)."""
         if not self.pending and self.checkpoint is None:
             return
-        self.engine.commit_batch(self)
+        self.engine.submit(
+            _Batch(
+                self.stream, self.stats, list(self.rows.values()), self.tombstones, self.bad, self.checkpoint
+            )
+        )
         self.rows = {}
         self.tombstones = {}
         self.bad = []
         self.pending = 0
         self.checkpoint = None
+
+    def flush(self) -> None:
+        """Commit the buffer and wait until everything handed over is committed."""
+        self.commit()
+        self.engine.wait()
+
+
+@dataclass(slots=True)
+class _Batch:
+    stream: StreamSpec
+    stats: StreamStats
+    rows: list[Row]
+    tombstones: dict[str, datetime]
+    bad: list[Row]
+    checkpoint: Mapping[str, Any] | None
 
 
 class SyncEngine:
@@ -182,20 +203,49 @@ class SyncEngine:
         self.retries = 0
         # Stage changes are observed between syncs only when the CRM does not give its own history.
         self.observe_stage_changes = not any(spec.entity == "stage_changes" for spec in connector.streams())
+        # One writer thread: batch N is committed while batch N+1 is read and mapped. The database
+        # and the network release the GIL, so the two overlap; one thread keeps commits in order.
+        self._executor: ThreadPoolExecutor | None = None
+        self._inflight: Future[None] | None = None
+
+    # -- the writer --------------------------------------------------------------------------------
+
+    def submit(self, batch: _Batch) -> None:
+        """Queue ``batch`` for commit after the one in flight (whose failure is raised here)."""
+        self.wait()
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix=f"sync-{self.connection_id}"
+            )
+        self._inflight = self._executor.submit(self.commit_batch, batch)
+
+    def wait(self) -> None:
+        """Block until the batch in flight is committed; raise its error if it failed."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            inflight.result()
+
+    def _shutdown_writer(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
 
     # -- one batch, one transaction --------------------------------------------------------------
 
-    def commit_batch(self, writer: _StreamWriter) -> None:
+    def commit_batch(self, batch: _Batch) -> None:
         now = utc_now()
-        stats = writer.stats
-        entity = writer.entity
+        stats = batch.stats
+        entity = batch.stream.entity
         with session_scope(self.session_factory) as session:
             if not renew(session, lease_name(self.connection_id), self.holder, self.options.lease_ttl):
                 raise LeaseLost(
                     f"the sync lease of {self.connection_id!r} expired and was taken by another process; "
                     "this batch was rolled back"
                 )
-            rows = list(writer.rows.values())
+            rows = batch.rows
             if rows:
                 stored = repo.existing_state(
                     session, entity, self.connection_id, [r["external_id"] for r in rows]
@@ -239,19 +289,19 @@ class SyncEngine:
                 repo.upsert_rows(session, entity, self.connection_id, changed, now)
                 repo.upsert_rows(session, "stage_changes", self.connection_id, observed, now)
                 stats.stage_changes += len(changed) if entity == "stage_changes" else len(observed)
-            if writer.tombstones:
-                stats.deleted += repo.mark_deleted(
-                    session, entity, self.connection_id, writer.tombstones, now
-                )
-            repo.record_errors(session, writer.bad)
-            if writer.checkpoint is not None:
+            if batch.tombstones:
+                stats.deleted += repo.mark_deleted(session, entity, self.connection_id, batch.tombstones, now)
+            repo.record_errors(session, batch.bad)
+            if batch.checkpoint is not None:
                 repo.save_checkpoint(
-                    session, self.connection_id, writer.stream.name, writer.checkpoint, self.run_id, now
+                    session, self.connection_id, batch.stream.name, batch.checkpoint, self.run_id, now
                 )
-                stats.cursor_after = dict(writer.checkpoint)
             self._write_counters(session)
+        if batch.checkpoint is not None:
+            # Only once committed: a retry resumes from here.
+            stats.cursor_after = dict(batch.checkpoint)
         if self.on_progress is not None:
-            self.on_progress(writer.stream.name, stats)
+            self.on_progress(batch.stream.name, stats)
 
     def _write_counters(self, session: Session, **extra: Any) -> None:
         totals = {
@@ -323,9 +373,9 @@ class SyncEngine:
             if not isinstance(exc, AppError | DBAPIError):
                 # The source failed: keep what it delivered first. Everything buffered was yielded
                 # before the error, so committing it (and its last checkpoint) is safe.
-                writer.commit()
+                writer.flush()
             raise
-        writer.commit()
+        writer.flush()
         if snapshot_complete and seen is not None:
             self._reconcile_snapshot(writer, seen)
 
@@ -344,6 +394,7 @@ class SyncEngine:
             for key in gone[start : start + self.options.batch_size]:
                 writer.add_tombstone(Tombstone(key, now), now)
             writer.commit()
+        writer.flush()
 
     def _checked_state(self, spec: StreamSpec, state: Mapping[str, Any]) -> Mapping[str, Any]:
         safe = json_safe(state)
@@ -353,6 +404,7 @@ class SyncEngine:
 
     def _maybe_stop(self) -> None:
         if self.should_stop():
+            self.wait()  # the batch just handed over is committed before the run stops
             raise StopRequested
 
     def _sync_stream(self, spec: StreamSpec, checkpoint: Mapping[str, Any] | None) -> None:
@@ -446,9 +498,11 @@ class SyncEngine:
             log.exception("sync of %s failed unexpectedly", self.connection_id)
             status, error, kind = "failed", f"unexpected {type(exc).__name__}: {exc}", "fatal"
         except BaseException:
+            self._drain_writer()
             self._finish("interrupted", "the process was interrupted", "interrupted", started)
             raise
         finally:
+            self._drain_writer()
             try:
                 self.connector.close()
             except Exception:
@@ -468,6 +522,14 @@ class SyncEngine:
             error_kind=kind,
             retries=self.retries,
         )
+
+    def _drain_writer(self) -> None:
+        # Every path that ends a run has already waited for its last batch (and seen its error);
+        # this only stops the thread, and logs what a second failure would otherwise hide.
+        try:
+            self._shutdown_writer()
+        except Exception:
+            log.exception("the last batch of %s could not be committed", self.connection_id)
 
     def _after_streams(self) -> None:
         with session_scope(self.session_factory) as session:

@@ -1,0 +1,696 @@
+"""The csv connector's settings: where the exports are and how their columns become records.
+
+Everything dataset-specific lives in the configuration; this module only knows the canonical
+records. The shape, in YAML (every key is checked; a typo is an error at that key)::
+
+    settings:
+      data_dir: ../shared/data/maven      # relative paths resolve against the working directory
+      timezone: UTC                       # naive timestamps in the files are in this zone
+      encoding: utf-8-sig                 # defaults for every file (a BOM is skipped)
+      delimiter: ","
+      null_values: [""]                   # cells meaning "missing" (after trimming spaces)
+      batch_size: 5000                    # a checkpoint every this many rows
+      streams:                            # any of: teams, owners, pipeline_stages, leads,
+        opportunities:                    #   opportunities, stage_changes
+          file: sales_pipeline.csv        # relative to data_dir
+          null_values: [Select]           # added to the defaults for this file
+          key: [opportunity_id]           # columns forming external_id when the file has no id
+          joins:                          # lookup tables, matched on one column
+            owner: {file: Users.csv, key: Potential Owner, match: Last Name}
+          fields:                         # canonical field: a column name, or a field spec
+            owner_external_id: {join: owner, column: USER_ID}
+            amount: {column: Amount}      # "$22,700.00" -> Decimal("22700.00")
+            currency: {value: USD}        # a constant
+            created_at: {column: Created Time, format: "%d %b, %Y %H:%M:%S"}
+            product: {column: product, map: {GTXPro: GTX Pro}}
+          custom:                         # named custom dimensions kept in ``custom``
+            series: {join: product, column: series}
+          stages:                         # the stage table: classifies each deal by its stage
+            pipeline: sales
+            table:
+              - {stage: Won, is_won: true, probability: 1.0}
+
+A field spec takes its text from exactly one of ``column`` (with ``join``: a column of the joined
+row), ``template`` (``"team:{manager}"``; empty if any named column is empty) or ``value`` (a
+constant). The text is trimmed, checked against the null markers, translated by ``map`` (matched
+case-insensitively with ``ignore_case``; ``unmapped`` says what happens to other values) and then
+parsed as the canonical field's type. A cell that cannot be parsed makes its row a bad record.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Generic, Literal, Self, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from crm_perf_sync.connector_sdk import ConnectorSettings
+
+# --- YAML-proof scalars ---------------------------------------------------------------------------
+
+
+def _text(value: object, what: str) -> str:
+    # PyYAML reads unquoted Yes/No/On/Off as booleans: the original spelling is lost, so an
+    # unquoted one can never match a cell. Refuse it with the fix rather than guess.
+    if isinstance(value, bool):
+        raise ValueError(f"{what} {value!r} is a YAML boolean; quote it ('Yes', 'No', 'true', ...)")
+    if isinstance(value, int | float | Decimal):
+        return str(value)
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"{what} must be a string, got {type(value).__name__}")
+
+
+def _text_list(value: object) -> object:
+    if isinstance(value, str | int | float | bool):
+        value = [value]
+    if isinstance(value, list | tuple):
+        return tuple(_text(item, "value") for item in value)
+    return value
+
+
+def _value_map(value: object) -> object:
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, str | None] = {}
+    for key, target in value.items():
+        # A boolean target is unambiguous ("true"/"false" parse back for boolean fields).
+        if isinstance(target, bool):
+            target = "true" if target else "false"
+        out[_text(key, "map key")] = None if target is None else _text(target, "map value")
+    return out
+
+
+TextList = Annotated[tuple[str, ...], BeforeValidator(_text_list)]
+ValueMap = Annotated[dict[str, str | None], BeforeValidator(_value_map)]
+
+PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+
+
+def template_columns(template: str) -> list[str]:
+    """The column names a template refers to; ``{{`` and ``}}`` are literal braces.
+
+    Raises ``ValueError`` for an empty placeholder or an unmatched brace.
+    """
+    columns = []
+    for match in PLACEHOLDER.finditer(template):
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            continue
+        if token in ("{", "}"):
+            raise ValueError(f"unmatched {token!r} in template {template!r} (write {token * 2} for a brace)")
+        name = match.group(1).strip()
+        if not name:
+            raise ValueError(f"empty placeholder {{}} in template {template!r}")
+        columns.append(name)
+    if not columns:
+        raise ValueError(f"template {template!r} names no column; use value: for a constant")
+    return columns
+
+
+def _check_zone(value: str | None) -> str | None:
+    if value is None:
+        return value
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown IANA timezone {value!r} (e.g. UTC, Europe/Berlin)") from None
+    return value
+
+
+def _check_encoding(value: str | None) -> str | None:
+    if value is None:
+        return value
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        raise ValueError(f"unknown encoding {value!r} (e.g. utf-8, utf-8-sig, cp1252, latin-1)") from None
+    return value
+
+
+def _check_delimiter(value: str | None) -> str | None:
+    if value is not None and len(value) != 1:
+        raise ValueError(f"a delimiter is one character, got {value!r}")
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- field specs ------------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class FieldSpec(_Model, Generic[T]):
+    """Where one field's value comes from and how its text is cleaned before it is parsed.
+
+    A bare string in YAML is shorthand for ``{column: <string>}``.
+    """
+
+    column: str | None = Field(default=None, description="the column holding the value")
+    join: str | None = Field(default=None, description="take ``column`` from this join's matched row")
+    template: str | None = Field(default=None, description='text built from columns: "team:{manager}"')
+    value: T | None = Field(default=None, description="a constant instead of a column")
+    null_values: TextList = Field(default=(), description="more cells meaning missing, for this field")
+    map: ValueMap = Field(default_factory=dict, description="value translations, applied before parsing")
+    ignore_case: bool = Field(default=False, description="match ``map`` keys case-insensitively")
+    unmapped: Literal["keep", "null", "error"] = Field(
+        default="keep", description="a value ``map`` does not list: kept, made missing, or a bad record"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: object) -> object:
+        if isinstance(data, str):
+            return {"column": data}
+        return data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        given = [
+            name
+            for name, present in (
+                ("column", self.column is not None),
+                ("template", self.template is not None),
+                ("value", "value" in self.model_fields_set),
+            )
+            if present
+        ]
+        if len(given) != 1:
+            detail = f"got {', '.join(given)}" if given else "got none"
+            raise ValueError(f"give exactly one of column, template or value ({detail})")
+        if self.join is not None and self.column is None:
+            raise ValueError("join needs the column of the joined file to take")
+        if self.template is not None:
+            template_columns(self.template)
+        if self.ignore_case:
+            folded = [key.casefold() for key in self.map]
+            if len(folded) != len(set(folded)):
+                raise ValueError("map has keys that differ only in case, which ignore_case makes ambiguous")
+        return self
+
+
+class TextField(FieldSpec[str]):
+    """A text field (ids, names, stages, sources ...)."""
+
+
+class AmountField(FieldSpec[Decimal]):
+    """A money amount: ``"$22,700.00"``, ``"1054"``, ``"(300.00)"`` (negative), ``"1.200,50 €"``.
+
+    Currency symbols and spaces are dropped; the currency itself is the ``currency`` field.
+    """
+
+    decimal_separator: Literal[".", ","] = "."
+    thousands_separator: Literal[",", ".", " ", "'", ""] = ","
+
+    @model_validator(mode="after")
+    def _distinct_separators(self) -> Self:
+        if self.decimal_separator == self.thousands_separator:
+            raise ValueError("decimal_separator and thousands_separator must differ")
+        return self
+
+
+class ProbabilityField(FieldSpec[float]):
+    """A win probability; stored as a fraction in [0, 1]."""
+
+    scale: Literal["fraction", "percent"] = Field(
+        default="fraction", description="percent: the file says 0-100 (a trailing % is accepted)"
+    )
+
+    @model_validator(mode="after")
+    def _constant_in_range(self) -> Self:
+        limit = 100.0 if self.scale == "percent" else 1.0
+        if self.value is not None and not 0.0 <= self.value <= limit:
+            raise ValueError(f"value must be within 0-{limit:g} ({self.scale})")
+        return self
+
+
+DEFAULT_TRUE = ("true", "yes", "y", "1", "t")
+DEFAULT_FALSE = ("false", "no", "n", "0", "f")
+
+
+class BoolField(FieldSpec[bool]):
+    """A yes/no field; the values are matched case-insensitively, anything else is a bad record."""
+
+    true_values: TextList = DEFAULT_TRUE
+    false_values: TextList = DEFAULT_FALSE
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> Self:
+        both = {v.casefold() for v in self.true_values} & {v.casefold() for v in self.false_values}
+        if both:
+            raise ValueError(f"values both true and false: {sorted(both)}")
+        return self
+
+
+Formats = Annotated[tuple[str, ...], BeforeValidator(lambda v: (v,) if isinstance(v, str) else v)]
+
+
+class _TemporalOptions(_Model):
+    format: Formats = Field(
+        default=(),
+        description="strptime formats tried in order; none: ISO 8601 (2024-05-01, 2024-05-01T10:00:00+02:00)",
+    )
+
+    @field_validator("format")
+    @classmethod
+    def _formats(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for fmt in value:
+            if "%" not in fmt:
+                raise ValueError(f"{fmt!r} is not a strptime format (e.g. '%d %b, %Y %H:%M:%S')")
+        return value
+
+
+class DateTimeField(FieldSpec[datetime], _TemporalOptions):
+    """A point in time. Naive values are in ``timezone`` (default: the settings' zone), stored as UTC.
+
+    A date without a time is midnight in that zone.
+    """
+
+    timezone: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        return _check_zone(value)
+
+
+class DateField(FieldSpec[date], _TemporalOptions):
+    """A calendar date; a value with a time keeps only its date, as written."""
+
+
+class IntegerField(FieldSpec[int]):
+    """A whole number."""
+
+
+CustomType = Literal["string", "integer", "number", "decimal", "boolean", "date", "datetime"]
+
+
+class CustomField(FieldSpec[str | int | float | bool], _TemporalOptions):
+    """A named custom dimension kept in the record's ``custom`` (dates as ISO strings, decimals as text)."""
+
+    type: CustomType = "string"
+    timezone: str | None = None
+    true_values: TextList = DEFAULT_TRUE
+    false_values: TextList = DEFAULT_FALSE
+    decimal_separator: Literal[".", ","] = "."
+    thousands_separator: Literal[",", ".", " ", "'", ""] = ","
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        return _check_zone(value)
+
+    @model_validator(mode="after")
+    def _options_fit_type(self) -> Self:
+        applies = {
+            "format": ("date", "datetime"),
+            "timezone": ("datetime",),
+            "true_values": ("boolean",),
+            "false_values": ("boolean",),
+            "decimal_separator": ("decimal", "number"),
+            "thousands_separator": ("decimal", "number"),
+        }
+        for option, types in applies.items():
+            if option in self.model_fields_set and self.type not in types:
+                raise ValueError(f"{option} applies to type {' or '.join(types)}, not {self.type}")
+        return self
+
+
+# --- canonical fields per entity -------------------------------------------------------------------
+
+
+class TeamFields(_Model):
+    """One team per row (a teams export with its own ids)."""
+
+    external_id: TextField | None = None
+    name: TextField | None = Field(default=None, description="default: the external id")
+    parent_external_id: TextField | None = None
+    level: TextField | None = None
+
+
+class TeamLevel(_Model):
+    """One level of the organisation that every row of a people file spells out (region, team)."""
+
+    level: str | None = Field(default=None, description="label of the level, e.g. region or team")
+    external_id: TextField
+    name: TextField | None = Field(default=None, description="default: the external id")
+
+
+class OwnerFields(_Model):
+    external_id: TextField | None = None
+    name: TextField | None = None
+    email: TextField | None = None
+    active: BoolField | None = None
+    team_external_id: TextField | None = None
+    remote_updated_at: DateTimeField | None = None
+
+
+class LeadFields(_Model):
+    external_id: TextField | None = None
+    owner_external_id: TextField | None = None
+    name: TextField | None = None
+    email: TextField | None = None
+    company: TextField | None = None
+    source: TextField | None = None
+    status: TextField | None = None
+    created_at: DateTimeField | None = None
+    is_converted: BoolField | None = None
+    converted_at: DateTimeField | None = None
+    converted_opportunity_external_id: TextField | None = None
+    is_deleted: BoolField | None = None
+    remote_updated_at: DateTimeField | None = None
+
+
+class OpportunityFields(_Model):
+    external_id: TextField | None = None
+    owner_external_id: TextField | None = None
+    name: TextField | None = None
+    amount: AmountField | None = None
+    currency: TextField | None = None
+    stage: TextField | None = None
+    probability: ProbabilityField | None = None
+    pipeline: TextField | None = None
+    forecast_category: TextField | None = None
+    type: TextField | None = None
+    lead_source: TextField | None = None
+    account: TextField | None = None
+    product: TextField | None = None
+    created_at: DateTimeField | None = None
+    close_date: DateField | None = None
+    closed_at: DateTimeField | None = Field(
+        default=None, description="kept for closed deals only: an open deal's close date is a forecast"
+    )
+    is_closed: BoolField | None = None
+    is_won: BoolField | None = None
+    lead_external_id: TextField | None = None
+    is_deleted: BoolField | None = None
+    remote_updated_at: DateTimeField | None = None
+
+
+class StageChangeFields(_Model):
+    external_id: TextField | None = None
+    opportunity_external_id: TextField | None = None
+    from_stage: TextField | None = None
+    to_stage: TextField | None = None
+    changed_at: DateTimeField | None = None
+
+
+class PipelineStageFields(_Model):
+    pipeline: TextField | None = Field(default=None, description='default: "default"')
+    stage: TextField | None = None
+    label: TextField | None = None
+    sort_order: IntegerField | None = Field(default=None, description="default: the row number")
+    probability: ProbabilityField | None = None
+    is_closed: BoolField | None = None
+    is_won: BoolField | None = None
+
+
+# --- stage table -------------------------------------------------------------------------------------
+
+
+class StageDef(_Model):
+    """One stage of the table: what a deal in it is (its order is the table's order)."""
+
+    stage: str = Field(min_length=1)
+    label: str | None = None
+    aliases: TextList = Field(default=(), description="other spellings of the stage in the file")
+    probability: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="overrides the row's probability; unset: the row's"
+    )
+    is_closed: bool = False
+    is_won: bool = False
+
+    @model_validator(mode="after")
+    def _won_is_closed(self) -> Self:
+        if self.is_won and "is_closed" in self.model_fields_set and not self.is_closed:
+            raise ValueError("a won stage is closed: drop is_closed: false")
+        return self
+
+
+class StageTable(_Model):
+    """Classifies opportunities by stage, and is published as the ``pipeline_stages`` stream."""
+
+    pipeline: str = Field(default="default", min_length=1)
+    unknown: Literal["error", "keep"] = Field(
+        default="error", description="a stage the table does not list: a bad record, or kept unclassified"
+    )
+    ignore_case: bool = False
+    table: list[StageDef] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Self:
+        seen: dict[str, str] = {}
+        for entry in self.table:
+            for name in (entry.stage, *entry.aliases):
+                folded = name.casefold() if self.ignore_case else name
+                if folded in seen:
+                    raise ValueError(f"stage {name!r} is listed twice (also under {seen[folded]!r})")
+                seen[folded] = entry.stage
+        return self
+
+
+# --- streams -----------------------------------------------------------------------------------------
+
+
+class JoinConfig(_Model):
+    """A lookup table: the row of ``file`` whose ``match`` column equals this row's ``key``.
+
+    The joined file is held in memory (only the columns used), so joins are for dimension tables:
+    users, teams, products, accounts. Keys are compared with spaces trimmed and collapsed.
+    """
+
+    file: str = Field(min_length=1)
+    key: TextField = Field(description="this file's value to look up: a column or a field spec")
+    match: str = Field(min_length=1, description="the column of the joined file holding the key")
+    ignore_case: bool = False
+    required: bool = Field(default=False, description="a row without a match is a bad record")
+    encoding: str | None = None
+    delimiter: str | None = None
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, value: str | None) -> str | None:
+        return _check_encoding(value)
+
+    @field_validator("delimiter")
+    @classmethod
+    def _delimiter(cls, value: str | None) -> str | None:
+        return _check_delimiter(value)
+
+    @field_validator("key")
+    @classmethod
+    def _key_is_local(cls, value: TextField) -> TextField:
+        if value.join is not None:
+            raise ValueError("a join key comes from this stream's own file, not from another join")
+        return value
+
+
+class FileStream(_Model):
+    """What every file-based stream has: the file, how to read it, and its lookup tables."""
+
+    file: str = Field(min_length=1, description="path relative to data_dir")
+    encoding: str | None = Field(default=None, description="default: the settings' encoding")
+    delimiter: str | None = Field(default=None, description="default: the settings' delimiter")
+    null_values: TextList = Field(default=(), description="more cells meaning missing, for this file")
+    joins: dict[str, JoinConfig] = Field(default_factory=dict)
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, value: str | None) -> str | None:
+        return _check_encoding(value)
+
+    @field_validator("delimiter")
+    @classmethod
+    def _delimiter(cls, value: str | None) -> str | None:
+        return _check_delimiter(value)
+
+    def field_specs(self) -> list[tuple[str, FieldSpec[Any]]]:
+        """Every field spec of the stream with its location, for cross-checks and column lists."""
+        out: list[tuple[str, FieldSpec[Any]]] = []
+        fields = getattr(self, "fields", None)
+        if isinstance(fields, BaseModel):
+            for name in type(fields).model_fields:
+                spec = getattr(fields, name)
+                if spec is not None:
+                    out.append((f"fields.{name}", spec))
+        for index, level in enumerate(getattr(self, "levels", None) or []):
+            out.append((f"levels[{index}].external_id", level.external_id))
+            if level.name is not None:
+                out.append((f"levels[{index}].name", level.name))
+        for name, spec in (getattr(self, "custom", None) or {}).items():
+            out.append((f"custom.{name}", spec))
+        return out
+
+    @model_validator(mode="after")
+    def _joins_exist(self) -> Self:
+        for where, spec in self.field_specs():
+            if spec.join is not None and spec.join not in self.joins:
+                known = ", ".join(sorted(self.joins)) or "none"
+                raise ValueError(f"{where}.join: no join named {spec.join!r} (joins: {known})")
+        return self
+
+
+KeyColumns = Annotated[list[str], Field(min_length=1)]
+
+
+def _require_key(key: list[str] | None, external_id: TextField | None) -> None:
+    if key is not None and external_id is not None:
+        raise ValueError("give either key (columns forming the id) or fields.external_id, not both")
+    if key is None and external_id is None:
+        raise ValueError("the records need an id: give fields.external_id, or key: [columns forming it]")
+
+
+class TeamsStream(FileStream):
+    """Teams: one per row (``fields``), or the levels every row of a people file spells out."""
+
+    key: KeyColumns | None = None
+    fields: TeamFields | None = None
+    levels: list[TeamLevel] | None = Field(default=None, min_length=1)
+    keep_raw: bool = True
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> Self:
+        if (self.fields is None) == (self.levels is None):
+            raise ValueError("give either fields (one team per row) or levels (a hierarchy per row)")
+        if self.fields is not None:
+            _require_key(self.key, self.fields.external_id)
+        elif self.key is not None:
+            raise ValueError("key applies to fields; each level has its own external_id")
+        return self
+
+
+class OwnersStream(FileStream):
+    """Owners (reps)."""
+
+    key: KeyColumns | None = None
+    fields: OwnerFields
+    keep_raw: bool = True
+
+    @model_validator(mode="after")
+    def _has_id(self) -> Self:
+        _require_key(self.key, self.fields.external_id)
+        return self
+
+
+class LeadsStream(FileStream):
+    """Leads."""
+
+    key: KeyColumns | None = None
+    fields: LeadFields
+    custom: dict[str, CustomField] = Field(default_factory=dict)
+    keep_raw: bool = True
+
+    @model_validator(mode="after")
+    def _has_id(self) -> Self:
+        _require_key(self.key, self.fields.external_id)
+        return self
+
+
+class OpportunitiesStream(FileStream):
+    """Opportunities (deals), optionally classified by a stage table."""
+
+    key: KeyColumns | None = None
+    fields: OpportunityFields
+    custom: dict[str, CustomField] = Field(default_factory=dict)
+    stages: StageTable | None = None
+    keep_raw: bool = True
+
+    @model_validator(mode="after")
+    def _has_id(self) -> Self:
+        _require_key(self.key, self.fields.external_id)
+        if self.stages is not None and self.fields.stage is None:
+            raise ValueError("stages classifies deals by fields.stage, which is not mapped")
+        return self
+
+
+class StageChangesStream(FileStream):
+    """The CRM's own stage history, one row per change."""
+
+    key: KeyColumns | None = None
+    fields: StageChangeFields
+
+    @model_validator(mode="after")
+    def _required(self) -> Self:
+        if self.key is not None and self.fields.external_id is not None:
+            raise ValueError("give either key or fields.external_id, not both")
+        missing = [
+            name
+            for name in ("opportunity_external_id", "to_stage", "changed_at")
+            if getattr(self.fields, name) is None
+        ]
+        if missing:
+            raise ValueError(f"fields needs {', '.join(missing)}")
+        return self
+
+
+class PipelineStagesStream(FileStream):
+    """Pipeline stages from a file (a CRM's stage export)."""
+
+    fields: PipelineStageFields
+
+    @model_validator(mode="after")
+    def _required(self) -> Self:
+        if self.fields.stage is None:
+            raise ValueError("fields needs stage")
+        return self
+
+
+class Streams(_Model):
+    """The streams this connection reads; each entity at most once."""
+
+    teams: TeamsStream | None = None
+    owners: OwnersStream | None = None
+    pipeline_stages: PipelineStagesStream | None = None
+    leads: LeadsStream | None = None
+    opportunities: OpportunitiesStream | None = None
+    stage_changes: StageChangesStream | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> Self:
+        if not any(getattr(self, name) is not None for name in type(self).model_fields):
+            raise ValueError("configure at least one stream")
+        if self.pipeline_stages is not None and self.opportunities and self.opportunities.stages:
+            raise ValueError("pipeline_stages come either from a file or from opportunities.stages, not both")
+        return self
+
+
+class CsvSettings(ConnectorSettings):
+    """Settings of a ``csv`` connection: CRM export files and the mapping of their columns."""
+
+    data_dir: Path = Field(description="folder of the files; relative to the working directory")
+    timezone: str = Field(default="UTC", description="zone of naive timestamps in the files")
+    encoding: str = Field(default="utf-8-sig", description="text encoding of the files (a BOM is skipped)")
+    delimiter: str = ","
+    null_values: TextList = Field(default=("",), description="cells meaning missing, in every file")
+    batch_size: int = Field(default=5000, ge=1, le=1_000_000, description="rows per checkpoint")
+    streams: Streams
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        _check_zone(value)
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, value: str) -> str:
+        _check_encoding(value)
+        return value
+
+    @field_validator("delimiter")
+    @classmethod
+    def _delimiter(cls, value: str) -> str:
+        _check_delimiter(value)
+        return value
+
+    def zone(self) -> ZoneInfo:
+        """The zone naive timestamps are read in."""
+        return ZoneInfo(self.timezone)
