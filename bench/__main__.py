@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
 
     databases = [d.strip() for d in args.db.split(",") if d.strip()]
     if "postgresql" in databases and harness.pg_admin_url() is None:
-        print("postgresql: skipped (set CRM_PERF_SYNC_BENCH_PG_URL or CRM_PERF_SYNC_TEST_PG_URL)", file=sys.stderr)
+        print("postgresql: skipped (set CRM_PERF_SYNC_BENCH_PG_URL or _TEST_PG_URL)", file=sys.stderr)
         databases.remove("postgresql")
     failed = False
     print(harness.header())

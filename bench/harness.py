@@ -43,22 +43,26 @@ class Result:
     def row(self) -> str:
         ratio = f"{self.ratio:.2f}" if self.ratio is not None else "-"
         verdict = {True: "ok", False: "BELOW TARGET", None: "-"}[self.passed]
+        store = self.notes.get("store_rate")
+        store_text = f"{store:>10,}/s" if isinstance(store, int) else f"{'-':>12}"
         return (
-            f"{self.scenario:<18} {self.size:<6} {self.database:<10} {self.records:>10,} {self.seconds:>8.2f}s "
-            f"{self.rate:>12,.0f}/s {self.peak_rss_mb:>8.1f} MB  ratio {ratio:>5}  {self.target or '':<28} {verdict}"
+            f"{self.scenario:<10} {self.size:<6} {self.database:<10} {self.records:>10,} "
+            f"{self.seconds:>8.2f}s {self.rate:>10,.0f}/s {store_text} {self.peak_rss_mb:>7.1f} MB "
+            f"{ratio:>6}  {self.target or '':<32} {verdict}"
         )
 
 
 def header() -> str:
     return (
-        f"{'scenario':<18} {'size':<6} {'database':<10} {'records':>10} {'time':>9} {'rate':>14} "
-        f"{'peak RSS':>11}  {'ratio':>11}  {'target':<28} verdict"
+        f"{'scenario':<10} {'size':<6} {'database':<10} {'records':>10} {'time':>9} {'rate':>12} "
+        f"{'store rate':>12} {'peak RSS':>10} {'ratio':>6}  {'target':<32} verdict"
     )
 
 
 def append(result: Result) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    record = asdict(result) | {"host": platform.node(), "python": platform.python_version(), "cpus": os.cpu_count()}
+    machine = {"host": platform.node(), "python": platform.python_version(), "cpus": os.cpu_count()}
+    record = asdict(result) | machine
     with RESULTS.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
 
@@ -89,10 +93,11 @@ def database(kind: str, workdir: Path) -> Iterator[str]:
     if admin_url is None:
         raise RuntimeError("no PostgreSQL: set CRM_PERF_SYNC_BENCH_PG_URL")
     name = f"cps_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(make_url(admin_url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
+    admin_target = make_url(admin_url).set(drivername="postgresql+psycopg")
+    admin = create_engine(admin_target, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(admin_url).set(database=name, drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    url = admin_target.set(database=name).render_as_string(hide_password=False)
     try:
         engine = create_db_engine(url)
         migrate.upgrade(engine)

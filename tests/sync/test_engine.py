@@ -213,7 +213,7 @@ def test_crm_history_is_kept_and_replaces_observation(session_factory: sessionma
 
 
 def test_tombstones_and_snapshots_soft_delete(session_factory: sessionmaker[Session]) -> None:
-    snapshot = StreamSpec("leads", "leads")
+    snapshot = StreamSpec("leads", "leads", snapshot=True)
     leads = [LeadRecord(external_id=f"L{i}", source="Web", created_at=T0) for i in range(5)]
     script = Script(
         streams=[OPPS, snapshot],

@@ -117,9 +117,9 @@ def test_a_started_worker_syncs_at_once_and_records_the_run(tmp_path: Path, db_u
         ]
         with session_scope(factory) as session:
             rows = session.execute(
-                select(Opportunity.connection_id, func.count().label("count")).group_by(Opportunity.connection_id)
+                select(Opportunity.connection_id, func.count().label("n")).group_by(Opportunity.connection_id)
             )
-            per_connection = {row.connection_id: row.count for row in rows}
+            per_connection = {row.connection_id: row.n for row in rows}
         assert per_connection == {"every-minute": 3, "nightly": 3}
     finally:
         runtime.close()

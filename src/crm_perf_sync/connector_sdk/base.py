@@ -35,12 +35,17 @@ class StreamSpec:
 
     ``entity`` says which canonical table the records land in; ``cursor_field`` names the source
     field the incremental cursor follows (``None`` for a stream read whole every time).
+    ``snapshot`` marks a stream whose source has no deletion feed: a read that emits the whole
+    current set ends with :class:`SnapshotComplete`, and the engine remembers the keys of every
+    read of such a stream to soft-delete what is gone (so keep snapshot streams to what fits in
+    memory as a set of ids).
     """
 
     name: str
     entity: Entity
     primary_key: tuple[str, ...] = ("external_id",)
     cursor_field: str | None = None
+    snapshot: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,7 @@ class BadRecord:
 class SnapshotComplete:
     """This ``read`` emitted the complete current set of the stream, from the start.
 
-    Only for streams whose source has no deletion feed (a CSV export): the engine soft-deletes
-    every stored record of the stream that this read did not emit. Never yield it from a read that
-    resumed from a checkpoint part-way through the snapshot.
+    Only for streams declared with ``StreamSpec(snapshot=True)`` (a source with no deletion feed,
+    such as a CSV export): the engine soft-deletes every stored record of the stream that this
+    read did not emit. Never yield it from a read that resumed part-way through the snapshot.
     """

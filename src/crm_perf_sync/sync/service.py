@@ -328,7 +328,8 @@ class SyncEngine:
         expected = RECORD_TYPES[spec.entity]
         batch_size = self.options.batch_size
         entity = spec.entity
-        seen: set[str] | None = set() if checkpoint is None else None
+        # Keys are remembered only where a snapshot can end the read (a bounded, whole-set stream).
+        seen: set[str] | None = set() if spec.snapshot else None
         snapshot_complete = False
         try:
             for message in self.connector.read(spec, checkpoint):
@@ -357,6 +358,10 @@ class SyncEngine:
                     stats.read += 1
                     writer.add_bad(message, utc_now())
                 elif isinstance(message, SnapshotComplete):
+                    if seen is None:
+                        raise ConnectorBug(
+                            f"stream {spec.name!r} yielded SnapshotComplete but is not declared snapshot=True"
+                        )
                     snapshot_complete = True
                     continue
                 else:

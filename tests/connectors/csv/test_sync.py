@@ -99,11 +99,6 @@ def test_full_refresh_soft_deletes_rows_the_export_no_longer_has(
     assert _live(session_factory) == {"L1", "L3"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the engine reconciles a SnapshotComplete only when the read started without a checkpoint; "
-    "a new export read from the start after an old done checkpoint is a full snapshot too",
-)
 def test_a_new_export_soft_deletes_rows_it_no_longer_has(
     session_factory: sessionmaker[Session], tmp_path: Path
 ) -> None:

@@ -120,7 +120,8 @@ class CsvConnector(Connector[CsvSettings]):
 
     def streams(self) -> Sequence[StreamSpec]:
         """One stream per configured entity, plus ``pipeline_stages`` when a stage table is given."""
-        return [StreamSpec(name=name, entity=name) for name in _ORDER if self._configured(name)]
+        configured = (name for name in _ORDER if self._configured(name))
+        return [StreamSpec(name=name, entity=name, snapshot=True) for name in configured]
 
     def check(self) -> None:
         """Every file exists, decodes with its encoding, and has the columns the mapping names."""

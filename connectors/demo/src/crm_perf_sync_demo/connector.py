@@ -54,9 +54,9 @@ from crm_perf_sync_demo.ordering import Key, Keyed
 from crm_perf_sync_demo.settings import REFERENCE_DATE, DemoSettings
 
 STREAMS: Final = (
-    StreamSpec("teams", "teams"),
-    StreamSpec("owners", "owners"),
-    StreamSpec("pipeline_stages", "pipeline_stages", primary_key=("pipeline", "stage")),
+    StreamSpec("teams", "teams", snapshot=True),
+    StreamSpec("owners", "owners", snapshot=True),
+    StreamSpec("pipeline_stages", "pipeline_stages", primary_key=("pipeline", "stage"), snapshot=True),
     StreamSpec("leads", "leads", cursor_field="remote_updated_at"),
     StreamSpec("opportunities", "opportunities", cursor_field="remote_updated_at"),
     StreamSpec("stage_changes", "stage_changes", cursor_field="changed_at"),
