@@ -41,3 +41,4 @@ def configure_logging(level: str, fmt: str) -> None:
     # Each request and SQL statement at INFO would drown the events that matter.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -628,5 +628,4 @@ class SyncService:
             # Configured members may name reps this sync has just brought in.
             with session_scope(self.session_factory) as session:
                 repo.sync_config_teams(session, self.config.app, utc_now())
-        log.info("sync %s", outcome.summary())
         return outcome
