@@ -171,3 +171,30 @@ def test_a_sync_killed_mid_way_resumes_to_the_same_state_as_an_uninterrupted_one
         assert interrupted[table] == reference[table], f"{table} differs after the resumed sync"
     assert len(reference["lead"]) > leads_at_kill
     assert len(reference["stage_change"]) > 0
+
+
+def test_a_second_process_cannot_sync_a_connection_that_is_being_synced(db_url: str, tmp_path: Path) -> None:
+    config = tmp_path / "demo.yaml"
+    config.write_text(DEMO_CONFIG)
+    env = {"CRM_PERF_SYNC_DATABASE_URL": db_url, "CRM_PERF_SYNC_CONFIG": str(config)}
+    engine = create_db_engine(db_url)
+    first = cli("sync", env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not count(engine, "sync_run", "status=running"):
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        second = run_cli("sync", env=env)
+        assert second.returncode == 1
+        assert "connection 'demo' is already being synced by" in second.stderr
+        assert f":{first.pid}:" in second.stderr  # names the holder: host, pid, instance
+        stdout, stderr = first.communicate(timeout=300)
+        assert first.returncode == 0, stderr
+        assert "demo: succeeded" in stdout
+        assert count(engine, "sync_run") == 1  # the refused sync never started a run
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+        engine.dispose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -411,6 +412,10 @@ def test_a_dead_local_holder_is_taken_over_at_once_and_its_run_closed(
 def test_losing_the_lease_rolls_back_the_batch(session_factory: sessionmaker[Session]) -> None:
     def steal(_stream: str, page: int) -> None:
         if page == 0:
+            # Another process takes over once page 0 is committed (by the engine's writer thread).
+            deadline = time.monotonic() + 10
+            while count(session_factory, SyncCheckpoint) == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
             with session_scope(session_factory) as session:
                 session.execute(update(Lease).values(holder="thief:1:x"))
 

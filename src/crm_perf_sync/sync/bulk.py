@@ -14,6 +14,7 @@ a bound parameter or COPY data.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -101,6 +102,10 @@ def _tuples(
     return out
 
 
+def _digest(columns: tuple[str, ...]) -> str:
+    return hashlib.blake2b(",".join(columns).encode(), digest_size=6).hexdigest()
+
+
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -135,10 +140,12 @@ def bulk_upsert(
     if dialect == "postgresql":
         raw = connection.connection.dbapi_connection
         assert raw is not None
-        stage = _quote(f"_stage_{table.name}")
+        # One staging table per column set and connection, emptied at each commit: no catalog
+        # churn from creating and dropping a table for every batch.
+        stage = _quote(f"_stage_{table.name}_{_digest(columns)}")
         with raw.cursor() as cursor:  # type: ignore[attr-defined]
             cursor.execute(
-                f"CREATE TEMPORARY TABLE {stage} ON COMMIT DROP AS "
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
                 f"SELECT {cols} FROM {_quote(table.name)} WITH NO DATA"
             )
             with cursor.copy(f"COPY {stage} ({cols}) FROM STDIN") as copy:
@@ -147,7 +154,7 @@ def bulk_upsert(
             cursor.execute(
                 f"INSERT INTO {_quote(table.name)} ({cols}) SELECT {cols} FROM {stage} {on_conflict}"
             )
-            cursor.execute(f"DROP TABLE {stage}")
+            cursor.execute(f"TRUNCATE {stage}")
         return
     placeholders = ", ".join("?" for _ in columns)
     sql = f"INSERT INTO {_quote(table.name)} ({cols}) VALUES ({placeholders}) {on_conflict}"

@@ -7,6 +7,7 @@ error before the first record, and the per-row work is list indexing and the val
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -492,15 +493,14 @@ class StreamMapper:
 
     def key(self, row: Row) -> str | None:
         """How a bad row is named in reports: its id when the id columns say it, else file:line."""
-        try:
+        # A row too broken to name falls back to its file and line.
+        with suppress(SkippableRecordError, IndexError):
             if self.key_positions:
                 return self._key_of(row) or f"{self.file.label}:{row.line}"
             for item in self.fields:
                 if item.name == "external_id":
                     value = item.get(row)
                     return str(value) if value is not None else f"{self.file.label}:{row.line}"
-        except (SkippableRecordError, IndexError):
-            pass
         return f"{self.file.label}:{row.line}"
 
     def unmatched_joins(self) -> Iterator[str]:

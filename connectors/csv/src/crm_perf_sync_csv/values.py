@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
@@ -130,10 +131,8 @@ def date_parser(formats: tuple[str, ...]) -> Callable[[str], date]:
 
     def parse(value: str) -> date:
         if not formats:
-            try:
+            with suppress(ValueError):
                 return date.fromisoformat(value)
-            except ValueError:
-                pass
             try:
                 return datetime.fromisoformat(value).date()
             except ValueError:
