@@ -567,45 +567,40 @@ class TeamsStream(FileStream):
         return self
 
 
-class OwnersStream(FileStream):
+class _KeyedStream(FileStream):
+    """A stream of records that each need an id: an id column or the key columns forming one."""
+
+    key: KeyColumns | None = None
+    keep_raw: bool = True
+
+    @model_validator(mode="after")
+    def _has_id(self) -> Self:
+        _require_key(self.key, getattr(self, "fields").external_id)  # noqa: B009 - declared by subclasses
+        return self
+
+
+class OwnersStream(_KeyedStream):
     """Owners (reps)."""
 
-    key: KeyColumns | None = None
     fields: OwnerFields
-    keep_raw: bool = True
-
-    @model_validator(mode="after")
-    def _has_id(self) -> Self:
-        _require_key(self.key, self.fields.external_id)
-        return self
 
 
-class LeadsStream(FileStream):
+class LeadsStream(_KeyedStream):
     """Leads."""
 
-    key: KeyColumns | None = None
     fields: LeadFields
     custom: dict[str, CustomField] = Field(default_factory=dict)
-    keep_raw: bool = True
-
-    @model_validator(mode="after")
-    def _has_id(self) -> Self:
-        _require_key(self.key, self.fields.external_id)
-        return self
 
 
-class OpportunitiesStream(FileStream):
+class OpportunitiesStream(_KeyedStream):
     """Opportunities (deals), optionally classified by a stage table."""
 
-    key: KeyColumns | None = None
     fields: OpportunityFields
     custom: dict[str, CustomField] = Field(default_factory=dict)
     stages: StageTable | None = None
-    keep_raw: bool = True
 
     @model_validator(mode="after")
-    def _has_id(self) -> Self:
-        _require_key(self.key, self.fields.external_id)
+    def _stage_is_mapped(self) -> Self:
         if self.stages is not None and self.fields.stage is None:
             raise ValueError("stages classifies deals by fields.stage, which is not mapped")
         return self
