@@ -12,15 +12,14 @@ from sqlalchemy import (
     String,
     Table,
     and_,
-    any_,
     bindparam,
-    column,
     delete,
     func,
     insert,
     literal,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -100,15 +99,24 @@ def existing_state(
         if optional is not None:
             columns.append(optional)
     found: dict[str, StoredState] = {}
-    # One bound parameter for the whole key list (an array on PostgreSQL, a JSON array unnested by
-    # json_each on SQLite): the statement compiles once instead of once per batch size.
+    # One bound parameter for the whole key list (an array on PostgreSQL, a JSON array on SQLite),
+    # unnested and joined so that every key is one probe of the unique index. (``= ANY(array)`` lets
+    # PostgreSQL's planner scan every row of the connection instead once the table is large.)
     if session.get_bind().dialect.name == "postgresql":
-        keys = t.c.external_id == any_(bindparam("keys", type_=ARRAY(String)))
+        keys = (
+            func.unnest(bindparam("keys", type_=ARRAY(String)))
+            .table_valued("value")
+            .render_derived(name="keys")
+        )
         param: Any = list(external_ids)
     else:
-        keys = t.c.external_id.in_(select(column("value")).select_from(func.json_each(bindparam("keys"))))
+        keys = func.json_each(bindparam("keys")).table_valued("value").alias("keys")
         param = orjson.dumps(list(external_ids)).decode()
-    stmt = select(*columns).where(t.c[spec.scope_column] == bindparam("scope"), keys)
+    stmt = (
+        select(*columns)
+        .select_from(keys)
+        .join(t, and_(t.c[spec.scope_column] == bindparam("scope"), t.c.external_id == keys.c.value))
+    )
     for row in session.execute(stmt, {"keys": param, "scope": connection_id}):
         found[row.external_id] = StoredState(
             row.content_hash,
@@ -149,6 +157,16 @@ def upsert_rows(
         conflict=(spec.scope_column, "external_id"),
         update=update_cols,
     )
+
+
+def refresh_statistics(session: Session, entity: Entity) -> None:
+    """Let PostgreSQL's planner see a table that a bulk load has grown (no-op elsewhere).
+
+    Autovacuum analyzes too late during a large first sync: with statistics that still describe an
+    empty table, the planner answers key lookups by scanning every row of the connection.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text(f'ANALYZE "{_ENTITY_TABLES[entity].table.name}"'))
 
 
 def mark_deleted(

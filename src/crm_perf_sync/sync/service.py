@@ -78,6 +78,10 @@ class SyncOptions:
 ProgressCallback = Callable[[str, StreamStats], None]
 
 
+# Rows a run inserts into a table before the table's planner statistics are first refreshed.
+_FIRST_ANALYZE = 20_000
+
+
 def lease_name(connection_id: str) -> str:
     return f"sync:{connection_id}"
 
@@ -207,6 +211,7 @@ class SyncEngine:
         # and the network release the GIL, so the two overlap; one thread keeps commits in order.
         self._executor: ThreadPoolExecutor | None = None
         self._inflight: Future[None] | None = None
+        self._analyze_at: dict[Entity, int] = {}
 
     # -- the writer --------------------------------------------------------------------------------
 
@@ -297,6 +302,11 @@ class SyncEngine:
                     session, self.connection_id, batch.stream.name, batch.checkpoint, self.run_id, now
                 )
             self._write_counters(session)
+        if stats.inserted >= self._analyze_at.get(entity, _FIRST_ANALYZE):
+            # Each doubling of what this run inserted: a handful of ANALYZEs even for millions.
+            self._analyze_at[entity] = stats.inserted * 2
+            with session_scope(self.session_factory) as session:
+                repo.refresh_statistics(session, entity)
         if batch.checkpoint is not None:
             # Only once committed: a retry resumes from here.
             stats.cursor_after = dict(batch.checkpoint)
