@@ -51,8 +51,8 @@ def create_db_engine(url: str, *, pool_size: int = 5) -> Engine:
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
-    # Let SQLAlchemy emit BEGIN itself (see _sqlite_on_begin), so a write transaction takes the
-    # lock up front instead of failing half-way with "database is locked".
+    # pysqlite's own transaction handling defers BEGIN in ways that break savepoints and
+    # transactional DDL; SQLAlchemy emits BEGIN itself instead (see _sqlite_on_begin).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -63,7 +63,9 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_on_begin(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # A deferred BEGIN: in WAL mode readers never wait for the writer. Write units start with a
+    # write (the lease renewal), so they take the lock first and wait for it (busy_timeout).
+    conn.exec_driver_sql("BEGIN")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

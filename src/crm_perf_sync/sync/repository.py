@@ -13,6 +13,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    column,
     delete,
     func,
     insert,
@@ -24,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Select
 
 from crm_perf_sync.config import AppConfig
 from crm_perf_sync.connector_sdk import Entity
@@ -99,9 +101,11 @@ def existing_state(
         if optional is not None:
             columns.append(optional)
     found: dict[str, StoredState] = {}
-    # One bound parameter for the whole key list (an array on PostgreSQL, a JSON array on SQLite),
-    # unnested and joined so that every key is one probe of the unique index. (``= ANY(array)`` lets
-    # PostgreSQL's planner scan every row of the connection instead once the table is large.)
+    # One bound parameter for the whole key list, so the statement compiles once. On PostgreSQL an
+    # array, unnested and joined so that every key is one probe of the unique index (``= ANY``
+    # lets the planner scan the connection's rows instead); on SQLite a JSON array in an IN list
+    # (SQLite probes the index for each value; a join could put the big table on the outside).
+    scope = t.c[spec.scope_column] == bindparam("scope")
     if session.get_bind().dialect.name == "postgresql":
         keys = (
             func.unnest(bindparam("keys", type_=ARRAY(String)))
@@ -109,14 +113,11 @@ def existing_state(
             .render_derived(name="keys")
         )
         param: Any = list(external_ids)
+        stmt = select(*columns).select_from(keys).join(t, and_(scope, t.c.external_id == keys.c.value))
     else:
-        keys = func.json_each(bindparam("keys")).table_valued("value").alias("keys")
+        listed: Select[Any] = select(column("value")).select_from(func.json_each(bindparam("keys")))
         param = orjson.dumps(list(external_ids)).decode()
-    stmt = (
-        select(*columns)
-        .select_from(keys)
-        .join(t, and_(t.c[spec.scope_column] == bindparam("scope"), t.c.external_id == keys.c.value))
-    )
+        stmt = select(*columns).where(scope, t.c.external_id.in_(listed))
     for row in session.execute(stmt, {"keys": param, "scope": connection_id}):
         found[row.external_id] = StoredState(
             row.content_hash,
