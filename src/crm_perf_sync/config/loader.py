@@ -14,6 +14,8 @@ from crm_perf_sync.config.schema import AppConfig
 from crm_perf_sync.config.yaml_source import ConfigIssues, Issue, Loc, SourceMap, load_yaml
 from crm_perf_sync.connector_sdk import ConnectorSettings
 from crm_perf_sync.connectors.registry import ConnectorRegistry
+from crm_perf_sync.kpi.library import resolve as resolve_kpis
+from crm_perf_sync.kpi.schemas import Kpi
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +26,7 @@ class LoadedConfig:
     app: AppConfig
     connector_settings: Mapping[str, ConnectorSettings]
     source: SourceMap
+    kpis: Mapping[str, Kpi]
 
 
 def _pydantic_issues(source: SourceMap, prefix: Loc, error: ValidationError) -> list[Issue]:
@@ -83,12 +86,17 @@ def validate_config(raw: Any, source: SourceMap, registry: ConnectorRegistry) ->
         if isinstance(conn_id, str):
             settings[conn_id] = parsed
 
+    kpis: dict[str, Kpi] = {}
     if app is not None:
         issues.extend(_team_issues(app, source))
+        try:
+            kpis = resolve_kpis(app.kpis)
+        except ConfigIssues as exc:
+            issues.extend(exc.issues)
     if issues:
         raise ConfigIssues(issues)
     assert app is not None
-    return LoadedConfig(source.path, app, settings, source)
+    return LoadedConfig(source.path, app, settings, source, kpis)
 
 
 def _team_issues(app: AppConfig, source: SourceMap) -> list[Issue]:

@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from crm_perf_sync.kpi.schemas import KpiSection
+
 Slug = Annotated[
     str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="lower-case id: a-z, 0-9, - and _")
 ]
@@ -150,6 +152,7 @@ class AppConfig(_Model):
     business: BusinessConfig = Field(default_factory=BusinessConfig)
     connections: list[ConnectionConfig] = Field(default_factory=list)
     teams: list[TeamConfig] = Field(default_factory=list)
+    kpis: KpiSection = Field(default_factory=KpiSection)
 
     def connection(self, connection_id: str) -> ConnectionConfig | None:
         return next((c for c in self.connections if c.id == connection_id), None)
