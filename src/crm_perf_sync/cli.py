@@ -224,6 +224,125 @@ def _sync_with_progress(service: Any, connection_id: str, full: bool, stop: thre
         )
 
 
+@app.command()
+def refresh(
+    kpi: Annotated[list[str] | None, typer.Option("--kpi", help="Only these KPI ids.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Recompute the KPIs from the store and materialise them for every grain and scope."""
+    from crm_perf_sync.kpi.service import KpiService
+    from crm_perf_sync.runtime import build_runtime
+
+    settings = _settings(config)
+    runtime = _guard(lambda: build_runtime(settings))
+    try:
+        _guard(lambda: runtime.ensure_schema(auto_migrate=runtime.is_sqlite))
+        service = KpiService(runtime.session_factory, runtime.config)
+        outcome = _guard(lambda: service.refresh(kpi if kpi else None))
+        out.print(outcome.summary())
+    finally:
+        runtime.close()
+
+
+VALUE_COLUMNS = (
+    "kpi_id",
+    "grain",
+    "period_key",
+    "period_start",
+    "period_end",
+    "scope",
+    "scope_id",
+    "scope_name",
+    "currency",
+    "value",
+    "numerator",
+    "denominator",
+    "sample_count",
+    "low_sample",
+    "computed_at",
+)
+
+
+@app.command()
+def values(
+    kpi_id: Annotated[str, typer.Argument(help="A KPI id, e.g. win_rate.")],
+    grain: Annotated[str | None, typer.Option(help="month, quarter, year or all.")] = None,
+    scope: Annotated[str | None, typer.Option(help="company, team or owner.")] = None,
+    period: Annotated[str | None, typer.Option(help="A period key: its start date, e.g. 2017-01-01.")] = None,
+    output: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    config: ConfigOption = None,
+) -> None:
+    """Print a KPI's materialised values (run `refresh` first)."""
+    import csv
+    import json
+
+    from crm_perf_sync.db import session_scope
+    from crm_perf_sync.kpi import repository as kpi_repo
+    from crm_perf_sync.kpi.schemas import GRAINS
+    from crm_perf_sync.runtime import build_runtime
+
+    if grain is not None and grain not in GRAINS:
+        raise _fail(f"--grain must be one of {', '.join(GRAINS)}, got {grain!r}", 2)
+    if scope is not None and scope not in ("company", "team", "owner"):
+        raise _fail(f"--scope must be company, team or owner, got {scope!r}", 2)
+    if output not in ("table", "csv", "json"):
+        raise _fail(f"--format must be table, csv or json, got {output!r}", 2)
+    settings = _settings(config)
+    runtime = _guard(lambda: build_runtime(settings))
+    try:
+        _guard(lambda: runtime.ensure_schema(auto_migrate=runtime.is_sqlite))
+        if kpi_id not in runtime.config.kpis:
+            raise _fail(f"no KPI {kpi_id!r} (defined: {', '.join(sorted(runtime.config.kpis))})")
+        with session_scope(runtime.session_factory) as session:
+            names = kpi_repo.scope_names(session)
+            found = kpi_repo.values(session, kpi_id, grain=grain, scope=scope, period_key=period)
+            rows = [
+                {
+                    column: (
+                        names.get((v.scope, v.scope_id), v.scope_id)
+                        if column == "scope_name"
+                        else getattr(v, column)
+                    )
+                    for column in VALUE_COLUMNS
+                }
+                for v in found
+            ]
+    finally:
+        runtime.close()
+    if output == "json":
+        sys.stdout.write(json.dumps(rows, default=str, indent=1) + "\n")
+    elif output == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=VALUE_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {
+                    k: ("" if v is None else v.isoformat() if hasattr(v, "isoformat") else v)
+                    for k, v in row.items()
+                }
+            )
+    else:
+        table = Table(
+            "grain", "period", "scope", "name", "currency", "value", "numerator", "denominator", "n"
+        )
+        for row in rows:
+            value = row["value"]
+            table.add_row(
+                row["grain"],
+                row["period_key"],
+                row["scope"],
+                str(row["scope_name"]),
+                row["currency"],
+                "-" if value is None else f"{value:,.4g}" + (" *" if row["low_sample"] else ""),
+                f"{row['numerator']:,.2f}",
+                "" if row["denominator"] is None else f"{row['denominator']:,.2f}",
+                str(row["sample_count"]),
+            )
+        out.print(table)
+        if not rows:
+            err.print(f"no values for {kpi_id}: run `crm-perf-sync refresh` after a sync")
+
+
 def _serve_api(runtime: Any, settings: Settings) -> None:
     import uvicorn
 

@@ -12,12 +12,14 @@ from crm_perf_sync.models.crm import (
     Team,
     TeamMember,
 )
+from crm_perf_sync.models.kpi import KpiValue
 from crm_perf_sync.models.sync import Lease, SyncCheckpoint, SyncRecordError, SyncRun
 
 __all__ = [
     "CONFIG_NAMESPACE",
     "Base",
     "Connection",
+    "KpiValue",
     "Lead",
     "Lease",
     "Opportunity",

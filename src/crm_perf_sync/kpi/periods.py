@@ -1,0 +1,103 @@
+"""Periods in the business timezone and fiscal calendar, in SQL and in Python, in one place.
+
+In SQL a record's period is an integer *month index* (``year * 12 + month - 1`` of its local
+date); grains are bucketed from it arithmetically, so one expression serves month, fiscal quarter
+and fiscal year on every database. PostgreSQL converts to local time natively; SQLite has no time
+zones, so the UTC offset is a CASE over the zone's transitions (computed from the tz database).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Integer, case, cast, func, literal
+from sqlalchemy.sql.elements import ColumnElement
+
+from crm_perf_sync.kpi.schemas import Grain
+
+_FIRST_YEAR, _LAST_YEAR = 1990, 2060
+
+
+@lru_cache(maxsize=16)
+def utc_offsets(zone: str) -> tuple[tuple[datetime, int], ...]:
+    """``(from UTC instant, offset seconds)`` steps of ``zone`` between 1990 and 2060."""
+    tz = ZoneInfo(zone)
+    start = datetime(_FIRST_YEAR, 1, 1, tzinfo=UTC)
+    steps = [(start, int(start.astimezone(tz).utcoffset().total_seconds()))]  # type: ignore[union-attr]
+    moment = start
+    end = datetime(_LAST_YEAR, 1, 1, tzinfo=UTC)
+    while moment < end:
+        following = moment + timedelta(hours=6)
+        offset = int(following.astimezone(tz).utcoffset().total_seconds())  # type: ignore[union-attr]
+        if offset != steps[-1][1]:
+            # Narrow the change down to the minute (transitions happen on minute boundaries).
+            low, high = moment, following
+            while high - low > timedelta(minutes=1):
+                mid = low + (high - low) / 2
+                if int(mid.astimezone(tz).utcoffset().total_seconds()) == offset:  # type: ignore[union-attr]
+                    high = mid
+                else:
+                    low = mid
+            steps.append((high.replace(second=0, microsecond=0), offset))
+        moment = following
+    return tuple(steps)
+
+
+def month_index(column: Any, *, kind: str, dialect: str, zone: str) -> ColumnElement[int]:
+    """SQL: the local month index of ``column`` (a UTC timestamp, or a calendar date)."""
+    if dialect == "postgresql":
+        local = column if kind == "date" else func.timezone(zone, column)
+        year = cast(func.extract("year", local), Integer)
+        month = cast(func.extract("month", local), Integer)
+        return year * 12 + month - 1
+    if kind == "date":
+        local_text: Any = column
+    else:
+        steps = utc_offsets(zone)
+        if len(steps) == 1 and steps[0][1] == 0:
+            local_text = column
+        else:
+            # Text comparison is exact: the store writes naive UTC as 'YYYY-MM-DD HH:MM:SS.ffffff'.
+            whens = [
+                (
+                    column >= literal(at.replace(tzinfo=None).isoformat(sep=" ")),
+                    literal(f"{offset:+d} seconds"),
+                )
+                for at, offset in reversed(steps[1:])
+            ]
+            modifier = case(*whens, else_=literal(f"{steps[0][1]:+d} seconds"))
+            local_text = func.datetime(column, modifier)
+    year = cast(func.strftime("%Y", local_text), Integer)
+    month = cast(func.strftime("%m", local_text), Integer)
+    return year * 12 + month - 1
+
+
+def bucket(index: ColumnElement[int], grain: Grain, fiscal_start_month: int) -> ColumnElement[int]:
+    """SQL: the month index of the first month of ``grain``'s period containing ``index``."""
+    shift = fiscal_start_month - 1
+    if grain == "month":
+        return index
+    size = 3 if grain == "quarter" else 12
+    # Month indexes are positive: floor division is plain integer division on both databases.
+    result: ColumnElement[int] = ((index - shift) // size) * size + shift
+    return result
+
+
+def month_start(index: int) -> date:
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def period_bounds(index: int, grain: Grain) -> tuple[date, date]:
+    """Start (inclusive) and end (exclusive) dates of the period starting at month ``index``."""
+    months = {"month": 1, "quarter": 3, "year": 12}[grain]
+    return month_start(index), month_start(index + months)
+
+
+def local_month_index(moment: datetime | date, zone: str) -> int:
+    """Python twin of :func:`month_index`, for tests and for placing "now" in a period."""
+    if isinstance(moment, datetime):
+        moment = moment.astimezone(ZoneInfo(zone))
+    return moment.year * 12 + moment.month - 1
