@@ -178,3 +178,54 @@ def test_an_unset_variable_and_a_syntax_error_name_their_line(
 def test_a_missing_file_is_one_clear_issue(tmp_path: Path, registry: ConnectorRegistry) -> None:
     path = tmp_path / "nope.yaml"
     assert issues_of(path, registry) == [f"{path}: cannot read the configuration: No such file or directory"]
+
+
+def test_kpi_definitions_are_validated_with_their_lines(tmp_path: Path, registry: ConnectorRegistry) -> None:
+    path = write(
+        tmp_path,
+        """connections: []
+kpis:
+  definitions:
+    - id: big_deals
+      name: Big deals
+      type: count
+      unit: count
+      measure:
+        period: created_at
+        filter: [{field: amout, op: gt, value: 10000}]
+    - id: velocity
+      name: Velocity
+      type: magic
+      unit: count
+""",
+    )
+    issues = issues_of(path, registry)
+    assert any(
+        i.startswith(f"{path}:8: kpis.definitions[0].measure: unknown opportunities field(s) 'amout'")
+        for i in issues
+    ), issues
+    assert any(i.startswith(f"{path}:11: kpis.definitions[1]: Input tag 'magic'") for i in issues), issues
+
+
+def test_the_default_library_loads_and_a_definition_replaces_a_library_kpi(
+    tmp_path: Path, registry: ConnectorRegistry
+) -> None:
+    path = write(
+        tmp_path,
+        """kpis:
+  definitions:
+    - id: won_deals
+      name: Won deals (over 1,000)
+      type: count
+      unit: count
+      measure:
+        period: closed_at
+        filter: [{field: is_won, op: eq, value: true}, {field: amount, op: gte, value: 1000}]
+""",
+    )
+    kpis = load_config(path, registry, {}).kpis
+    assert {"lead_conversion_rate", "win_rate", "sales_cycle_days_mean", "sales_cycle_days_median"} <= set(
+        kpis
+    )
+    assert {"won_revenue", "won_deals", "average_deal_size", "weighted_pipeline"} <= set(kpis)
+    assert kpis["won_deals"].name == "Won deals (over 1,000)"

@@ -1,0 +1,246 @@
+"""The KPI engine's edge cases, each with a defined answer, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from crm_perf_sync.config import load_config
+from crm_perf_sync.connector_sdk import LeadRecord, OpportunityRecord, OwnerRecord, StreamSpec, TeamRecord
+from crm_perf_sync.connectors.registry import ConnectorRegistry
+from crm_perf_sync.db import session_scope
+from crm_perf_sync.kpi import periods
+from crm_perf_sync.kpi.service import KpiService
+from crm_perf_sync.leases import new_holder_id
+from crm_perf_sync.models import KpiValue
+from crm_perf_sync.sync import repository as sync_repo
+from crm_perf_sync.sync.service import SyncEngine, SyncOptions
+from tests.sync.scripted import Script, ScriptedConnector, scripted
+
+T = datetime(2024, 1, 10, 12, 0, tzinfo=UTC)
+
+
+def opp(n: int, owner: str | None, **kw: Any) -> OpportunityRecord:
+    values: dict[str, Any] = {
+        "external_id": f"o{n}",
+        "owner_external_id": owner,
+        "amount": Decimal("100.00"),
+        "currency": "USD",
+        "created_at": T - timedelta(days=10),
+    }
+    values.update(kw)
+    return OpportunityRecord(**values)
+
+
+def closed(n: int, owner: str | None, won: bool, at: datetime, **kw: Any) -> OpportunityRecord:
+    return opp(n, owner, is_closed=True, is_won=won, closed_at=at, close_date=at.date(), **kw)
+
+
+def load(
+    tmp_path: Path, factory: sessionmaker[Session], pages: dict[str, list[Any]], config: str = ""
+) -> KpiService:
+    path = tmp_path / "config.yaml"
+    path.write_text("connections:\n  - {id: crm, kind: scripted}\n" + config)
+    loaded = load_config(path, ConnectorRegistry(connectors={"scripted": ScriptedConnector}), {})
+    with session_scope(factory) as session:
+        sync_repo.sync_connections(session, loaded.app, T)
+    streams = [
+        StreamSpec("teams", "teams"),
+        StreamSpec("owners", "owners"),
+        StreamSpec("leads", "leads"),
+        StreamSpec("opportunities", "opportunities"),
+    ]
+    script = Script(streams=streams, pages={name: [records] for name, records in pages.items()})
+    engine = SyncEngine(
+        session_factory=factory,
+        connector=scripted(script),
+        connection_id="crm",
+        options=SyncOptions(),
+        holder=new_holder_id(),
+    )
+    assert engine.run(trigger="manual", full_refresh=False).status == "succeeded"
+    return KpiService(factory, loaded)
+
+
+def rows(
+    factory: sessionmaker[Session], kpi_id: str, grain: str, scope: str
+) -> dict[tuple[str, str, str], KpiValue]:
+    with session_scope(factory) as session:
+        found = session.scalars(
+            select(KpiValue).where(
+                KpiValue.kpi_id == kpi_id, KpiValue.grain == grain, KpiValue.scope == scope
+            )
+        )
+        return {(v.period_key, v.scope_id, v.currency): v for v in found}
+
+
+TEAMS = [
+    TeamRecord(external_id="emea", name="EMEA", level="region"),
+    TeamRecord(external_id="dach", name="DACH", parent_external_id="emea", level="team"),
+]
+OWNERS = [
+    OwnerRecord(external_id="ana", name="Ana", team_external_id="dach"),
+    OwnerRecord(external_id="bo", name="Bo", team_external_id="dach"),
+    OwnerRecord(external_id="cy", name="Cy"),
+]
+
+
+def test_ratios_are_ratios_of_sums_and_add_up_across_scopes(
+    tmp_path: Path, session_factory: sessionmaker[Session]
+) -> None:
+    jan = T
+    deals = [
+        closed(1, "ana", True, jan),
+        closed(2, "ana", False, jan),
+        closed(3, "ana", False, jan),
+        closed(4, "bo", True, jan),  # Bo: 1/1 = 100%, Ana 1/3: the mean of rates would be 66.7%
+        closed(5, None, True, jan),  # no owner: counts for the company only
+        opp(6, "cy"),  # open: no win_rate row for Cy
+        closed(7, "cy", True, jan, is_deleted=True),  # deleted: never counts
+    ]
+    service = load(tmp_path, session_factory, {"teams": TEAMS, "owners": OWNERS, "opportunities": deals})
+    service.refresh(["win_rate"])
+    owners = rows(session_factory, "win_rate", "month", "owner")
+    assert {k[1]: (v.numerator, v.denominator, v.value) for k, v in owners.items()} == {
+        "crm:ana": (1.0, 3.0, pytest.approx(1 / 3)),
+        "crm:bo": (1.0, 1.0, 1.0),
+    }
+    teams = rows(session_factory, "win_rate", "month", "team")
+    assert {k[1]: (v.numerator, v.denominator) for k, v in teams.items()} == {
+        "crm:dach": (2.0, 4.0),
+        "crm:emea": (2.0, 4.0),  # the region includes its teams' reps
+    }
+    (company,) = rows(session_factory, "win_rate", "month", "company").values()
+    assert (company.numerator, company.denominator, company.value) == (3.0, 5.0, 0.6)
+    assert company.period_key == "2024-01-01"
+    assert (company.period_start, company.period_end) == (date(2024, 1, 1), date(2024, 2, 1))
+    assert company.low_sample is False
+    assert owners[("2024-01-01", "crm:bo", "")].low_sample is True  # 1 closed deal < min_sample 5
+
+
+def test_zero_denominators_give_no_value(tmp_path: Path, session_factory: sessionmaker[Session]) -> None:
+    config = """kpis:
+  definitions:
+    - id: lost_share
+      name: Won among lost
+      type: ratio
+      unit: ratio
+      numerator: {period: created_at, filter: [{field: is_won, op: eq, value: true}]}
+      denominator:
+        period: created_at
+        filter: [{field: is_closed, op: eq, value: true}, {field: is_won, op: eq, value: false}]
+"""
+    deals = [closed(1, "ana", True, T)]  # one won deal, no lost one: 1 / 0
+    service = load(tmp_path, session_factory, {"owners": OWNERS, "opportunities": deals}, config)
+    service.refresh(["lost_share"])
+    (company,) = rows(session_factory, "lost_share", "all", "company").values()
+    assert (company.value, company.numerator, company.denominator, company.sample_count) == (
+        None,
+        1.0,
+        0.0,
+        0,
+    )
+
+
+def test_currencies_are_never_summed_together(tmp_path: Path, session_factory: sessionmaker[Session]) -> None:
+    deals = [
+        closed(1, "ana", True, T, amount=Decimal("1000.50")),
+        closed(2, "ana", True, T, amount=Decimal("200.25"), currency="EUR"),
+        closed(3, "ana", True, T, amount=Decimal("300.00"), currency="EUR"),
+        closed(4, "ana", True, T, amount=None),  # no amount: not in sums or averages, still a won deal
+    ]
+    service = load(tmp_path, session_factory, {"owners": OWNERS, "opportunities": deals})
+    service.refresh(["won_revenue", "average_deal_size", "won_deals"])
+    revenue = rows(session_factory, "won_revenue", "all", "company")
+    assert {k[2]: v.value for k, v in revenue.items()} == {"USD": 1000.5, "EUR": 500.25}
+    average = rows(session_factory, "average_deal_size", "all", "company")
+    assert {k[2]: (v.value, v.denominator) for k, v in average.items()} == {
+        "USD": (1000.5, 1.0),
+        "EUR": (pytest.approx(250.125), 2.0),
+    }
+    (won,) = rows(session_factory, "won_deals", "all", "company").values()
+    assert (won.value, won.currency) == (4.0, "")
+
+
+def test_durations_skip_impossible_cycles_and_take_true_medians(
+    tmp_path: Path, session_factory: sessionmaker[Session]
+) -> None:
+    created = T - timedelta(days=100)
+    deals = [
+        closed(1, "ana", True, created + timedelta(days=10), created_at=created),
+        closed(2, "ana", True, created + timedelta(days=20), created_at=created),
+        closed(3, "ana", True, created + timedelta(days=40), created_at=created),
+        closed(4, "ana", True, created + timedelta(days=90), created_at=created),
+        closed(5, "ana", True, created - timedelta(days=5), created_at=created),  # closed before created
+        closed(6, "ana", False, created + timedelta(days=1), created_at=created),  # lost: not a won cycle
+    ]
+    service = load(tmp_path, session_factory, {"owners": OWNERS, "opportunities": deals})
+    service.refresh(["sales_cycle_days_mean", "sales_cycle_days_median"])
+    (mean,) = rows(session_factory, "sales_cycle_days_mean", "all", "owner").values()
+    assert (mean.value, mean.numerator, mean.denominator, mean.sample_count) == (40.0, 160.0, 4.0, 4)
+    (median,) = rows(session_factory, "sales_cycle_days_median", "all", "company").values()
+    assert median.value == pytest.approx(30.0)  # (20 + 40) / 2
+
+
+def test_periods_follow_the_business_timezone_and_fiscal_year(
+    tmp_path: Path, session_factory: sessionmaker[Session]
+) -> None:
+    config = "business: {timezone: Europe/Berlin, fiscal_year_start_month: 4}\n"
+    late_march = datetime(2024, 3, 31, 22, 30, tzinfo=UTC)  # 00:30 on 1 April in Berlin (CEST)
+    mid_march = datetime(2024, 3, 15, 12, 0, tzinfo=UTC)
+    deals = [closed(1, "ana", True, late_march), closed(2, "ana", True, mid_march)]
+    service = load(tmp_path, session_factory, {"owners": OWNERS, "opportunities": deals}, config)
+    service.refresh(["won_deals"])
+    months = rows(session_factory, "won_deals", "month", "company")
+    assert {k[0]: v.value for k, v in months.items()} == {"2024-03-01": 1.0, "2024-04-01": 1.0}
+    quarters = rows(session_factory, "won_deals", "quarter", "company")
+    # Fiscal quarters start in April: January-March 2024 is Q4 of the year that began April 2023.
+    assert {k[0]: v.value for k, v in quarters.items()} == {"2024-01-01": 1.0, "2024-04-01": 1.0}
+    years = rows(session_factory, "won_deals", "year", "company")
+    assert {k[0]: (v.value, v.period_end) for k, v in years.items()} == {
+        "2023-04-01": (1.0, date(2024, 4, 1)),
+        "2024-04-01": (1.0, date(2025, 4, 1)),
+    }
+
+
+def test_records_without_a_period_date_count_only_in_all(
+    tmp_path: Path, session_factory: sessionmaker[Session]
+) -> None:
+    leads = [
+        LeadRecord(external_id="l1", owner_external_id="ana", created_at=T, is_converted=True),
+        LeadRecord(external_id="l2", owner_external_id="ana"),  # no created date
+    ]
+    service = load(tmp_path, session_factory, {"owners": OWNERS, "leads": leads})
+    service.refresh(["lead_conversion_rate"])
+    assert {
+        k[0]: (v.numerator, v.denominator)
+        for k, v in rows(session_factory, "lead_conversion_rate", "month", "company").items()
+    } == {"2024-01-01": (1.0, 1.0)}
+    (everything,) = rows(session_factory, "lead_conversion_rate", "all", "company").values()
+    assert (everything.numerator, everything.denominator, everything.period_start) == (1.0, 2.0, None)
+
+
+def test_a_refresh_replaces_a_kpi_whole(tmp_path: Path, session_factory: sessionmaker[Session]) -> None:
+    service = load(
+        tmp_path, session_factory, {"owners": OWNERS, "opportunities": [closed(1, "ana", True, T)]}
+    )
+    service.refresh(["won_deals"])
+    service.refresh(["won_deals"])
+    with session_scope(session_factory) as session:
+        hashes = set(session.scalars(select(KpiValue.definition_hash).where(KpiValue.kpi_id == "won_deals")))
+        count = len(list(session.scalars(select(KpiValue.id).where(KpiValue.kpi_id == "won_deals"))))
+    assert hashes == {service.kpi("won_deals").definition_hash()}
+    assert count == 4 * 2  # (month, quarter, year, all) x (company, owner) (no teams configured)
+
+
+def test_sqlite_offsets_match_the_tz_database() -> None:
+    steps = dict(periods.utc_offsets("Europe/Berlin"))
+    assert steps[datetime(2024, 3, 31, 1, 0, tzinfo=UTC)] == 7200
+    assert steps[datetime(2024, 10, 27, 1, 0, tzinfo=UTC)] == 3600
+    assert periods.utc_offsets("UTC") == ((datetime(1990, 1, 1, tzinfo=UTC), 0),)
