@@ -26,7 +26,7 @@ from crm_perf_sync.connector_sdk import (
 )
 from crm_perf_sync.connectors.registry import ConnectorRegistry
 from crm_perf_sync.db import create_db_engine, make_session_factory, session_scope
-from crm_perf_sync.models import Opportunity, SyncRun
+from crm_perf_sync.models import KpiValue, Opportunity, SyncRun
 from crm_perf_sync.runtime import Runtime
 from crm_perf_sync.settings import Settings
 from crm_perf_sync.worker.scheduler import build_scheduler
@@ -49,6 +49,9 @@ class TickConnector(Connector[TickSettings]):
                 amount=Decimal(10),
                 currency="USD",
                 created_at=datetime(2025, 1, 1, tzinfo=UTC),
+                is_closed=True,
+                is_won=True,
+                closed_at=datetime(2025, 2, 1, tzinfo=UTC),
             )
         yield Checkpoint({"n": self.settings.deals})
 
@@ -109,8 +112,19 @@ def test_a_started_worker_syncs_at_once_and_records_the_run(tmp_path: Path, db_u
             time.sleep(0.1)
             with session_scope(factory) as session:
                 finished = list(session.scalars(select(SyncRun).where(SyncRun.status != "running")))
+        # Each sync that changed the store refreshes the KPIs; the last one sees both connections.
+        won = None
+        while time.monotonic() < deadline and won != 6.0:
+            time.sleep(0.1)
+            with session_scope(factory) as session:
+                won = session.scalar(
+                    select(KpiValue.value).where(
+                        KpiValue.kpi_id == "won_deals", KpiValue.grain == "all", KpiValue.scope == "company"
+                    )
+                )
         stop.set()
         scheduler.shutdown(wait=True)
+        assert won == 6.0
         assert sorted((run.connection_id, run.trigger, run.status) for run in finished) == [
             ("every-minute", "schedule", "succeeded"),
             ("nightly", "schedule", "succeeded"),

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Connection
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.config import LoadedConfig
 from crm_perf_sync.db import session_scope
-from crm_perf_sync.errors import NotFound
+from crm_perf_sync.errors import Conflict, NotFound
 from crm_perf_sync.kpi import periods
 from crm_perf_sync.kpi import repository as repo
 from crm_perf_sync.kpi.compiler import (
@@ -26,7 +27,11 @@ from crm_perf_sync.kpi.compiler import (
     percentile_query,
 )
 from crm_perf_sync.kpi.schemas import GRAINS, CountKpi, DurationKpi, Grain, Kpi, RatioKpi, SumKpi
+from crm_perf_sync.leases import new_holder_id, release, try_acquire
 from crm_perf_sync.timeutil import utc_now
+
+#: The database lease that makes one refresh run at a time across worker replicas.
+REFRESH_LEASE = "kpi-refresh"
 
 Key = tuple[int | None, str, str]  # (period month index or None for "all", scope id, currency)
 
@@ -95,6 +100,38 @@ class KpiService:
             conn.commit()
         outcome.seconds = time.monotonic() - started
         return outcome
+
+    def refresh_exclusive(
+        self,
+        *,
+        ttl: timedelta,
+        wait: timedelta,
+        should_stop: Callable[[], bool] = lambda: False,
+        holder: str | None = None,
+    ) -> RefreshOutcome | None:
+        """Refresh under the cluster-wide refresh lease, waiting up to ``wait`` for another one.
+
+        A refresh already running elsewhere may have started before this process's data landed,
+        so this one waits for it and then runs, rather than skipping. ``None`` when stopped
+        while waiting.
+        """
+        holder = holder or new_holder_id()
+        deadline = time.monotonic() + wait.total_seconds()
+        while True:
+            with session_scope(self.session_factory) as session:
+                held = try_acquire(session, REFRESH_LEASE, holder, ttl)
+            if held is None:
+                break
+            if should_stop():
+                return None
+            if time.monotonic() >= deadline:
+                raise Conflict(f"the KPI refresh lease is held by {held.holder}; try again later")
+            time.sleep(0.5)
+        try:
+            return self.refresh()
+        finally:
+            with session_scope(self.session_factory) as session:
+                release(session, REFRESH_LEASE, holder)
 
     # -- computation ------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from crm_perf_sync.config import ConnectionConfig
 from crm_perf_sync.errors import AppError
+from crm_perf_sync.kpi.service import KpiService
 from crm_perf_sync.runtime import Runtime
 from crm_perf_sync.sync.service import SyncAlreadyRunning
 from crm_perf_sync.timeutil import utc_now
@@ -55,6 +56,26 @@ def run_scheduled_sync(runtime: Runtime, connection_id: str, stop: threading.Eve
         outcome.summary(),
         extra={"connection": connection_id, "run_id": outcome.run_id},
     )
+    changed = sum(outcome.total(name) for name in ("inserted", "updated", "deleted"))
+    if changed:
+        refresh_kpis(runtime, stop, reason=f"sync of {connection_id} changed {changed:,} records")
+
+
+def refresh_kpis(runtime: Runtime, stop: threading.Event, *, reason: str) -> None:
+    """Recompute the KPIs after new data landed; failures are logged, the next sync retries."""
+    ttl = timedelta(seconds=runtime.settings.lease_ttl_seconds)
+    try:
+        refreshed = KpiService(runtime.session_factory, runtime.config).refresh_exclusive(
+            ttl=ttl, wait=ttl, should_stop=stop.is_set
+        )
+    except AppError as exc:
+        log.error("KPI refresh (%s) failed: %s", reason, exc)
+        return
+    except Exception:
+        log.exception("KPI refresh (%s) crashed", reason)
+        return
+    if refreshed is not None:
+        log.info("KPI refresh (%s): %s", reason, refreshed.summary())
 
 
 def build_scheduler(
