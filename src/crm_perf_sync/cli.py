@@ -37,7 +37,8 @@ app.add_typer(config_app, name="config")
 app.add_typer(connectors_app, name="connectors")
 
 err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+# Piped output (less, a file) gets room for wide tables; a terminal uses its own width.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 log = logging.getLogger("crm_perf_sync.cli")
 
 T = TypeVar("T")
@@ -229,7 +230,7 @@ def refresh(
     kpi: Annotated[list[str] | None, typer.Option("--kpi", help="Only these KPI ids.")] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Recompute the KPIs from the store and materialise them for every grain and scope."""
+    """Recompute the KPIs, targets and scorecards from the store for every grain and scope."""
     from crm_perf_sync.kpi.service import KpiService
     from crm_perf_sync.runtime import build_runtime
 
@@ -254,93 +255,337 @@ VALUE_COLUMNS = (
     "scope_id",
     "scope_name",
     "currency",
+    "dimension",
+    "dimension_value",
     "value",
     "numerator",
     "denominator",
     "sample_count",
     "low_sample",
+    "target",
+    "attainment",
+    "gap",
+    "pace",
     "computed_at",
 )
+
+Output = Annotated[str, typer.Option("--format", help="table, csv or json.")]
+
+
+def _check_choice(name: str, value: str | None, choices: tuple[str, ...]) -> None:
+    if value is not None and value not in choices:
+        raise _fail(f"{name} must be one of {', '.join(choices)}, got {value!r}", 2)
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def _emit(rows: list[dict[str, Any]], columns: tuple[str, ...], output: str) -> bool:
+    """Write rows as csv or json; ``False`` when the caller should draw a table instead."""
+    import csv
+
+    import orjson
+
+    if output == "json":
+        sys.stdout.write(
+            orjson.dumps(rows, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode()
+            + "\n"
+        )
+        return True
+    if output == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _cell(v) for k, v in row.items()})
+        return True
+    return False
+
+
+def _number(value: float | None, low_sample: bool = False, percent: bool = False) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:.1%}" if percent else f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    return text + (" *" if low_sample else "")
 
 
 @app.command()
 def values(
     kpi_id: Annotated[str, typer.Argument(help="A KPI id, e.g. win_rate.")],
-    grain: Annotated[str | None, typer.Option(help="month, quarter, year or all.")] = None,
+    grain: Annotated[str | None, typer.Option(help="week, month, quarter, year or all.")] = None,
     scope: Annotated[str | None, typer.Option(help="company, team or owner.")] = None,
+    scope_id: Annotated[str | None, typer.Option("--scope-id", help="One team or owner.")] = None,
     period: Annotated[str | None, typer.Option(help="A period key: its start date, e.g. 2017-01-01.")] = None,
-    output: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    by: Annotated[
+        str | None, typer.Option("--by", help="A breakdown dimension, e.g. lead_source (stage for a funnel).")
+    ] = None,
+    output: Output = "table",
     config: ConfigOption = None,
 ) -> None:
-    """Print a KPI's materialised values (run `refresh` first)."""
-    import csv
-    import json
-
+    """Print a KPI's materialised values (run `refresh` first); `*` marks a value below min sample."""
     from crm_perf_sync.db import session_scope
     from crm_perf_sync.kpi import repository as kpi_repo
     from crm_perf_sync.kpi.schemas import GRAINS
+    from crm_perf_sync.kpi.service import pace
     from crm_perf_sync.runtime import build_runtime
+    from crm_perf_sync.timeutil import utc_now
 
-    if grain is not None and grain not in GRAINS:
-        raise _fail(f"--grain must be one of {', '.join(GRAINS)}, got {grain!r}", 2)
-    if scope is not None and scope not in ("company", "team", "owner"):
-        raise _fail(f"--scope must be company, team or owner, got {scope!r}", 2)
-    if output not in ("table", "csv", "json"):
-        raise _fail(f"--format must be table, csv or json, got {output!r}", 2)
+    _check_choice("--grain", grain, GRAINS)
+    _check_choice("--scope", scope, ("company", "team", "owner"))
+    _check_choice("--format", output, ("table", "csv", "json"))
     settings = _settings(config)
     runtime = _guard(lambda: build_runtime(settings))
     try:
         _guard(lambda: runtime.ensure_schema(auto_migrate=runtime.is_sqlite))
-        if kpi_id not in runtime.config.kpis:
+        kpi = runtime.config.kpis.get(kpi_id)
+        if kpi is None:
             raise _fail(f"no KPI {kpi_id!r} (defined: {', '.join(sorted(runtime.config.kpis))})")
+        zone = runtime.config.app.business.timezone
+        now = utc_now()
         with session_scope(runtime.session_factory) as session:
             names = kpi_repo.scope_names(session)
-            found = kpi_repo.values(session, kpi_id, grain=grain, scope=scope, period_key=period)
-            rows = [
-                {
-                    column: (
-                        names.get((v.scope, v.scope_id), v.scope_id)
-                        if column == "scope_name"
-                        else getattr(v, column)
-                    )
-                    for column in VALUE_COLUMNS
-                }
-                for v in found
+            found = kpi_repo.values(
+                session,
+                kpi_id,
+                grain=grain,
+                scope=scope,
+                period_key=period,
+                scope_id=scope_id,
+                dimension=by or "",
+            )
+            rows = []
+            for v in found:
+                row = {column: getattr(v, column, None) for column in VALUE_COLUMNS}
+                row["scope_name"] = names.get((v.scope, v.scope_id), v.scope_id)
+                row["pace"] = pace(v.attainment, v.period_start, v.period_end, now, zone)
+                rows.append(row)
+    finally:
+        runtime.close()
+    if _emit(rows, VALUE_COLUMNS, output):
+        return
+    percent = kpi.unit == "percent"
+    with_targets = any(row["target"] is not None for row in rows)
+    headers = ["grain", "period", "scope", "name", "currency"]
+    if by:
+        headers.append(by)
+    headers += ["value", "numerator", "denominator", "n"]
+    if with_targets:
+        headers += ["target", "attainment", "pace"]
+    table = Table(*headers)
+    for row in rows:
+        cells = [row["grain"], row["period_key"], row["scope"], str(row["scope_name"]), row["currency"]]
+        if by:
+            cells.append(row["dimension_value"] or "(none)")
+        cells += [
+            _number(row["value"], bool(row["low_sample"]), percent),
+            f"{row['numerator']:,.2f}",
+            "" if row["denominator"] is None else f"{row['denominator']:,.2f}",
+            str(row["sample_count"]),
+        ]
+        if with_targets:
+            cells += [
+                _number(row["target"], percent=percent),
+                _number(row["attainment"], percent=True),
+                _number(row["pace"], percent=True),
             ]
+        table.add_row(*cells)
+    out.print(table)
+    if not rows:
+        err.print(f"no values for {kpi_id}: run `crm-perf-sync refresh` after a sync")
+
+
+@app.command()
+def explain(
+    kpi_id: Annotated[str, typer.Argument(help="A KPI id, e.g. win_rate.")],
+    grain: Annotated[str, typer.Option(help="week, month, quarter, year or all.")] = "all",
+    period: Annotated[str, typer.Option(help="The period key (its start date), or all.")] = "all",
+    scope: Annotated[str, typer.Option(help="company, team or owner.")] = "company",
+    scope_id: Annotated[str, typer.Option("--scope-id", help="The team or owner id.")] = "company",
+    currency: Annotated[str, typer.Option(help="The currency of an amount KPI's value.")] = "",
+    by: Annotated[str, typer.Option("--by", help="The breakdown dimension of the value.")] = "",
+    value_of: Annotated[str, typer.Option("--value", help="The breakdown value (with --by).")] = "",
+    role: Annotated[
+        str | None, typer.Option("--part", help="Only this side's records: numerator, denominator.")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Records per page (at most 500).")] = 50,
+    after: Annotated[int | None, typer.Option(help="The next page: the id printed as next.")] = None,
+    output: Output = "table",
+    config: ConfigOption = None,
+) -> None:
+    """Show how one KPI value was computed: formula, filters, and the records it came from."""
+    from dataclasses import asdict
+
+    from crm_perf_sync.kpi import repository as kpi_repo
+    from crm_perf_sync.kpi.explain import ValueRef
+    from crm_perf_sync.kpi.explain import explain as explain_value
+    from crm_perf_sync.kpi.schemas import GRAINS
+    from crm_perf_sync.kpi.service import KpiService
+    from crm_perf_sync.runtime import build_runtime
+
+    _check_choice("--grain", grain, GRAINS)
+    _check_choice("--scope", scope, ("company", "team", "owner"))
+    _check_choice("--format", output, ("table", "json"))
+    if (scope == "company") != (scope_id == "company"):
+        raise _fail("--scope-id names the team or owner (it is 'company' exactly for --scope company)", 2)
+    settings = _settings(config)
+    runtime = _guard(lambda: build_runtime(settings))
+    try:
+        _guard(lambda: runtime.ensure_schema(auto_migrate=runtime.is_sqlite))
+        service = KpiService(runtime.session_factory, runtime.config)
+        kpi = _guard(lambda: service.kpi(kpi_id))
+        ref = ValueRef(kpi_id, grain, period, scope, scope_id, currency, by, value_of)  # type: ignore[arg-type]
+        with runtime.session_factory() as session:
+            calendar = service.calendar(session)
+            membership = kpi_repo.load_membership(session)
+            result = explain_value(
+                session, kpi, ref, calendar, membership, role=role, after=after, limit=limit
+            )
     finally:
         runtime.close()
     if output == "json":
-        sys.stdout.write(json.dumps(rows, default=str, indent=1) + "\n")
-    elif output == "csv":
-        writer = csv.DictWriter(sys.stdout, fieldnames=VALUE_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(
-                {
-                    k: ("" if v is None else v.isoformat() if hasattr(v, "isoformat") else v)
-                    for k, v in row.items()
-                }
-            )
+        _emit([asdict(result)], (), "json")
+        return
+    out.print(
+        f"[bold]{result.name}[/] ({result.kpi_id}, {result.type}, {result.unit}, "
+        f"{result.direction} is better)"
+    )
+    out.print(f"formula: {result.formula}")
+    if result.value is None:
+        err.print("no stored value for this period and scope (nothing counted, or not refreshed yet)")
     else:
-        table = Table(
-            "grain", "period", "scope", "name", "currency", "value", "numerator", "denominator", "n"
-        )
-        for row in rows:
-            value = row["value"]
-            table.add_row(
-                row["grain"],
-                row["period_key"],
-                row["scope"],
-                str(row["scope_name"]),
-                row["currency"],
-                "-" if value is None else f"{value:,.4g}" + (" *" if row["low_sample"] else ""),
-                f"{row['numerator']:,.2f}",
-                "" if row["denominator"] is None else f"{row['denominator']:,.2f}",
-                str(row["sample_count"]),
+        v = result.value
+        out.print(
+            f"value {_number(v['value'])} = numerator {v['numerator']:,.2f}"
+            + ("" if v["denominator"] is None else f" / denominator {v['denominator']:,.2f}")
+            + f"; sample {v['sample_count']}"
+            + (" (below the minimum sample)" if v["low_sample"] else "")
+            + (
+                ""
+                if v["target"] is None
+                else f"; target {_number(v['target'])}, attainment {_number(v['attainment'], percent=True)}"
             )
+        )
+    for part in result.parts:
+        out.print(
+            f"\n[bold]{part.role}[/]: {part.entity} placed by {part.period_field}; "
+            f"each adds {part.contributes}"
+        )
+        out.print("  where " + " and ".join(part.filters))
+        if not part.records:
+            continue
+        wanted = [
+            "external_id",
+            "owner_external_id",
+            part.period_field,
+            "stage",
+            "status",
+            "amount",
+            "currency",
+        ]
+        columns = [c for c in dict.fromkeys(wanted) if c in part.records[0]]
+        table = Table(*columns, "adds")
+        for record in part.records:
+            table.add_row(*(str(_cell(record[c])) for c in columns), _number(record["contribution"]))
         out.print(table)
-        if not rows:
-            err.print(f"no values for {kpi_id}: run `crm-perf-sync refresh` after a sync")
+        if part.next_after is not None:
+            out.print(f"  more: --after {part.next_after}")
+
+
+SCORE_COLUMNS = (
+    "scorecard_id",
+    "grain",
+    "period_key",
+    "period_start",
+    "period_end",
+    "scope_id",
+    "owner_name",
+    "team_id",
+    "score",
+    "grade",
+    "rank",
+    "team_rank",
+    "dropped_components",
+    "components",
+    "computed_at",
+)
+
+
+@app.command()
+def scores(
+    scorecard_id: Annotated[str, typer.Argument(help="A scorecard id from the configuration.")],
+    grain: Annotated[str | None, typer.Option(help="week, month, quarter or year.")] = None,
+    period: Annotated[str | None, typer.Option(help="A period key: its start date.")] = None,
+    owner: Annotated[str | None, typer.Option(help="One rep's scope id (connection:owner id).")] = None,
+    output: Output = "table",
+    config: ConfigOption = None,
+) -> None:
+    """Print a scorecard's ranked reps per period; with --owner, each component's breakdown."""
+    from crm_perf_sync.db import session_scope
+    from crm_perf_sync.kpi import repository as kpi_repo
+    from crm_perf_sync.kpi.service import KpiService
+    from crm_perf_sync.runtime import build_runtime
+
+    _check_choice("--format", output, ("table", "csv", "json"))
+    settings = _settings(config)
+    runtime = _guard(lambda: build_runtime(settings))
+    try:
+        _guard(lambda: runtime.ensure_schema(auto_migrate=runtime.is_sqlite))
+        card = _guard(lambda: KpiService(runtime.session_factory, runtime.config).scorecard(scorecard_id))
+        with session_scope(runtime.session_factory) as session:
+            names = kpi_repo.scope_names(session)
+            rows = []
+            for s in kpi_repo.scores(session, card.id, grain=grain, period_key=period, scope_id=owner):
+                row = {column: getattr(s, column, None) for column in SCORE_COLUMNS}
+                row["owner_name"] = names.get(("owner", s.scope_id), s.scope_id)
+                rows.append(row)
+    finally:
+        runtime.close()
+    if output == "csv":
+        for row in rows:
+            row["components"] = json_text(row["components"])
+    if _emit(rows, SCORE_COLUMNS, output):
+        return
+    table = Table("grain", "period", "rank", "rep", "team", "team rank", "score", "grade", "dropped")
+    for row in rows:
+        table.add_row(
+            row["grain"],
+            row["period_key"],
+            str(row["rank"] or "-"),
+            str(row["owner_name"]),
+            str(row["team_id"] or ""),
+            str(row["team_rank"] or "-"),
+            _number(row["score"]),
+            row["grade"] or "-",
+            str(row["dropped_components"]),
+        )
+    out.print(table)
+    if owner is not None:
+        for row in rows:
+            detail = Table(
+                "component", "weight", "applied", "value", "target", "normalised", "dropped because"
+            )
+            for c in row["components"] or []:
+                detail.add_row(
+                    c["kpi_id"],
+                    f"{c['weight']:.2f}",
+                    f"{c['applied_weight']:.2f}",
+                    _number(c["value"]),
+                    _number(c["target"]),
+                    _number(c["normalised"]),
+                    c["dropped"] or "",
+                )
+            out.print(f"\n{row['period_key']} ({row['grain']}): score {_number(row['score'])}")
+            out.print(detail)
+    if not rows:
+        err.print(f"no scores for {scorecard_id}: run `crm-perf-sync refresh` after a sync")
+
+
+def json_text(value: Any) -> str:
+    import orjson
+
+    return orjson.dumps(value).decode()
 
 
 def _serve_api(runtime: Any, settings: Settings) -> None:

@@ -7,7 +7,7 @@ this reference can only agree by both being right.
 A result is keyed like a ``kpi_value`` row: ``(kpi_id, grain, period_key, scope, scope_id, currency)``.
 The semantics restated here (the engine's contract):
 
-- a record counts in grain ``all`` always, and in the month, quarter and year of its KPI's period
+- a record counts in grain ``all`` always, and in the week, month, quarter and year of its KPI's period
   field when that field is set; ``period_key`` is the ISO date of the period's start (the business
   timezone is UTC and the fiscal year starts in January in every example configuration);
 - it counts for the company, for its owner (``<connection>:<owner id>``) and for every team above
@@ -26,7 +26,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -38,7 +38,7 @@ from tests.conftest import DATA_DIR, REPO_ROOT
 Key = tuple[str, str, str, str, str, str]
 Scope = tuple[str, str]
 COMPANY: Scope = ("company", "company")
-GRAINS = ("month", "quarter", "year", "all")
+GRAINS = ("week", "month", "quarter", "year", "all")
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ def periods(day: date | None) -> list[tuple[str, str]]:
     """``(grain, period_key)`` of every period a record dated ``day`` counts in (UTC, fiscal = calendar)."""
     out = [("all", "all")]
     if day is not None:
+        out.append(("week", (day - timedelta(days=day.weekday())).isoformat()))  # weeks start on Monday
         out.append(("month", date(day.year, day.month, 1).isoformat()))
         out.append(("quarter", date(day.year, (day.month - 1) // 3 * 3 + 1, 1).isoformat()))
         out.append(("year", date(day.year, 1, 1).isoformat()))
@@ -72,6 +73,8 @@ def period_bounds(grain: str, period_key: str) -> tuple[date | None, date | None
     if grain == "all":
         return None, None
     start = date.fromisoformat(period_key)
+    if grain == "week":
+        return start, start + timedelta(days=7)
     months = {"month": 1, "quarter": 3, "year": 12}[grain]
     index = start.year * 12 + start.month - 1 + months
     return start, date(index // 12, index % 12 + 1, 1)

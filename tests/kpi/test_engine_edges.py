@@ -235,8 +235,8 @@ def test_a_refresh_replaces_a_kpi_whole(tmp_path: Path, session_factory: session
     with session_scope(session_factory) as session:
         hashes = set(session.scalars(select(KpiValue.definition_hash).where(KpiValue.kpi_id == "won_deals")))
         count = len(list(session.scalars(select(KpiValue.id).where(KpiValue.kpi_id == "won_deals"))))
-    assert hashes == {service.kpi("won_deals").definition_hash()}
-    assert count == 4 * 2  # (month, quarter, year, all) x (company, owner) (no teams configured)
+    assert hashes == {service.definition_hash(service.kpi("won_deals"))}
+    assert count == 5 * 2  # (week, month, quarter, year, all) x (company, owner) (no teams configured)
 
 
 def test_sqlite_offsets_match_the_tz_database() -> None:

@@ -19,15 +19,26 @@ from sqlalchemy import (
     column,
     func,
     literal,
+    or_,
     select,
+    union_all,
 )
 from sqlalchemy import table as table_clause
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_perf_sync.kpi import periods
-from crm_perf_sync.kpi.schemas import FIELDS, DurationKpi, Filter, Grain, Measure
-from crm_perf_sync.models import Lead, Opportunity
+from crm_perf_sync.kpi.schemas import (
+    FIELDS,
+    REGION_DIMENSION,
+    DurationKpi,
+    Filter,
+    FunnelKpi,
+    Grain,
+    Measure,
+    dimension_column,
+)
+from crm_perf_sync.models import Lead, Opportunity, PipelineStage, StageChange
 
 Scope = Literal["company", "team", "owner"]
 SCOPES: tuple[Scope, ...] = ("company", "team", "owner")
@@ -50,6 +61,7 @@ class Membership:
     """Which reps count in which team, every level of the hierarchy included."""
 
     rows: tuple[tuple[str, str, str], ...]  # (team scope id, connection id, owner external id)
+    regions: tuple[tuple[str, str, str], ...] = ()  # (region scope id, connection id, owner id)
 
 
 def field_expr(table: Table, name: str, dialect: str) -> ColumnElement[Any]:
@@ -134,24 +146,64 @@ MEMBERSHIP = table_clause(
     column("m_connection_id", String),
     column("m_owner_external_id", String),
 )
+#: Each rep's region (one per rep), for the ``region`` breakdown; temporary like the membership.
+OWNER_REGION = table_clause(
+    "kpi_owner_region",
+    column("region_key", String),
+    column("r_connection_id", String),
+    column("r_owner_external_id", String),
+)
+
+
+def period_expr(measure: Measure, calendar: Calendar, grain: Grain) -> ColumnElement[int]:
+    """SQL: the index of the ``grain`` period a record of ``measure`` falls in."""
+    table = TABLES[measure.entity]
+    return periods.period_index(
+        table.c[measure.period],
+        kind=FIELDS[measure.entity][measure.period],
+        dialect=calendar.dialect,
+        zone=calendar.timezone,
+        grain=grain,
+        fiscal_start_month=calendar.fiscal_start_month,
+    )
+
+
+def dimension_expr(entity: str, name: str, dialect: str) -> ColumnElement[Any]:
+    """SQL: a record's value of breakdown dimension ``name`` ('' when it has none)."""
+    table = TABLES[entity]
+    column_name = dimension_column(entity, name)
+    assert column_name is not None, (entity, name)
+    if column_name == REGION_DIMENSION:
+        return func.coalesce(OWNER_REGION.c.region_key, "")
+    return func.coalesce(cast(field_expr(table, column_name, dialect), String), "")
+
+
+def region_join(table: Table) -> tuple[Any, ColumnElement[bool]]:
+    return OWNER_REGION, and_(
+        OWNER_REGION.c.r_connection_id == table.c.connection_id,
+        OWNER_REGION.c.r_owner_external_id == table.c.owner_external_id,
+    )
 
 
 def aggregate_query(
-    part: Part, calendar: Calendar, grain: Grain, scope: Scope, membership: Membership | None
+    part: Part,
+    calendar: Calendar,
+    grain: Grain,
+    scope: Scope,
+    membership: Membership | None,
+    dimension: str | None = None,
 ) -> Select[Any]:
-    """``(period_index, scope_id, currency, total, records)`` per group, for one part."""
+    """``(period, scope_id, currency, dim, total, records)`` per group, for one part.
+
+    ``period`` is the period index (-1 for ``all``), ``dim`` the breakdown value ('' without one).
+    """
     table = TABLES[part.measure.entity]
-    kind = FIELDS[part.measure.entity][part.measure.period]
     where = list(part.where)
     if grain == "all":
         period: ColumnElement[Any] = literal(-1, Integer)
     else:
-        period_column = table.c[part.measure.period]
-        where.append(period_column.is_not(None))
-        index = periods.month_index(
-            period_column, kind=kind, dialect=calendar.dialect, zone=calendar.timezone
-        )
-        period = periods.bucket(index, grain, calendar.fiscal_start_month)
+        where.append(table.c[part.measure.period].is_not(None))
+        period = period_expr(part.measure, calendar, grain)
     currency: ColumnElement[Any] = (
         func.coalesce(table.c.currency, "")
         if part.by_currency and "currency" in table.c
@@ -167,7 +219,7 @@ def aggregate_query(
     else:
         assert membership is not None
         members = MEMBERSHIP
-        source = table.join(
+        source = source.join(
             members,
             and_(
                 members.c.m_connection_id == table.c.connection_id,
@@ -175,17 +227,103 @@ def aggregate_query(
             ),
         )
         scope_id = members.c.team_key
+    if dimension is None:
+        dim: ColumnElement[Any] = literal("", String)
+    else:
+        if dimension == REGION_DIMENSION:
+            source = source.outerjoin(*region_join(table))
+        dim = dimension_expr(part.measure.entity, dimension, calendar.dialect)
     stmt = (
         select(
             period.label("period"),
             scope_id.label("scope_id"),
             currency.label("currency"),
+            dim.label("dim"),
             total.label("total"),
             func.count().label("records"),
         )
         .select_from(source)
         .where(*where)
-        .group_by(period, scope_id, currency)
+        .group_by(period, scope_id, currency, dim)
+    )
+    return stmt
+
+
+def funnel_query(
+    kpi: FunnelKpi,
+    part: Part,
+    calendar: Calendar,
+    grain: Grain,
+    scope: Scope,
+    membership: Membership | None,
+) -> Select[Any]:
+    """``(period, scope_id, currency, dim, pipeline, stage, sort_order, total, records)``.
+
+    ``total`` counts the deals of the group that reached the stage: their furthest open or won
+    stage (current or in their history) is at or beyond it, so skipped stages count as passed.
+    """
+    opp = Opportunity.__table__
+    steps = PipelineStage.__table__.alias("steps")
+    step_where = [steps.c.is_deleted.is_(False), or_(steps.c.is_closed.is_(False), steps.c.is_won.is_(True))]
+    if kpi.pipeline is not None:
+        step_where.append(steps.c.pipeline == kpi.pipeline)
+    funnel_steps = select(steps).where(*step_where).subquery("funnel_steps")
+
+    def reached_via(stage_of_deal: ColumnElement[Any], source: Any) -> Select[Any]:
+        return (
+            select(opp.c.id.label("deal_id"), funnel_steps.c.sort_order.label("sort_order"))
+            .select_from(source)
+            .join(
+                funnel_steps,
+                and_(
+                    funnel_steps.c.connection_id == opp.c.connection_id,
+                    funnel_steps.c.stage == stage_of_deal,
+                    funnel_steps.c.pipeline == func.coalesce(opp.c.pipeline, funnel_steps.c.pipeline),
+                ),
+            )
+            .where(*part.where)
+        )
+
+    history = StageChange.__table__
+    with_history = opp.join(
+        history,
+        and_(
+            history.c.connection_id == opp.c.connection_id,
+            history.c.opportunity_external_id == opp.c.external_id,
+        ),
+    )
+    visited = union_all(
+        reached_via(opp.c.stage, opp), reached_via(history.c.to_stage, with_history)
+    ).subquery("visited")
+    furthest = (
+        select(visited.c.deal_id, func.max(visited.c.sort_order).label("max_order"))
+        .group_by(visited.c.deal_id)
+        .subquery("furthest")
+    )
+    base = aggregate_query(part, calendar, grain, scope, membership)
+    reached = funnel_steps.alias("reached")
+    source = base.get_final_froms()[0]
+    stmt = (
+        base.with_only_columns(
+            *base.selected_columns[:4],
+            reached.c.pipeline.label("pipeline"),
+            reached.c.stage.label("stage"),
+            reached.c.sort_order.label("sort_order"),
+            func.count().label("total"),
+            func.count().label("records"),
+        )
+        .select_from(
+            source.join(furthest, furthest.c.deal_id == opp.c.id).join(
+                reached,
+                and_(
+                    reached.c.connection_id == opp.c.connection_id,
+                    reached.c.pipeline == func.coalesce(opp.c.pipeline, reached.c.pipeline),
+                    reached.c.sort_order <= furthest.c.max_order,
+                ),
+            )
+        )
+        .group_by(None)
+        .group_by(*base.selected_columns[:4], reached.c.pipeline, reached.c.stage, reached.c.sort_order)
     )
     return stmt
 
@@ -197,24 +335,25 @@ def percentile_query(
     scope: Scope,
     membership: Membership | None,
     stat: Literal["median", "p90"],
+    dimension: str | None = None,
 ) -> Select[Any]:
-    """``(period_index, scope_id, currency, value)``: the median or nearest-rank p90 per group.
+    """``(period, scope_id, currency, dim, value)``: the median or nearest-rank p90 per group.
 
     Window functions rank each group's values; the same SQL runs on SQLite and PostgreSQL.
     """
     assert part.value is not None
-    base = aggregate_query(part, calendar, grain, scope, membership)
+    base = aggregate_query(part, calendar, grain, scope, membership, dimension)
     # Re-use the grouping expressions of the aggregate, ungrouped, to rank values within groups.
-    grouped = base.with_only_columns(*base.selected_columns[:3], part.value.label("v")).group_by(None)
+    grouped = base.with_only_columns(*base.selected_columns[:4], part.value.label("v")).group_by(None)
     ranked_source = grouped.subquery("vals")
-    keys = [ranked_source.c.period, ranked_source.c.scope_id, ranked_source.c.currency]
+    keys = [ranked_source.c.period, ranked_source.c.scope_id, ranked_source.c.currency, ranked_source.c.dim]
     ranked = select(
         *keys,
         ranked_source.c.v,
         func.row_number().over(partition_by=keys, order_by=ranked_source.c.v).label("rn"),
         func.count().over(partition_by=keys).label("n"),
     ).subquery("ranked")
-    rk = [ranked.c.period, ranked.c.scope_id, ranked.c.currency]
+    rk = [ranked.c.period, ranked.c.scope_id, ranked.c.currency, ranked.c.dim]
     if stat == "median":
         pick: ColumnElement[bool] = ranked.c.rn.in_([(ranked.c.n + 1) // 2, (ranked.c.n + 2) // 2])
     else:

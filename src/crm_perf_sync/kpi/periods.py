@@ -13,12 +13,14 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Integer, case, cast, func, literal
+from sqlalchemy import Date, Integer, case, cast, func, literal, type_coerce
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_perf_sync.kpi.schemas import Grain
 
 _FIRST_YEAR, _LAST_YEAR = 1990, 2060
+_EPOCH = date(1970, 1, 1)
+_EPOCH_JULIAN = 2440587.5  # julianday('1970-01-01')
 
 
 @lru_cache(maxsize=16)
@@ -46,33 +48,59 @@ def utc_offsets(zone: str) -> tuple[tuple[datetime, int], ...]:
     return tuple(steps)
 
 
+def _local(column: Any, *, kind: str, dialect: str, zone: str) -> Any:
+    """SQL: ``column`` as a local timestamp (PostgreSQL) or local ``YYYY-MM-DD ...`` text (SQLite)."""
+    if kind == "date":
+        return column
+    if dialect == "postgresql":
+        return func.timezone(zone, column)
+    steps = utc_offsets(zone)
+    if len(steps) == 1 and steps[0][1] == 0:
+        return column
+    # Text comparison is exact: the store writes naive UTC as 'YYYY-MM-DD HH:MM:SS.ffffff'.
+    whens = [
+        (
+            column >= literal(at.replace(tzinfo=None).isoformat(sep=" ")),
+            literal(f"{offset:+d} seconds"),
+        )
+        for at, offset in reversed(steps[1:])
+    ]
+    modifier = case(*whens, else_=literal(f"{steps[0][1]:+d} seconds"))
+    return func.datetime(column, modifier)
+
+
 def month_index(column: Any, *, kind: str, dialect: str, zone: str) -> ColumnElement[int]:
     """SQL: the local month index of ``column`` (a UTC timestamp, or a calendar date)."""
+    local = _local(column, kind=kind, dialect=dialect, zone=zone)
     if dialect == "postgresql":
-        local = column if kind == "date" else func.timezone(zone, column)
         year = cast(func.extract("year", local), Integer)
         month = cast(func.extract("month", local), Integer)
-        return year * 12 + month - 1
-    if kind == "date":
-        local_text: Any = column
     else:
-        steps = utc_offsets(zone)
-        if len(steps) == 1 and steps[0][1] == 0:
-            local_text = column
-        else:
-            # Text comparison is exact: the store writes naive UTC as 'YYYY-MM-DD HH:MM:SS.ffffff'.
-            whens = [
-                (
-                    column >= literal(at.replace(tzinfo=None).isoformat(sep=" ")),
-                    literal(f"{offset:+d} seconds"),
-                )
-                for at, offset in reversed(steps[1:])
-            ]
-            modifier = case(*whens, else_=literal(f"{steps[0][1]:+d} seconds"))
-            local_text = func.datetime(column, modifier)
-    year = cast(func.strftime("%Y", local_text), Integer)
-    month = cast(func.strftime("%m", local_text), Integer)
+        year = cast(func.strftime("%Y", local), Integer)
+        month = cast(func.strftime("%m", local), Integer)
     return year * 12 + month - 1
+
+
+def week_index(column: Any, *, kind: str, dialect: str, zone: str) -> ColumnElement[int]:
+    """SQL: the local ISO week (Monday to Sunday) of ``column``, numbered from the epoch's week."""
+    local = _local(column, kind=kind, dialect=dialect, zone=zone)
+    if dialect == "postgresql":
+        days: ColumnElement[int] = type_coerce(cast(local, Date) - literal(_EPOCH, Date), Integer)
+    else:
+        days = cast(func.julianday(func.date(local)) - _EPOCH_JULIAN, Integer)
+    # 1970-01-01 is a Thursday: shifting by 3 days puts every Monday at a multiple of 7.
+    result: ColumnElement[int] = (days + 3) // 7
+    return result
+
+
+def period_index(
+    column: Any, *, kind: str, dialect: str, zone: str, grain: Grain, fiscal_start_month: int
+) -> ColumnElement[int]:
+    """SQL: the index of ``grain``'s period containing ``column`` (see :func:`period_bounds`)."""
+    if grain == "week":
+        return week_index(column, kind=kind, dialect=dialect, zone=zone)
+    index = month_index(column, kind=kind, dialect=dialect, zone=zone)
+    return bucket(index, grain, fiscal_start_month)
 
 
 def bucket(index: ColumnElement[int], grain: Grain, fiscal_start_month: int) -> ColumnElement[int]:
@@ -91,9 +119,38 @@ def month_start(index: int) -> date:
 
 
 def period_bounds(index: int, grain: Grain) -> tuple[date, date]:
-    """Start (inclusive) and end (exclusive) dates of the period starting at month ``index``."""
+    """Start (inclusive) and end (exclusive) dates of the period with this index.
+
+    A week's index counts weeks from the epoch; every other grain's is the month index of its
+    first month.
+    """
+    if grain == "week":
+        start = _EPOCH + timedelta(days=7 * index - 3)
+        return start, start + timedelta(days=7)
     months = {"month": 1, "quarter": 3, "year": 12}[grain]
     return month_start(index), month_start(index + months)
+
+
+def local_period_index(moment: datetime | date, zone: str, grain: Grain, fiscal_start_month: int) -> int:
+    """Python twin of :func:`period_index`."""
+    if isinstance(moment, datetime):
+        moment = moment.astimezone(ZoneInfo(zone)).date()
+    if grain == "week":
+        return ((moment - _EPOCH).days + 3) // 7
+    index = moment.year * 12 + moment.month - 1
+    if grain == "month":
+        return index
+    shift, size = fiscal_start_month - 1, 3 if grain == "quarter" else 12
+    return ((index - shift) // size) * size + shift
+
+
+def elapsed_fraction(start: date, end: date, now: datetime, zone: str) -> float:
+    """How much of the period [start, end) in the business timezone has passed at ``now`` (0..1)."""
+    tz = ZoneInfo(zone)
+    begin = datetime(start.year, start.month, start.day, tzinfo=tz)
+    finish = datetime(end.year, end.month, end.day, tzinfo=tz)
+    total = (finish - begin).total_seconds()
+    return min(1.0, max(0.0, (now - begin).total_seconds() / total))
 
 
 def local_month_index(moment: datetime | date, zone: str) -> int:

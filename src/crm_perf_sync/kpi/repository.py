@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from crm_perf_sync.kpi.compiler import MEMBERSHIP, Membership
-from crm_perf_sync.models import KpiValue, Owner, Team, TeamMember
+from crm_perf_sync.kpi.compiler import MEMBERSHIP, OWNER_REGION, Membership
+from crm_perf_sync.kpi.scorecards import Observed
+from crm_perf_sync.models import (
+    KpiRefreshState,
+    KpiTarget,
+    KpiValue,
+    Lead,
+    Opportunity,
+    Owner,
+    ScorecardValue,
+    Team,
+    TeamMember,
+)
+
+#: (kpi id, grain, period key, scope, scope id, currency)
+TargetKey = tuple[str, str, str, str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class TargetCell:
+    value: float
+    start: date
+    end: date
 
 
 def team_key(namespace: str, external_id: str) -> str:
@@ -17,10 +41,15 @@ def team_key(namespace: str, external_id: str) -> str:
 
 
 def load_membership(session: Session) -> Membership:
-    """Every (team, rep) pair, a rep counting in their team and in each team above it."""
+    """Every (team, rep) pair, a rep counting in their team and in each team above it.
+
+    Also each rep's region: the first team at level ``region`` above them (one per rep).
+    """
     teams = {
         row.id: row
-        for row in session.execute(select(Team.id, Team.namespace, Team.external_id, Team.parent_id))
+        for row in session.execute(
+            select(Team.id, Team.namespace, Team.external_id, Team.parent_id, Team.level)
+        )
     }
     members = session.execute(
         select(TeamMember.team_id, Owner.connection_id, Owner.external_id)
@@ -28,15 +57,22 @@ def load_membership(session: Session) -> Membership:
         .where(Owner.is_deleted.is_(False))
     )
     pairs: set[tuple[str, str, str]] = set()
+    regions: dict[tuple[str, str], str] = {}
     for team_id, connection_id, owner_external_id in members:
         seen: set[int] = set()
         current: int | None = team_id
         while current is not None and current not in seen and current in teams:
             seen.add(current)
             team = teams[current]
-            pairs.add((team_key(team.namespace, team.external_id), connection_id, owner_external_id))
+            key = team_key(team.namespace, team.external_id)
+            pairs.add((key, connection_id, owner_external_id))
+            if team.level == "region":
+                rep = (connection_id, owner_external_id)
+                regions[rep] = min(key, regions.get(rep, key))
             current = team.parent_id
-    return Membership(tuple(sorted(pairs)))
+    return Membership(
+        tuple(sorted(pairs)), tuple(sorted((region, c, o) for (c, o), region in regions.items()))
+    )
 
 
 def load_membership_table(conn: Connection, membership: Membership) -> None:
@@ -54,6 +90,25 @@ def load_membership_table(conn: Connection, membership: Membership) -> None:
             insert(MEMBERSHIP),
             [{"team_key": t, "m_connection_id": c, "m_owner_external_id": o} for t, c, o in membership.rows],
         )
+    conn.exec_driver_sql("DROP TABLE IF EXISTS kpi_owner_region")
+    conn.exec_driver_sql(
+        "CREATE TEMPORARY TABLE kpi_owner_region "
+        "(region_key VARCHAR(600), r_connection_id VARCHAR(63), r_owner_external_id VARCHAR(255), "
+        "PRIMARY KEY (r_connection_id, r_owner_external_id))"
+    )
+    if membership.regions:
+        conn.execute(
+            insert(OWNER_REGION),
+            [
+                {"region_key": r, "r_connection_id": c, "r_owner_external_id": o}
+                for r, c, o in membership.regions
+            ],
+        )
+
+
+def drop_membership_table(conn: Connection) -> None:
+    conn.exec_driver_sql("DROP TABLE IF EXISTS kpi_membership")
+    conn.exec_driver_sql("DROP TABLE IF EXISTS kpi_owner_region")
 
 
 def replace_values(session: Session | Connection, kpi_id: str, rows: Sequence[dict[str, Any]]) -> None:
@@ -81,8 +136,12 @@ def values(
     scope: str | None = None,
     period_key: str | None = None,
     scope_id: str | None = None,
+    dimension: str | None = "",
 ) -> list[KpiValue]:
+    """Stored values; ``dimension`` '' (the default) gives the totals, ``None`` every breakdown."""
     stmt = select(KpiValue).where(KpiValue.kpi_id == kpi_id)
+    if dimension is not None:
+        stmt = stmt.where(KpiValue.dimension == dimension)
     if grain is not None:
         stmt = stmt.where(KpiValue.grain == grain)
     if scope is not None:
@@ -92,6 +151,140 @@ def values(
     if scope_id is not None:
         stmt = stmt.where(KpiValue.scope_id == scope_id)
     stmt = stmt.order_by(
-        KpiValue.grain, KpiValue.period_key, KpiValue.scope, KpiValue.scope_id, KpiValue.currency
+        KpiValue.grain,
+        KpiValue.period_key,
+        KpiValue.scope,
+        KpiValue.scope_id,
+        KpiValue.currency,
+        KpiValue.dimension,
+        KpiValue.dimension_value,
     )
     return list(session.scalars(stmt))
+
+
+def scores(
+    session: Session,
+    scorecard_id: str,
+    *,
+    grain: str | None = None,
+    period_key: str | None = None,
+    scope_id: str | None = None,
+) -> list[ScorecardValue]:
+    """Stored scores, per period best first (unscored reps last)."""
+    stmt = select(ScorecardValue).where(ScorecardValue.scorecard_id == scorecard_id)
+    if grain is not None:
+        stmt = stmt.where(ScorecardValue.grain == grain)
+    if period_key is not None:
+        stmt = stmt.where(ScorecardValue.period_key == period_key)
+    if scope_id is not None:
+        stmt = stmt.where(ScorecardValue.scope_id == scope_id)
+    stmt = stmt.order_by(
+        ScorecardValue.grain,
+        ScorecardValue.period_key,
+        ScorecardValue.rank.is_(None),
+        ScorecardValue.rank,
+        ScorecardValue.scope_id,
+    )
+    return list(session.scalars(stmt))
+
+
+def data_high_water_mark(session: Session) -> datetime | None:
+    """The latest store write a refresh starting now includes."""
+    marks = [
+        session.scalar(select(func.max(Opportunity.synced_at))),
+        session.scalar(select(func.max(Lead.synced_at))),
+    ]
+    present = [m for m in marks if m is not None]
+    return max(present) if present else None
+
+
+def record_refresh(
+    conn: Connection, kpi_id: str, definition_hash: str, data_through: datetime | None, now: datetime
+) -> None:
+    conn.execute(delete(KpiRefreshState).where(KpiRefreshState.kpi_id == kpi_id))
+    conn.execute(
+        insert(KpiRefreshState).values(
+            kpi_id=kpi_id, definition_hash=definition_hash, data_through=data_through, refreshed_at=now
+        )
+    )
+
+
+def replace_targets(session: Session, rows: Sequence[dict[str, Any]], source: str = "config") -> int:
+    """Swap the decomposed targets of one source (the caller's transaction makes it atomic)."""
+    session.execute(delete(KpiTarget).where(KpiTarget.source == source))
+    if rows:
+        session.execute(insert(KpiTarget), list(rows))
+    return len(rows)
+
+
+def load_targets(session: Session) -> dict[TargetKey, TargetCell]:
+    found: dict[TargetKey, TargetCell] = {}
+    for t in session.scalars(select(KpiTarget)):
+        key = (t.kpi_id, t.grain, t.period_key, t.scope, t.scope_id, t.currency)
+        found[key] = TargetCell(t.value, t.period_start, t.period_end)
+    return found
+
+
+def direct_teams(session: Session) -> dict[str, str]:
+    """Each rep's own team (the lowest one they are a member of), keyed by owner scope id."""
+    out: dict[str, str] = {}
+    rows = session.execute(
+        select(Owner.connection_id, Owner.external_id, Team.namespace, Team.external_id)
+        .join(TeamMember, TeamMember.owner_id == Owner.id)
+        .join(Team, Team.id == TeamMember.team_id)
+        .order_by(Team.namespace, Team.external_id)
+    )
+    for connection_id, owner_id, namespace, external_id in rows:
+        out.setdefault(f"{connection_id}:{owner_id}", team_key(namespace, external_id))
+    return out
+
+
+def active_owner_scopes(session: Session) -> set[str]:
+    rows = session.execute(
+        select(Owner.connection_id, Owner.external_id).where(
+            Owner.is_deleted.is_(False), Owner.active.is_(True)
+        )
+    )
+    return {f"{c}:{o}" for c, o in rows}
+
+
+def owner_values(
+    session: Session, kpi_ids: Sequence[str], grain: str
+) -> tuple[dict[str, dict[str, dict[str, list[Observed]]]], dict[str, tuple[date, date]]]:
+    """``{period_key: {owner scope id: {kpi id: [values per currency]}}}`` and period bounds."""
+    observed: dict[str, dict[str, dict[str, list[Observed]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list))
+    )
+    bounds: dict[str, tuple[date, date]] = {}
+    rows = session.execute(
+        select(
+            KpiValue.kpi_id,
+            KpiValue.period_key,
+            KpiValue.period_start,
+            KpiValue.period_end,
+            KpiValue.scope_id,
+            KpiValue.currency,
+            KpiValue.value,
+            KpiValue.target,
+            KpiValue.sample_count,
+        ).where(
+            KpiValue.kpi_id.in_(kpi_ids),
+            KpiValue.grain == grain,
+            KpiValue.scope == "owner",
+            KpiValue.dimension == "",
+        )
+    )
+    for row in rows:
+        assert row.period_start is not None
+        assert row.period_end is not None
+        bounds[row.period_key] = (row.period_start, row.period_end)
+        observed[row.period_key][row.scope_id][row.kpi_id].append(
+            Observed(row.value, row.target, row.sample_count, row.currency)
+        )
+    return observed, bounds
+
+
+def replace_scores(session: Session, scorecard_id: str, rows: Sequence[dict[str, Any]]) -> None:
+    session.execute(delete(ScorecardValue).where(ScorecardValue.scorecard_id == scorecard_id))
+    if rows:
+        session.execute(insert(ScorecardValue), list(rows))

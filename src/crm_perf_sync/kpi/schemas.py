@@ -6,7 +6,9 @@ A definition never contains SQL. Fields and filters name columns from an allow-l
 
 from __future__ import annotations
 
+import ast
 import hashlib
+from datetime import date
 from typing import Annotated, Any, Literal, Self
 
 import orjson
@@ -47,8 +49,39 @@ FIELDS: dict[str, dict[str, str]] = {
     },
 }
 
-Grain = Literal["month", "quarter", "year", "all"]
-GRAINS: tuple[Grain, ...] = ("month", "quarter", "year", "all")
+Grain = Literal["week", "month", "quarter", "year", "all"]
+GRAINS: tuple[Grain, ...] = ("week", "month", "quarter", "year", "all")
+
+#: Breakdown dimensions with a name of their own: the column they read on each entity.
+DIMENSION_ALIASES: dict[str, dict[str, str]] = {
+    "lead_source": {"opportunities": "lead_source", "leads": "source"},
+    "pipeline": {"opportunities": "pipeline"},
+    "product": {"opportunities": "product"},
+    "stage": {"opportunities": "stage"},
+    "type": {"opportunities": "type"},
+    "forecast_category": {"opportunities": "forecast_category"},
+    "lead_status": {"leads": "status"},
+}
+#: Dimensions that come from the organisation rather than the record: the owner's region.
+REGION_DIMENSION = "region"
+
+
+def dimension_column(entity: str, name: str) -> str | None:
+    """The field a breakdown ``name`` reads on ``entity`` (``None``: it does not apply there)."""
+    if name == REGION_DIMENSION or name.startswith("custom."):
+        return name
+    alias = DIMENSION_ALIASES.get(name, {}).get(entity)
+    if alias is not None:
+        return alias
+    return name if FIELDS.get(entity, {}).get(name) == "text" else None
+
+
+def check_dimensions(names: list[str]) -> list[str]:
+    unknown = [name for name in names if not any(dimension_column(e, name) for e in FIELDS)]
+    if unknown:
+        known = ", ".join([*sorted(DIMENSION_ALIASES), REGION_DIMENSION, "custom.<field>"])
+        raise ValueError(f"unknown dimension(s) {', '.join(map(repr, unknown))}; known: {known}")
+    return names
 
 
 class _Model(BaseModel):
@@ -114,6 +147,15 @@ class _Kpi(_Model):
     min_sample: int = Field(default=1, ge=0)
     dimensions: list[str] = Field(default_factory=list)
 
+    @field_validator("dimensions")
+    @classmethod
+    def _known_dimensions(cls, value: list[str]) -> list[str]:
+        return check_dimensions(value)
+
+    def measures(self) -> list[Measure]:
+        """The record sets this KPI reads (empty for a derived KPI)."""
+        return []
+
     def definition_hash(self) -> str:
         """Changes exactly when the definition's meaning changes (not its description)."""
         payload = self.model_dump(mode="json", exclude={"name", "description"})
@@ -125,6 +167,9 @@ class CountKpi(_Kpi):
 
     type: Literal["count"]
     measure: Measure
+
+    def measures(self) -> list[Measure]:
+        return [self.measure]
 
     @field_validator("measure")
     @classmethod
@@ -139,6 +184,9 @@ class SumKpi(_Kpi):
 
     type: Literal["sum", "weighted_sum"]
     measure: Measure
+
+    def measures(self) -> list[Measure]:
+        return [self.measure]
 
     @model_validator(mode="after")
     def _has_sum(self) -> Self:
@@ -157,6 +205,9 @@ class RatioKpi(_Kpi):
     denominator: Measure
     scale: float = 1.0
 
+    def measures(self) -> list[Measure]:
+        return [self.numerator, self.denominator]
+
     @model_validator(mode="after")
     def _same_currency_basis(self) -> Self:
         if self.denominator.is_money and not self.numerator.is_money:
@@ -173,6 +224,9 @@ class DurationKpi(_Kpi):
     end: str = "closed_at"
     stat: Literal["mean", "median", "p90"] = "mean"
 
+    def measures(self) -> list[Measure]:
+        return [self.measure]
+
     @model_validator(mode="after")
     def _timestamps(self) -> Self:
         fields = FIELDS[self.measure.entity]
@@ -182,14 +236,226 @@ class DurationKpi(_Kpi):
         return self
 
 
-Kpi = Annotated[CountKpi | SumKpi | RatioKpi | DurationKpi, Field(discriminator="type")]
+class FunnelKpi(_Kpi):
+    """Stage-to-stage conversion along each pipeline's stage order, for deals of ``measure``.
+
+    A deal has *reached* every open or won stage up to the furthest one it was ever in (from its
+    stage history and its current stage), so a deal that skipped a stage still counts as having
+    passed it. Each stage's value is reached(stage) / reached(previous stage); lost stages are not
+    steps of the funnel.
+    """
+
+    type: Literal["funnel"]
+    unit: Literal["count", "currency", "percent", "ratio", "days", "number"] = "percent"
+    measure: Measure = Field(default_factory=Measure)
+    pipeline: str | None = None  # one pipeline only; every pipeline by default
+
+    def measures(self) -> list[Measure]:
+        return [self.measure]
+
+    @field_validator("measure")
+    @classmethod
+    def _deals(cls, value: Measure) -> Measure:
+        if value.entity != "opportunities" or value.sum is not None:
+            raise ValueError("a funnel counts opportunities (entity: opportunities, no sum)")
+        return value
+
+
+_FORMULA_NODES = (
+    ast.Expression,
+    ast.BinOp,
+    ast.UnaryOp,
+    ast.Add,
+    ast.Sub,
+    ast.Mult,
+    ast.Div,
+    ast.USub,
+    ast.Constant,
+    ast.Name,
+    ast.Attribute,
+    ast.Load,
+)
+
+
+def formula_inputs(formula: str) -> tuple[set[str], set[str]]:
+    """The KPI ids a formula reads as values and as ``target.<id>``; raises ValueError if unsafe."""
+    try:
+        tree = ast.parse(formula, mode="eval")
+    except SyntaxError as exc:
+        raise ValueError(f"formula is not an arithmetic expression: {exc.msg}") from None
+    values: set[str] = set()
+    targets: set[str] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, _FORMULA_NODES):
+            raise ValueError(
+                f"formula may only use KPI ids, target.<kpi id>, numbers, + - * / and parentheses "
+                f"(found {type(node).__name__})"
+            )
+        if isinstance(node, ast.Constant) and not isinstance(node.value, int | float):
+            raise ValueError("formula constants must be numbers")
+        if isinstance(node, ast.Attribute):
+            if not (isinstance(node.value, ast.Name) and node.value.id == "target"):
+                raise ValueError("only target.<kpi id> may use a dot in a formula")
+            targets.add(node.attr)
+        elif isinstance(node, ast.Name) and node.id != "target":
+            values.add(node.id)
+    if "target" in {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} and not targets:
+        raise ValueError("write target.<kpi id> for a KPI's target")
+    return values, targets
+
+
+class DerivedKpi(_Kpi):
+    """Arithmetic over other KPIs' values (and targets) for the same period, scope and currency.
+
+    ``formula`` names KPI ids, ``target.<kpi id>``, numbers, ``+ - * /`` and parentheses; it is
+    parsed, never evaluated as code. A missing input or a division by zero gives no value.
+    """
+
+    type: Literal["derived"]
+    formula: str
+
+    @field_validator("formula")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        formula_inputs(value)
+        return value
+
+    def inputs(self) -> set[str]:
+        values, targets = formula_inputs(self.formula)
+        return values | targets
+
+
+Kpi = Annotated[
+    CountKpi | SumKpi | RatioKpi | DurationKpi | FunnelKpi | DerivedKpi, Field(discriminator="type")
+]
+
+
+class TargetConfig(_Model):
+    """A target for one KPI, scope and period; larger periods decompose into smaller ones.
+
+    ``period`` is any date inside the period (``2026``, ``2026-04`` or ``2026-04-01``), read at
+    ``grain``. A year decomposes into quarters and months evenly or by 12 monthly ``seasonality``
+    weights, a quarter into its months; a team target is split to the team's reps when
+    ``split_to_reps`` is set. A more specific target (given for a smaller period or a rep) wins
+    over one decomposed from a larger period or a team.
+    """
+
+    kpi: str
+    scope: Literal["company", "team", "owner"] = "company"
+    scope_id: str = "company"
+    grain: Literal["month", "quarter", "year"] = "year"
+    period: date
+    value: float
+    currency: str = ""
+    seasonality: list[float] | None = None
+    split_to_reps: bool = False
+
+    @field_validator("period", mode="before")
+    @classmethod
+    def _short_dates(cls, value: Any) -> Any:
+        if isinstance(value, int):
+            return date(value, 1, 1)
+        if isinstance(value, str) and len(value) == 4 and value.isdigit():
+            return f"{value}-01-01"
+        if isinstance(value, str) and len(value) == 7:
+            return f"{value}-01"
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if (self.scope == "company") != (self.scope_id == "company"):
+            raise ValueError("scope_id is 'company' exactly when scope is company")
+        if self.seasonality is not None:
+            if len(self.seasonality) != 12 or min(self.seasonality) < 0 or sum(self.seasonality) <= 0:
+                raise ValueError("seasonality is 12 non-negative monthly weights with a positive sum")
+        if self.split_to_reps and self.scope != "team":
+            raise ValueError("split_to_reps splits a team's target; the scope must be team")
+        return self
+
+
+class Normalise(_Model):
+    """How a component's value becomes a 0..1 (or 0..cap) score."""
+
+    method: Literal["attainment", "linear"] = "attainment"
+    cap: float = Field(default=1.2, gt=0)  # attainment: the most a component can score
+    floor: float | None = None  # linear: scores 0 at (or beyond) floor ...
+    goal: float | None = None  # ... and 1 at (or beyond) goal; floor > goal when lower is better
+
+    @model_validator(mode="after")
+    def _linear_bounds(self) -> Self:
+        if self.method == "linear" and (self.floor is None or self.goal is None or self.floor == self.goal):
+            raise ValueError("linear normalisation needs a floor and a goal that differ")
+        return self
+
+
+ScoreGrain = Literal["week", "month", "quarter", "year"]
+
+
+class ScoreComponent(_Model):
+    kpi: str
+    weight: float = Field(gt=0, le=1)
+    normalise: Normalise = Field(default_factory=Normalise)
+    min_sample: int | None = Field(default=None, ge=0)  # the KPI's own min_sample by default
+
+
+class GradeBand(_Model):
+    grade: str
+    min: float
+
+
+def _default_grades() -> list[GradeBand]:
+    return [
+        GradeBand(grade="A", min=0.9),
+        GradeBand(grade="B", min=0.75),
+        GradeBand(grade="C", min=0.5),
+        GradeBand(grade="D", min=0.0),
+    ]
+
+
+class ScorecardConfig(_Model):
+    """A weighted score per rep and period over KPI components, graded and ranked within teams."""
+
+    id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
+    name: str
+    grains: list[ScoreGrain] = Field(default_factory=lambda: list[ScoreGrain](["month"]))
+    currency: str | None = None  # money components read this currency; the rep's only one by default
+    components: list[ScoreComponent] = Field(min_length=1)
+    grades: list[GradeBand] = Field(default_factory=_default_grades)
+
+    @model_validator(mode="after")
+    def _weights_and_bands(self) -> Self:
+        total = sum(c.weight for c in self.components)
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"component weights must sum to 1 (they sum to {total:g})")
+        kpis = [c.kpi for c in self.components]
+        if len(set(kpis)) != len(kpis):
+            raise ValueError("each KPI may be a component once")
+        mins = [band.min for band in self.grades]
+        if mins != sorted(mins, reverse=True) or len(set(mins)) != len(mins):
+            raise ValueError("grade bands are listed best first with strictly decreasing minimums")
+        if not self.grades or self.grades[-1].min > 0:
+            raise ValueError("the last grade band must start at 0 so every score gets a grade")
+        return self
+
+    def definition_hash(self) -> str:
+        payload = self.model_dump(mode="json", exclude={"name"})
+        return hashlib.blake2b(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
 
 
 class KpiSection(_Model):
     """``kpis:`` in the configuration: the shipped library plus a deployment's own definitions.
 
-    A definition with the id of a library KPI replaces it.
+    A definition with the id of a library KPI replaces it. ``dimensions`` breaks every KPI down
+    by these dimensions wherever they apply to its records (on top of each KPI's own).
     """
 
     library: Literal["default", "none"] = "default"
     definitions: list[Kpi] = Field(default_factory=list)
+    dimensions: list[str] = Field(default_factory=list)
+    targets: list[TargetConfig] = Field(default_factory=list)
+    scorecards: list[ScorecardConfig] = Field(default_factory=list)
+
+    @field_validator("dimensions")
+    @classmethod
+    def _known_dimensions(cls, value: list[str]) -> list[str]:
+        return check_dimensions(value)

@@ -1,21 +1,30 @@
-"""KPI refresh: compute every definition at every grain and scope, materialise atomically."""
+"""KPI refresh: compute every definition at every grain and scope, materialise atomically.
+
+Order of a refresh: targets are decomposed and stored; each base KPI is computed in the database
+(one grouped query per measure, grain, scope and breakdown) and swapped in its own transaction;
+derived KPIs follow the KPIs they read; scorecards come last, from the stored values.
+"""
 
 from __future__ import annotations
 
+import ast
+import hashlib
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.config import LoadedConfig
 from crm_perf_sync.db import session_scope
 from crm_perf_sync.errors import Conflict, NotFound
-from crm_perf_sync.kpi import periods
+from crm_perf_sync.kpi import periods, scorecards
 from crm_perf_sync.kpi import repository as repo
+from crm_perf_sync.kpi import targets as target_math
 from crm_perf_sync.kpi.compiler import (
     SCOPES,
     Calendar,
@@ -23,17 +32,35 @@ from crm_perf_sync.kpi.compiler import (
     Part,
     Scope,
     aggregate_query,
+    funnel_query,
     part_for,
     percentile_query,
 )
-from crm_perf_sync.kpi.schemas import GRAINS, CountKpi, DurationKpi, Grain, Kpi, RatioKpi, SumKpi
+from crm_perf_sync.kpi.library import evaluation_order
+from crm_perf_sync.kpi.schemas import (
+    GRAINS,
+    CountKpi,
+    DerivedKpi,
+    DurationKpi,
+    FunnelKpi,
+    Grain,
+    Kpi,
+    RatioKpi,
+    ScorecardConfig,
+    SumKpi,
+    dimension_column,
+)
 from crm_perf_sync.leases import new_holder_id, release, try_acquire
+from crm_perf_sync.models import KpiValue
 from crm_perf_sync.timeutil import utc_now
 
 #: The database lease that makes one refresh run at a time across worker replicas.
 REFRESH_LEASE = "kpi-refresh"
 
-Key = tuple[int | None, str, str]  # (period month index or None for "all", scope id, currency)
+# (period index or None for "all", scope id, currency, breakdown value)
+Key = tuple[int | None, str, str, str]
+# (value, numerator, denominator, sample count)
+Computed = tuple[float | None, float, float | None, int]
 
 
 @dataclass(slots=True)
@@ -46,19 +73,25 @@ class Totals:
 class RefreshOutcome:
     seconds: float
     rows: dict[str, int] = field(default_factory=dict)
+    scorecards: dict[str, int] = field(default_factory=dict)
+    targets: int = 0
 
     def summary(self) -> str:
         total = sum(self.rows.values())
-        return f"refreshed {len(self.rows)} KPIs, {total:,} values in {self.seconds:.1f}s"
+        text = f"refreshed {len(self.rows)} KPIs, {total:,} values"
+        if self.scorecards:
+            text += f", {len(self.scorecards)} scorecards ({sum(self.scorecards.values()):,} scores)"
+        return text + f" in {self.seconds:.1f}s"
 
 
 class KpiService:
-    """Computes and stores KPI values. One instance per command or job."""
+    """Computes and stores KPI values, targets and scores. One instance per command or job."""
 
     def __init__(self, session_factory: sessionmaker[Session], config: LoadedConfig) -> None:
         self.session_factory = session_factory
         self.config = config
         self.kpis: Mapping[str, Kpi] = config.kpis
+        self.section = config.app.kpis
 
     def kpi(self, kpi_id: str) -> Kpi:
         found = self.kpis.get(kpi_id)
@@ -66,38 +99,93 @@ class KpiService:
             raise NotFound(f"no KPI {kpi_id!r} (defined: {', '.join(sorted(self.kpis)) or 'none'})")
         return found
 
-    def _calendar(self, session: Session) -> Calendar:
+    def scorecard(self, scorecard_id: str) -> ScorecardConfig:
+        for card in self.section.scorecards:
+            if card.id == scorecard_id:
+                return card
+        known = ", ".join(c.id for c in self.section.scorecards) or "none"
+        raise NotFound(f"no scorecard {scorecard_id!r} (defined: {known})")
+
+    def dimensions(self, kpi: Kpi) -> list[str]:
+        """The breakdowns materialised for ``kpi``: its own, then the section's where they apply."""
+        if isinstance(kpi, DerivedKpi | FunnelKpi):
+            return []
+        entities = {m.entity for m in kpi.measures()}
+        out: list[str] = []
+        for name in [*kpi.dimensions, *self.section.dimensions]:
+            if name not in out and all(dimension_column(e, name) is not None for e in entities):
+                out.append(name)
+        return out
+
+    def definition_hash(self, kpi: Kpi) -> str:
+        """The KPI's own hash, its breakdowns and (for a derived KPI) its inputs' hashes."""
+        parts = [kpi.definition_hash(), *self.dimensions(kpi)]
+        if isinstance(kpi, DerivedKpi):
+            parts += [self.definition_hash(self.kpis[name]) for name in sorted(kpi.inputs())]
+        return hashlib.blake2b("|".join(parts).encode(), digest_size=8).hexdigest()
+
+    def calendar(self, session: Session | Connection) -> Calendar:
         business = self.config.app.business
-        return Calendar(session.get_bind().dialect.name, business.timezone, business.fiscal_year_start_month)
+        dialect = session.get_bind().dialect.name if isinstance(session, Session) else session.dialect.name
+        return Calendar(dialect, business.timezone, business.fiscal_year_start_month)
+
+    def _selection(self, kpi_ids: Iterable[str] | None) -> list[Kpi]:
+        """The KPIs to compute in dependency order; a KPI brings the derived KPIs that read it."""
+        if kpi_ids is None:
+            return evaluation_order(dict(self.kpis))
+        wanted = {self.kpi(k).id for k in kpi_ids}
+        grew = True
+        while grew:
+            grew = False
+            for kpi in self.kpis.values():
+                if isinstance(kpi, DerivedKpi) and kpi.id not in wanted and kpi.inputs() & wanted:
+                    wanted.add(kpi.id)
+                    grew = True
+        return [k for k in evaluation_order(dict(self.kpis)) if k.id in wanted]
 
     def refresh(
         self, kpi_ids: Iterable[str] | None = None, grains: Iterable[Grain] = GRAINS
     ) -> RefreshOutcome:
-        """Recompute the given KPIs (all by default); each KPI's values are swapped in one transaction."""
+        """Recompute the given KPIs (all by default); each KPI's values are swapped in one transaction.
+
+        Targets are re-decomposed first; the scorecards that read a recomputed KPI follow.
+        """
         started = time.monotonic()
-        targets = [self.kpi(k) for k in kpi_ids] if kpi_ids is not None else list(self.kpis.values())
+        selected = self._selection(kpi_ids)
         grain_list = list(grains)
         outcome = RefreshOutcome(0.0)
+        now = utc_now()
         with session_scope(self.session_factory) as session:
-            calendar = self._calendar(session)
+            calendar = self.calendar(session)
             membership = repo.load_membership(session)
+            data_through = repo.data_high_water_mark(session)
+            decomposed = target_math.decompose(
+                self.section.targets, self.kpis, membership, calendar.fiscal_start_month
+            )
+            outcome.targets = repo.replace_targets(session, target_math.rows(decomposed, "config", now))
+            target_values = repo.load_targets(session)
         engine = self.session_factory.kw["bind"]
-        # One connection for the whole refresh: the membership table is temporary to it. Each KPI
+        # One connection for the whole refresh: the membership tables are temporary to it. Each KPI
         # is swapped in its own transaction, so readers never see a KPI half old, half new.
         with engine.connect() as conn:
             repo.load_membership_table(conn, membership)
             conn.commit()
-            for kpi in targets:
+            for kpi in selected:
                 try:
-                    rows = self.compute(conn, kpi, calendar, membership, grain_list)
+                    rows = self.compute(conn, kpi, calendar, membership, grain_list, target_values)
                     repo.replace_values(conn, kpi.id, rows)
+                    repo.record_refresh(conn, kpi.id, self.definition_hash(kpi), data_through, now)
                     conn.commit()
                 except BaseException:
                     conn.rollback()
                     raise
                 outcome.rows[kpi.id] = len(rows)
-            conn.exec_driver_sql("DROP TABLE IF EXISTS kpi_membership")
+            repo.drop_membership_table(conn)
             conn.commit()
+        refreshed = {k.id for k in selected}
+        for card in self.section.scorecards:
+            if refreshed & {c.kpi for c in card.components}:
+                outcome.scorecards[card.id] = self.refresh_scorecard(card)
         outcome.seconds = time.monotonic() - started
         return outcome
 
@@ -136,111 +224,381 @@ class KpiService:
     # -- computation ------------------------------------------------------------------------------
 
     def compute(
-        self, session: Connection, kpi: Kpi, calendar: Calendar, membership: Membership, grains: list[Grain]
+        self,
+        conn: Connection,
+        kpi: Kpi,
+        calendar: Calendar,
+        membership: Membership,
+        grains: list[Grain],
+        target_values: Mapping[repo.TargetKey, repo.TargetCell] | None = None,
     ) -> list[dict[str, Any]]:
+        """Every ``kpi_value`` row of ``kpi`` (not stored)."""
         computed_at = utc_now()
-        digest = kpi.definition_hash()
+        digest = self.definition_hash(kpi)
         out: list[dict[str, Any]] = []
-        for grain in grains:
-            for scope in SCOPES:
-                if scope == "team" and not membership.rows:
-                    continue
-                for key, (value, numerator, denominator, sample) in self._values(
-                    session, kpi, calendar, membership, grain, scope
-                ).items():
-                    period_index, scope_id, currency = key
-                    if period_index is None:
-                        period_key, start, end = "all", None, None
+        if isinstance(kpi, DerivedKpi):
+            out = self._derived(conn, kpi, grains, target_values or {})
+        else:
+            for grain in grains:
+                for scope in SCOPES:
+                    if scope == "team" and not membership.rows:
+                        continue
+                    breakdowns: list[tuple[str, dict[Key, Computed]]] = []
+                    if isinstance(kpi, FunnelKpi):
+                        breakdowns = self._funnel(conn, kpi, calendar, membership, grain, scope)
                     else:
-                        start, end = periods.period_bounds(period_index, grain)
-                        period_key = start.isoformat()
-                    out.append(
-                        {
-                            "kpi_id": kpi.id,
-                            "definition_hash": digest,
-                            "grain": grain,
-                            "period_key": period_key,
-                            "period_start": start,
-                            "period_end": end,
-                            "scope": scope,
-                            "scope_id": scope_id,
-                            "currency": currency,
-                            "value": value,
-                            "numerator": numerator,
-                            "denominator": denominator,
-                            "sample_count": sample,
-                            "low_sample": sample < kpi.min_sample,
-                            "computed_at": computed_at,
-                        }
-                    )
+                        breakdowns = [("", self._values(conn, kpi, calendar, membership, grain, scope, None))]
+                        for name in self.dimensions(kpi):
+                            values = self._values(conn, kpi, calendar, membership, grain, scope, name)
+                            breakdowns.append((name, values))
+                    for dimension, computed in breakdowns:
+                        for key, result in computed.items():
+                            out.append(_row(kpi, grain, scope, dimension, key, result))
+        self._apply_targets(kpi, out, target_values or {})
+        for row in out:
+            row["definition_hash"] = digest
+            row["computed_at"] = computed_at
         return out
+
+    def _apply_targets(
+        self,
+        kpi: Kpi,
+        out: list[dict[str, Any]],
+        target_values: Mapping[repo.TargetKey, repo.TargetCell],
+    ) -> None:
+        """Set target, attainment and gap; an additive KPI with a target but no records scores 0."""
+        if not target_values:
+            return
+        mine = {key[1:]: value for key, value in target_values.items() if key[0] == kpi.id}
+        if not mine:
+            return
+        matched: set[tuple[str, str, str, str, str]] = set()
+        for row in out:
+            if row["dimension"]:
+                continue
+            base = (row["grain"], row["period_key"], row["scope"], row["scope_id"])
+            key = (*base, row["currency"])
+            if key not in mine:
+                key = (*base, "")
+            cell = mine.get(key)
+            if cell is None:
+                continue
+            matched.add(key)
+            _set_attainment(kpi, row, cell.value)
+        if not target_math.is_additive(kpi):
+            return
+        for key, cell in mine.items():
+            if key in matched:
+                continue
+            grain, period_key, scope, scope_id, currency = key
+            row = _row(kpi, "all", scope, "", (None, scope_id, currency, ""), (0.0, 0.0, None, 0))
+            row.update(grain=grain, period_key=period_key, period_start=cell.start, period_end=cell.end)
+            _set_attainment(kpi, row, cell.value)
+            out.append(row)
 
     def _totals(
         self,
-        session: Connection,
+        conn: Connection,
         part: Part,
         calendar: Calendar,
         membership: Membership,
         grain: Grain,
         scope: Scope,
+        dimension: str | None,
     ) -> dict[Key, Totals]:
-        stmt = aggregate_query(part, calendar, grain, scope, membership)
+        stmt = aggregate_query(part, calendar, grain, scope, membership, dimension)
         result: dict[Key, Totals] = {}
-        for row in session.execute(stmt):
-            key = (None if row.period == -1 else int(row.period), str(row.scope_id), str(row.currency))
+        for row in conn.execute(stmt):
+            key = (
+                None if row.period == -1 else int(row.period),
+                str(row.scope_id),
+                str(row.currency),
+                str(row.dim),
+            )
             result[key] = Totals(float(row.total or 0), int(row.records))
         return result
 
     def _values(
         self,
-        session: Connection,
+        conn: Connection,
         kpi: Kpi,
         calendar: Calendar,
         membership: Membership,
         grain: Grain,
         scope: Scope,
-    ) -> dict[Key, tuple[float | None, float, float | None, int]]:
-        values: dict[Key, tuple[float | None, float, float | None, int]] = {}
+        dimension: str | None,
+    ) -> dict[Key, Computed]:
+        values: dict[Key, Computed] = {}
+        args = (calendar, membership, grain, scope, dimension)
         if isinstance(kpi, CountKpi | SumKpi):
             part = part_for(kpi.measure, calendar, by_currency=kpi.measure.is_money)
-            for key, t in self._totals(session, part, calendar, membership, grain, scope).items():
+            for key, t in self._totals(conn, part, *args).items():
                 values[key] = (t.total, t.total, None, t.records)
         elif isinstance(kpi, RatioKpi):
             by_currency = kpi.numerator.is_money
-            num = self._totals(
-                session,
-                part_for(kpi.numerator, calendar, by_currency=by_currency),
-                calendar,
-                membership,
-                grain,
-                scope,
-            )
-            den = self._totals(
-                session,
-                part_for(kpi.denominator, calendar, by_currency=by_currency),
-                calendar,
-                membership,
-                grain,
-                scope,
-            )
+            num = self._totals(conn, part_for(kpi.numerator, calendar, by_currency=by_currency), *args)
+            den = self._totals(conn, part_for(kpi.denominator, calendar, by_currency=by_currency), *args)
             for key in num.keys() | den.keys():
                 n, d = num.get(key, Totals()), den.get(key, Totals())
                 value = n.total / d.total * kpi.scale if d.total else None
                 values[key] = (value, n.total, d.total, d.records)
         elif isinstance(kpi, DurationKpi):
             part = part_for(kpi.measure, calendar, by_currency=False, kpi=kpi)
-            totals = self._totals(session, part, calendar, membership, grain, scope)
+            totals = self._totals(conn, part, *args)
             stats: dict[Key, float] = {}
             if kpi.stat != "mean":
-                stmt = percentile_query(part, calendar, grain, scope, membership, kpi.stat)
-                for row in session.execute(stmt):
+                stmt = percentile_query(part, calendar, grain, scope, membership, kpi.stat, dimension)
+                for row in conn.execute(stmt):
                     key = (
                         None if row.period == -1 else int(row.period),
                         str(row.scope_id),
                         str(row.currency),
+                        str(row.dim),
                     )
                     stats[key] = float(row.value)
             for key, t in totals.items():
                 value = (t.total / t.records if t.records else None) if kpi.stat == "mean" else stats.get(key)
                 values[key] = (value, t.total, float(t.records), t.records)
         return values
+
+    def _funnel(
+        self,
+        conn: Connection,
+        kpi: FunnelKpi,
+        calendar: Calendar,
+        membership: Membership,
+        grain: Grain,
+        scope: Scope,
+    ) -> list[tuple[str, dict[Key, Computed]]]:
+        """Per stage: reached(stage) / reached(previous stage); the total: last / first stage."""
+        part = part_for(kpi.measure, calendar, by_currency=False)
+        stmt = funnel_query(kpi, part, calendar, grain, scope, membership)
+        groups: dict[tuple[int | None, str, str], list[tuple[int, str, int]]] = defaultdict(list)
+        for row in conn.execute(stmt):
+            period = None if row.period == -1 else int(row.period)
+            groups[(period, str(row.scope_id), str(row.pipeline))].append(
+                (int(row.sort_order), str(row.stage), int(row.total))
+            )
+        several = len({pipeline for _, _, pipeline in groups}) > 1
+        stages: dict[Key, Computed] = {}
+        totals: dict[Key, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        for (period, scope_id, pipeline), steps in groups.items():
+            steps.sort()
+            previous = steps[0][2]
+            for _, stage, reached in steps:
+                label = f"{pipeline}: {stage}" if several else stage
+                value = reached / previous if previous else None
+                stages[(period, scope_id, "", label)] = (value, float(reached), float(previous), previous)
+                previous = reached
+            total = totals[(period, scope_id, "", "")]
+            total[0] += steps[-1][2]
+            total[1] += steps[0][2]
+        overall: dict[Key, Computed] = {
+            key: (num / den if den else None, num, den, int(den)) for key, (num, den) in totals.items()
+        }
+        return [("", overall), ("stage", stages)]
+
+    def _derived(
+        self,
+        conn: Connection,
+        kpi: DerivedKpi,
+        grains: list[Grain],
+        target_values: Mapping[repo.TargetKey, repo.TargetCell],
+    ) -> list[dict[str, Any]]:
+        """The formula per (grain, period, scope, currency) over the stored values of its inputs."""
+        names, _ = _formula_names(kpi.formula)
+        inputs: dict[str, dict[tuple[str, str, str, str, str], Any]] = {}
+        cells: dict[tuple[str, str, str, str], set[str]] = defaultdict(set)
+        bounds: dict[tuple[str, str], tuple[date | None, date | None]] = {}
+        for name in names:
+            found: dict[tuple[str, str, str, str, str], Any] = {}
+            table = KpiValue.__table__
+            stmt = select(table).where(
+                KpiValue.kpi_id == name, KpiValue.dimension == "", KpiValue.grain.in_(grains)
+            )
+            for row in conn.execute(stmt):
+                cell = (row.grain, row.period_key, row.scope, row.scope_id)
+                found[(*cell, row.currency)] = row
+                cells[cell].add(row.currency)
+                bounds[(row.grain, row.period_key)] = (row.period_start, row.period_end)
+            inputs[name] = found
+        additive = {name for name in names if target_math.is_additive(self.kpis[name])}
+        out: list[dict[str, Any]] = []
+        for cell, currencies in cells.items():
+            grain, period_key, scope, scope_id = cell
+            for currency in sorted({c for c in currencies if c} or {""}):
+                env: dict[str, float | None] = {}
+                samples: list[int] = []
+                for name in names:
+                    stored = inputs[name].get((*cell, currency)) or inputs[name].get((*cell, ""))
+                    if stored is None:
+                        env[name] = 0.0 if name in additive else None
+                    else:
+                        env[name] = stored.value
+                        samples.append(stored.sample_count)
+                for name in _formula_names(kpi.formula)[1]:
+                    goal = target_values.get((name, grain, period_key, scope, scope_id, currency))
+                    if goal is None:
+                        goal = target_values.get((name, grain, period_key, scope, scope_id, ""))
+                    env[f"target.{name}"] = None if goal is None else goal.value
+                value = evaluate(kpi.formula, env)
+                if value is None:
+                    continue  # an input or a target is missing, or a divisor is 0: no value
+                start, end = bounds[(grain, period_key)]
+                sample = min(samples) if samples else 0
+                out.append(
+                    {
+                        "kpi_id": kpi.id,
+                        "grain": grain,
+                        "period_key": period_key,
+                        "period_start": start,
+                        "period_end": end,
+                        "scope": scope,
+                        "scope_id": scope_id,
+                        "currency": currency,
+                        "dimension": "",
+                        "dimension_value": "",
+                        "value": value,
+                        "numerator": value if value is not None else 0.0,
+                        "denominator": None,
+                        "sample_count": sample,
+                        "low_sample": sample < kpi.min_sample,
+                        "target": None,
+                        "attainment": None,
+                        "gap": None,
+                    }
+                )
+        return out
+
+    # -- scorecards -------------------------------------------------------------------------------
+
+    def refresh_scorecard(self, card: ScorecardConfig) -> int:
+        """Score every rep for every period of the card's grains; swapped in one transaction."""
+        computed_at = utc_now()
+        digest = card.definition_hash()
+        out: list[dict[str, Any]] = []
+        with session_scope(self.session_factory) as session:
+            teams = repo.direct_teams(session)
+            active = repo.active_owner_scopes(session)
+            for grain in card.grains:
+                observed, bounds = repo.owner_values(session, [c.kpi for c in card.components], grain)
+                for period_key, reps in sorted(observed.items()):
+                    scored = [
+                        scorecards.score_rep(card, self.kpis, scope_id, reps.get(scope_id, {}))
+                        for scope_id in sorted(set(reps) | active)
+                    ]
+                    scorecards.rank(scored, teams)
+                    start, end = bounds[period_key]
+                    out += [
+                        {
+                            "scorecard_id": card.id,
+                            "definition_hash": digest,
+                            "grain": grain,
+                            "period_key": period_key,
+                            "period_start": start,
+                            "period_end": end,
+                            "scope_id": s.scope_id,
+                            "team_id": s.team_id,
+                            "score": s.score,
+                            "grade": s.grade,
+                            "rank": s.rank,
+                            "team_rank": s.team_rank,
+                            "dropped_components": s.dropped,
+                            "components": s.components,
+                            "computed_at": computed_at,
+                        }
+                        for s in scored
+                    ]
+            repo.replace_scores(session, card.id, out)
+        return len(out)
+
+
+def _row(kpi: Kpi, grain: Grain, scope: str, dimension: str, key: Key, result: Computed) -> dict[str, Any]:
+    period_index, scope_id, currency, dim_value = key
+    value, numerator, denominator, sample = result
+    if period_index is None:
+        period_key, start, end = "all", None, None
+    else:
+        start, end = periods.period_bounds(period_index, grain)
+        period_key = start.isoformat()
+    return {
+        "kpi_id": kpi.id,
+        "grain": grain,
+        "period_key": period_key,
+        "period_start": start,
+        "period_end": end,
+        "scope": scope,
+        "scope_id": scope_id,
+        "currency": currency,
+        "dimension": dimension,
+        "dimension_value": dim_value,
+        "value": value,
+        "numerator": numerator,
+        "denominator": denominator,
+        "sample_count": sample,
+        "low_sample": sample < kpi.min_sample,
+        "target": None,
+        "attainment": None,
+        "gap": None,
+    }
+
+
+def _set_attainment(kpi: Kpi, row: dict[str, Any], target: float) -> None:
+    row["target"] = target
+    value = row["value"]
+    if value is None:
+        return
+    row["gap"] = target - value
+    if kpi.direction == "higher":
+        row["attainment"] = value / target if target else None
+    else:
+        row["attainment"] = target / value if value else None
+
+
+def _formula_names(formula: str) -> tuple[list[str], list[str]]:
+    from crm_perf_sync.kpi.schemas import formula_inputs
+
+    values, targets = formula_inputs(formula)
+    return sorted(values), sorted(targets)
+
+
+def evaluate(formula: str, env: Mapping[str, float | None]) -> float | None:
+    """The value of a validated formula; ``None`` when an input is missing or a divisor is 0."""
+
+    def walk(node: ast.AST) -> float | None:
+        match node:
+            case ast.Expression(body=body):
+                return walk(body)
+            case ast.Constant(value=int() | float() as number):
+                return float(number)
+            case ast.Name(id=name):
+                return env.get(name)
+            case ast.Attribute(value=ast.Name(id="target"), attr=name):
+                return env.get(f"target.{name}")
+            case ast.UnaryOp(op=ast.USub(), operand=operand):
+                inner = walk(operand)
+                return None if inner is None else -inner
+            case ast.BinOp(left=left, op=op, right=right):
+                a, b = walk(left), walk(right)
+                if a is None or b is None:
+                    return None
+                if isinstance(op, ast.Add):
+                    return a + b
+                if isinstance(op, ast.Sub):
+                    return a - b
+                if isinstance(op, ast.Mult):
+                    return a * b
+                return a / b if b else None
+        raise ValueError(f"unsupported formula element {type(node).__name__}")
+
+    return walk(ast.parse(formula, mode="eval"))
+
+
+def pace(
+    attainment: float | None, start: date | None, end: date | None, now: datetime, zone: str
+) -> float | None:
+    """Attainment ÷ the elapsed fraction of the period: above 1 is ahead of a straight line."""
+    if attainment is None or start is None or end is None:
+        return None
+    elapsed = periods.elapsed_fraction(start, end, now, zone)
+    return attainment / elapsed if elapsed > 0 else None

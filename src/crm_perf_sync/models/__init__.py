@@ -12,19 +12,22 @@ from crm_perf_sync.models.crm import (
     Team,
     TeamMember,
 )
-from crm_perf_sync.models.kpi import KpiValue
+from crm_perf_sync.models.kpi import KpiRefreshState, KpiTarget, KpiValue, ScorecardValue
 from crm_perf_sync.models.sync import Lease, SyncCheckpoint, SyncRecordError, SyncRun
 
 __all__ = [
     "CONFIG_NAMESPACE",
     "Base",
     "Connection",
+    "KpiRefreshState",
+    "KpiTarget",
     "KpiValue",
     "Lead",
     "Lease",
     "Opportunity",
     "Owner",
     "PipelineStage",
+    "ScorecardValue",
     "StageChange",
     "SyncCheckpoint",
     "SyncRecordError",

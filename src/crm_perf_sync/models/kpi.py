@@ -1,14 +1,15 @@
-"""Materialised KPI results: one row per KPI, grain, period, scope and currency."""
+"""Materialised KPI results, targets and scorecards."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import Boolean, Date, Float, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crm_perf_sync.models.base import Base
-from crm_perf_sync.models.types import BigIntPK, UTCDateTime
+from crm_perf_sync.models.types import BigIntPK, JSONDoc, UTCDateTime
 
 
 class KpiValue(Base):
@@ -17,12 +18,25 @@ class KpiValue(Base):
     ``period_key`` is the ISO date of the period's start in the business timezone (``all`` for the
     all-time grain); ``scope_id`` is ``company``, ``<namespace>:<team id>`` or
     ``<connection>:<owner id>``; ``currency`` is empty for KPIs that are not amounts.
-    ``definition_hash`` names the definition version every row of a KPI was computed with.
+    ``dimension`` and ``dimension_value`` are empty for the total and name the breakdown
+    otherwise (a funnel's rows are broken down by ``stage``). ``definition_hash`` names the
+    definition version every row of a KPI was computed with. ``target``, ``attainment`` and
+    ``gap`` are set where a target exists; pace depends on the clock and is derived when read.
     """
 
     __tablename__ = "kpi_value"
     __table_args__ = (
-        UniqueConstraint("kpi_id", "grain", "period_key", "scope", "scope_id", "currency"),
+        UniqueConstraint(
+            "kpi_id",
+            "grain",
+            "period_key",
+            "scope",
+            "scope_id",
+            "currency",
+            "dimension",
+            "dimension_value",
+            name="uq_kpi_value_key",
+        ),
         Index(None, "kpi_id", "grain", "scope", "period_start"),
     )
 
@@ -36,9 +50,87 @@ class KpiValue(Base):
     scope: Mapped[str] = mapped_column(String(16))
     scope_id: Mapped[str] = mapped_column(String(600))
     currency: Mapped[str] = mapped_column(String(3))
+    dimension: Mapped[str] = mapped_column(String(63), default="")
+    dimension_value: Mapped[str] = mapped_column(String(255), default="")
     value: Mapped[float | None] = mapped_column(Float)
     numerator: Mapped[float] = mapped_column(Float)
     denominator: Mapped[float | None] = mapped_column(Float)
     sample_count: Mapped[int] = mapped_column(Integer)
     low_sample: Mapped[bool] = mapped_column(Boolean)
+    target: Mapped[float | None] = mapped_column(Float)
+    attainment: Mapped[float | None] = mapped_column(Float)
+    gap: Mapped[float | None] = mapped_column(Float)
     computed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class KpiTarget(Base):
+    """A target in force for one KPI, period, scope and currency, after decomposition.
+
+    ``origin`` says where it came from: ``set`` (given for exactly this period and scope),
+    ``period`` (decomposed from a larger period) or ``team`` (split from a team to its reps);
+    ``source`` is ``config`` or ``api``.
+    """
+
+    __tablename__ = "kpi_target"
+    __table_args__ = (UniqueConstraint("kpi_id", "grain", "period_key", "scope", "scope_id", "currency"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kpi_id: Mapped[str] = mapped_column(String(63))
+    grain: Mapped[str] = mapped_column(String(16))
+    period_key: Mapped[str] = mapped_column(String(16))
+    period_start: Mapped[date] = mapped_column(Date)
+    period_end: Mapped[date] = mapped_column(Date)
+    scope: Mapped[str] = mapped_column(String(16))
+    scope_id: Mapped[str] = mapped_column(String(600))
+    currency: Mapped[str] = mapped_column(String(3))
+    value: Mapped[float] = mapped_column(Float)
+    origin: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(16))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ScorecardValue(Base):
+    """One rep's score on a scorecard for one period, with its graded, ranked breakdown.
+
+    ``components`` lists every component with its KPI value, target, normalised score, weight as
+    configured and as applied, and why it was dropped (``dropped``: null when it counted).
+    ``rank`` is within the company, ``team_rank`` within ``team_id`` (the rep's own team).
+    """
+
+    __tablename__ = "scorecard_value"
+    __table_args__ = (
+        UniqueConstraint("scorecard_id", "grain", "period_key", "scope_id"),
+        Index(None, "scorecard_id", "grain", "period_start"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    scorecard_id: Mapped[str] = mapped_column(String(63))
+    definition_hash: Mapped[str] = mapped_column(String(32))
+    grain: Mapped[str] = mapped_column(String(16))
+    period_key: Mapped[str] = mapped_column(String(16))
+    period_start: Mapped[date] = mapped_column(Date)
+    period_end: Mapped[date] = mapped_column(Date)
+    scope_id: Mapped[str] = mapped_column(String(600))
+    team_id: Mapped[str | None] = mapped_column(String(600))
+    score: Mapped[float | None] = mapped_column(Float)
+    grade: Mapped[str | None] = mapped_column(String(16))
+    rank: Mapped[int | None] = mapped_column(Integer)
+    team_rank: Mapped[int | None] = mapped_column(Integer)
+    dropped_components: Mapped[int] = mapped_column(Integer)
+    components: Mapped[list[dict[str, Any]]] = mapped_column(JSONDoc)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class KpiRefreshState(Base):
+    """Per KPI: the definition its values were computed with and the store changes they include.
+
+    An incremental refresh recomputes what changed after ``data_through`` (the ``synced_at``
+    high-water mark it saw); a changed ``definition_hash`` forces a full recompute of the KPI.
+    """
+
+    __tablename__ = "kpi_refresh_state"
+
+    kpi_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    definition_hash: Mapped[str] = mapped_column(String(32))
+    data_through: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    refreshed_at: Mapped[datetime] = mapped_column(UTCDateTime)
