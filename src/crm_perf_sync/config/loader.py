@@ -14,8 +14,7 @@ from crm_perf_sync.config.schema import AppConfig
 from crm_perf_sync.config.yaml_source import ConfigIssues, Issue, Loc, SourceMap, load_yaml
 from crm_perf_sync.connector_sdk import ConnectorSettings
 from crm_perf_sync.connectors.registry import ConnectorRegistry
-from crm_perf_sync.kpi.library import reference_issues
-from crm_perf_sync.kpi.library import resolve as resolve_kpis
+from crm_perf_sync.kpi import library as kpi_library
 from crm_perf_sync.kpi.schemas import Kpi
 
 
@@ -107,11 +106,13 @@ def validate_config(raw: Any, source: SourceMap, registry: ConnectorRegistry) ->
     if app is not None:
         issues.extend(_team_issues(app, source))
         try:
-            kpis = resolve_kpis(app.kpis)
+            kpis = kpi_library.resolve(app.kpis)
         except ConfigIssues as exc:
             issues.extend(exc.issues)
         else:
-            issues.extend(source.issue(loc, message) for loc, message in reference_issues(app.kpis, kpis))
+            issues.extend(
+                source.issue(loc, message) for loc, message in kpi_library.reference_issues(app.kpis, kpis)
+            )
     if issues:
         raise ConfigIssues(issues)
     assert app is not None

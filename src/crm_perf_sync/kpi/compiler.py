@@ -64,18 +64,16 @@ class Membership:
     regions: tuple[tuple[str, str, str], ...] = ()  # (region scope id, connection id, owner id)
 
 
-def field_expr(table: Table, name: str, dialect: str) -> ColumnElement[Any]:
+def field_expr(table: Table, name: str) -> ColumnElement[Any]:
     if name.startswith("custom."):
         key = name.removeprefix("custom.")
-        if dialect == "postgresql":
-            text_value: ColumnElement[Any] = table.c.custom[key].astext
-            return text_value
-        return func.json_extract(table.c.custom, f"$.{key}")
+        text_value: ColumnElement[Any] = table.c.custom[key].as_string()
+        return text_value
     return table.c[name]
 
 
-def _condition(table: Table, item: Filter, dialect: str) -> ColumnElement[bool]:
-    target = field_expr(table, item.field, dialect)
+def _condition(table: Table, item: Filter) -> ColumnElement[bool]:
+    target = field_expr(table, item.field)
     value = item.value
     match item.op:
         case "eq":
@@ -122,17 +120,17 @@ def part_for(
 ) -> Part:
     table = TABLES[measure.entity]
     where: list[ColumnElement[bool]] = [table.c.is_deleted.is_(False)]
-    where += [_condition(table, item, calendar.dialect) for item in measure.filter]
+    where += [_condition(table, item) for item in measure.filter]
     value: ColumnElement[Any] | None = None
     if kpi is not None:
         start, end = table.c[kpi.start], table.c[kpi.end]
         where += [start.is_not(None), end.is_not(None), end >= start]
         value = days_between(start, end, calendar.dialect)
     elif measure.sum is not None:
-        value = field_expr(table, measure.sum, calendar.dialect)
+        value = field_expr(table, measure.sum)
         where.append(value.is_not(None))
         if measure.weight is not None:
-            weight = field_expr(table, measure.weight, calendar.dialect)
+            weight = field_expr(table, measure.weight)
             where.append(weight.is_not(None))
             value = value * weight
     return Part(measure, value, tuple(where), by_currency)
@@ -168,14 +166,14 @@ def period_expr(measure: Measure, calendar: Calendar, grain: Grain) -> ColumnEle
     )
 
 
-def dimension_expr(entity: str, name: str, dialect: str) -> ColumnElement[Any]:
+def dimension_expr(entity: str, name: str) -> ColumnElement[Any]:
     """SQL: a record's value of breakdown dimension ``name`` ('' when it has none)."""
     table = TABLES[entity]
     column_name = dimension_column(entity, name)
     assert column_name is not None, (entity, name)
     if column_name == REGION_DIMENSION:
         return func.coalesce(OWNER_REGION.c.region_key, "")
-    return func.coalesce(cast(field_expr(table, column_name, dialect), String), "")
+    return func.coalesce(cast(field_expr(table, column_name), String), "")
 
 
 def region_join(table: Table) -> tuple[Any, ColumnElement[bool]]:
@@ -232,7 +230,7 @@ def aggregate_query(
     else:
         if dimension == REGION_DIMENSION:
             source = source.outerjoin(*region_join(table))
-        dim = dimension_expr(part.measure.entity, dimension, calendar.dialect)
+        dim = dimension_expr(part.measure.entity, dimension)
     stmt = (
         select(
             period.label("period"),

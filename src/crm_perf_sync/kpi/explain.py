@@ -162,9 +162,7 @@ def _scope_condition(part: Part, ref: ValueRef, membership: Membership) -> Colum
     return tuple_(table.c.connection_id, table.c.owner_external_id).in_(reps)
 
 
-def _dimension_condition(
-    part: Part, ref: ValueRef, calendar: Calendar, membership: Membership
-) -> ColumnElement[bool] | None:
+def _dimension_condition(part: Part, ref: ValueRef, membership: Membership) -> ColumnElement[bool] | None:
     if not ref.dimension:
         return None
     table = TABLES[part.measure.entity]
@@ -175,7 +173,7 @@ def _dimension_condition(
             everyone = [(c, o) for _, c, o in membership.regions]
             return rep.not_in(everyone) if everyone else None
         return rep.in_(reps) if reps else literal(False)
-    expr = dimension_expr(part.measure.entity, ref.dimension, calendar.dialect)
+    expr = dimension_expr(part.measure.entity, ref.dimension)
     return expr == ref.dimension_value
 
 
@@ -202,7 +200,7 @@ def records_query(
     if part.by_currency and "currency" in table.c:
         where.append(func.coalesce(table.c.currency, "") == ref.currency)
     if ref.dimension:
-        condition = _dimension_condition(part, ref, calendar, membership)
+        condition = _dimension_condition(part, ref, membership)
         if condition is not None:
             where.append(condition)
     if after is not None:
