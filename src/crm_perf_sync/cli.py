@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any, TypeVar
@@ -227,20 +228,32 @@ def _sync_with_progress(service: Any, connection_id: str, full: bool, stop: thre
 
 @app.command()
 def refresh(
-    kpi: Annotated[list[str] | None, typer.Option("--kpi", help="Only these KPI ids.")] = None,
+    kpi: Annotated[
+        list[str] | None, typer.Option("--kpi", help="Recompute these KPI ids whole (others: by changes).")
+    ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Recompute every KPI whole instead of applying the changes.")
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Recompute the KPIs, targets and scorecards from the store for every grain and scope."""
+    """Bring the KPIs, targets and scorecards up to date with the store (by changes when possible)."""
     from crm_perf_sync.kpi.service import KpiService
     from crm_perf_sync.runtime import build_runtime
 
     settings = _settings(config)
+    stop = _install_stop_handler()
     runtime = _guard(lambda: build_runtime(settings))
     try:
         _guard(lambda: runtime.ensure_schema(auto_migrate=runtime.is_sqlite))
         service = KpiService(runtime.session_factory, runtime.config)
-        outcome = _guard(lambda: service.refresh(kpi if kpi else None))
-        out.print(outcome.summary())
+        ttl = timedelta(seconds=max(settings.lease_ttl_seconds, 900))
+        outcome = _guard(
+            lambda: service.refresh_exclusive(
+                ttl=ttl, wait=ttl, kpi_ids=kpi if kpi else None, full=full, should_stop=stop.is_set
+            )
+        )
+        if outcome is not None:
+            out.print(outcome.summary())
     finally:
         runtime.close()
 

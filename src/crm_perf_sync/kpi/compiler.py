@@ -113,12 +113,22 @@ class Part:
     value: ColumnElement[Any] | None  # None: count records
     where: tuple[ColumnElement[bool], ...]
     by_currency: bool
+    table: Table
+    #: Only the change log's records: ``new`` versions written by pending batches, or the
+    #: ``old`` versions they replaced that the stored values counted (``table`` is the prior copy).
+    changes: Literal["new", "old"] | None = None
 
 
 def part_for(
-    measure: Measure, calendar: Calendar, *, by_currency: bool, kpi: DurationKpi | None = None
+    measure: Measure,
+    calendar: Calendar,
+    *,
+    by_currency: bool,
+    kpi: DurationKpi | None = None,
+    table: Table | None = None,
+    changes: Literal["new", "old"] | None = None,
 ) -> Part:
-    table = TABLES[measure.entity]
+    table = TABLES[measure.entity] if table is None else table
     where: list[ColumnElement[bool]] = [table.c.is_deleted.is_(False)]
     where += [_condition(table, item) for item in measure.filter]
     value: ColumnElement[Any] | None = None
@@ -133,7 +143,7 @@ def part_for(
             weight = field_expr(table, measure.weight)
             where.append(weight.is_not(None))
             value = value * weight
-    return Part(measure, value, tuple(where), by_currency)
+    return Part(measure, value, tuple(where), by_currency, table, changes)
 
 
 #: The (team, rep) pairs of a refresh, loaded into a temporary table on the refresh's connection
@@ -153,9 +163,11 @@ OWNER_REGION = table_clause(
 )
 
 
-def period_expr(measure: Measure, calendar: Calendar, grain: Grain) -> ColumnElement[int]:
+def period_expr(
+    measure: Measure, calendar: Calendar, grain: Grain, table: Table | None = None
+) -> ColumnElement[int]:
     """SQL: the index of the ``grain`` period a record of ``measure`` falls in."""
-    table = TABLES[measure.entity]
+    table = TABLES[measure.entity] if table is None else table
     return periods.period_index(
         table.c[measure.period],
         kind=FIELDS[measure.entity][measure.period],
@@ -166,14 +178,23 @@ def period_expr(measure: Measure, calendar: Calendar, grain: Grain) -> ColumnEle
     )
 
 
-def dimension_expr(entity: str, name: str) -> ColumnElement[Any]:
+def dimension_expr(entity: str, name: str, table: Table | None = None) -> ColumnElement[Any]:
     """SQL: a record's value of breakdown dimension ``name`` ('' when it has none)."""
-    table = TABLES[entity]
+    table = TABLES[entity] if table is None else table
     column_name = dimension_column(entity, name)
     assert column_name is not None, (entity, name)
     if column_name == REGION_DIMENSION:
         return func.coalesce(OWNER_REGION.c.region_key, "")
     return func.coalesce(cast(field_expr(table, column_name), String), "")
+
+
+#: The change log's pending batches of one entity, loaded for an incremental refresh.
+PENDING = table_clause(
+    "kpi_pending",
+    column("p_entity", String),
+    column("p_connection_id", String),
+    column("p_synced_at", String),
+)
 
 
 def region_join(table: Table) -> tuple[Any, ColumnElement[bool]]:
@@ -195,13 +216,13 @@ def aggregate_query(
 
     ``period`` is the period index (-1 for ``all``), ``dim`` the breakdown value ('' without one).
     """
-    table = TABLES[part.measure.entity]
+    table = part.table
     where = list(part.where)
     if grain == "all":
         period: ColumnElement[Any] = literal(-1, Integer)
     else:
         where.append(table.c[part.measure.period].is_not(None))
-        period = period_expr(part.measure, calendar, grain)
+        period = period_expr(part.measure, calendar, grain, table)
     currency: ColumnElement[Any] = (
         func.coalesce(table.c.currency, "")
         if part.by_currency and "currency" in table.c
@@ -209,6 +230,19 @@ def aggregate_query(
     )
     total: ColumnElement[Any] = func.count() if part.value is None else func.sum(part.value)
     source: Any = table
+    if part.changes is not None:
+        pending = and_(
+            PENDING.c.p_entity == part.measure.entity,
+            PENDING.c.p_connection_id == table.c.connection_id,
+            PENDING.c.p_synced_at == table.c.synced_at,
+        )
+        if part.changes == "new":
+            source = source.join(PENDING, pending)
+        else:
+            # A prior version stamped by a pending batch was written after the values were
+            # computed (and replaced again since): it was never counted.
+            source = source.outerjoin(PENDING, pending)
+            where.append(PENDING.c.p_connection_id.is_(None))
     if scope == "company":
         scope_id: ColumnElement[Any] = literal("company", String)
     elif scope == "owner":
@@ -230,7 +264,7 @@ def aggregate_query(
     else:
         if dimension == REGION_DIMENSION:
             source = source.outerjoin(*region_join(table))
-        dim = dimension_expr(part.measure.entity, dimension)
+        dim = dimension_expr(part.measure.entity, dimension, table)
     stmt = (
         select(
             period.label("period"),

@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Date, Integer, case, cast, func, literal, type_coerce
+from sqlalchemy import Date, Integer, cast, func, literal, literal_column, type_coerce
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_perf_sync.kpi.schemas import Grain
@@ -54,19 +54,37 @@ def _local(column: Any, *, kind: str, dialect: str, zone: str) -> Any:
         return column
     if dialect == "postgresql":
         return func.timezone(zone, column)
+    # SQLite's date functions round to whole milliseconds: 23:59:59.9999 would become the next
+    # day. Offsets are whole seconds, so cutting the fraction never changes the local period.
+    seconds = func.substr(column, 1, 19)
+    thresholds, first_offset = _sqlite_steps(zone)
+    if not thresholds:
+        return seconds if first_offset == 0 else func.datetime(seconds, literal(f"{first_offset:+d} seconds"))
+    # The CASE over the zone's transitions is built once per zone and column as SQL text: its
+    # constants come from the tz database (never from input), and compiling ~150 bound literals
+    # for every query would cost more than running it.
+    name = f'"{column.table.name}"."{column.name}"'
+    return func.datetime(seconds, literal_column(_sqlite_offset_case(zone, name)))
+
+
+@lru_cache(maxsize=16)
+def _sqlite_steps(zone: str) -> tuple[tuple[tuple[str, str], ...], int]:
+    """``zone``'s offset changes as (naive UTC text, SQLite modifier), latest first; the first offset."""
     steps = utc_offsets(zone)
-    if len(steps) == 1 and steps[0][1] == 0:
-        return column
-    # Text comparison is exact: the store writes naive UTC as 'YYYY-MM-DD HH:MM:SS.ffffff'.
-    whens = [
-        (
-            column >= literal(at.replace(tzinfo=None).isoformat(sep=" ")),
-            literal(f"{offset:+d} seconds"),
-        )
+    thresholds = tuple(
+        (at.replace(tzinfo=None).isoformat(sep=" "), f"{offset:+d} seconds")
         for at, offset in reversed(steps[1:])
-    ]
-    modifier = case(*whens, else_=literal(f"{steps[0][1]:+d} seconds"))
-    return func.datetime(column, modifier)
+    )
+    return thresholds, steps[0][1]
+
+
+@lru_cache(maxsize=64)
+def _sqlite_offset_case(zone: str, column_sql: str) -> str:
+    """``CASE WHEN <column> >= '<UTC instant>' THEN '<offset> seconds' ... END`` for ``zone``."""
+    thresholds, first_offset = _sqlite_steps(zone)
+    # Text comparison is exact: the store writes naive UTC as 'YYYY-MM-DD HH:MM:SS.ffffff'.
+    whens = " ".join(f"WHEN {column_sql} >= '{at}' THEN '{modifier}'" for at, modifier in thresholds)
+    return f"(CASE {whens} ELSE '{first_offset:+d} seconds' END)"
 
 
 def month_index(column: Any, *, kind: str, dialect: str, zone: str) -> ColumnElement[int]:

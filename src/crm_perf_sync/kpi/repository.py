@@ -8,22 +8,25 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy import Connection, delete, insert, select
 from sqlalchemy.orm import Session
 
 from crm_perf_sync.kpi.compiler import MEMBERSHIP, OWNER_REGION, Membership
 from crm_perf_sync.kpi.scorecards import Observed
 from crm_perf_sync.models import (
+    PRIOR_TABLES,
+    ChangeBatch,
     KpiRefreshState,
     KpiTarget,
     KpiValue,
-    Lead,
-    Opportunity,
     Owner,
     ScorecardValue,
     Team,
     TeamMember,
 )
+
+#: The refresh-state row a refresh writes first (not a KPI id: ids start with a letter).
+REFRESH_MARK = "*refresh"
 
 #: (kpi id, grain, period key, scope, scope id, currency)
 TargetKey = tuple[str, str, str, str, str, str]
@@ -40,7 +43,7 @@ def team_key(namespace: str, external_id: str) -> str:
     return f"{namespace}:{external_id}"
 
 
-def load_membership(session: Session) -> Membership:
+def load_membership(session: Session | Connection) -> Membership:
     """Every (team, rep) pair, a rep counting in their team and in each team above it.
 
     Also each rep's region: the first team at level ``region`` above them (one per rep).
@@ -188,28 +191,129 @@ def scores(
     return list(session.scalars(stmt))
 
 
-def data_high_water_mark(session: Session) -> datetime | None:
-    """The latest store write a refresh starting now includes."""
-    marks = [
-        session.scalar(select(func.max(Opportunity.synced_at))),
-        session.scalar(select(func.max(Lead.synced_at))),
-    ]
-    present = [m for m in marks if m is not None]
-    return max(present) if present else None
-
-
-def record_refresh(
-    conn: Connection, kpi_id: str, definition_hash: str, data_through: datetime | None, now: datetime
-) -> None:
-    conn.execute(delete(KpiRefreshState).where(KpiRefreshState.kpi_id == kpi_id))
+def mark_refresh_started(conn: Connection, now: datetime) -> None:
+    """The refresh's first statement, a write (SQLite: the transaction takes the write lock)."""
+    conn.execute(delete(KpiRefreshState).where(KpiRefreshState.kpi_id == REFRESH_MARK))
     conn.execute(
         insert(KpiRefreshState).values(
-            kpi_id=kpi_id, definition_hash=definition_hash, data_through=data_through, refreshed_at=now
+            kpi_id=REFRESH_MARK, definition_hash="", context_hash="", refreshed_at=now
         )
     )
 
 
-def replace_targets(session: Session, rows: Sequence[dict[str, Any]], source: str = "config") -> int:
+def refresh_states(conn: Connection) -> dict[str, tuple[str, str]]:
+    rows = conn.execute(
+        select(KpiRefreshState.kpi_id, KpiRefreshState.definition_hash, KpiRefreshState.context_hash)
+    )
+    return {row.kpi_id: (row.definition_hash, row.context_hash) for row in rows}
+
+
+def record_refresh(
+    conn: Connection, kpi_id: str, definition_hash: str, context_hash: str, now: datetime
+) -> None:
+    conn.execute(delete(KpiRefreshState).where(KpiRefreshState.kpi_id == kpi_id))
+    conn.execute(
+        insert(KpiRefreshState).values(
+            kpi_id=kpi_id, definition_hash=definition_hash, context_hash=context_hash, refreshed_at=now
+        )
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PendingLog:
+    """The change log rows a refresh read (and deletes once its values include them)."""
+
+    batch_ids: tuple[int, ...]
+    prior_ids: dict[str, tuple[int, ...]]
+
+    @property
+    def batches(self) -> int:
+        return len(self.batch_ids)
+
+
+def load_pending(conn: Connection) -> PendingLog:
+    """The change log as of this transaction's snapshot; its batches go into ``kpi_pending``."""
+    conn.exec_driver_sql("DROP TABLE IF EXISTS kpi_pending")
+    conn.exec_driver_sql(
+        "CREATE TEMPORARY TABLE kpi_pending AS "
+        "SELECT DISTINCT entity AS p_entity, connection_id AS p_connection_id, synced_at AS p_synced_at "
+        "FROM store_change_batch"
+    )
+    conn.exec_driver_sql("CREATE INDEX kpi_pending_key ON kpi_pending (p_connection_id, p_synced_at)")
+    batch_ids = tuple(conn.execute(select(ChangeBatch.id)).scalars())
+    prior_ids = {
+        entity: tuple(conn.execute(select(table.c.change_id)).scalars())
+        for entity, table in PRIOR_TABLES.items()
+    }
+    return PendingLog(batch_ids, prior_ids)
+
+
+def consume_pending(conn: Connection, pending: PendingLog, chunk: int = 5_000) -> None:
+    """Delete exactly the log rows a refresh applied (later ones wait for the next refresh)."""
+    for start in range(0, len(pending.batch_ids), chunk):
+        ids = pending.batch_ids[start : start + chunk]
+        conn.execute(delete(ChangeBatch).where(ChangeBatch.id.in_(ids)))
+    for entity, ids_all in pending.prior_ids.items():
+        table = PRIOR_TABLES[entity]
+        for start in range(0, len(ids_all), chunk):
+            conn.execute(delete(table).where(table.c.change_id.in_(ids_all[start : start + chunk])))
+
+
+def drop_temporary_tables(conn: Connection) -> None:
+    for name in ("kpi_membership", "kpi_owner_region", "kpi_pending"):
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCell:
+    id: int
+    numerator: float
+    denominator: float | None
+    sample_count: int
+
+
+def stored_cells(
+    conn: Connection, kpi_id: str, grain: str, scope: str, dimension: str, period_keys: set[str]
+) -> dict[tuple[str, str, str, str], StoredCell]:
+    """Stored values of some periods, keyed (period key, scope id, currency, breakdown value)."""
+    out: dict[tuple[str, str, str, str], StoredCell] = {}
+    keys = sorted(period_keys)
+    for start in range(0, len(keys), 500):
+        rows = conn.execute(
+            select(
+                KpiValue.id,
+                KpiValue.period_key,
+                KpiValue.scope_id,
+                KpiValue.currency,
+                KpiValue.dimension_value,
+                KpiValue.numerator,
+                KpiValue.denominator,
+                KpiValue.sample_count,
+            ).where(
+                KpiValue.kpi_id == kpi_id,
+                KpiValue.grain == grain,
+                KpiValue.scope == scope,
+                KpiValue.dimension == dimension,
+                KpiValue.period_key.in_(keys[start : start + 500]),
+            )
+        )
+        for row in rows:
+            out[(row.period_key, row.scope_id, row.currency, row.dimension_value)] = StoredCell(
+                row.id, row.numerator, row.denominator, row.sample_count
+            )
+    return out
+
+
+def replace_cells(conn: Connection, ids: Sequence[int], rows: Sequence[dict[str, Any]]) -> None:
+    for start in range(0, len(ids), 5_000):
+        conn.execute(delete(KpiValue).where(KpiValue.id.in_(ids[start : start + 5_000])))
+    if rows:
+        conn.execute(insert(KpiValue), list(rows))
+
+
+def replace_targets(
+    session: Session | Connection, rows: Sequence[dict[str, Any]], source: str = "config"
+) -> int:
     """Swap the decomposed targets of one source (the caller's transaction makes it atomic)."""
     session.execute(delete(KpiTarget).where(KpiTarget.source == source))
     if rows:
@@ -217,15 +321,15 @@ def replace_targets(session: Session, rows: Sequence[dict[str, Any]], source: st
     return len(rows)
 
 
-def load_targets(session: Session) -> dict[TargetKey, TargetCell]:
+def load_targets(session: Session | Connection) -> dict[TargetKey, TargetCell]:
     found: dict[TargetKey, TargetCell] = {}
-    for t in session.scalars(select(KpiTarget)):
+    for t in session.execute(select(KpiTarget.__table__)):
         key = (t.kpi_id, t.grain, t.period_key, t.scope, t.scope_id, t.currency)
         found[key] = TargetCell(t.value, t.period_start, t.period_end)
     return found
 
 
-def direct_teams(session: Session) -> dict[str, str]:
+def direct_teams(session: Session | Connection) -> dict[str, str]:
     """Each rep's own team (the lowest one they are a member of), keyed by owner scope id."""
     out: dict[str, str] = {}
     rows = session.execute(
@@ -239,7 +343,7 @@ def direct_teams(session: Session) -> dict[str, str]:
     return out
 
 
-def active_owner_scopes(session: Session) -> set[str]:
+def active_owner_scopes(session: Session | Connection) -> set[str]:
     rows = session.execute(
         select(Owner.connection_id, Owner.external_id).where(
             Owner.is_deleted.is_(False), Owner.active.is_(True)
@@ -249,7 +353,7 @@ def active_owner_scopes(session: Session) -> set[str]:
 
 
 def owner_values(
-    session: Session, kpi_ids: Sequence[str], grain: str
+    session: Session | Connection, kpi_ids: Sequence[str], grain: str
 ) -> tuple[dict[str, dict[str, dict[str, list[Observed]]]], dict[str, tuple[date, date]]]:
     """``{period_key: {owner scope id: {kpi id: [values per currency]}}}`` and period bounds."""
     observed: dict[str, dict[str, dict[str, list[Observed]]]] = defaultdict(
@@ -284,7 +388,7 @@ def owner_values(
     return observed, bounds
 
 
-def replace_scores(session: Session, scorecard_id: str, rows: Sequence[dict[str, Any]]) -> None:
+def replace_scores(session: Session | Connection, scorecard_id: str, rows: Sequence[dict[str, Any]]) -> None:
     session.execute(delete(ScorecardValue).where(ScorecardValue.scorecard_id == scorecard_id))
     if rows:
         session.execute(insert(ScorecardValue), list(rows))

@@ -14,8 +14,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
+import orjson
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -45,13 +46,14 @@ from crm_perf_sync.kpi.schemas import (
     FunnelKpi,
     Grain,
     Kpi,
+    Measure,
     RatioKpi,
     ScorecardConfig,
     SumKpi,
     dimension_column,
 )
 from crm_perf_sync.leases import new_holder_id, release, try_acquire
-from crm_perf_sync.models import KpiValue
+from crm_perf_sync.models import PRIOR_TABLES, KpiValue
 from crm_perf_sync.timeutil import utc_now
 
 #: The database lease that makes one refresh run at a time across worker replicas.
@@ -72,13 +74,20 @@ class Totals:
 @dataclass(slots=True)
 class RefreshOutcome:
     seconds: float
-    rows: dict[str, int] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)  # values written (recomputed) or changed
+    recomputed: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)  # by the change log
     scorecards: dict[str, int] = field(default_factory=dict)
     targets: int = 0
 
     def summary(self) -> str:
         total = sum(self.rows.values())
-        text = f"refreshed {len(self.rows)} KPIs, {total:,} values"
+        if not self.rows:
+            return f"KPIs already up to date ({self.seconds:.1f}s)"
+        text = (
+            f"refreshed {len(self.rows)} KPIs ({len(self.recomputed)} recomputed, "
+            f"{len(self.updated)} updated by changes), {total:,} values"
+        )
         if self.scorecards:
             text += f", {len(self.scorecards)} scorecards ({sum(self.scorecards.values()):,} scores)"
         return text + f" in {self.seconds:.1f}s"
@@ -143,51 +152,99 @@ class KpiService:
                     grew = True
         return [k for k in evaluation_order(dict(self.kpis)) if k.id in wanted]
 
-    def refresh(
-        self, kpi_ids: Iterable[str] | None = None, grains: Iterable[Grain] = GRAINS
-    ) -> RefreshOutcome:
-        """Recompute the given KPIs (all by default); each KPI's values are swapped in one transaction.
+    def context_hash(self, membership: Membership, calendar: Calendar, grains: list[Grain]) -> str:
+        """What every value also depends on: teams, calendar, targets, grains and connections.
 
-        Targets are re-decomposed first; the scorecards that read a recomputed KPI follow.
+        When it changes, incremental updates would mix contexts: every KPI is recomputed whole.
+        """
+        payload = orjson.dumps(
+            {
+                "membership": membership.rows,
+                "regions": membership.regions,
+                "calendar": [calendar.timezone, calendar.fiscal_start_month],
+                "grains": grains,
+                "targets": [t.model_dump(mode="json") for t in self.section.targets],
+                "connections": sorted(c.id for c in self.config.app.connections),
+            }
+        )
+        return hashlib.blake2b(payload, digest_size=8).hexdigest()
+
+    def refresh(
+        self, kpi_ids: Iterable[str] | None = None, grains: Iterable[Grain] = GRAINS, *, full: bool = False
+    ) -> RefreshOutcome:
+        """Bring every KPI, target and scorecard up to date with the store, in one transaction.
+
+        A KPI is recomputed whole when asked (``full``, or named in ``kpi_ids``), when its definition
+        or the context (teams, calendar, targets) changed since its values were computed, or when it
+        cannot be updated by parts (medians, percentiles, funnels, derived KPIs) and the store
+        changed. Otherwise the store's change log is applied to its values: each changed record's
+        old contribution is taken out and its new one added, per period, scope and breakdown.
+        Readers see the old values until the whole refresh commits.
         """
         started = time.monotonic()
-        selected = self._selection(kpi_ids)
+        forced = {k.id for k in self._selection(kpi_ids)} if kpi_ids is not None else set()
         grain_list = list(grains)
         outcome = RefreshOutcome(0.0)
-        now = utc_now()
-        with session_scope(self.session_factory) as session:
-            calendar = self.calendar(session)
-            membership = repo.load_membership(session)
-            data_through = repo.data_high_water_mark(session)
-            decomposed = target_math.decompose(
-                self.section.targets, self.kpis, membership, calendar.fiscal_start_month
-            )
-            outcome.targets = repo.replace_targets(session, target_math.rows(decomposed, "config", now))
-            target_values = repo.load_targets(session)
         engine = self.session_factory.kw["bind"]
-        # One connection for the whole refresh: the membership tables are temporary to it. Each KPI
-        # is swapped in its own transaction, so readers never see a KPI half old, half new.
         with engine.connect() as conn:
-            repo.load_membership_table(conn, membership)
-            conn.commit()
-            for kpi in selected:
-                try:
-                    rows = self.compute(conn, kpi, calendar, membership, grain_list, target_values)
-                    repo.replace_values(conn, kpi.id, rows)
-                    repo.record_refresh(conn, kpi.id, self.definition_hash(kpi), data_through, now)
-                    conn.commit()
-                except BaseException:
-                    conn.rollback()
-                    raise
-                outcome.rows[kpi.id] = len(rows)
-            repo.drop_membership_table(conn)
-            conn.commit()
-        refreshed = {k.id for k in selected}
-        for card in self.section.scorecards:
-            if refreshed & {c.kpi for c in card.components}:
-                outcome.scorecards[card.id] = self.refresh_scorecard(card)
+            if conn.dialect.name == "postgresql":
+                # One snapshot for the change log and the data it describes.
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            try:
+                self._refresh_in(conn, forced, grain_list, full, outcome)
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+            finally:
+                repo.drop_temporary_tables(conn)
+                conn.commit()
         outcome.seconds = time.monotonic() - started
         return outcome
+
+    def _refresh_in(
+        self, conn: Connection, forced: set[str], grains: list[Grain], full: bool, outcome: RefreshOutcome
+    ) -> None:
+        now = utc_now()
+        # The first statement writes, so on SQLite this transaction holds the write lock from the
+        # start: no sync batch can commit between reading the change log and the data.
+        repo.mark_refresh_started(conn, now)
+        calendar = self.calendar(conn)
+        membership = repo.load_membership(conn)
+        context = self.context_hash(membership, calendar, grains)
+        states = repo.refresh_states(conn)
+        decomposed = target_math.decompose(
+            self.section.targets, self.kpis, membership, calendar.fiscal_start_month
+        )
+        outcome.targets = repo.replace_targets(conn, target_math.rows(decomposed, "config", now))
+        target_values = repo.load_targets(conn)
+        repo.load_membership_table(conn, membership)
+        pending = repo.load_pending(conn)
+        changed = pending.batches > 0
+        recomputed: set[str] = set()
+        for kpi in evaluation_order(dict(self.kpis)):
+            digest = self.definition_hash(kpi)
+            current = states.get(kpi.id) == (digest, context)
+            if isinstance(kpi, DerivedKpi):
+                whole = not current or full or kpi.id in forced or changed or bool(kpi.inputs() & recomputed)
+            else:
+                whole = not current or full or kpi.id in forced or (changed and not _by_parts(kpi))
+            if whole:
+                rows = self.compute(conn, kpi, calendar, membership, grains, target_values)
+                repo.replace_values(conn, kpi.id, rows)
+                outcome.rows[kpi.id] = len(rows)
+                outcome.recomputed.append(kpi.id)
+                recomputed.add(kpi.id)
+            elif changed:
+                outcome.rows[kpi.id] = self._apply_changes(
+                    conn, kpi, calendar, membership, grains, target_values
+                )
+                outcome.updated.append(kpi.id)
+                recomputed.add(kpi.id)
+            repo.record_refresh(conn, kpi.id, digest, context, now)
+        for card in self.section.scorecards:
+            outcome.scorecards[card.id] = self.refresh_scorecard(card, conn)
+        repo.consume_pending(conn, pending)
 
     def refresh_exclusive(
         self,
@@ -196,6 +253,8 @@ class KpiService:
         wait: timedelta,
         should_stop: Callable[[], bool] = lambda: False,
         holder: str | None = None,
+        kpi_ids: Iterable[str] | None = None,
+        full: bool = False,
     ) -> RefreshOutcome | None:
         """Refresh under the cluster-wide refresh lease, waiting up to ``wait`` for another one.
 
@@ -216,7 +275,7 @@ class KpiService:
                 raise Conflict(f"the KPI refresh lease is held by {held.holder}; try again later")
             time.sleep(0.5)
         try:
-            return self.refresh()
+            return self.refresh(kpi_ids, full=full)
         finally:
             with session_scope(self.session_factory) as session:
                 release(session, REFRESH_LEASE, holder)
@@ -265,6 +324,8 @@ class KpiService:
         kpi: Kpi,
         out: list[dict[str, Any]],
         target_values: Mapping[repo.TargetKey, repo.TargetCell],
+        *,
+        add_missing: bool = True,
     ) -> None:
         """Set target, attainment and gap; an additive KPI with a target but no records scores 0."""
         if not target_values:
@@ -285,7 +346,7 @@ class KpiService:
                 continue
             matched.add(key)
             _set_attainment(kpi, row, cell.value)
-        if not target_math.is_additive(kpi):
+        if not add_missing or not target_math.is_additive(kpi):
             return
         for key, cell in mine.items():
             if key in matched:
@@ -470,46 +531,145 @@ class KpiService:
                 )
         return out
 
+    # -- incremental ------------------------------------------------------------------------------
+
+    def _part_totals(
+        self,
+        conn: Connection,
+        kpi: Kpi,
+        calendar: Calendar,
+        membership: Membership,
+        grain: Grain,
+        scope: Scope,
+        dimension: str | None,
+        changes: Literal["new", "old"],
+    ) -> tuple[dict[Key, Totals], dict[Key, Totals]]:
+        """Numerator and denominator totals of the change log's new or old record versions."""
+        args = (calendar, membership, grain, scope, dimension)
+        if isinstance(kpi, RatioKpi):
+            by_currency = kpi.numerator.is_money
+            sides = [kpi.numerator, kpi.denominator]
+            parts = [self._change_part(m, calendar, by_currency, changes) for m in sides]
+            return self._totals(conn, parts[0], *args), self._totals(conn, parts[1], *args)
+        if isinstance(kpi, DurationKpi):
+            part = self._change_part(kpi.measure, calendar, False, changes, kpi)
+        else:
+            assert isinstance(kpi, CountKpi | SumKpi)
+            part = self._change_part(kpi.measure, calendar, kpi.measure.is_money, changes)
+        return self._totals(conn, part, *args), {}
+
+    @staticmethod
+    def _change_part(
+        measure: Measure,
+        calendar: Calendar,
+        by_currency: bool,
+        changes: Literal["new", "old"],
+        duration: DurationKpi | None = None,
+    ) -> Part:
+        table = PRIOR_TABLES[measure.entity] if changes == "old" else None
+        return part_for(
+            measure, calendar, by_currency=by_currency, kpi=duration, table=table, changes=changes
+        )
+
+    def _apply_changes(
+        self,
+        conn: Connection,
+        kpi: Kpi,
+        calendar: Calendar,
+        membership: Membership,
+        grains: list[Grain],
+        target_values: Mapping[repo.TargetKey, repo.TargetCell],
+    ) -> int:
+        """Update a KPI's stored values by the change log; returns how many values changed."""
+        digest = self.definition_hash(kpi)
+        computed_at = utc_now()
+        touched = 0
+        for grain in grains:
+            for scope in SCOPES:
+                if scope == "team" and not membership.rows:
+                    continue
+                for dimension in [None, *self.dimensions(kpi)]:
+                    new_num, new_den = self._part_totals(
+                        conn, kpi, calendar, membership, grain, scope, dimension, "new"
+                    )
+                    old_num, old_den = self._part_totals(
+                        conn, kpi, calendar, membership, grain, scope, dimension, "old"
+                    )
+                    keys = new_num.keys() | new_den.keys() | old_num.keys() | old_den.keys()
+                    if not keys:
+                        continue
+                    deltas: dict[tuple[str, str, str, str], tuple[dict[str, Any], Totals, Totals]] = {}
+                    for key in keys:
+                        template = _row(kpi, grain, scope, dimension or "", key, (None, 0.0, None, 0))
+                        num, den = Totals(), Totals()
+                        for side, new, old in ((num, new_num, old_num), (den, new_den, old_den)):
+                            plus, minus = new.get(key, Totals()), old.get(key, Totals())
+                            side.total = plus.total - minus.total
+                            side.records = plus.records - minus.records
+                        cell = (template["period_key"], key[1], key[2], key[3])
+                        deltas[cell] = (template, num, den)
+                    stored = repo.stored_cells(
+                        conn, kpi.id, grain, scope, dimension or "", {cell[0] for cell in deltas}
+                    )
+                    replaced: list[int] = []
+                    rows: list[dict[str, Any]] = []
+                    for cell, (template, num, den) in deltas.items():
+                        before = stored.get(cell)
+                        row = _merge(kpi, template, before, num, den)
+                        if before is not None:
+                            replaced.append(before.id)
+                        if row is None:
+                            continue
+                        if not row["dimension"]:
+                            self._apply_targets(kpi, [row], target_values, add_missing=False)
+                        if row["sample_count"] == 0 and row["target"] is None:
+                            continue  # no record left (a total with a target stays, at 0)
+                        row["definition_hash"] = digest
+                        row["computed_at"] = computed_at
+                        rows.append(row)
+                    repo.replace_cells(conn, replaced, rows)
+                    touched += len(deltas)
+        return touched
+
     # -- scorecards -------------------------------------------------------------------------------
 
-    def refresh_scorecard(self, card: ScorecardConfig) -> int:
-        """Score every rep for every period of the card's grains; swapped in one transaction."""
+    def refresh_scorecard(self, card: ScorecardConfig, session: Connection) -> int:
+        """Score every rep for every period of the card's grains (the caller's transaction)."""
         computed_at = utc_now()
         digest = card.definition_hash()
         out: list[dict[str, Any]] = []
-        with session_scope(self.session_factory) as session:
-            teams = repo.direct_teams(session)
-            active = repo.active_owner_scopes(session)
-            for grain in card.grains:
-                observed, bounds = repo.owner_values(session, [c.kpi for c in card.components], grain)
-                for period_key, reps in sorted(observed.items()):
-                    scored = [
-                        scorecards.score_rep(card, self.kpis, scope_id, reps.get(scope_id, {}))
-                        for scope_id in sorted(set(reps) | active)
-                    ]
-                    scorecards.rank(scored, teams)
-                    start, end = bounds[period_key]
-                    out += [
-                        {
-                            "scorecard_id": card.id,
-                            "definition_hash": digest,
-                            "grain": grain,
-                            "period_key": period_key,
-                            "period_start": start,
-                            "period_end": end,
-                            "scope_id": s.scope_id,
-                            "team_id": s.team_id,
-                            "score": s.score,
-                            "grade": s.grade,
-                            "rank": s.rank,
-                            "team_rank": s.team_rank,
-                            "dropped_components": s.dropped,
-                            "components": s.components,
-                            "computed_at": computed_at,
-                        }
-                        for s in scored
-                    ]
-            repo.replace_scores(session, card.id, out)
+        teams = repo.direct_teams(session)
+        active = repo.active_owner_scopes(session)
+        for grain in card.grains:
+            observed, bounds = repo.owner_values(session, [c.kpi for c in card.components], grain)
+            for period_key, reps in sorted(observed.items()):
+                scored = [
+                    scorecards.score_rep(card, self.kpis, scope_id, reps.get(scope_id, {}))
+                    for scope_id in sorted(set(reps) | active)
+                ]
+                scorecards.rank(scored, teams)
+                start, end = bounds[period_key]
+                out += [
+                    {
+                        "scorecard_id": card.id,
+                        "definition_hash": digest,
+                        "grain": grain,
+                        "period_key": period_key,
+                        "period_start": start,
+                        "period_end": end,
+                        "scope_id": s.scope_id,
+                        "team_id": s.team_id,
+                        "score": s.score,
+                        "grade": s.grade,
+                        "rank": s.rank,
+                        "team_rank": s.team_rank,
+                        "dropped_components": s.dropped,
+                        "components": s.components,
+                        "computed_at": computed_at,
+                    }
+                    for s in scored
+                ]
+        repo.replace_scores(session, card.id, out)
         return len(out)
 
 
@@ -541,6 +701,42 @@ def _row(kpi: Kpi, grain: Grain, scope: str, dimension: str, key: Key, result: C
         "attainment": None,
         "gap": None,
     }
+
+
+def _by_parts(kpi: Kpi) -> bool:
+    """Whether a KPI's values are sums that the change log can update record by record."""
+    if isinstance(kpi, CountKpi | SumKpi | RatioKpi):
+        return True
+    return isinstance(kpi, DurationKpi) and kpi.stat == "mean"
+
+
+def _merge(
+    kpi: Kpi, template: dict[str, Any], before: repo.StoredCell | None, num: Totals, den: Totals
+) -> dict[str, Any] | None:
+    """A stored value plus a change (``num``/``den``); ``None`` when no record is left in it."""
+    row = dict(template)
+    numerator = (before.numerator if before else 0.0) + num.total
+    if isinstance(kpi, RatioKpi):
+        denominator = (before.denominator or 0.0 if before else 0.0) + den.total
+        records = (before.sample_count if before else 0) + den.records
+        if records <= 0 and abs(numerator) < 1e-9:
+            return None
+        value = numerator / denominator * kpi.scale if abs(denominator) > 1e-12 else None
+        row.update(numerator=numerator, denominator=denominator, value=value)
+    elif isinstance(kpi, DurationKpi):
+        records = (before.sample_count if before else 0) + num.records
+        if records <= 0:
+            return None
+        row.update(numerator=numerator, denominator=float(records), value=numerator / records)
+    else:
+        records = (before.sample_count if before else 0) + num.records
+        if records <= 0:
+            row.update(numerator=0.0, value=0.0)
+        else:
+            row.update(numerator=numerator, value=numerator)
+    row["sample_count"] = max(records, 0)
+    row["low_sample"] = row["sample_count"] < kpi.min_sample
+    return row
 
 
 def _set_attainment(kpi: Kpi, row: dict[str, Any], target: float) -> None:

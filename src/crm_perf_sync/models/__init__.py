@@ -1,6 +1,7 @@
 """All ORM models, in one place, so Alembic and the repositories see the same metadata."""
 
 from crm_perf_sync.models.base import Base
+from crm_perf_sync.models.changes import PRIOR_TABLES, ChangeBatch
 from crm_perf_sync.models.crm import (
     CONFIG_NAMESPACE,
     Connection,
@@ -17,7 +18,9 @@ from crm_perf_sync.models.sync import Lease, SyncCheckpoint, SyncRecordError, Sy
 
 __all__ = [
     "CONFIG_NAMESPACE",
+    "PRIOR_TABLES",
     "Base",
+    "ChangeBatch",
     "Connection",
     "KpiRefreshState",
     "KpiTarget",

@@ -122,15 +122,15 @@ class ScorecardValue(Base):
 
 
 class KpiRefreshState(Base):
-    """Per KPI: the definition its values were computed with and the store changes they include.
+    """Per KPI: the definition and context (teams, calendar, targets, grains) of its values.
 
-    An incremental refresh recomputes what changed after ``data_through`` (the ``synced_at``
-    high-water mark it saw); a changed ``definition_hash`` forces a full recompute of the KPI.
+    An incremental refresh applies the store's change log to a KPI's values only when both
+    still match; otherwise the KPI is recomputed whole.
     """
 
     __tablename__ = "kpi_refresh_state"
 
     kpi_id: Mapped[str] = mapped_column(String(63), primary_key=True)
     definition_hash: Mapped[str] = mapped_column(String(32))
-    data_through: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    context_hash: Mapped[str] = mapped_column(String(32))
     refreshed_at: Mapped[datetime] = mapped_column(UTCDateTime)

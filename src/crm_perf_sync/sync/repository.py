@@ -31,6 +31,8 @@ from crm_perf_sync.config import AppConfig
 from crm_perf_sync.connector_sdk import Entity
 from crm_perf_sync.models import (
     CONFIG_NAMESPACE,
+    PRIOR_TABLES,
+    ChangeBatch,
     Connection,
     Lead,
     Opportunity,
@@ -431,3 +433,27 @@ def sync_config_teams(session: Session, app: AppConfig, now: datetime) -> None:
                 session.execute(
                     stmt, {"team_id": team_ids[team.id], "owner_id": owner_id, "source": "config"}
                 )
+
+
+# --- the change log (see models.changes) ----------------------------------------------------------
+
+
+def record_prior_versions(
+    session: Session, entity: Entity, connection_id: str, external_ids: Sequence[str]
+) -> None:
+    """Copy the stored versions of these rows into the change log before they are overwritten."""
+    prior = PRIOR_TABLES.get(entity)
+    if prior is None or not external_ids:
+        return
+    t = _ENTITY_TABLES[entity].table
+    names = [c.name for c in prior.columns if c.name not in ("change_id", "record_id")]
+    chosen = select(t.c.id, *(t.c[name] for name in names)).where(
+        t.c.connection_id == connection_id, t.c.external_id.in_(list(external_ids))
+    )
+    session.execute(insert(prior).from_select(["record_id", *names], chosen))
+
+
+def record_change_batch(session: Session, entity: Entity, connection_id: str, now: datetime) -> None:
+    """Log that this transaction wrote ``entity`` rows of the connection stamped ``synced_at=now``."""
+    if entity in PRIOR_TABLES:
+        session.execute(insert(ChangeBatch).values(entity=entity, connection_id=connection_id, synced_at=now))

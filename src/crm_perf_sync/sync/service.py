@@ -291,11 +291,18 @@ class SyncEngine:
                                     "content_hash": "",
                                 }
                             )
+                # The change log keeps the versions this batch replaces (see models.changes).
+                replaced = [row["external_id"] for row in changed if row["external_id"] in stored]
+                repo.record_prior_versions(session, entity, self.connection_id, replaced)
                 repo.upsert_rows(session, entity, self.connection_id, changed, now)
                 repo.upsert_rows(session, "stage_changes", self.connection_id, observed, now)
                 stats.stage_changes += len(changed) if entity == "stage_changes" else len(observed)
+                if changed:
+                    repo.record_change_batch(session, entity, self.connection_id, now)
             if batch.tombstones:
+                repo.record_prior_versions(session, entity, self.connection_id, list(batch.tombstones))
                 stats.deleted += repo.mark_deleted(session, entity, self.connection_id, batch.tombstones, now)
+                repo.record_change_batch(session, entity, self.connection_id, now)
             repo.record_errors(session, batch.bad)
             if batch.checkpoint is not None:
                 repo.save_checkpoint(

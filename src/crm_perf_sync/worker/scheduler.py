@@ -63,7 +63,8 @@ def run_scheduled_sync(runtime: Runtime, connection_id: str, stop: threading.Eve
 
 def refresh_kpis(runtime: Runtime, stop: threading.Event, *, reason: str) -> None:
     """Recompute the KPIs after new data landed; failures are logged, the next sync retries."""
-    ttl = timedelta(seconds=runtime.settings.lease_ttl_seconds)
+    # A full refresh of a large store takes minutes: the lease outlives it.
+    ttl = timedelta(seconds=max(runtime.settings.lease_ttl_seconds, 900))
     try:
         refreshed = KpiService(runtime.session_factory, runtime.config).refresh_exclusive(
             ttl=ttl, wait=ttl, should_stop=stop.is_set
