@@ -79,3 +79,18 @@ def test_migrate_reports_the_revision(tmp_path: Path) -> None:
     result = cli("migrate", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith(f"at revision {migrate.head_revision()}")
+
+
+def test_a_database_from_another_version_is_refused_in_one_line(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "store.db"
+    env = {"CRM_PERF_SYNC_DATABASE_URL": f"sqlite:///{path}"}
+    assert cli("migrate", env=env).returncode == 0
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE alembic_version SET version_num = 'f00dfeedbeef'")
+    for args in (("migrate",), ("refresh", "--config", str(REPO / "config/crm-perf-sync.yaml"))):
+        result = cli(*args, env=env)
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        assert "the database schema is at revision f00dfeedbeef, which this version" in result.stderr

@@ -11,6 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 import crm_perf_sync
+from crm_perf_sync.errors import DatabaseUnavailable
 
 
 def _script_location() -> Path:
@@ -27,7 +28,26 @@ def alembic_config() -> Config:
     return config
 
 
+class UnknownRevision(DatabaseUnavailable):
+    """The database was migrated by a version of crm-perf-sync this one does not know."""
+
+
+def check_known(engine: Engine) -> None:
+    """Raise :class:`UnknownRevision` if the database's schema revision is not one of ours."""
+    current = current_revision(engine)
+    if current is None:
+        return
+    script = ScriptDirectory.from_config(alembic_config())
+    if current not in {rev.revision for rev in script.walk_revisions()}:
+        raise UnknownRevision(
+            f"the database schema is at revision {current}, which this version of crm-perf-sync does not "
+            f"know (its newest is {script.get_current_head()}): it was migrated by another version; use that "
+            "version, or a new database"
+        )
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    check_known(engine)
     config = alembic_config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection

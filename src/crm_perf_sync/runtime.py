@@ -67,6 +67,7 @@ class Runtime:
         """Make sure the store is migrated; on the embedded SQLite default, migrate it."""
         if migrate.is_at_head(self.engine):
             return
+        migrate.check_known(self.engine)
         if auto_migrate:
             migrate.upgrade(self.engine)
             return

@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Any, Literal
 
 import orjson
@@ -467,7 +468,7 @@ class KpiService:
         target_values: Mapping[repo.TargetKey, repo.TargetCell],
     ) -> list[dict[str, Any]]:
         """The formula per (grain, period, scope, currency) over the stored values of its inputs."""
-        names, _ = _formula_names(kpi.formula)
+        names, target_names = _formula_names(kpi.formula)
         inputs: dict[str, dict[tuple[str, str, str, str, str], Any]] = {}
         cells: dict[tuple[str, str, str, str], set[str]] = defaultdict(set)
         bounds: dict[tuple[str, str], tuple[date | None, date | None]] = {}
@@ -497,7 +498,7 @@ class KpiService:
                     else:
                         env[name] = stored.value
                         samples.append(stored.sample_count)
-                for name in _formula_names(kpi.formula)[1]:
+                for name in target_names:
                     goal = target_values.get((name, grain, period_key, scope, scope_id, currency))
                     if goal is None:
                         goal = target_values.get((name, grain, period_key, scope, scope_id, ""))
@@ -787,7 +788,12 @@ def evaluate(formula: str, env: Mapping[str, float | None]) -> float | None:
                 return a / b if b else None
         raise ValueError(f"unsupported formula element {type(node).__name__}")
 
-    return walk(ast.parse(formula, mode="eval"))
+    return walk(_parsed(formula))
+
+
+@lru_cache(maxsize=256)
+def _parsed(formula: str) -> ast.Expression:
+    return ast.parse(formula, mode="eval")
 
 
 def pace(
