@@ -281,18 +281,64 @@ def aggregate_query(
     return stmt
 
 
-def funnel_query(
-    kpi: FunnelKpi,
-    part: Part,
-    calendar: Calendar,
-    grain: Grain,
-    scope: Scope,
-    membership: Membership | None,
-) -> Select[Any]:
-    """``(period, scope_id, currency, dim, pipeline, stage, sort_order, total, records)``.
+def grouped_query(part: Part, calendar: Calendar, dimension: str | None = None) -> Select[Any]:
+    """One pass over a part's records: ``(week, month, connection_id, owner, currency, dim, total,
+    records)`` per group, the finest grain every other one rolls up from.
 
-    ``total`` counts the deals of the group that reached the stage: their furthest open or won
-    stage (current or in their history) is at or beyond it, so skipped stages count as passed.
+    ``week`` and ``month`` are period indexes of the record's period field (null when it is not
+    set: the record then counts in ``all`` only). Quarters and years are unions of months, teams
+    and the company unions of reps (and of records without an owner, for the company), so the
+    caller adds these groups up instead of scanning the table once per grain and scope.
+    """
+    table = part.table
+    week = period_expr(part.measure, calendar, "week", table)
+    month = period_expr(part.measure, calendar, "month", table)
+    currency: ColumnElement[Any] = (
+        func.coalesce(table.c.currency, "")
+        if part.by_currency and "currency" in table.c
+        else literal("", String)
+    )
+    total: ColumnElement[Any] = func.count() if part.value is None else func.sum(part.value)
+    source: Any = table
+    where = list(part.where)
+    if part.changes is not None:
+        pending = and_(
+            PENDING.c.p_entity == part.measure.entity,
+            PENDING.c.p_connection_id == table.c.connection_id,
+            PENDING.c.p_synced_at == table.c.synced_at,
+        )
+        if part.changes == "new":
+            source = source.join(PENDING, pending)
+        else:
+            source = source.outerjoin(PENDING, pending)
+            where.append(PENDING.c.p_connection_id.is_(None))
+    if dimension is None:
+        dim: ColumnElement[Any] = literal("", String)
+    else:
+        if dimension == REGION_DIMENSION:
+            source = source.outerjoin(*region_join(table))
+        dim = dimension_expr(part.measure.entity, dimension, table)
+    keys = [
+        week.label("week"),
+        month.label("month"),
+        table.c.connection_id.label("connection_id"),
+        table.c.owner_external_id.label("owner"),
+        currency.label("currency"),
+        dim.label("dim"),
+    ]
+    return (
+        select(*keys, total.label("total"), func.count().label("records"))
+        .select_from(source)
+        .where(*where)
+        .group_by(*(key.element for key in keys))
+    )
+
+
+def funnel_grouped_query(kpi: FunnelKpi, part: Part, calendar: Calendar) -> Select[Any]:
+    """Like :func:`grouped_query`, per stage reached: ``(..., pipeline, stage, sort_order, total)``.
+
+    A deal reached every open or won stage up to the furthest one it was ever in (current stage or
+    stage history), so skipped stages count as passed.
     """
     opp = Opportunity.__table__
     steps = PipelineStage.__table__.alias("steps")
@@ -332,32 +378,32 @@ def funnel_query(
         .group_by(visited.c.deal_id)
         .subquery("furthest")
     )
-    base = aggregate_query(part, calendar, grain, scope, membership)
     reached = funnel_steps.alias("reached")
-    source = base.get_final_froms()[0]
-    stmt = (
-        base.with_only_columns(
-            *base.selected_columns[:4],
-            reached.c.pipeline.label("pipeline"),
-            reached.c.stage.label("stage"),
-            reached.c.sort_order.label("sort_order"),
-            func.count().label("total"),
-            func.count().label("records"),
-        )
-        .select_from(
-            source.join(furthest, furthest.c.deal_id == opp.c.id).join(
-                reached,
-                and_(
-                    reached.c.connection_id == opp.c.connection_id,
-                    reached.c.pipeline == func.coalesce(opp.c.pipeline, reached.c.pipeline),
-                    reached.c.sort_order <= furthest.c.max_order,
-                ),
-            )
-        )
-        .group_by(None)
-        .group_by(*base.selected_columns[:4], reached.c.pipeline, reached.c.stage, reached.c.sort_order)
+    week = period_expr(part.measure, calendar, "week")
+    month = period_expr(part.measure, calendar, "month")
+    keys = [
+        week.label("week"),
+        month.label("month"),
+        opp.c.connection_id.label("connection_id"),
+        opp.c.owner_external_id.label("owner"),
+        reached.c.pipeline.label("pipeline"),
+        reached.c.stage.label("stage"),
+        reached.c.sort_order.label("sort_order"),
+    ]
+    source = opp.join(furthest, furthest.c.deal_id == opp.c.id).join(
+        reached,
+        and_(
+            reached.c.connection_id == opp.c.connection_id,
+            reached.c.pipeline == func.coalesce(opp.c.pipeline, reached.c.pipeline),
+            reached.c.sort_order <= furthest.c.max_order,
+        ),
     )
-    return stmt
+    return (
+        select(*keys, func.count().label("total"))
+        .select_from(source)
+        .where(*part.where)
+        .group_by(*(key.element for key in keys))
+    )
 
 
 def percentile_query(

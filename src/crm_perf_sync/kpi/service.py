@@ -28,17 +28,17 @@ from crm_perf_sync.kpi import periods, scorecards
 from crm_perf_sync.kpi import repository as repo
 from crm_perf_sync.kpi import targets as target_math
 from crm_perf_sync.kpi.compiler import (
-    SCOPES,
     Calendar,
     Membership,
     Part,
     Scope,
-    aggregate_query,
-    funnel_query,
+    funnel_grouped_query,
+    grouped_query,
     part_for,
     percentile_query,
 )
 from crm_perf_sync.kpi.library import evaluation_order
+from crm_perf_sync.kpi.rollup import Key, Rollup, Totals
 from crm_perf_sync.kpi.schemas import (
     GRAINS,
     CountKpi,
@@ -60,16 +60,8 @@ from crm_perf_sync.timeutil import utc_now
 #: The database lease that makes one refresh run at a time across worker replicas.
 REFRESH_LEASE = "kpi-refresh"
 
-# (period index or None for "all", scope id, currency, breakdown value)
-Key = tuple[int | None, str, str, str]
 # (value, numerator, denominator, sample count)
 Computed = tuple[float | None, float, float | None, int]
-
-
-@dataclass(slots=True)
-class Totals:
-    total: float = 0.0
-    records: int = 0
 
 
 @dataclass(slots=True)
@@ -298,22 +290,17 @@ class KpiService:
         out: list[dict[str, Any]] = []
         if isinstance(kpi, DerivedKpi):
             out = self._derived(conn, kpi, grains, target_values or {})
+        elif isinstance(kpi, FunnelKpi):
+            for (grain, scope), breakdowns in self._funnel(conn, kpi, calendar, membership, grains).items():
+                for stage_dimension, computed in breakdowns:
+                    for key, result in computed.items():
+                        out.append(_row(kpi, grain, scope, stage_dimension, key, result))
         else:
-            for grain in grains:
-                for scope in SCOPES:
-                    if scope == "team" and not membership.rows:
-                        continue
-                    breakdowns: list[tuple[str, dict[Key, Computed]]] = []
-                    if isinstance(kpi, FunnelKpi):
-                        breakdowns = self._funnel(conn, kpi, calendar, membership, grain, scope)
-                    else:
-                        breakdowns = [("", self._values(conn, kpi, calendar, membership, grain, scope, None))]
-                        for name in self.dimensions(kpi):
-                            values = self._values(conn, kpi, calendar, membership, grain, scope, name)
-                            breakdowns.append((name, values))
-                    for dimension, computed in breakdowns:
-                        for key, result in computed.items():
-                            out.append(_row(kpi, grain, scope, dimension, key, result))
+            for dimension in [None, *self.dimensions(kpi)]:
+                values = self._values(conn, kpi, calendar, membership, grains, dimension)
+                for (grain, scope), computed in values.items():
+                    for key, result in computed.items():
+                        out.append(_row(kpi, grain, scope, dimension or "", key, result))
         self._apply_targets(kpi, out, target_values or {})
         for row in out:
             row["definition_hash"] = digest
@@ -358,27 +345,14 @@ class KpiService:
             _set_attainment(kpi, row, cell.value)
             out.append(row)
 
-    def _totals(
-        self,
-        conn: Connection,
-        part: Part,
-        calendar: Calendar,
-        membership: Membership,
-        grain: Grain,
-        scope: Scope,
-        dimension: str | None,
-    ) -> dict[Key, Totals]:
-        stmt = aggregate_query(part, calendar, grain, scope, membership, dimension)
-        result: dict[Key, Totals] = {}
-        for row in conn.execute(stmt):
-            key = (
-                None if row.period == -1 else int(row.period),
-                str(row.scope_id),
-                str(row.currency),
-                str(row.dim),
-            )
-            result[key] = Totals(float(row.total or 0), int(row.records))
-        return result
+    def _rolled(
+        self, conn: Connection, part: Part, calendar: Calendar, rollup: Rollup, dimension: str | None
+    ) -> dict[tuple[Grain, Scope], dict[Key, Totals]]:
+        """One grouped pass over a part's records, added up into every grain and scope."""
+        rows = conn.execute(grouped_query(part, calendar, dimension))
+        return rollup(
+            (r.week, r.month, r.connection_id, r.owner, r.currency, r.dim, r.total, r.records) for r in rows
+        )
 
     def _values(
         self,
@@ -386,42 +360,56 @@ class KpiService:
         kpi: Kpi,
         calendar: Calendar,
         membership: Membership,
-        grain: Grain,
-        scope: Scope,
+        grains: list[Grain],
         dimension: str | None,
-    ) -> dict[Key, Computed]:
-        values: dict[Key, Computed] = {}
-        args = (calendar, membership, grain, scope, dimension)
+    ) -> dict[tuple[Grain, Scope], dict[Key, Computed]]:
+        rollup = Rollup(grains, calendar.fiscal_start_month, membership)
+        out: dict[tuple[Grain, Scope], dict[Key, Computed]] = {}
         if isinstance(kpi, CountKpi | SumKpi):
             part = part_for(kpi.measure, calendar, by_currency=kpi.measure.is_money)
-            for key, t in self._totals(conn, part, *args).items():
-                values[key] = (t.total, t.total, None, t.records)
+            for cell, totals in self._rolled(conn, part, calendar, rollup, dimension).items():
+                out[cell] = {key: (t.total, t.total, None, t.records) for key, t in totals.items()}
         elif isinstance(kpi, RatioKpi):
             by_currency = kpi.numerator.is_money
-            num = self._totals(conn, part_for(kpi.numerator, calendar, by_currency=by_currency), *args)
-            den = self._totals(conn, part_for(kpi.denominator, calendar, by_currency=by_currency), *args)
-            for key in num.keys() | den.keys():
-                n, d = num.get(key, Totals()), den.get(key, Totals())
-                value = n.total / d.total * kpi.scale if d.total else None
-                values[key] = (value, n.total, d.total, d.records)
+            num = self._rolled(
+                conn, part_for(kpi.numerator, calendar, by_currency=by_currency), calendar, rollup, dimension
+            )
+            den = self._rolled(
+                conn,
+                part_for(kpi.denominator, calendar, by_currency=by_currency),
+                calendar,
+                rollup,
+                dimension,
+            )
+            for cell in num.keys() | den.keys():
+                n_cell, d_cell = num.get(cell, {}), den.get(cell, {})
+                values: dict[Key, Computed] = {}
+                for key in n_cell.keys() | d_cell.keys():
+                    n, d = n_cell.get(key, Totals()), d_cell.get(key, Totals())
+                    value = n.total / d.total * kpi.scale if d.total else None
+                    values[key] = (value, n.total, d.total, d.records)
+                out[cell] = values
         elif isinstance(kpi, DurationKpi):
             part = part_for(kpi.measure, calendar, by_currency=False, kpi=kpi)
-            totals = self._totals(conn, part, *args)
-            stats: dict[Key, float] = {}
-            if kpi.stat != "mean":
-                stmt = percentile_query(part, calendar, grain, scope, membership, kpi.stat, dimension)
-                for row in conn.execute(stmt):
-                    key = (
-                        None if row.period == -1 else int(row.period),
-                        str(row.scope_id),
-                        str(row.currency),
-                        str(row.dim),
+            for (grain, scope), totals in self._rolled(conn, part, calendar, rollup, dimension).items():
+                stats: dict[Key, float] = {}
+                if kpi.stat != "mean":
+                    stmt = percentile_query(part, calendar, grain, scope, membership, kpi.stat, dimension)
+                    for row in conn.execute(stmt):
+                        period = None if row.period == -1 else int(row.period)
+                        stats[(period, str(row.scope_id), str(row.currency), str(row.dim))] = float(row.value)
+                out[(grain, scope)] = {
+                    key: (
+                        (t.total / t.records if t.records else None)
+                        if kpi.stat == "mean"
+                        else stats.get(key),
+                        t.total,
+                        float(t.records),
+                        t.records,
                     )
-                    stats[key] = float(row.value)
-            for key, t in totals.items():
-                value = (t.total / t.records if t.records else None) if kpi.stat == "mean" else stats.get(key)
-                values[key] = (value, t.total, float(t.records), t.records)
-        return values
+                    for key, t in totals.items()
+                }
+        return out
 
     def _funnel(
         self,
@@ -429,36 +417,50 @@ class KpiService:
         kpi: FunnelKpi,
         calendar: Calendar,
         membership: Membership,
-        grain: Grain,
-        scope: Scope,
-    ) -> list[tuple[str, dict[Key, Computed]]]:
+        grains: list[Grain],
+    ) -> dict[tuple[Grain, Scope], list[tuple[str, dict[Key, Computed]]]]:
         """Per stage: reached(stage) / reached(previous stage); the total: last / first stage."""
         part = part_for(kpi.measure, calendar, by_currency=False)
-        stmt = funnel_query(kpi, part, calendar, grain, scope, membership)
-        groups: dict[tuple[int | None, str, str], list[tuple[int, str, int]]] = defaultdict(list)
-        for row in conn.execute(stmt):
-            period = None if row.period == -1 else int(row.period)
-            groups[(period, str(row.scope_id), str(row.pipeline))].append(
-                (int(row.sort_order), str(row.stage), int(row.total))
+        rows = conn.execute(funnel_grouped_query(kpi, part, calendar))
+        rollup = Rollup(grains, calendar.fiscal_start_month, membership)
+        rolled = rollup(
+            (
+                r.week,
+                r.month,
+                r.connection_id,
+                r.owner,
+                "",
+                (r.pipeline, int(r.sort_order), r.stage),
+                r.total,
+                r.total,
             )
-        several = len({pipeline for _, _, pipeline in groups}) > 1
-        stages: dict[Key, Computed] = {}
-        totals: dict[Key, list[float]] = defaultdict(lambda: [0.0, 0.0])
-        for (period, scope_id, pipeline), steps in groups.items():
-            steps.sort()
-            previous = steps[0][2]
-            for _, stage, reached in steps:
-                label = f"{pipeline}: {stage}" if several else stage
-                value = reached / previous if previous else None
-                stages[(period, scope_id, "", label)] = (value, float(reached), float(previous), previous)
-                previous = reached
-            total = totals[(period, scope_id, "", "")]
-            total[0] += steps[-1][2]
-            total[1] += steps[0][2]
-        overall: dict[Key, Computed] = {
-            key: (num / den if den else None, num, den, int(den)) for key, (num, den) in totals.items()
-        }
-        return [("", overall), ("stage", stages)]
+            for r in rows
+        )
+        pipelines = {step[0] for cells in rolled.values() for (_, _, _, step) in cells}
+        several = len(pipelines) > 1
+        out: dict[tuple[Grain, Scope], list[tuple[str, dict[Key, Computed]]]] = {}
+        for cell, totals in rolled.items():
+            groups: dict[tuple[int | None, str, str], list[tuple[int, str, int]]] = defaultdict(list)
+            for (period, scope_id, _, (pipeline, order, stage)), t in totals.items():
+                groups[(period, scope_id, pipeline)].append((order, stage, int(t.total)))
+            stages: dict[Key, Computed] = {}
+            overall: dict[Key, list[float]] = defaultdict(lambda: [0.0, 0.0])
+            for (period, scope_id, pipeline), steps in groups.items():
+                steps.sort()
+                previous = steps[0][2]
+                for _, stage, reached in steps:
+                    label = f"{pipeline}: {stage}" if several else stage
+                    value = reached / previous if previous else None
+                    stages[(period, scope_id, "", label)] = (value, float(reached), float(previous), previous)
+                    previous = reached
+                total = overall[(period, scope_id, "", "")]
+                total[0] += steps[-1][2]
+                total[1] += steps[0][2]
+            out[cell] = [
+                ("", {key: (n / d if d else None, n, d, int(d)) for key, (n, d) in overall.items()}),
+                ("stage", stages),
+            ]
+        return out
 
     def _derived(
         self,
@@ -534,30 +536,31 @@ class KpiService:
 
     # -- incremental ------------------------------------------------------------------------------
 
-    def _part_totals(
+    def _change_totals(
         self,
         conn: Connection,
         kpi: Kpi,
         calendar: Calendar,
-        membership: Membership,
-        grain: Grain,
-        scope: Scope,
+        rollup: Rollup,
         dimension: str | None,
         changes: Literal["new", "old"],
-    ) -> tuple[dict[Key, Totals], dict[Key, Totals]]:
+    ) -> tuple[dict[tuple[Grain, Scope], dict[Key, Totals]], dict[tuple[Grain, Scope], dict[Key, Totals]]]:
         """Numerator and denominator totals of the change log's new or old record versions."""
-        args = (calendar, membership, grain, scope, dimension)
         if isinstance(kpi, RatioKpi):
             by_currency = kpi.numerator.is_money
-            sides = [kpi.numerator, kpi.denominator]
-            parts = [self._change_part(m, calendar, by_currency, changes) for m in sides]
-            return self._totals(conn, parts[0], *args), self._totals(conn, parts[1], *args)
+            num, den = (
+                self._change_part(m, calendar, by_currency, changes) for m in (kpi.numerator, kpi.denominator)
+            )
+            return (
+                self._rolled(conn, num, calendar, rollup, dimension),
+                self._rolled(conn, den, calendar, rollup, dimension),
+            )
         if isinstance(kpi, DurationKpi):
             part = self._change_part(kpi.measure, calendar, False, changes, kpi)
         else:
             assert isinstance(kpi, CountKpi | SumKpi)
             part = self._change_part(kpi.measure, calendar, kpi.measure.is_money, changes)
-        return self._totals(conn, part, *args), {}
+        return self._rolled(conn, part, calendar, rollup, dimension), {}
 
     @staticmethod
     def _change_part(
@@ -585,51 +588,48 @@ class KpiService:
         digest = self.definition_hash(kpi)
         computed_at = utc_now()
         touched = 0
-        for grain in grains:
-            for scope in SCOPES:
-                if scope == "team" and not membership.rows:
+        rollup = Rollup(grains, calendar.fiscal_start_month, membership)
+        for dimension in [None, *self.dimensions(kpi)]:
+            new_num_all, new_den_all = self._change_totals(conn, kpi, calendar, rollup, dimension, "new")
+            old_num_all, old_den_all = self._change_totals(conn, kpi, calendar, rollup, dimension, "old")
+            cells = new_num_all.keys() | new_den_all.keys() | old_num_all.keys() | old_den_all.keys()
+            for grain, scope in sorted(cells):
+                new_num, new_den = new_num_all.get((grain, scope), {}), new_den_all.get((grain, scope), {})
+                old_num, old_den = old_num_all.get((grain, scope), {}), old_den_all.get((grain, scope), {})
+                keys = new_num.keys() | new_den.keys() | old_num.keys() | old_den.keys()
+                if not keys:
                     continue
-                for dimension in [None, *self.dimensions(kpi)]:
-                    new_num, new_den = self._part_totals(
-                        conn, kpi, calendar, membership, grain, scope, dimension, "new"
-                    )
-                    old_num, old_den = self._part_totals(
-                        conn, kpi, calendar, membership, grain, scope, dimension, "old"
-                    )
-                    keys = new_num.keys() | new_den.keys() | old_num.keys() | old_den.keys()
-                    if not keys:
+                deltas: dict[tuple[str, str, str, str], tuple[dict[str, Any], Totals, Totals]] = {}
+                for key in keys:
+                    template = _row(kpi, grain, scope, dimension or "", key, (None, 0.0, None, 0))
+                    num, den = Totals(), Totals()
+                    for side, new, old in ((num, new_num, old_num), (den, new_den, old_den)):
+                        plus, minus = new.get(key, Totals()), old.get(key, Totals())
+                        side.total = plus.total - minus.total
+                        side.records = plus.records - minus.records
+                    cell = (template["period_key"], key[1], key[2], key[3])
+                    deltas[cell] = (template, num, den)
+                stored = repo.stored_cells(
+                    conn, kpi.id, grain, scope, dimension or "", {cell[0] for cell in deltas}
+                )
+                replaced: list[int] = []
+                rows: list[dict[str, Any]] = []
+                for cell, (template, num, den) in deltas.items():
+                    before = stored.get(cell)
+                    row = _merge(kpi, template, before, num, den)
+                    if before is not None:
+                        replaced.append(before.id)
+                    if row is None:
                         continue
-                    deltas: dict[tuple[str, str, str, str], tuple[dict[str, Any], Totals, Totals]] = {}
-                    for key in keys:
-                        template = _row(kpi, grain, scope, dimension or "", key, (None, 0.0, None, 0))
-                        num, den = Totals(), Totals()
-                        for side, new, old in ((num, new_num, old_num), (den, new_den, old_den)):
-                            plus, minus = new.get(key, Totals()), old.get(key, Totals())
-                            side.total = plus.total - minus.total
-                            side.records = plus.records - minus.records
-                        cell = (template["period_key"], key[1], key[2], key[3])
-                        deltas[cell] = (template, num, den)
-                    stored = repo.stored_cells(
-                        conn, kpi.id, grain, scope, dimension or "", {cell[0] for cell in deltas}
-                    )
-                    replaced: list[int] = []
-                    rows: list[dict[str, Any]] = []
-                    for cell, (template, num, den) in deltas.items():
-                        before = stored.get(cell)
-                        row = _merge(kpi, template, before, num, den)
-                        if before is not None:
-                            replaced.append(before.id)
-                        if row is None:
-                            continue
-                        if not row["dimension"]:
-                            self._apply_targets(kpi, [row], target_values, add_missing=False)
-                        if row["sample_count"] == 0 and row["target"] is None:
-                            continue  # no record left (a total with a target stays, at 0)
-                        row["definition_hash"] = digest
-                        row["computed_at"] = computed_at
-                        rows.append(row)
-                    repo.replace_cells(conn, replaced, rows)
-                    touched += len(deltas)
+                    if not row["dimension"]:
+                        self._apply_targets(kpi, [row], target_values, add_missing=False)
+                    if row["sample_count"] == 0 and row["target"] is None:
+                        continue  # no record left (a total with a target stays, at 0)
+                    row["definition_hash"] = digest
+                    row["computed_at"] = computed_at
+                    rows.append(row)
+                repo.replace_cells(conn, replaced, rows)
+                touched += len(deltas)
         return touched
 
     # -- scorecards -------------------------------------------------------------------------------
