@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, Table, delete, insert, select
 from sqlalchemy.orm import Session
 
 from crm_perf_sync.kpi.compiler import MEMBERSHIP, OWNER_REGION, Membership
@@ -24,6 +24,9 @@ from crm_perf_sync.models import (
     Team,
     TeamMember,
 )
+from crm_perf_sync.sync.bulk import bulk_insert
+
+KPI_VALUE: Table = KpiValue.__table__  # type: ignore[assignment]
 
 #: The refresh-state row a refresh writes first (not a KPI id: ids start with a letter).
 REFRESH_MARK = "*refresh"
@@ -114,11 +117,10 @@ def drop_membership_table(conn: Connection) -> None:
     conn.exec_driver_sql("DROP TABLE IF EXISTS kpi_owner_region")
 
 
-def replace_values(session: Session | Connection, kpi_id: str, rows: Sequence[dict[str, Any]]) -> None:
+def replace_values(conn: Connection, kpi_id: str, rows: Sequence[dict[str, Any]]) -> None:
     """Swap a KPI's values for ``rows`` (the caller's transaction makes the swap atomic)."""
-    session.execute(delete(KpiValue).where(KpiValue.kpi_id == kpi_id))
-    if rows:
-        session.execute(insert(KpiValue), list(rows))
+    conn.execute(delete(KpiValue).where(KpiValue.kpi_id == kpi_id))
+    bulk_insert(conn, KPI_VALUE, rows)
 
 
 def scope_names(session: Session) -> dict[tuple[str, str], str]:
@@ -307,8 +309,7 @@ def stored_cells(
 def replace_cells(conn: Connection, ids: Sequence[int], rows: Sequence[dict[str, Any]]) -> None:
     for start in range(0, len(ids), 5_000):
         conn.execute(delete(KpiValue).where(KpiValue.id.in_(ids[start : start + 5_000])))
-    if rows:
-        conn.execute(insert(KpiValue), list(rows))
+    bulk_insert(conn, KPI_VALUE, rows)
 
 
 def replace_targets(
@@ -388,7 +389,6 @@ def owner_values(
     return observed, bounds
 
 
-def replace_scores(session: Session | Connection, scorecard_id: str, rows: Sequence[dict[str, Any]]) -> None:
-    session.execute(delete(ScorecardValue).where(ScorecardValue.scorecard_id == scorecard_id))
-    if rows:
-        session.execute(insert(ScorecardValue), list(rows))
+def replace_scores(conn: Connection, scorecard_id: str, rows: Sequence[dict[str, Any]]) -> None:
+    conn.execute(delete(ScorecardValue).where(ScorecardValue.scorecard_id == scorecard_id))
+    bulk_insert(conn, ScorecardValue.__table__, rows)  # type: ignore[arg-type]
