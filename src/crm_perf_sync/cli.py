@@ -480,6 +480,14 @@ def explain(
                 else f"; target {_number(v['target'])}, attainment {_number(v['attainment'], percent=True)}"
             )
         )
+    for used in result.inputs:
+        out.print(
+            f"  {' and '.join(used['used_as'])} = {_number(used['value'])}"
+            + ("" if used["target"] is None else f" (target {_number(used['target'])})")
+            + ("  [not stored for this period and scope]" if used["currency"] is None else "")
+            + f"  -> crm-perf-sync explain {used['kpi_id']} --grain {grain} --period {period}"
+            + f" --scope {scope} --scope-id '{scope_id}'"
+        )
     for part in result.parts:
         out.print(
             f"\n[bold]{part.role}[/]: {part.entity} placed by {part.period_field}; "
@@ -591,6 +599,10 @@ def scores(
                 )
             out.print(f"\n{row['period_key']} ({row['grain']}): score {_number(row['score'])}")
             out.print(detail)
+            out.print(
+                f"  each component's deals: crm-perf-sync explain KPI --grain {row['grain']} "
+                f"--period {row['period_key']} --scope owner --scope-id '{row['scope_id']}'"
+            )
     if not rows:
         err.print(f"no scores for {scorecard_id}: run `crm-perf-sync refresh` after a sync")
 

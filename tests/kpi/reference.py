@@ -247,6 +247,41 @@ def maven_reference() -> dict[Key, Expected]:
     return ref.expected()
 
 
+def maven_breakdown_reference() -> dict[Key, Expected]:
+    """``win_rate`` and ``won_revenue`` broken down by product and by the account's sector.
+
+    The breakdown is folded into the KPI slot of the key: ``"win_rate|product|GTX Pro"``. As in
+    config/examples/maven.yaml: the pipeline's "GTXPro" is "GTX Pro", accounts.csv's sector
+    "technolgy" is "technology", and a deal without an account has no sector ('').
+    """
+    sectors = {
+        row["account"]: {"technolgy": "technology"}.get(row["sector"], row["sector"])
+        for row in read_csv(MAVEN / "accounts.csv")
+    }
+    agents = maven_team_scopes()
+    ref = Reference()
+    for row in read_csv(MAVEN / "sales_pipeline.csv"):
+        scopes = [COMPANY, *agents[row["sales_agent"]]]
+        stage = row["deal_stage"]
+        won, closed = stage == "Won", stage in {"Won", "Lost"}
+        closed_on = _iso_date(row["close_date"])
+        amount = float(row["close_value"]) if row["close_value"].strip() else None
+        product = {"GTXPro": "GTX Pro"}.get(row["product"], row["product"])
+        sector = sectors.get(row["account"], "") if row["account"].strip() else ""
+        for dimension, value in (("product", product), ("custom.account_sector", sector)):
+            if closed:
+                ref.ratio(
+                    f"win_rate|{dimension}|{value}",
+                    closed_on,
+                    scopes,
+                    numerator=1.0 if won else None,
+                    denominator=1.0,
+                )
+            if won and amount is not None:
+                ref.total(f"won_revenue|{dimension}|{value}", closed_on, scopes, amount, "USD")
+    return ref.expected()
+
+
 # --- Zoho-CRM-style export (config/examples/zoho.yaml) ---------------------------------------------
 
 ZOHO = DATA_DIR / "zoho_crm_sample"

@@ -120,6 +120,33 @@ def test_derived_kpis_combine_stored_values_per_period_scope_and_currency(
     assert rate.value == pytest.approx(2 / 3)
     # Only USD has an average deal size: no EUR velocity (never mixed).
     assert {k[2]: row.value for k, row in velocity.items()} == {"USD": pytest.approx(6 * 150 * (2 / 3) / 15)}
+    # Its explanation lists the stored inputs it was computed from.
+    with session_factory() as session:
+        explained = explain(
+            session,
+            service.kpi("sales_velocity"),
+            ValueRef("sales_velocity", "all", "all", "company", "company", "USD"),
+            service.calendar(session),
+            kpi_repo.load_membership(session),
+        )
+        coverage_inputs = explain(
+            session,
+            service.kpi("pipeline_coverage"),
+            ValueRef("pipeline_coverage", "month", "2024-01-01", "company", "company", "USD"),
+            service.calendar(session),
+            kpi_repo.load_membership(session),
+        ).inputs
+    assert explained.parts == []
+    assert {i["kpi_id"]: (i["currency"], i["value"]) for i in explained.inputs} == {
+        "average_deal_size": ("USD", 150),
+        "opportunities_created": ("", 6),
+        "sales_cycle_days_mean": ("", 15),
+        "win_rate": ("", pytest.approx(2 / 3)),
+    }
+    assert {i["kpi_id"]: (i["used_as"], i["value"], i["target"]) for i in coverage_inputs} == {
+        "open_pipeline": (["open_pipeline"], 1400, None),
+        "won_revenue": (["target.won_revenue", "won_revenue"], 300, 1000),
+    }
 
 
 def test_formulas_are_arithmetic_only_and_missing_inputs_give_no_value() -> None:

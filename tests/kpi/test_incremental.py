@@ -230,3 +230,64 @@ def test_a_changed_definition_or_team_recomputes_whole(
     with session_scope(session_factory) as session:
         hashes = set(session.scalars(select(KpiValue.definition_hash).where(KpiValue.kpi_id == "won_deals")))
     assert hashes == {changed.definition_hash(changed.kpi("won_deals"))}
+
+
+def test_a_reopened_deal_counts_as_what_it_is_now(
+    tmp_path: Path, session_factory: sessionmaker[Session]
+) -> None:
+    closed_at = datetime(2024, 1, 15, tzinfo=UTC)
+    won = OpportunityRecord(
+        external_id="o1",
+        owner_external_id="ana",
+        amount=Decimal(500),
+        currency="USD",
+        created_at=closed_at - timedelta(days=20),
+        closed_at=closed_at,
+        close_date=closed_at.date(),
+        is_closed=True,
+        is_won=True,
+    )
+    lost = OpportunityRecord(
+        external_id="o2",
+        owner_external_id="ana",
+        currency="USD",
+        created_at=closed_at - timedelta(days=20),
+        closed_at=closed_at,
+        close_date=closed_at.date(),
+        is_closed=True,
+    )
+    service = load(tmp_path, session_factory, {"owners": OWNERS, "opportunities": [won, lost]})
+    service.refresh()
+    before = values_of(session_factory, "win_rate", "month")
+    assert before == {"2024-01-01": (1.0, 2.0)}
+    # The won deal is reopened in the CRM: open again, expected to close in March.
+    reopened = OpportunityRecord(
+        external_id="o1",
+        owner_external_id="ana",
+        amount=Decimal(500),
+        currency="USD",
+        created_at=closed_at - timedelta(days=20),
+        close_date=datetime(2024, 3, 31, tzinfo=UTC).date(),
+    )
+    sync_more(session_factory, {"opportunities": [[reopened]]})
+    outcome = service.refresh()
+    assert {"win_rate", "won_deals", "open_pipeline"} <= set(outcome.updated)
+    assert values_of(session_factory, "win_rate", "month") == {"2024-01-01": (0.0, 1.0)}
+    assert values_of(session_factory, "won_deals", "month") == {}
+    assert values_of(session_factory, "open_pipeline", "month") == {"2024-03-01": (500.0, None)}
+
+
+def values_of(
+    factory: sessionmaker[Session], kpi_id: str, grain: str
+) -> dict[str, tuple[float, float | None]]:
+    """Company values of a KPI: ``{period_key: (numerator, denominator)}``."""
+    with session_scope(factory) as session:
+        rows = session.scalars(
+            select(KpiValue).where(
+                KpiValue.kpi_id == kpi_id,
+                KpiValue.grain == grain,
+                KpiValue.scope == "company",
+                KpiValue.dimension == "",
+            )
+        )
+        return {row.period_key: (row.numerator, row.denominator) for row in rows}

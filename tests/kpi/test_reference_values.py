@@ -25,6 +25,7 @@ from tests.kpi.reference import (
     ZOHO_KPIS,
     Expected,
     Key,
+    maven_breakdown_reference,
     maven_reference,
     maven_team_scopes,
     min_samples,
@@ -231,6 +232,48 @@ def test_maven_kpis_match_an_independent_computation_from_the_csv_files(db_url: 
 
     # Nothing else of the library has data here: no leads, hence no lead conversion rows.
     assert not [key for key in stored if key[0] == "lead_conversion_rate"]
+
+
+def test_maven_breakdowns_match_an_independent_computation(db_url: str) -> None:
+    sync_and_refresh(db_url, "maven")
+    engine = create_db_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            table = Table("kpi_value", MetaData(), autoload_with=conn)
+            rows = conn.execute(
+                select(table).where(table.c.dimension != "", table.c.kpi_id.in_(["win_rate", "won_revenue"]))
+            ).mappings()
+            stored = {
+                (
+                    f"{r['kpi_id']}|{r['dimension']}|{r['dimension_value']}",
+                    r["grain"],
+                    r["period_key"],
+                    r["scope"],
+                    r["scope_id"],
+                    r["currency"],
+                ): r
+                for r in rows
+            }
+    finally:
+        engine.dispose()
+    expected = maven_breakdown_reference()
+    assert {key[0].split("|")[1] for key in stored} == {"product", "custom.account_sector"}
+    assert set(stored) == set(expected), sorted(set(stored) ^ set(expected))[:10]
+    for key, want in expected.items():
+        got = stored[key]
+        assert got["value"] == pytest.approx(want.value, rel=REL), key
+        assert got["numerator"] == pytest.approx(want.numerator, rel=REL), key
+        assert got["sample_count"] == want.sample_count, key
+    # Every breakdown splits its total exactly: the products of a rep's year add up to the rep's.
+    totals = stored_values(db_url)
+    for key in expected:
+        kpi, dimension, _ = key[0].split("|")
+        if dimension == "product" and key[1] == "year" and key[3] == "owner" and kpi == "win_rate":
+            total = totals[(kpi, *key[1:])]
+            parts = [
+                e for k, e in expected.items() if k[1:] == key[1:] and k[0].startswith(f"{kpi}|product|")
+            ]
+            assert sum(e.numerator for e in parts) == pytest.approx(total.numerator, rel=REL)
 
 
 def parse_csv(text: str) -> list[dict[str, str]]:

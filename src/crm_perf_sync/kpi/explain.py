@@ -39,6 +39,7 @@ from crm_perf_sync.kpi.schemas import (
     Measure,
     RatioKpi,
     SumKpi,
+    formula_inputs,
 )
 from crm_perf_sync.models import KpiValue
 
@@ -263,6 +264,7 @@ def explain(
         }
     result = Explanation(kpi.id, kpi.name, kpi.type, kpi.unit, kpi.direction, formula_text(kpi), value, [])
     if isinstance(kpi, DerivedKpi):
+        result.inputs = derived_inputs(conn, kpi, ref)
         return result
     sides: list[tuple[str, Measure, Part, str]] = []
     if isinstance(kpi, RatioKpi):
@@ -304,3 +306,37 @@ def explain(
             explained.records = rows
         result.parts.append(explained)
     return result
+
+
+def derived_inputs(conn: Connection | Session, kpi: DerivedKpi, ref: ValueRef) -> list[dict[str, Any]]:
+    """The stored values (and targets) a derived value was computed from, each explainable itself."""
+    values, targets = formula_inputs(kpi.formula)
+    table = KpiValue.__table__
+    out: list[dict[str, Any]] = []
+    for name in sorted(values | targets):
+        rows = conn.execute(
+            select(table).where(
+                table.c.kpi_id == name,
+                table.c.grain == ref.grain,
+                table.c.period_key == ref.period_key,
+                table.c.scope == ref.scope,
+                table.c.scope_id == ref.scope_id,
+                table.c.dimension == "",
+                table.c.currency.in_([ref.currency, ""]),
+            )
+        ).mappings()
+        found = sorted(rows, key=lambda row: row["currency"] != ref.currency)  # its own currency first
+        row = found[0] if found else None
+        out.append(
+            {
+                "kpi_id": name,
+                "used_as": sorted(
+                    ([name] if name in values else []) + ([f"target.{name}"] if name in targets else [])
+                ),
+                "currency": None if row is None else row["currency"],
+                "value": None if row is None else row["value"],
+                "target": None if row is None else row["target"],
+                "sample_count": None if row is None else row["sample_count"],
+            }
+        )
+    return out
