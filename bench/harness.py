@@ -35,7 +35,7 @@ class Result:
     peak_rss_mb: float
     floor: str | None = None
     floor_rate: float | None = None
-    ratio: float | None = None  # rate / floor_rate
+    ratio: float | None = None  # how it compares with the floor; ``target`` says which way
     target: str | None = None
     passed: bool | None = None
     notes: dict[str, Any] = field(default_factory=dict)

@@ -5,6 +5,8 @@ checkpoints, lease renewal, run counters — everything a sync does). The floor 
 same records without storing them; the store rate is what the sync adds on top of generation,
 ``records / (sync seconds - generation seconds)``, which is the "upserting parsed records" rate
 the targets name. Peak RSS is taken at two sizes to show it stays flat as the data grows.
+
+``kpi-full``: a full KPI refresh against hand-written SQL (see :mod:`bench.kpi_full`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import Result, database, in_child
+from bench.kpi_full import kpi_full
 
 SIZES = {"small": (10_000, 40_000), "full": (100_000, 1_000_000)}
 TARGETS = {"sqlite": 30_000.0, "postgresql": 50_000.0}
@@ -138,4 +141,7 @@ def upsert(size: str, databases: list[str], workdir: Path) -> Iterator[Result]:
             )
 
 
-SCENARIOS: dict[str, Callable[[str, list[str], Path], Iterator[Result]]] = {"upsert": upsert}
+SCENARIOS: dict[str, Callable[[str, list[str], Path], Iterator[Result]]] = {
+    "kpi-full": kpi_full,
+    "upsert": upsert,
+}

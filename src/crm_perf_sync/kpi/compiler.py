@@ -21,6 +21,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    type_coerce,
     union_all,
 )
 from sqlalchemy import table as table_clause
@@ -228,7 +229,7 @@ def aggregate_query(
         if part.by_currency and "currency" in table.c
         else literal("", String)
     )
-    total: ColumnElement[Any] = func.count() if part.value is None else func.sum(part.value)
+    total: ColumnElement[Any] = func.count() if part.value is None else exact_sum(part.value)
     source: Any = table
     if part.changes is not None:
         pending = and_(
@@ -281,6 +282,13 @@ def aggregate_query(
     return stmt
 
 
+def exact_sum(value: ColumnElement[Any]) -> ColumnElement[Any]:
+    """SUM read back as a plain number: through the Money type it would be rounded to cents per
+    group, and a sum of amount x probability (fractions of a cent) would drift as groups add up."""
+    total: ColumnElement[Any] = type_coerce(func.sum(value), Float)
+    return total
+
+
 def grouped_query(part: Part, calendar: Calendar, dimension: str | None = None) -> Select[Any]:
     """One pass over a part's records: ``(week, month, connection_id, owner, currency, dim, total,
     records)`` per group, the finest grain every other one rolls up from.
@@ -298,7 +306,7 @@ def grouped_query(part: Part, calendar: Calendar, dimension: str | None = None) 
         if part.by_currency and "currency" in table.c
         else literal("", String)
     )
-    total: ColumnElement[Any] = func.count() if part.value is None else func.sum(part.value)
+    total: ColumnElement[Any] = func.count() if part.value is None else exact_sum(part.value)
     source: Any = table
     where = list(part.where)
     if part.changes is not None:
