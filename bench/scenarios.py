@@ -7,6 +7,7 @@ same records without storing them; the store rate is what the sync adds on top o
 the targets name. Peak RSS is taken at two sizes to show it stays flat as the data grows.
 
 ``kpi-full``: a full KPI refresh against hand-written SQL (see :mod:`bench.kpi_full`).
+``kpi-incremental``: the refresh after a sync that changed 1% of records, against a full one.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from bench.harness import Result, database, in_child
 from bench.kpi_full import kpi_full
+from bench.kpi_incremental import kpi_incremental
 
 SIZES = {"small": (10_000, 40_000), "full": (100_000, 1_000_000)}
 TARGETS = {"sqlite": 30_000.0, "postgresql": 50_000.0}
@@ -143,5 +145,6 @@ def upsert(size: str, databases: list[str], workdir: Path) -> Iterator[Result]:
 
 SCENARIOS: dict[str, Callable[[str, list[str], Path], Iterator[Result]]] = {
     "kpi-full": kpi_full,
+    "kpi-incremental": kpi_incremental,
     "upsert": upsert,
 }

@@ -1,0 +1,211 @@
+"""``kpi-incremental``: the refresh after a sync that changed 1% of the records, against a full one.
+
+The demo company (as in ``kpi-full``) is synced and fully refreshed. Then a second sync, through
+the real sync engine, rewrites 1% of the opportunities and 1% of the leads the way a CRM changes
+them (a deal moves to another rep, closes a month later for a different amount, is won, lost or
+reopened; a lead converts), which the store's change log records. The timed refresh applies that
+log; the ratio is its time over the full refresh's (target: at most 10%). Afterwards a full
+refresh recomputes everything and every value must equal what the incremental one left.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from bench.harness import Result, database, in_child
+from bench.kpi_full import CONNECTION, SIZES, _load, _load_config, _write_config
+
+TARGET = 0.10  # incremental seconds / full seconds
+SHARE = 0.01
+
+
+def _full(url: str, config_path: Path) -> dict[str, Any]:
+    from crm_perf_sync.db import create_db_engine, make_session_factory
+    from crm_perf_sync.kpi.service import KpiService
+
+    engine = create_db_engine(url)
+    service = KpiService(make_session_factory(engine), _load_config(config_path))
+    started = time.perf_counter()
+    outcome = service.refresh(full=True)
+    seconds = time.perf_counter() - started
+    engine.dispose()
+    return {"seconds": seconds, "values": sum(outcome.rows.values())}
+
+
+def _change(url: str, config_path: Path) -> dict[str, Any]:
+    """Sync a rewrite of 1% of the opportunities and leads (read back from the store)."""
+    from sqlalchemy import select
+
+    from crm_perf_sync.connector_sdk import (
+        Checkpoint,
+        Connector,
+        ConnectorContext,
+        ConnectorSettings,
+        LeadRecord,
+        Message,
+        OpportunityRecord,
+        StreamSpec,
+    )
+    from crm_perf_sync.db import create_db_engine, make_session_factory
+    from crm_perf_sync.leases import new_holder_id
+    from crm_perf_sync.models import Lead, Opportunity, Owner
+    from crm_perf_sync.sync.service import SyncEngine, SyncOptions
+
+    engine = create_db_engine(url)
+    rng = random.Random(7)
+    with engine.connect() as conn:
+        owners = list(conn.execute(select(Owner.external_id)).scalars())
+        deals = [dict(r._mapping) for r in conn.execute(select(Opportunity.__table__))]
+        leads = [dict(r._mapping) for r in conn.execute(select(Lead.__table__))]
+    changed_deals = rng.sample(deals, int(len(deals) * SHARE))
+    changed_leads = rng.sample(leads, int(len(leads) * SHARE))
+    opp_fields = set(OpportunityRecord.__dataclass_fields__) - {"raw"}
+    lead_fields = set(LeadRecord.__dataclass_fields__) - {"raw"}
+
+    def deal(row: Mapping[str, Any]) -> OpportunityRecord:
+        values = {k: v for k, v in row.items() if k in opp_fields}
+        values["owner_external_id"] = rng.choice(owners)
+        values["amount"] = Decimal(rng.randrange(1_000, 90_000))
+        fate = rng.choice(["won", "lost", "open"])
+        created = values["created_at"]
+        if fate == "open":
+            values.update(is_closed=False, is_won=False, closed_at=None, stage="Negotiation")
+        else:
+            closed = created + timedelta(days=rng.randrange(5, 120))
+            values.update(is_closed=True, is_won=fate == "won", closed_at=closed, close_date=closed.date())
+            values["stage"] = "Closed Won" if fate == "won" else "Closed Lost"
+        values["remote_updated_at"] = None
+        return OpportunityRecord(**values)
+
+    def lead(row: Mapping[str, Any]) -> LeadRecord:
+        values = {k: v for k, v in row.items() if k in lead_fields}
+        values["is_converted"] = not values["is_converted"]
+        values["converted_at"] = values["created_at"] + timedelta(days=3) if values["is_converted"] else None
+        values["remote_updated_at"] = None
+        return LeadRecord(**values)
+
+    class Changes(Connector[ConnectorSettings]):
+        settings_model = ConnectorSettings
+
+        def streams(self) -> Sequence[StreamSpec]:
+            return [StreamSpec("opportunities", "opportunities"), StreamSpec("leads", "leads")]
+
+        def read(self, stream: StreamSpec, checkpoint: Mapping[str, Any] | None) -> Iterator[Message]:  # noqa: ARG002
+            if stream.name == "opportunities":
+                yield from (deal(row) for row in changed_deals)
+            else:
+                yield from (lead(row) for row in changed_leads)
+            yield Checkpoint({"done": True})
+
+    context = ConnectorContext(CONNECTION, config_path.parent, logging.getLogger("bench"))
+    sync = SyncEngine(
+        session_factory=make_session_factory(engine),
+        connector=Changes(ConnectorSettings(), context),
+        connection_id=CONNECTION,
+        options=SyncOptions(batch_size=5000),
+        holder=new_holder_id(),
+    )
+    started = time.perf_counter()
+    outcome = sync.run(trigger="bench", full_refresh=False)
+    seconds = time.perf_counter() - started
+    engine.dispose()
+    if outcome.status != "succeeded":
+        raise RuntimeError(outcome.summary())
+    return {"seconds": seconds, "updated": outcome.total("updated"), "records": len(deals) + len(leads)}
+
+
+def _incremental(url: str, config_path: Path) -> dict[str, Any]:
+    from sqlalchemy import select
+
+    from crm_perf_sync.db import create_db_engine, make_session_factory
+    from crm_perf_sync.kpi.service import KpiService
+    from crm_perf_sync.models import KpiValue
+
+    engine = create_db_engine(url)
+    service = KpiService(make_session_factory(engine), _load_config(config_path))
+    started = time.perf_counter()
+    outcome = service.refresh()
+    seconds = time.perf_counter() - started
+    table = KpiValue.__table__
+    natural = [
+        "kpi_id",
+        "grain",
+        "period_key",
+        "scope",
+        "scope_id",
+        "currency",
+        "dimension",
+        "dimension_value",
+    ]
+    columns = [c for c in table.columns if c.name not in ("id", "computed_at")]
+
+    def stored() -> dict[tuple[Any, ...], Any]:
+        with engine.connect() as conn:
+            return {tuple(r._mapping[n] for n in natural): r for r in conn.execute(select(*columns))}
+
+    before = stored()
+    service.refresh(full=True)
+    after = stored()
+    engine.dispose()
+    differences = [key for key in before.keys() | after.keys() if not _same(before.get(key), after.get(key))]
+    if differences:
+        raise AssertionError(f"{len(differences)} values differ from a full refresh, e.g. {differences[:5]}")
+    return {
+        "seconds": seconds,
+        "updated": sorted(outcome.updated),
+        "recomputed": sorted(outcome.recomputed),
+        "values_checked": len(before),
+    }
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is b
+    for x, y in zip(a, b, strict=True):
+        if isinstance(x, float) and isinstance(y, float):
+            if abs(x - y) > 1e-6 * max(1.0, abs(x), abs(y)):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+def kpi_incremental(size: str, databases: list[str], workdir: Path) -> Iterator[Result]:
+    count = SIZES[size]
+    config_path = _write_config(workdir, count)
+    for kind in databases:
+        with database(kind, workdir) as url:
+            in_child(_load, url, config_path)
+            full = in_child(_full, url, config_path)
+            changed = in_child(_change, url, config_path)
+            incremental = in_child(_incremental, url, config_path)
+        ratio = incremental["seconds"] / full["seconds"]
+        yield Result(
+            scenario="kpi-incremental",
+            size=f"{count // 1000}k",
+            database=kind,
+            records=changed["records"],
+            seconds=incremental["seconds"],
+            rate=changed["updated"] / incremental["seconds"],
+            peak_rss_mb=incremental["peak_rss_mb"],
+            floor="full refresh",
+            floor_rate=changed["records"] / full["seconds"],
+            ratio=ratio,
+            target=f"incremental/full time <= {TARGET}",
+            passed=ratio <= TARGET if size == "full" else None,
+            notes={
+                "full_seconds": round(full["seconds"], 3),
+                "changed_records": changed["updated"],
+                "change_sync_seconds": round(changed["seconds"], 2),
+                "updated_kpis": incremental["updated"],
+                "recomputed_kpis": incremental["recomputed"],
+                "values_checked": incremental["values_checked"],
+            },
+        )
