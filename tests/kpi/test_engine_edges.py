@@ -244,3 +244,33 @@ def test_sqlite_offsets_match_the_tz_database() -> None:
     assert steps[datetime(2024, 3, 31, 1, 0, tzinfo=UTC)] == 7200
     assert steps[datetime(2024, 10, 27, 1, 0, tzinfo=UTC)] == 3600
     assert periods.utc_offsets("UTC") == ((datetime(1990, 1, 1, tzinfo=UTC), 0),)
+
+
+P90 = """kpis:
+  definitions:
+    - id: cycle_p90
+      name: Sales cycle (p90 days)
+      type: duration
+      unit: days
+      direction: lower
+      stat: p90
+      measure: {period: closed_at, filter: [{field: is_won, op: eq, value: true}]}
+"""
+
+
+def test_p90_is_the_nearest_rank_value(tmp_path: Path, session_factory: sessionmaker[Session]) -> None:
+    created = T - timedelta(days=100)
+    # Ana: cycles of 1..10 days (p90 = the 9th); Bo: 1..7 days (p90 = the ceil(6.3) = 7th).
+    deals = [closed(n, "ana", True, created + timedelta(days=n), created_at=created) for n in range(1, 11)]
+    deals += [
+        closed(100 + n, "bo", True, created + timedelta(days=n), created_at=created) for n in range(1, 8)
+    ]
+    service = load(tmp_path, session_factory, {"owners": OWNERS, "opportunities": deals}, P90)
+    service.refresh(["cycle_p90"])
+    owners = rows(session_factory, "cycle_p90", "all", "owner")
+    assert {k[1]: v.value for k, v in owners.items()} == {
+        "crm:ana": pytest.approx(9.0),
+        "crm:bo": pytest.approx(7.0),
+    }
+    (company,) = rows(session_factory, "cycle_p90", "all", "company").values()
+    assert company.value == pytest.approx(9.0)  # 17 values: the ceil(15.3) = 16th is 9 days

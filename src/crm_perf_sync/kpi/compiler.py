@@ -425,10 +425,17 @@ def percentile_query(
 ) -> Select[Any]:
     """``(period, scope_id, currency, dim, value)``: the median or nearest-rank p90 per group.
 
-    Window functions rank each group's values; the same SQL runs on SQLite and PostgreSQL.
+    PostgreSQL has ordered-set aggregates: ``percentile_cont(0.5)`` is the median (the mean of
+    the middle two of an even count) and ``percentile_disc(0.9)`` the nearest-rank p90 (the
+    ceil(0.9 n)-th value). SQLite has none: window functions rank each group's values and pick
+    the same ones.
     """
     assert part.value is not None
     base = aggregate_query(part, calendar, grain, scope, membership, dimension)
+    if calendar.dialect == "postgresql":
+        ordered = func.percentile_cont(0.5) if stat == "median" else func.percentile_disc(0.9)
+        statistic: ColumnElement[Any] = type_coerce(ordered.within_group(part.value), Float)
+        return base.with_only_columns(*base.selected_columns[:4], statistic.label("value"))
     # Re-use the grouping expressions of the aggregate, ungrouped, to rank values within groups.
     grouped = base.with_only_columns(*base.selected_columns[:4], part.value.label("v")).group_by(None)
     ranked_source = grouped.subquery("vals")
