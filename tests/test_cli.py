@@ -94,3 +94,26 @@ def test_a_database_from_another_version_is_refused_in_one_line(tmp_path: Path) 
         assert result.returncode == 1, result.stderr
         assert "Traceback" not in result.stderr
         assert "the database schema is at revision f00dfeedbeef, which this version" in result.stderr
+
+
+def test_explain_rejects_a_period_that_is_not_one_in_one_line(tmp_path: Path) -> None:
+    env = {
+        "CRM_PERF_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
+        "CRM_PERF_SYNC_CONFIG": str(REPO / "config/crm-perf-sync.yaml"),
+    }
+    cases = {
+        ("--grain", "month"): "period 'all' is not a date",
+        ("--grain", "month", "--period", "2024-13-01"): "period '2024-13-01' is not a date",
+        (
+            "--grain",
+            "month",
+            "--period",
+            "2024-01-15",
+        ): "2024-01-15 does not start a month: the month containing it starts 2024-01-01",
+        ("--grain", "all", "--part", "numerater"): "part must be numerator, denominator or measure",
+    }
+    for args, message in cases.items():
+        result = cli("explain", "win_rate", *args, env=env)
+        assert result.returncode == 1, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert message in result.stderr, (args, result.stderr)

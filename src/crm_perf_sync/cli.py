@@ -452,8 +452,10 @@ def explain(
         with runtime.session_factory() as session:
             calendar = service.calendar(session)
             membership = kpi_repo.load_membership(session)
-            result = explain_value(
-                session, kpi, ref, calendar, membership, role=role, after=after, limit=limit
+            result = _guard(
+                lambda: explain_value(
+                    session, kpi, ref, calendar, membership, role=role, after=after, limit=limit
+                )
             )
     finally:
         runtime.close()
@@ -549,6 +551,7 @@ def scores(
     from crm_perf_sync.runtime import build_runtime
 
     _check_choice("--format", output, ("table", "csv", "json"))
+    _check_choice("--grain", grain, ("week", "month", "quarter", "year"))
     settings = _settings(config)
     runtime = _guard(lambda: build_runtime(settings))
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -122,7 +123,7 @@ def same(
     return problems
 
 
-def sync_more(factory: sessionmaker[Session], pages: dict[str, list[list[Message]]]) -> None:
+def sync_more(factory: sessionmaker[Session], pages: Mapping[str, Sequence[Sequence[Message]]]) -> None:
     """A second sync of connection ``crm``: the first read one page per stream (page 0)."""
     streams = [StreamSpec(name, name) for name in pages]  # type: ignore[arg-type]
     script = Script(streams=streams, pages={name: [[], *more] for name, more in pages.items()})
@@ -291,3 +292,88 @@ def values_of(
             )
         )
         return {row.period_key: (row.numerator, row.denominator) for row in rows}
+
+
+def test_stage_history_alone_updates_the_funnel(
+    tmp_path: Path, session_factory: sessionmaker[Session]
+) -> None:
+    from crm_perf_sync.connector_sdk import PipelineStageRecord, StageChangeRecord
+
+    stages = [
+        PipelineStageRecord(pipeline="sales", stage=name, sort_order=n)
+        for n, name in enumerate(["P", "Q", "N"])
+    ]
+    deal_in_p = OpportunityRecord(
+        external_id="o1", owner_external_id="ana", stage="P", pipeline="sales", created_at=START
+    )
+    service = load(
+        tmp_path,
+        session_factory,
+        {"owners": OWNERS, "pipeline_stages": stages, "opportunities": [deal_in_p], "stage_changes": []},
+    )
+    service.refresh()
+    # The CRM's history, synced later on its own: the deal was in N once (and moved back).
+    history = [
+        StageChangeRecord(opportunity_external_id="o1", to_stage="N", changed_at=START + timedelta(days=1))
+    ]
+    sync_more(session_factory, {"stage_changes": [history]})
+    assert "stage_funnel" in service.refresh().recomputed
+    with session_scope(session_factory) as session:
+        reached = {
+            row.dimension_value: row.numerator
+            for row in session.scalars(
+                select(KpiValue).where(
+                    KpiValue.kpi_id == "stage_funnel",
+                    KpiValue.grain == "all",
+                    KpiValue.scope == "company",
+                    KpiValue.dimension == "stage",
+                )
+            )
+        }
+    assert reached == {"P": 1, "Q": 1, "N": 1}
+
+
+CONVERSIONS = """kpis:
+  library: none
+  definitions:
+    - id: conversions_per_new_lead
+      name: Conversions per new lead
+      type: ratio
+      unit: ratio
+      numerator: {entity: leads, period: converted_at, filter: [{field: is_converted, op: eq, value: true}]}
+      denominator: {entity: leads, period: created_at}
+"""
+
+
+def test_a_numerator_without_denominator_records_survives_updates(
+    tmp_path: Path, session_factory: sessionmaker[Session]
+) -> None:
+    january = datetime(2024, 1, 10, tzinfo=UTC)
+    february = datetime(2024, 2, 10, tzinfo=UTC)
+    leads = [LeadRecord(external_id=f"l{n}", owner_external_id="ana", created_at=january) for n in range(3)]
+    service = load(tmp_path, session_factory, {"owners": OWNERS, "leads": leads}, CONVERSIONS)
+    service.refresh()
+    converted = [
+        LeadRecord(
+            external_id=f"l{n}",
+            owner_external_id="ana",
+            created_at=january,
+            is_converted=True,
+            converted_at=february,
+        )
+        for n in range(2)
+    ]
+    sync_more(session_factory, {"leads": [converted]})
+    service.refresh()
+    # February: 2 conversions, no lead created yet (no value, but the numerator is kept).
+    assert values_of(session_factory, "conversions_per_new_lead", "month") == {
+        "2024-01-01": (0.0, 3.0),
+        "2024-02-01": (2.0, 0.0),
+    }
+    new_lead = LeadRecord(external_id="l9", owner_external_id="ana", created_at=february)
+    sync_more(session_factory, {"leads": [[], [new_lead]]})
+    service.refresh()
+    incremental = values_of(session_factory, "conversions_per_new_lead", "month")
+    service.refresh(full=True)
+    assert incremental == values_of(session_factory, "conversions_per_new_lead", "month")
+    assert incremental["2024-02-01"] == (2.0, 1.0)

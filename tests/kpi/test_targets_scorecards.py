@@ -272,3 +272,15 @@ def test_scorecard_configuration_is_validated(tmp_path: Path) -> None:
     assert "config.yaml:11: kpis.scorecards[1].components[0].normalise: " in text
     assert "sales_cycle_days_mean is better lower: goal must be below floor" in text
     assert "config.yaml:12: kpis.scorecards[1].components[1].kpi: unknown KPI 'no_such_kpi'" in text
+
+
+def test_an_amount_target_needs_its_currency(tmp_path: Path) -> None:
+    from crm_perf_sync.config import ConfigIssues, load_config
+    from crm_perf_sync.connectors.registry import ConnectorRegistry
+
+    path = tmp_path / "config.yaml"
+    path.write_text("kpis:\n  targets:\n    - {kpi: won_revenue, period: 2026, value: 1000}\n")
+    with pytest.raises(ConfigIssues) as caught:
+        load_config(path, ConnectorRegistry(connectors={}), {})
+    assert "config.yaml:3: kpis.targets[0]" in str(caught.value)
+    assert "won_revenue is an amount: give the target's currency" in str(caught.value)

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, literal, select, tuple_
+from sqlalchemy import Connection, and_, func, literal, or_, select, tuple_
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from crm_perf_sync.errors import InvalidInput
 from crm_perf_sync.kpi import periods
 from crm_perf_sync.kpi.compiler import (
     TABLES,
@@ -150,6 +151,32 @@ def _period_index(grain: Grain, period_key: str, fiscal_start_month: int) -> int
     return periods.local_period_index(date.fromisoformat(period_key), "UTC", grain, fiscal_start_month)
 
 
+def check_ref(ref: ValueRef, fiscal_start_month: int, role: str | None = None) -> None:
+    """Raise :class:`InvalidInput` naming what is wrong with a value reference."""
+    if ref.grain == "all":
+        if ref.period_key != "all":
+            raise InvalidInput(f"the all-time grain has one period, 'all' (got {ref.period_key!r})")
+    else:
+        try:
+            start = date.fromisoformat(ref.period_key)
+        except ValueError:
+            raise InvalidInput(
+                f"period {ref.period_key!r} is not a date: give the first day of the {ref.grain}, "
+                "e.g. 2024-01-01"
+            ) from None
+        first, _ = periods.period_bounds(
+            _period_index(ref.grain, ref.period_key, fiscal_start_month), ref.grain
+        )
+        if first != start:
+            raise InvalidInput(
+                f"{start} does not start a {ref.grain}: the {ref.grain} containing it starts {first}"
+            )
+    if (ref.scope == "company") != (ref.scope_id == "company"):
+        raise InvalidInput("the scope id is 'company' exactly for the company scope")
+    if role is not None and role not in ("numerator", "denominator", "measure"):
+        raise InvalidInput(f"part must be numerator, denominator or measure, got {role!r}")
+
+
 def _scope_condition(part: Part, ref: ValueRef, membership: Membership) -> ColumnElement[bool] | None:
     table = TABLES[part.measure.entity]
     if ref.scope == "company":
@@ -171,8 +198,9 @@ def _dimension_condition(part: Part, ref: ValueRef, membership: Membership) -> C
     if ref.dimension == REGION_DIMENSION:
         reps = [(c, o) for region, c, o in membership.regions if region == ref.dimension_value]
         if ref.dimension_value == "":
+            # No region: reps outside every region, and records without an owner.
             everyone = [(c, o) for _, c, o in membership.regions]
-            return rep.not_in(everyone) if everyone else None
+            return or_(table.c.owner_external_id.is_(None), rep.not_in(everyone)) if everyone else None
         return rep.in_(reps) if reps else literal(False)
     expr = dimension_expr(part.measure.entity, ref.dimension)
     return expr == ref.dimension_value
@@ -230,6 +258,7 @@ def explain(
     limit: int = 50,
 ) -> Explanation:
     """Explain one stored value; ``role`` limits the records to one side (numerator, ...)."""
+    check_ref(ref, calendar.fiscal_start_month, role)
     limit = max(1, min(limit, MAX_PAGE))
     stored = conn.execute(
         select(KpiValue.__table__).where(

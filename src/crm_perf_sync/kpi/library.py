@@ -70,6 +70,10 @@ def reference_issues(section: KpiSection, catalog: dict[str, Kpi]) -> list[tuple
         target_kpi = catalog.get(target.kpi)
         if target_kpi is None:
             issues.append((("kpis", "targets", i, "kpi"), f"unknown KPI {target.kpi!r} (known: {known})"))
+        elif target_kpi.unit == "currency" and not target.currency:
+            issues.append(
+                (("kpis", "targets", i, "currency"), f"{target.kpi} is an amount: give the target's currency")
+            )
         elif isinstance(target_kpi, RatioKpi | DerivedKpi) and target.seasonality is not None:
             issues.append(
                 (("kpis", "targets", i, "seasonality"), "a rate cannot be split by seasonal weights")

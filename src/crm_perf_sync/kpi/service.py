@@ -494,7 +494,9 @@ class KpiService:
                 env: dict[str, float | None] = {}
                 samples: list[int] = []
                 for name in names:
-                    stored = inputs[name].get((*cell, currency)) or inputs[name].get((*cell, ""))
+                    stored = inputs[name].get((*cell, currency))
+                    if stored is None and self.kpis[name].unit != "currency":
+                        stored = inputs[name].get((*cell, ""))  # a count or rate has no currency
                     if stored is None:
                         env[name] = 0.0 if name in additive else None
                     else:
@@ -623,7 +625,7 @@ class KpiService:
                         continue
                     if not row["dimension"]:
                         self._apply_targets(kpi, [row], target_values, add_missing=False)
-                    if row["sample_count"] == 0 and row["target"] is None:
+                    if row["sample_count"] == 0 and row["target"] is None and not isinstance(kpi, RatioKpi):
                         continue  # no record left (a total with a target stays, at 0)
                     row["definition_hash"] = digest
                     row["computed_at"] = computed_at

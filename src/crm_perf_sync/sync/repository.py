@@ -453,7 +453,12 @@ def record_prior_versions(
     session.execute(insert(prior).from_select(["record_id", *names], chosen))
 
 
+#: Entities whose changes the KPIs read record by record (owners and teams change the context instead).
+LOGGED_ENTITIES = frozenset({"leads", "opportunities", "stage_changes", "pipeline_stages"})
+
+
 def record_change_batch(session: Session, entity: Entity, connection_id: str, now: datetime) -> None:
-    """Log that this transaction wrote ``entity`` rows of the connection stamped ``synced_at=now``."""
-    if entity in PRIOR_TABLES:
+    """Log that this transaction wrote ``entity`` rows of the connection stamped ``synced_at=now``
+    (``recorded_at`` for stage history)."""
+    if entity in LOGGED_ENTITIES:
         session.execute(insert(ChangeBatch).values(entity=entity, connection_id=connection_id, synced_at=now))
