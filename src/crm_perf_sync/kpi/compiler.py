@@ -342,73 +342,101 @@ def grouped_query(part: Part, calendar: Calendar, dimension: str | None = None) 
     )
 
 
-def funnel_grouped_query(kpi: FunnelKpi, part: Part, calendar: Calendar) -> Select[Any]:
-    """Like :func:`grouped_query`, per stage reached: ``(..., pipeline, stage, sort_order, total)``.
+def funnel_steps(kpi: FunnelKpi) -> Any:
+    """The funnel's steps: every pipeline's open and won stages (lost stages are not steps)."""
+    steps = PipelineStage.__table__
+    where = [steps.c.is_deleted.is_(False), or_(steps.c.is_closed.is_(False), steps.c.is_won.is_(True))]
+    if kpi.pipeline is not None:
+        where.append(steps.c.pipeline == kpi.pipeline)
+    return (
+        select(steps.c.connection_id, steps.c.pipeline, steps.c.stage, steps.c.sort_order)
+        .where(*where)
+        .subquery("funnel_steps")
+    )
 
-    A deal reached every open or won stage up to the furthest one it was ever in (current stage or
-    stage history), so skipped stages count as passed.
+
+def funnel_steps_query(kpi: FunnelKpi) -> Select[Any]:
+    """``(connection_id, pipeline, stage, sort_order)`` of every step, in order."""
+    steps = funnel_steps(kpi)
+    return select(steps).order_by(steps.c.connection_id, steps.c.pipeline, steps.c.sort_order)
+
+
+def funnel_grouped_query(kpi: FunnelKpi, part: Part, calendar: Calendar) -> Select[Any]:
+    """Deals per furthest step: ``(week, month, connection_id, owner, pipeline, max_order, total)``.
+
+    A deal's furthest step is the furthest open or won stage it was ever in (its current stage or
+    any stage of its history); it has reached every step up to it, so skipped stages count as
+    passed. The caller spreads each group over the steps it reached (see :func:`funnel_steps_query`),
+    which keeps this one row per group instead of one per deal and step.
     """
     opp = Opportunity.__table__
-    steps = PipelineStage.__table__.alias("steps")
-    step_where = [steps.c.is_deleted.is_(False), or_(steps.c.is_closed.is_(False), steps.c.is_won.is_(True))]
-    if kpi.pipeline is not None:
-        step_where.append(steps.c.pipeline == kpi.pipeline)
-    funnel_steps = select(steps).where(*step_where).subquery("funnel_steps")
-
-    def reached_via(stage_of_deal: ColumnElement[Any], source: Any) -> Select[Any]:
-        return (
-            select(opp.c.id.label("deal_id"), funnel_steps.c.sort_order.label("sort_order"))
-            .select_from(source)
-            .join(
-                funnel_steps,
+    steps = funnel_steps(kpi)
+    current = (
+        select(opp.c.id.label("deal_id"), steps.c.pipeline, steps.c.sort_order)
+        .select_from(
+            opp.join(
+                steps,
                 and_(
-                    funnel_steps.c.connection_id == opp.c.connection_id,
-                    funnel_steps.c.stage == stage_of_deal,
-                    funnel_steps.c.pipeline == func.coalesce(opp.c.pipeline, funnel_steps.c.pipeline),
+                    steps.c.connection_id == opp.c.connection_id,
+                    steps.c.stage == opp.c.stage,
+                    steps.c.pipeline == func.coalesce(opp.c.pipeline, steps.c.pipeline),
                 ),
             )
-            .where(*part.where)
         )
-
-    history = StageChange.__table__
-    with_history = opp.join(
-        history,
-        and_(
-            history.c.connection_id == opp.c.connection_id,
-            history.c.opportunity_external_id == opp.c.external_id,
-        ),
+        .where(*part.where)
     )
-    visited = union_all(
-        reached_via(opp.c.stage, opp), reached_via(history.c.to_stage, with_history)
-    ).subquery("visited")
+    history = StageChange.__table__
+    # The history's furthest step per deal and pipeline first: one row per deal to join, not one
+    # per stage change.
+    history_furthest = (
+        select(
+            history.c.connection_id,
+            history.c.opportunity_external_id,
+            steps.c.pipeline,
+            func.max(steps.c.sort_order).label("sort_order"),
+        )
+        .select_from(
+            history.join(
+                steps,
+                and_(steps.c.connection_id == history.c.connection_id, steps.c.stage == history.c.to_stage),
+            )
+        )
+        .group_by(history.c.connection_id, history.c.opportunity_external_id, steps.c.pipeline)
+        .subquery("history_furthest")
+    )
+    from_history = (
+        select(opp.c.id.label("deal_id"), history_furthest.c.pipeline, history_furthest.c.sort_order)
+        .select_from(
+            history_furthest.join(
+                opp,
+                and_(
+                    opp.c.connection_id == history_furthest.c.connection_id,
+                    opp.c.external_id == history_furthest.c.opportunity_external_id,
+                ),
+            )
+        )
+        .where(
+            *part.where,
+            history_furthest.c.pipeline == func.coalesce(opp.c.pipeline, history_furthest.c.pipeline),
+        )
+    )
+    visited = union_all(current, from_history).subquery("visited")
     furthest = (
-        select(visited.c.deal_id, func.max(visited.c.sort_order).label("max_order"))
-        .group_by(visited.c.deal_id)
+        select(visited.c.deal_id, visited.c.pipeline, func.max(visited.c.sort_order).label("max_order"))
+        .group_by(visited.c.deal_id, visited.c.pipeline)
         .subquery("furthest")
     )
-    reached = funnel_steps.alias("reached")
-    week = period_expr(part.measure, calendar, "week")
-    month = period_expr(part.measure, calendar, "month")
     keys = [
-        week.label("week"),
-        month.label("month"),
+        period_expr(part.measure, calendar, "week").label("week"),
+        period_expr(part.measure, calendar, "month").label("month"),
         opp.c.connection_id.label("connection_id"),
         opp.c.owner_external_id.label("owner"),
-        reached.c.pipeline.label("pipeline"),
-        reached.c.stage.label("stage"),
-        reached.c.sort_order.label("sort_order"),
+        furthest.c.pipeline.label("pipeline"),
+        furthest.c.max_order.label("max_order"),
     ]
-    source = opp.join(furthest, furthest.c.deal_id == opp.c.id).join(
-        reached,
-        and_(
-            reached.c.connection_id == opp.c.connection_id,
-            reached.c.pipeline == func.coalesce(opp.c.pipeline, reached.c.pipeline),
-            reached.c.sort_order <= furthest.c.max_order,
-        ),
-    )
     return (
         select(*keys, func.count().label("total"))
-        .select_from(source)
+        .select_from(opp.join(furthest, furthest.c.deal_id == opp.c.id))
         .where(*part.where)
         .group_by(*(key.element for key in keys))
     )

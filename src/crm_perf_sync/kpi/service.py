@@ -33,6 +33,7 @@ from crm_perf_sync.kpi.compiler import (
     Part,
     Scope,
     funnel_grouped_query,
+    funnel_steps_query,
     grouped_query,
     part_for,
     percentile_query,
@@ -421,20 +422,19 @@ class KpiService:
     ) -> dict[tuple[Grain, Scope], list[tuple[str, dict[Key, Computed]]]]:
         """Per stage: reached(stage) / reached(previous stage); the total: last / first stage."""
         part = part_for(kpi.measure, calendar, by_currency=False)
+        pipeline_steps: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
+        for step in conn.execute(funnel_steps_query(kpi)):
+            pipeline_steps[(step.connection_id, step.pipeline)].append(
+                (int(step.sort_order), str(step.stage))
+            )
         rows = conn.execute(funnel_grouped_query(kpi, part, calendar))
         rollup = Rollup(grains, calendar.fiscal_start_month, membership)
+        # Each group of deals reached every step up to its furthest one.
         rolled = rollup(
-            (
-                r.week,
-                r.month,
-                r.connection_id,
-                r.owner,
-                "",
-                (r.pipeline, int(r.sort_order), r.stage),
-                r.total,
-                r.total,
-            )
+            (r.week, r.month, r.connection_id, r.owner, "", (r.pipeline, order, stage), r.total, r.total)
             for r in rows
+            for order, stage in pipeline_steps[(r.connection_id, r.pipeline)]
+            if order <= r.max_order
         )
         pipelines = {step[0] for cells in rolled.values() for (_, _, _, step) in cells}
         several = len(pipelines) > 1
