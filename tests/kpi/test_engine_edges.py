@@ -5,67 +5,16 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from crm_perf_sync.config import load_config
-from crm_perf_sync.connector_sdk import LeadRecord, OpportunityRecord, OwnerRecord, StreamSpec, TeamRecord
-from crm_perf_sync.connectors.registry import ConnectorRegistry
+from crm_perf_sync.connector_sdk import LeadRecord, OwnerRecord, TeamRecord
 from crm_perf_sync.db import session_scope
 from crm_perf_sync.kpi import periods
-from crm_perf_sync.kpi.service import KpiService
-from crm_perf_sync.leases import new_holder_id
 from crm_perf_sync.models import KpiValue
-from crm_perf_sync.sync import repository as sync_repo
-from crm_perf_sync.sync.service import SyncEngine, SyncOptions
-from tests.sync.scripted import Script, ScriptedConnector, scripted
-
-T = datetime(2024, 1, 10, 12, 0, tzinfo=UTC)
-
-
-def opp(n: int, owner: str | None, **kw: Any) -> OpportunityRecord:
-    values: dict[str, Any] = {
-        "external_id": f"o{n}",
-        "owner_external_id": owner,
-        "amount": Decimal("100.00"),
-        "currency": "USD",
-        "created_at": T - timedelta(days=10),
-    }
-    values.update(kw)
-    return OpportunityRecord(**values)
-
-
-def closed(n: int, owner: str | None, won: bool, at: datetime, **kw: Any) -> OpportunityRecord:
-    return opp(n, owner, is_closed=True, is_won=won, closed_at=at, close_date=at.date(), **kw)
-
-
-def load(
-    tmp_path: Path, factory: sessionmaker[Session], pages: dict[str, list[Any]], config: str = ""
-) -> KpiService:
-    path = tmp_path / "config.yaml"
-    path.write_text("connections:\n  - {id: crm, kind: scripted}\n" + config)
-    loaded = load_config(path, ConnectorRegistry(connectors={"scripted": ScriptedConnector}), {})
-    with session_scope(factory) as session:
-        sync_repo.sync_connections(session, loaded.app, T)
-    streams = [
-        StreamSpec("teams", "teams"),
-        StreamSpec("owners", "owners"),
-        StreamSpec("leads", "leads"),
-        StreamSpec("opportunities", "opportunities"),
-    ]
-    script = Script(streams=streams, pages={name: [records] for name, records in pages.items()})
-    engine = SyncEngine(
-        session_factory=factory,
-        connector=scripted(script),
-        connection_id="crm",
-        options=SyncOptions(),
-        holder=new_holder_id(),
-    )
-    assert engine.run(trigger="manual", full_refresh=False).status == "succeeded"
-    return KpiService(factory, loaded)
+from tests.kpi.store import T, closed, load, opp
 
 
 def rows(

@@ -231,19 +231,7 @@ def aggregate_query(
     )
     total: ColumnElement[Any] = func.count() if part.value is None else exact_sum(part.value)
     source: Any = table
-    if part.changes is not None:
-        pending = and_(
-            PENDING.c.p_entity == part.measure.entity,
-            PENDING.c.p_connection_id == table.c.connection_id,
-            PENDING.c.p_synced_at == table.c.synced_at,
-        )
-        if part.changes == "new":
-            source = source.join(PENDING, pending)
-        else:
-            # A prior version stamped by a pending batch was written after the values were
-            # computed (and replaced again since): it was never counted.
-            source = source.outerjoin(PENDING, pending)
-            where.append(PENDING.c.p_connection_id.is_(None))
+    assert part.changes is None, "the change log is read by grouped_query"
     if scope == "company":
         scope_id: ColumnElement[Any] = literal("company", String)
     elif scope == "owner":
@@ -318,6 +306,8 @@ def grouped_query(part: Part, calendar: Calendar, dimension: str | None = None) 
         if part.changes == "new":
             source = source.join(PENDING, pending)
         else:
+            # A prior version stamped by a pending batch was written after the values were
+            # computed (and replaced again since): it was never counted.
             source = source.outerjoin(PENDING, pending)
             where.append(PENDING.c.p_connection_id.is_(None))
     if dimension is None:
