@@ -6,12 +6,15 @@ the sum of the measured value and the number of records. Nothing here loops over
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import (
+    Column,
     Float,
     Integer,
+    MetaData,
     String,
     Table,
     and_,
@@ -39,7 +42,7 @@ from crm_perf_sync.kpi.schemas import (
     Measure,
     dimension_column,
 )
-from crm_perf_sync.models import Lead, Opportunity, PipelineStage, StageChange
+from crm_perf_sync.models import KpiSample, Lead, Opportunity, PipelineStage, StageChange
 
 Scope = Literal["company", "team", "owner"]
 SCOPES: tuple[Scope, ...] = ("company", "team", "owner")
@@ -205,71 +208,6 @@ def region_join(table: Table) -> tuple[Any, ColumnElement[bool]]:
     )
 
 
-def aggregate_query(
-    part: Part,
-    calendar: Calendar,
-    grain: Grain,
-    scope: Scope,
-    membership: Membership | None,
-    dimension: str | None = None,
-) -> Select[Any]:
-    """``(period, scope_id, currency, dim, total, records)`` per group, for one part.
-
-    ``period`` is the period index (-1 for ``all``), ``dim`` the breakdown value ('' without one).
-    """
-    table = part.table
-    where = list(part.where)
-    if grain == "all":
-        period: ColumnElement[Any] = literal(-1, Integer)
-    else:
-        where.append(table.c[part.measure.period].is_not(None))
-        period = period_expr(part.measure, calendar, grain, table)
-    currency: ColumnElement[Any] = (
-        func.coalesce(table.c.currency, "")
-        if part.by_currency and "currency" in table.c
-        else literal("", String)
-    )
-    total: ColumnElement[Any] = func.count() if part.value is None else exact_sum(part.value)
-    source: Any = table
-    assert part.changes is None, "the change log is read by grouped_query"
-    if scope == "company":
-        scope_id: ColumnElement[Any] = literal("company", String)
-    elif scope == "owner":
-        scope_id = table.c.connection_id + ":" + table.c.owner_external_id
-        where.append(table.c.owner_external_id.is_not(None))
-    else:
-        assert membership is not None
-        members = MEMBERSHIP
-        source = source.join(
-            members,
-            and_(
-                members.c.m_connection_id == table.c.connection_id,
-                members.c.m_owner_external_id == table.c.owner_external_id,
-            ),
-        )
-        scope_id = members.c.team_key
-    if dimension is None:
-        dim: ColumnElement[Any] = literal("", String)
-    else:
-        if dimension == REGION_DIMENSION:
-            source = source.outerjoin(*region_join(table))
-        dim = dimension_expr(part.measure.entity, dimension, table)
-    stmt = (
-        select(
-            period.label("period"),
-            scope_id.label("scope_id"),
-            currency.label("currency"),
-            dim.label("dim"),
-            total.label("total"),
-            func.count().label("records"),
-        )
-        .select_from(source)
-        .where(*where)
-        .group_by(period, scope_id, currency, dim)
-    )
-    return stmt
-
-
 def exact_sum(value: ColumnElement[Any]) -> ColumnElement[Any]:
     """SUM read back as a plain number: through the Money type it would be rounded to cents per
     group, and a sum of amount x probability (fractions of a cent) would drift as groups add up."""
@@ -277,15 +215,10 @@ def exact_sum(value: ColumnElement[Any]) -> ColumnElement[Any]:
     return total
 
 
-def grouped_query(part: Part, calendar: Calendar, dimension: str | None = None) -> Select[Any]:
-    """One pass over a part's records: ``(week, month, connection_id, owner, currency, dim, total,
-    records)`` per group, the finest grain every other one rolls up from.
-
-    ``week`` and ``month`` are period indexes of the record's period field (null when it is not
-    set: the record then counts in ``all`` only). Quarters and years are unions of months, teams
-    and the company unions of reps (and of records without an owner, for the company), so the
-    caller adds these groups up instead of scanning the table once per grain and scope.
-    """
+def _keyed(
+    part: Part, calendar: Calendar, dimension: str | None
+) -> tuple[list[ColumnElement[Any]], Any, list[ColumnElement[bool]]]:
+    """The finest group keys of a part's records, the FROM clause and the WHERE conditions."""
     table = part.table
     week = period_expr(part.measure, calendar, "week", table)
     month = period_expr(part.measure, calendar, "month", table)
@@ -294,7 +227,6 @@ def grouped_query(part: Part, calendar: Calendar, dimension: str | None = None) 
         if part.by_currency and "currency" in table.c
         else literal("", String)
     )
-    total: ColumnElement[Any] = func.count() if part.value is None else exact_sum(part.value)
     source: Any = table
     where = list(part.where)
     if part.changes is not None:
@@ -316,7 +248,7 @@ def grouped_query(part: Part, calendar: Calendar, dimension: str | None = None) 
         if dimension == REGION_DIMENSION:
             source = source.outerjoin(*region_join(table))
         dim = dimension_expr(part.measure.entity, dimension, table)
-    keys = [
+    keys: list[ColumnElement[Any]] = [
         week.label("week"),
         month.label("month"),
         table.c.connection_id.label("connection_id"),
@@ -324,6 +256,20 @@ def grouped_query(part: Part, calendar: Calendar, dimension: str | None = None) 
         currency.label("currency"),
         dim.label("dim"),
     ]
+    return keys, source, where
+
+
+def grouped_query(part: Part, calendar: Calendar, dimension: str | None = None) -> Select[Any]:
+    """One pass over a part's records: ``(week, month, connection_id, owner, currency, dim, total,
+    records)`` per group, the finest grain every other one rolls up from.
+
+    ``week`` and ``month`` are period indexes of the record's period field (null when it is not
+    set: the record then counts in ``all`` only). Quarters and years are unions of months, teams
+    and the company unions of reps (and of records without an owner, for the company), so the
+    caller adds these groups up instead of scanning the table once per grain and scope.
+    """
+    keys, source, where = _keyed(part, calendar, dimension)
+    total: ColumnElement[Any] = func.count() if part.value is None else exact_sum(part.value)
     return (
         select(*keys, total.label("total"), func.count().label("records"))
         .select_from(source)
@@ -351,20 +297,67 @@ def funnel_steps_query(kpi: FunnelKpi) -> Select[Any]:
     return select(steps).order_by(steps.c.connection_id, steps.c.pipeline, steps.c.sort_order)
 
 
-def funnel_grouped_query(kpi: FunnelKpi, part: Part, calendar: Calendar) -> Select[Any]:
+def _mirror(source: Table, name: str) -> Table:
+    """A temporary table with ``source``'s columns (not part of the schema: no metadata shared)."""
+    return Table(name, MetaData(), *(Column(c.name, c.type) for c in source.columns))
+
+
+#: The touched deals of an incremental funnel update (every deal with a new version, an old
+#: version or new stage history in the change log): their rows and their whole stage history,
+#: copied once per refresh, so its funnel queries read these few rows instead of the tables.
+FUNNEL_OPPORTUNITY = _mirror(Opportunity.__table__, "kpi_funnel_opportunity")  # type: ignore[arg-type]
+FUNNEL_HISTORY = _mirror(StageChange.__table__, "kpi_funnel_history")  # type: ignore[arg-type]
+
+#: Which deals and which history a funnel query counts:
+#: ``all``: every deal, every stage change (a whole recompute);
+#: ``changed``: the touched deals as they are now, with their whole history;
+#: ``prior``: those deals' old versions from the change log that the stored values counted, with
+#: the history the stored values saw (none of the pending batches' stage changes);
+#: ``unchanged``: those deals whose row no pending batch rewrote (only their history is new), as
+#: the stored values saw them.
+#: ``changed`` minus ``prior`` and ``unchanged`` is what the change log did to the funnel.
+FunnelDeals = Literal["all", "changed", "prior", "unchanged"]
+
+
+def _written_by_pending(connection_id: ColumnElement[Any], stamp: ColumnElement[Any]) -> ColumnElement[bool]:
+    """SQL: a row stamped ``stamp`` was written by one of the pending batches of its connection."""
+    return (
+        select(literal(1))
+        .select_from(PENDING)
+        .where(PENDING.c.p_connection_id == connection_id, PENDING.c.p_synced_at == stamp)
+        .exists()
+    )
+
+
+def funnel_grouped_query(
+    kpi: FunnelKpi, part: Part, calendar: Calendar, deals: FunnelDeals = "all"
+) -> Select[Any]:
     """Deals per furthest step: ``(week, month, connection_id, owner, pipeline, max_order, total)``.
 
     A deal's furthest step is the furthest open or won stage it was ever in (its current stage or
     any stage of its history); it has reached every step up to it, so skipped stages count as
     passed. The caller spreads each group over the steps it reached (see :func:`funnel_steps_query`),
-    which keeps this one row per group instead of one per deal and step.
+    which keeps this one row per group instead of one per deal and step. ``part.table`` is the
+    opportunity table for ``all``, its prior copy for ``prior`` and :data:`FUNNEL_OPPORTUNITY`
+    otherwise; see :data:`FunnelDeals`.
     """
-    opp = Opportunity.__table__
+    opp = part.table
+    # A prior copy's own key: one deal may have several (only one of them counted).
+    deal_key = opp.c.change_id if "change_id" in opp.c else opp.c.id
     steps = funnel_steps(kpi)
+    deal_where = list(part.where)
+    history: Table = StageChange.__table__ if deals == "all" else FUNNEL_HISTORY  # type: ignore[assignment]
+    history_where: list[ColumnElement[bool]] = []
+    source: Any = opp
+    history_source: Any = history
+    if deals in ("prior", "unchanged"):
+        # A version stamped by a pending batch was written after the stored values were computed.
+        deal_where.append(~_written_by_pending(opp.c.connection_id, opp.c.synced_at))
+        history_where.append(~_written_by_pending(history.c.connection_id, history.c.recorded_at))
     current = (
-        select(opp.c.id.label("deal_id"), steps.c.pipeline, steps.c.sort_order)
+        select(deal_key.label("deal_id"), steps.c.pipeline, steps.c.sort_order)
         .select_from(
-            opp.join(
+            source.join(
                 steps,
                 and_(
                     steps.c.connection_id == opp.c.connection_id,
@@ -373,9 +366,8 @@ def funnel_grouped_query(kpi: FunnelKpi, part: Part, calendar: Calendar) -> Sele
                 ),
             )
         )
-        .where(*part.where)
+        .where(*deal_where)
     )
-    history = StageChange.__table__
     # The history's furthest step per deal and pipeline first: one row per deal to join, not one
     # per stage change.
     history_furthest = (
@@ -386,16 +378,17 @@ def funnel_grouped_query(kpi: FunnelKpi, part: Part, calendar: Calendar) -> Sele
             func.max(steps.c.sort_order).label("sort_order"),
         )
         .select_from(
-            history.join(
+            history_source.join(
                 steps,
                 and_(steps.c.connection_id == history.c.connection_id, steps.c.stage == history.c.to_stage),
             )
         )
+        .where(*history_where)
         .group_by(history.c.connection_id, history.c.opportunity_external_id, steps.c.pipeline)
         .subquery("history_furthest")
     )
     from_history = (
-        select(opp.c.id.label("deal_id"), history_furthest.c.pipeline, history_furthest.c.sort_order)
+        select(deal_key.label("deal_id"), history_furthest.c.pipeline, history_furthest.c.sort_order)
         .select_from(
             history_furthest.join(
                 opp,
@@ -406,7 +399,7 @@ def funnel_grouped_query(kpi: FunnelKpi, part: Part, calendar: Calendar) -> Sele
             )
         )
         .where(
-            *part.where,
+            *deal_where,
             history_furthest.c.pipeline == func.coalesce(opp.c.pipeline, history_furthest.c.pipeline),
         )
     )
@@ -417,8 +410,8 @@ def funnel_grouped_query(kpi: FunnelKpi, part: Part, calendar: Calendar) -> Sele
         .subquery("furthest")
     )
     keys = [
-        period_expr(part.measure, calendar, "week").label("week"),
-        period_expr(part.measure, calendar, "month").label("month"),
+        period_expr(part.measure, calendar, "week", opp).label("week"),
+        period_expr(part.measure, calendar, "month", opp).label("month"),
         opp.c.connection_id.label("connection_id"),
         opp.c.owner_external_id.label("owner"),
         furthest.c.pipeline.label("pipeline"),
@@ -426,43 +419,150 @@ def funnel_grouped_query(kpi: FunnelKpi, part: Part, calendar: Calendar) -> Sele
     ]
     return (
         select(*keys, func.count().label("total"))
-        .select_from(opp.join(furthest, furthest.c.deal_id == opp.c.id))
+        .select_from(opp.join(furthest, furthest.c.deal_id == deal_key))
         .where(*part.where)
         .group_by(*(key.element for key in keys))
     )
 
 
+#: The ranked values of median and percentile KPIs (see :class:`KpiSample`).
+SAMPLE: Table = KpiSample.__table__  # type: ignore[assignment]
+
+
+def sample_query(part: Part, calendar: Calendar, kpi_id: str, dimension: str | None = None) -> Select[Any]:
+    """Every record of ``part`` with its value, as :data:`SAMPLE` rows of ``kpi_id`` (to fill it).
+
+    With ``part.changes == "new"``: only the records the pending batches wrote.
+    """
+    assert part.value is not None
+    assert part.changes != "old"
+    keys, source, where = _keyed(part, calendar, dimension)
+    week, month, connection_id, owner, currency, dim = keys
+    table = part.table
+    return (
+        select(
+            literal(kpi_id, String).label("kpi_id"),
+            literal(dimension or "", String).label("dimension"),
+            connection_id,
+            table.c.external_id.label("external_id"),
+            week,
+            month,
+            owner.label("owner_external_id"),
+            currency,
+            dim.label("dimension_value"),
+            part.value.label("value"),
+        )
+        .select_from(source)
+        .where(*where)
+    )
+
+
+SAMPLE_COLUMNS = (
+    "kpi_id",
+    "dimension",
+    "connection_id",
+    "external_id",
+    "week",
+    "month",
+    "owner_external_id",
+    "currency",
+    "dimension_value",
+    "value",
+)
+
+
+def sample_totals_query(kpi_id: str, dimension: str | None) -> Select[Any]:
+    """A KPI's samples grouped like :func:`grouped_query`: the values' sum and count per group."""
+    sample = SAMPLE
+    keys = [
+        sample.c.week,
+        sample.c.month,
+        sample.c.connection_id,
+        sample.c.owner_external_id.label("owner"),
+        sample.c.currency,
+        sample.c.dimension_value.label("dim"),
+    ]
+    return (
+        select(*keys, exact_sum(sample.c.value).label("total"), func.count().label("records"))
+        .where(sample.c.kpi_id == kpi_id, sample.c.dimension == (dimension or ""))
+        .group_by(
+            sample.c.week,
+            sample.c.month,
+            sample.c.connection_id,
+            sample.c.owner_external_id,
+            sample.c.currency,
+            sample.c.dimension_value,
+        )
+    )
+
+
+def sample_period(grain: Grain, fiscal_start_month: int) -> ColumnElement[Any]:
+    """SQL: the ``grain`` period index of a :data:`SAMPLE` row (-1 for ``all``)."""
+    if grain == "all":
+        return literal(-1, Integer)
+    if grain == "week":
+        week: ColumnElement[Any] = SAMPLE.c.week
+        return week
+    return periods.bucket(SAMPLE.c.month, grain, fiscal_start_month)
+
+
 def percentile_query(
-    part: Part,
     calendar: Calendar,
+    kpi_id: str,
+    dimension: str | None,
     grain: Grain,
     scope: Scope,
-    membership: Membership | None,
     stat: Literal["median", "p90"],
-    dimension: str | None = None,
+    only_periods: Sequence[int] | None = None,
 ) -> Select[Any]:
-    """``(period, scope_id, currency, dim, value)``: the median or nearest-rank p90 per group.
+    """``(period, scope_id, currency, dim, value)``: the median or nearest-rank p90 per group of
+    a KPI's :data:`SAMPLE` rows (``only_periods``: of these periods of ``grain`` only).
 
     PostgreSQL has ordered-set aggregates: ``percentile_cont(0.5)`` is the median (the mean of
     the middle two of an even count) and ``percentile_disc(0.9)`` the nearest-rank p90 (the
     ceil(0.9 n)-th value). SQLite has none: window functions rank each group's values and pick
     the same ones.
     """
-    assert part.value is not None
-    base = aggregate_query(part, calendar, grain, scope, membership, dimension)
+    sample = SAMPLE
+    period = sample_period(grain, calendar.fiscal_start_month)
+    where: list[ColumnElement[bool]] = [sample.c.kpi_id == kpi_id, sample.c.dimension == (dimension or "")]
+    if grain != "all":
+        where.append(sample.c.month.is_not(None))  # no period date: counted in "all" only
+        if only_periods is not None:
+            where.append(period.in_(list(only_periods)))
+    source: Any = sample
+    if scope == "company":
+        scope_id: ColumnElement[Any] = literal("company", String)
+    elif scope == "owner":
+        scope_id = sample.c.connection_id + ":" + sample.c.owner_external_id
+        where.append(sample.c.owner_external_id.is_not(None))
+    else:
+        source = sample.join(
+            MEMBERSHIP,
+            and_(
+                MEMBERSHIP.c.m_connection_id == sample.c.connection_id,
+                MEMBERSHIP.c.m_owner_external_id == sample.c.owner_external_id,
+            ),
+        )
+        scope_id = MEMBERSHIP.c.team_key
+    currency, dim = sample.c.currency.label("currency"), sample.c.dimension_value.label("dim")
+    keys = [period.label("period"), scope_id.label("scope_id"), currency, dim]
     if calendar.dialect == "postgresql":
         ordered = func.percentile_cont(0.5) if stat == "median" else func.percentile_disc(0.9)
-        statistic: ColumnElement[Any] = type_coerce(ordered.within_group(part.value), Float)
-        return base.with_only_columns(*base.selected_columns[:4], statistic.label("value"))
-    # Re-use the grouping expressions of the aggregate, ungrouped, to rank values within groups.
-    grouped = base.with_only_columns(*base.selected_columns[:4], part.value.label("v")).group_by(None)
-    ranked_source = grouped.subquery("vals")
-    keys = [ranked_source.c.period, ranked_source.c.scope_id, ranked_source.c.currency, ranked_source.c.dim]
+        statistic: ColumnElement[Any] = type_coerce(ordered.within_group(sample.c.value), Float)
+        return (
+            select(*keys, statistic.label("value"))
+            .select_from(source)
+            .where(*where)
+            .group_by(period, scope_id, sample.c.currency, sample.c.dimension_value)
+        )
+    values = select(*keys, sample.c.value.label("v")).select_from(source).where(*where).subquery("vals")
+    partition = [values.c.period, values.c.scope_id, values.c.currency, values.c.dim]
     ranked = select(
-        *keys,
-        ranked_source.c.v,
-        func.row_number().over(partition_by=keys, order_by=ranked_source.c.v).label("rn"),
-        func.count().over(partition_by=keys).label("n"),
+        *partition,
+        values.c.v,
+        func.row_number().over(partition_by=partition, order_by=values.c.v).label("rn"),
+        func.count().over(partition_by=partition).label("n"),
     ).subquery("ranked")
     rk = [ranked.c.period, ranked.c.scope_id, ranked.c.currency, ranked.c.dim]
     if stat == "median":

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, insert, select
+from sqlalchemy import Connection, Select, String, Table, column, delete, insert, literal, select
+from sqlalchemy import table as table_clause
 from sqlalchemy.orm import Session
 
+from crm_perf_sync.kpi import compiler
 from crm_perf_sync.kpi.compiler import MEMBERSHIP, OWNER_REGION, Membership
 from crm_perf_sync.kpi.scorecards import Observed
 from crm_perf_sync.models import (
@@ -27,6 +29,14 @@ from crm_perf_sync.models import (
 from crm_perf_sync.sync.bulk import bulk_insert
 
 KPI_VALUE: Table = KpiValue.__table__  # type: ignore[assignment]
+
+#: Every lead and opportunity the pending change log touched (temporary, see :func:`load_pending`).
+CHANGED = table_clause(
+    "kpi_changed",
+    column("c_entity", String),
+    column("c_connection_id", String),
+    column("c_external_id", String),
+)
 
 #: The refresh-state row a refresh writes first (not a KPI id: ids start with a letter).
 REFRESH_MARK = "*refresh"
@@ -227,6 +237,7 @@ class PendingLog:
 
     batch_ids: tuple[int, ...]
     prior_ids: dict[str, tuple[int, ...]]
+    entities: frozenset[str] = frozenset()
 
     @property
     def batches(self) -> int:
@@ -242,12 +253,113 @@ def load_pending(conn: Connection) -> PendingLog:
         "FROM store_change_batch"
     )
     conn.exec_driver_sql("CREATE INDEX kpi_pending_key ON kpi_pending (p_connection_id, p_synced_at)")
+    # Every record the log touched: written by a pending batch, or with an old version logged.
+    conn.exec_driver_sql("DROP TABLE IF EXISTS kpi_changed")
+    conn.exec_driver_sql(
+        "CREATE TEMPORARY TABLE kpi_changed AS "
+        + " UNION ".join(
+            f"SELECT '{entity}' AS c_entity, t.connection_id AS c_connection_id, "
+            "t.external_id AS c_external_id "
+            f"FROM {table} t JOIN kpi_pending p ON p.p_entity = '{entity}' "
+            "AND p.p_connection_id = t.connection_id AND p.p_synced_at = t.synced_at "
+            f"UNION SELECT '{entity}', connection_id, external_id FROM {prior.name}"
+            for entity, table, prior in (
+                ("opportunities", "opportunity", PRIOR_TABLES["opportunities"]),
+                ("leads", "lead", PRIOR_TABLES["leads"]),
+            )
+        )
+    )
+    conn.exec_driver_sql(
+        "CREATE INDEX kpi_changed_key ON kpi_changed (c_entity, c_connection_id, c_external_id)"
+    )
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("ANALYZE kpi_changed")
     batch_ids = tuple(conn.execute(select(ChangeBatch.id)).scalars())
+    entities = frozenset(conn.execute(select(ChangeBatch.entity).distinct()).scalars())
     prior_ids = {
         entity: tuple(conn.execute(select(table.c.change_id)).scalars())
         for entity, table in PRIOR_TABLES.items()
     }
-    return PendingLog(batch_ids, prior_ids)
+    return PendingLog(batch_ids, prior_ids, entities)
+
+
+def load_funnel_deals(conn: Connection) -> int:
+    """Put the deals the change log touched into ``kpi_funnel_deals`` (after :func:`load_pending`),
+    with copies of their rows and history (:data:`compiler.FUNNEL_OPPORTUNITY`, ``FUNNEL_HISTORY``).
+
+    A deal is touched when a pending batch wrote its row, when the log holds an old version of
+    it, or when a pending batch recorded stage history for it. Returns how many there are.
+    """
+    conn.exec_driver_sql("DROP TABLE IF EXISTS kpi_funnel_deals")
+    conn.exec_driver_sql(
+        "CREATE TEMPORARY TABLE kpi_funnel_deals "
+        "(d_connection_id VARCHAR(63), d_external_id VARCHAR(255), "
+        "PRIMARY KEY (d_connection_id, d_external_id))"
+    )
+    conn.exec_driver_sql(
+        "INSERT INTO kpi_funnel_deals (d_connection_id, d_external_id) "
+        "SELECT c_connection_id, c_external_id FROM kpi_changed WHERE c_entity = 'opportunities' "
+        "UNION SELECT h.connection_id, h.opportunity_external_id FROM stage_change h "
+        "JOIN (SELECT DISTINCT p_connection_id, p_synced_at FROM kpi_pending) p "
+        "ON p.p_connection_id = h.connection_id AND p.p_synced_at = h.recorded_at"
+    )
+    found: int = conn.exec_driver_sql("SELECT count(*) FROM kpi_funnel_deals").scalar_one()
+    # Their rows and history, copied: a few thousand rows the funnel queries then read whole.
+    for mirror, source, key in (
+        ("kpi_funnel_opportunity", "opportunity", "external_id"),
+        ("kpi_funnel_history", "stage_change", "opportunity_external_id"),
+    ):
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {mirror}")
+        if conn.dialect.name == "postgresql":
+            # One index probe per touched deal. A plain join lets the planner hash the whole
+            # table instead (it overestimates the rows per deal); OFFSET 0 keeps the lateral
+            # subquery from being flattened into such a join.
+            select_rows = (
+                f"SELECT t.* FROM kpi_funnel_deals d CROSS JOIN LATERAL (SELECT * FROM {source} x "
+                f"WHERE x.connection_id = d.d_connection_id AND x.{key} = d.d_external_id OFFSET 0) t"
+            )
+        else:
+            select_rows = (
+                f"SELECT t.* FROM kpi_funnel_deals d JOIN {source} t "
+                f"ON t.connection_id = d.d_connection_id AND t.{key} = d.d_external_id"
+            )
+        conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {mirror} AS {select_rows}")
+        conn.exec_driver_sql(f"CREATE INDEX {mirror}_key ON {mirror} (connection_id, {key})")
+    return found
+
+
+def replace_sample(conn: Connection, kpi_id: str, dimension: str | None, stmt: Select[Any]) -> None:
+    """Swap a KPI's samples of one breakdown for the rows of ``stmt`` (see :func:`sample_query`)."""
+    sample = compiler.SAMPLE
+    conn.execute(delete(sample).where(sample.c.kpi_id == kpi_id, sample.c.dimension == (dimension or "")))
+    conn.execute(insert(sample).from_select(list(compiler.SAMPLE_COLUMNS), stmt))
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("ANALYZE kpi_sample")
+
+
+def update_sample(
+    conn: Connection, kpi_id: str, dimension: str | None, entity: str, new_rows: Select[Any]
+) -> None:
+    """Bring a KPI's samples up to date with the change log (after :func:`load_pending`).
+
+    Every record the log touched loses its sample; those of its new versions that still count
+    (``new_rows``) get theirs back.
+    """
+    sample = compiler.SAMPLE
+    touched = (
+        select(literal(1))
+        .select_from(CHANGED)
+        .where(
+            CHANGED.c.c_entity == entity,
+            CHANGED.c.c_connection_id == sample.c.connection_id,
+            CHANGED.c.c_external_id == sample.c.external_id,
+        )
+        .exists()
+    )
+    conn.execute(
+        delete(sample).where(sample.c.kpi_id == kpi_id, sample.c.dimension == (dimension or ""), touched)
+    )
+    conn.execute(insert(sample).from_select(list(compiler.SAMPLE_COLUMNS), new_rows))
 
 
 def consume_pending(conn: Connection, pending: PendingLog, chunk: int = 5_000) -> None:
@@ -262,7 +374,15 @@ def consume_pending(conn: Connection, pending: PendingLog, chunk: int = 5_000) -
 
 
 def drop_temporary_tables(conn: Connection) -> None:
-    for name in ("kpi_membership", "kpi_owner_region", "kpi_pending"):
+    for name in (
+        "kpi_membership",
+        "kpi_owner_region",
+        "kpi_pending",
+        "kpi_changed",
+        "kpi_funnel_deals",
+        "kpi_funnel_opportunity",
+        "kpi_funnel_history",
+    ):
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
 
 
@@ -274,16 +394,22 @@ class StoredCell:
     sample_count: int
 
 
+#: (grain, scope, period key, scope id, currency, breakdown value) of a stored value
+CellKey = tuple[str, str, str, str, str, str]
+
+
 def stored_cells(
-    conn: Connection, kpi_id: str, grain: str, scope: str, dimension: str, period_keys: set[str]
-) -> dict[tuple[str, str, str, str], StoredCell]:
-    """Stored values of some periods, keyed (period key, scope id, currency, breakdown value)."""
-    out: dict[tuple[str, str, str, str], StoredCell] = {}
+    conn: Connection, kpi_id: str, dimension: str, period_keys: set[str]
+) -> dict[CellKey, StoredCell]:
+    """A KPI's stored values of one breakdown in these periods (of any grain and scope)."""
+    out: dict[CellKey, StoredCell] = {}
     keys = sorted(period_keys)
     for start in range(0, len(keys), 500):
         rows = conn.execute(
             select(
                 KpiValue.id,
+                KpiValue.grain,
+                KpiValue.scope,
                 KpiValue.period_key,
                 KpiValue.scope_id,
                 KpiValue.currency,
@@ -293,16 +419,13 @@ def stored_cells(
                 KpiValue.sample_count,
             ).where(
                 KpiValue.kpi_id == kpi_id,
-                KpiValue.grain == grain,
-                KpiValue.scope == scope,
                 KpiValue.dimension == dimension,
                 KpiValue.period_key.in_(keys[start : start + 500]),
             )
         )
         for row in rows:
-            out[(row.period_key, row.scope_id, row.currency, row.dimension_value)] = StoredCell(
-                row.id, row.numerator, row.denominator, row.sample_count
-            )
+            key = (row.grain, row.scope, row.period_key, row.scope_id, row.currency, row.dimension_value)
+            out[key] = StoredCell(row.id, row.numerator, row.denominator, row.sample_count)
     return out
 
 
@@ -310,6 +433,20 @@ def replace_cells(conn: Connection, ids: Sequence[int], rows: Sequence[dict[str,
     for start in range(0, len(ids), 5_000):
         conn.execute(delete(KpiValue).where(KpiValue.id.in_(ids[start : start + 5_000])))
     bulk_insert(conn, KPI_VALUE, rows)
+
+
+def delete_periods(conn: Connection, kpi_id: str, grain: str, dimension: str, period_keys: set[str]) -> None:
+    """Delete a KPI's values (every scope) in these periods of one grain and breakdown."""
+    keys = sorted(period_keys)
+    for start in range(0, len(keys), 500):
+        conn.execute(
+            delete(KpiValue).where(
+                KpiValue.kpi_id == kpi_id,
+                KpiValue.grain == grain,
+                KpiValue.dimension == dimension,
+                KpiValue.period_key.in_(keys[start : start + 500]),
+            )
+        )
 
 
 def replace_targets(
@@ -354,9 +491,10 @@ def active_owner_scopes(session: Session | Connection) -> set[str]:
 
 
 def owner_values(
-    session: Session | Connection, kpi_ids: Sequence[str], grain: str
+    session: Session | Connection, kpi_ids: Sequence[str], grain: str, period_keys: set[str] | None = None
 ) -> tuple[dict[str, dict[str, dict[str, list[Observed]]]], dict[str, tuple[date, date]]]:
-    """``{period_key: {owner scope id: {kpi id: [values per currency]}}}`` and period bounds."""
+    """``{period_key: {owner scope id: {kpi id: [values per currency]}}}`` and period bounds
+    (``period_keys``: of these periods only)."""
     observed: dict[str, dict[str, dict[str, list[Observed]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(list))
     )
@@ -377,6 +515,7 @@ def owner_values(
             KpiValue.grain == grain,
             KpiValue.scope == "owner",
             KpiValue.dimension == "",
+            *([] if period_keys is None else [KpiValue.period_key.in_(sorted(period_keys))]),
         )
     )
     for row in rows:
@@ -389,6 +528,52 @@ def owner_values(
     return observed, bounds
 
 
-def replace_scores(conn: Connection, scorecard_id: str, rows: Sequence[dict[str, Any]]) -> None:
-    conn.execute(delete(ScorecardValue).where(ScorecardValue.scorecard_id == scorecard_id))
+def replace_scores(
+    conn: Connection,
+    scorecard_id: str,
+    rows: Sequence[dict[str, Any]],
+    only: set[tuple[str, str]] | None = None,
+) -> None:
+    """Swap a scorecard's scores (``only``: those of these (grain, period key)) for ``rows``."""
+    if only is None:
+        conn.execute(delete(ScorecardValue).where(ScorecardValue.scorecard_id == scorecard_id))
+    else:
+        by_grain: dict[str, list[str]] = defaultdict(list)
+        for grain, key in only:
+            by_grain[grain].append(key)
+        for grain, keys in by_grain.items():
+            conn.execute(
+                delete(ScorecardValue).where(
+                    ScorecardValue.scorecard_id == scorecard_id,
+                    ScorecardValue.grain == grain,
+                    ScorecardValue.period_key.in_(sorted(keys)),
+                )
+            )
     bulk_insert(conn, ScorecardValue.__table__, rows)  # type: ignore[arg-type]
+
+
+def score_hashes(conn: Connection, scorecard_id: str) -> set[str]:
+    """The definition hashes a scorecard's stored scores were computed with."""
+    stmt = (
+        select(ScorecardValue.definition_hash).where(ScorecardValue.scorecard_id == scorecard_id).distinct()
+    )
+    return set(conn.execute(stmt).scalars())
+
+
+def total_values(
+    conn: Connection, kpi_id: str, grains: Sequence[str], only: set[tuple[str, str]] | None = None
+) -> Sequence[Any]:
+    """A KPI's stored totals (no breakdowns) at these grains; ``only``: in these (grain, period key)."""
+    stmt = select(KPI_VALUE).where(
+        KpiValue.kpi_id == kpi_id, KpiValue.dimension == "", KpiValue.grain.in_(list(grains))
+    )
+    if only is None:
+        return list(conn.execute(stmt))
+    by_grain: dict[str, list[str]] = defaultdict(list)
+    for grain, key in only:
+        by_grain[grain].append(key)
+    out: list[Any] = []
+    for grain, keys in by_grain.items():
+        if grain in grains:
+            out += conn.execute(stmt.where(KpiValue.grain == grain, KpiValue.period_key.in_(sorted(keys))))
+    return out

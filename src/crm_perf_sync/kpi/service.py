@@ -11,14 +11,14 @@ import ast
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import orjson
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.config import LoadedConfig
@@ -28,7 +28,9 @@ from crm_perf_sync.kpi import periods, scorecards
 from crm_perf_sync.kpi import repository as repo
 from crm_perf_sync.kpi import targets as target_math
 from crm_perf_sync.kpi.compiler import (
+    FUNNEL_OPPORTUNITY,
     Calendar,
+    FunnelDeals,
     Membership,
     Part,
     Scope,
@@ -37,6 +39,8 @@ from crm_perf_sync.kpi.compiler import (
     grouped_query,
     part_for,
     percentile_query,
+    sample_query,
+    sample_totals_query,
 )
 from crm_perf_sync.kpi.library import evaluation_order
 from crm_perf_sync.kpi.rollup import Key, Rollup, Totals
@@ -55,7 +59,7 @@ from crm_perf_sync.kpi.schemas import (
     dimension_column,
 )
 from crm_perf_sync.leases import new_holder_id, release, try_acquire
-from crm_perf_sync.models import PRIOR_TABLES, KpiValue
+from crm_perf_sync.models import PRIOR_TABLES
 from crm_perf_sync.timeutil import utc_now
 
 #: The database lease that makes one refresh run at a time across worker replicas.
@@ -73,6 +77,7 @@ class RefreshOutcome:
     updated: list[str] = field(default_factory=list)  # by the change log
     scorecards: dict[str, int] = field(default_factory=dict)
     targets: int = 0
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per KPI and scorecard
 
     def summary(self) -> str:
         total = sum(self.rows.values())
@@ -203,6 +208,10 @@ class KpiService:
         # The first statement writes, so on SQLite this transaction holds the write lock from the
         # start: no sync batch can commit between reading the change log and the data.
         repo.mark_refresh_started(conn, now)
+        if conn.dialect.name == "postgresql":
+            # Grouping and ranking a million records sorts in memory rather than in spill files;
+            # SET LOCAL ends with this transaction.
+            conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
         calendar = self.calendar(conn)
         membership = repo.load_membership(conn)
         context = self.context_hash(membership, calendar, grains)
@@ -215,29 +224,61 @@ class KpiService:
         repo.load_membership_table(conn, membership)
         pending = repo.load_pending(conn)
         changed = pending.batches > 0
-        recomputed: set[str] = set()
+        # A funnel's step counts are kept per stage of the pipelines' order: when the stages
+        # themselves changed, every funnel is recomputed whole.
+        stages_changed = "pipeline_stages" in pending.entities
+        if changed and any(isinstance(k, FunnelKpi) for k in self.kpis.values()):
+            repo.load_funnel_deals(conn)
+        # Per KPI brought up to date: the (grain, period key) of the values it changed, or None
+        # when it was recomputed whole. Derived KPIs and scorecards follow their inputs.
+        touched: dict[str, set[tuple[str, str]] | None] = {}
         for kpi in evaluation_order(dict(self.kpis)):
+            kpi_started = time.monotonic()
             digest = self.definition_hash(kpi)
             current = states.get(kpi.id) == (digest, context)
+            whole = not current or full or kpi.id in forced
             if isinstance(kpi, DerivedKpi):
-                whole = not current or full or kpi.id in forced or changed or bool(kpi.inputs() & recomputed)
+                inputs = [touched.get(name, set()) for name in kpi.inputs()]
+                whole = whole or any(periods_of is None for periods_of in inputs)
             else:
-                whole = not current or full or kpi.id in forced or (changed and not _by_parts(kpi))
+                whole = whole or (changed and stages_changed and isinstance(kpi, FunnelKpi))
+            mine: set[tuple[str, str]] = set()
             if whole:
                 rows = self.compute(conn, kpi, calendar, membership, grains, target_values)
                 repo.replace_values(conn, kpi.id, rows)
                 outcome.rows[kpi.id] = len(rows)
                 outcome.recomputed.append(kpi.id)
-                recomputed.add(kpi.id)
+                touched[kpi.id] = None
             elif changed:
-                outcome.rows[kpi.id] = self._apply_changes(
-                    conn, kpi, calendar, membership, grains, target_values
-                )
+                if isinstance(kpi, DerivedKpi):
+                    wanted = {period for found in inputs if found is not None for period in found}
+                    count = self._apply_derived_changes(conn, kpi, grains, target_values, wanted)
+                    mine = wanted
+                elif isinstance(kpi, DurationKpi) and kpi.stat != "mean":
+                    count = self._apply_percentile_changes(
+                        conn, kpi, calendar, membership, grains, target_values, mine
+                    )
+                elif isinstance(kpi, FunnelKpi):
+                    count = self._apply_funnel_changes(
+                        conn, kpi, calendar, membership, grains, target_values, mine
+                    )
+                else:
+                    count = self._apply_changes(conn, kpi, calendar, membership, grains, target_values, mine)
+                outcome.rows[kpi.id] = count
                 outcome.updated.append(kpi.id)
-                recomputed.add(kpi.id)
+                touched[kpi.id] = mine
             repo.record_refresh(conn, kpi.id, digest, context, now)
+            outcome.timings[kpi.id] = time.monotonic() - kpi_started
         for card in self.section.scorecards:
-            outcome.scorecards[card.id] = self.refresh_scorecard(card, conn)
+            card_started = time.monotonic()
+            only: set[tuple[str, str]] | None = set()
+            for component in card.components:
+                periods_of = touched.get(component.kpi, set())
+                only = None if only is None or periods_of is None else only | periods_of
+            scored = self.refresh_scorecard(card, conn, only)
+            if scored is not None:
+                outcome.scorecards[card.id] = scored
+            outcome.timings[f"scorecard:{card.id}"] = time.monotonic() - card_started
         repo.consume_pending(conn, pending)
 
     def refresh_exclusive(
@@ -391,25 +432,66 @@ class KpiService:
                     values[key] = (value, n.total, d.total, d.records)
                 out[cell] = values
         elif isinstance(kpi, DurationKpi):
-            part = part_for(kpi.measure, calendar, by_currency=False, kpi=kpi)
-            for (grain, scope), totals in self._rolled(conn, part, calendar, rollup, dimension).items():
-                stats: dict[Key, float] = {}
-                if kpi.stat != "mean":
-                    stmt = percentile_query(part, calendar, grain, scope, membership, kpi.stat, dimension)
-                    for row in conn.execute(stmt):
-                        period = None if row.period == -1 else int(row.period)
-                        stats[(period, str(row.scope_id), str(row.currency), str(row.dim))] = float(row.value)
-                out[(grain, scope)] = {
-                    key: (
-                        (t.total / t.records if t.records else None)
-                        if kpi.stat == "mean"
-                        else stats.get(key),
-                        t.total,
-                        float(t.records),
-                        t.records,
-                    )
-                    for key, t in totals.items()
-                }
+            if kpi.stat == "mean":
+                part = part_for(kpi.measure, calendar, by_currency=False, kpi=kpi)
+                for cell, totals in self._rolled(conn, part, calendar, rollup, dimension).items():
+                    out[cell] = {
+                        key: (
+                            t.total / t.records if t.records else None,
+                            t.total,
+                            float(t.records),
+                            t.records,
+                        )
+                        for key, t in totals.items()
+                    }
+            else:
+                out = self._percentiles(conn, kpi, calendar, rollup, dimension)
+        return out
+
+    def _percentiles(
+        self,
+        conn: Connection,
+        kpi: DurationKpi,
+        calendar: Calendar,
+        rollup: Rollup,
+        dimension: str | None,
+        only: Mapping[Grain, set[int | None]] | None = None,
+    ) -> dict[tuple[Grain, Scope], dict[Key, Computed]]:
+        """A median or p90 KPI per grain and scope (``only``: in these periods of each grain).
+
+        The records' values are kept in :class:`KpiSample` (replaced whole, or with ``only`` brought
+        up to date by the change log); every grain and scope ranks them from there. Numerator and
+        denominator are the values' sum and count.
+        """
+        assert kpi.stat != "mean"
+        part = part_for(kpi.measure, calendar, by_currency=False, kpi=kpi)
+        if only is None:
+            repo.replace_sample(conn, kpi.id, dimension, sample_query(part, calendar, kpi.id, dimension))
+        else:
+            new = part_for(kpi.measure, calendar, by_currency=False, kpi=kpi, changes="new")
+            new_rows = sample_query(new, calendar, kpi.id, dimension)
+            repo.update_sample(conn, kpi.id, dimension, kpi.measure.entity, new_rows)
+        totals_rows = conn.execute(sample_totals_query(kpi.id, dimension))
+        rolled = rollup(
+            (r.week, r.month, r.connection_id, r.owner, r.currency, r.dim, r.total, r.records)
+            for r in totals_rows
+        )
+        out: dict[tuple[Grain, Scope], dict[Key, Computed]] = {}
+        for (grain, scope), totals in rolled.items():
+            wanted = None if only is None else only.get(grain, set())
+            if wanted is not None and not wanted:
+                continue
+            indexes = None if wanted is None or grain == "all" else sorted(p for p in wanted if p is not None)
+            stats: dict[Key, float] = {}
+            stmt = percentile_query(calendar, kpi.id, dimension, grain, scope, kpi.stat, indexes)
+            for row in conn.execute(stmt):
+                period = None if row.period == -1 else int(row.period)
+                stats[(period, str(row.scope_id), str(row.currency), str(row.dim))] = float(row.value)
+            out[(grain, scope)] = {
+                key: (stats.get(key), t.total, float(t.records), t.records)
+                for key, t in totals.items()
+                if wanted is None or key[0] in wanted
+            }
         return out
 
     def _funnel(
@@ -421,46 +503,67 @@ class KpiService:
         grains: list[Grain],
     ) -> dict[tuple[Grain, Scope], list[tuple[str, dict[Key, Computed]]]]:
         """Per stage: reached(stage) / reached(previous stage); the total: last / first stage."""
-        part = part_for(kpi.measure, calendar, by_currency=False)
+        steps = self._funnel_steps(conn, kpi)
+        rollup = Rollup(grains, calendar.fiscal_start_month, membership)
+        rolled = self._funnel_reached(conn, kpi, calendar, rollup, steps, ("all",))
+        several = len({pipeline for _, pipeline in steps}) > 1
+        out: dict[tuple[Grain, Scope], list[tuple[str, dict[Key, Computed]]]] = {}
+        for cell, totals in rolled.items():
+            groups: dict[tuple[int | None, str], dict[str, list[tuple[int, str, int]]]] = defaultdict(
+                lambda: defaultdict(list)
+            )
+            for (period, scope_id, _, (pipeline, order, stage)), t in totals.items():
+                groups[(period, scope_id)][pipeline].append((order, stage, round(t.total)))
+            stages: dict[Key, Computed] = {}
+            overall: dict[Key, Computed] = {}
+            for (period, scope_id), pipelines in groups.items():
+                total, per_stage = _funnel_group(period, scope_id, pipelines, several)
+                stages.update(per_stage)
+                if total is not None:
+                    overall[(period, scope_id, "", "")] = total
+            out[cell] = [("", overall), ("stage", stages)]
+        return out
+
+    @staticmethod
+    def _funnel_steps(conn: Connection, kpi: FunnelKpi) -> dict[tuple[str, str], list[tuple[int, str]]]:
+        """Each (connection, pipeline)'s steps in order: ``[(sort order, stage)]``."""
         pipeline_steps: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
         for step in conn.execute(funnel_steps_query(kpi)):
             pipeline_steps[(step.connection_id, step.pipeline)].append(
                 (int(step.sort_order), str(step.stage))
             )
-        rows = conn.execute(funnel_grouped_query(kpi, part, calendar))
-        rollup = Rollup(grains, calendar.fiscal_start_month, membership)
-        # Each group of deals reached every step up to its furthest one.
-        rolled = rollup(
-            (r.week, r.month, r.connection_id, r.owner, "", (r.pipeline, order, stage), r.total, r.total)
-            for r in rows
-            for order, stage in pipeline_steps[(r.connection_id, r.pipeline)]
-            if order <= r.max_order
-        )
-        pipelines = {step[0] for cells in rolled.values() for (_, _, _, step) in cells}
-        several = len(pipelines) > 1
-        out: dict[tuple[Grain, Scope], list[tuple[str, dict[Key, Computed]]]] = {}
-        for cell, totals in rolled.items():
-            groups: dict[tuple[int | None, str, str], list[tuple[int, str, int]]] = defaultdict(list)
-            for (period, scope_id, _, (pipeline, order, stage)), t in totals.items():
-                groups[(period, scope_id, pipeline)].append((order, stage, int(t.total)))
-            stages: dict[Key, Computed] = {}
-            overall: dict[Key, list[float]] = defaultdict(lambda: [0.0, 0.0])
-            for (period, scope_id, pipeline), steps in groups.items():
-                steps.sort()
-                previous = steps[0][2]
-                for _, stage, reached in steps:
-                    label = f"{pipeline}: {stage}" if several else stage
-                    value = reached / previous if previous else None
-                    stages[(period, scope_id, "", label)] = (value, float(reached), float(previous), previous)
-                    previous = reached
-                total = overall[(period, scope_id, "", "")]
-                total[0] += steps[-1][2]
-                total[1] += steps[0][2]
-            out[cell] = [
-                ("", {key: (n / d if d else None, n, d, int(d)) for key, (n, d) in overall.items()}),
-                ("stage", stages),
-            ]
-        return out
+        return pipeline_steps
+
+    def _funnel_reached(
+        self,
+        conn: Connection,
+        kpi: FunnelKpi,
+        calendar: Calendar,
+        rollup: Rollup,
+        steps: Mapping[tuple[str, str], list[tuple[int, str]]],
+        sources: Iterable[FunnelDeals],
+    ) -> dict[tuple[Grain, Scope], dict[Key, Totals]]:
+        """Deals that reached each step, keyed ``(period, scope id, "", (pipeline, order, stage))``.
+
+        ``sources`` are added up (see :data:`FunnelDeals`); each group of deals reached every
+        step up to its furthest one.
+        """
+
+        def rows() -> Iterator[tuple[int | None, int | None, str, str | None, str, Any, float, int]]:
+            for deals in sources:
+                table = {"prior": PRIOR_TABLES[kpi.measure.entity], "all": None}.get(
+                    deals, FUNNEL_OPPORTUNITY
+                )
+                part = part_for(kpi.measure, calendar, by_currency=False, table=table)
+                for r in conn.execute(funnel_grouped_query(kpi, part, calendar, deals)):
+                    for order, stage in steps.get((r.connection_id, r.pipeline), ()):
+                        if order <= r.max_order:
+                            yield (
+                                r.week, r.month, r.connection_id, r.owner, "",
+                                (r.pipeline, order, stage), r.total, r.total,
+                            )  # fmt: skip
+
+        return rollup(rows())
 
     def _derived(
         self,
@@ -468,19 +571,17 @@ class KpiService:
         kpi: DerivedKpi,
         grains: list[Grain],
         target_values: Mapping[repo.TargetKey, repo.TargetCell],
+        only: set[tuple[str, str]] | None = None,
     ) -> list[dict[str, Any]]:
-        """The formula per (grain, period, scope, currency) over the stored values of its inputs."""
+        """The formula per (grain, period, scope, currency) over the stored values of its inputs
+        (``only``: in these (grain, period key) only)."""
         names, target_names = _formula_names(kpi.formula)
         inputs: dict[str, dict[tuple[str, str, str, str, str], Any]] = {}
         cells: dict[tuple[str, str, str, str], set[str]] = defaultdict(set)
         bounds: dict[tuple[str, str], tuple[date | None, date | None]] = {}
         for name in names:
             found: dict[tuple[str, str, str, str, str], Any] = {}
-            table = KpiValue.__table__
-            stmt = select(table).where(
-                KpiValue.kpi_id == name, KpiValue.dimension == "", KpiValue.grain.in_(grains)
-            )
-            for row in conn.execute(stmt):
+            for row in repo.total_values(conn, name, grains, only):
                 cell = (row.grain, row.period_key, row.scope, row.scope_id)
                 found[(*cell, row.currency)] = row
                 cells[cell].add(row.currency)
@@ -536,6 +637,32 @@ class KpiService:
                 )
         return out
 
+    def _apply_derived_changes(
+        self,
+        conn: Connection,
+        kpi: DerivedKpi,
+        grains: list[Grain],
+        target_values: Mapping[repo.TargetKey, repo.TargetCell],
+        only: set[tuple[str, str]],
+    ) -> int:
+        """Recompute a derived KPI in the periods where its inputs changed; returns the rows."""
+        if not only:
+            return 0
+        rows = self._derived(conn, kpi, grains, target_values, only)
+        self._apply_targets(kpi, rows, target_values, add_missing=False)
+        digest = self.definition_hash(kpi)
+        computed_at = utc_now()
+        for row in rows:
+            row["definition_hash"] = digest
+            row["computed_at"] = computed_at
+        by_grain: dict[str, set[str]] = defaultdict(set)
+        for grain, period_key in only:
+            by_grain[grain].add(period_key)
+        for grain, keys in by_grain.items():
+            repo.delete_periods(conn, kpi.id, grain, "", keys)
+        repo.replace_cells(conn, [], rows)
+        return len(rows)
+
     # -- incremental ------------------------------------------------------------------------------
 
     def _change_totals(
@@ -585,66 +712,210 @@ class KpiService:
         membership: Membership,
         grains: list[Grain],
         target_values: Mapping[repo.TargetKey, repo.TargetCell],
+        touched: set[tuple[str, str]],
     ) -> int:
-        """Update a KPI's stored values by the change log; returns how many values changed."""
+        """Update a KPI's stored values by the change log; returns how many values changed.
+
+        ``touched`` collects the (grain, period key) of every value changed.
+        """
         digest = self.definition_hash(kpi)
         computed_at = utc_now()
-        touched = 0
+        changed = 0
         rollup = Rollup(grains, calendar.fiscal_start_month, membership)
         for dimension in [None, *self.dimensions(kpi)]:
             new_num_all, new_den_all = self._change_totals(conn, kpi, calendar, rollup, dimension, "new")
             old_num_all, old_den_all = self._change_totals(conn, kpi, calendar, rollup, dimension, "old")
             cells = new_num_all.keys() | new_den_all.keys() | old_num_all.keys() | old_den_all.keys()
+            deltas: dict[repo.CellKey, tuple[dict[str, Any], Totals, Totals]] = {}
             for grain, scope in sorted(cells):
                 new_num, new_den = new_num_all.get((grain, scope), {}), new_den_all.get((grain, scope), {})
                 old_num, old_den = old_num_all.get((grain, scope), {}), old_den_all.get((grain, scope), {})
-                keys = new_num.keys() | new_den.keys() | old_num.keys() | old_den.keys()
-                if not keys:
-                    continue
-                deltas: dict[tuple[str, str, str, str], tuple[dict[str, Any], Totals, Totals]] = {}
-                for key in keys:
+                for key in new_num.keys() | new_den.keys() | old_num.keys() | old_den.keys():
                     template = _row(kpi, grain, scope, dimension or "", key, (None, 0.0, None, 0))
                     num, den = Totals(), Totals()
                     for side, new, old in ((num, new_num, old_num), (den, new_den, old_den)):
                         plus, minus = new.get(key, Totals()), old.get(key, Totals())
                         side.total = plus.total - minus.total
                         side.records = plus.records - minus.records
-                    cell = (template["period_key"], key[1], key[2], key[3])
+                    cell: repo.CellKey = (grain, scope, template["period_key"], key[1], key[2], key[3])
                     deltas[cell] = (template, num, den)
-                stored = repo.stored_cells(
-                    conn, kpi.id, grain, scope, dimension or "", {cell[0] for cell in deltas}
-                )
-                replaced: list[int] = []
-                rows: list[dict[str, Any]] = []
-                for cell, (template, num, den) in deltas.items():
-                    before = stored.get(cell)
-                    row = _merge(kpi, template, before, num, den)
-                    if before is not None:
-                        replaced.append(before.id)
-                    if row is None:
-                        continue
-                    if not row["dimension"]:
-                        self._apply_targets(kpi, [row], target_values, add_missing=False)
-                    if row["sample_count"] == 0 and row["target"] is None and not isinstance(kpi, RatioKpi):
-                        continue  # no record left (a total with a target stays, at 0)
-                    row["definition_hash"] = digest
-                    row["computed_at"] = computed_at
-                    rows.append(row)
-                repo.replace_cells(conn, replaced, rows)
-                touched += len(deltas)
-        return touched
+            if not deltas:
+                continue
+            stored = repo.stored_cells(conn, kpi.id, dimension or "", {cell[2] for cell in deltas})
+            replaced: list[int] = []
+            rows: list[dict[str, Any]] = []
+            for cell, (template, num, den) in deltas.items():
+                touched.add((cell[0], cell[2]))
+                before = stored.get(cell)
+                row = _merge(kpi, template, before, num, den)
+                if before is not None:
+                    replaced.append(before.id)
+                if row is None:
+                    continue
+                if not row["dimension"]:
+                    self._apply_targets(kpi, [row], target_values, add_missing=False)
+                if row["sample_count"] == 0 and row["target"] is None and not isinstance(kpi, RatioKpi):
+                    continue  # no record left (a total with a target stays, at 0)
+                row["definition_hash"] = digest
+                row["computed_at"] = computed_at
+                rows.append(row)
+            repo.replace_cells(conn, replaced, rows)
+            changed += len(deltas)
+        return changed
+
+    def _apply_percentile_changes(
+        self,
+        conn: Connection,
+        kpi: DurationKpi,
+        calendar: Calendar,
+        membership: Membership,
+        grains: list[Grain],
+        target_values: Mapping[repo.TargetKey, repo.TargetCell],
+        touched: set[tuple[str, str]],
+    ) -> int:
+        """Recompute a median or percentile KPI in the periods the change log touches.
+
+        A median does not add up, so each period a changed record was or is in is ranked again
+        (every scope of it); the others keep their values. Returns how many values were written;
+        ``touched`` collects the (grain, period key) of the periods ranked again.
+        """
+        digest = self.definition_hash(kpi)
+        computed_at = utc_now()
+        rollup = Rollup(grains, calendar.fiscal_start_month, membership)
+        written = 0
+        for dimension in [None, *self.dimensions(kpi)]:
+            periods_touched: dict[Grain, set[int | None]] = defaultdict(set)
+            for changes in ("new", "old"):
+                totals, _ = self._change_totals(conn, kpi, calendar, rollup, dimension, changes)
+                for (grain, _scope), found in totals.items():
+                    periods_touched[grain].update(key[0] for key in found)
+            if not periods_touched:
+                continue
+            computed = self._percentiles(conn, kpi, calendar, rollup, dimension, periods_touched)
+            rows = [
+                _row(kpi, grain, scope, dimension or "", key, result)
+                for (grain, scope), values in computed.items()
+                for key, result in values.items()
+            ]
+            if dimension is None:
+                self._apply_targets(kpi, rows, target_values, add_missing=False)
+            for row in rows:
+                row["definition_hash"] = digest
+                row["computed_at"] = computed_at
+            for grain, indexes in periods_touched.items():
+                keys = {_period_key(index, grain) for index in indexes}
+                touched.update((grain, key) for key in keys)
+                repo.delete_periods(conn, kpi.id, grain, dimension or "", keys)
+            repo.replace_cells(conn, [], rows)
+            written += len(rows)
+        return written
+
+    def _apply_funnel_changes(
+        self,
+        conn: Connection,
+        kpi: FunnelKpi,
+        calendar: Calendar,
+        membership: Membership,
+        grains: list[Grain],
+        target_values: Mapping[repo.TargetKey, repo.TargetCell],
+        touched: set[tuple[str, str]],
+    ) -> int:
+        """Update a funnel's stored values by the change log; returns how many values changed.
+
+        The deals that reached each step are additive: the touched deals' old contributions (as
+        the stored values counted them) are taken out and their new ones added, and each
+        touched period and scope is recomputed from its updated step counts.
+        """
+        steps = self._funnel_steps(conn, kpi)
+        several = len({pipeline for _, pipeline in steps}) > 1
+        labels = {
+            (f"{pipeline}: {stage}" if several else stage): (pipeline, order, stage)
+            for (_, pipeline), ordered in steps.items()
+            for order, stage in ordered
+        }
+        rollup = Rollup(grains, calendar.fiscal_start_month, membership)
+        new = self._funnel_reached(conn, kpi, calendar, rollup, steps, ("changed",))
+        old = self._funnel_reached(conn, kpi, calendar, rollup, steps, ("prior", "unchanged"))
+        # (grain, scope, period, scope id) -> step -> change in the deals that reached it
+        deltas: dict[_FunnelGroup, dict[tuple[str, int, str], int]] = defaultdict(dict)
+        for grain, scope in new.keys() | old.keys():
+            plus, minus = new.get((grain, scope), {}), old.get((grain, scope), {})
+            for key in plus.keys() | minus.keys():
+                period, scope_id, _, step = key
+                change = round(plus.get(key, Totals()).total - minus.get(key, Totals()).total)
+                if change:
+                    deltas[(grain, scope, period, scope_id)][step] = change
+        if not deltas:
+            return 0
+        keys = {(grain, _period_key(period, cast(Grain, grain))): period for grain, _, period, _ in deltas}
+        period_keys = {key for _, key in keys}
+        reached: dict[_FunnelGroup, dict[tuple[str, int, str], int]] = defaultdict(dict)
+        replaced: list[int] = []
+        for dimension in ("stage", ""):
+            for (grain_name, scope_name, period_key, scope_id, _, label), cell in repo.stored_cells(
+                conn, kpi.id, dimension, period_keys
+            ).items():
+                if (grain_name, period_key) not in keys:
+                    continue
+                group = (grain_name, scope_name, keys[(grain_name, period_key)], scope_id)
+                if group not in deltas:
+                    continue
+                if dimension:
+                    reached[group][labels[label]] = round(cell.numerator)
+                replaced.append(cell.id)
+        digest = self.definition_hash(kpi)
+        computed_at = utc_now()
+        rows: list[dict[str, Any]] = []
+        for group, group_deltas in deltas.items():
+            grain_name, scope_name, period, scope_id = group
+            grain, scope = cast(Grain, grain_name), cast(Scope, scope_name)
+            touched.add((grain, _period_key(period, grain)))
+            counts = reached[group]
+            for step, amount in group_deltas.items():
+                counts[step] = counts.get(step, 0) + amount
+            pipelines: dict[str, list[tuple[int, str, int]]] = defaultdict(list)
+            for (pipeline, order, stage), count in counts.items():
+                pipelines[pipeline].append((order, stage, count))
+            total, per_stage = _funnel_group(period, scope_id, pipelines, several)
+            if total is not None:
+                rows.append(_row(kpi, grain, scope, "", (period, scope_id, "", ""), total))
+            rows += [_row(kpi, grain, scope, "stage", k, v) for k, v in per_stage.items()]
+        self._apply_targets(kpi, rows, target_values, add_missing=False)
+        for row in rows:
+            row["definition_hash"] = digest
+            row["computed_at"] = computed_at
+        repo.replace_cells(conn, replaced, rows)
+        return len(rows)
 
     # -- scorecards -------------------------------------------------------------------------------
 
-    def refresh_scorecard(self, card: ScorecardConfig, session: Connection) -> int:
-        """Score every rep for every period of the card's grains (the caller's transaction)."""
+    def refresh_scorecard(
+        self, card: ScorecardConfig, session: Connection, only: set[tuple[str, str]] | None = None
+    ) -> int | None:
+        """Score every rep for every period of the card's grains (the caller's transaction).
+
+        ``only``: just the (grain, period key) whose component values changed, when the stored
+        scores were computed with this definition, these teams and these active reps (otherwise
+        every period). Returns how many scores were written, ``None`` when none needed to be.
+        """
         computed_at = utc_now()
-        digest = card.definition_hash()
-        out: list[dict[str, Any]] = []
         teams = repo.direct_teams(session)
         active = repo.active_owner_scopes(session)
+        digest = hashlib.blake2b(
+            orjson.dumps([card.definition_hash(), sorted(teams.items()), sorted(active)]), digest_size=8
+        ).hexdigest()
+        if only is not None and repo.score_hashes(session, card.id) != {digest}:
+            only = None
+        if only is not None:
+            only = {(grain, key) for grain, key in only if grain in card.grains}
+            if not only:
+                return None
+        out: list[dict[str, Any]] = []
         for grain in card.grains:
-            observed, bounds = repo.owner_values(session, [c.kpi for c in card.components], grain)
+            wanted = None if only is None else {key for g, key in only if g == grain}
+            if wanted is not None and not wanted:
+                continue
+            observed, bounds = repo.owner_values(session, [c.kpi for c in card.components], grain, wanted)
             for period_key, reps in sorted(observed.items()):
                 scored = [
                     scorecards.score_rep(card, self.kpis, scope_id, reps.get(scope_id, {}))
@@ -672,7 +943,7 @@ class KpiService:
                     }
                     for s in scored
                 ]
-        repo.replace_scores(session, card.id, out)
+        repo.replace_scores(session, card.id, out, only)
         return len(out)
 
 
@@ -706,11 +977,50 @@ def _row(kpi: Kpi, grain: Grain, scope: str, dimension: str, key: Key, result: C
     }
 
 
+#: (grain, scope, period index, scope id) of a funnel's values
+_FunnelGroup = tuple[str, str, int | None, str]
+
+
+def _period_key(period: int | None, grain: Grain) -> str:
+    return "all" if period is None else periods.period_bounds(period, grain)[0].isoformat()
+
+
+def _funnel_group(
+    period: int | None, scope_id: str, pipelines: Mapping[str, list[tuple[int, str, int]]], several: bool
+) -> tuple[Computed | None, dict[Key, Computed]]:
+    """One period and scope of a funnel from the deals that reached each step of each pipeline.
+
+    Returns the total (deals that reached the last step over those that entered, summed over
+    the pipelines) and one value per stage (reached it / reached the step before). Steps no deal
+    reached have no value; deals that reached a step reached every one before it.
+    """
+    stages: dict[Key, Computed] = {}
+    first = last = 0.0
+    for pipeline, steps in sorted(pipelines.items()):
+        reached_steps = sorted(step for step in steps if step[2] > 0)
+        if not reached_steps:
+            continue
+        previous = reached_steps[0][2]
+        for _, stage, reached in reached_steps:
+            label = f"{pipeline}: {stage}" if several else stage
+            value = reached / previous if previous else None
+            stages[(period, scope_id, "", label)] = (value, float(reached), float(previous), previous)
+            previous = reached
+        first += reached_steps[0][2]
+        last += reached_steps[-1][2]
+    if not stages:
+        return None, stages
+    return (last / first if first else None, last, first, int(first)), stages
+
+
 def _by_parts(kpi: Kpi) -> bool:
-    """Whether a KPI's values are sums that the change log can update record by record."""
-    if isinstance(kpi, CountKpi | SumKpi | RatioKpi):
-        return True
-    return isinstance(kpi, DurationKpi) and kpi.stat == "mean"
+    """Whether the change log can bring a KPI's values up to date without recomputing them all.
+
+    Sums and counts (ratios and means of them too) and a funnel's step counts are updated record
+    by record; a median or percentile is recomputed for the periods the changed records touch.
+    Derived KPIs follow their inputs.
+    """
+    return isinstance(kpi, CountKpi | SumKpi | RatioKpi | FunnelKpi | DurationKpi)
 
 
 def _merge(

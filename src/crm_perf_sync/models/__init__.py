@@ -13,7 +13,7 @@ from crm_perf_sync.models.crm import (
     Team,
     TeamMember,
 )
-from crm_perf_sync.models.kpi import KpiRefreshState, KpiTarget, KpiValue, ScorecardValue
+from crm_perf_sync.models.kpi import KpiRefreshState, KpiSample, KpiTarget, KpiValue, ScorecardValue
 from crm_perf_sync.models.sync import Lease, SyncCheckpoint, SyncRecordError, SyncRun
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "ChangeBatch",
     "Connection",
     "KpiRefreshState",
+    "KpiSample",
     "KpiTarget",
     "KpiValue",
     "Lead",

@@ -162,6 +162,9 @@ class StageChange(Base):
     __table_args__ = (
         UniqueConstraint("connection_id", "external_id"),
         Index(None, "connection_id", "opportunity_external_id", "changed_at"),
+        # The history a sync batch wrote (all stamped with its time): an incremental KPI refresh
+        # finds the deals whose funnel steps changed through it.
+        Index(None, "connection_id", "recorded_at"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)

@@ -63,6 +63,35 @@ class KpiValue(Base):
     computed_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class KpiSample(Base):
+    """The measured value of each record a median or percentile KPI ranks (one row per record).
+
+    Medians and percentiles do not add up, so unlike sums they cannot be updated by the change
+    log alone: a period a changed record touches is ranked again. This keeps the values to rank
+    (and each record's finest period, rep, currency and breakdown value) so that ranking reads this
+    narrow table instead of re-deriving every record's value; the change log keeps it current.
+    ``dimension`` is the breakdown the rows belong to ('' for the totals).
+    """
+
+    __tablename__ = "kpi_sample"
+    __table_args__ = (
+        UniqueConstraint("kpi_id", "dimension", "connection_id", "external_id"),
+        Index(None, "kpi_id", "dimension", "month"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    kpi_id: Mapped[str] = mapped_column(String(63))
+    dimension: Mapped[str] = mapped_column(String(63))
+    connection_id: Mapped[str] = mapped_column(String(63))
+    external_id: Mapped[str] = mapped_column(String(255))
+    week: Mapped[int | None] = mapped_column(Integer)
+    month: Mapped[int | None] = mapped_column(Integer)
+    owner_external_id: Mapped[str | None] = mapped_column(String(255))
+    currency: Mapped[str] = mapped_column(String(3))
+    dimension_value: Mapped[str] = mapped_column(String(255))
+    value: Mapped[float] = mapped_column(Float)
+
+
 class KpiTarget(Base):
     """A target in force for one KPI, period, scope and currency, after decomposition.
 
