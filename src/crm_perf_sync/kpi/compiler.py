@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal
 
 from sqlalchemy import (
@@ -432,10 +433,10 @@ SAMPLE: Table = KpiSample.__table__  # type: ignore[assignment]
 def sample_query(part: Part, calendar: Calendar, kpi_id: str, dimension: str | None = None) -> Select[Any]:
     """Every record of ``part`` with its value, as :data:`SAMPLE` rows of ``kpi_id`` (to fill it).
 
-    With ``part.changes == "new"``: only the records the pending batches wrote.
+    With ``part.changes``: only the new versions the pending batches wrote, or the old versions
+    the stored values counted.
     """
     assert part.value is not None
-    assert part.changes != "old"
     keys, source, where = _keyed(part, calendar, dimension)
     week, month, connection_id, owner, currency, dim = keys
     table = part.table
@@ -471,31 +472,6 @@ SAMPLE_COLUMNS = (
 )
 
 
-def sample_totals_query(kpi_id: str, dimension: str | None) -> Select[Any]:
-    """A KPI's samples grouped like :func:`grouped_query`: the values' sum and count per group."""
-    sample = SAMPLE
-    keys = [
-        sample.c.week,
-        sample.c.month,
-        sample.c.connection_id,
-        sample.c.owner_external_id.label("owner"),
-        sample.c.currency,
-        sample.c.dimension_value.label("dim"),
-    ]
-    return (
-        select(*keys, exact_sum(sample.c.value).label("total"), func.count().label("records"))
-        .where(sample.c.kpi_id == kpi_id, sample.c.dimension == (dimension or ""))
-        .group_by(
-            sample.c.week,
-            sample.c.month,
-            sample.c.connection_id,
-            sample.c.owner_external_id,
-            sample.c.currency,
-            sample.c.dimension_value,
-        )
-    )
-
-
 def sample_period(grain: Grain, fiscal_start_month: int) -> ColumnElement[Any]:
     """SQL: the ``grain`` period index of a :data:`SAMPLE` row (-1 for ``all``)."""
     if grain == "all":
@@ -506,30 +482,24 @@ def sample_period(grain: Grain, fiscal_start_month: int) -> ColumnElement[Any]:
     return periods.bucket(SAMPLE.c.month, grain, fiscal_start_month)
 
 
-def percentile_query(
+def _sample_cells(
     calendar: Calendar,
     kpi_id: str,
     dimension: str | None,
     grain: Grain,
     scope: Scope,
-    stat: Literal["median", "p90"],
     only_periods: Sequence[int] | None = None,
-) -> Select[Any]:
-    """``(period, scope_id, currency, dim, value)``: the median or nearest-rank p90 per group of
-    a KPI's :data:`SAMPLE` rows (``only_periods``: of these periods of ``grain`` only).
-
-    PostgreSQL has ordered-set aggregates: ``percentile_cont(0.5)`` is the median (the mean of
-    the middle two of an even count) and ``percentile_disc(0.9)`` the nearest-rank p90 (the
-    ceil(0.9 n)-th value). SQLite has none: window functions rank each group's values and pick
-    the same ones.
-    """
+) -> tuple[list[ColumnElement[Any]], Any, list[ColumnElement[bool]]]:
+    """The cell keys ``(period, scope_id, currency, dim)`` of a KPI's samples at one grain and
+    scope, the FROM clause and the WHERE conditions."""
     sample = SAMPLE
     period = sample_period(grain, calendar.fiscal_start_month)
     where: list[ColumnElement[bool]] = [sample.c.kpi_id == kpi_id, sample.c.dimension == (dimension or "")]
     if grain != "all":
         where.append(sample.c.month.is_not(None))  # no period date: counted in "all" only
         if only_periods is not None:
-            where.append(period.in_(list(only_periods)))
+            # The months first: they are indexed.
+            where += [sample.c.month.in_(_months_of(grain, only_periods)), period.in_(list(only_periods))]
     source: Any = sample
     if scope == "company":
         scope_id: ColumnElement[Any] = literal("company", String)
@@ -545,16 +515,69 @@ def percentile_query(
             ),
         )
         scope_id = MEMBERSHIP.c.team_key
-    currency, dim = sample.c.currency.label("currency"), sample.c.dimension_value.label("dim")
-    keys = [period.label("period"), scope_id.label("scope_id"), currency, dim]
+    keys: list[ColumnElement[Any]] = [
+        period.label("period"),
+        scope_id.label("scope_id"),
+        sample.c.currency.label("currency"),
+        sample.c.dimension_value.label("dim"),
+    ]
+    return keys, source, where
+
+
+def _months_of(grain: Grain, indexes: Sequence[int]) -> list[int]:
+    """The month indexes the periods with these indexes cover (a week may span two months)."""
+    months: set[int] = set()
+    for index in indexes:
+        if grain == "week":
+            start, end = periods.period_bounds(index, "week")
+            for day in (start, end - timedelta(days=1)):
+                months.add(day.year * 12 + day.month - 1)
+        else:
+            months.update(range(index, index + {"month": 1, "quarter": 3, "year": 12}[grain]))
+    return sorted(months)
+
+
+def _ranks(stat: Literal["median", "p90"], n: ColumnElement[Any]) -> list[ColumnElement[Any]]:
+    """The 1-based ranks a statistic of ``n`` values reads: the middle one or two for the median,
+    the nearest rank ceil(0.9 n) for p90."""
+    if stat == "median":
+        return [(n + 1) // 2, (n + 2) // 2]
+    return [(n * 9 + 9) // 10]
+
+
+def percentile_query(
+    calendar: Calendar,
+    kpi_id: str,
+    dimension: str | None,
+    grain: Grain,
+    scope: Scope,
+    stat: Literal["median", "p90"],
+    only_periods: Sequence[int] | None = None,
+) -> Select[Any]:
+    """``(period, scope_id, currency, dim, value, total, records)``: the median or nearest-rank
+    p90 per group of a KPI's :data:`SAMPLE` rows, with the values' sum and count
+    (``only_periods``: of these periods of ``grain`` only).
+
+    PostgreSQL has ordered-set aggregates: ``percentile_cont(0.5)`` is the median (the mean of
+    the middle two of an even count) and ``percentile_disc(0.9)`` the nearest-rank p90 (the
+    ceil(0.9 n)-th value). SQLite has none: window functions rank each group's values and pick
+    the same ones.
+    """
+    sample = SAMPLE
+    keys, source, where = _sample_cells(calendar, kpi_id, dimension, grain, scope, only_periods)
     if calendar.dialect == "postgresql":
         ordered = func.percentile_cont(0.5) if stat == "median" else func.percentile_disc(0.9)
         statistic: ColumnElement[Any] = type_coerce(ordered.within_group(sample.c.value), Float)
         return (
-            select(*keys, statistic.label("value"))
+            select(
+                *keys,
+                statistic.label("value"),
+                exact_sum(sample.c.value).label("total"),
+                func.count().label("records"),
+            )
             .select_from(source)
             .where(*where)
-            .group_by(period, scope_id, sample.c.currency, sample.c.dimension_value)
+            .group_by(*(key.element for key in keys))
         )
     values = select(*keys, sample.c.value.label("v")).select_from(source).where(*where).subquery("vals")
     partition = [values.c.period, values.c.scope_id, values.c.currency, values.c.dim]
@@ -563,11 +586,107 @@ def percentile_query(
         values.c.v,
         func.row_number().over(partition_by=partition, order_by=values.c.v).label("rn"),
         func.count().over(partition_by=partition).label("n"),
+        func.sum(values.c.v).over(partition_by=partition).label("s"),
     ).subquery("ranked")
     rk = [ranked.c.period, ranked.c.scope_id, ranked.c.currency, ranked.c.dim]
-    if stat == "median":
-        pick: ColumnElement[bool] = ranked.c.rn.in_([(ranked.c.n + 1) // 2, (ranked.c.n + 2) // 2])
-    else:
-        # Nearest rank: the ceil(0.9 n)-th value.
-        pick = ranked.c.rn == (ranked.c.n * 9 + 9) // 10
-    return select(*rk, func.avg(ranked.c.v).label("value")).where(pick).group_by(*rk)
+    return (
+        select(
+            *rk,
+            func.avg(ranked.c.v).label("value"),
+            func.max(ranked.c.s).label("total"),
+            func.max(ranked.c.n).label("records"),
+        )
+        .where(ranked.c.rn.in_(_ranks(stat, ranked.c.n)))
+        .group_by(*rk)
+    )
+
+
+def rank_state_query(
+    calendar: Calendar, kpi_id: str, dimension: str | None, scope: Scope, stat: Literal["median", "p90"]
+) -> Select[Any]:
+    """The all-time values of a KPI per scope with what updating them later needs.
+
+    One row per cell and rank read (see :func:`_ranks`): ``(scope_id, currency, dim, rn, v,
+    below, equal, n, total)``, where ``below`` counts the cell's values less than ``v`` and
+    ``equal`` those equal to it. An all-time cell holds every record, so a later refresh moves
+    its statistic from this value by the few values the change log adds and removes instead of
+    ranking every record again (see :func:`neighbour_query`).
+    """
+    sample = SAMPLE
+    keys, source, where = _sample_cells(calendar, kpi_id, dimension, "all", scope)
+    cell = keys[1:]
+    values = select(*cell, sample.c.value.label("v")).select_from(source).where(*where).subquery("vals")
+    partition = [values.c.scope_id, values.c.currency, values.c.dim]
+    ranked = select(
+        *partition,
+        values.c.v,
+        func.row_number().over(partition_by=partition, order_by=values.c.v).label("rn"),
+        (func.rank().over(partition_by=partition, order_by=values.c.v) - 1).label("below"),
+        func.count().over(partition_by=[*partition, values.c.v]).label("equal"),
+        func.count().over(partition_by=partition).label("n"),
+        func.sum(values.c.v).over(partition_by=partition).label("total"),
+    ).subquery("ranked")
+    return select(ranked).where(ranked.c.rn.in_(_ranks(stat, ranked.c.n)))
+
+
+def _cell_filter(
+    kpi_id: str, dimension: str, scope: Scope, scope_id: str, currency: str, dim_value: str
+) -> list[ColumnElement[bool]]:
+    """SQL: a KPI's samples in one all-time cell."""
+    sample = SAMPLE
+    where: list[ColumnElement[bool]] = [
+        sample.c.kpi_id == kpi_id,
+        sample.c.dimension == dimension,
+        sample.c.currency == currency,
+        sample.c.dimension_value == dim_value,
+    ]
+    if scope == "owner":
+        connection_id, _, owner = scope_id.partition(":")
+        where += [sample.c.connection_id == connection_id, sample.c.owner_external_id == owner]
+    elif scope == "team":
+        member = (
+            select(literal(1))
+            .select_from(MEMBERSHIP)
+            .where(
+                MEMBERSHIP.c.team_key == scope_id,
+                MEMBERSHIP.c.m_connection_id == sample.c.connection_id,
+                MEMBERSHIP.c.m_owner_external_id == sample.c.owner_external_id,
+            )
+            .exists()
+        )
+        where.append(member)
+    return where
+
+
+def neighbour_query(
+    kpi_id: str,
+    dimension: str,
+    scope: Scope,
+    scope_id: str,
+    currency: str,
+    dim_value: str,
+    pivot: float,
+    above: bool,
+    limit: int,
+) -> Select[Any]:
+    """The ``limit`` values of one all-time cell nearest above (or below) ``pivot``, nearest first."""
+    sample = SAMPLE
+    where = _cell_filter(kpi_id, dimension, scope, scope_id, currency, dim_value)
+    if above:
+        return (
+            select(sample.c.value).where(*where, sample.c.value > pivot).order_by(sample.c.value).limit(limit)
+        )
+    return (
+        select(sample.c.value)
+        .where(*where, sample.c.value < pivot)
+        .order_by(sample.c.value.desc())
+        .limit(limit)
+    )
+
+
+def equal_count_query(
+    kpi_id: str, dimension: str, scope: Scope, scope_id: str, currency: str, dim_value: str, value: float
+) -> Select[Any]:
+    """How many values of one all-time cell equal ``value``."""
+    where = _cell_filter(kpi_id, dimension, scope, scope_id, currency, dim_value)
+    return select(func.count()).select_from(SAMPLE).where(*where, SAMPLE.c.value == value)

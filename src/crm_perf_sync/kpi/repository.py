@@ -8,9 +8,26 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, String, Table, column, delete, insert, literal, select
+import orjson
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Select,
+    String,
+    Table,
+    any_,
+    bindparam,
+    column,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+)
 from sqlalchemy import table as table_clause
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from crm_perf_sync.kpi import compiler
 from crm_perf_sync.kpi.compiler import MEMBERSHIP, OWNER_REGION, Membership
@@ -362,15 +379,14 @@ def update_sample(
     conn.execute(insert(sample).from_select(list(compiler.SAMPLE_COLUMNS), new_rows))
 
 
-def consume_pending(conn: Connection, pending: PendingLog, chunk: int = 5_000) -> None:
+def consume_pending(conn: Connection, pending: PendingLog) -> None:
     """Delete exactly the log rows a refresh applied (later ones wait for the next refresh)."""
-    for start in range(0, len(pending.batch_ids), chunk):
-        ids = pending.batch_ids[start : start + chunk]
-        conn.execute(delete(ChangeBatch).where(ChangeBatch.id.in_(ids)))
-    for entity, ids_all in pending.prior_ids.items():
+    if pending.batch_ids:
+        conn.execute(delete(ChangeBatch).where(ids_in(conn, ChangeBatch.id, pending.batch_ids)))
+    for entity, ids in pending.prior_ids.items():
         table = PRIOR_TABLES[entity]
-        for start in range(0, len(ids_all), chunk):
-            conn.execute(delete(table).where(table.c.change_id.in_(ids_all[start : start + chunk])))
+        if ids:
+            conn.execute(delete(table).where(ids_in(conn, table.c.change_id, ids)))
 
 
 def drop_temporary_tables(conn: Connection) -> None:
@@ -392,6 +408,8 @@ class StoredCell:
     numerator: float
     denominator: float | None
     sample_count: int
+    #: An all-time median or percentile's rank state (pivot, values below, values equal).
+    rank: tuple[float, int, int] | None = None
 
 
 #: (grain, scope, period key, scope id, currency, breakdown value) of a stored value
@@ -417,6 +435,9 @@ def stored_cells(
                 KpiValue.numerator,
                 KpiValue.denominator,
                 KpiValue.sample_count,
+                KpiValue.rank_pivot,
+                KpiValue.rank_below,
+                KpiValue.rank_equal,
             ).where(
                 KpiValue.kpi_id == kpi_id,
                 KpiValue.dimension == dimension,
@@ -425,13 +446,29 @@ def stored_cells(
         )
         for row in rows:
             key = (row.grain, row.scope, row.period_key, row.scope_id, row.currency, row.dimension_value)
-            out[key] = StoredCell(row.id, row.numerator, row.denominator, row.sample_count)
+            rank = None
+            if row.rank_pivot is not None:
+                rank = (float(row.rank_pivot), int(row.rank_below), int(row.rank_equal))
+            out[key] = StoredCell(row.id, row.numerator, row.denominator, row.sample_count, rank)
     return out
 
 
+def ids_in(conn: Connection, id_column: Any, ids: Sequence[int]) -> ColumnElement[bool]:
+    """SQL: ``id_column`` is one of ``ids``, as one bound parameter (compiled once, however many):
+    an array on PostgreSQL, a JSON array on SQLite."""
+    if conn.dialect.name == "postgresql":
+        listed: ColumnElement[bool] = id_column == any_(bindparam(None, list(ids), type_=ARRAY(BigInteger)))
+        return listed
+    listed_json: Any = bindparam(None, orjson.dumps(list(ids)).decode())
+    values: Select[Any] = select(column("value")).select_from(func.json_each(listed_json))
+    found: ColumnElement[bool] = id_column.in_(values)
+    return found
+
+
 def replace_cells(conn: Connection, ids: Sequence[int], rows: Sequence[dict[str, Any]]) -> None:
-    for start in range(0, len(ids), 5_000):
-        conn.execute(delete(KpiValue).where(KpiValue.id.in_(ids[start : start + 5_000])))
+    """Delete the values with these ids and insert ``rows``."""
+    if ids:
+        conn.execute(delete(KpiValue).where(ids_in(conn, KpiValue.id, ids)))
     bulk_insert(conn, KPI_VALUE, rows)
 
 

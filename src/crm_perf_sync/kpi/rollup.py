@@ -38,6 +38,10 @@ class Rollup:
             teams.setdefault((connection_id, owner), []).append(team)
         self._teams = {rep: tuple(found) for rep, found in teams.items()}
 
+    def teams_of(self, connection_id: str, owner: str) -> tuple[str, ...]:
+        """The teams a rep counts in (their own and every one above it)."""
+        return self._teams.get((connection_id, owner), ())
+
     def period(self, grain: Grain, week: int | None, month: int | None) -> int | None:
         if grain == "week":
             return week

@@ -11,7 +11,7 @@ import ast
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import lru_cache
@@ -34,13 +34,15 @@ from crm_perf_sync.kpi.compiler import (
     Membership,
     Part,
     Scope,
+    equal_count_query,
     funnel_grouped_query,
     funnel_steps_query,
     grouped_query,
+    neighbour_query,
     part_for,
     percentile_query,
+    rank_state_query,
     sample_query,
-    sample_totals_query,
 )
 from crm_perf_sync.kpi.library import evaluation_order
 from crm_perf_sync.kpi.rollup import Key, Rollup, Totals
@@ -67,6 +69,11 @@ REFRESH_LEASE = "kpi-refresh"
 
 # (value, numerator, denominator, sample count)
 Computed = tuple[float | None, float, float | None, int]
+
+#: An all-time median or percentile's rank state (see :func:`compiler.rank_state_query`): the
+#: value at the lower rank read, how many values are below it and how many equal it.
+RankState = tuple[float, int, int]
+NO_RANK_STATE: dict[str, Any] = {"rank_pivot": None, "rank_below": None, "rank_equal": None}
 
 
 @dataclass(slots=True)
@@ -337,6 +344,9 @@ class KpiService:
                 for stage_dimension, computed in breakdowns:
                     for key, result in computed.items():
                         out.append(_row(kpi, grain, scope, stage_dimension, key, result))
+        elif isinstance(kpi, DurationKpi) and kpi.stat != "mean":
+            for dimension in [None, *self.dimensions(kpi)]:
+                out += self._percentile_rows(conn, kpi, calendar, grains, dimension)
         else:
             for dimension in [None, *self.dimensions(kpi)]:
                 values = self._values(conn, kpi, calendar, membership, grains, dimension)
@@ -432,7 +442,7 @@ class KpiService:
                     values[key] = (value, n.total, d.total, d.records)
                 out[cell] = values
         elif isinstance(kpi, DurationKpi):
-            if kpi.stat == "mean":
+            if kpi.stat == "mean":  # medians and percentiles: see _percentile_rows
                 part = part_for(kpi.measure, calendar, by_currency=False, kpi=kpi)
                 for cell, totals in self._rolled(conn, part, calendar, rollup, dimension).items():
                     out[cell] = {
@@ -444,54 +454,69 @@ class KpiService:
                         )
                         for key, t in totals.items()
                     }
-            else:
-                out = self._percentiles(conn, kpi, calendar, rollup, dimension)
         return out
 
-    def _percentiles(
+    def _percentile_rows(
         self,
         conn: Connection,
         kpi: DurationKpi,
         calendar: Calendar,
-        rollup: Rollup,
+        grains: list[Grain],
         dimension: str | None,
         only: Mapping[Grain, set[int | None]] | None = None,
-    ) -> dict[tuple[Grain, Scope], dict[Key, Computed]]:
-        """A median or p90 KPI per grain and scope (``only``: in these periods of each grain).
+    ) -> list[dict[str, Any]]:
+        """The values of a median or p90 KPI for one breakdown, ranked from :class:`KpiSample`.
 
-        The records' values are kept in :class:`KpiSample` (replaced whole, or with ``only`` brought
-        up to date by the change log); every grain and scope ranks them from there. Numerator and
-        denominator are the values' sum and count.
+        Without ``only`` the samples are replaced and every grain is ranked (all-time values with
+        their rank state); with it, only these periods of the grains below ``all``, from samples
+        the caller brought up to date. Numerator and denominator are the values' sum and count.
         """
         assert kpi.stat != "mean"
-        part = part_for(kpi.measure, calendar, by_currency=False, kpi=kpi)
         if only is None:
+            part = part_for(kpi.measure, calendar, by_currency=False, kpi=kpi)
             repo.replace_sample(conn, kpi.id, dimension, sample_query(part, calendar, kpi.id, dimension))
-        else:
-            new = part_for(kpi.measure, calendar, by_currency=False, kpi=kpi, changes="new")
-            new_rows = sample_query(new, calendar, kpi.id, dimension)
-            repo.update_sample(conn, kpi.id, dimension, kpi.measure.entity, new_rows)
-        totals_rows = conn.execute(sample_totals_query(kpi.id, dimension))
-        rolled = rollup(
-            (r.week, r.month, r.connection_id, r.owner, r.currency, r.dim, r.total, r.records)
-            for r in totals_rows
-        )
-        out: dict[tuple[Grain, Scope], dict[Key, Computed]] = {}
-        for (grain, scope), totals in rolled.items():
+        rows: list[dict[str, Any]] = []
+        scopes: list[Scope] = ["company", "owner", "team"]
+        for grain in grains:
             wanted = None if only is None else only.get(grain, set())
+            if grain == "all":
+                if only is None:
+                    for scope in scopes:
+                        for key, (result, state) in self._all_time(
+                            conn, calendar, kpi, dimension, scope
+                        ).items():
+                            rows.append(
+                                _with_state(_row(kpi, grain, scope, dimension or "", key, result), state)
+                            )
+                continue
             if wanted is not None and not wanted:
                 continue
-            indexes = None if wanted is None or grain == "all" else sorted(p for p in wanted if p is not None)
-            stats: dict[Key, float] = {}
-            stmt = percentile_query(calendar, kpi.id, dimension, grain, scope, kpi.stat, indexes)
-            for row in conn.execute(stmt):
-                period = None if row.period == -1 else int(row.period)
-                stats[(period, str(row.scope_id), str(row.currency), str(row.dim))] = float(row.value)
-            out[(grain, scope)] = {
-                key: (stats.get(key), t.total, float(t.records), t.records)
-                for key, t in totals.items()
-                if wanted is None or key[0] in wanted
-            }
+            indexes = None if wanted is None else sorted(p for p in wanted if p is not None)
+            for scope in scopes:
+                stmt = percentile_query(calendar, kpi.id, dimension, grain, scope, kpi.stat, indexes)
+                for r in conn.execute(stmt):
+                    key = (int(r.period), str(r.scope_id), str(r.currency), str(r.dim))
+                    result = (float(r.value), float(r.total), float(r.records), int(r.records))
+                    rows.append(_row(kpi, grain, scope, dimension or "", key, result))
+        return rows
+
+    @staticmethod
+    def _all_time(
+        conn: Connection, calendar: Calendar, kpi: DurationKpi, dimension: str | None, scope: Scope
+    ) -> dict[Key, tuple[Computed, RankState]]:
+        """Every all-time cell of one scope, ranked whole, with its rank state."""
+        assert kpi.stat != "mean"
+        picked: dict[tuple[str, str, str], list[Any]] = defaultdict(list)
+        for r in conn.execute(rank_state_query(calendar, kpi.id, dimension, scope, kpi.stat)):
+            picked[(str(r.scope_id), str(r.currency), str(r.dim))].append(r)
+        out: dict[Key, tuple[Computed, RankState]] = {}
+        for (scope_id, currency, dim), found in picked.items():
+            found.sort(key=lambda r: int(r.rn))
+            low, high = found[0], found[-1]
+            value = (float(low.v) + float(high.v)) / 2 if len(found) > 1 else float(low.v)
+            n = int(low.n)
+            state = (float(low.v), int(low.below), int(low.equal))
+            out[(None, scope_id, currency, dim)] = ((value, float(low.total), float(n), n), state)
         return out
 
     def _funnel(
@@ -633,6 +658,7 @@ class KpiService:
                         "target": None,
                         "attainment": None,
                         "gap": None,
+                        **NO_RANK_STATE,
                     }
                 )
         return out
@@ -773,42 +799,176 @@ class KpiService:
         target_values: Mapping[repo.TargetKey, repo.TargetCell],
         touched: set[tuple[str, str]],
     ) -> int:
-        """Recompute a median or percentile KPI in the periods the change log touches.
+        """Bring a median or percentile KPI up to date with the change log.
 
         A median does not add up, so each period a changed record was or is in is ranked again
-        (every scope of it); the others keep their values. Returns how many values were written;
-        ``touched`` collects the (grain, period key) of the periods ranked again.
+        (every scope of it), from samples the log keeps current; the others keep their values.
+        All-time values hold every record: each is moved from its stored rank state by the values
+        the log removed and added, reading only the few samples next to it. Returns how many
+        values were written; ``touched`` collects the (grain, period key) written.
         """
         digest = self.definition_hash(kpi)
         computed_at = utc_now()
         rollup = Rollup(grains, calendar.fiscal_start_month, membership)
         written = 0
         for dimension in [None, *self.dimensions(kpi)]:
-            periods_touched: dict[Grain, set[int | None]] = defaultdict(set)
-            for changes in ("new", "old"):
-                totals, _ = self._change_totals(conn, kpi, calendar, rollup, dimension, changes)
-                for (grain, _scope), found in totals.items():
-                    periods_touched[grain].update(key[0] for key in found)
-            if not periods_touched:
+            changes = {
+                side: list(
+                    conn.execute(
+                        sample_query(
+                            part_for(kpi.measure, calendar, by_currency=False, kpi=kpi, changes=side,
+                                     table=PRIOR_TABLES[kpi.measure.entity] if side == "old" else None),
+                            calendar, kpi.id, dimension,
+                        )
+                    )
+                )
+                for side in ("new", "old")
+            }  # fmt: skip
+            if not changes["new"] and not changes["old"]:
                 continue
-            computed = self._percentiles(conn, kpi, calendar, rollup, dimension, periods_touched)
-            rows = [
-                _row(kpi, grain, scope, dimension or "", key, result)
-                for (grain, scope), values in computed.items()
-                for key, result in values.items()
-            ]
+            periods_touched: dict[Grain, set[int | None]] = defaultdict(set)
+            for r in (*changes["new"], *changes["old"]):
+                for grain in grains:
+                    if grain != "all" and r.month is not None:
+                        periods_touched[grain].add(rollup.period(grain, r.week, r.month))
+            new_rows = sample_query(
+                part_for(kpi.measure, calendar, by_currency=False, kpi=kpi, changes="new"),
+                calendar,
+                kpi.id,
+                dimension,
+            )
+            repo.update_sample(conn, kpi.id, dimension, kpi.measure.entity, new_rows)
+            rows = self._percentile_rows(conn, kpi, calendar, grains, dimension, periods_touched)
+            for grain, indexes in periods_touched.items():
+                keys = {_period_key(index, grain) for index in indexes}
+                touched.update((grain, key) for key in keys)
+                repo.delete_periods(conn, kpi.id, grain, dimension or "", keys)
+            if "all" in grains:
+                all_rows, replaced = self._move_all_time(conn, kpi, calendar, rollup, dimension, changes)
+                rows += all_rows
+                repo.replace_cells(conn, replaced, [])
+                touched.add(("all", "all"))
             if dimension is None:
                 self._apply_targets(kpi, rows, target_values, add_missing=False)
             for row in rows:
                 row["definition_hash"] = digest
                 row["computed_at"] = computed_at
-            for grain, indexes in periods_touched.items():
-                keys = {_period_key(index, grain) for index in indexes}
-                touched.update((grain, key) for key in keys)
-                repo.delete_periods(conn, kpi.id, grain, dimension or "", keys)
             repo.replace_cells(conn, [], rows)
             written += len(rows)
         return written
+
+    def _move_all_time(
+        self,
+        conn: Connection,
+        kpi: DurationKpi,
+        calendar: Calendar,
+        rollup: Rollup,
+        dimension: str | None,
+        changes: Mapping[str, Sequence[Any]],
+    ) -> tuple[list[dict[str, Any]], list[int]]:
+        """The all-time cells the changes touch, updated; and the ids of the rows they replace."""
+        assert kpi.stat != "mean"
+        # (scope, scope id, currency, dim) -> (values removed, values added)
+        moves: dict[tuple[Scope, str, str, str], tuple[list[float], list[float]]] = defaultdict(
+            lambda: ([], [])
+        )
+        for side, index in (("old", 0), ("new", 1)):
+            for r in changes[side]:
+                currency, dim = str(r.currency), str(r.dimension_value)
+                value = float(r.value)
+                moves[("company", "company", currency, dim)][index].append(value)
+                if r.owner_external_id is None:
+                    continue
+                owner = f"{r.connection_id}:{r.owner_external_id}"
+                moves[("owner", owner, currency, dim)][index].append(value)
+                for team in rollup.teams_of(str(r.connection_id), str(r.owner_external_id)):
+                    moves[("team", team, currency, dim)][index].append(value)
+        stored = repo.stored_cells(conn, kpi.id, dimension or "", {"all"})
+        # A scope with a cell that has no rank state to move from (new, or stored before there
+        # was one) is ranked whole instead; it has few cells (one per team or rep).
+        whole: set[Scope] = set()
+        for (scope, scope_id, currency, dim), (_, added) in moves.items():
+            before = stored.get(("all", scope, "all", scope_id, currency, dim))
+            if (before is None and added) or (before is not None and before.rank is None):
+                whole.add(scope)
+        rows: list[dict[str, Any]] = []
+        replaced = [cell.id for key, cell in stored.items() if key[1] in whole]
+        for scope in sorted(whole):
+            for key, (result, state) in self._all_time(conn, calendar, kpi, dimension, scope).items():
+                rows.append(_with_state(_row(kpi, "all", scope, dimension or "", key, result), state))
+        for (scope, scope_id, currency, dim), (removed, added) in moves.items():
+            before = stored.get(("all", scope, "all", scope_id, currency, dim))
+            if scope in whole or before is None:
+                continue
+            replaced.append(before.id)
+            moved = self._move_rank(
+                conn, kpi, dimension or "", scope, scope_id, currency, dim, before, removed, added
+            )
+            if moved is None:
+                continue  # no value left in the cell
+            statistic, n, state = moved
+            total = before.numerator - sum(removed) + sum(added)
+            row = _row(
+                kpi, "all", scope, dimension or "", (None, scope_id, currency, dim), (statistic, total, n, n)
+            )
+            rows.append(_with_state(row, state))
+        return rows, replaced
+
+    @staticmethod
+    def _move_rank(
+        conn: Connection,
+        kpi: DurationKpi,
+        dimension: str,
+        scope: Scope,
+        scope_id: str,
+        currency: str,
+        dim: str,
+        before: repo.StoredCell,
+        removed: Sequence[float],
+        added: Sequence[float],
+    ) -> tuple[float, int, RankState] | None:
+        """An all-time cell's statistic after ``removed`` left and ``added`` joined its values.
+
+        The stored state says the value ``p`` at the lower rank read had ``below`` values under
+        it and ``equal`` values equal to it. Counting the changes against ``p`` gives both
+        anew; the rank now read is either within the values equal to ``p``, or a few values
+        away from it, which are read from the samples nearest to ``p`` (already up to date).
+        Returns ``(value, count, new state)``, ``None`` when no value is left.
+        """
+        assert before.rank is not None
+        assert kpi.stat != "mean"
+        pivot, below, equal = before.rank
+        below += sum(1 for v in added if v < pivot) - sum(1 for v in removed if v < pivot)
+        equal += sum(1 for v in added if v == pivot) - sum(1 for v in removed if v == pivot)
+        n = before.sample_count + len(added) - len(removed)
+        if n <= 0:
+            return None
+        ranks = [(n + 1) // 2, (n + 2) // 2] if kpi.stat == "median" else [(9 * n + 9) // 10]
+        cell = (kpi.id, dimension, scope, scope_id, currency, dim)
+
+        def nearest(start: float, above: bool, count: int) -> list[float]:
+            found = [float(v) for v in conn.execute(neighbour_query(*cell, start, above, count)).scalars()]
+            assert len(found) == count, f"rank state of {kpi.id} {scope_id} out of step with its samples"
+            return found
+
+        k = ranks[0]
+        if below < k <= below + equal:
+            low = pivot
+        elif k <= below:
+            found = nearest(pivot, False, below - k + 1)
+            low = found[-1]
+            equal_low = int(conn.execute(equal_count_query(*cell, low)).scalar_one())
+            below, equal = below - sum(1 for v in found if v > low) - equal_low, equal_low
+        else:
+            found = nearest(pivot, True, k - below - equal)
+            low = found[-1]
+            equal_low = int(conn.execute(equal_count_query(*cell, low)).scalar_one())
+            below, equal = below + equal + sum(1 for v in found if v < low), equal_low
+        value = low
+        if len(ranks) > 1 and ranks[1] != k:
+            high = low if ranks[1] <= below + equal else nearest(low, True, 1)[0]
+            value = (low + high) / 2
+        return value, n, (low, below, equal)
 
     def _apply_funnel_changes(
         self,
@@ -974,11 +1134,17 @@ def _row(kpi: Kpi, grain: Grain, scope: str, dimension: str, key: Key, result: C
         "target": None,
         "attainment": None,
         "gap": None,
+        **NO_RANK_STATE,
     }
 
 
 #: (grain, scope, period index, scope id) of a funnel's values
 _FunnelGroup = tuple[str, str, int | None, str]
+
+
+def _with_state(row: dict[str, Any], state: RankState) -> dict[str, Any]:
+    row["rank_pivot"], row["rank_below"], row["rank_equal"] = state
+    return row
 
 
 def _period_key(period: int | None, grain: Grain) -> str:

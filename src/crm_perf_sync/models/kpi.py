@@ -61,6 +61,12 @@ class KpiValue(Base):
     attainment: Mapped[float | None] = mapped_column(Float)
     gap: Mapped[float | None] = mapped_column(Float)
     computed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: All-time medians and percentiles: the value at the lower rank the statistic reads, and how
+    #: many of the period's values are below it and equal to it. An incremental refresh moves the
+    #: statistic from there by the values the change log adds and removes.
+    rank_pivot: Mapped[float | None] = mapped_column(Float)
+    rank_below: Mapped[int | None] = mapped_column(Integer)
+    rank_equal: Mapped[int | None] = mapped_column(Integer)
 
 
 class KpiSample(Base):
@@ -77,6 +83,8 @@ class KpiSample(Base):
     __table_args__ = (
         UniqueConstraint("kpi_id", "dimension", "connection_id", "external_id"),
         Index(None, "kpi_id", "dimension", "month"),
+        # The samples next to a value, for moving an all-time statistic by a few ranks.
+        Index(None, "kpi_id", "dimension", "value"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
