@@ -19,7 +19,7 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 
-$(VENV)/.installed: $(UV) uv.lock pyproject.toml connectors/demo/pyproject.toml connectors/csv/pyproject.toml
+$(VENV)/.installed: $(UV) uv.lock pyproject.toml connectors/*/pyproject.toml
 	$(UV) sync --frozen --all-packages --python $(PYTHON)
 	touch $@
 
@@ -37,7 +37,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 typecheck: setup
-	$(BIN)/mypy src connectors/demo/src connectors/csv/src tests bench
+	$(BIN)/mypy src connectors/*/src tests bench
 
 pytest: setup
 	$(BIN)/pytest $(PYTEST_ARGS)

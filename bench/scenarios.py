@@ -21,6 +21,8 @@ from typing import Any
 from bench.harness import Result, database, in_child
 from bench.kpi_full import kpi_full
 from bench.kpi_incremental import kpi_incremental
+from bench.sync_hubspot import sync_hubspot
+from bench.sync_salesforce import sync_salesforce
 
 SIZES = {"small": (10_000, 40_000), "full": (100_000, 1_000_000)}
 TARGETS = {"sqlite": 30_000.0, "postgresql": 50_000.0}
@@ -146,5 +148,7 @@ def upsert(size: str, databases: list[str], workdir: Path) -> Iterator[Result]:
 SCENARIOS: dict[str, Callable[[str, list[str], Path], Iterator[Result]]] = {
     "kpi-full": kpi_full,
     "kpi-incremental": kpi_incremental,
+    "sync-hubspot": sync_hubspot,
+    "sync-salesforce": sync_salesforce,
     "upsert": upsert,
 }

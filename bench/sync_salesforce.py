@@ -1,0 +1,251 @@
+"""``sync-salesforce``: a full sync of N opportunities from the emulated org, against a floor.
+
+The org runs in its own process (the emulator of ``tests/connectors/salesforce``, HTTPS with a
+throw-away CA), so that neither measurement pays for serving and each child's peak RSS is its
+own. Two measurements, each in a fresh child process:
+
+- the floor: simple-salesforce alone fetching and parsing the same pages the connector reads —
+  the same SOQL over ``queryAll``, ``query`` + ``query_more`` with 2,000-row batches, the same
+  JSON options (exact decimals, plain dicts) — counting the records and storing nothing;
+- the sync: the ``salesforce`` connector through the real :class:`SyncEngine` into a fresh store
+  (checkpoint per page, batch upserts, lease renewals, run counters), REST path (Bulk disabled:
+  the floor is the REST pages).
+
+``ratio`` = sync records/s ÷ floor records/s; target ≥ 0.70. Peak RSS is taken at a tenth of the
+size and at the size, and must stay flat (within a factor of 1.5) as the data grows tenfold.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from bench.harness import Result, database, in_child
+
+SIZES = {"small": 20_000, "full": 1_000_000}
+#: Each measurement at the size is repeated and the fastest run kept: the machine is shared.
+REPEATS = {"small": 3, "full": 2}
+TARGET_RATIO = 0.70
+RSS_FLAT_FACTOR = 1.5
+#: The org's rows end an hour before the benchmark starts (well before now minus the skew).
+_END_OFFSET = timedelta(hours=1)
+
+
+@contextmanager
+def _org(workdir: Path, count: int) -> Iterator[tuple[str, str]]:
+    """An emulated org with ``count`` opportunities in a child process: ``(url, ca_path)``."""
+    from tests.connectors.salesforce.emulator import serve_forever_in_process
+    from tests.connectors.salesforce.seed import bulk_opportunities
+
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    tls_dir = workdir / f"org-{count}"
+    tls_dir.mkdir(parents=True, exist_ok=True)
+    end = datetime.now(UTC).replace(microsecond=0) - _END_OFFSET
+    seed = partial(bulk_opportunities, count=count, end=end)
+    process = context.Process(target=serve_forever_in_process, args=(str(tls_dir), seed, send), daemon=True)
+    process.start()
+    try:
+        if not receive.poll(600):
+            raise RuntimeError("the emulated org did not start within 10 minutes")
+        url, ca_path = receive.recv()
+        yield url, ca_path
+    finally:
+        process.terminate()
+        process.join(10)
+        receive.close()
+        send.close()
+
+
+def _settings(url: str, ca_path: str, *, keep_raw: bool = True) -> dict[str, Any]:
+    return {
+        "auth": {
+            "type": "password",
+            "username": "admin@example.com",
+            "password": "admin-password",
+            "security_token": "TOKEN",
+        },
+        "login_url": url,
+        "ca_bundle": ca_path,
+        "streams": ["opportunities"],
+        "bulk_threshold": None,
+        "reconcile_every": None,
+        "keep_raw": keep_raw,
+    }
+
+
+def _floor(url: str, ca_path: str) -> dict[str, Any]:
+    """Fetch and parse every page of the connector's query with simple-salesforce alone."""
+    import requests
+    from simple_salesforce.api import Salesforce
+
+    from crm_perf_sync_salesforce import soql
+    from crm_perf_sync_salesforce.auth import login
+    from crm_perf_sync_salesforce.connector import OBJECTS
+    from crm_perf_sync_salesforce.settings import SalesforceSettings
+
+    settings = SalesforceSettings.model_validate(_settings(url, ca_path))
+    http = requests.Session()
+    http.trust_env = False  # so that verify= is not overridden by REQUESTS_CA_BUNDLE
+    http.verify = ca_path
+    session = login(settings, http)
+    sf = Salesforce(
+        session_id=session.token,
+        instance=session.instance,
+        version=settings.api_version,
+        session=http,
+        parse_float=Decimal,
+        object_pairs_hook=None,
+    )
+    obj = OBJECTS["opportunities"]
+    # The fields the connector selects in a single-currency org (no CurrencyIsoCode), same order.
+    fields = [name for name in obj.fields if name != "CurrencyIsoCode"]
+    upper = datetime.now(UTC).replace(microsecond=0) - settings.skew
+    text = soql.select(
+        obj.sobject, fields, [soql.at_most("SystemModstamp", upper)], order_by=("SystemModstamp", "Id")
+    )
+    headers = {"Sforce-Query-Options": f"batchSize={settings.page_size}"}
+    started = time.perf_counter()
+    records = 0
+    for _record in sf.query_all_iter(text, include_deleted=True, headers=headers):
+        records += 1
+    seconds = time.perf_counter() - started
+    http.close()
+    return {"records": records, "seconds": seconds}
+
+
+def _read_only(url: str, ca_path: str) -> dict[str, Any]:
+    """The connector's read of the opportunities alone (fetch, parse, map; no engine, no store)."""
+    from crm_perf_sync.connector_sdk import ConnectorContext, OpportunityRecord
+    from crm_perf_sync_salesforce.connector import SalesforceConnector
+    from crm_perf_sync_salesforce.settings import SalesforceSettings
+
+    settings = SalesforceSettings.model_validate(_settings(url, ca_path))
+    connector = SalesforceConnector(
+        settings, ConnectorContext("bench", Path.cwd(), logging.getLogger("bench"))
+    )
+    (spec,) = [spec for spec in connector.streams() if spec.name == "opportunities"]
+    connector.check()
+    started = time.perf_counter()
+    records = sum(1 for message in connector.read(spec, None) if isinstance(message, OpportunityRecord))
+    seconds = time.perf_counter() - started
+    connector.close()
+    return {"records": records, "seconds": seconds}
+
+
+def _sync(db_url: str, url: str, ca_path: str, keep_raw: bool = True) -> dict[str, Any]:
+    """A full sync of the org's opportunities through the connector and the engine."""
+    from crm_perf_sync.config import AppConfig
+    from crm_perf_sync.connector_sdk import ConnectorContext
+    from crm_perf_sync.db import create_db_engine, make_session_factory, session_scope
+    from crm_perf_sync.leases import new_holder_id
+    from crm_perf_sync.sync import repository as repo
+    from crm_perf_sync.sync.service import SyncEngine, SyncOptions
+    from crm_perf_sync.timeutil import utc_now
+    from crm_perf_sync_salesforce.connector import SalesforceConnector
+    from crm_perf_sync_salesforce.settings import SalesforceSettings
+
+    engine = create_db_engine(db_url)
+    factory = make_session_factory(engine)
+    with session_scope(factory) as session:
+        repo.sync_connections(
+            session,
+            AppConfig.model_validate({"connections": [{"id": "bench", "kind": "salesforce"}]}),
+            utc_now(),
+        )
+    settings = SalesforceSettings.model_validate(_settings(url, ca_path, keep_raw=keep_raw))
+    connector = SalesforceConnector(
+        settings, ConnectorContext("bench", Path.cwd(), logging.getLogger("bench"))
+    )
+    sync = SyncEngine(
+        session_factory=factory,
+        connector=connector,
+        connection_id="bench",
+        options=SyncOptions(batch_size=5000),
+        holder=new_holder_id(),
+    )
+    started = time.perf_counter()
+    outcome = sync.run(trigger="bench", full_refresh=False)
+    seconds = time.perf_counter() - started
+    engine.dispose()
+    if outcome.status != "succeeded":
+        raise RuntimeError(outcome.summary())
+    return {"records": outcome.total("inserted"), "seconds": seconds}
+
+
+def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fastest of repeated runs (the machine is shared), with the highest peak RSS among them."""
+    fastest = min(runs, key=lambda run: run["seconds"])
+    return {**fastest, "peak_rss_mb": max(run["peak_rss_mb"] for run in runs)}
+
+
+def sync_salesforce(size: str, databases: list[str], workdir: Path) -> Iterator[Result]:
+    """Floor, read alone and syncs, interleaved and repeated (best of ``REPEATS``) at the size; a
+    sync per database at a tenth of the size for the peak RSS comparison.
+
+    Notes say where the time goes: the connector's read alone (no engine, no store) against the
+    floor, and a sync that keeps no raw payload (``keep_raw: false``).
+    """
+    large = SIZES[size]
+    small = large // 10
+    repeats = REPEATS[size]
+    floors: list[dict[str, Any]] = []
+    reads: list[dict[str, Any]] = []
+    syncs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in databases}
+    without_raw: dict[str, list[dict[str, Any]]] = {kind: [] for kind in databases}
+    smaller: dict[str, dict[str, Any]] = {}
+    with _org(workdir, small) as (url, ca_path):
+        for kind in databases:
+            with database(kind, workdir) as db_url:
+                smaller[kind] = in_child(_sync, db_url, url, ca_path)
+    with _org(workdir, large) as (url, ca_path):
+        for _ in range(repeats):
+            floors.append(in_child(_floor, url, ca_path))
+            reads.append(in_child(_read_only, url, ca_path))
+            for kind in databases:
+                with database(kind, workdir) as db_url:
+                    syncs[kind].append(in_child(_sync, db_url, url, ca_path))
+                with database(kind, workdir) as db_url:
+                    without_raw[kind].append(in_child(_sync, db_url, url, ca_path, False))
+    floor, read_only = _best(floors), _best(reads)
+    floor_rate = floor["records"] / floor["seconds"]
+    read_rate = read_only["records"] / read_only["seconds"]
+    for kind in databases:
+        run, bare = _best(syncs[kind]), _best(without_raw[kind])
+        rate = run["records"] / run["seconds"]
+        ratio = rate / floor_rate
+        rss_small, rss_large = smaller[kind]["peak_rss_mb"], run["peak_rss_mb"]
+        flat = rss_large <= RSS_FLAT_FACTOR * rss_small
+        yield Result(
+            scenario="sync-salesforce",
+            size=f"{large // 1000}k",
+            database=kind,
+            records=run["records"],
+            seconds=run["seconds"],
+            rate=rate,
+            peak_rss_mb=rss_large,
+            floor="simple-salesforce fetch + parse of the same pages",
+            floor_rate=floor_rate,
+            ratio=ratio,
+            target=f"ratio >= {TARGET_RATIO:.2f}, RSS flat",
+            passed=ratio >= TARGET_RATIO and flat and run["records"] == large,
+            notes={
+                "repeats": repeats,
+                "floor_seconds": round(floor["seconds"], 2),
+                "connector_read_rate": round(read_rate),
+                "connector_read_ratio": round(read_rate / floor_rate, 3),
+                "ratio_keep_raw_false": round(bare["records"] / bare["seconds"] / floor_rate, 3),
+                "floor_rss_mb": round(floor["peak_rss_mb"], 1),
+                "rss_small_mb": round(rss_small, 1),
+                "rss_large_mb": round(rss_large, 1),
+                "rss_flat": flat,
+            },
+        )

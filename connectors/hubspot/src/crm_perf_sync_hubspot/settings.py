@@ -1,0 +1,216 @@
+"""Settings of the ``hubspot`` connector: which portal, how to authenticate, how to map and pace.
+
+In YAML (every key is checked; secrets come from the environment through ``${VAR}``)::
+
+    settings:
+      access_token: ${HUBSPOT_TOKEN}          # a private app's token, or:
+      oauth:                                  # a public app's OAuth grant
+        client_id: ${HUBSPOT_CLIENT_ID}
+        client_secret: ${HUBSPOT_CLIENT_SECRET}
+        refresh_token: ${HUBSPOT_REFRESH_TOKEN}
+      currency: EUR                           # deals without deal_currency_code are in this one
+      deal_properties: {segment: customer_segment}   # custom dimension -> deal property
+
+See ``connectors/hubspot/README.md`` for every key.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Final, Self
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from crm_perf_sync.connector_sdk import ConnectorSettings
+
+DEFAULT_BASE_URL: Final = "https://api.hubapi.com"
+
+#: HubSpot's default lifecycle stages, in the order a contact moves through them ("other" is
+#: outside the funnel and therefore not listed).
+DEFAULT_LIFECYCLE: Final = (
+    "subscriber",
+    "lead",
+    "marketingqualifiedlead",
+    "salesqualifiedlead",
+    "opportunity",
+    "customer",
+    "evangelist",
+)
+
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+# Internal names of HubSpot properties: lower-case letters, digits and underscores.
+_PROPERTY = re.compile(r"^[a-z0-9_]+$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OAuthSettings(_Strict):
+    """An OAuth grant of a public app: the access token is obtained (and renewed) from these."""
+
+    client_id: str = Field(min_length=1, description="The app's client id.")
+    client_secret: SecretStr = Field(description="The app's client secret.")
+    refresh_token: SecretStr = Field(description="The portal's refresh token for the app.")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Self:
+        for name in ("client_secret", "refresh_token"):
+            if not getattr(self, name).get_secret_value().strip():
+                raise ValueError(f"{name} is empty (is its environment variable set?)")
+        return self
+
+
+class RateLimits(_Strict):
+    """The portal's API limits, paced client-side with token buckets shared per account.
+
+    HubSpot's defaults: 100 requests per 10 seconds per app (more on higher tiers; the
+    ``X-HubSpot-RateLimit-Max`` header says which), and about 5 search requests per second per
+    account, counted separately.
+    """
+
+    requests_per_interval: int = Field(default=100, ge=1, description="General requests per interval.")
+    interval: timedelta = Field(default=timedelta(seconds=10), description="The general limit's window.")
+    search_per_second: float = Field(default=5.0, gt=0, description="Search requests per second.")
+
+    @field_validator("interval")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be positive")
+        return value
+
+    @property
+    def general_rate(self) -> float:
+        """General requests per second."""
+        return self.requests_per_interval / self.interval.total_seconds()
+
+
+class HubSpotSettings(ConnectorSettings):
+    """A HubSpot portal: credentials, mapping choices and how hard to push the API."""
+
+    base_url: str = Field(
+        default=DEFAULT_BASE_URL, description="The API's root URL (another host for a proxy or a test)."
+    )
+    access_token: SecretStr | None = Field(default=None, description="A private app's access token.")
+    oauth: OAuthSettings | None = Field(default=None, description="An OAuth grant instead of a token.")
+
+    currency: str = Field(
+        default="USD",
+        description="The portal's company currency: deals without deal_currency_code are in it.",
+    )
+    deal_properties: dict[str, str] = Field(
+        default_factory=dict, description="Custom dimensions of opportunities: name -> deal property."
+    )
+    contact_properties: dict[str, str] = Field(
+        default_factory=dict, description="Custom dimensions of leads: name -> contact property."
+    )
+    lifecycle_stages: tuple[str, ...] = Field(
+        default=DEFAULT_LIFECYCLE, description="The portal's lifecycle stages (internal names), in order."
+    )
+    lead_stage: str = Field(default="lead", description="A contact is a lead once it reached this stage.")
+    converted_stage: str = Field(
+        default="opportunity",
+        description="A lead is converted once it reached this stage (or has an associated deal).",
+    )
+
+    lookback: timedelta = Field(
+        default=timedelta(minutes=5),
+        description="How far before the stored cursor an incremental read starts again (late commits).",
+    )
+    index_lag: timedelta = Field(
+        default=timedelta(seconds=60),
+        description="How far behind the database HubSpot's search index may be: reads stop at now - lag.",
+    )
+    association_refresh: timedelta = Field(
+        default=timedelta(hours=24),
+        description=(
+            "How often open deals and unconverted leads are re-read for their associations, which "
+            "change without touching the modified date (0: every run)."
+        ),
+    )
+
+    page_size: int = Field(default=200, ge=1, le=200, description="Results per search request.")
+    history_batch_size: int = Field(
+        default=50, ge=1, le=50, description="Deals per batch read of their stage history."
+    )
+    rate_limits: RateLimits = Field(default_factory=RateLimits)
+    max_attempts: int = Field(
+        default=6, ge=1, le=20, description="Tries of one request (429, 5xx, network) before giving up."
+    )
+    backoff: timedelta = Field(
+        default=timedelta(seconds=1), description="First wait of the exponential backoff (doubles)."
+    )
+    max_backoff: timedelta = Field(default=timedelta(seconds=60), description="Longest single wait.")
+    timeout: timedelta = Field(default=timedelta(seconds=60), description="Connect and read timeout.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("https://", "http://")):
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value
+
+    @field_validator("currency")
+    @classmethod
+    def _check_currency(cls, value: str) -> str:
+        if not _CURRENCY.match(value):
+            raise ValueError(f"must be an ISO 4217 code in capitals, got {value!r}")
+        return value
+
+    @field_validator("deal_properties", "contact_properties")
+    @classmethod
+    def _check_properties(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, prop in value.items():
+            if not name:
+                raise ValueError("a custom dimension needs a name")
+            if not _PROPERTY.match(prop):
+                raise ValueError(f"{prop!r} is not a HubSpot property's internal name (lower_case_only)")
+        return value
+
+    @field_validator("lookback", "index_lag", "association_refresh")
+    @classmethod
+    def _not_negative(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0):
+            raise ValueError("must not be negative")
+        return value
+
+    @field_validator("backoff", "max_backoff", "timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be positive")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if (self.access_token is None) == (self.oauth is None):
+            raise ValueError(
+                "give exactly one of access_token (a private app) or oauth "
+                "(client_id, client_secret, refresh_token)"
+            )
+        if self.access_token is not None and not self.access_token.get_secret_value().strip():
+            raise ValueError("access_token is empty (is its environment variable set?)")
+        stages = self.lifecycle_stages
+        if len(set(stages)) != len(stages):
+            raise ValueError("lifecycle_stages lists a stage twice")
+        for name in ("lead_stage", "converted_stage"):
+            if getattr(self, name) not in stages:
+                raise ValueError(f"{name} {getattr(self, name)!r} is not one of lifecycle_stages")
+        if stages.index(self.lead_stage) >= stages.index(self.converted_stage):
+            raise ValueError("lead_stage must come before converted_stage in lifecycle_stages")
+        return self
+
+    # -- derived --------------------------------------------------------------------------------
+
+    @property
+    def lead_stages(self) -> tuple[str, ...]:
+        """Lifecycle stages at which a contact counts as a lead (converted or not)."""
+        return self.lifecycle_stages[self.lifecycle_stages.index(self.lead_stage) :]
+
+    @property
+    def converted_stages(self) -> tuple[str, ...]:
+        """Lifecycle stages at which a lead counts as converted."""
+        return self.lifecycle_stages[self.lifecycle_stages.index(self.converted_stage) :]

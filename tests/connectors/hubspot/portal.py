@@ -1,0 +1,292 @@
+"""Portals for the emulator: the recorded fixtures, a small realistic account, a synthetic big one."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from crm_perf_sync.timeutil import utc_now
+from tests.connectors.hubspot.emulator import Portal, iso, ms, parse_instant
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DATA_DIR = Path(os.environ.get("CRM_DATA_DIR", REPO_ROOT.parent / "shared" / "data")).resolve()
+FIXTURES = DATA_DIR / "fixtures"
+
+
+def fixture(name: str) -> Any:
+    return json.loads((FIXTURES / f"hubspot_{name}.json").read_text(encoding="utf-8"))
+
+
+def recorded_pipelines() -> list[dict[str, Any]]:
+    """The recorded ``GET /crm/v3/pipelines/deals`` results, verbatim."""
+    return list(fixture("v3_deal_pipelines__nango")["results"])
+
+
+def add_recorded_deals(portal: Portal) -> list[int]:
+    """The 21 recorded deals (list response), with what the recorded search adds (``pipeline``)."""
+    searched = {r["id"]: r["properties"] for r in fixture("v3_deals_search_paging__nango")["results"]}
+    ids = []
+    for item in fixture("v3_deals_list__nango")["results"]:
+        props = dict(item["properties"])
+        props.update({k: v for k, v in searched.get(item["id"], {}).items() if k not in props})
+        key = int(item["id"])
+        created = parse_instant(item["createdAt"])
+        history = {"dealstage": [(props["dealstage"], created)]} if props.get("dealstage") else {}
+        portal.create(
+            "deals",
+            props,
+            id=key,
+            created=created,
+            at=parse_instant(item["updatedAt"]),
+            history=history,
+        )
+        ids.append(key)
+    return ids
+
+
+def recorded_portal(clock: Callable[[], datetime] = utc_now) -> Portal:
+    """The recorded responses only: 21 deals of the default pipeline, no owners, no contacts."""
+    portal = Portal(clock)
+    portal.pipelines["deals"] = recorded_pipelines()
+    add_recorded_deals(portal)
+    return portal
+
+
+def owner(
+    id: int, first: str, last: str, teams: list[tuple[str, str, bool]], *, archived: bool = False
+) -> dict[str, Any]:
+    """An owner as ``GET /crm/v3/owners`` returns one."""
+    return {
+        "id": str(id),
+        "email": f"{first.lower()}.{last.lower()}@example.com",
+        "type": "PERSON",
+        "firstName": first,
+        "lastName": last,
+        "userId": 9000 + id,
+        "userIdIncludingInactive": 9000 + id,
+        "createdAt": "2024-01-15T09:30:00.000Z",
+        "updatedAt": "2025-11-02T16:04:11.512Z",
+        "archived": archived,
+        "teams": [{"id": t, "name": n, "primary": p} for t, n, p in teams],
+    }
+
+
+#: A second pipeline with stage ids of its own (HubSpot's are unique per portal).
+ENTERPRISE = {
+    "label": "Enterprise",
+    "displayOrder": 1,
+    "id": "enterprise",
+    "stages": [
+        {
+            "label": label,
+            "displayOrder": order,
+            "metadata": {"isClosed": closed, "probability": probability},
+            "id": stage,
+            "createdAt": "2024-03-01T10:00:00Z",
+            "updatedAt": "2024-03-01T10:00:00Z",
+            "writePermissions": "CRM_PERMISSIONS_ENFORCEMENT",
+            "archived": False,
+        }
+        for order, (stage, label, closed, probability) in enumerate(
+            [
+                ("ent_discovery", "Discovery", "false", "0.1"),
+                ("ent_proposal", "Proposal", "false", "0.5"),
+                ("ent_won", "Signed", "true", "1.0"),
+                ("ent_lost", "Lost", "true", "0.0"),
+            ]
+        )
+    ],
+    "createdAt": "2024-03-01T10:00:00Z",
+    "updatedAt": "2024-03-01T10:00:00Z",
+    "archived": False,
+}
+
+
+def small_portal(clock: Callable[[], datetime] = utc_now) -> Portal:
+    """A small account as a sales team would have it, around the recorded deals.
+
+    Three active owners in two teams and one deactivated; the recorded default pipeline and an
+    enterprise pipeline; the 21 recorded deals plus eight owned deals with stage history (won,
+    lost, open, in both pipelines, in EUR); contacts from subscriber to customer, some associated
+    with deals; one archived deal and one archived contact.
+    """
+    portal = recorded_portal(clock)
+    portal.pipelines["deals"].append(ENTERPRISE)
+    portal.owners = [
+        owner(101, "Ana", "Lopez", [("7", "EMEA", True)]),
+        owner(102, "Ben", "Okafor", [("7", "EMEA", False), ("8", "Americas", True)]),
+        owner(103, "Chen", "Wu", [("8", "Americas", True)]),
+        owner(104, "Dora", "Ilic", [("7", "EMEA", True)], archived=True),
+    ]
+    base = ms(datetime.fromisoformat("2025-06-02T09:00:00+00:00"))
+    day = 86_400_000
+    stages = [
+        # (id, owner, pipeline, stage path, amount, currency)
+        (9001, "101", "default", ["appointmentscheduled", "contractsent", "closedwon"], "12000.00", None),
+        (9002, "101", "default", ["appointmentscheduled", "closedlost"], "4000", None),
+        (9003, "102", "default", ["qualifiedtobuy", "presentationscheduled"], "8500.50", None),
+        (9004, "102", "enterprise", ["ent_discovery", "ent_proposal", "ent_won"], "150000", "EUR"),
+        (9005, "103", "enterprise", ["ent_discovery", "ent_lost"], "90000", "EUR"),
+        (9006, "103", "enterprise", ["ent_discovery"], None, None),
+        (
+            9007,
+            "104",
+            "default",
+            ["appointmentscheduled", "decisionmakerboughtin", "closedwon"],
+            "2500",
+            None,
+        ),
+        (9008, "101", "default", ["appointmentscheduled"], "600", None),
+    ]
+    for n, (key, owner_id, pipeline, path, amount, currency) in enumerate(stages):
+        created = base + n * 7 * day
+        steps = [(stage, created + i * 5 * day + 3_600_000) for i, stage in enumerate(path)]
+        closed = path[-1] in ("closedwon", "closedlost", "ent_won", "ent_lost")
+        props = {
+            "dealname": f"Deal {key}",
+            "amount": amount,
+            "deal_currency_code": currency,
+            "dealstage": path[-1],
+            "pipeline": pipeline,
+            "closedate": iso(steps[-1][1]) if closed else iso(created + 60 * day),
+            "createdate": iso(created),
+            "hubspot_owner_id": owner_id,
+            "dealtype": "newbusiness" if n % 2 == 0 else "existingbusiness",
+        }
+        portal.create(
+            "deals", props, id=key, created=created, at=steps[-1][1] + 1000, history={"dealstage": steps}
+        )
+    lifecycle = [
+        (501, "subscriber", None),
+        (502, "lead", None),
+        (503, "marketingqualifiedlead", None),
+        (504, "salesqualifiedlead", 9003),
+        (505, "opportunity", 9001),
+        (506, "customer", 9004),
+        (507, "lead", 9008),  # associated with a deal, lifecycle never moved: converted by the deal
+        (508, "other", None),
+    ]
+    stage_order = [
+        "subscriber",
+        "lead",
+        "marketingqualifiedlead",
+        "salesqualifiedlead",
+        "opportunity",
+        "customer",
+    ]
+    for n, (key, stage, deal) in enumerate(lifecycle):
+        created = base + n * 3 * day
+        contact: dict[str, str | None] = {
+            "firstname": f"Contact{key}",
+            "lastname": "Example",
+            "email": f"contact{key}@example.org",
+            "company": "Example GmbH" if n % 2 else "Sample Inc",
+            "hubspot_owner_id": "101" if n % 2 else "102",
+            "lifecyclestage": stage,
+            "hs_analytics_source": "ORGANIC_SEARCH" if n % 3 else "PAID_SOCIAL",
+            "createdate": iso(created),
+        }
+        if stage in stage_order:
+            for i, reached in enumerate(stage_order[: stage_order.index(stage) + 1]):
+                contact[f"hs_v2_date_entered_{reached}"] = iso(created + i * day)
+        portal.create("contacts", contact, id=key, created=created, at=created + 10 * day)
+        if deal is not None:
+            portal.associate("deals", deal, "contacts", key)
+    portal.create(
+        "deals",
+        {"dealname": "Removed", "dealstage": "qualifiedtobuy", "pipeline": "default"},
+        id=9099,
+        created=base,
+        at=base,
+    )
+    portal.archive("deals", 9099, at=base + day)
+    portal.create(
+        "contacts",
+        {"lifecyclestage": "lead", "hs_v2_date_entered_lead": iso(base)},
+        id=599,
+        created=base,
+        at=base,
+    )
+    portal.archive("contacts", 599, at=base + day)
+    return portal
+
+
+# -- a synthetic portal of any size, for the benchmark ---------------------------------------------
+
+_DEFAULT_PATHS = [
+    ["appointmentscheduled"],
+    ["appointmentscheduled", "qualifiedtobuy"],
+    ["appointmentscheduled", "qualifiedtobuy", "presentationscheduled"],
+    ["appointmentscheduled", "qualifiedtobuy", "contractsent", "closedwon"],
+    ["appointmentscheduled", "qualifiedtobuy", "closedlost"],
+    ["appointmentscheduled", "decisionmakerboughtin", "closedwon"],
+]
+
+
+def synthetic_portal(
+    deals: int,
+    *,
+    contacts: int = 2000,
+    owners: int = 40,
+    seed: int = 7,
+    end: datetime | None = None,
+    clock: Callable[[], datetime] = utc_now,
+) -> Portal:
+    """``deals`` deals over the year before ``end`` (default: an hour ago), with history and contacts.
+
+    Deterministic for a seed. Deals get 1-4 stage steps; about one in ten shares its modified
+    millisecond with the previous one (HubSpot imports and workflows write in bursts).
+    """
+    rng = random.Random(seed)
+    portal = Portal(clock)
+    portal.pipelines["deals"] = recorded_pipelines()
+    portal.owners = [
+        owner(200 + i, f"Rep{i}", "Synthetic", [(str(10 + i % 4), f"Team {i % 4}", True)])
+        for i in range(owners)
+    ]
+    finish = ms(end or utc_now() - timedelta(hours=1))
+    span = 365 * 86_400_000
+    start = finish - span
+    step = span // max(1, deals)
+    modified = start
+    for n in range(deals):
+        key = 100_000 + n
+        if n == 0 or rng.random() >= 0.1:
+            modified += rng.randint(1, max(1, 2 * step))
+        path = _DEFAULT_PATHS[n % len(_DEFAULT_PATHS)]
+        created = modified - rng.randint(1, 30) * 86_400_000
+        gap = max(1, (modified - created) // len(path))
+        history = {"dealstage": [(stage, created + i * gap) for i, stage in enumerate(path)]}
+        closed = path[-1] in ("closedwon", "closedlost")
+        props = {
+            "dealname": f"Synthetic deal {n}",
+            "amount": f"{rng.randint(5, 5000) * 100}.00" if n % 17 else None,
+            "deal_currency_code": "EUR" if n % 11 == 0 else None,
+            "dealstage": path[-1],
+            "pipeline": "default",
+            "closedate": iso(modified if closed else modified + 30 * 86_400_000),
+            "createdate": iso(created),
+            "hubspot_owner_id": str(200 + n % owners),
+        }
+        portal.create("deals", props, id=key, created=created, at=modified, history=history)
+    for n in range(contacts):
+        key = 5_000_000 + n
+        created = start + n * (span // max(1, contacts))
+        stage = ("lead", "marketingqualifiedlead", "opportunity", "customer")[n % 4]
+        props = {
+            "firstname": f"First{n}",
+            "lastname": "Synthetic",
+            "email": f"c{n}@example.org",
+            "lifecyclestage": stage,
+            "createdate": iso(created),
+            "hs_v2_date_entered_lead": iso(created),
+        }
+        portal.create("contacts", props, id=key, created=created, at=created + 1000)
+        if deals and n % 2 == 0:
+            portal.associate("deals", 100_000 + (n * 7919) % deals, "contacts", key)
+    return portal

@@ -1,0 +1,147 @@
+"""Deletions: ``queryAll`` rows with ``IsDeleted``, the deleted-records feed, and reconciliation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.connectors.salesforce.emulator import SalesforceEmulator
+from tests.connectors.salesforce.seed import add_opportunities, minimal_org
+from tests.connectors.salesforce.support import Syncer, live, settings_for, stored
+
+STREAMS = ["opportunities"]
+
+
+class Clock:
+    """The connector's clock, some minutes ahead of the org's (so rows changed "now" are in range)."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(minutes=5)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
+def _setup(
+    emulator: SalesforceEmulator, session_factory: sessionmaker[Session], count: int = 6, **settings: object
+) -> tuple[list[str], Syncer, Clock]:
+    minimal_org(emulator.org)
+    ids = add_opportunities(emulator.org, count, start=emulator.org.now() - timedelta(hours=2))
+    clock = Clock()
+    syncer = Syncer(session_factory, settings_for(emulator, streams=STREAMS, **settings), clock=clock)
+    first = syncer.run()
+    assert first.status == "succeeded", first.error
+    assert live(session_factory, "opportunities") == set(ids)
+    return ids, syncer, clock
+
+
+def _run(syncer: Syncer, *, full: bool = False) -> dict[str, int]:
+    outcome = syncer.run(full=full)
+    assert outcome.status == "succeeded", outcome.error
+    return {name: stats.deleted for name, stats in outcome.streams.items()}
+
+
+def test_a_deleted_row_comes_back_from_query_all_marked_deleted(
+    emulator: SalesforceEmulator, session_factory: sessionmaker[Session]
+) -> None:
+    ids, syncer, _clock = _setup(emulator, session_factory)
+    emulator.org.table("Opportunity").soft_delete(ids[0])
+
+    _run(syncer)
+
+    deal = stored(session_factory, "opportunities")[ids[0]]
+    assert deal.is_deleted
+    assert deal.raw["IsDeleted"] is True  # the row itself, read through queryAll
+    assert deal.deleted_at == emulator.org.table("Opportunity").rows[ids[0]]["SystemModstamp"]
+    assert live(session_factory, "opportunities") == set(ids[1:])
+
+
+def test_a_row_purged_from_the_recycle_bin_is_deleted_through_the_deleted_records_feed(
+    emulator: SalesforceEmulator, session_factory: sessionmaker[Session]
+) -> None:
+    ids, syncer, _clock = _setup(emulator, session_factory)
+    table = emulator.org.table("Opportunity")
+    # The feed answers to the minute it has fully covered: a deletion of this very minute would
+    # come with the next run.
+    table.soft_delete(ids[1], at=emulator.org.now() - timedelta(minutes=2))
+    deleted_at = table.rows[ids[1]]["SystemModstamp"]
+    table.purge(ids[1])  # queryAll no longer has it; the feed does
+
+    deleted = _run(syncer)
+
+    assert deleted["opportunities"] == 1
+    deal = stored(session_factory, "opportunities")[ids[1]]
+    assert (deal.is_deleted, deal.deleted_at) == (True, deleted_at)
+    assert deal.raw["IsDeleted"] is False  # nothing but the feed said so
+    assert len(emulator.org.queries("deleted", "")) == 0  # the feed is not a query
+    assert [entry.route for entry in emulator.org.log].count("deleted") == 1
+
+
+def test_a_hard_delete_is_caught_by_the_periodic_reconciliation(
+    emulator: SalesforceEmulator, session_factory: sessionmaker[Session]
+) -> None:
+    """Gone without a trace (no row, no feed entry): only a reconciliation of the live ids sees it,
+    and only when one is due."""
+    ids, syncer, clock = _setup(emulator, session_factory)
+    emulator.org.table("Opportunity").hard_delete(ids[2])
+
+    clock.offset = timedelta(hours=1)
+    assert _run(syncer) == {"opportunities": 0, "opportunities_reconcile": 0}
+    assert ids[2] in live(session_factory, "opportunities")
+
+    clock.offset = timedelta(days=8)  # past reconcile_every (7 days)
+    outcome = syncer.run()
+
+    assert outcome.status == "succeeded", outcome.error
+    reconcile = outcome.streams["opportunities_reconcile"]
+    assert (reconcile.deleted, reconcile.read, reconcile.updated) == (1, 5, 0)
+    assert live(session_factory, "opportunities") == set(ids) - {ids[2]}
+    # Not due again for another week.
+    clock.offset = timedelta(days=9)
+    assert _run(syncer)["opportunities_reconcile"] == 0
+    assert outcome.streams["opportunities_reconcile"].read == 5
+
+
+def test_a_full_refresh_reconciles(
+    emulator: SalesforceEmulator, session_factory: sessionmaker[Session]
+) -> None:
+    ids, syncer, _clock = _setup(emulator, session_factory)
+    emulator.org.table("Opportunity").hard_delete(ids[3])
+
+    deleted = _run(syncer, full=True)
+
+    assert deleted["opportunities_reconcile"] == 1
+    assert live(session_factory, "opportunities") == set(ids) - {ids[3]}
+
+
+def test_a_gap_longer_than_the_feed_remembers_forces_a_reconciliation(
+    emulator: SalesforceEmulator, session_factory: sessionmaker[Session]
+) -> None:
+    ids, syncer, clock = _setup(emulator, session_factory, reconcile_every="P365D")
+    emulator.org.table("Opportunity").hard_delete(ids[4])
+
+    clock.offset = timedelta(days=40)  # the feed reaches back 30 days only
+    deleted = _run(syncer)
+
+    assert deleted["opportunities_reconcile"] == 1
+    assert live(session_factory, "opportunities") == set(ids) - {ids[4]}
+
+
+def test_a_row_restored_after_its_deletion_is_live_again(
+    emulator: SalesforceEmulator, session_factory: sessionmaker[Session]
+) -> None:
+    """The feed still lists the deletion, but the scan comes after it and reads the row live."""
+    ids, syncer, _clock = _setup(emulator, session_factory)
+    table = emulator.org.table("Opportunity")
+    table.soft_delete(ids[5])
+    _run(syncer)
+    assert ids[5] not in live(session_factory, "opportunities")
+    later: Callable[[], datetime] = lambda: emulator.org.now() + timedelta(seconds=1)  # noqa: E731
+    table.undelete(ids[5], at=later())
+
+    _run(syncer)
+
+    assert ids[5] in live(session_factory, "opportunities")
+    assert stored(session_factory, "opportunities")[ids[5]].deleted_at is None
