@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import signal
+import socket
+import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from crm_perf_sync import migrate
@@ -117,3 +124,95 @@ def test_explain_rejects_a_period_that_is_not_one_in_one_line(tmp_path: Path) ->
         assert result.returncode == 1, (args, result.stderr)
         assert "Traceback" not in result.stderr
         assert message in result.stderr, (args, result.stderr)
+
+
+def test_api_keys_are_created_listed_and_revoked(tmp_path: Path) -> None:
+    env = {"CRM_PERF_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}"}
+    created = cli("apikey", "create", "--scope", "admin", "--name", "Power BI finance", env=env, cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert key.startswith("cps_")
+    assert len(key) == 47
+    assert "shown once" in created.stderr
+    listed = cli("apikey", "list", "--format", "json", env=env, cwd=tmp_path)
+    (row,) = json.loads(listed.stdout)
+    assert (row["name"], row["scope"], row["prefix"], row["revoked_at"]) == (
+        "Power BI finance",
+        "admin",
+        key[:12],
+        None,
+    )
+    assert key not in listed.stdout  # only its prefix is ever shown again
+    with sqlite3.connect(tmp_path / "store.db") as db:
+        (stored,) = db.execute("SELECT key_hash FROM api_key").fetchone()
+    assert stored == hashlib.sha256(key.encode()).hexdigest()
+    assert cli("apikey", "revoke", str(row["id"]), env=env, cwd=tmp_path).returncode == 0
+    (row,) = json.loads(cli("apikey", "list", "--format", "json", env=env, cwd=tmp_path).stdout)
+    assert row["revoked_at"] is not None
+    bad = cli("apikey", "create", "--scope", "write", env=env, cwd=tmp_path)
+    assert bad.returncode != 0
+    assert "--scope" in bad.stderr
+
+
+def collect(process: subprocess.Popen[str], lines: list[str]) -> None:
+    assert process.stderr is not None
+    lines.extend(iter(process.stderr.readline, ""))
+
+
+def test_serve_announces_the_docs_and_a_read_key_that_works(tmp_path: Path) -> None:
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "connections:\n  - id: demo\n    kind: demo\n    schedule: {interval: 1h}\n"
+        "    settings: {opportunities: 200, reps: 6, as_of: '2026-01-01T00:00:00Z'}\n"
+    )
+    env = {
+        **os.environ,
+        "CRM_PERF_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
+        "CRM_PERF_SYNC_CONFIG": str(config),
+        "CRM_PERF_SYNC_PORT": str(port),
+    }
+    keys: list[str] = []
+    for _ in range(2):  # the key is created once and kept: a restart prints the same one
+        process = subprocess.Popen(
+            [sys.executable, "-c", "from crm_perf_sync.cli import main; main()", "serve"],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+        )
+        lines: list[str] = []
+        # Read everything it logs (a full pipe would block the server), remembering the lines.
+        reader = threading.Thread(target=collect, args=(process, lines), daemon=True)
+        reader.start()
+        try:
+            deadline = time.monotonic() + 60
+            while not any("read key" in line for line in lines):
+                assert time.monotonic() < deadline, "".join(lines)
+                time.sleep(0.05)
+            assert f"API docs: http://127.0.0.1:{port}/docs" in "".join(lines)
+            key = next(line for line in lines if "read key" in line).rsplit(" ", 1)[1].strip()
+            keys.append(key)
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+                response = None
+                while response is None:
+                    assert time.monotonic() < deadline, "the API did not come up:\n" + "".join(lines)
+                    try:
+                        response = client.get("/api/v1/kpis", headers={"Authorization": f"Bearer {key}"})
+                    except httpx.TransportError:
+                        time.sleep(0.1)
+                assert response.status_code == 200, response.text
+                assert "win_rate" in {k["id"] for k in response.json()["data"]}
+                assert client.get("/docs").status_code == 200
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+            reader.join(timeout=10)
+            assert process.stderr is not None
+            process.stderr.close()
+    assert keys[0] == keys[1]

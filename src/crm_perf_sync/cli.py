@@ -34,8 +34,10 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 connectors_app = typer.Typer(help="Inspect the installed connectors.", no_args_is_help=True)
+apikey_app = typer.Typer(help="Create, list and revoke REST API keys.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(connectors_app, name="connectors")
+app.add_typer(apikey_app, name="apikey")
 
 err = Console(stderr=True, highlight=False)
 # Piped output (less, a file) gets room for wide tables; a terminal uses its own width.
@@ -117,6 +119,104 @@ def migrate(
         out.print(f"database {redact_url(settings.database_url_value())} at revision {current or 'base'}")
 
     _guard(run)
+
+
+def _store_session() -> Any:
+    """A session factory on the configured database (migrated first on SQLite), and its engine."""
+    from crm_perf_sync import migrate as migrations
+    from crm_perf_sync.db import check_database, create_db_engine, make_session_factory
+
+    settings = _settings()
+    engine = create_db_engine(settings.database_url_value())
+    try:
+        _guard(lambda: check_database(engine))
+        if engine.dialect.name == "sqlite":
+            migrations.upgrade(engine)
+        elif not migrations.is_at_head(engine):
+            raise _fail(
+                "the database schema is not at the current version: run `crm-perf-sync migrate` first", 2
+            )
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine, make_session_factory(engine)
+
+
+@apikey_app.command("create")
+def apikey_create(
+    scope: Annotated[str, typer.Option(help="read (reads everything) or admin (also writes).")] = "read",
+    name: Annotated[str, typer.Option(help="Who or what uses the key, e.g. 'Power BI finance'.")] = "api key",
+) -> None:
+    """Create a key and print it once (only its hash is stored)."""
+    from crm_perf_sync.apikeys import service as keys
+    from crm_perf_sync.db import session_scope
+
+    _check_choice("--scope", scope, keys.SCOPES)
+    engine, factory = _store_session()
+    try:
+        with session_scope(factory) as session:
+            row, key = _guard(lambda: keys.create(session, name, scope))
+            key_id, prefix = row.id, row.prefix
+    finally:
+        engine.dispose()
+    err.print(f"created API key {key_id} ({scope}, {name!r}, {prefix}…); it is shown once, store it now:")
+    out.print(key)
+
+
+@apikey_app.command("list")
+def apikey_list(output: Annotated[str, typer.Option("--format", help="table or json.")] = "table") -> None:
+    """List the keys (their prefixes, never the keys)."""
+    from crm_perf_sync.apikeys import service as keys
+    from crm_perf_sync.db import session_scope
+
+    _check_choice("--format", output, ("table", "json"))
+    engine, factory = _store_session()
+    try:
+        with session_scope(factory) as session:
+            rows = [
+                {
+                    "id": k.id,
+                    "name": k.name,
+                    "scope": k.scope,
+                    "prefix": k.prefix,
+                    "created_at": k.created_at,
+                    "last_used_at": k.last_used_at,
+                    "revoked_at": k.revoked_at,
+                }
+                for k in keys.listed(session)
+            ]
+    finally:
+        engine.dispose()
+    if _emit(rows, tuple(rows[0]) if rows else (), output):
+        return
+    table = Table("id", "name", "scope", "key", "created", "last used", "revoked")
+    for r in rows:
+        table.add_row(
+            str(r["id"]),
+            str(r["name"]),
+            str(r["scope"]),
+            f"{r['prefix']}…",
+            f"{r['created_at']:%Y-%m-%d %H:%M}",
+            "" if r["last_used_at"] is None else f"{r['last_used_at']:%Y-%m-%d %H:%M}",
+            "" if r["revoked_at"] is None else f"{r['revoked_at']:%Y-%m-%d %H:%M}",
+        )
+    out.print(table)
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(key_id: Annotated[int, typer.Argument(help="The key's id (see `apikey list`).")]) -> None:
+    """Revoke a key: requests with it get 401 from now on."""
+    from crm_perf_sync.apikeys import service as keys
+    from crm_perf_sync.db import session_scope
+
+    engine, factory = _store_session()
+    try:
+        with session_scope(factory) as session:
+            row = _guard(lambda: keys.revoke(session, key_id))
+            prefix = row.prefix
+    finally:
+        engine.dispose()
+    out.print(f"revoked API key {key_id} ({prefix}…)")
 
 
 @config_app.command("check")
@@ -622,12 +722,38 @@ def _serve_api(runtime: Any, settings: Settings) -> None:
     from crm_perf_sync.api.app import create_app
 
     uvicorn.run(
-        create_app(runtime.engine),
+        create_app(runtime.engine, runtime.config),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
         access_log=False,
         log_config=None,
+    )
+
+
+def _announce(runtime: Any, settings: Settings) -> None:
+    """Where the API is, and (on the embedded SQLite store) a read key to try it with at once."""
+    from crm_perf_sync.apikeys.service import demo_key
+    from crm_perf_sync.db import WRITE_LOCK, session_scope
+
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    base = f"http://{host}:{settings.port}"
+    # soft_wrap: a key or a URL must never be broken across lines (it is copied from here).
+    err.print(f"API docs: {base}/docs   (OpenAPI: {base}/openapi.json)", soft_wrap=True)
+    if not runtime.is_sqlite:
+        err.print("API keys: crm-perf-sync apikey create --scope read|admin", soft_wrap=True)
+        return
+    with session_scope(runtime.session_factory) as session:
+        if runtime.is_sqlite:
+            session.connection(execution_options={WRITE_LOCK: True})
+        key = demo_key(session)
+    err.print(
+        f"read key for this local store (kept in it; revoke with `crm-perf-sync apikey revoke`): {key}",
+        soft_wrap=True,
+    )
+    err.print(
+        f'try: curl -H "Authorization: Bearer {key}" "{base}/api/v1/kpis/win_rate/values?grain=month"',
+        soft_wrap=True,
     )
 
 
@@ -644,6 +770,7 @@ def serve(config: ConfigOption = None) -> None:
         _guard(lambda: runtime.ensure_schema(auto_migrate=True))
         _guard(runtime.sync_service().apply_config)
         scheduler = build_scheduler(runtime, stop)
+        _announce(runtime, settings)  # before the jobs start writing
         scheduler.start()
         log.info(
             "serving on http://%s:%d with %d scheduled job(s)",

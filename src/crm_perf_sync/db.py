@@ -62,10 +62,17 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+#: Execution option: begin this SQLite transaction with the write lock (``BEGIN IMMEDIATE``).
+WRITE_LOCK = "crm_perf_sync_write_lock"
+
+
 def _sqlite_on_begin(conn: Any) -> None:
     # A deferred BEGIN: in WAL mode readers never wait for the writer. Write units start with a
-    # write (the lease renewal), so they take the lock first and wait for it (busy_timeout).
-    conn.exec_driver_sql("BEGIN")
+    # write (the lease renewal), so they take the lock first and wait for it (busy_timeout). A
+    # unit that must read before it writes asks for the lock up front (WRITE_LOCK): a deferred
+    # transaction that read and then writes fails at once, without waiting, if another writer
+    # committed in between.
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE_LOCK) else "BEGIN")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

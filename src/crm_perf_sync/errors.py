@@ -41,3 +41,17 @@ class ConfigurationError(AppError):
 
     status = 500
     code = "configuration"
+
+
+class BadRequest(AppError):
+    """The request cannot be understood as sent (a malformed cursor, an unknown format)."""
+
+    status = 400
+    code = "bad-request"
+
+
+class Stale(AppError):
+    """A page cursor refers to results that have since been recomputed: start again."""
+
+    status = 409
+    code = "stale-cursor"

@@ -69,7 +69,8 @@ STAGES = [
 
 def history(rng: random.Random, record: OpportunityRecord, tag: str) -> list[StageChangeRecord]:
     """Some of the open stages a deal went through (skipping some, going back sometimes)."""
-    assert record.pipeline is not None and record.created_at is not None
+    assert record.pipeline is not None
+    assert record.created_at is not None
     names = OPEN_STAGES[record.pipeline]
     return [
         StageChangeRecord(

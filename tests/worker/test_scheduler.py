@@ -82,7 +82,10 @@ def test_one_job_per_enabled_scheduled_connection(tmp_path: Path, db_url: str) -
         scheduler = build_scheduler(runtime, threading.Event(), BackgroundScheduler(timezone="UTC"))
         scheduler.start(paused=True)
         jobs = {job.id: job for job in scheduler.get_jobs()}
-        assert set(jobs) == {"sync:every-minute", "sync:nightly"}
+        # One per scheduled connection, and the worker's own: queued syncs and KPI refreshes.
+        assert set(jobs) == {"sync:every-minute", "sync:nightly", "queued-syncs", "kpi-refresh"}
+        assert jobs["queued-syncs"].trigger.interval == timedelta(seconds=5)
+        assert jobs["kpi-refresh"].trigger.interval == timedelta(minutes=1)
         minute, nightly = jobs["sync:every-minute"], jobs["sync:nightly"]
         assert isinstance(minute.trigger, IntervalTrigger)
         assert minute.trigger.interval == timedelta(minutes=1)

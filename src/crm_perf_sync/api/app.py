@@ -1,56 +1,168 @@
-"""The FastAPI application factory."""
+"""The FastAPI application factory: nothing connects, reads settings or starts at import.
+
+``/api/v1`` serves the resources (bearer API keys); ``/healthz``, ``/readyz`` and ``/metrics``
+need no key; OpenAPI is at ``/openapi.json`` and the docs at ``/docs``. Every error is problem+json
+(:mod:`crm_perf_sync.api.problems`).
+"""
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crm_perf_sync import __version__, migrate
-from crm_perf_sync.db import check_database
-from crm_perf_sync.errors import AppError, DatabaseUnavailable
+from crm_perf_sync.api import problems
+from crm_perf_sync.api.deps import ApiContext
+from crm_perf_sync.api.metrics import ApiMetrics
+from crm_perf_sync.api.routes import crm, kpis, operations, scorecards
+from crm_perf_sync.config import LoadedConfig
+from crm_perf_sync.db import check_database, make_session_factory
+from crm_perf_sync.errors import DatabaseUnavailable
 
-PROBLEM_JSON = "application/problem+json"
+PROBLEM_JSON = problems.PROBLEM_JSON
+API_PREFIX = "/api/v1"
+#: The largest request body accepted (targets and sync requests are small).
+MAX_BODY_BYTES = 64 * 1024
+
+DESCRIPTION = """\
+Sales performance KPIs computed from your CRM: values per period, team and rep with targets,
+attainment and pace; scorecards; the records behind every number.
+
+**Auth**: `Authorization: Bearer <key>`, a key from `crm-perf-sync apikey create --scope read|admin`.
+`read` reads everything; `admin` also sets targets and queues syncs.
+
+**Collections** answer `{"data": [...], "next": url|null}` or, with `?format=csv` or
+`Accept: text/csv`, CSV (header row, ISO dates, dot decimals, UTF-8). Follow `next` (also in the
+`Link` header) for the next page; `limit` is at most 1000. A CSV request without `limit` streams
+the whole collection. KPI values and scorecards carry an `ETag`: send it back as `If-None-Match`
+and a 304 says nothing was recomputed.
+
+**Errors** are RFC 9457 `application/problem+json`.
+"""
 
 
-def problem(status: int, title: str, detail: str, code: str, **extra: Any) -> JSONResponse:
-    """An RFC 9457 problem document."""
-    body = {
-        "type": f"https://crm-perf-sync.dev/problems/{code}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-    }
-    body.update(extra)
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+def problem(status: int, title: str, detail: str, code: str, **extra: Any) -> Response:
+    """An RFC 9457 problem document (kept for callers outside a request)."""
+    return problems.problem(status, detail, code, title=title, **extra)
 
 
-def create_app(engine: Engine) -> FastAPI:
-    """The API over ``engine``. The caller owns the engine's lifetime."""
+class ServiceMiddleware:
+    """Request ids, the body size limit and request metrics, as one plain ASGI layer (no
+    per-request task or body copy, which the API's latency targets leave no room for)."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if 0 < len(given) <= 200 else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            await self._too_large(scope, send, request_id)
+            self._observe(scope, 413, started)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY_BYTES:
+                    raise BodyTooLarge
+            return message
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode("latin-1"))]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_with_id)
+        except BodyTooLarge:
+            await self._too_large(scope, send, request_id)
+            status = 413
+        finally:
+            self._observe(scope, status, started)
+
+    async def _too_large(self, scope: Scope, send: Send, request_id: str) -> None:
+        response = problems.problem(
+            413,
+            f"the request body is larger than {MAX_BODY_BYTES:,} bytes",
+            "body-too-large",
+            request_id=request_id,
+        )
+        await response(scope, _nothing, send)
+
+    def _observe(self, scope: Scope, status: int, started: float) -> None:
+        route = scope.get("route")
+        template = getattr(route, "path", None)
+        if template is None:
+            template = "unmatched"
+        elif scope["path"].startswith(API_PREFIX) and not template.startswith(API_PREFIX):
+            template = API_PREFIX + template  # a route of an included router knows its own path only
+        self.metrics.observe(scope["method"], template, status, time.perf_counter() - started)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def _nothing() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def create_app(engine: Engine, config: LoadedConfig | None = None) -> FastAPI:
+    """The API over ``engine`` (and the KPI configuration). The caller owns the engine."""
+    session_factory = make_session_factory(engine)
+    metrics = ApiMetrics(session_factory)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
 
-    app = FastAPI(title="crm-perf-sync", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="crm-perf-sync",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+        redoc_url=None,
+    )
+    app.state.context = ApiContext(engine, session_factory, config)
+    problems.install(app)
+    for module in (kpis, scorecards, crm, operations):
+        app.include_router(module.router, prefix=API_PREFIX)
 
-    @app.exception_handler(AppError)
-    def _app_error(_request: Request, exc: AppError) -> JSONResponse:
-        return problem(exc.status, type(exc).__name__, str(exc), exc.code)
-
-    @app.get("/healthz", tags=["operations"], summary="Liveness: the process serves requests")
+    @app.get("/healthz", tags=["health"], summary="Liveness: the process serves requests")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get(
         "/readyz",
-        tags=["operations"],
+        tags=["health"],
         summary="Readiness: the database answers and its schema is at the current migration",
-        responses={503: {"description": "not ready", "content": {PROBLEM_JSON: {}}}},
+        responses=problems.documented(503),
     )
     def readyz() -> dict[str, str]:
         check_database(engine)
@@ -61,4 +173,15 @@ def create_app(engine: Engine) -> FastAPI:
             )
         return {"status": "ready", "schema": head or ""}
 
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        summary="Prometheus metrics (text exposition format)",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+    )
+    def prometheus_metrics(_request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(ServiceMiddleware, metrics=metrics)
     return app

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -31,15 +31,19 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from crm_perf_sync.kpi import compiler
 from crm_perf_sync.kpi.compiler import MEMBERSHIP, OWNER_REGION, Membership
+from crm_perf_sync.kpi.schemas import TargetConfig
 from crm_perf_sync.kpi.scorecards import Observed
 from crm_perf_sync.models import (
     PRIOR_TABLES,
     ChangeBatch,
+    KpiRefreshRun,
     KpiRefreshState,
     KpiTarget,
     KpiValue,
     Owner,
+    ScorecardState,
     ScorecardValue,
+    TargetDefinition,
     Team,
     TeamMember,
 )
@@ -238,14 +242,42 @@ def refresh_states(conn: Connection) -> dict[str, tuple[str, str]]:
 
 
 def record_refresh(
-    conn: Connection, kpi_id: str, definition_hash: str, context_hash: str, now: datetime
+    conn: Connection, kpi_id: str, definition_hash: str, context_hash: str, now: datetime, *, changed: bool
 ) -> None:
+    """What a KPI's values now reflect; ``changed``: the refresh wrote or removed some of them."""
+    previous = conn.execute(
+        select(KpiRefreshState.values_changed_at).where(KpiRefreshState.kpi_id == kpi_id)
+    ).scalar_one_or_none()
     conn.execute(delete(KpiRefreshState).where(KpiRefreshState.kpi_id == kpi_id))
     conn.execute(
         insert(KpiRefreshState).values(
-            kpi_id=kpi_id, definition_hash=definition_hash, context_hash=context_hash, refreshed_at=now
+            kpi_id=kpi_id,
+            definition_hash=definition_hash,
+            context_hash=context_hash,
+            refreshed_at=now,
+            values_changed_at=now if changed or previous is None else previous,
         )
     )
+
+
+def mark_scores_changed(conn: Connection, scorecard_id: str, now: datetime) -> None:
+    conn.execute(delete(ScorecardState).where(ScorecardState.scorecard_id == scorecard_id))
+    conn.execute(insert(ScorecardState).values(scorecard_id=scorecard_id, changed_at=now))
+
+
+def record_refresh_run(conn: Connection, **values: Any) -> None:
+    conn.execute(insert(KpiRefreshRun).values(**values))
+
+
+def values_version(session: Session | Connection, kpi_id: str) -> datetime | None:
+    """When the KPI's values last changed (``None``: never computed)."""
+    stmt = select(KpiRefreshState.values_changed_at).where(KpiRefreshState.kpi_id == kpi_id)
+    return session.execute(stmt).scalar_one_or_none()
+
+
+def scores_version(session: Session | Connection, scorecard_id: str) -> datetime | None:
+    stmt = select(ScorecardState.changed_at).where(ScorecardState.scorecard_id == scorecard_id)
+    return session.execute(stmt).scalar_one_or_none()
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,6 +411,12 @@ def update_sample(
     conn.execute(insert(sample).from_select(list(compiler.SAMPLE_COLUMNS), new_rows))
 
 
+def pending_batches(session: Session | Connection) -> int:
+    """How many sync batches wait in the change log for a refresh."""
+    found: int = session.execute(select(func.count()).select_from(ChangeBatch)).scalar_one()
+    return found
+
+
 def consume_pending(conn: Connection, pending: PendingLog) -> None:
     """Delete exactly the log rows a refresh applied (later ones wait for the next refresh)."""
     if pending.batch_ids:
@@ -486,14 +524,31 @@ def delete_periods(conn: Connection, kpi_id: str, grain: str, dimension: str, pe
         )
 
 
-def replace_targets(
-    session: Session | Connection, rows: Sequence[dict[str, Any]], source: str = "config"
-) -> int:
-    """Swap the decomposed targets of one source (the caller's transaction makes it atomic)."""
-    session.execute(delete(KpiTarget).where(KpiTarget.source == source))
+def replace_targets(session: Session | Connection, rows: Sequence[dict[str, Any]]) -> int:
+    """Swap the decomposed targets (the caller's transaction makes it atomic)."""
+    session.execute(delete(KpiTarget))
     if rows:
         session.execute(insert(KpiTarget), list(rows))
     return len(rows)
+
+
+def api_target_versions(conn: Connection) -> list[tuple[int, str]]:
+    """(id, last update) of every target set through the API: what the refresh's context hashes."""
+    rows = conn.execute(
+        select(TargetDefinition.id, TargetDefinition.updated_at).order_by(TargetDefinition.id)
+    )
+    return [(row.id, row.updated_at.isoformat()) for row in rows]
+
+
+def api_targets(conn: Connection, kpis: Mapping[str, Any]) -> list[TargetConfig]:
+    """The targets set through the API whose KPI is still defined (validated when they were set)."""
+    out: list[TargetConfig] = []
+    for row in conn.execute(
+        select(TargetDefinition.kpi_id, TargetDefinition.definition).order_by(TargetDefinition.id)
+    ):
+        if row.kpi_id in kpis:
+            out.append(TargetConfig.model_validate(row.definition))
+    return out
 
 
 def load_targets(session: Session | Connection) -> dict[TargetKey, TargetCell]:

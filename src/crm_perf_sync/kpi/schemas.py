@@ -330,6 +330,17 @@ Kpi = Annotated[
 ]
 
 
+def short_period(value: Any) -> Any:
+    """A period given as a year (``2026``) or a month (``2026-04``): its first day."""
+    if isinstance(value, int) and not isinstance(value, bool) and 1900 <= value <= 9999:
+        return date(value, 1, 1)
+    if isinstance(value, str) and len(value) == 4 and value.isdigit():
+        return f"{value}-01-01"
+    if isinstance(value, str) and len(value) == 7:
+        return f"{value}-01"
+    return value
+
+
 class TargetConfig(_Model):
     """A target for one KPI, scope and period; larger periods decompose into smaller ones.
 
@@ -353,13 +364,7 @@ class TargetConfig(_Model):
     @field_validator("period", mode="before")
     @classmethod
     def _short_dates(cls, value: Any) -> Any:
-        if isinstance(value, int):
-            return date(value, 1, 1)
-        if isinstance(value, str) and len(value) == 4 and value.isdigit():
-            return f"{value}-01-01"
-        if isinstance(value, str) and len(value) == 7:
-            return f"{value}-01"
-        return value
+        return short_period(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

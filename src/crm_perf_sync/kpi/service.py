@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -63,6 +64,8 @@ from crm_perf_sync.kpi.schemas import (
 from crm_perf_sync.leases import new_holder_id, release, try_acquire
 from crm_perf_sync.models import PRIOR_TABLES
 from crm_perf_sync.timeutil import utc_now
+
+log = logging.getLogger(__name__)
 
 #: The database lease that makes one refresh run at a time across worker replicas.
 REFRESH_LEASE = "kpi-refresh"
@@ -158,7 +161,13 @@ class KpiService:
                     grew = True
         return [k for k in evaluation_order(dict(self.kpis)) if k.id in wanted]
 
-    def context_hash(self, membership: Membership, calendar: Calendar, grains: list[Grain]) -> str:
+    def context_hash(
+        self,
+        membership: Membership,
+        calendar: Calendar,
+        grains: list[Grain],
+        api_targets: Sequence[tuple[int, str]] = (),
+    ) -> str:
         """What every value also depends on: teams, calendar, targets, grains and connections.
 
         When it changes, incremental updates would mix contexts: every KPI is recomputed whole.
@@ -170,6 +179,7 @@ class KpiService:
                 "calendar": [calendar.timezone, calendar.fiscal_start_month],
                 "grains": grains,
                 "targets": [t.model_dump(mode="json") for t in self.section.targets],
+                "api_targets": list(api_targets),
                 "connections": sorted(c.id for c in self.config.app.connections),
             }
         )
@@ -188,6 +198,7 @@ class KpiService:
         Readers see the old values until the whole refresh commits.
         """
         started = time.monotonic()
+        started_at = utc_now()
         forced = {k.id for k in self._selection(kpi_ids)} if kpi_ids is not None else set()
         grain_list = list(grains)
         outcome = RefreshOutcome(0.0)
@@ -198,9 +209,38 @@ class KpiService:
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
             try:
                 self._refresh_in(conn, forced, grain_list, full, outcome)
+                repo.record_refresh_run(
+                    conn,
+                    started_at=started_at,
+                    finished_at=utc_now(),
+                    duration_seconds=time.monotonic() - started,
+                    kind="full" if full or set(outcome.recomputed) == set(self.kpis) else "changes",
+                    status="succeeded",
+                    values_written=sum(outcome.rows.values()),
+                    recomputed=outcome.recomputed,
+                    updated=outcome.updated,
+                )
                 conn.commit()
-            except BaseException:
+            except BaseException as exc:
                 conn.rollback()
+                if isinstance(exc, Exception):
+                    try:
+                        repo.record_refresh_run(
+                            conn,
+                            started_at=started_at,
+                            finished_at=utc_now(),
+                            duration_seconds=time.monotonic() - started,
+                            kind="full" if full else "changes",
+                            status="failed",
+                            values_written=0,
+                            recomputed=[],
+                            updated=[],
+                            error=f"{type(exc).__name__}: {exc}"[:4000],
+                        )
+                        conn.commit()
+                    except Exception:  # the database itself may be what failed
+                        conn.rollback()
+                        log.warning("could not record the failed KPI refresh", exc_info=True)
                 raise
             finally:
                 repo.drop_temporary_tables(conn)
@@ -221,12 +261,13 @@ class KpiService:
             conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
         calendar = self.calendar(conn)
         membership = repo.load_membership(conn)
-        context = self.context_hash(membership, calendar, grains)
+        context = self.context_hash(membership, calendar, grains, repo.api_target_versions(conn))
         states = repo.refresh_states(conn)
+        api_targets = repo.api_targets(conn, self.kpis)
         decomposed = target_math.decompose(
-            self.section.targets, self.kpis, membership, calendar.fiscal_start_month
+            self.section.targets, self.kpis, membership, calendar.fiscal_start_month, api_targets
         )
-        outcome.targets = repo.replace_targets(conn, target_math.rows(decomposed, "config", now))
+        outcome.targets = repo.replace_targets(conn, target_math.rows(decomposed, now))
         target_values = repo.load_targets(conn)
         repo.load_membership_table(conn, membership)
         pending = repo.load_pending(conn)
@@ -274,7 +315,8 @@ class KpiService:
                 outcome.rows[kpi.id] = count
                 outcome.updated.append(kpi.id)
                 touched[kpi.id] = mine
-            repo.record_refresh(conn, kpi.id, digest, context, now)
+            changed_values = whole or bool(outcome.rows.get(kpi.id))
+            repo.record_refresh(conn, kpi.id, digest, context, now, changed=changed_values)
             outcome.timings[kpi.id] = time.monotonic() - kpi_started
         for card in self.section.scorecards:
             card_started = time.monotonic()
@@ -285,8 +327,24 @@ class KpiService:
             scored = self.refresh_scorecard(card, conn, only)
             if scored is not None:
                 outcome.scorecards[card.id] = scored
+                repo.mark_scores_changed(conn, card.id, now)
             outcome.timings[f"scorecard:{card.id}"] = time.monotonic() - card_started
         repo.consume_pending(conn, pending)
+
+    def refresh_reason(self, session: Session, grains: Iterable[Grain] = GRAINS) -> str | None:
+        """Why the stored values are not up to date, or ``None`` when they are (cheap to ask)."""
+        if repo.pending_batches(session):
+            return "the store changed since the last refresh"
+        conn = session.connection()
+        calendar = self.calendar(conn)
+        context = self.context_hash(
+            repo.load_membership(conn), calendar, list(grains), repo.api_target_versions(conn)
+        )
+        states = repo.refresh_states(conn)
+        for kpi in self.kpis.values():
+            if states.get(kpi.id) != (self.definition_hash(kpi), context):
+                return f"{kpi.id} was never computed with this definition, teams, calendar and targets"
+        return None
 
     def refresh_exclusive(
         self,

@@ -31,6 +31,7 @@ class Target:
     value: float
     origin: str  # set, period, team
     rank: int  # lower is more specific
+    source: str = "config"  # config, api
 
 
 def is_additive(kpi: Kpi) -> bool:
@@ -43,8 +44,13 @@ def decompose(
     kpis: Mapping[str, Kpi],
     membership: Membership,
     fiscal_start_month: int,
+    from_api: Iterable[TargetConfig] = (),
 ) -> dict[TargetKey, Target]:
-    """Every target in force, keyed by KPI, grain, period index, scope, scope id and currency."""
+    """Every target in force, keyed by KPI, grain, period index, scope, scope id and currency.
+
+    ``from_api`` are the targets set through the API: on a tie in specificity they win over the
+    configuration's (they were set later, by someone who could see both).
+    """
     team_reps: dict[str, list[str]] = {}
     for team_key, connection_id, owner_id in membership.rows:
         team_reps.setdefault(team_key, []).append(f"{connection_id}:{owner_id}")
@@ -54,8 +60,11 @@ def decompose(
         current = found.get(target.key)
         if current is None or target.rank < current.rank:
             found[target.key] = target
+        elif target.rank == current.rank and target.source == "api" and current.source != "api":
+            found[target.key] = target
 
-    for item in configured:
+    sourced = [(item, "config") for item in configured] + [(item, "api") for item in from_api]
+    for item, source in sourced:
         kpi = kpis.get(item.kpi)
         if kpi is None:
             continue
@@ -72,7 +81,7 @@ def decompose(
             for part_grain, index, fraction, rank in parts:
                 origin = scope_origin or ("set" if rank == 0 else "period")
                 key = (item.kpi, part_grain, index, scope, scope_id, item.currency)
-                offer(Target(key, item.value * fraction * share, origin, rank + penalty))
+                offer(Target(key, item.value * fraction * share, origin, rank + penalty, source))
     return found
 
 
@@ -100,7 +109,7 @@ def _split_periods(
     return out
 
 
-def rows(targets: Mapping[TargetKey, Target], source: str, now: datetime) -> list[dict[str, Any]]:
+def rows(targets: Mapping[TargetKey, Target], now: datetime) -> list[dict[str, Any]]:
     """``kpi_target`` rows for the decomposed targets."""
     out: list[dict[str, Any]] = []
     for target in targets.values():
@@ -118,7 +127,7 @@ def rows(targets: Mapping[TargetKey, Target], source: str, now: datetime) -> lis
                 "currency": currency,
                 "value": target.value,
                 "origin": target.origin,
-                "source": source,
+                "source": target.source,
                 "updated_at": now,
             }
         )

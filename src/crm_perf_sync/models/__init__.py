@@ -1,5 +1,6 @@
 """All ORM models, in one place, so Alembic and the repositories see the same metadata."""
 
+from crm_perf_sync.models.access import ApiKey
 from crm_perf_sync.models.base import Base
 from crm_perf_sync.models.changes import PRIOR_TABLES, ChangeBatch
 from crm_perf_sync.models.crm import (
@@ -13,15 +14,26 @@ from crm_perf_sync.models.crm import (
     Team,
     TeamMember,
 )
-from crm_perf_sync.models.kpi import KpiRefreshState, KpiSample, KpiTarget, KpiValue, ScorecardValue
+from crm_perf_sync.models.kpi import (
+    KpiRefreshRun,
+    KpiRefreshState,
+    KpiSample,
+    KpiTarget,
+    KpiValue,
+    ScorecardState,
+    ScorecardValue,
+    TargetDefinition,
+)
 from crm_perf_sync.models.sync import Lease, SyncCheckpoint, SyncRecordError, SyncRun
 
 __all__ = [
     "CONFIG_NAMESPACE",
     "PRIOR_TABLES",
+    "ApiKey",
     "Base",
     "ChangeBatch",
     "Connection",
+    "KpiRefreshRun",
     "KpiRefreshState",
     "KpiSample",
     "KpiTarget",
@@ -31,11 +43,13 @@ __all__ = [
     "Opportunity",
     "Owner",
     "PipelineStage",
+    "ScorecardState",
     "ScorecardValue",
     "StageChange",
     "SyncCheckpoint",
     "SyncRecordError",
     "SyncRun",
+    "TargetDefinition",
     "Team",
     "TeamMember",
 ]

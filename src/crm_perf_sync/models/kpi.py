@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Date, Float, Index, Integer, String, UniqueConstraint
+from sqlalchemy import Boolean, Date, Float, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crm_perf_sync.models.base import Base
@@ -171,3 +171,49 @@ class KpiRefreshState(Base):
     definition_hash: Mapped[str] = mapped_column(String(32))
     context_hash: Mapped[str] = mapped_column(String(32))
     refreshed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: When a refresh last changed any of the KPI's values: the version readers cache against.
+    values_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ScorecardState(Base):
+    """When a scorecard's scores last changed: the version readers cache against."""
+
+    __tablename__ = "scorecard_state"
+
+    scorecard_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class KpiRefreshRun(Base):
+    """One KPI refresh: when, how long, what it did (``full`` or by ``changes``), how it ended."""
+
+    __tablename__ = "kpi_refresh_run"
+    __table_args__ = (Index(None, "started_at"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    duration_seconds: Mapped[float | None] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    values_written: Mapped[int] = mapped_column(Integer, default=0)
+    recomputed: Mapped[list[str]] = mapped_column(JSONDoc)
+    updated: Mapped[list[str]] = mapped_column(JSONDoc)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class TargetDefinition(Base):
+    """A target set through the API (the configuration's live in the YAML file).
+
+    ``definition`` is a target as the configuration would write it (see ``TargetConfig``); the
+    refresh decomposes these together with the configured ones, and on a tie in specificity
+    the API's wins.
+    """
+
+    __tablename__ = "target_definition"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kpi_id: Mapped[str] = mapped_column(String(63), index=True)
+    definition: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

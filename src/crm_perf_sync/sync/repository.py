@@ -263,6 +263,50 @@ def create_run(
     return run.id
 
 
+def queue_run(session: Session, connection_id: str, full_refresh: bool, now: datetime) -> int:
+    """A run asked for (through the API) that a worker will pick up; ``started_at`` is when."""
+    run = SyncRun(
+        connection_id=connection_id,
+        trigger="api",
+        full_refresh=full_refresh,
+        status="queued",
+        holder="",
+        started_at=now,
+        streams={},
+    )
+    session.add(run)
+    session.flush()
+    return run.id
+
+
+def queued_runs(session: Session) -> list[tuple[int, str, bool]]:
+    """``(run id, connection, full refresh)`` of every queued run, oldest first."""
+    rows = session.execute(
+        select(SyncRun.id, SyncRun.connection_id, SyncRun.full_refresh)
+        .where(SyncRun.status == "queued")
+        .order_by(SyncRun.id)
+    )
+    return [(row.id, row.connection_id, row.full_refresh) for row in rows]
+
+
+def adopt_queued_run(session: Session, run_id: int, holder: str, now: datetime) -> bool:
+    """Claim a queued run for this sync (one conditional UPDATE: one claimant wins)."""
+    result = session.execute(
+        update(SyncRun)
+        .where(SyncRun.id == run_id, SyncRun.status == "queued")
+        .values(status="running", holder=holder, started_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def fail_queued_run(session: Session, run_id: int, error: str, now: datetime) -> None:
+    session.execute(
+        update(SyncRun)
+        .where(SyncRun.id == run_id, SyncRun.status == "queued")
+        .values(status="failed", error_kind="config", error=error, finished_at=now, duration_seconds=0.0)
+    )
+
+
 def update_run(session: Session, run_id: int, **values: Any) -> None:
     session.execute(update(SyncRun).where(SyncRun.id == run_id).values(**values))
 

@@ -474,7 +474,8 @@ class SyncEngine:
 
     # -- the run ---------------------------------------------------------------------------------
 
-    def run(self, *, trigger: str, full_refresh: bool) -> SyncOutcome:
+    def run(self, *, trigger: str, full_refresh: bool, queued_run: int | None = None) -> SyncOutcome:
+        """Sync every stream; ``queued_run``: carry out this queued run (its row records it)."""
         started = time.monotonic()
         now = utc_now()
         with session_scope(self.session_factory) as session:
@@ -484,9 +485,15 @@ class SyncEngine:
                 raise SyncAlreadyRunning(
                     f"connection {self.connection_id!r} is already being synced by {held.holder}{until}"
                 )
-            self.run_id = repo.create_run(
-                session, self.connection_id, trigger, full_refresh, self.holder, now
-            )
+            if queued_run is None:
+                self.run_id = repo.create_run(
+                    session, self.connection_id, trigger, full_refresh, self.holder, now
+                )
+            elif repo.adopt_queued_run(session, queued_run, self.holder, now):
+                self.run_id = queued_run
+            else:
+                # Another worker took it first; rolling back releases the lease taken above.
+                raise SyncAlreadyRunning(f"queued run {queued_run} was taken by another worker")
             abandoned = repo.abandon_running(session, self.connection_id, self.run_id, now)
             checkpoints = {} if full_refresh else repo.load_checkpoints(session, self.connection_id)
         if abandoned:
@@ -626,6 +633,7 @@ class SyncService:
         on_progress: ProgressCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        queued_run: int | None = None,
     ) -> SyncOutcome:
         connector = self.build_connector(connection_id, full_refresh=full_refresh)
         with session_scope(self.session_factory) as session:
@@ -640,7 +648,7 @@ class SyncService:
             should_stop=should_stop,
             sleep=sleep,
         )
-        outcome = engine.run(trigger=trigger, full_refresh=full_refresh)
+        outcome = engine.run(trigger=trigger, full_refresh=full_refresh, queued_run=queued_run)
         if outcome.status == "succeeded":
             # Configured members may name reps this sync has just brought in.
             with session_scope(self.session_factory) as session:

@@ -1,8 +1,11 @@
-"""APScheduler 3 setup: one job per enabled, scheduled connection.
+"""APScheduler 3 setup: one job per enabled, scheduled connection, and the worker's own jobs.
 
 Jobs coalesce missed runs and never overlap (``max_instances=1``); across processes a sync is
-claimed through the database lease, so two workers never sync one connection at once. The
-scheduler runs in the ``worker`` and ``serve`` roles only, never inside a web server's workers.
+claimed through the database lease, so two workers never sync one connection at once. Besides the
+scheduled syncs, every worker carries out the syncs queued through the API (``queued-syncs``) and
+refreshes the KPIs whenever they are not up to date (``kpi-refresh``: after a sync run elsewhere,
+a target set through the API, a changed definition). The scheduler runs in the ``worker`` and
+``serve`` roles only, never inside a web server's workers.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ from crm_perf_sync.sync.service import SyncAlreadyRunning
 from crm_perf_sync.timeutil import utc_now
 
 log = logging.getLogger(__name__)
+
+#: How often a worker looks for syncs queued through the API.
+QUEUE_POLL_SECONDS = 5
+#: How often a worker checks that the KPIs are up to date (a refresh runs only when they are not).
+REFRESH_CHECK_SECONDS = 60
 
 
 def _trigger(conn: ConnectionConfig, timezone: str) -> Any:
@@ -61,6 +69,56 @@ def run_scheduled_sync(runtime: Runtime, connection_id: str, stop: threading.Eve
         refresh_kpis(runtime, stop, reason=f"sync of {connection_id} changed {changed:,} records")
 
 
+def run_queued_syncs(runtime: Runtime, stop: threading.Event) -> None:
+    """Carry out the syncs queued through the API (one claimant per run, across replicas)."""
+    from crm_perf_sync.db import session_scope
+    from crm_perf_sync.sync import repository as sync_repo
+
+    with session_scope(runtime.session_factory) as session:
+        queued = sync_repo.queued_runs(session)
+    changed_total = 0
+    for run_id, connection_id, full_refresh in queued:
+        if stop.is_set():
+            return
+        try:
+            outcome = runtime.sync_service().sync(
+                connection_id,
+                trigger="api",
+                full_refresh=full_refresh,
+                should_stop=stop.is_set,
+                queued_run=run_id,
+            )
+        except SyncAlreadyRunning as exc:
+            log.info("queued sync %d waits: %s", run_id, exc)
+            continue
+        except AppError as exc:
+            log.error("queued sync %d of %s cannot run: %s", run_id, connection_id, exc)
+            with session_scope(runtime.session_factory) as session:
+                sync_repo.fail_queued_run(session, run_id, str(exc), utc_now())
+            continue
+        except Exception:
+            log.exception("queued sync %d of %s crashed", run_id, connection_id)
+            continue
+        log.info("queued sync %s", outcome.summary(), extra={"connection": connection_id, "run_id": run_id})
+        changed_total += sum(outcome.total(name) for name in ("inserted", "updated", "deleted"))
+    if changed_total:
+        refresh_kpis(runtime, stop, reason=f"queued syncs changed {changed_total:,} records")
+
+
+def refresh_if_needed(runtime: Runtime, stop: threading.Event) -> None:
+    """Refresh the KPIs when they are not up to date with the store, the targets and the config."""
+    from crm_perf_sync.db import session_scope
+
+    try:
+        with session_scope(runtime.session_factory) as session:
+            reason = KpiService(runtime.session_factory, runtime.config).refresh_reason(session)
+    except Exception:
+        log.exception("checking whether the KPIs are up to date failed")
+        return
+    if reason is not None:
+        refresh_kpis(runtime, stop, reason=reason)
+
+
 def refresh_kpis(runtime: Runtime, stop: threading.Event, *, reason: str) -> None:
     """Recompute the KPIs after new data landed; failures are logged, the next sync retries."""
     # A full refresh of a large store takes minutes: the lease outlives it.
@@ -82,8 +140,30 @@ def refresh_kpis(runtime: Runtime, stop: threading.Event, *, reason: str) -> Non
 def build_scheduler(
     runtime: Runtime, stop: threading.Event, scheduler: BaseScheduler | None = None
 ) -> BaseScheduler:
-    """A scheduler with one sync job per enabled, scheduled connection (not started)."""
+    """A scheduler with one sync job per enabled, scheduled connection and the worker's own jobs
+    (not started)."""
     scheduler = scheduler or BackgroundScheduler(timezone="UTC")
+    scheduler.add_job(
+        run_queued_syncs,
+        trigger=IntervalTrigger(seconds=QUEUE_POLL_SECONDS, timezone="UTC"),
+        args=(runtime, stop),
+        id="queued-syncs",
+        name="queued syncs",
+        coalesce=True,
+        max_instances=1,
+        replace_existing=True,
+    )
+    scheduler.add_job(
+        refresh_if_needed,
+        trigger=IntervalTrigger(seconds=REFRESH_CHECK_SECONDS, timezone="UTC"),
+        args=(runtime, stop),
+        id="kpi-refresh",
+        name="KPI refresh when out of date",
+        coalesce=True,
+        max_instances=1,
+        replace_existing=True,
+        **({"next_run_time": utc_now()} if runtime.settings.run_on_start else {}),
+    )
     business_tz = runtime.config.app.business.timezone
     for conn in runtime.config.app.connections:
         if not conn.enabled or conn.schedule is None:

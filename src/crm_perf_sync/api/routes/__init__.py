@@ -1,0 +1,1 @@
+"""The API resources, one router per domain."""

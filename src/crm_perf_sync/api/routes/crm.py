@@ -1,0 +1,196 @@
+"""The synced CRM records: reps, teams, leads and opportunities (closed deals included)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from crm_perf_sync.api import listing
+from crm_perf_sync.api import repository as api_repo
+from crm_perf_sync.api.deps import ContextDep, Reader, SessionDep
+from crm_perf_sync.api.listing import PageParams, page_params
+from crm_perf_sync.api.problems import collection
+from crm_perf_sync.api.schemas import LeadOut, OpportunityOut, OwnerOut, Page, TeamOut, columns
+from crm_perf_sync.errors import InvalidInput
+
+router = APIRouter(tags=["crm records"])
+Moment = Annotated[datetime | None, Query(description="An ISO date-time; without a zone, UTC")]
+
+
+def _aware(value: datetime | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        from datetime import UTC
+
+        return value.replace(tzinfo=UTC)
+    if value.utcoffset() is None:
+        raise InvalidInput(f"{name}: unreadable time zone")
+    return value
+
+
+@router.get(
+    "/owners",
+    summary="The reps (owners) with their teams",
+    response_model=Page[OwnerOut],
+    responses=collection(400, 401, 422),
+)
+def owners(
+    request: Request,
+    session: SessionDep,
+    ctx: ContextDep,
+    _key: Reader,
+    params: Annotated[PageParams, Depends(page_params)],
+    connection: Annotated[str | None, Query(max_length=63)] = None,
+) -> Response:
+    def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
+        return api_repo.owners_page(s, after, limit, connection)
+
+    return listing.listing(
+        request,
+        session,
+        ctx.session_factory,
+        params,
+        kind=f"owners:{connection}",
+        columns=columns(OwnerOut),
+        fetch=fetch,
+    )
+
+
+@router.get(
+    "/teams",
+    summary="The team hierarchy: each team, its parent and how many reps count in it",
+    response_model=Page[TeamOut],
+    responses=collection(400, 401, 422),
+)
+def teams(
+    request: Request,
+    session: SessionDep,
+    ctx: ContextDep,
+    _key: Reader,
+    params: Annotated[PageParams, Depends(page_params)],
+) -> Response:
+    rows = api_repo.teams(session)
+    return listing.listing(
+        request,
+        session,
+        ctx.session_factory,
+        params,
+        kind="teams",
+        columns=columns(TeamOut),
+        fetch=listing.in_memory(rows, "id"),
+    )
+
+
+def _record_filter(**values: Any) -> api_repo.RecordFilter:
+    for name in ("created_from", "created_to", "closed_from", "closed_to", "updated_since"):
+        if name in values:
+            values[name] = _aware(values[name], name)
+    return api_repo.RecordFilter(**values)
+
+
+@router.get(
+    "/opportunities",
+    summary="Opportunities, open and closed (a closed deal has is_closed = true)",
+    description="`updated_since` returns what the store changed since then: an incremental pull.",
+    response_model=Page[OpportunityOut],
+    responses=collection(400, 401, 422),
+)
+def opportunities(
+    request: Request,
+    session: SessionDep,
+    ctx: ContextDep,
+    _key: Reader,
+    params: Annotated[PageParams, Depends(page_params)],
+    connection: Annotated[str | None, Query(max_length=63)] = None,
+    owner: Annotated[str | None, Query(max_length=600, description="A rep's scope id")] = None,
+    team: Annotated[str | None, Query(max_length=600, description="A team's scope id")] = None,
+    stage: Annotated[str | None, Query(max_length=255)] = None,
+    is_closed: bool | None = None,
+    is_won: bool | None = None,
+    created_from: Moment = None,
+    created_to: Moment = None,
+    closed_from: Moment = None,
+    closed_to: Moment = None,
+    updated_since: Moment = None,
+    include_deleted: bool = False,
+) -> Response:
+    where = _record_filter(
+        connection_id=connection,
+        owner=owner,
+        team=team,
+        stage=stage,
+        is_closed=is_closed,
+        is_won=is_won,
+        created_from=created_from,
+        created_to=created_to,
+        closed_from=closed_from,
+        closed_to=closed_to,
+        updated_since=updated_since,
+        include_deleted=include_deleted,
+    )
+
+    def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
+        return api_repo.opportunities_page(s, where, after, limit)
+
+    return listing.listing(
+        request,
+        session,
+        ctx.session_factory,
+        params,
+        kind="opportunities",
+        columns=columns(OpportunityOut),
+        fetch=fetch,
+    )
+
+
+@router.get(
+    "/leads",
+    summary="Leads, converted or not",
+    response_model=Page[LeadOut],
+    responses=collection(400, 401, 422),
+)
+def leads(
+    request: Request,
+    session: SessionDep,
+    ctx: ContextDep,
+    _key: Reader,
+    params: Annotated[PageParams, Depends(page_params)],
+    connection: Annotated[str | None, Query(max_length=63)] = None,
+    owner: Annotated[str | None, Query(max_length=600, description="A rep's scope id")] = None,
+    team: Annotated[str | None, Query(max_length=600, description="A team's scope id")] = None,
+    status: Annotated[str | None, Query(max_length=255)] = None,
+    source: Annotated[str | None, Query(max_length=255)] = None,
+    is_converted: bool | None = None,
+    created_from: Moment = None,
+    created_to: Moment = None,
+    updated_since: Moment = None,
+    include_deleted: bool = False,
+) -> Response:
+    where = _record_filter(
+        connection_id=connection,
+        owner=owner,
+        team=team,
+        stage=status,
+        source=source,
+        is_converted=is_converted,
+        created_from=created_from,
+        created_to=created_to,
+        updated_since=updated_since,
+        include_deleted=include_deleted,
+    )
+
+    def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
+        return api_repo.leads_page(s, where, after, limit)
+
+    return listing.listing(
+        request,
+        session,
+        ctx.session_factory,
+        params,
+        kind="leads",
+        columns=columns(LeadOut),
+        fetch=fetch,
+    )

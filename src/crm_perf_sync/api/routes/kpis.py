@@ -1,0 +1,529 @@
+"""KPIs: definitions, materialised values, explanations, the stage funnel and targets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from crm_perf_sync.api import listing
+from crm_perf_sync.api import repository as api_repo
+from crm_perf_sync.api.deps import Admin, ContextDep, Reader, RowId, SessionDep
+from crm_perf_sync.api.listing import PageParams, Version, json_response, page_params
+from crm_perf_sync.api.problems import collection, documented
+from crm_perf_sync.api.schemas import (
+    FunnelStepOut,
+    KpiOut,
+    Page,
+    TargetDefinitionOut,
+    TargetIn,
+    TargetOut,
+    ValueOut,
+    columns,
+)
+from crm_perf_sync.errors import InvalidInput, NotFound
+from crm_perf_sync.kpi import periods
+from crm_perf_sync.kpi import repository as kpi_repo
+from crm_perf_sync.kpi.explain import ValueRef
+from crm_perf_sync.kpi.explain import explain as explain_value
+from crm_perf_sync.kpi.schemas import DerivedKpi, DurationKpi, FunnelKpi, Kpi, RatioKpi, TargetConfig
+from crm_perf_sync.kpi.service import KpiService, pace
+from crm_perf_sync.models import TargetDefinition
+from crm_perf_sync.timeutil import utc_now
+
+router = APIRouter(tags=["kpis"])
+GrainParam = Literal["week", "month", "quarter", "year", "all"]
+ScopeParam = Literal["company", "team", "owner"]
+KpiIdPath = Annotated[str, Path(description="A KPI id, e.g. win_rate (see /kpis)", max_length=63)]
+PERIOD_HELP = (
+    "A period: its key (its first day, e.g. 2024-04-01, or `all`), or with `grain` any date in it "
+    "(2024-05-17, 2024-05 or 2024)."
+)
+
+
+def _kpi(service: KpiService, kpi_id: str) -> Kpi:
+    return service.kpi(kpi_id)
+
+
+def kpi_out(service: KpiService, kpi: Kpi) -> dict[str, Any]:
+    return {
+        "id": kpi.id,
+        "name": kpi.name,
+        "description": kpi.description,
+        "type": kpi.type,
+        "unit": kpi.unit,
+        "direction": kpi.direction,
+        "min_sample": kpi.min_sample,
+        "stat": kpi.stat if isinstance(kpi, DurationKpi) else None,
+        "formula": kpi.formula if isinstance(kpi, DerivedKpi) else None,
+        "dimensions": ["stage"] if isinstance(kpi, FunnelKpi) else service.dimensions(kpi),
+        "definition_hash": service.definition_hash(kpi),
+        "definition": kpi.model_dump(mode="json"),
+    }
+
+
+def period_key(period: str | None, grain: str | None, fiscal_start_month: int) -> str | None:
+    """A period parameter as the key values are stored under (400-class error if unreadable)."""
+    if period is None:
+        return None
+    if period == "all":
+        if grain not in (None, "all"):
+            raise InvalidInput(f"period all belongs to grain all, not {grain}")
+        return "all"
+    text = period.strip()
+    try:
+        if len(text) == 4 and text.isdigit():
+            day = date(int(text), 1, 1)
+        elif len(text) == 7:
+            day = date.fromisoformat(text + "-01")
+        else:
+            day = date.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(
+            f"period {period!r} is not a date (YYYY-MM-DD, YYYY-MM or YYYY) or `all`"
+        ) from None
+    if grain is None or grain == "all":
+        if grain == "all":
+            raise InvalidInput("the grain all has one period: `all`")
+        return day.isoformat()
+    index = periods.local_period_index(day, "UTC", grain, fiscal_start_month)  # type: ignore[arg-type]
+    return periods.period_bounds(index, grain)[0].isoformat()  # type: ignore[arg-type]
+
+
+@router.get(
+    "/kpis",
+    summary="Every KPI definition: id, type, unit, direction, breakdowns",
+    response_model=Page[KpiOut],
+    responses=collection(400, 401, 422),
+)
+def list_kpis(
+    request: Request,
+    session: SessionDep,
+    ctx: ContextDep,
+    _key: Reader,
+    params: Annotated[PageParams, Depends(page_params)],
+) -> Response:
+    service = ctx.kpi_service()
+    rows = [kpi_out(service, kpi) for kpi in sorted(service.kpis.values(), key=lambda k: k.id)]
+    return listing.listing(
+        request,
+        session,
+        ctx.session_factory,
+        params,
+        kind="kpis",
+        columns=columns(KpiOut),
+        fetch=listing.in_memory(rows, "id"),
+    )
+
+
+@router.get(
+    "/kpis/{kpi_id}",
+    summary="One KPI's definition",
+    response_model=KpiOut,
+    responses=documented(401, 404, 422),
+)
+def get_kpi(kpi_id: KpiIdPath, ctx: ContextDep, _key: Reader) -> Response:
+    service = ctx.kpi_service()
+    return json_response(kpi_out(service, _kpi(service, kpi_id)))
+
+
+@router.get(
+    "/kpis/{kpi_id}/values",
+    summary="A KPI's values per period and scope, with targets, attainment and pace",
+    description=(
+        "The materialised values (brought up to date by every refresh). Without `dimension` the "
+        "totals; with it, the breakdown by that dimension. `team` gives the team's own values "
+        "and those of every rep who counts in it. Cached by version: send the ETag back as "
+        "If-None-Match to get 304 when nothing was recomputed."
+    ),
+    response_model=Page[ValueOut],
+    responses={
+        200: {"content": {"text/csv": {}}},
+        304: {"description": "Not modified"},
+        **documented(400, 401, 404, 409, 422),
+    },
+)
+def kpi_values(
+    request: Request,
+    kpi_id: KpiIdPath,
+    session: SessionDep,
+    ctx: ContextDep,
+    _key: Reader,
+    params: Annotated[PageParams, Depends(page_params)],
+    grain: Annotated[GrainParam | None, Query(description="week, month, quarter, year or all")] = None,
+    period: Annotated[str | None, Query(description=PERIOD_HELP, max_length=20)] = None,
+    period_from: Annotated[
+        date | None, Query(alias="from", description="Periods starting on or after")
+    ] = None,
+    period_to: Annotated[date | None, Query(alias="to", description="Periods ending on or before")] = None,
+    scope: Annotated[ScopeParam | None, Query()] = None,
+    scope_id: Annotated[str | None, Query(max_length=600)] = None,
+    team: Annotated[str | None, Query(max_length=600, description="A team's scope id")] = None,
+    owner: Annotated[str | None, Query(max_length=600, description="A rep's scope id")] = None,
+    dimension: Annotated[str | None, Query(max_length=63, description="A breakdown (see the KPI)")] = None,
+    currency: Annotated[str | None, Query(max_length=3)] = None,
+) -> Response:
+    service = ctx.kpi_service()
+    kpi = _kpi(service, kpi_id)
+    business = service.config.app.business
+    allowed = ["stage"] if isinstance(kpi, FunnelKpi) else service.dimensions(kpi)
+    if dimension is not None and dimension not in allowed:
+        raise InvalidInput(
+            f"{kpi_id} is not broken down by {dimension!r} (it is by: {', '.join(allowed) or 'nothing'})"
+        )
+    where = api_repo.ValueFilter(
+        grain=grain,
+        period_key=period_key(period, grain, business.fiscal_year_start_month),
+        period_from=period_from,
+        period_to=period_to,
+        scope=scope,
+        scope_id=scope_id,
+        team=team,
+        owner=owner,
+        dimension=dimension or "",
+        currency=currency,
+    )
+    names = api_repo.names(session)
+    now = utc_now()
+
+    def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
+        found, next_key = api_repo.values_page(s, kpi_id, where, after, limit)
+        return [value_row(v, names, now, business.timezone) for v in found], next_key
+
+    version = Version(kpi_repo.values_version(session, kpi_id))
+    return listing.listing(
+        request,
+        session,
+        ctx.session_factory,
+        params,
+        kind=f"values:{kpi_id}",
+        columns=columns(ValueOut),
+        fetch=fetch,
+        version=version,
+    )
+
+
+def value_row(v: Any, names: dict[tuple[str, str], str], now: Any, zone: str) -> dict[str, Any]:
+    return {
+        "kpi_id": v.kpi_id,
+        "grain": v.grain,
+        "period_key": v.period_key,
+        "period_start": v.period_start,
+        "period_end": v.period_end,
+        "scope": v.scope,
+        "scope_id": v.scope_id,
+        "scope_name": names.get((v.scope, v.scope_id), v.scope_id),
+        "currency": v.currency,
+        "dimension": v.dimension,
+        "dimension_value": v.dimension_value,
+        "value": v.value,
+        "numerator": v.numerator,
+        "denominator": v.denominator,
+        "sample_count": v.sample_count,
+        "low_sample": v.low_sample,
+        "target": v.target,
+        "attainment": v.attainment,
+        "gap": v.gap,
+        "pace": pace(v.attainment, v.period_start, v.period_end, now, zone),
+        "computed_at": v.computed_at,
+    }
+
+
+@router.get(
+    "/kpis/{kpi_id}/explain",
+    summary="How one value was computed: formula, filters, numerator, denominator and its records",
+    description=(
+        "The records come a page at a time per side (numerator, denominator or measure), each with "
+        "its CRM id and connection so a link back into the CRM can be built; follow a part's "
+        "`next` for more. `part` limits the records to one side."
+    ),
+    responses=documented(400, 401, 404, 422),
+)
+def kpi_explain(
+    request: Request,
+    kpi_id: KpiIdPath,
+    session: SessionDep,
+    ctx: ContextDep,
+    _key: Reader,
+    grain: Annotated[GrainParam, Query()] = "all",
+    period: Annotated[str, Query(description=PERIOD_HELP, max_length=20)] = "all",
+    scope: Annotated[ScopeParam, Query()] = "company",
+    scope_id: Annotated[str, Query(max_length=600)] = "company",
+    currency: Annotated[str, Query(max_length=3)] = "",
+    dimension: Annotated[str, Query(max_length=63)] = "",
+    dimension_value: Annotated[str, Query(max_length=255)] = "",
+    part: Annotated[str | None, Query(description="numerator, denominator or measure")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    after: Annotated[int | None, Query(ge=0, le=2**63 - 1, description="A part's `next_after`")] = None,
+) -> Response:
+    service = ctx.kpi_service()
+    kpi = _kpi(service, kpi_id)
+    business = service.config.app.business
+    key = period_key(period, grain, business.fiscal_year_start_month) or "all"
+    if (scope == "company") != (scope_id == "company"):
+        raise InvalidInput("scope_id names the team or owner; it is `company` exactly for scope company")
+    ref = ValueRef(kpi_id, grain, key, scope, scope_id, currency, dimension, dimension_value)
+    calendar = service.calendar(session)
+    membership = kpi_repo.load_membership(session)
+    result = explain_value(session, kpi, ref, calendar, membership, role=part, after=after, limit=limit)
+    body = asdict(result)
+    for explained in body["parts"]:
+        following = explained.get("next_after")
+        explained["next"] = (
+            str(request.url.include_query_params(part=explained["role"], after=following))
+            if following is not None
+            else None
+        )
+    return json_response(body)
+
+
+@router.get(
+    "/funnel",
+    summary="A stage funnel: deals that reached each stage and the conversion from the one before",
+    response_model=Page[FunnelStepOut],
+    responses=collection(400, 401, 404, 422),
+)
+def funnel(
+    request: Request,
+    session: SessionDep,
+    ctx: ContextDep,
+    _key: Reader,
+    params: Annotated[PageParams, Depends(page_params)],
+    kpi: Annotated[str | None, Query(max_length=63, description="A funnel KPI (default: the first)")] = None,
+    grain: Annotated[GrainParam, Query()] = "all",
+    period: Annotated[str, Query(description=PERIOD_HELP, max_length=20)] = "all",
+    scope: Annotated[ScopeParam, Query()] = "company",
+    scope_id: Annotated[str, Query(max_length=600)] = "company",
+) -> Response:
+    service = ctx.kpi_service()
+    funnels = sorted(k.id for k in service.kpis.values() if isinstance(k, FunnelKpi))
+    if kpi is None:
+        if not funnels:
+            raise NotFound("no funnel KPI is defined")
+        kpi = funnels[0]
+    found = _kpi(service, kpi)
+    if not isinstance(found, FunnelKpi):
+        raise InvalidInput(
+            f"{kpi} is a {found.type} KPI, not a funnel (funnels: {', '.join(funnels) or 'none'})"
+        )
+    key = period_key(period, grain, service.config.app.business.fiscal_year_start_month) or "all"
+    order = {stage: n for n, stage in enumerate(_stage_order(service, session, found))}
+    stored = kpi_repo.values(
+        session, kpi, grain=grain, scope=scope, period_key=key, scope_id=scope_id, dimension="stage"
+    )
+    rows = [
+        {
+            "kpi_id": v.kpi_id,
+            "grain": v.grain,
+            "period_key": v.period_key,
+            "scope": v.scope,
+            "scope_id": v.scope_id,
+            "stage": v.dimension_value,
+            "reached": round(v.numerator),
+            "previous": round(v.denominator or 0),
+            "conversion": v.value,
+        }
+        for v in sorted(stored, key=lambda v: (order.get(v.dimension_value, len(order)), v.dimension_value))
+    ]
+    for n, row in enumerate(rows):
+        row["_n"] = n
+    fetch = listing.in_memory(rows, "_n")
+
+    def strip(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
+        page, next_key = fetch(s, after, limit)
+        return [{k: v for k, v in r.items() if k != "_n"} for r in page], next_key
+
+    return listing.listing(
+        request,
+        session,
+        ctx.session_factory,
+        params,
+        kind=f"funnel:{kpi}",
+        columns=columns(FunnelStepOut),
+        fetch=strip,
+        version=Version(kpi_repo.values_version(session, kpi)),
+    )
+
+
+def _stage_order(service: KpiService, session: Any, kpi: FunnelKpi) -> list[str]:
+    steps = service._funnel_steps(session.connection(), kpi)
+    several = len({pipeline for _, pipeline in steps}) > 1
+    ordered = sorted(
+        (pipeline, order, stage) for (_, pipeline), found in steps.items() for order, stage in found
+    )
+    return [f"{pipeline}: {stage}" if several else stage for pipeline, _, stage in ordered]
+
+
+# --- targets --------------------------------------------------------------------------------------
+
+
+@router.get(
+    "/targets",
+    summary="Every target in force, per KPI, period, scope and currency (decomposed)",
+    description=(
+        "Targets from the configuration and from the API, decomposed into quarters and months and "
+        "split to reps, as the last refresh applied them (the most specific wins)."
+    ),
+    response_model=Page[TargetOut],
+    responses=collection(400, 401, 422),
+)
+def list_targets(
+    request: Request,
+    session: SessionDep,
+    ctx: ContextDep,
+    _key: Reader,
+    params: Annotated[PageParams, Depends(page_params)],
+    kpi: Annotated[str | None, Query(max_length=63)] = None,
+    grain: Annotated[Literal["month", "quarter", "year"] | None, Query()] = None,
+    period: Annotated[str | None, Query(description=PERIOD_HELP, max_length=20)] = None,
+    scope: Annotated[ScopeParam | None, Query()] = None,
+    scope_id: Annotated[str | None, Query(max_length=600)] = None,
+) -> Response:
+    fiscal = ctx.kpi_service().config.app.business.fiscal_year_start_month
+    where = api_repo.TargetFilter(kpi, grain, period_key(period, grain, fiscal), scope, scope_id)
+
+    def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
+        rows, next_key = api_repo.targets_page(s, where, after, limit)
+        return [{k: r[k] for k in columns(TargetOut)} for r in rows], next_key
+
+    return listing.listing(
+        request, session, ctx.session_factory, params, kind="targets", columns=columns(TargetOut), fetch=fetch
+    )
+
+
+def _checked_target(service: KpiService, session: Any, body: TargetIn) -> TargetConfig:
+    kpi = service.kpis.get(body.kpi)
+    if kpi is None:
+        raise InvalidInput(f"unknown KPI {body.kpi!r} (known: {', '.join(sorted(service.kpis))})")
+    if kpi.unit == "currency" and not body.currency:
+        raise InvalidInput(f"{body.kpi} is an amount: give the target's currency")
+    if isinstance(kpi, RatioKpi | DerivedKpi) and body.seasonality is not None:
+        raise InvalidInput("a rate cannot be split by seasonal weights")
+    if body.seasonality is not None and (
+        body.grain != "year" or any(w < 0 for w in body.seasonality) or not sum(body.seasonality)
+    ):
+        raise InvalidInput("seasonality is 12 non-negative monthly weights (not all zero) of a yearly target")
+    if body.split_to_reps and body.scope != "team":
+        raise InvalidInput("split_to_reps splits a team's target to its reps: scope must be team")
+    if not api_repo.known_scope(session, body.scope, body.scope_id):
+        raise InvalidInput(f"no {body.scope} {body.scope_id!r} (see /teams and /owners for their ids)")
+    try:
+        return TargetConfig.model_validate(body.model_dump())
+    except ValidationError as exc:
+        raise InvalidInput(f"invalid target: {exc.errors()[0]['msg']}") from None
+
+
+APPLIES = "at the next KPI refresh (the worker runs one within a minute)"
+
+
+def _definition_out(row: TargetDefinition) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "definition": TargetIn.model_validate(row.definition).model_dump(mode="json"),
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+        "applies": APPLIES,
+    }
+
+
+@router.post(
+    "/targets",
+    status_code=201,
+    summary="Set a target (admin)",
+    description=(
+        "A target for one KPI, scope and period, written as in the configuration's `kpis.targets`. "
+        "It takes effect " + APPLIES + "; on a tie in specificity it wins over the configuration's."
+    ),
+    response_model=TargetDefinitionOut,
+    responses=documented(400, 401, 403, 413, 422),
+)
+def create_target(body: TargetIn, session: SessionDep, ctx: ContextDep, _key: Admin) -> Response:
+    checked = _checked_target(ctx.kpi_service(), session, body)
+    now = utc_now()
+    row = TargetDefinition(
+        kpi_id=checked.kpi, definition=body.model_dump(mode="json"), created_at=now, updated_at=now
+    )
+    session.add(row)
+    session.flush()
+    return json_response(
+        _definition_out(row), status=201, headers={"Location": f"/api/v1/targets/definitions/{row.id}"}
+    )
+
+
+@router.get(
+    "/targets/definitions",
+    summary="The targets set through the API",
+    response_model=Page[TargetDefinitionOut],
+    responses=collection(400, 401, 422),
+)
+def list_target_definitions(
+    request: Request,
+    session: SessionDep,
+    ctx: ContextDep,
+    _key: Reader,
+    params: Annotated[PageParams, Depends(page_params)],
+) -> Response:
+    rows = [
+        _definition_out(r) for r in session.scalars(select(TargetDefinition).order_by(TargetDefinition.id))
+    ]
+    return listing.listing(
+        request,
+        session,
+        ctx.session_factory,
+        params,
+        kind="target-definitions",
+        columns=columns(TargetDefinitionOut),
+        fetch=listing.in_memory(rows, "id"),
+    )
+
+
+def _definition(session: Any, target_id: int) -> TargetDefinition:
+    row = session.get(TargetDefinition, target_id)
+    if row is None:
+        raise NotFound(f"no target set through the API with id {target_id}")
+    found: TargetDefinition = row
+    return found
+
+
+@router.get(
+    "/targets/definitions/{target_id}",
+    summary="One target set through the API",
+    response_model=TargetDefinitionOut,
+    responses=documented(401, 404, 422),
+)
+def get_target_definition(target_id: RowId, session: SessionDep, _key: Reader) -> Response:
+    return json_response(_definition_out(_definition(session, target_id)))
+
+
+@router.put(
+    "/targets/definitions/{target_id}",
+    summary="Change a target set through the API (admin)",
+    response_model=TargetDefinitionOut,
+    responses=documented(400, 401, 403, 404, 413, 422),
+)
+def update_target_definition(
+    target_id: RowId, body: TargetIn, session: SessionDep, ctx: ContextDep, _key: Admin
+) -> Response:
+    row = _definition(session, target_id)
+    checked = _checked_target(ctx.kpi_service(), session, body)
+    row.kpi_id = checked.kpi
+    row.definition = body.model_dump(mode="json")
+    row.updated_at = utc_now()
+    session.flush()
+    return json_response(_definition_out(row))
+
+
+@router.delete(
+    "/targets/definitions/{target_id}",
+    status_code=204,
+    summary="Remove a target set through the API (admin)",
+    responses=documented(401, 403, 404, 422),
+)
+def delete_target_definition(target_id: RowId, session: SessionDep, _key: Admin) -> Response:
+    session.delete(_definition(session, target_id))
+    session.flush()
+    return Response(status_code=204)

@@ -1,0 +1,256 @@
+"""The API's response and request models: flat, snake_case, stable (BI tools bind to them).
+
+Collection endpoints answer ``{"data": [<row>...], "next": <url or null>}`` (see
+:mod:`crm_perf_sync.api.listing`); the row models below are also the CSV columns, in order.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from crm_perf_sync.kpi.schemas import short_period
+
+Row = TypeVar("Row", bound=BaseModel)
+
+
+class Page(BaseModel, Generic[Row]):
+    data: list[Row]
+    next: str | None = Field(description="The URL of the next page; null on the last one.")
+
+
+def columns(model: type[BaseModel]) -> tuple[str, ...]:
+    """A row model's fields: the CSV header, in order."""
+    return tuple(model.model_fields)
+
+
+class KpiOut(BaseModel):
+    id: str
+    name: str
+    description: str
+    type: str = Field(description="count, sum, weighted_sum, ratio, duration, funnel or derived")
+    unit: str
+    direction: str = Field(description="higher or lower: which way is better")
+    min_sample: int
+    stat: str | None = Field(description="mean, median or p90 for a duration; null otherwise")
+    formula: str | None = Field(description="A derived KPI's formula; null otherwise")
+    dimensions: list[str] = Field(description="The breakdowns its values are materialised by")
+    definition_hash: str
+    definition: dict[str, Any] = Field(description="The whole definition, as configured")
+
+
+class ValueOut(BaseModel):
+    kpi_id: str
+    grain: str
+    period_key: str = Field(description="The period's first day (ISO), or `all`")
+    period_start: date | None
+    period_end: date | None = Field(description="The day after the period's last day")
+    scope: str = Field(description="company, team or owner")
+    scope_id: str
+    scope_name: str
+    currency: str = Field(description="The amount's currency; empty for counts and rates")
+    dimension: str = Field(description="The breakdown dimension; empty for the total")
+    dimension_value: str
+    value: float | None = Field(description="null when the denominator is zero")
+    numerator: float
+    denominator: float | None
+    sample_count: int
+    low_sample: bool = Field(description="Fewer records than the KPI's min_sample")
+    target: float | None
+    attainment: float | None
+    gap: float | None
+    pace: float | None = Field(description="Attainment ÷ the elapsed share of the period (now)")
+    computed_at: datetime
+
+
+class TargetOut(BaseModel):
+    kpi_id: str
+    grain: str
+    period_key: str
+    period_start: date
+    period_end: date
+    scope: str
+    scope_id: str
+    currency: str
+    value: float
+    origin: str = Field(description="set (given for this period and scope), period or team (decomposed)")
+    source: str = Field(description="config or api")
+
+
+class TargetIn(BaseModel):
+    """A target, as the configuration's `kpis.targets` entries are written."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kpi: str = Field(min_length=1, max_length=63)
+    scope: str = Field(default="company", pattern="^(company|team|owner)$")
+    scope_id: str = Field(default="company", min_length=1, max_length=600)
+    grain: str = Field(default="year", pattern="^(month|quarter|year)$")
+    period: date = Field(description="Any date in the period (its start is used)")
+    value: float = Field(allow_inf_nan=False)
+    currency: str = Field(default="", pattern="^([A-Z]{3})?$")
+    seasonality: list[float] | None = Field(default=None, min_length=12, max_length=12)
+    split_to_reps: bool = False
+
+    @field_validator("period", mode="before")
+    @classmethod
+    def _short_dates(cls, value: Any) -> Any:
+        return short_period(value)
+
+
+class TargetDefinitionOut(BaseModel):
+    id: int
+    definition: TargetIn
+    created_at: datetime
+    updated_at: datetime
+    applies: str = Field(description="When the values reflect it")
+
+
+class ComponentOut(BaseModel):
+    kpi_id: str
+    weight: float
+    applied_weight: float
+    value: float | None
+    target: float | None
+    normalised: float | None
+    sample_count: int | None = None
+    dropped: str | None = Field(description="Why the component did not count; null when it did")
+
+
+class ScoreOut(BaseModel):
+    scorecard_id: str
+    grain: str
+    period_key: str
+    period_start: date
+    period_end: date
+    scope_id: str
+    owner_name: str
+    team_id: str | None
+    score: float | None
+    grade: str | None
+    rank: int | None
+    team_rank: int | None
+    dropped_components: int
+    components: list[dict[str, Any]]
+    computed_at: datetime
+
+
+class ScorecardOut(BaseModel):
+    id: str
+    name: str
+    grains: list[str]
+    currency: str | None
+    components: list[dict[str, Any]]
+    grades: list[dict[str, Any]]
+
+
+class FunnelStepOut(BaseModel):
+    kpi_id: str
+    grain: str
+    period_key: str
+    scope: str
+    scope_id: str
+    stage: str
+    reached: int = Field(description="Deals that reached this stage")
+    previous: int = Field(description="Deals that reached the stage before it")
+    conversion: float | None = Field(description="reached / previous")
+
+
+class OwnerOut(BaseModel):
+    id: str = Field(description="The owner's scope id: <connection>:<owner id>")
+    connection_id: str
+    external_id: str
+    name: str | None
+    email: str | None
+    active: bool
+    teams: list[str]
+
+
+class TeamOut(BaseModel):
+    id: str = Field(description="The team's scope id: <namespace>:<team id>")
+    namespace: str
+    external_id: str
+    name: str
+    level: str | None
+    parent_id: str | None
+    members: int
+
+
+class LeadOut(BaseModel):
+    id: int
+    connection_id: str
+    external_id: str
+    owner_id: str | None
+    name: str | None
+    company: str | None
+    source: str | None
+    status: str | None
+    created_at: datetime | None
+    is_converted: bool
+    converted_at: datetime | None
+    converted_opportunity_external_id: str | None
+    is_deleted: bool
+    remote_updated_at: datetime | None
+    synced_at: datetime
+
+
+class OpportunityOut(BaseModel):
+    id: int
+    connection_id: str
+    external_id: str
+    owner_id: str | None
+    name: str | None
+    amount: float | None
+    currency: str | None
+    stage: str | None
+    probability: float | None
+    pipeline: str | None
+    type: str | None
+    lead_source: str | None
+    created_at: datetime | None
+    close_date: date | None
+    closed_at: datetime | None
+    is_closed: bool
+    is_won: bool
+    is_deleted: bool
+    remote_updated_at: datetime | None
+    synced_at: datetime
+
+
+class ConnectionOut(BaseModel):
+    id: str
+    kind: str
+    enabled: bool
+    schedule: str | None
+    last_run_id: int | None
+    last_status: str | None
+    last_finished_at: datetime | None
+    last_success_at: datetime | None
+
+
+class SyncRunOut(BaseModel):
+    id: int
+    connection_id: str
+    trigger: str
+    full_refresh: bool
+    status: str = Field(description="queued, running, succeeded, failed, deferred, interrupted or abandoned")
+    started_at: datetime
+    finished_at: datetime | None
+    duration_seconds: float | None
+    records_read: int
+    inserted: int
+    updated: int
+    unchanged: int
+    deleted: int
+    skipped: int
+    error_kind: str | None
+    error: str | None
+    url: str
+
+
+class SyncRequestIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    full_refresh: bool = Field(default=False, description="Re-read everything instead of the changes")

@@ -1,0 +1,139 @@
+"""Creating, listing, revoking and checking API keys.
+
+A key is ``cps_`` and 43 URL-safe characters (32 random bytes); the store keeps its SHA-256 and
+its first 12 characters (to recognise it in a listing). ``read`` keys read everything; ``admin``
+keys may also write (targets, sync requests).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from crm_perf_sync.apikeys import repository as repo
+from crm_perf_sync.db import session_scope
+from crm_perf_sync.errors import AppError, InvalidInput, NotFound
+from crm_perf_sync.models import ApiKey
+from crm_perf_sync.timeutil import utc_now
+
+log = logging.getLogger(__name__)
+Scope = Literal["read", "admin"]
+SCOPES: tuple[Scope, ...] = ("read", "admin")
+PREFIX = "cps_"
+#: How stale ``last_used_at`` may get before a request writes it again (one write per key a
+#: minute, not one per request).
+TOUCH_EVERY = timedelta(minutes=1)
+#: The name of the embedded demo's read key (printed at every start of ``serve`` on SQLite).
+DEMO_KEY_NAME = "embedded demo (read)"
+
+
+class Unauthenticated(AppError):
+    """No key, an unknown key or a revoked one: send ``Authorization: Bearer <key>``."""
+
+    status = 401
+    code = "unauthenticated"
+
+
+class Forbidden(AppError):
+    """The key is valid but its scope does not allow this."""
+
+    status = 403
+    code = "forbidden"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The key a request authenticated with; ``stale_use``: its ``last_used_at`` needs a write."""
+
+    key_id: int
+    name: str
+    scope: Scope
+    stale_use: bool = False
+
+    def require(self, scope: Scope) -> None:
+        if scope == "admin" and self.scope != "admin":
+            raise Forbidden(f"the key {self.name!r} has the read scope; this needs an admin key")
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create(session: Session, name: str, scope: str, *, keep_readable: bool = False) -> tuple[ApiKey, str]:
+    """A new key: its row and the key itself (shown once; only its hash is kept)."""
+    if scope not in SCOPES:
+        raise InvalidInput(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+    if not name.strip():
+        raise InvalidInput("a key needs a name (who or what uses it)")
+    key = PREFIX + secrets.token_urlsafe(32)
+    row = ApiKey(
+        name=name.strip(),
+        scope=scope,
+        prefix=key[:12],
+        key_hash=hash_key(key),
+        created_at=utc_now(),
+        display_key=key if keep_readable else None,
+    )
+    return repo.add(session, row), key
+
+
+def listed(session: Session) -> list[ApiKey]:
+    return repo.listed(session)
+
+
+def revoke(session: Session, key_id: int) -> ApiKey:
+    row = repo.by_id(session, key_id)
+    if row is None:
+        raise NotFound(f"no API key with id {key_id}")
+    if row.revoked_at is None:
+        row.revoked_at = utc_now()
+        row.display_key = None
+        session.flush()
+    return row
+
+
+def demo_key(session: Session) -> str:
+    """The embedded demo's read key, created on first use and kept readable in the local store."""
+    found = repo.displayed(session, DEMO_KEY_NAME)
+    if found is not None and found.display_key is not None:
+        return found.display_key
+    _, key = create(session, DEMO_KEY_NAME, "read", keep_readable=True)
+    return key
+
+
+def authenticate(session: Session, authorization: str | None, now: datetime | None = None) -> Principal:
+    """The principal of an ``Authorization`` header value; :class:`Unauthenticated` otherwise."""
+    if not authorization:
+        raise Unauthenticated("this endpoint needs an API key: send Authorization: Bearer <key>")
+    kind, _, key = authorization.partition(" ")
+    if kind.lower() != "bearer" or not key.strip():
+        raise Unauthenticated("the Authorization header must be 'Bearer <key>'")
+    row = repo.by_hash(session, hash_key(key.strip()))
+    if row is None:
+        raise Unauthenticated("unknown API key")
+    if row.revoked_at is not None:
+        raise Unauthenticated(f"the API key {row.prefix}… was revoked")
+    now = now or utc_now()
+    stale = row.last_used_at is None or now - row.last_used_at > TOUCH_EVERY
+    scope: Scope = "admin" if row.scope == "admin" else "read"
+    return Principal(row.id, row.name, scope, stale)
+
+
+def record_use(session_factory: sessionmaker[Session], key_id: int, now: datetime) -> None:
+    """Write a key's ``last_used_at`` in a unit of work of its own, after the response is sent.
+
+    A read request never writes, so it never waits for the write lock a sync holds (SQLite).
+    Best effort: a failure is logged and the next use tries again.
+    """
+    try:
+        with session_scope(session_factory) as session:
+            repo.touch(session, key_id, now)
+    except SQLAlchemyError as exc:
+        log.info("could not record the use of API key %d: %s", key_id, exc)

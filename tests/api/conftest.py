@@ -1,0 +1,131 @@
+"""A served store for the API tests: the Maven example synced and refreshed, keys to read and write.
+
+Built once per test module and backend (the Maven sync and refresh take seconds); the read-only
+tests share it. Tests that write (targets, sync requests, keys) undo nothing, so they use their
+own module or a fresh store.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from crm_perf_sync.api.app import create_app
+from crm_perf_sync.apikeys import service as keys
+from crm_perf_sync.config import LoadedConfig, load_config
+from crm_perf_sync.connectors.registry import ConnectorRegistry
+from crm_perf_sync.db import create_db_engine, make_session_factory, session_scope
+from crm_perf_sync.kpi.service import KpiService
+from crm_perf_sync.sync.service import SyncOptions, SyncService
+from tests.conftest import DATA_DIR, REPO_ROOT, _admin_engine
+
+KPIS = """
+kpis:
+  dimensions: [product]
+  targets:
+    - {kpi: won_revenue, period: 2017, value: 12000000, currency: USD}
+    - {kpi: win_rate, grain: quarter, period: 2017-04, value: 0.6}
+  scorecards:
+    - id: reps
+      name: Rep scorecard
+      grains: [month, quarter]
+      currency: USD
+      components:
+        - {kpi: won_deals, weight: 0.5, normalise: {method: linear, floor: 0, goal: 40}}
+        - {kpi: win_rate, weight: 0.3, normalise: {method: linear, floor: 0.4, goal: 0.8}}
+        - {kpi: sales_cycle_days_median, weight: 0.2, normalise: {method: linear, floor: 90, goal: 30}}
+"""
+
+
+def maven_config(directory: Path) -> Path:
+    """The shipped Maven example with a smaller breakdown, a target and a scorecard."""
+    text_ = (REPO_ROOT / "config" / "examples" / "maven.yaml").read_text(encoding="utf-8")
+    text_ = text_.replace("${CRM_DATA_DIR:-../shared/data}", str(DATA_DIR))
+    path = directory / "maven.yaml"
+    path.write_text(text_[: text_.index("\nkpis:")] + KPIS, encoding="utf-8")
+    return path
+
+
+@dataclass
+class Served:
+    client: TestClient
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    config: LoadedConfig
+    read_key: str
+    admin_key: str
+
+    @property
+    def read(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.read_key}"}
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_key}"}
+
+    def get(self, url: str, **kw: Any) -> Any:
+        headers = {**self.read, **kw.pop("headers", {})}
+        return self.client.get(url, headers=headers, **kw)
+
+    def service(self) -> KpiService:
+        return KpiService(self.session_factory, self.config)
+
+
+def build_served(url: str, directory: Path) -> Served:
+    config = load_config(maven_config(directory), ConnectorRegistry.discover())
+    engine = create_db_engine(url)
+    factory = make_session_factory(engine)
+    sync = SyncService(
+        session_factory=factory, registry=ConnectorRegistry.discover(), config=config, options=SyncOptions()
+    )
+    sync.apply_config()
+    assert sync.sync("maven").status == "succeeded"
+    KpiService(factory, config).refresh()
+    with session_scope(factory) as session:
+        _, read_key = keys.create(session, "tests (read)", "read")
+        _, admin_key = keys.create(session, "tests (admin)", "admin")
+    client = TestClient(create_app(engine, config))
+    return Served(client, engine, factory, config, read_key, admin_key)
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def served(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    sqlite_template: Path,
+    pg_admin_url: str | None,
+    pg_template: str | None,
+) -> Iterator[Served]:
+    directory = tmp_path_factory.mktemp("served")
+    if request.param == "sqlite":
+        path = directory / "store.db"
+        shutil.copyfile(sqlite_template, path)
+        found = build_served(f"sqlite:///{path}", directory)
+        yield found
+        found.engine.dispose()
+        return
+    if pg_admin_url is None or pg_template is None:
+        pytest.skip("PostgreSQL tests need CRM_PERF_SYNC_TEST_PG_URL")
+    name = f"cps_api_{uuid.uuid4().hex[:12]}"
+    admin = _admin_engine(pg_admin_url)
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
+    url = make_url(pg_admin_url).set(database=name, drivername="postgresql+psycopg")
+    found = build_served(url.render_as_string(hide_password=False), directory)
+    try:
+        yield found
+    finally:
+        found.engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
