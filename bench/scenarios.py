@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.api_scorecard import api_scorecard
 from bench.harness import Result, database, in_child
 from bench.kpi_full import kpi_full
 from bench.kpi_incremental import kpi_incremental
@@ -146,6 +147,7 @@ def upsert(size: str, databases: list[str], workdir: Path) -> Iterator[Result]:
 
 
 SCENARIOS: dict[str, Callable[[str, list[str], Path], Iterator[Result]]] = {
+    "api-scorecard": api_scorecard,
     "kpi-full": kpi_full,
     "kpi-incremental": kpi_incremental,
     "sync-hubspot": sync_hubspot,

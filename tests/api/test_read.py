@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from collections import Counter, defaultdict
 from typing import Any
 
 import pytest
 
+from crm_perf_sync.api.cache import LOOKUP_SECONDS
 from crm_perf_sync.kpi import repository as kpi_repo
 from tests.api.conftest import Served
 from tests.conftest import DATA_DIR
@@ -312,13 +314,29 @@ def test_values_are_cached_by_version(served: Served) -> None:
         version = kpi_repo.values_version(session, "win_rate")
     assert version is not None
     served.service().refresh(kpi_ids=["win_rate"])  # recomputed: a new version
+    time.sleep(LOOKUP_SECONDS)  # which a replica sees within a second
     fresh = served.get(url, headers={"If-None-Match": etag})
     assert fresh.status_code == 200
     assert fresh.headers["etag"] != etag
+    # Not the page rendered for the old version: the values were computed again.
+    assert {r["computed_at"] for r in fresh.json()["data"]} != {
+        r["computed_at"] for r in first.json()["data"]
+    }
     # A cursor issued before the recompute is refused rather than skipping or repeating rows.
     stale_cursor = first.json()["next"]
     if stale_cursor is not None:
         assert served.get(stale_cursor).status_code == 409
+
+
+def test_a_cached_page_is_the_same_page_gzipped_or_not(served: Served) -> None:
+    url = "/api/v1/scorecards/reps?grain=month&period=2017-06&limit=50"
+    plain = served.get(url, headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    zipped = served.get(url, headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert zipped.json() == plain.json()
+    assert zipped.headers["etag"] == plain.headers["etag"]
+    assert served.get(url + "&format=csv").text.splitlines()[0].startswith("scorecard_id,grain")
 
 
 def test_scorecards_are_cached_by_version(served: Served) -> None:

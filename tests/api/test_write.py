@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
 
+from crm_perf_sync.api.cache import LOOKUP_SECONDS
 from crm_perf_sync.apikeys import service as keys
 from crm_perf_sync.connectors.registry import ConnectorRegistry
 from crm_perf_sync.db import session_scope
@@ -166,6 +168,7 @@ def test_a_revoked_key_is_refused(served: Served) -> None:
     assert served.client.get("/api/v1/kpis", headers=headers).status_code == 200
     with session_scope(served.session_factory) as session:
         keys.revoke(session, key_id)
+    time.sleep(LOOKUP_SECONDS + 0.1)  # an API replica checks a key against the store once a second
     refused = served.client.get("/api/v1/kpis", headers=headers)
     assert refused.status_code == 401
     assert "revoked" in refused.json()["detail"]

@@ -6,18 +6,23 @@ back when it raises; everything below it only flushes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import BackgroundTasks, Depends, Path, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from crm_perf_sync.api.cache import ResponseCache, TtlCache
+from crm_perf_sync.api.listing import Version
 from crm_perf_sync.apikeys.service import Principal, authenticate, record_use
 from crm_perf_sync.config import LoadedConfig
-from crm_perf_sync.db import WRITE_LOCK
+from crm_perf_sync.db import WRITE_LOCK, session_scope
+from crm_perf_sync.kpi import repository as kpi_repo
 from crm_perf_sync.kpi.service import KpiService
 from crm_perf_sync.timeutil import utc_now
 
@@ -29,6 +34,19 @@ class ApiContext:
     engine: Engine
     session_factory: sessionmaker[Session]
     config: LoadedConfig | None
+    responses: ResponseCache = field(default_factory=ResponseCache)
+    versions: TtlCache[datetime | None] = field(default_factory=TtlCache)
+    principals: TtlCache[Principal] = field(default_factory=TtlCache)
+
+    def values_version(self, session: Session, kpi_id: str) -> Version:
+        """The version of a KPI's values (read at most once a second)."""
+        return Version(
+            self.versions.get(("values", kpi_id), lambda: kpi_repo.values_version(session, kpi_id))
+        )
+
+    def scores_version(self, session: Session, scorecard_id: str) -> Version:
+        load = lambda: kpi_repo.scores_version(session, scorecard_id)  # noqa: E731
+        return Version(self.versions.get(("scores", scorecard_id), load))
 
     def kpi_service(self) -> KpiService:
         from crm_perf_sync.errors import ConfigurationError
@@ -38,25 +56,41 @@ class ApiContext:
         return KpiService(self.session_factory, self.config)
 
 
-def context(request: Request) -> ApiContext:
+# Dependencies that do no I/O are ``async``: FastAPI runs a plain ``def`` dependency in the
+# thread pool, a hand-off per dependency per request that costs more than these do.
+
+
+async def context(request: Request) -> ApiContext:
     found: ApiContext = request.app.state.context
     return found
 
 
-def db_session(request: Request, ctx: Annotated[ApiContext, Depends(context)]) -> Iterator[Session]:
+async def db_session(
+    request: Request, ctx: Annotated[ApiContext, Depends(context)]
+) -> AsyncIterator[Session]:
+    """The request's unit of work: committed when the route returns, rolled back if it raises.
+
+    The session connects on first use only (a response served from the cache never does);
+    commit, rollback and close, which may wait on the database, run in the thread pool.
+    """
     session = ctx.session_factory()
     if request.method not in ("GET", "HEAD") and ctx.engine.dialect.name == "sqlite":
         # A write request reads first (its key, what it checks): on SQLite it takes the write
         # lock before it reads, so a sync committing meanwhile makes it wait, not fail.
-        session.connection(execution_options={WRITE_LOCK: True})
+        await run_in_threadpool(session.connection, execution_options={WRITE_LOCK: True})
     try:
         yield session
-        session.commit()
+        if session.in_transaction():
+            await run_in_threadpool(session.commit)
     except BaseException:
-        session.rollback()
+        if session.in_transaction():
+            await run_in_threadpool(session.rollback)
         raise
     finally:
-        session.close()
+        if session.in_transaction():
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
 
 
 SessionDep = Annotated[Session, Depends(db_session)]
@@ -71,22 +105,38 @@ bearer = HTTPBearer(
 )
 
 
-def reader(
-    session: SessionDep,
+async def reader(
     ctx: ContextDep,
     background: BackgroundTasks,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    """Any valid key (``read`` or ``admin``)."""
+    """Any valid key (``read`` or ``admin``).
+
+    Checked against the store at most once a second per key (a revocation applies within that
+    second), in a unit of work of its own in the thread pool; a key checked within the second
+    costs no database read and no thread hand-off.
+    """
     header = None if credentials is None else f"{credentials.scheme} {credentials.credentials}"
     now = utc_now()
-    principal = authenticate(session, header, now)
-    if principal.stale_use:
-        background.add_task(record_use, ctx.session_factory, principal.key_id, now)
-    return principal
+
+    def check() -> Principal:
+        with session_scope(ctx.session_factory) as session:
+            found = authenticate(session, header, now)
+        if found.stale_use:
+            background.add_task(record_use, ctx.session_factory, found.key_id, now)
+        return found
+
+    if header is None:
+        return await run_in_threadpool(check)  # raises: no key
+    cached = ctx.principals.peek(header)
+    if cached is not None:
+        return cached
+    found = await run_in_threadpool(check)
+    ctx.principals.put(header, found)
+    return found
 
 
-def admin(principal: Annotated[Principal, Depends(reader)]) -> Principal:
+async def admin(principal: Annotated[Principal, Depends(reader)]) -> Principal:
     """A key with the ``admin`` scope."""
     principal.require("admin")
     return principal

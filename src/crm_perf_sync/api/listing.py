@@ -32,6 +32,7 @@ from fastapi import Query, Request
 from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
+from crm_perf_sync.api.cache import Rendered, ResponseCache, accepts_gzip, render
 from crm_perf_sync.db import session_scope
 from crm_perf_sync.errors import BadRequest, Stale
 
@@ -39,6 +40,7 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 STREAM_CHUNK = 2000
 CSV_MEDIA = "text/csv; charset=utf-8"
+JSON = "application/json"
 
 Format = Literal["json", "csv"]
 #: ``fetch(session, after, limit) -> (rows, next key or None)``: one page of a collection.
@@ -54,7 +56,7 @@ class PageParams:
     format: Format | None
 
 
-def page_params(
+async def page_params(
     limit: Annotated[
         int | None,
         Query(
@@ -164,12 +166,13 @@ class Version:
         return None if self.changed_at is None else self.changed_at.isoformat()
 
     def etag(self, request: Request) -> str:
+        """Weak: the same results as JSON, CSV, gzipped or not, are one version."""
         query = sorted((k, v) for k, v in request.query_params.multi_items() if k != "cursor")
         seed = orjson.dumps([request.url.path, self.token, query, request.query_params.get("cursor")])
-        return '"' + hashlib.blake2b(seed, digest_size=12).hexdigest() + '"'
+        return 'W/"' + hashlib.blake2b(seed, digest_size=12).hexdigest() + '"'
 
     def headers(self, request: Request) -> dict[str, str]:
-        out = {"ETag": self.etag(request), "Cache-Control": "no-cache"}
+        out = {"ETag": self.etag(request), "Cache-Control": "no-cache", "Vary": "Accept, Accept-Encoding"}
         if self.changed_at is not None:
             out["Last-Modified"] = format_datetime(self.changed_at, usegmt=True)
         return out
@@ -180,7 +183,7 @@ class Version:
         match = request.headers.get("if-none-match")
         if match is not None:
             tags = {tag.strip().removeprefix("W/") for tag in match.split(",")}
-            if headers["ETag"] in tags or "*" in tags:
+            if headers["ETag"].removeprefix("W/") in tags or "*" in tags:
                 return Response(status_code=304, headers=headers)
             return None
         since = request.headers.get("if-modified-since")
@@ -216,11 +219,13 @@ def listing(
     columns: Sequence[str],
     fetch: Fetch,
     version: Version | None = None,
+    cache: ResponseCache | None = None,
 ) -> Response:
     """One collection response: a page as JSON or CSV, or the whole collection streamed as CSV.
 
     ``kind`` names the collection and its query in cursors (so a cursor cannot be replayed
-    against another one); ``fetch`` reads one page in key order.
+    against another one); ``fetch`` reads one page in key order. With a ``version`` and a
+    ``cache``, a page is rendered once per version and then served from memory.
     """
     fmt = chosen_format(request, params)
     extra: dict[str, str] = {}
@@ -234,6 +239,12 @@ def listing(
     after = decode_cursor(params.cursor, kind, token) if params.cursor else None
     if fmt == "csv" and params.limit is None:
         return StreamingResponse(_stream(factory, fetch, after, columns), media_type=CSV_MEDIA, headers=extra)
+    cache_key: tuple[Any, ...] | None = None
+    if cache is not None and version is not None:
+        cache_key = (str(request.url), fmt, token)
+        hit = cache.get(cache_key)
+        if hit is not None:
+            return _send(hit, request)
     limit = params.limit or DEFAULT_LIMIT
     rows, next_key = fetch(session, after, limit)
     next_cursor = encode_cursor(kind, next_key, token) if next_key is not None else None
@@ -242,8 +253,23 @@ def listing(
     if next_url is not None:
         headers["Link"] = f'<{next_url}>; rel="next"'
     if fmt == "csv":
-        return Response(csv_text(rows, columns, header=True), media_type=CSV_MEDIA, headers=headers)
-    return json_response({"data": rows, "next": next_url}, headers=headers)
+        body, media_type = csv_text(rows, columns, header=True).encode(), CSV_MEDIA
+    else:
+        body = orjson.dumps({"data": rows, "next": next_url}, option=orjson.OPT_NON_STR_KEYS)
+        media_type = JSON
+    if cache_key is None or cache is None:
+        return Response(body, media_type=media_type, headers=headers)
+    rendered = render(body, media_type, headers)
+    cache.put(cache_key, rendered)
+    return _send(rendered, request)
+
+
+def _send(rendered: Rendered, request: Request) -> Response:
+    """A rendered response, gzipped for a client that accepts it."""
+    if rendered.compressed is not None and accepts_gzip(request.headers):
+        headers = {**rendered.headers, "Content-Encoding": "gzip"}
+        return Response(rendered.compressed, media_type=rendered.media_type, headers=headers)
+    return Response(rendered.body, media_type=rendered.media_type, headers=dict(rendered.headers))
 
 
 def _stream(

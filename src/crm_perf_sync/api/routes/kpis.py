@@ -13,7 +13,7 @@ from sqlalchemy import select
 from crm_perf_sync.api import listing
 from crm_perf_sync.api import repository as api_repo
 from crm_perf_sync.api.deps import Admin, ContextDep, Reader, RowId, SessionDep
-from crm_perf_sync.api.listing import PageParams, Version, json_response, page_params
+from crm_perf_sync.api.listing import PageParams, json_response, page_params
 from crm_perf_sync.api.problems import collection, documented
 from crm_perf_sync.api.schemas import (
     FunnelStepOut,
@@ -187,14 +187,14 @@ def kpi_values(
         dimension=dimension or "",
         currency=currency,
     )
-    names = api_repo.names(session)
     now = utc_now()
 
     def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
         found, next_key = api_repo.values_page(s, kpi_id, where, after, limit)
+        names = api_repo.names(s)  # read with the page: a cached page reads neither
         return [value_row(v, names, now, business.timezone) for v in found], next_key
 
-    version = Version(kpi_repo.values_version(session, kpi_id))
+    version = ctx.values_version(session, kpi_id)
     return listing.listing(
         request,
         session,
@@ -204,6 +204,7 @@ def kpi_values(
         columns=columns(ValueOut),
         fetch=fetch,
         version=version,
+        cache=ctx.responses,
     )
 
 
@@ -345,7 +346,8 @@ def funnel(
         kind=f"funnel:{kpi}",
         columns=columns(FunnelStepOut),
         fetch=strip,
-        version=Version(kpi_repo.values_version(session, kpi)),
+        cache=ctx.responses,
+        version=ctx.values_version(session, kpi),
     )
 
 

@@ -9,12 +9,11 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from crm_perf_sync.api import listing
 from crm_perf_sync.api import repository as api_repo
 from crm_perf_sync.api.deps import ContextDep, Reader, SessionDep
-from crm_perf_sync.api.listing import PageParams, Version, page_params
+from crm_perf_sync.api.listing import PageParams, page_params
 from crm_perf_sync.api.problems import collection, documented
 from crm_perf_sync.api.routes.kpis import PERIOD_HELP, period_key
 from crm_perf_sync.api.schemas import Page, ScorecardOut, ScoreOut, columns
 from crm_perf_sync.errors import InvalidInput, NotFound
-from crm_perf_sync.kpi import repository as kpi_repo
 from crm_perf_sync.kpi.schemas import ScorecardConfig
 
 router = APIRouter(tags=["scorecards"])
@@ -109,7 +108,7 @@ def scorecard(
     chosen = grain or card.grains[0]
     if chosen not in card.grains:
         raise InvalidInput(f"{scorecard_id} is scored by {', '.join(card.grains)}, not {chosen}")
-    version = Version(kpi_repo.scores_version(session, card.id))
+    version = ctx.scores_version(session, card.id)
     cached = version.not_modified(request)
     if cached is not None:
         return cached
@@ -119,7 +118,6 @@ def scorecard(
         if period is not None
         else api_repo.latest_period(session, card.id, chosen)
     )
-    names = api_repo.names(session)
 
     def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
         if key is None:
@@ -127,6 +125,7 @@ def scorecard(
         found, next_key = api_repo.scores_page(
             s, card.id, grain=chosen, period_key=key, scope_id=None, team=team, after=after, limit=limit
         )
+        names = api_repo.names(s)  # read with the page: a cached page reads neither
         return [score_row(v, names) for v in found], next_key
 
     return listing.listing(
@@ -138,6 +137,7 @@ def scorecard(
         columns=columns(ScoreOut),
         fetch=fetch,
         version=version,
+        cache=ctx.responses,
     )
 
 
@@ -181,5 +181,6 @@ def owner_scores(
         kind=f"owner-scores:{card.id}:{owner_id}",
         columns=columns(ScoreOut),
         fetch=fetch,
-        version=Version(kpi_repo.scores_version(session, card.id)),
+        cache=ctx.responses,
+        version=ctx.scores_version(session, card.id),
     )
