@@ -24,6 +24,7 @@ from bench.kpi_full import kpi_full
 from bench.kpi_incremental import kpi_incremental
 from bench.sync_hubspot import sync_hubspot
 from bench.sync_salesforce import sync_salesforce
+from bench.webhooks import webhooks
 
 SIZES = {"small": (10_000, 40_000), "full": (100_000, 1_000_000)}
 TARGETS = {"sqlite": 30_000.0, "postgresql": 50_000.0}
@@ -153,4 +154,5 @@ SCENARIOS: dict[str, Callable[[str, list[str], Path], Iterator[Result]]] = {
     "sync-hubspot": sync_hubspot,
     "sync-salesforce": sync_salesforce,
     "upsert": upsert,
+    "webhooks": webhooks,
 }

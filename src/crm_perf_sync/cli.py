@@ -35,9 +35,13 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 connectors_app = typer.Typer(help="Inspect the installed connectors.", no_args_is_help=True)
 apikey_app = typer.Typer(help="Create, list and revoke REST API keys.", no_args_is_help=True)
+webhooks_app = typer.Typer(help="Webhook endpoints and deliveries.", no_args_is_help=True)
+alerts_app = typer.Typer(help="Alert states and their history.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(connectors_app, name="connectors")
 app.add_typer(apikey_app, name="apikey")
+app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(alerts_app, name="alerts")
 
 err = Console(stderr=True, highlight=False)
 # Piped output (less, a file) gets room for wide tables; a terminal uses its own width.
@@ -219,6 +223,255 @@ def apikey_revoke(key_id: Annotated[int, typer.Argument(help="The key's id (see 
     out.print(f"revoked API key {key_id} ({prefix}…)")
 
 
+def _in_store(action: Callable[[Any], T]) -> T:
+    """Run ``action(session)`` in one unit of work on the configured store."""
+    from crm_perf_sync.db import session_scope
+
+    engine, factory = _store_session()
+    try:
+        with session_scope(factory) as session:
+            return _guard(lambda: action(session))
+    finally:
+        engine.dispose()
+
+
+def _guard_from_settings() -> Any:
+    from crm_perf_sync.webhooks.security import Guard
+
+    return Guard(allow=tuple(_settings().webhook_allow_hosts))
+
+
+@webhooks_app.command("add")
+def webhooks_add(
+    url: Annotated[str, typer.Argument(help="https://… (plain http only for allow-listed hosts).")],
+    event: Annotated[list[str] | None, typer.Option(help="An event type or pattern (repeatable).")] = None,
+    description: Annotated[str, typer.Option(help="What it is for.")] = "",
+    rule: Annotated[list[str] | None, typer.Option(help="Only these alert rules (repeatable).")] = None,
+    severity: Annotated[
+        list[str] | None, typer.Option(help="Only alerts of these severities (repeatable).")
+    ] = None,
+) -> None:
+    """Add an endpoint; prints its signing secret once."""
+    from crm_perf_sync.webhooks import service
+
+    spec = service.EndpointSpec(
+        url,
+        description,
+        tuple(event or ["*"]),
+        tuple(rule) if rule else None,
+        tuple(severity) if severity else None,
+        True,
+    )
+    guard = _guard_from_settings()
+
+    def add(session: Any) -> tuple[int, str]:
+        row, secret = service.create_endpoint(session, spec, guard)
+        return row.id, secret
+
+    endpoint_id, secret = _in_store(add)
+    err.print(f"added webhook endpoint {endpoint_id}; its signing secret is shown once, store it now:")
+    out.print(secret)
+
+
+@webhooks_app.command("list")
+def webhooks_list() -> None:
+    """The endpoints, their subscriptions and health."""
+    from crm_perf_sync.webhooks import repository as repo
+
+    rows = _in_store(lambda session: [dict(r._mapping) for r in repo.endpoints(session)])
+    table = Table("id", "url", "events", "enabled", "failing since", "disabled because")
+    for r in rows:
+        table.add_row(
+            str(r["id"]),
+            str(r["url"]),
+            ", ".join(r["event_types"]),
+            "yes" if r["enabled"] else "no",
+            "" if r["failing_since"] is None else f"{r['failing_since']:%Y-%m-%d %H:%M}",
+            str(r["disabled_reason"] or ""),
+        )
+    out.print(table)
+
+
+@webhooks_app.command("remove")
+def webhooks_remove(endpoint_id: Annotated[int, typer.Argument(help="The endpoint's id.")]) -> None:
+    """Remove an endpoint and its deliveries."""
+    from crm_perf_sync.webhooks import service
+
+    _in_store(lambda session: service.delete_endpoint(session, endpoint_id))
+    out.print(f"removed webhook endpoint {endpoint_id}")
+
+
+@webhooks_app.command("test")
+def webhooks_test(endpoint_id: Annotated[int, typer.Argument(help="The endpoint's id.")]) -> None:
+    """Queue a webhook.test event to one endpoint (a worker sends it)."""
+    from crm_perf_sync.webhooks import service
+
+    message_id = _in_store(lambda session: service.send_test(session, endpoint_id))
+    out.print(f"queued webhook.test {message_id} to endpoint {endpoint_id}")
+
+
+@webhooks_app.command("rotate")
+def webhooks_rotate(endpoint_id: Annotated[int, typer.Argument(help="The endpoint's id.")]) -> None:
+    """A new signing secret; the old one keeps signing alongside for 24 hours."""
+    from crm_perf_sync.webhooks import service
+
+    secret = _in_store(lambda session: service.rotate_secret(session, endpoint_id)[1])
+    err.print(f"rotated the secret of endpoint {endpoint_id}; the previous one signs too for 24 hours:")
+    out.print(secret)
+
+
+@webhooks_app.command("replay")
+def webhooks_replay(
+    endpoint_id: Annotated[int, typer.Argument(help="The endpoint's id.")],
+    since: Annotated[str, typer.Option(help="ISO date-time (UTC without a zone).")],
+) -> None:
+    """Deliver again every event since a time that the endpoint subscribes to."""
+    from datetime import UTC, datetime
+
+    from crm_perf_sync.webhooks import service
+
+    try:
+        moment = datetime.fromisoformat(since)
+    except ValueError:
+        raise _fail(f"--since {since!r} is not an ISO date-time", 2) from None
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    count = _in_store(lambda session: service.replay(session, endpoint_id, moment))
+    out.print(f"queued {count} event(s) to endpoint {endpoint_id}")
+
+
+@webhooks_app.command("deliveries")
+def webhooks_deliveries(
+    status: Annotated[str | None, typer.Option(help="pending, succeeded, failed or cancelled.")] = None,
+    endpoint: Annotated[int | None, typer.Option(help="One endpoint's id.")] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50,
+) -> None:
+    """Recent deliveries: status, attempts, last answer."""
+    from crm_perf_sync.webhooks import repository as repo
+
+    _check_choice("--status", status, ("pending", "succeeded", "failed", "cancelled"))
+
+    def page(session: Any) -> list[dict[str, Any]]:
+        rows, _ = repo.deliveries_page(
+            session, endpoint_id=endpoint, event_type=None, status=status, after=None, limit=limit
+        )
+        return [dict(r._mapping) for r in rows]
+
+    table = Table("id", "endpoint", "event", "webhook-id", "status", "attempts", "last", "next attempt")
+    for r in _in_store(page):
+        table.add_row(
+            str(r["id"]),
+            str(r["endpoint_id"]),
+            str(r["event_type"]),
+            str(r["message_id"]),
+            str(r["status"]),
+            str(r["attempts"]),
+            str(r["last_status_code"] or r["last_error"] or ""),
+            ""
+            if r["next_attempt_at"] is None or r["status"] != "pending"
+            else f"{r['next_attempt_at']:%H:%M:%S}",
+        )
+    out.print(table)
+
+
+@webhooks_app.command("retry")
+def webhooks_retry(delivery_id: Annotated[int, typer.Argument(help="The delivery's id.")]) -> None:
+    """Send a delivery again now."""
+    from crm_perf_sync.webhooks import service
+
+    _in_store(lambda session: service.retry_delivery(session, delivery_id))
+    out.print(f"delivery {delivery_id} is due again now")
+
+
+@alerts_app.command("status")
+def alerts_status(
+    state: Annotated[str | None, typer.Option(help="ok, pending, firing or resolved.")] = None,
+    rule: Annotated[str | None, typer.Option(help="One rule's id.")] = None,
+    output: Output = "table",
+) -> None:
+    """Where every alert rule stands, per scope."""
+    from crm_perf_sync.alerts import repository as repo
+    from crm_perf_sync.kpi.repository import scope_names
+
+    _check_choice("--state", state, ("ok", "pending", "firing", "resolved"))
+    _check_choice("--format", output, ("table", "csv", "json"))
+
+    def read(session: Any) -> list[dict[str, Any]]:
+        names = scope_names(session)
+        rows = [dict(r._mapping) for r in repo.current_states(session, rule, state)]
+        for row in rows:
+            row["scope_name"] = names.get((row["scope"], row["scope_id"]), row["scope_id"])
+        return rows
+
+    rows = _in_store(read)
+    if _emit(rows, ALERT_STATE_COLUMNS, output):
+        return
+    table = Table("rule", "scope", "name", "state", "since", "value", "threshold", "last outcome")
+    for r in rows:
+        table.add_row(
+            str(r["rule_id"]),
+            str(r["scope"]),
+            str(r["scope_name"]),
+            str(r["state"]),
+            f"{r['since']:%Y-%m-%d %H:%M}",
+            _number(r["value"]),
+            _number(r["threshold"]),
+            str(r["outcome"]),
+        )
+    out.print(table)
+    if not rows:
+        err.print("no alert states yet: rules are evaluated at every refresh (`crm-perf-sync refresh`)")
+
+
+ALERT_STATE_COLUMNS = (
+    "rule_id",
+    "scope",
+    "scope_id",
+    "scope_name",
+    "currency",
+    "state",
+    "since",
+    "value",
+    "threshold",
+    "outcome",
+    "period_key",
+)
+
+
+@alerts_app.command("history")
+def alerts_history(
+    rule: Annotated[str | None, typer.Option(help="One rule's id.")] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50,
+    output: Output = "table",
+) -> None:
+    """Every change of an alert state, newest first."""
+    from crm_perf_sync.alerts import repository as repo
+
+    _check_choice("--format", output, ("table", "csv", "json"))
+    rows = _in_store(
+        lambda session: [dict(r._mapping) for r in repo.transitions_page(session, rule, None, None, limit)[0]]
+    )
+    columns = tuple(rows[0]) if rows else ("at", "rule_id", "scope_id", "from_state", "to_state")
+    if _emit(rows, columns, output):
+        return
+    table = Table("at", "rule", "scope id", "from", "to", "value", "threshold", "period")
+    for r in rows:
+        table.add_row(
+            f"{r['at']:%Y-%m-%d %H:%M:%S}",
+            str(r["rule_id"]),
+            str(r["scope_id"]),
+            str(r["from_state"]),
+            str(r["to_state"]),
+            _number(r["value"]),
+            _number(r["threshold"]),
+            str(r["period_key"] or ""),
+        )
+    out.print(table)
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 @config_app.command("check")
 def config_check(path: Annotated[Path | None, typer.Argument(help="File to check.")] = None) -> None:
     """Validate a configuration file and report every problem with file, line and key."""
@@ -230,10 +483,17 @@ def config_check(path: Annotated[Path | None, typer.Argument(help="File to check
     def run() -> None:
         loaded = load_checked_config(settings, ConnectorRegistry.discover())
         app_config = loaded.app
-        out.print(
-            f"{loaded.path}: OK ({len(app_config.connections)} connections, "
-            f"{len(app_config.all_teams())} teams, business timezone {app_config.business.timezone})"
+        counts = ", ".join(
+            _count(n, word)
+            for n, word in (
+                (len(app_config.connections), "connection"),
+                (len(app_config.all_teams()), "team"),
+                (len(loaded.kpis), "KPI"),
+                (len(app_config.kpis.scorecards), "scorecard"),
+                (len(app_config.alerts.rules), "alert rule"),
+            )
         )
+        out.print(f"{loaded.path}: OK ({counts}; business timezone {app_config.business.timezone})")
 
     _guard(run)
 
@@ -441,7 +701,7 @@ def values(
     from crm_perf_sync.db import session_scope
     from crm_perf_sync.kpi import repository as kpi_repo
     from crm_perf_sync.kpi.schemas import GRAINS
-    from crm_perf_sync.kpi.service import pace
+    from crm_perf_sync.kpi.service import pace, tidy
     from crm_perf_sync.runtime import build_runtime
     from crm_perf_sync.timeutil import utc_now
 
@@ -471,8 +731,10 @@ def values(
             rows = []
             for v in found:
                 row = {column: getattr(v, column, None) for column in VALUE_COLUMNS}
+                for column in ("value", "numerator", "denominator", "target", "attainment", "gap"):
+                    row[column] = tidy(row[column])
                 row["scope_name"] = names.get((v.scope, v.scope_id), v.scope_id)
-                row["pace"] = pace(v.attainment, v.period_start, v.period_end, now, zone)
+                row["pace"] = tidy(pace(v.attainment, v.period_start, v.period_end, now, zone))
                 rows.append(row)
     finally:
         runtime.close()
@@ -625,6 +887,7 @@ SCORE_COLUMNS = (
     "scope_id",
     "owner_name",
     "team_id",
+    "team_name",
     "score",
     "grade",
     "rank",
@@ -639,7 +902,10 @@ SCORE_COLUMNS = (
 def scores(
     scorecard_id: Annotated[str, typer.Argument(help="A scorecard id from the configuration.")],
     grain: Annotated[str | None, typer.Option(help="week, month, quarter or year.")] = None,
-    period: Annotated[str | None, typer.Option(help="A period key: its start date.")] = None,
+    period: Annotated[
+        str | None,
+        typer.Option(help="A period key (its start date) or all; default the latest (all with --owner)."),
+    ] = None,
     owner: Annotated[str | None, typer.Option(help="One rep's scope id (connection:owner id).")] = None,
     output: Output = "table",
     config: ConfigOption = None,
@@ -660,12 +926,20 @@ def scores(
         with session_scope(runtime.session_factory) as session:
             names = kpi_repo.scope_names(session)
             rows = []
-            for s in kpi_repo.scores(session, card.id, grain=grain, period_key=period, scope_id=owner):
+            key = None if period == "all" else period
+            for s in kpi_repo.scores(session, card.id, grain=grain, period_key=key, scope_id=owner):
                 row = {column: getattr(s, column, None) for column in SCORE_COLUMNS}
                 row["owner_name"] = names.get(("owner", s.scope_id), s.scope_id)
+                row["team_name"] = names.get(("team", s.team_id), s.team_id) if s.team_id else ""
                 rows.append(row)
     finally:
         runtime.close()
+    if period is None and owner is None:
+        latest: dict[str, str] = {}
+        for row in rows:
+            grain_of, key_of = str(row["grain"]), str(row["period_key"])
+            latest[grain_of] = max(latest.get(grain_of, ""), key_of)
+        rows = [row for row in rows if row["period_key"] == latest[str(row["grain"])]]
     if output == "csv":
         for row in rows:
             row["components"] = json_text(row["components"])
@@ -678,7 +952,7 @@ def scores(
             row["period_key"],
             str(row["rank"] or "-"),
             str(row["owner_name"]),
-            str(row["team_id"] or ""),
+            str(row["team_name"] or ""),
             str(row["team_rank"] or "-"),
             _number(row["score"]),
             row["grade"] or "-",
@@ -722,7 +996,7 @@ def _serve_api(runtime: Any, settings: Settings) -> None:
     from crm_perf_sync.api.app import create_app
 
     uvicorn.run(
-        create_app(runtime.engine, runtime.config),
+        create_app(runtime.engine, runtime.config, runtime.webhook_guard()),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
@@ -760,8 +1034,9 @@ def _announce(runtime: Any, settings: Settings) -> None:
 @app.command()
 def serve(config: ConfigOption = None) -> None:
     """API and worker in one process (the embedded default)."""
+    from crm_perf_sync.leases import new_holder_id
     from crm_perf_sync.runtime import build_runtime
-    from crm_perf_sync.worker.scheduler import build_scheduler
+    from crm_perf_sync.worker.scheduler import build_scheduler, start_delivery
 
     settings = _settings(config)
     runtime = _guard(lambda: build_runtime(settings))
@@ -772,6 +1047,7 @@ def serve(config: ConfigOption = None) -> None:
         scheduler = build_scheduler(runtime, stop)
         _announce(runtime, settings)  # before the jobs start writing
         scheduler.start()
+        delivery = start_delivery(runtime, stop, new_holder_id())
         log.info(
             "serving on http://%s:%d with %d scheduled job(s)",
             settings.host,
@@ -783,6 +1059,7 @@ def serve(config: ConfigOption = None) -> None:
         finally:
             stop.set()
             scheduler.shutdown(wait=True)
+            delivery.join(timeout=settings.webhook_timeout_seconds + 5)
     finally:
         runtime.close()
 
@@ -806,8 +1083,9 @@ def worker(config: ConfigOption = None) -> None:
     """The scheduler alone: syncs connections on their schedules."""
     from apscheduler.schedulers.blocking import BlockingScheduler
 
+    from crm_perf_sync.leases import new_holder_id
     from crm_perf_sync.runtime import build_runtime
-    from crm_perf_sync.worker.scheduler import build_scheduler
+    from crm_perf_sync.worker.scheduler import build_scheduler, start_delivery
 
     settings = _settings(config)
     runtime = _guard(lambda: build_runtime(settings))
@@ -816,6 +1094,7 @@ def worker(config: ConfigOption = None) -> None:
         _guard(lambda: runtime.ensure_schema(auto_migrate=runtime.is_sqlite))
         _guard(runtime.sync_service().apply_config)
         scheduler = build_scheduler(runtime, stop, BlockingScheduler(timezone="UTC"))
+        delivery = start_delivery(runtime, stop, new_holder_id())
 
         def shutdown(signum: int, _frame: FrameType | None) -> None:
             log.info("%s: finishing the current batch and stopping", signal.Signals(signum).name)
@@ -826,6 +1105,7 @@ def worker(config: ConfigOption = None) -> None:
         signal.signal(signal.SIGINT, shutdown)
         log.info("worker started with %d scheduled job(s)", len(scheduler.get_jobs()))
         scheduler.start()
+        delivery.join(timeout=settings.webhook_timeout_seconds + 5)
     finally:
         runtime.close()
 

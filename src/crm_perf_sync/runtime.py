@@ -18,6 +18,8 @@ from crm_perf_sync.db import check_database, create_db_engine, make_session_fact
 from crm_perf_sync.errors import ConfigurationError, DatabaseUnavailable
 from crm_perf_sync.settings import Settings
 from crm_perf_sync.sync.service import SyncOptions, SyncService
+from crm_perf_sync.webhooks.delivery import Deliverer, DeliveryOptions
+from crm_perf_sync.webhooks.security import Guard
 
 
 def sync_options(settings: Settings) -> SyncOptions:
@@ -62,6 +64,15 @@ class Runtime:
                 options=sync_options(self.settings),
             )
         return self._services["sync"]
+
+    def webhook_guard(self) -> Guard:
+        return Guard(allow=tuple(self.settings.webhook_allow_hosts))
+
+    def deliverer(self, holder: str) -> Deliverer:
+        options = DeliveryOptions(
+            timeout=self.settings.webhook_timeout_seconds, concurrency=self.settings.webhook_concurrency
+        )
+        return Deliverer(self.session_factory, self.webhook_guard(), holder, options)
 
     def ensure_schema(self, *, auto_migrate: bool) -> None:
         """Make sure the store is migrated; on the embedded SQLite default, migrate it."""

@@ -7,10 +7,10 @@ passes it down.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -38,6 +38,24 @@ class Settings(BaseSettings):
         description="How long a claim on a unit of work outlives its holder.",
     )
     run_on_start: bool = Field(default=True, description="The worker syncs every connection once at start.")
+    webhook_allow_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Hosts, addresses and networks webhooks may be sent to although internal or plain http "
+            "(comma-separated, e.g. 127.0.0.1,hooks.internal,10.20.0.0/16)."
+        ),
+    )
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0, le=300, description="Per webhook attempt.")
+    webhook_concurrency: int = Field(
+        default=16, ge=1, le=256, description="Webhooks sent at once per worker."
+    )
+
+    @field_validator("webhook_allow_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     def database_url_value(self) -> str:
         return self.database_url.get_secret_value()

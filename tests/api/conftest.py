@@ -44,6 +44,15 @@ kpis:
         - {kpi: won_deals, weight: 0.5, normalise: {method: linear, floor: 0, goal: 40}}
         - {kpi: win_rate, weight: 0.3, normalise: {method: linear, floor: 0.4, goal: 0.8}}
         - {kpi: sales_cycle_days_median, weight: 0.2, normalise: {method: linear, floor: 90, goal: 30}}
+alerts:
+  rules:
+    - id: rep-win-rate
+      name: A rep's all-time win rate below 62%
+      kpi: win_rate
+      scope: owner
+      grain: all
+      when: {op: "<", value: 0.62}
+      min_sample: 20
 """
 
 

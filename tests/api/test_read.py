@@ -423,6 +423,20 @@ def test_wrong_method_and_oversized_bodies(served: Served) -> None:
     response = served.client.post("/api/v1/targets", json=big, headers=served.admin)
     assert response.status_code == 413
     assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["x-request-id"] == response.json()["request_id"]
+
+
+def test_a_nul_character_is_refused_on_either_store(served: Served) -> None:
+    # PostgreSQL cannot hold one: without the check, the query would fail as a 500 there.
+    for url in ("/api/v1/opportunities?stage=%00", "/api/v1/kpis/win%00rate/values"):
+        response = served.get(url)
+        assert response.status_code == 400, url
+        assert "NUL" in response.json()["detail"]
+        assert response.headers["x-request-id"] == response.json()["request_id"]
+    target = {"kpi": "won_deals", "period": "2017-01-01", "value": 1, "scope_id": "company\u0000"}
+    response = served.client.post("/api/v1/targets", json=target, headers=served.admin)
+    assert response.status_code == 422
+    assert "NUL character" in response.json()["detail"]
 
 
 def test_metrics_report_requests_and_syncs(served: Served) -> None:

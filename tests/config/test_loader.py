@@ -229,3 +229,57 @@ def test_the_default_library_loads_and_a_definition_replaces_a_library_kpi(
     )
     assert {"won_revenue", "won_deals", "average_deal_size", "weighted_pipeline"} <= set(kpis)
     assert kpis["won_deals"].name == "Won deals (over 1,000)"
+
+
+def test_alert_rules_are_validated_with_their_lines(tmp_path: Path, registry: ConnectorRegistry) -> None:
+    shape = write(
+        tmp_path,
+        """
+alerts:
+  rules:
+    - id: fine
+      kpi: win_rate
+      when: {op: "<", value: 0.2}
+      recover: {op: ">=", value: 0.25}
+    - id: backwards
+      kpi: win_rate
+      when: {op: "<", value: 0.2}
+      recover: {op: "<", value: 0.1}
+    - id: never
+      kpi: win_rate
+      when: {op: ">", value: 0.9}
+      for: 0
+""",
+    )
+    found = issues_of(shape, registry)
+    assert len(found) == 2, found
+    assert found[0].endswith(
+        ":8: alerts.rules[1]: recover must point the other way from when (e.g. when < 0.2, recover >= 0.25)"
+    )
+    assert found[1].endswith(":15: alerts.rules[2].for: Input should be greater than or equal to 1")
+
+    references = write(
+        tmp_path,
+        """
+alerts:
+  rules:
+    - id: unknown-kpi
+      kpi: win_ratio
+      when: {op: "<", value: 0.2}
+    - id: no-currency
+      kpi: won_revenue
+      when: {op: "<", value: 1000}
+    - id: unknown-kpi
+      scorecard: nobody
+      scope: owner
+      when: {op: ">", value: 0.9}
+""",
+    )
+    found = issues_of(references, registry)
+    tails = sorted((issue.split(".yaml:", 1)[1] for issue in found), key=lambda tail: int(tail.split(":")[0]))
+    assert tails[0].startswith("5: alerts.rules[0].kpi: unknown KPI 'win_ratio' (defined: ")
+    assert tails[1:] == [
+        "7: alerts.rules[1].currency: won_revenue is an amount: give the currency to watch",
+        "10: alerts.rules[2].id: duplicate alert rule id 'unknown-kpi'",
+        "11: alerts.rules[2].scorecard: unknown scorecard 'nobody' (defined: none)",
+    ]

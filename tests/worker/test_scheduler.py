@@ -26,10 +26,11 @@ from crm_perf_sync.connector_sdk import (
 )
 from crm_perf_sync.connectors.registry import ConnectorRegistry
 from crm_perf_sync.db import create_db_engine, make_session_factory, session_scope
+from crm_perf_sync.leases import new_holder_id, release, try_acquire
 from crm_perf_sync.models import KpiValue, Opportunity, SyncRun
 from crm_perf_sync.runtime import Runtime
 from crm_perf_sync.settings import Settings
-from crm_perf_sync.worker.scheduler import build_scheduler
+from crm_perf_sync.worker.scheduler import build_scheduler, refresh_if_needed, refresh_kpis
 
 
 class TickSettings(ConnectorSettings):
@@ -138,5 +139,42 @@ def test_a_started_worker_syncs_at_once_and_records_the_run(tmp_path: Path, db_u
             )
             per_connection = {row.connection_id: row.n for row in rows}
         assert per_connection == {"every-minute": 3, "nightly": 3}
+    finally:
+        runtime.close()
+
+
+def _company_won_deals(runtime: Runtime) -> float | None:
+    with session_scope(runtime.session_factory) as session:
+        value: float | None = session.scalar(
+            select(KpiValue.value).where(
+                KpiValue.kpi_id == "won_deals", KpiValue.grain == "all", KpiValue.scope == "company"
+            )
+        )
+        return value
+
+
+def test_kpis_and_alerts_wait_while_a_connection_is_on_its_first_load(tmp_path: Path, db_url: str) -> None:
+    runtime = make_runtime(tmp_path, db_url, run_on_start=False)
+    stop = threading.Event()
+    try:
+        runtime.sync_service().apply_config()
+        refresh_if_needed(runtime, stop)  # an empty store: no KPI of 0 against a target, no alert
+        with session_scope(runtime.session_factory) as session:
+            assert session.scalar(select(func.count()).select_from(KpiValue)) == 0
+        assert runtime.sync_service().sync("every-minute").status == "succeeded"
+        other = new_holder_id() + "-loader"
+        with session_scope(runtime.session_factory) as session:  # another worker is loading `nightly`
+            assert try_acquire(session, "sync:nightly", other, timedelta(minutes=5)) is None
+
+        refresh_kpis(runtime, stop, reason="sync of every-minute changed 3 records")
+        refresh_if_needed(runtime, stop)
+        assert _company_won_deals(runtime) is None  # nothing computed from half a CRM
+
+        # A connection that finished a sync before is merely updating: its sync does not hold back.
+        with session_scope(runtime.session_factory) as session:
+            assert try_acquire(session, "sync:every-minute", other, timedelta(minutes=5)) is None
+            release(session, "sync:nightly", other)
+        refresh_if_needed(runtime, stop)
+        assert _company_won_deals(runtime) == 3.0
     finally:
         runtime.close()

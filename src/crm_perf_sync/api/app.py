@@ -22,10 +22,11 @@ from crm_perf_sync import __version__, migrate
 from crm_perf_sync.api import problems
 from crm_perf_sync.api.deps import ApiContext
 from crm_perf_sync.api.metrics import ApiMetrics
-from crm_perf_sync.api.routes import crm, kpis, operations, scorecards
+from crm_perf_sync.api.routes import crm, kpis, operations, scorecards, webhooks
 from crm_perf_sync.config import LoadedConfig
 from crm_perf_sync.db import check_database, make_session_factory
 from crm_perf_sync.errors import DatabaseUnavailable
+from crm_perf_sync.webhooks.security import Guard
 
 PROBLEM_JSON = problems.PROBLEM_JSON
 API_PREFIX = "/api/v1"
@@ -37,7 +38,7 @@ Sales performance KPIs computed from your CRM: values per period, team and rep w
 attainment and pace; scorecards; the records behind every number.
 
 **Auth**: `Authorization: Bearer <key>`, a key from `crm-perf-sync apikey create --scope read|admin`.
-`read` reads everything; `admin` also sets targets and queues syncs.
+`read` reads everything; `admin` also sets targets, queues syncs and manages webhooks.
 
 **Collections** answer `{"data": [...], "next": url|null}` or, with `?format=csv` or
 `Accept: text/csv`, CSV (header row, ISO dates, dot decimals, UTF-8). Follow `next` (also in the
@@ -72,6 +73,17 @@ class ServiceMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500
+        if b"%00" in scope.get("query_string", b"") or "\x00" in scope["path"]:
+            response = problems.problem(
+                400,
+                "the URL contains a NUL character (%00), which no path or parameter accepts",
+                "invalid-input",
+                request_id=request_id,
+                headers={"X-Request-ID": request_id},
+            )
+            await response(scope, _nothing, send)
+            self._observe(scope, 400, started)
+            return
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
             await self._too_large(scope, send, request_id)
@@ -110,6 +122,7 @@ class ServiceMiddleware:
             f"the request body is larger than {MAX_BODY_BYTES:,} bytes",
             "body-too-large",
             request_id=request_id,
+            headers={"X-Request-ID": request_id},
         )
         await response(scope, _nothing, send)
 
@@ -131,8 +144,13 @@ async def _nothing() -> Message:
     return {"type": "http.disconnect"}
 
 
-def create_app(engine: Engine, config: LoadedConfig | None = None) -> FastAPI:
-    """The API over ``engine`` (and the KPI configuration). The caller owns the engine."""
+def create_app(
+    engine: Engine, config: LoadedConfig | None = None, webhook_guard: Guard | None = None
+) -> FastAPI:
+    """The API over ``engine`` (and the KPI configuration). The caller owns the engine.
+
+    ``webhook_guard`` decides which webhook URLs may be registered (default: public https only).
+    """
     session_factory = make_session_factory(engine)
     metrics = ApiMetrics(session_factory)
 
@@ -149,9 +167,9 @@ def create_app(engine: Engine, config: LoadedConfig | None = None) -> FastAPI:
         openapi_url="/openapi.json",
         redoc_url=None,
     )
-    app.state.context = ApiContext(engine, session_factory, config)
+    app.state.context = ApiContext(engine, session_factory, config, webhook_guard or Guard())
     problems.install(app)
-    for module in (kpis, scorecards, crm, operations):
+    for module in (kpis, scorecards, crm, operations, webhooks):
         app.include_router(module.router, prefix=API_PREFIX)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process serves requests")

@@ -7,11 +7,12 @@ back when it raises; everything below it only flushes.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import BackgroundTasks, Depends, Path, Request
+from fastapi import Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
@@ -25,6 +26,7 @@ from crm_perf_sync.db import WRITE_LOCK, session_scope
 from crm_perf_sync.kpi import repository as kpi_repo
 from crm_perf_sync.kpi.service import KpiService
 from crm_perf_sync.timeutil import utc_now
+from crm_perf_sync.webhooks.security import Guard
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +36,14 @@ class ApiContext:
     engine: Engine
     session_factory: sessionmaker[Session]
     config: LoadedConfig | None
+    webhook_guard: Guard = field(default_factory=Guard)
     responses: ResponseCache = field(default_factory=ResponseCache)
     versions: TtlCache[datetime | None] = field(default_factory=TtlCache)
     principals: TtlCache[Principal] = field(default_factory=TtlCache)
+    #: Bookkeeping writes no response waits for (a key's last use), one at a time.
+    chores: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="api-chores")
+    )
 
     def values_version(self, session: Session, kpi_id: str) -> Version:
         """The version of a KPI's values (read at most once a second)."""
@@ -107,7 +114,6 @@ bearer = HTTPBearer(
 
 async def reader(
     ctx: ContextDep,
-    background: BackgroundTasks,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
     """Any valid key (``read`` or ``admin``).
@@ -123,7 +129,9 @@ async def reader(
         with session_scope(ctx.session_factory) as session:
             found = authenticate(session, header, now)
         if found.stale_use:
-            background.add_task(record_use, ctx.session_factory, found.key_id, now)
+            # Not a background task of the request: it may run before the request's own
+            # transaction ends, and on SQLite it would then wait for that transaction's lock.
+            ctx.chores.submit(record_use, ctx.session_factory, found.key_id, now)
         return found
 
     if header is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from crm_perf_sync.kpi.schemas import short_period
 
@@ -19,6 +19,27 @@ Row = TypeVar("Row", bound=BaseModel)
 class Page(BaseModel, Generic[Row]):
     data: list[Row]
     next: str | None = Field(description="The URL of the next page; null on the last one.")
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+class InputModel(BaseModel):
+    """A request body: no text in it may hold a NUL character (no store keeps one)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        if _has_nul(value):
+            raise ValueError("text may not contain a NUL character (\\u0000)")
+        return value
 
 
 def columns(model: type[BaseModel]) -> tuple[str, ...]:
@@ -79,7 +100,7 @@ class TargetOut(BaseModel):
     source: str = Field(description="config or api")
 
 
-class TargetIn(BaseModel):
+class TargetIn(InputModel):
     """A target, as the configuration's `kpis.targets` entries are written."""
 
     model_config = ConfigDict(extra="forbid")
@@ -250,7 +271,7 @@ class SyncRunOut(BaseModel):
     url: str
 
 
-class SyncRequestIn(BaseModel):
+class SyncRequestIn(InputModel):
     model_config = ConfigDict(extra="forbid")
 
     full_refresh: bool = Field(default=False, description="Re-read everything instead of the changes")

@@ -113,10 +113,38 @@ def validate_config(raw: Any, source: SourceMap, registry: ConnectorRegistry) ->
             issues.extend(
                 source.issue(loc, message) for loc, message in kpi_library.reference_issues(app.kpis, kpis)
             )
+            issues.extend(source.issue(loc, message) for loc, message in alert_issues(app, kpis))
     if issues:
         raise ConfigIssues(issues)
     assert app is not None
     return LoadedConfig(source.path, app, settings, source, kpis)
+
+
+def alert_issues(app: AppConfig, kpis: Mapping[str, Kpi]) -> list[tuple[Loc, str]]:
+    """Alert rules that name an unknown KPI or scorecard, or measure what a KPI cannot give."""
+    issues: list[tuple[Loc, str]] = []
+    cards = {card.id for card in app.kpis.scorecards}
+    seen: set[str] = set()
+    for index, rule in enumerate(app.alerts.rules):
+        here: Loc = ("alerts", "rules", index)
+        if rule.id in seen:
+            issues.append(((*here, "id"), f"duplicate alert rule id {rule.id!r}"))
+        seen.add(rule.id)
+        if rule.scorecard is not None and rule.scorecard not in cards:
+            known = ", ".join(sorted(cards)) or "none"
+            issues.append(((*here, "scorecard"), f"unknown scorecard {rule.scorecard!r} (defined: {known})"))
+        if rule.kpi is None:
+            continue
+        kpi = kpis.get(rule.kpi)
+        if kpi is None:
+            issues.append(((*here, "kpi"), f"unknown KPI {rule.kpi!r} (defined: {', '.join(sorted(kpis))})"))
+        elif kpi.type == "funnel":
+            issues.append(
+                ((*here, "kpi"), f"{rule.kpi} is a funnel: alert on one of its stages' KPIs instead")
+            )
+        elif kpi.unit == "currency" and not rule.currency:
+            issues.append(((*here, "currency"), f"{rule.kpi} is an amount: give the currency to watch"))
+    return issues
 
 
 def _team_issues(app: AppConfig, source: SourceMap) -> list[Issue]:

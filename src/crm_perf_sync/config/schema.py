@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from crm_perf_sync.alerts.schemas import AlertSection
 from crm_perf_sync.kpi.schemas import KpiSection
 
 Slug = Annotated[
@@ -153,6 +154,7 @@ class AppConfig(_Model):
     connections: list[ConnectionConfig] = Field(default_factory=list)
     teams: list[TeamConfig] = Field(default_factory=list)
     kpis: KpiSection = Field(default_factory=KpiSection)
+    alerts: AlertSection = Field(default_factory=AlertSection)
 
     def connection(self, connection_id: str) -> ConnectionConfig | None:
         return next((c for c in self.connections if c.id == connection_id), None)

@@ -63,6 +63,7 @@ from crm_perf_sync.kpi.schemas import (
 )
 from crm_perf_sync.leases import new_holder_id, release, try_acquire
 from crm_perf_sync.models import PRIOR_TABLES
+from crm_perf_sync.sync.repository import incomplete_load
 from crm_perf_sync.timeutil import utc_now
 
 log = logging.getLogger(__name__)
@@ -88,8 +89,13 @@ class RefreshOutcome:
     scorecards: dict[str, int] = field(default_factory=dict)
     targets: int = 0
     timings: dict[str, float] = field(default_factory=dict)  # seconds per KPI and scorecard
+    alerts: Any = None  # the alert evaluation that ended the refresh (alerts.service.Evaluation)
+    #: What this refresh waits for (a connection's first load): nothing was computed.
+    waiting_for: str | None = None
 
     def summary(self) -> str:
+        if self.waiting_for:
+            return f"waits for {self.waiting_for}"
         total = sum(self.rows.values())
         if not self.rows:
             return f"KPIs already up to date ({self.seconds:.1f}s)"
@@ -98,7 +104,11 @@ class RefreshOutcome:
             f"{len(self.updated)} updated by changes), {total:,} values"
         )
         if self.scorecards:
-            text += f", {len(self.scorecards)} scorecards ({sum(self.scorecards.values()):,} scores)"
+            cards, scores = len(self.scorecards), sum(self.scorecards.values())
+            text += f", {cards} scorecard{'' if cards == 1 else 's'} ({scores:,} scores)"
+        events = len(self.alerts.events) if self.alerts is not None else 0
+        if events:
+            text += f", {events} alert event{'' if events == 1 else 's'}"
         return text + f" in {self.seconds:.1f}s"
 
 
@@ -186,7 +196,12 @@ class KpiService:
         return hashlib.blake2b(payload, digest_size=8).hexdigest()
 
     def refresh(
-        self, kpi_ids: Iterable[str] | None = None, grains: Iterable[Grain] = GRAINS, *, full: bool = False
+        self,
+        kpi_ids: Iterable[str] | None = None,
+        grains: Iterable[Grain] = GRAINS,
+        *,
+        full: bool = False,
+        wait_for_first_loads: bool = False,
     ) -> RefreshOutcome:
         """Bring every KPI, target and scorecard up to date with the store, in one transaction.
 
@@ -196,6 +211,11 @@ class KpiService:
         changed. Otherwise the store's change log is applied to its values: each changed record's
         old contribution is taken out and its new one added, per period, scope and breakdown.
         Readers see the old values until the whole refresh commits.
+
+        With ``wait_for_first_loads`` (the worker), nothing is computed before the first sync has
+        finished or while a connection is on its first load: half a CRM would make every number
+        and alert wrong. It is checked in the refresh's own snapshot, so a load that starts later
+        cannot be half in it either.
         """
         started = time.monotonic()
         started_at = utc_now()
@@ -208,7 +228,11 @@ class KpiService:
                 # One snapshot for the change log and the data it describes.
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
             try:
-                self._refresh_in(conn, forced, grain_list, full, outcome)
+                self._refresh_in(conn, forced, grain_list, full, outcome, wait_for_first_loads)
+                if outcome.waiting_for:
+                    conn.rollback()
+                    outcome.seconds = time.monotonic() - started
+                    return outcome
                 repo.record_refresh_run(
                     conn,
                     started_at=started_at,
@@ -249,12 +273,22 @@ class KpiService:
         return outcome
 
     def _refresh_in(
-        self, conn: Connection, forced: set[str], grains: list[Grain], full: bool, outcome: RefreshOutcome
+        self,
+        conn: Connection,
+        forced: set[str],
+        grains: list[Grain],
+        full: bool,
+        outcome: RefreshOutcome,
+        wait_for_first_loads: bool = False,
     ) -> None:
         now = utc_now()
         # The first statement writes, so on SQLite this transaction holds the write lock from the
         # start: no sync batch can commit between reading the change log and the data.
         repo.mark_refresh_started(conn, now)
+        if wait_for_first_loads:
+            outcome.waiting_for = incomplete_load(conn, now)
+            if outcome.waiting_for:
+                return
         if conn.dialect.name == "postgresql":
             # Grouping and ranking a million records sorts in memory rather than in spill files;
             # SET LOCAL ends with this transaction.
@@ -330,6 +364,34 @@ class KpiService:
                 repo.mark_scores_changed(conn, card.id, now)
             outcome.timings[f"scorecard:{card.id}"] = time.monotonic() - card_started
         repo.consume_pending(conn, pending)
+        self._evaluate_alerts(conn, now, outcome)
+
+    def _evaluate_alerts(self, conn: Connection, now: datetime, outcome: RefreshOutcome) -> None:
+        """Alert rules and score publications, in the refresh's transaction (a savepoint: a
+        failing evaluation is logged and retried at the next one, it does not undo the refresh)."""
+        from crm_perf_sync.alerts import service as alerts
+
+        if not self.config.app.alerts.rules and not self.section.scorecards:
+            return
+        started = time.monotonic()
+        try:
+            with conn.begin_nested():
+                outcome.alerts = alerts.evaluate(conn, self.config, now)
+        except Exception:
+            log.exception("evaluating the alert rules failed; the next evaluation tries again")
+        outcome.timings["alerts"] = time.monotonic() - started
+
+    def evaluate_alerts(self) -> Any:
+        """Evaluate the alert rules on their own (no refresh), in one transaction.
+
+        For periods that roll over with no new data (a new month begins). Run it under the
+        refresh lease (:meth:`evaluate_alerts_exclusive`) so it never interleaves with a refresh.
+        """
+        from crm_perf_sync.alerts import service as alerts
+
+        engine = self.session_factory.kw["bind"]
+        with engine.begin() as conn:
+            return alerts.evaluate(conn, self.config, utc_now())
 
     def refresh_reason(self, session: Session, grains: Iterable[Grain] = GRAINS) -> str | None:
         """Why the stored values are not up to date, or ``None`` when they are (cheap to ask)."""
@@ -346,6 +408,19 @@ class KpiService:
                 return f"{kpi.id} was never computed with this definition, teams, calendar and targets"
         return None
 
+    def evaluate_alerts_exclusive(self, *, ttl: timedelta, holder: str | None = None) -> Any:
+        """:meth:`evaluate_alerts` under the refresh lease; ``None`` if a refresh holds it (that
+        refresh evaluates them)."""
+        holder = holder or new_holder_id()
+        with session_scope(self.session_factory) as session:
+            if try_acquire(session, REFRESH_LEASE, holder, ttl) is not None:
+                return None
+        try:
+            return self.evaluate_alerts()
+        finally:
+            with session_scope(self.session_factory) as session:
+                release(session, REFRESH_LEASE, holder)
+
     def refresh_exclusive(
         self,
         *,
@@ -355,6 +430,7 @@ class KpiService:
         holder: str | None = None,
         kpi_ids: Iterable[str] | None = None,
         full: bool = False,
+        wait_for_first_loads: bool = False,
     ) -> RefreshOutcome | None:
         """Refresh under the cluster-wide refresh lease, waiting up to ``wait`` for another one.
 
@@ -375,7 +451,7 @@ class KpiService:
                 raise Conflict(f"the KPI refresh lease is held by {held.holder}; try again later")
             time.sleep(0.5)
         try:
-            return self.refresh(kpi_ids, full=full)
+            return self.refresh(kpi_ids, full=full, wait_for_first_loads=wait_for_first_loads)
         finally:
             with session_scope(self.session_factory) as session:
                 release(session, REFRESH_LEASE, holder)
@@ -1340,3 +1416,12 @@ def pace(
         return None
     elapsed = periods.elapsed_fraction(start, end, now, zone)
     return attainment / elapsed if elapsed > 0 else None
+
+
+def tidy(number: float | None) -> float | None:
+    """A stored sum as people read it: 12 significant digits, without binary floating-point noise.
+
+    Amounts are summed as doubles, so a total of cents can come back as ``222128.38999999998``;
+    12 digits keep every cent of a trillion while dropping the noise in the last bits.
+    """
+    return None if number is None else float(f"{number:.12g}")

@@ -1,6 +1,15 @@
 """All ORM models, in one place, so Alembic and the repositories see the same metadata."""
 
 from crm_perf_sync.models.access import ApiKey
+from crm_perf_sync.models.alerts import (
+    AlertState,
+    AlertTransition,
+    ScorePublication,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 from crm_perf_sync.models.base import Base
 from crm_perf_sync.models.changes import PRIOR_TABLES, ChangeBatch
 from crm_perf_sync.models.crm import (
@@ -29,6 +38,8 @@ from crm_perf_sync.models.sync import Lease, SyncCheckpoint, SyncRecordError, Sy
 __all__ = [
     "CONFIG_NAMESPACE",
     "PRIOR_TABLES",
+    "AlertState",
+    "AlertTransition",
     "ApiKey",
     "Base",
     "ChangeBatch",
@@ -43,6 +54,7 @@ __all__ = [
     "Opportunity",
     "Owner",
     "PipelineStage",
+    "ScorePublication",
     "ScorecardState",
     "ScorecardValue",
     "StageChange",
@@ -52,4 +64,8 @@ __all__ = [
     "TargetDefinition",
     "Team",
     "TeamMember",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
 ]

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from sqlalchemy import Connection as SAConnection
 from sqlalchemy import (
     String,
     Table,
@@ -35,6 +36,7 @@ from crm_perf_sync.models import (
     ChangeBatch,
     Connection,
     Lead,
+    Lease,
     Opportunity,
     Owner,
     PipelineStage,
@@ -343,6 +345,25 @@ def latest_runs(session: Session, connection_id: str | None = None, limit: int =
     if connection_id is not None:
         stmt = stmt.where(SyncRun.connection_id == connection_id)
     return list(session.scalars(stmt))
+
+
+def incomplete_load(session: Session | SAConnection, now: datetime) -> str | None:
+    """Why the store holds part of a CRM right now, or ``None`` when every load it has is whole.
+
+    Before any sync has finished, or while a connection is on its first load (a live claim and
+    no finished sync), KPIs and alerts would count half a CRM (or none of it, against targets).
+    """
+    done = select(SyncRun.connection_id).where(SyncRun.status == "succeeded").distinct()
+    finished = set(session.scalars(done))
+    if not finished:
+        return "the first sync to finish"
+    held = select(Lease.name).where(
+        Lease.name.like("sync:%"), Lease.holder.is_not(None), Lease.expires_at > now
+    )
+    loading = sorted({name.removeprefix("sync:") for name in session.scalars(held)} - finished)
+    if loading:
+        return f"the first load of {', '.join(loading)} to finish"
+    return None
 
 
 # --- configuration mirrored into the store --------------------------------------------------------

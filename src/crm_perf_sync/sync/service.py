@@ -46,6 +46,7 @@ from crm_perf_sync.sync import repository as repo
 from crm_perf_sync.sync.rows import Row, json_safe, observed_change_id, to_row
 from crm_perf_sync.sync.schemas import StreamStats, SyncOutcome
 from crm_perf_sync.timeutil import utc_now
+from crm_perf_sync.webhooks.service import emit
 
 log = logging.getLogger(__name__)
 
@@ -568,17 +569,50 @@ class SyncEngine:
     def _finish(self, status: str, error: str | None, kind: str | None, started: float) -> None:
         try:
             with session_scope(self.session_factory) as session:
+                now = utc_now()
+                duration = round(time.monotonic() - started, 3)
                 self._write_counters(
                     session,
                     status=status,
                     error=error,
                     error_kind=kind,
-                    finished_at=utc_now(),
-                    duration_seconds=round(time.monotonic() - started, 3),
+                    finished_at=now,
+                    duration_seconds=duration,
                 )
+                self._announce(session, status, error, kind, duration, now)
                 release(session, lease_name(self.connection_id), self.holder)
         except DBAPIError:
             log.exception("could not record the end of sync run %s of %s", self.run_id, self.connection_id)
+
+    def _announce(
+        self,
+        session: Session,
+        status: str,
+        error: str | None,
+        kind: str | None,
+        duration: float,
+        now: datetime,
+    ) -> None:
+        """``sync.completed`` (succeeded, or deferred by a quota) or ``sync.failed``, through the
+        outbox in the transaction that records the run's end. An interrupted run says nothing:
+        it resumes."""
+        if status not in ("succeeded", "deferred", "failed"):
+            return
+        totals = {
+            name: sum(int(getattr(stats, name)) for stats in self.streams.values())
+            for name in ("read", "inserted", "updated", "unchanged", "deleted", "skipped")
+        }
+        data: dict[str, Any] = {
+            "run_id": self.run_id,
+            "connection_id": self.connection_id,
+            "status": status,
+            "duration_seconds": duration,
+            **totals,
+            "links": {"run": f"/api/v1/sync-runs/{self.run_id}"},
+        }
+        if error is not None:
+            data.update(error=error, error_kind=kind)
+        emit(session, "sync.failed" if status == "failed" else "sync.completed", data, now=now)
 
 
 class SyncService:

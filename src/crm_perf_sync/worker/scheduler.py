@@ -116,16 +116,42 @@ def refresh_if_needed(runtime: Runtime, stop: threading.Event) -> None:
         log.exception("checking whether the KPIs are up to date failed")
         return
     if reason is not None:
-        refresh_kpis(runtime, stop, reason=reason)
+        refresh_kpis(runtime, stop, reason=reason)  # which evaluates the alerts too
+        return
+    # Nothing new, but a period may have begun since the last evaluation.
+    try:
+        ttl = timedelta(seconds=max(runtime.settings.lease_ttl_seconds, 900))
+        KpiService(runtime.session_factory, runtime.config).evaluate_alerts_exclusive(ttl=ttl)
+    except Exception:
+        log.exception("evaluating the alert rules failed")
+
+
+def start_delivery(runtime: Runtime, stop: threading.Event, holder: str) -> threading.Thread:
+    """The webhook delivery loop, in a thread of its own until ``stop`` is set."""
+
+    def run() -> None:
+        deliverer = runtime.deliverer(holder)
+        try:
+            deliverer.run(stop)
+        finally:
+            deliverer.close()
+
+    thread = threading.Thread(target=run, name="webhook-delivery", daemon=True)
+    thread.start()
+    return thread
 
 
 def refresh_kpis(runtime: Runtime, stop: threading.Event, *, reason: str) -> None:
-    """Recompute the KPIs after new data landed; failures are logged, the next sync retries."""
+    """Recompute the KPIs after new data landed; failures are logged, the next sync retries.
+
+    Not while a connection is on its first load: its half-synced records would make every number
+    (and alert) about half a CRM. That load's own end triggers the refresh.
+    """
     # A full refresh of a large store takes minutes: the lease outlives it.
     ttl = timedelta(seconds=max(runtime.settings.lease_ttl_seconds, 900))
     try:
         refreshed = KpiService(runtime.session_factory, runtime.config).refresh_exclusive(
-            ttl=ttl, wait=ttl, should_stop=stop.is_set
+            ttl=ttl, wait=ttl, should_stop=stop.is_set, wait_for_first_loads=True
         )
     except AppError as exc:
         log.error("KPI refresh (%s) failed: %s", reason, exc)

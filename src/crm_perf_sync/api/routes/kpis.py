@@ -31,7 +31,7 @@ from crm_perf_sync.kpi import repository as kpi_repo
 from crm_perf_sync.kpi.explain import ValueRef
 from crm_perf_sync.kpi.explain import explain as explain_value
 from crm_perf_sync.kpi.schemas import DerivedKpi, DurationKpi, FunnelKpi, Kpi, RatioKpi, TargetConfig
-from crm_perf_sync.kpi.service import KpiService, pace
+from crm_perf_sync.kpi.service import KpiService, pace, tidy
 from crm_perf_sync.models import TargetDefinition
 from crm_perf_sync.timeutil import utc_now
 
@@ -221,15 +221,15 @@ def value_row(v: Any, names: dict[tuple[str, str], str], now: Any, zone: str) ->
         "currency": v.currency,
         "dimension": v.dimension,
         "dimension_value": v.dimension_value,
-        "value": v.value,
-        "numerator": v.numerator,
-        "denominator": v.denominator,
+        "value": tidy(v.value),
+        "numerator": tidy(v.numerator),
+        "denominator": tidy(v.denominator),
         "sample_count": v.sample_count,
         "low_sample": v.low_sample,
-        "target": v.target,
-        "attainment": v.attainment,
-        "gap": v.gap,
-        "pace": pace(v.attainment, v.period_start, v.period_end, now, zone),
+        "target": tidy(v.target),
+        "attainment": tidy(v.attainment),
+        "gap": tidy(v.gap),
+        "pace": tidy(pace(v.attainment, v.period_start, v.period_end, now, zone)),
         "computed_at": v.computed_at,
     }
 

@@ -1,0 +1,1 @@
+"""Threshold alerts on KPI values, attainment, pace and scores: rules, states, transitions."""

@@ -1,0 +1,107 @@
+"""Alert rules as configured (``alerts.rules`` in the YAML), validated like the KPIs."""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+from collections.abc import Callable
+from typing import Annotated, Literal, Self
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Comparator = Literal["<", "<=", ">", ">="]
+COMPARE: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+Severity = Literal["info", "warning", "critical"]
+SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Threshold(_Model):
+    """``value op threshold`` is a breach (``when``) or a recovery (``recover``)."""
+
+    op: Comparator
+    value: float = Field(allow_inf_nan=False)
+
+    def holds(self, value: float) -> bool:
+        return COMPARE[self.op](value, self.value)
+
+
+class AlertRule(_Model):
+    """One alert: what to watch, where, when it breaches and when it has recovered.
+
+    ``kpi`` (its ``value``, or the ``attainment`` or ``pace`` against its target) or
+    ``scorecard`` (a rep's score) in ``scope`` (every company, team or owner value, or only the
+    ``scope_ids`` listed; ``level`` keeps teams of one level, e.g. ``region``) at ``grain``, in
+    the ``current`` or ``previous`` period. It breaches when ``when`` holds for ``for``
+    evaluations in a row and recovers when ``recover`` holds (by default when ``when`` no longer
+    does; a separate recovery threshold keeps a value hovering at the line from flapping). A
+    value from fewer than ``min_sample`` records counts as no data; ``no_data`` says what no
+    data means: ``keep`` the state, treat it as ``clear`` or as a ``breach``.
+    """
+
+    id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
+    name: str = ""
+    kpi: str | None = None
+    scorecard: str | None = None
+    measure: Literal["value", "attainment", "pace"] = "value"
+    scope: Literal["company", "team", "owner"] = "company"
+    scope_ids: list[str] | None = None
+    level: str | None = None
+    grain: Literal["week", "month", "quarter", "year", "all"] = "month"
+    period: Literal["current", "previous"] = "current"
+    currency: str = Field(default="", pattern=r"^([A-Z]{3})?$")
+    when: Threshold
+    recover: Threshold | None = None
+    for_: int = Field(default=1, ge=1, le=1000, alias="for")
+    min_sample: int = Field(default=0, ge=0)
+    no_data: Literal["keep", "clear", "breach"] = "keep"
+    severity: Severity = "warning"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if (self.kpi is None) == (self.scorecard is None):
+            raise ValueError("name exactly one of kpi or scorecard")
+        if self.scorecard is not None:
+            if self.measure != "value":
+                raise ValueError("a scorecard rule watches the score: measure must be value")
+            if self.scope != "owner":
+                raise ValueError("scores are per rep: a scorecard rule's scope must be owner")
+        if self.level is not None and self.scope != "team":
+            raise ValueError("level narrows teams: it needs scope team")
+        if self.grain == "all" and self.period != "current":
+            raise ValueError("the grain all has one period: period must be current")
+        recover = self.recover
+        if recover is not None:
+            below = self.when.op in ("<", "<=")
+            if (recover.op in ("<", "<=")) == below:
+                raise ValueError(
+                    "recover must point the other way from when (e.g. when < 0.2, recover >= 0.25)"
+                )
+            if (below and recover.value < self.when.value) or (not below and recover.value > self.when.value):
+                raise ValueError("the recovery threshold must be at or beyond the breach threshold")
+        return self
+
+    def definition_hash(self) -> str:
+        """Changes when the rule's meaning changes (a changed rule starts again from ok)."""
+        payload = self.model_dump(mode="json", exclude={"name", "severity"})
+        return hashlib.blake2b(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
+
+    def recovered(self, value: float) -> bool:
+        if self.recover is not None:
+            return self.recover.holds(value)
+        return not self.when.holds(value)
+
+
+class AlertSection(_Model):
+    """The ``alerts`` section: the rules, evaluated after every KPI refresh and every minute."""
+
+    rules: list[AlertRule] = Field(default_factory=list)

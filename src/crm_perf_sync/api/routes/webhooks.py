@@ -1,0 +1,393 @@
+"""Webhook endpoints and deliveries; alert states and their history."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from crm_perf_sync.alerts import repository as alerts_repo
+from crm_perf_sync.api import listing
+from crm_perf_sync.api.deps import Admin, ContextDep, Reader, RowId, SessionDep
+from crm_perf_sync.api.listing import PageParams, expect, json_response, page_params
+from crm_perf_sync.api.problems import collection, documented
+from crm_perf_sync.api.schemas import InputModel, Page, columns
+from crm_perf_sync.errors import InvalidInput, NotFound
+from crm_perf_sync.webhooks import repository as repo
+from crm_perf_sync.webhooks import service
+from crm_perf_sync.webhooks.service import EVENT_TYPES, EndpointSpec
+
+router = APIRouter(tags=["webhooks and alerts"])
+DeliveryStatus = Literal["pending", "succeeded", "failed", "cancelled"]
+
+
+class EndpointIn(InputModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=8, max_length=2000, description="https://… (plain http only if allow-listed)")
+    description: str = Field(default="", max_length=500)
+    event_types: list[str] = Field(
+        default_factory=lambda: ["*"],
+        min_length=1,
+        max_length=20,
+        description=f"Types or patterns (`*`, `alert.*`) of: {', '.join(EVENT_TYPES)}",
+    )
+    rule_ids: list[str] | None = Field(default=None, max_length=200, description="Only these alert rules")
+    severities: list[Literal["info", "warning", "critical"]] | None = Field(
+        default=None, description="Only alerts of these severities"
+    )
+    enabled: bool = True
+
+    def spec(self) -> EndpointSpec:
+        return EndpointSpec(
+            url=self.url,
+            description=self.description,
+            event_types=tuple(self.event_types),
+            rule_ids=tuple(self.rule_ids) if self.rule_ids else None,
+            severities=tuple(self.severities) if self.severities else None,
+            enabled=self.enabled,
+        )
+
+
+class EndpointOut(BaseModel):
+    id: int
+    url: str
+    description: str
+    event_types: list[str]
+    rule_ids: list[str] | None
+    severities: list[str] | None
+    enabled: bool
+    disabled_reason: str | None
+    failing_since: datetime | None
+    secret_rotated: bool = Field(description="A previous secret still signs alongside the current one")
+    created_at: datetime
+    updated_at: datetime
+
+
+class EndpointCreated(EndpointOut):
+    secret: str = Field(description="The whsec_ signing secret: shown once, store it now")
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    endpoint_id: int
+    message_id: str = Field(description="The webhook-id the consumer sees (the same on every attempt)")
+    event_type: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class DeliveryDetail(DeliveryOut):
+    attempt_log: list[dict[str, Any]] = Field(
+        description="Every attempt: when, status code, latency, excerpt, error, the worker that sent it"
+    )
+
+
+class ReplayIn(InputModel):
+    model_config = ConfigDict(extra="forbid")
+
+    since: datetime = Field(description="Every event since this time (ISO; without a zone, UTC)")
+
+
+class AlertStateOut(BaseModel):
+    rule_id: str
+    scope: str
+    scope_id: str
+    currency: str
+    state: str = Field(description="ok, pending, firing or resolved")
+    breaches: int = Field(description="Breaching evaluations in a row")
+    outcome: str = Field(description="The last evaluation: breach, clear, no_data or low_sample")
+    value: float | None
+    threshold: float
+    period_key: str | None
+    since: datetime
+    evaluated_at: datetime
+
+
+class AlertTransitionOut(BaseModel):
+    id: int
+    rule_id: str
+    scope: str
+    scope_id: str
+    currency: str
+    from_state: str
+    to_state: str
+    value: float | None
+    threshold: float
+    period_key: str | None
+    severity: str
+    at: datetime
+
+
+def endpoint_out(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "url": row.url,
+        "description": row.description,
+        "event_types": list(row.event_types),
+        "rule_ids": row.rule_ids,
+        "severities": row.severities,
+        "enabled": row.enabled,
+        "disabled_reason": row.disabled_reason,
+        "failing_since": row.failing_since,
+        "secret_rotated": row.previous_secret is not None,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
+
+
+def delivery_out(row: Any) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in columns(DeliveryOut)}
+
+
+@router.get(
+    "/webhooks/endpoints",
+    summary="The webhook endpoints (never their secrets)",
+    response_model=Page[EndpointOut],
+    responses=collection(400, 401, 422),
+)
+def list_endpoints(
+    request: Request,
+    session: SessionDep,
+    ctx: ContextDep,
+    _key: Reader,
+    params: Annotated[PageParams, Depends(page_params)],
+) -> Response:
+    rows = [endpoint_out(e) for e in repo.endpoints(session)]
+    return listing.listing(
+        request,
+        session,
+        ctx.session_factory,
+        params,
+        kind="endpoints",
+        columns=columns(EndpointOut),
+        fetch=listing.in_memory(rows, "id"),
+    )
+
+
+@router.post(
+    "/webhooks/endpoints",
+    status_code=201,
+    summary="Add a webhook endpoint (admin); its signing secret is in the response, once",
+    response_model=EndpointCreated,
+    responses=documented(401, 403, 413, 422),
+)
+def create_endpoint(body: EndpointIn, session: SessionDep, ctx: ContextDep, _key: Admin) -> Response:
+    row, secret = service.create_endpoint(session, body.spec(), ctx.webhook_guard)
+    return json_response(
+        {**endpoint_out(row), "secret": secret},
+        status=201,
+        headers={"Location": f"/api/v1/webhooks/endpoints/{row.id}"},
+    )
+
+
+@router.get(
+    "/webhooks/endpoints/{endpoint_id}",
+    summary="One webhook endpoint",
+    response_model=EndpointOut,
+    responses=documented(401, 404, 422),
+)
+def get_endpoint(endpoint_id: RowId, session: SessionDep, _key: Reader) -> Response:
+    return json_response(endpoint_out(service.get_endpoint(session, endpoint_id)))
+
+
+@router.put(
+    "/webhooks/endpoints/{endpoint_id}",
+    summary="Change a webhook endpoint (admin); enabling it again clears its failures",
+    response_model=EndpointOut,
+    responses=documented(401, 403, 404, 413, 422),
+)
+def update_endpoint(
+    endpoint_id: RowId, body: EndpointIn, session: SessionDep, ctx: ContextDep, _key: Admin
+) -> Response:
+    return json_response(
+        endpoint_out(service.update_endpoint(session, endpoint_id, body.spec(), ctx.webhook_guard))
+    )
+
+
+@router.delete(
+    "/webhooks/endpoints/{endpoint_id}",
+    status_code=204,
+    summary="Remove a webhook endpoint and its deliveries (admin)",
+    responses=documented(401, 403, 404, 422),
+)
+def delete_endpoint(endpoint_id: RowId, session: SessionDep, _key: Admin) -> Response:
+    service.delete_endpoint(session, endpoint_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/webhooks/endpoints/{endpoint_id}/rotate-secret",
+    summary="A new signing secret (admin); the old one keeps signing alongside for 24 hours",
+    response_model=EndpointCreated,
+    responses=documented(401, 403, 404, 422),
+)
+def rotate_secret(endpoint_id: RowId, session: SessionDep, _key: Admin) -> Response:
+    row, secret = service.rotate_secret(session, endpoint_id)
+    return json_response({**endpoint_out(row), "secret": secret})
+
+
+@router.post(
+    "/webhooks/endpoints/{endpoint_id}/test",
+    status_code=202,
+    summary="Send a webhook.test event to this endpoint (admin)",
+    responses=documented(401, 403, 404, 422),
+)
+def send_test_event(endpoint_id: RowId, session: SessionDep, _key: Admin) -> Response:
+    return json_response({"message_id": service.send_test(session, endpoint_id)}, status=202)
+
+
+@router.post(
+    "/webhooks/endpoints/{endpoint_id}/replay",
+    status_code=202,
+    summary="Deliver again every event since a time that this endpoint subscribes to (admin)",
+    description="The events keep their webhook-id, so a consumer can drop the ones it already has.",
+    responses=documented(401, 403, 404, 413, 422),
+)
+def replay(endpoint_id: RowId, body: ReplayIn, session: SessionDep, _key: Admin) -> Response:
+    since = body.since if body.since.tzinfo else body.since.replace(tzinfo=UTC)
+    return json_response({"queued": service.replay(session, endpoint_id, since)}, status=202)
+
+
+@router.get(
+    "/webhooks/deliveries",
+    summary="Deliveries, newest first: their status, attempts and last answer",
+    response_model=Page[DeliveryOut],
+    responses=collection(400, 401, 422),
+)
+def list_deliveries(
+    request: Request,
+    session: SessionDep,
+    ctx: ContextDep,
+    _key: Reader,
+    params: Annotated[PageParams, Depends(page_params)],
+    endpoint_id: Annotated[int | None, Query(ge=1, le=2_147_483_647)] = None,
+    event_type: Annotated[str | None, Query(max_length=63)] = None,
+    status: DeliveryStatus | None = None,
+) -> Response:
+    def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
+        rows, next_key = repo.deliveries_page(
+            s,
+            endpoint_id=endpoint_id,
+            event_type=event_type,
+            status=status,
+            after=expect(after, int),
+            limit=limit,
+        )
+        return [delivery_out(r) for r in rows], next_key
+
+    return listing.listing(
+        request,
+        session,
+        ctx.session_factory,
+        params,
+        kind="deliveries",
+        columns=columns(DeliveryOut),
+        fetch=fetch,
+    )
+
+
+@router.get(
+    "/webhooks/deliveries/{delivery_id}",
+    summary="One delivery with every attempt",
+    response_model=DeliveryDetail,
+    responses=documented(401, 404, 422),
+)
+def get_delivery(delivery_id: RowId, session: SessionDep, _key: Reader) -> Response:
+    row = repo.delivery(session, delivery_id)
+    if row is None:
+        raise NotFound(f"no webhook delivery {delivery_id}")
+    return json_response(
+        {**delivery_out(row), "attempt_log": repo.attempts_of(session, [delivery_id])[delivery_id]}
+    )
+
+
+@router.post(
+    "/webhooks/deliveries/{delivery_id}/retry",
+    status_code=202,
+    summary="Send a delivery again now (admin)",
+    response_model=DeliveryOut,
+    responses=documented(401, 403, 404, 422),
+)
+def retry_delivery(delivery_id: RowId, session: SessionDep, _key: Admin) -> Response:
+    return json_response(delivery_out(service.retry_delivery(session, delivery_id)), status=202)
+
+
+@router.get(
+    "/alerts",
+    summary="Where every alert rule stands, per scope",
+    response_model=Page[AlertStateOut],
+    responses=collection(400, 401, 422),
+)
+def alert_states(
+    request: Request,
+    session: SessionDep,
+    ctx: ContextDep,
+    _key: Reader,
+    params: Annotated[PageParams, Depends(page_params)],
+    rule: Annotated[str | None, Query(max_length=63)] = None,
+    state: Literal["ok", "pending", "firing", "resolved"] | None = None,
+) -> Response:
+    rows = [
+        {name: getattr(r, name) for name in columns(AlertStateOut)}
+        for r in alerts_repo.current_states(session, rule, state)
+    ]
+    for n, row in enumerate(rows):
+        row["_n"] = n
+    fetch = listing.in_memory(rows, "_n")
+
+    def strip(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
+        page, next_key = fetch(s, after, limit)
+        return [{k: v for k, v in r.items() if k != "_n"} for r in page], next_key
+
+    return listing.listing(
+        request,
+        session,
+        ctx.session_factory,
+        params,
+        kind="alerts",
+        columns=columns(AlertStateOut),
+        fetch=strip,
+    )
+
+
+@router.get(
+    "/alerts/history",
+    summary="Every change of an alert state, newest first, with the value and threshold",
+    response_model=Page[AlertTransitionOut],
+    responses=collection(400, 401, 422),
+)
+def alert_history(
+    request: Request,
+    session: SessionDep,
+    ctx: ContextDep,
+    _key: Reader,
+    params: Annotated[PageParams, Depends(page_params)],
+    rule: Annotated[str | None, Query(max_length=63)] = None,
+    since: datetime | None = None,
+) -> Response:
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+
+    def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
+        rows, next_key = alerts_repo.transitions_page(s, rule, since, expect(after, int), limit)
+        return [{name: getattr(r, name) for name in columns(AlertTransitionOut)} for r in rows], next_key
+
+    if since is not None and since.utcoffset() is None:
+        raise InvalidInput("since: unreadable time zone")
+    return listing.listing(
+        request,
+        session,
+        ctx.session_factory,
+        params,
+        kind="alert-history",
+        columns=columns(AlertTransitionOut),
+        fetch=fetch,
+    )
