@@ -17,18 +17,21 @@ COPY . .
 RUN uv sync --frozen --no-dev --all-packages --no-editable
 
 FROM python:3.11-slim
-RUN useradd --system --uid 10001 --home-dir /app app && mkdir /data && chown app /data
+RUN groupadd --system --gid 10001 app && useradd --system --uid 10001 --gid 10001 --home-dir /app app \
+    && mkdir /data && chown 10001:10001 /data
 COPY --from=build /app/.venv /app/.venv
 COPY config /app/config
 WORKDIR /app
-USER app
+USER 10001:10001
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     CRM_PERF_SYNC_DATABASE_URL=sqlite:////data/crm-perf-sync.db \
     CRM_PERF_SYNC_HOST=0.0.0.0 \
     CRM_PERF_SYNC_LOG_FORMAT=json
 VOLUME /data
-EXPOSE 8000
+# 8000: the API (serve, api); 9464: a worker's own /metrics.
+EXPOSE 8000 9464
+# The API roles answer /healthz; compose.yaml checks a worker on its metrics port instead.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
 STOPSIGNAL SIGTERM

@@ -13,7 +13,7 @@ SIZE ?= full
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: setup run test lint typecheck pytest bench bench-small migrate clean
+.PHONY: setup run test lint typecheck pytest bench bench-small bench-report migrate readme clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -35,6 +35,7 @@ test: setup lint typecheck pytest bench-small
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
 
 typecheck: setup
 	$(BIN)/mypy src connectors/*/src tests bench
@@ -46,11 +47,19 @@ pytest: setup
 bench: setup
 	$(BIN)/python -m bench --size $(SIZE)
 
+## make bench-report: regenerate docs/benchmarks.md from the recorded results.
+bench-report: setup
+	$(BIN)/python -m bench.report
+
 bench-small: setup
 	$(BIN)/python -m bench --size small
 
 migrate: setup
 	$(BIN)/crm-perf-sync migrate
+
+## make readme: regenerate the README's environment-variable table from the settings model.
+readme: setup
+	$(BIN)/python -m crm_perf_sync.settings README.md
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache bench/results

@@ -672,6 +672,9 @@ def kpi_full(size: str, databases: list[str], workdir: Path) -> Iterator[Result]
             for _ in range(REPEATS[size]):
                 engine_runs.append(in_child(_engine, url, config_path))
                 floor_runs.append(in_child(_floor, url, config_path, dialect))
+            from bench import analyst  # the analyst's pandas script, checked against the same values
+
+            pandas_run = in_child(analyst.run, url, config_path)
         engine = min(engine_runs, key=lambda run: float(run["seconds"]))
         floor = min(floor_runs, key=lambda run: float(run["seconds"]))
         records = loaded["opportunity"] + loaded["lead"]
@@ -700,5 +703,24 @@ def kpi_full(size: str, databases: list[str], workdir: Path) -> Iterator[Result]
                 "stage_changes": loaded["stage_change"],
                 "load_seconds": round(loaded["seconds"], 1),
                 "floor_peak_rss_mb": round(floor["peak_rss_mb"], 1),
+            },
+        )
+        yield Result(
+            scenario="analyst-pandas",
+            size=f"{count // 1000}k",
+            database=kind,
+            records=records,
+            seconds=pandas_run["seconds"],
+            rate=records / pandas_run["seconds"],
+            peak_rss_mb=pandas_run["peak_rss_mb"],
+            floor="the KPI engine's full refresh (ratio: how many times faster the engine is)",
+            floor_rate=records / engine["seconds"],
+            ratio=pandas_run["seconds"] / engine["seconds"],
+            target="reported: pandas time / engine time",
+            passed=None,
+            notes={
+                "engine_seconds": round(engine["seconds"], 3),
+                "read_seconds": round(pandas_run["read_seconds"], 3),
+                "values_checked": pandas_run["checked"],
             },
         )

@@ -262,3 +262,83 @@ def test_the_shipped_demo_scores_reps_and_raises_the_alerts_its_values_call_for(
         if row["to_state"] == "firing" and row["rule_id"] == "rep-win-rate-low"
     }
     assert fired == {scope for scope, state in expected.items() if state == "firing"}
+
+
+def test_status_reports_each_connections_last_run_the_refresh_deliveries_and_firing_alerts(
+    tmp_path: Path,
+) -> None:
+    env = {
+        "CRM_PERF_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
+        "CRM_PERF_SYNC_CONFIG": str(REPO / "config/crm-perf-sync.yaml"),
+    }
+    before = cli("status", env=env, cwd=tmp_path)
+    assert before.returncode == 1  # an empty store: status says what to do instead of guessing
+    assert "run `crm-perf-sync migrate` first" in before.stderr
+    for step in (("sync",), ("refresh",), ("webhooks", "add", "https://hooks.example.com/crm")):
+        done = cli(*step, env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    result = cli("status", "--format", "json", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    with sqlite3.connect(tmp_path / "store.db") as db:
+        (run_id,) = db.execute("SELECT max(id) FROM sync_run WHERE status = 'succeeded'").fetchone()
+        pending = db.execute("SELECT count(*) FROM webhook_delivery WHERE status = 'pending'").fetchone()[0]
+        firing = db.execute("SELECT count(*) FROM alert_state WHERE state = 'firing'").fetchone()[0]
+    (demo,) = report["connections"]
+    assert demo["connection_id"] == "demo"
+    assert demo["last_run_id"] == run_id
+    assert demo["last_run_status"] == "succeeded"
+    assert demo["last_error"] is None
+    assert 0 <= demo["lag_seconds"] < 600
+    assert report["kpi_refresh"]["last_refresh_status"] == "succeeded"
+    # The endpoint was added after the events that were emitted, so nothing waits for it.
+    assert report["webhook_deliveries"]["pending"] == pending
+    assert len(report["firing_alerts"]) == firing > 0
+    table = cli("status", env=env, cwd=tmp_path)
+    assert "succeeded" in table.stdout
+    assert "Alerts firing" in table.stdout
+
+
+def test_doctor_checks_config_database_migrations_connections_and_endpoints(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]  # nothing listens: the CRM is unreachable
+    config = tmp_path / "crm-perf-sync.yaml"
+    config.write_text(
+        f"""
+connections:
+  - id: demo
+    kind: demo
+  - id: hs
+    kind: hubspot
+    settings: {{access_token: pat-na1-0000, base_url: "http://127.0.0.1:{closed}",
+               max_attempts: 1}}
+"""
+    )
+    env = {
+        "CRM_PERF_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
+        "CRM_PERF_SYNC_CONFIG": str(config),
+    }
+    fresh = cli("doctor", env=env, cwd=tmp_path)
+    assert fresh.returncode == 1
+    assert "ok   configuration" in fresh.stdout
+    assert "ok   database" in fresh.stdout
+    assert "FAIL migrations: the schema is at nothing (empty database)" in fresh.stdout
+    assert "run `crm-perf-sync migrate`" in fresh.stdout
+    assert "ok   connection demo" in fresh.stdout
+    assert "FAIL connection hs" in fresh.stdout
+    assert "Traceback" not in fresh.stdout + fresh.stderr
+
+    assert cli("migrate", env=env, cwd=tmp_path).returncode == 0
+    allow = {**env, "CRM_PERF_SYNC_WEBHOOK_ALLOW_HOSTS": "127.0.0.1"}
+    assert cli("webhooks", "add", "http://127.0.0.1:9/hooks", env=allow, cwd=tmp_path).returncode == 0
+    migrated = cli("doctor", env=env, cwd=tmp_path)
+    assert "ok   migrations: at" in migrated.stdout
+    # Added while allow-listed; without the allow-list, this process would refuse to send to it.
+    assert "FAIL webhook endpoint 1" in migrated.stdout
+    assert "CRM_PERF_SYNC_WEBHOOK_ALLOW_HOSTS" in migrated.stdout
+
+    config.write_text("connections:\n  - id: demo\n    kind: demo\n")
+    allowed = cli("doctor", env=allow, cwd=tmp_path)
+    assert allowed.returncode == 0, allowed.stdout
+    assert "everything checks out" in allowed.stderr

@@ -7,10 +7,12 @@ line per issue); a traceback means a bug.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
@@ -22,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from crm_perf_sync import __version__
-from crm_perf_sync.errors import AppError
+from crm_perf_sync.errors import AppError, ConfigurationError
 from crm_perf_sync.settings import Settings
 
 app = typer.Typer(
@@ -1002,6 +1004,7 @@ def _serve_api(runtime: Any, settings: Settings) -> None:
         log_level=settings.log_level.lower(),
         access_log=False,
         log_config=None,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
     )
 
 
@@ -1031,35 +1034,149 @@ def _announce(runtime: Any, settings: Settings) -> None:
     )
 
 
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+@app.command()
+def status(output: Output = "table", config: ConfigOption = None) -> None:
+    """How the deployment is doing: each connection's last run, lag and errors; the KPI refresh;
+    webhook deliveries waiting; alerts firing."""
+    from crm_perf_sync import ops
+    from crm_perf_sync.alerts import repository as alerts_repo
+    from crm_perf_sync.db import session_scope
+    from crm_perf_sync.kpi.repository import scope_names
+    from crm_perf_sync.runtime import build_runtime
+    from crm_perf_sync.timeutil import utc_now
+
+    _check_choice("--format", output, ("table", "json"))
+    settings = _settings(config)
+    runtime = _guard(lambda: build_runtime(settings))
+    try:
+        _guard(lambda: runtime.ensure_schema(auto_migrate=False))
+        with session_scope(runtime.session_factory) as session:
+            now = utc_now()
+            names = scope_names(session)
+            firing = [dict(r._mapping) for r in alerts_repo.current_states(session, None, "firing")]
+            for row in firing:
+                row["scope_name"] = names.get((row["scope"], row["scope_id"]), row["scope_id"])
+            report: dict[str, Any] = {
+                "connections": ops.connection_status(session, runtime.config, now),
+                "kpi_refresh": ops.refresh_status(session),
+                "webhook_deliveries": ops.delivery_status(session, now),
+                "firing_alerts": firing,
+            }
+    finally:
+        runtime.close()
+    if output == "json":
+        sys.stdout.write(json_text(report) + "\n")
+        return
+    table = Table("connection", "kind", "last run", "ended", "last success", "lag", "failed 24h", "error")
+    for c in report["connections"]:
+        state = "syncing now" if c["syncing_now"] else (c["last_run_status"] or "never run")
+        if not c["enabled"]:
+            state += " (disabled)"
+        ended = c["last_run_finished_at"]
+        success = c["last_success_at"]
+        table.add_row(
+            c["connection_id"],
+            c["kind"],
+            state,
+            f"{ended:%Y-%m-%d %H:%M}" if ended else "-",
+            f"{success:%Y-%m-%d %H:%M}" if success else "-",
+            _ago(c["lag_seconds"]),
+            str(c["failed_runs_24h"]),
+            (c["last_error"] or "")[:80],
+        )
+    out.print(table)
+    r = report["kpi_refresh"]
+    if r["last_refresh_at"] is None:
+        out.print("KPI refresh: none yet")
+    else:
+        line = (
+            f"KPI refresh: {r['last_refresh_status']} ({r['last_refresh_kind']}) at "
+            f"{r['last_refresh_at']:%Y-%m-%d %H:%M} in {r['last_refresh_seconds']}s"
+        )
+        out.print(line + (f": {r['last_refresh_error']}" if r["last_refresh_error"] else ""), soft_wrap=True)
+    d = report["webhook_deliveries"]
+    out.print(
+        f"Webhook deliveries: {d['pending']} pending ({d['retrying']} retrying, oldest "
+        f"{_ago(d['oldest_pending_age_seconds'])}), {d['failed_24h']} failed in the last 24h"
+    )
+    if not firing:
+        out.print("Alerts firing: none")
+        return
+    alerts = Table("rule", "scope", "name", "since", "value", "threshold", title="Alerts firing")
+    for a in firing:
+        alerts.add_row(
+            str(a["rule_id"]),
+            str(a["scope"]),
+            str(a["scope_name"]),
+            f"{a['since']:%Y-%m-%d %H:%M}",
+            _number(a["value"]),
+            _number(a["threshold"]),
+        )
+    out.print(alerts)
+
+
+@app.command()
+def doctor(config: ConfigOption = None) -> None:
+    """Check the setup: configuration, database, migrations, each connection's credentials and
+    each webhook endpoint. Exits 1 if anything is wrong."""
+    from crm_perf_sync.ops import Doctor
+
+    settings = _settings(config)
+    report = Doctor(settings).run()
+    for check in report.checks:
+        mark = "[green]ok[/]  " if check.ok else "[red]FAIL[/]"
+        out.print(f"{mark} {check.name}: {check.detail}", markup=True, soft_wrap=True, highlight=False)
+        if not check.ok and check.hint:
+            out.print(f"     → {check.hint}", soft_wrap=True, highlight=False)
+    failed = sum(not c.ok for c in report.checks)
+    if failed:
+        err.print(f"{failed} problem{'s' if failed != 1 else ''} found")
+        raise typer.Exit(1)
+    err.print("everything checks out")
+
+
 @app.command()
 def serve(config: ConfigOption = None) -> None:
     """API and worker in one process (the embedded default)."""
     from crm_perf_sync.leases import new_holder_id
     from crm_perf_sync.runtime import build_runtime
+    from crm_perf_sync.worker.process import Shutdown, sole_sqlite_worker
     from crm_perf_sync.worker.scheduler import build_scheduler, start_delivery
 
     settings = _settings(config)
     runtime = _guard(lambda: build_runtime(settings))
     stop = threading.Event()
     try:
-        _guard(lambda: runtime.ensure_schema(auto_migrate=True))
-        _guard(runtime.sync_service().apply_config)
-        scheduler = build_scheduler(runtime, stop)
-        _announce(runtime, settings)  # before the jobs start writing
-        scheduler.start()
-        delivery = start_delivery(runtime, stop, new_holder_id())
-        log.info(
-            "serving on http://%s:%d with %d scheduled job(s)",
-            settings.host,
-            settings.port,
-            len(scheduler.get_jobs()),
-        )
-        try:
-            _serve_api(runtime, settings)
-        finally:
-            stop.set()
-            scheduler.shutdown(wait=True)
-            delivery.join(timeout=settings.webhook_timeout_seconds + 5)
+        with ExitStack() as held:
+            _guard(lambda: held.enter_context(sole_sqlite_worker(runtime)))
+            _guard(lambda: runtime.ensure_schema(auto_migrate=True))
+            _guard(runtime.sync_service().apply_config)
+            scheduler = build_scheduler(runtime, stop)
+            _announce(runtime, settings)  # before the jobs start writing
+            scheduler.start()
+            delivery = start_delivery(runtime, stop, new_holder_id())
+            shutdown = Shutdown(runtime, scheduler, stop, [delivery])
+            log.info(
+                "serving on http://%s:%d with %d scheduled job(s)",
+                settings.host,
+                settings.port,
+                len(scheduler.get_jobs()),
+            )
+            try:
+                _serve_api(runtime, settings)  # until SIGTERM or Ctrl-C (uvicorn's handlers)
+            finally:
+                clean = shutdown(settings.shutdown_grace_seconds)
+            if not clean:
+                _exit_now(3)
     finally:
         runtime.close()
 
@@ -1080,34 +1197,72 @@ def api(config: ConfigOption = None) -> None:
 
 @app.command()
 def worker(config: ConfigOption = None) -> None:
-    """The scheduler alone: syncs connections on their schedules."""
-    from apscheduler.schedulers.blocking import BlockingScheduler
+    """Syncs, KPI refreshes, alert evaluation and webhook delivery (as many replicas as you like
+    on PostgreSQL; one on SQLite), with its own /metrics port."""
+    from apscheduler.schedulers.background import BackgroundScheduler
 
     from crm_perf_sync.leases import new_holder_id
     from crm_perf_sync.runtime import build_runtime
+    from crm_perf_sync.worker.process import Shutdown, sole_sqlite_worker
     from crm_perf_sync.worker.scheduler import build_scheduler, start_delivery
 
     settings = _settings(config)
     runtime = _guard(lambda: build_runtime(settings))
     stop = threading.Event()
+    signals: list[str] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        signals.append(signal.Signals(signum).name)
+        if len(signals) > 1:
+            log.warning("%s again: stopping now", signals[-1])
+            _exit_now(3)
+        log.info(
+            "%s: taking no new work, finishing the current batch (up to %gs)",
+            signals[0],
+            settings.shutdown_grace_seconds,
+        )
+        stop.set()
+
     try:
-        _guard(lambda: runtime.ensure_schema(auto_migrate=runtime.is_sqlite))
-        _guard(runtime.sync_service().apply_config)
-        scheduler = build_scheduler(runtime, stop, BlockingScheduler(timezone="UTC"))
-        delivery = start_delivery(runtime, stop, new_holder_id())
-
-        def shutdown(signum: int, _frame: FrameType | None) -> None:
-            log.info("%s: finishing the current batch and stopping", signal.Signals(signum).name)
-            stop.set()
-            threading.Thread(target=scheduler.shutdown, kwargs={"wait": True}, daemon=True).start()
-
-        signal.signal(signal.SIGTERM, shutdown)
-        signal.signal(signal.SIGINT, shutdown)
-        log.info("worker started with %d scheduled job(s)", len(scheduler.get_jobs()))
-        scheduler.start()
-        delivery.join(timeout=settings.webhook_timeout_seconds + 5)
+        with ExitStack() as held:
+            _guard(lambda: held.enter_context(sole_sqlite_worker(runtime)))
+            _guard(lambda: runtime.ensure_schema(auto_migrate=runtime.is_sqlite))
+            _guard(runtime.sync_service().apply_config)
+            metrics = _guard(lambda: _metrics_server(runtime))
+            scheduler = build_scheduler(runtime, stop, BackgroundScheduler(timezone="UTC"))
+            signal.signal(signal.SIGTERM, on_signal)
+            signal.signal(signal.SIGINT, on_signal)
+            scheduler.start()
+            delivery = start_delivery(runtime, stop, new_holder_id())
+            log.info("worker started with %d scheduled job(s)", len(scheduler.get_jobs()))
+            while not stop.wait(1.0):
+                pass
+            clean = Shutdown(runtime, scheduler, stop, [delivery])(settings.shutdown_grace_seconds)
+            if metrics is not None:
+                metrics.shutdown()
+            if not clean:
+                _exit_now(3)
     finally:
         runtime.close()
+
+
+def _metrics_server(runtime: Any) -> Any:
+    from crm_perf_sync.worker.process import serve_metrics
+
+    try:
+        return serve_metrics(runtime)
+    except OSError as exc:
+        port = runtime.settings.worker_metrics_port
+        raise ConfigurationError(
+            f"the worker's metrics port {port} cannot be opened ({exc.strerror}): set "
+            "CRM_PERF_SYNC_WORKER_METRICS_PORT to a free port, or 0 for none"
+        ) from None
+
+
+def _exit_now(code: int) -> None:
+    """Leave at once (threads still busy past the grace period are abandoned, claims released)."""
+    logging.shutdown()
+    os._exit(code)
 
 
 def main() -> None:

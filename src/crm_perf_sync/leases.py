@@ -7,6 +7,7 @@ process is gone is taken over at once instead of waiting for the expiry.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
@@ -16,15 +17,22 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from crm_perf_sync.metrics import CLAIM_TAKEOVERS, unit_of
 from crm_perf_sync.models import Lease
 from crm_perf_sync.timeutil import utc_now
 
+log = logging.getLogger(__name__)
 _HOST = socket.gethostname()
+
+
+def process_prefix() -> str:
+    """What every holder id of this process starts with (``host:pid:``)."""
+    return f"{_HOST}:{os.getpid()}:"
 
 
 def new_holder_id() -> str:
     """``host:pid:random`` — unique per process start, readable in ``sync_run.holder``."""
-    return f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return f"{process_prefix()}{uuid.uuid4().hex[:8]}"
 
 
 def _holder_is_dead_here(holder: str) -> bool:
@@ -71,6 +79,7 @@ def try_acquire(session: Session, name: str, holder: str, ttl: timedelta) -> Lea
     """
     _insert_if_missing(session, name)
     now = utc_now()
+    before = session.execute(select(Lease.holder, Lease.expires_at).where(Lease.name == name)).one()
     claim = (
         update(Lease)
         .where(Lease.name == name)
@@ -79,6 +88,9 @@ def try_acquire(session: Session, name: str, holder: str, ttl: timedelta) -> Lea
         .execution_options(synchronize_session=False)
     )
     if session.execute(claim).rowcount == 1:  # type: ignore[attr-defined]
+        if before.holder not in (None, holder):
+            CLAIM_TAKEOVERS.labels(unit_of(name)).inc()
+            log.warning("took over %s from %s, whose claim had expired", name, before.holder)
         return None
     current = session.execute(select(Lease.holder, Lease.expires_at).where(Lease.name == name)).one()
     if current.holder is not None and _holder_is_dead_here(current.holder):
@@ -89,6 +101,8 @@ def try_acquire(session: Session, name: str, holder: str, ttl: timedelta) -> Lea
             .execution_options(synchronize_session=False)
         )
         if session.execute(takeover).rowcount == 1:  # type: ignore[attr-defined]
+            CLAIM_TAKEOVERS.labels(unit_of(name)).inc()
+            log.warning("took over %s from %s, whose process is gone", name, current.holder)
             return None
     return LeaseHeld(name, current.holder or "?", current.expires_at)
 

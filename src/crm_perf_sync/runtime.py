@@ -5,10 +5,13 @@ Built by a command when it starts (never at import) and handed down explicitly.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync import migrate
@@ -16,6 +19,7 @@ from crm_perf_sync.config import ConfigIssues, LoadedConfig, load_config
 from crm_perf_sync.connectors.registry import ConnectorRegistry
 from crm_perf_sync.db import check_database, create_db_engine, make_session_factory
 from crm_perf_sync.errors import ConfigurationError, DatabaseUnavailable
+from crm_perf_sync.logging_setup import register_secrets
 from crm_perf_sync.settings import Settings
 from crm_perf_sync.sync.service import SyncOptions, SyncService
 from crm_perf_sync.webhooks.delivery import Deliverer, DeliveryOptions
@@ -90,9 +94,39 @@ class Runtime:
         self.engine.dispose()
 
 
+_SECRET_KEY = re.compile(r"(?i)(token|secret|password|passphrase|private_key|session|api_?key|credential)")
+
+
+def secret_values(settings: Settings, config: LoadedConfig | None) -> list[str]:
+    """The secrets this process holds: the database password and every connection setting whose
+    name says it is a credential (tokens, secrets, passwords, keys), however deeply nested."""
+    found: list[str] = []
+    password = (
+        make_url(settings.database_url_value()).password if "://" in settings.database_url_value() else None
+    )
+    if password:
+        found.append(str(password))
+
+    def walk(value: Any, secret: bool) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, secret or bool(_SECRET_KEY.search(str(key))))
+        elif isinstance(value, list):
+            for item in value:
+                walk(item, secret)
+        elif secret and isinstance(value, str):
+            found.append(value)
+
+    for conn in config.app.connections if config is not None else ():
+        walk(conn.settings, False)
+    return found
+
+
 def build_runtime(settings: Settings) -> Runtime:
     registry = ConnectorRegistry.discover()
+    register_secrets(secret_values(settings, None))
     config = load_checked_config(settings, registry)
+    register_secrets(secret_values(settings, config))
     engine = create_db_engine(settings.database_url_value())
     try:
         check_database(engine)

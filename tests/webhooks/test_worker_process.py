@@ -30,6 +30,7 @@ def worker(tmp_path: Path, db_url: str) -> subprocess.Popen[bytes]:
         "CRM_PERF_SYNC_DATABASE_URL": db_url,
         "CRM_PERF_SYNC_CONFIG": str(config),
         "CRM_PERF_SYNC_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
+        "CRM_PERF_SYNC_WORKER_METRICS_PORT": "0",  # several workers on one host: no shared port
     }
     return subprocess.Popen(
         [sys.executable, "-c", "from crm_perf_sync.cli import main; main()", "worker"],

@@ -26,6 +26,7 @@ from crm_perf_sync.api.routes import crm, kpis, operations, scorecards, webhooks
 from crm_perf_sync.config import LoadedConfig
 from crm_perf_sync.db import check_database, make_session_factory
 from crm_perf_sync.errors import DatabaseUnavailable
+from crm_perf_sync.logging_setup import log_context
 from crm_perf_sync.webhooks.security import Guard
 
 PROBLEM_JSON = problems.PROBLEM_JSON
@@ -109,7 +110,8 @@ class ServiceMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, send_with_id)
+            with log_context(request_id=request_id):
+                await self.app(scope, limited_receive, send_with_id)
         except BodyTooLarge:
             await self._too_large(scope, send, request_id)
             status = 413

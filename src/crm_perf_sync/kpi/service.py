@@ -62,6 +62,7 @@ from crm_perf_sync.kpi.schemas import (
     dimension_column,
 )
 from crm_perf_sync.leases import new_holder_id, release, try_acquire
+from crm_perf_sync.metrics import REFRESH_DURATION
 from crm_perf_sync.models import PRIOR_TABLES
 from crm_perf_sync.sync.repository import incomplete_load
 from crm_perf_sync.timeutil import utc_now
@@ -233,12 +234,14 @@ class KpiService:
                     conn.rollback()
                     outcome.seconds = time.monotonic() - started
                     return outcome
+                kind = "full" if full or set(outcome.recomputed) == set(self.kpis) else "changes"
+                REFRESH_DURATION.labels(kind).observe(time.monotonic() - started)
                 repo.record_refresh_run(
                     conn,
                     started_at=started_at,
                     finished_at=utc_now(),
                     duration_seconds=time.monotonic() - started,
-                    kind="full" if full or set(outcome.recomputed) == set(self.kpis) else "changes",
+                    kind=kind,
                     status="succeeded",
                     values_written=sum(outcome.rows.values()),
                     recomputed=outcome.recomputed,

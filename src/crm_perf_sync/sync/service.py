@@ -10,6 +10,7 @@ never duplicates a row.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import random
 import time
@@ -42,6 +43,8 @@ from crm_perf_sync.connectors.registry import ConnectorRegistry
 from crm_perf_sync.db import session_scope
 from crm_perf_sync.errors import AppError, Conflict, NotFound
 from crm_perf_sync.leases import new_holder_id, release, renew, try_acquire
+from crm_perf_sync.logging_setup import bind_log_context, log_context
+from crm_perf_sync.metrics import STREAM_RECORDS, STREAM_RUNS
 from crm_perf_sync.sync import repository as repo
 from crm_perf_sync.sync.rows import Row, json_safe, observed_change_id, to_row
 from crm_perf_sync.sync.schemas import StreamStats, SyncOutcome
@@ -223,7 +226,8 @@ class SyncEngine:
             self._executor = ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix=f"sync-{self.connection_id}"
             )
-        self._inflight = self._executor.submit(self.commit_batch, batch)
+        # The writer thread logs in the reader's context (connection, run, stream).
+        self._inflight = self._executor.submit(contextvars.copy_context().run, self.commit_batch, batch)
 
     def wait(self) -> None:
         """Block until the batch in flight is committed; raise its error if it failed."""
@@ -431,6 +435,10 @@ class SyncEngine:
             raise StopRequested
 
     def _sync_stream(self, spec: StreamSpec, checkpoint: Mapping[str, Any] | None) -> None:
+        with log_context(stream=spec.name):
+            self._sync_one_stream(spec, checkpoint)
+
+    def _sync_one_stream(self, spec: StreamSpec, checkpoint: Mapping[str, Any] | None) -> None:
         stats = self.streams[spec.name]
         stats.status = "running"
         stats.cursor_before = dict(checkpoint) if checkpoint is not None else None
@@ -477,6 +485,10 @@ class SyncEngine:
 
     def run(self, *, trigger: str, full_refresh: bool, queued_run: int | None = None) -> SyncOutcome:
         """Sync every stream; ``queued_run``: carry out this queued run (its row records it)."""
+        with log_context(connection=self.connection_id):
+            return self._run(trigger=trigger, full_refresh=full_refresh, queued_run=queued_run)
+
+    def _run(self, *, trigger: str, full_refresh: bool, queued_run: int | None) -> SyncOutcome:
         started = time.monotonic()
         now = utc_now()
         with session_scope(self.session_factory) as session:
@@ -495,6 +507,7 @@ class SyncEngine:
             else:
                 # Another worker took it first; rolling back releases the lease taken above.
                 raise SyncAlreadyRunning(f"queued run {queued_run} was taken by another worker")
+            bind_log_context(run_id=self.run_id)
             abandoned = repo.abandon_running(session, self.connection_id, self.run_id, now)
             checkpoints = {} if full_refresh else repo.load_checkpoints(session, self.connection_id)
         if abandoned:
@@ -583,6 +596,10 @@ class SyncEngine:
                 release(session, lease_name(self.connection_id), self.holder)
         except DBAPIError:
             log.exception("could not record the end of sync run %s of %s", self.run_id, self.connection_id)
+        for stream, stats in self.streams.items():
+            STREAM_RUNS.labels(self.connection_id, stream, stats.status).inc()
+            for action in ("read", "inserted", "updated", "deleted", "skipped"):
+                STREAM_RECORDS.labels(self.connection_id, stream, action).inc(getattr(stats, action))
 
     def _announce(
         self,
@@ -643,20 +660,9 @@ class SyncService:
             repo.sync_config_teams(session, self.config.app, now)
 
     def build_connector(self, connection_id: str, *, full_refresh: bool = False) -> Connector:  # type: ignore[type-arg]
-        conn = self.config.app.connection(connection_id)
-        if conn is None:
-            known = ", ".join(c.id for c in self.config.app.connections) or "none"
-            raise NotFound(f"no connection {connection_id!r} in {self.config.path} (configured: {known})")
-        connector_cls = self.registry.get(conn.kind)
-        if connector_cls is None:
-            raise NotFound(f"connector kind {conn.kind!r} of connection {connection_id!r} is not installed")
-        context = ConnectorContext(
-            connection_id=connection_id,
-            base_dir=self.base_dir,
-            logger=logging.getLogger(f"crm_perf_sync.connector.{connection_id}"),
-            full_refresh=full_refresh,
+        return build_connector(
+            self.config, self.registry, connection_id, base_dir=self.base_dir, full_refresh=full_refresh
         )
-        return connector_cls(self.config.connector_settings[connection_id], context)
 
     def sync(
         self,
@@ -688,3 +694,28 @@ class SyncService:
             with session_scope(self.session_factory) as session:
                 repo.sync_config_teams(session, self.config.app, utc_now())
         return outcome
+
+
+def build_connector(
+    config: LoadedConfig,
+    registry: ConnectorRegistry,
+    connection_id: str,
+    *,
+    base_dir: Path | None = None,
+    full_refresh: bool = False,
+) -> Connector:  # type: ignore[type-arg]
+    """The configured connection's connector, ready to check or read (the caller closes it)."""
+    conn = config.app.connection(connection_id)
+    if conn is None:
+        known = ", ".join(c.id for c in config.app.connections) or "none"
+        raise NotFound(f"no connection {connection_id!r} in {config.path} (configured: {known})")
+    connector_cls = registry.get(conn.kind)
+    if connector_cls is None:
+        raise NotFound(f"connector kind {conn.kind!r} of connection {connection_id!r} is not installed")
+    context = ConnectorContext(
+        connection_id=connection_id,
+        base_dir=base_dir or Path.cwd(),
+        logger=logging.getLogger(f"crm_perf_sync.connector.{connection_id}"),
+        full_refresh=full_refresh,
+    )
+    return connector_cls(config.connector_settings[connection_id], context)

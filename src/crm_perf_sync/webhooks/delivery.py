@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks.webhooks import Webhook
 
 from crm_perf_sync.db import session_scope
+from crm_perf_sync.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_LATENCY
 from crm_perf_sync.timeutil import utc_now
 from crm_perf_sync.webhooks import repository as repo
 from crm_perf_sync.webhooks.repository import Due
@@ -159,6 +160,12 @@ class Deliverer:
         outcomes = list(self._pool.map(self._send, due))
         with session_scope(self.session_factory) as session:
             self._record(session, outcomes)
+        for outcome in outcomes:
+            WEBHOOK_ATTEMPTS.labels(
+                "succeeded" if outcome.succeeded else "refused" if outcome.refused else "failed"
+            ).inc()
+            if outcome.latency_ms is not None:
+                WEBHOOK_LATENCY.observe(outcome.latency_ms / 1000)
         return len(outcomes)
 
     def _send(self, due: Due) -> Outcome:

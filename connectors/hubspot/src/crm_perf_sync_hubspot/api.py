@@ -397,7 +397,9 @@ class HubSpotApi:
                 return data
             attempt += 1
             if attempt >= self.settings.max_attempts:
-                raise RetriableError(f"{what}: {reason}, {attempt} attempts", retry_after=delay)
+                raise RetriableError(
+                    f"{what}: {reason}, {attempt} attempt{'' if attempt == 1 else 's'}", retry_after=delay
+                )
             wait = delay if delay is not None else self._backoff(attempt)
             self.log.warning(
                 "hubspot %s: %s; attempt %d of %d in %.1fs",

@@ -1,0 +1,233 @@
+"""What an operator asks first: how is it doing (``status``) and is it set up right (``doctor``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from crm_perf_sync.config import LoadedConfig
+from crm_perf_sync.models import KpiRefreshRun, Lease, SyncRun, WebhookDelivery
+from crm_perf_sync.settings import Settings, redact_url
+
+log = logging.getLogger(__name__)
+
+
+# -- status -------------------------------------------------------------------------------------
+
+
+def connection_status(session: Session, config: LoadedConfig, now: datetime) -> list[dict[str, Any]]:
+    """Each configured connection: its last run, last success, lag and whether it syncs now."""
+    out = []
+    for conn in config.app.connections:
+        last = session.execute(
+            select(SyncRun).where(SyncRun.connection_id == conn.id).order_by(SyncRun.id.desc()).limit(1)
+        ).scalar_one_or_none()
+        success = session.execute(
+            select(func.max(SyncRun.finished_at)).where(
+                SyncRun.connection_id == conn.id, SyncRun.status == "succeeded"
+            )
+        ).scalar_one_or_none()
+        failures = session.execute(
+            select(func.count()).where(
+                SyncRun.connection_id == conn.id,
+                SyncRun.status == "failed",
+                SyncRun.started_at >= now - timedelta(days=1),
+            )
+        ).scalar_one()
+        holder = session.execute(
+            select(Lease.holder).where(
+                Lease.name == f"sync:{conn.id}", Lease.holder.is_not(None), Lease.expires_at > now
+            )
+        ).scalar_one_or_none()
+        out.append(
+            {
+                "connection_id": conn.id,
+                "kind": conn.kind,
+                "enabled": conn.enabled,
+                "syncing_now": holder,
+                "last_run_id": last.id if last else None,
+                "last_run_status": last.status if last else None,
+                "last_run_started_at": last.started_at if last else None,
+                "last_run_finished_at": last.finished_at if last else None,
+                "last_error": last.error if last and last.status != "succeeded" else None,
+                "last_success_at": success,
+                "lag_seconds": round((now - success).total_seconds()) if success else None,
+                "failed_runs_24h": failures,
+            }
+        )
+    return out
+
+
+def delivery_status(session: Session, now: datetime) -> dict[str, Any]:
+    pending, oldest = session.execute(
+        select(func.count(), func.min(WebhookDelivery.created_at)).where(WebhookDelivery.status == "pending")
+    ).one()
+    retrying = session.execute(
+        select(func.count()).where(WebhookDelivery.status == "pending", WebhookDelivery.attempts > 0)
+    ).scalar_one()
+    failed = session.execute(
+        select(func.count()).where(
+            WebhookDelivery.status == "failed", WebhookDelivery.finished_at >= now - timedelta(days=1)
+        )
+    ).scalar_one()
+    return {
+        "pending": pending,
+        "retrying": retrying,
+        "oldest_pending_age_seconds": round((now - oldest).total_seconds()) if oldest else None,
+        "failed_24h": failed,
+    }
+
+
+def refresh_status(session: Session) -> dict[str, Any]:
+    last = session.execute(
+        select(KpiRefreshRun).order_by(KpiRefreshRun.id.desc()).limit(1)
+    ).scalar_one_or_none()
+    return {
+        "last_refresh_at": last.finished_at if last else None,
+        "last_refresh_status": last.status if last else None,
+        "last_refresh_kind": last.kind if last else None,
+        "last_refresh_seconds": round(last.duration_seconds, 3) if last and last.duration_seconds else None,
+        "last_refresh_error": last.error if last and last.status != "succeeded" else None,
+    }
+
+
+# -- doctor -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    hint: str | None = None
+
+
+@dataclass
+class Doctor:
+    """Each check in order; a check that cannot run because an earlier one failed is skipped."""
+
+    settings: Settings
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def record(self, name: str, probe: Callable[[], str], hint: str | None = None) -> bool:
+        try:
+            detail = probe()
+        except Exception as exc:  # every failure is a finding, reported and not raised
+            message = str(exc).strip() or type(exc).__name__
+            self.checks.append(Check(name, False, message, hint))
+            return False
+        self.checks.append(Check(name, True, detail))
+        return True
+
+    def run(self) -> Doctor:
+        from crm_perf_sync import migrate
+        from crm_perf_sync.connectors.registry import ConnectorRegistry
+        from crm_perf_sync.db import check_database, create_db_engine, make_session_factory
+        from crm_perf_sync.runtime import load_checked_config
+
+        registry = ConnectorRegistry.discover()
+        loaded: list[LoadedConfig] = []
+
+        def config() -> str:
+            found = load_checked_config(self.settings, registry)
+            loaded.append(found)
+            app = found.app
+            return (
+                f"{found.path}: {len(app.connections)} connection(s), {len(found.kpis)} KPI(s), "
+                f"{len(app.alerts.rules)} alert rule(s)"
+            )
+
+        self.record("configuration", config, "fix the file, then `crm-perf-sync config check`")
+        for broken in registry.broken:
+            self.checks.append(
+                Check(f"connector plugin {broken.kind}", False, broken.error, "reinstall or remove it")
+            )
+        url = self.settings.database_url_value()
+        engine = create_db_engine(url)
+        try:
+            reachable = self.record(
+                "database",
+                lambda: _database(engine, check_database),
+                "start it, or fix CRM_PERF_SYNC_DATABASE_URL",
+            )
+            migrated = reachable and self.record(
+                "migrations",
+                lambda: _migrations(engine, migrate),
+                "run `crm-perf-sync migrate` (back up the database first)",
+            )
+            if loaded:
+                self._connections(loaded[0], registry)
+                if migrated:
+                    self._webhooks(make_session_factory(engine))
+        finally:
+            engine.dispose()
+        return self
+
+    def _connections(self, config: LoadedConfig, registry: Any) -> None:
+        from crm_perf_sync.sync.service import build_connector
+
+        for conn in config.app.connections:
+            if not conn.enabled:
+                self.checks.append(
+                    Check(f"connection {conn.id}", True, f"{conn.kind}, disabled: not checked")
+                )
+                continue
+
+            def probe(connection_id: str = conn.id, kind: str = conn.kind) -> str:
+                connector = build_connector(config, registry, connection_id)
+                try:
+                    connector.check()
+                finally:
+                    connector.close()
+                return f"{kind}: reachable, credentials accepted"
+
+            self.record(f"connection {conn.id}", probe, "check its settings and credentials in the config")
+
+    def _webhooks(self, session_factory: Any) -> None:
+        from crm_perf_sync.db import session_scope
+        from crm_perf_sync.models import WebhookEndpoint
+        from crm_perf_sync.webhooks.security import Guard
+
+        guard = Guard(allow=tuple(self.settings.webhook_allow_hosts))
+        with session_scope(session_factory) as session:
+            endpoints = session.execute(
+                select(WebhookEndpoint.id, WebhookEndpoint.url).where(WebhookEndpoint.enabled.is_(True))
+            ).all()
+        for endpoint_id, url in endpoints:
+
+            def probe(target: str = url) -> str:
+                resolved = guard.resolve(target)
+                return f"{target} → {resolved.address}, allowed"
+
+            self.record(
+                f"webhook endpoint {endpoint_id}",
+                probe,
+                "allow-list the host in CRM_PERF_SYNC_WEBHOOK_ALLOW_HOSTS, or fix the URL",
+            )
+
+
+def _database(engine: Any, check: Callable[[Any], None]) -> str:
+    check(engine)
+    with engine.connect() as conn:
+        version = conn.exec_driver_sql(
+            "select sqlite_version()" if engine.dialect.name == "sqlite" else "show server_version"
+        ).scalar()
+    name = "SQLite" if engine.dialect.name == "sqlite" else "PostgreSQL"
+    return f"{redact_url(str(engine.url))}: {name} {version}"
+
+
+def _migrations(engine: Any, migrate: Any) -> str:
+    current, head = migrate.current_revision(engine), migrate.head_revision()
+    if current != head:
+        raise RuntimeError(f"the schema is at {current or 'nothing (empty database)'}, the code at {head}")
+    return f"at {head}"
