@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.scenario or sorted(SCENARIOS):
             for result in SCENARIOS[name](args.size, databases, Path(tmp)):
                 print(result.row(), flush=True)
-                harness.append(result)
+                harness.append(result, args.size)
                 # Small runs only prove the harness works; targets are judged at full size.
                 failed |= args.size == "full" and result.passed is False
     print(f"results appended to {harness.RESULTS}")

@@ -59,10 +59,10 @@ def header() -> str:
     )
 
 
-def append(result: Result) -> None:
+def append(result: Result, run_size: str) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     machine = {"host": platform.node(), "python": platform.python_version(), "cpus": os.cpu_count()}
-    record = asdict(result) | machine
+    record = asdict(result) | machine | {"run_size": run_size}
     with RESULTS.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
 

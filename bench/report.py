@@ -88,9 +88,14 @@ def _number(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
+#: Rows another scenario produces (the analyst's script runs inside kpi-full, on its store).
+PRODUCED_BY = {"analyst-pandas": "kpi-full"}
+
+
 def _command(row: dict[str, Any]) -> str:
     database = row["database"].split("/")[0]
-    return f"python -m bench --size {row['size']} --scenario {row['scenario']} --db {database}"
+    scenario = PRODUCED_BY.get(row["scenario"], row["scenario"])
+    return f"python -m bench --size {row.get('run_size', 'full')} --scenario {scenario} --db {database}"
 
 
 def render(rows: list[dict[str, Any]], optimisations: str) -> str:

@@ -300,3 +300,15 @@ def in_memory(rows: Sequence[dict[str, Any]], key: str) -> Fetch:
         return page, page[-1][key] if more and page else None
 
     return fetch
+
+
+def in_memory_by_position(rows: Sequence[dict[str, Any]]) -> Fetch:
+    """A fetch over a small collection in memory with no key of its own: paged by position."""
+    numbered = [{**row, "_n": n} for n, row in enumerate(rows)]
+    fetch = in_memory(numbered, "_n")
+
+    def by_position(session: Session, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
+        page, next_key = fetch(session, after, limit)
+        return [{k: v for k, v in r.items() if k != "_n"} for r in page], next_key
+
+    return by_position

@@ -330,14 +330,6 @@ def funnel(
         }
         for v in sorted(stored, key=lambda v: (order.get(v.dimension_value, len(order)), v.dimension_value))
     ]
-    for n, row in enumerate(rows):
-        row["_n"] = n
-    fetch = listing.in_memory(rows, "_n")
-
-    def strip(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
-        page, next_key = fetch(s, after, limit)
-        return [{k: v for k, v in r.items() if k != "_n"} for r in page], next_key
-
     return listing.listing(
         request,
         session,
@@ -345,7 +337,7 @@ def funnel(
         params,
         kind=f"funnel:{kpi}",
         columns=columns(FunnelStepOut),
-        fetch=strip,
+        fetch=listing.in_memory_by_position(rows),
         cache=ctx.responses,
         version=ctx.values_version(session, kpi),
     )

@@ -339,14 +339,6 @@ def alert_states(
         {name: getattr(r, name) for name in columns(AlertStateOut)}
         for r in alerts_repo.current_states(session, rule, state)
     ]
-    for n, row in enumerate(rows):
-        row["_n"] = n
-    fetch = listing.in_memory(rows, "_n")
-
-    def strip(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
-        page, next_key = fetch(s, after, limit)
-        return [{k: v for k, v in r.items() if k != "_n"} for r in page], next_key
-
     return listing.listing(
         request,
         session,
@@ -354,7 +346,7 @@ def alert_states(
         params,
         kind="alerts",
         columns=columns(AlertStateOut),
-        fetch=strip,
+        fetch=listing.in_memory_by_position(rows),
     )
 
 
