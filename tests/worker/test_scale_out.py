@@ -192,11 +192,11 @@ def events(factory: sessionmaker[Session]) -> list[WebhookEvent]:
 
 
 @pytest.mark.postgres
+# Several workers share one PostgreSQL store; on SQLite one worker is the supported shape.
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_a_worker_killed_mid_sync_is_taken_over_and_everything_happens_exactly_once(
     db_url: str, launch: Callable[[str], Proc], expected: dict[str, int]
 ) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("several workers share a PostgreSQL store; SQLite runs one worker")
     engine = create_db_engine(db_url)
     factory = make_session_factory(engine)
     with receiving() as receiver:
@@ -315,11 +315,11 @@ def test_sigterm_mid_batch_stops_cleanly_and_loses_nothing(
     engine.dispose()
 
 
+# SQLite refuses a second worker; PostgreSQL takes any number.
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_second_worker_on_sqlite_is_refused_with_a_clear_message(
     db_url: str, launch: Callable[[str], Proc]
 ) -> None:
-    if not db_url.startswith("sqlite"):
-        pytest.skip("on PostgreSQL any number of workers is the supported shape")
     engine = create_db_engine(db_url)
     factory = make_session_factory(engine)
     first = launch("worker")
