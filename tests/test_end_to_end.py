@@ -175,7 +175,9 @@ def test_a_sync_killed_mid_way_resumes_to_the_same_state_as_an_uninterrupted_one
 
 def test_a_second_process_cannot_sync_a_connection_that_is_being_synced(db_url: str, tmp_path: Path) -> None:
     config = tmp_path / "demo.yaml"
-    config.write_text(DEMO_CONFIG)
+    # Large enough that the first sync is still running (many seconds) while the second process
+    # starts up and asks for the connection, however fast the machine.
+    config.write_text(DEMO_CONFIG.replace("opportunities: 20000", "opportunities: 100000"))
     env = {"CRM_PERF_SYNC_DATABASE_URL": db_url, "CRM_PERF_SYNC_CONFIG": str(config)}
     engine = create_db_engine(db_url)
     first = cli("sync", env=env)
@@ -196,5 +198,5 @@ def test_a_second_process_cannot_sync_a_connection_that_is_being_synced(db_url: 
     finally:
         if first.poll() is None:
             first.kill()
-            first.communicate()
+        first.communicate()  # and its pipes are closed, whatever happened above
         engine.dispose()
