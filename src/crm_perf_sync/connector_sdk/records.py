@@ -135,8 +135,14 @@ class OpportunityRecord:
             raise ValueError("a won opportunity must be closed")
         if self.currency is not None and (len(self.currency) != 3 or not self.currency.isalpha()):
             raise ValueError(f"currency must be an ISO 4217 code, got {self.currency!r}")
-        if self.amount is not None and not self.amount.is_finite():
-            raise ValueError(f"amount must be a finite number, got {self.amount}")
+        if self.amount is not None:
+            if not isinstance(self.amount, Decimal):
+                # A binary float is not an exact amount: the connector must parse it as a Decimal.
+                raise ValueError(
+                    f"amount must be a Decimal, got {type(self.amount).__name__} {self.amount!r}"
+                )
+            if not self.amount.is_finite():
+                raise ValueError(f"amount must be a finite number, got {self.amount}")
 
 
 @dataclass(slots=True, kw_only=True)

@@ -47,7 +47,7 @@ from crm_perf_sync.models import (
     Team,
     TeamMember,
 )
-from crm_perf_sync.sync.bulk import bulk_upsert
+from crm_perf_sync.sync.bulk import bulk_insert, bulk_upsert
 from crm_perf_sync.sync.rows import Row
 
 
@@ -132,6 +132,29 @@ def existing_state(
     return found
 
 
+def _constants(entity: Entity, connection_id: str, now: datetime) -> dict[str, Any]:
+    """The columns every row of a sync batch shares: its connection and when it was synced."""
+    if entity == "stage_changes":
+        return {"connection_id": connection_id, "recorded_at": now}
+    spec = _ENTITY_TABLES[entity]
+    extra: dict[str, Any] = {spec.scope_column: connection_id, "synced_at": now}
+    if spec.scope_column != "connection_id":
+        extra["connection_id"] = connection_id
+    if spec.has_history_columns:
+        extra["first_synced_at"] = now
+    return extra
+
+
+def insert_rows(
+    session: Session, entity: Entity, connection_id: str, rows: Sequence[Row], now: datetime
+) -> None:
+    """Insert rows that :func:`existing_state` found absent, under the connection's sync lease (no
+    other writer adds its keys meanwhile): straight in, with no conflict handling to pay for."""
+    if rows:
+        spec = _ENTITY_TABLES[entity]
+        bulk_insert(session.connection(), spec.table, rows, constants=_constants(entity, connection_id, now))
+
+
 def upsert_rows(
     session: Session, entity: Entity, connection_id: str, rows: Sequence[Row], now: datetime
 ) -> None:
@@ -139,13 +162,7 @@ def upsert_rows(
     if not rows:
         return
     spec = _ENTITY_TABLES[entity]
-    extra: dict[str, Any] = {spec.scope_column: connection_id, "synced_at": now}
-    if spec.scope_column != "connection_id":
-        extra["connection_id"] = connection_id
-    if spec.has_history_columns:
-        extra["first_synced_at"] = now
-    if entity == "stage_changes":
-        extra = {"connection_id": connection_id, "recorded_at": now}
+    extra = _constants(entity, connection_id, now)
     if entity == "stage_changes":
         # History is append-only: a re-read of the same step changes nothing.
         bulk_upsert(

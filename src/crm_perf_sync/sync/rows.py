@@ -34,8 +34,17 @@ def _default(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
+_HASH_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
+class RawJSON(str):
+    """A raw payload already rendered as JSON text: rendered once, hashed and stored as it is."""
+
+    __slots__ = ()
+
+
 def content_hash(row: Mapping[str, Any]) -> str:
-    payload = orjson.dumps(row, default=_default, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    payload = orjson.dumps(row, default=_default, option=_HASH_OPTIONS)
     return hashlib.blake2b(payload, digest_size=16).hexdigest()
 
 
@@ -63,7 +72,7 @@ def _owner(r: OwnerRecord) -> Row:
         "active": r.active,
         "team_external_id": r.team_external_id,
         "remote_updated_at": r.remote_updated_at,
-        "raw": json_safe(r.raw),
+        "raw": r.raw,
         "is_deleted": False,
         "deleted_at": None,
     }
@@ -86,7 +95,7 @@ def _lead(r: LeadRecord) -> Row:
         "deleted_at": r.remote_updated_at if r.is_deleted else None,
         "remote_updated_at": r.remote_updated_at,
         "custom": dict(r.custom),
-        "raw": json_safe(r.raw),
+        "raw": r.raw,
     }
 
 
@@ -115,7 +124,7 @@ def _opportunity(r: OpportunityRecord) -> Row:
         "deleted_at": r.remote_updated_at if r.is_deleted else None,
         "remote_updated_at": r.remote_updated_at,
         "custom": dict(r.custom),
-        "raw": json_safe(r.raw),
+        "raw": r.raw,
     }
 
 
@@ -159,7 +168,17 @@ TO_ROW: Mapping[Entity, Callable[[Any], Row]] = {
 def to_row(entity: Entity, record: Any) -> Row:
     """The store row for ``record`` with its ``content_hash`` (bookkeeping columns excluded)."""
     row = TO_ROW[entity](record)
+    raw = row.get("raw")
+    if raw is None:
+        row["content_hash"] = content_hash(row)
+        return row
+    # The payload is the bulk of a row: it is rendered to JSON once, with sorted keys, and that text
+    # is both hashed (as a fragment of the row's JSON, the same bytes as rendering it in place) and
+    # stored, instead of converting it to plain JSON types, rendering it to hash and again to store.
+    rendered = orjson.dumps(raw, default=_default, option=_HASH_OPTIONS)
+    row["raw"] = orjson.Fragment(rendered)
     row["content_hash"] = content_hash(row)
+    row["raw"] = RawJSON(rendered.decode())
     return row
 
 

@@ -260,13 +260,13 @@ class SyncEngine:
                 stored = repo.existing_state(
                     session, entity, self.connection_id, [r["external_id"] for r in rows]
                 )
+                new: list[Row] = []
                 changed: list[Row] = []
                 observed: list[Row] = []
                 for row in rows:
                     before = stored.get(row["external_id"])
                     if before is None:
-                        stats.inserted += 1
-                        changed.append(row)
+                        new.append(row)
                     elif before.content_hash == row["content_hash"] or _is_older(
                         row, before.remote_updated_at
                     ):
@@ -296,13 +296,19 @@ class SyncEngine:
                                     "content_hash": "",
                                 }
                             )
+                stats.inserted += len(new)
                 # The change log keeps the versions this batch replaces (see models.changes).
-                replaced = [row["external_id"] for row in changed if row["external_id"] in stored]
-                repo.record_prior_versions(session, entity, self.connection_id, replaced)
+                repo.record_prior_versions(
+                    session, entity, self.connection_id, [row["external_id"] for row in changed]
+                )
+                repo.insert_rows(session, entity, self.connection_id, new, now)
                 repo.upsert_rows(session, entity, self.connection_id, changed, now)
                 repo.upsert_rows(session, "stage_changes", self.connection_id, observed, now)
-                stats.stage_changes += len(changed) if entity == "stage_changes" else len(observed)
-                if changed:
+                if entity == "stage_changes":
+                    stats.stage_changes += len(new) + len(changed)
+                else:
+                    stats.stage_changes += len(observed)
+                if new or changed:
                     repo.record_change_batch(session, entity, self.connection_id, now)
             if batch.tombstones:
                 repo.record_prior_versions(session, entity, self.connection_id, list(batch.tombstones))
