@@ -20,7 +20,11 @@ from bench.harness import RESULTS, pg_admin_url
 REPORT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 #: The figures worth a column of their own, per scenario (the rest stay in results.jsonl).
 DETAILS: dict[str, tuple[tuple[str, str], ...]] = {
-    "upsert": (("rss_small_mb", "RSS at 100k (MB)"), ("rss_large_mb", "RSS at 1M (MB)")),
+    "upsert": (
+        ("store_rate", "store rate (/s)"),
+        ("rss_small_mb", "RSS at 100k (MB)"),
+        ("rss_large_mb", "RSS at 1M (MB)"),
+    ),
     "kpi-full": (("floor_seconds", "floor (s)"), ("kpi_values", "values"), ("values_checked", "checked")),
     "kpi-incremental": (
         ("full_seconds", "full (s)"),
@@ -34,7 +38,11 @@ DETAILS: dict[str, tuple[tuple[str, str], ...]] = {
         ("clients", "clients"),
     ),
     "webhooks": (("worst_s", "alert → receiver, worst (s)"), ("verified_signatures", "verified")),
-    "sync-salesforce": (("floor_seconds", "floor (s)"), ("connector_read_ratio", "connector read / floor")),
+    "sync-salesforce": (
+        ("floor_seconds", "floor (s)"),
+        ("connector_read_ratio", "connector read / floor"),
+        ("ratio_keep_raw_false", "ratio with keep_raw: false"),
+    ),
     "sync-hubspot": (("floor_seconds", "floor (s)"), ("rss_large_mb", "RSS (MB)")),
     "analyst-pandas": (("engine_seconds", "engine (s)"), ("values_checked", "agreed")),
 }
