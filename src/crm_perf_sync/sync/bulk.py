@@ -4,9 +4,10 @@ SQLAlchemy's per-parameter type processing costs more than the database itself a
 thousands of rows per second, so the values are converted once here, by column type, and sent
 straight to the driver:
 
-- SQLite: one ``INSERT ... ON CONFLICT DO UPDATE`` run with the driver's ``executemany``; values are
-  stored exactly as SQLAlchemy stores them (naive-UTC datetime text, ISO dates, JSON text, 0/1 —
-  the driver binds a ``bool`` as the integer it is).
+- SQLite: multi-row ``INSERT ... ON CONFLICT DO UPDATE`` statements (plain ``INSERT`` for new rows)
+  run with the driver's ``executemany``; values are stored exactly as SQLAlchemy stores them
+  (naive-UTC datetime text, ISO dates, JSON text, 0/1 — the driver binds a ``bool`` as the
+  integer it is).
 - PostgreSQL: binary ``COPY`` into a temporary table, then one ``INSERT ... SELECT ... ON CONFLICT``
   (new rows: binary ``COPY`` straight into the table).
 
