@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Any
 
 import orjson
-from sqlalchemy import select, text
+from sqlalchemy import Select, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.db import session_scope
 from crm_perf_sync.models import Opportunity, SyncRecordError
+from crm_perf_sync.sync import repository as repo
 from crm_perf_sync.sync.rows import content_hash, to_row
 from tests.sync.scripted import Script
-from tests.sync.test_engine import OPPS, opp, run
+from tests.sync.test_engine import OPPS, T0, opp, run, setup_connection
 
 PARIS = timezone(timedelta(hours=2))
 
@@ -116,3 +118,49 @@ def test_loosely_typed_values_from_a_connector_are_stored_as_the_column_says(
             "00600002",
             "invalid record: amount must be a Decimal, got float 1234.5",
         )
+
+
+def _plan(session: Session, stmt: Select[Any], params: dict[str, Any]) -> list[str]:
+    """The database's own plan of ``stmt`` with ``params``, one line per step."""
+    conn = session.connection()
+    compiled = stmt.compile(dialect=conn.dialect)
+    values = {**compiled.params, **params}
+    if conn.dialect.name == "postgresql":
+        return [row[0] for row in conn.exec_driver_sql(f"EXPLAIN {compiled}", values)]
+    ordered = tuple(values[name] for name in compiled.positiontup or ())
+    return [row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", ordered)]
+
+
+def test_the_key_lookup_probes_the_unique_index_however_many_rows_are_stored(
+    session_factory: sessionmaker[Session],
+) -> None:
+    # Enough rows that PostgreSQL, with fresh statistics, would rather hash the whole table than
+    # probe the index 5,000 times unless the statement leaves it no choice: a full scan per batch.
+    setup_connection(session_factory)
+    stored = [to_row("opportunities", opp(n)) for n in range(60_000)]
+    with session_scope(session_factory) as session:
+        for start in range(0, len(stored), 10_000):
+            repo.insert_rows(session, "opportunities", "crm", stored[start : start + 10_000], T0)
+    with session_scope(session_factory) as session:
+        repo.refresh_statistics(session, "opportunities")
+        if session.get_bind().dialect.name == "sqlite":
+            session.execute(text("ANALYZE"))
+    asked = [f"006{n:05d}" for n in range(57_500, 62_500)]  # half stored, half new
+
+    with session_scope(session_factory) as session:
+        dialect = session.get_bind().dialect.name
+        stmt, params = repo.existing_state_query(dialect, "opportunities", "crm", asked)
+        plan = "\n".join(_plan(session, stmt, params))
+        found = repo.existing_state(session, "opportunities", "crm", asked)
+
+    if dialect == "postgresql":
+        assert "Index Scan using uq_opportunity_connection_id_external_id" in plan, plan
+        assert "Seq Scan on opportunity" not in plan, plan
+    else:
+        assert "SEARCH opportunity USING INDEX" in plan, plan
+        assert "SCAN opportunity" not in plan.replace("SEARCH opportunity", ""), plan
+    by_key = {row["external_id"]: row for row in stored}
+    assert set(found) == {key for key in asked if key in by_key}
+    assert len(found) == 2_500
+    assert all(state.content_hash == by_key[key]["content_hash"] for key, state in found.items())
+    assert all(state.stage == "Prospecting" and not state.is_deleted for state in found.values())

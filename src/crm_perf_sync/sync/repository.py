@@ -22,6 +22,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -95,41 +96,53 @@ def existing_state(
     session: Session, entity: Entity, connection_id: str, external_ids: Sequence[str]
 ) -> dict[str, StoredState]:
     """Content hash (and stage, for opportunities) of the stored rows among ``external_ids``."""
+    stmt, params = existing_state_query(session.get_bind().dialect.name, entity, connection_id, external_ids)
+    found: dict[str, StoredState] = {}
+    has = set(stmt.selected_columns.keys())
+    for row in session.execute(stmt, params):
+        found[row.external_id] = StoredState(
+            row.content_hash,
+            row.stage if "stage" in has else None,
+            bool(row.is_deleted) if "is_deleted" in has else False,
+            row.remote_updated_at if "remote_updated_at" in has else None,
+        )
+    return found
+
+
+def existing_state_query(
+    dialect: str, entity: Entity, connection_id: str, external_ids: Sequence[str]
+) -> tuple[Select[Any], dict[str, Any]]:
+    """The statement :func:`existing_state` runs, and its parameters."""
     spec = _ENTITY_TABLES[entity]
     t = spec.table
-    stage_col = t.c.stage if entity == "opportunities" else None
-    deleted_col = t.c.is_deleted if "is_deleted" in t.c else None
-    updated_col = t.c.remote_updated_at if "remote_updated_at" in t.c else None
     columns = [t.c.external_id, t.c.content_hash]
-    for optional in (stage_col, deleted_col, updated_col):
-        if optional is not None:
-            columns.append(optional)
-    found: dict[str, StoredState] = {}
+    if entity == "opportunities":
+        columns.append(t.c.stage)
+    columns += [t.c[name] for name in ("is_deleted", "remote_updated_at") if name in t.c]
     # One bound parameter for the whole key list, so the statement compiles once. On PostgreSQL an
-    # array, unnested and joined so that every key is one probe of the unique index (``= ANY``
-    # lets the planner scan the connection's rows instead); on SQLite a JSON array in an IN list
-    # (SQLite probes the index for each value; a join could put the big table on the outside).
+    # array, unnested, with a LATERAL lookup of one row per key: a probe of the unique index each,
+    # whatever the table's size. (A plain join, or ``= ANY``, lets the planner hash the connection's
+    # whole table instead once it holds some tens of thousands of rows: a full scan per batch, 15x
+    # slower at 200k rows and growing with the table.) On SQLite a JSON array in an IN list (SQLite
+    # probes the index for each value; a join could put the big table on the outside).
     scope = t.c[spec.scope_column] == bindparam("scope")
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect == "postgresql":
         keys = (
             func.unnest(bindparam("keys", type_=ARRAY(String)))
             .table_valued("value")
             .render_derived(name="keys")
         )
-        param: Any = list(external_ids)
-        stmt = select(*columns).select_from(keys).join(t, and_(scope, t.c.external_id == keys.c.value))
-    else:
-        listed: Select[Any] = select(column("value")).select_from(func.json_each(bindparam("keys")))
-        param = orjson.dumps(list(external_ids)).decode()
-        stmt = select(*columns).where(scope, t.c.external_id.in_(listed))
-    for row in session.execute(stmt, {"keys": param, "scope": connection_id}):
-        found[row.external_id] = StoredState(
-            row.content_hash,
-            row.stage if stage_col is not None else None,
-            bool(row.is_deleted) if deleted_col is not None else False,
-            row.remote_updated_at if updated_col is not None else None,
-        )
-    return found
+        # LIMIT 1 (the key is unique) keeps the subquery from being flattened into a join.
+        probe = select(*columns).where(scope, t.c.external_id == keys.c.value).limit(1).lateral("stored")
+        return select(*probe.c).select_from(keys).join(probe, true()), {
+            "keys": list(external_ids),
+            "scope": connection_id,
+        }
+    listed: Select[Any] = select(column("value")).select_from(func.json_each(bindparam("keys")))
+    return select(*columns).where(scope, t.c.external_id.in_(listed)), {
+        "keys": orjson.dumps(list(external_ids)).decode(),
+        "scope": connection_id,
+    }
 
 
 def _constants(entity: Entity, connection_id: str, now: datetime) -> dict[str, Any]:
