@@ -263,6 +263,18 @@ def test_the_shipped_demo_scores_reps_and_raises_the_alerts_its_values_call_for(
     }
     assert fired == {scope for scope, state in expected.items() if state == "firing"}
 
+    # The table prints counts as whole numbers and the rate beside them, as the JSON has them.
+    (company,) = json.loads(
+        cli("values", "win_rate", "--grain", "all", "--scope", "company", "--format", "json", env=env).stdout
+    )
+    table = cli("values", "win_rate", "--grain", "all", "--scope", "company", env=env).stdout
+    won, closed = int(company["numerator"]), int(company["denominator"])
+    assert (won, closed) == (company["numerator"], company["denominator"])
+    assert f" {won:,} " in table
+    assert f" {closed:,} " in table
+    assert f"{won:,}.00" not in table
+    assert f"{company['value']:.1%}" in table
+
 
 def test_status_reports_each_connections_last_run_the_refresh_deliveries_and_firing_alerts(
     tmp_path: Path,

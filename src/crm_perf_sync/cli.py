@@ -686,6 +686,13 @@ def _number(value: float | None, low_sample: bool = False, percent: bool = False
     return text + (" *" if low_sample else "")
 
 
+def _quantity(value: float | None) -> str:
+    """A numerator or denominator: a count as the whole number it is, an amount to the cent."""
+    if value is None:
+        return ""
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
+
+
 @app.command()
 def values(
     kpi_id: Annotated[str, typer.Argument(help="A KPI id, e.g. win_rate.")],
@@ -757,8 +764,8 @@ def values(
             cells.append(row["dimension_value"] or "(none)")
         cells += [
             _number(row["value"], bool(row["low_sample"]), percent),
-            f"{row['numerator']:,.2f}",
-            "" if row["denominator"] is None else f"{row['denominator']:,.2f}",
+            _quantity(row["numerator"]),
+            _quantity(row["denominator"]),
             str(row["sample_count"]),
         ]
         if with_targets:
