@@ -43,7 +43,7 @@ typecheck: setup
 pytest: setup
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-## make bench [SIZE=small]: the benchmark scenarios; appends JSON to bench/results/.
+## make bench [SIZE=small]: the benchmark scenarios; appends JSON to bench/results/full.jsonl (small.jsonl).
 bench: setup
 	$(BIN)/python -m bench --size $(SIZE)
 
@@ -62,4 +62,4 @@ readme: setup
 	$(BIN)/python -m crm_perf_sync.settings README.md
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache bench/results
+	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache bench/results/small.jsonl

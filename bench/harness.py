@@ -1,7 +1,9 @@
 """Benchmark plumbing: sizes, databases, measuring in a child process, reporting.
 
 Each measurement runs in a fresh child process so its peak RSS is its own; results are printed as
-a table row and appended as JSON lines to ``bench/results/results.jsonl``.
+a table row and appended as JSON lines, stamped with the time they were measured: full-size runs to
+``bench/results/full.jsonl``, which is committed with the report it is the source of, and small
+runs (which only prove the harness works) to ``bench/results/small.jsonl``, which is not.
 """
 
 from __future__ import annotations
@@ -15,13 +17,21 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-RESULTS = Path(__file__).resolve().parent / "results" / "results.jsonl"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+#: The history of full-size results, kept in the repository: ``make bench-report`` renders it.
+RESULTS = RESULTS_DIR / "full.jsonl"
+
+
+def results_file(run_size: str) -> Path:
+    """Where a run of ``run_size`` records its results."""
+    return RESULTS if run_size == "full" else RESULTS_DIR / f"{run_size}.jsonl"
 
 
 @dataclass
@@ -59,12 +69,16 @@ def header() -> str:
     )
 
 
-def append(result: Result, run_size: str) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+def append(result: Result, run_size: str) -> Path:
+    """Record ``result`` in the results file of ``run_size``; returns that file."""
+    target = results_file(run_size)
+    target.parent.mkdir(parents=True, exist_ok=True)
     machine = {"host": platform.node(), "python": platform.python_version(), "cpus": os.cpu_count()}
-    record = asdict(result) | machine | {"run_size": run_size}
-    with RESULTS.open("a", encoding="utf-8") as handle:
+    measured = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    record = asdict(result) | machine | {"run_size": run_size} | measured
+    with target.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
+    return target
 
 
 def pg_admin_url() -> str | None:

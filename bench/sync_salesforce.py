@@ -13,14 +13,22 @@ own. Two measurements, each in a fresh child process:
 
 ``ratio`` = sync records/s ÷ floor records/s; target ≥ 0.70. Peak RSS is taken at a tenth of the
 size and at the size, and must stay flat (within a factor of 1.5) as the data grows tenfold.
+
+Where the time goes, per record, is measured too: the CPU the org spends serving the floor's pages
+and the CPU the floor spends fetching and parsing them, then, each alone on the same records
+(:data:`COST_SAMPLE` of them, already parsed), what the sync does beyond the floor: the connector's
+mapping and validation, the row and its content hash, and the store's write, split into the
+value conversions and the driver and database. From those, ``ceiling`` is the best ratio this
+machine allows if all of that ran perfectly in parallel on all its cores.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -35,13 +43,15 @@ SIZES = {"small": 20_000, "full": 1_000_000}
 REPEATS = {"small": 3, "full": 2}
 TARGET_RATIO = 0.70
 RSS_FLAT_FACTOR = 1.5
+#: Records the per-stage costs are measured on (each stage alone, best of three).
+COST_SAMPLE = 20_000
 #: The org's rows end an hour before the benchmark starts (well before now minus the skew).
 _END_OFFSET = timedelta(hours=1)
 
 
 @contextmanager
-def _org(workdir: Path, count: int) -> Iterator[tuple[str, str]]:
-    """An emulated org with ``count`` opportunities in a child process: ``(url, ca_path)``."""
+def _org(workdir: Path, count: int) -> Iterator[tuple[str, str, int]]:
+    """An emulated org with ``count`` opportunities in a child process: ``(url, ca_path, pid)``."""
     from tests.connectors.salesforce.emulator import serve_forever_in_process
     from tests.connectors.salesforce.seed import bulk_opportunities
 
@@ -57,7 +67,8 @@ def _org(workdir: Path, count: int) -> Iterator[tuple[str, str]]:
         if not receive.poll(600):
             raise RuntimeError("the emulated org did not start within 10 minutes")
         url, ca_path = receive.recv()
-        yield url, ca_path
+        assert process.pid is not None
+        yield url, ca_path, process.pid
     finally:
         process.terminate()
         process.join(10)
@@ -113,13 +124,125 @@ def _floor(url: str, ca_path: str) -> dict[str, Any]:
         obj.sobject, fields, [soql.at_most("SystemModstamp", upper)], order_by=("SystemModstamp", "Id")
     )
     headers = {"Sforce-Query-Options": f"batchSize={settings.page_size}"}
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     records = 0
     for _record in sf.query_all_iter(text, include_deleted=True, headers=headers):
         records += 1
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     http.close()
-    return {"records": records, "seconds": seconds}
+    return {"records": records, "seconds": seconds, "cpu_seconds": cpu}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _fastest(step: Callable[[], Any], repeats: int = 3) -> tuple[float, Any]:
+    """The best wall time of ``repeats`` runs of ``step``, and what the last one returned."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = step()
+        best = min(best, time.perf_counter() - started)
+    return best, result
+
+
+def _convert_all(table: Any, chunks: list[Any], constants: dict[str, Any], dialect: str) -> list[Any]:
+    from crm_perf_sync.sync import bulk
+
+    return [bulk._values(table, chunk, constants, dialect) for chunk in chunks]
+
+
+def _costs(url: str, ca_path: str, db_urls: tuple[str, str]) -> dict[str, Any]:
+    """Per-record seconds of each step the sync adds to the floor, each measured alone on the
+    first :data:`COST_SAMPLE` records, parsed beforehand: the connector's mapping (with the
+    engine's validation), the store row and its content hash, and the store's write into a fresh
+    store, as a whole (``store``) and split into the value conversions and what is left for the
+    driver and the database (the converted values written by the same statements)."""
+    from crm_perf_sync.config import AppConfig
+    from crm_perf_sync.connector_sdk import ConnectorContext, OpportunityRecord
+    from crm_perf_sync.db import create_db_engine, make_session_factory, session_scope
+    from crm_perf_sync.sync import bulk
+    from crm_perf_sync.sync import repository as repo
+    from crm_perf_sync.sync.rows import to_row
+    from crm_perf_sync.timeutil import utc_now
+    from crm_perf_sync_salesforce import soql
+    from crm_perf_sync_salesforce.connector import OBJECTS, SalesforceConnector
+    from crm_perf_sync_salesforce.settings import SalesforceSettings
+
+    settings = SalesforceSettings.model_validate(_settings(url, ca_path))
+    connector = SalesforceConnector(
+        settings, ConnectorContext("bench", Path.cwd(), logging.getLogger("bench"))
+    )
+    connector.check()
+    prepared = connector._prepare(OBJECTS["opportunities"])
+    text = soql.select("Opportunity", prepared.fields, order_by=("SystemModstamp", "Id"))
+    rows: list[dict[str, Any]] = []
+    for page in connector.client.query_pages(text, include_deleted=True):
+        rows.extend(page.get("records") or [])
+        if len(rows) >= COST_SAMPLE:
+            break
+    connector.close()
+    rows = rows[:COST_SAMPLE]
+
+    def mapped() -> list[OpportunityRecord]:
+        records = [prepared.parse(row) for row in rows]
+        for record in records:
+            record.validate()  # type: ignore[union-attr]
+        return records  # type: ignore[return-value]
+
+    map_seconds, records = _fastest(mapped)
+    row_seconds, store_rows = _fastest(lambda: [to_row("opportunities", record) for record in records])
+    spec = repo._ENTITY_TABLES["opportunities"]
+    batches = [store_rows[start : start + 5000] for start in range(0, len(store_rows), 5000)]
+
+    def fresh_store(db_url: str) -> tuple[Any, dict[str, Any]]:
+        engine = create_db_engine(db_url)
+        now = utc_now()
+        with session_scope(make_session_factory(engine)) as session:
+            app = AppConfig.model_validate({"connections": [{"id": "bench", "kind": "salesforce"}]})
+            repo.sync_connections(session, app, now)
+        return engine, repo._constants("opportunities", "bench", now)
+
+    # The store's write as the engine makes it: conversions and statements, a commit a batch.
+    engine, constants = fresh_store(db_urls[0])
+    started = time.perf_counter()
+    for chunk in batches:
+        with engine.begin() as conn:
+            bulk.bulk_insert(conn, spec.table, chunk, constants=constants)
+    store_seconds = time.perf_counter() - started
+    engine.dispose()
+    # The same split in two: the conversions alone, then the converted values written by the same
+    # statements into a second fresh store (the driver and the database).
+    engine, constants = fresh_store(db_urls[1])
+    dialect = engine.dialect.name
+    convert_seconds, converted = _fastest(partial(_convert_all, spec.table, batches, constants, dialect))
+    target = bulk._quote(spec.table.name)
+    started = time.perf_counter()
+    for columns, values in converted:
+        cols = ", ".join(bulk._quote(c) for c in columns)
+        with engine.begin() as conn:
+            if dialect == "postgresql":
+                raw = conn.connection.dbapi_connection
+                assert raw is not None
+                with raw.cursor() as cursor:
+                    bulk._pg_copy(cursor, target, cols, values)
+            else:
+                bulk._sqlite_insert(conn, f"INSERT INTO {target} ({cols}) VALUES", "", values)
+    driver_seconds = time.perf_counter() - started
+    engine.dispose()
+    count = len(rows)
+    return {
+        "records": count,
+        "seconds": map_seconds + row_seconds + store_seconds,
+        "map": map_seconds / count,
+        "row": row_seconds / count,
+        "store": store_seconds / count,
+        "store_conversions": convert_seconds / count,
+        "store_driver": driver_seconds / count,
+    }
 
 
 def _read_only(url: str, ca_path: str) -> dict[str, Any]:
@@ -202,19 +325,25 @@ def sync_salesforce(size: str, databases: list[str], workdir: Path) -> Iterator[
     syncs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in databases}
     without_raw: dict[str, list[dict[str, Any]]] = {kind: [] for kind in databases}
     smaller: dict[str, dict[str, Any]] = {}
-    with _org(workdir, small) as (url, ca_path):
+    with _org(workdir, small) as (url, ca_path, _pid):
         for kind in databases:
             with database(kind, workdir) as db_url:
                 smaller[kind] = in_child(_sync, db_url, url, ca_path)
-    with _org(workdir, large) as (url, ca_path):
+    costs: dict[str, dict[str, Any]] = {}
+    with _org(workdir, large) as (url, ca_path, org_pid):
         for _ in range(repeats):
+            served = _cpu_seconds(org_pid)
             floors.append(in_child(_floor, url, ca_path))
+            floors[-1]["serve_cpu_seconds"] = _cpu_seconds(org_pid) - served
             reads.append(in_child(_read_only, url, ca_path))
             for kind in databases:
                 with database(kind, workdir) as db_url:
                     syncs[kind].append(in_child(_sync, db_url, url, ca_path))
                 with database(kind, workdir) as db_url:
                     without_raw[kind].append(in_child(_sync, db_url, url, ca_path, False))
+        for kind in databases:
+            with database(kind, workdir) as first, database(kind, workdir) as second:
+                costs[kind] = in_child(_costs, url, ca_path, (first, second))
     floor, read_only = _best(floors), _best(reads)
     floor_rate = floor["records"] / floor["seconds"]
     read_rate = read_only["records"] / read_only["seconds"]
@@ -224,6 +353,15 @@ def sync_salesforce(size: str, databases: list[str], workdir: Path) -> Iterator[
         ratio = rate / floor_rate
         rss_small, rss_large = smaller[kind]["peak_rss_mb"], run["peak_rss_mb"]
         flat = rss_large <= RSS_FLAT_FACTOR * rss_small
+        cost = costs[kind]
+        us = 1e6
+        serve, parse = floor["serve_cpu_seconds"] / floor["records"], floor["cpu_seconds"] / floor["records"]
+        beyond = cost["map"] + cost["row"] + cost["store"]
+        cores = os.cpu_count() or 1
+        # The floor's wall time per record against the least the whole sync could take: all the
+        # CPU it needs (the org serving, the fetch and parse, and each step beyond) spread evenly
+        # over every core, with no waiting and no overhead.
+        ceiling = (floor["seconds"] / floor["records"]) / ((serve + parse + beyond) / cores)
         yield Result(
             scenario="sync-salesforce",
             size=f"{large // 1000}k",
@@ -243,6 +381,13 @@ def sync_salesforce(size: str, databases: list[str], workdir: Path) -> Iterator[
                 "connector_read_rate": round(read_rate),
                 "connector_read_ratio": round(read_rate / floor_rate, 3),
                 "ratio_keep_raw_false": round(bare["records"] / bare["seconds"] / floor_rate, 3),
+                "floor_us": f"{floor['seconds'] / floor['records'] * us:.1f} wall; CPU: org serving "
+                f"{serve * us:.1f}, fetch + parse {parse * us:.1f}",
+                "beyond_floor_us": f"{beyond * us:.1f} = mapping {cost['map'] * us:.1f} + row and hash "
+                f"{cost['row'] * us:.1f} + store {cost['store'] * us:.1f} (conversions "
+                f"{cost['store_conversions'] * us:.1f}, driver and database {cost['store_driver'] * us:.1f})",
+                "ceiling": round(ceiling, 3),
+                "cores": cores,
                 "floor_rss_mb": round(floor["peak_rss_mb"], 1),
                 "rss_small_mb": round(rss_small, 1),
                 "rss_large_mb": round(rss_large, 1),
