@@ -86,11 +86,11 @@ ProgressCallback = Callable[[str, StreamStats], None]
 # Rows a run inserts into a table before the table's planner statistics are first refreshed.
 _FIRST_ANALYZE = 20_000
 #: The interpreter's thread switch interval (seconds) once a sync writes. The writer thread makes
-#: about ten round trips to the database a batch, and after each it waits for the GIL, which the
-#: reader thread (parsing, mapping) keeps for up to this interval: at Python's default of 5 ms
-#: that waiting was a third of a batch's write time on PostgreSQL. At 1 ms the upsert benchmark's
-#: store rate rose by about a fifth (45k to 55k rows/s, PostgreSQL, 300k rows, alternating runs);
-#: 0.2 ms cost more in switching than it saved, and SQLite (few round trips) did not move.
+#: about ten round trips to the database a batch, and after each it has to win the GIL back from
+#: the reader thread (parsing, mapping), which keeps it for up to the switch interval, 5 ms by
+#: default. At 1 ms the upsert benchmark's store rate rose by about a fifth (45k to 54k rows/s on
+#: average, PostgreSQL, 300k rows, alternating runs); 0.2 ms cost more in switching than it saved,
+#: and SQLite (few round trips) did not move.
 WRITER_SWITCH_INTERVAL = 0.001
 
 
