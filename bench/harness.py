@@ -13,11 +13,13 @@ import multiprocessing
 import os
 import platform
 import resource
+import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -69,13 +71,40 @@ def header() -> str:
     )
 
 
+@cache
+def describe_machine() -> dict[str, Any]:
+    """Where results are measured: cores, memory, system, and the database and Python versions."""
+    versions = {"SQLite": sqlite3.sqlite_version, "Python": platform.python_version()}
+    url = pg_admin_url()
+    if url:
+        try:
+            engine = create_engine(make_url(url).set(drivername="postgresql+psycopg"))
+            with engine.connect() as conn:
+                versions["PostgreSQL"] = str(conn.execute(text("show server_version")).scalar())
+            engine.dispose()
+        except Exception as exc:  # the description stands without it
+            versions["PostgreSQL"] = f"unknown ({type(exc).__name__})"
+    memory = "unknown"
+    with suppress(OSError):  # not Linux: the rest of the description stands
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory = f"{int(line.split()[1]) / 1024 / 1024:.0f} GiB"
+    return {
+        "cores": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "memory": memory,
+        "system": f"{platform.system()} {platform.release()}",
+        "versions": versions,
+    }
+
+
 def append(result: Result, run_size: str) -> Path:
     """Record ``result`` in the results file of ``run_size``; returns that file."""
     target = results_file(run_size)
     target.parent.mkdir(parents=True, exist_ok=True)
     machine = {"host": platform.node(), "python": platform.python_version(), "cpus": os.cpu_count()}
     measured = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds")}
-    record = asdict(result) | machine | {"run_size": run_size} | measured
+    record = asdict(result) | machine | {"run_size": run_size, "machine": describe_machine()} | measured
     with target.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
     return target

@@ -9,15 +9,12 @@ its own rows.
 from __future__ import annotations
 
 import json
-import os
-import platform
-import sqlite3
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.harness import RESULTS, pg_admin_url
+from bench.harness import RESULTS, describe_machine
 
 REPORT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 #: The figures worth a column of their own, per scenario (the rest stay in the results file).
@@ -66,33 +63,6 @@ def latest(results: Path = RESULTS) -> list[dict[str, Any]]:
     return sorted(newest.values(), key=lambda r: (r["scenario"], r["size"] != "full", r["database"]))
 
 
-def _versions() -> dict[str, str]:
-    versions = {"SQLite": sqlite3.sqlite_version, "Python": platform.python_version()}
-    url = pg_admin_url()
-    if url:
-        try:
-            from sqlalchemy import create_engine, text
-            from sqlalchemy.engine import make_url
-
-            engine = create_engine(make_url(url).set(drivername="postgresql+psycopg"))
-            with engine.connect() as conn:
-                versions["PostgreSQL"] = str(conn.execute(text("show server_version")).scalar())
-            engine.dispose()
-        except Exception as exc:  # the report still renders without it
-            versions["PostgreSQL"] = f"unknown ({type(exc).__name__})"
-    return versions
-
-
-def _memory_gib() -> str:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return f"{int(line.split()[1]) / 1024 / 1024:.0f} GiB"
-    except OSError:
-        pass
-    return "unknown"
-
-
 def _number(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -128,8 +98,21 @@ def _span(rows: list[dict[str, Any]]) -> str:
     return f"{stamps[0]} UTC" if stamps[0] == stamps[-1] else f"{stamps[0]} to {stamps[-1]} UTC"
 
 
+def _machine_lines(machine: dict[str, Any]) -> list[str]:
+    versions = machine.get("versions", {})
+    return [
+        f"- {machine['cores']} cores ({machine['processor']}), {machine['memory']} of memory, "
+        f"{machine['system']}",
+        "- " + ", ".join(f"{name} {version}" for name, version in versions.items()),
+    ]
+
+
 def render(rows: list[dict[str, Any]], optimisations: str) -> str:
-    versions = _versions()
+    machines = list(
+        {json.dumps(r["machine"], sort_keys=True): r["machine"] for r in rows if "machine" in r}.values()
+    )
+    if not machines or any("machine" not in r for r in rows):
+        machines.append(describe_machine())  # rows recorded without it: the machine at hand
     lines = [
         "# Benchmarks",
         "",
@@ -141,10 +124,8 @@ def render(rows: list[dict[str, Any]], optimisations: str) -> str:
         "",
         "## The machine",
         "",
-        f"- {os.cpu_count()} cores ({platform.processor() or platform.machine()}), {_memory_gib()} of memory,"
-        f" {platform.system()} {platform.release()}",
-        "- " + ", ".join(f"{name} {version}" for name, version in versions.items()),
-        f"- measured {_span(rows)}; generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        *(line for machine in machines for line in _machine_lines(machine)),
+        f"- measured {_span(rows)}",
         "",
         "## Results",
         "",

@@ -46,3 +46,12 @@ def test_a_run_of_one_scenario_replaces_only_its_own_rows(tmp_path: Path, monkey
     assert f"| {report._when(rows[0])} |" in text
     assert "40,000" not in text
     assert text.rstrip().endswith("- a lever")
+    # The machine the results were measured on, as recorded with them.
+    machine = harness.describe_machine()
+    assert f"- {machine['cores']} cores ({machine['processor']}), {machine['memory']} of memory" in text
+
+
+def test_the_committed_report_is_what_the_committed_results_render() -> None:
+    # `make bench-report` in any checkout reproduces docs/benchmarks.md: it is never edited by hand.
+    notes = (Path(report.__file__).parent / "optimisations.md").read_text()
+    assert report.REPORT.read_text() == report.render(report.latest(), notes)
