@@ -152,10 +152,25 @@ def database(kind: str, workdir: Path) -> Iterator[str]:
         admin.dispose()
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory, in MiB.
+
+    ``VmHWM`` belongs to the address space the process runs in, so a spawned child counts only its
+    own memory; ``ru_maxrss`` survives ``exec`` and starts at the parent's peak, which made every
+    child of a parent that had grown report at least the parent's size (and hid real growth from
+    the flat-RSS checks). ``ru_maxrss`` stays the fallback where ``/proc`` is missing.
+    """
+    with suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _child(target: Callable[..., dict[str, Any]], args: tuple[Any, ...], queue: Any) -> None:
     try:
         outcome = target(*args)
-        outcome["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        outcome["peak_rss_mb"] = peak_rss_mb()
         queue.put(("ok", outcome))
     except BaseException as exc:
         queue.put(("error", f"{type(exc).__name__}: {exc}"))

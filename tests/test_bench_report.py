@@ -51,6 +51,19 @@ def test_a_run_of_one_scenario_replaces_only_its_own_rows(tmp_path: Path, monkey
     assert f"- {machine['cores']} cores ({machine['processor']}), {machine['memory']} of memory" in text
 
 
+def _nothing() -> dict[str, Any]:
+    return {}
+
+
+def test_a_child_measures_its_own_peak_memory_not_its_parents() -> None:
+    ballast = bytearray(400 * 1024 * 1024)  # the parent grows well past what a child needs
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touched, so resident
+    assert harness.peak_rss_mb() > 400
+    child = harness.in_child(_nothing)
+    assert child["peak_rss_mb"] < 200
+    del ballast
+
+
 def test_the_committed_report_is_what_the_committed_results_render() -> None:
     # `make bench-report` in any checkout reproduces docs/benchmarks.md: it is never edited by hand.
     notes = (Path(report.__file__).parent / "optimisations.md").read_text()
