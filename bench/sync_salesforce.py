@@ -154,7 +154,7 @@ def _fastest(step: Callable[[], Any], repeats: int = 3) -> tuple[float, Any]:
 def _convert_all(table: Any, chunks: list[Any], constants: dict[str, Any], dialect: str) -> list[Any]:
     from crm_perf_sync.sync import bulk
 
-    return [bulk._values(table, chunk, constants, dialect) for chunk in chunks]
+    return [bulk.convert_rows(table, chunk, constants, dialect) for chunk in chunks]
 
 
 def _costs(url: str, ca_path: str, db_urls: tuple[str, str]) -> dict[str, Any]:
@@ -221,18 +221,10 @@ def _costs(url: str, ca_path: str, db_urls: tuple[str, str]) -> dict[str, Any]:
     engine, constants = fresh_store(db_urls[1])
     dialect = engine.dialect.name
     convert_seconds, converted = _fastest(partial(_convert_all, spec.table, batches, constants, dialect))
-    target = bulk._quote(spec.table.name)
     started = time.perf_counter()
     for columns, values in converted:
-        cols = ", ".join(bulk._quote(c) for c in columns)
         with engine.begin() as conn:
-            if dialect == "postgresql":
-                raw = conn.connection.dbapi_connection
-                assert raw is not None
-                with raw.cursor() as cursor:
-                    bulk._pg_copy(cursor, target, cols, values)
-            else:
-                bulk._sqlite_insert(conn, f"INSERT INTO {target} ({cols}) VALUES", "", values)
+            bulk.insert_converted(conn, spec.table, columns, values)
     driver_seconds = time.perf_counter() - started
     engine.dispose()
     count = len(rows)
@@ -388,7 +380,7 @@ def sync_salesforce(size: str, databases: list[str], workdir: Path) -> Iterator[
                 "connector_read_rate": round(read_rate),
                 "connector_read_ratio": round(read_rate / floor_rate, 3),
                 "ratio_keep_raw_false": round(bare["records"] / bare["seconds"] / floor_rate, 3),
-                "floor_us": f"{floor['seconds'] / floor['records'] * us:.1f} wall; CPU: org serving "
+                "floor_us": f"{floor_wall * us:.1f} wall; CPU: org serving "
                 f"{serve * us:.1f}, fetch + parse {parse * us:.1f}",
                 "beyond_floor_us": f"{beyond * us:.1f} = mapping {cost['map'] * us:.1f} + row and hash "
                 f"{cost['row'] * us:.1f} + store {cost['store'] * us:.1f} (conversions "

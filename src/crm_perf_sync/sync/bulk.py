@@ -145,7 +145,7 @@ def _tuples(
     return out
 
 
-def _values(
+def convert_rows(
     table: Table, rows: Sequence[dict[str, Any]], constants: dict[str, Any], dialect: str
 ) -> tuple[tuple[str, ...], list[Any]]:
     """The column names and the converted value tuples of ``rows``, each followed by ``constants``."""
@@ -180,7 +180,7 @@ def bulk_upsert(
     if not rows:
         return
     dialect = session.get_bind().dialect.name
-    columns, values = _values(table, rows, constants, dialect)
+    columns, values = convert_rows(table, rows, constants, dialect)
     cols = ", ".join(_quote(c) for c in columns)
     target = ", ".join(_quote(c) for c in conflict)
     if update is None:
@@ -242,11 +242,16 @@ def bulk_insert(
     under a lease that keeps other writers out): a clash is an integrity error, not an update."""
     if not rows:
         return
-    constants = constants or {}
-    dialect = connection.dialect.name
-    columns, values = _values(table, rows, constants, dialect)
+    columns, values = convert_rows(table, rows, constants or {}, connection.dialect.name)
+    insert_converted(connection, table, columns, values)
+
+
+def insert_converted(
+    connection: Connection, table: Table, columns: tuple[str, ...], values: list[Any]
+) -> None:
+    """Write what :func:`convert_rows` returned for ``table`` (the second half of :func:`bulk_insert`)."""
     cols = ", ".join(_quote(c) for c in columns)
-    if dialect == "postgresql":
+    if connection.dialect.name == "postgresql":
         raw = connection.connection.dbapi_connection
         assert raw is not None
         with raw.cursor() as cursor:  # type: ignore[attr-defined]
