@@ -75,7 +75,7 @@ def _prepare(url: str, config_path: Path) -> dict[str, Any]:
     from crm_perf_sync.config import load_config
     from crm_perf_sync.connectors.registry import ConnectorRegistry
     from crm_perf_sync.db import create_db_engine, make_session_factory, session_scope
-    from crm_perf_sync.kpi.service import KpiService
+    from crm_perf_sync.jobs.refresh import RefreshJob
     from crm_perf_sync.models import ScorecardValue
     from crm_perf_sync.sync.service import SyncOptions, SyncService
 
@@ -88,7 +88,7 @@ def _prepare(url: str, config_path: Path) -> dict[str, Any]:
     outcome = sync.sync(CONNECTION)
     if outcome.status != "succeeded":
         raise RuntimeError(outcome.summary())
-    KpiService(factory, config).refresh()
+    RefreshJob(factory, config).refresh()
     with session_scope(factory) as session:
         _, key = keys.create(session, "bench", "read")
         # The month with the most scored reps (all 500 are listed in every month).

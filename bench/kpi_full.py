@@ -4,7 +4,7 @@ N demo opportunities and N demo leads, with the demo's regions, teams, reps, pip
 stage history, are synced into a fresh migrated store through the real sync engine (the team
 scope has members two levels deep: team and region). Then, each in its own child process:
 
-``engine``: a full ``KpiService.refresh()`` of the default library (every KPI recomputed whole,
+``engine``: a full ``RefreshJob.refresh()`` of the default library (every KPI recomputed whole,
 not brought up to date from the change log) at month, quarter, year and all grains and every
 scope (company, team, owner): compiled queries, values computed and stored.
 
@@ -133,17 +133,17 @@ def _load(url: str, config_path: Path) -> dict[str, Any]:
 
 def _engine(url: str, config_path: Path) -> dict[str, Any]:
     from crm_perf_sync.db import create_db_engine, make_session_factory
-    from crm_perf_sync.kpi.service import KpiService
+    from crm_perf_sync.jobs.refresh import RefreshJob
 
     engine = create_db_engine(url)
-    service = KpiService(make_session_factory(engine), _load_config(config_path))
+    service = RefreshJob(make_session_factory(engine), _load_config(config_path))
     started = time.perf_counter()
     # ``full``: every KPI recomputed whole. Without it a repeat finds the store unchanged since
     # the previous refresh and has nothing to do.
     outcome = service.refresh(kpi_ids=None, grains=("month", "quarter", "year", "all"), full=True)
     seconds = time.perf_counter() - started
     engine.dispose()
-    skipped = set(service.kpis) - set(outcome.rows)
+    skipped = set(service.service.kpis) - set(outcome.rows)
     if skipped:
         raise RuntimeError(f"the refresh did not recompute {', '.join(sorted(skipped))}")
     return {"seconds": seconds, "refresh_seconds": outcome.seconds, "rows": dict(outcome.rows)}

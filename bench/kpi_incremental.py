@@ -42,10 +42,10 @@ ADVANCE = timedelta(hours=52)
 
 def _full(url: str, config_path: Path) -> dict[str, Any]:
     from crm_perf_sync.db import create_db_engine, make_session_factory
-    from crm_perf_sync.kpi.service import KpiService
+    from crm_perf_sync.jobs.refresh import RefreshJob
 
     engine = create_db_engine(url)
-    service = KpiService(make_session_factory(engine), _load_config(config_path))
+    service = RefreshJob(make_session_factory(engine), _load_config(config_path))
     started = time.perf_counter()
     outcome = service.refresh(full=True)
     seconds = time.perf_counter() - started
@@ -182,11 +182,11 @@ def _incremental(url: str, config_path: Path) -> dict[str, Any]:
     from sqlalchemy import select
 
     from crm_perf_sync.db import create_db_engine, make_session_factory
-    from crm_perf_sync.kpi.service import KpiService
+    from crm_perf_sync.jobs.refresh import RefreshJob
     from crm_perf_sync.models import KpiValue
 
     engine = create_db_engine(url)
-    service = KpiService(make_session_factory(engine), _load_config(config_path))
+    service = RefreshJob(make_session_factory(engine), _load_config(config_path))
     started = time.perf_counter()
     outcome = service.refresh()
     seconds = time.perf_counter() - started

@@ -123,7 +123,7 @@ def _latency(url: str, receiver_url: str, workdir: str, rounds: int) -> dict[str
     from crm_perf_sync.config import load_config
     from crm_perf_sync.connectors.registry import ConnectorRegistry
     from crm_perf_sync.db import create_db_engine, make_session_factory, session_scope
-    from crm_perf_sync.kpi.service import KpiService
+    from crm_perf_sync.jobs.refresh import RefreshJob
     from crm_perf_sync.sync.service import SyncOptions, SyncService
     from crm_perf_sync.webhooks import service
     from crm_perf_sync.webhooks.delivery import Deliverer
@@ -153,7 +153,7 @@ def _latency(url: str, receiver_url: str, workdir: str, rounds: int) -> dict[str
                 )
                 sync.apply_config()
                 sync.sync("demo")
-            KpiService(factory, config).refresh()  # a new rule: evaluated, breaching, fires
+            RefreshJob(factory, config).refresh()  # a new rule: evaluated, breaching, fires
             committed[f"bench-{n}"] = time.time()
             time.sleep(2.5)
     finally:

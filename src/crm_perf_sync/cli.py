@@ -599,7 +599,7 @@ def refresh(
     config: ConfigOption = None,
 ) -> None:
     """Bring the KPIs, targets and scorecards up to date with the store (by changes when possible)."""
-    from crm_perf_sync.kpi.service import KpiService
+    from crm_perf_sync.jobs.refresh import RefreshJob
     from crm_perf_sync.runtime import build_runtime
 
     settings = _settings(config)
@@ -607,10 +607,10 @@ def refresh(
     runtime = _guard(lambda: build_runtime(settings))
     try:
         _guard(lambda: runtime.ensure_schema(auto_migrate=runtime.is_sqlite))
-        service = KpiService(runtime.session_factory, runtime.config)
+        job = RefreshJob(runtime.session_factory, runtime.config)
         ttl = timedelta(seconds=max(settings.lease_ttl_seconds, 900))
         outcome = _guard(
-            lambda: service.refresh_exclusive(
+            lambda: job.refresh_exclusive(
                 ttl=ttl, wait=ttl, kpi_ids=kpi if kpi else None, full=full, should_stop=stop.is_set
             )
         )
@@ -710,7 +710,7 @@ def values(
     from crm_perf_sync.db import session_scope
     from crm_perf_sync.kpi import repository as kpi_repo
     from crm_perf_sync.kpi.schemas import GRAINS
-    from crm_perf_sync.kpi.service import pace, tidy
+    from crm_perf_sync.kpi.values import pace, tidy
     from crm_perf_sync.runtime import build_runtime
     from crm_perf_sync.timeutil import utc_now
 
@@ -817,7 +817,7 @@ def explain(
     runtime = _guard(lambda: build_runtime(settings))
     try:
         _guard(lambda: runtime.ensure_schema(auto_migrate=runtime.is_sqlite))
-        service = KpiService(runtime.session_factory, runtime.config)
+        service = KpiService(runtime.config)
         kpi = _guard(lambda: service.kpi(kpi_id))
         ref = ValueRef(kpi_id, grain, period, scope, scope_id, currency, by, value_of)  # type: ignore[arg-type]
         with runtime.session_factory() as session:
@@ -931,7 +931,7 @@ def scores(
     runtime = _guard(lambda: build_runtime(settings))
     try:
         _guard(lambda: runtime.ensure_schema(auto_migrate=runtime.is_sqlite))
-        card = _guard(lambda: KpiService(runtime.session_factory, runtime.config).scorecard(scorecard_id))
+        card = _guard(lambda: KpiService(runtime.config).scorecard(scorecard_id))
         with session_scope(runtime.session_factory) as session:
             names = kpi_repo.scope_names(session)
             rows = []

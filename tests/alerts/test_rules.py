@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.db import session_scope
-from crm_perf_sync.kpi.service import KpiService
+from crm_perf_sync.jobs.refresh import RefreshJob
 from crm_perf_sync.models import AlertState, AlertTransition, WebhookEvent
 from crm_perf_sync.webhooks import service as webhooks
 from crm_perf_sync.webhooks.delivery import Deliverer, DeliveryOptions
@@ -71,7 +71,7 @@ class World:
     def __init__(self, tmp_path: Path, factory: sessionmaker[Session], receiver: Receiver) -> None:
         self.factory = factory
         self.receiver = receiver
-        self.service: KpiService = load(
+        self.job: RefreshJob = load(
             tmp_path, factory, {"teams": TEAMS, "owners": OWNERS, "opportunities": deals(0, 6, 4)}, RULES
         )
         with session_scope(factory) as session:
@@ -92,12 +92,12 @@ class World:
         )
         self.pages += 1
         self.next_id += won + lost
-        self.service.refresh()
+        self.job.refresh()
         self.deliver()
 
     def evaluate(self) -> None:
         """An evaluation with nothing new (the worker's every-minute check)."""
-        self.service.evaluate_alerts()
+        self.job.evaluate_alerts()
         self.deliver()
 
     def deliver(self) -> None:
@@ -122,7 +122,7 @@ class World:
 def world(tmp_path: Path, session_factory: sessionmaker[Session]) -> Any:
     with receiving() as receiver:
         found = World(tmp_path, session_factory, receiver)
-        found.service.refresh()
+        found.job.refresh()
         found.deliver()
         yield found
         found.deliverer.close()
@@ -199,7 +199,7 @@ def test_evaluations_from_two_workers_announce_a_breach_once(world: World) -> No
     def evaluate() -> None:
         try:
             barrier.wait()
-            world.service.evaluate_alerts_exclusive(ttl=timedelta(minutes=1))
+            world.job.evaluate_alerts_exclusive(ttl=timedelta(minutes=1))
         except BaseException as exc:
             errors.append(exc)
 
@@ -237,11 +237,11 @@ def test_a_finished_periods_scorecard_is_published_once(
             from crm_perf_sync.alerts import service as alerts
 
             april = datetime(2024, 4, 2, tzinfo=UTC)  # March 2024 is over
-            world.service.refresh()
+            world.job.refresh()
             for _ in range(2):
                 engine = session_factory.kw["bind"]
                 with engine.begin() as conn:
-                    alerts.evaluate(conn, world.service.config, april)
+                    alerts.evaluate(conn, world.job.config, april)
                 world.deliver()
         finally:
             world.deliverer.close()

@@ -25,7 +25,7 @@ from crm_perf_sync.apikeys import service as keys
 from crm_perf_sync.config import LoadedConfig, load_config
 from crm_perf_sync.connectors.registry import ConnectorRegistry
 from crm_perf_sync.db import create_db_engine, make_session_factory, session_scope
-from crm_perf_sync.kpi.service import KpiService
+from crm_perf_sync.jobs.refresh import RefreshJob
 from crm_perf_sync.sync.service import SyncOptions, SyncService
 from tests.conftest import DATA_DIR, REPO_ROOT, _admin_engine
 
@@ -86,8 +86,8 @@ class Served:
         headers = {**self.read, **kw.pop("headers", {})}
         return self.client.get(url, headers=headers, **kw)
 
-    def service(self) -> KpiService:
-        return KpiService(self.session_factory, self.config)
+    def service(self) -> RefreshJob:
+        return RefreshJob(self.session_factory, self.config)
 
 
 def build_served(url: str, directory: Path) -> Served:
@@ -99,7 +99,7 @@ def build_served(url: str, directory: Path) -> Served:
     )
     sync.apply_config()
     assert sync.sync("maven").status == "succeeded"
-    KpiService(factory, config).refresh()
+    RefreshJob(factory, config).refresh()
     with session_scope(factory) as session:
         _, read_key = keys.create(session, "tests (read)", "read")
         _, admin_key = keys.create(session, "tests (admin)", "admin")

@@ -43,7 +43,7 @@ def test_a_target_set_through_the_api_applies_at_the_next_refresh(served: Served
     assert served.get(created.headers["location"]).json() == definition
     assert all_pages(served, "/api/v1/targets?kpi=won_deals") == []  # not before the next refresh
     with served.session_factory() as session:
-        assert served.service().refresh_reason(session) is not None
+        assert served.service().service.refresh_reason(session) is not None
 
     served.service().refresh()
     targets = all_pages(served, "/api/v1/targets?kpi=won_deals")

@@ -14,7 +14,7 @@ from crm_perf_sync.config import load_config
 from crm_perf_sync.connector_sdk import OpportunityRecord, OwnerRecord, StreamSpec, TeamRecord
 from crm_perf_sync.connectors.registry import ConnectorRegistry
 from crm_perf_sync.db import session_scope
-from crm_perf_sync.kpi.service import KpiService
+from crm_perf_sync.jobs.refresh import RefreshJob
 from crm_perf_sync.leases import new_holder_id
 from crm_perf_sync.models import KpiValue
 from crm_perf_sync.sync import repository as sync_repo
@@ -55,8 +55,8 @@ def closed(n: int, owner: str | None, won: bool, at: datetime, **kw: Any) -> Opp
 
 def load(
     tmp_path: Path, factory: sessionmaker[Session], pages: dict[str, list[Any]], config: str = ""
-) -> KpiService:
-    """Sync ``pages`` (records per stream) into the store as connection ``crm``; a KPI service."""
+) -> RefreshJob:
+    """Sync ``pages`` (records per stream) into the store as connection ``crm``; a refresh job."""
     path = tmp_path / "config.yaml"
     path.write_text("connections:\n  - {id: crm, kind: scripted}\n" + config)
     loaded = load_config(path, ConnectorRegistry(connectors={"scripted": ScriptedConnector}), {})
@@ -73,7 +73,7 @@ def load(
         holder=new_holder_id(),
     )
     assert engine.run(trigger="manual", full_refresh=False).status == "succeeded"
-    return KpiService(factory, loaded)
+    return RefreshJob(factory, loaded)
 
 
 def values(

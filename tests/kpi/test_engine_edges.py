@@ -53,8 +53,8 @@ def test_ratios_are_ratios_of_sums_and_add_up_across_scopes(
         opp(6, "cy"),  # open: no win_rate row for Cy
         closed(7, "cy", True, jan, is_deleted=True),  # deleted: never counts
     ]
-    service = load(tmp_path, session_factory, {"teams": TEAMS, "owners": OWNERS, "opportunities": deals})
-    service.refresh(["win_rate"])
+    job = load(tmp_path, session_factory, {"teams": TEAMS, "owners": OWNERS, "opportunities": deals})
+    job.refresh(["win_rate"])
     owners = rows(session_factory, "win_rate", "month", "owner")
     assert {k[1]: (v.numerator, v.denominator, v.value) for k, v in owners.items()} == {
         "crm:ana": (1.0, 3.0, pytest.approx(1 / 3)),
@@ -86,8 +86,8 @@ def test_zero_denominators_give_no_value(tmp_path: Path, session_factory: sessio
         filter: [{field: is_closed, op: eq, value: true}, {field: is_won, op: eq, value: false}]
 """
     deals = [closed(1, "ana", True, T)]  # one won deal, no lost one: 1 / 0
-    service = load(tmp_path, session_factory, {"owners": OWNERS, "opportunities": deals}, config)
-    service.refresh(["lost_share"])
+    job = load(tmp_path, session_factory, {"owners": OWNERS, "opportunities": deals}, config)
+    job.refresh(["lost_share"])
     (company,) = rows(session_factory, "lost_share", "all", "company").values()
     assert (company.value, company.numerator, company.denominator, company.sample_count) == (
         None,
@@ -104,8 +104,8 @@ def test_currencies_are_never_summed_together(tmp_path: Path, session_factory: s
         closed(3, "ana", True, T, amount=Decimal("300.00"), currency="EUR"),
         closed(4, "ana", True, T, amount=None),  # no amount: not in sums or averages, still a won deal
     ]
-    service = load(tmp_path, session_factory, {"owners": OWNERS, "opportunities": deals})
-    service.refresh(["won_revenue", "average_deal_size", "won_deals"])
+    job = load(tmp_path, session_factory, {"owners": OWNERS, "opportunities": deals})
+    job.refresh(["won_revenue", "average_deal_size", "won_deals"])
     revenue = rows(session_factory, "won_revenue", "all", "company")
     assert {k[2]: v.value for k, v in revenue.items()} == {"USD": 1000.5, "EUR": 500.25}
     average = rows(session_factory, "average_deal_size", "all", "company")
@@ -129,8 +129,8 @@ def test_durations_skip_impossible_cycles_and_take_true_medians(
         closed(5, "ana", True, created - timedelta(days=5), created_at=created),  # closed before created
         closed(6, "ana", False, created + timedelta(days=1), created_at=created),  # lost: not a won cycle
     ]
-    service = load(tmp_path, session_factory, {"owners": OWNERS, "opportunities": deals})
-    service.refresh(["sales_cycle_days_mean", "sales_cycle_days_median"])
+    job = load(tmp_path, session_factory, {"owners": OWNERS, "opportunities": deals})
+    job.refresh(["sales_cycle_days_mean", "sales_cycle_days_median"])
     (mean,) = rows(session_factory, "sales_cycle_days_mean", "all", "owner").values()
     assert (mean.value, mean.numerator, mean.denominator, mean.sample_count) == (40.0, 160.0, 4.0, 4)
     (median,) = rows(session_factory, "sales_cycle_days_median", "all", "company").values()
@@ -144,8 +144,8 @@ def test_periods_follow_the_business_timezone_and_fiscal_year(
     late_march = datetime(2024, 3, 31, 22, 30, tzinfo=UTC)  # 00:30 on 1 April in Berlin (CEST)
     mid_march = datetime(2024, 3, 15, 12, 0, tzinfo=UTC)
     deals = [closed(1, "ana", True, late_march), closed(2, "ana", True, mid_march)]
-    service = load(tmp_path, session_factory, {"owners": OWNERS, "opportunities": deals}, config)
-    service.refresh(["won_deals"])
+    job = load(tmp_path, session_factory, {"owners": OWNERS, "opportunities": deals}, config)
+    job.refresh(["won_deals"])
     months = rows(session_factory, "won_deals", "month", "company")
     assert {k[0]: v.value for k, v in months.items()} == {"2024-03-01": 1.0, "2024-04-01": 1.0}
     quarters = rows(session_factory, "won_deals", "quarter", "company")
@@ -165,8 +165,8 @@ def test_records_without_a_period_date_count_only_in_all(
         LeadRecord(external_id="l1", owner_external_id="ana", created_at=T, is_converted=True),
         LeadRecord(external_id="l2", owner_external_id="ana"),  # no created date
     ]
-    service = load(tmp_path, session_factory, {"owners": OWNERS, "leads": leads})
-    service.refresh(["lead_conversion_rate"])
+    job = load(tmp_path, session_factory, {"owners": OWNERS, "leads": leads})
+    job.refresh(["lead_conversion_rate"])
     assert {
         k[0]: (v.numerator, v.denominator)
         for k, v in rows(session_factory, "lead_conversion_rate", "month", "company").items()
@@ -176,15 +176,13 @@ def test_records_without_a_period_date_count_only_in_all(
 
 
 def test_a_refresh_replaces_a_kpi_whole(tmp_path: Path, session_factory: sessionmaker[Session]) -> None:
-    service = load(
-        tmp_path, session_factory, {"owners": OWNERS, "opportunities": [closed(1, "ana", True, T)]}
-    )
-    service.refresh(["won_deals"])
-    service.refresh(["won_deals"])
+    job = load(tmp_path, session_factory, {"owners": OWNERS, "opportunities": [closed(1, "ana", True, T)]})
+    job.refresh(["won_deals"])
+    job.refresh(["won_deals"])
     with session_scope(session_factory) as session:
         hashes = set(session.scalars(select(KpiValue.definition_hash).where(KpiValue.kpi_id == "won_deals")))
         count = len(list(session.scalars(select(KpiValue.id).where(KpiValue.kpi_id == "won_deals"))))
-    assert hashes == {service.definition_hash(service.kpi("won_deals"))}
+    assert hashes == {job.service.definition_hash(job.service.kpi("won_deals"))}
     assert count == 5 * 2  # (week, month, quarter, year, all) x (company, owner) (no teams configured)
 
 
@@ -214,8 +212,8 @@ def test_p90_is_the_nearest_rank_value(tmp_path: Path, session_factory: sessionm
     deals += [
         closed(100 + n, "bo", True, created + timedelta(days=n), created_at=created) for n in range(1, 8)
     ]
-    service = load(tmp_path, session_factory, {"owners": OWNERS, "opportunities": deals}, P90)
-    service.refresh(["cycle_p90"])
+    job = load(tmp_path, session_factory, {"owners": OWNERS, "opportunities": deals}, P90)
+    job.refresh(["cycle_p90"])
     owners = rows(session_factory, "cycle_p90", "all", "owner")
     assert {k[1]: v.value for k, v in owners.items()} == {
         "crm:ana": pytest.approx(9.0),

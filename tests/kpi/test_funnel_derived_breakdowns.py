@@ -14,7 +14,7 @@ from crm_perf_sync.connector_sdk import LeadRecord, PipelineStageRecord, StageCh
 from crm_perf_sync.connectors.registry import ConnectorRegistry
 from crm_perf_sync.kpi import repository as kpi_repo
 from crm_perf_sync.kpi.explain import ValueRef, explain
-from crm_perf_sync.kpi.service import evaluate
+from crm_perf_sync.kpi.formula import evaluate
 from tests.kpi.store import OWNERS, TEAMS, T, closed, load, opp, values
 
 STAGES = [
@@ -48,7 +48,7 @@ def test_the_funnel_counts_a_skipped_stage_as_passed(
         opp(7, "cy", stage="Q", pipeline="sales", is_deleted=True),  # deleted: never counts
     ]
     history = [*moves(1, "P", "Q", "N", "Won"), *moves(3, "P", "Q", "Lost"), *moves(4, "P", "N")]
-    service = load(
+    job = load(
         tmp_path,
         session_factory,
         {
@@ -59,7 +59,7 @@ def test_the_funnel_counts_a_skipped_stage_as_passed(
             "stage_changes": history,
         },
     )
-    service.refresh(["stage_funnel"])
+    job.refresh(["stage_funnel"])
     stages = values(session_factory, "stage_funnel", "all", "company", "stage")
     reached = {key[3]: (row.numerator, row.denominator, row.value) for key, row in stages.items()}
     assert reached == {
@@ -103,8 +103,8 @@ def test_derived_kpis_combine_stored_values_per_period_scope_and_currency(
   targets:
     - {kpi: won_revenue, grain: month, period: 2024-01, value: 1000, currency: USD}
 """
-    service = load(tmp_path, session_factory, {"owners": OWNERS, "opportunities": deals}, config)
-    service.refresh()
+    job = load(tmp_path, session_factory, {"owners": OWNERS, "opportunities": deals}, config)
+    job.refresh()
     coverage = values(session_factory, "pipeline_coverage", "month", "company")
     # Open USD pipeline closing in January (1,400) over what is left to win (1,000 - 300).
     assert {k: row.value for k, row in coverage.items()} == {
@@ -124,16 +124,16 @@ def test_derived_kpis_combine_stored_values_per_period_scope_and_currency(
     with session_factory() as session:
         explained = explain(
             session,
-            service.kpi("sales_velocity"),
+            job.service.kpi("sales_velocity"),
             ValueRef("sales_velocity", "all", "all", "company", "company", "USD"),
-            service.calendar(session),
+            job.service.calendar(session),
             kpi_repo.load_membership(session),
         )
         coverage_inputs = explain(
             session,
-            service.kpi("pipeline_coverage"),
+            job.service.kpi("pipeline_coverage"),
             ValueRef("pipeline_coverage", "month", "2024-01-01", "company", "company", "USD"),
-            service.calendar(session),
+            job.service.calendar(session),
             kpi_repo.load_membership(session),
         ).inputs
     assert explained.parts == []
@@ -200,13 +200,13 @@ def test_breakdowns_split_totals_exactly(tmp_path: Path, session_factory: sessio
         LeadRecord(external_id="l1", owner_external_id="ana", source="Web", created_at=T, is_converted=True),
         LeadRecord(external_id="l2", owner_external_id="ana", source="Event", created_at=T),
     ]
-    service = load(
+    job = load(
         tmp_path,
         session_factory,
         {"teams": TEAMS, "owners": OWNERS, "opportunities": deals, "leads": leads},
         BREAKDOWNS,
     )
-    service.refresh(["win_rate", "lead_conversion_rate"])
+    job.refresh(["win_rate", "lead_conversion_rate"])
     by_source = values(session_factory, "win_rate", "all", "company", "lead_source")
     assert {k[3]: (r.numerator, r.denominator) for k, r in by_source.items()} == {
         "Web": (2, 2),
@@ -237,8 +237,8 @@ def test_weeks_run_monday_to_sunday_in_the_business_timezone(
     sunday_night = datetime(2024, 1, 8, 3, 0, tzinfo=UTC)  # Sunday 7 January, 22:00 in New York
     monday = datetime(2024, 1, 8, 6, 0, tzinfo=UTC)  # Monday 8 January, 01:00 in New York
     deals = [closed(1, "ana", True, sunday_night), closed(2, "ana", True, monday)]
-    service = load(tmp_path, session_factory, {"owners": OWNERS, "opportunities": deals}, config)
-    service.refresh(["won_deals"])
+    job = load(tmp_path, session_factory, {"owners": OWNERS, "opportunities": deals}, config)
+    job.refresh(["won_deals"])
     weeks = values(session_factory, "won_deals", "week", "company")
     assert {
         (k[0], row.period_end.isoformat() if row.period_end else None): row.value for k, row in weeks.items()
@@ -257,18 +257,18 @@ def test_an_explanation_lists_exactly_the_records_behind_a_value(
         closed(9, "ana", True, T + timedelta(days=40)),  # February: not in January's value
         closed(10, "ana", True, T, is_deleted=True),
     ]
-    service = load(tmp_path, session_factory, {"teams": TEAMS, "owners": OWNERS, "opportunities": deals})
-    service.refresh(["win_rate"])
+    job = load(tmp_path, session_factory, {"teams": TEAMS, "owners": OWNERS, "opportunities": deals})
+    job.refresh(["win_rate"])
     ref = ValueRef("win_rate", "month", "2024-01-01", "owner", "crm:ana")
     with session_factory() as session:
-        calendar = service.calendar(session)
+        calendar = job.service.calendar(session)
         membership = kpi_repo.load_membership(session)
         seen: dict[str, list[str]] = {"numerator": [], "denominator": []}
         after: int | None = None
         pages = 0
         while True:
             result = explain(
-                session, service.kpi("win_rate"), ref, calendar, membership, after=after, limit=2
+                session, job.service.kpi("win_rate"), ref, calendar, membership, after=after, limit=2
             )
             pages += 1
             for part in result.parts:
@@ -288,7 +288,7 @@ def test_an_explanation_lists_exactly_the_records_behind_a_value(
         assert result.parts[0].filters == ["not deleted", "is_won = True"]
         team = explain(
             session,
-            service.kpi("win_rate"),
+            job.service.kpi("win_rate"),
             ValueRef("win_rate", "all", "all", "team", "crm:dach"),
             calendar,
             membership,

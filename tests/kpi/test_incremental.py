@@ -23,7 +23,7 @@ from crm_perf_sync.connector_sdk import (
     Tombstone,
 )
 from crm_perf_sync.db import session_scope
-from crm_perf_sync.kpi.service import KpiService
+from crm_perf_sync.jobs.refresh import RefreshJob
 from crm_perf_sync.leases import new_holder_id
 from crm_perf_sync.models import PRIOR_TABLES, ChangeBatch, KpiValue, ScorecardValue
 from crm_perf_sync.sync.service import SyncEngine, SyncOptions
@@ -192,7 +192,7 @@ def test_applying_the_change_log_equals_recomputing_everything(
     rng = random.Random(seed)
     deals = [deal(rng, n) for n in range(120)]
     leads = [lead(rng, n) for n in range(60)]
-    service = load(
+    job = load(
         tmp_path,
         session_factory,
         {
@@ -205,8 +205,8 @@ def test_applying_the_change_log_equals_recomputing_everything(
         },
         CONFIG,
     )
-    first = service.refresh()
-    assert set(first.recomputed) == set(service.kpis)  # nothing stored yet: every KPI whole
+    first = job.refresh()
+    assert set(first.recomputed) == set(job.service.kpis)  # nothing stored yet: every KPI whole
     assert log_size(session_factory) == 0  # the first load's log was consumed
 
     # The CRM changes: deals move owner, period, outcome, amount and currency; some are deleted,
@@ -235,7 +235,7 @@ def test_applying_the_change_log_equals_recomputing_everything(
     )
     assert log_size(session_factory) > 0
 
-    second = service.refresh()
+    second = job.refresh()
     additive = {"win_rate", "won_deals", "won_revenue", "lead_conversion_rate", "average_deal_size"}
     # Updated by parts, not recomputed (medians and derived KPIs in the periods the changes touch).
     by_parts = additive | {"stage_funnel", "sales_cycle_days_median", "sales_velocity", "pipeline_coverage"}
@@ -246,8 +246,8 @@ def test_applying_the_change_log_equals_recomputing_everything(
     incremental = snapshot(session_factory, KpiValue.__table__, skip)
     scores = snapshot(session_factory, ScorecardValue.__table__, skip)
 
-    third = service.refresh(full=True)
-    assert set(third.recomputed) == set(service.kpis)
+    third = job.refresh(full=True)
+    assert set(third.recomputed) == set(job.service.kpis)
     problems = same(incremental, snapshot(session_factory, KpiValue.__table__, skip))
     problems += same(scores, snapshot(session_factory, ScorecardValue.__table__, skip))
     assert not problems, f"{len(problems)} differences:\n" + "\n".join(problems[:30])
@@ -256,7 +256,7 @@ def test_applying_the_change_log_equals_recomputing_everything(
     assert {v["dimension_value"] for v in funnel} >= {"sales: Lead", "renewals: Negotiation"}
 
     # Nothing changed since: a refresh has nothing to do.
-    idle = service.refresh()
+    idle = job.refresh()
     assert idle.rows == {}
     assert idle.summary().startswith("KPIs already up to date")
 
@@ -266,8 +266,8 @@ def test_a_changed_definition_or_team_recomputes_whole(
 ) -> None:
     rng = random.Random(1)
     deals = [deal(rng, n) for n in range(20)]
-    service = load(tmp_path, session_factory, {"teams": TEAMS, "owners": OWNERS, "opportunities": deals})
-    service.refresh()
+    job = load(tmp_path, session_factory, {"teams": TEAMS, "owners": OWNERS, "opportunities": deals})
+    job.refresh()
     sync_more(session_factory, {"opportunities": [[deal(rng, 3)]]})
     (tmp_path / "config.yaml").write_text(
         (tmp_path / "config.yaml").read_text()
@@ -279,7 +279,7 @@ def test_a_changed_definition_or_team_recomputes_whole(
     from crm_perf_sync.connectors.registry import ConnectorRegistry
     from tests.sync.scripted import ScriptedConnector
 
-    changed = KpiService(
+    changed = RefreshJob(
         session_factory,
         load_config(
             tmp_path / "config.yaml", ConnectorRegistry(connectors={"scripted": ScriptedConnector}), {}
@@ -290,7 +290,7 @@ def test_a_changed_definition_or_team_recomputes_whole(
     assert "win_rate" in outcome.updated  # unchanged definition: by the change log
     with session_scope(session_factory) as session:
         hashes = set(session.scalars(select(KpiValue.definition_hash).where(KpiValue.kpi_id == "won_deals")))
-    assert hashes == {changed.definition_hash(changed.kpi("won_deals"))}
+    assert hashes == {changed.service.definition_hash(changed.service.kpi("won_deals"))}
 
 
 def test_a_reopened_deal_counts_as_what_it_is_now(
@@ -317,8 +317,8 @@ def test_a_reopened_deal_counts_as_what_it_is_now(
         close_date=closed_at.date(),
         is_closed=True,
     )
-    service = load(tmp_path, session_factory, {"owners": OWNERS, "opportunities": [won, lost]})
-    service.refresh()
+    job = load(tmp_path, session_factory, {"owners": OWNERS, "opportunities": [won, lost]})
+    job.refresh()
     before = values_of(session_factory, "win_rate", "month")
     assert before == {"2024-01-01": (1.0, 2.0)}
     # The won deal is reopened in the CRM: open again, expected to close in March.
@@ -331,7 +331,7 @@ def test_a_reopened_deal_counts_as_what_it_is_now(
         close_date=datetime(2024, 3, 31, tzinfo=UTC).date(),
     )
     sync_more(session_factory, {"opportunities": [[reopened]]})
-    outcome = service.refresh()
+    outcome = job.refresh()
     assert {"win_rate", "won_deals", "open_pipeline"} <= set(outcome.updated)
     assert values_of(session_factory, "win_rate", "month") == {"2024-01-01": (0.0, 1.0)}
     assert values_of(session_factory, "won_deals", "month") == {}
@@ -366,18 +366,18 @@ def test_stage_history_alone_updates_the_funnel(
     deal_in_p = OpportunityRecord(
         external_id="o1", owner_external_id="ana", stage="P", pipeline="sales", created_at=START
     )
-    service = load(
+    job = load(
         tmp_path,
         session_factory,
         {"owners": OWNERS, "pipeline_stages": stages, "opportunities": [deal_in_p], "stage_changes": []},
     )
-    service.refresh()
+    job.refresh()
     # The CRM's history, synced later on its own: the deal was in N once (and moved back).
     history = [
         StageChangeRecord(opportunity_external_id="o1", to_stage="N", changed_at=START + timedelta(days=1))
     ]
     sync_more(session_factory, {"stage_changes": [history]})
-    assert "stage_funnel" in service.refresh().updated  # by the change log, not recomputed
+    assert "stage_funnel" in job.refresh().updated  # by the change log, not recomputed
     with session_scope(session_factory) as session:
         reached = {
             row.dimension_value: row.numerator
@@ -411,8 +411,8 @@ def test_a_numerator_without_denominator_records_survives_updates(
     january = datetime(2024, 1, 10, tzinfo=UTC)
     february = datetime(2024, 2, 10, tzinfo=UTC)
     leads = [LeadRecord(external_id=f"l{n}", owner_external_id="ana", created_at=january) for n in range(3)]
-    service = load(tmp_path, session_factory, {"owners": OWNERS, "leads": leads}, CONVERSIONS)
-    service.refresh()
+    job = load(tmp_path, session_factory, {"owners": OWNERS, "leads": leads}, CONVERSIONS)
+    job.refresh()
     converted = [
         LeadRecord(
             external_id=f"l{n}",
@@ -424,7 +424,7 @@ def test_a_numerator_without_denominator_records_survives_updates(
         for n in range(2)
     ]
     sync_more(session_factory, {"leads": [converted]})
-    service.refresh()
+    job.refresh()
     # February: 2 conversions, no lead created yet (no value, but the numerator is kept).
     assert values_of(session_factory, "conversions_per_new_lead", "month") == {
         "2024-01-01": (0.0, 3.0),
@@ -432,8 +432,8 @@ def test_a_numerator_without_denominator_records_survives_updates(
     }
     new_lead = LeadRecord(external_id="l9", owner_external_id="ana", created_at=february)
     sync_more(session_factory, {"leads": [[], [new_lead]]})
-    service.refresh()
+    job.refresh()
     incremental = values_of(session_factory, "conversions_per_new_lead", "month")
-    service.refresh(full=True)
+    job.refresh(full=True)
     assert incremental == values_of(session_factory, "conversions_per_new_lead", "month")
     assert incremental["2024-02-01"] == (2.0, 1.0)

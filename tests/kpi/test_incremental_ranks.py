@@ -1,7 +1,7 @@
 """All-time medians and percentiles moved by the change log equal a recount from the records.
 
 An incremental refresh does not rank an all-time cell again: it moves the stored statistic by the
-values the change log removed and added (see ``KpiService._move_rank``). Cycle lengths here are
+values the change log removed and added (see ``ranks.move_rank``). Cycle lengths here are
 whole days from a handful of values, so cells are full of ties, the case that rank bookkeeping
 gets wrong first; several rounds of changes run in a row, each starting from the state the
 previous one left, and every round is checked against a plain-Python recount of the records.
@@ -115,13 +115,13 @@ def test_moved_all_time_medians_and_p90_equal_a_recount(
 ) -> None:
     rng = random.Random(seed)
     deals = {f"o{n}": deal(rng, n) for n in range(80)}
-    service = load(
+    job = load(
         tmp_path,
         session_factory,
         {"teams": TEAMS, "owners": OWNERS, "opportunities": list(deals.values())},
         CONFIG,
     )
-    service.refresh()
+    job.refresh()
     check(session_factory, deals)
     next_id = len(deals)
     for round_index in range(4):
@@ -142,13 +142,13 @@ def test_moved_all_time_medians_and_p90_equal_a_recount(
             page.append(fresh)
         # The scripted CRM resumes after the pages earlier syncs read.
         sync_more(session_factory, {"opportunities": [*([[]] * round_index), page]})
-        outcome = service.refresh()
+        outcome = job.refresh()
         assert {"cycle_median", "cycle_p90"} <= set(outcome.updated), outcome
         check(session_factory, deals)
 
     # The moved state leaves exactly what ranking everything again gives, every grain included.
     skip = {"id", "computed_at"}
     moved = snapshot(session_factory, KpiValue.__table__, skip)
-    service.refresh(full=True)
+    job.refresh(full=True)
     problems = same(moved, snapshot(session_factory, KpiValue.__table__, skip))
     assert not problems, "\n".join(problems[:20])

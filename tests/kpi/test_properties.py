@@ -4,7 +4,7 @@ Hypothesis generates a few dozen opportunities and leads owned by reps of two te
 region (and, in some examples, by a rep in no team, an owner the CRM never listed, or nobody),
 dated across two years with many instants close to a month boundary of the business timezone,
 in one or two currencies, some deleted, some without an amount or a date. Each example replaces
-the store's records, refreshes the KPIs through :class:`KpiService` and reads ``kpi_value`` back.
+the store's records, refreshes the KPIs through :class:`RefreshJob` and reads ``kpi_value`` back.
 
 The properties hold whatever the data: the scopes add up (reps to teams to the region to the
 company), the periods add up (months to fiscal quarters to fiscal years, years and weeks to
@@ -35,7 +35,7 @@ from crm_perf_sync.config import load_config
 from crm_perf_sync.connector_sdk import LeadRecord, OpportunityRecord, OwnerRecord, StreamSpec, TeamRecord
 from crm_perf_sync.connectors.registry import ConnectorRegistry
 from crm_perf_sync.db import session_scope
-from crm_perf_sync.kpi.service import KpiService
+from crm_perf_sync.jobs.refresh import RefreshJob
 from crm_perf_sync.leases import new_holder_id
 from crm_perf_sync.models import KpiValue, Lead, Opportunity
 from crm_perf_sync.sync import repository as sync_repo
@@ -234,7 +234,7 @@ class Store:
             leads = [to_row("leads", r) for r in data.leads]
             sync_repo.upsert_rows(session, "leads", "crm", leads, SYNCED_AT)
         self.config_path.write_text(config_yaml(data.zone, data.fiscal_start))
-        KpiService(self.factory, load_config(self.config_path, REGISTRY, {})).refresh(kpi_ids)
+        RefreshJob(self.factory, load_config(self.config_path, REGISTRY, {})).refresh(kpi_ids)
         with session_scope(self.factory) as session:
             # Totals only: breakdown rows (a dimension and its value) split the same records again.
             found = session.scalars(

@@ -16,8 +16,8 @@ from crm_perf_sync.kpi import periods
 from crm_perf_sync.kpi.compiler import Membership
 from crm_perf_sync.kpi.library import resolve
 from crm_perf_sync.kpi.schemas import Grain, KpiSection, TargetConfig
-from crm_perf_sync.kpi.service import pace
 from crm_perf_sync.kpi.targets import Target, TargetKey, decompose
+from crm_perf_sync.kpi.values import pace
 from crm_perf_sync.models import KpiTarget, ScorecardValue
 from tests.kpi.store import OWNERS, TEAMS, T, closed, load, values
 
@@ -128,10 +128,8 @@ def test_values_carry_target_attainment_and_gap(
         closed(2, "ana", True, T, amount=Decimal(50), created_at=T - timedelta(days=30)),
         closed(3, "bo", True, T, amount=Decimal(100)),
     ]
-    service = load(
-        tmp_path, session_factory, {"teams": TEAMS, "owners": OWNERS, "opportunities": deals}, TARGETS
-    )
-    outcome = service.refresh()
+    job = load(tmp_path, session_factory, {"teams": TEAMS, "owners": OWNERS, "opportunities": deals}, TARGETS)
+    outcome = job.refresh()
     assert outcome.targets == 17 + 3 + 1  # year decomposed, the team's month and its 2 reps, a rate
     month = values(session_factory, "won_revenue", "month", "company")
     january = month[("2024-01-01", "company", "USD", "")]
@@ -199,10 +197,10 @@ def test_scorecards_normalise_drop_renormalise_grade_and_rank(
         closed(7, "cy", False, T),
         closed(8, "cy", False, T),
     ]
-    service = load(
+    job = load(
         tmp_path, session_factory, {"teams": TEAMS, "owners": OWNERS, "opportunities": deals}, SCORECARD
     )
-    assert service.refresh().scorecards == {"reps": 4}  # Ana, Bo, Cy and Di (active, no data)
+    assert job.refresh().scorecards == {"reps": 4}  # Ana, Bo, Cy and Di (active, no data)
     with session_scope(session_factory) as session:
         scores = {s.scope_id: s for s in session.scalars(select(ScorecardValue))}
         ana, bo, cy, di = (scores[f"crm:{name}"] for name in ("ana", "bo", "cy", "di"))

@@ -30,6 +30,7 @@ from crm_perf_sync.config import LoadedConfig
 from crm_perf_sync.kpi import periods
 from crm_perf_sync.kpi.repository import scope_names
 from crm_perf_sync.kpi.schemas import Grain
+from crm_perf_sync.kpi.values import pace, tidy
 from crm_perf_sync.webhooks.service import emit
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,6 @@ def observe(
     conn: Connection, rule: AlertRule, period_key: str, now: datetime, zone: str
 ) -> dict[ScopeKey, Observation]:
     """The value the rule watches for every scope the store has one for."""
-    from crm_perf_sync.kpi.service import pace
-
     out: dict[ScopeKey, Observation] = {}
     if rule.scorecard is not None:
         for row in repo.scores(conn, rule.scorecard, rule.grain, period_key):
@@ -257,8 +256,6 @@ def _payload(
     to_state: str,
     names: Mapping[tuple[str, str], str],
 ) -> dict[str, Any]:
-    from crm_perf_sync.kpi.service import tidy
-
     scope, scope_id, currency = key
     query = {"grain": rule.grain, "period": period_key, "scope": scope, "scope_id": scope_id}
     links: dict[str, str] = {}

@@ -28,6 +28,7 @@ from crm_perf_sync.kpi.compiler import (
     part_for,
     period_expr,
 )
+from crm_perf_sync.kpi.formula import formula_inputs
 from crm_perf_sync.kpi.schemas import (
     REGION_DIMENSION,
     CountKpi,
@@ -40,7 +41,6 @@ from crm_perf_sync.kpi.schemas import (
     Measure,
     RatioKpi,
     SumKpi,
-    formula_inputs,
 )
 from crm_perf_sync.models import KpiValue
 

@@ -33,6 +33,7 @@ from crm_perf_sync.kpi import compiler
 from crm_perf_sync.kpi.compiler import MEMBERSHIP, OWNER_REGION, Membership
 from crm_perf_sync.kpi.schemas import TargetConfig
 from crm_perf_sync.kpi.scorecards import Observed
+from crm_perf_sync.kpi.values import TargetCell, TargetCellKey
 from crm_perf_sync.models import (
     PRIOR_TABLES,
     ChangeBatch,
@@ -61,16 +62,6 @@ CHANGED = table_clause(
 
 #: The refresh-state row a refresh writes first (not a KPI id: ids start with a letter).
 REFRESH_MARK = "*refresh"
-
-#: (kpi id, grain, period key, scope, scope id, currency)
-TargetKey = tuple[str, str, str, str, str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class TargetCell:
-    value: float
-    start: date
-    end: date
 
 
 def team_key(namespace: str, external_id: str) -> str:
@@ -551,8 +542,8 @@ def api_targets(conn: Connection, kpis: Mapping[str, Any]) -> list[TargetConfig]
     return out
 
 
-def load_targets(session: Session | Connection) -> dict[TargetKey, TargetCell]:
-    found: dict[TargetKey, TargetCell] = {}
+def load_targets(session: Session | Connection) -> dict[TargetCellKey, TargetCell]:
+    found: dict[TargetCellKey, TargetCell] = {}
     for t in session.execute(select(KpiTarget.__table__)):
         key = (t.kpi_id, t.grain, t.period_key, t.scope, t.scope_id, t.currency)
         found[key] = TargetCell(t.value, t.period_start, t.period_end)

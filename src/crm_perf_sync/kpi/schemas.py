@@ -6,13 +6,14 @@ A definition never contains SQL. Fields and filters name columns from an allow-l
 
 from __future__ import annotations
 
-import ast
 import hashlib
 from datetime import date
 from typing import Annotated, Any, Literal, Self
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from crm_perf_sync.kpi.formula import formula_inputs
 
 KpiEntity = Literal["opportunities", "leads"]
 
@@ -259,49 +260,6 @@ class FunnelKpi(_Kpi):
         if value.entity != "opportunities" or value.sum is not None:
             raise ValueError("a funnel counts opportunities (entity: opportunities, no sum)")
         return value
-
-
-_FORMULA_NODES = (
-    ast.Expression,
-    ast.BinOp,
-    ast.UnaryOp,
-    ast.Add,
-    ast.Sub,
-    ast.Mult,
-    ast.Div,
-    ast.USub,
-    ast.Constant,
-    ast.Name,
-    ast.Attribute,
-    ast.Load,
-)
-
-
-def formula_inputs(formula: str) -> tuple[set[str], set[str]]:
-    """The KPI ids a formula reads as values and as ``target.<id>``; raises ValueError if unsafe."""
-    try:
-        tree = ast.parse(formula, mode="eval")
-    except SyntaxError as exc:
-        raise ValueError(f"formula is not an arithmetic expression: {exc.msg}") from None
-    values: set[str] = set()
-    targets: set[str] = set()
-    for node in ast.walk(tree):
-        if not isinstance(node, _FORMULA_NODES):
-            raise ValueError(
-                f"formula may only use KPI ids, target.<kpi id>, numbers, + - * / and parentheses "
-                f"(found {type(node).__name__})"
-            )
-        if isinstance(node, ast.Constant) and not isinstance(node.value, int | float):
-            raise ValueError("formula constants must be numbers")
-        if isinstance(node, ast.Attribute):
-            if not (isinstance(node.value, ast.Name) and node.value.id == "target"):
-                raise ValueError("only target.<kpi id> may use a dot in a formula")
-            targets.add(node.attr)
-        elif isinstance(node, ast.Name) and node.id != "target":
-            values.add(node.id)
-    if "target" in {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} and not targets:
-        raise ValueError("write target.<kpi id> for a KPI's target")
-    return values, targets
 
 
 class DerivedKpi(_Kpi):

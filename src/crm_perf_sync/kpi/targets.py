@@ -16,7 +16,8 @@ from typing import Any
 
 from crm_perf_sync.kpi import periods
 from crm_perf_sync.kpi.compiler import Membership
-from crm_perf_sync.kpi.schemas import CountKpi, Grain, Kpi, SumKpi, TargetConfig
+from crm_perf_sync.kpi.schemas import Grain, Kpi, TargetConfig
+from crm_perf_sync.kpi.values import is_additive
 
 TargetKey = tuple[str, str, int, str, str, str]  # (kpi, grain, period index, scope, scope id, currency)
 
@@ -32,11 +33,6 @@ class Target:
     origin: str  # set, period, team
     rank: int  # lower is more specific
     source: str = "config"  # config, api
-
-
-def is_additive(kpi: Kpi) -> bool:
-    """Whether a KPI's values add up across periods and reps (so targets divide)."""
-    return isinstance(kpi, CountKpi | SumKpi)
 
 
 def decompose(

@@ -22,6 +22,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from crm_perf_sync.config import ConnectionConfig
 from crm_perf_sync.errors import AppError
+from crm_perf_sync.jobs.refresh import RefreshJob
 from crm_perf_sync.kpi.service import KpiService
 from crm_perf_sync.runtime import Runtime
 from crm_perf_sync.sync.service import SyncAlreadyRunning
@@ -111,7 +112,7 @@ def refresh_if_needed(runtime: Runtime, stop: threading.Event) -> None:
 
     try:
         with session_scope(runtime.session_factory) as session:
-            reason = KpiService(runtime.session_factory, runtime.config).refresh_reason(session)
+            reason = KpiService(runtime.config).refresh_reason(session)
     except Exception:
         log.exception("checking whether the KPIs are up to date failed")
         return
@@ -121,7 +122,7 @@ def refresh_if_needed(runtime: Runtime, stop: threading.Event) -> None:
     # Nothing new, but a period may have begun since the last evaluation.
     try:
         ttl = timedelta(seconds=max(runtime.settings.lease_ttl_seconds, 900))
-        KpiService(runtime.session_factory, runtime.config).evaluate_alerts_exclusive(ttl=ttl)
+        RefreshJob(runtime.session_factory, runtime.config).evaluate_alerts_exclusive(ttl=ttl)
     except Exception:
         log.exception("evaluating the alert rules failed")
 
@@ -150,7 +151,7 @@ def refresh_kpis(runtime: Runtime, stop: threading.Event, *, reason: str) -> Non
     # A full refresh of a large store takes minutes: the lease outlives it.
     ttl = timedelta(seconds=max(runtime.settings.lease_ttl_seconds, 900))
     try:
-        refreshed = KpiService(runtime.session_factory, runtime.config).refresh_exclusive(
+        refreshed = RefreshJob(runtime.session_factory, runtime.config).refresh_exclusive(
             ttl=ttl, wait=ttl, should_stop=stop.is_set, wait_for_first_loads=True
         )
     except AppError as exc:

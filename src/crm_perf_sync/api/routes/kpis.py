@@ -30,8 +30,10 @@ from crm_perf_sync.kpi import periods
 from crm_perf_sync.kpi import repository as kpi_repo
 from crm_perf_sync.kpi.explain import ValueRef
 from crm_perf_sync.kpi.explain import explain as explain_value
+from crm_perf_sync.kpi.funnel import funnel_steps
 from crm_perf_sync.kpi.schemas import DerivedKpi, DurationKpi, FunnelKpi, Kpi, RatioKpi, TargetConfig
-from crm_perf_sync.kpi.service import KpiService, pace, tidy
+from crm_perf_sync.kpi.service import KpiService
+from crm_perf_sync.kpi.values import pace, tidy
 from crm_perf_sync.models import TargetDefinition
 from crm_perf_sync.timeutil import utc_now
 
@@ -312,7 +314,7 @@ def funnel(
             f"{kpi} is a {found.type} KPI, not a funnel (funnels: {', '.join(funnels) or 'none'})"
         )
     key = period_key(period, grain, service.config.app.business.fiscal_year_start_month) or "all"
-    order = {stage: n for n, stage in enumerate(_stage_order(service, session, found))}
+    order = {stage: n for n, stage in enumerate(_stage_order(session, found))}
     stored = kpi_repo.values(
         session, kpi, grain=grain, scope=scope, period_key=key, scope_id=scope_id, dimension="stage"
     )
@@ -343,8 +345,8 @@ def funnel(
     )
 
 
-def _stage_order(service: KpiService, session: Any, kpi: FunnelKpi) -> list[str]:
-    steps = service._funnel_steps(session.connection(), kpi)
+def _stage_order(session: Any, kpi: FunnelKpi) -> list[str]:
+    steps = funnel_steps(session.connection(), kpi)
     several = len({pipeline for _, pipeline in steps}) > 1
     ordered = sorted(
         (pipeline, order, stage) for (_, pipeline), found in steps.items() for order, stage in found

@@ -1,0 +1,82 @@
+"""Scorecard scores materialised: every rep scored and ranked per period from the stored values.
+
+The scoring itself is pure (:mod:`.scorecards`); this reads the reps' component values, scores
+and ranks them per period of the card's grains and replaces the stored scores, in the caller's
+transaction. Incrementally only the periods whose component values changed are scored again,
+as long as the card, the teams and the active reps are those the stored scores were made with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection
+
+from crm_perf_sync.kpi import repository as repo
+from crm_perf_sync.kpi import scorecards
+from crm_perf_sync.kpi.schemas import Kpi, ScorecardConfig
+from crm_perf_sync.timeutil import utc_now
+
+
+def refresh_scorecard(
+    conn: Connection,
+    card: ScorecardConfig,
+    kpis: Mapping[str, Kpi],
+    only: set[tuple[str, str]] | None = None,
+) -> int | None:
+    """Score every rep for every period of the card's grains (the caller's transaction).
+
+    ``only``: just the (grain, period key) whose component values changed, when the stored
+    scores were computed with this definition, these teams and these active reps (otherwise
+    every period). Returns how many scores were written, ``None`` when none needed to be.
+    """
+    computed_at = utc_now()
+    teams = repo.direct_teams(conn)
+    active = repo.active_owner_scopes(conn)
+    digest = hashlib.blake2b(
+        orjson.dumps([card.definition_hash(), sorted(teams.items()), sorted(active)]), digest_size=8
+    ).hexdigest()
+    if only is not None and repo.score_hashes(conn, card.id) != {digest}:
+        only = None
+    if only is not None:
+        only = {(grain, key) for grain, key in only if grain in card.grains}
+        if not only:
+            return None
+    out: list[dict[str, Any]] = []
+    for grain in card.grains:
+        wanted = None if only is None else {key for g, key in only if g == grain}
+        if wanted is not None and not wanted:
+            continue
+        observed, bounds = repo.owner_values(conn, [c.kpi for c in card.components], grain, wanted)
+        for period_key, reps in sorted(observed.items()):
+            scored = [
+                scorecards.score_rep(card, kpis, scope_id, reps.get(scope_id, {}))
+                for scope_id in sorted(set(reps) | active)
+            ]
+            scorecards.rank(scored, teams)
+            start, end = bounds[period_key]
+            out += [
+                {
+                    "scorecard_id": card.id,
+                    "definition_hash": digest,
+                    "grain": grain,
+                    "period_key": period_key,
+                    "period_start": start,
+                    "period_end": end,
+                    "scope_id": s.scope_id,
+                    "team_id": s.team_id,
+                    "score": s.score,
+                    "grade": s.grade,
+                    "rank": s.rank,
+                    "team_rank": s.team_rank,
+                    "dropped_components": s.dropped,
+                    "components": s.components,
+                    "computed_at": computed_at,
+                }
+                for s in scored
+            ]
+    repo.replace_scores(conn, card.id, out, only)
+    return len(out)
