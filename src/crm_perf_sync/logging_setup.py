@@ -72,10 +72,6 @@ def bind_log_context(**fields: Any) -> None:
     _CONTEXT.set({**_CONTEXT.get(), **{k: v for k, v in fields.items() if v is not None}})
 
 
-def current_context() -> Mapping[str, Any]:
-    return _CONTEXT.get()
-
-
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         for key, value in _CONTEXT.get().items():

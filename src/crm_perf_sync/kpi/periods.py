@@ -169,10 +169,3 @@ def elapsed_fraction(start: date, end: date, now: datetime, zone: str) -> float:
     finish = datetime(end.year, end.month, end.day, tzinfo=tz)
     total = (finish - begin).total_seconds()
     return min(1.0, max(0.0, (now - begin).total_seconds() / total))
-
-
-def local_month_index(moment: datetime | date, zone: str) -> int:
-    """Python twin of :func:`month_index`, for tests and for placing "now" in a period."""
-    if isinstance(moment, datetime):
-        moment = moment.astimezone(ZoneInfo(zone))
-    return moment.year * 12 + moment.month - 1

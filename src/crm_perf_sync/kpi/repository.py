@@ -134,11 +134,6 @@ def load_membership_table(conn: Connection, membership: Membership) -> None:
         )
 
 
-def drop_membership_table(conn: Connection) -> None:
-    conn.exec_driver_sql("DROP TABLE IF EXISTS kpi_membership")
-    conn.exec_driver_sql("DROP TABLE IF EXISTS kpi_owner_region")
-
-
 def replace_values(conn: Connection, kpi_id: str, rows: Sequence[dict[str, Any]]) -> None:
     """Swap a KPI's values for ``rows`` (the caller's transaction makes the swap atomic)."""
     conn.execute(delete(KpiValue).where(KpiValue.kpi_id == kpi_id))
