@@ -374,8 +374,7 @@ class KpiService:
         failing evaluation is logged and retried at the next one, it does not undo the refresh)."""
         from crm_perf_sync.alerts import service as alerts
 
-        if not self.config.app.alerts.rules and not self.section.scorecards:
-            return
+        # Even with no rule left: the alerts of removed rules are resolved by an evaluation.
         started = time.monotonic()
         try:
             with conn.begin_nested():
