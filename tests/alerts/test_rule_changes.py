@@ -63,7 +63,7 @@ NORDICS_DEALS = """
 
 
 def rules(*blocks: str) -> str:
-    return SCORECARD + "alerts:\n  rules:" + "".join(blocks)
+    return SCORECARD + "alerts:\n  rules:" + "".join("\n" + block.strip("\n") for block in blocks) + "\n"
 
 
 def test_the_rule_blocks_are_the_rules_of_the_world() -> None:
