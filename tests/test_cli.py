@@ -354,3 +354,39 @@ connections:
     allowed = cli("doctor", env=allow, cwd=tmp_path)
     assert allowed.returncode == 0, allowed.stdout
     assert "everything checks out" in allowed.stderr
+
+
+def test_an_endpoint_added_with_send_firing_is_queued_the_alerts_firing_by_the_next_refresh(
+    tmp_path: Path,
+) -> None:
+    env = {
+        "CRM_PERF_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
+        "CRM_PERF_SYNC_CONFIG": str(REPO / "config/crm-perf-sync.yaml"),
+    }
+    for step in (
+        ("sync",),
+        ("refresh",),
+        ("webhooks", "add", "https://hooks.example.com/crm", "--event", "alert.*", "--send-firing"),
+    ):
+        done = cli(*step, env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    nothing = cli("webhooks", "replay", "1", env=env, cwd=tmp_path)
+    assert nothing.returncode == 2
+    assert "give --since, --firing or both" in nothing.stderr
+    assert cli("refresh", env=env, cwd=tmp_path).returncode == 0
+    query = (
+        "SELECT e.message_id FROM webhook_delivery d JOIN webhook_event e ON e.id = d.event_id"
+        " WHERE d.endpoint_id = 1"
+    )
+    with sqlite3.connect(tmp_path / "store.db") as db:
+        firing = sorted(r[0] for r in db.execute("SELECT message_id FROM alert_state WHERE state = 'firing'"))
+        queued = sorted(r[0] for r in db.execute(query))
+    assert firing
+    assert queued == firing  # each alert firing, as the alert.firing event that announced it
+
+    again = cli("webhooks", "replay", "1", "--firing", env=env, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "at the next alert evaluation" in again.stdout
+    assert cli("refresh", env=env, cwd=tmp_path).returncode == 0
+    with sqlite3.connect(tmp_path / "store.db") as db:
+        assert sorted(r[0] for r in db.execute(query)) == sorted(firing * 2)

@@ -252,6 +252,9 @@ def webhooks_add(
     severity: Annotated[
         list[str] | None, typer.Option(help="Only alerts of these severities (repeatable).")
     ] = None,
+    send_firing: Annotated[
+        bool, typer.Option(help="Also send it the alerts firing now (at the next alert evaluation).")
+    ] = False,
 ) -> None:
     """Add an endpoint; prints its signing secret once."""
     from crm_perf_sync.webhooks import service
@@ -267,7 +270,7 @@ def webhooks_add(
     guard = _guard_from_settings()
 
     def add(session: Any) -> tuple[int, str]:
-        row, secret = service.create_endpoint(session, spec, guard)
+        row, secret = service.create_endpoint(session, spec, guard, send_firing=send_firing)
         return row.id, secret
 
     endpoint_id, secret = _in_store(add)
@@ -325,20 +328,37 @@ def webhooks_rotate(endpoint_id: Annotated[int, typer.Argument(help="The endpoin
 @webhooks_app.command("replay")
 def webhooks_replay(
     endpoint_id: Annotated[int, typer.Argument(help="The endpoint's id.")],
-    since: Annotated[str, typer.Option(help="ISO date-time (UTC without a zone).")],
+    since: Annotated[str | None, typer.Option(help="ISO date-time (UTC without a zone).")] = None,
+    firing: Annotated[
+        bool, typer.Option(help="The alerts firing now, whenever they fired (at the next alert evaluation).")
+    ] = False,
 ) -> None:
-    """Deliver again every event since a time that the endpoint subscribes to."""
+    """Deliver again the events the endpoint subscribes to: since a time, or the alerts firing now."""
     from datetime import UTC, datetime
 
     from crm_perf_sync.webhooks import service
 
-    try:
-        moment = datetime.fromisoformat(since)
-    except ValueError:
-        raise _fail(f"--since {since!r} is not an ISO date-time", 2) from None
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    count = _in_store(lambda session: service.replay(session, endpoint_id, moment))
-    out.print(f"queued {count} event(s) to endpoint {endpoint_id}")
+    if since is None and not firing:
+        raise _fail("give --since, --firing or both", 2)
+    moment = None
+    if since is not None:
+        try:
+            moment = datetime.fromisoformat(since)
+        except ValueError:
+            raise _fail(f"--since {since!r} is not an ISO date-time", 2) from None
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+    def replay(session: Any) -> int:
+        count = 0 if moment is None else service.replay(session, endpoint_id, moment)
+        if firing:
+            service.request_firing(session, endpoint_id)
+        return count
+
+    count = _in_store(replay)
+    if moment is not None:
+        out.print(f"queued {count} event(s) to endpoint {endpoint_id}")
+    if firing:
+        out.print(f"the alerts firing now go to endpoint {endpoint_id} at the next alert evaluation")
 
 
 @webhooks_app.command("deliveries")
@@ -455,7 +475,7 @@ def alerts_history(
     columns = tuple(rows[0]) if rows else ("at", "rule_id", "scope_id", "from_state", "to_state")
     if _emit(rows, columns, output):
         return
-    table = Table("at", "rule", "scope id", "from", "to", "value", "threshold", "period")
+    table = Table("at", "rule", "scope id", "from", "to", "value", "threshold", "period", "reason")
     for r in rows:
         table.add_row(
             f"{r['at']:%Y-%m-%d %H:%M:%S}",
@@ -466,6 +486,7 @@ def alerts_history(
             _number(r["value"]),
             _number(r["threshold"]),
             str(r["period_key"] or ""),
+            str(r["reason"] or ""),
         )
     out.print(table)
 

@@ -160,3 +160,62 @@ def test_alert_states_match_the_maven_reps(served: Served) -> None:
         assert state["threshold"] == 0.62
     history = all_pages(served, "/api/v1/alerts/history?rule=rep-win-rate")
     assert {h["scope_id"] for h in history if h["to_state"] == "firing"} == expected
+
+
+def test_an_endpoint_added_while_alerts_fire_can_be_sent_them(
+    served: Served, client: TestClient, receiver: Receiver
+) -> None:
+    firing = all_pages(served, "/api/v1/alerts?state=firing")
+    assert firing  # the served store has reps below the line
+    body = {"url": receiver.url, "event_types": ["alert.*"], "send_firing": True}
+    created = client.post("/api/v1/webhooks/endpoints", json=body, headers=served.admin)
+    assert created.status_code == 201, created.text
+    endpoint = created.json()
+    assert endpoint["firing_requested"] is True
+    receiver.secrets.append(endpoint["secret"])
+    url = f"/api/v1/webhooks/endpoints/{endpoint['id']}"
+    assert client.get(url, headers=served.read).json()["firing_requested"] is True
+
+    served.service().evaluate_alerts()  # the worker's next evaluation
+    assert client.get(url, headers=served.read).json()["firing_requested"] is False
+    deliver(served)
+    with served.session_factory() as session:
+        announced = {
+            (e.rule_id, e.payload["data"]["scope_id"]): e.message_id
+            for e in session.scalars(select(WebhookEvent).where(WebhookEvent.type == "alert.firing"))
+        }
+    got = {
+        (r.payload["data"]["rule"]["id"], r.payload["data"]["scope_id"]): r.message_id
+        for r in receiver.accepted
+    }
+    assert set(got) == {(s["rule_id"], s["scope_id"]) for s in firing}
+    assert all(got[key] == announced[key] for key in got)  # the events themselves, by webhook-id
+    assert receiver.rejected == []
+
+    replayed = client.post(f"{url}/replay", json={"firing": True}, headers=served.admin)
+    assert (replayed.status_code, replayed.json()) == (202, {"queued": 0})
+    assert client.get(url, headers=served.read).json()["firing_requested"] is True
+    served.service().evaluate_alerts()
+    deliver(served)
+    assert sorted(r.message_id for r in receiver.accepted) == sorted([*got.values(), *got.values()])
+
+    empty = client.post(f"{url}/replay", json={}, headers=served.admin)
+    assert empty.status_code == 422
+    assert "since, firing" in empty.json()["detail"]
+    client.delete(url, headers=served.admin)
+
+
+def test_the_firing_set_is_refused_to_an_endpoint_that_does_not_take_alert_firing(
+    served: Served, client: TestClient
+) -> None:
+    body = {"url": "https://hooks.example.com/in", "event_types": ["sync.*"], "send_firing": True}
+    refused = client.post("/api/v1/webhooks/endpoints", json=body, headers=served.admin)
+    assert refused.status_code == 422
+    assert "does not subscribe to alert.firing" in refused.json()["detail"]
+    del body["send_firing"]
+    endpoint = client.post("/api/v1/webhooks/endpoints", json=body, headers=served.admin).json()
+    url = f"/api/v1/webhooks/endpoints/{endpoint['id']}"
+    also = client.post(f"{url}/replay", json={"firing": True}, headers=served.admin)
+    assert also.status_code == 422
+    assert f"webhook endpoint {endpoint['id']} does not subscribe to alert.firing" in also.json()["detail"]
+    client.delete(url, headers=served.admin)

@@ -73,16 +73,29 @@ def states(conn: Executor, rule_id: str) -> dict[tuple[str, str, str], Any]:
     return {(row.scope, row.scope_id, row.currency): row for row in rows}
 
 
-def save_state(conn: Executor, existing_id: int | None, **values: Any) -> None:
+def save_state(conn: Executor, existing_id: int | None, **values: Any) -> int:
+    """Insert or update a state; its id."""
     if existing_id is None:
-        conn.execute(insert(STATE).values(**values))
-    else:
-        conn.execute(update(STATE).where(STATE.c.id == existing_id).values(**values))
+        state_id: int = conn.execute(insert(STATE).values(**values).returning(STATE.c.id)).scalar_one()
+        return state_id
+    conn.execute(update(STATE).where(STATE.c.id == existing_id).values(**values))
+    return existing_id
 
 
-def forget_rules(conn: Executor, keep: Sequence[str]) -> None:
-    """Drop the states of rules no longer configured (their history stays)."""
-    conn.execute(delete(STATE).where(STATE.c.rule_id.not_in(list(keep))))
+def states_of_other_rules(conn: Executor, keep: Sequence[str]) -> list[Any]:
+    """The states of rules no longer configured."""
+    stmt = select(STATE).where(STATE.c.rule_id.not_in(list(keep)))
+    order = (STATE.c.rule_id, STATE.c.scope, STATE.c.scope_id, STATE.c.currency)
+    return list(conn.execute(stmt.order_by(*order)))
+
+
+def delete_state(conn: Executor, state_id: int) -> None:
+    conn.execute(delete(STATE).where(STATE.c.id == state_id))
+
+
+def set_message_id(conn: Executor, state_id: int, message_id: str) -> None:
+    """The ``webhook-id`` of the ``alert.firing`` event that announced the state's breach."""
+    conn.execute(update(STATE).where(STATE.c.id == state_id).values(message_id=message_id))
 
 
 def record_transition(conn: Executor, **values: Any) -> None:

@@ -91,7 +91,7 @@ class AlertRule(_Model):
         return self
 
     def definition_hash(self) -> str:
-        """Changes when the rule's meaning changes (a changed rule starts again from ok)."""
+        """Changes when the rule's meaning changes (a changed rule counts its breaches again)."""
         payload = self.model_dump(mode="json", exclude={"name", "severity"})
         return hashlib.blake2b(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
 

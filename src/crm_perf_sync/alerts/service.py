@@ -10,6 +10,21 @@ it reads and the events it writes).
 A period without a value, or with one from fewer records than the rule's ``min_sample``, is no
 data: the rule's ``no_data`` says whether that keeps the state, clears or breaches it.
 
+Rules change with the configuration, and no alert is left open by it. A rule removed, or a
+scope a changed rule no longer covers (other ``scope_ids``, ``scope``, ``level`` or
+``currency``), closes its alerts: a firing one with ``alert.resolved`` (``reason``
+``rule_removed`` or ``scope_removed``, with the last value known), a pending one silently (it
+was never announced); the transition is kept in the history with the reason and the state is
+deleted. A rule changed in what it means (any field but ``name`` and ``severity``) counts its
+breaches again from this evaluation; an alert firing stays firing, the same breach, for as long
+as the changed rule sees a breach, and is resolved (``reason`` ``rule_changed``) at once when it
+does not.
+
+An endpoint can ask for the alerts firing now (:func:`crm_perf_sync.webhooks.service.request_firing`):
+the evaluation queues their ``alert.firing`` events to it before it evaluates, in the
+transaction that reads the states, so every alert is sent to it by that or by the evaluation
+that fires it.
+
 Also here: ``score.published``, once per scorecard, grain and period, when the period is over.
 """
 
@@ -18,7 +33,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -31,7 +46,8 @@ from crm_perf_sync.kpi import periods
 from crm_perf_sync.kpi.repository import scope_names
 from crm_perf_sync.kpi.schemas import Grain
 from crm_perf_sync.kpi.values import pace, tidy
-from crm_perf_sync.webhooks.service import emit
+from crm_perf_sync.webhooks import repository as webhooks_repo
+from crm_perf_sync.webhooks.service import emit, wants
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +69,7 @@ class Evaluation:
     transitions: dict[str, int] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
     published: int = 0
+    replayed: int = 0  # alert.firing deliveries queued to endpoints that asked for the firing set
 
 
 def period_of(
@@ -101,32 +118,169 @@ def evaluate(conn: Connection, config: LoadedConfig, now: datetime) -> Evaluatio
     business = config.app.business
     rules = config.app.alerts.rules
     result = Evaluation()
-    repo.forget_rules(conn, [rule.id for rule in rules])
-    names: dict[tuple[str, str], str] | None = None
+    names = _Names(conn)
+    result.replayed = _send_firing_sets(conn, now)
+    for state in repo.states_of_other_rules(conn, [rule.id for rule in rules]):
+        _retire(conn, state, "rule_removed", now, result, names)
     for rule in rules:
         period_key, start, end = period_of(rule, now, business.timezone, business.fiscal_year_start_month)
         observed = observe(conn, rule, period_key, now, business.timezone)
         states = repo.states(conn, rule.id)
         wanted = _scopes(conn, rule, observed, states)
+        for key in sorted(set(states) - wanted):
+            _retire(conn, states[key], "scope_removed", now, result, names)
         digest = rule.definition_hash()
         for key in sorted(wanted):
             found = observed.get(key, Observation(None, "no_data"))
-            before = states.get(key)
-            changed = _step(conn, rule, digest, key, found, before, period_key, now, result)
+            changed = _step(conn, rule, digest, key, found, states.get(key), period_key, now, result)
             if changed is None:
                 continue
-            from_state, to_state = changed
+            state_id, from_state, to_state, reason = changed
             if to_state not in ("firing", "resolved"):
                 continue
-            if names is None:
-                names = scope_names_safe(conn)
-            data = _payload(rule, key, found, period_key, start, end, from_state, to_state, names)
+            data = _payload(rule, key, found, period_key, start, end, from_state, to_state, names.get())
+            if to_state == "resolved":
+                data["reason"] = reason or "recovered"
             message_id = emit(
                 conn, f"alert.{to_state}", data, now=now, rule_id=rule.id, severity=rule.severity
             )
+            if to_state == "firing":
+                repo.set_message_id(conn, state_id, message_id)
             result.events.append(message_id)
     result.published = _publish_scores(conn, config, now)
     return result
+
+
+class _Names:
+    """Scope names, read once per evaluation and only if an event needs them."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.found: dict[tuple[str, str], str] | None = None
+
+    def get(self) -> dict[tuple[str, str], str]:
+        if self.found is None:
+            self.found = scope_names_safe(self.conn)
+        return self.found
+
+
+def _send_firing_sets(conn: Connection, now: datetime) -> int:
+    """Queue to each endpoint that asked for them the ``alert.firing`` events of the alerts firing
+    now (the events themselves: same ``webhook-id``); how many deliveries were queued."""
+    requested = set(webhooks_repo.take_firing_requests(conn))
+    if not requested:
+        return 0
+    endpoints = [e for e in webhooks_repo.endpoints(conn, enabled_only=True) if e.id in requested]
+    queued = 0
+    for state in repo.current_states(conn, None, "firing"):
+        event = _firing_event(conn, state)
+        if event is None:
+            log.warning(
+                "alert %s for %s %s is firing but its alert.firing event is not in the outbox: not sent",
+                state.rule_id,
+                state.scope,
+                state.scope_id,
+            )
+            continue
+        targets = [e.id for e in endpoints if wants(e, event.type, event.rule_id, event.severity)]
+        webhooks_repo.insert_deliveries(conn, event.id, targets, now)
+        queued += len(targets)
+    log.info("sent the alerts firing now to endpoint(s) %s: %d deliveries", sorted(requested), queued)
+    return queued
+
+
+def _firing_event(conn: Connection, state: Any) -> Any:
+    """The ``alert.firing`` event that announced a firing state's breach."""
+    if state.message_id is not None:
+        return webhooks_repo.event_by_message_id(conn, state.message_id)
+    # A state that fired before its webhook-id was kept: the newest alert.firing of its scope.
+    scope = (state.scope, state.scope_id, state.currency)
+    return webhooks_repo.latest_event(
+        conn,
+        "alert.firing",
+        state.rule_id,
+        lambda data: (data.get("scope"), data.get("scope_id"), data.get("currency")) == scope,
+    )
+
+
+def _retire(
+    conn: Connection, state: Any, reason: str, now: datetime, result: Evaluation, names: _Names
+) -> None:
+    """Close the alert of a rule or scope no longer evaluated and delete its state.
+
+    A firing alert is resolved with ``alert.resolved`` (the consumer's incident closes); a
+    pending or resolved one goes back to ok without an event (nothing open was announced).
+    The transition stays in the history with the reason.
+    """
+    if state.state != "ok":
+        to_state = "resolved" if state.state == "firing" else "ok"
+        repo.record_transition(
+            conn,
+            rule_id=state.rule_id,
+            scope=state.scope,
+            scope_id=state.scope_id,
+            currency=state.currency,
+            from_state=state.state,
+            to_state=to_state,
+            value=state.value,
+            threshold=state.threshold,
+            period_key=state.period_key,
+            severity=state.severity,
+            at=now,
+            reason=reason,
+        )
+        label = f"{state.state}→{to_state}"
+        result.transitions[label] = result.transitions.get(label, 0) + 1
+    if state.state == "firing":
+        data = _retired_payload(state, _firing_event(conn, state), reason, names)
+        message_id = emit(
+            conn, "alert.resolved", data, now=now, rule_id=state.rule_id, severity=state.severity
+        )
+        result.events.append(message_id)
+    repo.delete_state(conn, state.id)
+
+
+def _retired_payload(state: Any, fired: Any, reason: str, names: _Names) -> dict[str, Any]:
+    """``alert.resolved`` for an alert whose rule no longer judges it: the breach as it was
+    announced (rule, scope, links) with the last value known and the reason."""
+    key = (state.scope, state.scope_id, state.currency)
+    data: dict[str, Any] = dict(fired.payload["data"]) if fired is not None else {}
+    rule = data.get("rule") or {"id": state.rule_id, "name": state.rule_id, "severity": state.severity}
+    grain = data.get("grain")
+    data.update(
+        rule=rule,
+        state="resolved",
+        previous_state="firing",
+        reason=reason,
+        scope=state.scope,
+        scope_id=state.scope_id,
+        scope_name=data.get("scope_name") or _scope_name(names.get(), key),
+        currency=state.currency,
+        value=tidy(state.value),
+        outcome=state.outcome,
+        threshold=state.threshold,
+    )
+    if grain is not None and state.period_key is not None and state.period_key != data.get("period_key"):
+        # The alert fired in an earlier period and was last judged in this one.
+        start, end = _bounds(state.period_key, grain)
+        data.update(
+            period_key=state.period_key,
+            period_start=start.isoformat() if start else None,
+            period_end=end.isoformat() if end else None,
+            links=_links(rule.get("kpi"), rule.get("scorecard"), grain, state.period_key, key),
+        )
+    return data
+
+
+def _bounds(period_key: str, grain: str) -> tuple[date | None, date | None]:
+    """The dates of the period a key (its first day) names."""
+    if grain == "all":
+        return None, None
+    start = date.fromisoformat(period_key)
+    if grain == "week":
+        return start, start + timedelta(days=7)
+    months = {"month": 1, "quarter": 3, "year": 12}[grain]
+    return start, periods.month_start(start.year * 12 + start.month - 1 + months)
 
 
 def scope_names_safe(conn: Connection) -> dict[tuple[str, str], str]:
@@ -142,10 +296,14 @@ def _scopes(
     observed: Mapping[ScopeKey, Observation],
     states: Mapping[ScopeKey, Any],
 ) -> set[ScopeKey]:
-    """The scopes a rule covers: those listed, or every one with a value or a state."""
+    """The scopes a rule covers: those listed, or every one with a value or a state.
+
+    A state of another kind of scope or currency than the rule's (the rule was changed) is not
+    covered: evaluating it would describe a team with an owner rule's words.
+    """
     if rule.scope_ids is not None:
         return {(rule.scope, scope_id, rule.currency) for scope_id in rule.scope_ids}
-    keys = set(observed) | set(states)
+    keys = set(observed) | {key for key in states if key[0] == rule.scope and key[2] == rule.currency}
     if rule.scope == "company":
         keys.add(("company", "company", rule.currency))
     if rule.level is not None:
@@ -164,50 +322,56 @@ def _step(
     period_key: str,
     now: datetime,
     result: Evaluation,
-) -> tuple[str, str] | None:
-    """Apply one observation to a scope's state; ``(from, to)`` when the state changed."""
-    state, breaches, since = "ok", 0, now
-    if before is not None and before.rule_hash == digest:
-        state, breaches, since = before.state, before.breaches, before.since
-    elif before is not None and before.state == "firing":
-        state = "firing"  # the rule changed while firing: resolved below unless still breaching
+) -> tuple[int, str, str, str | None] | None:
+    """Apply one observation to a scope's state.
+
+    ``(state id, from, to, reason)`` when the state changed: ``reason`` is ``rule_changed`` when
+    the rule's definition changed since the state was last saved, else ``None``.
+    """
+    stored = "ok" if before is None else before.state
+    changed_rule = before is not None and before.rule_hash != digest
+    state, breaches = "ok", 0
+    if before is not None and (not changed_rule or before.state == "firing"):
+        # A changed rule counts breaches again, but a firing alert stays the same breach until
+        # the changed rule sees it recovered (resolved below, or kept firing without a repeat).
+        state, breaches = before.state, before.breaches
     value = found.value
-    if value is None:
-        if rule.no_data == "keep":
-            _save(conn, before, rule, digest, key, state, breaches, found, since, period_key, now)
-            return None
-        breach = rule.no_data == "breach"
-    else:
-        breach = not rule.recovered(value) if state == "firing" else rule.when.holds(value)
     new_state = state
-    if state == "firing":
-        if not breach:
-            new_state, breaches = "resolved", 0
-    elif breach:
-        breaches += 1
-        new_state = "firing" if breaches >= rule.for_ else "pending"
-    else:
-        new_state, breaches = "ok", 0
-    if new_state != state:
-        since = now
+    if value is not None or rule.no_data != "keep":
+        if value is None:
+            breach = rule.no_data == "breach"
+        else:
+            breach = not rule.recovered(value) if state == "firing" else rule.when.holds(value)
+        if state == "firing":
+            if not breach:
+                new_state, breaches = "resolved", 0
+        elif breach:
+            breaches += 1
+            new_state = "firing" if breaches >= rule.for_ else "pending"
+        else:
+            new_state, breaches = "ok", 0
+    since = before.since if before is not None and new_state == stored else now
+    reason = "rule_changed" if changed_rule else None
+    if new_state != stored:
         repo.record_transition(
             conn,
             rule_id=rule.id,
             scope=key[0],
             scope_id=key[1],
             currency=key[2],
-            from_state=state,
+            from_state=stored,
             to_state=new_state,
             value=value,
             threshold=rule.recover.value if state == "firing" and rule.recover else rule.when.value,
             period_key=period_key,
             severity=rule.severity,
             at=now,
+            reason=reason,
         )
-        label = f"{state}→{new_state}"
+        label = f"{stored}→{new_state}"
         result.transitions[label] = result.transitions.get(label, 0) + 1
-    _save(conn, before, rule, digest, key, new_state, breaches, found, since, period_key, now)
-    return (state, new_state) if new_state != state else None
+    state_id = _save(conn, before, rule, digest, key, new_state, breaches, found, since, period_key, now)
+    return (state_id, stored, new_state, reason) if new_state != stored else None
 
 
 def _save(
@@ -222,11 +386,11 @@ def _save(
     since: datetime,
     period_key: str,
     now: datetime,
-) -> None:
+) -> int:
     outcome = (
         found.outcome if found.value is None else ("breach" if rule.when.holds(found.value) else "clear")
     )
-    repo.save_state(
+    return repo.save_state(
         conn,
         None if before is None else before.id,
         rule_id=rule.id,
@@ -242,6 +406,7 @@ def _save(
         period_key=period_key,
         since=since,
         evaluated_at=now,
+        severity=rule.severity,
     )
 
 
@@ -257,14 +422,6 @@ def _payload(
     names: Mapping[tuple[str, str], str],
 ) -> dict[str, Any]:
     scope, scope_id, currency = key
-    query = {"grain": rule.grain, "period": period_key, "scope": scope, "scope_id": scope_id}
-    links: dict[str, str] = {}
-    if rule.kpi is not None:
-        values = {**query, **({"currency": currency} if currency else {})}
-        links["values"] = f"/api/v1/kpis/{rule.kpi}/values?{urlencode(values)}"
-        links["explain"] = f"/api/v1/kpis/{rule.kpi}/explain?{urlencode({**query, 'currency': currency})}"
-    else:
-        links["scorecard"] = f"/api/v1/scorecards/{rule.scorecard}/owners/{scope_id}?grain={rule.grain}"
     return {
         "rule": {
             "id": rule.id,
@@ -281,7 +438,7 @@ def _payload(
         "previous_state": from_state,
         "scope": scope,
         "scope_id": scope_id,
-        "scope_name": names.get((scope, scope_id), "Company" if scope == "company" else scope_id),
+        "scope_name": _scope_name(names, key),
         "currency": currency,
         "grain": rule.grain,
         "period_key": period_key,
@@ -290,8 +447,28 @@ def _payload(
         "value": tidy(found.value),
         "outcome": found.outcome,
         "threshold": (rule.recover or rule.when).value if to_state == "resolved" else rule.when.value,
-        "links": links,
+        "links": _links(rule.kpi, rule.scorecard, rule.grain, period_key, key),
     }
+
+
+def _scope_name(names: Mapping[tuple[str, str], str], key: ScopeKey) -> str:
+    scope, scope_id, _ = key
+    return names.get((scope, scope_id), "Company" if scope == "company" else scope_id)
+
+
+def _links(
+    kpi: str | None, scorecard: str | None, grain: str, period_key: str, key: ScopeKey
+) -> dict[str, str]:
+    scope, scope_id, currency = key
+    query = {"grain": grain, "period": period_key, "scope": scope, "scope_id": scope_id}
+    links: dict[str, str] = {}
+    if kpi is not None:
+        values = {**query, **({"currency": currency} if currency else {})}
+        links["values"] = f"/api/v1/kpis/{kpi}/values?{urlencode(values)}"
+        links["explain"] = f"/api/v1/kpis/{kpi}/explain?{urlencode({**query, 'currency': currency})}"
+    else:
+        links["scorecard"] = f"/api/v1/scorecards/{scorecard}/owners/{scope_id}?grain={grain}"
+    return links
 
 
 def _publish_scores(conn: Connection, config: LoadedConfig, now: datetime) -> int:

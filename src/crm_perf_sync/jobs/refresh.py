@@ -147,8 +147,7 @@ class RefreshJob:
     def _evaluate_alerts(self, conn: Connection, now: datetime, outcome: Refreshed) -> None:
         """Alert rules and score publications, in the refresh's transaction (a savepoint: a
         failing evaluation is logged and retried at the next one, it does not undo the refresh)."""
-        if not self.config.app.alerts.rules and not self.service.section.scorecards:
-            return
+        # Even with no rule left: the alerts of removed rules are resolved by an evaluation.
         started = time.monotonic()
         try:
             with conn.begin_nested():

@@ -9,6 +9,7 @@ from crm_perf_sync.models.alerts import (
     WebhookDelivery,
     WebhookEndpoint,
     WebhookEvent,
+    WebhookFiringRequest,
 )
 from crm_perf_sync.models.base import Base
 from crm_perf_sync.models.changes import PRIOR_TABLES, ChangeBatch
@@ -68,4 +69,5 @@ __all__ = [
     "WebhookDelivery",
     "WebhookEndpoint",
     "WebhookEvent",
+    "WebhookFiringRequest",
 ]

@@ -18,7 +18,10 @@ class AlertState(Base):
     ``breaches`` counts consecutive breaching evaluations (a rule fires after ``for`` of them);
     ``outcome`` is the last evaluation's (``breach``, ``clear``, ``no_data``, ``low_sample``) with
     its ``value`` and ``period_key``. ``rule_hash`` is the rule's definition the state belongs
-    to: a changed rule starts again from ``ok``.
+    to: a changed rule counts its breaches again (a firing alert stays firing while the changed
+    rule still sees a breach). ``severity`` is the rule's, and ``message_id`` the ``webhook-id``
+    of the ``alert.firing`` event of the latest breach: what a removed rule's ``alert.resolved``
+    and an endpoint's replay of the alerts firing now are built from, once the rule is gone.
     """
 
     __tablename__ = "alert_state"
@@ -38,10 +41,17 @@ class AlertState(Base):
     period_key: Mapped[str | None] = mapped_column(String(16))
     since: Mapped[datetime] = mapped_column(UTCDateTime)  # when the current state began
     evaluated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    severity: Mapped[str] = mapped_column(String(16))
+    message_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class AlertTransition(Base):
-    """Every change of an alert state, with the value and threshold that caused it."""
+    """Every change of an alert state, with the value and threshold that caused it.
+
+    ``reason`` is empty when the value caused it; otherwise ``rule_changed`` (a changed rule
+    judged the scope again), ``rule_removed`` (the rule left the configuration) or
+    ``scope_removed`` (the rule no longer covers the scope).
+    """
 
     __tablename__ = "alert_transition"
     __table_args__ = (Index(None, "rule_id", "at"), Index(None, "at"))
@@ -58,6 +68,7 @@ class AlertTransition(Base):
     period_key: Mapped[str | None] = mapped_column(String(16))
     severity: Mapped[str] = mapped_column(String(16))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+    reason: Mapped[str | None] = mapped_column(String(32))
 
 
 class ScorePublication(Base):
@@ -97,6 +108,21 @@ class WebhookEndpoint(Base):
     failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WebhookFiringRequest(Base):
+    """An endpoint waiting for the ``alert.firing`` events of the alerts firing now.
+
+    Taken by the next alert evaluation of an enabled endpoint, which queues those events in the
+    transaction that reads the states (see :func:`crm_perf_sync.alerts.service.evaluate`).
+    """
+
+    __tablename__ = "webhook_firing_request"
+
+    endpoint_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_endpoint.id", ondelete="CASCADE"), primary_key=True
+    )
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class WebhookEvent(Base):

@@ -6,21 +6,33 @@ event is written in the transaction of the change that caused it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, func, insert, or_, select, true, update
+from sqlalchemy import Connection, Table, and_, delete, func, insert, or_, select, true, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from crm_perf_sync.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from crm_perf_sync.models import (
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+    WebhookFiringRequest,
+)
 
 Executor = Session | Connection
 ENDPOINT: Table = WebhookEndpoint.__table__  # type: ignore[assignment]
 EVENT: Table = WebhookEvent.__table__  # type: ignore[assignment]
 DELIVERY: Table = WebhookDelivery.__table__  # type: ignore[assignment]
 ATTEMPT: Table = WebhookAttempt.__table__  # type: ignore[assignment]
+FIRING_REQUEST: Table = WebhookFiringRequest.__table__  # type: ignore[assignment]
+
+
+def _dialect(conn: Executor) -> str:
+    return conn.get_bind().dialect.name if isinstance(conn, Session) else conn.dialect.name
 
 
 def endpoints(conn: Executor, *, enabled_only: bool = False) -> list[Any]:
@@ -88,8 +100,7 @@ def claim_due(conn: Executor, holder: str, now: datetime, until: datetime, limit
         .order_by(DELIVERY.c.next_attempt_at, DELIVERY.c.id)
         .limit(limit)
     )
-    dialect = conn.get_bind().dialect.name if isinstance(conn, Session) else conn.dialect.name
-    if dialect == "postgresql":
+    if _dialect(conn) == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True)
     claimed = conn.execute(
         update(DELIVERY)
@@ -177,6 +188,60 @@ def cancel_pending(conn: Executor, endpoint_id: int, reason: str, now: datetime)
         .values(status="cancelled", last_error=reason, finished_at=now, claimed_by=None, claimed_until=None)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def event_by_message_id(conn: Executor, message_id: str) -> Any:
+    return conn.execute(select(EVENT).where(EVENT.c.message_id == message_id)).first()
+
+
+def latest_event(
+    conn: Executor, event_type: str, rule_id: str, matches: Callable[[dict[str, Any]], bool]
+) -> Any:
+    """The newest event of a type and rule whose ``data`` ``matches`` (read newest first, a page
+    at a time, until found)."""
+    before: int | None = None
+    while True:
+        stmt = select(EVENT).where(EVENT.c.type == event_type, EVENT.c.rule_id == rule_id)
+        if before is not None:
+            stmt = stmt.where(EVENT.c.id < before)
+        rows = list(conn.execute(stmt.order_by(EVENT.c.id.desc()).limit(200)))
+        for row in rows:
+            if matches(row.payload.get("data") or {}):
+                return row
+        if len(rows) < 200:
+            return None
+        before = rows[-1].id
+
+
+def request_firing(conn: Executor, endpoint_id: int, now: datetime) -> None:
+    """Ask for the firing set (a request already waiting stays as it is)."""
+    dialect_insert = postgresql.insert if _dialect(conn) == "postgresql" else sqlite.insert
+    conn.execute(
+        dialect_insert(FIRING_REQUEST)
+        .values(endpoint_id=endpoint_id, requested_at=now)
+        .on_conflict_do_nothing()
+    )
+
+
+def firing_requested(conn: Executor, endpoint_ids: Sequence[int]) -> set[int]:
+    rows = conn.execute(
+        select(FIRING_REQUEST.c.endpoint_id).where(FIRING_REQUEST.c.endpoint_id.in_(list(endpoint_ids)))
+    )
+    return {row[0] for row in rows}
+
+
+def take_firing_requests(conn: Executor) -> list[int]:
+    """The endpoints waiting for the firing set, now enabled; their requests are consumed.
+
+    A disabled endpoint's request waits until it is enabled again.
+    """
+    enabled = select(ENDPOINT.c.id).where(ENDPOINT.c.enabled.is_(True))
+    taken = conn.execute(
+        delete(FIRING_REQUEST)
+        .where(FIRING_REQUEST.c.endpoint_id.in_(enabled.scalar_subquery()))
+        .returning(FIRING_REQUEST.c.endpoint_id)
+    )
+    return sorted(row[0] for row in taken)
 
 
 def events_since(conn: Executor, since: datetime) -> list[Any]:

@@ -15,6 +15,7 @@ import base64
 import fnmatch
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -120,9 +121,16 @@ def check_spec(spec: EndpointSpec, guard: Guard) -> None:
             raise InvalidInput(f"severity {severity!r} is none of {', '.join(SEVERITIES)}")
 
 
-def create_endpoint(session: Session, spec: EndpointSpec, guard: Guard) -> tuple[WebhookEndpoint, str]:
-    """A new endpoint and its signing secret (shown to the caller once)."""
+def create_endpoint(
+    session: Session, spec: EndpointSpec, guard: Guard, *, send_firing: bool = False
+) -> tuple[WebhookEndpoint, str]:
+    """A new endpoint and its signing secret (shown to the caller once).
+
+    With ``send_firing`` it is also sent the alerts firing now (see :func:`request_firing`).
+    """
     check_spec(spec, guard)
+    if send_firing:
+        _check_firing_subscription(spec.event_types, "the new endpoint")
     now = utc_now()
     secret = new_secret()
     row = WebhookEndpoint(
@@ -138,6 +146,8 @@ def create_endpoint(session: Session, spec: EndpointSpec, guard: Guard) -> tuple
     )
     session.add(row)
     session.flush()
+    if send_firing:
+        repo.request_firing(session, row.id, now)
     return row, secret
 
 
@@ -208,6 +218,25 @@ def replay(session: Session, endpoint_id: int, since: datetime) -> int:
         repo.insert_deliveries(session, event.id, [row.id], now)
         count += 1
     return count
+
+
+def request_firing(session: Session, endpoint_id: int) -> None:
+    """Send this endpoint the ``alert.firing`` event of every alert firing now that it subscribes to.
+
+    The events themselves, with their ``webhook-id`` (a consumer that has one already drops it).
+    The next alert evaluation queues them, in the transaction that reads the states, before the
+    changes it finds: an alert firing while the endpoint was added is sent either by the
+    evaluation that fired it or by this, never by neither. A disabled endpoint is sent them once
+    it is enabled again.
+    """
+    row = get_endpoint(session, endpoint_id)
+    _check_firing_subscription(row.event_types, f"webhook endpoint {endpoint_id}")
+    repo.request_firing(session, row.id, utc_now())
+
+
+def _check_firing_subscription(event_types: Sequence[str], what: str) -> None:
+    if not any(fnmatch.fnmatchcase("alert.firing", pattern) for pattern in event_types or ["*"]):
+        raise InvalidInput(f"{what} does not subscribe to alert.firing: it has no firing alerts to be sent")
 
 
 def retry_delivery(session: Session, delivery_id: int) -> Any:

@@ -62,12 +62,23 @@ class EndpointOut(BaseModel):
     disabled_reason: str | None
     failing_since: datetime | None
     secret_rotated: bool = Field(description="A previous secret still signs alongside the current one")
+    firing_requested: bool = Field(
+        description="Waiting for the alerts firing now (the next alert evaluation of it enabled sends them)"
+    )
     created_at: datetime
     updated_at: datetime
 
 
 class EndpointCreated(EndpointOut):
     secret: str = Field(description="The whsec_ signing secret: shown once, store it now")
+
+
+class EndpointCreate(EndpointIn):
+    send_firing: bool = Field(
+        default=False,
+        description="Also send it the alert.firing event of every alert firing now (with its webhook-id), "
+        "queued by the next alert evaluation",
+    )
 
 
 class DeliveryOut(BaseModel):
@@ -93,7 +104,14 @@ class DeliveryDetail(DeliveryOut):
 class ReplayIn(InputModel):
     model_config = ConfigDict(extra="forbid")
 
-    since: datetime = Field(description="Every event since this time (ISO; without a zone, UTC)")
+    since: datetime | None = Field(
+        default=None, description="Every event since this time (ISO; without a zone, UTC)"
+    )
+    firing: bool = Field(
+        default=False,
+        description="The alert.firing event of every alert firing now, whenever it fired "
+        "(queued by the next alert evaluation)",
+    )
 
 
 class AlertStateOut(BaseModel):
@@ -124,9 +142,12 @@ class AlertTransitionOut(BaseModel):
     period_key: str | None
     severity: str
     at: datetime
+    reason: str | None = Field(
+        description="Empty when the value caused it; rule_changed, rule_removed or scope_removed otherwise"
+    )
 
 
-def endpoint_out(row: Any) -> dict[str, Any]:
+def endpoint_out(row: Any, firing_requested: bool) -> dict[str, Any]:
     return {
         "id": row.id,
         "url": row.url,
@@ -138,6 +159,7 @@ def endpoint_out(row: Any) -> dict[str, Any]:
         "disabled_reason": row.disabled_reason,
         "failing_since": row.failing_since,
         "secret_rotated": row.previous_secret is not None,
+        "firing_requested": firing_requested,
         "created_at": row.created_at,
         "updated_at": row.updated_at,
     }
@@ -160,7 +182,9 @@ def list_endpoints(
     _key: Reader,
     params: Annotated[PageParams, Depends(page_params)],
 ) -> Response:
-    rows = [endpoint_out(e) for e in repo.endpoints(session)]
+    endpoints = repo.endpoints(session)
+    waiting = repo.firing_requested(session, [e.id for e in endpoints])
+    rows = [endpoint_out(e, e.id in waiting) for e in endpoints]
     return listing.listing(
         request,
         session,
@@ -179,10 +203,12 @@ def list_endpoints(
     response_model=EndpointCreated,
     responses=documented(401, 403, 413, 422),
 )
-def create_endpoint(body: EndpointIn, session: SessionDep, ctx: ContextDep, _key: Admin) -> Response:
-    row, secret = service.create_endpoint(session, body.spec(), ctx.webhook_guard)
+def create_endpoint(body: EndpointCreate, session: SessionDep, ctx: ContextDep, _key: Admin) -> Response:
+    row, secret = service.create_endpoint(
+        session, body.spec(), ctx.webhook_guard, send_firing=body.send_firing
+    )
     return json_response(
-        {**endpoint_out(row), "secret": secret},
+        {**endpoint_out(row, body.send_firing), "secret": secret},
         status=201,
         headers={"Location": f"/api/v1/webhooks/endpoints/{row.id}"},
     )
@@ -195,7 +221,11 @@ def create_endpoint(body: EndpointIn, session: SessionDep, ctx: ContextDep, _key
     responses=documented(401, 404, 422),
 )
 def get_endpoint(endpoint_id: RowId, session: SessionDep, _key: Reader) -> Response:
-    return json_response(endpoint_out(service.get_endpoint(session, endpoint_id)))
+    return json_response(_endpoint(session, service.get_endpoint(session, endpoint_id)))
+
+
+def _endpoint(session: Any, row: Any) -> dict[str, Any]:
+    return endpoint_out(row, bool(repo.firing_requested(session, [row.id])))
 
 
 @router.put(
@@ -208,7 +238,7 @@ def update_endpoint(
     endpoint_id: RowId, body: EndpointIn, session: SessionDep, ctx: ContextDep, _key: Admin
 ) -> Response:
     return json_response(
-        endpoint_out(service.update_endpoint(session, endpoint_id, body.spec(), ctx.webhook_guard))
+        _endpoint(session, service.update_endpoint(session, endpoint_id, body.spec(), ctx.webhook_guard))
     )
 
 
@@ -231,7 +261,7 @@ def delete_endpoint(endpoint_id: RowId, session: SessionDep, _key: Admin) -> Res
 )
 def rotate_secret(endpoint_id: RowId, session: SessionDep, _key: Admin) -> Response:
     row, secret = service.rotate_secret(session, endpoint_id)
-    return json_response({**endpoint_out(row), "secret": secret})
+    return json_response({**_endpoint(session, row), "secret": secret})
 
 
 @router.post(
@@ -247,13 +277,24 @@ def send_test_event(endpoint_id: RowId, session: SessionDep, _key: Admin) -> Res
 @router.post(
     "/webhooks/endpoints/{endpoint_id}/replay",
     status_code=202,
-    summary="Deliver again every event since a time that this endpoint subscribes to (admin)",
-    description="The events keep their webhook-id, so a consumer can drop the ones it already has.",
+    summary="Deliver again this endpoint's events since a time, or the alerts firing now (admin)",
+    description="The events keep their webhook-id, so a consumer can drop the ones it already has. "
+    "`since` queues every event since then at once (`queued` says how many); `firing` asks for the "
+    "alert.firing event of every alert firing now, whenever it fired, which the next alert evaluation "
+    "queues (after the next refresh, or within a minute; the endpoint's `firing_requested` is true "
+    "until then).",
     responses=documented(401, 403, 404, 413, 422),
 )
 def replay(endpoint_id: RowId, body: ReplayIn, session: SessionDep, _key: Admin) -> Response:
-    since = body.since if body.since.tzinfo else body.since.replace(tzinfo=UTC)
-    return json_response({"queued": service.replay(session, endpoint_id, since)}, status=202)
+    if body.since is None and not body.firing:
+        raise InvalidInput("body: give since, firing: true, or both")
+    queued = 0
+    if body.since is not None:
+        since = body.since if body.since.tzinfo else body.since.replace(tzinfo=UTC)
+        queued = service.replay(session, endpoint_id, since)
+    if body.firing:
+        service.request_firing(session, endpoint_id)
+    return json_response({"queued": queued}, status=202)
 
 
 @router.get(
