@@ -22,6 +22,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from crm_perf_sync import __version__
 from crm_perf_sync.errors import AppError, ConfigurationError
@@ -45,31 +46,46 @@ app.add_typer(apikey_app, name="apikey")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(alerts_app, name="alerts")
 
-err = Console(stderr=True, highlight=False)
+# Everything printed comes from the CRM, the configuration or the user: never read as Rich markup
+# or emoji codes (`[link=…]` would become a hyperlink, `https://[fd00::1]/` lose its address).
+# Styled words are Text objects.
+err = Console(stderr=True, highlight=False, markup=False, emoji=False)
 # Piped output (less, a file) gets room for wide tables; a terminal uses its own width.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+out = Console(highlight=False, markup=False, emoji=False, width=None if sys.stdout.isatty() else 160)
 log = logging.getLogger("crm_perf_sync.cli")
 
 T = TypeVar("T")
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    if _logs_are_json():
+        # Where the logs are JSON (containers), the reason the process stops is one of them.
+        log.error(message)
+    else:
+        err.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
     return typer.Exit(code)
 
 
+def _logs_are_json() -> bool:
+    from crm_perf_sync.logging_setup import JsonFormatter
+
+    return any(isinstance(handler.formatter, JsonFormatter) for handler in logging.getLogger().handlers)
+
+
 def _settings(config: Path | None = None) -> Settings:
+    from crm_perf_sync.logging_setup import configure_logging
+
     try:
         settings = Settings()
     except ValidationError as exc:
         problems = "; ".join(
             f"CRM_PERF_SYNC_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
         )
+        if os.environ.get("CRM_PERF_SYNC_LOG_FORMAT") == "json":
+            configure_logging("INFO", "json")  # the other settings are invalid, not this one
         raise _fail(f"invalid environment: {problems}", 2) from None
     if config is not None:
         settings = settings.model_copy(update={"config": config})
-    from crm_perf_sync.logging_setup import configure_logging
-
     configure_logging(settings.log_level, settings.log_format)
     return settings
 
@@ -513,7 +529,7 @@ def connectors_list() -> None:
         table.add_row(kind, registry.distributions.get(kind, "?"), connector.description)
     out.print(table)
     for broken in registry.broken:
-        err.print(f"[yellow]skipped[/] {broken.kind} ({broken.target}): {broken.error}", markup=True)
+        err.print(Text.assemble(("skipped", "yellow"), f" {broken.kind} ({broken.target}): {broken.error}"))
 
 
 @app.command()
@@ -541,7 +557,7 @@ def sync(
         for connection_id in ids:
             outcome = _guard(lambda cid=connection_id: _sync_with_progress(service, cid, full, stop))  # type: ignore[misc]
             style = "green" if outcome.status == "succeeded" else "red"
-            out.print(f"[{style}]{outcome.summary()}[/]", markup=True, soft_wrap=True)
+            out.print(Text(outcome.summary(), style=style), soft_wrap=True)
             failed += outcome.status != "succeeded"
         if failed:
             raise typer.Exit(1)
@@ -570,7 +586,11 @@ def _sync_with_progress(service: Any, connection_id: str, full: bool, stop: thre
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True
+        SpinnerColumn(),
+        TextColumn("{task.description}", markup=False),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
     ) as progress:
         tasks: dict[str, Any] = {}
 
@@ -834,8 +854,10 @@ def explain(
         _emit([asdict(result)], (), "json")
         return
     out.print(
-        f"[bold]{result.name}[/] ({result.kpi_id}, {result.type}, {result.unit}, "
-        f"{result.direction} is better)"
+        Text.assemble(
+            (result.name, "bold"),
+            f" ({result.kpi_id}, {result.type}, {result.unit}, {result.direction} is better)",
+        )
     )
     out.print(f"formula: {result.formula}")
     if result.value is None:
@@ -863,8 +885,11 @@ def explain(
         )
     for part in result.parts:
         out.print(
-            f"\n[bold]{part.role}[/]: {part.entity} placed by {part.period_field}; "
-            f"each adds {part.contributes}"
+            Text.assemble(
+                "\n",
+                (part.role, "bold"),
+                f": {part.entity} placed by {part.period_field}; each adds {part.contributes}",
+            )
         )
         out.print("  where " + " and ".join(part.filters))
         if not part.records:
@@ -1140,10 +1165,10 @@ def doctor(config: ConfigOption = None) -> None:
     settings = _settings(config)
     report = Doctor(settings).run()
     for check in report.checks:
-        mark = "[green]ok[/]  " if check.ok else "[red]FAIL[/]"
-        out.print(f"{mark} {check.name}: {check.detail}", markup=True, soft_wrap=True, highlight=False)
+        mark = ("ok  ", "green") if check.ok else ("FAIL", "red")
+        out.print(Text.assemble(mark, f" {check.name}: {check.detail}"), soft_wrap=True)
         if not check.ok and check.hint:
-            out.print(f"     → {check.hint}", soft_wrap=True, highlight=False)
+            out.print(f"     → {check.hint}", soft_wrap=True)
     failed = sum(not c.ok for c in report.checks)
     if failed:
         err.print(f"{failed} problem{'s' if failed != 1 else ''} found")
