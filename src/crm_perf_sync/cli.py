@@ -1040,27 +1040,29 @@ def _serve_api(runtime: Any, settings: Settings) -> None:
     )
 
 
-def _announce(runtime: Any, settings: Settings) -> None:
-    """Where the API is, and (on the embedded SQLite store) a read key to try it with at once."""
+def _announce(runtime: Any, settings: Settings, *, new_store: bool) -> None:
+    """Where the API is, in the log; and a read key to try it with at once, on the terminal only.
+
+    The key is minted when ``serve`` has just created the SQLite store, its output is a terminal
+    (someone is reading it, as on ``make run``) and ``CRM_PERF_SYNC_DEMO_KEY`` allows it: once,
+    never again (the store keeps only its hash, so it cannot be shown again; a revoked one is not
+    replaced), and never into the log or a container's output.
+    """
     from crm_perf_sync.apikeys.service import demo_key
     from crm_perf_sync.db import WRITE_LOCK, session_scope
 
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     base = f"http://{host}:{settings.port}"
-    # soft_wrap: a key or a URL must never be broken across lines (it is copied from here).
-    err.print(f"API docs: {base}/docs   (OpenAPI: {base}/openapi.json)", soft_wrap=True)
-    if not runtime.is_sqlite:
-        err.print("API keys: crm-perf-sync apikey create --scope read|admin", soft_wrap=True)
+    log.info("API docs: %s/docs (OpenAPI: %s/openapi.json)", base, base)
+    if not (new_store and runtime.is_sqlite and settings.demo_key and sys.stdout.isatty()):
+        log.info("API keys: crm-perf-sync apikey create --scope read|admin")
         return
     with session_scope(runtime.session_factory) as session:
-        if runtime.is_sqlite:
-            session.connection(execution_options={WRITE_LOCK: True})
+        session.connection(execution_options={WRITE_LOCK: True})
         key = demo_key(session)
-    err.print(
-        f"read key for this local store (kept in it; revoke with `crm-perf-sync apikey revoke`): {key}",
-        soft_wrap=True,
-    )
-    err.print(
+    # soft_wrap: a key or a URL must never be broken across lines (it is copied from here).
+    out.print(f"read key for this new store, shown once (only its hash is kept): {key}", soft_wrap=True)
+    out.print(
         f'try: curl -H "Authorization: Bearer {key}" "{base}/api/v1/kpis/win_rate/values?grain=month"',
         soft_wrap=True,
     )
@@ -1179,6 +1181,7 @@ def doctor(config: ConfigOption = None) -> None:
 @app.command()
 def serve(config: ConfigOption = None) -> None:
     """API and worker in one process (the embedded default)."""
+    from crm_perf_sync import migrate as migrations
     from crm_perf_sync.leases import new_holder_id
     from crm_perf_sync.runtime import build_runtime
     from crm_perf_sync.worker.process import Shutdown, sole_sqlite_worker
@@ -1190,10 +1193,11 @@ def serve(config: ConfigOption = None) -> None:
     try:
         with ExitStack() as held:
             _guard(lambda: held.enter_context(sole_sqlite_worker(runtime)))
+            new_store = _guard(lambda: migrations.current_revision(runtime.engine)) is None
             _guard(lambda: runtime.ensure_schema(auto_migrate=True))
             _guard(runtime.sync_service().apply_config)
             scheduler = build_scheduler(runtime, stop)
-            _announce(runtime, settings)  # before the jobs start writing
+            _announce(runtime, settings, new_store=new_store)  # before the jobs start writing
             scheduler.start()
             delivery = start_delivery(runtime, stop, new_holder_id())
             shutdown = Shutdown(runtime, scheduler, stop, [delivery])
