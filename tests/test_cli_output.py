@@ -67,6 +67,36 @@ kpis:
     assert key_name in invoke("apikey", "list", env=env).stdout
 
 
+def test_control_characters_from_the_crm_never_reach_the_terminal(tmp_path: Path) -> None:
+    # An OSC 8 hyperlink and a colour, as raw escape sequences: shown as text, never sent as such.
+    link, red = "\x1b]8;;http://evil.example\x1b\\", "\x1b[31m"
+    shown_link, shown_red = "\\x1b]8;;http://evil.example\\x1b\\", "\\x1b[31m"
+    config = tmp_path / "crm-perf-sync.yaml"
+    config.write_text(
+        "kpis:\n  definitions:\n    - id: evil_count\n"
+        f"      name: {orjson.dumps(f'{link}Won{red} deals').decode()}\n"
+        "      type: count\n      unit: count\n      measure: {entity: opportunities, period: created_at}\n"
+    )
+    env = {
+        "CRM_PERF_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
+        "CRM_PERF_SYNC_CONFIG": str(config),
+    }
+    explained = invoke("explain", "evil_count", env=env)  # a name from the configuration
+    assert explained.exit_code == 0, explained.stderr
+    assert explained.stdout.startswith(f"{shown_link}Won{shown_red} deals (evil_count, ")
+
+    assert invoke("apikey", "create", "--name", f"{red}BI", env=env).exit_code == 0
+    listed = invoke("apikey", "list", env=env)  # a table cell
+    assert f"{shown_red}BI" in listed.stdout
+
+    failed = invoke("sync", f"{link}crm", env=env)  # an error message quoting what it was given
+    assert failed.exit_code == 1
+    assert "no connection" in failed.stderr
+    assert shown_link in failed.stderr
+    for result in (explained, listed, failed):
+        assert "\x1b" not in result.stdout + result.stderr
+
+
 def test_an_error_message_keeps_its_brackets(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("connections:\n  - id: Bad Id\n    kind: demo\n")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -46,12 +47,38 @@ app.add_typer(apikey_app, name="apikey")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(alerts_app, name="alerts")
 
-# Everything printed comes from the CRM, the configuration or the user: never read as Rich markup
-# or emoji codes (`[link=…]` would become a hyperlink, `https://[fd00::1]/` lose its address).
-# Styled words are Text objects.
-err = Console(stderr=True, highlight=False, markup=False, emoji=False)
+#: C0 and C1 control characters but newline and tab: ESC starts terminal commands (colours,
+#: hyperlinks, cursor moves, window titles), which text from a CRM must never be able to send.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _visible(text: str) -> str:
+    """``text`` with each control character written out as its escape (ESC as ``\\x1b``)."""
+    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
+
+
+class _Verbatim(Console):
+    """A console that prints every string exactly as it is: never read as Rich markup or emoji
+    codes (`[link=…]` would become a hyperlink, `https://[fd00::1]/` lose its address, a regex its
+    brackets), and with its control characters shown rather than obeyed. Everything printed
+    comes from the CRM, the configuration or the user; styled words are ``Text`` objects built
+    with :func:`_styled`."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(markup=False, emoji=False, highlight=False, **options)
+
+    def render_str(self, text: str, **options: Any) -> Text:  # every str printed or in a table
+        return super().render_str(_visible(text), **options)
+
+
+def _styled(*parts: str | tuple[str, str]) -> Text:
+    """Text from plain strings and (string, style) pairs, control characters shown."""
+    return Text.assemble(*(_visible(p) if isinstance(p, str) else (_visible(p[0]), p[1]) for p in parts))
+
+
+err = _Verbatim(stderr=True)
 # Piped output (less, a file) gets room for wide tables; a terminal uses its own width.
-out = Console(highlight=False, markup=False, emoji=False, width=None if sys.stdout.isatty() else 160)
+out = _Verbatim(width=None if sys.stdout.isatty() else 160)
 log = logging.getLogger("crm_perf_sync.cli")
 
 T = TypeVar("T")
@@ -62,7 +89,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
         # Where the logs are JSON (containers), the reason the process stops is one of them.
         log.error(message)
     else:
-        err.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
+        err.print(_styled(("error:", "bold red"), " ", message), soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -529,7 +556,7 @@ def connectors_list() -> None:
         table.add_row(kind, registry.distributions.get(kind, "?"), connector.description)
     out.print(table)
     for broken in registry.broken:
-        err.print(Text.assemble(("skipped", "yellow"), f" {broken.kind} ({broken.target}): {broken.error}"))
+        err.print(_styled(("skipped", "yellow"), f" {broken.kind} ({broken.target}): {broken.error}"))
 
 
 @app.command()
@@ -557,7 +584,7 @@ def sync(
         for connection_id in ids:
             outcome = _guard(lambda cid=connection_id: _sync_with_progress(service, cid, full, stop))  # type: ignore[misc]
             style = "green" if outcome.status == "succeeded" else "red"
-            out.print(Text(outcome.summary(), style=style), soft_wrap=True)
+            out.print(_styled((outcome.summary(), style)), soft_wrap=True)
             failed += outcome.status != "succeeded"
         if failed:
             raise typer.Exit(1)
@@ -599,8 +626,10 @@ def _sync_with_progress(service: Any, connection_id: str, full: bool, stop: thre
                 tasks[stream] = progress.add_task("", total=None)
             progress.update(
                 tasks[stream],
-                description=f"{connection_id}/{stream}: {stats.read:,} read, {stats.inserted:,} new, "
-                f"{stats.updated:,} changed, {stats.skipped:,} skipped",
+                description=_visible(
+                    f"{connection_id}/{stream}: {stats.read:,} read, {stats.inserted:,} new, "
+                    f"{stats.updated:,} changed, {stats.skipped:,} skipped"
+                ),
             )
 
         return service.sync(
@@ -854,7 +883,7 @@ def explain(
         _emit([asdict(result)], (), "json")
         return
     out.print(
-        Text.assemble(
+        _styled(
             (result.name, "bold"),
             f" ({result.kpi_id}, {result.type}, {result.unit}, {result.direction} is better)",
         )
@@ -885,7 +914,7 @@ def explain(
         )
     for part in result.parts:
         out.print(
-            Text.assemble(
+            _styled(
                 "\n",
                 (part.role, "bold"),
                 f": {part.entity} placed by {part.period_field}; each adds {part.contributes}",
@@ -1168,7 +1197,7 @@ def doctor(config: ConfigOption = None) -> None:
     report = Doctor(settings).run()
     for check in report.checks:
         mark = ("ok  ", "green") if check.ok else ("FAIL", "red")
-        out.print(Text.assemble(mark, f" {check.name}: {check.detail}"), soft_wrap=True)
+        out.print(_styled(mark, f" {check.name}: {check.detail}"), soft_wrap=True)
         if not check.ok and check.hint:
             out.print(f"     → {check.hint}", soft_wrap=True)
     failed = sum(not c.ok for c in report.checks)
