@@ -27,7 +27,8 @@ ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     CRM_PERF_SYNC_DATABASE_URL=sqlite:////data/crm-perf-sync.db \
     CRM_PERF_SYNC_HOST=0.0.0.0 \
-    CRM_PERF_SYNC_LOG_FORMAT=json
+    CRM_PERF_SYNC_LOG_FORMAT=json \
+    CRM_PERF_SYNC_DEMO_KEY=false
 VOLUME /data
 # 8000: the API (serve, api); 9464: a worker's own /metrics.
 EXPOSE 8000 9464

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pty
+import re
 import signal
 import socket
 import sqlite3
@@ -15,6 +17,7 @@ import time
 from pathlib import Path
 
 from crm_perf_sync import migrate
+from tests.cli_inprocess import invoke
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -154,68 +157,159 @@ def test_api_keys_are_created_listed_and_revoked(tmp_path: Path) -> None:
     assert "--scope" in bad.stderr
 
 
-def collect(process: subprocess.Popen[str], lines: list[str]) -> None:
-    assert process.stderr is not None
-    lines.extend(iter(process.stderr.readline, ""))
+class Served:
+    """A ``serve`` process: its log (stderr) and its stdout, on a terminal (a pty) or a pipe."""
 
-
-def test_serve_announces_the_docs_and_a_read_key_that_works(tmp_path: Path) -> None:
-    import httpx
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        "connections:\n  - id: demo\n    kind: demo\n    schedule: {interval: 1h}\n"
-        "    settings: {opportunities: 200, reps: 6, as_of: '2026-01-01T00:00:00Z'}\n"
-    )
-    env = {
-        **os.environ,
-        "CRM_PERF_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
-        "CRM_PERF_SYNC_CONFIG": str(config),
-        "CRM_PERF_SYNC_PORT": str(port),
-    }
-    keys: list[str] = []
-    for _ in range(2):  # the key is created once and kept: a restart prints the same one
-        process = subprocess.Popen(
+    def __init__(
+        self, tmp_path: Path, store: str, *, terminal: bool, env: dict[str, str] | None = None
+    ) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            "connections:\n  - id: demo\n    kind: demo\n    schedule: {interval: 1h}\n"
+            "    settings: {opportunities: 200, reps: 6, as_of: '2026-01-01T00:00:00Z'}\n"
+        )
+        self.env = {
+            "CRM_PERF_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / store}",
+            "CRM_PERF_SYNC_CONFIG": str(config),
+            "CRM_PERF_SYNC_PORT": str(self.port),
+            "CRM_PERF_SYNC_RUN_ON_START": "false",
+            **(env or {}),
+        }
+        self.log: list[str] = []
+        self.stdout: list[str] = []
+        self._terminal: int | None = None
+        out: int
+        if terminal:
+            self._terminal, out = pty.openpty()
+        else:
+            out = subprocess.PIPE
+        self.process = subprocess.Popen(
             [sys.executable, "-c", "from crm_perf_sync.cli import main; main()", "serve"],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
             stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
             text=True,
             cwd=tmp_path,
-            env=env,
+            env={**os.environ, **self.env},
         )
-        lines: list[str] = []
-        # Read everything it logs (a full pipe would block the server), remembering the lines.
-        reader = threading.Thread(target=collect, args=(process, lines), daemon=True)
-        reader.start()
-        try:
-            deadline = time.monotonic() + 60
-            while not any("read key" in line for line in lines):
-                assert time.monotonic() < deadline, "".join(lines)
-                time.sleep(0.05)
-            assert f"API docs: http://127.0.0.1:{port}/docs" in "".join(lines)
-            key = next(line for line in lines if "read key" in line).rsplit(" ", 1)[1].strip()
-            keys.append(key)
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
-                response = None
-                while response is None:
-                    assert time.monotonic() < deadline, "the API did not come up:\n" + "".join(lines)
-                    try:
-                        response = client.get("/api/v1/kpis", headers={"Authorization": f"Bearer {key}"})
-                    except httpx.TransportError:
-                        time.sleep(0.1)
-                assert response.status_code == 200, response.text
-                assert "win_rate" in {k["id"] for k in response.json()["data"]}
-                assert client.get("/docs").status_code == 200
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=30)
+        if terminal:
+            os.close(out)
+        # Read everything it writes (a full pipe would block the server).
+        self._readers = [threading.Thread(target=self._read_log, daemon=True)]
+        self._readers.append(threading.Thread(target=self._read_stdout, daemon=True))
+        for reader in self._readers:
+            reader.start()
+
+    def _read_log(self) -> None:
+        assert self.process.stderr is not None
+        self.log.extend(iter(self.process.stderr.readline, ""))
+
+    def _read_stdout(self) -> None:
+        if self._terminal is None:
+            assert self.process.stdout is not None
+            self.stdout.extend(iter(self.process.stdout.readline, ""))
+            return
+        while True:
+            try:
+                chunk = os.read(self._terminal, 4096)
+            except OSError:  # EIO: the process closed the terminal
+                return
+            if not chunk:
+                return
+            self.stdout.append(chunk.decode(errors="replace"))
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def wait_until_serving(self, deadline: float) -> None:
+        import httpx
+
+        while True:
+            assert time.monotonic() < deadline, "the API did not come up:\n" + "".join(self.log)
+            assert self.process.poll() is None, "serve exited:\n" + "".join(self.log)
+            try:
+                if httpx.get(self.url("/healthz"), timeout=5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=60)
+        for reader in self._readers:
             reader.join(timeout=10)
-            assert process.stderr is not None
-            process.stderr.close()
-    assert keys[0] == keys[1]
+        for stream in (self.process.stderr, self.process.stdout):
+            if stream is not None:
+                stream.close()
+        if self._terminal is not None:
+            os.close(self._terminal)
+            self._terminal = None
+
+
+KEY = re.compile(r"cps_[A-Za-z0-9_-]{43}")
+
+
+def keys_in(store: Path) -> list[tuple[str, str | None]]:
+    with sqlite3.connect(store) as db:
+        return [(name, revoked) for name, revoked in db.execute("SELECT name, revoked_at FROM api_key")]
+
+
+def test_serve_prints_a_read_key_once_on_a_terminal_when_it_creates_the_store(tmp_path: Path) -> None:
+    import httpx
+
+    first = Served(tmp_path, "store.db", terminal=True)
+    try:
+        first.wait_until_serving(time.monotonic() + 60)
+        deadline = time.monotonic() + 30
+        while not KEY.search("".join(first.stdout)):
+            assert time.monotonic() < deadline, "".join(first.stdout) + "".join(first.log)
+            time.sleep(0.05)
+        (key,) = set(KEY.findall("".join(first.stdout)))
+        response = httpx.get(first.url("/api/v1/kpis"), headers={"Authorization": f"Bearer {key}"})
+        assert response.status_code == 200, response.text
+        assert "win_rate" in {k["id"] for k in response.json()["data"]}
+        assert httpx.get(first.url("/docs")).status_code == 200
+    finally:
+        first.stop()
+    log = "".join(first.log)
+    assert f"API docs: http://127.0.0.1:{first.port}/docs" in log
+    assert "cps_" not in log  # the key went to the terminal only, never to the log
+    # Only its hash is stored: nothing in the store can print it again.
+    with sqlite3.connect(tmp_path / "store.db") as db:
+        assert key not in str(db.execute("SELECT * FROM api_key").fetchall())
+
+    revoked = invoke("apikey", "revoke", "1", env=first.env)
+    assert revoked.exit_code == 0, revoked.stderr
+    again = Served(tmp_path, "store.db", terminal=True)
+    try:
+        again.wait_until_serving(time.monotonic() + 60)
+    finally:
+        again.stop()
+    # Not a new store: no key is minted, revoked or not; the log says how to make one.
+    assert "cps_" not in "".join(again.stdout) + "".join(again.log)
+    assert "crm-perf-sync apikey create" in "".join(again.log)
+    (row,) = keys_in(tmp_path / "store.db")
+    assert row[1] is not None
+
+
+def test_serve_mints_no_key_off_a_terminal_or_when_switched_off(tmp_path: Path) -> None:
+    for store, terminal, env in (
+        ("piped.db", False, None),
+        ("off.db", True, {"CRM_PERF_SYNC_DEMO_KEY": "false"}),  # as in the image
+    ):
+        served = Served(tmp_path, store, terminal=terminal, env=env)
+        try:
+            served.wait_until_serving(time.monotonic() + 60)
+        finally:
+            served.stop()
+        assert "cps_" not in "".join(served.stdout) + "".join(served.log), store
+        assert "crm-perf-sync apikey create" in "".join(served.log), store
+        assert keys_in(tmp_path / store) == [], store
 
 
 def test_the_shipped_demo_scores_reps_and_raises_the_alerts_its_values_call_for(tmp_path: Path) -> None:

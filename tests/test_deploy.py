@@ -4,16 +4,19 @@ dashboard query only metrics the service exposes."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import yaml
+from dotenv import dotenv_values
 from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 from sqlalchemy import Engine
@@ -115,6 +118,165 @@ def test_compose_sets_only_settings_that_exist() -> None:
     for service in COMPOSE["services"].values():
         names = {k for k in service.get("environment", {}) if k.startswith("CRM_PERF_SYNC_")}
         assert names <= fields, names - fields
+
+
+_VARIABLE = re.compile(
+    r"\$(?:(?P<escaped>\$)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
+    r"|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
+)
+
+
+def _interpolate(value: Any, variables: Mapping[str, str]) -> Any:
+    """Compose's interpolation of ``$VAR``, ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``,
+    ``${VAR:?error}`` and ``$$`` in every string value of the file."""
+    if isinstance(value, dict):
+        return {key: _interpolate(item, variables) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(item, variables) for item in value]
+    if not isinstance(value, str):
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group("escaped"):
+            return "$"
+        name = match.group("braced") or match.group("bare")
+        op, arg = match.group("op"), match.group("arg")
+        found = variables.get(name)
+        if op in (":-", "-") and (found is None or (op == ":-" and found == "")):
+            return str(arg)
+        if op in (":?", "?") and (found is None or (op == ":?" and found == "")):
+            raise AssertionError(f"compose refuses to render: {name}: {arg}")
+        return found or ""
+
+    return _VARIABLE.sub(replace, value)
+
+
+def compose_environments(project: Path, shell: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Each service's container environment as Compose resolves ``project/compose.yaml``.
+
+    The rules of the Compose specification, as ``docker compose config`` applies them: the file is
+    interpolated from the shell's variables, then the project's ``.env`` (the shell wins); YAML
+    anchors and ``<<`` merges are resolved; ``env_file`` entries (a path, or ``{path, required}``
+    with ``required`` true unless said otherwise) are read in order relative to the project, later
+    files winning, and a missing optional one is skipped; ``environment`` wins over them all, and
+    a name listed there without a value takes the shell's.
+    """
+    dotenv = project / ".env"
+    variables = {**(dotenv_values(dotenv) if dotenv.is_file() else {}), **shell}
+    document = _interpolate(
+        yaml.safe_load((project / "compose.yaml").read_text()),
+        {k: v for k, v in variables.items() if v is not None},
+    )
+    environments: dict[str, dict[str, str]] = {}
+    for name, service in document["services"].items():
+        env: dict[str, str] = {}
+        entries = service.get("env_file") or []
+        for entry in [entries] if isinstance(entries, str | dict) else entries:
+            spec = {"path": entry} if isinstance(entry, str) else entry
+            path = project / spec["path"]
+            if not path.is_file():
+                assert spec.get("required", True) is False, f"{name}: env file {path} is missing"
+                continue
+            env.update({k: v or "" for k, v in dotenv_values(path).items()})
+        declared = service.get("environment") or {}
+        if isinstance(declared, list):
+            declared = dict(item.split("=", 1) if "=" in item else (item, None) for item in declared)
+        for key, value in declared.items():
+            if value is None:
+                if key in shell:
+                    env[key] = shell[key]
+            else:
+                env[key] = str(value)
+        environments[name] = env
+    return environments
+
+
+def _compose_cli() -> list[str] | None:
+    """The Compose v2 command line, as a docker plugin or standalone, if this machine has one."""
+    candidates = []
+    if docker := shutil.which("docker"):
+        candidates.append([docker, "compose"])
+    if standalone := shutil.which("docker-compose"):
+        candidates.append([standalone])
+    for command in candidates:
+        version = subprocess.run([*command, "version", "--short"], capture_output=True, text=True)
+        if version.returncode == 0 and int(version.stdout.strip().lstrip("v").split(".")[0]) >= 2:
+            return command
+    return None
+
+
+def _render(project: Path, dotenv: str | None) -> None:
+    shutil.copyfile(REPO / "compose.yaml", project / "compose.yaml")
+    if dotenv is not None:
+        (project / ".env").write_text(dotenv)
+
+
+DOTENV = (
+    "POSTGRES_PASSWORD=pg-s3cret\n"
+    "HUBSPOT_TOKEN=pat-na1-0000\n"  # a credential the configuration names as ${HUBSPOT_TOKEN}
+    "CRM_PERF_SYNC_WEBHOOK_ALLOW_HOSTS=hooks.internal,10.20.0.0/16\n"
+    "CRM_PERF_SYNC_DATABASE_URL=sqlite:///not-this.db\n"  # compose's own settings win
+)
+
+
+def test_an_env_file_beside_compose_yaml_reaches_every_role(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Optional: without it, the services run on compose's own settings.
+    (tmp_path / "bare").mkdir()
+    _render(tmp_path / "bare", None)
+    bare = compose_environments(tmp_path / "bare", {})
+    assert "HUBSPOT_TOKEN" not in bare["api"]
+    assert (
+        bare["api"]["CRM_PERF_SYNC_DATABASE_URL"]
+        == "postgresql+psycopg://crm:crm-perf-sync@postgres:5432/crm"
+    )
+
+    _render(tmp_path, DOTENV)
+    rendered = compose_environments(tmp_path, {})
+    assert rendered["postgres"]["POSTGRES_PASSWORD"] == "pg-s3cret"
+    for role in ("migrate", "api", "worker"):
+        env = rendered[role]
+        assert env["HUBSPOT_TOKEN"] == "pat-na1-0000", role
+        assert env["CRM_PERF_SYNC_DATABASE_URL"] == "postgresql+psycopg://crm:pg-s3cret@postgres:5432/crm"
+        with monkeypatch.context() as patched:
+            for key, value in env.items():
+                patched.setenv(key, value)
+            settings = Settings()
+        assert settings.webhook_allow_hosts == ["hooks.internal", "10.20.0.0/16"], role
+        assert settings.log_format == "json"
+    assert rendered["worker"]["CRM_PERF_SYNC_WORKER_METRICS_PORT"] == "9464"
+
+
+@pytest.mark.parametrize("dotenv", [None, DOTENV], ids=["without .env", "with .env"])
+def test_the_compose_cli_renders_the_environments_the_compose_rules_give(
+    tmp_path: Path, dotenv: str | None
+) -> None:
+    command = _compose_cli()
+    if command is None:
+        pytest.skip("no Compose v2 command line on this machine (the rules above render the file)")
+    _render(tmp_path, dotenv)
+    shell = {k: os.environ[k] for k in ("PATH", "HOME") if k in os.environ}
+    rendered = subprocess.run(
+        [*command, "--project-directory", str(tmp_path), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        env=shell,
+        cwd=tmp_path,
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    services = orjson.loads(rendered.stdout)["services"]
+    expected = compose_environments(tmp_path, shell)
+    for role in ("postgres", "migrate", "api", "worker"):
+        assert dict(services[role].get("environment") or {}) == expected[role], role
+
+
+def test_the_image_prints_no_read_key() -> None:
+    env = dict(
+        item.split("=", 1) for line in _instructions("ENV") for item in re.split(r"\s+", line) if "=" in item
+    )
+    assert env["CRM_PERF_SYNC_DEMO_KEY"] == "false"
+    assert "demo_key" in Settings.model_fields
 
 
 def test_compose_and_prometheus_agree_on_the_ports() -> None:

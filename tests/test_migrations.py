@@ -38,3 +38,41 @@ def test_upgrade_matches_models_and_downgrade_removes_everything(empty_db_url: s
         assert migrate.is_at_head(engine)
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("empty_db_url", BACKENDS, indirect=True)
+def test_keys_stored_readable_are_dropped_and_keep_working_through_their_hash(empty_db_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    from crm_perf_sync.apikeys import service as keys
+    from crm_perf_sync.db import make_session_factory, session_scope
+
+    key = "cps_" + "k" * 43
+    engine = create_db_engine(empty_db_url)
+    try:
+        migrate.upgrade(engine, "3d7e9d710ee9")  # the last revision that kept the demo key readable
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO api_key (name, scope, prefix, key_hash, created_at, display_key) "
+                    "VALUES ('embedded demo (read)', 'read', :prefix, :hash, :at, :key)"
+                ),
+                {
+                    "prefix": key[:12],
+                    "hash": keys.hash_key(key),
+                    "at": datetime(2026, 12, 1, tzinfo=UTC),
+                    "key": key,
+                },
+            )
+        migrate.upgrade(engine)
+        columns = {column["name"] for column in inspect(engine).get_columns("api_key")}
+        assert "display_key" not in columns
+        with engine.connect() as conn:
+            assert key not in str(conn.execute(text("SELECT * FROM api_key")).all())
+        with session_scope(make_session_factory(engine)) as session:
+            principal = keys.authenticate(session, f"Bearer {key}")
+        assert (principal.name, principal.scope) == ("embedded demo (read)", "read")
+    finally:
+        engine.dispose()

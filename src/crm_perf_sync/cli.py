@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -22,6 +23,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from crm_perf_sync import __version__
 from crm_perf_sync.errors import AppError, ConfigurationError
@@ -45,31 +47,72 @@ app.add_typer(apikey_app, name="apikey")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(alerts_app, name="alerts")
 
-err = Console(stderr=True, highlight=False)
+#: C0 and C1 control characters but newline and tab: ESC starts terminal commands (colours,
+#: hyperlinks, cursor moves, window titles), which text from a CRM must never be able to send.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _visible(text: str) -> str:
+    """``text`` with each control character written out as its escape (ESC as ``\\x1b``)."""
+    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
+
+
+class _Verbatim(Console):
+    """A console that prints every string exactly as it is: never read as Rich markup or emoji
+    codes (`[link=…]` would become a hyperlink, `https://[fd00::1]/` lose its address, a regex its
+    brackets), and with its control characters shown rather than obeyed. Everything printed
+    comes from the CRM, the configuration or the user; styled words are ``Text`` objects built
+    with :func:`_styled`."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(markup=False, emoji=False, highlight=False, **options)
+
+    def render_str(self, text: str, **options: Any) -> Text:  # every str printed or in a table
+        return super().render_str(_visible(text), **options)
+
+
+def _styled(*parts: str | tuple[str, str]) -> Text:
+    """Text from plain strings and (string, style) pairs, control characters shown."""
+    return Text.assemble(*(_visible(p) if isinstance(p, str) else (_visible(p[0]), p[1]) for p in parts))
+
+
+err = _Verbatim(stderr=True)
 # Piped output (less, a file) gets room for wide tables; a terminal uses its own width.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+out = _Verbatim(width=None if sys.stdout.isatty() else 160)
 log = logging.getLogger("crm_perf_sync.cli")
 
 T = TypeVar("T")
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    if _logs_are_json():
+        # Where the logs are JSON (containers), the reason the process stops is one of them.
+        log.error(message)
+    else:
+        err.print(_styled(("error:", "bold red"), " ", message), soft_wrap=True)
     return typer.Exit(code)
 
 
+def _logs_are_json() -> bool:
+    from crm_perf_sync.logging_setup import JsonFormatter
+
+    return any(isinstance(handler.formatter, JsonFormatter) for handler in logging.getLogger().handlers)
+
+
 def _settings(config: Path | None = None) -> Settings:
+    from crm_perf_sync.logging_setup import configure_logging
+
     try:
         settings = Settings()
     except ValidationError as exc:
         problems = "; ".join(
             f"CRM_PERF_SYNC_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
         )
+        if os.environ.get("CRM_PERF_SYNC_LOG_FORMAT") == "json":
+            configure_logging("INFO", "json")  # the other settings are invalid, not this one
         raise _fail(f"invalid environment: {problems}", 2) from None
     if config is not None:
         settings = settings.model_copy(update={"config": config})
-    from crm_perf_sync.logging_setup import configure_logging
-
     configure_logging(settings.log_level, settings.log_format)
     return settings
 
@@ -534,7 +577,7 @@ def connectors_list() -> None:
         table.add_row(kind, registry.distributions.get(kind, "?"), connector.description)
     out.print(table)
     for broken in registry.broken:
-        err.print(f"[yellow]skipped[/] {broken.kind} ({broken.target}): {broken.error}", markup=True)
+        err.print(_styled(("skipped", "yellow"), f" {broken.kind} ({broken.target}): {broken.error}"))
 
 
 @app.command()
@@ -562,7 +605,7 @@ def sync(
         for connection_id in ids:
             outcome = _guard(lambda cid=connection_id: _sync_with_progress(service, cid, full, stop))  # type: ignore[misc]
             style = "green" if outcome.status == "succeeded" else "red"
-            out.print(f"[{style}]{outcome.summary()}[/]", markup=True, soft_wrap=True)
+            out.print(_styled((outcome.summary(), style)), soft_wrap=True)
             failed += outcome.status != "succeeded"
         if failed:
             raise typer.Exit(1)
@@ -591,7 +634,11 @@ def _sync_with_progress(service: Any, connection_id: str, full: bool, stop: thre
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True
+        SpinnerColumn(),
+        TextColumn("{task.description}", markup=False),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
     ) as progress:
         tasks: dict[str, Any] = {}
 
@@ -600,8 +647,10 @@ def _sync_with_progress(service: Any, connection_id: str, full: bool, stop: thre
                 tasks[stream] = progress.add_task("", total=None)
             progress.update(
                 tasks[stream],
-                description=f"{connection_id}/{stream}: {stats.read:,} read, {stats.inserted:,} new, "
-                f"{stats.updated:,} changed, {stats.skipped:,} skipped",
+                description=_visible(
+                    f"{connection_id}/{stream}: {stats.read:,} read, {stats.inserted:,} new, "
+                    f"{stats.updated:,} changed, {stats.skipped:,} skipped"
+                ),
             )
 
         return service.sync(
@@ -855,8 +904,10 @@ def explain(
         _emit([asdict(result)], (), "json")
         return
     out.print(
-        f"[bold]{result.name}[/] ({result.kpi_id}, {result.type}, {result.unit}, "
-        f"{result.direction} is better)"
+        _styled(
+            (result.name, "bold"),
+            f" ({result.kpi_id}, {result.type}, {result.unit}, {result.direction} is better)",
+        )
     )
     out.print(f"formula: {result.formula}")
     if result.value is None:
@@ -884,8 +935,11 @@ def explain(
         )
     for part in result.parts:
         out.print(
-            f"\n[bold]{part.role}[/]: {part.entity} placed by {part.period_field}; "
-            f"each adds {part.contributes}"
+            _styled(
+                "\n",
+                (part.role, "bold"),
+                f": {part.entity} placed by {part.period_field}; each adds {part.contributes}",
+            )
         )
         out.print("  where " + " and ".join(part.filters))
         if not part.records:
@@ -1036,27 +1090,29 @@ def _serve_api(runtime: Any, settings: Settings) -> None:
     )
 
 
-def _announce(runtime: Any, settings: Settings) -> None:
-    """Where the API is, and (on the embedded SQLite store) a read key to try it with at once."""
+def _announce(runtime: Any, settings: Settings, *, new_store: bool) -> None:
+    """Where the API is, in the log; and a read key to try it with at once, on the terminal only.
+
+    The key is minted when ``serve`` has just created the SQLite store, its output is a terminal
+    (someone is reading it, as on ``make run``) and ``CRM_PERF_SYNC_DEMO_KEY`` allows it: once,
+    never again (the store keeps only its hash, so it cannot be shown again; a revoked one is not
+    replaced), and never into the log or a container's output.
+    """
     from crm_perf_sync.apikeys.service import demo_key
     from crm_perf_sync.db import WRITE_LOCK, session_scope
 
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     base = f"http://{host}:{settings.port}"
-    # soft_wrap: a key or a URL must never be broken across lines (it is copied from here).
-    err.print(f"API docs: {base}/docs   (OpenAPI: {base}/openapi.json)", soft_wrap=True)
-    if not runtime.is_sqlite:
-        err.print("API keys: crm-perf-sync apikey create --scope read|admin", soft_wrap=True)
+    log.info("API docs: %s/docs (OpenAPI: %s/openapi.json)", base, base)
+    if not (new_store and runtime.is_sqlite and settings.demo_key and sys.stdout.isatty()):
+        log.info("API keys: crm-perf-sync apikey create --scope read|admin")
         return
     with session_scope(runtime.session_factory) as session:
-        if runtime.is_sqlite:
-            session.connection(execution_options={WRITE_LOCK: True})
+        session.connection(execution_options={WRITE_LOCK: True})
         key = demo_key(session)
-    err.print(
-        f"read key for this local store (kept in it; revoke with `crm-perf-sync apikey revoke`): {key}",
-        soft_wrap=True,
-    )
-    err.print(
+    # soft_wrap: a key or a URL must never be broken across lines (it is copied from here).
+    out.print(f"read key for this new store, shown once (only its hash is kept): {key}", soft_wrap=True)
+    out.print(
         f'try: curl -H "Authorization: Bearer {key}" "{base}/api/v1/kpis/win_rate/values?grain=month"',
         soft_wrap=True,
     )
@@ -1161,10 +1217,10 @@ def doctor(config: ConfigOption = None) -> None:
     settings = _settings(config)
     report = Doctor(settings).run()
     for check in report.checks:
-        mark = "[green]ok[/]  " if check.ok else "[red]FAIL[/]"
-        out.print(f"{mark} {check.name}: {check.detail}", markup=True, soft_wrap=True, highlight=False)
+        mark = ("ok  ", "green") if check.ok else ("FAIL", "red")
+        out.print(_styled(mark, f" {check.name}: {check.detail}"), soft_wrap=True)
         if not check.ok and check.hint:
-            out.print(f"     → {check.hint}", soft_wrap=True, highlight=False)
+            out.print(f"     → {check.hint}", soft_wrap=True)
     failed = sum(not c.ok for c in report.checks)
     if failed:
         err.print(f"{failed} problem{'s' if failed != 1 else ''} found")
@@ -1175,6 +1231,7 @@ def doctor(config: ConfigOption = None) -> None:
 @app.command()
 def serve(config: ConfigOption = None) -> None:
     """API and worker in one process (the embedded default)."""
+    from crm_perf_sync import migrate as migrations
     from crm_perf_sync.leases import new_holder_id
     from crm_perf_sync.runtime import build_runtime
     from crm_perf_sync.worker.process import Shutdown, sole_sqlite_worker
@@ -1186,10 +1243,11 @@ def serve(config: ConfigOption = None) -> None:
     try:
         with ExitStack() as held:
             _guard(lambda: held.enter_context(sole_sqlite_worker(runtime)))
+            new_store = _guard(lambda: migrations.current_revision(runtime.engine)) is None
             _guard(lambda: runtime.ensure_schema(auto_migrate=True))
             _guard(runtime.sync_service().apply_config)
             scheduler = build_scheduler(runtime, stop)
-            _announce(runtime, settings)  # before the jobs start writing
+            _announce(runtime, settings, new_store=new_store)  # before the jobs start writing
             scheduler.start()
             delivery = start_delivery(runtime, stop, new_holder_id())
             shutdown = Shutdown(runtime, scheduler, stop, [delivery])

@@ -63,6 +63,13 @@ class Settings(BaseSettings):
         description="Port of the worker's own Prometheus /metrics (0: none); on the host setting.",
     )
     run_on_start: bool = Field(default=True, description="The worker syncs every connection once at start.")
+    demo_key: bool = Field(
+        default=True,
+        description=(
+            "A SQLite store that `serve` creates with its output on a terminal gets a read key, printed "
+            "there once and never into the log; `false`: none (the image's default)."
+        ),
+    )
     webhook_allow_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description=(

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Self
+from urllib.parse import urlsplit
 
 import pytest
+from pydantic import field_validator, model_validator
 
 from crm_perf_sync.config import ConfigIssues, load_config
 from crm_perf_sync.config.yaml_source import interpolate
@@ -21,6 +24,30 @@ class StrictSettings(ConnectorSettings):
 
 class StrictConnector(ScriptedConnector):
     settings_model = StrictSettings  # type: ignore[assignment]
+
+
+class SiteSettings(ConnectorSettings):
+    """Validators that echo the value they refuse, as connectors' often do."""
+
+    login_url: str
+    page_size: int = 100
+
+    @field_validator("login_url")
+    @classmethod
+    def _site_only(cls, value: str) -> str:
+        if urlsplit(value).path not in ("", "/"):
+            raise ValueError(f"must be the site only, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _pages_fit(self) -> Self:
+        if self.page_size > 1000:
+            raise ValueError(f"page_size {self.page_size} is too large for {self.login_url!r}")
+        return self
+
+
+class SiteConnector(ScriptedConnector):
+    settings_model = SiteSettings  # type: ignore[assignment]
 
 
 @pytest.fixture
@@ -173,6 +200,45 @@ def test_an_unset_variable_and_a_syntax_error_name_their_line(
     broken = write(tmp_path, "connections:\n  - id: crm\n   kind: [unclosed\n")
     (issue,) = issues_of(broken, registry)
     assert issue.startswith(f"{broken}:3: invalid YAML")
+
+
+def test_a_value_from_the_environment_is_never_echoed_in_an_issue(tmp_path: Path) -> None:
+    registry = ConnectorRegistry(connectors={"site": SiteConnector})
+    path = write(
+        tmp_path,
+        """
+connections:
+  - id: whole
+    kind: site
+    settings: {login_url: "${LOGIN_URL}"}
+  - id: part
+    kind: site
+    settings: {login_url: "https://${LOGIN_HOST}/Hunter2-path"}
+  - id: literal
+    kind: site
+    settings: {login_url: "https://literal.example/written-here"}
+  - id: model
+    kind: site
+    settings: {login_url: "${SITE}", page_size: "${PAGES}"}
+""",
+    )
+    env = {
+        "LOGIN_URL": "https://127.0.0.1:1/Hunter2-s3cr3t",
+        "LOGIN_HOST": "hunter2-host.example",
+        "SITE": "https://hunter2-site.example",
+        "PAGES": "5000",
+    }
+    issues = issues_of(path, registry, env)
+    assert issues == [
+        f"{path}:5: connections[0].settings.login_url: must be the site only, got '${{LOGIN_URL}}'",
+        f"{path}:8: connections[1].settings.login_url: must be the site only, "
+        "got 'https://${LOGIN_HOST}/Hunter2-path'",
+        f"{path}:11: connections[2].settings.login_url: must be the site only, "
+        "got 'https://literal.example/written-here'",  # written in the file: echoed as it is
+        f"{path}:14: connections[3].settings: page_size ${{PAGES}} is too large for '${{SITE}}'",
+    ]
+    for value in env.values():
+        assert value not in "\n".join(issues)
 
 
 def test_a_missing_file_is_one_clear_issue(tmp_path: Path, registry: ConnectorRegistry) -> None:

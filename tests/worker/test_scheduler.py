@@ -60,7 +60,7 @@ class TickConnector(Connector[TickSettings]):
 CONFIG = """
 connections:
   - {id: every-minute, kind: tick, schedule: {interval: 1m, jitter: 5s}, settings: {deals: 3}}
-  - {id: nightly, kind: tick, schedule: {cron: "0 2 * * *"}}
+  - {id: nightly, kind: tick, schedule: {cron: "0 2 * * *", jitter: 30s}}
   - {id: paused, kind: tick, enabled: false, schedule: {interval: 1m}}
   - {id: manual, kind: tick}
 """
@@ -92,6 +92,15 @@ def test_one_job_per_enabled_scheduled_connection(tmp_path: Path, db_url: str) -
         assert minute.trigger.interval == timedelta(minutes=1)
         assert minute.trigger.jitter == 5
         assert isinstance(nightly.trigger, CronTrigger)
+        # A cron schedule keeps its jitter too: replicas on one schedule spread out.
+        assert nightly.trigger.jitter == 30
+        crontab = CronTrigger.from_crontab("0 2 * * *", timezone="UTC")
+        assert [str(f) for f in nightly.trigger.fields] == [str(f) for f in crontab.fields]
+        start = datetime(2026, 1, 1, tzinfo=UTC)
+        fires = {nightly.trigger.get_next_fire_time(None, start) for _ in range(20)}
+        two = datetime(2026, 1, 1, 2, tzinfo=UTC)
+        assert all(two <= fire <= two + timedelta(seconds=30) for fire in fires)
+        assert len(fires) > 1
         for job in jobs.values():
             assert job.coalesce is True
             assert job.max_instances == 1

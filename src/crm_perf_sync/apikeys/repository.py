@@ -28,14 +28,5 @@ def by_id(session: Session, key_id: int) -> ApiKey | None:
     return session.get(ApiKey, key_id)
 
 
-def displayed(session: Session, name: str) -> ApiKey | None:
-    """The live key of this name kept readable (the embedded demo's)."""
-    return session.scalars(
-        select(ApiKey).where(
-            ApiKey.name == name, ApiKey.display_key.is_not(None), ApiKey.revoked_at.is_(None)
-        )
-    ).first()
-
-
 def touch(session: Session, key_id: int, now: datetime) -> None:
     session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))

@@ -30,7 +30,7 @@ PREFIX = "cps_"
 #: How stale ``last_used_at`` may get before a request writes it again (one write per key a
 #: minute, not one per request).
 TOUCH_EVERY = timedelta(minutes=1)
-#: The name of the embedded demo's read key (printed at every start of ``serve`` on SQLite).
+#: The name of the read key ``serve`` mints for a SQLite store it has just created.
 DEMO_KEY_NAME = "embedded demo (read)"
 
 
@@ -66,7 +66,7 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create(session: Session, name: str, scope: str, *, keep_readable: bool = False) -> tuple[ApiKey, str]:
+def create(session: Session, name: str, scope: str) -> tuple[ApiKey, str]:
     """A new key: its row and the key itself (shown once; only its hash is kept)."""
     if scope not in SCOPES:
         raise InvalidInput(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
@@ -79,7 +79,6 @@ def create(session: Session, name: str, scope: str, *, keep_readable: bool = Fal
         prefix=key[:12],
         key_hash=hash_key(key),
         created_at=utc_now(),
-        display_key=key if keep_readable else None,
     )
     return repo.add(session, row), key
 
@@ -94,17 +93,13 @@ def revoke(session: Session, key_id: int) -> ApiKey:
         raise NotFound(f"no API key with id {key_id}")
     if row.revoked_at is None:
         row.revoked_at = utc_now()
-        row.display_key = None
         session.flush()
     return row
 
 
 def demo_key(session: Session) -> str:
-    """The embedded demo's read key, created on first use and kept readable in the local store."""
-    found = repo.displayed(session, DEMO_KEY_NAME)
-    if found is not None and found.display_key is not None:
-        return found.display_key
-    _, key = create(session, DEMO_KEY_NAME, "read", keep_readable=True)
+    """A new read key for the embedded demo, to be printed once (only its hash is kept)."""
+    _, key = create(session, DEMO_KEY_NAME, "read")
     return key
 
 

@@ -1,7 +1,9 @@
 """YAML loading that remembers where every key came from, with ``${VAR}`` interpolation.
 
 Interpolation happens on scalar values after parsing (never on the raw text), so a secret that
-contains ``:`` or ``#`` cannot change the document's structure.
+contains ``:`` or ``#`` cannot change the document's structure. Every value that came from the
+environment is remembered by location, so that no issue ever echoes it: a validator's message
+shows ``${VAR}`` where the value would have been.
 """
 
 from __future__ import annotations
@@ -45,12 +47,29 @@ def format_loc(loc: Loc) -> str:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class FromEnvironment:
+    """A scalar that ``${VAR}`` interpolation filled in: as the file writes it, as it became, and
+    the values each variable gave (defaults written in the file are not among them)."""
+
+    written: str
+    value: str
+    variables: Mapping[str, str]
+
+
+#: Shorter values are redacted only from issues at their own location (or around it): elsewhere,
+#: replacing "5" or "on" would mangle unrelated words and numbers of a message.
+_ANYWHERE = 6
+
+
 @dataclass(slots=True)
 class SourceMap:
-    """Line numbers (1-based) of every mapping key and sequence item, by location."""
+    """Line numbers (1-based) of every mapping key and sequence item, by location, and the values
+    that came from the environment."""
 
     path: Path
     lines: dict[Loc, int] = field(default_factory=dict)
+    from_env: dict[Loc, FromEnvironment] = field(default_factory=dict)
 
     def line_of(self, loc: Loc) -> int | None:
         """The line of ``loc`` or of its nearest ancestor that the file spells out."""
@@ -61,7 +80,37 @@ class SourceMap:
         return None
 
     def issue(self, loc: Loc, message: str) -> Issue:
-        return Issue(self.path, self.line_of(loc), loc, message)
+        return Issue(self.path, self.line_of(loc), loc, self.redact(loc, message))
+
+    def redact(self, loc: Loc, message: str) -> str:
+        """``message`` without any value the environment gave (an issue's text often quotes the
+        value it refuses, and an environment value may be a credential).
+
+        A value at ``loc``, inside it or around it is shown as the file writes it
+        (``'https://${HOST}/x'``); each variable's own value, wherever it still appears, as
+        ``${NAME}``.
+        """
+        nearby, variables = [], {}
+        for where, entry in self.from_env.items():
+            related = where[: len(loc)] == loc or loc[: len(where)] == where
+            if related:
+                nearby.append(entry)
+            for name, value in entry.variables.items():
+                if value and (related or len(value) >= _ANYWHERE):
+                    variables[value] = name
+        for entry in sorted(nearby, key=lambda e: len(e.value), reverse=True):
+            if entry.value:
+                message = message.replace(repr(entry.value), repr(entry.written))
+                message = message.replace(entry.value, entry.written)
+        for value in sorted(variables, key=len, reverse=True):
+            message = _replace_outside_placeholders(message, value, f"${{{variables[value]}}}")
+        return message
+
+
+def _replace_outside_placeholders(text: str, old: str, new: str) -> str:
+    """Replace ``old`` in ``text`` except inside the ``${...}`` already put there."""
+    parts = re.split(r"(\$\{[^}]*\})", text)
+    return "".join(part if part.startswith("${") else part.replace(old, new) for part in parts)
 
 
 class ConfigIssues(Exception):
@@ -72,12 +121,17 @@ class ConfigIssues(Exception):
         self.issues = issues
 
 
-def interpolate(value: str, env: Mapping[str, str]) -> str:
-    """Replace ``${VAR}`` and ``${VAR:-default}``; an unset variable without default is an error."""
+def interpolate(value: str, env: Mapping[str, str], used: dict[str, str] | None = None) -> str:
+    """Replace ``${VAR}`` and ``${VAR:-default}``; an unset variable without default is an error.
+
+    ``used`` receives the name and value of every variable taken from ``env``.
+    """
 
     def replace(match: re.Match[str]) -> str:
         name, default = match.group("name"), match.group("default")
         if name in env and (env[name] != "" or default is None):
+            if used is not None:
+                used[name] = env[name]
             return env[name]
         if default is not None:
             return default
@@ -149,8 +203,9 @@ def _construct(
     assert isinstance(node, yaml.ScalarNode)
     if "${" not in node.value:
         return loader.construct_object(node, deep=True)
+    used: dict[str, str] = {}
     try:
-        text = interpolate(node.value, env)
+        text = interpolate(node.value, env, used)
     except KeyError as exc:
         issues.append(
             Issue(
@@ -158,6 +213,8 @@ def _construct(
             )
         )
         return None
+    if used:
+        source.from_env[loc] = FromEnvironment(node.value, text, used)
     if node.style is None:
         # A plain scalar is typed after interpolation, as if the value had been written literally.
         tag = loader.resolve(yaml.ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]

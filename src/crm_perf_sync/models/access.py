@@ -16,8 +16,7 @@ class ApiKey(Base):
 
     Keys are 32 random bytes, so a fast hash is enough: there is nothing to brute-force.
     ``prefix`` (the first characters of the key) identifies it in listings and logs. ``scope``
-    is ``read`` or ``admin``. ``display_key`` is set for one key only: the read key the embedded
-    demo prints at every start (``serve`` on its local SQLite file), which must be readable again.
+    is ``read`` or ``admin``. No key is ever kept readable: it is shown once, when it is created.
     """
 
     __tablename__ = "api_key"
@@ -30,4 +29,3 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    display_key: Mapped[str | None] = mapped_column(String(80))

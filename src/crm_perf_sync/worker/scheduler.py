@@ -40,7 +40,17 @@ def _trigger(conn: ConnectionConfig, timezone: str) -> Any:
     assert conn.schedule is not None
     jitter = int(conn.schedule.jitter.total_seconds()) or None
     if conn.schedule.cron is not None:
-        return CronTrigger.from_crontab(conn.schedule.cron, timezone=timezone)
+        # CronTrigger.from_crontab takes no jitter: the same five fields, spelled out.
+        minute, hour, day, month, day_of_week = conn.schedule.cron.split()
+        return CronTrigger(
+            minute=minute,
+            hour=hour,
+            day=day,
+            month=month,
+            day_of_week=day_of_week,
+            timezone=timezone,
+            jitter=jitter,
+        )
     interval = conn.schedule.interval or timedelta(hours=1)
     return IntervalTrigger(seconds=int(interval.total_seconds()), jitter=jitter, timezone="UTC")
 
