@@ -6,7 +6,7 @@ that one included, has always been checked by its ``key_hash``, so it keeps work
 downgrade brings the column back empty (a key that is gone cannot be made readable again).
 
 Revision ID: 9b41e7c2d5a8
-Revises: 3d7e9d710ee9
+Revises: 7a1e2c5d9b40
 Create Date: 2026-12-04 10:00:00.000000
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "9b41e7c2d5a8"
-down_revision: str | None = "3d7e9d710ee9"
+down_revision: str | None = "7a1e2c5d9b40"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
