@@ -732,8 +732,10 @@ def build_connector(
     *,
     base_dir: Path | None = None,
     full_refresh: bool = False,
+    max_attempts: int | None = None,
 ) -> Connector:  # type: ignore[type-arg]
-    """The configured connection's connector, ready to check or read (the caller closes it)."""
+    """The configured connection's connector, ready to check or read (the caller closes it);
+    ``max_attempts`` caps its tries of one request (see :class:`ConnectorContext`)."""
     conn = config.app.connection(connection_id)
     if conn is None:
         known = ", ".join(c.id for c in config.app.connections) or "none"
@@ -746,5 +748,6 @@ def build_connector(
         base_dir=base_dir or Path.cwd(),
         logger=logging.getLogger(f"crm_perf_sync.connector.{connection_id}"),
         full_refresh=full_refresh,
+        max_attempts=max_attempts,
     )
     return connector_cls(config.connector_settings[connection_id], context)
