@@ -85,14 +85,18 @@ def test_a_session_ending_before_the_deleted_records_feed_is_renewed_once(
     assert stored(session_factory, "opportunities")[gone].is_deleted
 
 
+@pytest.mark.parametrize(
+    ("route", "on", "what"),
+    [("describe", "Lead", "the describe of Lead"), ("query", "Organization", "the query")],
+)
 def test_a_session_refused_right_after_it_was_issued_fails_the_run_without_retrying(
-    emulator: SalesforceEmulator, session_factory: sessionmaker[Session]
+    emulator: SalesforceEmulator, session_factory: sessionmaker[Session], route: str, on: str, what: str
 ) -> None:
     """An org that ends every session at once (sessions locked to another IP address, say) is
-    told once, not asked again and again."""
+    told once, not asked again and again; nor is the Organization then taken as unreadable."""
     org = emulator.org
     seed_org(org, opportunities=5, leads=5)
-    org.add_fault("describe", kind="expire_session", on="Lead", times=2)
+    org.add_fault(route, kind="expire_session", on=on, times=2)
     syncer = Syncer(session_factory, settings_for(emulator, streams=STREAMS))
 
     outcome = syncer.run()
@@ -100,13 +104,11 @@ def test_a_session_refused_right_after_it_was_issued_fails_the_run_without_retry
     assert (outcome.status, outcome.error_kind) == ("failed", "fatal")
     assert outcome.retries == 0
     assert outcome.error is not None
-    assert "the describe of Lead" in outcome.error
-    assert "INVALID_SESSION_ID" in outcome.error
+    assert f"{what}: INVALID_SESSION_ID" in outcome.error
+    assert "again right after logging in" in outcome.error
     assert org.logins == 2
-    assert [entry.status for entry in org.log if entry.route == "describe" and "/Lead/" in entry.path] == [
-        401,
-        401,
-    ]
+    assert [entry.status for entry in org.log if entry.fault is not None] == [401, 401]
+    assert stored(session_factory, "opportunities") == {}
 
 
 def test_a_given_session_id_ending_between_two_streams_is_a_config_error(

@@ -59,6 +59,10 @@ class _SessionExpired(Exception):
     """401 INVALID_SESSION_ID with credentials that can log in again (handled by ``call``)."""
 
 
+class SessionRefused(FatalError):
+    """INVALID_SESSION_ID again right after logging in: the org ends this user's sessions at once."""
+
+
 class LocatorInvalid(Exception):
     """A query locator the server no longer honours (it belongs to an older session, or expired)."""
 
@@ -213,7 +217,7 @@ class SalesforceClient:
         An expired session is renewed once and ``action`` run again with the new one, unless it
         follows a query ``locator``: that died with the old session, and :class:`LocatorInvalid`
         tells the scan to restart its query. A session refused right after it was issued is not
-        renewed again (a :class:`FatalError`): whatever ends it would end the next one too.
+        renewed again (:class:`SessionRefused`): whatever ended it would end the next one too.
         """
         try:
             return self._guard(what, lambda: action(self.sf()))
@@ -224,7 +228,7 @@ class SalesforceClient:
         try:
             return self._guard(what, lambda: action(self.sf()))
         except _SessionExpired as exc:
-            raise FatalError(
+            raise SessionRefused(
                 f"{exc}, again right after logging in: the org ends this user's sessions at once "
                 "(check its session settings, such as sessions locked to the IP address they began from)"
             ) from None

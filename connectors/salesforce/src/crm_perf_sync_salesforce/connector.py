@@ -63,6 +63,7 @@ from crm_perf_sync_salesforce.client import (
     QueryTimeout,
     ReplicationWindow,
     SalesforceClient,
+    SessionRefused,
     Usage,
 )
 from crm_perf_sync_salesforce.mapping import (
@@ -326,6 +327,8 @@ class SalesforceConnector(Connector[SalesforceSettings]):
         text = soql.select("Organization", ("Id", "DefaultCurrencyIsoCode", "TimeZoneSidKey"), limit=1)
         try:
             page = next(self.client.query_pages(text, include_deleted=False))
+        except SessionRefused:
+            raise  # not the Organization's access, nothing to fall back from
         except (ConnectorConfigError, FatalError) as exc:
             self.log.warning(
                 "salesforce: cannot read the Organization (%s); amounts use the configured currency", exc
