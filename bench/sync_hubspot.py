@@ -162,7 +162,10 @@ def _floor(url: str, token: str) -> dict[str, Any]:
                 return
 
     started = time.perf_counter()
-    call(owners_api.get_page, limit=1, archived=False)  # the credential check
+    # The check: one cheap read per scope the streams need (owners, deals, contacts).
+    call(owners_api.get_page, limit=1, archived=False)
+    for object_type in ("deals", "contacts"):
+        call(basic[object_type].get_page, limit=1, properties=["hs_object_id"], archived=False)
     for flag in (False, True):
         after = None
         while True:

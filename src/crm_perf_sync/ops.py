@@ -17,6 +17,10 @@ from crm_perf_sync.settings import Settings, redact_url
 
 log = logging.getLogger(__name__)
 
+#: Tries of one request when ``doctor`` checks a connection: someone is waiting at a terminal, and
+#: a second try is enough to tell a blip from an outage (a sync keeps its connector's patience).
+DOCTOR_ATTEMPTS = 2
+
 
 # -- status -------------------------------------------------------------------------------------
 
@@ -184,7 +188,7 @@ class Doctor:
                 continue
 
             def probe(connection_id: str = conn.id, kind: str = conn.kind) -> str:
-                connector = build_connector(config, registry, connection_id)
+                connector = build_connector(config, registry, connection_id, max_attempts=DOCTOR_ATTEMPTS)
                 try:
                     connector.check()
                 finally:

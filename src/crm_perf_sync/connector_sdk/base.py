@@ -50,13 +50,19 @@ class StreamSpec:
 
 @dataclass(frozen=True, slots=True)
 class ConnectorContext:
-    """What the service hands a connector: who it is, where it runs, and what time it is."""
+    """What the service hands a connector: who it is, where it runs, and what time it is.
+
+    ``max_attempts`` caps the tries of one request that a connector's own settings allow, for a
+    caller that wants a prompt answer rather than a patient sync (``doctor``); ``None``: the
+    settings decide.
+    """
 
     connection_id: str
     base_dir: Path
     logger: logging.Logger
     full_refresh: bool = False
     clock: Callable[[], datetime] = utc_now
+    max_attempts: int | None = None
 
 
 class Connector(ABC, Generic[SettingsT]):

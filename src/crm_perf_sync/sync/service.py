@@ -451,6 +451,35 @@ class SyncEngine:
             self.wait()  # the batch just handed over is committed before the run stops
             raise StopRequested
 
+    def _check_connector(self) -> None:
+        """The connector's check, retried like a read: an org unreachable for a moment must not
+        fail the run, while ``doctor`` (one check, no engine) still hears that it is unreachable."""
+        failures = 0
+        while True:
+            try:
+                self.connector.check()
+                return
+            except RetriableError as exc:
+                failures += 1
+                if failures > self.options.max_retries:
+                    raise
+                self._wait_to_retry(f"the check of {self.connection_id}", exc, failures, "")
+
+    def _wait_to_retry(self, what: str, exc: RetriableError, failures: int, resume: str) -> None:
+        """Back off before retry number ``failures``, keeping the lease and the counters current."""
+        self.retries += 1
+        delay = backoff_delay(failures - 1, self.options, exc.retry_after, self.rng)
+        log.warning(
+            "%s: %s; retry %d/%d in %.1fs%s", what, exc, failures, self.options.max_retries, delay, resume
+        )
+        self.sleep(delay)
+        with session_scope(self.session_factory) as session:
+            if not renew(session, lease_name(self.connection_id), self.holder, self.options.lease_ttl):
+                raise LeaseLost(
+                    f"the sync lease of {self.connection_id!r} was lost while waiting to retry"
+                ) from exc
+            self._write_counters(session)
+
     def _sync_stream(self, spec: StreamSpec, checkpoint: Mapping[str, Any] | None) -> None:
         with log_context(stream=spec.name):
             self._sync_one_stream(spec, checkpoint)
@@ -473,26 +502,9 @@ class SyncEngine:
                 failures = 1 if progressed else failures + 1
                 if failures > self.options.max_retries:
                     raise
-                self.retries += 1
-                delay = backoff_delay(failures - 1, self.options, exc.retry_after, self.rng)
-                log.warning(
-                    "stream %s of %s: %s; retry %d/%d in %.1fs from the last checkpoint",
-                    spec.name,
-                    self.connection_id,
-                    exc,
-                    failures,
-                    self.options.max_retries,
-                    delay,
+                self._wait_to_retry(
+                    f"stream {spec.name} of {self.connection_id}", exc, failures, " from the last checkpoint"
                 )
-                self.sleep(delay)
-                with session_scope(self.session_factory) as session:
-                    if not renew(
-                        session, lease_name(self.connection_id), self.holder, self.options.lease_ttl
-                    ):
-                        raise LeaseLost(
-                            f"the sync lease of {self.connection_id!r} was lost while waiting to retry"
-                        ) from exc
-                    self._write_counters(session)
                 # Resume from what this run committed last (on a full refresh, never from an older
                 # checkpoint that the refresh is meant to ignore).
                 if stats.cursor_after is not None:
@@ -537,7 +549,7 @@ class SyncEngine:
         self.streams = {spec.name: StreamStats() for spec in specs}
         status, error, kind = "succeeded", None, None
         try:
-            self.connector.check()
+            self._check_connector()
             for spec in specs:
                 self._sync_stream(spec, checkpoints.get(spec.name))
             self._after_streams()
@@ -720,8 +732,10 @@ def build_connector(
     *,
     base_dir: Path | None = None,
     full_refresh: bool = False,
+    max_attempts: int | None = None,
 ) -> Connector:  # type: ignore[type-arg]
-    """The configured connection's connector, ready to check or read (the caller closes it)."""
+    """The configured connection's connector, ready to check or read (the caller closes it);
+    ``max_attempts`` caps its tries of one request (see :class:`ConnectorContext`)."""
     conn = config.app.connection(connection_id)
     if conn is None:
         known = ", ".join(c.id for c in config.app.connections) or "none"
@@ -734,5 +748,6 @@ def build_connector(
         base_dir=base_dir or Path.cwd(),
         logger=logging.getLogger(f"crm_perf_sync.connector.{connection_id}"),
         full_refresh=full_refresh,
+        max_attempts=max_attempts,
     )
     return connector_cls(config.connector_settings[connection_id], context)

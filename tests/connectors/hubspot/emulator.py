@@ -17,7 +17,10 @@ client deserialises (recorded in ``../shared/data/fixtures/hubspot_*.json``):
   errors for records without associations), ``POST /oauth/v1/token``;
 - errors ``{"status": "error", "message", "category", "correlationId"}``; 429 bodies with
   ``errorType: RATE_LIMIT`` and ``policyName``, with or without ``Retry-After``; the
-  ``X-HubSpot-RateLimit-*`` headers on every non-search response.
+  ``X-HubSpot-RateLimit-*`` headers on every non-search response;
+- scopes: a token (private app or OAuth) reaches only the endpoints its scopes allow; any other
+  call is answered 403 ``MISSING_SCOPES`` with ``errors[].context.requiredGranularScopes`` (any
+  one of the listed scopes would do), before the call counts against the rate limits.
 
 Fault injection (all from the test's thread, while the server runs): :meth:`HubSpotEmulator.fail`
 (429 bursts, 5xx, dropped connections), :class:`Limits` (rate limits actually enforced, daily
@@ -48,6 +51,15 @@ from crm_perf_sync.timeutil import utc_now
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
+
+#: The read scopes of the CRM objects the emulator serves; a token gets all of them unless told.
+READ_SCOPES: frozenset[str] = frozenset(
+    {"crm.objects.owners.read", "crm.objects.deals.read", "crm.objects.contacts.read"}
+)
+_OBJECT_SCOPES: Mapping[str, str] = {
+    "deals": "crm.objects.deals.read",
+    "contacts": "crm.objects.contacts.read",
+}
 
 
 def ms(value: datetime) -> int:
@@ -206,6 +218,9 @@ class Portal:
         self.tokens: set[str] = {self.token}
         self.oauth_clients: dict[str, tuple[str, set[str]]] = {}
         self.oauth_tokens: dict[str, int] = {}  # access token -> expiry (ms)
+        #: The scopes of a token (private app) or of every token issued to an OAuth client id;
+        #: absent: every scope in :data:`READ_SCOPES`.
+        self.scopes: dict[str, frozenset[str]] = {}
         self.oauth_lifetime = timedelta(minutes=30)
         self.index_lag = timedelta(0)
         self.search_cap = 10_000
@@ -213,6 +228,13 @@ class Portal:
 
     def now(self) -> int:
         return ms(self.clock())
+
+    def private_app(self, scopes: Iterable[str]) -> str:
+        """A new private app's token, granted ``scopes`` only."""
+        token = f"pat-na1-{uuid.uuid4()}"
+        self.tokens.add(token)
+        self.scopes[token] = frozenset(scopes)
+        return token
 
     # -- writes -----------------------------------------------------------------------------------
 
@@ -759,7 +781,8 @@ class _Handler(BaseHTTPRequestHandler):
             if path == "/oauth/v1/token":
                 payload = self._token(body or {})
             else:
-                self._authorize()
+                token = self._authorize()
+                self._require_scopes(token, path)
                 kind = "search" if path.endswith("/search") else "general"
                 headers, limited = emulator._rate_limit(kind)
                 if limited is not None:
@@ -783,7 +806,7 @@ class _Handler(BaseHTTPRequestHandler):
         ]
         self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload)
 
-    def _authorize(self) -> None:
+    def _authorize(self) -> str:
         portal = self.owner.portal
         header = self.headers.get("Authorization") or ""
         if not header.startswith("Bearer "):
@@ -794,7 +817,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
         token = header[len("Bearer ") :]
         if token in portal.tokens:
-            return
+            return token
         expiry = portal.oauth_tokens.get(token)
         if expiry is None:
             raise _Reply(
@@ -804,6 +827,26 @@ class _Handler(BaseHTTPRequestHandler):
             )
         if portal.now() >= expiry:
             raise _Reply(401, "The OAuth token used to make this call expired.", "EXPIRED_AUTHENTICATION")
+        return token
+
+    def _require_scopes(self, token: str, path: str) -> None:
+        """403 MISSING_SCOPES, as HubSpot answers, when ``token`` may not call ``path``."""
+        granted = self.owner.portal.scopes.get(token, READ_SCOPES)
+        for needed in required_scopes(path):
+            if needed not in granted:
+                raise _Reply(
+                    403,
+                    "This app hasn't been granted all required scopes to make this call. Read more "
+                    "about required scopes here: https://developers.hubspot.com/scopes.",
+                    "MISSING_SCOPES",
+                    errors=[
+                        {
+                            "message": "One or more of the following scopes are required.",
+                            "context": {"requiredGranularScopes": [needed]},
+                        }
+                    ],
+                    links={"scopes": "https://developers.hubspot.com/scopes"},
+                )
 
     def _token(self, form: Mapping[str, str]) -> bytes:
         portal = self.owner.portal
@@ -817,6 +860,9 @@ class _Handler(BaseHTTPRequestHandler):
         token = f"oauth-{uuid.uuid4().hex}"
         lifetime = portal.oauth_lifetime // timedelta(seconds=1)
         portal.oauth_tokens[token] = portal.now() + lifetime * 1000
+        granted = portal.scopes.get(form["client_id"])
+        if granted is not None:
+            portal.scopes[token] = granted
         return orjson.dumps(
             {
                 "token_type": "bearer",
@@ -1096,6 +1142,20 @@ _OPERATORS = frozenset(
         "CONTAINS_TOKEN",
     }
 )
+
+
+def required_scopes(path: str) -> list[str]:
+    """The scopes a call of ``path`` needs, each one of them (HubSpot's requirement for a read)."""
+    parts = [p for p in path.split("/") if p]
+    if parts[:3] == ["crm", "v3", "owners"]:
+        return ["crm.objects.owners.read"]
+    if parts[:3] == ["crm", "v3", "pipelines"] and len(parts) >= 4 and parts[3] in _OBJECT_SCOPES:
+        return [_OBJECT_SCOPES[parts[3]]]
+    if parts[:3] == ["crm", "v3", "objects"] and len(parts) >= 4 and parts[3] in _OBJECT_SCOPES:
+        return [_OBJECT_SCOPES[parts[3]]]
+    if parts[:3] == ["crm", "v4", "associations"] and len(parts) >= 5:
+        return [_OBJECT_SCOPES[kind] for kind in parts[3:5] if kind in _OBJECT_SCOPES]
+    return []
 
 
 def _one(query: Mapping[str, list[str]], name: str) -> str | None:

@@ -139,3 +139,30 @@ def test_the_real_client_reads_every_endpoint(emulator: HubSpotEmulator) -> None
     listed = client.crm.contacts.basic_api.get_page(limit=2, properties=["lifecyclestage"], archived=False)
     assert [c.properties["lifecyclestage"] for c in listed.results] == ["subscriber", "lead"]
     assert listed.paging.next.after == "503"
+
+
+def test_a_call_beyond_the_tokens_scopes_is_refused_naming_the_scope_it_needs(
+    emulator: HubSpotEmulator,
+) -> None:
+    token = emulator.portal.private_app({"crm.objects.owners.read", "crm.objects.deals.read"})
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    with urllib3.PoolManager(retries=False) as http:
+        owners = http.request("GET", emulator.url + "/crm/v3/owners?limit=1", headers=headers)
+        linked = http.request(
+            "POST",
+            emulator.url + "/crm/v4/associations/deals/contacts/batch/read",
+            headers=headers,
+            body=orjson.dumps({"inputs": [{"id": "1"}]}),
+        )
+    assert owners.status == 200
+    assert linked.status == 403
+    assert "X-HubSpot-RateLimit-Remaining" not in linked.headers  # refused before it is counted
+    body = orjson.loads(linked.data)
+    assert (body["status"], body["category"]) == ("error", "MISSING_SCOPES")
+    assert body["errors"] == [
+        {
+            "message": "One or more of the following scopes are required.",
+            "context": {"requiredGranularScopes": ["crm.objects.contacts.read"]},
+        }
+    ]
+    assert set(body) == {"status", "message", "correlationId", "category", "errors", "links"}

@@ -546,11 +546,19 @@ class Org:
         self._replay_paths.update(more or {})
 
     def add_fault(self, routes: str | Iterable[str], *, on: str | None = None, **options: Any) -> Fault:
-        """A :class:`Fault` on ``routes``; ``on`` limits it to queries of that object."""
+        """A :class:`Fault` on ``routes``; ``on`` limits it to that object's queries (and Bulk
+        jobs), or to its resources (``/sobjects/{on}/describe``, ``/sobjects/{on}/deleted/``)."""
         names = frozenset([routes] if isinstance(routes, str) else routes)
         if on is not None:
             pattern = re.compile(rf"\bFROM\s+{on}\b", re.IGNORECASE)
-            options["when"] = lambda entry: entry.soql is not None and pattern.search(entry.soql) is not None
+            resource = f"/sobjects/{on.lower()}/"
+
+            def matches(entry: Logged) -> bool:
+                if entry.soql is not None:
+                    return pattern.search(entry.soql) is not None
+                return resource in entry.path.lower()
+
+            options["when"] = matches
         fault = Fault(routes=names, **options)
         self.faults.append(fault)
         return fault

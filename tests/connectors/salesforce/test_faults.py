@@ -261,3 +261,20 @@ def test_too_many_concurrent_long_requests_is_retried_not_deferred(
     assert outcome.status == "succeeded", outcome.error
     assert outcome.retries == 1
     assert set(stored(session_factory, "opportunities")) == set(ids)
+
+
+def test_an_org_unreachable_at_the_start_is_retried_like_a_read(
+    emulator: SalesforceEmulator, session_factory: sessionmaker[Session]
+) -> None:
+    """The check before the streams tells the truth (``doctor`` relies on it); a sync retries it."""
+    ids = _deals(emulator, 10)
+    emulator.org.add_fault("limits", status=503, code="SERVER_UNAVAILABLE", message="down", retry_after=3)
+    syncer = Syncer(session_factory, settings_for(emulator, streams=OPPORTUNITIES))
+
+    outcome = syncer.run()
+
+    assert outcome.status == "succeeded", outcome.error
+    assert outcome.retries == 1
+    assert syncer.sleeps[0] >= 3
+    assert [entry.status for entry in emulator.org.log if entry.route == "limits"] == [503, 200]
+    assert set(stored(session_factory, "opportunities")) == set(ids)

@@ -15,9 +15,9 @@ Everything that talks to the network is here, and every call goes through :meth:
   it, otherwise exponential backoff with jitter. After ``max_attempts`` the error goes up as a
   :class:`RetriableError`, and the sync engine resumes from the last checkpoint.
 - **Classification.** 401/403 are :class:`ConnectorConfigError` (wrong or revoked credentials,
-  missing scopes), a 429 of the DAILY policy is :class:`QuotaExhaustedError`, other 4xx are
-  :class:`FatalError`. Messages carry HubSpot's own message, category and correlation id, and
-  never a credential.
+  missing scopes: :class:`MissingScopes` names the scopes HubSpot says the call needs), a 429 of
+  the DAILY policy is :class:`QuotaExhaustedError`, other 4xx are :class:`FatalError`. Messages
+  carry HubSpot's own message, category and correlation id, and never a credential.
 - **OAuth.** With a refresh token the access token is obtained before the first request,
   renewed shortly before it expires and once more on a 401.
 
@@ -72,6 +72,14 @@ _TOKEN_MARGIN_SECONDS: Final = 120.0
 # Inputs per v4 association batch read (HubSpot accepts up to 1,000).
 ASSOCIATION_BATCH: Final = 1000
 
+Readable = Literal["owners", "deals", "contacts"]
+#: The scope that lets an app read each kind of record (HubSpot's granular scopes).
+SCOPES: Final[Mapping[Readable, str]] = {
+    "owners": "crm.objects.owners.read",
+    "deals": "crm.objects.deals.read",
+    "contacts": "crm.objects.contacts.read",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class ErrorInfo:
@@ -82,6 +90,8 @@ class ErrorInfo:
     category: str | None = None
     policy: str | None = None
     correlation_id: str | None = None
+    #: ``errors[].context.requiredGranularScopes`` of a 403 MISSING_SCOPES: any one would do.
+    scopes: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, status: int, body: object) -> ErrorInfo:
@@ -100,12 +110,22 @@ class ErrorInfo:
             value = data.get(key)
             return str(value) if value is not None else None
 
+        scopes: list[str] = []
+        details = data.get("errors")
+        for detail in details if isinstance(details, list) else []:
+            context = detail.get("context") if isinstance(detail, dict) else None
+            if isinstance(context, dict):
+                for key in ("requiredGranularScopes", "requiredScopes"):
+                    named = context.get(key)
+                    if isinstance(named, list):
+                        scopes.extend(str(scope) for scope in named if str(scope) not in scopes)
         return cls(
             status,
             text("message") or f"HTTP {status}",
             category=text("category") or text("errorType") or text("status"),
             policy=text("policyName"),
             correlation_id=text("correlationId"),
+            scopes=tuple(scopes),
         )
 
     def describe(self) -> str:
@@ -116,6 +136,14 @@ class ErrorInfo:
         if self.correlation_id:
             text += f" (correlation id {self.correlation_id})"
         return text
+
+
+class MissingScopes(ConnectorConfigError):
+    """403 MISSING_SCOPES: the app has not been granted a scope the call needs."""
+
+    def __init__(self, message: str, info: ErrorInfo) -> None:
+        super().__init__(message)
+        self.info = info
 
 
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:
@@ -162,7 +190,8 @@ class HubSpotApi:
     """The calls the connector makes, over one set of hubspot-api-client objects.
 
     ``clock`` is the connector context's clock (for token expiry and pacing); ``sleep`` waits
-    between attempts and for the rate buckets.
+    between attempts and for the rate buckets; ``max_attempts`` caps the settings' tries of one
+    request (for a caller that wants a prompt answer).
     """
 
     def __init__(
@@ -173,8 +202,10 @@ class HubSpotApi:
         sleep: Callable[[float], None],
         logger: logging.Logger,
         rng: random.Random | None = None,
+        max_attempts: int | None = None,
     ) -> None:
         self.settings = settings
+        self.max_attempts = min(settings.max_attempts, max_attempts or settings.max_attempts)
         self.clock = clock
         self.sleep = sleep
         self.log = logger
@@ -322,12 +353,16 @@ class HubSpotApi:
         )
         return list(page.results or [])
 
-    def check(self) -> None:
-        """One cheap authenticated call: proves the base URL, the credentials and the owners scope."""
+    def check(self, readable: Readable) -> None:
+        """One cheap read of ``readable`` records: proves the base URL, the credentials and the
+        scope (:data:`SCOPES`) that reading them takes, or raises :class:`MissingScopes`."""
+        # Owners and objects are both listed by ``get_page``: one record of either is enough.
+        api = self._owners if readable == "owners" else self._basic[readable]
+        fields: dict[str, Any] = {} if readable == "owners" else {"properties": ["hs_object_id"]}
         self._send(
             "general",
-            "credential check",
-            lambda: self._owners.get_page_with_http_info(limit=1, archived=False, **self._opts()),
+            f"check of the {readable} scope",
+            lambda: api.get_page_with_http_info(limit=1, archived=False, **fields, **self._opts()),
         )
 
     def close(self) -> None:
@@ -373,10 +408,17 @@ class HubSpotApi:
                         self._refresh()
                         continue
                     raise ConnectorConfigError(self._auth_failure(info)) from None
+                if status == 403 and info.category == "MISSING_SCOPES":
+                    raise MissingScopes(
+                        f"HubSpot refused the {what}: the app lacks the scope "
+                        f"{' or '.join(info.scopes) or '(unnamed)'} ({info.describe()})",
+                        info,
+                    ) from None
                 if status == 403:
+                    # Not a scope HubSpot names: the user behind the token may lack a permission.
                     raise ConnectorConfigError(
-                        f"HubSpot refused the {what} ({info.describe()}): the app lacks a scope it needs "
-                        "(crm.objects.deals.read, crm.objects.contacts.read, crm.objects.owners.read)"
+                        f"HubSpot refused the {what} ({info.describe()}): check the app's scopes "
+                        f"({', '.join(SCOPES.values())}) and the permissions of the user who installed it"
                     ) from None
                 if status == 429:
                     if (info.policy or "").upper() == "DAILY":
@@ -396,7 +438,7 @@ class HubSpotApi:
                 self._observe(headers)
                 return data
             attempt += 1
-            if attempt >= self.settings.max_attempts:
+            if attempt >= self.max_attempts:
                 raise RetriableError(
                     f"{what}: {reason}, {attempt} attempt{'' if attempt == 1 else 's'}", retry_after=delay
                 )
@@ -406,7 +448,7 @@ class HubSpotApi:
                 what,
                 reason,
                 attempt + 1,
-                self.settings.max_attempts,
+                self.max_attempts,
                 wait,
             )
             self.sleep(wait)

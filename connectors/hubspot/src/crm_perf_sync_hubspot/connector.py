@@ -51,6 +51,7 @@ from typing import Any, ClassVar, Final
 from crm_perf_sync.connector_sdk import (
     Checkpoint,
     Connector,
+    ConnectorConfigError,
     ConnectorContext,
     FatalError,
     Message,
@@ -60,7 +61,7 @@ from crm_perf_sync.connector_sdk import (
     Tombstone,
     parse_records,
 )
-from crm_perf_sync_hubspot.api import HubSpotApi, ObjectType
+from crm_perf_sync_hubspot.api import SCOPES, HubSpotApi, MissingScopes, ObjectType, Readable
 from crm_perf_sync_hubspot.mapping import (
     ContactMapper,
     DealMapper,
@@ -93,6 +94,17 @@ STREAMS: Final = (
     StreamSpec("opportunities", "opportunities", cursor_field="hs_lastmodifieddate"),
     StreamSpec("stage_changes", "stage_changes", cursor_field="hs_lastmodifieddate"),
 )
+
+#: What each stream reads (and so which scopes it needs, :data:`.api.SCOPES`): leads and
+#: opportunities read each other's ids through the associations, which take both scopes.
+READS: Final[Mapping[str, tuple[Readable, ...]]] = {
+    "teams": ("owners",),
+    "owners": ("owners",),
+    "pipelines": ("deals",),
+    "leads": ("contacts", "deals"),
+    "opportunities": ("deals", "contacts"),
+    "stage_changes": ("deals",),
+}
 
 #: Bump when the same settings map the same HubSpot data to different records.
 FORMAT_VERSION: Final = 1
@@ -178,8 +190,29 @@ class HubSpotConnector(Connector[HubSpotSettings]):
         return STREAMS
 
     def check(self) -> None:
-        """The credentials work and the app may read owners (one request)."""
-        self.api.check()
+        """The credentials work and the app has every scope the streams need: one cheap read per
+        scope, and every scope HubSpot refuses is named, with the streams that need it."""
+        needed: dict[Readable, list[str]] = {}
+        for spec in self.streams():
+            for readable in READS[spec.name]:
+                needed.setdefault(readable, []).append(spec.name)
+        refused: dict[Readable, MissingScopes] = {}
+        for readable in needed:
+            try:
+                self.api.check(readable)
+            except MissingScopes as exc:
+                refused[readable] = exc
+        if refused:
+            lacking = [
+                f"{' or '.join(exc.info.scopes) or SCOPES[readable]} "
+                f"(needed by {', '.join(needed[readable])})"
+                for readable, exc in refused.items()
+            ]
+            first = next(iter(refused.values())).info
+            raise ConnectorConfigError(
+                f"the HubSpot app lacks the scope{'s' if len(lacking) > 1 else ''} {' and '.join(lacking)}: "
+                f"grant {'them' if len(lacking) > 1 else 'it'} to the app and try again ({first.describe()})"
+            )
 
     def close(self) -> None:
         if "api" in self.__dict__:
@@ -212,7 +245,13 @@ class HubSpotConnector(Connector[HubSpotSettings]):
     @cached_property
     def api(self) -> HubSpotApi:
         """The API client, built on first use (nothing connects before a read or a check)."""
-        return HubSpotApi(self.settings, clock=self.context.clock, sleep=self.sleep, logger=self.log)
+        return HubSpotApi(
+            self.settings,
+            clock=self.context.clock,
+            sleep=self.sleep,
+            logger=self.log,
+            max_attempts=self.context.max_attempts,
+        )
 
     @cached_property
     def stage_table(self) -> StageTable:

@@ -2,9 +2,15 @@
 
 Every request goes through one ``requests.Session`` (keep-alive, the configured ``ca_bundle``, a
 default timeout) and every error leaves this module as one of the SDK's connector errors, or as
-one of the few signals the scan handles itself (:class:`SessionExpired`, :class:`LocatorInvalid`,
-:class:`QueryTimeout`, :class:`NotFound`). Messages quote the server, never a secret: every
+one of the few signals the scan handles itself (:class:`LocatorInvalid`, :class:`QueryTimeout`,
+:class:`NotFound`, :class:`ReplicationWindow`). Messages quote the server, never a secret: every
 message is scrubbed of the configured secrets and the session token before it is raised.
+
+A session ends when the org says so (its timeout, an admin, a password change), between two
+calls as well as within a query: every call goes through :meth:`SalesforceClient.call`, which
+meets ``INVALID_SESSION_ID`` by logging in again once and repeating the call. Only a query
+locator dies with its session; for it, the renewed session comes back as :class:`LocatorInvalid`
+and the scan restarts its query from its last row.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from datetime import datetime
 from decimal import Decimal
 from functools import partial
 from typing import Any, NoReturn, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -48,8 +55,12 @@ T = TypeVar("T")
 _LIMIT_INFO = re.compile(r"api-usage=(\d+)/(\d+)")
 
 
-class SessionExpired(Exception):
-    """401 INVALID_SESSION_ID with credentials that can log in again: re-login, restart the query."""
+class _SessionExpired(Exception):
+    """401 INVALID_SESSION_ID with credentials that can log in again (handled by ``call``)."""
+
+
+class SessionRefused(FatalError):
+    """INVALID_SESSION_ID again right after logging in: the org ends this user's sessions at once."""
 
 
 class LocatorInvalid(Exception):
@@ -169,12 +180,7 @@ class SalesforceClient:
         self.log.info("salesforce: logged in to %s (%s)", session.instance, self.settings.auth.type)
 
     def relogin(self) -> None:
-        """Replace an expired session; a given session id cannot be replaced (a config error)."""
-        if not can_renew(self.settings):
-            raise ConnectorConfigError(
-                "Salesforce refused the configured session (INVALID_SESSION_ID): it has expired or was "
-                "revoked; configure a fresh auth.session_id, or an auth type that can log in again"
-            )
+        """Replace an expired session (credentials that can log in again only)."""
         self._sf = None
         self.log.info("salesforce: the session expired; logging in again")
         self.connect()
@@ -205,9 +211,27 @@ class SalesforceClient:
 
     # -- error classification ------------------------------------------------------------------------
 
-    def call(self, what: str, action: Callable[[Salesforce], T]) -> T:
-        """Run ``action`` with the current client; errors leave as connector errors or scan signals."""
-        return self._guard(what, lambda: action(self.sf()))
+    def call(self, what: str, action: Callable[[Salesforce], T], *, locator: bool = False) -> T:
+        """Run ``action`` with the current client; errors leave as connector errors or scan signals.
+
+        An expired session is renewed once and ``action`` run again with the new one, unless it
+        follows a query ``locator``: that died with the old session, and :class:`LocatorInvalid`
+        tells the scan to restart its query. A session refused right after it was issued is not
+        renewed again (:class:`SessionRefused`): whatever ended it would end the next one too.
+        """
+        try:
+            return self._guard(what, lambda: action(self.sf()))
+        except _SessionExpired:
+            self.relogin()
+        if locator:
+            raise LocatorInvalid(f"{what}: the session expired, and the query locator with it")
+        try:
+            return self._guard(what, lambda: action(self.sf()))
+        except _SessionExpired as exc:
+            raise SessionRefused(
+                f"{exc}, again right after logging in: the org ends this user's sessions at once "
+                "(check its session settings, such as sessions locked to the IP address they began from)"
+            ) from None
 
     def _guard(self, what: str, action: Callable[[], T]) -> T:
         try:
@@ -223,11 +247,9 @@ class SalesforceClient:
             raise RetriableError(self.redact(f"{what}: TLS error: {exc}")) from None
         except requests.exceptions.Timeout:
             raise RetriableError(f"{what}: no answer within {self.settings.timeout:g} s") from None
-        except (
-            requests.exceptions.ConnectionError,
-            requests.exceptions.ChunkedEncodingError,
-            requests.exceptions.ContentDecodingError,
-        ) as exc:
+        except requests.exceptions.ConnectionError as exc:
+            raise RetriableError(self.redact(f"{what}: {_unreachable(exc)}")) from None
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
             raise RetriableError(
                 self.redact(f"{what}: the connection failed: {type(exc).__name__}")
             ) from None
@@ -240,8 +262,11 @@ class SalesforceClient:
         text = self.redact(f"{what}: {code}: {message}" if code else f"{what}: HTTP {exc.status}: {message}")
         if isinstance(exc, SalesforceExpiredSession) or code == "INVALID_SESSION_ID":
             if can_renew(self.settings):
-                raise SessionExpired(text) from None
-            self.relogin()  # raises the configuration error that explains it
+                raise _SessionExpired(text) from None
+            raise ConnectorConfigError(
+                f"{text}: Salesforce refused the configured session; it has expired or was revoked: "
+                "configure a fresh auth.session_id, or an auth type that can log in again"
+            ) from None
         if isinstance(exc, SalesforceRefusedRequest) and code == "REQUEST_LIMIT_EXCEEDED":
             # The same code means two things: the daily total is spent (wait for tomorrow), or too
             # many long requests run at once (ConcurrentPerOrgLongTxn: retry shortly).
@@ -275,7 +300,7 @@ class SalesforceClient:
         yield page
         while not page.get("done", True):
             url = str(page["nextRecordsUrl"])
-            page = self.call("the next query page", partial(_query_more, url=url))
+            page = self.call("the next query page", partial(_query_more, url=url), locator=True)
             yield page
 
     def count(self, soql: str, *, include_deleted: bool) -> int:
@@ -358,7 +383,7 @@ class SalesforceClient:
     def bulk_delete(self, job_id: str) -> None:
         try:
             self.call("the Bulk job cleanup", lambda sf: sf.restful(f"jobs/query/{job_id}", method="DELETE"))
-        except (ConnectorError, NotFound, SessionExpired) as exc:
+        except (ConnectorError, NotFound) as exc:
             # The results are read; a job left behind expires by itself.
             self.log.info("salesforce: could not delete Bulk job %s: %s", job_id, exc)
 
@@ -393,6 +418,27 @@ class SalesforceClient:
                     future.result()
                 except Exception:
                     self.log.debug("salesforce: a read-ahead page failed after the read stopped")
+
+
+def _unreachable(exc: requests.exceptions.ConnectionError) -> str:
+    """Which host could not be reached and why, from the layers of errors requests wraps."""
+    host = urlsplit(exc.request.url).netloc if exc.request is not None and exc.request.url else None
+    reason = None
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        if isinstance(current, OSError) and current.strerror:
+            reason = current.strerror
+        wrapped = getattr(current, "reason", None)
+        if isinstance(wrapped, BaseException):
+            current = wrapped
+        elif current.args and isinstance(current.args[0], BaseException):
+            current = current.args[0]
+        else:
+            current = current.__cause__ or current.__context__
+    where = f"cannot connect to {host}" if host else "the connection failed"
+    return f"{where} ({reason or type(exc).__name__})"
 
 
 def _query_more(sf: Salesforce, *, url: str) -> Any:

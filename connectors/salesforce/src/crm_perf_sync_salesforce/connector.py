@@ -16,8 +16,9 @@ How one incremental stream is read (``teams``, ``owners``, ``leads``, ``opportun
 4. REST: ``queryAll`` (deleted rows come with ``IsDeleted``) ``ORDER BY cursor, Id`` from a
    keyset position ``cursor > t OR (cursor = t AND Id > i)``, checkpointed after every page. A
    resumed scan continues exactly there, never re-reading or skipping the rows that share a
-   timestamp. ``QUERY_TIMEOUT`` halves the time window until a query passes; an expired session
-   is renewed and the query restarted from the position (its locator died with the session).
+   timestamp. ``QUERY_TIMEOUT`` halves the time window until a query passes; a session that
+   expires is renewed by the client whatever the call, and a query whose locator died with it
+   restarts from the position.
    Bulk: one ``queryAll`` job, its CSV pages checkpointed by locator (a job outlives sessions).
 5. The scan's end becomes the cursor.
 
@@ -38,8 +39,7 @@ import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 from crm_perf_sync.connector_sdk import (
     Checkpoint,
@@ -63,7 +63,7 @@ from crm_perf_sync_salesforce.client import (
     QueryTimeout,
     ReplicationWindow,
     SalesforceClient,
-    SessionExpired,
+    SessionRefused,
     Usage,
 )
 from crm_perf_sync_salesforce.mapping import (
@@ -80,7 +80,6 @@ from crm_perf_sync_salesforce.settings import STREAMS, SalesforceSettings
 #: Part of every checkpoint's field digest: bump it when the same rows map to other records, so
 #: that older checkpoints lead to a full re-read.
 FORMAT_VERSION = 1
-T = TypeVar("T")
 RECONCILE = "_reconcile"
 #: How many times one scan restarts its query (expired session, dead locator) without progress.
 _MAX_RESTARTS = 3
@@ -265,13 +264,9 @@ class SalesforceConnector(Connector[SalesforceSettings]):
         return specs
 
     def check(self) -> None:
-        """Log in and read the daily API budget: refused credentials fail the run, a spent budget
-        defers it. A transient failure is left to the first read, which the engine retries (it
-        does not retry ``check``)."""
-        try:
-            self._read_limits()
-        except RetriableError as exc:
-            self.log.warning("salesforce: could not read the limits yet (%s); the reads will retry", exc)
+        """Log in and read the daily API budget: refused credentials fail, an unreachable org is
+        retriable (the engine retries a check like a read), a spent budget defers the run."""
+        self._read_limits()
 
     def _read_limits(self) -> None:
         limits = self.client.limits()
@@ -301,7 +296,7 @@ class SalesforceConnector(Connector[SalesforceSettings]):
             else:
                 yield from self._incremental(obj, checkpoint)
         # The scans handle these where they can; anywhere else they are what they look like.
-        except (QueryTimeout, LocatorInvalid, SessionExpired, ReplicationWindow) as exc:
+        except (QueryTimeout, LocatorInvalid, ReplicationWindow) as exc:
             raise RetriableError(str(exc)) from None
         except NotFound as exc:
             raise FatalError(str(exc)) from None
@@ -332,6 +327,8 @@ class SalesforceConnector(Connector[SalesforceSettings]):
         text = soql.select("Organization", ("Id", "DefaultCurrencyIsoCode", "TimeZoneSidKey"), limit=1)
         try:
             page = next(self.client.query_pages(text, include_deleted=False))
+        except SessionRefused:
+            raise  # not the Organization's access, nothing to fall back from
         except (ConnectorConfigError, FatalError) as exc:
             self.log.warning(
                 "salesforce: cannot read the Organization (%s); amounts use the configured currency", exc
@@ -442,16 +439,14 @@ class SalesforceConnector(Connector[SalesforceSettings]):
         yield Checkpoint({"v": FORMAT_VERSION, "fields": prepared.digest})
 
     def _pages(self, text: str, *, include_deleted: bool) -> Iterator[dict[str, Any]]:
-        """All pages of a small query, restarting it whole if the session expires half-way."""
+        """All pages of a small query, restarting it whole if its locator dies half-way."""
         for attempt in range(_MAX_RESTARTS + 1):
             try:
                 yield from self.client.query_pages(text, include_deleted=include_deleted)
                 return
-            except (SessionExpired, LocatorInvalid) as exc:
+            except LocatorInvalid as exc:
                 if attempt == _MAX_RESTARTS:
                     raise FatalError(f"Salesforce keeps ending one query: {exc}") from None
-                if isinstance(exc, SessionExpired):
-                    self.client.relogin()
 
     # -- incremental ---------------------------------------------------------------------------------
 
@@ -537,7 +532,7 @@ class SalesforceConnector(Connector[SalesforceSettings]):
         if end <= start:
             return end
         try:
-            result = self._renewing(lambda: self.client.deleted(obj.sobject, start, end))
+            result = self.client.deleted(obj.sobject, start, end)
         except ReplicationWindow as exc:
             self.log.warning("salesforce %s: %s; reconciling instead", obj.name, exc)
             self._reconcile_due.add(obj.name)
@@ -553,17 +548,6 @@ class SalesforceConnector(Connector[SalesforceSettings]):
         # The feed answers to the minute: the next run starts from what it says it covered.
         return min(end, covered) if covered is not None else end
 
-    def _renewing(self, action: Callable[[], T]) -> T:
-        """``action``, logging in again when the session expired (for calls without a locator)."""
-        for attempt in range(_MAX_RESTARTS + 1):
-            try:
-                return action()
-            except SessionExpired:
-                if attempt == _MAX_RESTARTS:
-                    raise FatalError("Salesforce keeps invalidating new sessions") from None
-                self.client.relogin()
-        raise AssertionError("unreachable")
-
     def _bulk_job(self, obj: SObjectStream, prepared: _Prepared, scan: _Scan) -> dict[str, Any] | None:
         """A Bulk API 2.0 job for the scan when ``SELECT COUNT()`` says it is large enough."""
         threshold = self.settings.bulk_threshold
@@ -573,16 +557,14 @@ class SalesforceConnector(Connector[SalesforceSettings]):
         assert cursor is not None
         where = [scan.position().clause(cursor), soql.at_most(cursor, scan.upper)]
         try:
-            rows = self._renewing(
-                lambda: self.client.count(soql.count(obj.sobject, where), include_deleted=obj.deletes)
-            )
+            rows = self.client.count(soql.count(obj.sobject, where), include_deleted=obj.deletes)
         except QueryTimeout:
             rows = threshold  # too many to count in time is plenty for Bulk
         if rows < threshold:
             return None
         text = soql.select(obj.sobject, prepared.fields, where)
         try:
-            job_id = self._renewing(lambda: self.client.bulk_create(text, include_deleted=obj.deletes))
+            job_id = self.client.bulk_create(text, include_deleted=obj.deletes)
         except (ConnectorConfigError, FatalError) as exc:
             self.log.warning("salesforce %s: Bulk API refused the job (%s); reading over REST", obj.name, exc)
             return None
@@ -620,12 +602,10 @@ class SalesforceConnector(Connector[SalesforceSettings]):
             except QueryTimeout:
                 position, window_start, window_end = self._narrow(obj, position, window_end)
                 continue
-            except (SessionExpired, LocatorInvalid) as exc:
+            except LocatorInvalid as exc:
                 restarts += 1
                 if restarts > _MAX_RESTARTS:
                     raise FatalError(f"Salesforce keeps ending the query of {obj.sobject}: {exc}") from None
-                if isinstance(exc, SessionExpired):
-                    self.client.relogin()
                 self.log.info("salesforce %s: restarting the query from its last row (%s)", obj.name, exc)
                 continue
             if window_end >= end:
@@ -645,9 +625,7 @@ class SalesforceConnector(Connector[SalesforceSettings]):
         if start is None:
             first = soql.select(obj.sobject, (obj.cursor,), order_by=(obj.cursor,), limit=1)
             try:
-                page = self._renewing(
-                    lambda: next(self.client.query_pages(first, include_deleted=obj.deletes))
-                )
+                page = next(self.client.query_pages(first, include_deleted=obj.deletes))
             except QueryTimeout:
                 raise RetriableError(f"the query of {obj.sobject} timed out (QUERY_TIMEOUT)") from None
             rows = page.get("records") or []
@@ -679,7 +657,7 @@ class SalesforceConnector(Connector[SalesforceSettings]):
                 self._wait_for(job_id)
             while True:
                 locator = bulk.get("locator")
-                rows, following = self._renewing(partial(self.client.bulk_results, job_id, locator))
+                rows, following = self.client.bulk_results(job_id, locator)
                 typed = (typed_csv_row(row, prepared.types) for row in rows)
                 yield from parse_records(typed, prepared.parse, key=_row_key)
                 bulk["pages"] = int(bulk.get("pages") or 0) + 1
@@ -702,7 +680,7 @@ class SalesforceConnector(Connector[SalesforceSettings]):
     def _wait_for(self, job_id: str) -> None:
         deadline = time.monotonic() + self.settings.bulk_timeout.total_seconds()
         while True:
-            info = self._renewing(lambda: self.client.bulk_state(job_id))
+            info = self.client.bulk_state(job_id)
             status = str(info.get("state"))
             if status == "JobComplete":
                 return
@@ -734,17 +712,13 @@ class SalesforceConnector(Connector[SalesforceSettings]):
         job_id = None
         if threshold is not None:
             try:
-                live = self._renewing(
-                    lambda: self.client.count(soql.count(obj.sobject), include_deleted=False)
-                )
+                live = self.client.count(soql.count(obj.sobject), include_deleted=False)
             except QueryTimeout:
                 live = threshold
             if live >= threshold:
                 try:
-                    job_id = self._renewing(
-                        lambda: self.client.bulk_create(
-                            soql.select(obj.sobject, prepared.fields), include_deleted=False
-                        )
+                    job_id = self.client.bulk_create(
+                        soql.select(obj.sobject, prepared.fields), include_deleted=False
                     )
                 except (ConnectorConfigError, FatalError) as exc:
                     self.log.warning(
@@ -781,19 +755,17 @@ class SalesforceConnector(Connector[SalesforceSettings]):
                     restarts = 0
                     self._check_budget()
                 return
-            except (SessionExpired, LocatorInvalid) as exc:
+            except LocatorInvalid as exc:
                 restarts += 1
                 if restarts > _MAX_RESTARTS:
                     raise FatalError(f"Salesforce keeps ending the query of {obj.sobject}: {exc}") from None
-                if isinstance(exc, SessionExpired):
-                    self.client.relogin()
 
     def _reconcile_bulk(self, job_id: str, prepared: _Prepared) -> Iterator[Message]:
         self._wait_for(job_id)
         locator: str | None = None
         while True:
             current = locator
-            rows, locator = self._renewing(partial(self.client.bulk_results, job_id, current))
+            rows, locator = self.client.bulk_results(job_id, current)
             yield from parse_records(
                 (typed_csv_row(row, prepared.types) for row in rows), prepared.parse, key=_row_key
             )
