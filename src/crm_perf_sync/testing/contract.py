@@ -21,10 +21,11 @@ the tests run, typically while an emulator of the CRM serves on 127.0.0.1::
                 yield {"api_key": "test", "base_url": emulator.url}
 
 The tests check the structure (entry point, settings model, description, streams), that a read
-of every stream yields valid canonical records and JSON checkpoints, and that a sync through the
-real engine into a fresh migrated store, then a second sync from its checkpoints and a full
-re-read, change nothing the second and third time. The store comes from the
-``crm_perf_sync_store`` fixture of the pytest plugin, :mod:`crm_perf_sync.testing.plugin`.
+of every stream yields valid canonical records of the stream's entity and ends with a checkpoint
+that survives JSON, and that a sync through the real engine into a fresh migrated store, then a
+second sync from its checkpoints and a full re-read, change nothing the second and third time.
+The store comes from the ``crm_perf_sync_store`` fixture of the pytest plugin,
+:mod:`crm_perf_sync.testing.plugin`.
 """
 
 from __future__ import annotations
@@ -36,10 +37,19 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.config import AppConfig
-from crm_perf_sync.connector_sdk import Checkpoint, Connector, ConnectorContext, ConnectorSettings
+from crm_perf_sync.connector_sdk import (
+    BadRecord,
+    Checkpoint,
+    Connector,
+    ConnectorContext,
+    ConnectorSettings,
+    SnapshotComplete,
+    Tombstone,
+)
 from crm_perf_sync.connector_sdk.records import RECORD_TYPES
 from crm_perf_sync.connectors.registry import ConnectorRegistry
 from crm_perf_sync.db import session_scope
@@ -48,6 +58,9 @@ from crm_perf_sync.sync import repository as sync_repo
 from crm_perf_sync.sync.schemas import SyncOutcome
 from crm_perf_sync.sync.service import SyncEngine, SyncOptions
 from crm_perf_sync.timeutil import utc_now
+
+#: A settings key no connector declares: the settings model must reject it.
+UNKNOWN_SETTINGS_KEY = "crm_perf_sync_contract_unknown_key"
 
 
 class ConnectorContract:
@@ -131,6 +144,15 @@ class ConnectorContract:
         assert issubclass(model, ConnectorSettings)
         assert model.model_config.get("extra") == "forbid", "unknown settings keys must be errors"
 
+    def test_settings_validate_and_a_misspelt_key_is_an_error(
+        self, contract_settings: Mapping[str, Any]
+    ) -> None:
+        model = self.connector_class.settings_model
+        model.model_validate(dict(contract_settings))
+        with pytest.raises(ValidationError) as caught:
+            model.model_validate({**contract_settings, UNKNOWN_SETTINGS_KEY: 1})
+        assert UNKNOWN_SETTINGS_KEY in str(caught.value), "the error names the unknown key"
+
     def test_has_a_description(self) -> None:
         description = self.connector_class.description
         assert isinstance(description, str)
@@ -155,22 +177,31 @@ class ConnectorContract:
 
     # -- reading -----------------------------------------------------------------------------------
 
-    def test_reads_are_valid_and_checkpointed(self, contract_settings: Mapping[str, Any]) -> None:
+    def test_reads_are_valid_records_and_end_with_a_json_checkpoint(
+        self, contract_settings: Mapping[str, Any]
+    ) -> None:
         connector = self.make_connector(contract_settings)
         try:
             for spec in connector.streams():
                 expected = RECORD_TYPES[spec.entity]
                 where = f"{self.kind}/{spec.name}"
                 records = 0
-                last_checkpoint = None
+                last: object = None
                 for message in connector.read(spec, None):
+                    last = message
                     if isinstance(message, Checkpoint):
-                        json.dumps(dict(message.state))  # checkpoints round-trip through the store as JSON
-                        last_checkpoint = message
-                    elif isinstance(message, expected):
+                        state = dict(message.state)
+                        # The store keeps the state as JSON and hands it back to the next read.
+                        assert json.loads(json.dumps(state)) == state, f"{where}: {state} is not JSON"
+                    elif isinstance(message, SnapshotComplete):
+                        assert spec.snapshot, f"{where}: SnapshotComplete from a stream not declared snapshot"
+                    elif not isinstance(message, Tombstone | BadRecord):  # deletions, skipped rows
+                        assert isinstance(message, expected), (
+                            f"{where}: a {type(message).__name__} in a stream of {spec.entity}"
+                        )
                         message.validate()
                         records += 1
-                assert last_checkpoint is not None, f"{where} never yielded a checkpoint"
+                assert isinstance(last, Checkpoint), f"{where}: a read ends with a checkpoint, not {last!r}"
                 if spec.name not in self.empty_streams:
                     assert records > 0, f"{where}: the contract settings read no record"
         finally:
