@@ -542,11 +542,23 @@ def sync(
             outcome = _guard(lambda cid=connection_id: _sync_with_progress(service, cid, full, stop))  # type: ignore[misc]
             style = "green" if outcome.status == "succeeded" else "red"
             out.print(f"[{style}]{outcome.summary()}[/]", markup=True, soft_wrap=True)
+            _print_reports(service, outcome)
             failed += outcome.status != "succeeded"
         if failed:
             raise typer.Exit(1)
     finally:
         runtime.close()
+
+
+def _print_reports(service: Any, outcome: Any, shown: int = 10) -> None:
+    """The run's first bad records and warnings, each with what is wrong and where."""
+    reported = outcome.total("skipped") + outcome.total("warnings")
+    if not reported:
+        return
+    for level, stream, message in _guard(lambda: service.reports(outcome.run_id, shown)):
+        out.print(f"  {level}: {stream}: {message}", markup=False, highlight=False, soft_wrap=True)
+    if reported > shown:
+        out.print(f"  ... and {reported - shown:,} more, stored with run {outcome.run_id}", markup=False)
 
 
 def _install_stop_handler() -> threading.Event:

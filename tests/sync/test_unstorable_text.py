@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from crm_perf_sync.connector_sdk import BadRecord, Checkpoint, Message, Tombstone
 from crm_perf_sync.db import session_scope
 from crm_perf_sync.models import Opportunity, SyncRecordError
+from crm_perf_sync.sync.rows import Removed, to_row
 from tests.sync.scripted import Script
 from tests.sync.test_engine import OPPS, opp, run
 
@@ -115,3 +116,15 @@ def test_a_checkpoint_holding_a_nul_fails_the_run_with_a_message(
         "stream 'opportunities' yielded a checkpoint holding a NUL character or an unpaired surrogate, "
         "which no store can hold"
     )
+
+
+def test_both_kinds_are_removed_wherever_they_are_in_one_row() -> None:
+    # A surrogate in a column and a NUL in the payload: neither hides the other.
+    removed = Removed()
+    row = to_row("opportunities", opp(1, name="Deal\ud800", raw={"Note": "x\x00y", "Id": "1"}), removed)
+    assert (row["name"], str(row["raw"])) == ("Deal", '{"Id":"1","Note":"xy"}')
+    assert removed.message() == (
+        "NUL characters and unpaired surrogates removed from name, raw.Note: no store can hold them"
+    )
+    clean = to_row("opportunities", opp(1, name="Deal", raw={"Note": "xy", "Id": "1"}))
+    assert row["content_hash"] == clean["content_hash"]

@@ -285,10 +285,13 @@ def _hashed(row: Row, *, check: bool) -> Row:
     # stored, instead of converting it to plain JSON types, rendering it to hash and again to store.
     rendered = orjson.dumps(raw, default=_default, option=_HASH_OPTIONS)
     row["raw"] = orjson.Fragment(rendered)
-    payload = orjson.dumps(row, default=_default, option=_HASH_OPTIONS)
-    if check and _JSON_NUL in payload:
-        row["raw"] = raw
-        raise _MaybeUnstorable
+    try:
+        payload = orjson.dumps(row, default=_default, option=_HASH_OPTIONS)
+        if check and _JSON_NUL in payload:
+            raise _MaybeUnstorable
+    except (orjson.JSONEncodeError, _MaybeUnstorable):
+        row["raw"] = raw  # the caller cleans the row, payload included
+        raise
     row["content_hash"] = hashlib.blake2b(payload, digest_size=16).hexdigest()
     row["raw"] = RawJSON(rendered.decode())
     return row

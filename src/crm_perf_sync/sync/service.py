@@ -784,6 +784,11 @@ class SyncService:
                 repo.sync_config_teams(session, self.config.app, utc_now())
         return outcome
 
+    def reports(self, run_id: int, limit: int = 10) -> list[tuple[str, str, str]]:
+        """The first bad records and warnings of run ``run_id``: (level, stream, message)."""
+        with session_scope(self.session_factory) as session:
+            return repo.run_reports(session, run_id, limit)
+
 
 def build_connector(
     config: LoadedConfig,

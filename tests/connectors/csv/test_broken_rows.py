@@ -7,7 +7,10 @@ and which rows are reported, with file, line and reason.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -250,3 +253,45 @@ def _run_errors(
             .order_by(SyncRecordError.id)
         ).all()
     return [(level, key, field, message) for level, key, field, message in rows]
+
+
+def test_the_sync_command_counts_bad_records_and_warnings_and_says_what_and_where(tmp_path: Path) -> None:
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    (exports / "leads.csv").write_bytes(b"id,source\nL1,Web\nL2\nL3,We\x00b\nL4,Event\n,Web\n")
+    config = tmp_path / "crm-perf-sync.yaml"
+    config.write_text(
+        "connections:\n"
+        "  - id: exports\n"
+        "    kind: csv\n"
+        "    settings:\n"
+        f"      data_dir: {exports}\n"
+        "      streams:\n"
+        "        leads: {file: leads.csv, fields: {external_id: id, source: source}}\n",
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", "from crm_perf_sync.cli import main; main()", "sync"],
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "COLUMNS": "200",
+            "CRM_PERF_SYNC_CONFIG": str(config),
+            "CRM_PERF_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
+        },
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("exports: succeeded in ")
+    counts = "read 5, inserted 3, updated 0, unchanged 0, deleted 0, skipped 2 bad records, 1 warning,"
+    assert counts in lines[0]
+    assert lines[1:] == [
+        "  error: leads: leads.csv line 3: 1 cell but the header has 2 columns "
+        "(a row cut short, or a line break that is not quoted?)",
+        "  warning: leads: NUL characters removed from source, raw.source: no store can hold them",
+        "  error: leads: leads.csv line 6: external_id is empty (column 'id')",
+    ]
