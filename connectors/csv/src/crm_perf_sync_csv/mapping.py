@@ -50,6 +50,8 @@ from crm_perf_sync_csv.settings import (
 )
 
 Getter = Callable[["Row"], Any]
+#: The longest id a bad record's message quotes.
+_SHOWN_ID = 80
 
 
 class Header:
@@ -628,8 +630,9 @@ class StreamMapper:
         if problem is None:
             return
         source = source or self._source("external_id")
-        # A long id is left out of the message: it is usually a whole merged row.
-        shown = "" if len(value) > self.id_rule.max_length else f" {value!r}"
+        # A long id is left out of the message (the row's payload keeps it): it is usually rows
+        # merged into one cell.
+        shown = "" if len(value) > _SHOWN_ID else f" {value!r}"
         raise SkippableRecordError(
             f"{self.file.label} line {row.line}: external_id{shown} is not a plausible id "
             f"({source}): {problem}",

@@ -499,10 +499,10 @@ class IdRule(_Model):
 
     def problem(self, value: str) -> str | None:
         """Why ``value`` is not a plausible id, or ``None`` when it is one."""
-        if len(value) > self.max_length:
-            return f"{len(value)} characters, more than the {self.max_length} the mapping allows"
         if CONTROL_CHARACTERS.search(value):
             return "it holds a control character"
+        if len(value) > self.max_length:
+            return f"{len(value)} characters, more than the {self.max_length} the mapping allows"
         if self.pattern is not None and re.fullmatch(self.pattern, value) is None:
             return f"it does not match the pattern {self.pattern}"
         return None
