@@ -52,7 +52,7 @@ def test_keys_stored_readable_are_dropped_and_keep_working_through_their_hash(em
     key = "cps_" + "k" * 43
     engine = create_db_engine(empty_db_url)
     try:
-        migrate.upgrade(engine, "3d7e9d710ee9")  # the last revision that kept the demo key readable
+        migrate.upgrade(engine, "7a1e2c5d9b40")  # the last revision that kept the demo key readable
         with engine.begin() as conn:
             conn.execute(
                 text(

@@ -606,11 +606,23 @@ def sync(
             outcome = _guard(lambda cid=connection_id: _sync_with_progress(service, cid, full, stop))  # type: ignore[misc]
             style = "green" if outcome.status == "succeeded" else "red"
             out.print(_styled((outcome.summary(), style)), soft_wrap=True)
+            _print_reports(service, outcome)
             failed += outcome.status != "succeeded"
         if failed:
             raise typer.Exit(1)
     finally:
         runtime.close()
+
+
+def _print_reports(service: Any, outcome: Any, shown: int = 10) -> None:
+    """The run's first bad records and warnings, each with what is wrong and where."""
+    reported = outcome.total("skipped") + outcome.total("warnings")
+    if not reported:
+        return
+    for level, stream, message in _guard(lambda: service.reports(outcome.run_id, shown)):
+        out.print(f"  {level}: {stream}: {message}", soft_wrap=True)
+    if reported > shown:
+        out.print(f"  ... and {reported - shown:,} more, stored with run {outcome.run_id}")
 
 
 def _install_stop_handler() -> threading.Event:

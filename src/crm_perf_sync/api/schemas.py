@@ -265,7 +265,8 @@ class SyncRunOut(BaseModel):
     updated: int
     unchanged: int
     deleted: int
-    skipped: int
+    skipped: int = Field(description="bad records: not stored, each kept with the run with its reason")
+    warnings: int = Field(description="records stored with a change the run records (e.g. text cleaned)")
     error_kind: str | None
     error: str | None
     url: str

@@ -36,6 +36,7 @@ class SyncRun(Base):
     unchanged: Mapped[int] = mapped_column(Integer, default=0)
     deleted: Mapped[int] = mapped_column(Integer, default=0)
     skipped: Mapped[int] = mapped_column(Integer, default=0)
+    warnings: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     stage_changes: Mapped[int] = mapped_column(Integer, default=0)
     retries: Mapped[int] = mapped_column(Integer, default=0)
     error_kind: Mapped[str | None] = mapped_column(String(16))
@@ -58,7 +59,11 @@ class SyncCheckpoint(Base):
 
 
 class SyncRecordError(Base):
-    """A record a connector could not map, kept with its run so an operator can fix the source."""
+    """A record a connector could not map, kept with its run so an operator can fix the source.
+
+    ``level`` is ``error`` for such a bad record (skipped), or ``warning`` for a record that was
+    stored with a change the operator should know of (e.g. characters no store can hold removed).
+    """
 
     __tablename__ = "sync_record_error"
 
@@ -66,6 +71,7 @@ class SyncRecordError(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("sync_run.id", ondelete="CASCADE"), index=True)
     connection_id: Mapped[str] = mapped_column(String(63))
     stream: Mapped[str] = mapped_column(String(63))
+    level: Mapped[str] = mapped_column(String(8), default="error", server_default="error")
     record_key: Mapped[str | None] = mapped_column(String(400))
     field: Mapped[str | None] = mapped_column(String(255))
     message: Mapped[str] = mapped_column(Text)

@@ -366,6 +366,17 @@ def record_errors(session: Session, rows: Sequence[Row]) -> None:
         session.execute(insert(SyncRecordError), list(rows))
 
 
+def run_reports(session: Session, run_id: int, limit: int) -> list[tuple[str, str, str]]:
+    """The first ``limit`` bad records and warnings of a run: (level, stream, message), in order."""
+    stmt = (
+        select(SyncRecordError.level, SyncRecordError.stream, SyncRecordError.message)
+        .where(SyncRecordError.run_id == run_id)
+        .order_by(SyncRecordError.id)
+        .limit(limit)
+    )
+    return [(level, stream, message) for level, stream, message in session.execute(stmt)]
+
+
 def get_run(session: Session, run_id: int) -> SyncRun | None:
     return session.get(SyncRun, run_id)
 

@@ -3,12 +3,17 @@
 The hash lets the engine skip rows that did not change (most of an incremental re-read), count
 inserts and updates exactly, and leave ``synced_at`` untouched for unchanged rows, which is what
 an incremental KPI refresh keys on.
+
+This is also where text that no store can hold is dealt with, once for every connector and alike
+for both stores (see :func:`to_row`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -165,21 +170,163 @@ TO_ROW: Mapping[Entity, Callable[[Any], Row]] = {
 }
 
 
-def to_row(entity: Entity, record: Any) -> Row:
-    """The store row for ``record`` with its ``content_hash`` (bookkeeping columns excluded)."""
-    row = TO_ROW[entity](record)
+# --- text no store can hold ---------------------------------------------------------------------------
+
+#: NUL, which PostgreSQL refuses in text (and as ``\u0000`` in jsonb) and SQLite keeps but cuts
+#: short in comparisons, and unpaired surrogates, which neither driver can encode as UTF-8. They
+#: reach a record from any source: a NUL byte in a CSV cell, a ``\u0000`` escape in a JSON API.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+#: How a NUL looks in the JSON orjson renders (a surrogate makes orjson raise instead).
+_JSON_NUL = b"\\u0000"
+
+
+def unstorable_kind(text: str) -> str | None:
+    """What in ``text`` no store can hold ("a NUL character", ...), or ``None`` when it is storable."""
+    found = UNSTORABLE.search(text)
+    if found is None:
+        return None
+    return "a NUL character" if found.group() == "\x00" else "an unpaired surrogate"
+
+
+def _escape_one(match: re.Match[str]) -> str:
+    return repr(match.group())[1:-1]
+
+
+def escape_unstorable(value: Any) -> Any:
+    """``value`` (text, or a JSON-like tree) with unstorable characters spelled out (``\\x00``).
+
+    For reports of bad records, whose point is to show what was wrong: the character stays
+    visible instead of disappearing.
+    """
+    if isinstance(value, str):
+        return UNSTORABLE.sub(_escape_one, value)
+    if isinstance(value, Mapping):
+        return {escape_unstorable(key): escape_unstorable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [escape_unstorable(item) for item in value]
+    return value
+
+
+class UnstorableId(ValueError):
+    """A record's own id holds characters no store can hold: the record cannot be stored."""
+
+
+@dataclass(slots=True)
+class Removed:
+    """Where :func:`to_row` removed unstorable characters from a record, for the run's warning."""
+
+    paths: list[str] = field(default_factory=list)
+    nul: bool = False
+    surrogate: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.paths)
+
+    def message(self) -> str:
+        kinds = " and ".join(
+            name
+            for name, present in (("NUL characters", self.nul), ("unpaired surrogates", self.surrogate))
+            if present
+        )
+        return f"{kinds} removed from {', '.join(self.paths)}: no store can hold them"
+
+
+def _strip(text: str, path: str, removed: Removed) -> str:
+    for char in set(UNSTORABLE.findall(text)):
+        if char == "\x00":
+            removed.nul = True
+        else:
+            removed.surrogate = True
+    if path not in removed.paths:
+        removed.paths.append(path)
+    return UNSTORABLE.sub("", text)
+
+
+def _strip_tree(value: Any, path: str, removed: Removed) -> Any:
+    if isinstance(value, str):
+        return _strip(value, path, removed) if UNSTORABLE.search(value) else value
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            name = key
+            if isinstance(key, str) and UNSTORABLE.search(key):
+                name = _strip(key, f"{path}.{UNSTORABLE.sub('', key)}", removed)
+            out[name] = _strip_tree(item, f"{path}.{name}", removed)
+        return out
+    if isinstance(value, list | tuple):
+        return [_strip_tree(item, f"{path}[{index}]", removed) for index, item in enumerate(value)]
+    return value
+
+
+def _strip_row(row: Row, removed: Removed) -> None:
+    """Remove unstorable characters from ``row`` in place; an id holding any cannot be stored."""
+    for name, value in row.items():
+        if name == "external_id" and isinstance(value, str):
+            kind = unstorable_kind(value)
+            if kind is not None:
+                raise UnstorableId(f"external_id {value!r} holds {kind}, which no store can hold")
+        row[name] = _strip_tree(value, name, removed)
+
+
+class _MaybeUnstorable(Exception):
+    """The rendered row shows ``\\u0000``: a NUL, or text that only looks like its escape."""
+
+
+def _hashed(row: Row, *, check: bool) -> Row:
     raw = row.get("raw")
     if raw is None:
-        row["content_hash"] = content_hash(row)
+        payload = orjson.dumps(row, default=_default, option=_HASH_OPTIONS)
+        if check and _JSON_NUL in payload:
+            raise _MaybeUnstorable
+        row["content_hash"] = hashlib.blake2b(payload, digest_size=16).hexdigest()
         return row
     # The payload is the bulk of a row: it is rendered to JSON once, with sorted keys, and that text
     # is both hashed (as a fragment of the row's JSON, the same bytes as rendering it in place) and
     # stored, instead of converting it to plain JSON types, rendering it to hash and again to store.
     rendered = orjson.dumps(raw, default=_default, option=_HASH_OPTIONS)
     row["raw"] = orjson.Fragment(rendered)
-    row["content_hash"] = content_hash(row)
+    try:
+        payload = orjson.dumps(row, default=_default, option=_HASH_OPTIONS)
+        if check and _JSON_NUL in payload:
+            raise _MaybeUnstorable
+    except (orjson.JSONEncodeError, _MaybeUnstorable):
+        row["raw"] = raw  # the caller cleans the row, payload included
+        raise
+    row["content_hash"] = hashlib.blake2b(payload, digest_size=16).hexdigest()
     row["raw"] = RawJSON(rendered.decode())
     return row
+
+
+def to_row(entity: Entity, record: Any, removed: Removed | None = None) -> Row:
+    """The store row for ``record`` with its ``content_hash`` (bookkeeping columns excluded).
+
+    Text no store can hold (NUL, unpaired surrogates) is removed from the row's values, its
+    ``custom`` dimensions and its raw payload, and where it was is added to ``removed``: the
+    engine records that as a warning of the run. Removing rather than refusing the record keeps
+    the deal in the KPIs: such a character carries no meaning in CRM text, and a whole deal
+    missing from won revenue is worse than a name without a NUL. The record's own id is the
+    exception: removing characters from it could make it another record's id and merge the two,
+    so :class:`UnstorableId` is raised and the engine reports the record as bad.
+
+    The common case pays one substring search of the JSON the hash renders anyway.
+    """
+    row = TO_ROW[entity](record)
+    error: orjson.JSONEncodeError | None = None
+    try:
+        return _hashed(row, check=True)
+    except orjson.JSONEncodeError as exc:  # an unpaired surrogate, or a value that is not JSON
+        error = exc
+    except _MaybeUnstorable:
+        pass
+    found = Removed()
+    _strip_row(row, found)
+    if not found and error is not None:
+        raise error
+    if found and removed is not None:
+        removed.paths.extend(found.paths)
+        removed.nul |= found.nul
+        removed.surrogate |= found.surrogate
+    return _hashed(row, check=False)
 
 
 def observed_change_id(opportunity_external_id: str, changed_at: datetime, to_stage: str) -> str:

@@ -6,6 +6,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 @dataclass(slots=True)
 class StreamStats:
     read: int = 0
@@ -14,6 +18,7 @@ class StreamStats:
     unchanged: int = 0
     deleted: int = 0
     skipped: int = 0
+    warnings: int = 0
     stage_changes: int = 0
     status: str = "pending"
     error: str | None = None
@@ -48,7 +53,8 @@ class SyncOutcome:
             f"updated {self.total('updated')}",
             f"unchanged {self.total('unchanged')}",
             f"deleted {self.total('deleted')}",
-            f"skipped {self.total('skipped')}",
+            f"skipped {_count(self.total('skipped'), 'bad record')}",
+            _count(self.total("warnings"), "warning"),
             f"stage changes {self.total('stage_changes')}",
         ]
         text = ", ".join(parts) + f" (run {self.run_id})"

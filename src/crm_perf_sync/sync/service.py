@@ -47,7 +47,17 @@ from crm_perf_sync.leases import new_holder_id, release, renew, try_acquire
 from crm_perf_sync.logging_setup import bind_log_context, log_context
 from crm_perf_sync.metrics import STREAM_RECORDS, STREAM_RUNS
 from crm_perf_sync.sync import repository as repo
-from crm_perf_sync.sync.rows import Row, json_safe, observed_change_id, to_row
+from crm_perf_sync.sync.rows import (
+    UNSTORABLE,
+    Removed,
+    Row,
+    UnstorableId,
+    escape_unstorable,
+    json_safe,
+    observed_change_id,
+    to_row,
+    unstorable_kind,
+)
 from crm_perf_sync.sync.schemas import StreamStats, SyncOutcome
 from crm_perf_sync.timeutil import utc_now
 from crm_perf_sync.webhooks.service import emit
@@ -111,6 +121,16 @@ def backoff_delay(attempt: int, options: SyncOptions, retry_after: float | None,
     return delay
 
 
+def _holds_unstorable(value: Any) -> bool:
+    if isinstance(value, str):
+        return UNSTORABLE.search(value) is not None
+    if isinstance(value, Mapping):
+        return any(_holds_unstorable(key) or _holds_unstorable(item) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_unstorable(item) for item in value)
+    return False
+
+
 def _is_older(row: Row, stored_updated_at: datetime | None) -> bool:
     incoming = row.get("remote_updated_at")
     return incoming is not None and stored_updated_at is not None and incoming < stored_updated_at
@@ -144,19 +164,38 @@ class _StreamWriter:
 
     def add_bad(self, bad: BadRecord, now: datetime) -> None:
         self.stats.skipped += 1
+        self._report("error", bad.key, bad.field, bad.message, bad.raw, now)
+        self.pending += 1
+
+    def add_warning(self, key: str | None, field: str | None, message: str, now: datetime) -> None:
+        """A record stored with a change the user must know of; kept with the run like bad records."""
+        self.stats.warnings += 1
+        self._report("warning", key, field, message, None, now)
+
+    def _report(
+        self,
+        level: str,
+        key: str | None,
+        field: str | None,
+        message: str,
+        raw: Mapping[str, Any] | None,
+        now: datetime,
+    ) -> None:
+        # A report shows what was wrong, so a character no store can hold is spelled out in it
+        # rather than dropped (and the report itself can always be stored).
         self.bad.append(
             {
                 "run_id": self.run_id,
                 "connection_id": self.engine.connection_id,
                 "stream": self.stream.name,
-                "record_key": bad.key[:400] if bad.key else None,
-                "field": bad.field,
-                "message": bad.message,
-                "raw": json_safe(bad.raw) or None,
+                "level": level,
+                "record_key": escape_unstorable(key)[:400] if key else None,
+                "field": escape_unstorable(field)[:255] if field else None,
+                "message": escape_unstorable(message),
+                "raw": json_safe(escape_unstorable(raw)) if raw else None,
                 "created_at": now,
             }
         )
-        self.pending += 1
 
     def commit(self) -> None:
         """Hand the buffer to the engine's writer (which commits it while we read on)."""
@@ -345,8 +384,10 @@ class SyncEngine:
     def _write_counters(self, session: Session, **extra: Any) -> None:
         totals = {
             name: sum(int(getattr(s, name)) for s in self.streams.values())
-            for name in ("inserted", "updated", "unchanged", "deleted", "skipped", "stage_changes")
-        }
+            for name in (
+                "inserted", "updated", "unchanged", "deleted", "skipped", "warnings", "stage_changes"
+            )
+        }  # fmt: skip
         repo.update_run(
             session,
             self.run_id,
@@ -375,14 +416,23 @@ class SyncEngine:
                 if type(message) is expected:
                     stats.read += 1
                     record: Any = message
+                    key = getattr(record, "external_id", None)
                     try:
                         record.validate()
+                        removed = Removed()
+                        row = to_row(entity, record, removed)
+                    except UnstorableId as exc:
+                        writer.add_bad(
+                            BadRecord(f"invalid record: {exc}", key=key, field="external_id"), utc_now()
+                        )
                     except ValueError as exc:
-                        key = getattr(record, "external_id", None)
                         writer.add_bad(BadRecord(f"invalid record: {exc}", key=key), utc_now())
                     else:
-                        row = to_row(entity, record)
                         writer.add_row(row)
+                        if removed:
+                            writer.add_warning(
+                                row["external_id"], removed.paths[0], removed.message(), utc_now()
+                            )
                         if seen is not None:
                             seen.add(row["external_id"])
                 elif isinstance(message, Checkpoint):
@@ -392,7 +442,18 @@ class SyncEngine:
                         self._maybe_stop()
                     continue
                 elif isinstance(message, Tombstone):
-                    writer.add_tombstone(message, utc_now())
+                    kind = unstorable_kind(message.external_id)
+                    if kind is None:
+                        writer.add_tombstone(message, utc_now())
+                    else:
+                        # No stored record can have this id: there is nothing it could delete.
+                        reason = (
+                            f"invalid deletion: external_id {message.external_id!r} holds {kind}, "
+                            "which no store can hold"
+                        )
+                        writer.add_bad(
+                            BadRecord(reason, key=message.external_id, field="external_id"), utc_now()
+                        )
                 elif isinstance(message, BadRecord):
                     stats.read += 1
                     writer.add_bad(message, utc_now())
@@ -441,8 +502,16 @@ class SyncEngine:
         writer.flush()
 
     def _checked_state(self, spec: StreamSpec, state: Mapping[str, Any]) -> Mapping[str, Any]:
+        if not isinstance(state, Mapping):
+            raise ConnectorBug(f"stream {spec.name!r} yielded a checkpoint that is not a JSON object")
+        if _holds_unstorable(state):
+            # A cursor cannot be cleaned without changing where the next read starts.
+            raise ConnectorBug(
+                f"stream {spec.name!r} yielded a checkpoint holding a NUL character or an unpaired "
+                "surrogate, which no store can hold"
+            )
         safe = json_safe(state)
-        if safe is None or not isinstance(state, Mapping):
+        if safe is None:
             raise ConnectorBug(f"stream {spec.name!r} yielded a checkpoint that is not a JSON object")
         return safe
 
@@ -579,6 +648,9 @@ class SyncEngine:
                 self.connector.close()
             except Exception:
                 log.exception("closing the connector of %s failed", self.connection_id)
+        if error is not None:
+            # An exception's text may quote a source value; the run's record must still be storable.
+            error = escape_unstorable(error)
         for stats in self.streams.values():
             if stats.status == "running":
                 stats.status = status
@@ -646,7 +718,7 @@ class SyncEngine:
             return
         totals = {
             name: sum(int(getattr(stats, name)) for stats in self.streams.values())
-            for name in ("read", "inserted", "updated", "unchanged", "deleted", "skipped")
+            for name in ("read", "inserted", "updated", "unchanged", "deleted", "skipped", "warnings")
         }
         data: dict[str, Any] = {
             "run_id": self.run_id,
@@ -723,6 +795,11 @@ class SyncService:
             with session_scope(self.session_factory) as session:
                 repo.sync_config_teams(session, self.config.app, utc_now())
         return outcome
+
+    def reports(self, run_id: int, limit: int = 10) -> list[tuple[str, str, str]]:
+        """The first bad records and warnings of run ``run_id``: (level, stream, message)."""
+        with session_scope(self.session_factory) as session:
+            return repo.run_reports(session, run_id, limit)
 
 
 def build_connector(

@@ -131,20 +131,141 @@ def test_an_unknown_stage_is_kept_when_the_table_allows_it(tmp_path: Path) -> No
     assert (deals["D4"].stage, deals["D4"].is_closed, deals["D4"].probability) == ("Maybe", False, None)
 
 
-def test_a_row_with_cells_past_the_header_is_bad_but_trailing_empty_cells_are_not(tmp_path: Path) -> None:
-    write(tmp_path / "leads.csv", "id,source\nL1,Web\nL2,Web,,\nL3,Web,oops\nL4\n")
+def test_a_row_with_more_or_fewer_cells_than_the_header_is_bad_but_trailing_empty_cells_are_not(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path / "leads.csv", "id,source\nL1,Web\nL2,Web,,\nL3,Web,oops\nL4\nL5,Web\n")
     settings = {
         "data_dir": str(tmp_path),
         "streams": {"leads": {"file": "leads.csv", "fields": {"external_id": "id", "source": "source"}}},
     }
     messages = read(connector(settings), "leads")
     leads = by_id(messages, LeadRecord)
-    assert {k: v.source for k, v in leads.items()} == {"L1": "Web", "L2": "Web", "L4": None}
-    (bad,) = of_type(messages, BadRecord)
-    assert (bad.key, bad.message) == (
-        "L3",
-        "leads.csv line 4: 3 cells but the header has 2 columns (an unquoted delimiter or quote?)",
+    assert {k: v.source for k, v in leads.items()} == {"L1": "Web", "L2": "Web", "L5": "Web"}
+    assert [(bad.key, bad.message, dict(bad.raw)) for bad in of_type(messages, BadRecord)] == [
+        (
+            "L3",
+            "leads.csv line 4: 3 cells but the header has 2 columns (an unquoted delimiter or quote?)",
+            {"id": "L3", "source": "Web", "cell 3": "oops"},
+        ),
+        (
+            "L4",
+            "leads.csv line 5: 1 cell but the header has 2 columns "
+            "(a row cut short, or a line break that is not quoted?)",
+            {"id": "L4"},
+        ),
+    ]
+
+
+def _leads(data_dir: Path, **stream: Any) -> dict[str, Any]:
+    fields = {"external_id": "id", "source": "source", "name": "notes"}
+    return {
+        "data_dir": str(data_dir),
+        "streams": {"leads": {"file": "leads.csv", "fields": fields, **stream}},
+    }
+
+
+def test_a_stray_quote_closed_by_a_later_one_costs_only_its_own_row(tmp_path: Path) -> None:
+    # Line 3's quote runs on to the quote that opens line 4's amount: the csv module would make one
+    # row of both. The broken row is line 3 alone, and line 4 is read again as the row it is.
+    write(
+        tmp_path / "deals.csv",
+        'id,owner,stage,amount,created,closed\nD1,ann,Won,"$1,000.00",,\nD2,"bob,Won,$5,,\n'
+        'D3,ann,Won,"$2,000.00",,\nD4,ann,Lost,$7,,\n',
     )
+    messages = read(connector(deal_settings(tmp_path)), "opportunities")
+    assert {key: deal.amount for key, deal in by_id(messages, OpportunityRecord).items()} == {
+        "D1": Decimal("1000.00"),
+        "D3": Decimal("2000.00"),
+        "D4": Decimal(7),
+    }
+    assert [(bad.key, bad.message, dict(bad.raw)) for bad in of_type(messages, BadRecord)] == [
+        (
+            "deals.csv:3",
+            "deals.csv line 3: a quoted field opened on this line runs over 2 lines and has text after "
+            "its closing quote (a stray quote?); the lines after it are read as rows of their own",
+            {"line": 'D2,"bob,Won,$5,,'},
+        )
+    ]
+
+
+def test_text_after_a_closing_quote_is_a_bad_record(tmp_path: Path) -> None:
+    write(tmp_path / "leads.csv", 'id,source,notes\nL1,"Web" site,\nL2,Web,\n')
+    messages = read(connector(_leads(tmp_path)), "leads")
+    assert list(by_id(messages, LeadRecord)) == ["L2"]
+    ((key, message),) = [(bad.key, bad.message) for bad in of_type(messages, BadRecord)]
+    assert (key, message) == (
+        "leads.csv:2",
+        "leads.csv line 2: text follows the closing quote of a quoted field "
+        '(a quote inside a value is written "")',
+    )
+
+
+def test_a_row_may_span_max_row_lines_lines(tmp_path: Path) -> None:
+    write(tmp_path / "leads.csv", 'id,source,notes\nL1,Web,"called\nleft a message\nwill retry"\nL2,Web,\n')
+    leads = by_id(read(connector(_leads(tmp_path)), "leads"), LeadRecord)
+    assert {key: lead.name for key, lead in leads.items()} == {
+        "L1": "called\nleft a message\nwill retry",
+        "L2": None,
+    }
+
+    # Beyond the bound the row is broken, and its lines are read again: here they are no rows.
+    messages = read(connector(_leads(tmp_path, max_row_lines=2)), "leads")
+    assert list(by_id(messages, LeadRecord)) == ["L2"]
+    assert [(bad.key, bad.message) for bad in of_type(messages, BadRecord)] == [
+        (
+            "leads.csv:2",
+            "leads.csv line 2: a quoted field opened on this line runs over more than 2 lines "
+            "(a stray quote? or raise max_row_lines); the lines after it are read as rows of their own",
+        ),
+        (
+            "left a message",
+            "leads.csv line 3: 1 cell but the header has 3 columns "
+            "(a row cut short, or a line break that is not quoted?)",
+        ),
+        (
+            'will retry"',
+            "leads.csv line 4: 1 cell but the header has 3 columns "
+            "(a row cut short, or a line break that is not quoted?)",
+        ),
+    ]
+
+
+def test_ids_are_checked_against_the_id_rule(tmp_path: Path) -> None:
+    write(tmp_path / "leads.csv", "id,source,notes\nL-1,Web,\nL2,Web,\nL\t3,Web,\n" + "L" * 256 + ",Web,\n")
+    # The default rule: no control characters, at most 255 characters (the store's id columns).
+    messages = read(connector(_leads(tmp_path)), "leads")
+    assert list(by_id(messages, LeadRecord)) == ["L-1", "L2"]
+    assert [(bad.key, bad.field, bad.message) for bad in of_type(messages, BadRecord)] == [
+        (
+            "leads.csv:4",
+            "external_id",
+            "leads.csv line 4: external_id 'L\\t3' is not a plausible id (column 'id'): "
+            "it holds a control character",
+        ),
+        (
+            "leads.csv:5",
+            "external_id",
+            "leads.csv line 5: external_id is not a plausible id (column 'id'): "
+            "256 characters, more than the 255 the mapping allows",
+        ),
+    ]
+    messages = read(connector(_leads(tmp_path, id_rule={"pattern": "L[0-9]+"})), "leads")
+    assert list(by_id(messages, LeadRecord)) == ["L2"]
+    assert of_type(messages, BadRecord)[0].message == (
+        "leads.csv line 2: external_id 'L-1' is not a plausible id (column 'id'): "
+        "it does not match the pattern L[0-9]+"
+    )
+
+
+def test_a_required_field_that_is_empty_makes_a_bad_record(tmp_path: Path) -> None:
+    write(tmp_path / "leads.csv", "id,source,notes\nL1,Web,\nL2,,\n")
+    settings = _leads(tmp_path)
+    settings["streams"]["leads"]["fields"]["source"] = {"column": "source", "required": True}
+    messages = read(connector(settings), "leads")
+    assert list(by_id(messages, LeadRecord)) == ["L1"]
+    ((key, field, message),) = [(bad.key, bad.field, bad.message) for bad in of_type(messages, BadRecord)]
+    assert (key, field, message) == ("L2", "source", "leads.csv line 3: source is empty (column 'source')")
 
 
 def test_empty_id_is_a_bad_record(tmp_path: Path) -> None:

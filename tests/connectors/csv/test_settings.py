@@ -182,3 +182,25 @@ def test_teams_need_fields_or_levels() -> None:
             "Value error, give either fields (one team per row) or levels (a hierarchy per row)",
         )
     ]
+
+
+def test_the_id_rule_is_checked_at_its_keys() -> None:
+    assert errors(base(id_rule={"pattern": "[A-Z", "max_length": 300})) == [
+        (
+            ("streams", "opportunities", "id_rule", "pattern"),
+            "Value error, '[A-Z' is not a regular expression: unterminated character set at position 0",
+        ),
+        (
+            ("streams", "opportunities", "id_rule", "max_length"),
+            "Input should be less than or equal to 255",
+        ),
+    ]
+    settings = CsvSettings.model_validate(base())
+    assert settings.streams.opportunities is not None
+    rule = settings.streams.opportunities.id_rule
+    assert (rule.pattern, rule.max_length) == (None, 255)
+    assert [rule.problem(value) for value in ("006A0000001", "a\nb", "x" * 256)] == [
+        None,
+        "it holds a control character",
+        "256 characters, more than the 255 the mapping allows",
+    ]

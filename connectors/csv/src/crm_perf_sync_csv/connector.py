@@ -31,15 +31,15 @@ from crm_perf_sync.connector_sdk import (
     RetriableError,
     SnapshotComplete,
     StreamSpec,
-    parse_records,
 )
-from crm_perf_sync_csv.files import CsvFile, CsvReader, fingerprint
+from crm_perf_sync_csv.files import BrokenRow, CsvFile, CsvReader, fingerprint
 from crm_perf_sync_csv.mapping import Header, JoinTable, Row, StageClassifier, StreamMapper, join_columns
 from crm_perf_sync_csv.settings import CsvSettings, FileStream, StageTable
 
 #: Part of every fingerprint: bump it when the same file and settings map to different records,
 #: so that checkpoints written by an older version trigger a full re-read.
-FORMAT_VERSION = 1
+#: 2: broken rows (short, blank between data rows, broken quoting) are bad records, counted as rows.
+FORMAT_VERSION = 2
 
 _ORDER: tuple[Entity, ...] = ("teams", "owners", "pipeline_stages", "leads", "opportunities", "stage_changes")
 _SAMPLE = Path(__file__).resolve().parent / "sample"
@@ -160,13 +160,16 @@ class CsvConnector(Connector[CsvSettings]):
         opportunities = self.settings.streams.opportunities
         return opportunities.stages if opportunities is not None else None
 
-    def _file(self, name: str, encoding: str | None, delimiter: str | None) -> CsvFile:
+    def _file(
+        self, name: str, encoding: str | None, delimiter: str | None, max_row_lines: int | None = None
+    ) -> CsvFile:
         path = Path(name).expanduser()
         return CsvFile(
             path=path if path.is_absolute() else self.data_dir / path,
             label=name,
             encoding=encoding or self.settings.encoding,
             delimiter=delimiter or self.settings.delimiter,
+            max_row_lines=max_row_lines or self.settings.max_row_lines,
         )
 
     def _open(self, name: str, config: FileStream) -> tuple[CsvReader, StreamMapper, str]:
@@ -174,14 +177,19 @@ class CsvConnector(Connector[CsvSettings]):
 
         Returns the reader (positioned after the header), the mapper and the file's sha256.
         """
-        file = self._file(config.file, config.encoding, config.delimiter)
+        file = self._file(config.file, config.encoding, config.delimiter, config.max_row_lines)
         file.require(f"streams.{name}")
         sha256 = fingerprint(file)
         joins = {
             alias: JoinTable(
                 alias,
                 join,
-                self._file(join.file, join.encoding or config.encoding, join.delimiter or config.delimiter),
+                self._file(
+                    join.file,
+                    join.encoding or config.encoding,
+                    join.delimiter or config.delimiter,
+                    config.max_row_lines,
+                ),
                 join_columns(config, alias),
                 f"streams.{name}.joins.{alias}",
             )
@@ -212,6 +220,7 @@ class CsvConnector(Connector[CsvSettings]):
             "encoding": self.settings.encoding,
             "delimiter": self.settings.delimiter,
             "null_values": sorted(self.nulls),
+            "max_row_lines": self.settings.max_row_lines,
             "joins": {alias: join.sha256 for alias, join in sorted(joins.items())},
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
@@ -245,32 +254,33 @@ class CsvConnector(Connector[CsvSettings]):
                 return
 
             header = mapper.header
-            width = header.width
             batch_size = self.settings.batch_size
+            parts = range(mapper.parts)
             rows = reader.rows()
             # Resuming re-parses the rows before the checkpoint as CSV (quoted newlines make byte
             # offsets unreliable to seek to) but maps none of them.
             skipped = sum(1 for _ in itertools.islice(rows, start))
             number = skipped
             chunk: list[Row] = []
-            for line, cells in rows:
-                if len(cells) < width:
-                    cells.extend([""] * (width - len(cells)))
-                elif len(cells) > width and not any(cell.strip() for cell in cells[width:]):
-                    del cells[width:]  # trailing delimiters past the header: nothing was cut off
-                chunk.extend(Row(header, cells, line, number, part) for part in range(mapper.parts))
+            for item in rows:
+                if isinstance(item, BrokenRow):
+                    # One report per broken line, whatever the number of records a row gives.
+                    chunk.append(Row(header, item.cells or [], item.line, number, broken=item))
+                else:
+                    line, cells = item
+                    chunk.extend(Row(header, cells, line, number, part) for part in parts)
                 number += 1
                 if number % batch_size == 0:
-                    yield from parse_records(chunk, mapper.parse, key=mapper.key)
+                    yield from mapper.records(chunk)
                     chunk = []
                     yield Checkpoint({**state, "row": number, "done": False})
-            yield from parse_records(chunk, mapper.parse, key=mapper.key)
+            yield from mapper.records(chunk)
 
             if reader.sha256() != sha256:
                 # Rewritten while we read: the checkpoints above no longer match it, so the retry
                 # reads the new file from the start.
                 raise RetriableError(f"{config.file} changed while it was being read")
-            for warning in mapper.unmatched_joins():
+            for warning in itertools.chain(mapper.broken_joins(), mapper.unmatched_joins()):
                 self.context.logger.warning("%s: %s", self.context.connection_id, warning)
             if start == 0:
                 yield SnapshotComplete()

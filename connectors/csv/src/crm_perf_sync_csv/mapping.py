@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from crm_perf_sync.connector_sdk import (
+    BadRecord,
     ConnectorConfigError,
     LeadRecord,
     Message,
@@ -28,7 +29,7 @@ from crm_perf_sync.connector_sdk import (
     ensure_utc,
 )
 from crm_perf_sync_csv import values
-from crm_perf_sync_csv.files import CsvFile, CsvReader
+from crm_perf_sync_csv.files import BrokenRow, CsvFile, CsvReader
 from crm_perf_sync_csv.settings import (
     PLACEHOLDER,
     AmountField,
@@ -38,6 +39,7 @@ from crm_perf_sync_csv.settings import (
     DateTimeField,
     FieldSpec,
     FileStream,
+    IdRule,
     IntegerField,
     JoinConfig,
     OpportunitiesStream,
@@ -48,6 +50,8 @@ from crm_perf_sync_csv.settings import (
 )
 
 Getter = Callable[["Row"], Any]
+#: The longest id a bad record's message quotes.
+_SHOWN_ID = 80
 
 
 class Header:
@@ -71,14 +75,23 @@ class Header:
 class Row(Mapping[str, str]):
     """One data row: its cells by position, and by column name as a mapping (the raw payload)."""
 
-    __slots__ = ("cells", "header", "joined", "line", "number", "part")
+    __slots__ = ("broken", "cells", "header", "joined", "line", "number", "part")
 
-    def __init__(self, header: Header, cells: list[str], line: int, number: int, part: int = 0) -> None:
+    def __init__(
+        self,
+        header: Header,
+        cells: list[str],
+        line: int,
+        number: int,
+        part: int = 0,
+        broken: BrokenRow | None = None,
+    ) -> None:
         self.header = header
         self.cells = cells
         self.line = line
         self.number = number
         self.part = part
+        self.broken = broken
         self.joined: dict[str, tuple[str, ...] | None] = {}
 
     def __getitem__(self, name: str) -> str:
@@ -146,6 +159,8 @@ class JoinTable:
         self.ambiguous: dict[str, int] = {}
         self.unmatched = 0
         self.example: str | None = None
+        self.broken = 0
+        self.first_broken: BrokenRow | None = None
         self.sha256 = ""
         self.key: Getter = _constant(None)
         self.stream_file = ""  # the label of the file whose rows look up here, for reports
@@ -170,9 +185,14 @@ class JoinTable:
         """Read the whole lookup file; a key found on several rows is ambiguous, never guessed."""
         with self.open() as reader:
             first_line: dict[str, int] = {}
-            for line, cells in reader.rows():
-                if self._match >= len(cells):
+            for item in reader.rows():
+                if isinstance(item, BrokenRow):
+                    # Not a row of the lookup table: rows looking it up find no match (reported).
+                    self.broken += 1
+                    if self.first_broken is None:
+                        self.first_broken = item
                     continue
+                line, cells = item
                 key = _normalise_key(cells[self._match], self.config.ignore_case)
                 if not key:
                     continue
@@ -332,7 +352,26 @@ def _source(
 
 
 def compile_field(spec: FieldSpec[Any], where: str, ctx: _Context) -> tuple[Getter, str]:
-    """A getter for one field: source → null markers → value map → parser; with its source's name."""
+    """A getter for one field: source → null markers → value map → parser; with its source's name.
+
+    With ``required``, a missing value raises :class:`SkippableRecordError` (a bad record).
+    """
+    get, label = _compile_field(spec, where, ctx)
+    if not spec.required:
+        return get, label
+    name = where.removeprefix("fields.")
+    file_label = ctx.file.label
+
+    def get_required(row: Row) -> Any:
+        value = get(row)
+        if value is None:
+            raise SkippableRecordError(f"{file_label} line {row.line}: {name} is empty ({label})", field=name)
+        return value
+
+    return get_required, label
+
+
+def _compile_field(spec: FieldSpec[Any], where: str, ctx: _Context) -> tuple[Getter, str]:
     if "value" in spec.model_fields_set:
         return _constant(_constant_value(spec, ctx.zone)), "a constant"
     parse = _parser(spec, ctx.zone)
@@ -465,9 +504,11 @@ class StreamMapper:
                 self.levels.append((level.level, ext, name))
             self.parts = len(self.levels)
         self._last_team: dict[str, TeamRecord] = {}
+        self.id_rule: IdRule = getattr(config, "id_rule", None) or IdRule()
         self.stages: StageClassifier | None = None
         if isinstance(config, OpportunitiesStream) and config.stages is not None:
-            self.stages = StageClassifier(config.stages, file.label)
+            stage_source = next((item.label for item in self.fields if item.name == "stage"), "not mapped")
+            self.stages = StageClassifier(config.stages, file.label, stage_source)
         columns.check()
         self._build: Callable[[Row], Message | None] = {
             "teams": self._team if not self.levels else self._team_level,
@@ -480,28 +521,66 @@ class StreamMapper:
 
     # -- the entry points --------------------------------------------------------------------------
 
+    def records(self, rows: list[Row]) -> Iterator[Message]:
+        """The records of ``rows`` in order, and a :class:`BadRecord` for every row that has none.
+
+        A bad record names the file, the line and what is wrong; its payload is the row's cells
+        by column (or, for a row whose quoting is broken, its first line as written).
+        """
+        label = self.file.label
+        for row in rows:
+            broken = row.broken
+            if broken is not None:
+                if broken.cells is None:
+                    yield BadRecord(
+                        f"{label} line {row.line}: {broken.reason}",
+                        key=f"{label}:{row.line}",
+                        raw={"line": broken.text or ""},
+                    )
+                else:
+                    raw = row.as_dict()
+                    # Cells past the header have no column: they are kept by their position.
+                    for position in range(self.header.width, len(row.cells)):
+                        raw[f"cell {position + 1}"] = row.cells[position]
+                    yield BadRecord(f"{label} line {row.line}: {broken.reason}", key=self.key(row), raw=raw)
+                continue
+            try:
+                message = self.parse(row)
+            except SkippableRecordError as exc:
+                yield BadRecord(str(exc), key=exc.key or self.key(row), field=exc.field, raw=row.as_dict())
+                continue
+            if message is not None:
+                yield message
+
     def parse(self, row: Row) -> Message | None:
         """The record for ``row`` (``None`` if the row holds none, e.g. a repeated team)."""
-        if len(row.cells) != self.header.width:
-            raise SkippableRecordError(
-                f"{self.file.label} line {row.line}: {len(row.cells)} cells but the header has "
-                f"{self.header.width} columns (an unquoted delimiter or quote?)"
-            )
         if self.joins:
             row.joined = {alias: join.lookup(row) for alias, join in self.joins.items()}
         return self._build(row)
 
     def key(self, row: Row) -> str | None:
-        """How a bad row is named in reports: its id when the id columns say it, else file:line."""
+        """How a bad row is named in reports: its id when the id columns give a plausible one, else
+        file:line."""
         # A row too broken to name falls back to its file and line.
         with suppress(SkippableRecordError, IndexError):
+            value: Any = None
             if self.key_positions:
-                return self._key_of(row) or f"{self.file.label}:{row.line}"
-            for item in self.fields:
-                if item.name == "external_id":
-                    value = item.get(row)
-                    return str(value) if value is not None else f"{self.file.label}:{row.line}"
+                value = self._key_of(row)
+            else:
+                value = next((item.get(row) for item in self.fields if item.name == "external_id"), None)
+            if isinstance(value, str) and self.id_rule.problem(value) is None:
+                return value
         return f"{self.file.label}:{row.line}"
+
+    def broken_joins(self) -> Iterator[str]:
+        """One line per joined file that had broken rows, left out of its lookup table."""
+        for alias, join in self.joins.items():
+            if join.first_broken is not None:
+                first = join.first_broken
+                yield (
+                    f"{join.broken} broken row(s) of {join.file.label} were left out of join {alias!r} "
+                    f"(the first, line {first.line}: {first.reason})"
+                )
 
     def unmatched_joins(self) -> Iterator[str]:
         """One line per join that left rows without a match (logged at the end of a read)."""
@@ -530,16 +609,35 @@ class StreamMapper:
             return None
         return "|".join(_escape_key_part(part) for part in parts)
 
+    def _source(self, name: str) -> str:
+        if name == "external_id" and self.key_positions:
+            return "key " + ", ".join(repr(self.header.names[p]) for p in self.key_positions)
+        return next((item.label for item in self.fields if item.name == name), "not mapped")
+
     def _require(self, values: dict[str, Any], row: Row, *names: str) -> None:
         for name in names:
             if values.get(name) is None:
-                source = next((item.label for item in self.fields if item.name == name), None)
-                if name == "external_id" and self.key_positions:
-                    source = "key " + ", ".join(repr(self.header.names[p]) for p in self.key_positions)
                 raise SkippableRecordError(
-                    f"{self.file.label} line {row.line}: {name} is empty ({source or 'not mapped'})",
+                    f"{self.file.label} line {row.line}: {name} is empty ({self._source(name)})",
                     field=name,
                 )
+        if "external_id" in names:
+            self._check_id(values["external_id"], row)
+
+    def _check_id(self, value: str, row: Row, source: str | None = None) -> None:
+        """Raise the bad record an id that the stream's ``id_rule`` does not accept makes."""
+        problem = self.id_rule.problem(value)
+        if problem is None:
+            return
+        source = source or self._source("external_id")
+        # A long id is left out of the message (the row's payload keeps it): it is usually rows
+        # merged into one cell.
+        shown = "" if len(value) > _SHOWN_ID else f" {value!r}"
+        raise SkippableRecordError(
+            f"{self.file.label} line {row.line}: external_id{shown} is not a plausible id "
+            f"({source}): {problem}",
+            field="external_id",
+        )
 
     def _custom(self, row: Row) -> dict[str, Scalar]:
         return {item.name: item.get(row) for item in self.custom}
@@ -568,6 +666,7 @@ class StreamMapper:
                 continue
             if external_id is None:
                 return None  # the row has no team at this level (a blank cell): nothing to add
+            self._check_id(external_id, row, f"levels[{index}].external_id")
             record = TeamRecord(
                 external_id=external_id,
                 name=(name(row) if name is not None else None) or external_id,
@@ -616,6 +715,8 @@ class StreamMapper:
     def _stage_change(self, row: Row) -> Message | None:
         values = self._values(row)
         self._require(values, row, "opportunity_external_id", "to_stage", "changed_at")
+        if values.get("external_id") is not None:
+            self._check_id(values["external_id"], row)
         return StageChangeRecord(**self._present(values))
 
     def _pipeline_stage(self, row: Row) -> Message | None:
@@ -633,9 +734,10 @@ class StreamMapper:
 class StageClassifier:
     """Applies the stage table: canonical stage name, is_closed / is_won, and the stage's probability."""
 
-    def __init__(self, table: StageTable, file_label: str) -> None:
+    def __init__(self, table: StageTable, file_label: str, source: str = "not mapped") -> None:
         self.table = table
         self.file_label = file_label
+        self.source = source
         self.by_name: dict[str, StageDef] = {}
         for entry in table.table:
             for name in (entry.stage, *entry.aliases):
@@ -647,6 +749,11 @@ class StageClassifier:
             values["pipeline"] = self.table.pipeline
         stage = values.get("stage")
         if stage is None:
+            if self.table.unknown == "error":
+                # Every deal has a stage in a CRM: without one the table cannot classify the row.
+                raise SkippableRecordError(
+                    f"{self.file_label} line {row.line}: stage is empty ({self.source})", field="stage"
+                )
             return
         entry = self.by_name.get(stage.casefold() if self.table.ignore_case else stage)
         if entry is None:

@@ -10,11 +10,13 @@ records. The shape, in YAML (every key is checked; a typo is an error at that ke
       delimiter: ","
       null_values: [""]                   # cells meaning "missing" (after trimming spaces)
       batch_size: 5000                    # a checkpoint every this many rows
+      max_row_lines: 100                  # lines one row may span (quoted line breaks)
       streams:                            # any of: teams, owners, pipeline_stages, leads,
         opportunities:                    #   opportunities, stage_changes
           file: sales_pipeline.csv        # relative to data_dir
           null_values: [Select]           # added to the defaults for this file
           key: [opportunity_id]           # columns forming external_id when the file has no id
+          id_rule: {pattern: "[A-Z0-9]{8}", max_length: 8}   # what a plausible id looks like
           joins:                          # lookup tables, matched on one column
             owner: {file: Users.csv, key: Potential Owner, match: Last Name}
           fields:                         # canonical field: a column name, or a field spec
@@ -29,6 +31,11 @@ records. The shape, in YAML (every key is checked; a typo is an error at that ke
             pipeline: sales
             table:
               - {stage: Won, is_won: true, probability: 1.0}
+
+A row is a bad record, never a record, when its structure is broken (the wrong number of cells,
+every cell empty, a quoted field never closed or longer than ``max_row_lines``), when its id is
+not plausible by ``id_rule``, or when a required field is empty (the id; a field with
+``required: true``; the stage, when a stage table with ``unknown: error`` classifies the deals).
 
 A field spec takes its text from exactly one of ``column`` (with ``join``: a column of the joined
 row), ``template`` (``"team:{manager}"``; empty if any named column is empty) or ``value`` (a
@@ -164,6 +171,7 @@ class FieldSpec(_Model, Generic[T]):
     unmapped: Literal["keep", "null", "error"] = Field(
         default="keep", description="a value ``map`` does not list: kept, made missing, or a bad record"
     )
+    required: bool = Field(default=False, description="a row where the value is missing is a bad record")
 
     @model_validator(mode="before")
     @classmethod
@@ -460,6 +468,46 @@ class StageTable(_Model):
 # --- streams -----------------------------------------------------------------------------------------
 
 
+#: Characters no id holds: C0 and C1 controls (line breaks, tabs, NUL ...). An id with one is a
+#: row broken by its quoting, or bytes that are not text.
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
+#: The store's id columns hold this many characters.
+MAX_ID_LENGTH = 255
+
+
+class IdRule(_Model):
+    """What a plausible id of the stream looks like; a row whose id is not is a bad record.
+
+    An id never holds control characters (a line break in an id is a row merged with the lines
+    after it). By default any other text of up to 255 characters is an id.
+    """
+
+    pattern: str | None = Field(
+        default=None, description="a regular expression the whole id matches, e.g. '[A-Z0-9]{8}'"
+    )
+    max_length: int = Field(default=MAX_ID_LENGTH, ge=1, le=MAX_ID_LENGTH)
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"{value!r} is not a regular expression: {exc}") from None
+        return value
+
+    def problem(self, value: str) -> str | None:
+        """Why ``value`` is not a plausible id, or ``None`` when it is one."""
+        if CONTROL_CHARACTERS.search(value):
+            return "it holds a control character"
+        if len(value) > self.max_length:
+            return f"{len(value)} characters, more than the {self.max_length} the mapping allows"
+        if self.pattern is not None and re.fullmatch(self.pattern, value) is None:
+            return f"it does not match the pattern {self.pattern}"
+        return None
+
+
 class JoinConfig(_Model):
     """A lookup table: the row of ``file`` whose ``match`` column equals this row's ``key``.
 
@@ -500,6 +548,9 @@ class FileStream(_Model):
     encoding: str | None = Field(default=None, description="default: the settings' encoding")
     delimiter: str | None = Field(default=None, description="default: the settings' delimiter")
     null_values: TextList = Field(default=(), description="more cells meaning missing, for this file")
+    max_row_lines: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="default: the settings' max_row_lines"
+    )
     joins: dict[str, JoinConfig] = Field(default_factory=dict)
 
     @field_validator("encoding")
@@ -554,6 +605,7 @@ class TeamsStream(FileStream):
     key: KeyColumns | None = None
     fields: TeamFields | None = None
     levels: list[TeamLevel] | None = Field(default=None, min_length=1)
+    id_rule: IdRule = Field(default_factory=IdRule)
     keep_raw: bool = True
 
     @model_validator(mode="after")
@@ -571,6 +623,7 @@ class _KeyedStream(FileStream):
     """A stream of records that each need an id: an id column or the key columns forming one."""
 
     key: KeyColumns | None = None
+    id_rule: IdRule = Field(default_factory=IdRule)
     keep_raw: bool = True
 
     @model_validator(mode="after")
@@ -610,6 +663,7 @@ class StageChangesStream(FileStream):
     """The CRM's own stage history, one row per change."""
 
     key: KeyColumns | None = None
+    id_rule: IdRule = Field(default_factory=IdRule)
     fields: StageChangeFields
 
     @model_validator(mode="after")
@@ -666,6 +720,12 @@ class CsvSettings(ConnectorSettings):
     delimiter: str = ","
     null_values: TextList = Field(default=("",), description="cells meaning missing, in every file")
     batch_size: int = Field(default=5000, ge=1, le=1_000_000, description="rows per checkpoint")
+    max_row_lines: int = Field(
+        default=100,
+        ge=1,
+        le=1_000_000,
+        description="lines one row may span (quoted line breaks); a longer row is a bad record",
+    )
     streams: Streams
 
     @field_validator("timezone")
