@@ -812,7 +812,8 @@ class SyncEngine:
     ) -> None:
         """``sync.completed`` (succeeded, or deferred by a quota) or ``sync.failed``, through the
         outbox in the transaction that records the run's end. An interrupted run says nothing:
-        it resumes."""
+        it resumes. The counts include ``skipped``, the records the run rejected, so a consumer
+        tells a clean run from one that left records out."""
         if status not in ("succeeded", "deferred", "failed"):
             return
         totals = {
