@@ -3,7 +3,7 @@
 A truncated export, a reconcile that saw only part of the CRM, or a sweep of tombstones would
 otherwise wipe most of a stream's records. The engine decides every deletion of a read once the
 read has ended, against the stream's live records; above the limit it deletes none, keeps what the
-read stored, leaves the stream's checkpoint where the run found it and fails the run saying how to
+read stored, sets the stream to be read again (a snapshot whole) and fails the run saying how to
 confirm.
 """
 
@@ -135,8 +135,8 @@ def test_a_truncated_maven_export_deletes_nothing_until_confirmed(
         run = session.get(SyncRun, truncated.run_id)
         assert run is not None
         assert (run.status, run.error_kind, run.deleted) == ("failed", "mass_delete", 0)
-    # The stream is where the run found it: the next run reads the export again and judges it again.
-    assert _checkpoint(session_factory, "maven", "opportunities") == complete
+    # The next run reads the export whole again (only a whole read decides its deletions).
+    assert _checkpoint(session_factory, "maven", "opportunities") is None
     again = _sync_maven(session_factory, data)
     assert (again.status, again.error_kind) == ("failed", "mass_delete")
     assert _live(session_factory, Opportunity, "maven") == 8800

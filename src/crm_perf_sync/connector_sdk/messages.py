@@ -48,7 +48,7 @@ class SnapshotComplete:
 
     Only for streams declared with ``StreamSpec(snapshot=True)`` (a source with no deletion feed,
     such as a CSV export): the engine soft-deletes every stored record of the stream that this
-    read did not emit, unless they are a mass deletion (then none, and the stream's checkpoint
-    goes back to where the run found it, so that the next run reads the whole snapshot again).
+    read did not emit, unless they are a mass deletion: then none, and the stream's checkpoint
+    is dropped, so the next read (which must then read the whole set) decides again.
     Never yield it from a read that resumed part-way through the snapshot.
     """

@@ -11,8 +11,9 @@ Deletions are decided per read, once it has ended: the tombstones, the records t
 deleted and (after a complete snapshot) the records the snapshot no longer has are held back,
 with every checkpoint that follows them, until the read is over. Then they are soft-deleted
 together, or, when they are more of the stream's live records than a sync may delete (a truncated
-export, a reconcile that saw part of the CRM), none is: the stream's checkpoint goes back to where
-the run found it and the run fails, asking for a confirmation (``allow_mass_delete``).
+export, a reconcile that saw part of the CRM), none is: the stream is set to be read again (from
+where the run found it; a snapshot whole) and the run fails, asking for a confirmation
+(``allow_mass_delete``).
 """
 
 from __future__ import annotations
@@ -527,9 +528,9 @@ class SyncEngine:
         """Make the deletions of the read that has just ended, or none of them.
 
         ``seen``: the keys of a complete snapshot, whose absent records are deleted too. Above the
-        mass-deletion limit nothing is deleted, the stream's checkpoint goes back to where the run
-        found it (so the next run reads the same changes and decides again) and
-        :class:`MassDeletionWithheld` is raised; the records the read stored stay.
+        mass-deletion limit nothing is deleted, the stream is set to be read again (so the next
+        run reads the same changes and decides again) and :class:`MassDeletionWithheld` is
+        raised; the records the read stored stay.
         """
         spec = writer.stream
         now = utc_now()
@@ -544,7 +545,7 @@ class SyncEngine:
             else:
                 live = repo.count_live(session, spec.entity, self.connection_id) if doomed else 0
         if doomed:
-            self._check_mass_deletion(spec, len(doomed), live)
+            self._check_mass_deletion(spec, len(doomed), live, snapshot=seen is not None)
         # Decided: the batches below delete, and the last one commits the checkpoint that waited.
         writer.held = None
         writer.hold_checkpoints = False
@@ -560,9 +561,11 @@ class SyncEngine:
             writer.checkpoint = held.checkpoint
         writer.flush()
 
-    def _check_mass_deletion(self, spec: StreamSpec, doomed: int, live: int) -> None:
-        """Raise :class:`MassDeletionWithheld` (the stream's checkpoint put back) if ``doomed`` of
-        the stream's ``live`` records are more than a sync may delete unconfirmed."""
+    def _check_mass_deletion(self, spec: StreamSpec, doomed: int, live: int, *, snapshot: bool) -> None:
+        """Raise :class:`MassDeletionWithheld` if ``doomed`` of the stream's ``live`` records are
+        more than a sync may delete unconfirmed, with the stream set to be read again: from where
+        the run found it, or (``snapshot``) whole, since only a whole read decides a snapshot's
+        deletions and a connector may skip a snapshot its checkpoint says is done or not due."""
         limit = deletion_limit(live, self.options)
         if doomed <= limit:
             return
@@ -578,7 +581,7 @@ class SyncEngine:
         if self.allow_mass_delete:
             log.warning("%s: soft-deleting %s, as confirmed", spec.name, what)
             return
-        found = self._found_checkpoints.get(spec.name)
+        found = None if snapshot else self._found_checkpoints.get(spec.name)
         with session_scope(self.session_factory) as session:
             if found is None:
                 repo.delete_checkpoint(session, self.connection_id, spec.name)
@@ -744,7 +747,7 @@ class SyncEngine:
         if withheld and status in ("succeeded", "deferred"):
             later = f" (besides, {error})" if error else ""
             status, kind = "failed", "mass_delete"
-            error = self._withheld_error(withheld, full_refresh) + later
+            error = self._withheld_error(withheld) + later
         self._finish(status, error, kind, started)
         return SyncOutcome(
             run_id=self.run_id,
@@ -757,9 +760,9 @@ class SyncEngine:
             retries=self.retries,
         )
 
-    def _withheld_error(self, withheld: list[str], full_refresh: bool) -> str:
+    def _withheld_error(self, withheld: list[str]) -> str:
         conn = self.connection_id
-        command = f"crm-perf-sync sync {conn}{' --full' if full_refresh else ''} --allow-mass-delete"
+        command = f"crm-perf-sync sync {conn} --allow-mass-delete"
         return (
             f"{'; '.join(withheld)}; nothing was deleted. If the source really lost them, confirm with "
             f'`{command}` (or POST /api/v1/connections/{conn}/sync with {{"allow_mass_delete": true}}), '

@@ -164,13 +164,13 @@ def test_a_reconcile_that_finds_most_rows_gone_deletes_nothing_until_confirmed(
     assert "opportunities_reconcile: this sync would soft-delete 25 of the 30 live opportunities (83%)" in (
         refused.error
     )
-    assert "crm-perf-sync sync sfdc --full --allow-mass-delete" in refused.error
+    assert "crm-perf-sync sync sfdc --allow-mass-delete" in refused.error
     assert refused.streams["opportunities"].status == "succeeded"
     assert refused.total("deleted") == 0
     assert live(session_factory, "opportunities") == set(ids)
     assert last_run(session_factory).error_kind == "mass_delete"
 
-    confirmed = syncer.run(full=True, allow_mass_delete=True)
+    confirmed = syncer.run(allow_mass_delete=True)  # a plain run reconciles again: no --full needed
 
     assert confirmed.status == "succeeded", confirmed.error
     assert confirmed.streams["opportunities_reconcile"].deleted == 25
@@ -206,3 +206,33 @@ def test_a_mass_delete_in_the_org_waits_for_a_confirmation(
     rows = stored(session_factory, "opportunities")
     assert {rows[i].deleted_at for i in ids[5:]} == {when.replace(microsecond=0)}
     assert _run(syncer) == {"opportunities": 0, "opportunities_reconcile": 0}
+
+
+def test_a_refused_reconcile_runs_again_on_the_confirmed_sync(
+    emulator: SalesforceEmulator, session_factory: sessionmaker[Session]
+) -> None:
+    """Forced by a gap the feed cannot cover, the refused reconcile is not due again by its
+    schedule (a year): the confirming run must reconcile all the same, with no --full."""
+    ids, syncer, clock = _setup(emulator, session_factory, count=30, reconcile_every="P365D")
+    for record_id in ids[5:]:
+        emulator.org.table("Opportunity").hard_delete(record_id)
+    # 40 days later for the org too (the feed reaches back 30 days only): the refused run's feed
+    # covers up to then, so the confirming run has no gap of its own to force a reconcile.
+    emulator.org.clock = lambda: datetime.now(UTC) + timedelta(days=40)
+    clock.offset = timedelta(days=40, minutes=5)
+
+    refused = syncer.run()
+    assert (refused.status, refused.error_kind) == ("failed", "mass_delete")
+    assert refused.error is not None
+    assert "crm-perf-sync sync sfdc --allow-mass-delete" in refused.error
+    assert live(session_factory, "opportunities") == set(ids)
+
+    confirmed = syncer.run(allow_mass_delete=True)
+
+    assert confirmed.status == "succeeded", confirmed.error
+    assert confirmed.streams["opportunities_reconcile"].deleted == 25
+    assert live(session_factory, "opportunities") == set(ids[:5])
+    # Reconciled now: not due again for a year.
+    emulator.org.clock = lambda: datetime.now(UTC) + timedelta(days=41)
+    clock.offset = timedelta(days=41, minutes=5)
+    assert _run(syncer)["opportunities_reconcile"] == 0
