@@ -542,9 +542,9 @@ def sync(
 ) -> None:
     """Sync one connection (or all enabled ones) now, and print a summary.
 
-    Exits 0 when every run succeeded, 1 when one failed (a mass deletion held back included),
-    75 when one was deferred by the CRM's API budget (the next run resumes) and 65 when every
-    run completed but records were rejected."""
+    Exit codes: 0 synced; 1 failed (a mass deletion held back included);
+    75 deferred by the CRM's API budget (the next run resumes); 65 synced, records rejected.
+    """
     from crm_perf_sync.runtime import build_runtime
 
     settings = _settings(config)
