@@ -85,6 +85,8 @@ def store(db_url: str, tmp_path: Path) -> Iterator[Store]:
     service.apply_config()
     assert service.sync("leads").status == "succeeded"
     yield found
+    # Each request records its key's use on a background thread: let it finish before the pool goes.
+    found.client.app.state.context.chores.shutdown(wait=True)  # type: ignore[attr-defined]
     engine.dispose()
 
 
