@@ -1,7 +1,9 @@
 """The ``crm-perf-sync`` command line.
 
 Every command exits non-zero with a one-line reason on failure (configuration problems list one
-line per issue); a traceback means a bug.
+line per issue); a traceback means a bug. Exit codes: 0 done, 1 failed, 2 usage or configuration,
+3 a worker stopped with work still busy; ``sync`` adds :data:`EXIT_REJECTED` and
+:data:`EXIT_DEFERRED` (the README's CLI section is their documentation).
 """
 
 from __future__ import annotations
@@ -82,6 +84,13 @@ out = _Verbatim(width=None if sys.stdout.isatty() else 160)
 log = logging.getLogger("crm_perf_sync.cli")
 
 T = TypeVar("T")
+
+#: ``sync`` completed, but records were rejected (bad rows: counted as skipped, stored with the
+#: run). sysexits' EX_DATAERR, clear of the codes the commands and the shell already use.
+EXIT_REJECTED = 65
+#: ``sync`` was deferred by the CRM's API budget and the next run resumes where it stopped: come
+#: back later, nothing is broken. sysexits' EX_TEMPFAIL, which schedulers read as "retry later".
+EXIT_DEFERRED = 75
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -586,9 +595,20 @@ def sync(
         str | None, typer.Argument(help="Connection id (default: every enabled one).")
     ] = None,
     full: Annotated[bool, typer.Option("--full", help="Ignore checkpoints and re-read everything.")] = False,
+    allow_mass_delete: Annotated[
+        bool,
+        typer.Option(
+            "--allow-mass-delete",
+            help="Confirm, for this run, deletions above the limit of CRM_PERF_SYNC_MASS_DELETE_SHARE.",
+        ),
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Sync one connection (or all enabled ones) now, and print a summary."""
+    """Sync one connection (or all enabled ones) now, and print a summary.
+
+    Exit codes: 0 synced; 1 failed (a mass deletion held back included);
+    75 deferred by the CRM's API budget (the next run resumes); 65 synced, records rejected.
+    """
     from crm_perf_sync.runtime import build_runtime
 
     settings = _settings(config)
@@ -601,15 +621,19 @@ def sync(
         if not ids:
             raise _fail(f"no enabled connections in {runtime.config.path}")
         stop = _install_stop_handler()
-        failed = 0
+        outcomes = []
         for connection_id in ids:
-            outcome = _guard(lambda cid=connection_id: _sync_with_progress(service, cid, full, stop))  # type: ignore[misc]
-            style = "green" if outcome.status == "succeeded" else "red"
+            outcome = _guard(
+                lambda cid=connection_id: _sync_with_progress(service, cid, full, stop, allow_mass_delete)  # type: ignore[misc]
+            )
+            code = _sync_exit_code([outcome])
+            style = "green" if code == 0 else "red" if code == 1 else "yellow"
             out.print(_styled((outcome.summary(), style)), soft_wrap=True)
             _print_reports(service, outcome)
-            failed += outcome.status != "succeeded"
-        if failed:
-            raise typer.Exit(1)
+            outcomes.append(outcome)
+        code = _sync_exit_code(outcomes)
+        if code:
+            raise typer.Exit(code)
     finally:
         runtime.close()
 
@@ -623,6 +647,17 @@ def _print_reports(service: Any, outcome: Any, shown: int = 10) -> None:
         out.print(f"  {level}: {stream}: {message}", soft_wrap=True)
     if reported > shown:
         out.print(f"  ... and {reported - shown:,} more, stored with run {outcome.run_id}")
+
+
+def _sync_exit_code(outcomes: list[Any]) -> int:
+    """The most urgent of the runs' outcomes: failed, then deferred, then rejected records."""
+    if any(o.status not in ("succeeded", "deferred") for o in outcomes):
+        return 1
+    if any(o.status == "deferred" for o in outcomes):
+        return EXIT_DEFERRED
+    if any(o.total("skipped") for o in outcomes):
+        return EXIT_REJECTED
+    return 0
 
 
 def _install_stop_handler() -> threading.Event:
@@ -640,9 +675,13 @@ def _install_stop_handler() -> threading.Event:
     return stop
 
 
-def _sync_with_progress(service: Any, connection_id: str, full: bool, stop: threading.Event) -> Any:
+def _sync_with_progress(
+    service: Any, connection_id: str, full: bool, stop: threading.Event, allow_mass_delete: bool
+) -> Any:
     if not err.is_terminal:
-        return service.sync(connection_id, full_refresh=full, should_stop=stop.is_set)
+        return service.sync(
+            connection_id, full_refresh=full, should_stop=stop.is_set, allow_mass_delete=allow_mass_delete
+        )
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     with Progress(
@@ -666,7 +705,11 @@ def _sync_with_progress(service: Any, connection_id: str, full: bool, stop: thre
             )
 
         return service.sync(
-            connection_id, full_refresh=full, on_progress=on_progress, should_stop=stop.is_set
+            connection_id,
+            full_refresh=full,
+            on_progress=on_progress,
+            should_stop=stop.is_set,
+            allow_mass_delete=allow_mass_delete,
         )
 
 
@@ -1175,6 +1218,8 @@ def status(output: Output = "table", config: ConfigOption = None) -> None:
     table = Table("connection", "kind", "last run", "ended", "last success", "lag", "failed 24h", "error")
     for c in report["connections"]:
         state = "syncing now" if c["syncing_now"] else (c["last_run_status"] or "never run")
+        if c["last_run_skipped"] and not c["syncing_now"]:
+            state += f", {c['last_run_skipped']:,} skipped"
         if not c["enabled"]:
             state += " (disabled)"
         ended = c["last_run_finished_at"]

@@ -59,6 +59,9 @@ def connection_status(session: Session, config: LoadedConfig, now: datetime) -> 
                 "last_run_status": last.status if last else None,
                 "last_run_started_at": last.started_at if last else None,
                 "last_run_finished_at": last.finished_at if last else None,
+                # Records the last run rejected (bad rows, stored with the run): a run can succeed
+                # and still have left some out.
+                "last_run_skipped": last.skipped if last else 0,
                 "last_error": last.error if last and last.status != "succeeded" else None,
                 "last_success_at": success,
                 "lag_seconds": round((now - success).total_seconds()) if success else None,

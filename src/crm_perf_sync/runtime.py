@@ -33,6 +33,8 @@ def sync_options(settings: Settings) -> SyncOptions:
         retry_base_seconds=settings.sync_retry_base_seconds,
         retry_max_seconds=settings.sync_retry_max_seconds,
         lease_ttl=timedelta(seconds=settings.lease_ttl_seconds),
+        mass_delete_share=settings.mass_delete_share,
+        mass_delete_floor=settings.mass_delete_floor,
     )
 
 

@@ -41,6 +41,22 @@ class Settings(BaseSettings):
     sync_retry_max_seconds: float = Field(
         default=300.0, ge=0.0, le=86_400.0, description="Longest wait between two retries."
     )
+    mass_delete_share: float = Field(
+        default=0.10,
+        gt=0.0,
+        le=1.0,
+        description=(
+            "Largest share of a stream's live records one sync may soft-delete; a sync that would "
+            "delete more (or all of them) deletes none and fails until confirmed with "
+            "`sync --allow-mass-delete`. A connection's `mass_delete_share` overrides it."
+        ),
+    )
+    mass_delete_floor: int = Field(
+        default=10,
+        ge=0,
+        le=1_000_000,
+        description="Deletions this many records or fewer per stream pass whatever the share (never all).",
+    )
     lease_ttl_seconds: float = Field(
         default=120.0,
         ge=1.0,

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from crm_perf_sync.connector_sdk import FatalError
+from crm_perf_sync.connector_sdk import BadRecord, FatalError, Tombstone
 from crm_perf_sync.db import session_scope
 from crm_perf_sync.models import WebhookDelivery, WebhookEvent
 from crm_perf_sync.webhooks import service
@@ -53,3 +53,26 @@ def test_a_sync_announces_its_end_in_the_transaction_that_records_it(
     with session_scope(session_factory) as session:
         routed = session.scalars(select(WebhookDelivery.endpoint_id)).all()
     assert routed == [endpoint_id, endpoint_id]  # one delivery per event to the subscriber
+
+
+def test_a_sync_event_counts_rejected_records_and_names_a_held_back_mass_deletion(
+    session_factory: sessionmaker[Session],
+) -> None:
+    script = Script(
+        streams=[OPPS],
+        pages={"opportunities": [[*(opp(n) for n in range(1, 31)), BadRecord("no stage", key="006X")]]},
+    )
+    done = run(session_factory, script)
+    assert done.status == "succeeded"
+    (completed,) = events(session_factory)
+    assert completed.type == "sync.completed"
+    assert (completed.payload["data"]["status"], completed.payload["data"]["skipped"]) == ("succeeded", 1)
+
+    script.pages["opportunities"].append([Tombstone(f"006{n:05d}") for n in range(1, 21)])
+    refused = run(session_factory, script)
+    assert refused.status == "failed"
+    last = events(session_factory)[-1]
+    assert last.type == "sync.failed"
+    data = last.payload["data"]
+    assert (data["error_kind"], data["deleted"], data["skipped"]) == ("mass_delete", 0, 0)
+    assert "would soft-delete 20 of the 30 live opportunities" in data["error"]

@@ -404,9 +404,9 @@ def connection(session: Session, connection_id: str) -> Connection | None:
 
 
 _RUN_COLUMNS = (
-    "id", "connection_id", "trigger", "full_refresh", "status", "started_at", "finished_at",
-    "duration_seconds", "records_read", "inserted", "updated", "unchanged", "deleted", "skipped",
-    "warnings", "error_kind", "error",
+    "id", "connection_id", "trigger", "full_refresh", "allow_mass_delete", "status", "started_at",
+    "finished_at", "duration_seconds", "records_read", "inserted", "updated", "unchanged", "deleted",
+    "skipped", "warnings", "error_kind", "error",
 )  # fmt: skip
 
 

@@ -256,6 +256,7 @@ class SyncRunOut(BaseModel):
     connection_id: str
     trigger: str
     full_refresh: bool
+    allow_mass_delete: bool = Field(description="Confirmed to delete more than the mass-deletion limit")
     status: str = Field(description="queued, running, succeeded, failed, deferred, interrupted or abandoned")
     started_at: datetime
     finished_at: datetime | None
@@ -276,3 +277,10 @@ class SyncRequestIn(InputModel):
     model_config = ConfigDict(extra="forbid")
 
     full_refresh: bool = Field(default=False, description="Re-read everything instead of the changes")
+    allow_mass_delete: bool = Field(
+        default=False,
+        description=(
+            "Confirm deletions above the mass-deletion limit (a share of a stream's live records, "
+            "never all of them) for this run, as `crm-perf-sync sync --allow-mass-delete` does"
+        ),
+    )

@@ -110,6 +110,10 @@ class ConnectionConfig(_Model):
     name: str | None = None
     enabled: bool = True
     schedule: Schedule | None = None
+    #: Overrides CRM_PERF_SYNC_MASS_DELETE_SHARE for this connection: what share of a stream's
+    #: live records one sync may delete depends on the source (an export of open deals only drops
+    #: every deal that closed; an API's reconcile should almost never delete much).
+    mass_delete_share: float | None = Field(default=None, gt=0.0, le=1.0)
     settings: dict[str, Any] = Field(default_factory=dict)
 
 

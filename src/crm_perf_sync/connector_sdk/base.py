@@ -82,6 +82,13 @@ class Connector(ABC, Generic[SettingsT]):
     start and a lookback window (re-reading is free: the store upserts idempotently); an upper
     bound of ``now - skew``; deletions reported as tombstones or ``is_deleted`` records; errors
     raised as the classes in :mod:`crm_perf_sync.connector_sdk.errors`.
+
+    Deletions are the engine's to decide, not the connector's: the deletions of a read
+    (tombstones, ``is_deleted`` records of live ones, a snapshot's absent records) are made
+    together once the read has ended, or none of them when they are more of the stream's live
+    records than a sync may delete unconfirmed. Until then every checkpoint yielded after a
+    deletion waits with it (so a crash, or a refusal, re-reads it), which is why a sweep of
+    deletions is best yielded at the end of a read, after the changes.
     """
 
     settings_model: ClassVar[type[ConnectorSettings]]

@@ -23,7 +23,10 @@ class Checkpoint:
 
 @dataclass(slots=True, frozen=True)
 class Tombstone:
-    """The record ``external_id`` was deleted in the source at ``deleted_at`` (if known)."""
+    """The record ``external_id`` was deleted in the source at ``deleted_at`` (if known).
+
+    Applied when the read ends, with the read's other deletions (see :class:`.Connector`).
+    """
 
     external_id: str
     deleted_at: datetime | None = None
@@ -45,5 +48,7 @@ class SnapshotComplete:
 
     Only for streams declared with ``StreamSpec(snapshot=True)`` (a source with no deletion feed,
     such as a CSV export): the engine soft-deletes every stored record of the stream that this
-    read did not emit. Never yield it from a read that resumed part-way through the snapshot.
+    read did not emit, unless they are a mass deletion: then none, and the stream's checkpoint
+    is dropped, so the next read (which must then read the whole set) decides again.
+    Never yield it from a read that resumed part-way through the snapshot.
     """

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crm_perf_sync.models.base import Base
@@ -25,6 +25,8 @@ class SyncRun(Base):
     connection_id: Mapped[str] = mapped_column(ForeignKey("connection.id", ondelete="CASCADE"))
     trigger: Mapped[str] = mapped_column(String(16))
     full_refresh: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Confirmed to delete more of a stream than the mass-deletion limit lets a sync delete.
+    allow_mass_delete: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     status: Mapped[str] = mapped_column(String(16), index=True)
     holder: Mapped[str] = mapped_column(String(200))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -230,6 +230,16 @@ def mark_deleted(
     return int(result.rowcount)
 
 
+def count_live(session: Session, entity: Entity, connection_id: str) -> int:
+    """How many stored, not-deleted records of the entity the connection has."""
+    spec = _ENTITY_TABLES[entity]
+    t = spec.table
+    stmt = select(func.count()).select_from(t).where(t.c[spec.scope_column] == connection_id)
+    if spec.deletable:
+        stmt = stmt.where(t.c.is_deleted.is_(False))
+    return int(session.execute(stmt).scalar_one())
+
+
 def live_external_ids(session: Session, entity: Entity, connection_id: str) -> Iterable[str]:
     """Every stored, not-deleted external id of the entity for the connection (streamed)."""
     spec = _ENTITY_TABLES[entity]
@@ -278,13 +288,28 @@ def delete_checkpoints(session: Session, connection_id: str) -> None:
     session.execute(delete(SyncCheckpoint).where(SyncCheckpoint.connection_id == connection_id))
 
 
+def delete_checkpoint(session: Session, connection_id: str, stream: str) -> None:
+    session.execute(
+        delete(SyncCheckpoint).where(
+            SyncCheckpoint.connection_id == connection_id, SyncCheckpoint.stream == stream
+        )
+    )
+
+
 def create_run(
-    session: Session, connection_id: str, trigger: str, full_refresh: bool, holder: str, now: datetime
+    session: Session,
+    connection_id: str,
+    trigger: str,
+    full_refresh: bool,
+    holder: str,
+    now: datetime,
+    allow_mass_delete: bool = False,
 ) -> int:
     run = SyncRun(
         connection_id=connection_id,
         trigger=trigger,
         full_refresh=full_refresh,
+        allow_mass_delete=allow_mass_delete,
         status="running",
         holder=holder,
         started_at=now,
@@ -295,12 +320,15 @@ def create_run(
     return run.id
 
 
-def queue_run(session: Session, connection_id: str, full_refresh: bool, now: datetime) -> int:
+def queue_run(
+    session: Session, connection_id: str, full_refresh: bool, now: datetime, allow_mass_delete: bool = False
+) -> int:
     """A run asked for (through the API) that a worker will pick up; ``started_at`` is when."""
     run = SyncRun(
         connection_id=connection_id,
         trigger="api",
         full_refresh=full_refresh,
+        allow_mass_delete=allow_mass_delete,
         status="queued",
         holder="",
         started_at=now,
@@ -311,14 +339,29 @@ def queue_run(session: Session, connection_id: str, full_refresh: bool, now: dat
     return run.id
 
 
-def queued_runs(session: Session) -> list[tuple[int, str, bool]]:
-    """``(run id, connection, full refresh)`` of every queued run, oldest first."""
+@dataclass(frozen=True, slots=True)
+class QueuedRun:
+    run_id: int
+    connection_id: str
+    full_refresh: bool
+    allow_mass_delete: bool
+
+
+def queued_runs(session: Session) -> list[QueuedRun]:
+    """Every queued run, oldest first."""
     rows = session.execute(
-        select(SyncRun.id, SyncRun.connection_id, SyncRun.full_refresh)
+        select(SyncRun.id, SyncRun.connection_id, SyncRun.full_refresh, SyncRun.allow_mass_delete)
         .where(SyncRun.status == "queued")
         .order_by(SyncRun.id)
     )
-    return [(row.id, row.connection_id, row.full_refresh) for row in rows]
+    return [QueuedRun(row.id, row.connection_id, row.full_refresh, row.allow_mass_delete) for row in rows]
+
+
+def confirm_mass_delete(session: Session, run_id: int) -> None:
+    """Let a queued run delete more than the mass-deletion limit."""
+    session.execute(
+        update(SyncRun).where(SyncRun.id == run_id, SyncRun.status == "queued").values(allow_mass_delete=True)
+    )
 
 
 def adopt_queued_run(session: Session, run_id: int, holder: str, now: datetime) -> bool:

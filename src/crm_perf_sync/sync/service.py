@@ -6,18 +6,27 @@ transaction: the changed rows (bulk INSERT ... ON CONFLICT), observed stage chan
 skipped-record reports, the newest checkpoint covering them, the run's counters and a renewal of
 the connection's lease. A crash therefore never leaves a cursor ahead of its data, and a re-read
 never duplicates a row.
+
+Deletions are decided per read, once it has ended: the tombstones, the records that arrive
+deleted and (after a complete snapshot) the records the snapshot no longer has are held back,
+with every checkpoint that follows them, until the read is over. Then they are soft-deleted
+together, or, when they are more of the stream's live records than a sync may delete (a truncated
+export, a reconcile that saw part of the CRM), none is: the stream is set to be read again (from
+where the run found it; a snapshot whole) and the run fails, asking for a confirmation
+(``allow_mass_delete``).
 """
 
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import logging
 import random
 import sys
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -81,6 +90,10 @@ class StopRequested(Exception):
     """A graceful shutdown was requested between two batches."""
 
 
+class MassDeletionWithheld(AppError):
+    """A read would delete more of its stream than a sync may; none of its deletions was made."""
+
+
 @dataclass(frozen=True, slots=True)
 class SyncOptions:
     batch_size: int = 5000
@@ -88,6 +101,16 @@ class SyncOptions:
     retry_base_seconds: float = 2.0
     retry_max_seconds: float = 300.0
     lease_ttl: timedelta = timedelta(seconds=120)
+    #: The mass-deletion limit of one read: at most this share of the stream's live records...
+    mass_delete_share: float = 0.10
+    #: ...or this many, whichever is more; never all of them (unless confirmed).
+    mass_delete_floor: int = 10
+
+
+def deletion_limit(live: int, options: SyncOptions) -> int:
+    """How many of a stream's ``live`` records one read may delete without a confirmation."""
+    allowed = max(int(live * options.mass_delete_share), options.mass_delete_floor)
+    return min(allowed, live - 1)
 
 
 ProgressCallback = Callable[[str, StreamStats], None]
@@ -136,15 +159,49 @@ def _is_older(row: Row, stored_updated_at: datetime | None) -> bool:
     return incoming is not None and stored_updated_at is not None and incoming < stored_updated_at
 
 
-class _StreamWriter:
-    """Buffers one stream's messages and commits them in batches with their checkpoint."""
+def _held_hash(row: Row) -> str:
+    """The content hash of a deleted record stored live while its deletion is held back: never the
+    hash of the record as read, so that reading it again (still deleted) holds it back again."""
+    return hashlib.blake2b(f"held:{row['content_hash']}".encode(), digest_size=16).hexdigest()
 
-    def __init__(self, engine: SyncEngine, run_id: int, stream: StreamSpec, stats: StreamStats) -> None:
+
+class _HeldDeletions:
+    """The deletions of one read, held back until the read has ended.
+
+    The writer thread fills it as it commits the read's batches (it alone knows which records are
+    live); the reader looks at it only once every batch is committed.
+    """
+
+    def __init__(self) -> None:
+        #: External id → deleted at, of the live records this read deleted so far.
+        self.pending: dict[str, datetime] = {}
+        #: The newest checkpoint of the read that was not committed because it covers them.
+        self.checkpoint: Mapping[str, Any] | None = None
+
+
+class _StreamWriter:
+    """Buffers one stream's messages and commits them in batches with their checkpoint.
+
+    ``held`` (for the entities that can be deleted) makes the batches hold deletions back instead
+    of applying them; ``held = None`` applies them (the decided deletions at the end of a read).
+    """
+
+    def __init__(
+        self,
+        engine: SyncEngine,
+        run_id: int,
+        stream: StreamSpec,
+        stats: StreamStats,
+        held: _HeldDeletions | None,
+    ) -> None:
         self.engine = engine
         self.run_id = run_id
         self.stream = stream
         self.entity: Entity = stream.entity
         self.stats = stats
+        self.held = held
+        #: A complete snapshot was read: what follows it is decided with its deletions.
+        self.hold_checkpoints = False
         self.rows: dict[str, Row] = {}
         self.tombstones: dict[str, datetime] = {}
         self.bad: list[Row] = []
@@ -203,7 +260,14 @@ class _StreamWriter:
             return
         self.engine.submit(
             _Batch(
-                self.stream, self.stats, list(self.rows.values()), self.tombstones, self.bad, self.checkpoint
+                self.stream,
+                self.stats,
+                list(self.rows.values()),
+                self.tombstones,
+                self.bad,
+                self.checkpoint,
+                self.held,
+                self.hold_checkpoints,
             )
         )
         self.rows = {}
@@ -226,6 +290,8 @@ class _Batch:
     tombstones: dict[str, datetime]
     bad: list[Row]
     checkpoint: Mapping[str, Any] | None
+    held: _HeldDeletions | None
+    hold_checkpoint: bool
 
 
 class SyncEngine:
@@ -263,6 +329,9 @@ class SyncEngine:
         self._executor: ThreadPoolExecutor | None = None
         self._inflight: Future[None] | None = None
         self._analyze_at: dict[Entity, int] = {}
+        self.allow_mass_delete = False
+        #: Each stream's checkpoint as the run found it (also on a full refresh, which ignores them).
+        self._found_checkpoints: dict[str, dict[str, Any]] = {}
 
     # -- the writer --------------------------------------------------------------------------------
 
@@ -313,8 +382,11 @@ class SyncEngine:
                 new: list[Row] = []
                 changed: list[Row] = []
                 observed: list[Row] = []
+                held = batch.held
                 for row in rows:
                     before = stored.get(row["external_id"])
+                    if held is not None and (held.pending or row.get("is_deleted")):
+                        row = self._hold_deletion(held, row, before, now)
                     if before is None:
                         new.append(row)
                     elif before.content_hash == row["content_hash"] or _is_older(
@@ -360,14 +432,25 @@ class SyncEngine:
                     stats.stage_changes += len(observed)
                 if new or changed:
                     repo.record_change_batch(session, entity, self.connection_id, now)
-            if batch.tombstones:
+            checkpoint = batch.checkpoint
+            if batch.held is not None:
+                if batch.tombstones:
+                    # Only the tombstones of live records delete anything: those are held back.
+                    found = repo.existing_state(session, entity, self.connection_id, list(batch.tombstones))
+                    for key, state in found.items():
+                        if not state.is_deleted:
+                            batch.held.pending[key] = batch.tombstones[key]
+                if checkpoint is not None and (batch.held.pending or batch.hold_checkpoint):
+                    # It covers deletions not made yet: it waits for them (a crash re-reads them).
+                    batch.held.checkpoint, checkpoint = checkpoint, None
+            elif batch.tombstones:
                 repo.record_prior_versions(session, entity, self.connection_id, list(batch.tombstones))
                 stats.deleted += repo.mark_deleted(session, entity, self.connection_id, batch.tombstones, now)
                 repo.record_change_batch(session, entity, self.connection_id, now)
             repo.record_errors(session, batch.bad)
-            if batch.checkpoint is not None:
+            if checkpoint is not None:
                 repo.save_checkpoint(
-                    session, self.connection_id, batch.stream.name, batch.checkpoint, self.run_id, now
+                    session, self.connection_id, batch.stream.name, checkpoint, self.run_id, now
                 )
             self._write_counters(session)
         if stats.inserted >= self._analyze_at.get(entity, _FIRST_ANALYZE):
@@ -375,11 +458,27 @@ class SyncEngine:
             self._analyze_at[entity] = stats.inserted * 2
             with session_scope(self.session_factory) as session:
                 repo.refresh_statistics(session, entity)
-        if batch.checkpoint is not None:
+        if checkpoint is not None:
             # Only once committed: a retry resumes from here.
-            stats.cursor_after = dict(batch.checkpoint)
+            stats.cursor_after = dict(checkpoint)
         if self.on_progress is not None:
             self.on_progress(batch.stream.name, stats)
+
+    @staticmethod
+    def _hold_deletion(held: _HeldDeletions, row: Row, before: repo.StoredState | None, now: datetime) -> Row:
+        """``row`` as it is stored while this read's deletions are held back.
+
+        A live record that arrives deleted is stored with its other changes but live, its deletion
+        held back; a record that arrives live again is no longer to be deleted.
+        """
+        key = row["external_id"]
+        if not row.get("is_deleted"):
+            held.pending.pop(key, None)
+            return row
+        if before is None or before.is_deleted or _is_older(row, before.remote_updated_at):
+            return row  # deletes nothing live
+        held.pending[key] = row["deleted_at"] or now
+        return {**row, "is_deleted": False, "deleted_at": None, "content_hash": _held_hash(row)}
 
     def _write_counters(self, session: Session, **extra: Any) -> None:
         totals = {
@@ -403,8 +502,9 @@ class SyncEngine:
     def _read_stream(
         self, spec: StreamSpec, checkpoint: Mapping[str, Any] | None, stats: StreamStats
     ) -> None:
-        """One read of the stream from ``checkpoint``; commits as it goes."""
-        writer = _StreamWriter(self, self.run_id, spec, stats)
+        """One read of the stream from ``checkpoint``; commits as it goes, deletions at the end."""
+        held = _HeldDeletions() if repo.entity_table(spec.entity).deletable else None
+        writer = _StreamWriter(self, self.run_id, spec, stats, held)
         expected = RECORD_TYPES[spec.entity]
         batch_size = self.options.batch_size
         entity = spec.entity
@@ -463,6 +563,7 @@ class SyncEngine:
                             f"stream {spec.name!r} yielded SnapshotComplete but is not declared snapshot=True"
                         )
                     snapshot_complete = True
+                    writer.hold_checkpoints = True
                     continue
                 else:
                     raise ConnectorBug(
@@ -481,25 +582,74 @@ class SyncEngine:
                 writer.flush()
             raise
         writer.flush()
-        if snapshot_complete and seen is not None:
-            self._reconcile_snapshot(writer, seen)
+        if held is not None:
+            self._decide_deletions(writer, held, seen if snapshot_complete else None)
 
-    def _reconcile_snapshot(self, writer: _StreamWriter, seen: set[str]) -> None:
-        """Soft-delete what the source no longer has, after a read of the complete snapshot."""
-        with session_scope(self.session_factory) as session:
-            gone = [
-                key
-                for key in repo.live_external_ids(session, writer.entity, self.connection_id)
-                if key not in seen
-            ]
-        if not gone:
-            return
+    def _decide_deletions(self, writer: _StreamWriter, held: _HeldDeletions, seen: set[str] | None) -> None:
+        """Make the deletions of the read that has just ended, or none of them.
+
+        ``seen``: the keys of a complete snapshot, whose absent records are deleted too. Above the
+        mass-deletion limit nothing is deleted, the stream is set to be read again (so the next
+        run reads the same changes and decides again) and :class:`MassDeletionWithheld` is
+        raised; the records the read stored stay.
+        """
+        spec = writer.stream
         now = utc_now()
-        for start in range(0, len(gone), self.options.batch_size):
-            for key in gone[start : start + self.options.batch_size]:
-                writer.add_tombstone(Tombstone(key, now), now)
+        doomed = dict(held.pending)
+        with session_scope(self.session_factory) as session:
+            if seen is not None:
+                live = 0
+                for key in repo.live_external_ids(session, spec.entity, self.connection_id):
+                    live += 1
+                    if key not in seen:
+                        doomed.setdefault(key, now)
+            else:
+                live = repo.count_live(session, spec.entity, self.connection_id) if doomed else 0
+        if doomed:
+            self._check_mass_deletion(spec, len(doomed), live, snapshot=seen is not None)
+        # Decided: the batches below delete, and the last one commits the checkpoint that waited.
+        writer.held = None
+        writer.hold_checkpoints = False
+        items = list(doomed.items())
+        size = self.options.batch_size
+        for start in range(0, len(items), size):
+            for key, deleted_at in items[start : start + size]:
+                writer.add_tombstone(Tombstone(key, deleted_at), now)
+            if start + size >= len(items):
+                writer.checkpoint = held.checkpoint
             writer.commit()
+        if not items and held.checkpoint is not None:
+            writer.checkpoint = held.checkpoint
         writer.flush()
+
+    def _check_mass_deletion(self, spec: StreamSpec, doomed: int, live: int, *, snapshot: bool) -> None:
+        """Raise :class:`MassDeletionWithheld` if ``doomed`` of the stream's ``live`` records are
+        more than a sync may delete unconfirmed, with the stream set to be read again: from where
+        the run found it, or (``snapshot``) whole, since only a whole read decides a snapshot's
+        deletions and a connector may skip a snapshot its checkpoint says is done or not due."""
+        limit = deletion_limit(live, self.options)
+        if doomed <= limit:
+            return
+        noun = spec.entity.replace("_", " ")
+        if doomed >= live:
+            what = f"all {live:,} live {noun}"
+            why = "a sync never deletes all of a stream's records"
+        else:
+            what = f"{doomed:,} of the {live:,} live {noun} ({doomed / live:.0%})"
+            share = self.options.mass_delete_share
+            allowed = f"{share:.0%} ({limit:,})" if limit > self.options.mass_delete_floor else f"{limit:,}"
+            why = f"more than the {allowed} a sync may delete"
+        if self.allow_mass_delete:
+            log.warning("%s: soft-deleting %s, as confirmed", spec.name, what)
+            return
+        found = None if snapshot else self._found_checkpoints.get(spec.name)
+        with session_scope(self.session_factory) as session:
+            if found is None:
+                repo.delete_checkpoint(session, self.connection_id, spec.name)
+            else:
+                repo.save_checkpoint(session, self.connection_id, spec.name, found, self.run_id, utc_now())
+        self.streams[spec.name].cursor_after = dict(found) if found is not None else None
+        raise MassDeletionWithheld(f"{spec.name}: this sync would soft-delete {what}, {why}")
 
     def _checked_state(self, spec: StreamSpec, state: Mapping[str, Any]) -> Mapping[str, Any]:
         if not isinstance(state, Mapping):
@@ -581,8 +731,17 @@ class SyncEngine:
 
     # -- the run ---------------------------------------------------------------------------------
 
-    def run(self, *, trigger: str, full_refresh: bool, queued_run: int | None = None) -> SyncOutcome:
-        """Sync every stream; ``queued_run``: carry out this queued run (its row records it)."""
+    def run(
+        self,
+        *,
+        trigger: str,
+        full_refresh: bool,
+        queued_run: int | None = None,
+        allow_mass_delete: bool = False,
+    ) -> SyncOutcome:
+        """Sync every stream; ``queued_run``: carry out this queued run (its row records it);
+        ``allow_mass_delete``: make deletions above the mass-deletion limit (a confirmation)."""
+        self.allow_mass_delete = allow_mass_delete
         with log_context(connection=self.connection_id):
             return self._run(trigger=trigger, full_refresh=full_refresh, queued_run=queued_run)
 
@@ -598,7 +757,13 @@ class SyncEngine:
                 )
             if queued_run is None:
                 self.run_id = repo.create_run(
-                    session, self.connection_id, trigger, full_refresh, self.holder, now
+                    session,
+                    self.connection_id,
+                    trigger,
+                    full_refresh,
+                    self.holder,
+                    now,
+                    self.allow_mass_delete,
                 )
             elif repo.adopt_queued_run(session, queued_run, self.holder, now):
                 self.run_id = queued_run
@@ -607,7 +772,8 @@ class SyncEngine:
                 raise SyncAlreadyRunning(f"queued run {queued_run} was taken by another worker")
             bind_log_context(run_id=self.run_id)
             abandoned = repo.abandon_running(session, self.connection_id, self.run_id, now)
-            checkpoints = {} if full_refresh else repo.load_checkpoints(session, self.connection_id)
+            self._found_checkpoints = repo.load_checkpoints(session, self.connection_id)
+        checkpoints = {} if full_refresh else self._found_checkpoints
         if abandoned:
             log.warning(
                 "%s: %d earlier run(s) had died mid-way; resuming from their checkpoints",
@@ -617,10 +783,17 @@ class SyncEngine:
         specs = list(self.connector.streams())
         self.streams = {spec.name: StreamStats() for spec in specs}
         status, error, kind = "succeeded", None, None
+        withheld: list[str] = []
         try:
             self._check_connector()
             for spec in specs:
-                self._sync_stream(spec, checkpoints.get(spec.name))
+                try:
+                    self._sync_stream(spec, checkpoints.get(spec.name))
+                except MassDeletionWithheld as exc:
+                    # The other streams are independent of this one: they still sync.
+                    stats = self.streams[spec.name]
+                    stats.status, stats.error = "failed", str(exc)
+                    withheld.append(str(exc))
             self._after_streams()
         except StopRequested:
             status, kind = "interrupted", "interrupted"
@@ -655,6 +828,10 @@ class SyncEngine:
             if stats.status == "running":
                 stats.status = status
                 stats.error = error
+        if withheld and status in ("succeeded", "deferred"):
+            later = f" (besides, {error})" if error else ""
+            status, kind = "failed", "mass_delete"
+            error = self._withheld_error(withheld) + later
         self._finish(status, error, kind, started)
         return SyncOutcome(
             run_id=self.run_id,
@@ -665,6 +842,15 @@ class SyncEngine:
             error=error,
             error_kind=kind,
             retries=self.retries,
+        )
+
+    def _withheld_error(self, withheld: list[str]) -> str:
+        conn = self.connection_id
+        command = f"crm-perf-sync sync {conn} --allow-mass-delete"
+        return (
+            f"{'; '.join(withheld)}; nothing was deleted. If the source really lost them, confirm with "
+            f'`{command}` (or POST /api/v1/connections/{conn}/sync with {{"allow_mass_delete": true}}), '
+            "or raise CRM_PERF_SYNC_MASS_DELETE_SHARE or the connection's mass_delete_share"
         )
 
     def _drain_writer(self) -> None:
@@ -713,7 +899,8 @@ class SyncEngine:
     ) -> None:
         """``sync.completed`` (succeeded, or deferred by a quota) or ``sync.failed``, through the
         outbox in the transaction that records the run's end. An interrupted run says nothing:
-        it resumes."""
+        it resumes. The counts include ``skipped``, the records the run rejected, so a consumer
+        tells a clean run from one that left records out."""
         if status not in ("succeeded", "deferred", "failed"):
             return
         totals = {
@@ -775,21 +962,31 @@ class SyncService:
         should_stop: Callable[[], bool] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         queued_run: int | None = None,
+        allow_mass_delete: bool = False,
     ) -> SyncOutcome:
         connector = self.build_connector(connection_id, full_refresh=full_refresh)
         with session_scope(self.session_factory) as session:
             repo.sync_connections(session, self.config.app, utc_now())
+        options = self.options
+        conn = self.config.app.connection(connection_id)
+        if conn is not None and conn.mass_delete_share is not None:
+            options = replace(options, mass_delete_share=conn.mass_delete_share)
         engine = SyncEngine(
             session_factory=self.session_factory,
             connector=connector,
             connection_id=connection_id,
-            options=self.options,
+            options=options,
             holder=self.holder,
             on_progress=on_progress,
             should_stop=should_stop,
             sleep=sleep,
         )
-        outcome = engine.run(trigger=trigger, full_refresh=full_refresh, queued_run=queued_run)
+        outcome = engine.run(
+            trigger=trigger,
+            full_refresh=full_refresh,
+            queued_run=queued_run,
+            allow_mass_delete=allow_mass_delete,
+        )
         if outcome.status == "succeeded":
             # Configured members may name reps this sync has just brought in.
             with session_scope(self.session_factory) as session:

@@ -88,16 +88,18 @@ def run_queued_syncs(runtime: Runtime, stop: threading.Event) -> None:
     with session_scope(runtime.session_factory) as session:
         queued = sync_repo.queued_runs(session)
     changed_total = 0
-    for run_id, connection_id, full_refresh in queued:
+    for queued_run in queued:
+        run_id, connection_id = queued_run.run_id, queued_run.connection_id
         if stop.is_set():
             return
         try:
             outcome = runtime.sync_service().sync(
                 connection_id,
                 trigger="api",
-                full_refresh=full_refresh,
+                full_refresh=queued_run.full_refresh,
                 should_stop=stop.is_set,
                 queued_run=run_id,
+                allow_mass_delete=queued_run.allow_mass_delete,
             )
         except SyncAlreadyRunning as exc:
             log.info("queued sync %d waits: %s", run_id, exc)

@@ -99,7 +99,7 @@ class Harness:
         settings = settings_for(self.emulator, **{**self.settings, **overrides})
         return connector(settings, self.clock, connection_id=self.connection_id, full_refresh=full_refresh)
 
-    def sync(self, *, full: bool = False, **overrides: Any) -> SyncOutcome:
+    def sync(self, *, full: bool = False, allow_mass_delete: bool = False, **overrides: Any) -> SyncOutcome:
         engine = SyncEngine(
             session_factory=self.session_factory,
             connector=self.connector(full_refresh=full, **overrides),
@@ -108,7 +108,7 @@ class Harness:
             holder=new_holder_id(),
             sleep=self.clock.sleep,
         )
-        return engine.run(trigger="manual", full_refresh=full)
+        return engine.run(trigger="manual", full_refresh=full, allow_mass_delete=allow_mass_delete)
 
     def ok(self, **overrides: Any) -> SyncOutcome:
         """A sync that must succeed."""

@@ -89,3 +89,29 @@ def test_association_refresh_every_run_when_configured_so(hs: Harness, portal: P
     hs.ok()
     assert hs.opportunities()["9006"]["lead_external_id"] == "502"
     assert hs.leads()["502"]["converted_opportunity_external_id"] == "9006"
+
+
+def test_archiving_most_deals_deletes_nothing_until_confirmed(hs: Harness, portal: Portal) -> None:
+    """A bulk archive in HubSpot (by mistake, or an app's cleanup run wild) reaches the store as a
+    sweep of tombstones: above the mass-deletion limit none is applied until confirmed."""
+    hs.ok()
+    deals = {key for key, row in hs.opportunities().items() if not row["is_deleted"]}
+    assert len(deals) == 29
+    keep = sorted(deals)[:4]
+    for key in sorted(deals)[4:]:
+        portal.archive("deals", int(key))
+    hs.clock.advance(HOUR)
+
+    refused = hs.sync()
+
+    assert (refused.status, refused.error_kind) == ("failed", "mass_delete")
+    assert refused.error is not None
+    assert "opportunities: this sync would soft-delete 25 of the 29 live opportunities (86%)" in refused.error
+    assert refused.streams["leads"].status == "succeeded"
+    assert {key for key, row in hs.opportunities().items() if not row["is_deleted"]} == deals
+
+    confirmed = hs.sync(allow_mass_delete=True)
+
+    assert confirmed.status == "succeeded", confirmed.error
+    assert confirmed.streams["opportunities"].deleted == 25
+    assert {key for key, row in hs.opportunities().items() if not row["is_deleted"]} == set(keep)

@@ -161,7 +161,7 @@ class Syncer:
     def __post_init__(self) -> None:
         register(self.session_factory, self.connection_id)
 
-    def run(self, *, full: bool = False, **overrides: Any) -> SyncOutcome:
+    def run(self, *, full: bool = False, allow_mass_delete: bool = False, **overrides: Any) -> SyncOutcome:
         settings = {**self.settings, **overrides}
         engine = SyncEngine(
             session_factory=self.session_factory,
@@ -171,7 +171,7 @@ class Syncer:
             holder=new_holder_id(),
             sleep=self.sleeps.append,
         )
-        return engine.run(trigger="test", full_refresh=full)
+        return engine.run(trigger="test", full_refresh=full, allow_mass_delete=allow_mass_delete)
 
 
 def stored(

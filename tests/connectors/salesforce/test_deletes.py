@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.connectors.salesforce.emulator import SalesforceEmulator
 from tests.connectors.salesforce.seed import add_opportunities, minimal_org
-from tests.connectors.salesforce.support import Syncer, live, settings_for, stored
+from tests.connectors.salesforce.support import Syncer, last_run, live, settings_for, stored
 
 STREAMS = ["opportunities"]
 
@@ -145,3 +145,94 @@ def test_a_row_restored_after_its_deletion_is_live_again(
 
     assert ids[5] in live(session_factory, "opportunities")
     assert stored(session_factory, "opportunities")[ids[5]].deleted_at is None
+
+
+def test_a_reconcile_that_finds_most_rows_gone_deletes_nothing_until_confirmed(
+    emulator: SalesforceEmulator, session_factory: sessionmaker[Session]
+) -> None:
+    """The reconcile reads every live id: if most are missing (rows hidden from the integration
+    user by a sharing change look exactly like this), nothing is deleted without a confirmation."""
+    ids, syncer, _clock = _setup(emulator, session_factory, count=30)
+    table = emulator.org.table("Opportunity")
+    for record_id in ids[5:]:
+        table.hard_delete(record_id)
+
+    refused = syncer.run(full=True)
+
+    assert (refused.status, refused.error_kind) == ("failed", "mass_delete")
+    assert refused.error is not None
+    assert "opportunities_reconcile: this sync would soft-delete 25 of the 30 live opportunities (83%)" in (
+        refused.error
+    )
+    assert "crm-perf-sync sync sfdc --allow-mass-delete" in refused.error
+    assert refused.streams["opportunities"].status == "succeeded"
+    assert refused.total("deleted") == 0
+    assert live(session_factory, "opportunities") == set(ids)
+    assert last_run(session_factory).error_kind == "mass_delete"
+
+    confirmed = syncer.run(allow_mass_delete=True)  # a plain run reconciles again: no --full needed
+
+    assert confirmed.status == "succeeded", confirmed.error
+    assert confirmed.streams["opportunities_reconcile"].deleted == 25
+    assert live(session_factory, "opportunities") == set(ids[:5])
+
+
+def test_a_mass_delete_in_the_org_waits_for_a_confirmation(
+    emulator: SalesforceEmulator, session_factory: sessionmaker[Session]
+) -> None:
+    """25 of 30 deals deleted in Salesforce: the feed lists them and ``queryAll`` returns them with
+    ``IsDeleted``. Both are deletions; together they are held back until confirmed, and then
+    applied as the org reported them."""
+    ids, syncer, _clock = _setup(emulator, session_factory, count=30)
+    table = emulator.org.table("Opportunity")
+    when = emulator.org.now() - timedelta(minutes=2)
+    for record_id in ids[5:]:
+        table.soft_delete(record_id, at=when)
+    table.purge(ids[5])  # gone from queryAll: only the feed says so
+
+    refused = syncer.run()
+
+    assert (refused.status, refused.error_kind) == ("failed", "mass_delete")
+    assert refused.error is not None
+    assert "opportunities: this sync would soft-delete 25 of the 30 live opportunities" in refused.error
+    assert live(session_factory, "opportunities") == set(ids)
+    assert all(stored(session_factory, "opportunities")[i].deleted_at is None for i in ids)
+
+    confirmed = syncer.run(allow_mass_delete=True)
+
+    assert confirmed.status == "succeeded", confirmed.error
+    assert confirmed.streams["opportunities"].deleted == 25
+    assert live(session_factory, "opportunities") == set(ids[:5])
+    rows = stored(session_factory, "opportunities")
+    assert {rows[i].deleted_at for i in ids[5:]} == {when.replace(microsecond=0)}
+    assert _run(syncer) == {"opportunities": 0, "opportunities_reconcile": 0}
+
+
+def test_a_refused_reconcile_runs_again_on_the_confirmed_sync(
+    emulator: SalesforceEmulator, session_factory: sessionmaker[Session]
+) -> None:
+    """Forced by a gap the feed cannot cover, the refused reconcile is not due again by its
+    schedule (a year): the confirming run must reconcile all the same, with no --full."""
+    ids, syncer, clock = _setup(emulator, session_factory, count=30, reconcile_every="P365D")
+    for record_id in ids[5:]:
+        emulator.org.table("Opportunity").hard_delete(record_id)
+    # 40 days later for the org too (the feed reaches back 30 days only): the refused run's feed
+    # covers up to then, so the confirming run has no gap of its own to force a reconcile.
+    emulator.org.clock = lambda: datetime.now(UTC) + timedelta(days=40)
+    clock.offset = timedelta(days=40, minutes=5)
+
+    refused = syncer.run()
+    assert (refused.status, refused.error_kind) == ("failed", "mass_delete")
+    assert refused.error is not None
+    assert "crm-perf-sync sync sfdc --allow-mass-delete" in refused.error
+    assert live(session_factory, "opportunities") == set(ids)
+
+    confirmed = syncer.run(allow_mass_delete=True)
+
+    assert confirmed.status == "succeeded", confirmed.error
+    assert confirmed.streams["opportunities_reconcile"].deleted == 25
+    assert live(session_factory, "opportunities") == set(ids[:5])
+    # Reconciled now: not due again for a year.
+    emulator.org.clock = lambda: datetime.now(UTC) + timedelta(days=41)
+    clock.offset = timedelta(days=41, minutes=5)
+    assert _run(syncer)["opportunities_reconcile"] == 0

@@ -23,11 +23,12 @@ How one incremental stream is read (``teams``, ``owners``, ``leads``, ``opportun
 5. The scan's end becomes the cursor.
 
 Hard deletes the feed no longer covers are caught by the ``*_reconcile`` streams: every
-``reconcile_every`` (and on a full refresh, or when the feed's window was missed) they read the
-object's live rows whole and end with ``SnapshotComplete``, and the engine soft-deletes what
-is gone. The API budget is read from ``/limits/`` before a run and from ``Sforce-Limit-Info``
-after every response; at ``max_api_share`` (or on ``REQUEST_LIMIT_EXCEEDED``) the read stops
-after its last checkpoint with :class:`QuotaExhaustedError`, and the next run resumes.
+``reconcile_every`` (and on a full refresh, when the feed's window was missed, or when no
+reconcile is on record for rows read before the run) they read the object's live rows whole and
+end with ``SnapshotComplete``, and the engine soft-deletes what is gone. The API budget is read
+from ``/limits/`` before a run and from ``Sforce-Limit-Info`` after every response; at
+``max_api_share`` (or on ``REQUEST_LIMIT_EXCEEDED``) the read stops after its last checkpoint
+with :class:`QuotaExhaustedError`, and the next run resumes.
 """
 
 from __future__ import annotations
@@ -239,6 +240,8 @@ class SalesforceConnector(Connector[SalesforceSettings]):
         self._prepared: dict[str, _Prepared] = {}
         #: Objects whose deletions the feed could not fully cover this run: reconcile them now.
         self._reconcile_due: set[str] = set()
+        #: Objects whose every row a scan of this run read (no lower bound): nothing to reconcile.
+        self._read_whole: set[str] = set()
         self._limits_read = False
 
     # -- the contract -------------------------------------------------------------------------------
@@ -513,6 +516,8 @@ class SalesforceConnector(Connector[SalesforceSettings]):
             yield from self._bulk_scan(obj, prepared, state)
         else:
             yield from self._rest_scan(obj, prepared, state)
+        if state.scan.since is None:
+            self._read_whole.add(obj.name)
         state.cursor = state.scan.upper
         state.scan = None
         yield Checkpoint(state.dump())
@@ -702,10 +707,15 @@ class SalesforceConnector(Connector[SalesforceSettings]):
             last = None
         every = self.settings.reconcile_every
         forced = self.context.full_refresh or obj.name in self._reconcile_due
-        if not forced and (last is None or every is None or now - last < every):
+        if last is None and not forced and obj.name in self._read_whole:
             # A first sync has just read everything: the clock starts now.
-            yield Checkpoint({"v": FORMAT_VERSION, "reconciled_at": (last or now).isoformat()})
+            yield Checkpoint({"v": FORMAT_VERSION, "reconciled_at": now.isoformat()})
             return
+        if not forced and last is not None and (every is None or now - last < every):
+            yield Checkpoint({"v": FORMAT_VERSION, "reconciled_at": last.isoformat()})
+            return
+        # Due, forced, or never done on rows read before this run (the last one was refused as a
+        # mass deletion, whose confirmation must find it due again).
         prepared = self._prepare(obj)
         self.log.info("salesforce %s: reconciling every live %s id (hard deletes)", obj.name, obj.sobject)
         threshold = self.settings.bulk_threshold

@@ -55,7 +55,9 @@ def connections(
     description=(
         "A worker picks the run up within seconds (one sync per connection at a time, across "
         "replicas). The response and its Location name the run: poll it for the outcome. A sync "
-        "already queued for the connection is returned instead of queuing a second one."
+        "already queued for the connection is returned instead of queuing a second one (and "
+        "confirmed, when `allow_mass_delete` is asked for). A run that would delete more of a "
+        "stream than the mass-deletion limit fails and deletes nothing unless confirmed."
     ),
     response_model=SyncRunOut,
     responses=documented(401, 403, 404, 409, 413, 422),
@@ -71,11 +73,14 @@ def request_sync(
         raise NotFound(f"no connection {connection_id!r} (see /connections)")
     if not found.enabled:
         raise Conflict(f"connection {connection_id!r} is disabled in the configuration")
+    request = body or SyncRequestIn()
     run_id = api_repo.queued_run(session, connection_id)
     if run_id is None:
         run_id = sync_repo.queue_run(
-            session, connection_id, (body or SyncRequestIn()).full_refresh, utc_now()
+            session, connection_id, request.full_refresh, utc_now(), request.allow_mass_delete
         )
+    elif request.allow_mass_delete:
+        sync_repo.confirm_mass_delete(session, run_id)
     run = api_repo.sync_run(session, run_id)
     assert run is not None
     return json_response(run_row(run), status=202, headers={"Location": f"/api/v1/sync-runs/{run_id}"})
