@@ -180,6 +180,24 @@ def test_values_filters(served: Served) -> None:
     assert {r["dimension_value"]: r["value"] for r in products} == expected
 
 
+def test_from_and_to_are_inclusive_days(served: Served) -> None:
+    def months(query: str) -> list[str]:
+        url = f"/api/v1/kpis/won_deals/values?grain=month&scope=company&{query}"
+        return sorted(r["period_key"] for r in all_pages(served, url))
+
+    # A quarter asked for by its first and last day is the quarter's three months.
+    assert months("from=2017-04-01&to=2017-06-30") == ["2017-04-01", "2017-05-01", "2017-06-01"]
+    # A month counts once its last day is within `to`, not before.
+    assert months("from=2017-04-01&to=2017-06-29") == ["2017-04-01", "2017-05-01"]
+    assert months("from=2017-04-02&to=2017-06-30") == ["2017-05-01", "2017-06-01"]
+    everything = months("")
+    assert months("to=9999-12-31") == everything
+    assert months("from=0001-01-01") == everything
+    backwards = served.get("/api/v1/kpis/won_deals/values?from=2017-06-30&to=2017-04-01")
+    assert backwards.status_code == 422
+    assert "from" in backwards.json()["detail"]
+
+
 def test_targets_attainment_and_pace_come_with_the_values(served: Served) -> None:
     year = served.get("/api/v1/kpis/won_revenue/values?grain=year&period=2017&scope=company").json()["data"]
     assert len(year) == 1

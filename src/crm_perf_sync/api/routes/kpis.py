@@ -157,9 +157,13 @@ def kpi_values(
     grain: Annotated[GrainParam | None, Query(description="week, month, quarter, year or all")] = None,
     period: Annotated[str | None, Query(description=PERIOD_HELP, max_length=20)] = None,
     period_from: Annotated[
-        date | None, Query(alias="from", description="Periods starting on or after")
+        date | None,
+        Query(alias="from", description="The first day: periods that start on this day or later"),
     ] = None,
-    period_to: Annotated[date | None, Query(alias="to", description="Periods ending on or before")] = None,
+    period_to: Annotated[
+        date | None,
+        Query(alias="to", description="The last day: periods whose last day is this day or earlier"),
+    ] = None,
     scope: Annotated[ScopeParam | None, Query()] = None,
     scope_id: Annotated[str | None, Query(max_length=600)] = None,
     team: Annotated[str | None, Query(max_length=600, description="A team's scope id")] = None,
@@ -167,6 +171,8 @@ def kpi_values(
     dimension: Annotated[str | None, Query(max_length=63, description="A breakdown (see the KPI)")] = None,
     currency: Annotated[str | None, Query(max_length=3)] = None,
 ) -> Response:
+    if period_from is not None and period_to is not None and period_from > period_to:
+        raise InvalidInput(f"from ({period_from}) is after to ({period_to}): both days are included")
     service = ctx.kpi_service()
     kpi = _kpi(service, kpi_id)
     business = service.config.app.business
