@@ -117,6 +117,9 @@ def test_on_a_tie_the_apis_target_wins_over_the_configurations(served: Served) -
         ({"kpi": "won_deals", "period": "2017", "value": 1, "colour": "red"}, "body.colour"),
         ({"kpi": "won_deals", "period": "someday", "value": 1}, "body.period"),
         ({"kpi": "won_deals", "period": "2017", "value": "NaN"}, "body.value"),
+        ({"kpi": "won_revenue", "period": "2017", "value": -5, "currency": "USD"}, "negative"),
+        ({"kpi": "won_deals", "period": "2017", "value": -1}, "negative"),
+        ({"kpi": "win_rate", "period": "2017", "value": -0.1}, "negative"),
     ],
 )
 def test_an_invalid_target_is_a_422_naming_the_problem(

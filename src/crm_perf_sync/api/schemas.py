@@ -7,11 +7,12 @@ Collection endpoints answer ``{"data": [<row>...], "next": <url or null>}`` (see
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from crm_perf_sync.kpi.schemas import short_period
+from crm_perf_sync.timeutil import ensure_utc
 
 Row = TypeVar("Row", bound=BaseModel)
 
@@ -40,6 +41,21 @@ class InputModel(BaseModel):
         if _has_nul(value):
             raise ValueError("text may not contain a NUL character (\\u0000)")
         return value
+
+
+def _instant(value: datetime) -> datetime:
+    try:
+        return ensure_utc(value)
+    except OverflowError:
+        # Year 1 with a positive offset, or 9999 with a negative one, has no UTC date.
+        raise ValueError(
+            f"{value.isoformat()} is outside the calendar once converted to UTC (years 1 to 9999)"
+        ) from None
+
+
+#: An instant given in a request (a parameter or a body field): ISO 8601, without a zone UTC,
+#: converted to aware UTC where it is parsed, so an instant with no UTC date is a 422 naming it.
+Instant = Annotated[datetime, AfterValidator(_instant)]
 
 
 def columns(model: type[BaseModel]) -> tuple[str, ...]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -13,8 +13,8 @@ from crm_perf_sync.api import listing
 from crm_perf_sync.api.deps import Admin, ContextDep, Reader, RowId, SessionDep
 from crm_perf_sync.api.listing import PageParams, expect, json_response, page_params
 from crm_perf_sync.api.problems import collection, documented
-from crm_perf_sync.api.schemas import InputModel, Page, columns
-from crm_perf_sync.errors import InvalidInput, NotFound
+from crm_perf_sync.api.schemas import InputModel, Instant, Page, columns
+from crm_perf_sync.errors import NotFound
 from crm_perf_sync.webhooks import repository as repo
 from crm_perf_sync.webhooks import service
 from crm_perf_sync.webhooks.service import EVENT_TYPES, EndpointSpec
@@ -93,7 +93,7 @@ class DeliveryDetail(DeliveryOut):
 class ReplayIn(InputModel):
     model_config = ConfigDict(extra="forbid")
 
-    since: datetime = Field(description="Every event since this time (ISO; without a zone, UTC)")
+    since: Instant = Field(description="Every event since this time (ISO; without a zone, UTC)")
 
 
 class AlertStateOut(BaseModel):
@@ -252,8 +252,7 @@ def send_test_event(endpoint_id: RowId, session: SessionDep, _key: Admin) -> Res
     responses=documented(401, 403, 404, 413, 422),
 )
 def replay(endpoint_id: RowId, body: ReplayIn, session: SessionDep, _key: Admin) -> Response:
-    since = body.since if body.since.tzinfo else body.since.replace(tzinfo=UTC)
-    return json_response({"queued": service.replay(session, endpoint_id, since)}, status=202)
+    return json_response({"queued": service.replay(session, endpoint_id, body.since)}, status=202)
 
 
 @router.get(
@@ -363,17 +362,14 @@ def alert_history(
     _key: Reader,
     params: Annotated[PageParams, Depends(page_params)],
     rule: Annotated[str | None, Query(max_length=63)] = None,
-    since: datetime | None = None,
+    since: Annotated[
+        Instant | None, Query(description="Changes at or after this time (ISO; without a zone, UTC)")
+    ] = None,
 ) -> Response:
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
-
     def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
         rows, next_key = alerts_repo.transitions_page(s, rule, since, expect(after, int), limit)
         return [{name: getattr(r, name) for name in columns(AlertTransitionOut)} for r in rows], next_key
 
-    if since is not None and since.utcoffset() is None:
-        raise InvalidInput("since: unreadable time zone")
     return listing.listing(
         request,
         session,
