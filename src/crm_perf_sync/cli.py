@@ -1003,6 +1003,7 @@ def _serve_api(runtime: Any, settings: Settings) -> None:
     import uvicorn
 
     from crm_perf_sync.api.app import create_app
+    from crm_perf_sync.api.server import server_options
 
     uvicorn.run(
         create_app(runtime.engine, runtime.config, runtime.webhook_guard()),
@@ -1012,6 +1013,7 @@ def _serve_api(runtime: Any, settings: Settings) -> None:
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
+        **server_options(),
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crm_perf_sync import __version__, migrate
@@ -23,6 +24,7 @@ from crm_perf_sync.api import problems
 from crm_perf_sync.api.deps import ApiContext
 from crm_perf_sync.api.metrics import ApiMetrics
 from crm_perf_sync.api.routes import crm, kpis, operations, scorecards, webhooks
+from crm_perf_sync.api.server import Refusal, headers_refusal, url_refusal
 from crm_perf_sync.config import LoadedConfig
 from crm_perf_sync.db import check_database, make_session_factory
 from crm_perf_sync.errors import DatabaseUnavailable
@@ -57,8 +59,12 @@ def problem(status: int, title: str, detail: str, code: str, **extra: Any) -> Re
 
 
 class ServiceMiddleware:
-    """Request ids, the body size limit and request metrics, as one plain ASGI layer (no
-    per-request task or body copy, which the API's latency targets leave no room for)."""
+    """Request ids, the size limits and request metrics, as one plain ASGI layer (no
+    per-request task or body copy, which the API's latency targets leave no room for).
+
+    The URL and header limits are the HTTP server's (:mod:`crm_perf_sync.api.server`, which
+    enforces them while it parses); they are checked here too for any other server.
+    """
 
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
@@ -68,12 +74,20 @@ class ServiceMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
+        raw_headers = scope.get("headers") or []
+        headers = dict(raw_headers)
         given = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = given if 0 < len(given) <= 200 else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500
+        refusal = url_refusal(
+            len(scope.get("raw_path") or scope["path"].encode()) + len(scope.get("query_string", b""))
+        ) or headers_refusal(sum(len(n) + len(v) for n, v in raw_headers), len(raw_headers))
+        if refusal is not None:
+            await self._refuse(scope, send, request_id, refusal)
+            self._observe(scope, refusal.status, started)
+            return
         if b"%00" in scope.get("query_string", b"") or "\x00" in scope["path"]:
             response = problems.problem(
                 400,
@@ -87,7 +101,7 @@ class ServiceMiddleware:
             return
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            await self._too_large(scope, send, request_id)
+            await self._refuse(scope, send, request_id, BODY_TOO_LARGE)
             self._observe(scope, 413, started)
             return
         received = 0
@@ -98,7 +112,9 @@ class ServiceMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > MAX_BODY_BYTES:
-                    raise BodyTooLarge
+                    # An HTTP exception, so that FastAPI passes it on from reading a body
+                    # (it turns any other error there into a 400) to the problem handler.
+                    raise BodyTooLarge(413, BODY_TOO_LARGE.detail)
             return message
 
         async def send_with_id(message: Message) -> None:
@@ -112,17 +128,18 @@ class ServiceMiddleware:
         try:
             with log_context(request_id=request_id):
                 await self.app(scope, limited_receive, send_with_id)
-        except BodyTooLarge:
-            await self._too_large(scope, send, request_id)
+        except BodyTooLarge:  # read outside a route (a route's own is a problem already)
+            await self._refuse(scope, send, request_id, BODY_TOO_LARGE)
             status = 413
         finally:
             self._observe(scope, status, started)
 
-    async def _too_large(self, scope: Scope, send: Send, request_id: str) -> None:
+    async def _refuse(self, scope: Scope, send: Send, request_id: str, refusal: Refusal) -> None:
         response = problems.problem(
-            413,
-            f"the request body is larger than {MAX_BODY_BYTES:,} bytes",
-            "body-too-large",
+            refusal.status,
+            refusal.detail,
+            refusal.code,
+            instance=scope["path"] if refusal.status != 414 else None,
             request_id=request_id,
             headers={"X-Request-ID": request_id},
         )
@@ -138,7 +155,10 @@ class ServiceMiddleware:
         self.metrics.observe(scope["method"], template, status, time.perf_counter() - started)
 
 
-class BodyTooLarge(Exception):
+BODY_TOO_LARGE = Refusal(413, "body-too-large", f"the request body is larger than {MAX_BODY_BYTES:,} bytes")
+
+
+class BodyTooLarge(StarletteHTTPException):
     pass
 
 

@@ -32,8 +32,10 @@ _TITLES = {
     406: "Not acceptable",
     409: "Conflict",
     413: "Request body too large",
+    414: "URL too long",
     415: "Unsupported media type",
     422: "Invalid input",
+    431: "Request headers too large",
     503: "Service unavailable",
 }
 
@@ -63,19 +65,25 @@ def problem(
     **extra: Any,
 ) -> JSONResponse:
     """A problem+json response."""
+    if request is not None:
+        request_id = getattr(request.state, "request_id", None)
+        extra = {"instance": request.url.path, "request_id": request_id, **extra}
+    body = problem_body(status, detail, code, title=title, **extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=dict(headers or {}))
+
+
+def problem_body(
+    status: int, detail: str, code: str, *, title: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """The document itself (also written by the HTTP server, for requests it refuses unparsed)."""
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + code,
         "title": title or _TITLES.get(status, "Error"),
         "status": status,
         "detail": detail,
     }
-    if request is not None:
-        body["instance"] = request.url.path
-        request_id = getattr(request.state, "request_id", None)
-        if request_id:
-            body["request_id"] = request_id
-    body.update({k: v for k, v in extra.items() if v is not None})
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=dict(headers or {}))
+    body.update({k: v for k, v in extra.items() if v is not None and v != ""})
+    return body
 
 
 #: OpenAPI ``responses`` entry for a problem with this status.
@@ -123,7 +131,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "error")
-        code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        code = {404: "not-found", 405: "method-not-allowed", 413: "body-too-large"}.get(
+            exc.status_code, "http-error"
+        )
         return problem(exc.status_code, detail, code, request=request, headers=exc.headers)
 
     @app.exception_handler(Exception)
