@@ -11,9 +11,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -35,6 +39,9 @@ PROBLEM_JSON = problems.PROBLEM_JSON
 API_PREFIX = "/api/v1"
 #: The largest request body accepted (targets and sync requests are small).
 MAX_BODY_BYTES = 64 * 1024
+#: Swagger UI, vendored (see its README): the docs load nothing from another host.
+SWAGGER_UI = Path(__file__).parent / "static" / "swagger-ui"
+DOCS_ASSETS = "/docs/assets"
 
 DESCRIPTION = """\
 Sales performance KPIs computed from your CRM: values per period, team and rep with targets,
@@ -185,14 +192,30 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served below, from the package's own copy of Swagger UI
         openapi_url="/openapi.json",
         redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.context = ApiContext(engine, session_factory, config, webhook_guard or Guard())
     problems.install(app)
     for module in (kpis, scorecards, crm, operations, webhooks):
         app.include_router(module.router, prefix=API_PREFIX)
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=SWAGGER_UI), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=root + "/openapi.json",
+            title=f"{app.title} API",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon-32x32.png",
+            # No badge fetched from validator.swagger.io.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process serves requests")
     def healthz() -> dict[str, str]:
