@@ -671,10 +671,12 @@ def _emit(rows: list[dict[str, Any]], columns: tuple[str, ...], output: str) -> 
         )
         return True
     if output == "csv":
+        from crm_perf_sync.csvout import cell
+
         writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: _cell(v) for k, v in row.items()})
+            writer.writerow({k: cell(v) for k, v in row.items()})
         return True
     return False
 
