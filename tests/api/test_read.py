@@ -416,6 +416,15 @@ def test_a_scorecard_ranks_a_periods_reps(served: Served) -> None:
         ("/api/v1/kpis/win_rate/values?grain=week&period=9999-12-31", 422, "period"),
         ("/api/v1/kpis/win_rate/explain?grain=week&period=9999-12-31", 422, "period"),
         ("/api/v1/kpis/win_rate/explain?dimension=foo", 422, "dimension"),
+        # Numbers are not dates: the documented format is ISO 8601, not a Unix time.
+        ("/api/v1/kpis/win_rate/values?to=0", 422, "query.to"),
+        ("/api/v1/kpis/win_rate/values?from=1700000000", 422, "query.from"),
+        ("/api/v1/alerts/history?since=0.5", 422, "query.since"),
+        ("/api/v1/leads?updated_since=1700000000", 422, "query.updated_since"),
+        ("/api/v1/kpis/win_rate/explain?part=", 422, "query.part"),
+        # A parameter given twice is ambiguous: neither value is silently dropped.
+        ("/api/v1/opportunities?owner=maven:A&owner=maven:B", 422, "query.owner"),
+        ("/api/v1/alerts?rule=a&limit=5&rule=", 422, "query.rule"),
         ("/api/v1/scorecards/nope", 404, None),
         ("/api/v1/scorecards/reps?grain=year", 422, None),
         ("/api/v1/scorecards/reps/owners/maven:Nobody", 404, None),
@@ -439,6 +448,12 @@ def test_bad_requests_get_a_problem_not_a_500(
         assert where in named or body["detail"].startswith(f"{where}: "), body
 
 
+def test_a_parameter_repeated_with_the_same_value_is_the_parameter(served: Served) -> None:
+    once = served.get("/api/v1/kpis?format=csv")
+    twice = served.get("/api/v1/kpis?format=csv&format=csv")
+    assert (twice.status_code, twice.text) == (200, once.text)
+
+
 def test_a_cursor_of_another_query_is_refused(served: Served) -> None:
     cursor = served.get("/api/v1/opportunities?limit=2").json()["next"].split("cursor=")[1]
     assert served.get(f"/api/v1/leads?cursor={cursor}").status_code == 400
@@ -447,6 +462,14 @@ def test_a_cursor_of_another_query_is_refused(served: Served) -> None:
 
 def test_wrong_method_and_oversized_bodies(served: Served) -> None:
     assert served.client.delete("/api/v1/kpis", headers=served.read).status_code == 405
+    # A 405 names every method the path serves, whichever route serves it.
+    for method, url, allowed in [
+        ("DELETE", "/api/v1/kpis", "GET"),
+        ("PATCH", "/api/v1/targets", "GET, POST"),
+        ("POST", "/api/v1/targets/definitions/1", "GET, PUT, DELETE"),
+    ]:
+        refused = served.client.request(method, url, headers=served.admin)
+        assert (refused.status_code, refused.headers["allow"]) == (405, allowed), url
     big = {"kpi": "won_deals", "period": "2017-01-01", "value": 1, "scope_id": "x" * 100_000}
     response = served.client.post("/api/v1/targets", json=big, headers=served.admin)
     assert response.status_code == 413

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
 
 from fastapi import FastAPI, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -106,6 +107,21 @@ class ServiceMiddleware:
             await response(scope, _nothing, send)
             self._observe(scope, 400, started)
             return
+        repeated = _repeated_parameter(scope.get("query_string", b""))
+        if repeated is not None:
+            where = f"query.{repeated}"
+            response = problems.problem(
+                422,
+                f"{where}: given twice with different values; give each parameter once",
+                "invalid-input",
+                instance=scope["path"],
+                request_id=request_id,
+                errors=[{"where": where, "message": "given twice with different values", "type": "repeated"}],
+                headers={"X-Request-ID": request_id},
+            )
+            await response(scope, _nothing, send)
+            self._observe(scope, 422, started)
+            return
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
             await self._refuse(scope, send, request_id, BODY_TOO_LARGE)
@@ -163,6 +179,20 @@ class ServiceMiddleware:
 
 
 BODY_TOO_LARGE = Refusal(413, "body-too-large", f"the request body is larger than {MAX_BODY_BYTES:,} bytes")
+
+
+def _repeated_parameter(query: bytes) -> str | None:
+    """A query parameter given twice with different values. No parameter of this API is a list,
+    and the framework would keep the last value and silently drop the others."""
+    if b"&" not in query:
+        return None
+    seen: dict[str, bytes] = {}
+    for part in query.split(b"&"):
+        raw_name, _, value = part.partition(b"=")
+        name = unquote_plus(raw_name.decode("latin-1"))
+        if name and seen.setdefault(name, value) != value:
+            return name
+    return None
 
 
 class BodyTooLarge(StarletteHTTPException):

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from crm_perf_sync.errors import AppError
 
@@ -86,11 +87,12 @@ def problem_body(
     return body
 
 
-#: OpenAPI ``responses`` entry for a problem with this status.
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for problems with these statuses, and 400, which any request
+    can get (a NUL character in its URL, a body that is not text)."""
     return {
         status: {"model": Problem, "description": _TITLES.get(status, "Error"), "content": {PROBLEM_JSON: {}}}
-        for status in statuses
+        for status in sorted({400, *statuses})
     }
 
 
@@ -105,6 +107,17 @@ def collection(*statuses: int, cached: bool = False) -> dict[int | str, dict[str
 
 def _where(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc)
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """The methods some route serves at the request's path."""
+    return [
+        method
+        for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in app.router.routes
+        )
+    ]
 
 
 def install(app: FastAPI) -> None:
@@ -134,7 +147,12 @@ def install(app: FastAPI) -> None:
         code = {404: "not-found", 405: "method-not-allowed", 413: "body-too-large"}.get(
             exc.status_code, "http-error"
         )
-        return problem(exc.status_code, detail, code, request=request, headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route on the path only; a path served by
+            # several routes (GET and POST /targets) allows all of theirs.
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(app, request))}
+        return problem(exc.status_code, detail, code, request=request, headers=headers)
 
     @app.exception_handler(Exception)
     def _bug(request: Request, exc: Exception) -> JSONResponse:

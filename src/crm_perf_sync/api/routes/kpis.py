@@ -16,6 +16,7 @@ from crm_perf_sync.api.deps import Admin, ContextDep, Reader, RowId, SessionDep
 from crm_perf_sync.api.listing import PageParams, json_response, page_params
 from crm_perf_sync.api.problems import collection, documented
 from crm_perf_sync.api.schemas import (
+    Day,
     FunnelStepOut,
     KpiOut,
     Page,
@@ -175,11 +176,11 @@ def kpi_values(
     grain: Annotated[GrainParam | None, Query(description="week, month, quarter, year or all")] = None,
     period: Annotated[str | None, Query(description=PERIOD_HELP, max_length=20)] = None,
     period_from: Annotated[
-        date | None,
+        Day | None,
         Query(alias="from", description="The first day: periods that start on this day or later"),
     ] = None,
     period_to: Annotated[
-        date | None,
+        Day | None,
         Query(alias="to", description="The last day: periods whose last day is this day or earlier"),
     ] = None,
     scope: Annotated[ScopeParam | None, Query()] = None,
@@ -277,7 +278,9 @@ def kpi_explain(
     currency: Annotated[str, Query(max_length=3)] = "",
     dimension: Annotated[str, Query(max_length=63)] = "",
     dimension_value: Annotated[str, Query(max_length=255)] = "",
-    part: Annotated[str | None, Query(description="numerator, denominator or measure")] = None,
+    part: Annotated[
+        Literal["numerator", "denominator", "measure"] | None, Query(description="Only this side's records")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     after: Annotated[int | None, Query(ge=0, le=2**63 - 1, description="A part's `next_after`")] = None,
 ) -> Response:

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from crm_perf_sync.alerts import repository as alerts_repo
 from crm_perf_sync.api import listing
@@ -38,7 +38,7 @@ class EndpointIn(InputModel):
     severities: list[Literal["info", "warning", "critical"]] | None = Field(
         default=None, description="Only alerts of these severities"
     )
-    enabled: bool = True
+    enabled: StrictBool = True
 
     def spec(self) -> EndpointSpec:
         return EndpointSpec(
