@@ -108,6 +108,7 @@ def _serve(url: str, config_path: Path, port: int) -> dict[str, Any]:
     import uvicorn
 
     from crm_perf_sync.api.app import create_app
+    from crm_perf_sync.api.server import server_options
     from crm_perf_sync.config import load_config
     from crm_perf_sync.connectors.registry import ConnectorRegistry
     from crm_perf_sync.db import create_db_engine
@@ -116,7 +117,12 @@ def _serve(url: str, config_path: Path, port: int) -> dict[str, Any]:
     engine = create_db_engine(url, pool_size=20)
     config = load_config(config_path, ConnectorRegistry.discover())
     uvicorn.run(
-        create_app(engine, config), host="127.0.0.1", port=port, log_level="warning", access_log=False
+        create_app(engine, config),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        **server_options(),
     )
     return {}
 

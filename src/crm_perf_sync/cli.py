@@ -796,10 +796,12 @@ def _emit(rows: list[dict[str, Any]], columns: tuple[str, ...], output: str) -> 
         )
         return True
     if output == "csv":
+        from crm_perf_sync.csvout import cell
+
         writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: _cell(v) for k, v in row.items()})
+            writer.writerow({k: cell(v) for k, v in row.items()})
         return True
     return False
 
@@ -1133,6 +1135,7 @@ def _serve_api(runtime: Any, settings: Settings) -> None:
     import uvicorn
 
     from crm_perf_sync.api.app import create_app
+    from crm_perf_sync.api.server import server_options
 
     uvicorn.run(
         create_app(runtime.engine, runtime.config, runtime.webhook_guard()),
@@ -1142,6 +1145,7 @@ def _serve_api(runtime: Any, settings: Settings) -> None:
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
+        **server_options(),
     )
 
 

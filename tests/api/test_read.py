@@ -180,6 +180,24 @@ def test_values_filters(served: Served) -> None:
     assert {r["dimension_value"]: r["value"] for r in products} == expected
 
 
+def test_from_and_to_are_inclusive_days(served: Served) -> None:
+    def months(query: str) -> list[str]:
+        url = f"/api/v1/kpis/won_deals/values?grain=month&scope=company&{query}"
+        return sorted(r["period_key"] for r in all_pages(served, url))
+
+    # A quarter asked for by its first and last day is the quarter's three months.
+    assert months("from=2017-04-01&to=2017-06-30") == ["2017-04-01", "2017-05-01", "2017-06-01"]
+    # A month counts once its last day is within `to`, not before.
+    assert months("from=2017-04-01&to=2017-06-29") == ["2017-04-01", "2017-05-01"]
+    assert months("from=2017-04-02&to=2017-06-30") == ["2017-05-01", "2017-06-01"]
+    everything = months("")
+    assert months("to=9999-12-31") == everything
+    assert months("from=0001-01-01") == everything
+    backwards = served.get("/api/v1/kpis/won_deals/values?from=2017-06-30&to=2017-04-01")
+    assert backwards.status_code == 422
+    assert "from" in backwards.json()["detail"]
+
+
 def test_targets_attainment_and_pace_come_with_the_values(served: Served) -> None:
     year = served.get("/api/v1/kpis/won_revenue/values?grain=year&period=2017&scope=company").json()["data"]
     assert len(year) == 1
@@ -389,6 +407,24 @@ def test_a_scorecard_ranks_a_periods_reps(served: Served) -> None:
         ("/api/v1/kpis/win_rate/values?cursor=not-a-cursor", 400, None),
         ("/api/v1/kpis/win_rate/values?from=yesterday", 422, "query.from"),
         ("/api/v1/opportunities?closed_from=soon", 422, "query.closed_from"),
+        # Datetimes at the ends of the calendar: with their offset they fall outside it in UTC.
+        ("/api/v1/opportunities?created_from=0001-01-01T00:00:00%2B05:00", 422, "query.created_from"),
+        ("/api/v1/opportunities?closed_to=9999-12-31T23:59:59-05:00", 422, "query.closed_to"),
+        ("/api/v1/leads?updated_since=0001-01-01T00:00:00%2B01:00", 422, "query.updated_since"),
+        ("/api/v1/alerts/history?since=0001-01-01T00:00:00%2B01:00", 422, "query.since"),
+        ("/api/v1/alerts/history?since=9999-12-31T23:59:59-01:00", 422, "query.since"),
+        ("/api/v1/kpis/win_rate/values?grain=week&period=9999-12-31", 422, "period"),
+        ("/api/v1/kpis/win_rate/explain?grain=week&period=9999-12-31", 422, "period"),
+        ("/api/v1/kpis/win_rate/explain?dimension=foo", 422, "dimension"),
+        # Numbers are not dates: the documented format is ISO 8601, not a Unix time.
+        ("/api/v1/kpis/win_rate/values?to=0", 422, "query.to"),
+        ("/api/v1/kpis/win_rate/values?from=1700000000", 422, "query.from"),
+        ("/api/v1/alerts/history?since=0.5", 422, "query.since"),
+        ("/api/v1/leads?updated_since=1700000000", 422, "query.updated_since"),
+        ("/api/v1/kpis/win_rate/explain?part=", 422, "query.part"),
+        # A parameter given twice is ambiguous: neither value is silently dropped.
+        ("/api/v1/opportunities?owner=maven:A&owner=maven:B", 422, "query.owner"),
+        ("/api/v1/alerts?rule=a&limit=5&rule=", 422, "query.rule"),
         ("/api/v1/scorecards/nope", 404, None),
         ("/api/v1/scorecards/reps?grain=year", 422, None),
         ("/api/v1/scorecards/reps/owners/maven:Nobody", 404, None),
@@ -407,8 +443,15 @@ def test_bad_requests_get_a_problem_not_a_500(
     assert body["detail"]
     assert body["instance"] == url.split("?")[0]
     assert body["request_id"] == response.headers["x-request-id"]
-    if where is not None:
-        assert where in {e["where"] for e in body["errors"]}
+    if where is not None:  # the parameter is named: in `errors`, or first in the detail
+        named = {e["where"] for e in body.get("errors") or []}
+        assert where in named or body["detail"].startswith(f"{where}: "), body
+
+
+def test_a_parameter_repeated_with_the_same_value_is_the_parameter(served: Served) -> None:
+    once = served.get("/api/v1/kpis?format=csv")
+    twice = served.get("/api/v1/kpis?format=csv&format=csv")
+    assert (twice.status_code, twice.text) == (200, once.text)
 
 
 def test_a_cursor_of_another_query_is_refused(served: Served) -> None:
@@ -419,6 +462,14 @@ def test_a_cursor_of_another_query_is_refused(served: Served) -> None:
 
 def test_wrong_method_and_oversized_bodies(served: Served) -> None:
     assert served.client.delete("/api/v1/kpis", headers=served.read).status_code == 405
+    # A 405 names every method the path serves, whichever route serves it.
+    for method, url, allowed in [
+        ("DELETE", "/api/v1/kpis", "GET"),
+        ("PATCH", "/api/v1/targets", "GET, POST"),
+        ("POST", "/api/v1/targets/definitions/1", "GET, PUT, DELETE"),
+    ]:
+        refused = served.client.request(method, url, headers=served.admin)
+        assert (refused.status_code, refused.headers["allow"]) == (405, allowed), url
     big = {"kpi": "won_deals", "period": "2017-01-01", "value": 1, "scope_id": "x" * 100_000}
     response = served.client.post("/api/v1/targets", json=big, headers=served.admin)
     assert response.status_code == 413

@@ -120,6 +120,23 @@ def test_replay_sends_every_subscribed_event_since_a_time(
     client.delete(f"/api/v1/webhooks/endpoints/{endpoint['id']}", headers=served.admin)
 
 
+@pytest.mark.parametrize("since", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_a_replay_since_a_time_outside_the_calendar_is_a_422(
+    served: Served, client: TestClient, receiver: Receiver, since: str
+) -> None:
+    body = {"url": receiver.url, "event_types": ["sync.*"]}
+    endpoint = client.post("/api/v1/webhooks/endpoints", json=body, headers=served.admin).json()
+    try:
+        replayed = client.post(
+            f"/api/v1/webhooks/endpoints/{endpoint['id']}/replay", json={"since": since}, headers=served.admin
+        )
+        assert replayed.status_code == 422, replayed.text
+        assert replayed.headers["content-type"] == "application/problem+json"
+        assert "body.since" in {e["where"] for e in replayed.json()["errors"]}
+    finally:
+        client.delete(f"/api/v1/webhooks/endpoints/{endpoint['id']}", headers=served.admin)
+
+
 @pytest.mark.parametrize(
     ("body", "says"),
     [

@@ -117,6 +117,13 @@ def test_on_a_tie_the_apis_target_wins_over_the_configurations(served: Served) -
         ({"kpi": "won_deals", "period": "2017", "value": 1, "colour": "red"}, "body.colour"),
         ({"kpi": "won_deals", "period": "someday", "value": 1}, "body.period"),
         ({"kpi": "won_deals", "period": "2017", "value": "NaN"}, "body.value"),
+        ({"kpi": "won_revenue", "period": "2017", "value": -5, "currency": "USD"}, "negative"),
+        ({"kpi": "won_deals", "period": "2017", "value": "5"}, "body.value"),  # a number, not text
+        ({"kpi": "won_deals", "period": "1700000000", "value": 5}, "body.period"),  # not a Unix time
+        ({"kpi": "won_deals", "period": 2017, "value": 5}, "body.period"),  # text, as documented
+        ({"kpi": "won_deals", "period": "2017", "value": 5, "split_to_reps": 0}, "body.split_to_reps"),
+        ({"kpi": "won_deals", "period": "2017", "value": -1}, "negative"),
+        ({"kpi": "win_rate", "period": "2017", "value": -0.1}, "negative"),
     ],
 )
 def test_an_invalid_target_is_a_422_naming_the_problem(
@@ -141,6 +148,9 @@ def test_a_body_that_is_not_json_is_a_422(served: Served) -> None:
 
 def test_a_sync_request_is_queued_and_carried_out_by_a_worker(served: Served) -> None:
     assert served.client.post("/api/v1/connections/nope/sync", headers=served.admin).status_code == 404
+    not_a_flag = post(served, "/api/v1/connections/maven/sync", {"full_refresh": 0})
+    assert not_a_flag.status_code == 422
+    assert "body.full_refresh" in {e["where"] for e in not_a_flag.json()["errors"]}
     queued = served.client.post("/api/v1/connections/maven/sync", headers=served.admin)
     assert queued.status_code == 202
     run = queued.json()

@@ -282,3 +282,20 @@ def test_an_amount_target_needs_its_currency(tmp_path: Path) -> None:
         load_config(path, ConnectorRegistry(connectors={}), {})
     assert "config.yaml:3: kpis.targets[0]" in str(caught.value)
     assert "won_revenue is an amount: give the target's currency" in str(caught.value)
+
+
+def test_a_negative_target_for_a_kpi_that_is_never_negative_is_refused(tmp_path: Path) -> None:
+    from crm_perf_sync.config import ConfigIssues, load_config
+    from crm_perf_sync.connectors.registry import ConnectorRegistry
+
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "kpis:\n  targets:\n"
+        "    - {kpi: won_deals, period: 2026, value: 10}\n"
+        "    - {kpi: won_revenue, period: 2026, value: -5, currency: USD}\n"
+    )
+    with pytest.raises(ConfigIssues) as caught:
+        load_config(path, ConnectorRegistry(connectors={}), {})
+    text = str(caught.value)
+    assert "config.yaml:4: kpis.targets[1].value: won_revenue is never negative (currency)" in text
+    assert "targets[0]" not in text

@@ -11,11 +11,17 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
 
 from fastapi import FastAPI, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crm_perf_sync import __version__, migrate
@@ -23,6 +29,7 @@ from crm_perf_sync.api import problems
 from crm_perf_sync.api.deps import ApiContext
 from crm_perf_sync.api.metrics import ApiMetrics
 from crm_perf_sync.api.routes import crm, kpis, operations, scorecards, webhooks
+from crm_perf_sync.api.server import Refusal, headers_refusal, url_refusal
 from crm_perf_sync.config import LoadedConfig
 from crm_perf_sync.db import check_database, make_session_factory
 from crm_perf_sync.errors import DatabaseUnavailable
@@ -33,6 +40,9 @@ PROBLEM_JSON = problems.PROBLEM_JSON
 API_PREFIX = "/api/v1"
 #: The largest request body accepted (targets and sync requests are small).
 MAX_BODY_BYTES = 64 * 1024
+#: Swagger UI, vendored (see its README): the docs load nothing from another host.
+SWAGGER_UI = Path(__file__).parent / "static" / "swagger-ui"
+DOCS_ASSETS = "/docs/assets"
 
 DESCRIPTION = """\
 Sales performance KPIs computed from your CRM: values per period, team and rep with targets,
@@ -57,8 +67,12 @@ def problem(status: int, title: str, detail: str, code: str, **extra: Any) -> Re
 
 
 class ServiceMiddleware:
-    """Request ids, the body size limit and request metrics, as one plain ASGI layer (no
-    per-request task or body copy, which the API's latency targets leave no room for)."""
+    """Request ids, the size limits and request metrics, as one plain ASGI layer (no
+    per-request task or body copy, which the API's latency targets leave no room for).
+
+    The URL and header limits are the HTTP server's (:mod:`crm_perf_sync.api.server`, which
+    enforces them while it parses); they are checked here too for any other server.
+    """
 
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
@@ -68,12 +82,20 @@ class ServiceMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
+        raw_headers = scope.get("headers") or []
+        headers = dict(raw_headers)
         given = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = given if 0 < len(given) <= 200 else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500
+        refusal = url_refusal(
+            len(scope.get("raw_path") or scope["path"].encode()) + len(scope.get("query_string", b""))
+        ) or headers_refusal(sum(len(n) + len(v) for n, v in raw_headers), len(raw_headers))
+        if refusal is not None:
+            await self._refuse(scope, send, request_id, refusal)
+            self._observe(scope, refusal.status, started)
+            return
         if b"%00" in scope.get("query_string", b"") or "\x00" in scope["path"]:
             response = problems.problem(
                 400,
@@ -85,9 +107,24 @@ class ServiceMiddleware:
             await response(scope, _nothing, send)
             self._observe(scope, 400, started)
             return
+        repeated = _repeated_parameter(scope.get("query_string", b""))
+        if repeated is not None:
+            where = f"query.{repeated}"
+            response = problems.problem(
+                422,
+                f"{where}: given twice with different values; give each parameter once",
+                "invalid-input",
+                instance=scope["path"],
+                request_id=request_id,
+                errors=[{"where": where, "message": "given twice with different values", "type": "repeated"}],
+                headers={"X-Request-ID": request_id},
+            )
+            await response(scope, _nothing, send)
+            self._observe(scope, 422, started)
+            return
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            await self._too_large(scope, send, request_id)
+            await self._refuse(scope, send, request_id, BODY_TOO_LARGE)
             self._observe(scope, 413, started)
             return
         received = 0
@@ -98,7 +135,9 @@ class ServiceMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > MAX_BODY_BYTES:
-                    raise BodyTooLarge
+                    # An HTTP exception, so that FastAPI passes it on from reading a body
+                    # (it turns any other error there into a 400) to the problem handler.
+                    raise BodyTooLarge(413, BODY_TOO_LARGE.detail)
             return message
 
         async def send_with_id(message: Message) -> None:
@@ -112,17 +151,18 @@ class ServiceMiddleware:
         try:
             with log_context(request_id=request_id):
                 await self.app(scope, limited_receive, send_with_id)
-        except BodyTooLarge:
-            await self._too_large(scope, send, request_id)
+        except BodyTooLarge:  # read outside a route (a route's own is a problem already)
+            await self._refuse(scope, send, request_id, BODY_TOO_LARGE)
             status = 413
         finally:
             self._observe(scope, status, started)
 
-    async def _too_large(self, scope: Scope, send: Send, request_id: str) -> None:
+    async def _refuse(self, scope: Scope, send: Send, request_id: str, refusal: Refusal) -> None:
         response = problems.problem(
-            413,
-            f"the request body is larger than {MAX_BODY_BYTES:,} bytes",
-            "body-too-large",
+            refusal.status,
+            refusal.detail,
+            refusal.code,
+            instance=scope["path"] if refusal.status != 414 else None,
             request_id=request_id,
             headers={"X-Request-ID": request_id},
         )
@@ -138,7 +178,24 @@ class ServiceMiddleware:
         self.metrics.observe(scope["method"], template, status, time.perf_counter() - started)
 
 
-class BodyTooLarge(Exception):
+BODY_TOO_LARGE = Refusal(413, "body-too-large", f"the request body is larger than {MAX_BODY_BYTES:,} bytes")
+
+
+def _repeated_parameter(query: bytes) -> str | None:
+    """A query parameter given twice with different values. No parameter of this API is a list,
+    and the framework would keep the last value and silently drop the others."""
+    if b"&" not in query:
+        return None
+    seen: dict[str, bytes] = {}
+    for part in query.split(b"&"):
+        raw_name, _, value = part.partition(b"=")
+        name = unquote_plus(raw_name.decode("latin-1"))
+        if name and seen.setdefault(name, value) != value:
+            return name
+    return None
+
+
+class BodyTooLarge(StarletteHTTPException):
     pass
 
 
@@ -165,14 +222,30 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served below, from the package's own copy of Swagger UI
         openapi_url="/openapi.json",
         redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.context = ApiContext(engine, session_factory, config, webhook_guard or Guard())
     problems.install(app)
     for module in (kpis, scorecards, crm, operations, webhooks):
         app.include_router(module.router, prefix=API_PREFIX)
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=SWAGGER_UI), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=root + "/openapi.json",
+            title=f"{app.title} API",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon-32x32.png",
+            # No badge fetched from validator.swagger.io.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process serves requests")
     def healthz() -> dict[str, str]:

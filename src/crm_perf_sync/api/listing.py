@@ -4,7 +4,8 @@ Every collection endpoint answers the same way:
 
 - **format**: JSON (``{"data": [...], "next": url | null}``) by default; CSV with ``?format=csv``
   or ``Accept: text/csv`` (a header row, ISO dates, dot decimals, UTF-8 without a BOM; nested
-  values as JSON text).
+  values as JSON text; text a spreadsheet would run as a formula starts with an apostrophe, see
+  :mod:`crm_perf_sync.csvout`).
 - **pagination**: ``limit`` rows a page (default :data:`DEFAULT_LIMIT`, at most :data:`MAX_LIMIT`)
   after an opaque ``cursor``; the next page's URL is in ``next`` and in the ``Link`` header. A CSV
   request without ``limit`` streams the whole collection in one response, a page of
@@ -23,7 +24,7 @@ import hashlib
 import io
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Annotated, Any, Literal
 
@@ -33,6 +34,7 @@ from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.api.cache import Rendered, ResponseCache, accepts_gzip, render
+from crm_perf_sync.csvout import cell
 from crm_perf_sync.db import session_scope
 from crm_perf_sync.errors import BadRequest, Stale
 
@@ -122,27 +124,13 @@ def expect(after: Any, kind: type | tuple[type, ...]) -> Any:
     return after
 
 
-def csv_cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, dict | list):
-        return orjson.dumps(value).decode()
-    return value
-
-
 def csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], header: bool) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     if header:
         writer.writerow(columns)
     for row in rows:
-        writer.writerow([csv_cell(row.get(column)) for column in columns])
+        writer.writerow([cell(row.get(column)) for column in columns])
     return buffer.getvalue()
 
 

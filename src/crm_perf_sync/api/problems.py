@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from crm_perf_sync.errors import AppError
 
@@ -32,8 +33,10 @@ _TITLES = {
     406: "Not acceptable",
     409: "Conflict",
     413: "Request body too large",
+    414: "URL too long",
     415: "Unsupported media type",
     422: "Invalid input",
+    431: "Request headers too large",
     503: "Service unavailable",
 }
 
@@ -63,26 +66,33 @@ def problem(
     **extra: Any,
 ) -> JSONResponse:
     """A problem+json response."""
+    if request is not None:
+        request_id = getattr(request.state, "request_id", None)
+        extra = {"instance": request.url.path, "request_id": request_id, **extra}
+    body = problem_body(status, detail, code, title=title, **extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=dict(headers or {}))
+
+
+def problem_body(
+    status: int, detail: str, code: str, *, title: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """The document itself (also written by the HTTP server, for requests it refuses unparsed)."""
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + code,
         "title": title or _TITLES.get(status, "Error"),
         "status": status,
         "detail": detail,
     }
-    if request is not None:
-        body["instance"] = request.url.path
-        request_id = getattr(request.state, "request_id", None)
-        if request_id:
-            body["request_id"] = request_id
-    body.update({k: v for k, v in extra.items() if v is not None})
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=dict(headers or {}))
+    body.update({k: v for k, v in extra.items() if v is not None and v != ""})
+    return body
 
 
-#: OpenAPI ``responses`` entry for a problem with this status.
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for problems with these statuses, and 400, which any request
+    can get (a NUL character in its URL, a body that is not text)."""
     return {
         status: {"model": Problem, "description": _TITLES.get(status, "Error"), "content": {PROBLEM_JSON: {}}}
-        for status in statuses
+        for status in sorted({400, *statuses})
     }
 
 
@@ -97,6 +107,17 @@ def collection(*statuses: int, cached: bool = False) -> dict[int | str, dict[str
 
 def _where(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc)
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """The methods some route serves at the request's path."""
+    return [
+        method
+        for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in app.router.routes
+        )
+    ]
 
 
 def install(app: FastAPI) -> None:
@@ -123,8 +144,15 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "error")
-        code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        return problem(exc.status_code, detail, code, request=request, headers=exc.headers)
+        code = {404: "not-found", 405: "method-not-allowed", 413: "body-too-large"}.get(
+            exc.status_code, "http-error"
+        )
+        headers = exc.headers
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route on the path only; a path served by
+            # several routes (GET and POST /targets) allows all of theirs.
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(app, request))}
+        return problem(exc.status_code, detail, code, request=request, headers=headers)
 
     @app.exception_handler(Exception)
     def _bug(request: Request, exc: Exception) -> JSONResponse:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, and_, func, or_, select
@@ -70,6 +70,13 @@ class ValueFilter:
     currency: str | None = None
 
 
+def _ends_by(last_day: date) -> ColumnElement[bool]:
+    """Periods whose last day is ``last_day`` or earlier (``period_end`` is the day after it)."""
+    if last_day == date.max:  # every period ends by then, and the day after is not a date
+        return KpiValue.period_end.is_not(None)
+    return KpiValue.period_end <= last_day + timedelta(days=1)
+
+
 def values_page(
     session: Session, kpi_id: str, where: ValueFilter, after: Any, limit: int
 ) -> tuple[list[KpiValue], Any]:
@@ -81,7 +88,7 @@ def values_page(
     if where.period_from is not None:
         stmt = stmt.where(KpiValue.period_start >= where.period_from)
     if where.period_to is not None:
-        stmt = stmt.where(KpiValue.period_end <= where.period_to)
+        stmt = stmt.where(_ends_by(where.period_to))
     if where.scope is not None:
         stmt = stmt.where(KpiValue.scope == where.scope)
     if where.scope_id is not None:

@@ -6,12 +6,24 @@ Collection endpoints answer ``{"data": [<row>...], "next": <url or null>}`` (see
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from datetime import date, datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    WithJsonSchema,
+    model_validator,
+)
 
 from crm_perf_sync.kpi.schemas import short_period
+from crm_perf_sync.timeutil import ensure_utc
 
 Row = TypeVar("Row", bound=BaseModel)
 
@@ -40,6 +52,60 @@ class InputModel(BaseModel):
         if _has_nul(value):
             raise ValueError("text may not contain a NUL character (\\u0000)")
         return value
+
+
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_ISO_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}.*)?")
+
+
+def _iso_text(pattern: re.Pattern[str], example: str) -> Callable[[Any], Any]:
+    """Only ISO 8601 text: pydantic would also read a number (``0.5``, ``1700000000``) as a Unix
+    time, which the documented format does not allow and no client means."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, date):  # already parsed (a default, or a model built in code)
+            return value
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            raise ValueError(f"give an ISO 8601 {'date-time' if 'T' in example else 'date'}, e.g. {example}")
+        return value
+
+    return check
+
+
+def _instant(value: datetime) -> datetime:
+    try:
+        return ensure_utc(value)
+    except OverflowError:
+        # Year 1 with a positive offset, or 9999 with a negative one, has no UTC date.
+        raise ValueError(
+            f"{value.isoformat()} is outside the calendar once converted to UTC (years 1 to 9999)"
+        ) from None
+
+
+#: An instant given in a request (a parameter or a body field): ISO 8601, without a zone UTC,
+#: converted to aware UTC where it is parsed, so an instant with no UTC date is a 422 naming it.
+Instant = Annotated[
+    datetime, BeforeValidator(_iso_text(_ISO_INSTANT, "2026-03-31T12:00:00Z")), AfterValidator(_instant)
+]
+#: A day given in a request: ISO 8601 (YYYY-MM-DD).
+Day = Annotated[date, BeforeValidator(_iso_text(_ISO_DAY, "2026-03-31"))]
+
+
+def _period_text(value: Any) -> Any:
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str) and _PERIOD.fullmatch(value):
+        return short_period(value)
+    raise ValueError("give the period as a year, a month or a day: 2026, 2026-04 or 2026-04-17")
+
+
+_PERIOD = re.compile(r"\d{4}(-\d{2}){0,2}")
+#: A period in a request body: a year, a month or a day, as text.
+PeriodText = Annotated[
+    date,
+    BeforeValidator(_period_text),
+    WithJsonSchema({"type": "string", "pattern": f"^{_PERIOD.pattern}$"}, mode="validation"),
+]
 
 
 def columns(model: type[BaseModel]) -> tuple[str, ...]:
@@ -109,16 +175,15 @@ class TargetIn(InputModel):
     scope: str = Field(default="company", pattern="^(company|team|owner)$")
     scope_id: str = Field(default="company", min_length=1, max_length=600)
     grain: str = Field(default="year", pattern="^(month|quarter|year)$")
-    period: date = Field(description="Any date in the period (its start is used)")
-    value: float = Field(allow_inf_nan=False)
+    period: PeriodText = Field(
+        description="Any date in the period (its start is used): 2026, 2026-04 or 2026-04-17"
+    )
+    value: float = Field(allow_inf_nan=False, strict=True)
     currency: str = Field(default="", pattern="^([A-Z]{3})?$")
-    seasonality: list[float] | None = Field(default=None, min_length=12, max_length=12)
-    split_to_reps: bool = False
-
-    @field_validator("period", mode="before")
-    @classmethod
-    def _short_dates(cls, value: Any) -> Any:
-        return short_period(value)
+    seasonality: list[Annotated[float, Field(strict=True)]] | None = Field(
+        default=None, min_length=12, max_length=12
+    )
+    split_to_reps: StrictBool = False
 
 
 class TargetDefinitionOut(BaseModel):
@@ -276,8 +341,8 @@ class SyncRunOut(BaseModel):
 class SyncRequestIn(InputModel):
     model_config = ConfigDict(extra="forbid")
 
-    full_refresh: bool = Field(default=False, description="Re-read everything instead of the changes")
-    allow_mass_delete: bool = Field(
+    full_refresh: StrictBool = Field(default=False, description="Re-read everything instead of the changes")
+    allow_mass_delete: StrictBool = Field(
         default=False,
         description=(
             "Confirm deletions above the mass-deletion limit (a share of a stream's live records, "

@@ -8,7 +8,7 @@ from pydantic import TypeAdapter, ValidationError
 
 import crm_perf_sync
 from crm_perf_sync.config.yaml_source import ConfigIssues, Issue, load_yaml
-from crm_perf_sync.kpi.schemas import DerivedKpi, Kpi, KpiSection, RatioKpi
+from crm_perf_sync.kpi.schemas import DerivedKpi, Kpi, KpiSection, RatioKpi, TargetConfig
 
 _KPI_LIST: TypeAdapter[list[Kpi]] = TypeAdapter(list[Kpi])
 
@@ -52,6 +52,22 @@ def resolve(section: KpiSection) -> dict[str, Kpi]:
 
 Loc = tuple[str | int, ...]
 
+#: Units whose values are never below zero, nor can a target for them be (a `number` may be).
+NON_NEGATIVE_UNITS = frozenset({"count", "currency", "percent", "ratio", "days"})
+
+
+def target_issues(target: TargetConfig, kpi: Kpi) -> list[tuple[str, str]]:
+    """What is wrong with a target for this KPI, as (the target's key, message) pairs: the one
+    check of the configuration's targets and of those set through the API."""
+    issues: list[tuple[str, str]] = []
+    if kpi.unit == "currency" and not target.currency:
+        issues.append(("currency", f"{target.kpi} is an amount: give the target's currency"))
+    if isinstance(kpi, RatioKpi | DerivedKpi) and target.seasonality is not None:
+        issues.append(("seasonality", "a rate cannot be split by seasonal weights"))
+    if kpi.unit in NON_NEGATIVE_UNITS and target.value < 0:
+        issues.append(("value", f"{target.kpi} is never negative ({kpi.unit}): its target cannot be either"))
+    return issues
+
 
 def reference_issues(section: KpiSection, catalog: dict[str, Kpi]) -> list[tuple[Loc, str]]:
     """Broken references between KPIs, targets and scorecards, each with its key path."""
@@ -70,14 +86,8 @@ def reference_issues(section: KpiSection, catalog: dict[str, Kpi]) -> list[tuple
         target_kpi = catalog.get(target.kpi)
         if target_kpi is None:
             issues.append((("kpis", "targets", i, "kpi"), f"unknown KPI {target.kpi!r} (known: {known})"))
-        elif target_kpi.unit == "currency" and not target.currency:
-            issues.append(
-                (("kpis", "targets", i, "currency"), f"{target.kpi} is an amount: give the target's currency")
-            )
-        elif isinstance(target_kpi, RatioKpi | DerivedKpi) and target.seasonality is not None:
-            issues.append(
-                (("kpis", "targets", i, "seasonality"), "a rate cannot be split by seasonal weights")
-            )
+            continue
+        issues += [(("kpis", "targets", i, key), says) for key, says in target_issues(target, target_kpi)]
     seen: set[str] = set()
     for i, card in enumerate(section.scorecards):
         if card.id in seen:

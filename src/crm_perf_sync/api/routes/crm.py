@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -12,23 +11,10 @@ from crm_perf_sync.api import repository as api_repo
 from crm_perf_sync.api.deps import ContextDep, Reader, SessionDep
 from crm_perf_sync.api.listing import PageParams, page_params
 from crm_perf_sync.api.problems import collection
-from crm_perf_sync.api.schemas import LeadOut, OpportunityOut, OwnerOut, Page, TeamOut, columns
-from crm_perf_sync.errors import InvalidInput
+from crm_perf_sync.api.schemas import Instant, LeadOut, OpportunityOut, OwnerOut, Page, TeamOut, columns
 
 router = APIRouter(tags=["crm records"])
-Moment = Annotated[datetime | None, Query(description="An ISO date-time; without a zone, UTC")]
-
-
-def _aware(value: datetime | None, name: str) -> datetime | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        from datetime import UTC
-
-        return value.replace(tzinfo=UTC)
-    if value.utcoffset() is None:
-        raise InvalidInput(f"{name}: unreadable time zone")
-    return value
+Moment = Annotated[Instant | None, Query(description="An ISO date-time; without a zone, UTC")]
 
 
 @router.get(
@@ -84,13 +70,6 @@ def teams(
     )
 
 
-def _record_filter(**values: Any) -> api_repo.RecordFilter:
-    for name in ("created_from", "created_to", "closed_from", "closed_to", "updated_since"):
-        if name in values:
-            values[name] = _aware(values[name], name)
-    return api_repo.RecordFilter(**values)
-
-
 @router.get(
     "/opportunities",
     summary="Opportunities, open and closed (a closed deal has is_closed = true)",
@@ -117,7 +96,7 @@ def opportunities(
     updated_since: Moment = None,
     include_deleted: bool = False,
 ) -> Response:
-    where = _record_filter(
+    where = api_repo.RecordFilter(
         connection_id=connection,
         owner=owner,
         team=team,
@@ -169,7 +148,7 @@ def leads(
     updated_since: Moment = None,
     include_deleted: bool = False,
 ) -> Response:
-    where = _record_filter(
+    where = api_repo.RecordFilter(
         connection_id=connection,
         owner=owner,
         team=team,

@@ -16,6 +16,7 @@ from crm_perf_sync.api.deps import Admin, ContextDep, Reader, RowId, SessionDep
 from crm_perf_sync.api.listing import PageParams, json_response, page_params
 from crm_perf_sync.api.problems import collection, documented
 from crm_perf_sync.api.schemas import (
+    Day,
     FunnelStepOut,
     KpiOut,
     Page,
@@ -31,7 +32,8 @@ from crm_perf_sync.kpi import repository as kpi_repo
 from crm_perf_sync.kpi.explain import ValueRef
 from crm_perf_sync.kpi.explain import explain as explain_value
 from crm_perf_sync.kpi.funnel import funnel_steps
-from crm_perf_sync.kpi.schemas import DerivedKpi, DurationKpi, FunnelKpi, Kpi, RatioKpi, TargetConfig
+from crm_perf_sync.kpi.library import target_issues
+from crm_perf_sync.kpi.schemas import DerivedKpi, DurationKpi, FunnelKpi, Kpi, TargetConfig
 from crm_perf_sync.kpi.service import KpiService
 from crm_perf_sync.kpi.values import pace, tidy
 from crm_perf_sync.models import TargetDefinition
@@ -49,6 +51,16 @@ PERIOD_HELP = (
 
 def _kpi(service: KpiService, kpi_id: str) -> Kpi:
     return service.kpi(kpi_id)
+
+
+def _check_dimension(service: KpiService, kpi: Kpi, dimension: str | None) -> None:
+    """A breakdown the KPI's values are materialised by (none asked for is the totals)."""
+    allowed = ["stage"] if isinstance(kpi, FunnelKpi) else service.dimensions(kpi)
+    if dimension and dimension not in allowed:
+        raise InvalidInput(
+            f"dimension: {kpi.id} is not broken down by {dimension!r} "
+            f"(it is by: {', '.join(allowed) or 'nothing'})"
+        )
 
 
 def kpi_out(service: KpiService, kpi: Kpi) -> dict[str, Any]:
@@ -92,8 +104,15 @@ def period_key(period: str | None, grain: str | None, fiscal_start_month: int) -
         if grain == "all":
             raise InvalidInput("the grain all has one period: `all`")
         return day.isoformat()
-    index = periods.local_period_index(day, "UTC", grain, fiscal_start_month)  # type: ignore[arg-type]
-    return periods.period_bounds(index, grain)[0].isoformat()  # type: ignore[arg-type]
+    try:
+        index = periods.local_period_index(day, "UTC", grain, fiscal_start_month)  # type: ignore[arg-type]
+        start, _end = periods.period_bounds(index, grain)  # type: ignore[arg-type]
+    except (OverflowError, ValueError):
+        # The first week of year 1 or the last of 9999, or a fiscal year starting in year 0.
+        raise InvalidInput(
+            f"period: the {grain} holding {day} reaches outside the calendar (years 1 to 9999)"
+        ) from None
+    return start.isoformat()
 
 
 @router.get(
@@ -159,9 +178,13 @@ def kpi_values(
     grain: Annotated[GrainParam | None, Query(description="week, month, quarter, year or all")] = None,
     period: Annotated[str | None, Query(description=PERIOD_HELP, max_length=20)] = None,
     period_from: Annotated[
-        date | None, Query(alias="from", description="Periods starting on or after")
+        Day | None,
+        Query(alias="from", description="The first day: periods that start on this day or later"),
     ] = None,
-    period_to: Annotated[date | None, Query(alias="to", description="Periods ending on or before")] = None,
+    period_to: Annotated[
+        Day | None,
+        Query(alias="to", description="The last day: periods whose last day is this day or earlier"),
+    ] = None,
     scope: Annotated[ScopeParam | None, Query()] = None,
     scope_id: Annotated[str | None, Query(max_length=600)] = None,
     team: Annotated[str | None, Query(max_length=600, description="A team's scope id")] = None,
@@ -169,14 +192,12 @@ def kpi_values(
     dimension: Annotated[str | None, Query(max_length=63, description="A breakdown (see the KPI)")] = None,
     currency: Annotated[str | None, Query(max_length=3)] = None,
 ) -> Response:
+    if period_from is not None and period_to is not None and period_from > period_to:
+        raise InvalidInput(f"from ({period_from}) is after to ({period_to}): both days are included")
     service = ctx.kpi_service()
     kpi = _kpi(service, kpi_id)
     business = service.config.app.business
-    allowed = ["stage"] if isinstance(kpi, FunnelKpi) else service.dimensions(kpi)
-    if dimension is not None and dimension not in allowed:
-        raise InvalidInput(
-            f"{kpi_id} is not broken down by {dimension!r} (it is by: {', '.join(allowed) or 'nothing'})"
-        )
+    _check_dimension(service, kpi, dimension)
     where = api_repo.ValueFilter(
         grain=grain,
         period_key=period_key(period, grain, business.fiscal_year_start_month),
@@ -259,7 +280,9 @@ def kpi_explain(
     currency: Annotated[str, Query(max_length=3)] = "",
     dimension: Annotated[str, Query(max_length=63)] = "",
     dimension_value: Annotated[str, Query(max_length=255)] = "",
-    part: Annotated[str | None, Query(description="numerator, denominator or measure")] = None,
+    part: Annotated[
+        Literal["numerator", "denominator", "measure"] | None, Query(description="Only this side's records")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     after: Annotated[int | None, Query(ge=0, le=2**63 - 1, description="A part's `next_after`")] = None,
 ) -> Response:
@@ -267,6 +290,7 @@ def kpi_explain(
     kpi = _kpi(service, kpi_id)
     business = service.config.app.business
     key = period_key(period, grain, business.fiscal_year_start_month) or "all"
+    _check_dimension(service, kpi, dimension)
     if (scope == "company") != (scope_id == "company"):
         raise InvalidInput("scope_id names the team or owner; it is `company` exactly for scope company")
     ref = ValueRef(kpi_id, grain, key, scope, scope_id, currency, dimension, dimension_value)
@@ -395,22 +419,23 @@ def _checked_target(service: KpiService, session: Any, body: TargetIn) -> Target
     kpi = service.kpis.get(body.kpi)
     if kpi is None:
         raise InvalidInput(f"unknown KPI {body.kpi!r} (known: {', '.join(sorted(service.kpis))})")
-    if kpi.unit == "currency" and not body.currency:
-        raise InvalidInput(f"{body.kpi} is an amount: give the target's currency")
-    if isinstance(kpi, RatioKpi | DerivedKpi) and body.seasonality is not None:
-        raise InvalidInput("a rate cannot be split by seasonal weights")
     if body.seasonality is not None and (
         body.grain != "year" or any(w < 0 for w in body.seasonality) or not sum(body.seasonality)
     ):
         raise InvalidInput("seasonality is 12 non-negative monthly weights (not all zero) of a yearly target")
     if body.split_to_reps and body.scope != "team":
         raise InvalidInput("split_to_reps splits a team's target to its reps: scope must be team")
+    try:
+        target = TargetConfig.model_validate(body.model_dump())
+    except ValidationError as exc:
+        says = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise InvalidInput(f"invalid target: {says}") from None
+    issues = target_issues(target, kpi)
+    if issues:
+        raise InvalidInput("; ".join(f"{key}: {says}" for key, says in issues))
     if not api_repo.known_scope(session, body.scope, body.scope_id):
         raise InvalidInput(f"no {body.scope} {body.scope_id!r} (see /teams and /owners for their ids)")
-    try:
-        return TargetConfig.model_validate(body.model_dump())
-    except ValidationError as exc:
-        raise InvalidInput(f"invalid target: {exc.errors()[0]['msg']}") from None
+    return target
 
 
 APPLIES = "at the next KPI refresh (the worker runs one within a minute)"

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from crm_perf_sync.alerts import repository as alerts_repo
 from crm_perf_sync.api import listing
 from crm_perf_sync.api.deps import Admin, ContextDep, Reader, RowId, SessionDep
 from crm_perf_sync.api.listing import PageParams, expect, json_response, page_params
 from crm_perf_sync.api.problems import collection, documented
-from crm_perf_sync.api.schemas import InputModel, Page, columns
+from crm_perf_sync.api.schemas import InputModel, Instant, Page, columns
 from crm_perf_sync.errors import InvalidInput, NotFound
 from crm_perf_sync.webhooks import repository as repo
 from crm_perf_sync.webhooks import service
@@ -38,7 +38,7 @@ class EndpointIn(InputModel):
     severities: list[Literal["info", "warning", "critical"]] | None = Field(
         default=None, description="Only alerts of these severities"
     )
-    enabled: bool = True
+    enabled: StrictBool = True
 
     def spec(self) -> EndpointSpec:
         return EndpointSpec(
@@ -104,10 +104,10 @@ class DeliveryDetail(DeliveryOut):
 class ReplayIn(InputModel):
     model_config = ConfigDict(extra="forbid")
 
-    since: datetime | None = Field(
+    since: Instant | None = Field(
         default=None, description="Every event since this time (ISO; without a zone, UTC)"
     )
-    firing: bool = Field(
+    firing: StrictBool = Field(
         default=False,
         description="The alert.firing event of every alert firing now, whenever it fired "
         "(queued by the next alert evaluation)",
@@ -290,8 +290,7 @@ def replay(endpoint_id: RowId, body: ReplayIn, session: SessionDep, _key: Admin)
         raise InvalidInput("body: give since, firing: true, or both")
     queued = 0
     if body.since is not None:
-        since = body.since if body.since.tzinfo else body.since.replace(tzinfo=UTC)
-        queued = service.replay(session, endpoint_id, since)
+        queued = service.replay(session, endpoint_id, body.since)
     if body.firing:
         service.request_firing(session, endpoint_id)
     return json_response({"queued": queued}, status=202)
@@ -404,17 +403,14 @@ def alert_history(
     _key: Reader,
     params: Annotated[PageParams, Depends(page_params)],
     rule: Annotated[str | None, Query(max_length=63)] = None,
-    since: datetime | None = None,
+    since: Annotated[
+        Instant | None, Query(description="Changes at or after this time (ISO; without a zone, UTC)")
+    ] = None,
 ) -> Response:
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
-
     def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
         rows, next_key = alerts_repo.transitions_page(s, rule, since, expect(after, int), limit)
         return [{name: getattr(r, name) for name in columns(AlertTransitionOut)} for r in rows], next_key
 
-    if since is not None and since.utcoffset() is None:
-        raise InvalidInput("since: unreadable time zone")
     return listing.listing(
         request,
         session,
