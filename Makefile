@@ -59,7 +59,7 @@ migrate: setup
 
 ## make readme: regenerate the README's environment-variable table from the settings model.
 readme: setup
-	$(BIN)/python -m crm_perf_sync.settings README.md
+	$(BIN)/python -m crm_perf_sync.kit.settings_table README.md
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache bench/results/small.jsonl

@@ -235,7 +235,7 @@ def compute(tables: dict[str, Frame]) -> Slices:
 
 def run(url: str, config_path: Path) -> dict[str, Any]:  # noqa: ARG001 - the same signature as the other sides
     """Read, compute and check; the timed part is what the analyst's script does: read + compute."""
-    from crm_perf_sync.db import create_db_engine
+    from crm_perf_sync.kit.db import create_db_engine
 
     engine = create_db_engine(url)
     with engine.connect() as conn:

@@ -73,10 +73,10 @@ def _prepare(url: str, config_path: Path) -> dict[str, Any]:
 
     from crm_perf_sync.apikeys import service as keys
     from crm_perf_sync.config import load_config
-    from crm_perf_sync.connectors.registry import ConnectorRegistry
-    from crm_perf_sync.db import create_db_engine, make_session_factory, session_scope
     from crm_perf_sync.jobs.refresh import RefreshJob
+    from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
     from crm_perf_sync.models import ScorecardValue
+    from crm_perf_sync.plugins import ConnectorRegistry
     from crm_perf_sync.sync.service import SyncOptions, SyncService
 
     registry = ConnectorRegistry.discover()
@@ -110,8 +110,8 @@ def _serve(url: str, config_path: Path, port: int) -> dict[str, Any]:
     from crm_perf_sync.api.app import create_app
     from crm_perf_sync.api.server import server_options
     from crm_perf_sync.config import load_config
-    from crm_perf_sync.connectors.registry import ConnectorRegistry
-    from crm_perf_sync.db import create_db_engine
+    from crm_perf_sync.kit.db import create_db_engine
+    from crm_perf_sync.plugins import ConnectorRegistry
 
     logging.disable(logging.WARNING)
     engine = create_db_engine(url, pool_size=20)

@@ -117,8 +117,8 @@ def pg_admin_url() -> str | None:
 @contextmanager
 def database(kind: str, workdir: Path) -> Iterator[str]:
     """A fresh, migrated store of ``kind`` (sqlite or postgresql), dropped afterwards."""
-    from crm_perf_sync import migrate
-    from crm_perf_sync.db import create_db_engine
+    from crm_perf_sync.kit import migrate
+    from crm_perf_sync.kit.db import create_db_engine
 
     if kind == "sqlite":
         path = workdir / f"bench-{uuid.uuid4().hex[:8]}.db"

@@ -79,7 +79,7 @@ def _write_config(workdir: Path, count: int) -> Path:
 
 def _load_config(path: Path) -> Any:
     from crm_perf_sync.config import load_config
-    from crm_perf_sync.connectors.registry import ConnectorRegistry
+    from crm_perf_sync.plugins import ConnectorRegistry
     from crm_perf_sync_demo import DemoConnector
 
     return load_config(path, ConnectorRegistry(connectors={"demo": DemoConnector}), {})
@@ -88,11 +88,11 @@ def _load_config(path: Path) -> Any:
 def _load(url: str, config_path: Path) -> dict[str, Any]:
     """Sync the demo company into ``url`` through the sync engine, then read each table once."""
     from crm_perf_sync.connector_sdk import ConnectorContext
-    from crm_perf_sync.db import create_db_engine, make_session_factory, session_scope
+    from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
+    from crm_perf_sync.kit.timeutil import utc_now
     from crm_perf_sync.leases import new_holder_id
     from crm_perf_sync.sync import repository as sync_repo
     from crm_perf_sync.sync.service import SyncEngine, SyncOptions
-    from crm_perf_sync.timeutil import utc_now
     from crm_perf_sync_demo import DemoConnector, DemoSettings
 
     loaded = _load_config(config_path)
@@ -132,8 +132,8 @@ def _load(url: str, config_path: Path) -> dict[str, Any]:
 
 
 def _engine(url: str, config_path: Path) -> dict[str, Any]:
-    from crm_perf_sync.db import create_db_engine, make_session_factory
     from crm_perf_sync.jobs.refresh import RefreshJob
+    from crm_perf_sync.kit.db import create_db_engine, make_session_factory
 
     engine = create_db_engine(url)
     service = RefreshJob(make_session_factory(engine), _load_config(config_path))
@@ -628,7 +628,7 @@ def _compare(conn: Any, slices: Slices) -> Comparison:
 
 
 def _floor(url: str, config_path: Path, dialect: Dialect) -> dict[str, Any]:
-    from crm_perf_sync.db import create_db_engine
+    from crm_perf_sync.kit.db import create_db_engine
 
     business = _load_config(config_path).app.business
     if dialect == "sqlite" and (business.timezone != "UTC" or business.fiscal_year_start_month != 1):

@@ -41,8 +41,8 @@ ADVANCE = timedelta(hours=52)
 
 
 def _full(url: str, config_path: Path) -> dict[str, Any]:
-    from crm_perf_sync.db import create_db_engine, make_session_factory
     from crm_perf_sync.jobs.refresh import RefreshJob
+    from crm_perf_sync.kit.db import create_db_engine, make_session_factory
 
     engine = create_db_engine(url)
     service = RefreshJob(make_session_factory(engine), _load_config(config_path))
@@ -56,7 +56,7 @@ def _full(url: str, config_path: Path) -> dict[str, Any]:
 def _advance(url: str, config_path: Path) -> dict[str, Any]:
     """Sync the demo company as it is :data:`ADVANCE` later, incrementally, with its own connector."""
     from crm_perf_sync.connector_sdk import ConnectorContext
-    from crm_perf_sync.db import create_db_engine, make_session_factory
+    from crm_perf_sync.kit.db import create_db_engine, make_session_factory
     from crm_perf_sync.leases import new_holder_id
     from crm_perf_sync.sync.service import SyncEngine, SyncOptions
     from crm_perf_sync_demo import DemoConnector, DemoSettings
@@ -110,7 +110,7 @@ def _rewrite(url: str, config_path: Path) -> dict[str, Any]:
         OpportunityRecord,
         StreamSpec,
     )
-    from crm_perf_sync.db import create_db_engine, make_session_factory
+    from crm_perf_sync.kit.db import create_db_engine, make_session_factory
     from crm_perf_sync.leases import new_holder_id
     from crm_perf_sync.models import Lead, Opportunity, Owner
     from crm_perf_sync.sync.service import SyncEngine, SyncOptions
@@ -181,8 +181,8 @@ def _rewrite(url: str, config_path: Path) -> dict[str, Any]:
 def _incremental(url: str, config_path: Path) -> dict[str, Any]:
     from sqlalchemy import select
 
-    from crm_perf_sync.db import create_db_engine, make_session_factory
     from crm_perf_sync.jobs.refresh import RefreshJob
+    from crm_perf_sync.kit.db import create_db_engine, make_session_factory
     from crm_perf_sync.models import KpiValue
 
     engine = create_db_engine(url)

@@ -57,11 +57,11 @@ def _sync(url: str, count: int, batch_size: int) -> dict[str, Any]:
         Message,
         StreamSpec,
     )
-    from crm_perf_sync.db import create_db_engine, make_session_factory, session_scope
+    from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
+    from crm_perf_sync.kit.timeutil import utc_now
     from crm_perf_sync.leases import new_holder_id
     from crm_perf_sync.sync import repository as repo
     from crm_perf_sync.sync.service import SyncEngine, SyncOptions
-    from crm_perf_sync.timeutil import utc_now
     from crm_perf_sync_demo import generate_opportunities
 
     settings = _demo_settings(count)

@@ -100,7 +100,7 @@ def _floor(url: str, token: str) -> dict[str, Any]:
     from hubspot import HubSpot  # type: ignore[import-untyped]
     from urllib3.util.retry import Retry
 
-    from crm_perf_sync.timeutil import utc_now
+    from crm_perf_sync.kit.timeutil import utc_now
     from crm_perf_sync_hubspot.mapping import ContactMapper, DealMapper, StageTable, modified_millis
     from crm_perf_sync_hubspot.search import ALL, Position, Segment, to_millis, window
 
@@ -214,11 +214,11 @@ def _floor(url: str, token: str) -> dict[str, Any]:
 def _sync(url: str, token: str, db_url: str) -> dict[str, Any]:
     from crm_perf_sync.config import AppConfig
     from crm_perf_sync.connector_sdk import ConnectorContext
-    from crm_perf_sync.db import create_db_engine, make_session_factory, session_scope
+    from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
+    from crm_perf_sync.kit.timeutil import utc_now
     from crm_perf_sync.leases import new_holder_id
     from crm_perf_sync.sync import repository as repo
     from crm_perf_sync.sync.service import SyncEngine, SyncOptions
-    from crm_perf_sync.timeutil import utc_now
     from crm_perf_sync_hubspot import HubSpotConnector
 
     engine = create_db_engine(db_url)

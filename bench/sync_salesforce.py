@@ -152,7 +152,7 @@ def _fastest(step: Callable[[], Any], repeats: int = 3) -> tuple[float, Any]:
 
 
 def _convert_all(table: Any, chunks: list[Any], constants: dict[str, Any], dialect: str) -> list[Any]:
-    from crm_perf_sync.sync import bulk
+    from crm_perf_sync.kit import bulk
 
     return [bulk.convert_rows(table, chunk, constants, dialect) for chunk in chunks]
 
@@ -165,11 +165,11 @@ def _costs(url: str, ca_path: str, db_urls: tuple[str, str]) -> dict[str, Any]:
     driver and the database (the converted values written by the same statements)."""
     from crm_perf_sync.config import AppConfig
     from crm_perf_sync.connector_sdk import ConnectorContext, OpportunityRecord
-    from crm_perf_sync.db import create_db_engine, make_session_factory, session_scope
-    from crm_perf_sync.sync import bulk
+    from crm_perf_sync.kit import bulk
+    from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
+    from crm_perf_sync.kit.timeutil import utc_now
     from crm_perf_sync.sync import repository as repo
     from crm_perf_sync.sync.rows import to_row
-    from crm_perf_sync.timeutil import utc_now
     from crm_perf_sync_salesforce import soql
     from crm_perf_sync_salesforce.connector import OBJECTS, SalesforceConnector
     from crm_perf_sync_salesforce.settings import SalesforceSettings
@@ -262,11 +262,11 @@ def _sync(db_url: str, url: str, ca_path: str, keep_raw: bool = True) -> dict[st
     """A full sync of the org's opportunities through the connector and the engine."""
     from crm_perf_sync.config import AppConfig
     from crm_perf_sync.connector_sdk import ConnectorContext
-    from crm_perf_sync.db import create_db_engine, make_session_factory, session_scope
+    from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
+    from crm_perf_sync.kit.timeutil import utc_now
     from crm_perf_sync.leases import new_holder_id
     from crm_perf_sync.sync import repository as repo
     from crm_perf_sync.sync.service import SyncEngine, SyncOptions
-    from crm_perf_sync.timeutil import utc_now
     from crm_perf_sync_salesforce.connector import SalesforceConnector
     from crm_perf_sync_salesforce.settings import SalesforceSettings
 

@@ -78,7 +78,7 @@ def _receive(port_out: Any, report: Any, stop: Any, secret_in: Any) -> None:
 
 
 def _throughput(url: str, receiver_url: str, count: int, secret_queue: Any) -> dict[str, Any]:
-    from crm_perf_sync.db import create_db_engine, make_session_factory, session_scope
+    from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
     from crm_perf_sync.webhooks import service
     from crm_perf_sync.webhooks.delivery import Deliverer
     from crm_perf_sync.webhooks.security import Guard
@@ -121,9 +121,9 @@ def _latency(url: str, receiver_url: str, workdir: str, rounds: int) -> dict[str
     import threading
 
     from crm_perf_sync.config import load_config
-    from crm_perf_sync.connectors.registry import ConnectorRegistry
-    from crm_perf_sync.db import create_db_engine, make_session_factory, session_scope
     from crm_perf_sync.jobs.refresh import RefreshJob
+    from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
+    from crm_perf_sync.plugins import ConnectorRegistry
     from crm_perf_sync.sync.service import SyncOptions, SyncService
     from crm_perf_sync.webhooks import service
     from crm_perf_sync.webhooks.delivery import Deliverer

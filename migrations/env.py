@@ -5,9 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from crm_perf_sync.db import create_db_engine
+from crm_perf_sync.kit.db import create_db_engine
+from crm_perf_sync.kit.settings import Settings
 from crm_perf_sync.models import Base
-from crm_perf_sync.settings import Settings
 
 target_metadata = Base.metadata
 

@@ -22,8 +22,8 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from crm_perf_sync import migrate
-from crm_perf_sync.db import create_db_engine, make_session_factory
+from crm_perf_sync.kit import migrate
+from crm_perf_sync.kit.db import create_db_engine, make_session_factory
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("CRM_DATA_DIR", REPO_ROOT.parent / "shared" / "data")).resolve()

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from crm_perf_sync import migrate
 from crm_perf_sync.api.app import create_app
-from crm_perf_sync.db import create_db_engine
+from crm_perf_sync.kit import migrate
+from crm_perf_sync.kit.db import create_db_engine
 
 
 def test_healthz_and_readyz_follow_the_schema(tmp_path: Path) -> None:

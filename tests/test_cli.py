@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from crm_perf_sync import migrate
+from crm_perf_sync.kit import migrate
 from tests.cli_inprocess import invoke
 
 REPO = Path(__file__).resolve().parent.parent

@@ -24,9 +24,10 @@ from typer.main import get_command
 
 from crm_perf_sync.api.app import create_app
 from crm_perf_sync.cli import app as cli_app
-from crm_perf_sync.db import make_session_factory
-from crm_perf_sync.metrics import worker_registry
-from crm_perf_sync.settings import TABLE_END, TABLE_START, Settings, rewrite_readme, settings_table
+from crm_perf_sync.kit.db import make_session_factory
+from crm_perf_sync.kit.settings import Settings
+from crm_perf_sync.kit.settings_table import TABLE_END, TABLE_START, rewrite_readme, settings_table
+from crm_perf_sync.ops.metrics import worker_registry
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = (REPO / "Dockerfile").read_text()
@@ -353,7 +354,7 @@ def test_the_readmes_environment_table_is_the_one_the_settings_generate(tmp_path
     start = readme.index(TABLE_START) + len(TABLE_START)
     assert readme[start : readme.index(TABLE_END)] == "\n" + settings_table()
     assert settings_table().count("\n| `CRM_PERF_SYNC_") == len(Settings.model_fields)
-    # The generator rewrites a stale table in place (what `python -m crm_perf_sync.settings` does).
+    # The generator rewrites a stale table in place (what `python -m crm_perf_sync.kit.settings` does).
     stale = tmp_path / "README.md"
     stale.write_text(readme.replace("| `CRM_PERF_SYNC_PORT` | `8000` |", "| `CRM_PERF_SYNC_PORT` | `80` |"))
     assert rewrite_readme(stale)

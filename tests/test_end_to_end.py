@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, MetaData, Table, func, select
 
-from crm_perf_sync.db import create_db_engine
+from crm_perf_sync.kit.db import create_db_engine
 from tests.conftest import DATA_DIR
 
 REPO = Path(__file__).resolve().parent.parent

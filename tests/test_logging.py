@@ -13,8 +13,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from crm_perf_sync.logging_setup import JsonFormatter, TextFormatter, log_context, register_secrets
-from crm_perf_sync.logging_setup import _ContextFilter as ContextFilter
+from crm_perf_sync.kit.logs import JsonFormatter, TextFormatter, log_context, register_secrets
+from crm_perf_sync.kit.logs import _ContextFilter as ContextFilter
 from tests.connectors.hubspot.emulator import HubSpotEmulator
 from tests.connectors.hubspot.portal import small_portal
 

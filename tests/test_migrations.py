@@ -7,8 +7,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from crm_perf_sync import migrate
-from crm_perf_sync.db import create_db_engine
+from crm_perf_sync.kit import migrate
+from crm_perf_sync.kit.db import create_db_engine
 from crm_perf_sync.models import Base
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -47,7 +47,7 @@ def test_keys_stored_readable_are_dropped_and_keep_working_through_their_hash(em
     from sqlalchemy import text
 
     from crm_perf_sync.apikeys import service as keys
-    from crm_perf_sync.db import make_session_factory, session_scope
+    from crm_perf_sync.kit.db import make_session_factory, session_scope
 
     key = "cps_" + "k" * 43
     engine = create_db_engine(empty_db_url)

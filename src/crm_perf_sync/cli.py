@@ -28,8 +28,8 @@ from rich.table import Table
 from rich.text import Text
 
 from crm_perf_sync import __version__
-from crm_perf_sync.errors import AppError, ConfigurationError
-from crm_perf_sync.settings import Settings
+from crm_perf_sync.kit.errors import AppError, ConfigurationError
+from crm_perf_sync.kit.settings import Settings
 
 app = typer.Typer(
     name="crm-perf-sync",
@@ -103,13 +103,13 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _logs_are_json() -> bool:
-    from crm_perf_sync.logging_setup import JsonFormatter
+    from crm_perf_sync.kit.logs import JsonFormatter
 
     return any(isinstance(handler.formatter, JsonFormatter) for handler in logging.getLogger().handlers)
 
 
 def _settings(config: Path | None = None) -> Settings:
-    from crm_perf_sync.logging_setup import configure_logging
+    from crm_perf_sync.kit.logs import configure_logging
 
     try:
         settings = Settings()
@@ -128,7 +128,7 @@ def _settings(config: Path | None = None) -> Settings:
 
 def _guard(action: Callable[[], T]) -> T:
     """Run ``action``, turning expected failures into a one-line error and an exit code."""
-    from crm_perf_sync.errors import ConfigurationError
+    from crm_perf_sync.kit.errors import ConfigurationError
 
     try:
         return action()
@@ -157,9 +157,9 @@ def migrate(
     downgrade: Annotated[bool, typer.Option(help="Downgrade to --to instead of upgrading.")] = False,
 ) -> None:
     """Create or upgrade the database schema."""
-    from crm_perf_sync import migrate as migrations
-    from crm_perf_sync.db import check_database, create_db_engine
-    from crm_perf_sync.settings import redact_url
+    from crm_perf_sync.kit import migrate as migrations
+    from crm_perf_sync.kit.db import check_database, create_db_engine
+    from crm_perf_sync.kit.settings import redact_url
 
     settings = _settings()
 
@@ -181,8 +181,8 @@ def migrate(
 
 def _store_session() -> Any:
     """A session factory on the configured database (migrated first on SQLite), and its engine."""
-    from crm_perf_sync import migrate as migrations
-    from crm_perf_sync.db import check_database, create_db_engine, make_session_factory
+    from crm_perf_sync.kit import migrate as migrations
+    from crm_perf_sync.kit.db import check_database, create_db_engine, make_session_factory
 
     settings = _settings()
     engine = create_db_engine(settings.database_url_value())
@@ -207,7 +207,7 @@ def apikey_create(
 ) -> None:
     """Create a key and print it once (only its hash is stored)."""
     from crm_perf_sync.apikeys import service as keys
-    from crm_perf_sync.db import session_scope
+    from crm_perf_sync.kit.db import session_scope
 
     _check_choice("--scope", scope, keys.SCOPES)
     engine, factory = _store_session()
@@ -225,7 +225,7 @@ def apikey_create(
 def apikey_list(output: Annotated[str, typer.Option("--format", help="table or json.")] = "table") -> None:
     """List the keys (their prefixes, never the keys)."""
     from crm_perf_sync.apikeys import service as keys
-    from crm_perf_sync.db import session_scope
+    from crm_perf_sync.kit.db import session_scope
 
     _check_choice("--format", output, ("table", "json"))
     engine, factory = _store_session()
@@ -265,7 +265,7 @@ def apikey_list(output: Annotated[str, typer.Option("--format", help="table or j
 def apikey_revoke(key_id: Annotated[int, typer.Argument(help="The key's id (see `apikey list`).")]) -> None:
     """Revoke a key: requests with it get 401 from now on."""
     from crm_perf_sync.apikeys import service as keys
-    from crm_perf_sync.db import session_scope
+    from crm_perf_sync.kit.db import session_scope
 
     engine, factory = _store_session()
     try:
@@ -279,7 +279,7 @@ def apikey_revoke(key_id: Annotated[int, typer.Argument(help="The key's id (see 
 
 def _in_store(action: Callable[[Any], T]) -> T:
     """Run ``action(session)`` in one unit of work on the configured store."""
-    from crm_perf_sync.db import session_scope
+    from crm_perf_sync.kit.db import session_scope
 
     engine, factory = _store_session()
     try:
@@ -550,7 +550,7 @@ def _count(n: int, word: str) -> str:
 @config_app.command("check")
 def config_check(path: Annotated[Path | None, typer.Argument(help="File to check.")] = None) -> None:
     """Validate a configuration file and report every problem with file, line and key."""
-    from crm_perf_sync.connectors.registry import ConnectorRegistry
+    from crm_perf_sync.plugins import ConnectorRegistry
     from crm_perf_sync.runtime import load_checked_config
 
     settings = _settings(path)
@@ -576,7 +576,7 @@ def config_check(path: Annotated[Path | None, typer.Argument(help="File to check
 @connectors_app.command("list")
 def connectors_list() -> None:
     """List the installed connectors (and any that failed to load)."""
-    from crm_perf_sync.connectors.registry import ConnectorRegistry
+    from crm_perf_sync.plugins import ConnectorRegistry
 
     _settings()
     registry = ConnectorRegistry.discover()
@@ -834,12 +834,12 @@ def values(
     config: ConfigOption = None,
 ) -> None:
     """Print a KPI's materialised values (run `refresh` first); `*` marks a value below min sample."""
-    from crm_perf_sync.db import session_scope
+    from crm_perf_sync.kit.db import session_scope
+    from crm_perf_sync.kit.timeutil import utc_now
     from crm_perf_sync.kpi import repository as kpi_repo
     from crm_perf_sync.kpi.schemas import GRAINS
     from crm_perf_sync.kpi.values import pace, tidy
     from crm_perf_sync.runtime import build_runtime
-    from crm_perf_sync.timeutil import utc_now
 
     _check_choice("--grain", grain, GRAINS)
     _check_choice("--scope", scope, ("company", "team", "owner"))
@@ -1052,7 +1052,7 @@ def scores(
     config: ConfigOption = None,
 ) -> None:
     """Print a scorecard's ranked reps per period; with --owner, each component's breakdown."""
-    from crm_perf_sync.db import session_scope
+    from crm_perf_sync.kit.db import session_scope
     from crm_perf_sync.kpi import repository as kpi_repo
     from crm_perf_sync.kpi.service import KpiService
     from crm_perf_sync.runtime import build_runtime
@@ -1158,7 +1158,7 @@ def _announce(runtime: Any, settings: Settings, *, new_store: bool) -> None:
     replaced), and never into the log or a container's output.
     """
     from crm_perf_sync.apikeys.service import demo_key
-    from crm_perf_sync.db import WRITE_LOCK, session_scope
+    from crm_perf_sync.kit.db import WRITE_LOCK, session_scope
 
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     base = f"http://{host}:{settings.port}"
@@ -1190,12 +1190,12 @@ def _ago(seconds: float | None) -> str:
 def status(output: Output = "table", config: ConfigOption = None) -> None:
     """How the deployment is doing: each connection's last run, lag and errors; the KPI refresh;
     webhook deliveries waiting; alerts firing."""
-    from crm_perf_sync import ops
     from crm_perf_sync.alerts import repository as alerts_repo
-    from crm_perf_sync.db import session_scope
+    from crm_perf_sync.kit.db import session_scope
+    from crm_perf_sync.kit.timeutil import utc_now
     from crm_perf_sync.kpi.repository import scope_names
+    from crm_perf_sync.ops import status as ops
     from crm_perf_sync.runtime import build_runtime
-    from crm_perf_sync.timeutil import utc_now
 
     _check_choice("--format", output, ("table", "json"))
     settings = _settings(config)
@@ -1273,7 +1273,7 @@ def status(output: Output = "table", config: ConfigOption = None) -> None:
 def doctor(config: ConfigOption = None) -> None:
     """Check the setup: configuration, database, migrations, each connection's credentials and
     each webhook endpoint. Exits 1 if anything is wrong."""
-    from crm_perf_sync.ops import Doctor
+    from crm_perf_sync.ops.doctor import Doctor
 
     settings = _settings(config)
     report = Doctor(settings).run()
@@ -1292,7 +1292,7 @@ def doctor(config: ConfigOption = None) -> None:
 @app.command()
 def serve(config: ConfigOption = None) -> None:
     """API and worker in one process (the embedded default)."""
-    from crm_perf_sync import migrate as migrations
+    from crm_perf_sync.kit import migrate as migrations
     from crm_perf_sync.leases import new_holder_id
     from crm_perf_sync.runtime import build_runtime
     from crm_perf_sync.worker.process import Shutdown, sole_sqlite_worker

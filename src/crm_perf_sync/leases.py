@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from crm_perf_sync.metrics import CLAIM_TAKEOVERS, unit_of
+from crm_perf_sync.kit.metrics import CLAIM_TAKEOVERS, unit_of
+from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.models import Lease
-from crm_perf_sync.timeutil import utc_now
 
 log = logging.getLogger(__name__)
 _HOST = socket.gethostname()

@@ -21,10 +21,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from crm_perf_sync.api.app import create_app
 from crm_perf_sync.apikeys import service as keys
 from crm_perf_sync.config import load_config
-from crm_perf_sync.connectors.registry import ConnectorRegistry
-from crm_perf_sync.db import session_scope
 from crm_perf_sync.jobs.refresh import RefreshJob
+from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.models import AlertState, AlertTransition, WebhookEvent
+from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync.webhooks import service as webhooks
 from crm_perf_sync.webhooks.security import Guard
 from tests.alerts.test_rules import RULES, World

@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from crm_perf_sync.db import session_scope
 from crm_perf_sync.jobs.refresh import RefreshJob
+from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.models import AlertState, AlertTransition, WebhookEvent
 from crm_perf_sync.webhooks import service as webhooks
 from crm_perf_sync.webhooks.delivery import Deliverer, DeliveryOptions

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import text
 
-from crm_perf_sync import migrate
-from crm_perf_sync.db import create_db_engine
+from crm_perf_sync.kit import migrate
+from crm_perf_sync.kit.db import create_db_engine
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 AT = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)

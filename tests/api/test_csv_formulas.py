@@ -16,7 +16,7 @@ import sys
 import pytest
 from sqlalchemy import update
 
-from crm_perf_sync.db import session_scope
+from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.models import Owner
 from tests.api.conftest import Served
 from tests.conftest import DATA_DIR, REPO_ROOT

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 import crm_perf_sync.api
 from crm_perf_sync.api.app import create_app
-from crm_perf_sync.db import create_db_engine
+from crm_perf_sync.kit.db import create_db_engine
 from tests.conftest import REPO_ROOT
 
 ASSETS = Path(crm_perf_sync.api.__file__).parent / "static" / "swagger-ui"

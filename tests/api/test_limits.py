@@ -32,7 +32,7 @@ from fastapi.testclient import TestClient
 from crm_perf_sync.api.app import MAX_BODY_BYTES, create_app
 from crm_perf_sync.api.server import MAX_HEADER_BYTES, MAX_HEADERS, MAX_URL_BYTES, server_options
 from crm_perf_sync.apikeys import service as keys
-from crm_perf_sync.db import create_db_engine, make_session_factory, session_scope
+from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
 from tests.conftest import REPO_ROOT
 
 PROBLEM = "application/problem+json"

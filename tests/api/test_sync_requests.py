@@ -15,10 +15,10 @@ from fastapi.testclient import TestClient
 from crm_perf_sync.api.app import create_app
 from crm_perf_sync.apikeys import service as keys
 from crm_perf_sync.config import load_config
-from crm_perf_sync.connectors.registry import ConnectorRegistry
-from crm_perf_sync.db import create_db_engine, make_session_factory, session_scope
+from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
+from crm_perf_sync.kit.settings import Settings
+from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync.runtime import Runtime
-from crm_perf_sync.settings import Settings
 from crm_perf_sync.worker.scheduler import run_queued_syncs
 
 LEADS = [f"L{n:02d}" for n in range(40)]

@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from crm_perf_sync.api.app import create_app
+from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.models import WebhookEvent
-from crm_perf_sync.timeutil import utc_now
 from crm_perf_sync.webhooks.delivery import Deliverer, DeliveryOptions
 from crm_perf_sync.webhooks.security import Guard
 from tests.api.conftest import Served

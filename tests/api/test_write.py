@@ -10,10 +10,10 @@ import pytest
 
 from crm_perf_sync.api.cache import LOOKUP_SECONDS
 from crm_perf_sync.apikeys import service as keys
-from crm_perf_sync.connectors.registry import ConnectorRegistry
-from crm_perf_sync.db import session_scope
+from crm_perf_sync.kit.db import session_scope
+from crm_perf_sync.kit.settings import Settings
+from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync.runtime import Runtime
-from crm_perf_sync.settings import Settings
 from crm_perf_sync.worker.scheduler import run_queued_syncs
 from tests.api.conftest import Served
 from tests.api.test_read import all_pages

@@ -11,9 +11,9 @@ import pytest
 from pydantic import field_validator, model_validator
 
 from crm_perf_sync.config import ConfigIssues, load_config
-from crm_perf_sync.config.yaml_source import interpolate
 from crm_perf_sync.connector_sdk import ConnectorSettings
-from crm_perf_sync.connectors.registry import ConnectorRegistry
+from crm_perf_sync.kit.yaml_source import interpolate
+from crm_perf_sync.plugins import ConnectorRegistry
 from tests.sync.scripted import ScriptedConnector
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from crm_perf_sync.connectors.registry import ConnectorRegistry
+from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync.testing import ConnectorContract
 
 REGISTRY = ConnectorRegistry.discover()

@@ -12,11 +12,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.config import load_config
 from crm_perf_sync.connector_sdk import OpportunityRecord, OwnerRecord, StreamSpec, TeamRecord
-from crm_perf_sync.connectors.registry import ConnectorRegistry
-from crm_perf_sync.db import session_scope
 from crm_perf_sync.jobs.refresh import RefreshJob
+from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.leases import new_holder_id
 from crm_perf_sync.models import KpiValue
+from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync.sync import repository as sync_repo
 from crm_perf_sync.sync.service import SyncEngine, SyncOptions
 from tests.sync.scripted import Script, ScriptedConnector, scripted

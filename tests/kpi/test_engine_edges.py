@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.connector_sdk import LeadRecord, OwnerRecord, TeamRecord
-from crm_perf_sync.db import session_scope
+from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.kpi import periods
 from crm_perf_sync.models import KpiValue
 from tests.kpi.store import T, closed, load, opp

@@ -11,10 +11,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.config import ConfigIssues, load_config
 from crm_perf_sync.connector_sdk import LeadRecord, PipelineStageRecord, StageChangeRecord
-from crm_perf_sync.connectors.registry import ConnectorRegistry
 from crm_perf_sync.kpi import repository as kpi_repo
 from crm_perf_sync.kpi.explain import ValueRef, explain
 from crm_perf_sync.kpi.formula import evaluate
+from crm_perf_sync.plugins import ConnectorRegistry
 from tests.kpi.store import OWNERS, TEAMS, T, closed, load, opp, values
 
 STAGES = [

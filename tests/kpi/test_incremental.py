@@ -22,8 +22,8 @@ from crm_perf_sync.connector_sdk import (
     StreamSpec,
     Tombstone,
 )
-from crm_perf_sync.db import session_scope
 from crm_perf_sync.jobs.refresh import RefreshJob
+from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.leases import new_holder_id
 from crm_perf_sync.models import PRIOR_TABLES, ChangeBatch, KpiValue, ScorecardValue
 from crm_perf_sync.sync.service import SyncEngine, SyncOptions
@@ -276,7 +276,7 @@ def test_a_changed_definition_or_team_recomputes_whole(
         + " measure: {period: created_at, filter: [{field: is_won, op: eq, value: true}]}}\n"
     )
     from crm_perf_sync.config import load_config
-    from crm_perf_sync.connectors.registry import ConnectorRegistry
+    from crm_perf_sync.plugins import ConnectorRegistry
     from tests.sync.scripted import ScriptedConnector
 
     changed = RefreshJob(

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import MetaData, Table, select
 
-from crm_perf_sync.db import create_db_engine
+from crm_perf_sync.kit.db import create_db_engine
 from tests.conftest import DATA_DIR, REPO_ROOT
 from tests.kpi.reference import (
     MAVEN_KPIS,

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from crm_perf_sync.db import session_scope
+from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.kpi import periods
 from crm_perf_sync.kpi.compiler import Membership
 from crm_perf_sync.kpi.library import resolve
@@ -238,7 +238,7 @@ def test_scorecards_normalise_drop_renormalise_grade_and_rank(
 
 def test_scorecard_configuration_is_validated(tmp_path: Path) -> None:
     from crm_perf_sync.config import ConfigIssues, load_config
-    from crm_perf_sync.connectors.registry import ConnectorRegistry
+    from crm_perf_sync.plugins import ConnectorRegistry
 
     path = tmp_path / "config.yaml"
     path.write_text(
@@ -274,7 +274,7 @@ def test_scorecard_configuration_is_validated(tmp_path: Path) -> None:
 
 def test_an_amount_target_needs_its_currency(tmp_path: Path) -> None:
     from crm_perf_sync.config import ConfigIssues, load_config
-    from crm_perf_sync.connectors.registry import ConnectorRegistry
+    from crm_perf_sync.plugins import ConnectorRegistry
 
     path = tmp_path / "config.yaml"
     path.write_text("kpis:\n  targets:\n    - {kpi: won_revenue, period: 2026, value: 1000}\n")
@@ -286,7 +286,7 @@ def test_an_amount_target_needs_its_currency(tmp_path: Path) -> None:
 
 def test_a_negative_target_for_a_kpi_that_is_never_negative_is_refused(tmp_path: Path) -> None:
     from crm_perf_sync.config import ConfigIssues, load_config
-    from crm_perf_sync.connectors.registry import ConnectorRegistry
+    from crm_perf_sync.plugins import ConnectorRegistry
 
     path = tmp_path / "config.yaml"
     path.write_text(

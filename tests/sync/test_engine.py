@@ -27,7 +27,7 @@ from crm_perf_sync.connector_sdk import (
     TeamRecord,
     Tombstone,
 )
-from crm_perf_sync.db import session_scope
+from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.leases import new_holder_id
 from crm_perf_sync.models import (
     Lead,

@@ -21,13 +21,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.config import AppConfig
 from crm_perf_sync.connector_sdk import OwnerRecord, StreamSpec, Tombstone
-from crm_perf_sync.db import session_scope
+from crm_perf_sync.kit.db import session_scope
+from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.leases import new_holder_id
 from crm_perf_sync.models import Lead, Opportunity, Owner, SyncCheckpoint, SyncRun
 from crm_perf_sync.sync import repository as repo
 from crm_perf_sync.sync.schemas import SyncOutcome
 from crm_perf_sync.sync.service import SyncEngine, SyncOptions
-from crm_perf_sync.timeutil import utc_now
 from tests.connectors.csv.support import connector, dataset, example_settings
 from tests.sync.scripted import Script, scripted
 from tests.sync.test_engine import OPPS, T0, count, opp

@@ -10,7 +10,7 @@ import orjson
 from sqlalchemy import Select, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from crm_perf_sync.db import session_scope
+from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.models import Opportunity, SyncRecordError
 from crm_perf_sync.sync import repository as repo
 from crm_perf_sync.sync.rows import content_hash, to_row

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.connector_sdk import BadRecord, Checkpoint, Message, Tombstone
-from crm_perf_sync.db import session_scope
+from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.models import Opportunity, SyncRecordError
 from crm_perf_sync.sync.rows import Removed, to_row
 from tests.sync.scripted import Script

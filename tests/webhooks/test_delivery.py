@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from crm_perf_sync.db import session_scope
+from crm_perf_sync.kit.db import session_scope
+from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
-from crm_perf_sync.timeutil import utc_now
 from crm_perf_sync.webhooks import service
 from crm_perf_sync.webhooks.delivery import SCHEDULE, Deliverer, DeliveryOptions
 from crm_perf_sync.webhooks.security import Guard

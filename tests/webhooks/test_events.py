@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.connector_sdk import BadRecord, FatalError, Tombstone
-from crm_perf_sync.db import session_scope
+from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.models import WebhookDelivery, WebhookEvent
 from crm_perf_sync.webhooks import service
 from crm_perf_sync.webhooks.security import Guard

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from crm_perf_sync.db import create_db_engine, make_session_factory, session_scope
+from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
 from crm_perf_sync.models import WebhookAttempt
 from crm_perf_sync.webhooks import service
 from crm_perf_sync.webhooks.security import Guard

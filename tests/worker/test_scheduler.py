@@ -24,12 +24,12 @@ from crm_perf_sync.connector_sdk import (
     OpportunityRecord,
     StreamSpec,
 )
-from crm_perf_sync.connectors.registry import ConnectorRegistry
-from crm_perf_sync.db import create_db_engine, make_session_factory, session_scope
+from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
+from crm_perf_sync.kit.settings import Settings
 from crm_perf_sync.leases import new_holder_id, release, try_acquire
 from crm_perf_sync.models import KpiValue, Opportunity, SyncRun
+from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync.runtime import Runtime
-from crm_perf_sync.settings import Settings
 from crm_perf_sync.worker.scheduler import build_scheduler, refresh_if_needed, refresh_kpis
 
 

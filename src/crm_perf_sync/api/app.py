@@ -24,16 +24,17 @@ from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from crm_perf_sync import __version__, migrate
+from crm_perf_sync import __version__
 from crm_perf_sync.api import problems
 from crm_perf_sync.api.deps import ApiContext
 from crm_perf_sync.api.metrics import ApiMetrics
 from crm_perf_sync.api.routes import crm, kpis, operations, scorecards, webhooks
 from crm_perf_sync.api.server import Refusal, headers_refusal, url_refusal
 from crm_perf_sync.config import LoadedConfig
-from crm_perf_sync.db import check_database, make_session_factory
-from crm_perf_sync.errors import DatabaseUnavailable
-from crm_perf_sync.logging_setup import log_context
+from crm_perf_sync.kit import migrate
+from crm_perf_sync.kit.db import check_database, make_session_factory
+from crm_perf_sync.kit.errors import DatabaseUnavailable
+from crm_perf_sync.kit.logs import log_context
 from crm_perf_sync.webhooks.security import Guard
 
 PROBLEM_JSON = problems.PROBLEM_JSON

@@ -35,8 +35,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.api.cache import Rendered, ResponseCache, accepts_gzip, render
 from crm_perf_sync.csvout import cell
-from crm_perf_sync.db import session_scope
-from crm_perf_sync.errors import BadRequest, Stale
+from crm_perf_sync.kit.db import session_scope
+from crm_perf_sync.kit.errors import BadRequest, Stale
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000

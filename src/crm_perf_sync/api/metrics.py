@@ -7,7 +7,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from sqlalchemy.orm import Session, sessionmaker
 
-from crm_perf_sync.metrics import ProcessCollector, StoreCollector
+from crm_perf_sync.kit.metrics import ProcessCollector
+from crm_perf_sync.ops.metrics import StoreCollector
 
 #: Request latency buckets, seconds: resolution where the API's targets are (tens of ms).
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

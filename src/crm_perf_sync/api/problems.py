@@ -1,6 +1,6 @@
 """Every API error as an RFC 9457 problem document (``application/problem+json``).
 
-Services raise the application's error family (:mod:`crm_perf_sync.errors`); this module is the
+Services raise the application's error family (:mod:`crm_perf_sync.kit.errors`); this module is the
 one place that turns those, request validation failures and routing errors into HTTP. A bug is a
 500 problem that names the request id and is logged with its traceback; the client never sees it.
 """
@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from crm_perf_sync.errors import AppError
+from crm_perf_sync.kit.errors import AppError
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://crm-perf-sync.dev/problems/"

@@ -22,8 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from crm_perf_sync.kit.timeutil import ensure_utc
 from crm_perf_sync.kpi.schemas import short_period
-from crm_perf_sync.timeutil import ensure_utc
 
 Row = TypeVar("Row", bound=BaseModel)
 

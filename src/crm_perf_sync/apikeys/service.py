@@ -18,10 +18,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.apikeys import repository as repo
-from crm_perf_sync.db import session_scope
-from crm_perf_sync.errors import AppError, InvalidInput, NotFound
+from crm_perf_sync.kit.db import session_scope
+from crm_perf_sync.kit.errors import AppError, InvalidInput, NotFound
+from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.models import ApiKey
-from crm_perf_sync.timeutil import utc_now
 
 log = logging.getLogger(__name__)
 Scope = Literal["read", "admin"]

@@ -2,7 +2,7 @@
 
 from crm_perf_sync.config.loader import LoadedConfig, load_config
 from crm_perf_sync.config.schema import AppConfig, BusinessConfig, ConnectionConfig, Schedule, TeamConfig
-from crm_perf_sync.config.yaml_source import ConfigIssues, Issue
+from crm_perf_sync.kit.yaml_source import ConfigIssues, Issue
 
 __all__ = [
     "AppConfig",

@@ -11,11 +11,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from crm_perf_sync.config.schema import AppConfig
-from crm_perf_sync.config.yaml_source import ConfigIssues, Issue, Loc, SourceMap, load_yaml
 from crm_perf_sync.connector_sdk import ConnectorSettings
-from crm_perf_sync.connectors.registry import ConnectorRegistry
+from crm_perf_sync.kit.yaml_source import ConfigIssues, Issue, Loc, SourceMap, load_yaml
 from crm_perf_sync.kpi import library as kpi_library
 from crm_perf_sync.kpi.schemas import Kpi
+from crm_perf_sync.plugins import ConnectorRegistry
 
 
 @dataclass(frozen=True, slots=True)

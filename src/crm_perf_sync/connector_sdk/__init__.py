@@ -32,7 +32,7 @@ from crm_perf_sync.connector_sdk.records import (
     StageChangeRecord,
     TeamRecord,
 )
-from crm_perf_sync.timeutil import ensure_utc, utc_now
+from crm_perf_sync.kit.timeutil import ensure_utc, utc_now
 
 ENTRY_POINT_GROUP = "crm_perf_sync.connectors"
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from crm_perf_sync.connector_sdk.errors import SkippableRecordError
 from crm_perf_sync.connector_sdk.messages import BadRecord, Checkpoint, SnapshotComplete, Tombstone
 from crm_perf_sync.connector_sdk.records import Entity, Record
-from crm_perf_sync.timeutil import utc_now
+from crm_perf_sync.kit.timeutil import utc_now
 
 Message = Record | Checkpoint | Tombstone | BadRecord | SnapshotComplete
 

@@ -21,14 +21,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from crm_perf_sync.alerts import service as alerts
 from crm_perf_sync.alerts.service import Evaluation
 from crm_perf_sync.config import LoadedConfig
-from crm_perf_sync.db import session_scope
-from crm_perf_sync.errors import Conflict
+from crm_perf_sync.kit.db import session_scope
+from crm_perf_sync.kit.errors import Conflict
+from crm_perf_sync.kit.metrics import REFRESH_DURATION
+from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import repository as kpi_repo
 from crm_perf_sync.kpi.schemas import GRAINS, Grain
 from crm_perf_sync.kpi.service import KpiService, RefreshOutcome
 from crm_perf_sync.leases import new_holder_id, release, try_acquire
-from crm_perf_sync.metrics import REFRESH_DURATION
-from crm_perf_sync.timeutil import utc_now
 
 log = logging.getLogger(__name__)
 

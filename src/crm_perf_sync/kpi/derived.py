@@ -13,12 +13,12 @@ from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
+from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import repository as repo
 from crm_perf_sync.kpi.compute import Computation
 from crm_perf_sync.kpi.formula import evaluate, formula_names
 from crm_perf_sync.kpi.schemas import DerivedKpi, Kpi
 from crm_perf_sync.kpi.values import NO_RANK_STATE, apply_targets, is_additive
-from crm_perf_sync.timeutil import utc_now
 
 
 def derived_rows(

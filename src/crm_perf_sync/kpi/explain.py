@@ -17,7 +17,7 @@ from sqlalchemy import Connection, and_, func, literal, or_, select, tuple_
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from crm_perf_sync.errors import InvalidInput
+from crm_perf_sync.kit.errors import InvalidInput
 from crm_perf_sync.kpi import periods
 from crm_perf_sync.kpi.compiler import (
     TABLES,

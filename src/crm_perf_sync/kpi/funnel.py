@@ -18,6 +18,7 @@ from typing import Any, cast
 
 from sqlalchemy import Connection
 
+from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import repository as repo
 from crm_perf_sync.kpi.compiler import (
     FUNNEL_OPPORTUNITY,
@@ -33,7 +34,6 @@ from crm_perf_sync.kpi.rollup import Key, Rollup, Totals
 from crm_perf_sync.kpi.schemas import FunnelKpi, Grain
 from crm_perf_sync.kpi.values import Computed, apply_targets, period_key, value_row
 from crm_perf_sync.models import PRIOR_TABLES
-from crm_perf_sync.timeutil import utc_now
 
 #: (grain, scope, period index, scope id) of a funnel's values
 _FunnelGroup = tuple[str, str, int | None, str]

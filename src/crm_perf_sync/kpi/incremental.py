@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import repository as repo
 from crm_perf_sync.kpi.compiler import Calendar, Part, Scope, part_for
 from crm_perf_sync.kpi.compute import Computation, rolled
@@ -20,7 +21,6 @@ from crm_perf_sync.kpi.rollup import Key, Rollup, Totals
 from crm_perf_sync.kpi.schemas import CountKpi, DurationKpi, Grain, Kpi, Measure, RatioKpi, SumKpi
 from crm_perf_sync.kpi.values import apply_targets, value_row
 from crm_perf_sync.models import PRIOR_TABLES
-from crm_perf_sync.timeutil import utc_now
 
 
 def change_totals(

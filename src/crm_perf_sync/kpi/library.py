@@ -6,22 +6,15 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
-import crm_perf_sync
-from crm_perf_sync.config.yaml_source import ConfigIssues, Issue, load_yaml
+from crm_perf_sync.kit.resources import shipped
+from crm_perf_sync.kit.yaml_source import ConfigIssues, Issue, load_yaml
 from crm_perf_sync.kpi.schemas import DerivedKpi, Kpi, KpiSection, RatioKpi, TargetConfig
 
 _KPI_LIST: TypeAdapter[list[Kpi]] = TypeAdapter(list[Kpi])
 
 
 def default_library_path() -> Path:
-    package = Path(crm_perf_sync.__file__).resolve().parent
-    for candidate in (
-        package / "_kpis" / "default.yaml",
-        package.parent.parent / "config" / "kpis" / "default.yaml",
-    ):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError("the default KPI library is missing from this installation")
+    return shipped("_kpis", "config/kpis", "default.yaml") / "default.yaml"
 
 
 def load_library(path: Path) -> list[Kpi]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import repository as repo
 from crm_perf_sync.kpi.compiler import (
     Calendar,
@@ -43,7 +44,6 @@ from crm_perf_sync.kpi.values import (
     with_state,
 )
 from crm_perf_sync.models import PRIOR_TABLES
-from crm_perf_sync.timeutil import utc_now
 
 
 def percentile_rows(

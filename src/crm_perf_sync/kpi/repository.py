@@ -29,6 +29,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from crm_perf_sync.kit.bulk import bulk_insert
 from crm_perf_sync.kpi import compiler
 from crm_perf_sync.kpi.compiler import MEMBERSHIP, OWNER_REGION, Membership
 from crm_perf_sync.kpi.schemas import TargetConfig
@@ -48,7 +49,6 @@ from crm_perf_sync.models import (
     Team,
     TeamMember,
 )
-from crm_perf_sync.sync.bulk import bulk_insert
 
 KPI_VALUE: Table = KpiValue.__table__  # type: ignore[assignment]
 

@@ -15,10 +15,10 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection
 
+from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import repository as repo
 from crm_perf_sync.kpi import scorecards
 from crm_perf_sync.kpi.schemas import Kpi, ScorecardConfig
-from crm_perf_sync.timeutil import utc_now
 
 
 def refresh_scorecard(

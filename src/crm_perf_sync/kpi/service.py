@@ -24,7 +24,8 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from crm_perf_sync.config import LoadedConfig
-from crm_perf_sync.errors import NotFound
+from crm_perf_sync.kit.errors import NotFound
+from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import repository as repo
 from crm_perf_sync.kpi import targets as target_math
 from crm_perf_sync.kpi.compiler import Calendar, Membership
@@ -47,7 +48,6 @@ from crm_perf_sync.kpi.schemas import (
 from crm_perf_sync.kpi.scoring import refresh_scorecard
 from crm_perf_sync.kpi.values import apply_targets, value_row
 from crm_perf_sync.sync.repository import incomplete_load
-from crm_perf_sync.timeutil import utc_now
 
 
 @dataclass(slots=True)

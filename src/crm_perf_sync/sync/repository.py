@@ -31,6 +31,7 @@ from sqlalchemy.sql import Select
 
 from crm_perf_sync.config import AppConfig
 from crm_perf_sync.connector_sdk import Entity
+from crm_perf_sync.kit.bulk import bulk_insert, bulk_upsert
 from crm_perf_sync.models import (
     CONFIG_NAMESPACE,
     PRIOR_TABLES,
@@ -48,7 +49,6 @@ from crm_perf_sync.models import (
     Team,
     TeamMember,
 )
-from crm_perf_sync.sync.bulk import bulk_insert, bulk_upsert
 from crm_perf_sync.sync.rows import Row
 
 

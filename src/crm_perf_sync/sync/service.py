@@ -49,12 +49,13 @@ from crm_perf_sync.connector_sdk import (
     Tombstone,
 )
 from crm_perf_sync.connector_sdk.records import RECORD_TYPES
-from crm_perf_sync.connectors.registry import ConnectorRegistry
-from crm_perf_sync.db import session_scope
-from crm_perf_sync.errors import AppError, Conflict, NotFound
+from crm_perf_sync.kit.db import session_scope
+from crm_perf_sync.kit.errors import AppError, Conflict, NotFound
+from crm_perf_sync.kit.logs import bind_log_context, log_context
+from crm_perf_sync.kit.metrics import STREAM_RECORDS, STREAM_RUNS
+from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.leases import new_holder_id, release, renew, try_acquire
-from crm_perf_sync.logging_setup import bind_log_context, log_context
-from crm_perf_sync.metrics import STREAM_RECORDS, STREAM_RUNS
+from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync.sync import repository as repo
 from crm_perf_sync.sync.rows import (
     UNSTORABLE,
@@ -68,7 +69,6 @@ from crm_perf_sync.sync.rows import (
     unstorable_kind,
 )
 from crm_perf_sync.sync.schemas import StreamStats, SyncOutcome
-from crm_perf_sync.timeutil import utc_now
 from crm_perf_sync.webhooks.service import emit
 
 log = logging.getLogger(__name__)

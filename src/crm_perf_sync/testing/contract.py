@@ -51,13 +51,13 @@ from crm_perf_sync.connector_sdk import (
     Tombstone,
 )
 from crm_perf_sync.connector_sdk.records import RECORD_TYPES
-from crm_perf_sync.connectors.registry import ConnectorRegistry
-from crm_perf_sync.db import session_scope
+from crm_perf_sync.kit.db import session_scope
+from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.leases import new_holder_id
+from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync.sync import repository as sync_repo
 from crm_perf_sync.sync.schemas import SyncOutcome
 from crm_perf_sync.sync.service import SyncEngine, SyncOptions
-from crm_perf_sync.timeutil import utc_now
 
 #: A settings key no connector declares: the settings model must reject it.
 UNKNOWN_SETTINGS_KEY = "crm_perf_sync_contract_unknown_key"

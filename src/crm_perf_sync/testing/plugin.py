@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from crm_perf_sync.db import create_db_engine, make_session_factory
+from crm_perf_sync.kit.db import create_db_engine, make_session_factory
 from crm_perf_sync.testing import stores
 
 SQLITE = "sqlite"

@@ -13,8 +13,8 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from crm_perf_sync import migrate
-from crm_perf_sync.db import create_db_engine
+from crm_perf_sync.kit import migrate
+from crm_perf_sync.kit.db import create_db_engine
 
 #: Names the PostgreSQL server (an admin URL: its user may create databases) that tests may use.
 PG_URL_ENV = "CRM_PERF_SYNC_TEST_PG_URL"

@@ -28,9 +28,9 @@ import orjson
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks.webhooks import Webhook
 
-from crm_perf_sync.db import session_scope
-from crm_perf_sync.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_LATENCY
-from crm_perf_sync.timeutil import utc_now
+from crm_perf_sync.kit.db import session_scope
+from crm_perf_sync.kit.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_LATENCY
+from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.webhooks import repository as repo
 from crm_perf_sync.webhooks.repository import Due
 from crm_perf_sync.webhooks.security import Guard, RefusedTarget

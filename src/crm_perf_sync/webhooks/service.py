@@ -23,9 +23,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from crm_perf_sync.alerts.schemas import SEVERITIES
-from crm_perf_sync.errors import InvalidInput, NotFound
+from crm_perf_sync.kit.errors import InvalidInput, NotFound
+from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.models import WebhookEndpoint
-from crm_perf_sync.timeutil import utc_now
 from crm_perf_sync.webhooks import repository as repo
 from crm_perf_sync.webhooks.repository import Executor
 from crm_perf_sync.webhooks.security import Guard, RefusedTarget

@@ -24,8 +24,8 @@ from typing import Any
 from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy import update
 
-from crm_perf_sync.db import session_scope
-from crm_perf_sync.errors import ConfigurationError
+from crm_perf_sync.kit.db import session_scope
+from crm_perf_sync.kit.errors import ConfigurationError
 from crm_perf_sync.leases import process_prefix
 from crm_perf_sync.models import Lease, WebhookDelivery
 from crm_perf_sync.runtime import Runtime
@@ -93,7 +93,7 @@ def serve_metrics(runtime: Runtime) -> Any:
     """Serve this worker's metrics on the configured port (``None`` when it is 0)."""
     from prometheus_client import start_http_server
 
-    from crm_perf_sync.metrics import worker_registry
+    from crm_perf_sync.ops.metrics import worker_registry
 
     port = runtime.settings.worker_metrics_port
     if not port:

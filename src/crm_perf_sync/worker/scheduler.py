@@ -21,12 +21,12 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from crm_perf_sync.config import ConnectionConfig
-from crm_perf_sync.errors import AppError
 from crm_perf_sync.jobs.refresh import RefreshJob
+from crm_perf_sync.kit.errors import AppError
+from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi.service import KpiService
 from crm_perf_sync.runtime import Runtime
 from crm_perf_sync.sync.service import SyncAlreadyRunning
-from crm_perf_sync.timeutil import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def run_scheduled_sync(runtime: Runtime, connection_id: str, stop: threading.Eve
 
 def run_queued_syncs(runtime: Runtime, stop: threading.Event) -> None:
     """Carry out the syncs queued through the API (one claimant per run, across replicas)."""
-    from crm_perf_sync.db import session_scope
+    from crm_perf_sync.kit.db import session_scope
     from crm_perf_sync.sync import repository as sync_repo
 
     with session_scope(runtime.session_factory) as session:
@@ -120,7 +120,7 @@ def run_queued_syncs(runtime: Runtime, stop: threading.Event) -> None:
 
 def refresh_if_needed(runtime: Runtime, stop: threading.Event) -> None:
     """Refresh the KPIs when they are not up to date with the store, the targets and the config."""
-    from crm_perf_sync.db import session_scope
+    from crm_perf_sync.kit.db import session_scope
 
     try:
         with session_scope(runtime.session_factory) as session:

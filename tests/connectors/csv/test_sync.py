@@ -8,11 +8,11 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.config import AppConfig
-from crm_perf_sync.db import session_scope
+from crm_perf_sync.kit.db import session_scope
+from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.leases import new_holder_id
 from crm_perf_sync.sync import repository as repo
 from crm_perf_sync.sync.service import SyncEngine, SyncOptions
-from crm_perf_sync.timeutil import utc_now
 from tests.connectors.csv.support import connector, example_settings
 
 LEADS = "id,source,converted\nL1,Web,Yes\nL2,Event,No\nL3,Web,No\n"

@@ -47,7 +47,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from crm_perf_sync.timeutil import utc_now
+from crm_perf_sync.kit.timeutil import utc_now
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from crm_perf_sync.timeutil import utc_now
+from crm_perf_sync.kit.timeutil import utc_now
 from tests.connectors.hubspot.emulator import Portal, iso, ms, parse_instant
 
 REPO_ROOT = Path(__file__).resolve().parents[3]

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.config import AppConfig
 from crm_perf_sync.connector_sdk import Checkpoint, ConnectorContext, Message, StreamSpec
-from crm_perf_sync.db import session_scope
+from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.leases import new_holder_id
 from crm_perf_sync.models import (
     Lead,

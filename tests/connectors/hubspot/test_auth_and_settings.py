@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from crm_perf_sync.config import ConfigIssues, load_config
-from crm_perf_sync.connectors.registry import ConnectorRegistry
+from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync_hubspot import HubSpotSettings
 from tests.connectors.hubspot.emulator import HubSpotEmulator, Portal, Recorded
 from tests.connectors.hubspot.support import UNLIMITED, Harness

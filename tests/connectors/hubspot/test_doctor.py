@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from crm_perf_sync.timeutil import utc_now
+from crm_perf_sync.kit.timeutil import utc_now
 from tests.connectors.hubspot.emulator import READ_SCOPES, HubSpotEmulator
 from tests.connectors.hubspot.portal import small_portal
 from tests.test_cli import cli

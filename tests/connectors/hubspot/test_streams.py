@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
-from crm_perf_sync.db import session_scope
+from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.models import Owner, Team, TeamMember
 from tests.connectors.hubspot.emulator import Portal
 from tests.connectors.hubspot.support import Harness

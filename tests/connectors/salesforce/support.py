@@ -17,13 +17,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.config import AppConfig
 from crm_perf_sync.connector_sdk import Checkpoint, ConnectorContext, Message, StreamSpec
-from crm_perf_sync.db import session_scope
+from crm_perf_sync.kit.db import session_scope
+from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.leases import new_holder_id
 from crm_perf_sync.models import Lead, Opportunity, Owner, PipelineStage, StageChange, SyncRun, Team
 from crm_perf_sync.sync import repository as repo
 from crm_perf_sync.sync.schemas import SyncOutcome
 from crm_perf_sync.sync.service import SyncEngine, SyncOptions
-from crm_perf_sync.timeutil import utc_now
 from crm_perf_sync_salesforce.connector import SalesforceConnector
 from crm_perf_sync_salesforce.settings import SalesforceSettings
 from tests.connectors.salesforce.emulator import SalesforceEmulator

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.config import load_config
-from crm_perf_sync.connectors.registry import ConnectorRegistry
+from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync.sync.service import SyncOptions, SyncService
 from crm_perf_sync_salesforce.settings import SalesforceSettings
 from tests.connectors.salesforce.emulator import SalesforceEmulator

@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from crm_perf_sync.db import session_scope
+from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.models import SyncRecordError
 from tests.conftest import DATA_DIR
 from tests.connectors.salesforce.emulator import Org, SalesforceEmulator

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from crm_perf_sync.db import session_scope
+from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.models import Owner, Team, TeamMember
 from tests.connectors.salesforce.emulator import SalesforceEmulator
 from tests.connectors.salesforce.seed import minimal_org, opportunity_values, seed_org

@@ -26,7 +26,8 @@ from crm_perf_sync.api.schemas import (
     ValueOut,
     columns,
 )
-from crm_perf_sync.errors import InvalidInput, NotFound
+from crm_perf_sync.kit.errors import InvalidInput, NotFound
+from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import periods
 from crm_perf_sync.kpi import repository as kpi_repo
 from crm_perf_sync.kpi.explain import ValueRef
@@ -37,7 +38,6 @@ from crm_perf_sync.kpi.schemas import DerivedKpi, DurationKpi, FunnelKpi, Kpi, T
 from crm_perf_sync.kpi.service import KpiService
 from crm_perf_sync.kpi.values import pace, tidy
 from crm_perf_sync.models import TargetDefinition
-from crm_perf_sync.timeutil import utc_now
 
 router = APIRouter(tags=["kpis"])
 GrainParam = Literal["week", "month", "quarter", "year", "all"]

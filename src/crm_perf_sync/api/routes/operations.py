@@ -12,9 +12,9 @@ from crm_perf_sync.api.deps import Admin, ContextDep, Reader, RowId, SessionDep
 from crm_perf_sync.api.listing import PageParams, json_response, page_params
 from crm_perf_sync.api.problems import collection, documented
 from crm_perf_sync.api.schemas import ConnectionOut, Page, SyncRequestIn, SyncRunOut, columns
-from crm_perf_sync.errors import Conflict, NotFound
+from crm_perf_sync.kit.errors import Conflict, NotFound
+from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.sync import repository as sync_repo
-from crm_perf_sync.timeutil import utc_now
 
 router = APIRouter(tags=["operations"])
 RunStatus = Literal["queued", "running", "succeeded", "failed", "deferred", "interrupted", "abandoned"]

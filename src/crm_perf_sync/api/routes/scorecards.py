@@ -13,7 +13,7 @@ from crm_perf_sync.api.listing import PageParams, page_params
 from crm_perf_sync.api.problems import collection, documented
 from crm_perf_sync.api.routes.kpis import PERIOD_HELP, period_key
 from crm_perf_sync.api.schemas import Page, ScorecardOut, ScoreOut, columns
-from crm_perf_sync.errors import InvalidInput, NotFound
+from crm_perf_sync.kit.errors import InvalidInput, NotFound
 from crm_perf_sync.kpi.schemas import ScorecardConfig
 
 router = APIRouter(tags=["scorecards"])

@@ -14,7 +14,7 @@ from crm_perf_sync.api.deps import Admin, ContextDep, Reader, RowId, SessionDep
 from crm_perf_sync.api.listing import PageParams, expect, json_response, page_params
 from crm_perf_sync.api.problems import collection, documented
 from crm_perf_sync.api.schemas import InputModel, Instant, Page, columns
-from crm_perf_sync.errors import InvalidInput, NotFound
+from crm_perf_sync.kit.errors import InvalidInput, NotFound
 from crm_perf_sync.webhooks import repository as repo
 from crm_perf_sync.webhooks import service
 from crm_perf_sync.webhooks.service import EVENT_TYPES, EndpointSpec

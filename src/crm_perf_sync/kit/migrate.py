@@ -10,16 +10,12 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-import crm_perf_sync
-from crm_perf_sync.errors import DatabaseUnavailable
+from crm_perf_sync.kit.errors import DatabaseUnavailable
+from crm_perf_sync.kit.resources import shipped
 
 
 def _script_location() -> Path:
-    package = Path(crm_perf_sync.__file__).resolve().parent
-    for candidate in (package / "_migrations", package.parent.parent / "migrations"):
-        if (candidate / "env.py").is_file():
-            return candidate
-    raise FileNotFoundError("the Alembic migrations directory is missing from this installation")
+    return shipped("_migrations", "migrations", "env.py")
 
 
 def alembic_config() -> Config:

@@ -1,110 +1,23 @@
-"""What an operator asks first: how is it doing (``status``) and is it set up right (``doctor``)."""
+"""Is it set up right: configuration, database, migrations, each CRM's credentials, each webhook
+endpoint against the address guard."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 
 from crm_perf_sync.config import LoadedConfig
-from crm_perf_sync.models import KpiRefreshRun, Lease, SyncRun, WebhookDelivery
-from crm_perf_sync.settings import Settings, redact_url
+from crm_perf_sync.kit.settings import Settings, redact_url
 
 log = logging.getLogger(__name__)
 
 #: Tries of one request when ``doctor`` checks a connection: someone is waiting at a terminal, and
 #: a second try is enough to tell a blip from an outage (a sync keeps its connector's patience).
 DOCTOR_ATTEMPTS = 2
-
-
-# -- status -------------------------------------------------------------------------------------
-
-
-def connection_status(session: Session, config: LoadedConfig, now: datetime) -> list[dict[str, Any]]:
-    """Each configured connection: its last run, last success, lag and whether it syncs now."""
-    out = []
-    for conn in config.app.connections:
-        last = session.execute(
-            select(SyncRun).where(SyncRun.connection_id == conn.id).order_by(SyncRun.id.desc()).limit(1)
-        ).scalar_one_or_none()
-        success = session.execute(
-            select(func.max(SyncRun.finished_at)).where(
-                SyncRun.connection_id == conn.id, SyncRun.status == "succeeded"
-            )
-        ).scalar_one_or_none()
-        failures = session.execute(
-            select(func.count()).where(
-                SyncRun.connection_id == conn.id,
-                SyncRun.status == "failed",
-                SyncRun.started_at >= now - timedelta(days=1),
-            )
-        ).scalar_one()
-        holder = session.execute(
-            select(Lease.holder).where(
-                Lease.name == f"sync:{conn.id}", Lease.holder.is_not(None), Lease.expires_at > now
-            )
-        ).scalar_one_or_none()
-        out.append(
-            {
-                "connection_id": conn.id,
-                "kind": conn.kind,
-                "enabled": conn.enabled,
-                "syncing_now": holder,
-                "last_run_id": last.id if last else None,
-                "last_run_status": last.status if last else None,
-                "last_run_started_at": last.started_at if last else None,
-                "last_run_finished_at": last.finished_at if last else None,
-                # Records the last run rejected (bad rows, stored with the run): a run can succeed
-                # and still have left some out.
-                "last_run_skipped": last.skipped if last else 0,
-                "last_error": last.error if last and last.status != "succeeded" else None,
-                "last_success_at": success,
-                "lag_seconds": round((now - success).total_seconds()) if success else None,
-                "failed_runs_24h": failures,
-            }
-        )
-    return out
-
-
-def delivery_status(session: Session, now: datetime) -> dict[str, Any]:
-    pending, oldest = session.execute(
-        select(func.count(), func.min(WebhookDelivery.created_at)).where(WebhookDelivery.status == "pending")
-    ).one()
-    retrying = session.execute(
-        select(func.count()).where(WebhookDelivery.status == "pending", WebhookDelivery.attempts > 0)
-    ).scalar_one()
-    failed = session.execute(
-        select(func.count()).where(
-            WebhookDelivery.status == "failed", WebhookDelivery.finished_at >= now - timedelta(days=1)
-        )
-    ).scalar_one()
-    return {
-        "pending": pending,
-        "retrying": retrying,
-        "oldest_pending_age_seconds": round((now - oldest).total_seconds()) if oldest else None,
-        "failed_24h": failed,
-    }
-
-
-def refresh_status(session: Session) -> dict[str, Any]:
-    last = session.execute(
-        select(KpiRefreshRun).order_by(KpiRefreshRun.id.desc()).limit(1)
-    ).scalar_one_or_none()
-    return {
-        "last_refresh_at": last.finished_at if last else None,
-        "last_refresh_status": last.status if last else None,
-        "last_refresh_kind": last.kind if last else None,
-        "last_refresh_seconds": round(last.duration_seconds, 3) if last and last.duration_seconds else None,
-        "last_refresh_error": last.error if last and last.status != "succeeded" else None,
-    }
-
-
-# -- doctor -------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -137,9 +50,9 @@ class Doctor:
         return True
 
     def run(self) -> Doctor:
-        from crm_perf_sync import migrate
-        from crm_perf_sync.connectors.registry import ConnectorRegistry
-        from crm_perf_sync.db import check_database, create_db_engine, make_session_factory
+        from crm_perf_sync.kit import migrate
+        from crm_perf_sync.kit.db import check_database, create_db_engine, make_session_factory
+        from crm_perf_sync.plugins import ConnectorRegistry
         from crm_perf_sync.runtime import load_checked_config
 
         registry = ConnectorRegistry.discover()
@@ -201,7 +114,7 @@ class Doctor:
             self.record(f"connection {conn.id}", probe, "check its settings and credentials in the config")
 
     def _webhooks(self, session_factory: Any) -> None:
-        from crm_perf_sync.db import session_scope
+        from crm_perf_sync.kit.db import session_scope
         from crm_perf_sync.models import WebhookEndpoint
         from crm_perf_sync.webhooks.security import Guard
 

@@ -13,8 +13,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from crm_perf_sync.errors import DatabaseUnavailable
-from crm_perf_sync.settings import redact_url
+from crm_perf_sync.kit.errors import DatabaseUnavailable
+from crm_perf_sync.kit.settings import redact_url
 
 
 def _json_dumps(value: Any) -> str:

@@ -1,1 +1,0 @@
-"""Discovery of connector plugins (the core never imports a connector package directly)."""
