@@ -74,10 +74,11 @@ def _prepare(url: str, config_path: Path) -> dict[str, Any]:
     from crm_perf_sync.apikeys import service as keys
     from crm_perf_sync.config import load_config
     from crm_perf_sync.jobs.refresh import RefreshJob
+    from crm_perf_sync.jobs.sync import SyncService
     from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
     from crm_perf_sync.models import ScorecardValue
     from crm_perf_sync.plugins import ConnectorRegistry
-    from crm_perf_sync.sync.service import SyncOptions, SyncService
+    from crm_perf_sync.sync.service import SyncOptions
 
     registry = ConnectorRegistry.discover()
     config = load_config(config_path, registry)

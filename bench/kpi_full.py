@@ -101,7 +101,7 @@ def _load(url: str, config_path: Path) -> dict[str, Any]:
     engine = create_db_engine(url)
     factory = make_session_factory(engine)
     with session_scope(factory) as session:
-        sync_repo.sync_connections(session, loaded.app, utc_now())
+        sync_repo.sync_connections(session, loaded.app.connections, utc_now())
     context = ConnectorContext(CONNECTION, config_path.parent, logging.getLogger("bench"))
     sync = SyncEngine(
         session_factory=factory,

@@ -48,7 +48,7 @@ def _generate_only(count: int) -> dict[str, Any]:
 
 
 def _sync(url: str, count: int, batch_size: int) -> dict[str, Any]:
-    from crm_perf_sync.config import AppConfig
+    from crm_perf_sync.config import ConnectionConfig
     from crm_perf_sync.connector_sdk import (
         Checkpoint,
         Connector,
@@ -89,7 +89,7 @@ def _sync(url: str, count: int, batch_size: int) -> dict[str, Any]:
     factory = make_session_factory(engine)
     with session_scope(factory) as session:
         repo.sync_connections(
-            session, AppConfig.model_validate({"connections": [{"id": "bench", "kind": "x"}]}), utc_now()
+            session, [ConnectionConfig.model_validate({"id": "bench", "kind": "x"})], utc_now()
         )
     connector = DemoOpportunities(
         BenchSettings(), ConnectorContext("bench", Path.cwd(), logging.getLogger("bench"))

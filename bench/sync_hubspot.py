@@ -212,7 +212,7 @@ def _floor(url: str, token: str) -> dict[str, Any]:
 
 
 def _sync(url: str, token: str, db_url: str) -> dict[str, Any]:
-    from crm_perf_sync.config import AppConfig
+    from crm_perf_sync.config import ConnectionConfig
     from crm_perf_sync.connector_sdk import ConnectorContext
     from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
     from crm_perf_sync.kit.timeutil import utc_now
@@ -224,8 +224,8 @@ def _sync(url: str, token: str, db_url: str) -> dict[str, Any]:
     engine = create_db_engine(db_url)
     factory = make_session_factory(engine)
     with session_scope(factory) as session:
-        app = AppConfig.model_validate({"connections": [{"id": CONNECTION, "kind": "hubspot"}]})
-        repo.sync_connections(session, app, utc_now())
+        connections = [ConnectionConfig.model_validate({"id": CONNECTION, "kind": "hubspot"})]
+        repo.sync_connections(session, connections, utc_now())
     context = ConnectorContext(CONNECTION, Path.cwd(), logging.getLogger("bench.hubspot"))
     connector = HubSpotConnector(_settings(url, token), context)
     sync = SyncEngine(

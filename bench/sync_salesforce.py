@@ -163,7 +163,7 @@ def _costs(url: str, ca_path: str, db_urls: tuple[str, str]) -> dict[str, Any]:
     engine's validation), the store row and its content hash, and the store's write into a fresh
     store, as a whole (``store``) and split into the value conversions and what is left for the
     driver and the database (the converted values written by the same statements)."""
-    from crm_perf_sync.config import AppConfig
+    from crm_perf_sync.config import ConnectionConfig
     from crm_perf_sync.connector_sdk import ConnectorContext, OpportunityRecord
     from crm_perf_sync.kit import bulk
     from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
@@ -204,8 +204,8 @@ def _costs(url: str, ca_path: str, db_urls: tuple[str, str]) -> dict[str, Any]:
         engine = create_db_engine(db_url)
         now = utc_now()
         with session_scope(make_session_factory(engine)) as session:
-            app = AppConfig.model_validate({"connections": [{"id": "bench", "kind": "salesforce"}]})
-            repo.sync_connections(session, app, now)
+            connections = [ConnectionConfig.model_validate({"id": "bench", "kind": "salesforce"})]
+            repo.sync_connections(session, connections, now)
         return engine, repo._constants("opportunities", "bench", now)
 
     # The store's write as the engine makes it: conversions and statements, a commit a batch.
@@ -260,7 +260,7 @@ def _read_only(url: str, ca_path: str) -> dict[str, Any]:
 
 def _sync(db_url: str, url: str, ca_path: str, keep_raw: bool = True) -> dict[str, Any]:
     """A full sync of the org's opportunities through the connector and the engine."""
-    from crm_perf_sync.config import AppConfig
+    from crm_perf_sync.config import ConnectionConfig
     from crm_perf_sync.connector_sdk import ConnectorContext
     from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
     from crm_perf_sync.kit.timeutil import utc_now
@@ -275,7 +275,7 @@ def _sync(db_url: str, url: str, ca_path: str, keep_raw: bool = True) -> dict[st
     with session_scope(factory) as session:
         repo.sync_connections(
             session,
-            AppConfig.model_validate({"connections": [{"id": "bench", "kind": "salesforce"}]}),
+            [ConnectionConfig.model_validate({"id": "bench", "kind": "salesforce"})],
             utc_now(),
         )
     settings = SalesforceSettings.model_validate(_settings(url, ca_path, keep_raw=keep_raw))

@@ -122,9 +122,10 @@ def _latency(url: str, receiver_url: str, workdir: str, rounds: int) -> dict[str
 
     from crm_perf_sync.config import load_config
     from crm_perf_sync.jobs.refresh import RefreshJob
+    from crm_perf_sync.jobs.sync import SyncService
     from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
     from crm_perf_sync.plugins import ConnectorRegistry
-    from crm_perf_sync.sync.service import SyncOptions, SyncService
+    from crm_perf_sync.sync.service import SyncOptions
     from crm_perf_sync.webhooks import service
     from crm_perf_sync.webhooks.delivery import Deliverer
     from crm_perf_sync.webhooks.security import Guard

@@ -944,7 +944,7 @@ def explain(
     runtime = _guard(lambda: build_runtime(settings))
     try:
         _guard(lambda: runtime.ensure_schema(auto_migrate=runtime.is_sqlite))
-        service = KpiService(runtime.config)
+        service = KpiService(runtime.config.kpi_config())
         kpi = _guard(lambda: service.kpi(kpi_id))
         ref = ValueRef(kpi_id, grain, period, scope, scope_id, currency, by, value_of)  # type: ignore[arg-type]
         with runtime.session_factory() as session:
@@ -1063,7 +1063,7 @@ def scores(
     runtime = _guard(lambda: build_runtime(settings))
     try:
         _guard(lambda: runtime.ensure_schema(auto_migrate=runtime.is_sqlite))
-        card = _guard(lambda: KpiService(runtime.config).scorecard(scorecard_id))
+        card = _guard(lambda: KpiService(runtime.config.kpi_config()).scorecard(scorecard_id))
         with session_scope(runtime.session_factory) as session:
             names = kpi_repo.scope_names(session)
             rows = []

@@ -15,13 +15,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.config import ConfigIssues, LoadedConfig, load_config
+from crm_perf_sync.jobs.sync import SyncService
 from crm_perf_sync.kit import migrate
 from crm_perf_sync.kit.db import check_database, create_db_engine, make_session_factory
 from crm_perf_sync.kit.errors import ConfigurationError, DatabaseUnavailable
 from crm_perf_sync.kit.logs import register_secrets
 from crm_perf_sync.kit.settings import Settings
 from crm_perf_sync.plugins import ConnectorRegistry
-from crm_perf_sync.sync.service import SyncOptions, SyncService
+from crm_perf_sync.sync.service import SyncOptions
 from crm_perf_sync.webhooks.delivery import Deliverer, DeliveryOptions
 from crm_perf_sync.webhooks.security import Guard
 

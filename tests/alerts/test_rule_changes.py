@@ -409,7 +409,10 @@ def test_a_removed_rule_within_a_rolled_back_evaluation_announces_nothing(
     engine = world.factory.kw["bind"]
     with engine.connect() as conn, conn.begin() as transaction:
         evaluation = alerts.evaluate(
-            conn, world.job.config, world.state("rep-win-rate", "crm:bo").since + timedelta(minutes=1)
+            conn,
+            world.job.config.app.alerts.rules,
+            world.job.service.config,
+            world.state("rep-win-rate", "crm:bo").since + timedelta(minutes=1),
         )
         assert len(evaluation.events) == 2
         transaction.rollback()

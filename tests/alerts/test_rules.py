@@ -241,7 +241,7 @@ def test_a_finished_periods_scorecard_is_published_once(
             for _ in range(2):
                 engine = session_factory.kw["bind"]
                 with engine.begin() as conn:
-                    alerts.evaluate(conn, world.job.config, april)
+                    alerts.evaluate(conn, world.job.config.app.alerts.rules, world.job.service.config, april)
                 world.deliver()
         finally:
             world.deliverer.close()

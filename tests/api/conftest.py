@@ -24,9 +24,10 @@ from crm_perf_sync.api.app import create_app
 from crm_perf_sync.apikeys import service as keys
 from crm_perf_sync.config import LoadedConfig, load_config
 from crm_perf_sync.jobs.refresh import RefreshJob
+from crm_perf_sync.jobs.sync import SyncService
 from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
 from crm_perf_sync.plugins import ConnectorRegistry
-from crm_perf_sync.sync.service import SyncOptions, SyncService
+from crm_perf_sync.sync.service import SyncOptions
 from tests.conftest import DATA_DIR, REPO_ROOT, _admin_engine
 
 KPIS = """

@@ -61,7 +61,7 @@ def load(
     path.write_text("connections:\n  - {id: crm, kind: scripted}\n" + config)
     loaded = load_config(path, ConnectorRegistry(connectors={"scripted": ScriptedConnector}), {})
     with session_scope(factory) as session:
-        sync_repo.sync_connections(session, loaded.app, T)
+        sync_repo.sync_connections(session, loaded.app.connections, T)
         sync_repo.sync_config_teams(session, loaded.app, T)
     streams = [StreamSpec(name, name) for name in STREAMS if name in pages]  # type: ignore[arg-type]
     script = Script(streams=streams, pages={name: [records] for name, records in pages.items()})

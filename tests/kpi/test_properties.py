@@ -254,7 +254,7 @@ def store(tmp_path: Path, session_factory: sessionmaker[Session]) -> Store:
     config_path.write_text(config_yaml("UTC", 1))
     loaded = load_config(config_path, REGISTRY, {})
     with session_scope(session_factory) as session:
-        sync_repo.sync_connections(session, loaded.app, SYNCED_AT)
+        sync_repo.sync_connections(session, loaded.app.connections, SYNCED_AT)
     script = Script(
         streams=[StreamSpec("teams", "teams"), StreamSpec("owners", "owners")],
         pages={"teams": [TEAMS], "owners": [OWNERS]},

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from crm_perf_sync.config import AppConfig
+from crm_perf_sync.config import AppConfig, ConnectionConfig
 from crm_perf_sync.connector_sdk import (
     BadRecord,
     FatalError,
@@ -42,8 +42,9 @@ from crm_perf_sync.models import (
     TeamMember,
 )
 from crm_perf_sync.sync import repository as repo
-from crm_perf_sync.sync.schemas import SyncOutcome
-from crm_perf_sync.sync.service import SyncAlreadyRunning, SyncEngine, SyncOptions, lease_name
+from crm_perf_sync.sync.errors import SyncAlreadyRunning
+from crm_perf_sync.sync.outcomes import SyncOutcome
+from crm_perf_sync.sync.service import SyncEngine, SyncOptions, lease_name
 from tests.sync.scripted import Script, scripted
 
 T0 = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
@@ -73,9 +74,9 @@ def opp(n: int, stage: str = "Prospecting", minutes: int = 0, **kw: object) -> O
 
 
 def setup_connection(factory: sessionmaker[Session], connection_id: str = "crm") -> None:
-    app = AppConfig.model_validate({"connections": [{"id": connection_id, "kind": "scripted"}]})
+    connections = [ConnectionConfig.model_validate({"id": connection_id, "kind": "scripted"})]
     with session_scope(factory) as session:
-        repo.sync_connections(session, app, T0)
+        repo.sync_connections(session, connections, T0)
 
 
 def run(

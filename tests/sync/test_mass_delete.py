@@ -19,14 +19,14 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from crm_perf_sync.config import AppConfig
+from crm_perf_sync.config import ConnectionConfig
 from crm_perf_sync.connector_sdk import OwnerRecord, StreamSpec, Tombstone
 from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.leases import new_holder_id
 from crm_perf_sync.models import Lead, Opportunity, Owner, SyncCheckpoint, SyncRun
 from crm_perf_sync.sync import repository as repo
-from crm_perf_sync.sync.schemas import SyncOutcome
+from crm_perf_sync.sync.outcomes import SyncOutcome
 from crm_perf_sync.sync.service import SyncEngine, SyncOptions
 from tests.connectors.csv.support import connector, dataset, example_settings
 from tests.sync.scripted import Script, scripted
@@ -38,9 +38,9 @@ OWNERS = StreamSpec("owners", "owners")
 
 
 def _register(factory: sessionmaker[Session], connection_id: str, kind: str = "csv") -> None:
-    app = AppConfig.model_validate({"connections": [{"id": connection_id, "kind": kind}]})
+    connections = [ConnectionConfig.model_validate({"id": connection_id, "kind": kind})]
     with session_scope(factory) as session:
-        repo.sync_connections(session, app, utc_now())
+        repo.sync_connections(session, connections, utc_now())
 
 
 def _maven_copy(directory: Path) -> Path:

@@ -31,7 +31,7 @@ Also here: ``score.published``, once per scorecard, grain and period, when the p
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -41,10 +41,9 @@ from sqlalchemy import Connection
 
 from crm_perf_sync.alerts import repository as repo
 from crm_perf_sync.alerts.schemas import AlertRule
-from crm_perf_sync.config import LoadedConfig
 from crm_perf_sync.kpi import periods
 from crm_perf_sync.kpi.repository import scope_names
-from crm_perf_sync.kpi.schemas import Grain
+from crm_perf_sync.kpi.schemas import Grain, KpiConfig
 from crm_perf_sync.kpi.values import pace, tidy
 from crm_perf_sync.webhooks import repository as webhooks_repo
 from crm_perf_sync.webhooks.service import emit, wants
@@ -113,10 +112,9 @@ def observe(
     return out
 
 
-def evaluate(conn: Connection, config: LoadedConfig, now: datetime) -> Evaluation:
+def evaluate(conn: Connection, rules: Sequence[AlertRule], kpis: KpiConfig, now: datetime) -> Evaluation:
     """Evaluate every rule once; the caller's transaction holds the states and the events."""
-    business = config.app.business
-    rules = config.app.alerts.rules
+    business = kpis.business
     result = Evaluation()
     names = _Names(conn)
     result.replayed = _send_firing_sets(conn, now)
@@ -147,7 +145,7 @@ def evaluate(conn: Connection, config: LoadedConfig, now: datetime) -> Evaluatio
             if to_state == "firing":
                 repo.set_message_id(conn, state_id, message_id)
             result.events.append(message_id)
-    result.published = _publish_scores(conn, config, now)
+    result.published = _publish_scores(conn, kpis, now)
     return result
 
 
@@ -471,11 +469,11 @@ def _links(
     return links
 
 
-def _publish_scores(conn: Connection, config: LoadedConfig, now: datetime) -> int:
+def _publish_scores(conn: Connection, kpis: KpiConfig, now: datetime) -> int:
     """``score.published`` for each scorecard period that has ended and was not announced yet."""
-    business = config.app.business
+    business = kpis.business
     published = 0
-    for card in config.app.kpis.scorecards:
+    for card in kpis.section.scorecards:
         for grain in card.grains:
             index = periods.local_period_index(
                 now, business.timezone, grain, business.fiscal_year_start_month

@@ -60,7 +60,7 @@ class ApiContext:
 
         if self.config is None:
             raise ConfigurationError("this API process was started without a configuration")
-        return KpiService(self.config)
+        return KpiService(self.config.kpi_config())
 
 
 # Dependencies that do no I/O are ``async``: FastAPI runs a plain ``def`` dependency in the

@@ -14,7 +14,7 @@ from crm_perf_sync.config.schema import AppConfig
 from crm_perf_sync.connector_sdk import ConnectorSettings
 from crm_perf_sync.kit.yaml_source import ConfigIssues, Issue, Loc, SourceMap, load_yaml
 from crm_perf_sync.kpi import library as kpi_library
-from crm_perf_sync.kpi.schemas import Kpi
+from crm_perf_sync.kpi.schemas import Kpi, KpiConfig
 from crm_perf_sync.plugins import ConnectorRegistry
 
 
@@ -27,6 +27,12 @@ class LoadedConfig:
     connector_settings: Mapping[str, ConnectorSettings]
     source: SourceMap
     kpis: Mapping[str, Kpi]
+
+    def kpi_config(self) -> KpiConfig:
+        """What the KPI engine and the alert rules read from this configuration."""
+        return KpiConfig(
+            self.kpis, self.app.kpis, self.app.business, tuple(c.id for c in self.app.connections)
+        )
 
 
 def _clean_loc(source: SourceMap, loc: Loc) -> Loc:

@@ -1,120 +1,24 @@
-"""The typed shape of ``crm-perf-sync.yaml``.
+"""The typed shape of ``crm-perf-sync.yaml``: each domain's section composed into one file.
 
-Later parts of the product (KPIs, targets, scorecards, alerts) add their own top-level sections;
-unknown keys are rejected so a typo never silently disables something.
+The sections are defined by their domains (``business`` and ``kpis`` by the KPI engine,
+``connections`` by the sync, ``alerts`` by the alert rules; teams here); unknown keys are
+rejected so a typo never silently disables something.
 """
 
 from __future__ import annotations
 
-import re
-from datetime import timedelta
-from typing import Annotated, Any, Self
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from crm_perf_sync.alerts.schemas import AlertSection
-from crm_perf_sync.kpi.schemas import KpiSection
-
-Slug = Annotated[
-    str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="lower-case id: a-z, 0-9, - and _")
-]
-
-_DURATION = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>s|m|h|d)\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(value: object) -> timedelta:
-    """``90``, ``"30s"``, ``"15m"``, ``"1h"``, ``"1d"`` → timedelta (bare numbers are seconds)."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like 30s, 15m, 1h or 1d")
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return timedelta(seconds=float(match["n"]) * _UNITS[match["unit"]])
-    raise ValueError(f"expected a duration like 30s, 15m, 1h or 1d, got {value!r}")
+from crm_perf_sync.kit.ids import Slug
+from crm_perf_sync.kpi.schemas import BusinessConfig, KpiSection
+from crm_perf_sync.sync.schemas import ConnectionConfig, Schedule
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class BusinessConfig(_Model):
-    """The calendar KPIs are bucketed in."""
-
-    timezone: str = "UTC"
-    fiscal_year_start_month: int = Field(default=1, ge=1, le=12)
-    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown IANA timezone {value!r} (e.g. UTC, Europe/Berlin)") from None
-        return value
-
-    def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
-
-
-class Schedule(_Model):
-    """When the worker syncs a connection: every ``interval`` or on a ``cron`` expression."""
-
-    interval: timedelta | None = None
-    cron: str | None = None
-    jitter: timedelta = timedelta(0)
-
-    @field_validator("interval", "jitter", mode="before")
-    @classmethod
-    def _duration(cls, value: object) -> timedelta | None:
-        return None if value is None else parse_duration(value)
-
-    @field_validator("interval")
-    @classmethod
-    def _not_too_often(cls, value: timedelta | None) -> timedelta | None:
-        if value is not None and value < timedelta(seconds=5):
-            raise ValueError("must be at least 5s")
-        return value
-
-    @field_validator("cron")
-    @classmethod
-    def _valid_cron(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        from apscheduler.triggers.cron import CronTrigger
-
-        try:
-            CronTrigger.from_crontab(value, timezone="UTC")
-        except ValueError as exc:
-            raise ValueError(f"invalid cron expression {value!r}: {exc}") from None
-        return value
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Self:
-        if (self.interval is None) == (self.cron is None):
-            raise ValueError("give exactly one of interval (e.g. 15m) or cron (e.g. '0 * * * *')")
-        return self
-
-
-class ConnectionConfig(_Model):
-    """A configured CRM source. ``settings`` is validated by the connector's own settings model."""
-
-    id: Slug
-    kind: str
-    name: str | None = None
-    enabled: bool = True
-    schedule: Schedule | None = None
-    #: Overrides CRM_PERF_SYNC_MASS_DELETE_SHARE for this connection: what share of a stream's
-    #: live records one sync may delete depends on the source (an export of open deals only drops
-    #: every deal that closed; an API's reconcile should almost never delete much).
-    mass_delete_share: float | None = Field(default=None, gt=0.0, le=1.0)
-    settings: dict[str, Any] = Field(default_factory=dict)
 
 
 class MemberRef(_Model):
@@ -175,3 +79,6 @@ class AppConfig(_Model):
         for team in self.teams:
             walk(team, None)
         return out
+
+
+__all__ = ["AppConfig", "BusinessConfig", "ConnectionConfig", "MemberRef", "Schedule", "Slug", "TeamConfig"]

@@ -54,7 +54,7 @@ class RefreshJob:
     def __init__(self, session_factory: sessionmaker[Session], config: LoadedConfig) -> None:
         self.session_factory = session_factory
         self.config = config
-        self.service = KpiService(config)
+        self.service = KpiService(config.kpi_config())
 
     @property
     def engine(self) -> Engine:
@@ -151,7 +151,7 @@ class RefreshJob:
         started = time.monotonic()
         try:
             with conn.begin_nested():
-                outcome.alerts = alerts.evaluate(conn, self.config, now)
+                outcome.alerts = alerts.evaluate(conn, self.config.app.alerts.rules, self.service.config, now)
         except Exception:
             log.exception("evaluating the alert rules failed; the next evaluation tries again")
         outcome.timings["alerts"] = time.monotonic() - started
@@ -163,7 +163,7 @@ class RefreshJob:
         refresh lease (:meth:`evaluate_alerts_exclusive`) so it never interleaves with a refresh.
         """
         with self.engine.begin() as conn:
-            return alerts.evaluate(conn, self.config, utc_now())
+            return alerts.evaluate(conn, self.config.app.alerts.rules, self.service.config, utc_now())
 
     def evaluate_alerts_exclusive(self, *, ttl: timedelta, holder: str | None = None) -> Evaluation | None:
         """:meth:`evaluate_alerts` under the refresh lease; ``None`` if a refresh holds it (that

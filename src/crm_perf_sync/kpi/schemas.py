@@ -7,8 +7,11 @@ A definition never contains SQL. Fields and filters name columns from an allow-l
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -422,3 +425,35 @@ class KpiSection(_Model):
     @classmethod
     def _known_dimensions(cls, value: list[str]) -> list[str]:
         return check_dimensions(value)
+
+
+class BusinessConfig(_Model):
+    """The calendar KPIs are bucketed in."""
+
+    timezone: str = "UTC"
+    fiscal_year_start_month: int = Field(default=1, ge=1, le=12)
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA timezone {value!r} (e.g. UTC, Europe/Berlin)") from None
+        return value
+
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+@dataclass(frozen=True, slots=True)
+class KpiConfig:
+    """What the KPI engine reads from the configuration: the KPIs (library and own, merged), the
+    ``kpis:`` section (targets, scorecards, breakdowns), the business calendar and the ids of the
+    configured connections (their set is part of every value's context)."""
+
+    kpis: Mapping[str, Kpi]
+    section: KpiSection
+    business: BusinessConfig
+    connection_ids: tuple[str, ...]

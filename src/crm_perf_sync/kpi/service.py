@@ -23,7 +23,6 @@ import orjson
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from crm_perf_sync.config import LoadedConfig
 from crm_perf_sync.kit.errors import NotFound
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import repository as repo
@@ -42,6 +41,7 @@ from crm_perf_sync.kpi.schemas import (
     FunnelKpi,
     Grain,
     Kpi,
+    KpiConfig,
     ScorecardConfig,
     dimension_column,
 )
@@ -85,10 +85,11 @@ class RefreshOutcome:
 class KpiService:
     """The configured KPIs, targets and scorecards, and how to bring their stored values up to date."""
 
-    def __init__(self, config: LoadedConfig) -> None:
+    def __init__(self, config: KpiConfig) -> None:
         self.config = config
         self.kpis: Mapping[str, Kpi] = config.kpis
-        self.section = config.app.kpis
+        self.section = config.section
+        self.business = config.business
 
     def kpi(self, kpi_id: str) -> Kpi:
         found = self.kpis.get(kpi_id)
@@ -122,7 +123,7 @@ class KpiService:
         return hashlib.blake2b("|".join(parts).encode(), digest_size=8).hexdigest()
 
     def calendar(self, session: Session | Connection) -> Calendar:
-        business = self.config.app.business
+        business = self.business
         dialect = session.get_bind().dialect.name if isinstance(session, Session) else session.dialect.name
         return Calendar(dialect, business.timezone, business.fiscal_year_start_month)
 
@@ -159,7 +160,7 @@ class KpiService:
                 "grains": grains,
                 "targets": [t.model_dump(mode="json") for t in self.section.targets],
                 "api_targets": list(api_targets),
-                "connections": sorted(c.id for c in self.config.app.connections),
+                "connections": sorted(self.config.connection_ids),
             }
         )
         return hashlib.blake2b(payload, digest_size=8).hexdigest()

@@ -94,7 +94,7 @@ class Doctor:
         return self
 
     def _connections(self, config: LoadedConfig, registry: Any) -> None:
-        from crm_perf_sync.sync.service import build_connector
+        from crm_perf_sync.jobs.sync import build_connector
 
         for conn in config.app.connections:
             if not conn.enabled:

@@ -50,6 +50,7 @@ from crm_perf_sync.models import (
     TeamMember,
 )
 from crm_perf_sync.sync.rows import Row
+from crm_perf_sync.sync.schemas import ConnectionConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,9 +454,9 @@ def incomplete_load(session: Session | SAConnection, now: datetime) -> str | Non
 # --- configuration mirrored into the store --------------------------------------------------------
 
 
-def sync_connections(session: Session, app: AppConfig, now: datetime) -> None:
+def sync_connections(session: Session, connections: Sequence[ConnectionConfig], now: datetime) -> None:
     """Mirror the configured connections (never their settings, which may hold secrets)."""
-    for conn in app.connections:
+    for conn in connections:
         schedule = None
         if conn.schedule is not None:
             schedule = (

@@ -1,63 +1,88 @@
-"""What a sync reports: per-stream statistics and the outcome of a run."""
+"""The sync domain's configuration: a connection (its connector kind, its settings, which the
+connector's own settings model validates, its schedule and its mass-deletion tolerance)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+import re
+from datetime import timedelta
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from crm_perf_sync.kit.ids import Slug
+
+_DURATION = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>s|m|h|d)\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _count(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+def parse_duration(value: object) -> timedelta:
+    """``90``, ``"30s"``, ``"15m"``, ``"1h"``, ``"1d"`` → timedelta (bare numbers are seconds)."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 30s, 15m, 1h or 1d")
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return timedelta(seconds=float(match["n"]) * _UNITS[match["unit"]])
+    raise ValueError(f"expected a duration like 30s, 15m, 1h or 1d, got {value!r}")
 
 
-@dataclass(slots=True)
-class StreamStats:
-    read: int = 0
-    inserted: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    deleted: int = 0
-    skipped: int = 0
-    warnings: int = 0
-    stage_changes: int = 0
-    status: str = "pending"
-    error: str | None = None
-    cursor_before: Any = None
-    cursor_after: Any = None
-
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-@dataclass(slots=True)
-class SyncOutcome:
-    """How a run ended. ``status`` is one of succeeded, failed, deferred, interrupted."""
+class Schedule(_Model):
+    """When the worker syncs a connection: every ``interval`` or on a ``cron`` expression."""
 
-    run_id: int
-    connection_id: str
-    status: str
-    duration_seconds: float
-    streams: dict[str, StreamStats] = field(default_factory=dict)
-    error: str | None = None
-    error_kind: str | None = None
-    retries: int = 0
+    interval: timedelta | None = None
+    cron: str | None = None
+    jitter: timedelta = timedelta(0)
 
-    def total(self, name: str) -> int:
-        return sum(int(getattr(stats, name)) for stats in self.streams.values())
+    @field_validator("interval", "jitter", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> timedelta | None:
+        return None if value is None else parse_duration(value)
 
-    def summary(self) -> str:
-        parts = [
-            f"{self.connection_id}: {self.status} in {self.duration_seconds:.1f}s",
-            f"read {self.total('read')}",
-            f"inserted {self.total('inserted')}",
-            f"updated {self.total('updated')}",
-            f"unchanged {self.total('unchanged')}",
-            f"deleted {self.total('deleted')}",
-            f"skipped {_count(self.total('skipped'), 'bad record')}",
-            _count(self.total("warnings"), "warning"),
-            f"stage changes {self.total('stage_changes')}",
-        ]
-        text = ", ".join(parts) + f" (run {self.run_id})"
-        if self.error:
-            text += f": {self.error}"
-        return text
+    @field_validator("interval")
+    @classmethod
+    def _not_too_often(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value < timedelta(seconds=5):
+            raise ValueError("must be at least 5s")
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value, timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(f"invalid cron expression {value!r}: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        if (self.interval is None) == (self.cron is None):
+            raise ValueError("give exactly one of interval (e.g. 15m) or cron (e.g. '0 * * * *')")
+        return self
+
+
+class ConnectionConfig(_Model):
+    """A configured CRM source. ``settings`` is validated by the connector's own settings model."""
+
+    id: Slug
+    kind: str
+    name: str | None = None
+    enabled: bool = True
+    schedule: Schedule | None = None
+    #: Overrides CRM_PERF_SYNC_MASS_DELETE_SHARE for this connection: what share of a stream's
+    #: live records one sync may delete depends on the source (an export of open deals only drops
+    #: every deal that closed; an API's reconcile should almost never delete much).
+    mass_delete_share: float | None = Field(default=None, gt=0.0, le=1.0)
+    settings: dict[str, Any] = Field(default_factory=dict)

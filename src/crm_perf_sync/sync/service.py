@@ -26,20 +26,17 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from crm_perf_sync.config import LoadedConfig
 from crm_perf_sync.connector_sdk import (
     BadRecord,
     Checkpoint,
     Connector,
-    ConnectorContext,
     ConnectorError,
     Entity,
     QuotaExhaustedError,
@@ -50,13 +47,20 @@ from crm_perf_sync.connector_sdk import (
 )
 from crm_perf_sync.connector_sdk.records import RECORD_TYPES
 from crm_perf_sync.kit.db import session_scope
-from crm_perf_sync.kit.errors import AppError, Conflict, NotFound
+from crm_perf_sync.kit.errors import AppError
 from crm_perf_sync.kit.logs import bind_log_context, log_context
 from crm_perf_sync.kit.metrics import STREAM_RECORDS, STREAM_RUNS
 from crm_perf_sync.kit.timeutil import utc_now
-from crm_perf_sync.leases import new_holder_id, release, renew, try_acquire
-from crm_perf_sync.plugins import ConnectorRegistry
+from crm_perf_sync.leases import release, renew, try_acquire
 from crm_perf_sync.sync import repository as repo
+from crm_perf_sync.sync.errors import (
+    ConnectorBug,
+    LeaseLost,
+    MassDeletionWithheld,
+    StopRequested,
+    SyncAlreadyRunning,
+)
+from crm_perf_sync.sync.outcomes import StreamStats, SyncOutcome
 from crm_perf_sync.sync.rows import (
     UNSTORABLE,
     Removed,
@@ -68,30 +72,9 @@ from crm_perf_sync.sync.rows import (
     to_row,
     unstorable_kind,
 )
-from crm_perf_sync.sync.schemas import StreamStats, SyncOutcome
 from crm_perf_sync.webhooks.service import emit
 
 log = logging.getLogger(__name__)
-
-
-class SyncAlreadyRunning(Conflict):
-    """Another process holds this connection's sync lease."""
-
-
-class LeaseLost(AppError):
-    """This process's claim expired and another took the connection over; its batch was rolled back."""
-
-
-class ConnectorBug(AppError):
-    """The connector broke its contract (wrong record type, unserialisable checkpoint, ...)."""
-
-
-class StopRequested(Exception):
-    """A graceful shutdown was requested between two batches."""
-
-
-class MassDeletionWithheld(AppError):
-    """A read would delete more of its stream than a sync may; none of its deletions was made."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -918,110 +901,3 @@ class SyncEngine:
         if error is not None:
             data.update(error=error, error_kind=kind)
         emit(session, "sync.failed" if status == "failed" else "sync.completed", data, now=now)
-
-
-class SyncService:
-    """Entry point of the sync domain for the CLI, the worker and (later) the API."""
-
-    def __init__(
-        self,
-        *,
-        session_factory: sessionmaker[Session],
-        registry: ConnectorRegistry,
-        config: LoadedConfig,
-        options: SyncOptions,
-        holder: str | None = None,
-        base_dir: Path | None = None,
-    ) -> None:
-        self.session_factory = session_factory
-        self.registry = registry
-        self.config = config
-        self.options = options
-        self.holder = holder or new_holder_id()
-        self.base_dir = base_dir or Path.cwd()
-
-    def apply_config(self) -> None:
-        """Mirror connections and configured teams into the store (idempotent)."""
-        with session_scope(self.session_factory) as session:
-            now = utc_now()
-            repo.sync_connections(session, self.config.app, now)
-            repo.sync_config_teams(session, self.config.app, now)
-
-    def build_connector(self, connection_id: str, *, full_refresh: bool = False) -> Connector:  # type: ignore[type-arg]
-        return build_connector(
-            self.config, self.registry, connection_id, base_dir=self.base_dir, full_refresh=full_refresh
-        )
-
-    def sync(
-        self,
-        connection_id: str,
-        *,
-        trigger: str = "manual",
-        full_refresh: bool = False,
-        on_progress: ProgressCallback | None = None,
-        should_stop: Callable[[], bool] | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        queued_run: int | None = None,
-        allow_mass_delete: bool = False,
-    ) -> SyncOutcome:
-        connector = self.build_connector(connection_id, full_refresh=full_refresh)
-        with session_scope(self.session_factory) as session:
-            repo.sync_connections(session, self.config.app, utc_now())
-        options = self.options
-        conn = self.config.app.connection(connection_id)
-        if conn is not None and conn.mass_delete_share is not None:
-            options = replace(options, mass_delete_share=conn.mass_delete_share)
-        engine = SyncEngine(
-            session_factory=self.session_factory,
-            connector=connector,
-            connection_id=connection_id,
-            options=options,
-            holder=self.holder,
-            on_progress=on_progress,
-            should_stop=should_stop,
-            sleep=sleep,
-        )
-        outcome = engine.run(
-            trigger=trigger,
-            full_refresh=full_refresh,
-            queued_run=queued_run,
-            allow_mass_delete=allow_mass_delete,
-        )
-        if outcome.status == "succeeded":
-            # Configured members may name reps this sync has just brought in.
-            with session_scope(self.session_factory) as session:
-                repo.sync_config_teams(session, self.config.app, utc_now())
-        return outcome
-
-    def reports(self, run_id: int, limit: int = 10) -> list[tuple[str, str, str]]:
-        """The first bad records and warnings of run ``run_id``: (level, stream, message)."""
-        with session_scope(self.session_factory) as session:
-            return repo.run_reports(session, run_id, limit)
-
-
-def build_connector(
-    config: LoadedConfig,
-    registry: ConnectorRegistry,
-    connection_id: str,
-    *,
-    base_dir: Path | None = None,
-    full_refresh: bool = False,
-    max_attempts: int | None = None,
-) -> Connector:  # type: ignore[type-arg]
-    """The configured connection's connector, ready to check or read (the caller closes it);
-    ``max_attempts`` caps its tries of one request (see :class:`ConnectorContext`)."""
-    conn = config.app.connection(connection_id)
-    if conn is None:
-        known = ", ".join(c.id for c in config.app.connections) or "none"
-        raise NotFound(f"no connection {connection_id!r} in {config.path} (configured: {known})")
-    connector_cls = registry.get(conn.kind)
-    if connector_cls is None:
-        raise NotFound(f"connector kind {conn.kind!r} of connection {connection_id!r} is not installed")
-    context = ConnectorContext(
-        connection_id=connection_id,
-        base_dir=base_dir or Path.cwd(),
-        logger=logging.getLogger(f"crm_perf_sync.connector.{connection_id}"),
-        full_refresh=full_refresh,
-        max_attempts=max_attempts,
-    )
-    return connector_cls(config.connector_settings[connection_id], context)

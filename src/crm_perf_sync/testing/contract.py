@@ -40,7 +40,7 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
-from crm_perf_sync.config import AppConfig
+from crm_perf_sync.config import ConnectionConfig
 from crm_perf_sync.connector_sdk import (
     BadRecord,
     Checkpoint,
@@ -56,7 +56,7 @@ from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.leases import new_holder_id
 from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync.sync import repository as sync_repo
-from crm_perf_sync.sync.schemas import SyncOutcome
+from crm_perf_sync.sync.outcomes import SyncOutcome
 from crm_perf_sync.sync.service import SyncEngine, SyncOptions
 
 #: A settings key no connector declares: the settings model must reject it.
@@ -215,7 +215,7 @@ class ConnectorContract:
         with session_scope(crm_perf_sync_store) as session:
             sync_repo.sync_connections(
                 session,
-                AppConfig.model_validate({"connections": [{"id": self.connection_id, "kind": self.kind}]}),
+                [ConnectionConfig.model_validate({"id": self.connection_id, "kind": self.kind})],
                 utc_now(),
             )
 

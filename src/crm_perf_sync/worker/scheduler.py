@@ -26,7 +26,7 @@ from crm_perf_sync.kit.errors import AppError
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi.service import KpiService
 from crm_perf_sync.runtime import Runtime
-from crm_perf_sync.sync.service import SyncAlreadyRunning
+from crm_perf_sync.sync.errors import SyncAlreadyRunning
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def refresh_if_needed(runtime: Runtime, stop: threading.Event) -> None:
 
     try:
         with session_scope(runtime.session_factory) as session:
-            reason = KpiService(runtime.config).refresh_reason(session)
+            reason = KpiService(runtime.config.kpi_config()).refresh_reason(session)
     except Exception:
         log.exception("checking whether the KPIs are up to date failed")
         return

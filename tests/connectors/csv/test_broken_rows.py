@@ -19,13 +19,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.cli import EXIT_REJECTED
-from crm_perf_sync.config import AppConfig
+from crm_perf_sync.config import ConnectionConfig
 from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.leases import new_holder_id
 from crm_perf_sync.models import Opportunity, SyncRecordError
 from crm_perf_sync.sync import repository as repo
-from crm_perf_sync.sync.schemas import SyncOutcome
+from crm_perf_sync.sync.outcomes import SyncOutcome
 from crm_perf_sync.sync.service import SyncEngine, SyncOptions
 from tests.connectors.csv.support import connector, dataset, example_settings
 
@@ -61,7 +61,7 @@ def _sync(
     """Sync the Maven opportunities from ``data_dir``: the outcome, the deals and the bad rows."""
     with session_scope(session_factory) as session:
         repo.sync_connections(
-            session, AppConfig.model_validate({"connections": [{"id": "maven", "kind": "csv"}]}), utc_now()
+            session, [ConnectionConfig.model_validate({"id": "maven", "kind": "csv"})], utc_now()
         )
     settings = example_settings("maven").model_dump(exclude_unset=True)
     settings["data_dir"] = str(data_dir)

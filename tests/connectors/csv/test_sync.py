@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from crm_perf_sync.config import AppConfig
+from crm_perf_sync.config import ConnectionConfig
 from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.leases import new_holder_id
@@ -43,7 +43,7 @@ def _sync(session_factory: sessionmaker[Session], data_dir: Path, full: bool = F
 def _register(session_factory: sessionmaker[Session]) -> None:
     with session_scope(session_factory) as session:
         repo.sync_connections(
-            session, AppConfig.model_validate({"connections": [{"id": "csv-sync", "kind": "csv"}]}), utc_now()
+            session, [ConnectionConfig.model_validate({"id": "csv-sync", "kind": "csv"})], utc_now()
         )
 
 
@@ -129,7 +129,7 @@ def test_example_datasets_sync_completely_and_then_stay_put(
 ) -> None:
     with session_scope(session_factory) as session:
         repo.sync_connections(
-            session, AppConfig.model_validate({"connections": [{"id": example, "kind": "csv"}]}), utc_now()
+            session, [ConnectionConfig.model_validate({"id": example, "kind": "csv"})], utc_now()
         )
 
     def run() -> dict[str, tuple[int, int, int]]:

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from crm_perf_sync.config import AppConfig
+from crm_perf_sync.config import ConnectionConfig
 from crm_perf_sync.connector_sdk import Checkpoint, ConnectorContext, Message, StreamSpec
 from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.leases import new_holder_id
@@ -26,7 +26,7 @@ from crm_perf_sync.models import (
     Team,
 )
 from crm_perf_sync.sync import repository as repo
-from crm_perf_sync.sync.schemas import SyncOutcome
+from crm_perf_sync.sync.outcomes import SyncOutcome
 from crm_perf_sync.sync.service import SyncEngine, SyncOptions
 from crm_perf_sync_hubspot import HubSpotConnector, HubSpotSettings
 from tests.connectors.hubspot.emulator import HubSpotEmulator, SimClock
@@ -91,9 +91,9 @@ class Harness:
     batch_size: int = 500
 
     def __post_init__(self) -> None:
-        app = AppConfig.model_validate({"connections": [{"id": self.connection_id, "kind": "hubspot"}]})
+        connections = [ConnectionConfig.model_validate({"id": self.connection_id, "kind": "hubspot"})]
         with session_scope(self.session_factory) as session:
-            repo.sync_connections(session, app, self.clock.now())
+            repo.sync_connections(session, connections, self.clock.now())
 
     def connector(self, *, full_refresh: bool = False, **overrides: Any) -> HubSpotConnector:
         settings = settings_for(self.emulator, **{**self.settings, **overrides})

@@ -15,14 +15,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from crm_perf_sync.config import AppConfig
+from crm_perf_sync.config import ConnectionConfig
 from crm_perf_sync.connector_sdk import Checkpoint, ConnectorContext, Message, StreamSpec
 from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.leases import new_holder_id
 from crm_perf_sync.models import Lead, Opportunity, Owner, PipelineStage, StageChange, SyncRun, Team
 from crm_perf_sync.sync import repository as repo
-from crm_perf_sync.sync.schemas import SyncOutcome
+from crm_perf_sync.sync.outcomes import SyncOutcome
 from crm_perf_sync.sync.service import SyncEngine, SyncOptions
 from crm_perf_sync_salesforce.connector import SalesforceConnector
 from crm_perf_sync_salesforce.settings import SalesforceSettings
@@ -140,7 +140,7 @@ def register(session_factory: sessionmaker[Session], connection_id: str = CONNEC
     with session_scope(session_factory) as session:
         repo.sync_connections(
             session,
-            AppConfig.model_validate({"connections": [{"id": connection_id, "kind": "salesforce"}]}),
+            [ConnectionConfig.model_validate({"id": connection_id, "kind": "salesforce"})],
             utc_now(),
         )
 

@@ -13,8 +13,9 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.config import load_config
+from crm_perf_sync.jobs.sync import SyncService
 from crm_perf_sync.plugins import ConnectorRegistry
-from crm_perf_sync.sync.service import SyncOptions, SyncService
+from crm_perf_sync.sync.service import SyncOptions
 from crm_perf_sync_salesforce.settings import SalesforceSettings
 from tests.connectors.salesforce.emulator import SalesforceEmulator
 from tests.connectors.salesforce.seed import seed_org

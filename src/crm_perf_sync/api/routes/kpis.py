@@ -196,7 +196,7 @@ def kpi_values(
         raise InvalidInput(f"from ({period_from}) is after to ({period_to}): both days are included")
     service = ctx.kpi_service()
     kpi = _kpi(service, kpi_id)
-    business = service.config.app.business
+    business = service.business
     _check_dimension(service, kpi, dimension)
     where = api_repo.ValueFilter(
         grain=grain,
@@ -288,7 +288,7 @@ def kpi_explain(
 ) -> Response:
     service = ctx.kpi_service()
     kpi = _kpi(service, kpi_id)
-    business = service.config.app.business
+    business = service.business
     key = period_key(period, grain, business.fiscal_year_start_month) or "all"
     _check_dimension(service, kpi, dimension)
     if (scope == "company") != (scope_id == "company"):
@@ -337,7 +337,7 @@ def funnel(
         raise InvalidInput(
             f"{kpi} is a {found.type} KPI, not a funnel (funnels: {', '.join(funnels) or 'none'})"
         )
-    key = period_key(period, grain, service.config.app.business.fiscal_year_start_month) or "all"
+    key = period_key(period, grain, service.business.fiscal_year_start_month) or "all"
     order = {stage: n for n, stage in enumerate(_stage_order(session, found))}
     stored = kpi_repo.values(
         session, kpi, grain=grain, scope=scope, period_key=key, scope_id=scope_id, dimension="stage"
@@ -403,7 +403,7 @@ def list_targets(
     scope: Annotated[ScopeParam | None, Query()] = None,
     scope_id: Annotated[str | None, Query(max_length=600)] = None,
 ) -> Response:
-    fiscal = ctx.kpi_service().config.app.business.fiscal_year_start_month
+    fiscal = ctx.kpi_service().business.fiscal_year_start_month
     where = api_repo.TargetFilter(kpi, grain, period_key(period, grain, fiscal), scope, scope_id)
 
     def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:

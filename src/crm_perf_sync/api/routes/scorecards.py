@@ -112,7 +112,7 @@ def scorecard(
     cached = version.not_modified(request)
     if cached is not None:
         return cached
-    fiscal = service.config.app.business.fiscal_year_start_month
+    fiscal = service.business.fiscal_year_start_month
     key = (
         period_key(period, chosen, fiscal)
         if period is not None
