@@ -18,14 +18,11 @@ where the run found it; a snapshot whole) and the run fails, asking for a confir
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import logging
 import random
-import sys
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -72,6 +69,7 @@ from crm_perf_sync.sync.rows import (
     to_row,
     unstorable_kind,
 )
+from crm_perf_sync.sync.writer import Batch, BatchWriter, HeldDeletions, StreamBuffer
 from crm_perf_sync.webhooks.service import emit
 
 log = logging.getLogger(__name__)
@@ -101,13 +99,6 @@ ProgressCallback = Callable[[str, StreamStats], None]
 
 # Rows a run inserts into a table before the table's planner statistics are first refreshed.
 _FIRST_ANALYZE = 20_000
-#: The interpreter's thread switch interval (seconds) once a sync writes. The writer thread makes
-#: about ten round trips to the database a batch, and after each it has to win the GIL back from
-#: the reader thread (parsing, mapping), which keeps it for up to the switch interval, 5 ms by
-#: default. At 1 ms the upsert benchmark's store rate rose by about a fifth (45k to 54k rows/s on
-#: average, PostgreSQL, 300k rows, alternating runs); 0.2 ms cost more in switching than it saved,
-#: and SQLite (few round trips) did not move.
-WRITER_SWITCH_INTERVAL = 0.001
 
 
 def lease_name(connection_id: str) -> str:
@@ -148,135 +139,6 @@ def _held_hash(row: Row) -> str:
     return hashlib.blake2b(f"held:{row['content_hash']}".encode(), digest_size=16).hexdigest()
 
 
-class _HeldDeletions:
-    """The deletions of one read, held back until the read has ended.
-
-    The writer thread fills it as it commits the read's batches (it alone knows which records are
-    live); the reader looks at it only once every batch is committed.
-    """
-
-    def __init__(self) -> None:
-        #: External id → deleted at, of the live records this read deleted so far.
-        self.pending: dict[str, datetime] = {}
-        #: The newest checkpoint of the read that was not committed because it covers them.
-        self.checkpoint: Mapping[str, Any] | None = None
-
-
-class _StreamWriter:
-    """Buffers one stream's messages and commits them in batches with their checkpoint.
-
-    ``held`` (for the entities that can be deleted) makes the batches hold deletions back instead
-    of applying them; ``held = None`` applies them (the decided deletions at the end of a read).
-    """
-
-    def __init__(
-        self,
-        engine: SyncEngine,
-        run_id: int,
-        stream: StreamSpec,
-        stats: StreamStats,
-        held: _HeldDeletions | None,
-    ) -> None:
-        self.engine = engine
-        self.run_id = run_id
-        self.stream = stream
-        self.entity: Entity = stream.entity
-        self.stats = stats
-        self.held = held
-        #: A complete snapshot was read: what follows it is decided with its deletions.
-        self.hold_checkpoints = False
-        self.rows: dict[str, Row] = {}
-        self.tombstones: dict[str, datetime] = {}
-        self.bad: list[Row] = []
-        self.checkpoint: Mapping[str, Any] | None = None
-        self.pending = 0
-
-    def add_row(self, row: Row) -> None:
-        key = row["external_id"]
-        self.tombstones.pop(key, None)
-        self.rows[key] = row
-        self.pending += 1
-
-    def add_tombstone(self, tombstone: Tombstone, now: datetime) -> None:
-        self.rows.pop(tombstone.external_id, None)
-        self.tombstones[tombstone.external_id] = tombstone.deleted_at or now
-        self.pending += 1
-
-    def add_bad(self, bad: BadRecord, now: datetime) -> None:
-        self.stats.skipped += 1
-        self._report("error", bad.key, bad.field, bad.message, bad.raw, now)
-        self.pending += 1
-
-    def add_warning(self, key: str | None, field: str | None, message: str, now: datetime) -> None:
-        """A record stored with a change the user must know of; kept with the run like bad records."""
-        self.stats.warnings += 1
-        self._report("warning", key, field, message, None, now)
-
-    def _report(
-        self,
-        level: str,
-        key: str | None,
-        field: str | None,
-        message: str,
-        raw: Mapping[str, Any] | None,
-        now: datetime,
-    ) -> None:
-        # A report shows what was wrong, so a character no store can hold is spelled out in it
-        # rather than dropped (and the report itself can always be stored).
-        self.bad.append(
-            {
-                "run_id": self.run_id,
-                "connection_id": self.engine.connection_id,
-                "stream": self.stream.name,
-                "level": level,
-                "record_key": escape_unstorable(key)[:400] if key else None,
-                "field": escape_unstorable(field)[:255] if field else None,
-                "message": escape_unstorable(message),
-                "raw": json_safe(escape_unstorable(raw)) if raw else None,
-                "created_at": now,
-            }
-        )
-
-    def commit(self) -> None:
-        """Hand the buffer to the engine's writer (which commits it while we read on)."""
-        if not self.pending and self.checkpoint is None:
-            return
-        self.engine.submit(
-            _Batch(
-                self.stream,
-                self.stats,
-                list(self.rows.values()),
-                self.tombstones,
-                self.bad,
-                self.checkpoint,
-                self.held,
-                self.hold_checkpoints,
-            )
-        )
-        self.rows = {}
-        self.tombstones = {}
-        self.bad = []
-        self.pending = 0
-        self.checkpoint = None
-
-    def flush(self) -> None:
-        """Commit the buffer and wait until everything handed over is committed."""
-        self.commit()
-        self.engine.wait()
-
-
-@dataclass(slots=True)
-class _Batch:
-    stream: StreamSpec
-    stats: StreamStats
-    rows: list[Row]
-    tombstones: dict[str, datetime]
-    bad: list[Row]
-    checkpoint: Mapping[str, Any] | None
-    held: _HeldDeletions | None
-    hold_checkpoint: bool
-
-
 class SyncEngine:
     """Runs syncs of one connection. Create one per run; it owns the run's transactions."""
 
@@ -307,47 +169,15 @@ class SyncEngine:
         self.retries = 0
         # Stage changes are observed between syncs only when the CRM does not give its own history.
         self.observe_stage_changes = not any(spec.entity == "stage_changes" for spec in connector.streams())
-        # One writer thread: batch N is committed while batch N+1 is read and mapped. The database
-        # and the network release the GIL, so the two overlap; one thread keeps commits in order.
-        self._executor: ThreadPoolExecutor | None = None
-        self._inflight: Future[None] | None = None
+        self.batches = BatchWriter(self.commit_batch, f"sync-{connection_id}")
         self._analyze_at: dict[Entity, int] = {}
         self.allow_mass_delete = False
         #: Each stream's checkpoint as the run found it (also on a full refresh, which ignores them).
         self._found_checkpoints: dict[str, dict[str, Any]] = {}
 
-    # -- the writer --------------------------------------------------------------------------------
-
-    def submit(self, batch: _Batch) -> None:
-        """Queue ``batch`` for commit after the one in flight (whose failure is raised here)."""
-        self.wait()
-        if self._executor is None:
-            if sys.getswitchinterval() > WRITER_SWITCH_INTERVAL:
-                # Process-wide and never raised back: every sync of the process gains the same.
-                sys.setswitchinterval(WRITER_SWITCH_INTERVAL)
-            self._executor = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix=f"sync-{self.connection_id}"
-            )
-        # The writer thread logs in the reader's context (connection, run, stream).
-        self._inflight = self._executor.submit(contextvars.copy_context().run, self.commit_batch, batch)
-
-    def wait(self) -> None:
-        """Block until the batch in flight is committed; raise its error if it failed."""
-        inflight, self._inflight = self._inflight, None
-        if inflight is not None:
-            inflight.result()
-
-    def _shutdown_writer(self) -> None:
-        try:
-            self.wait()
-        finally:
-            if self._executor is not None:
-                self._executor.shutdown(wait=True)
-                self._executor = None
-
     # -- one batch, one transaction --------------------------------------------------------------
 
-    def commit_batch(self, batch: _Batch) -> None:
+    def commit_batch(self, batch: Batch) -> None:
         now = utc_now()
         stats = batch.stats
         entity = batch.stream.entity
@@ -448,7 +278,7 @@ class SyncEngine:
             self.on_progress(batch.stream.name, stats)
 
     @staticmethod
-    def _hold_deletion(held: _HeldDeletions, row: Row, before: repo.StoredState | None, now: datetime) -> Row:
+    def _hold_deletion(held: HeldDeletions, row: Row, before: repo.StoredState | None, now: datetime) -> Row:
         """``row`` as it is stored while this read's deletions are held back.
 
         A live record that arrives deleted is stored with its other changes but live, its deletion
@@ -486,8 +316,8 @@ class SyncEngine:
         self, spec: StreamSpec, checkpoint: Mapping[str, Any] | None, stats: StreamStats
     ) -> None:
         """One read of the stream from ``checkpoint``; commits as it goes, deletions at the end."""
-        held = _HeldDeletions() if repo.entity_table(spec.entity).deletable else None
-        writer = _StreamWriter(self, self.run_id, spec, stats, held)
+        held = HeldDeletions() if repo.entity_table(spec.entity).deletable else None
+        writer = StreamBuffer(self.batches, self.connection_id, self.run_id, spec, stats, held)
         expected = RECORD_TYPES[spec.entity]
         batch_size = self.options.batch_size
         entity = spec.entity
@@ -521,7 +351,7 @@ class SyncEngine:
                 elif isinstance(message, Checkpoint):
                     writer.checkpoint = self._checked_state(spec, message.state)
                     if writer.pending >= batch_size:
-                        writer.commit()
+                        writer.hand_over()
                         self._maybe_stop()
                     continue
                 elif isinstance(message, Tombstone):
@@ -556,19 +386,19 @@ class SyncEngine:
                 if writer.pending >= batch_size * 2:
                     # A connector that checkpoints rarely must not grow the buffer without bound: the
                     # rows are committed without advancing the cursor, which a re-read covers safely.
-                    writer.commit()
+                    writer.hand_over()
                     self._maybe_stop()
         except Exception as exc:
             if not isinstance(exc, AppError | DBAPIError):
                 # The source failed: keep what it delivered first. Everything buffered was yielded
                 # before the error, so committing it (and its last checkpoint) is safe.
-                writer.flush()
+                writer.drain()
             raise
-        writer.flush()
+        writer.drain()
         if held is not None:
             self._decide_deletions(writer, held, seen if snapshot_complete else None)
 
-    def _decide_deletions(self, writer: _StreamWriter, held: _HeldDeletions, seen: set[str] | None) -> None:
+    def _decide_deletions(self, writer: StreamBuffer, held: HeldDeletions, seen: set[str] | None) -> None:
         """Make the deletions of the read that has just ended, or none of them.
 
         ``seen``: the keys of a complete snapshot, whose absent records are deleted too. Above the
@@ -600,10 +430,10 @@ class SyncEngine:
                 writer.add_tombstone(Tombstone(key, deleted_at), now)
             if start + size >= len(items):
                 writer.checkpoint = held.checkpoint
-            writer.commit()
+            writer.hand_over()
         if not items and held.checkpoint is not None:
             writer.checkpoint = held.checkpoint
-        writer.flush()
+        writer.drain()
 
     def _check_mass_deletion(self, spec: StreamSpec, doomed: int, live: int, *, snapshot: bool) -> None:
         """Raise :class:`MassDeletionWithheld` if ``doomed`` of the stream's ``live`` records are
@@ -650,7 +480,7 @@ class SyncEngine:
 
     def _maybe_stop(self) -> None:
         if self.should_stop():
-            self.wait()  # the batch just handed over is committed before the run stops
+            self.batches.wait()  # the batch just handed over is committed before the run stops
             raise StopRequested
 
     def _check_connector(self) -> None:
@@ -840,7 +670,7 @@ class SyncEngine:
         # Every path that ends a run has already waited for its last batch (and seen its error);
         # this only stops the thread, and logs what a second failure would otherwise hide.
         try:
-            self._shutdown_writer()
+            self.batches.shutdown()
         except Exception:
             log.exception("the last batch of %s could not be committed", self.connection_id)
 
