@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from crm_perf_sync.csvout import cell
+from crm_perf_sync.kit.csvout import cell
 
 
 def written(value: Any) -> str:

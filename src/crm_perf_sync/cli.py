@@ -796,7 +796,7 @@ def _emit(rows: list[dict[str, Any]], columns: tuple[str, ...], output: str) -> 
         )
         return True
     if output == "csv":
-        from crm_perf_sync.csvout import cell
+        from crm_perf_sync.kit.csvout import cell
 
         writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()

@@ -5,7 +5,7 @@ Every collection endpoint answers the same way:
 - **format**: JSON (``{"data": [...], "next": url | null}``) by default; CSV with ``?format=csv``
   or ``Accept: text/csv`` (a header row, ISO dates, dot decimals, UTF-8 without a BOM; nested
   values as JSON text; text a spreadsheet would run as a formula starts with an apostrophe, see
-  :mod:`crm_perf_sync.csvout`).
+  :mod:`crm_perf_sync.kit.csvout`).
 - **pagination**: ``limit`` rows a page (default :data:`DEFAULT_LIMIT`, at most :data:`MAX_LIMIT`)
   after an opaque ``cursor``; the next page's URL is in ``next`` and in the ``Link`` header. A CSV
   request without ``limit`` streams the whole collection in one response, a page of
@@ -34,7 +34,7 @@ from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.api.cache import Rendered, ResponseCache, accepts_gzip, render
-from crm_perf_sync.csvout import cell
+from crm_perf_sync.kit.csvout import cell
 from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.kit.errors import BadRequest, Stale
 

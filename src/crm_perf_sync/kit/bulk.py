@@ -32,14 +32,19 @@ from psycopg.types.json import set_json_dumps
 from sqlalchemy import Connection, Date, String, Table
 from sqlalchemy.orm import Session
 
-from crm_perf_sync.models.types import JSONDoc, Money, UTCDateTime
-from crm_perf_sync.sync.rows import RawJSON
+from crm_perf_sync.kit.columns import JSONDoc, Money, UTCDateTime
 
 Convert = Callable[[Any], Any]
 
 #: SQLite's bound-parameter limit (999 before 3.32) and how many rows one statement carries.
 _SQLITE_MAX_PARAMS = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
 _SQLITE_ROWS_PER_STATEMENT = 40
+
+
+class RawJSON(str):
+    """A raw payload already rendered as JSON text: rendered once, hashed and stored as it is."""
+
+    __slots__ = ()
 
 
 def _json(value: Any) -> str | None:

@@ -7,8 +7,8 @@ from datetime import datetime
 from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from crm_perf_sync.kit.columns import UTCDateTime
 from crm_perf_sync.models.base import Base
-from crm_perf_sync.models.types import UTCDateTime
 
 
 class ApiKey(Base):

@@ -14,9 +14,9 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Column, Index, String, Table
 from sqlalchemy.orm import Mapped, mapped_column
 
+from crm_perf_sync.kit.columns import BigIntPK, UTCDateTime
 from crm_perf_sync.models.base import Base
 from crm_perf_sync.models.crm import Lead, Opportunity
-from crm_perf_sync.models.types import BigIntPK, UTCDateTime
 
 
 class ChangeBatch(Base):

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import Boolean, Date, Float, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from crm_perf_sync.kit.columns import BigIntPK, JSONDoc, Money, UTCDateTime
 from crm_perf_sync.models.base import Base
-from crm_perf_sync.models.types import BigIntPK, JSONDoc, Money, UTCDateTime
 
 # Namespace of teams defined in the configuration file rather than read from a CRM. It is not a
 # valid connection id, so the two can never collide.

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
+from crm_perf_sync.kit.columns import BigIntPK, JSONDoc, UTCDateTime
 from crm_perf_sync.models.base import Base
-from crm_perf_sync.models.types import BigIntPK, JSONDoc, UTCDateTime
 
 
 class SyncRun(Base):

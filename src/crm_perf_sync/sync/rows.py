@@ -29,6 +29,7 @@ from crm_perf_sync.connector_sdk import (
     StageChangeRecord,
     TeamRecord,
 )
+from crm_perf_sync.kit.bulk import RawJSON
 
 Row = dict[str, Any]
 
@@ -40,12 +41,6 @@ def _default(value: object) -> object:
 
 
 _HASH_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
-
-
-class RawJSON(str):
-    """A raw payload already rendered as JSON text: rendered once, hashed and stored as it is."""
-
-    __slots__ = ()
 
 
 def content_hash(row: Mapping[str, Any]) -> str:
