@@ -1,6 +1,6 @@
 """The kit: what every layer above may use and which imports nothing of the product.
 
 Errors (one family, rendered by the API), the database (engines, session scopes, bulk writes),
-time, process settings, logging, metrics definitions, YAML with line numbers, the schema
-migrations and the files shipped with the package.
+time, process settings, logging, metrics definitions, YAML with line numbers, the base of every
+configuration model, the schema migrations and the files shipped with the package.
 """
