@@ -6,44 +6,23 @@ unknown keys are rejected so a typo never silently disables something.
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from typing import Annotated, Any, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from crm_perf_sync.alerts.schemas import AlertSection
+from crm_perf_sync.connector_sdk import Duration
+from crm_perf_sync.kit.schema import StrictModel
 from crm_perf_sync.kpi.schemas import KpiSection
 
 Slug = Annotated[
     str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="lower-case id: a-z, 0-9, - and _")
 ]
 
-_DURATION = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>s|m|h|d)\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
-
-def parse_duration(value: object) -> timedelta:
-    """``90``, ``"30s"``, ``"15m"``, ``"1h"``, ``"1d"`` → timedelta (bare numbers are seconds)."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like 30s, 15m, 1h or 1d")
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return timedelta(seconds=float(match["n"]) * _UNITS[match["unit"]])
-    raise ValueError(f"expected a duration like 30s, 15m, 1h or 1d, got {value!r}")
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class BusinessConfig(_Model):
+class BusinessConfig(StrictModel):
     """The calendar KPIs are bucketed in."""
 
     timezone: str = "UTC"
@@ -63,17 +42,12 @@ class BusinessConfig(_Model):
         return ZoneInfo(self.timezone)
 
 
-class Schedule(_Model):
+class Schedule(StrictModel):
     """When the worker syncs a connection: every ``interval`` or on a ``cron`` expression."""
 
-    interval: timedelta | None = None
+    interval: Duration | None = None
     cron: str | None = None
-    jitter: timedelta = timedelta(0)
-
-    @field_validator("interval", "jitter", mode="before")
-    @classmethod
-    def _duration(cls, value: object) -> timedelta | None:
-        return None if value is None else parse_duration(value)
+    jitter: Duration = timedelta(0)
 
     @field_validator("interval")
     @classmethod
@@ -102,7 +76,7 @@ class Schedule(_Model):
         return self
 
 
-class ConnectionConfig(_Model):
+class ConnectionConfig(StrictModel):
     """A configured CRM source. ``settings`` is validated by the connector's own settings model."""
 
     id: Slug
@@ -117,7 +91,7 @@ class ConnectionConfig(_Model):
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
-class MemberRef(_Model):
+class MemberRef(StrictModel):
     """A rep, named by email (across connections), or by connection and external id or name."""
 
     email: str | None = None
@@ -141,7 +115,7 @@ class MemberRef(_Model):
         return self
 
 
-class TeamConfig(_Model):
+class TeamConfig(StrictModel):
     """A node of the sales organisation: a region, a team, a pod; nested through ``teams``."""
 
     id: Slug
@@ -151,7 +125,7 @@ class TeamConfig(_Model):
     teams: list[TeamConfig] = Field(default_factory=list)
 
 
-class AppConfig(_Model):
+class AppConfig(StrictModel):
     """The whole configuration file."""
 
     business: BusinessConfig = Field(default_factory=BusinessConfig)
