@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator, model_validator
 
 from crm_perf_sync.alerts.schemas import AlertSection
-from crm_perf_sync.connector_sdk import Duration
+from crm_perf_sync.kit.durations import Duration
 from crm_perf_sync.kit.schema import StrictModel
 from crm_perf_sync.kpi.schemas import KpiSection
 

@@ -17,7 +17,6 @@ from crm_perf_sync.connector_sdk.base import (
     StreamSpec,
     parse_records,
 )
-from crm_perf_sync.connector_sdk.durations import Duration
 from crm_perf_sync.connector_sdk.errors import (
     ConnectorConfigError,
     ConnectorError,
@@ -38,7 +37,8 @@ from crm_perf_sync.connector_sdk.records import (
     StageChangeRecord,
     TeamRecord,
 )
-from crm_perf_sync.connector_sdk.retry import backoff_delay, retry_after
+from crm_perf_sync.kit.durations import Duration
+from crm_perf_sync.kit.retry import backoff_delay, retry_after
 from crm_perf_sync.kit.schema import StrictModel
 from crm_perf_sync.kit.timeutil import ensure_utc, utc_now
 
