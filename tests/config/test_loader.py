@@ -169,6 +169,23 @@ unknown_section: 1
         assert line in text, f"missing {line!r} in:\n{text}"
 
 
+def test_a_duration_too_long_for_any_clock_is_an_issue_not_a_crash(
+    tmp_path: Path, registry: ConnectorRegistry
+) -> None:
+    path = write(
+        tmp_path,
+        """connections:
+  - id: crm
+    kind: scripted
+    schedule: {interval: .inf, jitter: 99999999999999d}
+""",
+    )
+    assert issues_of(path, registry) == [
+        f"{path}:4: connections[0].schedule.interval: inf is longer than any duration can be",
+        f"{path}:4: connections[0].schedule.jitter: '99999999999999d' is longer than any duration can be",
+    ]
+
+
 def test_team_issues_are_reported_when_the_rest_is_valid(tmp_path: Path, registry: ConnectorRegistry) -> None:
     path = write(
         tmp_path,

@@ -7,8 +7,9 @@ worker's clock, moved on by the tests where a retry waits (5 s, 5 min, ...).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from crm_perf_sync.webhooks import service
-from crm_perf_sync.webhooks.delivery import SCHEDULE, Deliverer, DeliveryOptions
+from crm_perf_sync.webhooks.delivery import DISABLE_AFTER, SCHEDULE, Deliverer, DeliveryOptions
 from crm_perf_sync.webhooks.security import Guard
 from tests.webhooks.receiver import receiving
 
@@ -143,6 +144,41 @@ def test_retry_after_is_honoured_and_retries_end_in_failure(
     (failed,) = deliveries(session_factory)
     assert (failed.status, failed.attempts, failed.last_status_code) == ("failed", len(SCHEDULE) + 1, 429)
     assert failed.finished_at is not None
+
+
+@pytest.mark.parametrize(
+    ("header", "at_least", "below"),
+    [
+        # An HTTP date an hour ahead: the next attempt waits for it.
+        (
+            lambda now: format_datetime(now + timedelta(hours=1), usegmt=True),
+            timedelta(minutes=59),
+            timedelta(hours=2),
+        ),
+        # Unreadable: the schedule's first wait (5 s, give or take a fifth).
+        (lambda _now: "inf", timedelta(seconds=4), timedelta(minutes=1)),
+        # Beyond any calendar: as long as an endpoint may fail before it is disabled.
+        (lambda _now: "1e12", DISABLE_AFTER, DISABLE_AFTER + timedelta(hours=1)),
+    ],
+    ids=["http-date", "unreadable", "beyond-the-calendar"],
+)
+def test_every_retry_after_gives_a_next_attempt(
+    session_factory: sessionmaker[Session],
+    deliverer: Deliverer,
+    clock: Clock,
+    header: Callable[[datetime], str],
+    at_least: timedelta,
+    below: timedelta,
+) -> None:
+    with receiving(script=[429]) as receiver:
+        receiver.retry_after = header(clock.now)
+        add_endpoint(session_factory, receiver.url)
+        emit(session_factory)
+        assert deliverer.run_once() == 1
+    (pending,) = deliveries(session_factory)
+    (first,) = attempts(session_factory)
+    assert (pending.status, pending.attempts, first.status_code) == ("pending", 1, 429)
+    assert at_least <= pending.next_attempt_at - first.attempted_at < below
 
 
 def test_a_client_error_fails_at_once(session_factory: sessionmaker[Session], deliverer: Deliverer) -> None:

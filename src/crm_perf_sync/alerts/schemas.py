@@ -8,7 +8,9 @@ from collections.abc import Callable
 from typing import Annotated, Literal, Self
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
+
+from crm_perf_sync.kit.schema import StrictModel
 
 Comparator = Literal["<", "<=", ">", ">="]
 COMPARE: dict[str, Callable[[float, float], bool]] = {
@@ -21,11 +23,7 @@ Severity = Literal["info", "warning", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-class Threshold(_Model):
+class Threshold(StrictModel):
     """``value op threshold`` is a breach (``when``) or a recovery (``recover``)."""
 
     op: Comparator
@@ -35,7 +33,7 @@ class Threshold(_Model):
         return COMPARE[self.op](value, self.value)
 
 
-class AlertRule(_Model):
+class AlertRule(StrictModel):
     """One alert: what to watch, where, when it breaches and when it has recovered.
 
     ``kpi`` (its ``value``, or the ``attainment`` or ``pace`` against its target) or
@@ -47,6 +45,9 @@ class AlertRule(_Model):
     value from fewer than ``min_sample`` records counts as no data; ``no_data`` says what no
     data means: ``keep`` the state, treat it as ``clear`` or as a ``breach``.
     """
+
+    # ``for_`` is written ``for`` in the configuration and may be given by name in code.
+    model_config = ConfigDict(populate_by_name=True)
 
     id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
     name: str = ""
@@ -101,7 +102,7 @@ class AlertRule(_Model):
         return not self.when.holds(value)
 
 
-class AlertSection(_Model):
+class AlertSection(StrictModel):
     """The ``alerts`` section: the rules, evaluated after every KPI refresh and every minute."""
 
     rules: list[AlertRule] = Field(default_factory=list)

@@ -9,19 +9,16 @@ from __future__ import annotations
 
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from crm_perf_sync.alerts.schemas import AlertSection
 from crm_perf_sync.kit.ids import Slug
+from crm_perf_sync.kit.schema import StrictModel
 from crm_perf_sync.kpi.schemas import BusinessConfig, KpiSection
 from crm_perf_sync.sync.schemas import ConnectionConfig, Schedule
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class MemberRef(_Model):
+class MemberRef(StrictModel):
     """A rep, named by email (across connections), or by connection and external id or name."""
 
     email: str | None = None
@@ -45,7 +42,7 @@ class MemberRef(_Model):
         return self
 
 
-class TeamConfig(_Model):
+class TeamConfig(StrictModel):
     """A node of the sales organisation: a region, a team, a pod; nested through ``teams``."""
 
     id: Slug
@@ -55,7 +52,7 @@ class TeamConfig(_Model):
     teams: list[TeamConfig] = Field(default_factory=list)
 
 
-class AppConfig(_Model):
+class AppConfig(StrictModel):
     """The whole configuration file."""
 
     business: BusinessConfig = Field(default_factory=BusinessConfig)

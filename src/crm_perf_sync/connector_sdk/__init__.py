@@ -2,6 +2,11 @@
 
 A connector is a :class:`Connector` subclass registered under the entry point group
 ``crm_perf_sync.connectors``. See ``README.md`` ("Writing a connector").
+
+Besides the contract, what a connector's settings and client need and should not write again:
+:class:`StrictModel` for nested settings models, :data:`Duration` for durations written as in
+the rest of the configuration (``15m``), :func:`retry_after` for a ``Retry-After`` header in
+either form, and :func:`backoff_delay` for exponential backoff with jitter.
 """
 
 from crm_perf_sync.connector_sdk.base import (
@@ -32,6 +37,9 @@ from crm_perf_sync.connector_sdk.records import (
     StageChangeRecord,
     TeamRecord,
 )
+from crm_perf_sync.kit.durations import Duration
+from crm_perf_sync.kit.retry import backoff_delay, retry_after
+from crm_perf_sync.kit.schema import StrictModel
 from crm_perf_sync.kit.timeutil import ensure_utc, utc_now
 
 ENTRY_POINT_GROUP = "crm_perf_sync.connectors"
@@ -45,6 +53,7 @@ __all__ = [
     "ConnectorContext",
     "ConnectorError",
     "ConnectorSettings",
+    "Duration",
     "Entity",
     "FatalError",
     "LeadRecord",
@@ -60,9 +69,12 @@ __all__ = [
     "SnapshotComplete",
     "StageChangeRecord",
     "StreamSpec",
+    "StrictModel",
     "TeamRecord",
     "Tombstone",
+    "backoff_delay",
     "ensure_utc",
     "parse_records",
+    "retry_after",
     "utc_now",
 ]

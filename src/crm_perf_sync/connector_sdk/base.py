@@ -10,20 +10,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
-
 from crm_perf_sync.connector_sdk.errors import SkippableRecordError
 from crm_perf_sync.connector_sdk.messages import BadRecord, Checkpoint, SnapshotComplete, Tombstone
 from crm_perf_sync.connector_sdk.records import Entity, Record
+from crm_perf_sync.kit.schema import StrictModel
 from crm_perf_sync.kit.timeutil import utc_now
 
 Message = Record | Checkpoint | Tombstone | BadRecord | SnapshotComplete
 
 
-class ConnectorSettings(BaseModel):
+class ConnectorSettings(StrictModel):
     """Base class for a connector's settings model: unknown keys are an error, not ignored."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 SettingsT = TypeVar("SettingsT", bound=ConnectorSettings)

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import TypeAdapter, ValidationError
 
 from crm_perf_sync.kit.resources import shipped
-from crm_perf_sync.kit.yaml_source import ConfigIssues, Issue, load_yaml
+from crm_perf_sync.kit.yaml_source import ConfigIssues, Issue, Loc, load_yaml
 from crm_perf_sync.kpi.schemas import DerivedKpi, Kpi, KpiSection, RatioKpi, TargetConfig
 
 _KPI_LIST: TypeAdapter[list[Kpi]] = TypeAdapter(list[Kpi])
@@ -42,8 +42,6 @@ def resolve(section: KpiSection) -> dict[str, Kpi]:
         catalog[kpi.id] = kpi
     return catalog
 
-
-Loc = tuple[str | int, ...]
 
 #: Units whose values are never below zero, nor can a target for them be (a `number` may be).
 NON_NEGATIVE_UNITS = frozenset({"count", "currency", "percent", "ratio", "days"})

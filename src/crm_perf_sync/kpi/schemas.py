@@ -14,8 +14,9 @@ from typing import Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from crm_perf_sync.kit.schema import StrictModel
 from crm_perf_sync.kpi.formula import formula_inputs
 
 KpiEntity = Literal["opportunities", "leads"]
@@ -88,11 +89,7 @@ def check_dimensions(names: list[str]) -> list[str]:
     return names
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Filter(_Model):
+class Filter(StrictModel):
     """One condition on a record: ``{field: is_won, op: eq, value: true}``."""
 
     field: str
@@ -110,7 +107,7 @@ class Filter(_Model):
         return self
 
 
-class Measure(_Model):
+class Measure(StrictModel):
     """What is counted or summed over which records, and which date places a record in a period."""
 
     entity: KpiEntity = "opportunities"
@@ -142,7 +139,7 @@ class Measure(_Model):
         return self.sum is not None and FIELDS[self.entity].get(self.sum) == "money"
 
 
-class _Kpi(_Model):
+class _Kpi(StrictModel):
     id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
     name: str
     description: str = ""
@@ -302,7 +299,7 @@ def short_period(value: Any) -> Any:
     return value
 
 
-class TargetConfig(_Model):
+class TargetConfig(StrictModel):
     """A target for one KPI, scope and period; larger periods decompose into smaller ones.
 
     ``period`` is any date inside the period (``2026``, ``2026-04`` or ``2026-04-01``), read at
@@ -339,7 +336,7 @@ class TargetConfig(_Model):
         return self
 
 
-class Normalise(_Model):
+class Normalise(StrictModel):
     """How a component's value becomes a 0..1 (or 0..cap) score."""
 
     method: Literal["attainment", "linear"] = "attainment"
@@ -357,14 +354,14 @@ class Normalise(_Model):
 ScoreGrain = Literal["week", "month", "quarter", "year"]
 
 
-class ScoreComponent(_Model):
+class ScoreComponent(StrictModel):
     kpi: str
     weight: float = Field(gt=0, le=1)
     normalise: Normalise = Field(default_factory=Normalise)
     min_sample: int | None = Field(default=None, ge=0)  # the KPI's own min_sample by default
 
 
-class GradeBand(_Model):
+class GradeBand(StrictModel):
     grade: str
     min: float
 
@@ -378,7 +375,7 @@ def _default_grades() -> list[GradeBand]:
     ]
 
 
-class ScorecardConfig(_Model):
+class ScorecardConfig(StrictModel):
     """A weighted score per rep and period over KPI components, graded and ranked within teams."""
 
     id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
@@ -408,7 +405,7 @@ class ScorecardConfig(_Model):
         return hashlib.blake2b(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
 
 
-class KpiSection(_Model):
+class KpiSection(StrictModel):
     """``kpis:`` in the configuration: the shipped library plus a deployment's own definitions.
 
     A definition with the id of a library KPI replaces it. ``dimensions`` breaks every KPI down
@@ -427,7 +424,7 @@ class KpiSection(_Model):
         return check_dimensions(value)
 
 
-class BusinessConfig(_Model):
+class BusinessConfig(StrictModel):
     """The calendar KPIs are bucketed in."""
 
     timezone: str = "UTC"

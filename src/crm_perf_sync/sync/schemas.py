@@ -3,48 +3,22 @@ connector's own settings model validates, its schedule and its mass-deletion tol
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from crm_perf_sync.kit.durations import Duration
 from crm_perf_sync.kit.ids import Slug
-
-_DURATION = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>s|m|h|d)\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+from crm_perf_sync.kit.schema import StrictModel
 
 
-def parse_duration(value: object) -> timedelta:
-    """``90``, ``"30s"``, ``"15m"``, ``"1h"``, ``"1d"`` → timedelta (bare numbers are seconds)."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like 30s, 15m, 1h or 1d")
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return timedelta(seconds=float(match["n"]) * _UNITS[match["unit"]])
-    raise ValueError(f"expected a duration like 30s, 15m, 1h or 1d, got {value!r}")
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Schedule(_Model):
+class Schedule(StrictModel):
     """When the worker syncs a connection: every ``interval`` or on a ``cron`` expression."""
 
-    interval: timedelta | None = None
+    interval: Duration | None = None
     cron: str | None = None
-    jitter: timedelta = timedelta(0)
-
-    @field_validator("interval", "jitter", mode="before")
-    @classmethod
-    def _duration(cls, value: object) -> timedelta | None:
-        return None if value is None else parse_duration(value)
+    jitter: Duration = timedelta(0)
 
     @field_validator("interval")
     @classmethod
@@ -73,7 +47,7 @@ class Schedule(_Model):
         return self
 
 
-class ConnectionConfig(_Model):
+class ConnectionConfig(StrictModel):
     """A configured CRM source. ``settings`` is validated by the connector's own settings model."""
 
     id: Slug

@@ -47,6 +47,7 @@ from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.kit.errors import AppError
 from crm_perf_sync.kit.logs import bind_log_context, log_context
 from crm_perf_sync.kit.metrics import STREAM_RECORDS, STREAM_RUNS
+from crm_perf_sync.kit.retry import backoff_delay
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.leases import release, renew, try_acquire
 from crm_perf_sync.sync import repository as repo
@@ -105,14 +106,10 @@ def lease_name(connection_id: str) -> str:
     return f"sync:{connection_id}"
 
 
-def backoff_delay(attempt: int, options: SyncOptions, retry_after: float | None, rng: random.Random) -> float:
-    """Exponential backoff with jitter; a server's ``Retry-After`` is a floor, never shortened.
-
-    "Equal jitter": half the exponential step is kept, half is random, so retries from several
-    workers spread out without ever retrying immediately.
-    """
-    step = min(options.retry_max_seconds, options.retry_base_seconds * (2.0**attempt))
-    delay = step / 2 + rng.uniform(0, step / 2)
+def retry_delay(attempt: int, options: SyncOptions, retry_after: float | None, rng: random.Random) -> float:
+    """Exponential backoff with equal jitter (:func:`backoff_delay`); a server's ``Retry-After``
+    is a floor, never shortened."""
+    delay = backoff_delay(attempt, base=options.retry_base_seconds, cap=options.retry_max_seconds, rng=rng)
     if retry_after is not None:
         delay = max(delay, retry_after + rng.uniform(0, 1))
     return delay
@@ -500,7 +497,7 @@ class SyncEngine:
     def _wait_to_retry(self, what: str, exc: RetriableError, failures: int, resume: str) -> None:
         """Back off before retry number ``failures``, keeping the lease and the counters current."""
         self.retries += 1
-        delay = backoff_delay(failures - 1, self.options, exc.retry_after, self.rng)
+        delay = retry_delay(failures - 1, self.options, exc.retry_after, self.rng)
         log.warning(
             "%s: %s; retry %d/%d in %.1fs%s", what, exc, failures, self.options.max_retries, delay, resume
         )

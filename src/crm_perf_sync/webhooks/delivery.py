@@ -5,9 +5,9 @@ Each round claims up to ``batch`` due deliveries (safe with several workers, see
 outcomes in one transaction. A delivery is signed per attempt (Standard Webhooks:
 ``webhook-id`` stable, ``webhook-timestamp`` the attempt's, ``webhook-signature`` one ``v1,`` per
 live secret). Timeouts, connection errors, 429 and 5xx are retried after 5 s, 5 min, 30 min,
-2 h, 5 h, 10 h and 10 h (each ±20%, never sooner than a ``Retry-After``), then the delivery fails;
-any other answer but a 2xx fails it at once. 410 disables the endpoint, and so do 5 days of
-failures in a row, with a ``webhook.endpoint_disabled`` event to the other endpoints.
+2 h, 5 h, 10 h and 10 h (each ±20%, never sooner than a ``Retry-After`` of up to 5 days), then
+the delivery fails; any other answer but a 2xx fails it at once. 410 disables the endpoint, and so
+do 5 days of failures in a row, with a ``webhook.endpoint_disabled`` event to the other endpoints.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.utils import parsedate_to_datetime
 
 import httpx
 import orjson
@@ -30,6 +29,7 @@ from standardwebhooks.webhooks import Webhook
 
 from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.kit.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_LATENCY
+from crm_perf_sync.kit.retry import retry_after
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.webhooks import repository as repo
 from crm_perf_sync.webhooks.repository import Due
@@ -101,16 +101,12 @@ def signature(secrets: tuple[str, ...], message_id: str, moment: datetime, body:
     return " ".join(Webhook(secret).sign(message_id, moment, body) for secret in secrets)
 
 
-def _retry_after(value: str | None, now: datetime) -> timedelta | None:
-    if not value:
-        return None
-    try:
-        return timedelta(seconds=max(0.0, float(value)))
-    except ValueError:
-        try:
-            return max(timedelta(0), parsedate_to_datetime(value) - now)
-        except (TypeError, ValueError):
-            return None
+def _asked_wait(header: str | None, now: datetime) -> timedelta | None:
+    """The receiver's ``Retry-After``, at most :data:`DISABLE_AFTER`: a longer wait would change
+    nothing (the endpoint is disabled by then if it keeps failing), and one past the calendar's
+    end could not even be scheduled."""
+    seconds = retry_after(header, now=now)
+    return None if seconds is None else timedelta(seconds=min(seconds, DISABLE_AFTER.total_seconds()))
 
 
 @dataclass
@@ -205,7 +201,7 @@ class Deliverer:
             status_code=response.status_code,
             latency_ms=_ms(started),
             excerpt=response.text[:EXCERPT],
-            retry_after=_retry_after(response.headers.get("retry-after"), moment),
+            retry_after=_asked_wait(response.headers.get("retry-after"), moment),
         )
 
     def _record(self, session: Session, outcomes: list[Outcome]) -> None:

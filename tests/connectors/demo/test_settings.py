@@ -44,6 +44,13 @@ def test_values_from_config_are_parsed() -> None:
     assert settings.as_of.tzinfo is UTC
 
 
+def test_durations_are_written_as_in_the_rest_of_the_configuration() -> None:
+    settings = DemoSettings.model_validate({"increment": "5m", "lookback": "2h"})
+    assert (settings.increment, settings.lookback) == (timedelta(minutes=5), timedelta(hours=2))
+    with pytest.raises(ValidationError, match="expected a duration like 30s, 15m, 1h or 1d, got '5 minutes'"):
+        DemoSettings.model_validate({"increment": "5 minutes"})
+
+
 def test_example_settings_are_valid() -> None:
     assert DemoConnector.example_settings is not None
     settings = DemoSettings.model_validate(DemoConnector.example_settings)

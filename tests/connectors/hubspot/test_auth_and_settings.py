@@ -164,6 +164,34 @@ def test_settings_are_checked(values: dict[str, object], message: str) -> None:
         HubSpotSettings.model_validate(values)
 
 
+def test_durations_are_written_as_in_the_rest_of_the_configuration() -> None:
+    settings = HubSpotSettings.model_validate(
+        {
+            "access_token": "x",
+            "lookback": "5m",
+            "index_lag": "90s",
+            "association_refresh": "1d",
+            "rate_limits": {"interval": "10s"},
+            "backoff": 2,
+            "max_backoff": "1m",
+            "timeout": "PT30S",
+        }
+    )
+    assert (settings.lookback, settings.index_lag, settings.association_refresh) == (
+        timedelta(minutes=5),
+        timedelta(seconds=90),
+        timedelta(days=1),
+    )
+    assert settings.rate_limits.interval == timedelta(seconds=10)
+    assert (settings.backoff, settings.max_backoff, settings.timeout) == (
+        timedelta(seconds=2),
+        timedelta(minutes=1),
+        timedelta(seconds=30),
+    )
+    with pytest.raises(ValidationError, match=re.escape("expected a duration like 30s, 15m, 1h or 1d")):
+        HubSpotSettings.model_validate({"access_token": "x", "lookback": "5 minutes"})
+
+
 def test_a_config_error_names_the_key_and_not_the_secret(tmp_path: Path) -> None:
     path = tmp_path / "crm.yaml"
     path.write_text(

@@ -344,8 +344,9 @@ class Fault:
     """Something going wrong on the ``after + 1``-th to ``after + times``-th matching request.
 
     ``kind``: ``error`` (``status`` with ``[{"message", "errorCode"}]``, ``Retry-After`` if
-    given), ``slow`` (answer after ``delay`` seconds), ``drop`` (send half the body, then cut the
-    connection), ``expire_session`` (every session expires, and this request gets the 401).
+    given: seconds, or text such as an HTTP date), ``slow`` (answer after ``delay`` seconds),
+    ``drop`` (send half the body, then cut the connection), ``expire_session`` (every session
+    expires, and this request gets the 401).
     """
 
     routes: frozenset[str]
@@ -353,7 +354,7 @@ class Fault:
     status: int = 500
     code: str = "UNKNOWN_EXCEPTION"
     message: str = "An unexpected error occurred. Please include this ErrorId if you contact support."
-    retry_after: float | None = None
+    retry_after: float | str | None = None
     delay: float = 0.0
     after: int = 0
     times: int = 1
@@ -401,7 +402,7 @@ class _BulkJob:
 class ApiError(Exception):
     """An error answer: HTTP status and Salesforce's JSON error body."""
 
-    def __init__(self, status: int, code: str, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, retry_after: float | str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -1048,7 +1049,7 @@ class _Handler(BaseHTTPRequestHandler):
                     raise ApiError(fault.status, fault.code, fault.message, fault.retry_after)
                 reply = handler()
             except ApiError as exc:
-                headers = {"Retry-After": f"{exc.retry_after:g}"} if exc.retry_after is not None else {}
+                headers = {} if exc.retry_after is None else {"Retry-After": _retry_after(exc.retry_after)}
                 reply = Reply(
                     exc.status,
                     orjson.dumps([{"message": exc.message, "errorCode": exc.code}]),
@@ -1163,6 +1164,10 @@ def _batch_size(options: str | None, default: int) -> int:
     if match is None:
         return default
     return max(200, min(2000, int(match.group(1))))
+
+
+def _retry_after(value: float | str) -> str:
+    return value if isinstance(value, str) else f"{value:g}"
 
 
 class _Server(ThreadingHTTPServer):

@@ -4,10 +4,12 @@ and the daily API budget. Every run goes through the real engine into a real sto
 from __future__ import annotations
 
 from datetime import timedelta
+from email.utils import format_datetime
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from crm_perf_sync.kit.timeutil import utc_now
 from tests.connectors.salesforce.emulator import SalesforceEmulator
 from tests.connectors.salesforce.seed import add_opportunities, minimal_org
 from tests.connectors.salesforce.support import (
@@ -111,6 +113,27 @@ def test_server_errors_are_retried_with_backoff_honouring_retry_after(
     assert set(stored(session_factory, "opportunities")) == set(ids)
     assert [round(delay) >= 7 for delay in syncer.sleeps[:2]] == [True, True]  # Retry-After is a floor
     assert syncer.sleeps[2] < 7
+
+
+def test_a_retry_after_given_as_an_http_date_is_honoured(
+    emulator: SalesforceEmulator, session_factory: sessionmaker[Session]
+) -> None:
+    ids = _deals(emulator, 50)
+    when = format_datetime(utc_now() + timedelta(minutes=10), usegmt=True)
+    emulator.org.add_fault(
+        "query", on="Opportunity", status=503, code="SERVER_UNAVAILABLE", message="down", retry_after=when
+    )
+    syncer = Syncer(session_factory, settings_for(emulator, streams=OPPORTUNITIES))
+
+    outcome = syncer.run()
+
+    assert outcome.status == "succeeded", outcome.error
+    assert outcome.retries == 1
+    assert set(stored(session_factory, "opportunities")) == set(ids)
+    # Ten minutes less the moments the run took to get there; the engine's own backoff would
+    # have waited at most two seconds before this first retry.
+    (delay,) = syncer.sleeps
+    assert 300 < delay <= 601
 
 
 def test_a_slow_response_times_out_and_is_retried(

@@ -54,9 +54,9 @@ from pathlib import Path
 from typing import Annotated, Any, Generic, Literal, Self, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
 
-from crm_perf_sync.connector_sdk import ConnectorSettings
+from crm_perf_sync.connector_sdk import ConnectorSettings, StrictModel
 
 # --- YAML-proof scalars ---------------------------------------------------------------------------
 
@@ -146,16 +146,12 @@ def _check_delimiter(value: str | None) -> str | None:
     return value
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 # --- field specs ------------------------------------------------------------------------------------
 
 T = TypeVar("T")
 
 
-class FieldSpec(_Model, Generic[T]):
+class FieldSpec(StrictModel, Generic[T]):
     """Where one field's value comes from and how its text is cleaned before it is parsed.
 
     A bare string in YAML is shorthand for ``{column: <string>}``.
@@ -261,7 +257,7 @@ class BoolField(FieldSpec[bool]):
 Formats = Annotated[tuple[str, ...], BeforeValidator(lambda v: (v,) if isinstance(v, str) else v)]
 
 
-class _TemporalOptions(_Model):
+class _TemporalOptions(StrictModel):
     format: Formats = Field(
         default=(),
         description="strptime formats tried in order; none: ISO 8601 (2024-05-01, 2024-05-01T10:00:00+02:00)",
@@ -335,7 +331,7 @@ class CustomField(FieldSpec[str | int | float | bool], _TemporalOptions):
 # --- canonical fields per entity -------------------------------------------------------------------
 
 
-class TeamFields(_Model):
+class TeamFields(StrictModel):
     """One team per row (a teams export with its own ids)."""
 
     external_id: TextField | None = None
@@ -344,7 +340,7 @@ class TeamFields(_Model):
     level: TextField | None = None
 
 
-class TeamLevel(_Model):
+class TeamLevel(StrictModel):
     """One level of the organisation that every row of a people file spells out (region, team)."""
 
     level: str | None = Field(default=None, description="label of the level, e.g. region or team")
@@ -352,7 +348,7 @@ class TeamLevel(_Model):
     name: TextField | None = Field(default=None, description="default: the external id")
 
 
-class OwnerFields(_Model):
+class OwnerFields(StrictModel):
     external_id: TextField | None = None
     name: TextField | None = None
     email: TextField | None = None
@@ -361,7 +357,7 @@ class OwnerFields(_Model):
     remote_updated_at: DateTimeField | None = None
 
 
-class LeadFields(_Model):
+class LeadFields(StrictModel):
     external_id: TextField | None = None
     owner_external_id: TextField | None = None
     name: TextField | None = None
@@ -377,7 +373,7 @@ class LeadFields(_Model):
     remote_updated_at: DateTimeField | None = None
 
 
-class OpportunityFields(_Model):
+class OpportunityFields(StrictModel):
     external_id: TextField | None = None
     owner_external_id: TextField | None = None
     name: TextField | None = None
@@ -403,7 +399,7 @@ class OpportunityFields(_Model):
     remote_updated_at: DateTimeField | None = None
 
 
-class StageChangeFields(_Model):
+class StageChangeFields(StrictModel):
     external_id: TextField | None = None
     opportunity_external_id: TextField | None = None
     from_stage: TextField | None = None
@@ -411,7 +407,7 @@ class StageChangeFields(_Model):
     changed_at: DateTimeField | None = None
 
 
-class PipelineStageFields(_Model):
+class PipelineStageFields(StrictModel):
     pipeline: TextField | None = Field(default=None, description='default: "default"')
     stage: TextField | None = None
     label: TextField | None = None
@@ -424,7 +420,7 @@ class PipelineStageFields(_Model):
 # --- stage table -------------------------------------------------------------------------------------
 
 
-class StageDef(_Model):
+class StageDef(StrictModel):
     """One stage of the table: what a deal in it is (its order is the table's order)."""
 
     stage: str = Field(min_length=1)
@@ -443,7 +439,7 @@ class StageDef(_Model):
         return self
 
 
-class StageTable(_Model):
+class StageTable(StrictModel):
     """Classifies opportunities by stage, and is published as the ``pipeline_stages`` stream."""
 
     pipeline: str = Field(default="default", min_length=1)
@@ -475,7 +471,7 @@ CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
 MAX_ID_LENGTH = 255
 
 
-class IdRule(_Model):
+class IdRule(StrictModel):
     """What a plausible id of the stream looks like; a row whose id is not is a bad record.
 
     An id never holds control characters (a line break in an id is a row merged with the lines
@@ -508,7 +504,7 @@ class IdRule(_Model):
         return None
 
 
-class JoinConfig(_Model):
+class JoinConfig(StrictModel):
     """A lookup table: the row of ``file`` whose ``match`` column equals this row's ``key``.
 
     The joined file is held in memory (only the columns used), so joins are for dimension tables:
@@ -541,7 +537,7 @@ class JoinConfig(_Model):
         return value
 
 
-class FileStream(_Model):
+class FileStream(StrictModel):
     """What every file-based stream has: the file, how to read it, and its lookup tables."""
 
     file: str = Field(min_length=1, description="path relative to data_dir")
@@ -692,7 +688,7 @@ class PipelineStagesStream(FileStream):
         return self
 
 
-class Streams(_Model):
+class Streams(StrictModel):
     """The streams this connection reads; each entity at most once."""
 
     teams: TeamsStream | None = None

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from pydantic import Field, field_validator, model_validator
 
-from crm_perf_sync.connector_sdk import ConnectorSettings
+from crm_perf_sync.connector_sdk import ConnectorSettings, Duration
 
 #: The fixed date the default history leads up to. It is a constant, not "today", so that the
 #: same settings describe the same company on every machine and every day.
@@ -52,7 +52,7 @@ class DemoSettings(ConnectorSettings):
         description="Other deal currencies and their share of deals, e.g. {EUR: 0.1}.",
     )
     batch_size: int = Field(default=1000, ge=1, description="Records between two checkpoints.")
-    increment: timedelta = Field(
+    increment: Duration = Field(
         default=timedelta(minutes=5),
         description=(
             "How simulated time advances: a read sees the company as of the clock rounded down to "
@@ -60,7 +60,7 @@ class DemoSettings(ConnectorSettings):
             "since, and two runs within one step read identical data."
         ),
     )
-    lookback: timedelta = Field(
+    lookback: Duration = Field(
         default=timedelta(hours=1),
         description="How far before the stored cursor an incremental read starts again.",
     )

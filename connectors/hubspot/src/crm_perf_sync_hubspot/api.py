@@ -27,14 +27,13 @@ The client builds a new ``ApiClient`` (with its own connection pool) on every at
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import json
 import logging
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final, Literal
 
 import hubspot.crm.associations.v4.exceptions as associations_errors  # type: ignore[import-untyped]
@@ -52,6 +51,8 @@ from crm_perf_sync.connector_sdk import (
     FatalError,
     QuotaExhaustedError,
     RetriableError,
+    backoff_delay,
+    retry_after,
 )
 from crm_perf_sync_hubspot.ratelimit import AccountBuckets, account_buckets
 from crm_perf_sync_hubspot.settings import HubSpotSettings
@@ -144,24 +145,6 @@ class MissingScopes(ConnectorConfigError):
     def __init__(self, message: str, info: ErrorInfo) -> None:
         super().__init__(message)
         self.info = info
-
-
-def retry_after_seconds(value: str | None, now: datetime) -> float | None:
-    """``Retry-After`` as seconds: either a number of seconds or an HTTP date."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
 
 
 def _int_header(headers: Mapping[str, str] | None, name: str) -> int | None:
@@ -425,7 +408,7 @@ class HubSpotApi:
                         raise QuotaExhaustedError(
                             f"HubSpot's daily API limit is spent ({info.describe()}); the next run resumes"
                         ) from None
-                    delay = retry_after_seconds(_header(headers, "Retry-After"), self.clock())
+                    delay = retry_after(_header(headers, "Retry-After"), now=self.clock())
                     reason = f"rate limited ({info.policy or 'no policy named'})"
                 elif status >= 500 or status == 0:
                     reason = info.describe() if status else f"connection failed ({info.message})"
@@ -442,7 +425,7 @@ class HubSpotApi:
                 raise RetriableError(
                     f"{what}: {reason}, {attempt} attempt{'' if attempt == 1 else 's'}", retry_after=delay
                 )
-            wait = delay if delay is not None else self._backoff(attempt)
+            wait = delay if delay is not None else self._backoff(attempt - 1)
             self.log.warning(
                 "hubspot %s: %s; attempt %d of %d in %.1fs",
                 what,
@@ -453,12 +436,9 @@ class HubSpotApi:
             )
             self.sleep(wait)
 
-    def _backoff(self, attempt: int) -> float:
-        # "Equal jitter": half of the exponential step is kept, half is random, so that several
-        # workers backing off together spread out but never retry immediately.
-        base = self.settings.backoff.total_seconds()
-        step = min(self.settings.max_backoff.total_seconds(), base * 2.0 ** (attempt - 1))
-        return step / 2 + self.rng.uniform(0, step / 2)
+    def _backoff(self, retries: int) -> float:
+        base, cap = self.settings.backoff.total_seconds(), self.settings.max_backoff.total_seconds()
+        return backoff_delay(retries, base=base, cap=cap, rng=self.rng)
 
     def _pace(self, kind: Kind) -> None:
         bucket = self.buckets.search if kind == "search" else self.buckets.general

@@ -20,9 +20,9 @@ import re
 from datetime import timedelta
 from typing import Final, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from crm_perf_sync.connector_sdk import ConnectorSettings
+from crm_perf_sync.connector_sdk import ConnectorSettings, Duration, StrictModel
 
 DEFAULT_BASE_URL: Final = "https://api.hubapi.com"
 
@@ -43,11 +43,7 @@ _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _PROPERTY = re.compile(r"^[a-z0-9_]+$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class OAuthSettings(_Strict):
+class OAuthSettings(StrictModel):
     """An OAuth grant of a public app: the access token is obtained (and renewed) from these."""
 
     client_id: str = Field(min_length=1, description="The app's client id.")
@@ -62,7 +58,7 @@ class OAuthSettings(_Strict):
         return self
 
 
-class RateLimits(_Strict):
+class RateLimits(StrictModel):
     """The portal's API limits, paced client-side with token buckets shared per account.
 
     HubSpot's defaults: 100 requests per 10 seconds per app (more on higher tiers; the
@@ -71,7 +67,7 @@ class RateLimits(_Strict):
     """
 
     requests_per_interval: int = Field(default=100, ge=1, description="General requests per interval.")
-    interval: timedelta = Field(default=timedelta(seconds=10), description="The general limit's window.")
+    interval: Duration = Field(default=timedelta(seconds=10), description="The general limit's window.")
     search_per_second: float = Field(default=5.0, gt=0, description="Search requests per second.")
 
     @field_validator("interval")
@@ -115,15 +111,15 @@ class HubSpotSettings(ConnectorSettings):
         description="A lead is converted once it reached this stage (or has an associated deal).",
     )
 
-    lookback: timedelta = Field(
+    lookback: Duration = Field(
         default=timedelta(minutes=5),
         description="How far before the stored cursor an incremental read starts again (late commits).",
     )
-    index_lag: timedelta = Field(
+    index_lag: Duration = Field(
         default=timedelta(seconds=60),
         description="How far behind the database HubSpot's search index may be: reads stop at now - lag.",
     )
-    association_refresh: timedelta = Field(
+    association_refresh: Duration = Field(
         default=timedelta(hours=24),
         description=(
             "How often open deals and unconverted leads are re-read for their associations, which "
@@ -139,11 +135,11 @@ class HubSpotSettings(ConnectorSettings):
     max_attempts: int = Field(
         default=6, ge=1, le=20, description="Tries of one request (429, 5xx, network) before giving up."
     )
-    backoff: timedelta = Field(
+    backoff: Duration = Field(
         default=timedelta(seconds=1), description="First wait of the exponential backoff (doubles)."
     )
-    max_backoff: timedelta = Field(default=timedelta(seconds=60), description="Longest single wait.")
-    timeout: timedelta = Field(default=timedelta(seconds=60), description="Connect and read timeout.")
+    max_backoff: Duration = Field(default=timedelta(seconds=60), description="Longest single wait.")
+    timeout: Duration = Field(default=timedelta(seconds=60), description="Connect and read timeout.")
 
     @field_validator("base_url")
     @classmethod

@@ -46,6 +46,7 @@ from crm_perf_sync.connector_sdk import (
     FatalError,
     QuotaExhaustedError,
     RetriableError,
+    retry_after,
 )
 from crm_perf_sync_salesforce.auth import Session, can_renew, login, secrets_of
 from crm_perf_sync_salesforce.settings import SalesforceSettings
@@ -148,13 +149,9 @@ class SalesforceClient:
             match = _LIMIT_INFO.search(info)
             if match:
                 self.usage = Usage(int(match.group(1)), int(match.group(2)))
-        retry_after = response.headers.get("Retry-After")
         self._retry_after = None
-        if retry_after and response.status_code >= 400:
-            try:
-                self._retry_after = float(retry_after)
-            except ValueError:
-                self._retry_after = None  # an HTTP date: rare here, and the engine backs off anyway
+        if response.status_code >= 400:
+            self._retry_after = retry_after(response.headers.get("Retry-After"))
 
     def sf(self) -> Salesforce:
         """The simple-salesforce client of the current session (logging in first if needed)."""

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from crm_perf_sync.connector_sdk import ConnectorSettings
+from crm_perf_sync.connector_sdk import ConnectorSettings, Duration, StrictModel
 
 #: The streams the connector offers, in the order they are synced.
 StreamName = Literal["teams", "owners", "pipeline_stages", "leads", "opportunities", "stage_changes"]
@@ -30,15 +30,9 @@ STREAMS: tuple[StreamName, ...] = (
 _FIELD = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _DIMENSION = re.compile(r"^[a-z][a-z0-9_]*$")
 _VERSION = re.compile(r"^\d{2,3}\.0$")
-_DURATION = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>s|m|h|d)\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SessionAuth(_Model):
+class SessionAuth(StrictModel):
     """An existing session: a session id (access token) and the instance it belongs to.
 
     It cannot be renewed: when it expires the run fails as a configuration error.
@@ -54,7 +48,7 @@ class SessionAuth(_Model):
         return _https_origin(value)
 
 
-class ClientCredentialsAuth(_Model):
+class ClientCredentialsAuth(StrictModel):
     """OAuth 2.0 client credentials flow of a connected app (needs a My Domain ``login_url``)."""
 
     type: Literal["client_credentials"]
@@ -62,7 +56,7 @@ class ClientCredentialsAuth(_Model):
     client_secret: SecretStr
 
 
-class JwtAuth(_Model):
+class JwtAuth(StrictModel):
     """OAuth 2.0 JWT bearer flow: a connected app's certificate signs an assertion for a user."""
 
     type: Literal["jwt"]
@@ -86,7 +80,7 @@ class JwtAuth(_Model):
         return self
 
 
-class PasswordAuth(_Model):
+class PasswordAuth(StrictModel):
     """Username, password and security token (the SOAP ``login`` call)."""
 
     type: Literal["password"]
@@ -103,7 +97,7 @@ Auth = Annotated[
 ]
 
 
-class CustomFields(_Model):
+class CustomFields(StrictModel):
     """Extra Salesforce fields to select, kept as named custom dimensions (``name: Field__c``)."""
 
     leads: dict[str, str] = Field(default_factory=dict)
@@ -152,10 +146,10 @@ class SalesforceSettings(ConnectorSettings):
     currency: str | None = Field(
         default=None, description="currency of single-currency orgs; default: the org's own"
     )
-    lookback: timedelta = Field(
+    lookback: Duration = Field(
         default=timedelta(minutes=10), description="re-read before the cursor on every run (late commits)"
     )
-    skew: timedelta = Field(
+    skew: Duration = Field(
         default=timedelta(seconds=60), description="read nothing newer than now minus this (clock skew)"
     )
     page_size: int = Field(default=2000, ge=200, le=2000, description="REST query batch size")
@@ -164,33 +158,24 @@ class SalesforceSettings(ConnectorSettings):
     )
     bulk_page_size: int = Field(default=50_000, ge=1000, le=1_000_000, description="rows per Bulk CSV page")
     bulk_poll_interval: float = Field(default=2.0, gt=0, le=60, description="seconds between job polls")
-    bulk_timeout: timedelta = Field(default=timedelta(hours=2), description="give up on a Bulk job after")
+    bulk_timeout: Duration = Field(default=timedelta(hours=2), description="give up on a Bulk job after")
     max_api_share: float = Field(
         default=0.8,
         gt=0,
         le=1.0,
         description="stop (resume next run) once this share of the daily API budget is used",
     )
-    reconcile_every: timedelta | None = Field(
+    reconcile_every: Duration | None = Field(
         default=timedelta(days=7),
         description=(
             "how often hard deletes are reconciled; null: only on a full refresh or when the "
             "deleted-records feed cannot reach back to the last sync"
         ),
     )
-    min_window: timedelta = Field(
+    min_window: Duration = Field(
         default=timedelta(seconds=1),
         description="QUERY_TIMEOUT narrows a scan's time window down to this, then the error is retried",
     )
-
-    @field_validator("lookback", "skew", "bulk_timeout", "reconcile_every", "min_window", mode="before")
-    @classmethod
-    def _duration(cls, value: object) -> object:
-        # ``30s``, ``10m``, ``2h``, ``7d`` as in the rest of the configuration; ISO 8601 and plain
-        # seconds are left to pydantic.
-        if isinstance(value, str) and (match := _DURATION.match(value)):
-            return timedelta(seconds=float(match["n"]) * _UNITS[match["unit"]])
-        return value
 
     @field_validator("login_url")
     @classmethod
