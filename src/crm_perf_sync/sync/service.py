@@ -18,7 +18,6 @@ where the run found it; a snapshot whole) and the run fails, asking for a confir
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import time
@@ -51,6 +50,13 @@ from crm_perf_sync.kit.retry import backoff_delay
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.leases import release, renew, try_acquire
 from crm_perf_sync.sync import repository as repo
+from crm_perf_sync.sync.deletions import (
+    HeldDeletions,
+    hold_deletion,
+    is_older,
+    mass_deletion,
+    withheld_message,
+)
 from crm_perf_sync.sync.errors import (
     ConnectorBug,
     LeaseLost,
@@ -70,7 +76,7 @@ from crm_perf_sync.sync.rows import (
     to_row,
     unstorable_kind,
 )
-from crm_perf_sync.sync.writer import Batch, BatchWriter, HeldDeletions, StreamBuffer
+from crm_perf_sync.sync.writer import Batch, BatchWriter, StreamBuffer
 from crm_perf_sync.webhooks.service import emit
 
 log = logging.getLogger(__name__)
@@ -87,12 +93,6 @@ class SyncOptions:
     mass_delete_share: float = 0.10
     #: ...or this many, whichever is more; never all of them (unless confirmed).
     mass_delete_floor: int = 10
-
-
-def deletion_limit(live: int, options: SyncOptions) -> int:
-    """How many of a stream's ``live`` records one read may delete without a confirmation."""
-    allowed = max(int(live * options.mass_delete_share), options.mass_delete_floor)
-    return min(allowed, live - 1)
 
 
 ProgressCallback = Callable[[str, StreamStats], None]
@@ -123,17 +123,6 @@ def _holds_unstorable(value: Any) -> bool:
     if isinstance(value, list | tuple):
         return any(_holds_unstorable(item) for item in value)
     return False
-
-
-def _is_older(row: Row, stored_updated_at: datetime | None) -> bool:
-    incoming = row.get("remote_updated_at")
-    return incoming is not None and stored_updated_at is not None and incoming < stored_updated_at
-
-
-def _held_hash(row: Row) -> str:
-    """The content hash of a deleted record stored live while its deletion is held back: never the
-    hash of the record as read, so that reading it again (still deleted) holds it back again."""
-    return hashlib.blake2b(f"held:{row['content_hash']}".encode(), digest_size=16).hexdigest()
 
 
 class SyncEngine:
@@ -196,10 +185,10 @@ class SyncEngine:
                 for row in rows:
                     before = stored.get(row["external_id"])
                     if held is not None and (held.pending or row.get("is_deleted")):
-                        row = self._hold_deletion(held, row, before, now)
+                        row = hold_deletion(held, row, before, now)
                     if before is None:
                         new.append(row)
-                    elif before.content_hash == row["content_hash"] or _is_older(
+                    elif before.content_hash == row["content_hash"] or is_older(
                         row, before.remote_updated_at
                     ):
                         # Unchanged, or an older version than the stored one (a lookback window or
@@ -273,22 +262,6 @@ class SyncEngine:
             stats.cursor_after = dict(checkpoint)
         if self.on_progress is not None:
             self.on_progress(batch.stream.name, stats)
-
-    @staticmethod
-    def _hold_deletion(held: HeldDeletions, row: Row, before: repo.StoredState | None, now: datetime) -> Row:
-        """``row`` as it is stored while this read's deletions are held back.
-
-        A live record that arrives deleted is stored with its other changes but live, its deletion
-        held back; a record that arrives live again is no longer to be deleted.
-        """
-        key = row["external_id"]
-        if not row.get("is_deleted"):
-            held.pending.pop(key, None)
-            return row
-        if before is None or before.is_deleted or _is_older(row, before.remote_updated_at):
-            return row  # deletes nothing live
-        held.pending[key] = row["deleted_at"] or now
-        return {**row, "is_deleted": False, "deleted_at": None, "content_hash": _held_hash(row)}
 
     def _write_counters(self, session: Session, **extra: Any) -> None:
         totals = {
@@ -437,18 +410,12 @@ class SyncEngine:
         more than a sync may delete unconfirmed, with the stream set to be read again: from where
         the run found it, or (``snapshot``) whole, since only a whole read decides a snapshot's
         deletions and a connector may skip a snapshot its checkpoint says is done or not due."""
-        limit = deletion_limit(live, self.options)
-        if doomed <= limit:
+        refusal = mass_deletion(
+            spec.entity, doomed, live, self.options.mass_delete_share, self.options.mass_delete_floor
+        )
+        if refusal is None:
             return
-        noun = spec.entity.replace("_", " ")
-        if doomed >= live:
-            what = f"all {live:,} live {noun}"
-            why = "a sync never deletes all of a stream's records"
-        else:
-            what = f"{doomed:,} of the {live:,} live {noun} ({doomed / live:.0%})"
-            share = self.options.mass_delete_share
-            allowed = f"{share:.0%} ({limit:,})" if limit > self.options.mass_delete_floor else f"{limit:,}"
-            why = f"more than the {allowed} a sync may delete"
+        what, why = refusal
         if self.allow_mass_delete:
             log.warning("%s: soft-deleting %s, as confirmed", spec.name, what)
             return
@@ -641,7 +608,7 @@ class SyncEngine:
         if withheld and status in ("succeeded", "deferred"):
             later = f" (besides, {error})" if error else ""
             status, kind = "failed", "mass_delete"
-            error = self._withheld_error(withheld) + later
+            error = withheld_message(self.connection_id, withheld) + later
         self._finish(status, error, kind, started)
         return SyncOutcome(
             run_id=self.run_id,
@@ -652,15 +619,6 @@ class SyncEngine:
             error=error,
             error_kind=kind,
             retries=self.retries,
-        )
-
-    def _withheld_error(self, withheld: list[str]) -> str:
-        conn = self.connection_id
-        command = f"crm-perf-sync sync {conn} --allow-mass-delete"
-        return (
-            f"{'; '.join(withheld)}; nothing was deleted. If the source really lost them, confirm with "
-            f'`{command}` (or POST /api/v1/connections/{conn}/sync with {{"allow_mass_delete": true}}), '
-            "or raise CRM_PERF_SYNC_MASS_DELETE_SHARE or the connection's mass_delete_share"
         )
 
     def _drain_writer(self) -> None:

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from crm_perf_sync.connector_sdk import BadRecord, Entity, StreamSpec, Tombstone
+from crm_perf_sync.sync.deletions import HeldDeletions
 from crm_perf_sync.sync.outcomes import StreamStats
 from crm_perf_sync.sync.rows import Row, escape_unstorable, json_safe
 
@@ -66,20 +67,6 @@ class BatchWriter:
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
                 self._executor = None
-
-
-class HeldDeletions:
-    """The deletions of one read, held back until the read has ended.
-
-    The writer thread fills it as it commits the read's batches (it alone knows which records are
-    live); the reader looks at it only once every batch is committed.
-    """
-
-    def __init__(self) -> None:
-        #: External id → deleted at, of the live records this read deleted so far.
-        self.pending: dict[str, datetime] = {}
-        #: The newest checkpoint of the read that was not committed because it covers them.
-        self.checkpoint: Mapping[str, Any] | None = None
 
 
 class StreamBuffer:
