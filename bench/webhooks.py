@@ -166,7 +166,10 @@ def _latency(url: str, receiver_url: str, workdir: str, rounds: int) -> dict[str
 
         from crm_perf_sync.models import WebhookEvent
 
-        ids = {e.rule_id: e.message_id for e in session.scalars(select(WebhookEvent))}
+        # Each round's config drops the previous round's rule, which resolves it (a second event
+        # for that rule); the latency measured is the firing one's.
+        firing = select(WebhookEvent).where(WebhookEvent.type == "alert.firing")
+        ids = {e.rule_id: e.message_id for e in session.scalars(firing)}
     engine.dispose()
     return {"committed": committed, "message_ids": ids}
 
