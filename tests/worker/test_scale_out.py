@@ -1,6 +1,6 @@
 """Real worker and API processes on one store: a worker killed mid-sync has its work taken over and
-finished exactly once, every webhook event arrives exactly once, the metrics show the takeover,
-and a worker stopped with SIGTERM mid-batch loses nothing."""
+finished exactly once, every webhook event arrives (at least once, each send recorded), the metrics
+show the takeover, and a worker stopped with SIGTERM mid-batch loses nothing."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from crm_perf_sync.models import Lead, Lease, Opportunity, StageChange, SyncChec
 from crm_perf_sync.webhooks import service
 from crm_perf_sync.webhooks.security import Guard
 from tests.connectors.demo.helpers import make, read
+from tests.webhooks.outbox import assert_at_least_once, delivered, recorded_sends
 from tests.webhooks.receiver import Receiver, receiving
 
 AS_OF = datetime(2026, 1, 1, tzinfo=UTC)
@@ -194,7 +195,7 @@ def events(factory: sessionmaker[Session]) -> list[WebhookEvent]:
 @pytest.mark.postgres
 # Several workers share one PostgreSQL store; on SQLite one worker is the supported shape.
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
-def test_a_worker_killed_mid_sync_is_taken_over_and_everything_happens_exactly_once(
+def test_a_worker_killed_mid_sync_is_taken_over_and_nothing_is_lost_or_stored_twice(
     db_url: str, launch: Callable[[str], Proc], expected: dict[str, int]
 ) -> None:
     engine = create_db_engine(db_url)
@@ -204,13 +205,17 @@ def test_a_worker_killed_mid_sync_is_taken_over_and_everything_happens_exactly_o
         api = launch("api")
         workers = [launch("worker"), launch("worker")]
         wait_for("the API", lambda: _answers(api), procs=[api])
-        # Kill whichever worker holds the sync, in the middle of it.
+        # Kill whichever worker holds the sync, in the middle of it: both are frozen first, so the
+        # sync is still mid-way when its holder is read, however slow this machine is.
         victim_run = wait_for("a sync mid-way", lambda: mid_sync(factory), procs=[api, *workers])
+        for w in workers:
+            w.process.send_signal(signal.SIGSTOP)
         holder = sync_holder(factory) or ""
         (victim,) = [w for w in workers if f":{w.pid}:" in holder]
         (survivor,) = [w for w in workers if w is not victim]
         victim.process.send_signal(signal.SIGKILL)
         victim.process.wait(timeout=30)
+        survivor.process.send_signal(signal.SIGCONT)
 
         def finished() -> SyncRun | None:
             return next((r for r in runs(factory) if r.status == "succeeded"), None)
@@ -220,17 +225,19 @@ def test_a_worker_killed_mid_sync_is_taken_over_and_everything_happens_exactly_o
         wait_for(
             "alert events", lambda: any(e.type == "alert.firing" for e in events(factory)), procs=[survivor]
         )
+        # The schedule keeps syncing (and emitting) meanwhile: these events are the ones checked.
+        outbox = events(factory)
         wait_for(
-            "every event delivered",
-            lambda: len(receiver.accepted) >= len(events(factory)),
+            "every event delivered and recorded",
+            lambda: delivered(factory, [e.message_id for e in outbox]),
             procs=[api, survivor],
         )
-        time.sleep(1.5)  # time for anything sent twice to arrive too
         survivor_metrics = survivor.metrics()
         api_metrics = api.metrics()
-        outbox = events(factory)
         all_runs = runs(factory)
         counts = store_counts(factory)
+        recorded = recorded_sends(factory)
+        emitted = {e.message_id for e in events(factory)}
 
     # The sync completed exactly once over: the killed run was abandoned, the survivor resumed it
     # from its checkpoints, and the store holds each record once, as many as the CRM has.
@@ -248,14 +255,15 @@ def test_a_worker_killed_mid_sync_is_taken_over_and_everything_happens_exactly_o
     assert {c.stream for c in checkpoints} >= {"leads", "opportunities", "stage_changes"}
     assert all(c.run_id is not None and c.run_id >= done.id for c in checkpoints)
 
-    # Every event arrived, verified, exactly once; and one sync.completed per succeeded run.
-    received = Counter(r.message_id for r in receiver.accepted)
-    assert set(received) == {e.message_id for e in outbox}
-    assert max(received.values()) == 1
-    assert Counter(receiver.attempts) == received
-    assert receiver.rejected == []
+    # Every event arrived, verified; a repeat only as Standard Webhooks allows it (same webhook-id,
+    # same payload), each arrival a recorded send but for one in flight when the victim died; and
+    # nothing arrived that the outbox does not hold. One sync.completed per succeeded run.
+    assert_at_least_once(receiver, recorded, [e.message_id for e in outbox], unrecorded=1)
+    assert set(Counter(r.message_id for r in receiver.accepted)) <= emitted
+    succeeded = sorted(r.id for r in all_runs if r.status == "succeeded")
     completed = sorted(e.payload["data"]["run_id"] for e in outbox if e.type == "sync.completed")
-    assert completed == sorted(r.id for r in all_runs if r.status == "succeeded")
+    assert completed == succeeded[: len(completed)]
+    assert done.id in completed
 
     # The metrics show it: the survivor took the claim over; the store counts an abandoned run.
     assert metric(survivor_metrics, "crm_perf_sync_claim_takeovers_total", unit="sync") >= 1
