@@ -265,7 +265,7 @@ def test_serve_prints_a_read_key_once_on_a_terminal_when_it_creates_the_store(tm
     first = Served(tmp_path, "store.db", terminal=True)
     try:
         first.wait_until_serving(time.monotonic() + 60)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while not KEY.search("".join(first.stdout)):
             assert time.monotonic() < deadline, "".join(first.stdout) + "".join(first.log)
             time.sleep(0.05)

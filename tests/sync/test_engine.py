@@ -414,8 +414,9 @@ def test_losing_the_lease_rolls_back_the_batch(session_factory: sessionmaker[Ses
     def steal(_stream: str, page: int) -> None:
         if page == 0:
             # Another process takes over once page 0 is committed (by the engine's writer thread).
-            deadline = time.monotonic() + 10
-            while count(session_factory, SyncCheckpoint) == 0 and time.monotonic() < deadline:
+            deadline = time.monotonic() + 120
+            while count(session_factory, SyncCheckpoint) == 0:
+                assert time.monotonic() < deadline, "page 0 was never committed"
                 time.sleep(0.01)
             with session_scope(session_factory) as session:
                 session.execute(update(Lease).values(holder="thief:1:x"))
