@@ -18,7 +18,7 @@ from crm_perf_sync.kpi import repository as repo
 from crm_perf_sync.kpi.compute import Computation
 from crm_perf_sync.kpi.formula import evaluate, formula_names
 from crm_perf_sync.kpi.schemas import DerivedKpi, Kpi
-from crm_perf_sync.kpi.values import NO_RANK_STATE, apply_targets, is_additive
+from crm_perf_sync.kpi.values import apply_targets, is_additive, stored_row
 
 
 def derived_rows(
@@ -67,28 +67,14 @@ def derived_rows(
                 continue  # an input or a target is missing, or a divisor is 0: no value
             start, end = bounds[(grain, period_key)]
             sample = min(samples) if samples else 0
+            # A derived value has no denominator: its numerator is the value itself.
             out.append(
-                {
-                    "kpi_id": kpi.id,
-                    "grain": grain,
-                    "period_key": period_key,
-                    "period_start": start,
-                    "period_end": end,
-                    "scope": scope,
-                    "scope_id": scope_id,
-                    "currency": currency,
-                    "dimension": "",
-                    "dimension_value": "",
-                    "value": value,
-                    "numerator": value if value is not None else 0.0,
-                    "denominator": None,
-                    "sample_count": sample,
-                    "low_sample": sample < kpi.min_sample,
-                    "target": None,
-                    "attainment": None,
-                    "gap": None,
-                    **NO_RANK_STATE,
-                }
+                stored_row(
+                    kpi,
+                    (grain, period_key, start, end),
+                    (scope, scope_id, currency, "", ""),
+                    (value, value, None, sample),
+                )
             )
     return out
 

@@ -39,12 +39,27 @@ def value_row(
     kpi: Kpi, grain: Grain, scope: str, dimension: str, key: Key, result: Computed
 ) -> dict[str, Any]:
     period_index, scope_id, currency, dim_value = key
-    value, numerator, denominator, sample = result
     if period_index is None:
         period_key, start, end = "all", None, None
     else:
         start, end = periods.period_bounds(period_index, grain)
         period_key = start.isoformat()
+    return stored_row(
+        kpi, (grain, period_key, start, end), (scope, scope_id, currency, dimension, dim_value), result
+    )
+
+
+def stored_row(
+    kpi: Kpi,
+    period: tuple[str, str, date | None, date | None],
+    cell: tuple[str, str, str, str, str],
+    result: Computed,
+) -> dict[str, Any]:
+    """The ``kpi_value`` row of one result: ``period`` is (grain, key, start, end), ``cell`` is
+    (scope, scope id, currency, dimension, dimension value); no target yet, no rank state."""
+    grain, period_key, start, end = period
+    scope, scope_id, currency, dimension, dim_value = cell
+    value, numerator, denominator, sample = result
     return {
         "kpi_id": kpi.id,
         "grain": grain,
