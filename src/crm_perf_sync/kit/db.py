@@ -3,18 +3,22 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import orjson
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from crm_perf_sync.kit.errors import DatabaseUnavailable
+from crm_perf_sync.kit.errors import DatabaseUnavailable, StoreBusy
 from crm_perf_sync.kit.settings import redact_url
+
+#: How long a SQLite statement waits for another process's write lock before giving up.
+BUSY_TIMEOUT_SECONDS = 30
 
 
 def _json_dumps(value: Any) -> str:
@@ -29,10 +33,11 @@ def create_db_engine(url: str, *, pool_size: int = 5) -> Engine:
             parsed,
             json_serializer=_json_dumps,
             json_deserializer=orjson.loads,
-            connect_args={"timeout": 30, "check_same_thread": False},
+            connect_args={"timeout": BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
         )
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
+        event.listen(engine, "handle_error", _sqlite_on_error)
         return engine
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
@@ -58,8 +63,22 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_SECONDS * 1000}")
     cursor.close()
+
+
+def _sqlite_on_error(context: ExceptionContext) -> None:
+    # SQLite takes one writer at a time. A writer that holds the lock past busy_timeout (a long
+    # KPI refresh, a stopped process) is an expected state of the store, not a crash: say so, by
+    # the application's own error, instead of the driver's traceback.
+    original = context.original_exception
+    if isinstance(original, sqlite3.OperationalError) and "database is locked" in str(original):
+        store = context.engine.url.database if context.engine is not None else "?"
+        raise StoreBusy(
+            f"the SQLite store {store} is locked by another process (SQLite lets one process write "
+            f"at a time, and the lock was held past {BUSY_TIMEOUT_SECONDS} s); try again when that "
+            "process is done, or move the store to PostgreSQL to run several at once"
+        ) from original
 
 
 #: Execution option: begin this SQLite transaction with the write lock (``BEGIN IMMEDIATE``).

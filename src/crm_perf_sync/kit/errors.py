@@ -36,6 +36,13 @@ class DatabaseUnavailable(AppError):
     code = "database-unavailable"
 
 
+class StoreBusy(AppError):
+    """The SQLite store stayed write-locked by another process past the wait; retry later."""
+
+    status = 503
+    code = "store-busy"
+
+
 class ConfigurationError(AppError):
     """The configuration is invalid; the message lists each issue with file, line and key."""
 
