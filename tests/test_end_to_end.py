@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, MetaData, Table, func, select
+from sqlalchemy import Engine, MetaData, Table, func, select, text
 
 from crm_perf_sync.kit.db import create_db_engine
 from tests.conftest import DATA_DIR
@@ -175,6 +176,41 @@ def test_a_sync_killed_mid_way_resumes_to_the_same_state_as_an_uninterrupted_one
     assert len(reference["stage_change"]) > 0
 
 
+def in_transaction(engine: Engine) -> bool:
+    """Another connection to the store has a transaction open (SQLite: holds the write lock)."""
+    if engine.dialect.name == "sqlite":
+        probe = sqlite3.connect(str(engine.url.database), timeout=0, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            return False
+        except sqlite3.OperationalError:
+            return True
+        finally:
+            probe.close()
+    with engine.connect() as conn:
+        busy = conn.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND state <> 'idle'"
+            )
+        ).scalar_one()
+    return bool(busy)
+
+
+def freeze_between_transactions(process: subprocess.Popen[str], engine: Engine) -> None:
+    """SIGSTOP ``process`` at a moment it holds no transaction open, so a frozen process blocks
+    nobody: stop, look, and let it run on a moment if it was caught inside one."""
+    deadline = time.monotonic() + 120
+    while True:
+        process.send_signal(signal.SIGSTOP)
+        if not in_transaction(engine):
+            return
+        process.send_signal(signal.SIGCONT)
+        assert time.monotonic() < deadline, "the process never left its transaction"
+        time.sleep(0.01)
+
+
 def test_a_second_process_cannot_sync_a_connection_that_is_being_synced(db_url: str, tmp_path: Path) -> None:
     config = tmp_path / "demo.yaml"
     config.write_text(DEMO_CONFIG)
@@ -187,9 +223,9 @@ def test_a_second_process_cannot_sync_a_connection_that_is_being_synced(db_url: 
             assert first.poll() is None, first.communicate()
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        # Held still (its lease lasts minutes), so it is mid-sync while the second one asks,
-        # however fast or slow either process runs.
-        first.send_signal(signal.SIGSTOP)
+        # Held still between two transactions (its lease lasts minutes), so it is mid-sync while
+        # the second one asks, however fast or slow either process runs.
+        freeze_between_transactions(first, engine)
         try:
             second = run_cli("sync", env=env)
         finally:
