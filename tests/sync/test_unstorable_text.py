@@ -128,3 +128,49 @@ def test_both_kinds_are_removed_wherever_they_are_in_one_row() -> None:
     )
     clean = to_row("opportunities", opp(1, name="Deal", raw={"Note": "xy", "Id": "1"}))
     assert row["content_hash"] == clean["content_hash"]
+
+
+def _overlong_script() -> Script:
+    records: list[Message] = [
+        opp(1, name="N" * 300, account="A" * 256, stage="S" * 255),
+        opp(2, external_id="6" * 256),
+        opp(3, owner_external_id="5" * 300),
+    ]
+    return Script(streams=[OPPS], pages={"opportunities": [records]})
+
+
+def test_text_longer_than_its_column_is_cut_with_a_warning_and_an_overlong_id_is_a_bad_record(
+    session_factory: sessionmaker[Session],
+) -> None:
+    # PostgreSQL refused such a row (and the batch with it); SQLite stored it whole. Now both
+    # store the same thing.
+    outcome = run(session_factory, _overlong_script(), batch_size=100)
+
+    assert outcome.status == "succeeded", outcome.error
+    assert (outcome.total("inserted"), outcome.total("skipped"), outcome.total("warnings")) == (1, 2, 1)
+    with session_scope(session_factory) as session:
+        (deal,) = session.scalars(select(Opportunity))
+    assert (deal.external_id, deal.name, deal.account, deal.stage) == (
+        "00600001",
+        "N" * 255,
+        "A" * 255,
+        "S" * 255,
+    )
+    assert _errors(session_factory, outcome.run_id) == [
+        ("warning", "00600001", "name", "name, account cut to the length the store holds"),
+        (
+            "error",
+            "6" * 256,
+            "external_id",
+            "invalid record: external_id is 256 characters long; the store holds at most 255",
+        ),
+        (
+            "error",
+            "00600003",
+            "owner_external_id",
+            "invalid record: owner_external_id is 300 characters long; the store holds at most 255",
+        ),
+    ]
+    again = run(session_factory, _overlong_script(), batch_size=100, full=True)
+    assert again.status == "succeeded", again.error
+    assert (again.total("inserted"), again.total("unchanged"), again.total("warnings")) == (0, 1, 1)

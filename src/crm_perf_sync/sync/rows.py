@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+from sqlalchemy import String, Table
 
 from crm_perf_sync.connector_sdk import (
     Entity,
@@ -30,6 +31,7 @@ from crm_perf_sync.connector_sdk import (
     TeamRecord,
 )
 from crm_perf_sync.kit.bulk import RawJSON
+from crm_perf_sync.models import Lead, Opportunity, Owner, PipelineStage, StageChange, Team
 
 Row = dict[str, Any]
 
@@ -203,7 +205,53 @@ def escape_unstorable(value: Any) -> Any:
 
 
 class UnstorableId(ValueError):
-    """A record's own id holds characters no store can hold: the record cannot be stored."""
+    """A record's own id, or its reference to another record, cannot be stored as it is (it holds
+    characters no store can hold, or is longer than the column): the record cannot be stored."""
+
+    def __init__(self, message: str, field: str = "external_id") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _bounded(table: Table) -> tuple[tuple[str, int], ...]:
+    return tuple(
+        (column.name, column.type.length)
+        for column in table.columns
+        if isinstance(column.type, String) and column.type.length
+    )
+
+
+#: The text columns of each entity's table that hold at most so many characters. PostgreSQL
+#: refuses a longer value (the whole batch with it) while SQLite stores it whole: the engine
+#: treats both alike, before either sees the row.
+BOUNDED: Mapping[Entity, tuple[tuple[str, int], ...]] = {
+    "teams": _bounded(Team.__table__),  # type: ignore[arg-type]
+    "owners": _bounded(Owner.__table__),  # type: ignore[arg-type]
+    "leads": _bounded(Lead.__table__),  # type: ignore[arg-type]
+    "opportunities": _bounded(Opportunity.__table__),  # type: ignore[arg-type]
+    "stage_changes": _bounded(StageChange.__table__),  # type: ignore[arg-type]
+    "pipeline_stages": _bounded(PipelineStage.__table__),  # type: ignore[arg-type]
+}
+
+
+def _cut_overlong(entity: Entity, row: Row) -> list[str]:
+    """Cut text longer than its column to the column's length, in place; the names cut.
+
+    An id, or a reference to another record's id, is never cut: two ids that differ only past
+    the limit would become one record. Such a record cannot be stored (:class:`UnstorableId`).
+    """
+    cut: list[str] = []
+    for name, limit in BOUNDED[entity]:
+        value = row.get(name)
+        if value is None or len(value) <= limit:
+            continue
+        if name == "external_id" or name.endswith("_external_id"):
+            raise UnstorableId(
+                f"{name} is {len(value)} characters long; the store holds at most {limit}", field=name
+            )
+        row[name] = value[:limit]
+        cut.append(name)
+    return cut
 
 
 @dataclass(slots=True)
@@ -213,17 +261,29 @@ class Removed:
     paths: list[str] = field(default_factory=list)
     nul: bool = False
     surrogate: bool = False
+    #: Columns whose text was longer than the column and was cut to its length.
+    cut: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.paths)
+        return bool(self.paths or self.cut)
+
+    @property
+    def first(self) -> str:
+        """The first place changed, for the warning's field."""
+        return (self.paths or self.cut)[0]
 
     def message(self) -> str:
-        kinds = " and ".join(
-            name
-            for name, present in (("NUL characters", self.nul), ("unpaired surrogates", self.surrogate))
-            if present
-        )
-        return f"{kinds} removed from {', '.join(self.paths)}: no store can hold them"
+        parts = []
+        if self.paths:
+            kinds = " and ".join(
+                name
+                for name, present in (("NUL characters", self.nul), ("unpaired surrogates", self.surrogate))
+                if present
+            )
+            parts.append(f"{kinds} removed from {', '.join(self.paths)}: no store can hold them")
+        if self.cut:
+            parts.append(f"{', '.join(self.cut)} cut to the length the store holds")
+        return "; ".join(parts)
 
 
 def _strip(text: str, path: str, removed: Removed) -> str:
@@ -295,6 +355,8 @@ def _hashed(row: Row, *, check: bool) -> Row:
 def to_row(entity: Entity, record: Any, removed: Removed | None = None) -> Row:
     """The store row for ``record`` with its ``content_hash`` (bookkeeping columns excluded).
 
+    Text longer than its column is cut to the column's length (an id is not: see
+    :func:`_cut_overlong`), the same on both stores, and reported like removed characters.
     Text no store can hold (NUL, unpaired surrogates) is removed from the row's values, its
     ``custom`` dimensions and its raw payload, and where it was is added to ``removed``: the
     engine records that as a warning of the run. Removing rather than refusing the record keeps
@@ -306,6 +368,9 @@ def to_row(entity: Entity, record: Any, removed: Removed | None = None) -> Row:
     The common case pays one substring search of the JSON the hash renders anyway.
     """
     row = TO_ROW[entity](record)
+    cut = _cut_overlong(entity, row)
+    if cut and removed is not None:
+        removed.cut.extend(cut)
     error: orjson.JSONEncodeError | None = None
     try:
         return _hashed(row, check=True)

@@ -306,7 +306,7 @@ class SyncEngine:
                         row = to_row(entity, record, removed)
                     except UnstorableId as exc:
                         writer.add_bad(
-                            BadRecord(f"invalid record: {exc}", key=key, field="external_id"), utc_now()
+                            BadRecord(f"invalid record: {exc}", key=key, field=exc.field), utc_now()
                         )
                     except ValueError as exc:
                         writer.add_bad(BadRecord(f"invalid record: {exc}", key=key), utc_now())
@@ -314,7 +314,7 @@ class SyncEngine:
                         writer.add_row(row)
                         if removed:
                             writer.add_warning(
-                                row["external_id"], removed.paths[0], removed.message(), utc_now()
+                                row["external_id"], removed.first, removed.message(), utc_now()
                             )
                         if seen is not None:
                             seen.add(row["external_id"])
