@@ -1,9 +1,5 @@
-"""All SQL the API reads with: one page of a collection in key order, and the few lookups.
-
-Every page function takes the position after which to continue (``after``: the last row's key,
-``None`` for the first page) and a row count, and returns the rows as plain dicts (the API's
-field names) and the key to continue after, or ``None`` when there is nothing more. One extra row
-is read to know whether another page exists.
+"""All SQL the API reads with: one page of a collection in key order (see
+:mod:`crm_perf_sync.kit.paging`), rows as plain dicts with the API's field names, and the few lookups.
 """
 
 from __future__ import annotations
@@ -13,11 +9,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from crm_perf_sync.api.listing import expect
+from crm_perf_sync.kit.paging import Page, expect, keyset_page
 from crm_perf_sync.kpi.repository import load_membership, scope_names, team_key
 from crm_perf_sync.models import (
     Connection,
@@ -31,17 +27,6 @@ from crm_perf_sync.models import (
     Team,
     TeamMember,
 )
-
-Page = tuple[list[dict[str, Any]], Any]
-
-
-def _page(session: Session, stmt: Select[Any], key: Any, after: Any, limit: int) -> tuple[list[Any], Any]:
-    if expect(after, int) is not None:
-        stmt = stmt.where(key > after)
-    rows = list(session.execute(stmt.order_by(key).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, (rows[-1]._mapping[key.key] if more else None)
 
 
 def owner_scope(connection_id: ColumnElement[Any], owner: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -134,7 +119,7 @@ def targets_page(session: Session, where: TargetFilter, after: Any, limit: int) 
     ):
         if value is not None:
             stmt = stmt.where(column == value)
-    rows, next_key = _page(session, stmt, t.c.id, after, limit)
+    rows, next_key = keyset_page(session, stmt, t.c.id, after, limit)
     return [dict(r._mapping) for r in rows], next_key
 
 
@@ -342,7 +327,7 @@ def opportunities_page(session: Session, where: RecordFilter, after: Any, limit:
     if where.closed_to is not None:
         conditions.append(t.c.closed_at < where.closed_to)
     stmt = select(*(t.c[name] for name in _OPPORTUNITY_COLUMNS)).where(*conditions)
-    rows, next_key = _page(session, stmt, t.c.id, after, limit)
+    rows, next_key = keyset_page(session, stmt, t.c.id, after, limit)
     out = []
     for row in rows:
         data = _with_owner_id(row)
@@ -363,7 +348,7 @@ def leads_page(session: Session, where: RecordFilter, after: Any, limit: int) ->
         if value is not None:
             conditions.append(column == value)
     stmt = select(*(t.c[name] for name in _LEAD_COLUMNS)).where(*conditions)
-    rows, next_key = _page(session, stmt, t.c.id, after, limit)
+    rows, next_key = keyset_page(session, stmt, t.c.id, after, limit)
     return [_with_owner_id(row) for row in rows], next_key
 
 

@@ -11,10 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from crm_perf_sync.alerts import repository as alerts_repo
 from crm_perf_sync.api import listing
 from crm_perf_sync.api.deps import Admin, ContextDep, Reader, RowId, SessionDep
-from crm_perf_sync.api.listing import PageParams, expect, json_response, page_params
+from crm_perf_sync.api.listing import PageParams, json_response, page_params
 from crm_perf_sync.api.problems import collection, documented
 from crm_perf_sync.api.schemas import InputModel, Instant, Page, columns
 from crm_perf_sync.kit.errors import InvalidInput, NotFound
+from crm_perf_sync.kit.paging import expect
 from crm_perf_sync.webhooks import repository as repo
 from crm_perf_sync.webhooks import service
 from crm_perf_sync.webhooks.service import EVENT_TYPES, EndpointSpec
