@@ -42,9 +42,10 @@ from sqlalchemy import Connection
 from crm_perf_sync.alerts import repository as repo
 from crm_perf_sync.alerts.schemas import AlertRule
 from crm_perf_sync.kpi import periods
-from crm_perf_sync.kpi.repository import scope_names
 from crm_perf_sync.kpi.schemas import Grain, KpiConfig
 from crm_perf_sync.kpi.values import pace, tidy
+from crm_perf_sync.org import repository as org_repo
+from crm_perf_sync.org.repository import scope_names
 from crm_perf_sync.webhooks import repository as webhooks_repo
 from crm_perf_sync.webhooks.service import emit, wants
 
@@ -305,7 +306,7 @@ def _scopes(
     if rule.scope == "company":
         keys.add(("company", "company", rule.currency))
     if rule.level is not None:
-        teams = repo.teams_at_level(conn, rule.level)
+        teams = org_repo.teams_at_level(conn, rule.level)
         keys = {key for key in keys if key[1] in teams}
     return keys
 

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -14,28 +13,20 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_perf_sync.kit.paging import Page, expect, keyset_page
-from crm_perf_sync.kpi.repository import load_membership, scope_names, team_key
 from crm_perf_sync.models import (
     Connection,
     KpiTarget,
     KpiValue,
     Lead,
     Opportunity,
-    Owner,
     ScorecardValue,
     SyncRun,
-    Team,
-    TeamMember,
 )
+from crm_perf_sync.org.repository import scope_names, team_owners
 
 
 def owner_scope(connection_id: ColumnElement[Any], owner: ColumnElement[Any]) -> ColumnElement[Any]:
     return connection_id + ":" + owner
-
-
-def team_owners(session: Session, team_id: str) -> list[str]:
-    """The owner scope ids that count in a team (its own reps and those of teams below it)."""
-    return sorted({f"{c}:{o}" for team, c, o in load_membership(session).rows if team == team_id})
 
 
 # --- KPI values, targets, scores ------------------------------------------------------------------
@@ -188,69 +179,6 @@ def latest_period(session: Session, scorecard_id: str, grain: str) -> str | None
 
 
 # --- the CRM records ------------------------------------------------------------------------------
-
-
-def owners_page(session: Session, after: Any, limit: int, connection_id: str | None = None) -> Page:
-    stmt = select(Owner).where(Owner.is_deleted.is_(False))
-    if connection_id is not None:
-        stmt = stmt.where(Owner.connection_id == connection_id)
-    if expect(after, int) is not None:
-        stmt = stmt.where(Owner.id > after)
-    owners = list(session.scalars(stmt.order_by(Owner.id).limit(limit + 1)))
-    more = len(owners) > limit
-    owners = owners[:limit]
-    teams: dict[int, list[str]] = defaultdict(list)
-    if owners:
-        memberships = session.execute(
-            select(TeamMember.owner_id, Team.namespace, Team.external_id)
-            .join(Team, Team.id == TeamMember.team_id)
-            .where(TeamMember.owner_id.in_([o.id for o in owners]))
-            .order_by(Team.namespace, Team.external_id)
-        )
-        for owner_id, namespace, external_id in memberships:
-            key = team_key(namespace, external_id)
-            if key not in teams[owner_id]:
-                teams[owner_id].append(key)
-    rows = [
-        {
-            "id": f"{o.connection_id}:{o.external_id}",
-            "connection_id": o.connection_id,
-            "external_id": o.external_id,
-            "name": o.name,
-            "email": o.email,
-            "active": o.active,
-            "teams": teams.get(o.id, []),
-            "_key": o.id,
-        }
-        for o in owners
-    ]
-    return [{k: v for k, v in r.items() if k != "_key"} for r in rows], (rows[-1]["_key"] if more else None)
-
-
-def teams(session: Session) -> list[dict[str, Any]]:
-    """Every team with its parent and how many reps count in it (its own and below)."""
-    found = list(
-        session.execute(
-            select(Team.id, Team.namespace, Team.external_id, Team.name, Team.level, Team.parent_id)
-        )
-    )
-    keys = {row.id: team_key(row.namespace, row.external_id) for row in found}
-    counts: dict[str, int] = defaultdict(int)
-    for team, _, _ in load_membership(session).rows:
-        counts[team] += 1
-    out = [
-        {
-            "id": keys[row.id],
-            "namespace": row.namespace,
-            "external_id": row.external_id,
-            "name": row.name,
-            "level": row.level,
-            "parent_id": keys.get(row.parent_id) if row.parent_id is not None else None,
-            "members": counts.get(keys[row.id], 0),
-        }
-        for row in found
-    ]
-    return sorted(out, key=lambda row: str(row["id"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,10 +362,3 @@ def queued_run(session: Session, connection_id: str) -> int | None:
 
 def names(session: Session) -> dict[tuple[str, str], str]:
     return scope_names(session)
-
-
-def known_scope(session: Session, scope: str, scope_id: str) -> bool:
-    """Whether a scope id names the company, a stored team or a stored owner."""
-    if scope == "company":
-        return scope_id == "company"
-    return (scope, scope_id) in scope_names(session)

@@ -61,14 +61,6 @@ class Calendar:
     fiscal_start_month: int
 
 
-@dataclass(frozen=True, slots=True)
-class Membership:
-    """Which reps count in which team, every level of the hierarchy included."""
-
-    rows: tuple[tuple[str, str, str], ...]  # (team scope id, connection id, owner external id)
-    regions: tuple[tuple[str, str, str], ...] = ()  # (region scope id, connection id, owner id)
-
-
 def field_expr(table: Table, name: str) -> ColumnElement[Any]:
     if name.startswith("custom."):
         key = name.removeprefix("custom.")

@@ -22,7 +22,6 @@ from crm_perf_sync.kpi import periods
 from crm_perf_sync.kpi.compiler import (
     TABLES,
     Calendar,
-    Membership,
     Part,
     dimension_expr,
     part_for,
@@ -43,6 +42,7 @@ from crm_perf_sync.kpi.schemas import (
     SumKpi,
 )
 from crm_perf_sync.models import KpiValue
+from crm_perf_sync.org.schemas import Membership
 
 MAX_PAGE = 500
 

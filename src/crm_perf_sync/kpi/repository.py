@@ -31,7 +31,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from crm_perf_sync.kit.bulk import bulk_insert
 from crm_perf_sync.kpi import compiler
-from crm_perf_sync.kpi.compiler import MEMBERSHIP, OWNER_REGION, Membership
+from crm_perf_sync.kpi.compiler import MEMBERSHIP, OWNER_REGION
 from crm_perf_sync.kpi.schemas import TargetConfig
 from crm_perf_sync.kpi.scorecards import Observed
 from crm_perf_sync.kpi.values import TargetCell, TargetCellKey
@@ -42,13 +42,11 @@ from crm_perf_sync.models import (
     KpiRefreshState,
     KpiTarget,
     KpiValue,
-    Owner,
     ScorecardState,
     ScorecardValue,
     TargetDefinition,
-    Team,
-    TeamMember,
 )
+from crm_perf_sync.org.schemas import Membership
 
 KPI_VALUE: Table = KpiValue.__table__  # type: ignore[assignment]
 
@@ -62,45 +60,6 @@ CHANGED = table_clause(
 
 #: The refresh-state row a refresh writes first (not a KPI id: ids start with a letter).
 REFRESH_MARK = "*refresh"
-
-
-def team_key(namespace: str, external_id: str) -> str:
-    return f"{namespace}:{external_id}"
-
-
-def load_membership(session: Session | Connection) -> Membership:
-    """Every (team, rep) pair, a rep counting in their team and in each team above it.
-
-    Also each rep's region: the first team at level ``region`` above them (one per rep).
-    """
-    teams = {
-        row.id: row
-        for row in session.execute(
-            select(Team.id, Team.namespace, Team.external_id, Team.parent_id, Team.level)
-        )
-    }
-    members = session.execute(
-        select(TeamMember.team_id, Owner.connection_id, Owner.external_id)
-        .join(Owner, Owner.id == TeamMember.owner_id)
-        .where(Owner.is_deleted.is_(False))
-    )
-    pairs: set[tuple[str, str, str]] = set()
-    regions: dict[tuple[str, str], str] = {}
-    for team_id, connection_id, owner_external_id in members:
-        seen: set[int] = set()
-        current: int | None = team_id
-        while current is not None and current not in seen and current in teams:
-            seen.add(current)
-            team = teams[current]
-            key = team_key(team.namespace, team.external_id)
-            pairs.add((key, connection_id, owner_external_id))
-            if team.level == "region":
-                rep = (connection_id, owner_external_id)
-                regions[rep] = min(key, regions.get(rep, key))
-            current = team.parent_id
-    return Membership(
-        tuple(sorted(pairs)), tuple(sorted((region, c, o) for (c, o), region in regions.items()))
-    )
 
 
 def load_membership_table(conn: Connection, membership: Membership) -> None:
@@ -138,16 +97,6 @@ def replace_values(conn: Connection, kpi_id: str, rows: Sequence[dict[str, Any]]
     """Swap a KPI's values for ``rows`` (the caller's transaction makes the swap atomic)."""
     conn.execute(delete(KpiValue).where(KpiValue.kpi_id == kpi_id))
     bulk_insert(conn, KPI_VALUE, rows)
-
-
-def scope_names(session: Session) -> dict[tuple[str, str], str]:
-    """Display names of scopes: ``("owner", "<conn>:<id>")`` and ``("team", "<ns>:<id>")``."""
-    names: dict[tuple[str, str], str] = {("company", "company"): "Company"}
-    for row in session.execute(select(Owner.connection_id, Owner.external_id, Owner.name)):
-        names[("owner", f"{row.connection_id}:{row.external_id}")] = row.name or row.external_id
-    for row in session.execute(select(Team.namespace, Team.external_id, Team.name)):
-        names[("team", team_key(row.namespace, row.external_id))] = row.name
-    return names
 
 
 def values(
@@ -543,29 +492,6 @@ def load_targets(session: Session | Connection) -> dict[TargetCellKey, TargetCel
         key = (t.kpi_id, t.grain, t.period_key, t.scope, t.scope_id, t.currency)
         found[key] = TargetCell(t.value, t.period_start, t.period_end)
     return found
-
-
-def direct_teams(session: Session | Connection) -> dict[str, str]:
-    """Each rep's own team (the lowest one they are a member of), keyed by owner scope id."""
-    out: dict[str, str] = {}
-    rows = session.execute(
-        select(Owner.connection_id, Owner.external_id, Team.namespace, Team.external_id)
-        .join(TeamMember, TeamMember.owner_id == Owner.id)
-        .join(Team, Team.id == TeamMember.team_id)
-        .order_by(Team.namespace, Team.external_id)
-    )
-    for connection_id, owner_id, namespace, external_id in rows:
-        out.setdefault(f"{connection_id}:{owner_id}", team_key(namespace, external_id))
-    return out
-
-
-def active_owner_scopes(session: Session | Connection) -> set[str]:
-    rows = session.execute(
-        select(Owner.connection_id, Owner.external_id).where(
-            Owner.is_deleted.is_(False), Owner.active.is_(True)
-        )
-    )
-    return {f"{c}:{o}" for c, o in rows}
 
 
 def owner_values(

@@ -19,6 +19,7 @@ from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import repository as repo
 from crm_perf_sync.kpi import scorecards
 from crm_perf_sync.kpi.schemas import Kpi, ScorecardConfig
+from crm_perf_sync.org import repository as org_repo
 
 
 def refresh_scorecard(
@@ -34,8 +35,8 @@ def refresh_scorecard(
     every period). Returns how many scores were written, ``None`` when none needed to be.
     """
     computed_at = utc_now()
-    teams = repo.direct_teams(conn)
-    active = repo.active_owner_scopes(conn)
+    teams = org_repo.direct_teams(conn)
+    active = org_repo.active_owner_scopes(conn)
     digest = hashlib.blake2b(
         orjson.dumps([card.definition_hash(), sorted(teams.items()), sorted(active)]), digest_size=8
     ).hexdigest()

@@ -27,7 +27,7 @@ from crm_perf_sync.kit.errors import NotFound
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import repository as repo
 from crm_perf_sync.kpi import targets as target_math
-from crm_perf_sync.kpi.compiler import Calendar, Membership
+from crm_perf_sync.kpi.compiler import Calendar
 from crm_perf_sync.kpi.compute import Computation, additive_values
 from crm_perf_sync.kpi.derived import apply_derived_changes, derived_rows
 from crm_perf_sync.kpi.funnel import apply_funnel_changes, funnel_values
@@ -47,6 +47,8 @@ from crm_perf_sync.kpi.schemas import (
 )
 from crm_perf_sync.kpi.scoring import refresh_scorecard
 from crm_perf_sync.kpi.values import apply_targets, value_row
+from crm_perf_sync.org import repository as org_repo
+from crm_perf_sync.org.schemas import Membership
 from crm_perf_sync.sync.repository import incomplete_load
 
 
@@ -204,7 +206,7 @@ class KpiService:
             # SET LOCAL ends with this transaction.
             conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
         calendar = self.calendar(conn)
-        membership = repo.load_membership(conn)
+        membership = org_repo.load_membership(conn)
         context = self.context_hash(membership, calendar, grain_list, repo.api_target_versions(conn))
         states = repo.refresh_states(conn)
         api_targets = repo.api_targets(conn, self.kpis)
@@ -278,7 +280,7 @@ class KpiService:
         conn = session.connection()
         calendar = self.calendar(conn)
         context = self.context_hash(
-            repo.load_membership(conn), calendar, list(grains), repo.api_target_versions(conn)
+            org_repo.load_membership(conn), calendar, list(grains), repo.api_target_versions(conn)
         )
         states = repo.refresh_states(conn)
         for kpi in self.kpis.values():

@@ -12,14 +12,11 @@ from sqlalchemy import Connection as SAConnection
 from sqlalchemy import (
     String,
     Table,
-    and_,
     bindparam,
     column,
     delete,
     func,
     insert,
-    literal,
-    or_,
     select,
     text,
     true,
@@ -29,11 +26,9 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
-from crm_perf_sync.config import AppConfig
 from crm_perf_sync.connector_sdk import Entity
-from crm_perf_sync.kit.bulk import bulk_insert, bulk_upsert
+from crm_perf_sync.kit.bulk import bulk_insert, bulk_upsert, dialect_insert
 from crm_perf_sync.models import (
-    CONFIG_NAMESPACE,
     PRIOR_TABLES,
     ChangeBatch,
     Connection,
@@ -47,7 +42,6 @@ from crm_perf_sync.models import (
     SyncRecordError,
     SyncRun,
     Team,
-    TeamMember,
 )
 from crm_perf_sync.sync.rows import Row
 from crm_perf_sync.sync.schemas import ConnectionConfig
@@ -73,16 +67,6 @@ _ENTITY_TABLES: Mapping[Entity, EntityTable] = {
 
 def entity_table(entity: Entity) -> EntityTable:
     return _ENTITY_TABLES[entity]
-
-
-def _dialect_insert(session: Session, table: Any) -> Any:
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(table)
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(table)
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +248,7 @@ def load_checkpoints(session: Session, connection_id: str) -> dict[str, dict[str
 def save_checkpoint(
     session: Session, connection_id: str, stream: str, state: Mapping[str, Any], run_id: int, now: datetime
 ) -> None:
-    stmt = _dialect_insert(session, SyncCheckpoint.__table__)
+    stmt = dialect_insert(session, SyncCheckpoint.__table__)
     stmt = stmt.on_conflict_do_update(
         index_elements=["connection_id", "stream"],
         set_={
@@ -464,7 +448,7 @@ def sync_connections(session: Session, connections: Sequence[ConnectionConfig], 
                 if conn.schedule.cron
                 else f"every {int(conn.schedule.interval.total_seconds())}s"  # type: ignore[union-attr]
             )
-        stmt = _dialect_insert(session, Connection.__table__)
+        stmt = dialect_insert(session, Connection.__table__)
         stmt = stmt.on_conflict_do_update(
             index_elements=["id"],
             set_={
@@ -487,102 +471,6 @@ def sync_connections(session: Session, connections: Sequence[ConnectionConfig], 
                 "updated_at": now,
             },
         )
-
-
-def link_team_parents(session: Session, namespace: str) -> None:
-    parent = Team.__table__.alias("parent")
-    parent_id = (
-        select(parent.c.id)
-        .where(parent.c.namespace == Team.namespace, parent.c.external_id == Team.parent_external_id)
-        .scalar_subquery()
-    )
-    session.execute(
-        update(Team)
-        .where(Team.namespace == namespace)
-        .values(parent_id=parent_id)
-        .execution_options(synchronize_session=False)
-    )
-
-
-def sync_crm_memberships(session: Session, connection_id: str) -> None:
-    """Rebuild the CRM-sourced memberships of a connection's reps from ``owner.team_external_id``."""
-    owner_ids = select(Owner.id).where(Owner.connection_id == connection_id).scalar_subquery()
-    session.execute(delete(TeamMember).where(TeamMember.source == "crm", TeamMember.owner_id.in_(owner_ids)))
-    pairs = (
-        select(Team.id, Owner.id, literal("crm"))
-        .join(Owner, and_(Owner.connection_id == Team.namespace, Owner.team_external_id == Team.external_id))
-        .where(Owner.connection_id == connection_id, Owner.is_deleted.is_(False))
-    )
-    session.execute(insert(TeamMember).from_select(["team_id", "owner_id", "source"], pairs))
-
-
-def sync_config_teams(session: Session, app: AppConfig, now: datetime) -> None:
-    """Mirror the configured team hierarchy and its members into the store."""
-    from crm_perf_sync.sync.rows import content_hash
-
-    wanted = {team.id for team, _ in app.all_teams()}
-    for team, parent in app.all_teams():
-        row = {
-            "external_id": team.id,
-            "name": team.name,
-            "level": team.level,
-            "parent_external_id": parent and parent.id,
-        }
-        stmt = _dialect_insert(session, Team.__table__)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["namespace", "external_id"],
-            set_={
-                k: stmt.excluded[k]
-                for k in ("name", "level", "parent_external_id", "content_hash", "synced_at")
-            },
-        )
-        session.execute(
-            stmt,
-            {
-                **row,
-                "namespace": CONFIG_NAMESPACE,
-                "connection_id": None,
-                "content_hash": content_hash(row),
-                "synced_at": now,
-            },
-        )
-    session.execute(
-        delete(Team).where(Team.namespace == CONFIG_NAMESPACE, Team.external_id.not_in(wanted or {""}))
-    )
-    link_team_parents(session, CONFIG_NAMESPACE)
-
-    config_team_ids = select(Team.id).where(Team.namespace == CONFIG_NAMESPACE).scalar_subquery()
-    session.execute(
-        delete(TeamMember).where(TeamMember.source == "config", TeamMember.team_id.in_(config_team_ids))
-    )
-    team_ids = {
-        row.external_id: row.id
-        for row in session.execute(
-            select(Team.external_id, Team.id).where(Team.namespace == CONFIG_NAMESPACE)
-        )
-    }
-    for team, _ in app.all_teams():
-        for member in team.members:
-            conditions = []
-            if member.email is not None:
-                conditions.append(Owner.email == member.email.strip().lower())
-            if member.external_id is not None:
-                conditions.append(
-                    and_(Owner.connection_id == member.connection, Owner.external_id == member.external_id)
-                )
-            if member.name is not None:
-                name_match = func.lower(Owner.name) == member.name.strip().lower()
-                conditions.append(
-                    and_(name_match, Owner.connection_id == member.connection)
-                    if member.connection
-                    else name_match
-                )
-            owners = select(Owner.id).where(or_(*conditions), Owner.is_deleted.is_(False))
-            for owner_id in session.scalars(owners):
-                stmt = _dialect_insert(session, TeamMember.__table__).on_conflict_do_nothing()
-                session.execute(
-                    stmt, {"team_id": team_ids[team.id], "owner_id": owner_id, "source": "config"}
-                )
 
 
 # --- the change log (see models.changes) ----------------------------------------------------------

@@ -12,6 +12,7 @@ from crm_perf_sync.api.deps import ContextDep, Reader, SessionDep
 from crm_perf_sync.api.listing import PageParams, page_params
 from crm_perf_sync.api.problems import collection
 from crm_perf_sync.api.schemas import Instant, LeadOut, OpportunityOut, OwnerOut, Page, TeamOut, columns
+from crm_perf_sync.org import repository as org_repo
 
 router = APIRouter(tags=["crm records"])
 Moment = Annotated[Instant | None, Query(description="An ISO date-time; without a zone, UTC")]
@@ -32,7 +33,7 @@ def owners(
     connection: Annotated[str | None, Query(max_length=63)] = None,
 ) -> Response:
     def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
-        return api_repo.owners_page(s, after, limit, connection)
+        return org_repo.owners_page(s, after, limit, connection)
 
     return listing.listing(
         request,
@@ -58,7 +59,7 @@ def teams(
     _key: Reader,
     params: Annotated[PageParams, Depends(page_params)],
 ) -> Response:
-    rows = api_repo.teams(session)
+    rows = org_repo.teams(session)
     return listing.listing(
         request,
         session,

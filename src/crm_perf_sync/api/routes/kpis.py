@@ -38,6 +38,7 @@ from crm_perf_sync.kpi.schemas import DerivedKpi, DurationKpi, FunnelKpi, Kpi, T
 from crm_perf_sync.kpi.service import KpiService
 from crm_perf_sync.kpi.values import pace, tidy
 from crm_perf_sync.models import TargetDefinition
+from crm_perf_sync.org import repository as org_repo
 
 router = APIRouter(tags=["kpis"])
 GrainParam = Literal["week", "month", "quarter", "year", "all"]
@@ -295,7 +296,7 @@ def kpi_explain(
         raise InvalidInput("scope_id names the team or owner; it is `company` exactly for scope company")
     ref = ValueRef(kpi_id, grain, key, scope, scope_id, currency, dimension, dimension_value)
     calendar = service.calendar(session)
-    membership = kpi_repo.load_membership(session)
+    membership = org_repo.load_membership(session)
     result = explain_value(session, kpi, ref, calendar, membership, role=part, after=after, limit=limit)
     body = asdict(result)
     for explained in body["parts"]:
@@ -433,7 +434,7 @@ def _checked_target(service: KpiService, session: Any, body: TargetIn) -> Target
     issues = target_issues(target, kpi)
     if issues:
         raise InvalidInput("; ".join(f"{key}: {says}" for key, says in issues))
-    if not api_repo.known_scope(session, body.scope, body.scope_id):
+    if not org_repo.known_scope(session, body.scope, body.scope_id):
         raise InvalidInput(f"no {body.scope} {body.scope_id!r} (see /teams and /owners for their ids)")
     return target
 
