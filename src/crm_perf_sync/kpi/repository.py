@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -15,6 +15,7 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    and_,
     any_,
     bindparam,
     column,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
 )
 from sqlalchemy import table as table_clause
@@ -30,6 +32,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_perf_sync.kit.bulk import bulk_insert
+from crm_perf_sync.kit.paging import Page, expect, keyset_page
 from crm_perf_sync.kpi import compiler
 from crm_perf_sync.kpi.compiler import MEMBERSHIP, OWNER_REGION
 from crm_perf_sync.kpi.schemas import TargetConfig
@@ -46,6 +49,7 @@ from crm_perf_sync.models import (
     ScorecardValue,
     TargetDefinition,
 )
+from crm_perf_sync.org.repository import team_owners
 from crm_perf_sync.org.schemas import Membership
 
 KPI_VALUE: Table = KpiValue.__table__  # type: ignore[assignment]
@@ -581,3 +585,152 @@ def total_values(
         if grain in grains:
             out += conn.execute(stmt.where(KpiValue.grain == grain, KpiValue.period_key.in_(sorted(keys))))
     return out
+
+
+# --- reads of values, targets and scores (the API pages) -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ValueFilter:
+    grain: str | None = None
+    period_key: str | None = None
+    period_from: date | None = None
+    period_to: date | None = None
+    scope: str | None = None
+    scope_id: str | None = None
+    team: str | None = None
+    owner: str | None = None
+    dimension: str = ""
+    currency: str | None = None
+
+
+def _ends_by(last_day: date) -> ColumnElement[bool]:
+    """Periods whose last day is ``last_day`` or earlier (``period_end`` is the day after it)."""
+    if last_day == date.max:  # every period ends by then, and the day after is not a date
+        return KpiValue.period_end.is_not(None)
+    return KpiValue.period_end <= last_day + timedelta(days=1)
+
+
+def values_page(
+    session: Session, kpi_id: str, where: ValueFilter, after: Any, limit: int
+) -> tuple[list[KpiValue], Any]:
+    stmt = select(KpiValue).where(KpiValue.kpi_id == kpi_id, KpiValue.dimension == where.dimension)
+    if where.grain is not None:
+        stmt = stmt.where(KpiValue.grain == where.grain)
+    if where.period_key is not None:
+        stmt = stmt.where(KpiValue.period_key == where.period_key)
+    if where.period_from is not None:
+        stmt = stmt.where(KpiValue.period_start >= where.period_from)
+    if where.period_to is not None:
+        stmt = stmt.where(_ends_by(where.period_to))
+    if where.scope is not None:
+        stmt = stmt.where(KpiValue.scope == where.scope)
+    if where.scope_id is not None:
+        stmt = stmt.where(KpiValue.scope_id == where.scope_id)
+    if where.currency is not None:
+        stmt = stmt.where(KpiValue.currency == where.currency)
+    if where.owner is not None:
+        stmt = stmt.where(KpiValue.scope == "owner", KpiValue.scope_id == where.owner)
+    if where.team is not None:
+        members = team_owners(session, where.team)
+        stmt = stmt.where(
+            or_(
+                and_(KpiValue.scope == "team", KpiValue.scope_id == where.team),
+                and_(KpiValue.scope == "owner", KpiValue.scope_id.in_(members)),
+            )
+        )
+    if expect(after, int) is not None:
+        stmt = stmt.where(KpiValue.id > after)
+    found = list(session.scalars(stmt.order_by(KpiValue.id).limit(limit + 1)))
+    more = len(found) > limit
+    found = found[:limit]
+    return found, (found[-1].id if more else None)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetFilter:
+    kpi_id: str | None = None
+    grain: str | None = None
+    period_key: str | None = None
+    scope: str | None = None
+    scope_id: str | None = None
+
+
+def targets_page(session: Session, where: TargetFilter, after: Any, limit: int) -> Page:
+    t = KpiTarget.__table__
+    stmt = select(t)
+    for field, value in (
+        (t.c.kpi_id, where.kpi_id),
+        (t.c.grain, where.grain),
+        (t.c.period_key, where.period_key),
+        (t.c.scope, where.scope),
+        (t.c.scope_id, where.scope_id),
+    ):
+        if value is not None:
+            stmt = stmt.where(field == value)
+    rows, next_key = keyset_page(session, stmt, t.c.id, after, limit)
+    return [dict(r._mapping) for r in rows], next_key
+
+
+def scores_page(
+    session: Session,
+    scorecard_id: str,
+    *,
+    grain: str | None,
+    period_key: str | None,
+    scope_id: str | None,
+    team: str | None,
+    after: Any,
+    limit: int,
+) -> tuple[list[ScorecardValue], Any]:
+    """Scores best first within each period (unranked reps last), keyed by their row id."""
+    stmt = select(ScorecardValue).where(ScorecardValue.scorecard_id == scorecard_id)
+    if grain is not None:
+        stmt = stmt.where(ScorecardValue.grain == grain)
+    if period_key is not None:
+        stmt = stmt.where(ScorecardValue.period_key == period_key)
+    if scope_id is not None:
+        stmt = stmt.where(ScorecardValue.scope_id == scope_id)
+    if team is not None:
+        stmt = stmt.where(ScorecardValue.scope_id.in_(team_owners(session, team)))
+    # The rank order, made a total order (and a keyset) by appending the row id.
+    rank = func.coalesce(ScorecardValue.rank, 1_000_000_000)
+    order = (ScorecardValue.grain, ScorecardValue.period_key, rank, ScorecardValue.id)
+    if after is not None:
+        shape = [str, str, int, int]
+        if not (isinstance(after, list) and len(after) == 4 and all(map(isinstance, after, shape))):
+            expect(after, tuple)  # not a position this query writes: a 400
+        g, p, r, i = after
+        stmt = stmt.where(
+            or_(
+                ScorecardValue.grain > g,
+                and_(ScorecardValue.grain == g, ScorecardValue.period_key > p),
+                and_(ScorecardValue.grain == g, ScorecardValue.period_key == p, rank > r),
+                and_(
+                    ScorecardValue.grain == g,
+                    ScorecardValue.period_key == p,
+                    rank == r,
+                    ScorecardValue.id > i,
+                ),
+            )
+        )
+    found = list(session.scalars(stmt.order_by(*order).limit(limit + 1)))
+    more = len(found) > limit
+    found = found[:limit]
+    if not more:
+        return found, None
+    last = found[-1]
+    return found, [
+        last.grain,
+        last.period_key,
+        last.rank if last.rank is not None else 1_000_000_000,
+        last.id,
+    ]
+
+
+def latest_period(session: Session, scorecard_id: str, grain: str) -> str | None:
+    stmt = select(func.max(ScorecardValue.period_key)).where(
+        ScorecardValue.scorecard_id == scorecard_id, ScorecardValue.grain == grain
+    )
+    found: str | None = session.execute(stmt).scalar_one_or_none()
+    return found

@@ -11,7 +11,6 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from crm_perf_sync.api import listing
-from crm_perf_sync.api import repository as api_repo
 from crm_perf_sync.api.deps import Admin, ContextDep, Reader, RowId, SessionDep
 from crm_perf_sync.api.listing import PageParams, json_response, page_params
 from crm_perf_sync.api.problems import collection, documented
@@ -199,7 +198,7 @@ def kpi_values(
     kpi = _kpi(service, kpi_id)
     business = service.business
     _check_dimension(service, kpi, dimension)
-    where = api_repo.ValueFilter(
+    where = kpi_repo.ValueFilter(
         grain=grain,
         period_key=period_key(period, grain, business.fiscal_year_start_month),
         period_from=period_from,
@@ -214,8 +213,8 @@ def kpi_values(
     now = utc_now()
 
     def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
-        found, next_key = api_repo.values_page(s, kpi_id, where, after, limit)
-        names = api_repo.names(s)  # read with the page: a cached page reads neither
+        found, next_key = kpi_repo.values_page(s, kpi_id, where, after, limit)
+        names = org_repo.scope_names(s)  # read with the page: a cached page reads neither
         return [value_row(v, names, now, business.timezone) for v in found], next_key
 
     version = ctx.values_version(session, kpi_id)
@@ -405,10 +404,10 @@ def list_targets(
     scope_id: Annotated[str | None, Query(max_length=600)] = None,
 ) -> Response:
     fiscal = ctx.kpi_service().business.fiscal_year_start_month
-    where = api_repo.TargetFilter(kpi, grain, period_key(period, grain, fiscal), scope, scope_id)
+    where = kpi_repo.TargetFilter(kpi, grain, period_key(period, grain, fiscal), scope, scope_id)
 
     def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
-        rows, next_key = api_repo.targets_page(s, where, after, limit)
+        rows, next_key = kpi_repo.targets_page(s, where, after, limit)
         return [{k: r[k] for k in columns(TargetOut)} for r in rows], next_key
 
     return listing.listing(

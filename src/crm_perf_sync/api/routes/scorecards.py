@@ -7,14 +7,15 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from crm_perf_sync.api import listing
-from crm_perf_sync.api import repository as api_repo
 from crm_perf_sync.api.deps import ContextDep, Reader, SessionDep
 from crm_perf_sync.api.listing import PageParams, page_params
 from crm_perf_sync.api.problems import collection, documented
 from crm_perf_sync.api.routes.kpis import PERIOD_HELP, period_key
 from crm_perf_sync.api.schemas import Page, ScorecardOut, ScoreOut, columns
 from crm_perf_sync.kit.errors import InvalidInput, NotFound
+from crm_perf_sync.kpi import repository as kpi_repo
 from crm_perf_sync.kpi.schemas import ScorecardConfig
+from crm_perf_sync.org import repository as org_repo
 
 router = APIRouter(tags=["scorecards"])
 ScoreGrain = Literal["week", "month", "quarter", "year"]
@@ -116,16 +117,16 @@ def scorecard(
     key = (
         period_key(period, chosen, fiscal)
         if period is not None
-        else api_repo.latest_period(session, card.id, chosen)
+        else kpi_repo.latest_period(session, card.id, chosen)
     )
 
     def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
         if key is None:
             return [], None
-        found, next_key = api_repo.scores_page(
+        found, next_key = kpi_repo.scores_page(
             s, card.id, grain=chosen, period_key=key, scope_id=None, team=team, after=after, limit=limit
         )
-        names = api_repo.names(s)  # read with the page: a cached page reads neither
+        names = org_repo.scope_names(s)  # read with the page: a cached page reads neither
         return [score_row(v, names) for v in found], next_key
 
     return listing.listing(
@@ -163,12 +164,12 @@ def owner_scores(
     grain: Annotated[ScoreGrain | None, Query()] = None,
 ) -> Response:
     card = ctx.kpi_service().scorecard(scorecard_id)
-    names = api_repo.names(session)
+    names = org_repo.scope_names(session)
     if ("owner", owner_id) not in names:
         raise NotFound(f"no owner {owner_id!r} (owner ids are <connection>:<owner id>, see /owners)")
 
     def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
-        found, next_key = api_repo.scores_page(
+        found, next_key = kpi_repo.scores_page(
             s, card.id, grain=grain, period_key=None, scope_id=owner_id, team=None, after=after, limit=limit
         )
         return [score_row(v, names) for v in found], next_key
