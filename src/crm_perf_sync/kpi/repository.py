@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -32,22 +32,18 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_perf_sync.kit.bulk import bulk_insert
-from crm_perf_sync.kit.paging import Page, expect, keyset_page
+from crm_perf_sync.kit.paging import expect
 from crm_perf_sync.kpi import compiler
 from crm_perf_sync.kpi.compiler import MEMBERSHIP, OWNER_REGION
-from crm_perf_sync.kpi.schemas import TargetConfig
 from crm_perf_sync.kpi.scorecards import Observed
-from crm_perf_sync.kpi.values import TargetCell, TargetCellKey
 from crm_perf_sync.models import (
     PRIOR_TABLES,
     ChangeBatch,
     KpiRefreshRun,
     KpiRefreshState,
-    KpiTarget,
     KpiValue,
     ScorecardState,
     ScorecardValue,
-    TargetDefinition,
 )
 from crm_perf_sync.org.repository import team_owners
 from crm_perf_sync.org.schemas import Membership
@@ -463,41 +459,6 @@ def delete_periods(conn: Connection, kpi_id: str, grain: str, dimension: str, pe
         )
 
 
-def replace_targets(session: Session | Connection, rows: Sequence[dict[str, Any]]) -> int:
-    """Swap the decomposed targets (the caller's transaction makes it atomic)."""
-    session.execute(delete(KpiTarget))
-    if rows:
-        session.execute(insert(KpiTarget), list(rows))
-    return len(rows)
-
-
-def api_target_versions(conn: Connection) -> list[tuple[int, str]]:
-    """(id, last update) of every target set through the API: what the refresh's context hashes."""
-    rows = conn.execute(
-        select(TargetDefinition.id, TargetDefinition.updated_at).order_by(TargetDefinition.id)
-    )
-    return [(row.id, row.updated_at.isoformat()) for row in rows]
-
-
-def api_targets(conn: Connection, kpis: Mapping[str, Any]) -> list[TargetConfig]:
-    """The targets set through the API whose KPI is still defined (validated when they were set)."""
-    out: list[TargetConfig] = []
-    for row in conn.execute(
-        select(TargetDefinition.kpi_id, TargetDefinition.definition).order_by(TargetDefinition.id)
-    ):
-        if row.kpi_id in kpis:
-            out.append(TargetConfig.model_validate(row.definition))
-    return out
-
-
-def load_targets(session: Session | Connection) -> dict[TargetCellKey, TargetCell]:
-    found: dict[TargetCellKey, TargetCell] = {}
-    for t in session.execute(select(KpiTarget.__table__)):
-        key = (t.kpi_id, t.grain, t.period_key, t.scope, t.scope_id, t.currency)
-        found[key] = TargetCell(t.value, t.period_start, t.period_end)
-    return found
-
-
 def owner_values(
     session: Session | Connection, kpi_ids: Sequence[str], grain: str, period_keys: set[str] | None = None
 ) -> tuple[dict[str, dict[str, dict[str, list[Observed]]]], dict[str, tuple[date, date]]]:
@@ -645,31 +606,6 @@ def values_page(
     more = len(found) > limit
     found = found[:limit]
     return found, (found[-1].id if more else None)
-
-
-@dataclass(frozen=True, slots=True)
-class TargetFilter:
-    kpi_id: str | None = None
-    grain: str | None = None
-    period_key: str | None = None
-    scope: str | None = None
-    scope_id: str | None = None
-
-
-def targets_page(session: Session, where: TargetFilter, after: Any, limit: int) -> Page:
-    t = KpiTarget.__table__
-    stmt = select(t)
-    for field, value in (
-        (t.c.kpi_id, where.kpi_id),
-        (t.c.grain, where.grain),
-        (t.c.period_key, where.period_key),
-        (t.c.scope, where.scope),
-        (t.c.scope_id, where.scope_id),
-    ):
-        if value is not None:
-            stmt = stmt.where(field == value)
-    rows, next_key = keyset_page(session, stmt, t.c.id, after, limit)
-    return [dict(r._mapping) for r in rows], next_key
 
 
 def scores_page(

@@ -27,6 +27,7 @@ from crm_perf_sync.kit.errors import NotFound
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import repository as repo
 from crm_perf_sync.kpi import targets as target_math
+from crm_perf_sync.kpi import targets_repository as targets_repo
 from crm_perf_sync.kpi.compiler import Calendar
 from crm_perf_sync.kpi.compute import Computation, additive_values
 from crm_perf_sync.kpi.derived import apply_derived_changes, derived_rows
@@ -207,14 +208,14 @@ class KpiService:
             conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
         calendar = self.calendar(conn)
         membership = org_repo.load_membership(conn)
-        context = self.context_hash(membership, calendar, grain_list, repo.api_target_versions(conn))
+        context = self.context_hash(membership, calendar, grain_list, targets_repo.api_target_versions(conn))
         states = repo.refresh_states(conn)
-        api_targets = repo.api_targets(conn, self.kpis)
+        api_targets = targets_repo.api_targets(conn, self.kpis)
         decomposed = target_math.decompose(
             self.section.targets, self.kpis, membership, calendar.fiscal_start_month, api_targets
         )
-        outcome.targets = repo.replace_targets(conn, target_math.rows(decomposed, now))
-        run = Computation(conn, calendar, membership, grain_list, repo.load_targets(conn))
+        outcome.targets = targets_repo.replace_targets(conn, target_math.rows(decomposed, now))
+        run = Computation(conn, calendar, membership, grain_list, targets_repo.load_targets(conn))
         repo.load_membership_table(conn, membership)
         pending = repo.load_pending(conn)
         changed = pending.batches > 0
@@ -280,7 +281,7 @@ class KpiService:
         conn = session.connection()
         calendar = self.calendar(conn)
         context = self.context_hash(
-            org_repo.load_membership(conn), calendar, list(grains), repo.api_target_versions(conn)
+            org_repo.load_membership(conn), calendar, list(grains), targets_repo.api_target_versions(conn)
         )
         states = repo.refresh_states(conn)
         for kpi in self.kpis.values():

@@ -29,6 +29,7 @@ from crm_perf_sync.kit.errors import InvalidInput, NotFound
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import periods
 from crm_perf_sync.kpi import repository as kpi_repo
+from crm_perf_sync.kpi import targets_repository as targets_repo
 from crm_perf_sync.kpi.explain import ValueRef
 from crm_perf_sync.kpi.explain import explain as explain_value
 from crm_perf_sync.kpi.funnel import funnel_steps
@@ -404,10 +405,10 @@ def list_targets(
     scope_id: Annotated[str | None, Query(max_length=600)] = None,
 ) -> Response:
     fiscal = ctx.kpi_service().business.fiscal_year_start_month
-    where = kpi_repo.TargetFilter(kpi, grain, period_key(period, grain, fiscal), scope, scope_id)
+    where = targets_repo.TargetFilter(kpi, grain, period_key(period, grain, fiscal), scope, scope_id)
 
     def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
-        rows, next_key = kpi_repo.targets_page(s, where, after, limit)
+        rows, next_key = targets_repo.targets_page(s, where, after, limit)
         return [{k: r[k] for k in columns(TargetOut)} for r in rows], next_key
 
     return listing.listing(
