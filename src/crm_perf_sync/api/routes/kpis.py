@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -13,6 +12,7 @@ from sqlalchemy import select
 from crm_perf_sync.api import listing
 from crm_perf_sync.api.deps import Admin, ContextDep, Reader, RowId, SessionDep
 from crm_perf_sync.api.listing import PageParams, json_response, page_params
+from crm_perf_sync.api.params import PERIOD_HELP, GrainParam, ScopeParam, period_key
 from crm_perf_sync.api.problems import collection, documented
 from crm_perf_sync.api.schemas import (
     Day,
@@ -27,7 +27,6 @@ from crm_perf_sync.api.schemas import (
 )
 from crm_perf_sync.kit.errors import InvalidInput, NotFound
 from crm_perf_sync.kit.timeutil import utc_now
-from crm_perf_sync.kpi import periods
 from crm_perf_sync.kpi import repository as kpi_repo
 from crm_perf_sync.kpi import targets_repository as targets_repo
 from crm_perf_sync.kpi.explain import ValueRef
@@ -41,13 +40,7 @@ from crm_perf_sync.models import TargetDefinition
 from crm_perf_sync.org import repository as org_repo
 
 router = APIRouter(tags=["kpis"])
-GrainParam = Literal["week", "month", "quarter", "year", "all"]
-ScopeParam = Literal["company", "team", "owner"]
 KpiIdPath = Annotated[str, Path(description="A KPI id, e.g. win_rate (see /kpis)", max_length=63)]
-PERIOD_HELP = (
-    "A period: its key (its first day, e.g. 2024-04-01, or `all`), or with `grain` any date in it "
-    "(2024-05-17, 2024-05 or 2024)."
-)
 
 
 def _kpi(service: KpiService, kpi_id: str) -> Kpi:
@@ -79,41 +72,6 @@ def kpi_out(service: KpiService, kpi: Kpi) -> dict[str, Any]:
         "definition_hash": service.definition_hash(kpi),
         "definition": kpi.model_dump(mode="json"),
     }
-
-
-def period_key(period: str | None, grain: str | None, fiscal_start_month: int) -> str | None:
-    """A period parameter as the key values are stored under (400-class error if unreadable)."""
-    if period is None:
-        return None
-    if period == "all":
-        if grain not in (None, "all"):
-            raise InvalidInput(f"period all belongs to grain all, not {grain}")
-        return "all"
-    text = period.strip()
-    try:
-        if len(text) == 4 and text.isdigit():
-            day = date(int(text), 1, 1)
-        elif len(text) == 7:
-            day = date.fromisoformat(text + "-01")
-        else:
-            day = date.fromisoformat(text)
-    except ValueError:
-        raise InvalidInput(
-            f"period {period!r} is not a date (YYYY-MM-DD, YYYY-MM or YYYY) or `all`"
-        ) from None
-    if grain is None or grain == "all":
-        if grain == "all":
-            raise InvalidInput("the grain all has one period: `all`")
-        return day.isoformat()
-    try:
-        index = periods.local_period_index(day, "UTC", grain, fiscal_start_month)  # type: ignore[arg-type]
-        start, _end = periods.period_bounds(index, grain)  # type: ignore[arg-type]
-    except (OverflowError, ValueError):
-        # The first week of year 1 or the last of 9999, or a fiscal year starting in year 0.
-        raise InvalidInput(
-            f"period: the {grain} holding {day} reaches outside the calendar (years 1 to 9999)"
-        ) from None
-    return start.isoformat()
 
 
 @router.get(

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from crm_perf_sync.api import listing
 from crm_perf_sync.api.deps import ContextDep, Reader, SessionDep
 from crm_perf_sync.api.listing import PageParams, page_params
+from crm_perf_sync.api.params import PERIOD_HELP, period_key
 from crm_perf_sync.api.problems import collection, documented
-from crm_perf_sync.api.routes.kpis import PERIOD_HELP, period_key
 from crm_perf_sync.api.schemas import Page, ScorecardOut, ScoreOut, columns
 from crm_perf_sync.kit.errors import InvalidInput, NotFound
 from crm_perf_sync.kpi import repository as kpi_repo
