@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select
@@ -77,3 +78,37 @@ def targets_page(session: Session, where: TargetFilter, after: Any, limit: int) 
             stmt = stmt.where(field == value)
     rows, next_key = keyset_page(session, stmt, t.c.id, after, limit)
     return [dict(r._mapping) for r in rows], next_key
+
+
+# --- definitions set through the API --------------------------------------------------------------
+
+
+def target_definitions(session: Session) -> list[TargetDefinition]:
+    return list(session.scalars(select(TargetDefinition).order_by(TargetDefinition.id)))
+
+
+def target_definition(session: Session, target_id: int) -> TargetDefinition | None:
+    return session.get(TargetDefinition, target_id)
+
+
+def add_target_definition(
+    session: Session, kpi_id: str, definition: dict[str, Any], now: datetime
+) -> TargetDefinition:
+    row = TargetDefinition(kpi_id=kpi_id, definition=definition, created_at=now, updated_at=now)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def update_target_definition(
+    session: Session, row: TargetDefinition, kpi_id: str, definition: dict[str, Any], now: datetime
+) -> None:
+    row.kpi_id = kpi_id
+    row.definition = definition
+    row.updated_at = now
+    session.flush()
+
+
+def delete_target_definition(session: Session, row: TargetDefinition) -> None:
+    session.delete(row)
+    session.flush()

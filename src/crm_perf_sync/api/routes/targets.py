@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import ValidationError
-from sqlalchemy import select
 
 from crm_perf_sync.api import listing
 from crm_perf_sync.api.deps import Admin, ContextDep, Reader, RowId, SessionDep
@@ -14,14 +12,9 @@ from crm_perf_sync.api.listing import PageParams, json_response, page_params
 from crm_perf_sync.api.params import PERIOD_HELP, ScopeParam, period_key
 from crm_perf_sync.api.problems import collection, documented
 from crm_perf_sync.api.schemas import Page, TargetDefinitionOut, TargetIn, TargetOut, columns
-from crm_perf_sync.kit.errors import InvalidInput, NotFound
-from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import targets_repository as targets_repo
-from crm_perf_sync.kpi.library import target_issues
-from crm_perf_sync.kpi.schemas import TargetConfig
-from crm_perf_sync.kpi.service import KpiService
+from crm_perf_sync.kpi import targets_service as targets
 from crm_perf_sync.models import TargetDefinition
-from crm_perf_sync.org import repository as org_repo
 
 router = APIRouter(tags=["kpis"])
 
@@ -60,29 +53,6 @@ def list_targets(
     )
 
 
-def _checked_target(service: KpiService, session: Any, body: TargetIn) -> TargetConfig:
-    kpi = service.kpis.get(body.kpi)
-    if kpi is None:
-        raise InvalidInput(f"unknown KPI {body.kpi!r} (known: {', '.join(sorted(service.kpis))})")
-    if body.seasonality is not None and (
-        body.grain != "year" or any(w < 0 for w in body.seasonality) or not sum(body.seasonality)
-    ):
-        raise InvalidInput("seasonality is 12 non-negative monthly weights (not all zero) of a yearly target")
-    if body.split_to_reps and body.scope != "team":
-        raise InvalidInput("split_to_reps splits a team's target to its reps: scope must be team")
-    try:
-        target = TargetConfig.model_validate(body.model_dump())
-    except ValidationError as exc:
-        says = exc.errors()[0]["msg"].removeprefix("Value error, ")
-        raise InvalidInput(f"invalid target: {says}") from None
-    issues = target_issues(target, kpi)
-    if issues:
-        raise InvalidInput("; ".join(f"{key}: {says}" for key, says in issues))
-    if not org_repo.known_scope(session, body.scope, body.scope_id):
-        raise InvalidInput(f"no {body.scope} {body.scope_id!r} (see /teams and /owners for their ids)")
-    return target
-
-
 APPLIES = "at the next KPI refresh (the worker runs one within a minute)"
 
 
@@ -108,13 +78,7 @@ def _definition_out(row: TargetDefinition) -> dict[str, Any]:
     responses=documented(400, 401, 403, 413, 422),
 )
 def create_target(body: TargetIn, session: SessionDep, ctx: ContextDep, _key: Admin) -> Response:
-    checked = _checked_target(ctx.kpi_service(), session, body)
-    now = utc_now()
-    row = TargetDefinition(
-        kpi_id=checked.kpi, definition=body.model_dump(mode="json"), created_at=now, updated_at=now
-    )
-    session.add(row)
-    session.flush()
+    row = targets.create(session, ctx.kpi_service().kpis, body.model_dump(mode="json"))
     return json_response(
         _definition_out(row), status=201, headers={"Location": f"/api/v1/targets/definitions/{row.id}"}
     )
@@ -133,9 +97,7 @@ def list_target_definitions(
     _key: Reader,
     params: Annotated[PageParams, Depends(page_params)],
 ) -> Response:
-    rows = [
-        _definition_out(r) for r in session.scalars(select(TargetDefinition).order_by(TargetDefinition.id))
-    ]
+    rows = [_definition_out(r) for r in targets_repo.target_definitions(session)]
     return listing.listing(
         request,
         session,
@@ -147,14 +109,6 @@ def list_target_definitions(
     )
 
 
-def _definition(session: Any, target_id: int) -> TargetDefinition:
-    row = session.get(TargetDefinition, target_id)
-    if row is None:
-        raise NotFound(f"no target set through the API with id {target_id}")
-    found: TargetDefinition = row
-    return found
-
-
 @router.get(
     "/targets/definitions/{target_id}",
     summary="One target set through the API",
@@ -162,7 +116,7 @@ def _definition(session: Any, target_id: int) -> TargetDefinition:
     responses=documented(401, 404, 422),
 )
 def get_target_definition(target_id: RowId, session: SessionDep, _key: Reader) -> Response:
-    return json_response(_definition_out(_definition(session, target_id)))
+    return json_response(_definition_out(targets.stored(session, target_id)))
 
 
 @router.put(
@@ -174,12 +128,7 @@ def get_target_definition(target_id: RowId, session: SessionDep, _key: Reader) -
 def update_target_definition(
     target_id: RowId, body: TargetIn, session: SessionDep, ctx: ContextDep, _key: Admin
 ) -> Response:
-    row = _definition(session, target_id)
-    checked = _checked_target(ctx.kpi_service(), session, body)
-    row.kpi_id = checked.kpi
-    row.definition = body.model_dump(mode="json")
-    row.updated_at = utc_now()
-    session.flush()
+    row = targets.update(session, ctx.kpi_service().kpis, target_id, body.model_dump(mode="json"))
     return json_response(_definition_out(row))
 
 
@@ -190,6 +139,5 @@ def update_target_definition(
     responses=documented(401, 403, 404, 422),
 )
 def delete_target_definition(target_id: RowId, session: SessionDep, _key: Admin) -> Response:
-    session.delete(_definition(session, target_id))
-    session.flush()
+    targets.remove(session, target_id)
     return Response(status_code=204)
