@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from crm_perf_sync.models import (
@@ -21,6 +21,16 @@ from crm_perf_sync.models import (
     SyncRun,
     WebhookDelivery,
 )
+
+
+def server_version(engine: Engine) -> str:
+    """The database server's version (SQLite's library version for a SQLite store)."""
+    with engine.connect() as conn:
+        found = conn.exec_driver_sql(
+            "select sqlite_version()" if engine.dialect.name == "sqlite" else "show server_version"
+        ).scalar()
+    return str(found)
+
 
 # --- sync runs ------------------------------------------------------------------------------------
 

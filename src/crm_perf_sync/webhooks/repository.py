@@ -327,3 +327,29 @@ def pending_count(conn: Executor) -> int:
         select(func.count()).select_from(DELIVERY).where(DELIVERY.c.status == "pending")
     ).scalar_one()
     return found
+
+
+def release_claims_like(conn: Executor, holder_like: str) -> int:
+    """Release every delivery claim whose holder matches the LIKE pattern ``holder_like`` (escape ``\\``)."""
+    stmt = (
+        update(DELIVERY)
+        .where(DELIVERY.c.claimed_by.like(holder_like, escape="\\"))
+        .values(claimed_by=None, claimed_until=None)
+    )
+    return int(conn.execute(stmt).rowcount)  # type: ignore[attr-defined]
+
+
+def endpoint_row(session: Session, endpoint_id: int) -> WebhookEndpoint | None:
+    """The endpoint as an ORM row, for the service to change (``flush()`` writes the change)."""
+    return session.get(WebhookEndpoint, endpoint_id)
+
+
+def add_endpoint(session: Session, row: WebhookEndpoint) -> None:
+    session.add(row)
+    session.flush()
+
+
+def delete_endpoint(session: Session, row: WebhookEndpoint) -> None:
+    """Remove an endpoint (its deliveries and their attempts go with it)."""
+    session.delete(row)
+    session.flush()

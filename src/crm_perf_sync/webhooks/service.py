@@ -144,15 +144,14 @@ def create_endpoint(
         created_at=now,
         updated_at=now,
     )
-    session.add(row)
-    session.flush()
+    repo.add_endpoint(session, row)
     if send_firing:
         repo.request_firing(session, row.id, now)
     return row, secret
 
 
 def get_endpoint(session: Session, endpoint_id: int) -> WebhookEndpoint:
-    row = session.get(WebhookEndpoint, endpoint_id)
+    row = repo.endpoint_row(session, endpoint_id)
     if row is None:
         raise NotFound(f"no webhook endpoint {endpoint_id}")
     return row
@@ -177,8 +176,7 @@ def update_endpoint(session: Session, endpoint_id: int, spec: EndpointSpec, guar
 
 def delete_endpoint(session: Session, endpoint_id: int) -> None:
     """Remove an endpoint (its deliveries and their attempts go with it)."""
-    session.delete(get_endpoint(session, endpoint_id))
-    session.flush()
+    repo.delete_endpoint(session, get_endpoint(session, endpoint_id))
 
 
 def rotate_secret(session: Session, endpoint_id: int) -> tuple[WebhookEndpoint, str]:
@@ -247,11 +245,5 @@ def retry_delivery(session: Session, delivery_id: int) -> Any:
     endpoint = get_endpoint(session, found.endpoint_id)
     if not endpoint.enabled:
         raise InvalidInput(f"webhook endpoint {endpoint.id} is disabled: enable it first")
-    session.execute(
-        repo.DELIVERY.update()
-        .where(repo.DELIVERY.c.id == delivery_id)
-        .values(
-            status="pending", next_attempt_at=utc_now(), finished_at=None, claimed_by=None, claimed_until=None
-        )
-    )
+    repo.reset_delivery(session, delivery_id, utc_now())
     return repo.delivery(session, delivery_id)
