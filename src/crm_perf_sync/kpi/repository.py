@@ -548,6 +548,57 @@ def total_values(
     return out
 
 
+def stored_value(
+    conn: Connection | Session,
+    kpi_id: str,
+    grain: str,
+    period_key: str,
+    scope: str,
+    scope_id: str,
+    currency: str,
+    dimension: str,
+    dimension_value: str,
+) -> Any:
+    """One stored value row (``None`` if there is none)."""
+    return conn.execute(
+        select(KPI_VALUE).where(
+            KpiValue.kpi_id == kpi_id,
+            KpiValue.grain == grain,
+            KpiValue.period_key == period_key,
+            KpiValue.scope == scope,
+            KpiValue.scope_id == scope_id,
+            KpiValue.currency == currency,
+            KpiValue.dimension == dimension,
+            KpiValue.dimension_value == dimension_value,
+        )
+    ).first()
+
+
+def total_in_currency(
+    conn: Connection | Session,
+    kpi_id: str,
+    grain: str,
+    period_key: str,
+    scope: str,
+    scope_id: str,
+    currency: str,
+) -> list[Any]:
+    """A KPI's total (no breakdown) for one cell, in ``currency`` and without one, as mappings."""
+    return list(
+        conn.execute(
+            select(KPI_VALUE).where(
+                KPI_VALUE.c.kpi_id == kpi_id,
+                KPI_VALUE.c.grain == grain,
+                KPI_VALUE.c.period_key == period_key,
+                KPI_VALUE.c.scope == scope,
+                KPI_VALUE.c.scope_id == scope_id,
+                KPI_VALUE.c.dimension == "",
+                KPI_VALUE.c.currency.in_([currency, ""]),
+            )
+        ).mappings()
+    )
+
+
 # --- reads of values, targets and scores (the API pages) -------------------------------------------
 
 
