@@ -1054,7 +1054,7 @@ def scores(
 ) -> None:
     """Print a scorecard's ranked reps per period; with --owner, each component's breakdown."""
     from crm_perf_sync.kit.db import session_scope
-    from crm_perf_sync.kpi import repository as kpi_repo
+    from crm_perf_sync.kpi import scores_repository as scores_repo
     from crm_perf_sync.kpi.service import KpiService
     from crm_perf_sync.org import repository as org_repo
     from crm_perf_sync.runtime import build_runtime
@@ -1070,7 +1070,7 @@ def scores(
             names = org_repo.scope_names(session)
             rows = []
             key = None if period == "all" else period
-            for s in kpi_repo.scores(session, card.id, grain=grain, period_key=key, scope_id=owner):
+            for s in scores_repo.scores(session, card.id, grain=grain, period_key=key, scope_id=owner):
                 row = {column: getattr(s, column, None) for column in SCORE_COLUMNS}
                 row["owner_name"] = names.get(("owner", s.scope_id), s.scope_id)
                 row["team_name"] = names.get(("team", s.team_id), s.team_id) if s.team_id else ""

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from crm_perf_sync.kit.errors import NotFound
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import repository as repo
+from crm_perf_sync.kpi import scores_repository as scores_repo
 from crm_perf_sync.kpi import targets as target_math
 from crm_perf_sync.kpi import targets_repository as targets_repo
 from crm_perf_sync.kpi.compiler import Calendar
@@ -270,7 +271,7 @@ class KpiService:
             scored = refresh_scorecard(conn, card, self.kpis, only)
             if scored is not None:
                 outcome.scorecards[card.id] = scored
-                repo.mark_scores_changed(conn, card.id, now)
+                scores_repo.mark_scores_changed(conn, card.id, now)
             outcome.timings[f"scorecard:{card.id}"] = time.monotonic() - card_started
         repo.consume_pending(conn, pending)
 

@@ -13,7 +13,7 @@ from crm_perf_sync.api.params import PERIOD_HELP, period_key
 from crm_perf_sync.api.problems import collection, documented
 from crm_perf_sync.api.schemas import Page, ScorecardOut, ScoreOut, columns
 from crm_perf_sync.kit.errors import InvalidInput, NotFound
-from crm_perf_sync.kpi import repository as kpi_repo
+from crm_perf_sync.kpi import scores_repository as scores_repo
 from crm_perf_sync.kpi.schemas import ScorecardConfig
 from crm_perf_sync.org import repository as org_repo
 
@@ -117,13 +117,13 @@ def scorecard(
     key = (
         period_key(period, chosen, fiscal)
         if period is not None
-        else kpi_repo.latest_period(session, card.id, chosen)
+        else scores_repo.latest_period(session, card.id, chosen)
     )
 
     def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
         if key is None:
             return [], None
-        found, next_key = kpi_repo.scores_page(
+        found, next_key = scores_repo.scores_page(
             s, card.id, grain=chosen, period_key=key, scope_id=None, team=team, after=after, limit=limit
         )
         names = org_repo.scope_names(s)  # read with the page: a cached page reads neither
@@ -169,7 +169,7 @@ def owner_scores(
         raise NotFound(f"no owner {owner_id!r} (owner ids are <connection>:<owner id>, see /owners)")
 
     def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
-        found, next_key = kpi_repo.scores_page(
+        found, next_key = scores_repo.scores_page(
             s, card.id, grain=grain, period_key=None, scope_id=owner_id, team=None, after=after, limit=limit
         )
         return [score_row(v, names) for v in found], next_key
