@@ -2,11 +2,8 @@
 
 :func:`emit` writes an event and one pending delivery per endpoint that wants it, in the caller's
 transaction: committed with the change that caused it, or rolled back with it (no lost event, no
-phantom one). The delivery worker (:mod:`crm_perf_sync.webhooks.delivery`) sends them.
-
-Event types: ``alert.firing``, ``alert.resolved``, ``sync.completed``, ``sync.failed``,
-``score.published``, ``webhook.test`` and ``webhook.endpoint_disabled``. Payloads follow the
-Standard Webhooks shape, ``{"type", "timestamp", "data"}``.
+phantom one). The delivery worker (:mod:`crm_perf_sync.webhooks.delivery`) sends them. The event
+types and severities are in :mod:`crm_perf_sync.webhooks.events`.
 """
 
 from __future__ import annotations
@@ -22,23 +19,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from crm_perf_sync.alerts.schemas import SEVERITIES
 from crm_perf_sync.kit.errors import InvalidInput, NotFound
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.models import WebhookEndpoint
 from crm_perf_sync.webhooks import repository as repo
+from crm_perf_sync.webhooks.events import EVENT_TYPES, SEVERITIES
 from crm_perf_sync.webhooks.repository import Executor
 from crm_perf_sync.webhooks.security import Guard, RefusedTarget
 
-EVENT_TYPES = (
-    "alert.firing",
-    "alert.resolved",
-    "sync.completed",
-    "sync.failed",
-    "score.published",
-    "webhook.test",
-    "webhook.endpoint_disabled",
-)
 #: How long the secret an endpoint had before a rotation still signs (consumers switch over).
 ROTATION_OVERLAP = timedelta(hours=24)
 

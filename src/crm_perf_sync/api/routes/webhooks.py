@@ -17,7 +17,8 @@ from crm_perf_sync.kit.errors import InvalidInput, NotFound
 from crm_perf_sync.kit.paging import expect
 from crm_perf_sync.webhooks import repository as repo
 from crm_perf_sync.webhooks import service
-from crm_perf_sync.webhooks.service import EVENT_TYPES, EndpointSpec
+from crm_perf_sync.webhooks.events import EVENT_TYPES
+from crm_perf_sync.webhooks.service import EndpointSpec
 
 router = APIRouter(tags=["webhooks and alerts"])
 DeliveryStatus = Literal["pending", "succeeded", "failed", "cancelled"]
