@@ -13,12 +13,11 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from crm_perf_sync.config import AppConfig
 from crm_perf_sync.kit.bulk import dialect_insert
 from crm_perf_sync.kit.canonical import content_hash
 from crm_perf_sync.kit.paging import Page, expect
 from crm_perf_sync.models import CONFIG_NAMESPACE, Owner, Team, TeamMember
-from crm_perf_sync.org.schemas import Membership
+from crm_perf_sync.org.schemas import ConfiguredTeams, Membership
 
 
 def team_key(namespace: str, external_id: str) -> str:
@@ -200,7 +199,7 @@ def sync_crm_memberships(session: Session, connection_id: str) -> None:
     session.execute(insert(TeamMember).from_select(["team_id", "owner_id", "source"], pairs))
 
 
-def sync_config_teams(session: Session, app: AppConfig, now: datetime) -> None:
+def sync_config_teams(session: Session, app: ConfiguredTeams, now: datetime) -> None:
     """Mirror the configured team hierarchy and its members into the store."""
     wanted = {team.id for team, _ in app.all_teams()}
     for team, parent in app.all_teams():

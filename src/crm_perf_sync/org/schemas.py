@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Self
+from typing import Protocol, Self
 
 from pydantic import Field, model_validator
 
@@ -51,3 +51,11 @@ class TeamConfig(StrictModel):
     level: str | None = None
     members: list[MemberRef] = Field(default_factory=list)
     teams: list[TeamConfig] = Field(default_factory=list)
+
+
+class ConfiguredTeams(Protocol):
+    """What the mirror of the configured teams reads (the whole configuration is one)."""
+
+    def all_teams(self) -> list[tuple[TeamConfig, TeamConfig | None]]:
+        """Every team with its parent, parents first."""
+        ...
