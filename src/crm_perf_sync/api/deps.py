@@ -23,6 +23,7 @@ from crm_perf_sync.api.listing import Version
 from crm_perf_sync.apikeys.service import Principal, authenticate, record_use
 from crm_perf_sync.config import LoadedConfig
 from crm_perf_sync.kit.db import WRITE_LOCK, session_scope
+from crm_perf_sync.kit.errors import ConfigurationError
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import repository as kpi_repo
 from crm_perf_sync.kpi import scores_repository as scores_repo
@@ -57,8 +58,6 @@ class ApiContext:
         return Version(self.versions.get(("scores", scorecard_id), load))
 
     def kpi_service(self) -> KpiService:
-        from crm_perf_sync.kit.errors import ConfigurationError
-
         if self.config is None:
             raise ConfigurationError("this API process was started without a configuration")
         return KpiService(self.config.kpi_config())

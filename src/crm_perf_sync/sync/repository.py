@@ -272,10 +272,6 @@ def save_checkpoint(
     )
 
 
-def delete_checkpoints(session: Session, connection_id: str) -> None:
-    session.execute(delete(SyncCheckpoint).where(SyncCheckpoint.connection_id == connection_id))
-
-
 def delete_checkpoint(session: Session, connection_id: str, stream: str) -> None:
     session.execute(
         delete(SyncCheckpoint).where(
@@ -406,17 +402,6 @@ def run_reports(session: Session, run_id: int, limit: int) -> list[tuple[str, st
         .limit(limit)
     )
     return [(level, stream, message) for level, stream, message in session.execute(stmt)]
-
-
-def get_run(session: Session, run_id: int) -> SyncRun | None:
-    return session.get(SyncRun, run_id)
-
-
-def latest_runs(session: Session, connection_id: str | None = None, limit: int = 20) -> list[SyncRun]:
-    stmt = select(SyncRun).order_by(SyncRun.id.desc()).limit(limit)
-    if connection_id is not None:
-        stmt = stmt.where(SyncRun.connection_id == connection_id)
-    return list(session.scalars(stmt))
 
 
 def incomplete_load(session: Session | SAConnection, now: datetime) -> str | None:

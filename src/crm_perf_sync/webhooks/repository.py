@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, delete, func, insert, or_, select, true, update
+from sqlalchemy import Connection, Table, and_, delete, insert, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -260,9 +260,6 @@ def delivery(conn: Executor, delivery_id: int) -> Any:
     return conn.execute(stmt).first()
 
 
-ATTEMPT_FIELDS = ("attempted_at", "status_code", "latency_ms", "response_excerpt", "error")
-
-
 def reset_delivery(conn: Executor, delivery_id: int, now: datetime) -> None:
     """Make a delivery due again now."""
     conn.execute(
@@ -320,13 +317,6 @@ def deliveries_page(
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, (rows[-1].id if more else None)
-
-
-def pending_count(conn: Executor) -> int:
-    found: int = conn.execute(
-        select(func.count()).select_from(DELIVERY).where(DELIVERY.c.status == "pending")
-    ).scalar_one()
-    return found
 
 
 def release_claims_like(conn: Executor, holder_like: str) -> int:
