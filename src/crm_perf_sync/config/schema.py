@@ -1,8 +1,8 @@
 """The typed shape of ``crm-perf-sync.yaml``: each domain's section composed into one file.
 
 The sections are defined by their domains (``business`` and ``kpis`` by the KPI engine,
-``connections`` by the sync, ``alerts`` by the alert rules; teams here); unknown keys are
-rejected so a typo never silently disables something.
+``connections`` by the sync, ``teams`` by the organisation, ``alerts`` by the alert rules);
+unknown keys are rejected so a typo never silently disables something.
 """
 
 from __future__ import annotations

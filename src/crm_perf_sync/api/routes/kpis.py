@@ -113,11 +113,7 @@ def get_kpi(kpi_id: KpiIdPath, ctx: ContextDep, _key: Reader) -> Response:
         "If-None-Match to get 304 when nothing was recomputed."
     ),
     response_model=Page[ValueOut],
-    responses={
-        200: {"content": {"text/csv": {}}},
-        304: {"description": "Not modified"},
-        **documented(400, 401, 404, 409, 422),
-    },
+    responses=collection(401, 404, 409, 422, cached=True),
 )
 def kpi_values(
     request: Request,

@@ -10,7 +10,7 @@ from crm_perf_sync.api import listing
 from crm_perf_sync.api.deps import ContextDep, Reader, SessionDep
 from crm_perf_sync.api.listing import PageParams, page_params
 from crm_perf_sync.api.params import PERIOD_HELP, period_key
-from crm_perf_sync.api.problems import collection, documented
+from crm_perf_sync.api.problems import collection
 from crm_perf_sync.api.schemas import Page, ScorecardOut, ScoreOut, columns
 from crm_perf_sync.kit.errors import InvalidInput, NotFound
 from crm_perf_sync.kpi import scores_repository as scores_repo
@@ -87,11 +87,7 @@ def list_scorecards(
         "weight as configured and as applied, and why a dropped one did not count."
     ),
     response_model=Page[ScoreOut],
-    responses={
-        200: {"content": {"text/csv": {}}},
-        304: {"description": "Not modified"},
-        **documented(400, 401, 404, 409, 422),
-    },
+    responses=collection(401, 404, 409, 422, cached=True),
 )
 def scorecard(
     request: Request,
@@ -147,11 +143,7 @@ def scorecard(
     summary="One rep's scores over time, each with its component breakdown",
     description="`owner_id` is the rep's scope id, `<connection>:<owner id>` (see /owners).",
     response_model=Page[ScoreOut],
-    responses={
-        200: {"content": {"text/csv": {}}},
-        304: {"description": "Not modified"},
-        **documented(400, 401, 404, 409, 422),
-    },
+    responses=collection(401, 404, 409, 422, cached=True),
 )
 def owner_scores(
     request: Request,
