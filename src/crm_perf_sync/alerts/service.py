@@ -159,7 +159,7 @@ class _Names:
 
     def get(self) -> dict[tuple[str, str], str]:
         if self.found is None:
-            self.found = scope_names_safe(self.conn)
+            self.found = scope_names(self.conn)
         return self.found
 
 
@@ -280,13 +280,6 @@ def _bounds(period_key: str, grain: str) -> tuple[date | None, date | None]:
         return start, start + timedelta(days=7)
     months = {"month": 1, "quarter": 3, "year": 12}[grain]
     return start, periods.month_start(start.year * 12 + start.month - 1 + months)
-
-
-def scope_names_safe(conn: Connection) -> dict[tuple[str, str], str]:
-    from sqlalchemy.orm import Session
-
-    with Session(bind=conn) as session:
-        return scope_names(session)
 
 
 def _scopes(

@@ -90,6 +90,16 @@ def load_membership_table(conn: Connection, membership: Membership) -> None:
         )
 
 
+def sort_in_memory(conn: Connection) -> None:
+    """Let this transaction sort in memory on PostgreSQL (no-op on SQLite).
+
+    Grouping and ranking a million records then sorts in memory rather than in spill files;
+    ``SET LOCAL`` ends with the transaction.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
+
+
 def replace_values(conn: Connection, kpi_id: str, rows: Sequence[dict[str, Any]]) -> None:
     """Swap a KPI's values for ``rows`` (the caller's transaction makes the swap atomic)."""
     conn.execute(delete(KpiValue).where(KpiValue.kpi_id == kpi_id))

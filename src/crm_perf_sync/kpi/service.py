@@ -203,10 +203,7 @@ class KpiService:
             outcome.waiting_for = incomplete_load(conn, now)
             if outcome.waiting_for:
                 return
-        if conn.dialect.name == "postgresql":
-            # Grouping and ranking a million records sorts in memory rather than in spill files;
-            # SET LOCAL ends with this transaction.
-            conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
+        repo.sort_in_memory(conn)
         calendar = self.calendar(conn)
         membership = org_repo.load_membership(conn)
         context = self.context_hash(membership, calendar, grain_list, targets_repo.api_target_versions(conn))

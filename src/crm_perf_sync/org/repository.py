@@ -59,7 +59,7 @@ def load_membership(session: Session | Connection) -> Membership:
     )
 
 
-def scope_names(session: Session) -> dict[tuple[str, str], str]:
+def scope_names(session: Session | Connection) -> dict[tuple[str, str], str]:
     """Display names of scopes: ``("owner", "<conn>:<id>")`` and ``("team", "<ns>:<id>")``."""
     names: dict[tuple[str, str], str] = {("company", "company"): "Company"}
     for row in session.execute(select(Owner.connection_id, Owner.external_id, Owner.name)):
