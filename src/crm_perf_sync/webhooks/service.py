@@ -23,7 +23,7 @@ from crm_perf_sync.kit.errors import InvalidInput, NotFound
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.models import WebhookEndpoint
 from crm_perf_sync.webhooks import repository as repo
-from crm_perf_sync.webhooks.events import EVENT_TYPES, SEVERITIES
+from crm_perf_sync.webhooks.events import EVENT_TYPES, SEVERITIES, envelope
 from crm_perf_sync.webhooks.repository import Executor
 from crm_perf_sync.webhooks.security import Guard, RefusedTarget
 
@@ -62,7 +62,7 @@ def emit(
     """Write an event and its deliveries in the caller's transaction; returns its ``webhook-id``."""
     now = now or utc_now()
     message_id = new_message_id()
-    payload = {"type": event_type, "timestamp": now.isoformat().replace("+00:00", "Z"), "data": data}
+    payload = envelope(event_type, data, now)
     event_id = repo.insert_event(
         conn,
         message_id=message_id,
