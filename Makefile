@@ -35,6 +35,7 @@ test: setup lint typecheck pytest bench-small
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 
 typecheck: setup

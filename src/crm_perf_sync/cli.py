@@ -464,7 +464,7 @@ def alerts_status(
 ) -> None:
     """Where every alert rule stands, per scope."""
     from crm_perf_sync.alerts import repository as repo
-    from crm_perf_sync.kpi.repository import scope_names
+    from crm_perf_sync.org.repository import scope_names
 
     _check_choice("--state", state, ("ok", "pending", "firing", "resolved"))
     _check_choice("--format", output, ("table", "csv", "json"))
@@ -839,6 +839,7 @@ def values(
     from crm_perf_sync.kpi import repository as kpi_repo
     from crm_perf_sync.kpi.schemas import GRAINS
     from crm_perf_sync.kpi.values import pace, tidy
+    from crm_perf_sync.org import repository as org_repo
     from crm_perf_sync.runtime import build_runtime
 
     _check_choice("--grain", grain, GRAINS)
@@ -854,7 +855,7 @@ def values(
         zone = runtime.config.app.business.timezone
         now = utc_now()
         with session_scope(runtime.session_factory) as session:
-            names = kpi_repo.scope_names(session)
+            names = org_repo.scope_names(session)
             found = kpi_repo.values(
                 session,
                 kpi_id,
@@ -928,11 +929,11 @@ def explain(
     """Show how one KPI value was computed: formula, filters, and the records it came from."""
     from dataclasses import asdict
 
-    from crm_perf_sync.kpi import repository as kpi_repo
     from crm_perf_sync.kpi.explain import ValueRef
     from crm_perf_sync.kpi.explain import explain as explain_value
     from crm_perf_sync.kpi.schemas import GRAINS
     from crm_perf_sync.kpi.service import KpiService
+    from crm_perf_sync.org import repository as org_repo
     from crm_perf_sync.runtime import build_runtime
 
     _check_choice("--grain", grain, GRAINS)
@@ -949,7 +950,7 @@ def explain(
         ref = ValueRef(kpi_id, grain, period, scope, scope_id, currency, by, value_of)  # type: ignore[arg-type]
         with runtime.session_factory() as session:
             calendar = service.calendar(session)
-            membership = kpi_repo.load_membership(session)
+            membership = org_repo.load_membership(session)
             result = _guard(
                 lambda: explain_value(
                     session, kpi, ref, calendar, membership, role=role, after=after, limit=limit
@@ -1053,8 +1054,9 @@ def scores(
 ) -> None:
     """Print a scorecard's ranked reps per period; with --owner, each component's breakdown."""
     from crm_perf_sync.kit.db import session_scope
-    from crm_perf_sync.kpi import repository as kpi_repo
+    from crm_perf_sync.kpi import scores_repository as scores_repo
     from crm_perf_sync.kpi.service import KpiService
+    from crm_perf_sync.org import repository as org_repo
     from crm_perf_sync.runtime import build_runtime
 
     _check_choice("--format", output, ("table", "csv", "json"))
@@ -1065,10 +1067,10 @@ def scores(
         _guard(lambda: runtime.ensure_schema(auto_migrate=runtime.is_sqlite))
         card = _guard(lambda: KpiService(runtime.config.kpi_config()).scorecard(scorecard_id))
         with session_scope(runtime.session_factory) as session:
-            names = kpi_repo.scope_names(session)
+            names = org_repo.scope_names(session)
             rows = []
             key = None if period == "all" else period
-            for s in kpi_repo.scores(session, card.id, grain=grain, period_key=key, scope_id=owner):
+            for s in scores_repo.scores(session, card.id, grain=grain, period_key=key, scope_id=owner):
                 row = {column: getattr(s, column, None) for column in SCORE_COLUMNS}
                 row["owner_name"] = names.get(("owner", s.scope_id), s.scope_id)
                 row["team_name"] = names.get(("team", s.team_id), s.team_id) if s.team_id else ""
@@ -1193,8 +1195,8 @@ def status(output: Output = "table", config: ConfigOption = None) -> None:
     from crm_perf_sync.alerts import repository as alerts_repo
     from crm_perf_sync.kit.db import session_scope
     from crm_perf_sync.kit.timeutil import utc_now
-    from crm_perf_sync.kpi.repository import scope_names
     from crm_perf_sync.ops import status as ops
+    from crm_perf_sync.org.repository import scope_names
     from crm_perf_sync.runtime import build_runtime
 
     _check_choice("--format", output, ("table", "json"))

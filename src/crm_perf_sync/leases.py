@@ -126,3 +126,14 @@ def release(session: Session, name: str, holder: str) -> None:
         .execution_options(synchronize_session=False)
     )
     session.execute(stmt)
+
+
+def release_held_like(session: Session, holder_like: str) -> int:
+    """Release every lease whose holder matches the LIKE pattern ``holder_like`` (escape ``\\``)."""
+    stmt = (
+        update(Lease)
+        .where(Lease.holder.like(holder_like, escape="\\"))
+        .values(holder=None, expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(session.execute(stmt).rowcount)  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ from crm_perf_sync.jobs.refresh import RefreshJob
 from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.leases import new_holder_id
 from crm_perf_sync.models import KpiValue
+from crm_perf_sync.org import repository as org_repo
 from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync.sync import repository as sync_repo
 from crm_perf_sync.sync.service import SyncEngine, SyncOptions
@@ -62,7 +63,7 @@ def load(
     loaded = load_config(path, ConnectorRegistry(connectors={"scripted": ScriptedConnector}), {})
     with session_scope(factory) as session:
         sync_repo.sync_connections(session, loaded.app.connections, T)
-        sync_repo.sync_config_teams(session, loaded.app, T)
+        org_repo.sync_config_teams(session, loaded.app, T)
     streams = [StreamSpec(name, name) for name in STREAMS if name in pages]  # type: ignore[arg-type]
     script = Script(streams=streams, pages={name: [records] for name, records in pages.items()})
     engine = SyncEngine(

@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.config import ConfigIssues, load_config
 from crm_perf_sync.connector_sdk import LeadRecord, PipelineStageRecord, StageChangeRecord
-from crm_perf_sync.kpi import repository as kpi_repo
 from crm_perf_sync.kpi.explain import ValueRef, explain
 from crm_perf_sync.kpi.formula import evaluate
+from crm_perf_sync.org import repository as org_repo
 from crm_perf_sync.plugins import ConnectorRegistry
 from tests.kpi.store import OWNERS, TEAMS, T, closed, load, opp, values
 
@@ -127,14 +127,14 @@ def test_derived_kpis_combine_stored_values_per_period_scope_and_currency(
             job.service.kpi("sales_velocity"),
             ValueRef("sales_velocity", "all", "all", "company", "company", "USD"),
             job.service.calendar(session),
-            kpi_repo.load_membership(session),
+            org_repo.load_membership(session),
         )
         coverage_inputs = explain(
             session,
             job.service.kpi("pipeline_coverage"),
             ValueRef("pipeline_coverage", "month", "2024-01-01", "company", "company", "USD"),
             job.service.calendar(session),
-            kpi_repo.load_membership(session),
+            org_repo.load_membership(session),
         ).inputs
     assert explained.parts == []
     assert {i["kpi_id"]: (i["currency"], i["value"]) for i in explained.inputs} == {
@@ -262,7 +262,7 @@ def test_an_explanation_lists_exactly_the_records_behind_a_value(
     ref = ValueRef("win_rate", "month", "2024-01-01", "owner", "crm:ana")
     with session_factory() as session:
         calendar = job.service.calendar(session)
-        membership = kpi_repo.load_membership(session)
+        membership = org_repo.load_membership(session)
         seen: dict[str, list[str]] = {"numerator": [], "denominator": []}
         after: int | None = None
         pages = 0

@@ -13,12 +13,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.kpi import periods
-from crm_perf_sync.kpi.compiler import Membership
 from crm_perf_sync.kpi.library import resolve
 from crm_perf_sync.kpi.schemas import Grain, KpiSection, TargetConfig
 from crm_perf_sync.kpi.targets import Target, TargetKey, decompose
 from crm_perf_sync.kpi.values import pace
 from crm_perf_sync.models import KpiTarget, ScorecardValue
+from crm_perf_sync.org.schemas import Membership
 from tests.kpi.store import OWNERS, TEAMS, T, closed, load, values
 
 LIBRARY = resolve(KpiSection())

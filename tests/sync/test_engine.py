@@ -41,6 +41,7 @@ from crm_perf_sync.models import (
     Team,
     TeamMember,
 )
+from crm_perf_sync.org import repository as org_repo
 from crm_perf_sync.sync import repository as repo
 from crm_perf_sync.sync.errors import SyncAlreadyRunning
 from crm_perf_sync.sync.outcomes import SyncOutcome
@@ -467,7 +468,7 @@ def test_teams_from_the_crm_and_from_the_config(session_factory: sessionmaker[Se
         }
     )
     with session_scope(session_factory) as session:
-        repo.sync_config_teams(session, app, T0)
+        org_repo.sync_config_teams(session, app, T0)
     with session_scope(session_factory) as session:
         dach = session.scalars(select(Team).where(Team.external_id == "DACH")).one()
         emea = session.scalars(select(Team).where(Team.external_id == "EMEA")).one()

@@ -10,10 +10,11 @@ import orjson
 from sqlalchemy import Select, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from crm_perf_sync.kit.canonical import content_hash
 from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.models import Opportunity, SyncRecordError
 from crm_perf_sync.sync import repository as repo
-from crm_perf_sync.sync.rows import content_hash, to_row
+from crm_perf_sync.sync.rows import to_row
 from tests.sync.scripted import Script
 from tests.sync.test_engine import OPPS, T0, opp, run, setup_connection
 

@@ -9,14 +9,12 @@ from typing import Any
 from sqlalchemy import Connection, Table, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from crm_perf_sync.kpi.repository import team_key
 from crm_perf_sync.models import (
     AlertState,
     AlertTransition,
     KpiValue,
     ScorecardValue,
     ScorePublication,
-    Team,
 )
 
 Executor = Session | Connection
@@ -61,11 +59,6 @@ def scores(conn: Executor, scorecard_id: str, grain: str, period_key: str) -> li
         ScorecardValue.period_key == period_key,
     )
     return list(conn.execute(stmt.order_by(ScorecardValue.rank.is_(None), ScorecardValue.rank)))
-
-
-def teams_at_level(conn: Executor, level: str) -> set[str]:
-    rows = conn.execute(select(Team.namespace, Team.external_id).where(Team.level == level))
-    return {team_key(namespace, external_id) for namespace, external_id in rows}
 
 
 def states(conn: Executor, rule_id: str) -> dict[tuple[str, str, str], Any]:

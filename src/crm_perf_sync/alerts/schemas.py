@@ -11,6 +11,7 @@ import orjson
 from pydantic import ConfigDict, Field, model_validator
 
 from crm_perf_sync.kit.schema import StrictModel
+from crm_perf_sync.webhooks.events import Severity
 
 Comparator = Literal["<", "<=", ">", ">="]
 COMPARE: dict[str, Callable[[float, float], bool]] = {
@@ -19,8 +20,6 @@ COMPARE: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
     ">=": operator.ge,
 }
-Severity = Literal["info", "warning", "critical"]
-SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")
 
 
 class Threshold(StrictModel):

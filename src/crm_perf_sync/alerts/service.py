@@ -42,9 +42,10 @@ from sqlalchemy import Connection
 from crm_perf_sync.alerts import repository as repo
 from crm_perf_sync.alerts.schemas import AlertRule
 from crm_perf_sync.kpi import periods
-from crm_perf_sync.kpi.repository import scope_names
 from crm_perf_sync.kpi.schemas import Grain, KpiConfig
 from crm_perf_sync.kpi.values import pace, tidy
+from crm_perf_sync.org import repository as org_repo
+from crm_perf_sync.org.repository import scope_names
 from crm_perf_sync.webhooks import repository as webhooks_repo
 from crm_perf_sync.webhooks.service import emit, wants
 
@@ -158,7 +159,7 @@ class _Names:
 
     def get(self) -> dict[tuple[str, str], str]:
         if self.found is None:
-            self.found = scope_names_safe(self.conn)
+            self.found = scope_names(self.conn)
         return self.found
 
 
@@ -281,13 +282,6 @@ def _bounds(period_key: str, grain: str) -> tuple[date | None, date | None]:
     return start, periods.month_start(start.year * 12 + start.month - 1 + months)
 
 
-def scope_names_safe(conn: Connection) -> dict[tuple[str, str], str]:
-    from sqlalchemy.orm import Session
-
-    with Session(bind=conn) as session:
-        return scope_names(session)
-
-
 def _scopes(
     conn: Connection,
     rule: AlertRule,
@@ -305,7 +299,7 @@ def _scopes(
     if rule.scope == "company":
         keys.add(("company", "company", rule.currency))
     if rule.level is not None:
-        teams = repo.teams_at_level(conn, rule.level)
+        teams = org_repo.teams_at_level(conn, rule.level)
         keys = {key for key in keys if key[1] in teams}
     return keys
 

@@ -12,7 +12,6 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote_plus
 
 from fastapi import FastAPI, Request, Response
@@ -28,7 +27,7 @@ from crm_perf_sync import __version__
 from crm_perf_sync.api import problems
 from crm_perf_sync.api.deps import ApiContext
 from crm_perf_sync.api.metrics import ApiMetrics
-from crm_perf_sync.api.routes import crm, kpis, operations, scorecards, webhooks
+from crm_perf_sync.api.routes import alerts, crm, kpis, scorecards, sync, targets, webhooks
 from crm_perf_sync.api.server import Refusal, headers_refusal, url_refusal
 from crm_perf_sync.config import LoadedConfig
 from crm_perf_sync.kit import migrate
@@ -37,7 +36,6 @@ from crm_perf_sync.kit.errors import DatabaseUnavailable
 from crm_perf_sync.kit.logs import log_context
 from crm_perf_sync.webhooks.security import Guard
 
-PROBLEM_JSON = problems.PROBLEM_JSON
 API_PREFIX = "/api/v1"
 #: The largest request body accepted (targets and sync requests are small).
 MAX_BODY_BYTES = 64 * 1024
@@ -60,11 +58,6 @@ and a 304 says nothing was recomputed.
 
 **Errors** are RFC 9457 `application/problem+json`.
 """
-
-
-def problem(status: int, title: str, detail: str, code: str, **extra: Any) -> Response:
-    """An RFC 9457 problem document (kept for callers outside a request)."""
-    return problems.problem(status, detail, code, title=title, **extra)
 
 
 class ServiceMiddleware:
@@ -230,7 +223,7 @@ def create_app(
     )
     app.state.context = ApiContext(engine, session_factory, config, webhook_guard or Guard())
     problems.install(app)
-    for module in (kpis, scorecards, crm, operations, webhooks):
+    for module in (kpis, targets, scorecards, crm, sync, webhooks, alerts):
         app.include_router(module.router, prefix=API_PREFIX)
 
     app.mount(DOCS_ASSETS, StaticFiles(directory=SWAGGER_UI), name="docs-assets")

@@ -23,8 +23,10 @@ from crm_perf_sync.api.listing import Version
 from crm_perf_sync.apikeys.service import Principal, authenticate, record_use
 from crm_perf_sync.config import LoadedConfig
 from crm_perf_sync.kit.db import WRITE_LOCK, session_scope
+from crm_perf_sync.kit.errors import ConfigurationError
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import repository as kpi_repo
+from crm_perf_sync.kpi import scores_repository as scores_repo
 from crm_perf_sync.kpi.service import KpiService
 from crm_perf_sync.webhooks.security import Guard
 
@@ -52,12 +54,10 @@ class ApiContext:
         )
 
     def scores_version(self, session: Session, scorecard_id: str) -> Version:
-        load = lambda: kpi_repo.scores_version(session, scorecard_id)  # noqa: E731
+        load = lambda: scores_repo.scores_version(session, scorecard_id)  # noqa: E731
         return Version(self.versions.get(("scores", scorecard_id), load))
 
     def kpi_service(self) -> KpiService:
-        from crm_perf_sync.kit.errors import ConfigurationError
-
         if self.config is None:
             raise ConfigurationError("this API process was started without a configuration")
         return KpiService(self.config.kpi_config())

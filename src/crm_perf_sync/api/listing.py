@@ -37,6 +37,7 @@ from crm_perf_sync.api.cache import Rendered, ResponseCache, accepts_gzip, rende
 from crm_perf_sync.kit.csvout import cell
 from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.kit.errors import BadRequest, Stale
+from crm_perf_sync.kit.paging import expect
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -115,13 +116,6 @@ def _plain_key(value: Any, depth: int = 0) -> bool:
     if isinstance(value, list) and depth == 0:
         return len(value) <= 8 and all(_plain_key(item, 1) for item in value)
     return False
-
-
-def expect(after: Any, kind: type | tuple[type, ...]) -> Any:
-    """``after`` if it is of ``kind`` (a forged cursor with another shape is a 400, not a 500)."""
-    if after is not None and not isinstance(after, kind):
-        raise BadRequest("the cursor is not one this API issued: pass the `next` value as it came")
-    return after
 
 
 def csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], header: bool) -> str:

@@ -100,7 +100,7 @@ def collection(*statuses: int, cached: bool = False) -> dict[int | str, dict[str
     """OpenAPI ``responses`` of a collection endpoint: CSV as well as JSON, its problems, 304."""
     out: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {}}}}
     if cached:
-        out[304] = {"description": "Not modified: the results are the version the client holds"}
+        out[304] = {"description": "Not modified"}
     out.update(documented(*statuses))
     return out
 

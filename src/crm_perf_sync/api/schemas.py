@@ -194,17 +194,6 @@ class TargetDefinitionOut(BaseModel):
     applies: str = Field(description="When the values reflect it")
 
 
-class ComponentOut(BaseModel):
-    kpi_id: str
-    weight: float
-    applied_weight: float
-    value: float | None
-    target: float | None
-    normalised: float | None
-    sample_count: int | None = None
-    dropped: str | None = Field(description="Why the component did not count; null when it did")
-
-
 class ScoreOut(BaseModel):
     scorecard_id: str
     grain: str

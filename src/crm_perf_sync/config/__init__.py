@@ -2,7 +2,7 @@
 rules, each section defined by its domain and composed here."""
 
 from crm_perf_sync.config.loader import LoadedConfig, load_config
-from crm_perf_sync.config.schema import AppConfig, ConnectionConfig, Schedule, TeamConfig
+from crm_perf_sync.config.schema import AppConfig, ConnectionConfig, Schedule
 from crm_perf_sync.kit.yaml_source import ConfigIssues, Issue
 from crm_perf_sync.kpi.schemas import BusinessConfig
 
@@ -14,6 +14,5 @@ __all__ = [
     "Issue",
     "LoadedConfig",
     "Schedule",
-    "TeamConfig",
     "load_config",
 ]

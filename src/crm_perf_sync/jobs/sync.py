@@ -22,6 +22,7 @@ from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.kit.errors import NotFound
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.leases import new_holder_id
+from crm_perf_sync.org import repository as org_repo
 from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync.sync import repository as repo
 from crm_perf_sync.sync.outcomes import SyncOutcome
@@ -53,7 +54,7 @@ class SyncService:
         with session_scope(self.session_factory) as session:
             now = utc_now()
             repo.sync_connections(session, self.config.app.connections, now)
-            repo.sync_config_teams(session, self.config.app, now)
+            org_repo.sync_config_teams(session, self.config.app, now)
 
     def build_connector(self, connection_id: str, *, full_refresh: bool = False) -> Connector:  # type: ignore[type-arg]
         return build_connector(
@@ -98,7 +99,7 @@ class SyncService:
         if outcome.status == "succeeded":
             # Configured members may name reps this sync has just brought in.
             with session_scope(self.session_factory) as session:
-                repo.sync_config_teams(session, self.config.app, utc_now())
+                org_repo.sync_config_teams(session, self.config.app, utc_now())
         return outcome
 
     def reports(self, run_id: int, limit: int = 10) -> list[tuple[str, str, str]]:

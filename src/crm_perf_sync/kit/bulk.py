@@ -263,3 +263,13 @@ def insert_converted(
             _pg_copy(cursor, _quote(table.name), cols, values)
         return
     _sqlite_insert(connection, f"INSERT INTO {_quote(table.name)} ({cols}) VALUES", "", values)
+
+
+def dialect_insert(session: Session, table: Any) -> Any:
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)

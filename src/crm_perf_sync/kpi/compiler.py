@@ -1,7 +1,8 @@
-"""KPI definitions → SQLAlchemy Core aggregates, one query per measure, grain and scope.
+"""KPI definitions → SQLAlchemy Core aggregates, one grouped query per measure and breakdown.
 
-Every query aggregates in the database and returns one row per (period, scope, currency) group:
-the sum of the measured value and the number of records. Nothing here loops over records.
+Every query aggregates in the database and returns the finest groups (week, month, rep, currency):
+the sum of the measured value and the number of records, which :mod:`.rollup` adds up into every
+grain and scope. Nothing here loops over records.
 """
 
 from __future__ import annotations
@@ -59,14 +60,6 @@ class Calendar:
     dialect: str
     timezone: str
     fiscal_start_month: int
-
-
-@dataclass(frozen=True, slots=True)
-class Membership:
-    """Which reps count in which team, every level of the hierarchy included."""
-
-    rows: tuple[tuple[str, str, str], ...]  # (team scope id, connection id, owner external id)
-    regions: tuple[tuple[str, str, str], ...] = ()  # (region scope id, connection id, owner id)
 
 
 def field_expr(table: Table, name: str) -> ColumnElement[Any]:

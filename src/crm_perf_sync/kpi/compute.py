@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
-from crm_perf_sync.kpi.compiler import Calendar, Membership, Part, Scope, grouped_query, part_for
+from crm_perf_sync.kpi.compiler import Calendar, Part, Scope, grouped_query, part_for
 from crm_perf_sync.kpi.rollup import Key, Rollup, Totals
 from crm_perf_sync.kpi.schemas import CountKpi, DurationKpi, Grain, Kpi, RatioKpi, SumKpi
 from crm_perf_sync.kpi.values import Computed, TargetCell, TargetCellKey
+from crm_perf_sync.org.schemas import Membership
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,10 +19,10 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from crm_perf_sync.kit.errors import InvalidInput
 from crm_perf_sync.kpi import periods
+from crm_perf_sync.kpi import repository as repo
 from crm_perf_sync.kpi.compiler import (
     TABLES,
     Calendar,
-    Membership,
     Part,
     dimension_expr,
     part_for,
@@ -42,7 +42,7 @@ from crm_perf_sync.kpi.schemas import (
     RatioKpi,
     SumKpi,
 )
-from crm_perf_sync.models import KpiValue
+from crm_perf_sync.org.schemas import Membership
 
 MAX_PAGE = 500
 
@@ -260,18 +260,17 @@ def explain(
     """Explain one stored value; ``role`` limits the records to one side (numerator, ...)."""
     check_ref(ref, calendar.fiscal_start_month, role)
     limit = max(1, min(limit, MAX_PAGE))
-    stored = conn.execute(
-        select(KpiValue.__table__).where(
-            KpiValue.kpi_id == ref.kpi_id,
-            KpiValue.grain == ref.grain,
-            KpiValue.period_key == ref.period_key,
-            KpiValue.scope == ref.scope,
-            KpiValue.scope_id == ref.scope_id,
-            KpiValue.currency == ref.currency,
-            KpiValue.dimension == ref.dimension,
-            KpiValue.dimension_value == ref.dimension_value,
-        )
-    ).first()
+    stored = repo.stored_value(
+        conn,
+        ref.kpi_id,
+        ref.grain,
+        ref.period_key,
+        ref.scope,
+        ref.scope_id,
+        ref.currency,
+        ref.dimension,
+        ref.dimension_value,
+    )
     value = None
     if stored is not None:
         value = {
@@ -340,20 +339,11 @@ def explain(
 def derived_inputs(conn: Connection | Session, kpi: DerivedKpi, ref: ValueRef) -> list[dict[str, Any]]:
     """The stored values (and targets) a derived value was computed from, each explainable itself."""
     values, targets = formula_inputs(kpi.formula)
-    table = KpiValue.__table__
     out: list[dict[str, Any]] = []
     for name in sorted(values | targets):
-        rows = conn.execute(
-            select(table).where(
-                table.c.kpi_id == name,
-                table.c.grain == ref.grain,
-                table.c.period_key == ref.period_key,
-                table.c.scope == ref.scope,
-                table.c.scope_id == ref.scope_id,
-                table.c.dimension == "",
-                table.c.currency.in_([ref.currency, ""]),
-            )
-        ).mappings()
+        rows = repo.total_in_currency(
+            conn, name, ref.grain, ref.period_key, ref.scope, ref.scope_id, ref.currency
+        )
         found = sorted(rows, key=lambda row: row["currency"] != ref.currency)  # its own currency first
         row = found[0] if found else None
         out.append(

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -15,6 +15,7 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    and_,
     any_,
     bindparam,
     column,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
 )
 from sqlalchemy import table as table_clause
@@ -30,25 +32,18 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_perf_sync.kit.bulk import bulk_insert
+from crm_perf_sync.kit.paging import expect
 from crm_perf_sync.kpi import compiler
-from crm_perf_sync.kpi.compiler import MEMBERSHIP, OWNER_REGION, Membership
-from crm_perf_sync.kpi.schemas import TargetConfig
-from crm_perf_sync.kpi.scorecards import Observed
-from crm_perf_sync.kpi.values import TargetCell, TargetCellKey
+from crm_perf_sync.kpi.compiler import MEMBERSHIP, OWNER_REGION
 from crm_perf_sync.models import (
     PRIOR_TABLES,
     ChangeBatch,
     KpiRefreshRun,
     KpiRefreshState,
-    KpiTarget,
     KpiValue,
-    Owner,
-    ScorecardState,
-    ScorecardValue,
-    TargetDefinition,
-    Team,
-    TeamMember,
 )
+from crm_perf_sync.org.repository import team_owners
+from crm_perf_sync.org.schemas import Membership
 
 KPI_VALUE: Table = KpiValue.__table__  # type: ignore[assignment]
 
@@ -62,45 +57,6 @@ CHANGED = table_clause(
 
 #: The refresh-state row a refresh writes first (not a KPI id: ids start with a letter).
 REFRESH_MARK = "*refresh"
-
-
-def team_key(namespace: str, external_id: str) -> str:
-    return f"{namespace}:{external_id}"
-
-
-def load_membership(session: Session | Connection) -> Membership:
-    """Every (team, rep) pair, a rep counting in their team and in each team above it.
-
-    Also each rep's region: the first team at level ``region`` above them (one per rep).
-    """
-    teams = {
-        row.id: row
-        for row in session.execute(
-            select(Team.id, Team.namespace, Team.external_id, Team.parent_id, Team.level)
-        )
-    }
-    members = session.execute(
-        select(TeamMember.team_id, Owner.connection_id, Owner.external_id)
-        .join(Owner, Owner.id == TeamMember.owner_id)
-        .where(Owner.is_deleted.is_(False))
-    )
-    pairs: set[tuple[str, str, str]] = set()
-    regions: dict[tuple[str, str], str] = {}
-    for team_id, connection_id, owner_external_id in members:
-        seen: set[int] = set()
-        current: int | None = team_id
-        while current is not None and current not in seen and current in teams:
-            seen.add(current)
-            team = teams[current]
-            key = team_key(team.namespace, team.external_id)
-            pairs.add((key, connection_id, owner_external_id))
-            if team.level == "region":
-                rep = (connection_id, owner_external_id)
-                regions[rep] = min(key, regions.get(rep, key))
-            current = team.parent_id
-    return Membership(
-        tuple(sorted(pairs)), tuple(sorted((region, c, o) for (c, o), region in regions.items()))
-    )
 
 
 def load_membership_table(conn: Connection, membership: Membership) -> None:
@@ -134,20 +90,20 @@ def load_membership_table(conn: Connection, membership: Membership) -> None:
         )
 
 
+def sort_in_memory(conn: Connection) -> None:
+    """Let this transaction sort in memory on PostgreSQL (no-op on SQLite).
+
+    Grouping and ranking a million records then sorts in memory rather than in spill files;
+    ``SET LOCAL`` ends with the transaction.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
+
+
 def replace_values(conn: Connection, kpi_id: str, rows: Sequence[dict[str, Any]]) -> None:
     """Swap a KPI's values for ``rows`` (the caller's transaction makes the swap atomic)."""
     conn.execute(delete(KpiValue).where(KpiValue.kpi_id == kpi_id))
     bulk_insert(conn, KPI_VALUE, rows)
-
-
-def scope_names(session: Session) -> dict[tuple[str, str], str]:
-    """Display names of scopes: ``("owner", "<conn>:<id>")`` and ``("team", "<ns>:<id>")``."""
-    names: dict[tuple[str, str], str] = {("company", "company"): "Company"}
-    for row in session.execute(select(Owner.connection_id, Owner.external_id, Owner.name)):
-        names[("owner", f"{row.connection_id}:{row.external_id}")] = row.name or row.external_id
-    for row in session.execute(select(Team.namespace, Team.external_id, Team.name)):
-        names[("team", team_key(row.namespace, row.external_id))] = row.name
-    return names
 
 
 def values(
@@ -180,32 +136,6 @@ def values(
         KpiValue.currency,
         KpiValue.dimension,
         KpiValue.dimension_value,
-    )
-    return list(session.scalars(stmt))
-
-
-def scores(
-    session: Session,
-    scorecard_id: str,
-    *,
-    grain: str | None = None,
-    period_key: str | None = None,
-    scope_id: str | None = None,
-) -> list[ScorecardValue]:
-    """Stored scores, per period best first (unscored reps last)."""
-    stmt = select(ScorecardValue).where(ScorecardValue.scorecard_id == scorecard_id)
-    if grain is not None:
-        stmt = stmt.where(ScorecardValue.grain == grain)
-    if period_key is not None:
-        stmt = stmt.where(ScorecardValue.period_key == period_key)
-    if scope_id is not None:
-        stmt = stmt.where(ScorecardValue.scope_id == scope_id)
-    stmt = stmt.order_by(
-        ScorecardValue.grain,
-        ScorecardValue.period_key,
-        ScorecardValue.rank.is_(None),
-        ScorecardValue.rank,
-        ScorecardValue.scope_id,
     )
     return list(session.scalars(stmt))
 
@@ -246,11 +176,6 @@ def record_refresh(
     )
 
 
-def mark_scores_changed(conn: Connection, scorecard_id: str, now: datetime) -> None:
-    conn.execute(delete(ScorecardState).where(ScorecardState.scorecard_id == scorecard_id))
-    conn.execute(insert(ScorecardState).values(scorecard_id=scorecard_id, changed_at=now))
-
-
 def record_refresh_run(conn: Connection, **values: Any) -> None:
     conn.execute(insert(KpiRefreshRun).values(**values))
 
@@ -258,11 +183,6 @@ def record_refresh_run(conn: Connection, **values: Any) -> None:
 def values_version(session: Session | Connection, kpi_id: str) -> datetime | None:
     """When the KPI's values last changed (``None``: never computed)."""
     stmt = select(KpiRefreshState.values_changed_at).where(KpiRefreshState.kpi_id == kpi_id)
-    return session.execute(stmt).scalar_one_or_none()
-
-
-def scores_version(session: Session | Connection, scorecard_id: str) -> datetime | None:
-    stmt = select(ScorecardState.changed_at).where(ScorecardState.scorecard_id == scorecard_id)
     return session.execute(stmt).scalar_one_or_none()
 
 
@@ -510,134 +430,6 @@ def delete_periods(conn: Connection, kpi_id: str, grain: str, dimension: str, pe
         )
 
 
-def replace_targets(session: Session | Connection, rows: Sequence[dict[str, Any]]) -> int:
-    """Swap the decomposed targets (the caller's transaction makes it atomic)."""
-    session.execute(delete(KpiTarget))
-    if rows:
-        session.execute(insert(KpiTarget), list(rows))
-    return len(rows)
-
-
-def api_target_versions(conn: Connection) -> list[tuple[int, str]]:
-    """(id, last update) of every target set through the API: what the refresh's context hashes."""
-    rows = conn.execute(
-        select(TargetDefinition.id, TargetDefinition.updated_at).order_by(TargetDefinition.id)
-    )
-    return [(row.id, row.updated_at.isoformat()) for row in rows]
-
-
-def api_targets(conn: Connection, kpis: Mapping[str, Any]) -> list[TargetConfig]:
-    """The targets set through the API whose KPI is still defined (validated when they were set)."""
-    out: list[TargetConfig] = []
-    for row in conn.execute(
-        select(TargetDefinition.kpi_id, TargetDefinition.definition).order_by(TargetDefinition.id)
-    ):
-        if row.kpi_id in kpis:
-            out.append(TargetConfig.model_validate(row.definition))
-    return out
-
-
-def load_targets(session: Session | Connection) -> dict[TargetCellKey, TargetCell]:
-    found: dict[TargetCellKey, TargetCell] = {}
-    for t in session.execute(select(KpiTarget.__table__)):
-        key = (t.kpi_id, t.grain, t.period_key, t.scope, t.scope_id, t.currency)
-        found[key] = TargetCell(t.value, t.period_start, t.period_end)
-    return found
-
-
-def direct_teams(session: Session | Connection) -> dict[str, str]:
-    """Each rep's own team (the lowest one they are a member of), keyed by owner scope id."""
-    out: dict[str, str] = {}
-    rows = session.execute(
-        select(Owner.connection_id, Owner.external_id, Team.namespace, Team.external_id)
-        .join(TeamMember, TeamMember.owner_id == Owner.id)
-        .join(Team, Team.id == TeamMember.team_id)
-        .order_by(Team.namespace, Team.external_id)
-    )
-    for connection_id, owner_id, namespace, external_id in rows:
-        out.setdefault(f"{connection_id}:{owner_id}", team_key(namespace, external_id))
-    return out
-
-
-def active_owner_scopes(session: Session | Connection) -> set[str]:
-    rows = session.execute(
-        select(Owner.connection_id, Owner.external_id).where(
-            Owner.is_deleted.is_(False), Owner.active.is_(True)
-        )
-    )
-    return {f"{c}:{o}" for c, o in rows}
-
-
-def owner_values(
-    session: Session | Connection, kpi_ids: Sequence[str], grain: str, period_keys: set[str] | None = None
-) -> tuple[dict[str, dict[str, dict[str, list[Observed]]]], dict[str, tuple[date, date]]]:
-    """``{period_key: {owner scope id: {kpi id: [values per currency]}}}`` and period bounds
-    (``period_keys``: of these periods only)."""
-    observed: dict[str, dict[str, dict[str, list[Observed]]]] = defaultdict(
-        lambda: defaultdict(lambda: defaultdict(list))
-    )
-    bounds: dict[str, tuple[date, date]] = {}
-    rows = session.execute(
-        select(
-            KpiValue.kpi_id,
-            KpiValue.period_key,
-            KpiValue.period_start,
-            KpiValue.period_end,
-            KpiValue.scope_id,
-            KpiValue.currency,
-            KpiValue.value,
-            KpiValue.target,
-            KpiValue.sample_count,
-        ).where(
-            KpiValue.kpi_id.in_(kpi_ids),
-            KpiValue.grain == grain,
-            KpiValue.scope == "owner",
-            KpiValue.dimension == "",
-            *([] if period_keys is None else [KpiValue.period_key.in_(sorted(period_keys))]),
-        )
-    )
-    for row in rows:
-        assert row.period_start is not None
-        assert row.period_end is not None
-        bounds[row.period_key] = (row.period_start, row.period_end)
-        observed[row.period_key][row.scope_id][row.kpi_id].append(
-            Observed(row.value, row.target, row.sample_count, row.currency)
-        )
-    return observed, bounds
-
-
-def replace_scores(
-    conn: Connection,
-    scorecard_id: str,
-    rows: Sequence[dict[str, Any]],
-    only: set[tuple[str, str]] | None = None,
-) -> None:
-    """Swap a scorecard's scores (``only``: those of these (grain, period key)) for ``rows``."""
-    if only is None:
-        conn.execute(delete(ScorecardValue).where(ScorecardValue.scorecard_id == scorecard_id))
-    else:
-        by_grain: dict[str, list[str]] = defaultdict(list)
-        for grain, key in only:
-            by_grain[grain].append(key)
-        for grain, keys in by_grain.items():
-            conn.execute(
-                delete(ScorecardValue).where(
-                    ScorecardValue.scorecard_id == scorecard_id,
-                    ScorecardValue.grain == grain,
-                    ScorecardValue.period_key.in_(sorted(keys)),
-                )
-            )
-    bulk_insert(conn, ScorecardValue.__table__, rows)  # type: ignore[arg-type]
-
-
-def score_hashes(conn: Connection, scorecard_id: str) -> set[str]:
-    """The definition hashes a scorecard's stored scores were computed with."""
-    stmt = (
-        select(ScorecardValue.definition_hash).where(ScorecardValue.scorecard_id == scorecard_id).distinct()
-    )
-    return set(conn.execute(stmt).scalars())
-
-
 def total_values(
     conn: Connection, kpi_id: str, grains: Sequence[str], only: set[tuple[str, str]] | None = None
 ) -> Sequence[Any]:
@@ -655,3 +447,114 @@ def total_values(
         if grain in grains:
             out += conn.execute(stmt.where(KpiValue.grain == grain, KpiValue.period_key.in_(sorted(keys))))
     return out
+
+
+def stored_value(
+    conn: Connection | Session,
+    kpi_id: str,
+    grain: str,
+    period_key: str,
+    scope: str,
+    scope_id: str,
+    currency: str,
+    dimension: str,
+    dimension_value: str,
+) -> Any:
+    """One stored value row (``None`` if there is none)."""
+    return conn.execute(
+        select(KPI_VALUE).where(
+            KpiValue.kpi_id == kpi_id,
+            KpiValue.grain == grain,
+            KpiValue.period_key == period_key,
+            KpiValue.scope == scope,
+            KpiValue.scope_id == scope_id,
+            KpiValue.currency == currency,
+            KpiValue.dimension == dimension,
+            KpiValue.dimension_value == dimension_value,
+        )
+    ).first()
+
+
+def total_in_currency(
+    conn: Connection | Session,
+    kpi_id: str,
+    grain: str,
+    period_key: str,
+    scope: str,
+    scope_id: str,
+    currency: str,
+) -> list[Any]:
+    """A KPI's total (no breakdown) for one cell, in ``currency`` and without one, as mappings."""
+    return list(
+        conn.execute(
+            select(KPI_VALUE).where(
+                KPI_VALUE.c.kpi_id == kpi_id,
+                KPI_VALUE.c.grain == grain,
+                KPI_VALUE.c.period_key == period_key,
+                KPI_VALUE.c.scope == scope,
+                KPI_VALUE.c.scope_id == scope_id,
+                KPI_VALUE.c.dimension == "",
+                KPI_VALUE.c.currency.in_([currency, ""]),
+            )
+        ).mappings()
+    )
+
+
+# --- reads of values, targets and scores (the API pages) -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ValueFilter:
+    grain: str | None = None
+    period_key: str | None = None
+    period_from: date | None = None
+    period_to: date | None = None
+    scope: str | None = None
+    scope_id: str | None = None
+    team: str | None = None
+    owner: str | None = None
+    dimension: str = ""
+    currency: str | None = None
+
+
+def _ends_by(last_day: date) -> ColumnElement[bool]:
+    """Periods whose last day is ``last_day`` or earlier (``period_end`` is the day after it)."""
+    if last_day == date.max:  # every period ends by then, and the day after is not a date
+        return KpiValue.period_end.is_not(None)
+    return KpiValue.period_end <= last_day + timedelta(days=1)
+
+
+def values_page(
+    session: Session, kpi_id: str, where: ValueFilter, after: Any, limit: int
+) -> tuple[list[KpiValue], Any]:
+    stmt = select(KpiValue).where(KpiValue.kpi_id == kpi_id, KpiValue.dimension == where.dimension)
+    if where.grain is not None:
+        stmt = stmt.where(KpiValue.grain == where.grain)
+    if where.period_key is not None:
+        stmt = stmt.where(KpiValue.period_key == where.period_key)
+    if where.period_from is not None:
+        stmt = stmt.where(KpiValue.period_start >= where.period_from)
+    if where.period_to is not None:
+        stmt = stmt.where(_ends_by(where.period_to))
+    if where.scope is not None:
+        stmt = stmt.where(KpiValue.scope == where.scope)
+    if where.scope_id is not None:
+        stmt = stmt.where(KpiValue.scope_id == where.scope_id)
+    if where.currency is not None:
+        stmt = stmt.where(KpiValue.currency == where.currency)
+    if where.owner is not None:
+        stmt = stmt.where(KpiValue.scope == "owner", KpiValue.scope_id == where.owner)
+    if where.team is not None:
+        members = team_owners(session, where.team)
+        stmt = stmt.where(
+            or_(
+                and_(KpiValue.scope == "team", KpiValue.scope_id == where.team),
+                and_(KpiValue.scope == "owner", KpiValue.scope_id.in_(members)),
+            )
+        )
+    if expect(after, int) is not None:
+        stmt = stmt.where(KpiValue.id > after)
+    found = list(session.scalars(stmt.order_by(KpiValue.id).limit(limit + 1)))
+    more = len(found) > limit
+    found = found[:limit]
+    return found, (found[-1].id if more else None)

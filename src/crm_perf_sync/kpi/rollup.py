@@ -12,8 +12,9 @@ from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from crm_perf_sync.kpi.compiler import Membership, Scope
+from crm_perf_sync.kpi.compiler import Scope
 from crm_perf_sync.kpi.schemas import Grain
+from crm_perf_sync.org.schemas import Membership
 
 #: (period index or None for "all", scope id, currency, breakdown value)
 Key = tuple[int | None, str, str, Any]

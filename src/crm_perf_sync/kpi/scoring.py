@@ -16,9 +16,10 @@ import orjson
 from sqlalchemy import Connection
 
 from crm_perf_sync.kit.timeutil import utc_now
-from crm_perf_sync.kpi import repository as repo
 from crm_perf_sync.kpi import scorecards
+from crm_perf_sync.kpi import scores_repository as scores_repo
 from crm_perf_sync.kpi.schemas import Kpi, ScorecardConfig
+from crm_perf_sync.org import repository as org_repo
 
 
 def refresh_scorecard(
@@ -34,12 +35,12 @@ def refresh_scorecard(
     every period). Returns how many scores were written, ``None`` when none needed to be.
     """
     computed_at = utc_now()
-    teams = repo.direct_teams(conn)
-    active = repo.active_owner_scopes(conn)
+    teams = org_repo.direct_teams(conn)
+    active = org_repo.active_owner_scopes(conn)
     digest = hashlib.blake2b(
         orjson.dumps([card.definition_hash(), sorted(teams.items()), sorted(active)]), digest_size=8
     ).hexdigest()
-    if only is not None and repo.score_hashes(conn, card.id) != {digest}:
+    if only is not None and scores_repo.score_hashes(conn, card.id) != {digest}:
         only = None
     if only is not None:
         only = {(grain, key) for grain, key in only if grain in card.grains}
@@ -50,7 +51,7 @@ def refresh_scorecard(
         wanted = None if only is None else {key for g, key in only if g == grain}
         if wanted is not None and not wanted:
             continue
-        observed, bounds = repo.owner_values(conn, [c.kpi for c in card.components], grain, wanted)
+        observed, bounds = scores_repo.owner_values(conn, [c.kpi for c in card.components], grain, wanted)
         for period_key, reps in sorted(observed.items()):
             scored = [
                 scorecards.score_rep(card, kpis, scope_id, reps.get(scope_id, {}))
@@ -78,5 +79,5 @@ def refresh_scorecard(
                 }
                 for s in scored
             ]
-    repo.replace_scores(conn, card.id, out, only)
+    scores_repo.replace_scores(conn, card.id, out, only)
     return len(out)

@@ -26,8 +26,10 @@ from sqlalchemy.orm import Session
 from crm_perf_sync.kit.errors import NotFound
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import repository as repo
+from crm_perf_sync.kpi import scores_repository as scores_repo
 from crm_perf_sync.kpi import targets as target_math
-from crm_perf_sync.kpi.compiler import Calendar, Membership
+from crm_perf_sync.kpi import targets_repository as targets_repo
+from crm_perf_sync.kpi.compiler import Calendar
 from crm_perf_sync.kpi.compute import Computation, additive_values
 from crm_perf_sync.kpi.derived import apply_derived_changes, derived_rows
 from crm_perf_sync.kpi.funnel import apply_funnel_changes, funnel_values
@@ -47,6 +49,8 @@ from crm_perf_sync.kpi.schemas import (
 )
 from crm_perf_sync.kpi.scoring import refresh_scorecard
 from crm_perf_sync.kpi.values import apply_targets, value_row
+from crm_perf_sync.org import repository as org_repo
+from crm_perf_sync.org.schemas import Membership
 from crm_perf_sync.sync.repository import incomplete_load
 
 
@@ -199,20 +203,17 @@ class KpiService:
             outcome.waiting_for = incomplete_load(conn, now)
             if outcome.waiting_for:
                 return
-        if conn.dialect.name == "postgresql":
-            # Grouping and ranking a million records sorts in memory rather than in spill files;
-            # SET LOCAL ends with this transaction.
-            conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
+        repo.sort_in_memory(conn)
         calendar = self.calendar(conn)
-        membership = repo.load_membership(conn)
-        context = self.context_hash(membership, calendar, grain_list, repo.api_target_versions(conn))
+        membership = org_repo.load_membership(conn)
+        context = self.context_hash(membership, calendar, grain_list, targets_repo.api_target_versions(conn))
         states = repo.refresh_states(conn)
-        api_targets = repo.api_targets(conn, self.kpis)
+        api_targets = targets_repo.api_targets(conn, self.kpis)
         decomposed = target_math.decompose(
             self.section.targets, self.kpis, membership, calendar.fiscal_start_month, api_targets
         )
-        outcome.targets = repo.replace_targets(conn, target_math.rows(decomposed, now))
-        run = Computation(conn, calendar, membership, grain_list, repo.load_targets(conn))
+        outcome.targets = targets_repo.replace_targets(conn, target_math.rows(decomposed, now))
+        run = Computation(conn, calendar, membership, grain_list, targets_repo.load_targets(conn))
         repo.load_membership_table(conn, membership)
         pending = repo.load_pending(conn)
         changed = pending.batches > 0
@@ -267,7 +268,7 @@ class KpiService:
             scored = refresh_scorecard(conn, card, self.kpis, only)
             if scored is not None:
                 outcome.scorecards[card.id] = scored
-                repo.mark_scores_changed(conn, card.id, now)
+                scores_repo.mark_scores_changed(conn, card.id, now)
             outcome.timings[f"scorecard:{card.id}"] = time.monotonic() - card_started
         repo.consume_pending(conn, pending)
 
@@ -278,7 +279,7 @@ class KpiService:
         conn = session.connection()
         calendar = self.calendar(conn)
         context = self.context_hash(
-            repo.load_membership(conn), calendar, list(grains), repo.api_target_versions(conn)
+            org_repo.load_membership(conn), calendar, list(grains), targets_repo.api_target_versions(conn)
         )
         states = repo.refresh_states(conn)
         for kpi in self.kpis.values():

@@ -15,9 +15,9 @@ from datetime import datetime
 from typing import Any
 
 from crm_perf_sync.kpi import periods
-from crm_perf_sync.kpi.compiler import Membership
 from crm_perf_sync.kpi.schemas import Grain, Kpi, TargetConfig
 from crm_perf_sync.kpi.values import is_additive
+from crm_perf_sync.org.schemas import Membership
 
 TargetKey = tuple[str, str, int, str, str, str]  # (kpi, grain, period index, scope, scope id, currency)
 

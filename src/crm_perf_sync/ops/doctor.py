@@ -8,10 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
-
 from crm_perf_sync.config import LoadedConfig
 from crm_perf_sync.kit.settings import Settings, redact_url
+from crm_perf_sync.ops.repository import server_version
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +114,12 @@ class Doctor:
 
     def _webhooks(self, session_factory: Any) -> None:
         from crm_perf_sync.kit.db import session_scope
-        from crm_perf_sync.models import WebhookEndpoint
+        from crm_perf_sync.webhooks import repository as webhooks_repo
         from crm_perf_sync.webhooks.security import Guard
 
         guard = Guard(allow=tuple(self.settings.webhook_allow_hosts))
         with session_scope(session_factory) as session:
-            endpoints = session.execute(
-                select(WebhookEndpoint.id, WebhookEndpoint.url).where(WebhookEndpoint.enabled.is_(True))
-            ).all()
+            endpoints = [(row.id, row.url) for row in webhooks_repo.endpoints(session, enabled_only=True)]
         for endpoint_id, url in endpoints:
 
             def probe(target: str = url) -> str:
@@ -138,10 +135,7 @@ class Doctor:
 
 def _database(engine: Any, check: Callable[[Any], None]) -> str:
     check(engine)
-    with engine.connect() as conn:
-        version = conn.exec_driver_sql(
-            "select sqlite_version()" if engine.dialect.name == "sqlite" else "show server_version"
-        ).scalar()
+    version = server_version(engine)
     name = "SQLite" if engine.dialect.name == "sqlite" else "PostgreSQL"
     return f"{redact_url(str(engine.url))}: {name} {version}"
 

@@ -13,21 +13,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.kit.metrics import ProcessCollector
 from crm_perf_sync.kit.timeutil import utc_now
-from crm_perf_sync.models import (
-    AlertState,
-    AlertTransition,
-    ChangeBatch,
-    KpiRefreshRun,
-    SyncRun,
-    WebhookDelivery,
-)
+from crm_perf_sync.ops import repository as repo
 
 log = logging.getLogger(__name__)
 
@@ -93,22 +85,9 @@ class StoreCollector(Collector):
         try:
             with session_scope(self.session_factory) as session:
                 now = utc_now()
-                for connection, status, count in session.execute(
-                    select(SyncRun.connection_id, SyncRun.status, func.count()).group_by(
-                        SyncRun.connection_id, SyncRun.status
-                    )
-                ):
+                for connection, status, count in repo.runs_by_status(session):
                     runs.add_metric([connection, status], count)
-                totals = session.execute(
-                    select(
-                        SyncRun.connection_id,
-                        func.sum(SyncRun.inserted),
-                        func.sum(SyncRun.updated),
-                        func.sum(SyncRun.deleted),
-                        func.sum(SyncRun.skipped),
-                    ).group_by(SyncRun.connection_id)
-                )
-                for connection, inserted, updated, deleted, skipped in totals:
+                for connection, inserted, updated, deleted, skipped in repo.record_totals(session):
                     for action, value in (
                         ("inserted", inserted),
                         ("updated", updated),
@@ -116,51 +95,23 @@ class StoreCollector(Collector):
                         ("skipped", skipped),
                     ):
                         records.add_metric([connection, action], float(value or 0))
-                for connection, finished in session.execute(
-                    select(SyncRun.connection_id, func.max(SyncRun.finished_at))
-                    .where(SyncRun.status == "succeeded")
-                    .group_by(SyncRun.connection_id)
-                ):
-                    if finished is not None:
-                        last_success.add_metric([connection], finished.timestamp())
-                        lag.add_metric([connection], max(0.0, (now - finished).total_seconds()))
-                for kind, status, count in session.execute(
-                    select(KpiRefreshRun.kind, KpiRefreshRun.status, func.count()).group_by(
-                        KpiRefreshRun.kind, KpiRefreshRun.status
-                    )
-                ):
+                for connection, finished in repo.last_successes(session).items():
+                    last_success.add_metric([connection], finished.timestamp())
+                    lag.add_metric([connection], max(0.0, (now - finished).total_seconds()))
+                for kind, status, count in repo.refreshes_by_status(session):
                     refreshes.add_metric([kind, status], count)
                 for kind in ("full", "changes"):
-                    seconds = session.execute(
-                        select(KpiRefreshRun.duration_seconds)
-                        .where(KpiRefreshRun.kind == kind, KpiRefreshRun.status == "succeeded")
-                        .order_by(KpiRefreshRun.id.desc())
-                        .limit(1)
-                    ).scalar_one_or_none()
+                    seconds = repo.last_refresh_seconds(session, kind)
                     if seconds is not None:
                         refresh_seconds.add_metric([kind], seconds)
-                pending.add_metric(
-                    [], session.execute(select(func.count()).select_from(ChangeBatch)).scalar_one()
-                )
-                for rule, state, count in session.execute(
-                    select(AlertTransition.rule_id, AlertTransition.to_state, func.count()).group_by(
-                        AlertTransition.rule_id, AlertTransition.to_state
-                    )
-                ):
+                pending.add_metric([], repo.pending_change_batches(session))
+                for rule, state, count in repo.transitions_by_state(session):
                     transitions.add_metric([rule, state], count)
-                for rule, count in session.execute(
-                    select(AlertState.rule_id, func.count())
-                    .where(AlertState.state == "firing")
-                    .group_by(AlertState.rule_id)
-                ):
+                for rule, count in repo.firing_by_rule(session):
                     firing.add_metric([rule], count)
-                for status, count in session.execute(
-                    select(WebhookDelivery.status, func.count()).group_by(WebhookDelivery.status)
-                ):
+                for status, count in repo.deliveries_by_status(session):
                     deliveries.add_metric([status], count)
-                oldest = session.execute(
-                    select(func.min(WebhookDelivery.created_at)).where(WebhookDelivery.status == "pending")
-                ).scalar_one_or_none()
+                _, oldest = repo.pending_deliveries(session)
                 oldest_pending.add_metric([], max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
         except SQLAlchemyError as exc:
             log.warning("metrics: the store could not be read: %s", exc)

@@ -6,11 +6,10 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from crm_perf_sync.config import LoadedConfig
-from crm_perf_sync.models import KpiRefreshRun, Lease, SyncRun, WebhookDelivery
+from crm_perf_sync.ops import repository as repo
 
 log = logging.getLogger(__name__)
 
@@ -18,27 +17,12 @@ log = logging.getLogger(__name__)
 def connection_status(session: Session, config: LoadedConfig, now: datetime) -> list[dict[str, Any]]:
     """Each configured connection: its last run, last success, lag and whether it syncs now."""
     out = []
+    successes = repo.last_successes(session)
     for conn in config.app.connections:
-        last = session.execute(
-            select(SyncRun).where(SyncRun.connection_id == conn.id).order_by(SyncRun.id.desc()).limit(1)
-        ).scalar_one_or_none()
-        success = session.execute(
-            select(func.max(SyncRun.finished_at)).where(
-                SyncRun.connection_id == conn.id, SyncRun.status == "succeeded"
-            )
-        ).scalar_one_or_none()
-        failures = session.execute(
-            select(func.count()).where(
-                SyncRun.connection_id == conn.id,
-                SyncRun.status == "failed",
-                SyncRun.started_at >= now - timedelta(days=1),
-            )
-        ).scalar_one()
-        holder = session.execute(
-            select(Lease.holder).where(
-                Lease.name == f"sync:{conn.id}", Lease.holder.is_not(None), Lease.expires_at > now
-            )
-        ).scalar_one_or_none()
+        last = repo.last_run(session, conn.id)
+        success = successes.get(conn.id)
+        failures = repo.failed_runs_since(session, conn.id, now - timedelta(days=1))
+        holder = repo.sync_holder(session, conn.id, now)
         out.append(
             {
                 "connection_id": conn.id,
@@ -62,17 +46,9 @@ def connection_status(session: Session, config: LoadedConfig, now: datetime) -> 
 
 
 def delivery_status(session: Session, now: datetime) -> dict[str, Any]:
-    pending, oldest = session.execute(
-        select(func.count(), func.min(WebhookDelivery.created_at)).where(WebhookDelivery.status == "pending")
-    ).one()
-    retrying = session.execute(
-        select(func.count()).where(WebhookDelivery.status == "pending", WebhookDelivery.attempts > 0)
-    ).scalar_one()
-    failed = session.execute(
-        select(func.count()).where(
-            WebhookDelivery.status == "failed", WebhookDelivery.finished_at >= now - timedelta(days=1)
-        )
-    ).scalar_one()
+    pending, oldest = repo.pending_deliveries(session)
+    retrying = repo.retrying_deliveries(session)
+    failed = repo.failed_deliveries_since(session, now - timedelta(days=1))
     return {
         "pending": pending,
         "retrying": retrying,
@@ -82,9 +58,7 @@ def delivery_status(session: Session, now: datetime) -> dict[str, Any]:
 
 
 def refresh_status(session: Session) -> dict[str, Any]:
-    last = session.execute(
-        select(KpiRefreshRun).order_by(KpiRefreshRun.id.desc()).limit(1)
-    ).scalar_one_or_none()
+    last = repo.last_refresh(session)
     return {
         "last_refresh_at": last.finished_at if last else None,
         "last_refresh_status": last.status if last else None,

@@ -12,14 +12,11 @@ from sqlalchemy import Connection as SAConnection
 from sqlalchemy import (
     String,
     Table,
-    and_,
     bindparam,
     column,
     delete,
     func,
     insert,
-    literal,
-    or_,
     select,
     text,
     true,
@@ -28,12 +25,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
+from sqlalchemy.sql.elements import ColumnElement
 
-from crm_perf_sync.config import AppConfig
 from crm_perf_sync.connector_sdk import Entity
-from crm_perf_sync.kit.bulk import bulk_insert, bulk_upsert
+from crm_perf_sync.kit.bulk import bulk_insert, bulk_upsert, dialect_insert
+from crm_perf_sync.kit.paging import Page, expect, keyset_page
 from crm_perf_sync.models import (
-    CONFIG_NAMESPACE,
     PRIOR_TABLES,
     ChangeBatch,
     Connection,
@@ -47,8 +44,8 @@ from crm_perf_sync.models import (
     SyncRecordError,
     SyncRun,
     Team,
-    TeamMember,
 )
+from crm_perf_sync.org.repository import team_owners
 from crm_perf_sync.sync.rows import Row
 from crm_perf_sync.sync.schemas import ConnectionConfig
 
@@ -73,16 +70,6 @@ _ENTITY_TABLES: Mapping[Entity, EntityTable] = {
 
 def entity_table(entity: Entity) -> EntityTable:
     return _ENTITY_TABLES[entity]
-
-
-def _dialect_insert(session: Session, table: Any) -> Any:
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(table)
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(table)
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +251,7 @@ def load_checkpoints(session: Session, connection_id: str) -> dict[str, dict[str
 def save_checkpoint(
     session: Session, connection_id: str, stream: str, state: Mapping[str, Any], run_id: int, now: datetime
 ) -> None:
-    stmt = _dialect_insert(session, SyncCheckpoint.__table__)
+    stmt = dialect_insert(session, SyncCheckpoint.__table__)
     stmt = stmt.on_conflict_do_update(
         index_elements=["connection_id", "stream"],
         set_={
@@ -283,10 +270,6 @@ def save_checkpoint(
             "updated_at": now,
         },
     )
-
-
-def delete_checkpoints(session: Session, connection_id: str) -> None:
-    session.execute(delete(SyncCheckpoint).where(SyncCheckpoint.connection_id == connection_id))
 
 
 def delete_checkpoint(session: Session, connection_id: str, stream: str) -> None:
@@ -421,17 +404,6 @@ def run_reports(session: Session, run_id: int, limit: int) -> list[tuple[str, st
     return [(level, stream, message) for level, stream, message in session.execute(stmt)]
 
 
-def get_run(session: Session, run_id: int) -> SyncRun | None:
-    return session.get(SyncRun, run_id)
-
-
-def latest_runs(session: Session, connection_id: str | None = None, limit: int = 20) -> list[SyncRun]:
-    stmt = select(SyncRun).order_by(SyncRun.id.desc()).limit(limit)
-    if connection_id is not None:
-        stmt = stmt.where(SyncRun.connection_id == connection_id)
-    return list(session.scalars(stmt))
-
-
 def incomplete_load(session: Session | SAConnection, now: datetime) -> str | None:
     """Why the store holds part of a CRM right now, or ``None`` when every load it has is whole.
 
@@ -464,7 +436,7 @@ def sync_connections(session: Session, connections: Sequence[ConnectionConfig], 
                 if conn.schedule.cron
                 else f"every {int(conn.schedule.interval.total_seconds())}s"  # type: ignore[union-attr]
             )
-        stmt = _dialect_insert(session, Connection.__table__)
+        stmt = dialect_insert(session, Connection.__table__)
         stmt = stmt.on_conflict_do_update(
             index_elements=["id"],
             set_={
@@ -487,102 +459,6 @@ def sync_connections(session: Session, connections: Sequence[ConnectionConfig], 
                 "updated_at": now,
             },
         )
-
-
-def link_team_parents(session: Session, namespace: str) -> None:
-    parent = Team.__table__.alias("parent")
-    parent_id = (
-        select(parent.c.id)
-        .where(parent.c.namespace == Team.namespace, parent.c.external_id == Team.parent_external_id)
-        .scalar_subquery()
-    )
-    session.execute(
-        update(Team)
-        .where(Team.namespace == namespace)
-        .values(parent_id=parent_id)
-        .execution_options(synchronize_session=False)
-    )
-
-
-def sync_crm_memberships(session: Session, connection_id: str) -> None:
-    """Rebuild the CRM-sourced memberships of a connection's reps from ``owner.team_external_id``."""
-    owner_ids = select(Owner.id).where(Owner.connection_id == connection_id).scalar_subquery()
-    session.execute(delete(TeamMember).where(TeamMember.source == "crm", TeamMember.owner_id.in_(owner_ids)))
-    pairs = (
-        select(Team.id, Owner.id, literal("crm"))
-        .join(Owner, and_(Owner.connection_id == Team.namespace, Owner.team_external_id == Team.external_id))
-        .where(Owner.connection_id == connection_id, Owner.is_deleted.is_(False))
-    )
-    session.execute(insert(TeamMember).from_select(["team_id", "owner_id", "source"], pairs))
-
-
-def sync_config_teams(session: Session, app: AppConfig, now: datetime) -> None:
-    """Mirror the configured team hierarchy and its members into the store."""
-    from crm_perf_sync.sync.rows import content_hash
-
-    wanted = {team.id for team, _ in app.all_teams()}
-    for team, parent in app.all_teams():
-        row = {
-            "external_id": team.id,
-            "name": team.name,
-            "level": team.level,
-            "parent_external_id": parent and parent.id,
-        }
-        stmt = _dialect_insert(session, Team.__table__)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["namespace", "external_id"],
-            set_={
-                k: stmt.excluded[k]
-                for k in ("name", "level", "parent_external_id", "content_hash", "synced_at")
-            },
-        )
-        session.execute(
-            stmt,
-            {
-                **row,
-                "namespace": CONFIG_NAMESPACE,
-                "connection_id": None,
-                "content_hash": content_hash(row),
-                "synced_at": now,
-            },
-        )
-    session.execute(
-        delete(Team).where(Team.namespace == CONFIG_NAMESPACE, Team.external_id.not_in(wanted or {""}))
-    )
-    link_team_parents(session, CONFIG_NAMESPACE)
-
-    config_team_ids = select(Team.id).where(Team.namespace == CONFIG_NAMESPACE).scalar_subquery()
-    session.execute(
-        delete(TeamMember).where(TeamMember.source == "config", TeamMember.team_id.in_(config_team_ids))
-    )
-    team_ids = {
-        row.external_id: row.id
-        for row in session.execute(
-            select(Team.external_id, Team.id).where(Team.namespace == CONFIG_NAMESPACE)
-        )
-    }
-    for team, _ in app.all_teams():
-        for member in team.members:
-            conditions = []
-            if member.email is not None:
-                conditions.append(Owner.email == member.email.strip().lower())
-            if member.external_id is not None:
-                conditions.append(
-                    and_(Owner.connection_id == member.connection, Owner.external_id == member.external_id)
-                )
-            if member.name is not None:
-                name_match = func.lower(Owner.name) == member.name.strip().lower()
-                conditions.append(
-                    and_(name_match, Owner.connection_id == member.connection)
-                    if member.connection
-                    else name_match
-                )
-            owners = select(Owner.id).where(or_(*conditions), Owner.is_deleted.is_(False))
-            for owner_id in session.scalars(owners):
-                stmt = _dialect_insert(session, TeamMember.__table__).on_conflict_do_nothing()
-                session.execute(
-                    stmt, {"team_id": team_ids[team.id], "owner_id": owner_id, "source": "config"}
-                )
 
 
 # --- the change log (see models.changes) ----------------------------------------------------------
@@ -612,3 +488,188 @@ def record_change_batch(session: Session, entity: Entity, connection_id: str, no
     (``recorded_at`` for stage history)."""
     if entity in LOGGED_ENTITIES:
         session.execute(insert(ChangeBatch).values(entity=entity, connection_id=connection_id, synced_at=now))
+
+
+# --- reads of the CRM records and the runs (the API pages) ------------------------------------------
+
+
+def owner_scope(connection_id: ColumnElement[Any], owner: ColumnElement[Any]) -> ColumnElement[Any]:
+    return connection_id + ":" + owner
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFilter:
+    connection_id: str | None = None
+    owner: str | None = None
+    team: str | None = None
+    stage: str | None = None
+    is_closed: bool | None = None
+    is_won: bool | None = None
+    is_converted: bool | None = None
+    source: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    closed_from: datetime | None = None
+    closed_to: datetime | None = None
+    updated_since: datetime | None = None
+    include_deleted: bool = False
+
+
+def _record_where(session: Session, table: Any, where: RecordFilter) -> list[ColumnElement[bool]]:
+    c = table.c
+    conditions: list[ColumnElement[bool]] = []
+    if not where.include_deleted:
+        conditions.append(c.is_deleted.is_(False))
+    if where.connection_id is not None:
+        conditions.append(c.connection_id == where.connection_id)
+    if where.owner is not None:
+        connection_id, _, owner = where.owner.partition(":")
+        conditions += [c.connection_id == connection_id, c.owner_external_id == owner]
+    if where.team is not None:
+        members = team_owners(session, where.team)
+        conditions.append(owner_scope(c.connection_id, c.owner_external_id).in_(members))
+    if where.created_from is not None:
+        conditions.append(c.created_at >= where.created_from)
+    if where.created_to is not None:
+        conditions.append(c.created_at < where.created_to)
+    if where.updated_since is not None:
+        conditions.append(c.synced_at >= where.updated_since)
+    return conditions
+
+
+def _with_owner_id(row: Any) -> dict[str, Any]:
+    data = dict(row._mapping)
+    owner = data.pop("owner_external_id", None)
+    data["owner_id"] = f"{data['connection_id']}:{owner}" if owner is not None else None
+    return data
+
+
+_OPPORTUNITY_COLUMNS = (
+    "id", "connection_id", "external_id", "owner_external_id", "name", "amount", "currency", "stage",
+    "probability", "pipeline", "type", "lead_source", "created_at", "close_date", "closed_at",
+    "is_closed", "is_won", "is_deleted", "remote_updated_at", "synced_at",
+)  # fmt: skip
+
+
+_LEAD_COLUMNS = (
+    "id", "connection_id", "external_id", "owner_external_id", "name", "company", "source", "status",
+    "created_at", "is_converted", "converted_at", "converted_opportunity_external_id", "is_deleted",
+    "remote_updated_at", "synced_at",
+)  # fmt: skip
+
+
+def opportunities_page(session: Session, where: RecordFilter, after: Any, limit: int) -> Page:
+    t = Opportunity.__table__
+    conditions = _record_where(session, t, where)
+    for field, value in (
+        (t.c.stage, where.stage),
+        (t.c.is_closed, where.is_closed),
+        (t.c.is_won, where.is_won),
+    ):
+        if value is not None:
+            conditions.append(field == value)
+    if where.closed_from is not None:
+        conditions.append(t.c.closed_at >= where.closed_from)
+    if where.closed_to is not None:
+        conditions.append(t.c.closed_at < where.closed_to)
+    stmt = select(*(t.c[name] for name in _OPPORTUNITY_COLUMNS)).where(*conditions)
+    rows, next_key = keyset_page(session, stmt, t.c.id, after, limit)
+    out = []
+    for row in rows:
+        data = _with_owner_id(row)
+        if data["amount"] is not None:
+            data["amount"] = float(data["amount"])
+        out.append(data)
+    return out, next_key
+
+
+def leads_page(session: Session, where: RecordFilter, after: Any, limit: int) -> Page:
+    t = Lead.__table__
+    conditions = _record_where(session, t, where)
+    for field, value in (
+        (t.c.status, where.stage),
+        (t.c.is_converted, where.is_converted),
+        (t.c.source, where.source),
+    ):
+        if value is not None:
+            conditions.append(field == value)
+    stmt = select(*(t.c[name] for name in _LEAD_COLUMNS)).where(*conditions)
+    rows, next_key = keyset_page(session, stmt, t.c.id, after, limit)
+    return [_with_owner_id(row) for row in rows], next_key
+
+
+def connections(session: Session) -> list[dict[str, Any]]:
+    """Every configured connection with its last run and its last successful one."""
+    last = (
+        select(SyncRun.connection_id, func.max(SyncRun.id).label("last_id"))
+        .where(SyncRun.status != "queued")
+        .group_by(SyncRun.connection_id)
+        .subquery()
+    )
+    success = (
+        select(SyncRun.connection_id, func.max(SyncRun.finished_at).label("at"))
+        .where(SyncRun.status == "succeeded")
+        .group_by(SyncRun.connection_id)
+        .subquery()
+    )
+    stmt = (
+        select(Connection, SyncRun.id, SyncRun.status, SyncRun.finished_at, success.c.at)
+        .outerjoin(last, last.c.connection_id == Connection.id)
+        .outerjoin(SyncRun, SyncRun.id == last.c.last_id)
+        .outerjoin(success, success.c.connection_id == Connection.id)
+        .order_by(Connection.id)
+    )
+    return [
+        {
+            "id": conn.id,
+            "kind": conn.kind,
+            "enabled": conn.enabled,
+            "schedule": conn.schedule,
+            "last_run_id": run_id,
+            "last_status": status,
+            "last_finished_at": finished,
+            "last_success_at": succeeded,
+        }
+        for conn, run_id, status, finished, succeeded in session.execute(stmt)
+    ]
+
+
+def connection(session: Session, connection_id: str) -> Connection | None:
+    return session.get(Connection, connection_id)
+
+
+_RUN_COLUMNS = (
+    "id", "connection_id", "trigger", "full_refresh", "allow_mass_delete", "status", "started_at",
+    "finished_at", "duration_seconds", "records_read", "inserted", "updated", "unchanged", "deleted",
+    "skipped", "warnings", "error_kind", "error",
+)  # fmt: skip
+
+
+def sync_runs_page(
+    session: Session, after: Any, limit: int, connection_id: str | None = None, status: str | None = None
+) -> Page:
+    """Runs newest first (keyed by descending id)."""
+    t = SyncRun.__table__
+    stmt = select(*(t.c[name] for name in _RUN_COLUMNS))
+    if connection_id is not None:
+        stmt = stmt.where(t.c.connection_id == connection_id)
+    if status is not None:
+        stmt = stmt.where(t.c.status == status)
+    if expect(after, int) is not None:
+        stmt = stmt.where(t.c.id < after)
+    rows = list(session.execute(stmt.order_by(t.c.id.desc()).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return [dict(r._mapping) for r in rows], (rows[-1].id if more else None)
+
+
+def sync_run(session: Session, run_id: int) -> dict[str, Any] | None:
+    t = SyncRun.__table__
+    row = session.execute(select(*(t.c[name] for name in _RUN_COLUMNS)).where(t.c.id == run_id)).first()
+    return None if row is None else dict(row._mapping)
+
+
+def queued_run(session: Session, connection_id: str) -> int | None:
+    stmt = select(SyncRun.id).where(SyncRun.connection_id == connection_id, SyncRun.status == "queued")
+    found: int | None = session.execute(stmt.order_by(SyncRun.id).limit(1)).scalar_one_or_none()
+    return found

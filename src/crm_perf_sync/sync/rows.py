@@ -15,7 +15,6 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -31,30 +30,10 @@ from crm_perf_sync.connector_sdk import (
     TeamRecord,
 )
 from crm_perf_sync.kit.bulk import RawJSON
+from crm_perf_sync.kit.canonical import HASH_OPTIONS, json_default
 from crm_perf_sync.models import Lead, Opportunity, Owner, PipelineStage, StageChange, Team
 
 Row = dict[str, Any]
-
-
-def _default(value: object) -> object:
-    if isinstance(value, Decimal):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
-
-
-_HASH_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
-
-
-def content_hash(row: Mapping[str, Any]) -> str:
-    payload = orjson.dumps(row, default=_default, option=_HASH_OPTIONS)
-    return hashlib.blake2b(payload, digest_size=16).hexdigest()
-
-
-def json_safe(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """A raw payload as plain JSON types (Decimals and datetimes rendered as strings)."""
-    if value is None:
-        return None
-    return orjson.loads(orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS))  # type: ignore[no-any-return]
 
 
 def _team(r: TeamRecord) -> Row:
@@ -330,7 +309,7 @@ class _MaybeUnstorable(Exception):
 def _hashed(row: Row, *, check: bool) -> Row:
     raw = row.get("raw")
     if raw is None:
-        payload = orjson.dumps(row, default=_default, option=_HASH_OPTIONS)
+        payload = orjson.dumps(row, default=json_default, option=HASH_OPTIONS)
         if check and _JSON_NUL in payload:
             raise _MaybeUnstorable
         row["content_hash"] = hashlib.blake2b(payload, digest_size=16).hexdigest()
@@ -338,10 +317,10 @@ def _hashed(row: Row, *, check: bool) -> Row:
     # The payload is the bulk of a row: it is rendered to JSON once, with sorted keys, and that text
     # is both hashed (as a fragment of the row's JSON, the same bytes as rendering it in place) and
     # stored, instead of converting it to plain JSON types, rendering it to hash and again to store.
-    rendered = orjson.dumps(raw, default=_default, option=_HASH_OPTIONS)
+    rendered = orjson.dumps(raw, default=json_default, option=HASH_OPTIONS)
     row["raw"] = orjson.Fragment(rendered)
     try:
-        payload = orjson.dumps(row, default=_default, option=_HASH_OPTIONS)
+        payload = orjson.dumps(row, default=json_default, option=HASH_OPTIONS)
         if check and _JSON_NUL in payload:
             raise _MaybeUnstorable
     except (orjson.JSONEncodeError, _MaybeUnstorable):

@@ -42,6 +42,7 @@ from crm_perf_sync.connector_sdk import (
     Tombstone,
 )
 from crm_perf_sync.connector_sdk.records import RECORD_TYPES
+from crm_perf_sync.kit.canonical import json_safe
 from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.kit.errors import AppError
 from crm_perf_sync.kit.logs import bind_log_context, log_context
@@ -49,6 +50,7 @@ from crm_perf_sync.kit.metrics import STREAM_RECORDS, STREAM_RUNS
 from crm_perf_sync.kit.retry import backoff_delay
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.leases import release, renew, try_acquire
+from crm_perf_sync.org import repository as org_repo
 from crm_perf_sync.sync import repository as repo
 from crm_perf_sync.sync.deletions import (
     HeldDeletions,
@@ -71,7 +73,6 @@ from crm_perf_sync.sync.rows import (
     Row,
     UnstorableId,
     escape_unstorable,
-    json_safe,
     observed_change_id,
     to_row,
     unstorable_kind,
@@ -631,8 +632,8 @@ class SyncEngine:
 
     def _after_streams(self) -> None:
         with session_scope(self.session_factory) as session:
-            repo.link_team_parents(session, self.connection_id)
-            repo.sync_crm_memberships(session, self.connection_id)
+            org_repo.link_team_parents(session, self.connection_id)
+            org_repo.sync_crm_memberships(session, self.connection_id)
 
     def _finish(self, status: str, error: str | None, kind: str | None, started: float) -> None:
         try:

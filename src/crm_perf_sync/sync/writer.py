@@ -19,9 +19,10 @@ from datetime import datetime
 from typing import Any
 
 from crm_perf_sync.connector_sdk import BadRecord, Entity, StreamSpec, Tombstone
+from crm_perf_sync.kit.canonical import json_safe
 from crm_perf_sync.sync.deletions import HeldDeletions
 from crm_perf_sync.sync.outcomes import StreamStats
-from crm_perf_sync.sync.rows import Row, escape_unstorable, json_safe
+from crm_perf_sync.sync.rows import Row, escape_unstorable
 
 #: The interpreter's thread switch interval (seconds) once a sync writes. The writer thread makes
 #: about ten round trips to the database a batch, and after each it has to win the GIL back from

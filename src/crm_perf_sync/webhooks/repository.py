@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, delete, func, insert, or_, select, true, update
+from sqlalchemy import Connection, Table, and_, delete, insert, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -260,9 +260,6 @@ def delivery(conn: Executor, delivery_id: int) -> Any:
     return conn.execute(stmt).first()
 
 
-ATTEMPT_FIELDS = ("attempted_at", "status_code", "latency_ms", "response_excerpt", "error")
-
-
 def reset_delivery(conn: Executor, delivery_id: int, now: datetime) -> None:
     """Make a delivery due again now."""
     conn.execute(
@@ -322,8 +319,27 @@ def deliveries_page(
     return rows, (rows[-1].id if more else None)
 
 
-def pending_count(conn: Executor) -> int:
-    found: int = conn.execute(
-        select(func.count()).select_from(DELIVERY).where(DELIVERY.c.status == "pending")
-    ).scalar_one()
-    return found
+def release_claims_like(conn: Executor, holder_like: str) -> int:
+    """Release every delivery claim whose holder matches the LIKE pattern ``holder_like`` (escape ``\\``)."""
+    stmt = (
+        update(DELIVERY)
+        .where(DELIVERY.c.claimed_by.like(holder_like, escape="\\"))
+        .values(claimed_by=None, claimed_until=None)
+    )
+    return int(conn.execute(stmt).rowcount)  # type: ignore[attr-defined]
+
+
+def endpoint_row(session: Session, endpoint_id: int) -> WebhookEndpoint | None:
+    """The endpoint as an ORM row, for the service to change (``flush()`` writes the change)."""
+    return session.get(WebhookEndpoint, endpoint_id)
+
+
+def add_endpoint(session: Session, row: WebhookEndpoint) -> None:
+    session.add(row)
+    session.flush()
+
+
+def delete_endpoint(session: Session, row: WebhookEndpoint) -> None:
+    """Remove an endpoint (its deliveries and their attempts go with it)."""
+    session.delete(row)
+    session.flush()

@@ -2,11 +2,8 @@
 
 :func:`emit` writes an event and one pending delivery per endpoint that wants it, in the caller's
 transaction: committed with the change that caused it, or rolled back with it (no lost event, no
-phantom one). The delivery worker (:mod:`crm_perf_sync.webhooks.delivery`) sends them.
-
-Event types: ``alert.firing``, ``alert.resolved``, ``sync.completed``, ``sync.failed``,
-``score.published``, ``webhook.test`` and ``webhook.endpoint_disabled``. Payloads follow the
-Standard Webhooks shape, ``{"type", "timestamp", "data"}``.
+phantom one). The delivery worker (:mod:`crm_perf_sync.webhooks.delivery`) sends them. The event
+types and severities are in :mod:`crm_perf_sync.webhooks.events`.
 """
 
 from __future__ import annotations
@@ -22,23 +19,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from crm_perf_sync.alerts.schemas import SEVERITIES
 from crm_perf_sync.kit.errors import InvalidInput, NotFound
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.models import WebhookEndpoint
 from crm_perf_sync.webhooks import repository as repo
+from crm_perf_sync.webhooks.events import EVENT_TYPES, SEVERITIES, envelope
 from crm_perf_sync.webhooks.repository import Executor
 from crm_perf_sync.webhooks.security import Guard, RefusedTarget
 
-EVENT_TYPES = (
-    "alert.firing",
-    "alert.resolved",
-    "sync.completed",
-    "sync.failed",
-    "score.published",
-    "webhook.test",
-    "webhook.endpoint_disabled",
-)
 #: How long the secret an endpoint had before a rotation still signs (consumers switch over).
 ROTATION_OVERLAP = timedelta(hours=24)
 
@@ -74,7 +62,7 @@ def emit(
     """Write an event and its deliveries in the caller's transaction; returns its ``webhook-id``."""
     now = now or utc_now()
     message_id = new_message_id()
-    payload = {"type": event_type, "timestamp": now.isoformat().replace("+00:00", "Z"), "data": data}
+    payload = envelope(event_type, data, now)
     event_id = repo.insert_event(
         conn,
         message_id=message_id,
@@ -144,15 +132,14 @@ def create_endpoint(
         created_at=now,
         updated_at=now,
     )
-    session.add(row)
-    session.flush()
+    repo.add_endpoint(session, row)
     if send_firing:
         repo.request_firing(session, row.id, now)
     return row, secret
 
 
 def get_endpoint(session: Session, endpoint_id: int) -> WebhookEndpoint:
-    row = session.get(WebhookEndpoint, endpoint_id)
+    row = repo.endpoint_row(session, endpoint_id)
     if row is None:
         raise NotFound(f"no webhook endpoint {endpoint_id}")
     return row
@@ -177,8 +164,7 @@ def update_endpoint(session: Session, endpoint_id: int, spec: EndpointSpec, guar
 
 def delete_endpoint(session: Session, endpoint_id: int) -> None:
     """Remove an endpoint (its deliveries and their attempts go with it)."""
-    session.delete(get_endpoint(session, endpoint_id))
-    session.flush()
+    repo.delete_endpoint(session, get_endpoint(session, endpoint_id))
 
 
 def rotate_secret(session: Session, endpoint_id: int) -> tuple[WebhookEndpoint, str]:
@@ -247,11 +233,5 @@ def retry_delivery(session: Session, delivery_id: int) -> Any:
     endpoint = get_endpoint(session, found.endpoint_id)
     if not endpoint.enabled:
         raise InvalidInput(f"webhook endpoint {endpoint.id} is disabled: enable it first")
-    session.execute(
-        repo.DELIVERY.update()
-        .where(repo.DELIVERY.c.id == delivery_id)
-        .values(
-            status="pending", next_attempt_at=utc_now(), finished_at=None, claimed_by=None, claimed_until=None
-        )
-    )
+    repo.reset_delivery(session, delivery_id, utc_now())
     return repo.delivery(session, delivery_id)

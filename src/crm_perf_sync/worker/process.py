@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.base import BaseScheduler
-from sqlalchemy import update
 
 from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.kit.errors import ConfigurationError
-from crm_perf_sync.leases import process_prefix
-from crm_perf_sync.models import Lease, WebhookDelivery
+from crm_perf_sync.leases import process_prefix, release_held_like
 from crm_perf_sync.runtime import Runtime
+from crm_perf_sync.webhooks import repository as webhooks_repo
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +73,9 @@ def release_claims(runtime: Runtime, prefix: str | None = None) -> tuple[int, in
     prefix = prefix or process_prefix()
     pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     with session_scope(runtime.session_factory) as session:
-        leases = session.execute(
-            update(Lease)
-            .where(Lease.holder.like(pattern, escape="\\"))
-            .values(holder=None, expires_at=None)
-            .execution_options(synchronize_session=False)
-        ).rowcount  # type: ignore[attr-defined]
-        deliveries = session.execute(
-            update(WebhookDelivery)
-            .where(WebhookDelivery.claimed_by.like(pattern, escape="\\"))
-            .values(claimed_by=None, claimed_until=None)
-            .execution_options(synchronize_session=False)
-        ).rowcount  # type: ignore[attr-defined]
-    return int(leases), int(deliveries)
+        leases = release_held_like(session, pattern)
+        deliveries = webhooks_repo.release_claims_like(session, pattern)
+    return leases, deliveries
 
 
 def serve_metrics(runtime: Runtime) -> Any:

@@ -7,11 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from crm_perf_sync.api import listing
-from crm_perf_sync.api import repository as api_repo
 from crm_perf_sync.api.deps import ContextDep, Reader, SessionDep
 from crm_perf_sync.api.listing import PageParams, page_params
 from crm_perf_sync.api.problems import collection
 from crm_perf_sync.api.schemas import Instant, LeadOut, OpportunityOut, OwnerOut, Page, TeamOut, columns
+from crm_perf_sync.org import repository as org_repo
+from crm_perf_sync.sync import repository as sync_repo
 
 router = APIRouter(tags=["crm records"])
 Moment = Annotated[Instant | None, Query(description="An ISO date-time; without a zone, UTC")]
@@ -32,7 +33,7 @@ def owners(
     connection: Annotated[str | None, Query(max_length=63)] = None,
 ) -> Response:
     def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
-        return api_repo.owners_page(s, after, limit, connection)
+        return org_repo.owners_page(s, after, limit, connection)
 
     return listing.listing(
         request,
@@ -58,7 +59,7 @@ def teams(
     _key: Reader,
     params: Annotated[PageParams, Depends(page_params)],
 ) -> Response:
-    rows = api_repo.teams(session)
+    rows = org_repo.teams(session)
     return listing.listing(
         request,
         session,
@@ -96,7 +97,7 @@ def opportunities(
     updated_since: Moment = None,
     include_deleted: bool = False,
 ) -> Response:
-    where = api_repo.RecordFilter(
+    where = sync_repo.RecordFilter(
         connection_id=connection,
         owner=owner,
         team=team,
@@ -112,7 +113,7 @@ def opportunities(
     )
 
     def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
-        return api_repo.opportunities_page(s, where, after, limit)
+        return sync_repo.opportunities_page(s, where, after, limit)
 
     return listing.listing(
         request,
@@ -148,7 +149,7 @@ def leads(
     updated_since: Moment = None,
     include_deleted: bool = False,
 ) -> Response:
-    where = api_repo.RecordFilter(
+    where = sync_repo.RecordFilter(
         connection_id=connection,
         owner=owner,
         team=team,
@@ -162,7 +163,7 @@ def leads(
     )
 
     def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
-        return api_repo.leads_page(s, where, after, limit)
+        return sync_repo.leads_page(s, where, after, limit)
 
     return listing.listing(
         request,

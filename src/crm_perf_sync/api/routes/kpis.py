@@ -1,52 +1,38 @@
-"""KPIs: definitions, materialised values, explanations, the stage funnel and targets."""
+"""KPIs: definitions, materialised values, explanations and the stage funnel."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import ValidationError
-from sqlalchemy import select
 
 from crm_perf_sync.api import listing
-from crm_perf_sync.api import repository as api_repo
-from crm_perf_sync.api.deps import Admin, ContextDep, Reader, RowId, SessionDep
+from crm_perf_sync.api.deps import ContextDep, Reader, SessionDep
 from crm_perf_sync.api.listing import PageParams, json_response, page_params
+from crm_perf_sync.api.params import PERIOD_HELP, GrainParam, ScopeParam, period_key
 from crm_perf_sync.api.problems import collection, documented
 from crm_perf_sync.api.schemas import (
     Day,
     FunnelStepOut,
     KpiOut,
     Page,
-    TargetDefinitionOut,
-    TargetIn,
-    TargetOut,
     ValueOut,
     columns,
 )
 from crm_perf_sync.kit.errors import InvalidInput, NotFound
 from crm_perf_sync.kit.timeutil import utc_now
-from crm_perf_sync.kpi import periods
 from crm_perf_sync.kpi import repository as kpi_repo
 from crm_perf_sync.kpi.explain import ValueRef
 from crm_perf_sync.kpi.explain import explain as explain_value
 from crm_perf_sync.kpi.funnel import funnel_steps
-from crm_perf_sync.kpi.library import target_issues
-from crm_perf_sync.kpi.schemas import DerivedKpi, DurationKpi, FunnelKpi, Kpi, TargetConfig
+from crm_perf_sync.kpi.schemas import DerivedKpi, DurationKpi, FunnelKpi, Kpi
 from crm_perf_sync.kpi.service import KpiService
 from crm_perf_sync.kpi.values import pace, tidy
-from crm_perf_sync.models import TargetDefinition
+from crm_perf_sync.org import repository as org_repo
 
 router = APIRouter(tags=["kpis"])
-GrainParam = Literal["week", "month", "quarter", "year", "all"]
-ScopeParam = Literal["company", "team", "owner"]
 KpiIdPath = Annotated[str, Path(description="A KPI id, e.g. win_rate (see /kpis)", max_length=63)]
-PERIOD_HELP = (
-    "A period: its key (its first day, e.g. 2024-04-01, or `all`), or with `grain` any date in it "
-    "(2024-05-17, 2024-05 or 2024)."
-)
 
 
 def _kpi(service: KpiService, kpi_id: str) -> Kpi:
@@ -78,41 +64,6 @@ def kpi_out(service: KpiService, kpi: Kpi) -> dict[str, Any]:
         "definition_hash": service.definition_hash(kpi),
         "definition": kpi.model_dump(mode="json"),
     }
-
-
-def period_key(period: str | None, grain: str | None, fiscal_start_month: int) -> str | None:
-    """A period parameter as the key values are stored under (400-class error if unreadable)."""
-    if period is None:
-        return None
-    if period == "all":
-        if grain not in (None, "all"):
-            raise InvalidInput(f"period all belongs to grain all, not {grain}")
-        return "all"
-    text = period.strip()
-    try:
-        if len(text) == 4 and text.isdigit():
-            day = date(int(text), 1, 1)
-        elif len(text) == 7:
-            day = date.fromisoformat(text + "-01")
-        else:
-            day = date.fromisoformat(text)
-    except ValueError:
-        raise InvalidInput(
-            f"period {period!r} is not a date (YYYY-MM-DD, YYYY-MM or YYYY) or `all`"
-        ) from None
-    if grain is None or grain == "all":
-        if grain == "all":
-            raise InvalidInput("the grain all has one period: `all`")
-        return day.isoformat()
-    try:
-        index = periods.local_period_index(day, "UTC", grain, fiscal_start_month)  # type: ignore[arg-type]
-        start, _end = periods.period_bounds(index, grain)  # type: ignore[arg-type]
-    except (OverflowError, ValueError):
-        # The first week of year 1 or the last of 9999, or a fiscal year starting in year 0.
-        raise InvalidInput(
-            f"period: the {grain} holding {day} reaches outside the calendar (years 1 to 9999)"
-        ) from None
-    return start.isoformat()
 
 
 @router.get(
@@ -162,11 +113,7 @@ def get_kpi(kpi_id: KpiIdPath, ctx: ContextDep, _key: Reader) -> Response:
         "If-None-Match to get 304 when nothing was recomputed."
     ),
     response_model=Page[ValueOut],
-    responses={
-        200: {"content": {"text/csv": {}}},
-        304: {"description": "Not modified"},
-        **documented(400, 401, 404, 409, 422),
-    },
+    responses=collection(401, 404, 409, 422, cached=True),
 )
 def kpi_values(
     request: Request,
@@ -198,7 +145,7 @@ def kpi_values(
     kpi = _kpi(service, kpi_id)
     business = service.business
     _check_dimension(service, kpi, dimension)
-    where = api_repo.ValueFilter(
+    where = kpi_repo.ValueFilter(
         grain=grain,
         period_key=period_key(period, grain, business.fiscal_year_start_month),
         period_from=period_from,
@@ -213,8 +160,8 @@ def kpi_values(
     now = utc_now()
 
     def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
-        found, next_key = api_repo.values_page(s, kpi_id, where, after, limit)
-        names = api_repo.names(s)  # read with the page: a cached page reads neither
+        found, next_key = kpi_repo.values_page(s, kpi_id, where, after, limit)
+        names = org_repo.scope_names(s)  # read with the page: a cached page reads neither
         return [value_row(v, names, now, business.timezone) for v in found], next_key
 
     version = ctx.values_version(session, kpi_id)
@@ -295,7 +242,7 @@ def kpi_explain(
         raise InvalidInput("scope_id names the team or owner; it is `company` exactly for scope company")
     ref = ValueRef(kpi_id, grain, key, scope, scope_id, currency, dimension, dimension_value)
     calendar = service.calendar(session)
-    membership = kpi_repo.load_membership(session)
+    membership = org_repo.load_membership(session)
     result = explain_value(session, kpi, ref, calendar, membership, role=part, after=after, limit=limit)
     body = asdict(result)
     for explained in body["parts"]:
@@ -376,175 +323,3 @@ def _stage_order(session: Any, kpi: FunnelKpi) -> list[str]:
         (pipeline, order, stage) for (_, pipeline), found in steps.items() for order, stage in found
     )
     return [f"{pipeline}: {stage}" if several else stage for pipeline, _, stage in ordered]
-
-
-# --- targets --------------------------------------------------------------------------------------
-
-
-@router.get(
-    "/targets",
-    summary="Every target in force, per KPI, period, scope and currency (decomposed)",
-    description=(
-        "Targets from the configuration and from the API, decomposed into quarters and months and "
-        "split to reps, as the last refresh applied them (the most specific wins)."
-    ),
-    response_model=Page[TargetOut],
-    responses=collection(400, 401, 422),
-)
-def list_targets(
-    request: Request,
-    session: SessionDep,
-    ctx: ContextDep,
-    _key: Reader,
-    params: Annotated[PageParams, Depends(page_params)],
-    kpi: Annotated[str | None, Query(max_length=63)] = None,
-    grain: Annotated[Literal["month", "quarter", "year"] | None, Query()] = None,
-    period: Annotated[str | None, Query(description=PERIOD_HELP, max_length=20)] = None,
-    scope: Annotated[ScopeParam | None, Query()] = None,
-    scope_id: Annotated[str | None, Query(max_length=600)] = None,
-) -> Response:
-    fiscal = ctx.kpi_service().business.fiscal_year_start_month
-    where = api_repo.TargetFilter(kpi, grain, period_key(period, grain, fiscal), scope, scope_id)
-
-    def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
-        rows, next_key = api_repo.targets_page(s, where, after, limit)
-        return [{k: r[k] for k in columns(TargetOut)} for r in rows], next_key
-
-    return listing.listing(
-        request, session, ctx.session_factory, params, kind="targets", columns=columns(TargetOut), fetch=fetch
-    )
-
-
-def _checked_target(service: KpiService, session: Any, body: TargetIn) -> TargetConfig:
-    kpi = service.kpis.get(body.kpi)
-    if kpi is None:
-        raise InvalidInput(f"unknown KPI {body.kpi!r} (known: {', '.join(sorted(service.kpis))})")
-    if body.seasonality is not None and (
-        body.grain != "year" or any(w < 0 for w in body.seasonality) or not sum(body.seasonality)
-    ):
-        raise InvalidInput("seasonality is 12 non-negative monthly weights (not all zero) of a yearly target")
-    if body.split_to_reps and body.scope != "team":
-        raise InvalidInput("split_to_reps splits a team's target to its reps: scope must be team")
-    try:
-        target = TargetConfig.model_validate(body.model_dump())
-    except ValidationError as exc:
-        says = exc.errors()[0]["msg"].removeprefix("Value error, ")
-        raise InvalidInput(f"invalid target: {says}") from None
-    issues = target_issues(target, kpi)
-    if issues:
-        raise InvalidInput("; ".join(f"{key}: {says}" for key, says in issues))
-    if not api_repo.known_scope(session, body.scope, body.scope_id):
-        raise InvalidInput(f"no {body.scope} {body.scope_id!r} (see /teams and /owners for their ids)")
-    return target
-
-
-APPLIES = "at the next KPI refresh (the worker runs one within a minute)"
-
-
-def _definition_out(row: TargetDefinition) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "definition": TargetIn.model_validate(row.definition).model_dump(mode="json"),
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-        "applies": APPLIES,
-    }
-
-
-@router.post(
-    "/targets",
-    status_code=201,
-    summary="Set a target (admin)",
-    description=(
-        "A target for one KPI, scope and period, written as in the configuration's `kpis.targets`. "
-        "It takes effect " + APPLIES + "; on a tie in specificity it wins over the configuration's."
-    ),
-    response_model=TargetDefinitionOut,
-    responses=documented(400, 401, 403, 413, 422),
-)
-def create_target(body: TargetIn, session: SessionDep, ctx: ContextDep, _key: Admin) -> Response:
-    checked = _checked_target(ctx.kpi_service(), session, body)
-    now = utc_now()
-    row = TargetDefinition(
-        kpi_id=checked.kpi, definition=body.model_dump(mode="json"), created_at=now, updated_at=now
-    )
-    session.add(row)
-    session.flush()
-    return json_response(
-        _definition_out(row), status=201, headers={"Location": f"/api/v1/targets/definitions/{row.id}"}
-    )
-
-
-@router.get(
-    "/targets/definitions",
-    summary="The targets set through the API",
-    response_model=Page[TargetDefinitionOut],
-    responses=collection(400, 401, 422),
-)
-def list_target_definitions(
-    request: Request,
-    session: SessionDep,
-    ctx: ContextDep,
-    _key: Reader,
-    params: Annotated[PageParams, Depends(page_params)],
-) -> Response:
-    rows = [
-        _definition_out(r) for r in session.scalars(select(TargetDefinition).order_by(TargetDefinition.id))
-    ]
-    return listing.listing(
-        request,
-        session,
-        ctx.session_factory,
-        params,
-        kind="target-definitions",
-        columns=columns(TargetDefinitionOut),
-        fetch=listing.in_memory(rows, "id"),
-    )
-
-
-def _definition(session: Any, target_id: int) -> TargetDefinition:
-    row = session.get(TargetDefinition, target_id)
-    if row is None:
-        raise NotFound(f"no target set through the API with id {target_id}")
-    found: TargetDefinition = row
-    return found
-
-
-@router.get(
-    "/targets/definitions/{target_id}",
-    summary="One target set through the API",
-    response_model=TargetDefinitionOut,
-    responses=documented(401, 404, 422),
-)
-def get_target_definition(target_id: RowId, session: SessionDep, _key: Reader) -> Response:
-    return json_response(_definition_out(_definition(session, target_id)))
-
-
-@router.put(
-    "/targets/definitions/{target_id}",
-    summary="Change a target set through the API (admin)",
-    response_model=TargetDefinitionOut,
-    responses=documented(400, 401, 403, 404, 413, 422),
-)
-def update_target_definition(
-    target_id: RowId, body: TargetIn, session: SessionDep, ctx: ContextDep, _key: Admin
-) -> Response:
-    row = _definition(session, target_id)
-    checked = _checked_target(ctx.kpi_service(), session, body)
-    row.kpi_id = checked.kpi
-    row.definition = body.model_dump(mode="json")
-    row.updated_at = utc_now()
-    session.flush()
-    return json_response(_definition_out(row))
-
-
-@router.delete(
-    "/targets/definitions/{target_id}",
-    status_code=204,
-    summary="Remove a target set through the API (admin)",
-    responses=documented(401, 403, 404, 422),
-)
-def delete_target_definition(target_id: RowId, session: SessionDep, _key: Admin) -> Response:
-    session.delete(_definition(session, target_id))
-    session.flush()
-    return Response(status_code=204)

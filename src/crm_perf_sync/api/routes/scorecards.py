@@ -7,14 +7,15 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from crm_perf_sync.api import listing
-from crm_perf_sync.api import repository as api_repo
 from crm_perf_sync.api.deps import ContextDep, Reader, SessionDep
 from crm_perf_sync.api.listing import PageParams, page_params
-from crm_perf_sync.api.problems import collection, documented
-from crm_perf_sync.api.routes.kpis import PERIOD_HELP, period_key
+from crm_perf_sync.api.params import PERIOD_HELP, period_key
+from crm_perf_sync.api.problems import collection
 from crm_perf_sync.api.schemas import Page, ScorecardOut, ScoreOut, columns
 from crm_perf_sync.kit.errors import InvalidInput, NotFound
+from crm_perf_sync.kpi import scores_repository as scores_repo
 from crm_perf_sync.kpi.schemas import ScorecardConfig
+from crm_perf_sync.org import repository as org_repo
 
 router = APIRouter(tags=["scorecards"])
 ScoreGrain = Literal["week", "month", "quarter", "year"]
@@ -86,11 +87,7 @@ def list_scorecards(
         "weight as configured and as applied, and why a dropped one did not count."
     ),
     response_model=Page[ScoreOut],
-    responses={
-        200: {"content": {"text/csv": {}}},
-        304: {"description": "Not modified"},
-        **documented(400, 401, 404, 409, 422),
-    },
+    responses=collection(401, 404, 409, 422, cached=True),
 )
 def scorecard(
     request: Request,
@@ -116,16 +113,16 @@ def scorecard(
     key = (
         period_key(period, chosen, fiscal)
         if period is not None
-        else api_repo.latest_period(session, card.id, chosen)
+        else scores_repo.latest_period(session, card.id, chosen)
     )
 
     def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
         if key is None:
             return [], None
-        found, next_key = api_repo.scores_page(
+        found, next_key = scores_repo.scores_page(
             s, card.id, grain=chosen, period_key=key, scope_id=None, team=team, after=after, limit=limit
         )
-        names = api_repo.names(s)  # read with the page: a cached page reads neither
+        names = org_repo.scope_names(s)  # read with the page: a cached page reads neither
         return [score_row(v, names) for v in found], next_key
 
     return listing.listing(
@@ -146,11 +143,7 @@ def scorecard(
     summary="One rep's scores over time, each with its component breakdown",
     description="`owner_id` is the rep's scope id, `<connection>:<owner id>` (see /owners).",
     response_model=Page[ScoreOut],
-    responses={
-        200: {"content": {"text/csv": {}}},
-        304: {"description": "Not modified"},
-        **documented(400, 401, 404, 409, 422),
-    },
+    responses=collection(401, 404, 409, 422, cached=True),
 )
 def owner_scores(
     request: Request,
@@ -163,12 +156,12 @@ def owner_scores(
     grain: Annotated[ScoreGrain | None, Query()] = None,
 ) -> Response:
     card = ctx.kpi_service().scorecard(scorecard_id)
-    names = api_repo.names(session)
+    names = org_repo.scope_names(session)
     if ("owner", owner_id) not in names:
         raise NotFound(f"no owner {owner_id!r} (owner ids are <connection>:<owner id>, see /owners)")
 
     def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
-        found, next_key = api_repo.scores_page(
+        found, next_key = scores_repo.scores_page(
             s, card.id, grain=grain, period_key=None, scope_id=owner_id, team=None, after=after, limit=limit
         )
         return [score_row(v, names) for v in found], next_key

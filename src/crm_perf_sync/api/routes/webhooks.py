@@ -1,4 +1,4 @@
-"""Webhook endpoints and deliveries; alert states and their history."""
+"""Webhook endpoints and deliveries."""
 
 from __future__ import annotations
 
@@ -8,16 +8,17 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from crm_perf_sync.alerts import repository as alerts_repo
 from crm_perf_sync.api import listing
 from crm_perf_sync.api.deps import Admin, ContextDep, Reader, RowId, SessionDep
-from crm_perf_sync.api.listing import PageParams, expect, json_response, page_params
+from crm_perf_sync.api.listing import PageParams, json_response, page_params
 from crm_perf_sync.api.problems import collection, documented
 from crm_perf_sync.api.schemas import InputModel, Instant, Page, columns
 from crm_perf_sync.kit.errors import InvalidInput, NotFound
+from crm_perf_sync.kit.paging import expect
 from crm_perf_sync.webhooks import repository as repo
 from crm_perf_sync.webhooks import service
-from crm_perf_sync.webhooks.service import EVENT_TYPES, EndpointSpec
+from crm_perf_sync.webhooks.events import EVENT_TYPES
+from crm_perf_sync.webhooks.service import EndpointSpec
 
 router = APIRouter(tags=["webhooks and alerts"])
 DeliveryStatus = Literal["pending", "succeeded", "failed", "cancelled"]
@@ -111,39 +112,6 @@ class ReplayIn(InputModel):
         default=False,
         description="The alert.firing event of every alert firing now, whenever it fired "
         "(queued by the next alert evaluation)",
-    )
-
-
-class AlertStateOut(BaseModel):
-    rule_id: str
-    scope: str
-    scope_id: str
-    currency: str
-    state: str = Field(description="ok, pending, firing or resolved")
-    breaches: int = Field(description="Breaching evaluations in a row")
-    outcome: str = Field(description="The last evaluation: breach, clear, no_data or low_sample")
-    value: float | None
-    threshold: float
-    period_key: str | None
-    since: datetime
-    evaluated_at: datetime
-
-
-class AlertTransitionOut(BaseModel):
-    id: int
-    rule_id: str
-    scope: str
-    scope_id: str
-    currency: str
-    from_state: str
-    to_state: str
-    value: float | None
-    threshold: float
-    period_key: str | None
-    severity: str
-    at: datetime
-    reason: str | None = Field(
-        description="Empty when the value caused it; rule_changed, rule_removed or scope_removed otherwise"
     )
 
 
@@ -358,65 +326,3 @@ def get_delivery(delivery_id: RowId, session: SessionDep, _key: Reader) -> Respo
 )
 def retry_delivery(delivery_id: RowId, session: SessionDep, _key: Admin) -> Response:
     return json_response(delivery_out(service.retry_delivery(session, delivery_id)), status=202)
-
-
-@router.get(
-    "/alerts",
-    summary="Where every alert rule stands, per scope",
-    response_model=Page[AlertStateOut],
-    responses=collection(400, 401, 422),
-)
-def alert_states(
-    request: Request,
-    session: SessionDep,
-    ctx: ContextDep,
-    _key: Reader,
-    params: Annotated[PageParams, Depends(page_params)],
-    rule: Annotated[str | None, Query(max_length=63)] = None,
-    state: Literal["ok", "pending", "firing", "resolved"] | None = None,
-) -> Response:
-    rows = [
-        {name: getattr(r, name) for name in columns(AlertStateOut)}
-        for r in alerts_repo.current_states(session, rule, state)
-    ]
-    return listing.listing(
-        request,
-        session,
-        ctx.session_factory,
-        params,
-        kind="alerts",
-        columns=columns(AlertStateOut),
-        fetch=listing.in_memory_by_position(rows),
-    )
-
-
-@router.get(
-    "/alerts/history",
-    summary="Every change of an alert state, newest first, with the value and threshold",
-    response_model=Page[AlertTransitionOut],
-    responses=collection(400, 401, 422),
-)
-def alert_history(
-    request: Request,
-    session: SessionDep,
-    ctx: ContextDep,
-    _key: Reader,
-    params: Annotated[PageParams, Depends(page_params)],
-    rule: Annotated[str | None, Query(max_length=63)] = None,
-    since: Annotated[
-        Instant | None, Query(description="Changes at or after this time (ISO; without a zone, UTC)")
-    ] = None,
-) -> Response:
-    def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
-        rows, next_key = alerts_repo.transitions_page(s, rule, since, expect(after, int), limit)
-        return [{name: getattr(r, name) for name in columns(AlertTransitionOut)} for r in rows], next_key
-
-    return listing.listing(
-        request,
-        session,
-        ctx.session_factory,
-        params,
-        kind="alert-history",
-        columns=columns(AlertTransitionOut),
-        fetch=fetch,
-    )

@@ -7,7 +7,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 
 from crm_perf_sync.api import listing
-from crm_perf_sync.api import repository as api_repo
 from crm_perf_sync.api.deps import Admin, ContextDep, Reader, RowId, SessionDep
 from crm_perf_sync.api.listing import PageParams, json_response, page_params
 from crm_perf_sync.api.problems import collection, documented
@@ -44,7 +43,7 @@ def connections(
         params,
         kind="connections",
         columns=columns(ConnectionOut),
-        fetch=listing.in_memory(api_repo.connections(session), "id"),
+        fetch=listing.in_memory(sync_repo.connections(session), "id"),
     )
 
 
@@ -68,20 +67,20 @@ def request_sync(
     _key: Admin,
     body: Annotated[SyncRequestIn | None, Body()] = None,
 ) -> Response:
-    found = api_repo.connection(session, connection_id)
+    found = sync_repo.connection(session, connection_id)
     if found is None:
         raise NotFound(f"no connection {connection_id!r} (see /connections)")
     if not found.enabled:
         raise Conflict(f"connection {connection_id!r} is disabled in the configuration")
     request = body or SyncRequestIn()
-    run_id = api_repo.queued_run(session, connection_id)
+    run_id = sync_repo.queued_run(session, connection_id)
     if run_id is None:
         run_id = sync_repo.queue_run(
             session, connection_id, request.full_refresh, utc_now(), request.allow_mass_delete
         )
     elif request.allow_mass_delete:
         sync_repo.confirm_mass_delete(session, run_id)
-    run = api_repo.sync_run(session, run_id)
+    run = sync_repo.sync_run(session, run_id)
     assert run is not None
     return json_response(run_row(run), status=202, headers={"Location": f"/api/v1/sync-runs/{run_id}"})
 
@@ -102,7 +101,7 @@ def sync_runs(
     status: Annotated[RunStatus | None, Query()] = None,
 ) -> Response:
     def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
-        rows, next_key = api_repo.sync_runs_page(s, after, limit, connection, status)
+        rows, next_key = sync_repo.sync_runs_page(s, after, limit, connection, status)
         return [run_row(r) for r in rows], next_key
 
     return listing.listing(
@@ -123,7 +122,7 @@ def sync_runs(
     responses=documented(401, 404, 422),
 )
 def sync_run(run_id: RowId, session: SessionDep, _key: Reader) -> Response:
-    run = api_repo.sync_run(session, run_id)
+    run = sync_repo.sync_run(session, run_id)
     if run is None:
         raise NotFound(f"no sync run {run_id}")
     return json_response(run_row(run))
