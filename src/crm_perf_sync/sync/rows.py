@@ -222,8 +222,8 @@ def _cut_overlong(entity: Entity, row: Row) -> list[str]:
     cut: list[str] = []
     for name, limit in BOUNDED[entity]:
         value = row.get(name)
-        if value is None or len(value) <= limit:
-            continue
+        if not isinstance(value, str) or len(value) <= limit:
+            continue  # (a number for a text column becomes text at the store, far within any limit)
         if name == "external_id" or name.endswith("_external_id"):
             raise UnstorableId(
                 f"{name} is {len(value)} characters long; the store holds at most {limit}", field=name
