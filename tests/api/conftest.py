@@ -1,8 +1,10 @@
 """A served store for the API tests: the Maven example synced and refreshed, keys to read and write.
 
-Built once per test module and backend (the Maven sync and refresh take seconds); the read-only
-tests share it. Tests that write (targets, sync requests, keys) undo nothing, so they use their
-own module or a fresh store.
+The Maven sync and refresh take seconds, so each backend's store is built once per session (per
+xdist worker) as a template, and each test module gets its own copy of it (a file copy on SQLite,
+``CREATE DATABASE ... TEMPLATE`` on PostgreSQL); the read-only tests of a module share that copy.
+Tests that write (targets, sync requests, keys) undo nothing, so they use their own module or a
+fresh store.
 """
 
 from __future__ import annotations
@@ -91,47 +93,102 @@ class Served:
         return RefreshJob(self.session_factory, self.config)
 
 
-def build_served(url: str, directory: Path) -> Served:
+@dataclass(frozen=True)
+class BuiltStore:
+    """A Maven store built once, to copy: a SQLite file or a PostgreSQL template database."""
+
+    location: str
+    read_key: str
+    admin_key: str
+
+
+def build_store(url: str, directory: Path) -> tuple[str, str]:
+    """Sync and refresh the Maven example into the store at ``url``; returns a read and an admin key."""
     config = load_config(maven_config(directory), ConnectorRegistry.discover())
     engine = create_db_engine(url)
-    factory = make_session_factory(engine)
-    sync = SyncService(
-        session_factory=factory, registry=ConnectorRegistry.discover(), config=config, options=SyncOptions()
-    )
-    sync.apply_config()
-    assert sync.sync("maven").status == "succeeded"
-    RefreshJob(factory, config).refresh()
-    with session_scope(factory) as session:
-        _, read_key = keys.create(session, "tests (read)", "read")
-        _, admin_key = keys.create(session, "tests (admin)", "admin")
+    try:
+        factory = make_session_factory(engine)
+        sync = SyncService(
+            session_factory=factory,
+            registry=ConnectorRegistry.discover(),
+            config=config,
+            options=SyncOptions(),
+        )
+        sync.apply_config()
+        assert sync.sync("maven").status == "succeeded"
+        RefreshJob(factory, config).refresh()
+        with session_scope(factory) as session:
+            _, read_key = keys.create(session, "tests (read)", "read")
+            _, admin_key = keys.create(session, "tests (admin)", "admin")
+    finally:
+        # SQLite: closing checkpoints the WAL into the file; PostgreSQL: a template must have no connection.
+        engine.dispose()
+    return read_key, admin_key
+
+
+def serve(url: str, directory: Path, built: BuiltStore) -> Served:
+    config = load_config(maven_config(directory), ConnectorRegistry.discover())
+    engine = create_db_engine(url)
     client = TestClient(create_app(engine, config))
-    return Served(client, engine, factory, config, read_key, admin_key)
+    return Served(client, engine, make_session_factory(engine), config, built.read_key, built.admin_key)
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def served(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    sqlite_template: Path,
-    pg_admin_url: str | None,
-    pg_template: str | None,
-) -> Iterator[Served]:
-    directory = tmp_path_factory.mktemp("served")
-    if request.param == "sqlite":
-        path = directory / "store.db"
-        shutil.copyfile(sqlite_template, path)
-        found = build_served(f"sqlite:///{path}", directory)
-        yield found
-        found.engine.dispose()
-        return
+@pytest.fixture(scope="session")
+def maven_sqlite(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> BuiltStore:
+    directory = tmp_path_factory.mktemp("maven-template")
+    path = directory / "store.db"
+    shutil.copyfile(sqlite_template, path)
+    return BuiltStore(str(path), *build_store(f"sqlite:///{path}", directory))
+
+
+@pytest.fixture(scope="session")
+def maven_postgresql(
+    tmp_path_factory: pytest.TempPathFactory, pg_admin_url: str | None, pg_template: str | None
+) -> Iterator[BuiltStore | None]:
     if pg_admin_url is None or pg_template is None:
-        pytest.skip("PostgreSQL tests need CRM_PERF_SYNC_TEST_PG_URL")
-    name = f"cps_api_{uuid.uuid4().hex[:12]}"
+        yield None
+        return
+    name = f"cps_api_template_{uuid.uuid4().hex[:10]}"
     admin = _admin_engine(pg_admin_url)
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
     url = make_url(pg_admin_url).set(database=name, drivername="postgresql+psycopg")
-    found = build_served(url.render_as_string(hide_password=False), directory)
+    try:
+        yield BuiltStore(
+            name,
+            *build_store(
+                url.render_as_string(hide_password=False), tmp_path_factory.mktemp("maven-template")
+            ),
+        )
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def served(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, pg_admin_url: str | None
+) -> Iterator[Served]:
+    """A copy of the built Maven store for this module, served on each backend in turn."""
+    directory = tmp_path_factory.mktemp("served")
+    if request.param == "sqlite":
+        built: BuiltStore = request.getfixturevalue("maven_sqlite")
+        path = directory / "store.db"
+        shutil.copyfile(built.location, path)
+        found = serve(f"sqlite:///{path}", directory, built)
+        yield found
+        found.engine.dispose()
+        return
+    template: BuiltStore | None = request.getfixturevalue("maven_postgresql")
+    if pg_admin_url is None or template is None:
+        pytest.skip("PostgreSQL tests need CRM_PERF_SYNC_TEST_PG_URL")
+    name = f"cps_api_{uuid.uuid4().hex[:12]}"
+    admin = _admin_engine(pg_admin_url)
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template.location}"'))
+    url = make_url(pg_admin_url).set(database=name, drivername="postgresql+psycopg")
+    found = serve(url.render_as_string(hide_password=False), directory, template)
     try:
         yield found
     finally:
