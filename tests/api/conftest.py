@@ -10,7 +10,6 @@ fresh store.
 from __future__ import annotations
 
 import shutil
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,7 +29,7 @@ from crm_perf_sync.jobs.sync import SyncService
 from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
 from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync.sync.service import SyncOptions
-from tests.conftest import DATA_DIR, REPO_ROOT, _admin_engine
+from tests.conftest import DATA_DIR, REPO_ROOT, pg_database
 
 KPIS = """
 kpis:
@@ -148,22 +147,9 @@ def maven_postgresql(
     if pg_admin_url is None or pg_template is None:
         yield None
         return
-    name = f"cps_api_template_{uuid.uuid4().hex[:10]}"
-    admin = _admin_engine(pg_admin_url)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
-    url = make_url(pg_admin_url).set(database=name, drivername="postgresql+psycopg")
-    try:
-        yield BuiltStore(
-            name,
-            *build_store(
-                url.render_as_string(hide_password=False), tmp_path_factory.mktemp("maven-template")
-            ),
-        )
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with pg_database(pg_admin_url, "cps_api_template", pg_template) as url:
+        keys_ = build_store(url, tmp_path_factory.mktemp("maven-template"))
+        yield BuiltStore(str(make_url(url).database), *keys_)
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -183,16 +169,9 @@ def served(
     template: BuiltStore | None = request.getfixturevalue("maven_postgresql")
     if pg_admin_url is None or template is None:
         pytest.skip("PostgreSQL tests need CRM_PERF_SYNC_TEST_PG_URL")
-    name = f"cps_api_{uuid.uuid4().hex[:12]}"
-    admin = _admin_engine(pg_admin_url)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template.location}"'))
-    url = make_url(pg_admin_url).set(database=name, drivername="postgresql+psycopg")
-    found = serve(url.render_as_string(hide_password=False), directory, template)
-    try:
-        yield found
-    finally:
-        found.engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with pg_database(pg_admin_url, "cps_api", template.location) as url:
+        found = serve(url, directory, template)
+        try:
+            yield found
+        finally:
+            found.engine.dispose()
