@@ -9,6 +9,10 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 SIZE ?= full
+# Three workers on two cores: much of the suite waits on PostgreSQL, subprocesses and servers, so a
+# third worker fills the gaps; worksteal evens out the long tests at the end. Each worker has its own
+# migrated templates (tests/conftest.py), each test its own store copy.
+PYTEST_ARGS ?= -n 3 --dist worksteal
 
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)

@@ -24,7 +24,7 @@ from typing import Any
 
 from bench.harness import Result, database, in_child
 
-EVENTS = {"small": 500, "full": 5000}
+EVENTS = {"small": 200, "full": 5000}
 ALERTS = {"small": 2, "full": 5}
 TARGET_RATE = 200.0
 TARGET_LATENCY = 2.0

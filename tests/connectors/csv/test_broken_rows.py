@@ -7,10 +7,7 @@ and which rows are reported, with file, line and reason.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +24,7 @@ from crm_perf_sync.models import Opportunity, SyncRecordError
 from crm_perf_sync.sync import repository as repo
 from crm_perf_sync.sync.outcomes import SyncOutcome
 from crm_perf_sync.sync.service import SyncEngine, SyncOptions
+from tests.cli_inprocess import invoke
 from tests.connectors.csv.support import connector, dataset, example_settings
 
 PIPELINE = "sales_pipeline.csv"
@@ -271,20 +269,15 @@ def test_the_sync_command_counts_bad_records_and_warnings_and_says_what_and_wher
         "        leads: {file: leads.csv, fields: {external_id: id, source: source}}\n",
         encoding="utf-8",
     )
-    result = subprocess.run(
-        [sys.executable, "-c", "from crm_perf_sync.cli import main; main()", "sync"],
-        capture_output=True,
-        text=True,
+    result = invoke(
+        "sync",
         env={
-            **os.environ,
             "COLUMNS": "200",
             "CRM_PERF_SYNC_CONFIG": str(config),
             "CRM_PERF_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
         },
-        cwd=tmp_path,
-        timeout=120,
     )
-    assert result.returncode == EXIT_REJECTED, result.stderr  # the run succeeded with rejected records
+    assert result.exit_code == EXIT_REJECTED, result.stderr  # the run succeeded with rejected records
     assert "Traceback" not in result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("exports: succeeded in ")

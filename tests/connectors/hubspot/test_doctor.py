@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from crm_perf_sync.kit.timeutil import utc_now
+from tests.cli_inprocess import invoke
 from tests.connectors.hubspot.emulator import READ_SCOPES, HubSpotEmulator
 from tests.connectors.hubspot.portal import small_portal
-from tests.test_cli import cli
 
 
 @pytest.fixture
 def live() -> Iterator[HubSpotEmulator]:
-    """An emulator on the real clock: ``doctor`` runs in a process of its own, and waits for real."""
+    """An emulator on the real clock: ``doctor`` waits for real between its attempts."""
     with HubSpotEmulator(small_portal(utc_now)) as running:
         yield running
 
@@ -30,15 +30,16 @@ def _doctor(tmp_path: Path, emulator: HubSpotEmulator, token: str) -> tuple[int,
         encoding="utf-8",
     )
     env = {
+        "COLUMNS": "200",
         "CRM_PERF_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
         "CRM_PERF_SYNC_CONFIG": str(config),
         "HUBSPOT_TOKEN": token,
     }
-    assert cli("migrate", env=env, cwd=tmp_path).returncode == 0
-    result = cli("doctor", env=env, cwd=tmp_path)
+    assert invoke("migrate", env=env).exit_code == 0
+    result = invoke("doctor", env=env)
     assert "Traceback" not in result.stdout + result.stderr
     assert token not in result.stdout + result.stderr
-    return result.returncode, result.stdout
+    return result.exit_code, result.stdout
 
 
 def test_doctor_names_a_scope_the_token_lacks(tmp_path: Path, live: HubSpotEmulator) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+from tests.cli_inprocess import invoke
 from tests.connectors.salesforce.emulator import SalesforceEmulator
 from tests.connectors.salesforce.seed import minimal_org
-from tests.test_cli import cli
 
 
 def _closed_port() -> int:
@@ -41,15 +41,16 @@ def test_doctor_reports_each_salesforce_connection_as_it_is(
         encoding="utf-8",
     )
     env = {
+        "COLUMNS": "200",
         "CRM_PERF_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
         "CRM_PERF_SYNC_CONFIG": str(config),
         "SF_PASSWORD": "admin-password",
     }
-    assert cli("migrate", env=env, cwd=tmp_path).returncode == 0
+    assert invoke("migrate", env=env).exit_code == 0
 
-    result = cli("doctor", env=env, cwd=tmp_path)
+    result = invoke("doctor", env=env)
 
-    assert result.returncode == 1
+    assert result.exit_code == 1
     assert "Traceback" not in result.stdout + result.stderr
     lines = {line.split(":", 1)[0]: line for line in result.stdout.splitlines() if "connection sf-" in line}
     down, up, refused = (
