@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -19,6 +20,13 @@ from crm_perf_sync.cli.render import (
 from crm_perf_sync.kit.errors import AppError
 from crm_perf_sync.kit.settings import Settings
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from crm_perf_sync.runtime import Runtime, Store
+
+# The store, the configuration and the domains are imported by the commands that use them, so
+# that `--help`, `version` and `config check` start without loading them all.
 log = logging.getLogger("crm_perf_sync.cli")
 
 T = TypeVar("T")
@@ -76,43 +84,50 @@ ConfigOption = Annotated[
 ]
 
 
-def _store_session() -> Any:
-    """A session factory on the configured database (migrated first on SQLite), and its engine."""
-    from crm_perf_sync.kit import migrate as migrations
-    from crm_perf_sync.kit.db import check_database, create_db_engine, make_session_factory
+@contextmanager
+def opened_runtime(config: Path | None, *, auto_migrate: bool | None = None) -> Iterator[Runtime]:
+    """The runtime of the settings and ``config``, its schema checked (migrated when
+    ``auto_migrate``; by default only the embedded SQLite store is), closed on the way out."""
+    from crm_perf_sync.runtime import build_runtime
 
-    settings = _settings()
-    engine = create_db_engine(settings.database_url_value())
+    settings = _settings(config)
+    runtime = _guard(lambda: build_runtime(settings))
     try:
-        _guard(lambda: check_database(engine))
-        if engine.dialect.name == "sqlite":
-            migrations.upgrade(engine)
-        elif not migrations.is_at_head(engine):
-            raise _fail(
-                "the database schema is not at the current version: run `crm-perf-sync migrate` first", 2
-            )
-    except BaseException:
-        engine.dispose()
-        raise
-    return engine, make_session_factory(engine)
+        migrate = runtime.is_sqlite if auto_migrate is None else auto_migrate
+        _guard(lambda: runtime.ensure_schema(auto_migrate=migrate))
+        yield runtime
+    finally:
+        runtime.close()
 
 
-def _in_store(action: Callable[[Any], T]) -> T:
-    """Run ``action(session)`` in one unit of work on the configured store."""
+@contextmanager
+def opened_store(config: Path | None) -> Iterator[Store]:
+    """The store of the settings, its schema checked (migrated on SQLite). These commands need
+    no configuration; given ``config``, it is loaded and checked as every other command does."""
+    from crm_perf_sync.runtime import build_runtime, open_store
+
+    settings = _settings(config)
+    store: Store = _guard(lambda: open_store(settings) if config is None else build_runtime(settings))
+    try:
+        _guard(lambda: store.ensure_schema(auto_migrate=store.is_sqlite))
+        yield store
+    finally:
+        store.close()
+
+
+@contextmanager
+def unit_of_work(config: Path | None) -> Iterator[tuple[Store, Session]]:
+    """One session on the store, committed when the block ends without an error."""
     from crm_perf_sync.kit.db import session_scope
 
-    engine, factory = _store_session()
-    try:
-        with session_scope(factory) as session:
-            return _guard(lambda: action(session))
-    finally:
-        engine.dispose()
+    with opened_store(config) as store, session_scope(store.session_factory) as session:
+        yield store, session
 
 
-def _guard_from_settings() -> Any:
-    from crm_perf_sync.webhooks.security import Guard
-
-    return Guard(allow=tuple(_settings().webhook_allow_hosts))
+def _in_store(config: Path | None, action: Callable[[Session], T]) -> T:
+    """Run ``action(session)`` in one unit of work on the store."""
+    with unit_of_work(config) as (_, session):
+        return _guard(lambda: action(session))
 
 
 Output = Annotated[str, typer.Option("--format", help="table, csv or json.")]

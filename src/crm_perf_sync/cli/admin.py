@@ -4,24 +4,22 @@ REST API keys."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from crm_perf_sync import __version__
-from crm_perf_sync.cli._shared import (
-    _check_choice,
-    _guard,
-    _settings,
-    _store_session,
-)
+from crm_perf_sync.cli._shared import ConfigOption, _check_choice, _guard, _in_store, _settings
 from crm_perf_sync.cli.render import (
     _emit,
     _styled,
     err,
     out,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 app = typer.Typer()
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
@@ -42,22 +40,21 @@ def migrate(
 ) -> None:
     """Create or upgrade the database schema."""
     from crm_perf_sync.kit import migrate as migrations
-    from crm_perf_sync.kit.db import check_database, create_db_engine
     from crm_perf_sync.kit.settings import redact_url
+    from crm_perf_sync.runtime import open_store
 
     settings = _settings()
 
     def run() -> None:
-        engine = create_db_engine(settings.database_url_value())
+        store = open_store(settings)  # its schema is what this changes: no check first
         try:
-            check_database(engine)
             if downgrade:
-                migrations.downgrade(engine, revision)
+                migrations.downgrade(store.engine, revision)
             else:
-                migrations.upgrade(engine, revision)
-            current = migrations.current_revision(engine)
+                migrations.upgrade(store.engine, revision)
+            current = migrations.current_revision(store.engine)
         finally:
-            engine.dispose()
+            store.close()
         out.print(f"database {redact_url(settings.database_url_value())} at revision {current or 'base'}")
 
     _guard(run)
@@ -67,47 +64,46 @@ def migrate(
 def apikey_create(
     scope: Annotated[str, typer.Option(help="read (reads everything) or admin (also writes).")] = "read",
     name: Annotated[str, typer.Option(help="Who or what uses the key, e.g. 'Power BI finance'.")] = "api key",
+    config: ConfigOption = None,
 ) -> None:
     """Create a key and print it once (only its hash is stored)."""
     from crm_perf_sync.apikeys import service as keys
-    from crm_perf_sync.kit.db import session_scope
 
     _check_choice("--scope", scope, keys.SCOPES)
-    engine, factory = _store_session()
-    try:
-        with session_scope(factory) as session:
-            row, key = _guard(lambda: keys.create(session, name, scope))
-            key_id, prefix = row.id, row.prefix
-    finally:
-        engine.dispose()
+
+    def create(session: Session) -> tuple[int, str, str]:
+        row, key = keys.create(session, name, scope)
+        return row.id, row.prefix, key
+
+    key_id, prefix, key = _in_store(config, create)
     err.print(f"created API key {key_id} ({scope}, {name!r}, {prefix}…); it is shown once, store it now:")
     out.print(key)
 
 
 @apikey_app.command("list")
-def apikey_list(output: Annotated[str, typer.Option("--format", help="table or json.")] = "table") -> None:
+def apikey_list(
+    output: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    config: ConfigOption = None,
+) -> None:
     """List the keys (their prefixes, never the keys)."""
     from crm_perf_sync.apikeys import service as keys
-    from crm_perf_sync.kit.db import session_scope
 
     _check_choice("--format", output, ("table", "json"))
-    engine, factory = _store_session()
-    try:
-        with session_scope(factory) as session:
-            rows = [
-                {
-                    "id": k.id,
-                    "name": k.name,
-                    "scope": k.scope,
-                    "prefix": k.prefix,
-                    "created_at": k.created_at,
-                    "last_used_at": k.last_used_at,
-                    "revoked_at": k.revoked_at,
-                }
-                for k in keys.listed(session)
-            ]
-    finally:
-        engine.dispose()
+    rows = _in_store(
+        config,
+        lambda session: [
+            {
+                "id": k.id,
+                "name": k.name,
+                "scope": k.scope,
+                "prefix": k.prefix,
+                "created_at": k.created_at,
+                "last_used_at": k.last_used_at,
+                "revoked_at": k.revoked_at,
+            }
+            for k in keys.listed(session)
+        ],
+    )
     if _emit(rows, tuple(rows[0]) if rows else (), output):
         return
     table = Table("id", "name", "scope", "key", "created", "last used", "revoked")
@@ -125,18 +121,14 @@ def apikey_list(output: Annotated[str, typer.Option("--format", help="table or j
 
 
 @apikey_app.command("revoke")
-def apikey_revoke(key_id: Annotated[int, typer.Argument(help="The key's id (see `apikey list`).")]) -> None:
+def apikey_revoke(
+    key_id: Annotated[int, typer.Argument(help="The key's id (see `apikey list`).")],
+    config: ConfigOption = None,
+) -> None:
     """Revoke a key: requests with it get 401 from now on."""
     from crm_perf_sync.apikeys import service as keys
-    from crm_perf_sync.kit.db import session_scope
 
-    engine, factory = _store_session()
-    try:
-        with session_scope(factory) as session:
-            row = _guard(lambda: keys.revoke(session, key_id))
-            prefix = row.prefix
-    finally:
-        engine.dispose()
+    prefix = _in_store(config, lambda session: keys.revoke(session, key_id).prefix)
     out.print(f"revoked API key {key_id} ({prefix}…)")
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from crm_perf_sync.cli._shared import (
+    ConfigOption,
     Output,
     _check_choice,
     _in_store,
@@ -19,6 +20,9 @@ from crm_perf_sync.cli.render import (
     out,
 )
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
 alerts_app = typer.Typer(help="Alert states and their history.", no_args_is_help=True)
 
 
@@ -27,6 +31,7 @@ def alerts_status(
     state: Annotated[str | None, typer.Option(help="ok, pending, firing or resolved.")] = None,
     rule: Annotated[str | None, typer.Option(help="One rule's id.")] = None,
     output: Output = "table",
+    config: ConfigOption = None,
 ) -> None:
     """Where every alert rule stands, per scope."""
     from crm_perf_sync.alerts import repository as repo
@@ -35,14 +40,14 @@ def alerts_status(
     _check_choice("--state", state, ("ok", "pending", "firing", "resolved"))
     _check_choice("--format", output, ("table", "csv", "json"))
 
-    def read(session: Any) -> list[dict[str, Any]]:
+    def read(session: Session) -> list[dict[str, Any]]:
         names = scope_names(session)
         rows = [dict(r._mapping) for r in repo.current_states(session, rule, state)]
         for row in rows:
             row["scope_name"] = names.get((row["scope"], row["scope_id"]), row["scope_id"])
         return rows
 
-    rows = _in_store(read)
+    rows = _in_store(config, read)
     if _emit(rows, ALERT_STATE_COLUMNS, output):
         return
     table = Table("rule", "scope", "name", "state", "since", "value", "threshold", "last outcome")
@@ -82,13 +87,17 @@ def alerts_history(
     rule: Annotated[str | None, typer.Option(help="One rule's id.")] = None,
     limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50,
     output: Output = "table",
+    config: ConfigOption = None,
 ) -> None:
     """Every change of an alert state, newest first."""
     from crm_perf_sync.alerts import repository as repo
 
     _check_choice("--format", output, ("table", "csv", "json"))
     rows = _in_store(
-        lambda session: [dict(r._mapping) for r in repo.transitions_page(session, rule, None, None, limit)[0]]
+        config,
+        lambda session: [
+            dict(r._mapping) for r in repo.transitions_page(session, rule, None, None, limit)[0]
+        ],
     )
     columns = tuple(rows[0]) if rows else ("at", "rule_id", "scope_id", "from_state", "to_state")
     if _emit(rows, columns, output):

@@ -14,7 +14,7 @@ from crm_perf_sync.cli._shared import (
     ConfigOption,
     _fail,
     _guard,
-    _settings,
+    opened_runtime,
 )
 from crm_perf_sync.cli.render import (
     _styled,
@@ -53,12 +53,8 @@ def sync(
     Exit codes: 0 synced; 1 failed (a mass deletion held back included);
     75 deferred by the CRM's API budget (the next run resumes); 65 synced, records rejected.
     """
-    from crm_perf_sync.runtime import build_runtime
 
-    settings = _settings(config)
-    runtime = _guard(lambda: build_runtime(settings))
-    try:
-        _guard(lambda: runtime.ensure_schema(auto_migrate=runtime.is_sqlite))
+    with opened_runtime(config) as runtime:
         service = runtime.sync_service()
         _guard(service.apply_config)
         ids = [connection] if connection else [c.id for c in runtime.config.app.connections if c.enabled]
@@ -78,8 +74,6 @@ def sync(
         code = _sync_exit_code(outcomes)
         if code:
             raise typer.Exit(code)
-    finally:
-        runtime.close()
 
 
 def _print_reports(service: Any, outcome: Any, shown: int = 10) -> None:
@@ -169,15 +163,11 @@ def refresh(
 ) -> None:
     """Bring the KPIs, targets and scorecards up to date with the store (by changes when possible)."""
     from crm_perf_sync.jobs.refresh import RefreshJob
-    from crm_perf_sync.runtime import build_runtime
 
-    settings = _settings(config)
     stop = _install_stop_handler()
-    runtime = _guard(lambda: build_runtime(settings))
-    try:
-        _guard(lambda: runtime.ensure_schema(auto_migrate=runtime.is_sqlite))
+    with opened_runtime(config) as runtime:
         job = RefreshJob(runtime.session_factory, runtime.config)
-        ttl = timedelta(seconds=max(settings.lease_ttl_seconds, 900))
+        ttl = timedelta(seconds=max(runtime.settings.lease_ttl_seconds, 900))
         outcome = _guard(
             lambda: job.refresh_exclusive(
                 ttl=ttl, wait=ttl, kpi_ids=kpi if kpi else None, full=full, should_stop=stop.is_set
@@ -185,5 +175,3 @@ def refresh(
         )
         if outcome is not None:
             out.print(outcome.summary())
-    finally:
-        runtime.close()

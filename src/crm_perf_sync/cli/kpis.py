@@ -13,7 +13,7 @@ from crm_perf_sync.cli._shared import (
     _check_choice,
     _fail,
     _guard,
-    _settings,
+    opened_runtime,
 )
 from crm_perf_sync.cli.render import (
     _cell,
@@ -73,15 +73,11 @@ def values(
     from crm_perf_sync.kpi import repository as kpi_repo
     from crm_perf_sync.kpi.schemas import GRAINS
     from crm_perf_sync.kpi.values import pace, tidy
-    from crm_perf_sync.runtime import build_runtime
 
     _check_choice("--grain", grain, GRAINS)
     _check_choice("--scope", scope, ("company", "team", "owner"))
     _check_choice("--format", output, ("table", "csv", "json"))
-    settings = _settings(config)
-    runtime = _guard(lambda: build_runtime(settings))
-    try:
-        _guard(lambda: runtime.ensure_schema(auto_migrate=runtime.is_sqlite))
+    with opened_runtime(config) as runtime:
         kpi = runtime.config.kpis.get(kpi_id)
         if kpi is None:
             raise _fail(f"no KPI {kpi_id!r} (defined: {', '.join(sorted(runtime.config.kpis))})")
@@ -106,8 +102,6 @@ def values(
                 row["scope_name"] = names.get((v.scope, v.scope_id), v.scope_id)
                 row["pace"] = tidy(pace(v.attainment, v.period_start, v.period_end, now, zone))
                 rows.append(row)
-    finally:
-        runtime.close()
     if _emit(rows, VALUE_COLUMNS, output):
         return
     percent = kpi.unit == "percent"
@@ -167,17 +161,13 @@ def explain(
     from crm_perf_sync.kpi.explain import explain as explain_value
     from crm_perf_sync.kpi.schemas import GRAINS
     from crm_perf_sync.kpi.service import KpiService
-    from crm_perf_sync.runtime import build_runtime
 
     _check_choice("--grain", grain, GRAINS)
     _check_choice("--scope", scope, ("company", "team", "owner"))
     _check_choice("--format", output, ("table", "json"))
     if (scope == "company") != (scope_id == "company"):
         raise _fail("--scope-id names the team or owner (it is 'company' exactly for --scope company)", 2)
-    settings = _settings(config)
-    runtime = _guard(lambda: build_runtime(settings))
-    try:
-        _guard(lambda: runtime.ensure_schema(auto_migrate=runtime.is_sqlite))
+    with opened_runtime(config) as runtime:
         service = KpiService(runtime.config.kpi_config())
         kpi = _guard(lambda: service.kpi(kpi_id))
         ref = ValueRef(kpi_id, grain, period, scope, scope_id, currency, by, value_of)  # type: ignore[arg-type]
@@ -189,8 +179,6 @@ def explain(
                     session, kpi, ref, calendar, membership, role=role, after=after, limit=limit
                 )
             )
-    finally:
-        runtime.close()
     if output == "json":
         _emit([asdict(result)], (), "json")
         return
@@ -289,14 +277,10 @@ def scores(
     from crm_perf_sync.kit.db import session_scope
     from crm_perf_sync.kpi import repository as kpi_repo
     from crm_perf_sync.kpi.service import KpiService
-    from crm_perf_sync.runtime import build_runtime
 
     _check_choice("--format", output, ("table", "csv", "json"))
     _check_choice("--grain", grain, ("week", "month", "quarter", "year"))
-    settings = _settings(config)
-    runtime = _guard(lambda: build_runtime(settings))
-    try:
-        _guard(lambda: runtime.ensure_schema(auto_migrate=runtime.is_sqlite))
+    with opened_runtime(config) as runtime:
         card = _guard(lambda: KpiService(runtime.config.kpi_config()).scorecard(scorecard_id))
         with session_scope(runtime.session_factory) as session:
             names = kpi_repo.scope_names(session)
@@ -307,8 +291,6 @@ def scores(
                 row["owner_name"] = names.get(("owner", s.scope_id), s.scope_id)
                 row["team_name"] = names.get(("team", s.team_id), s.team_id) if s.team_id else ""
                 rows.append(row)
-    finally:
-        runtime.close()
     if period is None and owner is None:
         latest: dict[str, str] = {}
         for row in rows:

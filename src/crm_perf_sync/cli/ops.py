@@ -12,8 +12,8 @@ from crm_perf_sync.cli._shared import (
     ConfigOption,
     Output,
     _check_choice,
-    _guard,
     _settings,
+    opened_runtime,
 )
 from crm_perf_sync.cli.render import (
     _ago,
@@ -36,13 +36,9 @@ def status(output: Output = "table", config: ConfigOption = None) -> None:
     from crm_perf_sync.kit.timeutil import utc_now
     from crm_perf_sync.kpi.repository import scope_names
     from crm_perf_sync.ops import status as ops
-    from crm_perf_sync.runtime import build_runtime
 
     _check_choice("--format", output, ("table", "json"))
-    settings = _settings(config)
-    runtime = _guard(lambda: build_runtime(settings))
-    try:
-        _guard(lambda: runtime.ensure_schema(auto_migrate=False))
+    with opened_runtime(config, auto_migrate=False) as runtime:
         with session_scope(runtime.session_factory) as session:
             now = utc_now()
             names = scope_names(session)
@@ -55,8 +51,6 @@ def status(output: Output = "table", config: ConfigOption = None) -> None:
                 "webhook_deliveries": ops.delivery_status(session, now),
                 "firing_alerts": firing,
             }
-    finally:
-        runtime.close()
     if output == "json":
         sys.stdout.write(json_text(report) + "\n")
         return

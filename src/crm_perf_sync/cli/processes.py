@@ -19,6 +19,7 @@ from crm_perf_sync.cli._shared import (
     _guard,
     _settings,
     log,
+    opened_runtime,
 )
 from crm_perf_sync.cli.render import (
     out,
@@ -117,15 +118,9 @@ def serve(config: ConfigOption = None) -> None:
 @app.command()
 def api(config: ConfigOption = None) -> None:
     """The HTTP API alone (stateless; run as many as you like)."""
-    from crm_perf_sync.runtime import build_runtime
 
-    settings = _settings(config)
-    runtime = _guard(lambda: build_runtime(settings))
-    try:
-        _guard(lambda: runtime.ensure_schema(auto_migrate=False))
-        _serve_api(runtime, settings)
-    finally:
-        runtime.close()
+    with opened_runtime(config, auto_migrate=False) as runtime:
+        _serve_api(runtime, runtime.settings)
 
 
 @app.command()

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from crm_perf_sync.cli._shared import (
-    _check_choice,
-    _fail,
-    _guard_from_settings,
-    _in_store,
-)
+from crm_perf_sync.cli._shared import ConfigOption, _check_choice, _fail, _guard, _in_store, unit_of_work
 from crm_perf_sync.cli.render import (
     err,
     out,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 webhooks_app = typer.Typer(help="Webhook endpoints and deliveries.", no_args_is_help=True)
 
@@ -33,6 +31,7 @@ def webhooks_add(
     send_firing: Annotated[
         bool, typer.Option(help="Also send it the alerts firing now (at the next alert evaluation).")
     ] = False,
+    config: ConfigOption = None,
 ) -> None:
     """Add an endpoint; prints its signing secret once."""
     from crm_perf_sync.webhooks import service
@@ -45,23 +44,21 @@ def webhooks_add(
         tuple(severity) if severity else None,
         True,
     )
-    guard = _guard_from_settings()
-
-    def add(session: Any) -> tuple[int, str]:
-        row, secret = service.create_endpoint(session, spec, guard, send_firing=send_firing)
-        return row.id, secret
-
-    endpoint_id, secret = _in_store(add)
+    with unit_of_work(config) as (store, session):
+        row, secret = _guard(
+            lambda: service.create_endpoint(session, spec, store.webhook_guard(), send_firing=send_firing)
+        )
+        endpoint_id = row.id
     err.print(f"added webhook endpoint {endpoint_id}; its signing secret is shown once, store it now:")
     out.print(secret)
 
 
 @webhooks_app.command("list")
-def webhooks_list() -> None:
+def webhooks_list(config: ConfigOption = None) -> None:
     """The endpoints, their subscriptions and health."""
     from crm_perf_sync.webhooks import repository as repo
 
-    rows = _in_store(lambda session: [dict(r._mapping) for r in repo.endpoints(session)])
+    rows = _in_store(config, lambda session: [dict(r._mapping) for r in repo.endpoints(session)])
     table = Table("id", "url", "events", "enabled", "failing since", "disabled because")
     for r in rows:
         table.add_row(
@@ -76,29 +73,35 @@ def webhooks_list() -> None:
 
 
 @webhooks_app.command("remove")
-def webhooks_remove(endpoint_id: Annotated[int, typer.Argument(help="The endpoint's id.")]) -> None:
+def webhooks_remove(
+    endpoint_id: Annotated[int, typer.Argument(help="The endpoint's id.")], config: ConfigOption = None
+) -> None:
     """Remove an endpoint and its deliveries."""
     from crm_perf_sync.webhooks import service
 
-    _in_store(lambda session: service.delete_endpoint(session, endpoint_id))
+    _in_store(config, lambda session: service.delete_endpoint(session, endpoint_id))
     out.print(f"removed webhook endpoint {endpoint_id}")
 
 
 @webhooks_app.command("test")
-def webhooks_test(endpoint_id: Annotated[int, typer.Argument(help="The endpoint's id.")]) -> None:
+def webhooks_test(
+    endpoint_id: Annotated[int, typer.Argument(help="The endpoint's id.")], config: ConfigOption = None
+) -> None:
     """Queue a webhook.test event to one endpoint (a worker sends it)."""
     from crm_perf_sync.webhooks import service
 
-    message_id = _in_store(lambda session: service.send_test(session, endpoint_id))
+    message_id = _in_store(config, lambda session: service.send_test(session, endpoint_id))
     out.print(f"queued webhook.test {message_id} to endpoint {endpoint_id}")
 
 
 @webhooks_app.command("rotate")
-def webhooks_rotate(endpoint_id: Annotated[int, typer.Argument(help="The endpoint's id.")]) -> None:
+def webhooks_rotate(
+    endpoint_id: Annotated[int, typer.Argument(help="The endpoint's id.")], config: ConfigOption = None
+) -> None:
     """A new signing secret; the old one keeps signing alongside for 24 hours."""
     from crm_perf_sync.webhooks import service
 
-    secret = _in_store(lambda session: service.rotate_secret(session, endpoint_id)[1])
+    secret = _in_store(config, lambda session: service.rotate_secret(session, endpoint_id)[1])
     err.print(f"rotated the secret of endpoint {endpoint_id}; the previous one signs too for 24 hours:")
     out.print(secret)
 
@@ -110,6 +113,7 @@ def webhooks_replay(
     firing: Annotated[
         bool, typer.Option(help="The alerts firing now, whenever they fired (at the next alert evaluation).")
     ] = False,
+    config: ConfigOption = None,
 ) -> None:
     """Deliver again the events the endpoint subscribes to: since a time, or the alerts firing now."""
     from datetime import UTC, datetime
@@ -126,13 +130,13 @@ def webhooks_replay(
             raise _fail(f"--since {since!r} is not an ISO date-time", 2) from None
         moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
-    def replay(session: Any) -> int:
+    def replay(session: Session) -> int:
         count = 0 if moment is None else service.replay(session, endpoint_id, moment)
         if firing:
             service.request_firing(session, endpoint_id)
         return count
 
-    count = _in_store(replay)
+    count = _in_store(config, replay)
     if moment is not None:
         out.print(f"queued {count} event(s) to endpoint {endpoint_id}")
     if firing:
@@ -144,20 +148,21 @@ def webhooks_deliveries(
     status: Annotated[str | None, typer.Option(help="pending, succeeded, failed or cancelled.")] = None,
     endpoint: Annotated[int | None, typer.Option(help="One endpoint's id.")] = None,
     limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50,
+    config: ConfigOption = None,
 ) -> None:
     """Recent deliveries: status, attempts, last answer."""
     from crm_perf_sync.webhooks import repository as repo
 
     _check_choice("--status", status, ("pending", "succeeded", "failed", "cancelled"))
 
-    def page(session: Any) -> list[dict[str, Any]]:
+    def page(session: Session) -> list[dict[str, Any]]:
         rows, _ = repo.deliveries_page(
             session, endpoint_id=endpoint, event_type=None, status=status, after=None, limit=limit
         )
         return [dict(r._mapping) for r in rows]
 
     table = Table("id", "endpoint", "event", "webhook-id", "status", "attempts", "last", "next attempt")
-    for r in _in_store(page):
+    for r in _in_store(config, page):
         table.add_row(
             str(r["id"]),
             str(r["endpoint_id"]),
@@ -174,9 +179,11 @@ def webhooks_deliveries(
 
 
 @webhooks_app.command("retry")
-def webhooks_retry(delivery_id: Annotated[int, typer.Argument(help="The delivery's id.")]) -> None:
+def webhooks_retry(
+    delivery_id: Annotated[int, typer.Argument(help="The delivery's id.")], config: ConfigOption = None
+) -> None:
     """Send a delivery again now."""
     from crm_perf_sync.webhooks import service
 
-    _in_store(lambda session: service.retry_delivery(session, delivery_id))
+    _in_store(config, lambda session: service.retry_delivery(session, delivery_id))
     out.print(f"delivery {delivery_id} is due again now")
