@@ -157,6 +157,25 @@ def test_api_keys_are_created_listed_and_revoked(tmp_path: Path) -> None:
     assert "--scope" in bad.stderr
 
 
+def test_a_value_that_is_not_one_of_an_options_choices_is_refused_by_name(tmp_path: Path) -> None:
+    env = {"CRM_PERF_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}"}
+    refused = {
+        ("values", "win_rate", "--grain", "fortnight"): ("--grain", "fortnight"),
+        ("explain", "win_rate", "--scope", "region"): ("--scope", "region"),
+        ("scores", "reps", "--grain", "all"): ("--grain", "all"),
+        ("status", "--format", "csv"): ("--format", "csv"),
+        ("alerts", "status", "--state", "burning"): ("--state", "burning"),
+        ("webhooks", "deliveries", "--status", "lost"): ("--status", "lost"),
+        ("apikey", "create", "--scope", "write"): ("--scope", "write"),
+    }
+    for args, (option, value) in refused.items():
+        result = invoke(*args, env=env)
+        assert result.exit_code == 2, (args, result.stderr)
+        assert f"Invalid value for '{option}'" in result.stderr, (args, result.stderr)
+        assert f"'{value}' is not one of" in result.stderr, (args, result.stderr)
+    assert not (tmp_path / "store.db").exists()  # refused before anything was opened
+
+
 def test_webhooks_apikey_and_alerts_take_config_and_read_the_store_of_the_settings(tmp_path: Path) -> None:
     """The configuration `--config` names is the one checked (not $CRM_PERF_SYNC_CONFIG's), and
     the store read is the one the settings name, not another one beside it."""

@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -130,9 +130,9 @@ def _in_store(config: Path | None, action: Callable[[Session], T]) -> T:
         return _guard(lambda: action(session))
 
 
-Output = Annotated[str, typer.Option("--format", help="table, csv or json.")]
-
-
-def _check_choice(name: str, value: str | None, choices: tuple[str, ...]) -> None:
-    if value is not None and value not in choices:
-        raise _fail(f"{name} must be one of {', '.join(choices)}, got {value!r}", 2)
+# Choices typer checks (a bad one is a usage error, exit 2, naming the option and the value) and
+# `--help` lists. Those of the domains are spelled out here where their own Literal lives in a
+# module too heavy to load for `--help`; mypy checks them where the value is handed over.
+ScopeKind = Literal["company", "team", "owner"]
+Output = Annotated[Literal["table", "csv", "json"], typer.Option("--format", help="table, csv or json.")]
+TableOrJson = Annotated[Literal["table", "json"], typer.Option("--format", help="table or json.")]

@@ -4,13 +4,13 @@ REST API keys."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.table import Table
 
 from crm_perf_sync import __version__
-from crm_perf_sync.cli._shared import ConfigOption, _check_choice, _guard, _in_store, _settings
+from crm_perf_sync.cli._shared import ConfigOption, TableOrJson, _guard, _in_store, _settings
 from crm_perf_sync.cli.render import (
     _emit,
     _styled,
@@ -62,14 +62,14 @@ def migrate(
 
 @apikey_app.command("create")
 def apikey_create(
-    scope: Annotated[str, typer.Option(help="read (reads everything) or admin (also writes).")] = "read",
+    scope: Annotated[
+        Literal["read", "admin"], typer.Option(help="read (reads everything) or admin (also writes).")
+    ] = "read",
     name: Annotated[str, typer.Option(help="Who or what uses the key, e.g. 'Power BI finance'.")] = "api key",
     config: ConfigOption = None,
 ) -> None:
     """Create a key and print it once (only its hash is stored)."""
     from crm_perf_sync.apikeys import service as keys
-
-    _check_choice("--scope", scope, keys.SCOPES)
 
     def create(session: Session) -> tuple[int, str, str]:
         row, key = keys.create(session, name, scope)
@@ -82,13 +82,12 @@ def apikey_create(
 
 @apikey_app.command("list")
 def apikey_list(
-    output: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    output: TableOrJson = "table",
     config: ConfigOption = None,
 ) -> None:
     """List the keys (their prefixes, never the keys)."""
     from crm_perf_sync.apikeys import service as keys
 
-    _check_choice("--format", output, ("table", "json"))
     rows = _in_store(
         config,
         lambda session: [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.table import Table
@@ -10,7 +10,6 @@ from rich.table import Table
 from crm_perf_sync.cli._shared import (
     ConfigOption,
     Output,
-    _check_choice,
     _in_store,
 )
 from crm_perf_sync.cli.render import (
@@ -28,7 +27,10 @@ alerts_app = typer.Typer(help="Alert states and their history.", no_args_is_help
 
 @alerts_app.command("status")
 def alerts_status(
-    state: Annotated[str | None, typer.Option(help="ok, pending, firing or resolved.")] = None,
+    state: Annotated[
+        Literal["ok", "pending", "firing", "resolved"] | None,
+        typer.Option(help="ok, pending, firing or resolved."),
+    ] = None,
     rule: Annotated[str | None, typer.Option(help="One rule's id.")] = None,
     output: Output = "table",
     config: ConfigOption = None,
@@ -36,9 +38,6 @@ def alerts_status(
     """Where every alert rule stands, per scope."""
     from crm_perf_sync.alerts import repository as repo
     from crm_perf_sync.kpi.repository import scope_names
-
-    _check_choice("--state", state, ("ok", "pending", "firing", "resolved"))
-    _check_choice("--format", output, ("table", "csv", "json"))
 
     def read(session: Session) -> list[dict[str, Any]]:
         names = scope_names(session)
@@ -92,7 +91,6 @@ def alerts_history(
     """Every change of an alert state, newest first."""
     from crm_perf_sync.alerts import repository as repo
 
-    _check_choice("--format", output, ("table", "csv", "json"))
     rows = _in_store(
         config,
         lambda session: [

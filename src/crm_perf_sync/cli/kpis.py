@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.table import Table
@@ -10,7 +10,8 @@ from rich.table import Table
 from crm_perf_sync.cli._shared import (
     ConfigOption,
     Output,
-    _check_choice,
+    ScopeKind,
+    TableOrJson,
     _fail,
     _guard,
     opened_runtime,
@@ -25,6 +26,7 @@ from crm_perf_sync.cli.render import (
     json_text,
     out,
 )
+from crm_perf_sync.kpi.schemas import Grain
 
 app = typer.Typer()
 
@@ -57,8 +59,8 @@ VALUE_COLUMNS = (
 @app.command()
 def values(
     kpi_id: Annotated[str, typer.Argument(help="A KPI id, e.g. win_rate.")],
-    grain: Annotated[str | None, typer.Option(help="week, month, quarter, year or all.")] = None,
-    scope: Annotated[str | None, typer.Option(help="company, team or owner.")] = None,
+    grain: Annotated[Grain | None, typer.Option(help="week, month, quarter, year or all.")] = None,
+    scope: Annotated[ScopeKind | None, typer.Option(help="company, team or owner.")] = None,
     scope_id: Annotated[str | None, typer.Option("--scope-id", help="One team or owner.")] = None,
     period: Annotated[str | None, typer.Option(help="A period key: its start date, e.g. 2017-01-01.")] = None,
     by: Annotated[
@@ -71,12 +73,8 @@ def values(
     from crm_perf_sync.kit.db import session_scope
     from crm_perf_sync.kit.timeutil import utc_now
     from crm_perf_sync.kpi import repository as kpi_repo
-    from crm_perf_sync.kpi.schemas import GRAINS
     from crm_perf_sync.kpi.values import pace, tidy
 
-    _check_choice("--grain", grain, GRAINS)
-    _check_choice("--scope", scope, ("company", "team", "owner"))
-    _check_choice("--format", output, ("table", "csv", "json"))
     with opened_runtime(config) as runtime:
         kpi = runtime.config.kpis.get(kpi_id)
         if kpi is None:
@@ -138,9 +136,9 @@ def values(
 @app.command()
 def explain(
     kpi_id: Annotated[str, typer.Argument(help="A KPI id, e.g. win_rate.")],
-    grain: Annotated[str, typer.Option(help="week, month, quarter, year or all.")] = "all",
+    grain: Annotated[Grain, typer.Option(help="week, month, quarter, year or all.")] = "all",
     period: Annotated[str, typer.Option(help="The period key (its start date), or all.")] = "all",
-    scope: Annotated[str, typer.Option(help="company, team or owner.")] = "company",
+    scope: Annotated[ScopeKind, typer.Option(help="company, team or owner.")] = "company",
     scope_id: Annotated[str, typer.Option("--scope-id", help="The team or owner id.")] = "company",
     currency: Annotated[str, typer.Option(help="The currency of an amount KPI's value.")] = "",
     by: Annotated[str, typer.Option("--by", help="The breakdown dimension of the value.")] = "",
@@ -150,7 +148,7 @@ def explain(
     ] = None,
     limit: Annotated[int, typer.Option(help="Records per page (at most 500).")] = 50,
     after: Annotated[int | None, typer.Option(help="The next page: the id printed as next.")] = None,
-    output: Output = "table",
+    output: TableOrJson = "table",
     config: ConfigOption = None,
 ) -> None:
     """Show how one KPI value was computed: formula, filters, and the records it came from."""
@@ -159,18 +157,14 @@ def explain(
     from crm_perf_sync.kpi import repository as kpi_repo
     from crm_perf_sync.kpi.explain import ValueRef
     from crm_perf_sync.kpi.explain import explain as explain_value
-    from crm_perf_sync.kpi.schemas import GRAINS
     from crm_perf_sync.kpi.service import KpiService
 
-    _check_choice("--grain", grain, GRAINS)
-    _check_choice("--scope", scope, ("company", "team", "owner"))
-    _check_choice("--format", output, ("table", "json"))
     if (scope == "company") != (scope_id == "company"):
         raise _fail("--scope-id names the team or owner (it is 'company' exactly for --scope company)", 2)
     with opened_runtime(config) as runtime:
         service = KpiService(runtime.config.kpi_config())
         kpi = _guard(lambda: service.kpi(kpi_id))
-        ref = ValueRef(kpi_id, grain, period, scope, scope_id, currency, by, value_of)  # type: ignore[arg-type]
+        ref = ValueRef(kpi_id, grain, period, scope, scope_id, currency, by, value_of)
         with runtime.session_factory() as session:
             calendar = service.calendar(session)
             membership = kpi_repo.load_membership(session)
@@ -264,7 +258,9 @@ SCORE_COLUMNS = (
 @app.command()
 def scores(
     scorecard_id: Annotated[str, typer.Argument(help="A scorecard id from the configuration.")],
-    grain: Annotated[str | None, typer.Option(help="week, month, quarter or year.")] = None,
+    grain: Annotated[
+        Literal["week", "month", "quarter", "year"] | None, typer.Option(help="week, month, quarter or year.")
+    ] = None,
     period: Annotated[
         str | None,
         typer.Option(help="A period key (its start date) or all; default the latest (all with --owner)."),
@@ -278,8 +274,6 @@ def scores(
     from crm_perf_sync.kpi import repository as kpi_repo
     from crm_perf_sync.kpi.service import KpiService
 
-    _check_choice("--format", output, ("table", "csv", "json"))
-    _check_choice("--grain", grain, ("week", "month", "quarter", "year"))
     with opened_runtime(config) as runtime:
         card = _guard(lambda: KpiService(runtime.config.kpi_config()).scorecard(scorecard_id))
         with session_scope(runtime.session_factory) as session:

@@ -10,8 +10,7 @@ from rich.table import Table
 
 from crm_perf_sync.cli._shared import (
     ConfigOption,
-    Output,
-    _check_choice,
+    TableOrJson,
     _settings,
     opened_runtime,
 )
@@ -28,7 +27,7 @@ app = typer.Typer()
 
 
 @app.command()
-def status(output: Output = "table", config: ConfigOption = None) -> None:
+def status(output: TableOrJson = "table", config: ConfigOption = None) -> None:
     """How the deployment is doing: each connection's last run, lag and errors; the KPI refresh;
     webhook deliveries waiting; alerts firing."""
     from crm_perf_sync.alerts import repository as alerts_repo
@@ -37,7 +36,6 @@ def status(output: Output = "table", config: ConfigOption = None) -> None:
     from crm_perf_sync.kpi.repository import scope_names
     from crm_perf_sync.ops import status as ops
 
-    _check_choice("--format", output, ("table", "json"))
     with opened_runtime(config, auto_migrate=False) as runtime:
         with session_scope(runtime.session_factory) as session:
             now = utc_now()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.table import Table
 
-from crm_perf_sync.cli._shared import ConfigOption, _check_choice, _fail, _guard, _in_store, unit_of_work
+from crm_perf_sync.cli._shared import ConfigOption, _fail, _guard, _in_store, unit_of_work
 from crm_perf_sync.cli.render import (
     err,
     out,
@@ -145,15 +145,16 @@ def webhooks_replay(
 
 @webhooks_app.command("deliveries")
 def webhooks_deliveries(
-    status: Annotated[str | None, typer.Option(help="pending, succeeded, failed or cancelled.")] = None,
+    status: Annotated[
+        Literal["pending", "succeeded", "failed", "cancelled"] | None,
+        typer.Option(help="pending, succeeded, failed or cancelled."),
+    ] = None,
     endpoint: Annotated[int | None, typer.Option(help="One endpoint's id.")] = None,
     limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50,
     config: ConfigOption = None,
 ) -> None:
     """Recent deliveries: status, attempts, last answer."""
     from crm_perf_sync.webhooks import repository as repo
-
-    _check_choice("--status", status, ("pending", "succeeded", "failed", "cancelled"))
 
     def page(session: Session) -> list[dict[str, Any]]:
         rows, _ = repo.deliveries_page(
