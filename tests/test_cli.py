@@ -16,6 +16,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from crm_perf_sync.kit import migrate
 from tests.cli_inprocess import invoke
 
@@ -174,6 +176,25 @@ def test_a_value_that_is_not_one_of_an_options_choices_is_refused_by_name(tmp_pa
         assert f"Invalid value for '{option}'" in result.stderr, (args, result.stderr)
         assert f"'{value}' is not one of" in result.stderr, (args, result.stderr)
     assert not (tmp_path / "store.db").exists()  # refused before anything was opened
+
+
+def test_a_database_url_of_another_kind_is_one_line() -> None:
+    result = invoke("apikey", "list", env={"CRM_PERF_SYNC_DATABASE_URL": "mysql://crm@127.0.0.1/crm"})
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: unsupported database mysql://crm@127.0.0.1/crm: use sqlite")
+
+
+def test_a_value_error_from_a_bug_is_not_turned_into_a_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crm_perf_sync.apikeys import service
+
+    def broken(_session: object) -> list[object]:
+        raise ValueError("a bug, not something the user can fix")
+
+    monkeypatch.setattr(service, "listed", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        invoke("apikey", "list", env={"CRM_PERF_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}"})
 
 
 def test_webhooks_apikey_and_alerts_take_config_and_read_the_store_of_the_settings(tmp_path: Path) -> None:

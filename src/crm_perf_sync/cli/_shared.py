@@ -17,7 +17,7 @@ from crm_perf_sync.cli.render import (
     _styled,
     err,
 )
-from crm_perf_sync.kit.errors import AppError
+from crm_perf_sync.kit.errors import AppError, ConfigurationError
 from crm_perf_sync.kit.settings import Settings
 
 if TYPE_CHECKING:
@@ -66,16 +66,14 @@ def _settings(config: Path | None = None) -> Settings:
 
 
 def _guard(action: Callable[[], T]) -> T:
-    """Run ``action``, turning expected failures into a one-line error and an exit code."""
-    from crm_perf_sync.kit.errors import ConfigurationError
-
+    """Run ``action``, turning the application's errors (:mod:`crm_perf_sync.kit.errors`, whose
+    text is a sentence for the user) into a one-line reason and an exit code. Anything else is a
+    bug and keeps its traceback."""
     try:
         return action()
     except ConfigurationError as exc:
         raise _fail(str(exc), 2) from None
     except AppError as exc:
-        raise _fail(str(exc)) from None
-    except ValueError as exc:
         raise _fail(str(exc)) from None
 
 
