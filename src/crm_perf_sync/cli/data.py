@@ -6,7 +6,7 @@ import signal
 import threading
 from datetime import timedelta
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -22,6 +22,12 @@ from crm_perf_sync.cli.render import (
     err,
     out,
 )
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+    from crm_perf_sync.jobs.sync import SyncService
+    from crm_perf_sync.sync.outcomes import StreamStats, SyncOutcome
 
 app = typer.Typer()
 
@@ -76,7 +82,7 @@ def sync(
             raise typer.Exit(code)
 
 
-def _print_reports(service: Any, outcome: Any, shown: int = 10) -> None:
+def _print_reports(service: SyncService, outcome: SyncOutcome, shown: int = 10) -> None:
     """The run's first bad records and warnings, each with what is wrong and where."""
     reported = outcome.total("skipped") + outcome.total("warnings")
     if not reported:
@@ -87,7 +93,7 @@ def _print_reports(service: Any, outcome: Any, shown: int = 10) -> None:
         out.print(f"  ... and {reported - shown:,} more, stored with run {outcome.run_id}")
 
 
-def _sync_exit_code(outcomes: list[Any]) -> int:
+def _sync_exit_code(outcomes: list[SyncOutcome]) -> int:
     """The most urgent of the runs' outcomes: failed, then deferred, then rejected records."""
     if any(o.status not in ("succeeded", "deferred") for o in outcomes):
         return 1
@@ -114,8 +120,8 @@ def _install_stop_handler() -> threading.Event:
 
 
 def _sync_with_progress(
-    service: Any, connection_id: str, full: bool, stop: threading.Event, allow_mass_delete: bool
-) -> Any:
+    service: SyncService, connection_id: str, full: bool, stop: threading.Event, allow_mass_delete: bool
+) -> SyncOutcome:
     if not err.is_terminal:
         return service.sync(
             connection_id, full_refresh=full, should_stop=stop.is_set, allow_mass_delete=allow_mass_delete
@@ -129,9 +135,9 @@ def _sync_with_progress(
         console=err,
         transient=True,
     ) as progress:
-        tasks: dict[str, Any] = {}
+        tasks: dict[str, TaskID] = {}
 
-        def on_progress(stream: str, stats: Any) -> None:
+        def on_progress(stream: str, stats: StreamStats) -> None:
             if stream not in tasks:
                 tasks[stream] = progress.add_task("", total=None)
             progress.update(

@@ -10,7 +10,7 @@ import sys
 import threading
 from contextlib import ExitStack
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -27,10 +27,13 @@ from crm_perf_sync.cli.render import (
 from crm_perf_sync.kit.errors import ConfigurationError
 from crm_perf_sync.kit.settings import Settings
 
+if TYPE_CHECKING:
+    from crm_perf_sync.runtime import Runtime
+
 app = typer.Typer()
 
 
-def _serve_api(runtime: Any, settings: Settings) -> None:
+def _serve_api(runtime: Runtime, settings: Settings) -> None:
     import uvicorn
 
     from crm_perf_sync.api.app import create_app
@@ -48,7 +51,7 @@ def _serve_api(runtime: Any, settings: Settings) -> None:
     )
 
 
-def _announce(runtime: Any, settings: Settings, *, new_store: bool) -> None:
+def _announce(runtime: Runtime, settings: Settings, *, new_store: bool) -> None:
     """Where the API is, in the log; and a read key to try it with at once, on the terminal only.
 
     The key is minted when ``serve`` has just created the SQLite store, its output is a terminal
@@ -174,7 +177,7 @@ def worker(config: ConfigOption = None) -> None:
         runtime.close()
 
 
-def _metrics_server(runtime: Any) -> Any:
+def _metrics_server(runtime: Runtime) -> Any:
     from crm_perf_sync.worker.process import serve_metrics
 
     try:
