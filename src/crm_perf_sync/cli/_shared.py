@@ -14,8 +14,8 @@ import typer
 from pydantic import ValidationError
 
 from crm_perf_sync.cli.render import (
-    _styled,
     err,
+    styled,
 )
 from crm_perf_sync.kit.errors import AppError, ConfigurationError
 from crm_perf_sync.kit.settings import Settings
@@ -37,7 +37,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
         # Where the logs are JSON (containers), the reason the process stops is one of them.
         log.error(message)
     else:
-        err.print(_styled(("error:", "bold red"), " ", message), soft_wrap=True)
+        err.print(styled(("error:", "bold red"), " ", message), soft_wrap=True)
     return typer.Exit(code)
 
 

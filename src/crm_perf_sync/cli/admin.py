@@ -12,10 +12,10 @@ from rich.table import Table
 from crm_perf_sync import __version__
 from crm_perf_sync.cli._shared import ConfigOption, TableOrJson, _guard, _in_store, _settings
 from crm_perf_sync.cli.render import (
-    _emit,
-    _styled,
+    emit,
     err,
     out,
+    styled,
 )
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ def apikey_list(
             for k in keys.listed(session)
         ],
     )
-    if _emit(rows, tuple(rows[0]) if rows else (), output):
+    if emit(rows, tuple(rows[0]) if rows else (), output):
         return
     table = Table("id", "name", "scope", "key", "created", "last used", "revoked")
     for r in rows:
@@ -174,4 +174,4 @@ def connectors_list() -> None:
         table.add_row(kind, registry.distributions.get(kind, "?"), connector.description)
     out.print(table)
     for broken in registry.broken:
-        err.print(_styled(("skipped", "yellow"), f" {broken.kind} ({broken.target}): {broken.error}"))
+        err.print(styled(("skipped", "yellow"), f" {broken.kind} ({broken.target}): {broken.error}"))

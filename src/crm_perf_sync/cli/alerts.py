@@ -13,9 +13,9 @@ from crm_perf_sync.cli._shared import (
     _in_store,
 )
 from crm_perf_sync.cli.render import (
-    _emit,
-    _number,
+    emit,
     err,
+    number,
     out,
 )
 
@@ -47,7 +47,7 @@ def alerts_status(
         return rows
 
     rows = _in_store(config, read)
-    if _emit(rows, ALERT_STATE_COLUMNS, output):
+    if emit(rows, ALERT_STATE_COLUMNS, output):
         return
     table = Table("rule", "scope", "name", "state", "since", "value", "threshold", "last outcome")
     for r in rows:
@@ -57,8 +57,8 @@ def alerts_status(
             str(r["scope_name"]),
             str(r["state"]),
             f"{r['since']:%Y-%m-%d %H:%M}",
-            _number(r["value"]),
-            _number(r["threshold"]),
+            number(r["value"]),
+            number(r["threshold"]),
             str(r["outcome"]),
         )
     out.print(table)
@@ -98,7 +98,7 @@ def alerts_history(
         ],
     )
     columns = tuple(rows[0]) if rows else ("at", "rule_id", "scope_id", "from_state", "to_state")
-    if _emit(rows, columns, output):
+    if emit(rows, columns, output):
         return
     table = Table("at", "rule", "scope id", "from", "to", "value", "threshold", "period", "reason")
     for r in rows:
@@ -108,8 +108,8 @@ def alerts_history(
             str(r["scope_id"]),
             str(r["from_state"]),
             str(r["to_state"]),
-            _number(r["value"]),
-            _number(r["threshold"]),
+            number(r["value"]),
+            number(r["threshold"]),
             str(r["period_key"] or ""),
             str(r["reason"] or ""),
         )

@@ -17,10 +17,10 @@ from crm_perf_sync.cli._shared import (
     opened_runtime,
 )
 from crm_perf_sync.cli.render import (
-    _styled,
-    _visible,
     err,
     out,
+    styled,
+    visible,
 )
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def sync(
             )
             code = _sync_exit_code([outcome])
             style = "green" if code == 0 else "red" if code == 1 else "yellow"
-            out.print(_styled((outcome.summary(), style)), soft_wrap=True)
+            out.print(styled((outcome.summary(), style)), soft_wrap=True)
             _print_reports(service, outcome)
             outcomes.append(outcome)
         code = _sync_exit_code(outcomes)
@@ -142,7 +142,7 @@ def _sync_with_progress(
                 tasks[stream] = progress.add_task("", total=None)
             progress.update(
                 tasks[stream],
-                description=_visible(
+                description=visible(
                     f"{connection_id}/{stream}: {stats.read:,} read, {stats.inserted:,} new, "
                     f"{stats.updated:,} changed, {stats.skipped:,} skipped"
                 ),

@@ -17,14 +17,14 @@ from crm_perf_sync.cli._shared import (
     opened_runtime,
 )
 from crm_perf_sync.cli.render import (
-    _cell,
-    _emit,
-    _number,
-    _quantity,
-    _styled,
+    cell_value,
+    emit,
     err,
     json_text,
+    number,
     out,
+    quantity,
+    styled,
 )
 from crm_perf_sync.kpi.schemas import Grain
 
@@ -100,7 +100,7 @@ def values(
                 row["scope_name"] = names.get((v.scope, v.scope_id), v.scope_id)
                 row["pace"] = tidy(pace(v.attainment, v.period_start, v.period_end, now, zone))
                 rows.append(row)
-    if _emit(rows, VALUE_COLUMNS, output):
+    if emit(rows, VALUE_COLUMNS, output):
         return
     percent = kpi.unit == "percent"
     with_targets = any(row["target"] is not None for row in rows)
@@ -116,16 +116,16 @@ def values(
         if by:
             cells.append(row["dimension_value"] or "(none)")
         cells += [
-            _number(row["value"], bool(row["low_sample"]), percent),
-            _quantity(row["numerator"]),
-            _quantity(row["denominator"]),
+            number(row["value"], bool(row["low_sample"]), percent),
+            quantity(row["numerator"]),
+            quantity(row["denominator"]),
             str(row["sample_count"]),
         ]
         if with_targets:
             cells += [
-                _number(row["target"], percent=percent),
-                _number(row["attainment"], percent=True),
-                _number(row["pace"], percent=True),
+                number(row["target"], percent=percent),
+                number(row["attainment"], percent=True),
+                number(row["pace"], percent=True),
             ]
         table.add_row(*cells)
     out.print(table)
@@ -174,10 +174,10 @@ def explain(
                 )
             )
     if output == "json":
-        _emit([asdict(result)], (), "json")
+        emit([asdict(result)], (), "json")
         return
     out.print(
-        _styled(
+        styled(
             (result.name, "bold"),
             f" ({result.kpi_id}, {result.type}, {result.unit}, {result.direction} is better)",
         )
@@ -188,27 +188,27 @@ def explain(
     else:
         v = result.value
         out.print(
-            f"value {_number(v['value'])} = numerator {v['numerator']:,.2f}"
+            f"value {number(v['value'])} = numerator {v['numerator']:,.2f}"
             + ("" if v["denominator"] is None else f" / denominator {v['denominator']:,.2f}")
             + f"; sample {v['sample_count']}"
             + (" (below the minimum sample)" if v["low_sample"] else "")
             + (
                 ""
                 if v["target"] is None
-                else f"; target {_number(v['target'])}, attainment {_number(v['attainment'], percent=True)}"
+                else f"; target {number(v['target'])}, attainment {number(v['attainment'], percent=True)}"
             )
         )
     for used in result.inputs:
         out.print(
-            f"  {' and '.join(used['used_as'])} = {_number(used['value'])}"
-            + ("" if used["target"] is None else f" (target {_number(used['target'])})")
+            f"  {' and '.join(used['used_as'])} = {number(used['value'])}"
+            + ("" if used["target"] is None else f" (target {number(used['target'])})")
             + ("  [not stored for this period and scope]" if used["currency"] is None else "")
             + f"  -> crm-perf-sync explain {used['kpi_id']} --grain {grain} --period {period}"
             + f" --scope {scope} --scope-id '{scope_id}'"
         )
     for part in result.parts:
         out.print(
-            _styled(
+            styled(
                 "\n",
                 (part.role, "bold"),
                 f": {part.entity} placed by {part.period_field}; each adds {part.contributes}",
@@ -229,7 +229,7 @@ def explain(
         columns = [c for c in dict.fromkeys(wanted) if c in part.records[0]]
         table = Table(*columns, "adds")
         for record in part.records:
-            table.add_row(*(str(_cell(record[c])) for c in columns), _number(record["contribution"]))
+            table.add_row(*(str(cell_value(record[c])) for c in columns), number(record["contribution"]))
         out.print(table)
         if part.next_after is not None:
             out.print(f"  more: --after {part.next_after}")
@@ -294,7 +294,7 @@ def scores(
     if output == "csv":
         for row in rows:
             row["components"] = json_text(row["components"])
-    if _emit(rows, SCORE_COLUMNS, output):
+    if emit(rows, SCORE_COLUMNS, output):
         return
     table = Table("grain", "period", "rank", "rep", "team", "team rank", "score", "grade", "dropped")
     for row in rows:
@@ -305,7 +305,7 @@ def scores(
             str(row["owner_name"]),
             str(row["team_name"] or ""),
             str(row["team_rank"] or "-"),
-            _number(row["score"]),
+            number(row["score"]),
             row["grade"] or "-",
             str(row["dropped_components"]),
         )
@@ -320,12 +320,12 @@ def scores(
                     c["kpi_id"],
                     f"{c['weight']:.2f}",
                     f"{c['applied_weight']:.2f}",
-                    _number(c["value"]),
-                    _number(c["target"]),
-                    _number(c["normalised"]),
+                    number(c["value"]),
+                    number(c["target"]),
+                    number(c["normalised"]),
                     c["dropped"] or "",
                 )
-            out.print(f"\n{row['period_key']} ({row['grain']}): score {_number(row['score'])}")
+            out.print(f"\n{row['period_key']} ({row['grain']}): score {number(row['score'])}")
             out.print(detail)
             out.print(
                 f"  each component's deals: crm-perf-sync explain KPI --grain {row['grain']} "

@@ -15,12 +15,12 @@ from crm_perf_sync.cli._shared import (
     opened_runtime,
 )
 from crm_perf_sync.cli.render import (
-    _ago,
-    _number,
-    _styled,
+    ago,
     err,
     json_text,
+    number,
     out,
+    styled,
 )
 
 app = typer.Typer()
@@ -67,7 +67,7 @@ def status(output: TableOrJson = "table", config: ConfigOption = None) -> None:
             state,
             f"{ended:%Y-%m-%d %H:%M}" if ended else "-",
             f"{success:%Y-%m-%d %H:%M}" if success else "-",
-            _ago(c["lag_seconds"]),
+            ago(c["lag_seconds"]),
             str(c["failed_runs_24h"]),
             (c["last_error"] or "")[:80],
         )
@@ -84,7 +84,7 @@ def status(output: TableOrJson = "table", config: ConfigOption = None) -> None:
     d = report["webhook_deliveries"]
     out.print(
         f"Webhook deliveries: {d['pending']} pending ({d['retrying']} retrying, oldest "
-        f"{_ago(d['oldest_pending_age_seconds'])}), {d['failed_24h']} failed in the last 24h"
+        f"{ago(d['oldest_pending_age_seconds'])}), {d['failed_24h']} failed in the last 24h"
     )
     if not firing:
         out.print("Alerts firing: none")
@@ -96,8 +96,8 @@ def status(output: TableOrJson = "table", config: ConfigOption = None) -> None:
             str(a["scope"]),
             str(a["scope_name"]),
             f"{a['since']:%Y-%m-%d %H:%M}",
-            _number(a["value"]),
-            _number(a["threshold"]),
+            number(a["value"]),
+            number(a["threshold"]),
         )
     out.print(alerts)
 
@@ -112,7 +112,7 @@ def doctor(config: ConfigOption = None) -> None:
     report = Doctor(settings).run()
     for check in report.checks:
         mark = ("ok  ", "green") if check.ok else ("FAIL", "red")
-        out.print(_styled(mark, f" {check.name}: {check.detail}"), soft_wrap=True)
+        out.print(styled(mark, f" {check.name}: {check.detail}"), soft_wrap=True)
         if not check.ok and check.hint:
             out.print(f"     → {check.hint}", soft_wrap=True)
     failed = sum(not c.ok for c in report.checks)

@@ -15,7 +15,7 @@ from rich.text import Text
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
-def _visible(text: str) -> str:
+def visible(text: str) -> str:
     """``text`` with each control character written out as its escape (ESC as ``\\x1b``)."""
     return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
 
@@ -25,18 +25,18 @@ class _Verbatim(Console):
     codes (`[link=…]` would become a hyperlink, `https://[fd00::1]/` lose its address, a regex its
     brackets), and with its control characters shown rather than obeyed. Everything printed
     comes from the CRM, the configuration or the user; styled words are ``Text`` objects built
-    with :func:`_styled`."""
+    with :func:`styled`."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__(markup=False, emoji=False, highlight=False, **options)
 
     def render_str(self, text: str, **options: Any) -> Text:  # every str printed or in a table
-        return super().render_str(_visible(text), **options)
+        return super().render_str(visible(text), **options)
 
 
-def _styled(*parts: str | tuple[str, str]) -> Text:
+def styled(*parts: str | tuple[str, str]) -> Text:
     """Text from plain strings and (string, style) pairs, control characters shown."""
-    return Text.assemble(*(_visible(p) if isinstance(p, str) else (_visible(p[0]), p[1]) for p in parts))
+    return Text.assemble(*(visible(p) if isinstance(p, str) else (visible(p[0]), p[1]) for p in parts))
 
 
 err = _Verbatim(stderr=True)
@@ -44,13 +44,13 @@ err = _Verbatim(stderr=True)
 out = _Verbatim(width=None if sys.stdout.isatty() else 160)
 
 
-def _cell(value: Any) -> Any:
+def cell_value(value: Any) -> Any:
     if value is None:
         return ""
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
-def _emit(rows: list[dict[str, Any]], columns: tuple[str, ...], output: str) -> bool:
+def emit(rows: list[dict[str, Any]], columns: tuple[str, ...], output: str) -> bool:
     """Write rows as csv or json; ``False`` when the caller should draw a table instead."""
     import csv
 
@@ -73,14 +73,14 @@ def _emit(rows: list[dict[str, Any]], columns: tuple[str, ...], output: str) -> 
     return False
 
 
-def _number(value: float | None, low_sample: bool = False, percent: bool = False) -> str:
+def number(value: float | None, low_sample: bool = False, percent: bool = False) -> str:
     if value is None:
         return "-"
     text = f"{value:.1%}" if percent else f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
     return text + (" *" if low_sample else "")
 
 
-def _quantity(value: float | None) -> str:
+def quantity(value: float | None) -> str:
     """A numerator or denominator: a count as the whole number it is, an amount to the cent."""
     if value is None:
         return ""
@@ -93,7 +93,7 @@ def json_text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _ago(seconds: float | None) -> str:
+def ago(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
