@@ -20,13 +20,13 @@ from crm_perf_sync.cli.render import (
 from crm_perf_sync.kit.errors import AppError, ConfigurationError
 from crm_perf_sync.kit.settings import Settings
 
+# The store, the configuration and the domains are imported by the commands that use them, so
+# that `--help`, `version` and `config check` start without loading them all.
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from crm_perf_sync.runtime import Runtime, Store
 
-# The store, the configuration and the domains are imported by the commands that use them, so
-# that `--help`, `version` and `config check` start without loading them all.
 log = logging.getLogger("crm_perf_sync.cli")
 
 T = TypeVar("T")
