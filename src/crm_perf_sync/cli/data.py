@@ -59,7 +59,6 @@ def sync(
     Exit codes: 0 synced; 1 failed (a mass deletion held back included);
     75 deferred by the CRM's API budget (the next run resumes); 65 synced, records rejected.
     """
-
     with opened_runtime(config) as runtime:
         service = runtime.sync_service()
         _guard(service.apply_config)

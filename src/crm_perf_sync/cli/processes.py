@@ -121,7 +121,6 @@ def serve(config: ConfigOption = None) -> None:
 @app.command()
 def api(config: ConfigOption = None) -> None:
     """The HTTP API alone (stateless; run as many as you like)."""
-
     with opened_runtime(config, auto_migrate=False) as runtime:
         _serve_api(runtime, runtime.settings)
 
