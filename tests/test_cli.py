@@ -16,6 +16,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from crm_perf_sync.kit import migrate
 from tests.cli_inprocess import invoke
 
@@ -155,6 +157,81 @@ def test_api_keys_are_created_listed_and_revoked(tmp_path: Path) -> None:
     bad = cli("apikey", "create", "--scope", "write", env=env, cwd=tmp_path)
     assert bad.returncode != 0
     assert "--scope" in bad.stderr
+
+
+def test_a_value_that_is_not_one_of_an_options_choices_is_refused_by_name(tmp_path: Path) -> None:
+    env = {"CRM_PERF_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}"}
+    refused = {
+        ("values", "win_rate", "--grain", "fortnight"): ("--grain", "fortnight"),
+        ("explain", "win_rate", "--scope", "region"): ("--scope", "region"),
+        ("scores", "reps", "--grain", "all"): ("--grain", "all"),
+        ("status", "--format", "csv"): ("--format", "csv"),
+        ("alerts", "status", "--state", "burning"): ("--state", "burning"),
+        ("webhooks", "deliveries", "--status", "lost"): ("--status", "lost"),
+        ("apikey", "create", "--scope", "write"): ("--scope", "write"),
+    }
+    for args, (option, value) in refused.items():
+        result = invoke(*args, env=env)
+        assert result.exit_code == 2, (args, result.stderr)
+        assert f"Invalid value for '{option}'" in result.stderr, (args, result.stderr)
+        assert f"'{value}' is not one of" in result.stderr, (args, result.stderr)
+    assert not (tmp_path / "store.db").exists()  # refused before anything was opened
+
+
+def test_a_database_url_of_another_kind_is_one_line() -> None:
+    result = invoke("apikey", "list", env={"CRM_PERF_SYNC_DATABASE_URL": "mysql://crm@127.0.0.1/crm"})
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: unsupported database mysql://crm@127.0.0.1/crm: use sqlite")
+
+
+def test_a_value_error_from_a_bug_is_not_turned_into_a_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crm_perf_sync.apikeys import service
+
+    def broken(_session: object) -> list[object]:
+        raise ValueError("a bug, not something the user can fix")
+
+    monkeypatch.setattr(service, "listed", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        invoke("apikey", "list", env={"CRM_PERF_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}"})
+
+
+def test_webhooks_apikey_and_alerts_take_config_and_read_the_store_of_the_settings(tmp_path: Path) -> None:
+    """The configuration `--config` names is the one checked (not $CRM_PERF_SYNC_CONFIG's), and
+    the store read is the one the settings name, not another one beside it."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("connections:\n  - id: Bad Id\n    kind: demo\n")
+    good = str(REPO / "config/crm-perf-sync.yaml")
+    stores = {name: {"CRM_PERF_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / name}.db"} for name in ("a", "b")}
+    for name, env in stores.items():
+        assert invoke("apikey", "create", "--name", f"key of {name}", env=env).exit_code == 0
+        assert invoke("webhooks", "add", f"https://hooks.example.com/{name}", env=env).exit_code == 0
+        with sqlite3.connect(tmp_path / f"{name}.db") as db:
+            db.execute(
+                "INSERT INTO alert_state (rule_id, rule_hash, scope, scope_id, currency, state, breaches,"
+                " outcome, value, threshold, period_key, since, evaluated_at, severity)"
+                " VALUES (?, 'h', 'company', 'company', '', 'firing', 1, 'breach', 0.1, 0.2, NULL,"
+                " '2026-01-01 00:00:00.000000', '2026-01-01 00:00:00.000000', 'warning')",
+                (f"rule-of-{name}",),
+            )
+    in_a = {**stores["a"], "CRM_PERF_SYNC_CONFIG": str(broken)}
+
+    webhooks = invoke("webhooks", "list", "--config", good, env=in_a)
+    assert webhooks.exit_code == 0, webhooks.stderr
+    assert "https://hooks.example.com/a" in webhooks.stdout
+    assert "https://hooks.example.com/b" not in webhooks.stdout
+    keys = invoke("apikey", "list", "--format", "json", "--config", good, env=in_a)
+    assert keys.exit_code == 0, keys.stderr
+    assert [key["name"] for key in json.loads(keys.stdout)] == ["key of a"]
+    alerts = invoke("alerts", "status", "--format", "json", "--config", good, env=in_a)
+    assert alerts.exit_code == 0, alerts.stderr
+    assert [state["rule_id"] for state in json.loads(alerts.stdout)] == ["rule-of-a"]
+
+    for command in (("webhooks", "list"), ("apikey", "list"), ("alerts", "status")):
+        refused = invoke(*command, "--config", str(broken), env=stores["a"])
+        assert refused.exit_code == 2, (command, refused.stderr)
+        assert f"{broken}:2: connections[0].id" in refused.stderr
 
 
 class Served:

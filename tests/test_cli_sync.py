@@ -21,7 +21,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
-from crm_perf_sync.cli import EXIT_DEFERRED, EXIT_REJECTED, app
+from crm_perf_sync.cli import app
+from crm_perf_sync.cli.data import EXIT_DEFERRED, EXIT_REJECTED
 from tests.conftest import DATA_DIR, REPO_ROOT
 from tests.connectors.salesforce.emulator import SalesforceEmulator, Tls, make_tls
 from tests.connectors.salesforce.seed import add_opportunities, minimal_org

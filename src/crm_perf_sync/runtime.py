@@ -50,36 +50,20 @@ def load_checked_config(settings: Settings, registry: ConnectorRegistry) -> Load
 
 
 @dataclass
-class Runtime:
+class Store:
+    """The configured database: an engine found reachable and its session factory. All a command
+    that only reads or writes the store needs (keys, webhooks, alert states, migrations)."""
+
     settings: Settings
     engine: Engine
     session_factory: sessionmaker[Session]
-    registry: ConnectorRegistry
-    config: LoadedConfig
-    _services: dict[str, SyncService] = field(default_factory=dict)
 
     @property
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
 
-    def sync_service(self) -> SyncService:
-        if "sync" not in self._services:
-            self._services["sync"] = SyncService(
-                session_factory=self.session_factory,
-                registry=self.registry,
-                config=self.config,
-                options=sync_options(self.settings),
-            )
-        return self._services["sync"]
-
     def webhook_guard(self) -> Guard:
         return Guard(allow=tuple(self.settings.webhook_allow_hosts))
-
-    def deliverer(self, holder: str) -> Deliverer:
-        options = DeliveryOptions(
-            timeout=self.settings.webhook_timeout_seconds, concurrency=self.settings.webhook_concurrency
-        )
-        return Deliverer(self.session_factory, self.webhook_guard(), holder, options)
 
     def ensure_schema(self, *, auto_migrate: bool) -> None:
         """Make sure the store is migrated; on the embedded SQLite default, migrate it."""
@@ -95,6 +79,32 @@ class Runtime:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+@dataclass
+class Runtime(Store):
+    """The store with the configuration and the connectors that serve it: what syncs, refreshes
+    and the long-running processes need."""
+
+    registry: ConnectorRegistry
+    config: LoadedConfig
+    _services: dict[str, SyncService] = field(default_factory=dict)
+
+    def sync_service(self) -> SyncService:
+        if "sync" not in self._services:
+            self._services["sync"] = SyncService(
+                session_factory=self.session_factory,
+                registry=self.registry,
+                config=self.config,
+                options=sync_options(self.settings),
+            )
+        return self._services["sync"]
+
+    def deliverer(self, holder: str) -> Deliverer:
+        options = DeliveryOptions(
+            timeout=self.settings.webhook_timeout_seconds, concurrency=self.settings.webhook_concurrency
+        )
+        return Deliverer(self.session_factory, self.webhook_guard(), holder, options)
 
 
 _SECRET_KEY = re.compile(r"(?i)(token|secret|password|passphrase|private_key|session|api_?key|credential)")
@@ -125,15 +135,22 @@ def secret_values(settings: Settings, config: LoadedConfig | None) -> list[str]:
     return found
 
 
-def build_runtime(settings: Settings) -> Runtime:
-    registry = ConnectorRegistry.discover()
-    register_secrets(secret_values(settings, None))
-    config = load_checked_config(settings, registry)
-    register_secrets(secret_values(settings, config))
+def open_store(settings: Settings) -> Store:
+    """The one way to open the configured database: an engine, checked reachable (its schema is
+    the caller's to check, see :meth:`Store.ensure_schema`; ``migrate`` changes it instead)."""
     engine = create_db_engine(settings.database_url_value())
     try:
         check_database(engine)
     except DatabaseUnavailable:
         engine.dispose()
         raise
-    return Runtime(settings, engine, make_session_factory(engine), registry, config)
+    return Store(settings, engine, make_session_factory(engine))
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    registry = ConnectorRegistry.discover()
+    register_secrets(secret_values(settings, None))
+    config = load_checked_config(settings, registry)
+    register_secrets(secret_values(settings, config))
+    store = open_store(settings)
+    return Runtime(store.settings, store.engine, store.session_factory, registry, config)

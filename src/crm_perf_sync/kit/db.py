@@ -52,7 +52,9 @@ def create_db_engine(url: str, *, pool_size: int = 5) -> Engine:
             # (a sequential scan) would be kept after it grew to millions of rows.
             connect_args={"prepare_threshold": None},
         )
-    raise ValueError(f"unsupported database {redact_url(url)}: use sqlite:///... or postgresql://...")
+    raise DatabaseUnavailable(
+        f"unsupported database {redact_url(url)}: use sqlite:///... or postgresql://..."
+    )
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from crm_perf_sync.cli import EXIT_REJECTED
+from crm_perf_sync.cli.data import EXIT_REJECTED
 from crm_perf_sync.config import ConnectionConfig
 from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.kit.timeutil import utc_now
