@@ -156,3 +156,23 @@ def test_serve_reports_a_configuration_error_as_a_json_log_line_when_logs_are_js
     (event,) = [orjson.loads(line) for line in bad.stderr.splitlines()]
     assert event["level"] == "error"
     assert event["message"].startswith("invalid environment: CRM_PERF_SYNC_PORT: ")
+
+
+def test_doctor_reports_an_unsupported_database_url_as_a_failed_check(tmp_path: Path) -> None:
+    config = tmp_path / "crm-perf-sync.yaml"
+    config.write_text("connections:\n  - id: demo\n    kind: demo\n")
+    env = {"CRM_PERF_SYNC_DATABASE_URL": "mysql://u@127.0.0.1/crm", "CRM_PERF_SYNC_CONFIG": str(config)}
+    result = invoke("doctor", env=env)
+    assert result.exit_code == 1
+    assert "ok   configuration" in result.stdout
+    assert "FAIL database: unsupported database mysql://u@127.0.0.1/crm" in result.stdout
+    assert "ok   connection demo" in result.stdout  # the checks that need no store still run
+    assert "migrations" not in result.stdout  # and the one that does is not attempted
+
+
+def test_migrate_to_an_unknown_revision_is_refused_in_one_line(tmp_path: Path) -> None:
+    env = {"CRM_PERF_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}"}
+    for args in (("migrate", "--to", "f00dfeedbeef"), ("migrate", "--downgrade", "--to", "f00dfeedbeef")):
+        result = invoke(*args, env=env)
+        assert result.exit_code == 2, result.stderr
+        assert "no revision 'f00dfeedbeef' in this version's migrations" in " ".join(result.stderr.split())

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from crm_perf_sync import __version__
-from crm_perf_sync.cli._shared import ConfigOption, TableOrJson, _guard, _in_store, _settings
+from crm_perf_sync.cli._shared import ConfigOption, TableOrJson, _fail, _guard, _in_store, _settings
 from crm_perf_sync.cli.render import (
     emit,
     err,
@@ -44,6 +44,12 @@ def migrate(
     from crm_perf_sync.runtime import open_store
 
     settings = _settings()
+    if not migrations.is_known_revision(revision):
+        raise _fail(
+            f"no revision {revision!r} in this version's migrations (its newest is "
+            f"{migrations.head_revision()}: `--to head`)",
+            2,
+        )
 
     def run() -> None:
         store = open_store(settings)  # its schema is what this changes: no check first

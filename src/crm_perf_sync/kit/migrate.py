@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.script.revision import ResolutionError
+from alembic.util.exc import CommandError
 from sqlalchemy import Engine
 
 from crm_perf_sync.kit.errors import DatabaseUnavailable
@@ -40,6 +43,17 @@ def check_known(engine: Engine) -> None:
             f"know (its newest is {script.get_current_head()}): it was migrated by another version; use that "
             "version, or a new database"
         )
+
+
+def is_known_revision(revision: str) -> bool:
+    """``revision`` names a migration of this version: an id (or its prefix), ``head``, ``base``,
+    or a step relative to the current one (``-1``, ``+2``)."""
+    if revision in ("head", "heads", "base") or re.fullmatch(r"[+-]\d+", revision):
+        return True
+    try:
+        return bool(ScriptDirectory.from_config(alembic_config()).get_revisions(revision))
+    except (ResolutionError, CommandError):
+        return False
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:

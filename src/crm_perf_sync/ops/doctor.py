@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import Engine
+
 from crm_perf_sync.config import LoadedConfig
 from crm_perf_sync.kit.settings import Settings, redact_url
 from crm_perf_sync.ops.repository import server_version
@@ -71,25 +73,26 @@ class Doctor:
             self.checks.append(
                 Check(f"connector plugin {broken.kind}", False, broken.error, "reinstall or remove it")
             )
-        url = self.settings.database_url_value()
-        engine = create_db_engine(url)
+        engines: list[Engine] = []
+
+        def database() -> str:
+            engines.append(create_db_engine(self.settings.database_url_value()))
+            return _database(engines[0], check_database)
+
         try:
-            reachable = self.record(
-                "database",
-                lambda: _database(engine, check_database),
-                "start it, or fix CRM_PERF_SYNC_DATABASE_URL",
-            )
+            reachable = self.record("database", database, "start it, or fix CRM_PERF_SYNC_DATABASE_URL")
             migrated = reachable and self.record(
                 "migrations",
-                lambda: _migrations(engine, migrate),
+                lambda: _migrations(engines[0], migrate),
                 "run `crm-perf-sync migrate` (back up the database first)",
             )
             if loaded:
                 self._connections(loaded[0], registry)
                 if migrated:
-                    self._webhooks(make_session_factory(engine))
+                    self._webhooks(make_session_factory(engines[0]))
         finally:
-            engine.dispose()
+            for engine in engines:
+                engine.dispose()
         return self
 
     def _connections(self, config: LoadedConfig, registry: Any) -> None:
