@@ -34,7 +34,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 from sqlalchemy import Connection
@@ -81,7 +81,7 @@ def period_of(
     grain: Grain = rule.grain
     index = periods.local_period_index(now, zone, grain, fiscal_start_month)
     if rule.period == "previous":
-        index -= {"week": 1, "month": 1, "quarter": 3, "year": 12}[grain]
+        index = periods.previous(index, grain)
     start, end = periods.period_bounds(index, grain)
     return start.isoformat(), start, end
 
@@ -278,8 +278,7 @@ def _bounds(period_key: str, grain: str) -> tuple[date | None, date | None]:
     start = date.fromisoformat(period_key)
     if grain == "week":
         return start, start + timedelta(days=7)
-    months = {"month": 1, "quarter": 3, "year": 12}[grain]
-    return start, periods.month_start(start.year * 12 + start.month - 1 + months)
+    return periods.period_bounds(start.year * 12 + start.month - 1, cast(Grain, grain))
 
 
 def _scopes(
@@ -472,7 +471,7 @@ def _publish_scores(conn: Connection, kpis: KpiConfig, now: datetime) -> int:
             index = periods.local_period_index(
                 now, business.timezone, grain, business.fiscal_year_start_month
             )
-            index -= {"week": 1, "month": 1, "quarter": 3, "year": 12}[grain]
+            index = periods.previous(index, grain)
             start, end = periods.period_bounds(index, grain)
             key = start.isoformat()
             if repo.published(conn, card.id, grain, key):

@@ -526,7 +526,7 @@ def _months_of(grain: Grain, indexes: Sequence[int]) -> list[int]:
             for day in (start, end - timedelta(days=1)):
                 months.add(day.year * 12 + day.month - 1)
         else:
-            months.update(range(index, index + {"month": 1, "quarter": 3, "year": 12}[grain]))
+            months.update(range(index, index + periods.STEP[grain]))
     return sorted(months)
 
 

@@ -20,6 +20,9 @@ from crm_perf_sync.kpi.schemas import Grain
 
 _FIRST_YEAR, _LAST_YEAR = 1990, 2060
 _EPOCH = date(1970, 1, 1)
+#: How far apart two consecutive periods' indexes are: a week's index counts weeks, every other
+#: grain's counts months.
+STEP: dict[Grain, int] = {"week": 1, "month": 1, "quarter": 3, "year": 12}
 _EPOCH_JULIAN = 2440587.5  # julianday('1970-01-01')
 
 
@@ -145,8 +148,12 @@ def period_bounds(index: int, grain: Grain) -> tuple[date, date]:
     if grain == "week":
         start = _EPOCH + timedelta(days=7 * index - 3)
         return start, start + timedelta(days=7)
-    months = {"month": 1, "quarter": 3, "year": 12}[grain]
-    return month_start(index), month_start(index + months)
+    return month_start(index), month_start(index + STEP[grain])
+
+
+def previous(index: int, grain: Grain) -> int:
+    """The index of the period before the one at ``index``."""
+    return index - STEP[grain]
 
 
 def local_period_index(moment: datetime | date, zone: str, grain: Grain, fiscal_start_month: int) -> int:

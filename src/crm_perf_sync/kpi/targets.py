@@ -21,7 +21,6 @@ from crm_perf_sync.org.schemas import Membership
 
 TargetKey = tuple[str, str, int, str, str, str]  # (kpi, grain, period index, scope, scope id, currency)
 
-_MONTHS = {"month": 1, "quarter": 3, "year": 12}
 #: Specificity penalties: lower wins.
 _FROM_QUARTER, _FROM_YEAR, _FROM_TEAM = 1, 2, 10
 
@@ -86,7 +85,7 @@ def _split_periods(
 ) -> list[tuple[Grain, int, float, int]]:
     """``(grain, period index, fraction of the value, specificity)`` for the target and its parts."""
     out: list[tuple[Grain, int, float, int]] = [(item.grain, first_month, 1.0, 0)]
-    months = _MONTHS[item.grain]
+    months = periods.STEP[item.grain]
     if months == 1:
         return out
     if item.grain == "year" and item.seasonality is not None:
