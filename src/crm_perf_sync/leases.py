@@ -72,6 +72,11 @@ def _insert_if_missing(session: Session, name: str) -> None:
         session.execute(sqlite_insert(Lease).values(name=name).on_conflict_do_nothing())
 
 
+def sync_lease(connection_id: str) -> str:
+    """The name of the lease that lets one process at a time sync a connection."""
+    return f"sync:{connection_id}"
+
+
 def try_acquire(session: Session, name: str, holder: str, ttl: timedelta) -> LeaseHeld | None:
     """Take the lease ``name`` for ``holder``. Returns ``None`` on success, else who holds it.
 

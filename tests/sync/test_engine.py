@@ -28,7 +28,7 @@ from crm_perf_sync.connector_sdk import (
     Tombstone,
 )
 from crm_perf_sync.kit.db import session_scope
-from crm_perf_sync.leases import new_holder_id
+from crm_perf_sync.leases import new_holder_id, sync_lease
 from crm_perf_sync.models import (
     Lead,
     Lease,
@@ -45,7 +45,7 @@ from crm_perf_sync.org import repository as org_repo
 from crm_perf_sync.sync import repository as repo
 from crm_perf_sync.sync.errors import SyncAlreadyRunning
 from crm_perf_sync.sync.outcomes import SyncOutcome
-from crm_perf_sync.sync.service import SyncEngine, SyncOptions, lease_name
+from crm_perf_sync.sync.service import SyncEngine, SyncOptions
 from tests.sync.scripted import Script, scripted
 
 T0 = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
@@ -348,7 +348,7 @@ def test_non_retriable_errors_end_the_run_with_a_recorded_reason(
         assert row is not None
         assert row.status == status
         assert str(error) in (row.error or "")
-        lease = session.get(Lease, lease_name("crm"))
+        lease = session.get(Lease, sync_lease("crm"))
         assert lease is not None
         assert lease.holder is None
     assert count(session_factory, Opportunity) == 1
@@ -375,7 +375,7 @@ def test_a_held_lease_refuses_a_second_sync_and_an_expired_one_is_taken_over(
     with session_scope(session_factory) as session:
         session.add(
             Lease(
-                name=lease_name("crm"),
+                name=sync_lease("crm"),
                 holder="otherhost:1:abc",
                 expires_at=datetime.now(UTC) + timedelta(minutes=5),
             )
@@ -399,7 +399,7 @@ def test_a_dead_local_holder_is_taken_over_at_once_and_its_run_closed(
     with session_scope(session_factory) as session:
         session.add(
             Lease(
-                name=lease_name("crm"), holder=dead_holder, expires_at=datetime.now(UTC) + timedelta(hours=1)
+                name=sync_lease("crm"), holder=dead_holder, expires_at=datetime.now(UTC) + timedelta(hours=1)
             )
         )
         stale = repo.create_run(session, "crm", "schedule", False, dead_holder, T0)

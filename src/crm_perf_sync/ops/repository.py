@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from crm_perf_sync.leases import sync_lease
 from crm_perf_sync.models import (
     AlertState,
     AlertTransition,
@@ -66,7 +67,7 @@ def sync_holder(session: Session, connection_id: str, now: datetime) -> str | No
     """Who is syncing the connection right now (the live holder of its lease), if anyone."""
     found: str | None = session.execute(
         select(Lease.holder).where(
-            Lease.name == f"sync:{connection_id}", Lease.holder.is_not(None), Lease.expires_at > now
+            Lease.name == sync_lease(connection_id), Lease.holder.is_not(None), Lease.expires_at > now
         )
     ).scalar_one_or_none()
     return found

@@ -49,7 +49,7 @@ from crm_perf_sync.kit.logs import bind_log_context, log_context
 from crm_perf_sync.kit.metrics import STREAM_RECORDS, STREAM_RUNS
 from crm_perf_sync.kit.retry import backoff_delay
 from crm_perf_sync.kit.timeutil import utc_now
-from crm_perf_sync.leases import release, renew, try_acquire
+from crm_perf_sync.leases import release, renew, sync_lease, try_acquire
 from crm_perf_sync.org import repository as org_repo
 from crm_perf_sync.sync import repository as repo
 from crm_perf_sync.sync.deletions import (
@@ -101,10 +101,6 @@ ProgressCallback = Callable[[str, StreamStats], None]
 
 # Rows a run inserts into a table before the table's planner statistics are first refreshed.
 _FIRST_ANALYZE = 20_000
-
-
-def lease_name(connection_id: str) -> str:
-    return f"sync:{connection_id}"
 
 
 def retry_delay(attempt: int, options: SyncOptions, retry_after: float | None, rng: random.Random) -> float:
@@ -169,7 +165,7 @@ class SyncEngine:
         stats = batch.stats
         entity = batch.stream.entity
         with session_scope(self.session_factory) as session:
-            if not renew(session, lease_name(self.connection_id), self.holder, self.options.lease_ttl):
+            if not renew(session, sync_lease(self.connection_id), self.holder, self.options.lease_ttl):
                 raise LeaseLost(
                     f"the sync lease of {self.connection_id!r} expired and was taken by another process; "
                     "this batch was rolled back"
@@ -471,7 +467,7 @@ class SyncEngine:
         )
         self.sleep(delay)
         with session_scope(self.session_factory) as session:
-            if not renew(session, lease_name(self.connection_id), self.holder, self.options.lease_ttl):
+            if not renew(session, sync_lease(self.connection_id), self.holder, self.options.lease_ttl):
                 raise LeaseLost(
                     f"the sync lease of {self.connection_id!r} was lost while waiting to retry"
                 ) from exc
@@ -527,7 +523,7 @@ class SyncEngine:
         started = time.monotonic()
         now = utc_now()
         with session_scope(self.session_factory) as session:
-            held = try_acquire(session, lease_name(self.connection_id), self.holder, self.options.lease_ttl)
+            held = try_acquire(session, sync_lease(self.connection_id), self.holder, self.options.lease_ttl)
             if held is not None:
                 until = f" until {held.expires_at.isoformat()}" if held.expires_at else ""
                 raise SyncAlreadyRunning(
@@ -649,7 +645,7 @@ class SyncEngine:
                     duration_seconds=duration,
                 )
                 self._announce(session, status, error, kind, duration, now)
-                release(session, lease_name(self.connection_id), self.holder)
+                release(session, sync_lease(self.connection_id), self.holder)
         except DBAPIError:
             log.exception("could not record the end of sync run %s of %s", self.run_id, self.connection_id)
         for stream, stats in self.streams.items():
