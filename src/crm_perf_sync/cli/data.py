@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import threading
-from datetime import timedelta
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 
@@ -172,7 +171,7 @@ def refresh(
     stop = _install_stop_handler()
     with opened_runtime(config) as runtime:
         job = RefreshJob(runtime.session_factory, runtime.config)
-        ttl = timedelta(seconds=max(runtime.settings.lease_ttl_seconds, 900))
+        ttl = runtime.settings.refresh_lease_ttl
         outcome = _guard(
             lambda: job.refresh_exclusive(
                 ttl=ttl, wait=ttl, kpi_ids=kpi if kpi else None, full=full, should_stop=stop.is_set

@@ -6,6 +6,7 @@ passes it down.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -106,6 +107,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @property
+    def refresh_lease_ttl(self) -> timedelta:
+        """The KPI refresh's lease: a full refresh of a large store takes minutes, so it lasts at
+        least fifteen, however short the claims on other work are set."""
+        return timedelta(seconds=max(self.lease_ttl_seconds, 900))
 
     def database_url_value(self) -> str:
         return self.database_url.get_secret_value()

@@ -133,8 +133,9 @@ def refresh_if_needed(runtime: Runtime, stop: threading.Event) -> None:
         return
     # Nothing new, but a period may have begun since the last evaluation.
     try:
-        ttl = timedelta(seconds=max(runtime.settings.lease_ttl_seconds, 900))
-        RefreshJob(runtime.session_factory, runtime.config).evaluate_alerts_exclusive(ttl=ttl)
+        RefreshJob(runtime.session_factory, runtime.config).evaluate_alerts_exclusive(
+            ttl=runtime.settings.refresh_lease_ttl
+        )
     except Exception:
         log.exception("evaluating the alert rules failed")
 
@@ -160,8 +161,7 @@ def refresh_kpis(runtime: Runtime, stop: threading.Event, *, reason: str) -> Non
     Not while a connection is on its first load: its half-synced records would make every number
     (and alert) about half a CRM. That load's own end triggers the refresh.
     """
-    # A full refresh of a large store takes minutes: the lease outlives it.
-    ttl = timedelta(seconds=max(runtime.settings.lease_ttl_seconds, 900))
+    ttl = runtime.settings.refresh_lease_ttl
     try:
         refreshed = RefreshJob(runtime.session_factory, runtime.config).refresh_exclusive(
             ttl=ttl, wait=ttl, should_stop=stop.is_set, wait_for_first_loads=True
