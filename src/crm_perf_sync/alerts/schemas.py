@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import operator
 from collections.abc import Callable
 from typing import Annotated, Literal, Self
 
-import orjson
 from pydantic import ConfigDict, Field, model_validator
 
+from crm_perf_sync.kit.canonical import digest
 from crm_perf_sync.kit.schema import StrictModel
 from crm_perf_sync.webhooks.events import Severity
 
@@ -93,7 +92,7 @@ class AlertRule(StrictModel):
     def definition_hash(self) -> str:
         """Changes when the rule's meaning changes (a changed rule counts its breaches again)."""
         payload = self.model_dump(mode="json", exclude={"name", "severity"})
-        return hashlib.blake2b(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
+        return digest(payload)
 
     def recovered(self, value: float) -> bool:
         if self.recover is not None:

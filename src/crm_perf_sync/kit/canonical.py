@@ -25,6 +25,12 @@ def content_hash(row: Mapping[str, Any]) -> str:
     return hashlib.blake2b(payload, digest_size=16).hexdigest()
 
 
+def digest(value: object) -> str:
+    """A short fingerprint of a JSON-like value that is the same whatever the order of its keys:
+    the definition and context hashes that tell when stored results are out of date."""
+    return hashlib.blake2b(orjson.dumps(value, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
+
+
 def json_safe(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """A raw payload as plain JSON types (Decimals and datetimes rendered as strings)."""
     if value is None:

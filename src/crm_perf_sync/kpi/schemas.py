@@ -6,16 +6,15 @@ A definition never contains SQL. Fields and filters name columns from an allow-l
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import orjson
 from pydantic import Field, field_validator, model_validator
 
+from crm_perf_sync.kit.canonical import digest
 from crm_perf_sync.kit.schema import StrictModel
 from crm_perf_sync.kpi.formula import formula_inputs
 
@@ -160,7 +159,7 @@ class _Kpi(StrictModel):
     def definition_hash(self) -> str:
         """Changes exactly when the definition's meaning changes (not its description)."""
         payload = self.model_dump(mode="json", exclude={"name", "description"})
-        return hashlib.blake2b(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
+        return digest(payload)
 
 
 class CountKpi(_Kpi):
@@ -402,7 +401,7 @@ class ScorecardConfig(StrictModel):
 
     def definition_hash(self) -> str:
         payload = self.model_dump(mode="json", exclude={"name"})
-        return hashlib.blake2b(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
+        return digest(payload)
 
 
 class KpiSection(StrictModel):

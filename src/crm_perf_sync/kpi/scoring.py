@@ -8,13 +8,12 @@ as long as the card, the teams and the active reps are those the stored scores w
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection
 
+from crm_perf_sync.kit.canonical import digest
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import scorecards
 from crm_perf_sync.kpi import scores_repository as scores_repo
@@ -37,10 +36,8 @@ def refresh_scorecard(
     computed_at = utc_now()
     teams = org_repo.direct_teams(conn)
     active = org_repo.active_owner_scopes(conn)
-    digest = hashlib.blake2b(
-        orjson.dumps([card.definition_hash(), sorted(teams.items()), sorted(active)]), digest_size=8
-    ).hexdigest()
-    if only is not None and scores_repo.score_hashes(conn, card.id) != {digest}:
+    fingerprint = digest([card.definition_hash(), sorted(teams.items()), sorted(active)])
+    if only is not None and scores_repo.score_hashes(conn, card.id) != {fingerprint}:
         only = None
     if only is not None:
         only = {(grain, key) for grain, key in only if grain in card.grains}
@@ -62,7 +59,7 @@ def refresh_scorecard(
             out += [
                 {
                     "scorecard_id": card.id,
-                    "definition_hash": digest,
+                    "definition_hash": fingerprint,
                     "grain": grain,
                     "period_key": period_key,
                     "period_start": start,

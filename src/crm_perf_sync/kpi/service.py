@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
+from crm_perf_sync.kit.canonical import digest
 from crm_perf_sync.kit.errors import NotFound
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import repository as repo
@@ -156,7 +156,7 @@ class KpiService:
 
         When it changes, incremental updates would mix contexts: every KPI is recomputed whole.
         """
-        payload = orjson.dumps(
+        return digest(
             {
                 "membership": membership.rows,
                 "regions": membership.regions,
@@ -167,7 +167,6 @@ class KpiService:
                 "connections": sorted(self.config.connection_ids),
             }
         )
-        return hashlib.blake2b(payload, digest_size=8).hexdigest()
 
     def refresh(
         self,
