@@ -73,7 +73,7 @@ def values(
     from crm_perf_sync.kit.db import session_scope
     from crm_perf_sync.kit.timeutil import utc_now
     from crm_perf_sync.kpi import repository as kpi_repo
-    from crm_perf_sync.kpi.values import pace, tidy
+    from crm_perf_sync.kpi.values import presented
     from crm_perf_sync.org import repository as org_repo
 
     with opened_runtime(config) as runtime:
@@ -93,14 +93,10 @@ def values(
                 scope_id=scope_id,
                 dimension=by or "",
             )
-            rows = []
-            for v in found:
-                row = {column: getattr(v, column, None) for column in VALUE_COLUMNS}
-                for column in ("value", "numerator", "denominator", "target", "attainment", "gap"):
-                    row[column] = tidy(row[column])
-                row["scope_name"] = names.get((v.scope, v.scope_id), v.scope_id)
-                row["pace"] = tidy(pace(v.attainment, v.period_start, v.period_end, now, zone))
-                rows.append(row)
+            rows = [
+                {column: row[column] for column in VALUE_COLUMNS}
+                for row in (presented(v, names, now, zone) for v in found)
+            ]
     if emit(rows, VALUE_COLUMNS, output):
         return
     percent = kpi.unit == "percent"

@@ -164,3 +164,31 @@ def tidy(number: float | None) -> float | None:
     12 digits keep every cent of a trillion while dropping the noise in the last bits.
     """
     return None if number is None else float(f"{number:.12g}")
+
+
+def presented(v: Any, names: Mapping[tuple[str, str], str], now: datetime, zone: str) -> dict[str, Any]:
+    """A stored value as people read it, in the API and the CLI alike: its scope's name, numbers
+    without float noise, and the pace towards its target at ``now``."""
+    return {
+        "kpi_id": v.kpi_id,
+        "grain": v.grain,
+        "period_key": v.period_key,
+        "period_start": v.period_start,
+        "period_end": v.period_end,
+        "scope": v.scope,
+        "scope_id": v.scope_id,
+        "scope_name": names.get((v.scope, v.scope_id), v.scope_id),
+        "currency": v.currency,
+        "dimension": v.dimension,
+        "dimension_value": v.dimension_value,
+        "value": tidy(v.value),
+        "numerator": tidy(v.numerator),
+        "denominator": tidy(v.denominator),
+        "sample_count": v.sample_count,
+        "low_sample": v.low_sample,
+        "target": tidy(v.target),
+        "attainment": tidy(v.attainment),
+        "gap": tidy(v.gap),
+        "pace": tidy(pace(v.attainment, v.period_start, v.period_end, now, zone)),
+        "computed_at": v.computed_at,
+    }

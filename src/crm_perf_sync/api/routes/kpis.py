@@ -28,7 +28,7 @@ from crm_perf_sync.kpi.explain import explain as explain_value
 from crm_perf_sync.kpi.funnel import funnel_steps
 from crm_perf_sync.kpi.schemas import DerivedKpi, DurationKpi, FunnelKpi, Kpi
 from crm_perf_sync.kpi.service import KpiService
-from crm_perf_sync.kpi.values import pace, tidy
+from crm_perf_sync.kpi.values import presented
 from crm_perf_sync.org import repository as org_repo
 
 router = APIRouter(tags=["kpis"])
@@ -162,7 +162,7 @@ def kpi_values(
     def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
         found, next_key = kpi_repo.values_page(s, kpi_id, where, after, limit)
         names = org_repo.scope_names(s)  # read with the page: a cached page reads neither
-        return [value_row(v, names, now, business.timezone) for v in found], next_key
+        return [presented(v, names, now, business.timezone) for v in found], next_key
 
     version = ctx.values_version(session, kpi_id)
     return listing.listing(
@@ -176,32 +176,6 @@ def kpi_values(
         version=version,
         cache=ctx.responses,
     )
-
-
-def value_row(v: Any, names: dict[tuple[str, str], str], now: Any, zone: str) -> dict[str, Any]:
-    return {
-        "kpi_id": v.kpi_id,
-        "grain": v.grain,
-        "period_key": v.period_key,
-        "period_start": v.period_start,
-        "period_end": v.period_end,
-        "scope": v.scope,
-        "scope_id": v.scope_id,
-        "scope_name": names.get((v.scope, v.scope_id), v.scope_id),
-        "currency": v.currency,
-        "dimension": v.dimension,
-        "dimension_value": v.dimension_value,
-        "value": tidy(v.value),
-        "numerator": tidy(v.numerator),
-        "denominator": tidy(v.denominator),
-        "sample_count": v.sample_count,
-        "low_sample": v.low_sample,
-        "target": tidy(v.target),
-        "attainment": tidy(v.attainment),
-        "gap": tidy(v.gap),
-        "pace": tidy(pace(v.attainment, v.period_start, v.period_end, now, zone)),
-        "computed_at": v.computed_at,
-    }
 
 
 @router.get(
