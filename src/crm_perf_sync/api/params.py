@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Literal
 
 from crm_perf_sync.kit.errors import InvalidInput
+from crm_perf_sync.kit.timeutil import first_day
 from crm_perf_sync.kpi import periods
 
 GrainParam = Literal["week", "month", "quarter", "year", "all"]
@@ -24,14 +24,8 @@ def period_key(period: str | None, grain: str | None, fiscal_start_month: int) -
         if grain not in (None, "all"):
             raise InvalidInput(f"period all belongs to grain all, not {grain}")
         return "all"
-    text = period.strip()
     try:
-        if len(text) == 4 and text.isdigit():
-            day = date(int(text), 1, 1)
-        elif len(text) == 7:
-            day = date.fromisoformat(text + "-01")
-        else:
-            day = date.fromisoformat(text)
+        day = first_day(period)
     except ValueError:
         raise InvalidInput(
             f"period {period!r} is not a date (YYYY-MM-DD, YYYY-MM or YYYY) or `all`"

@@ -6,7 +6,7 @@ outside (a CSV export, SQLite) and are converted at that edge.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 
 
 def utc_now() -> datetime:
@@ -23,3 +23,14 @@ def ensure_utc(value: datetime, *, assume: tzinfo = UTC) -> datetime:
     if value.tzinfo is None:
         value = value.replace(tzinfo=assume)
     return value.astimezone(UTC)
+
+
+def first_day(text: str) -> date:
+    """The first day of a period written short: a year (``2026``), a month (``2026-04``) or a day
+    (``2026-04-17``). Raises ``ValueError`` for anything else."""
+    text = text.strip()
+    if len(text) == 4 and text.isdigit():
+        return date(int(text), 1, 1)
+    if len(text) == 7:
+        return date.fromisoformat(text + "-01")
+    return date.fromisoformat(text)

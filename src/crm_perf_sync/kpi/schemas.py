@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from crm_perf_sync.kit.canonical import digest
 from crm_perf_sync.kit.schema import StrictModel
+from crm_perf_sync.kit.timeutil import first_day
 from crm_perf_sync.kpi.formula import formula_inputs
 
 KpiEntity = Literal["opportunities", "leads"]
@@ -291,10 +292,11 @@ def short_period(value: Any) -> Any:
     """A period given as a year (``2026``) or a month (``2026-04``): its first day."""
     if isinstance(value, int) and not isinstance(value, bool) and 1900 <= value <= 9999:
         return date(value, 1, 1)
-    if isinstance(value, str) and len(value) == 4 and value.isdigit():
-        return f"{value}-01-01"
-    if isinstance(value, str) and len(value) == 7:
-        return f"{value}-01"
+    if isinstance(value, str) and len(value.strip()) in (4, 7):
+        try:
+            return first_day(value)
+        except ValueError:
+            return value  # the field's own validation reports it
     return value
 
 
