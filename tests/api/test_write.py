@@ -113,6 +113,17 @@ def test_on_a_tie_the_apis_target_wins_over_the_configurations(served: Served) -
             "no team",
         ),
         ({"kpi": "win_rate", "period": "2017", "value": 0.5, "seasonality": [1] * 12}, "rate"),
+        (
+            {
+                "kpi": "won_deals",
+                "grain": "quarter",
+                "period": "2017-04",
+                "value": 1,
+                "seasonality": [1] * 12,
+            },
+            "the grain must be year",
+        ),
+        ({"kpi": "won_deals", "period": "2017", "value": 1, "seasonality": [0] * 12}, "positive sum"),
         ({"kpi": "won_deals", "period": "2017", "value": 1, "split_to_reps": True}, "scope must be team"),
         ({"kpi": "won_deals", "period": "2017", "value": 1, "colour": "red"}, "body.colour"),
         ({"kpi": "won_deals", "period": "someday", "value": 1}, "body.period"),

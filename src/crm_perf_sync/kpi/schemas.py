@@ -332,6 +332,8 @@ class TargetConfig(StrictModel):
         if self.seasonality is not None:
             if len(self.seasonality) != 12 or min(self.seasonality) < 0 or sum(self.seasonality) <= 0:
                 raise ValueError("seasonality is 12 non-negative monthly weights with a positive sum")
+            if self.grain != "year":
+                raise ValueError("seasonality spreads a yearly target over months: the grain must be year")
         if self.split_to_reps and self.scope != "team":
             raise ValueError("split_to_reps splits a team's target; the scope must be team")
         return self

@@ -27,13 +27,6 @@ def checked(session: Session, kpis: Mapping[str, Kpi], definition: Mapping[str, 
     kpi = kpis.get(definition["kpi"])
     if kpi is None:
         raise InvalidInput(f"unknown KPI {definition['kpi']!r} (known: {', '.join(sorted(kpis))})")
-    seasonality = definition.get("seasonality")
-    if seasonality is not None and (
-        definition["grain"] != "year" or any(w < 0 for w in seasonality) or not sum(seasonality)
-    ):
-        raise InvalidInput("seasonality is 12 non-negative monthly weights (not all zero) of a yearly target")
-    if definition.get("split_to_reps") and definition["scope"] != "team":
-        raise InvalidInput("split_to_reps splits a team's target to its reps: scope must be team")
     try:
         target = TargetConfig.model_validate(definition)
     except ValidationError as exc:
