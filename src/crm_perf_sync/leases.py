@@ -11,12 +11,15 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.kit.metrics import CLAIM_TAKEOVERS, unit_of
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.models import Lease
@@ -131,6 +134,18 @@ def release(session: Session, name: str, holder: str) -> None:
         .execution_options(synchronize_session=False)
     )
     session.execute(stmt)
+
+
+@contextmanager
+def released_after(factory: sessionmaker[Session], name: str, holder: str) -> Iterator[None]:
+    """Run the block, then release ``holder``'s lease ``name`` in a transaction of its own,
+    however the block ended. (A sync releases its lease in the transaction that records the
+    run's end instead, so the two are never seen apart.)"""
+    try:
+        yield
+    finally:
+        with session_scope(factory) as session:
+            release(session, name, holder)
 
 
 def release_held_like(session: Session, holder_like: str) -> int:

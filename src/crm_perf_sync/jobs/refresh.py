@@ -28,7 +28,7 @@ from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import repository as kpi_repo
 from crm_perf_sync.kpi.schemas import GRAINS, Grain
 from crm_perf_sync.kpi.service import KpiService, RefreshOutcome
-from crm_perf_sync.leases import new_holder_id, release, try_acquire
+from crm_perf_sync.leases import new_holder_id, released_after, try_acquire
 
 log = logging.getLogger(__name__)
 
@@ -172,11 +172,8 @@ class RefreshJob:
         with session_scope(self.session_factory) as session:
             if try_acquire(session, REFRESH_LEASE, holder, ttl) is not None:
                 return None
-        try:
+        with released_after(self.session_factory, REFRESH_LEASE, holder):
             return self.evaluate_alerts()
-        finally:
-            with session_scope(self.session_factory) as session:
-                release(session, REFRESH_LEASE, holder)
 
     def refresh_exclusive(
         self,
@@ -207,8 +204,5 @@ class RefreshJob:
             if time.monotonic() >= deadline:
                 raise Conflict(f"the KPI refresh lease is held by {held.holder}; try again later")
             time.sleep(0.5)
-        try:
+        with released_after(self.session_factory, REFRESH_LEASE, holder):
             return self.refresh(kpi_ids, full=full, wait_for_first_loads=wait_for_first_loads)
-        finally:
-            with session_scope(self.session_factory) as session:
-                release(session, REFRESH_LEASE, holder)
