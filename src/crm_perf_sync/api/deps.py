@@ -12,14 +12,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.api.cache import ResponseCache, TtlCache
-from crm_perf_sync.api.listing import Version
+from crm_perf_sync.api.listing import Fetch, PageParams, Version, listing, page_params
+from crm_perf_sync.api.schemas import columns
 from crm_perf_sync.apikeys.service import Principal, authenticate, record_use
 from crm_perf_sync.config import LoadedConfig
 from crm_perf_sync.kit.db import WRITE_LOCK, session_scope
@@ -102,6 +104,51 @@ async def db_session(
 
 SessionDep = Annotated[Session, Depends(db_session)]
 ContextDep = Annotated[ApiContext, Depends(context)]
+
+
+@dataclass(frozen=True, slots=True)
+class Lister:
+    """Makes a collection route's response (:func:`crm_perf_sync.api.listing.listing`): bound to
+    the request, its session, the factory a streamed CSV reads with, and the paging parameters."""
+
+    request: Request
+    session: Session
+    factory: sessionmaker[Session]
+    params: PageParams
+
+    def __call__(
+        self,
+        kind: str,
+        model: type[BaseModel],
+        fetch: Fetch,
+        *,
+        version: Version | None = None,
+        cache: ResponseCache | None = None,
+    ) -> Response:
+        """A page of ``model`` rows read by ``fetch``; ``kind`` names the collection in cursors."""
+        return listing(
+            self.request,
+            self.session,
+            self.factory,
+            self.params,
+            kind=kind,
+            columns=columns(model),
+            fetch=fetch,
+            version=version,
+            cache=cache,
+        )
+
+
+async def lister(
+    request: Request,
+    session: SessionDep,
+    ctx: ContextDep,
+    params: Annotated[PageParams, Depends(page_params)],
+) -> Lister:
+    return Lister(request, session, ctx.session_factory, params)
+
+
+ListerDep = Annotated[Lister, Depends(lister)]
 
 
 #: ``Authorization: Bearer <key>`` (documented in OpenAPI as the ``bearer`` security scheme).

@@ -5,13 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from crm_perf_sync.alerts import repository as alerts_repo
 from crm_perf_sync.api import listing
-from crm_perf_sync.api.deps import ContextDep, Reader, SessionDep
-from crm_perf_sync.api.listing import PageParams, page_params
+from crm_perf_sync.api.deps import ListerDep, Reader, SessionDep
 from crm_perf_sync.api.problems import collection
 from crm_perf_sync.api.schemas import Instant, Page, columns
 from crm_perf_sync.kit.paging import expect
@@ -59,11 +58,9 @@ class AlertTransitionOut(BaseModel):
     responses=collection(400, 401, 422),
 )
 def alert_states(
-    request: Request,
     session: SessionDep,
-    ctx: ContextDep,
     _key: Reader,
-    params: Annotated[PageParams, Depends(page_params)],
+    page: ListerDep,
     rule: Annotated[str | None, Query(max_length=63)] = None,
     state: Literal["ok", "pending", "firing", "resolved"] | None = None,
 ) -> Response:
@@ -71,15 +68,7 @@ def alert_states(
         {name: getattr(r, name) for name in columns(AlertStateOut)}
         for r in alerts_repo.current_states(session, rule, state)
     ]
-    return listing.listing(
-        request,
-        session,
-        ctx.session_factory,
-        params,
-        kind="alerts",
-        columns=columns(AlertStateOut),
-        fetch=listing.in_memory_by_position(rows),
-    )
+    return page("alerts", AlertStateOut, fetch=listing.in_memory_by_position(rows))
 
 
 @router.get(
@@ -89,11 +78,8 @@ def alert_states(
     responses=collection(400, 401, 422),
 )
 def alert_history(
-    request: Request,
-    session: SessionDep,
-    ctx: ContextDep,
     _key: Reader,
-    params: Annotated[PageParams, Depends(page_params)],
+    page: ListerDep,
     rule: Annotated[str | None, Query(max_length=63)] = None,
     since: Annotated[
         Instant | None, Query(description="Changes at or after this time (ISO; without a zone, UTC)")
@@ -103,12 +89,4 @@ def alert_history(
         rows, next_key = alerts_repo.transitions_page(s, rule, since, expect(after, int), limit)
         return [{name: getattr(r, name) for name in columns(AlertTransitionOut)} for r in rows], next_key
 
-    return listing.listing(
-        request,
-        session,
-        ctx.session_factory,
-        params,
-        kind="alert-history",
-        columns=columns(AlertTransitionOut),
-        fetch=fetch,
-    )
+    return page("alert-history", AlertTransitionOut, fetch=fetch)

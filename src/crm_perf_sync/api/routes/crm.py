@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 
 from crm_perf_sync.api import listing
-from crm_perf_sync.api.deps import ContextDep, Reader, SessionDep
-from crm_perf_sync.api.listing import PageParams, page_params
+from crm_perf_sync.api.deps import ListerDep, Reader, SessionDep
 from crm_perf_sync.api.problems import collection
-from crm_perf_sync.api.schemas import Instant, LeadOut, OpportunityOut, OwnerOut, Page, TeamOut, columns
+from crm_perf_sync.api.schemas import Instant, LeadOut, OpportunityOut, OwnerOut, Page, TeamOut
 from crm_perf_sync.org import repository as org_repo
 from crm_perf_sync.sync import repository as sync_repo
 
@@ -25,25 +24,14 @@ Moment = Annotated[Instant | None, Query(description="An ISO date-time; without 
     responses=collection(400, 401, 422),
 )
 def owners(
-    request: Request,
-    session: SessionDep,
-    ctx: ContextDep,
     _key: Reader,
-    params: Annotated[PageParams, Depends(page_params)],
+    page: ListerDep,
     connection: Annotated[str | None, Query(max_length=63)] = None,
 ) -> Response:
     def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
         return org_repo.owners_page(s, after, limit, connection)
 
-    return listing.listing(
-        request,
-        session,
-        ctx.session_factory,
-        params,
-        kind=f"owners:{connection}",
-        columns=columns(OwnerOut),
-        fetch=fetch,
-    )
+    return page(f"owners:{connection}", OwnerOut, fetch=fetch)
 
 
 @router.get(
@@ -53,22 +41,12 @@ def owners(
     responses=collection(400, 401, 422),
 )
 def teams(
-    request: Request,
     session: SessionDep,
-    ctx: ContextDep,
     _key: Reader,
-    params: Annotated[PageParams, Depends(page_params)],
+    page: ListerDep,
 ) -> Response:
     rows = org_repo.teams(session)
-    return listing.listing(
-        request,
-        session,
-        ctx.session_factory,
-        params,
-        kind="teams",
-        columns=columns(TeamOut),
-        fetch=listing.in_memory(rows, "id"),
-    )
+    return page("teams", TeamOut, fetch=listing.in_memory(rows, "id"))
 
 
 @router.get(
@@ -79,11 +57,8 @@ def teams(
     responses=collection(400, 401, 422),
 )
 def opportunities(
-    request: Request,
-    session: SessionDep,
-    ctx: ContextDep,
     _key: Reader,
-    params: Annotated[PageParams, Depends(page_params)],
+    page: ListerDep,
     connection: Annotated[str | None, Query(max_length=63)] = None,
     owner: Annotated[str | None, Query(max_length=600, description="A rep's scope id")] = None,
     team: Annotated[str | None, Query(max_length=600, description="A team's scope id")] = None,
@@ -115,15 +90,7 @@ def opportunities(
     def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
         return sync_repo.opportunities_page(s, where, after, limit)
 
-    return listing.listing(
-        request,
-        session,
-        ctx.session_factory,
-        params,
-        kind="opportunities",
-        columns=columns(OpportunityOut),
-        fetch=fetch,
-    )
+    return page("opportunities", OpportunityOut, fetch=fetch)
 
 
 @router.get(
@@ -133,11 +100,8 @@ def opportunities(
     responses=collection(400, 401, 422),
 )
 def leads(
-    request: Request,
-    session: SessionDep,
-    ctx: ContextDep,
     _key: Reader,
-    params: Annotated[PageParams, Depends(page_params)],
+    page: ListerDep,
     connection: Annotated[str | None, Query(max_length=63)] = None,
     owner: Annotated[str | None, Query(max_length=600, description="A rep's scope id")] = None,
     team: Annotated[str | None, Query(max_length=600, description="A team's scope id")] = None,
@@ -165,12 +129,4 @@ def leads(
     def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
         return sync_repo.leads_page(s, where, after, limit)
 
-    return listing.listing(
-        request,
-        session,
-        ctx.session_factory,
-        params,
-        kind="leads",
-        columns=columns(LeadOut),
-        fetch=fetch,
-    )
+    return page("leads", LeadOut, fetch=fetch)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from crm_perf_sync.api import listing
-from crm_perf_sync.api.deps import ContextDep, Reader, SessionDep
-from crm_perf_sync.api.listing import PageParams, json_response, page_params
+from crm_perf_sync.api.deps import ContextDep, ListerDep, Reader, SessionDep
+from crm_perf_sync.api.listing import json_response
 from crm_perf_sync.api.params import PERIOD_HELP, GrainParam, ScopeParam, period_key
 from crm_perf_sync.api.problems import collection, documented
 from crm_perf_sync.api.schemas import (
@@ -18,7 +18,6 @@ from crm_perf_sync.api.schemas import (
     KpiOut,
     Page,
     ValueOut,
-    columns,
 )
 from crm_perf_sync.kit.errors import InvalidInput, NotFound
 from crm_perf_sync.kit.timeutil import utc_now
@@ -73,23 +72,13 @@ def kpi_out(service: KpiService, kpi: Kpi) -> dict[str, Any]:
     responses=collection(400, 401, 422),
 )
 def list_kpis(
-    request: Request,
-    session: SessionDep,
     ctx: ContextDep,
     _key: Reader,
-    params: Annotated[PageParams, Depends(page_params)],
+    page: ListerDep,
 ) -> Response:
     service = ctx.kpi_service()
     rows = [kpi_out(service, kpi) for kpi in sorted(service.kpis.values(), key=lambda k: k.id)]
-    return listing.listing(
-        request,
-        session,
-        ctx.session_factory,
-        params,
-        kind="kpis",
-        columns=columns(KpiOut),
-        fetch=listing.in_memory(rows, "id"),
-    )
+    return page("kpis", KpiOut, fetch=listing.in_memory(rows, "id"))
 
 
 @router.get(
@@ -116,12 +105,11 @@ def get_kpi(kpi_id: KpiIdPath, ctx: ContextDep, _key: Reader) -> Response:
     responses=collection(401, 404, 409, 422, cached=True),
 )
 def kpi_values(
-    request: Request,
     kpi_id: KpiIdPath,
     session: SessionDep,
     ctx: ContextDep,
     _key: Reader,
-    params: Annotated[PageParams, Depends(page_params)],
+    page: ListerDep,
     grain: Annotated[GrainParam | None, Query(description="week, month, quarter, year or all")] = None,
     period: Annotated[str | None, Query(description=PERIOD_HELP, max_length=20)] = None,
     period_from: Annotated[
@@ -165,17 +153,7 @@ def kpi_values(
         return [presented(v, names, now, business.timezone) for v in found], next_key
 
     version = ctx.values_version(session, kpi_id)
-    return listing.listing(
-        request,
-        session,
-        ctx.session_factory,
-        params,
-        kind=f"values:{kpi_id}",
-        columns=columns(ValueOut),
-        fetch=fetch,
-        version=version,
-        cache=ctx.responses,
-    )
+    return page(f"values:{kpi_id}", ValueOut, fetch=fetch, version=version, cache=ctx.responses)
 
 
 @router.get(
@@ -236,11 +214,10 @@ def kpi_explain(
     responses=collection(400, 401, 404, 422),
 )
 def funnel(
-    request: Request,
     session: SessionDep,
     ctx: ContextDep,
     _key: Reader,
-    params: Annotated[PageParams, Depends(page_params)],
+    page: ListerDep,
     kpi: Annotated[str | None, Query(max_length=63, description="A funnel KPI (default: the first)")] = None,
     grain: Annotated[GrainParam, Query()] = "all",
     period: Annotated[str, Query(description=PERIOD_HELP, max_length=20)] = "all",
@@ -277,13 +254,9 @@ def funnel(
         }
         for v in sorted(stored, key=lambda v: (order.get(v.dimension_value, len(order)), v.dimension_value))
     ]
-    return listing.listing(
-        request,
-        session,
-        ctx.session_factory,
-        params,
-        kind=f"funnel:{kpi}",
-        columns=columns(FunnelStepOut),
+    return page(
+        f"funnel:{kpi}",
+        FunnelStepOut,
         fetch=listing.in_memory_by_position(rows),
         cache=ctx.responses,
         version=ctx.values_version(session, kpi),

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from crm_perf_sync.api import listing
-from crm_perf_sync.api.deps import ContextDep, Reader, SessionDep
-from crm_perf_sync.api.listing import PageParams, page_params
+from crm_perf_sync.api.deps import ContextDep, ListerDep, Reader, SessionDep
 from crm_perf_sync.api.params import PERIOD_HELP, period_key
 from crm_perf_sync.api.problems import collection
-from crm_perf_sync.api.schemas import Page, ScorecardOut, ScoreOut, columns
+from crm_perf_sync.api.schemas import Page, ScorecardOut, ScoreOut
 from crm_perf_sync.kit.errors import InvalidInput, NotFound
 from crm_perf_sync.kpi import scores_repository as scores_repo
 from crm_perf_sync.kpi.schemas import ScorecardConfig
@@ -60,22 +59,12 @@ def score_row(s: Any, names: dict[tuple[str, str], str]) -> dict[str, Any]:
     responses=collection(400, 401, 422),
 )
 def list_scorecards(
-    request: Request,
-    session: SessionDep,
     ctx: ContextDep,
     _key: Reader,
-    params: Annotated[PageParams, Depends(page_params)],
+    page: ListerDep,
 ) -> Response:
     cards = [card_out(c) for c in ctx.kpi_service().section.scorecards]
-    return listing.listing(
-        request,
-        session,
-        ctx.session_factory,
-        params,
-        kind="scorecards",
-        columns=columns(ScorecardOut),
-        fetch=listing.in_memory(cards, "id"),
-    )
+    return page("scorecards", ScorecardOut, fetch=listing.in_memory(cards, "id"))
 
 
 @router.get(
@@ -95,7 +84,7 @@ def scorecard(
     session: SessionDep,
     ctx: ContextDep,
     _key: Reader,
-    params: Annotated[PageParams, Depends(page_params)],
+    page: ListerDep,
     grain: Annotated[ScoreGrain | None, Query()] = None,
     period: Annotated[str | None, Query(description=PERIOD_HELP, max_length=20)] = None,
     team: Annotated[str | None, Query(max_length=600, description="Only this team's reps")] = None,
@@ -125,17 +114,7 @@ def scorecard(
         names = org_repo.scope_names(s)  # read with the page: a cached page reads neither
         return [score_row(v, names) for v in found], next_key
 
-    return listing.listing(
-        request,
-        session,
-        ctx.session_factory,
-        params,
-        kind=f"scores:{card.id}",
-        columns=columns(ScoreOut),
-        fetch=fetch,
-        version=version,
-        cache=ctx.responses,
-    )
+    return page(f"scores:{card.id}", ScoreOut, fetch=fetch, version=version, cache=ctx.responses)
 
 
 @router.get(
@@ -146,13 +125,12 @@ def scorecard(
     responses=collection(401, 404, 409, 422, cached=True),
 )
 def owner_scores(
-    request: Request,
     scorecard_id: CardPath,
     owner_id: Annotated[str, Path(max_length=600)],
     session: SessionDep,
     ctx: ContextDep,
     _key: Reader,
-    params: Annotated[PageParams, Depends(page_params)],
+    page: ListerDep,
     grain: Annotated[ScoreGrain | None, Query()] = None,
 ) -> Response:
     card = ctx.kpi_service().scorecard(scorecard_id)
@@ -166,13 +144,9 @@ def owner_scores(
         )
         return [score_row(v, names) for v in found], next_key
 
-    return listing.listing(
-        request,
-        session,
-        ctx.session_factory,
-        params,
-        kind=f"owner-scores:{card.id}:{owner_id}",
-        columns=columns(ScoreOut),
+    return page(
+        f"owner-scores:{card.id}:{owner_id}",
+        ScoreOut,
         fetch=fetch,
         cache=ctx.responses,
         version=ctx.scores_version(session, card.id),

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Path, Query, Response
 
 from crm_perf_sync.api import listing
-from crm_perf_sync.api.deps import Admin, ContextDep, Reader, RowId, SessionDep
-from crm_perf_sync.api.listing import PageParams, json_response, page_params
+from crm_perf_sync.api.deps import Admin, ListerDep, Reader, RowId, SessionDep
+from crm_perf_sync.api.listing import json_response
 from crm_perf_sync.api.problems import collection, documented
-from crm_perf_sync.api.schemas import ConnectionOut, Page, SyncRequestIn, SyncRunOut, columns
+from crm_perf_sync.api.schemas import ConnectionOut, Page, SyncRequestIn, SyncRunOut
 from crm_perf_sync.kit.errors import Conflict, NotFound
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.sync import repository as sync_repo
@@ -30,21 +30,11 @@ def run_row(run: dict[str, Any]) -> dict[str, Any]:
     responses=collection(400, 401, 422),
 )
 def connections(
-    request: Request,
     session: SessionDep,
-    ctx: ContextDep,
     _key: Reader,
-    params: Annotated[PageParams, Depends(page_params)],
+    page: ListerDep,
 ) -> Response:
-    return listing.listing(
-        request,
-        session,
-        ctx.session_factory,
-        params,
-        kind="connections",
-        columns=columns(ConnectionOut),
-        fetch=listing.in_memory(sync_repo.connections(session), "id"),
-    )
+    return page("connections", ConnectionOut, fetch=listing.in_memory(sync_repo.connections(session), "id"))
 
 
 @router.post(
@@ -92,11 +82,8 @@ def request_sync(
     responses=collection(400, 401, 422),
 )
 def sync_runs(
-    request: Request,
-    session: SessionDep,
-    ctx: ContextDep,
     _key: Reader,
-    params: Annotated[PageParams, Depends(page_params)],
+    page: ListerDep,
     connection: Annotated[str | None, Query(max_length=63)] = None,
     status: Annotated[RunStatus | None, Query()] = None,
 ) -> Response:
@@ -104,15 +91,7 @@ def sync_runs(
         rows, next_key = sync_repo.sync_runs_page(s, after, limit, connection, status)
         return [run_row(r) for r in rows], next_key
 
-    return listing.listing(
-        request,
-        session,
-        ctx.session_factory,
-        params,
-        kind="sync-runs",
-        columns=columns(SyncRunOut),
-        fetch=fetch,
-    )
+    return page("sync-runs", SyncRunOut, fetch=fetch)
 
 
 @router.get(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 
 from crm_perf_sync.api import listing
-from crm_perf_sync.api.deps import Admin, ContextDep, Reader, RowId, SessionDep
-from crm_perf_sync.api.listing import PageParams, json_response, page_params
+from crm_perf_sync.api.deps import Admin, ContextDep, ListerDep, Reader, RowId, SessionDep
+from crm_perf_sync.api.listing import json_response
 from crm_perf_sync.api.params import PERIOD_HELP, ScopeParam, period_key
 from crm_perf_sync.api.problems import collection, documented
 from crm_perf_sync.api.schemas import Page, TargetDefinitionOut, TargetIn, TargetOut, columns
@@ -30,11 +30,9 @@ router = APIRouter(tags=["kpis"])
     responses=collection(400, 401, 422),
 )
 def list_targets(
-    request: Request,
-    session: SessionDep,
     ctx: ContextDep,
     _key: Reader,
-    params: Annotated[PageParams, Depends(page_params)],
+    page: ListerDep,
     kpi: Annotated[str | None, Query(max_length=63)] = None,
     grain: Annotated[Literal["month", "quarter", "year"] | None, Query()] = None,
     period: Annotated[str | None, Query(description=PERIOD_HELP, max_length=20)] = None,
@@ -48,9 +46,7 @@ def list_targets(
         rows, next_key = targets_repo.targets_page(s, where, after, limit)
         return [{k: r[k] for k in columns(TargetOut)} for r in rows], next_key
 
-    return listing.listing(
-        request, session, ctx.session_factory, params, kind="targets", columns=columns(TargetOut), fetch=fetch
-    )
+    return page("targets", TargetOut, fetch)
 
 
 APPLIES = "at the next KPI refresh (the worker runs one within a minute)"
@@ -91,22 +87,12 @@ def create_target(body: TargetIn, session: SessionDep, ctx: ContextDep, _key: Ad
     responses=collection(400, 401, 422),
 )
 def list_target_definitions(
-    request: Request,
     session: SessionDep,
-    ctx: ContextDep,
     _key: Reader,
-    params: Annotated[PageParams, Depends(page_params)],
+    page: ListerDep,
 ) -> Response:
     rows = [_definition_out(r) for r in targets_repo.target_definitions(session)]
-    return listing.listing(
-        request,
-        session,
-        ctx.session_factory,
-        params,
-        kind="target-definitions",
-        columns=columns(TargetDefinitionOut),
-        fetch=listing.in_memory(rows, "id"),
-    )
+    return page("target-definitions", TargetDefinitionOut, fetch=listing.in_memory(rows, "id"))
 
 
 @router.get(

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from crm_perf_sync.api import listing
-from crm_perf_sync.api.deps import Admin, ContextDep, Reader, RowId, SessionDep
-from crm_perf_sync.api.listing import PageParams, json_response, page_params
+from crm_perf_sync.api.deps import Admin, ContextDep, ListerDep, Reader, RowId, SessionDep
+from crm_perf_sync.api.listing import json_response
 from crm_perf_sync.api.problems import collection, documented
 from crm_perf_sync.api.schemas import InputModel, Instant, Page, columns
 from crm_perf_sync.kit.errors import InvalidInput, NotFound
@@ -144,24 +144,14 @@ def delivery_out(row: Any) -> dict[str, Any]:
     responses=collection(400, 401, 422),
 )
 def list_endpoints(
-    request: Request,
     session: SessionDep,
-    ctx: ContextDep,
     _key: Reader,
-    params: Annotated[PageParams, Depends(page_params)],
+    page: ListerDep,
 ) -> Response:
     endpoints = repo.endpoints(session)
     waiting = repo.firing_requested(session, [e.id for e in endpoints])
     rows = [endpoint_out(e, e.id in waiting) for e in endpoints]
-    return listing.listing(
-        request,
-        session,
-        ctx.session_factory,
-        params,
-        kind="endpoints",
-        columns=columns(EndpointOut),
-        fetch=listing.in_memory(rows, "id"),
-    )
+    return page("endpoints", EndpointOut, fetch=listing.in_memory(rows, "id"))
 
 
 @router.post(
@@ -271,11 +261,8 @@ def replay(endpoint_id: RowId, body: ReplayIn, session: SessionDep, _key: Admin)
     responses=collection(400, 401, 422),
 )
 def list_deliveries(
-    request: Request,
-    session: SessionDep,
-    ctx: ContextDep,
     _key: Reader,
-    params: Annotated[PageParams, Depends(page_params)],
+    page: ListerDep,
     endpoint_id: Annotated[int | None, Query(ge=1, le=2_147_483_647)] = None,
     event_type: Annotated[str | None, Query(max_length=63)] = None,
     status: DeliveryStatus | None = None,
@@ -291,15 +278,7 @@ def list_deliveries(
         )
         return [delivery_out(r) for r in rows], next_key
 
-    return listing.listing(
-        request,
-        session,
-        ctx.session_factory,
-        params,
-        kind="deliveries",
-        columns=columns(DeliveryOut),
-        fetch=fetch,
-    )
+    return page("deliveries", DeliveryOut, fetch=fetch)
 
 
 @router.get(
