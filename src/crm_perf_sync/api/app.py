@@ -190,7 +190,7 @@ def _repeated_parameter(query: bytes) -> str | None:
 
 
 class BodyTooLarge(StarletteHTTPException):
-    pass
+    """A request body read past the size limit: answered 413 as problem+json."""
 
 
 async def _nothing() -> Message:
