@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crm_perf_sync import __version__
-from crm_perf_sync.api import problems
+from crm_perf_sync.api import dashboard, problems
 from crm_perf_sync.api.deps import ApiContext
 from crm_perf_sync.api.metrics import ApiMetrics
 from crm_perf_sync.api.routes import alerts, crm, kpis, scorecards, sync, targets, webhooks
@@ -227,6 +227,7 @@ def create_app(
         app.include_router(module.router, prefix=API_PREFIX)
 
     app.mount(DOCS_ASSETS, StaticFiles(directory=SWAGGER_UI), name="docs-assets")
+    dashboard.install(app)
 
     @app.get("/docs", include_in_schema=False)
     async def docs(request: Request) -> HTMLResponse:

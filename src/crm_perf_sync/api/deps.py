@@ -23,6 +23,7 @@ from crm_perf_sync.api.cache import ResponseCache, TtlCache
 from crm_perf_sync.api.listing import Fetch, PageParams, Version, listing, page_params
 from crm_perf_sync.api.schemas import columns
 from crm_perf_sync.apikeys.service import Principal, authenticate, record_use
+from crm_perf_sync.apikeys.sessions import Signed
 from crm_perf_sync.config import LoadedConfig
 from crm_perf_sync.kit.db import WRITE_LOCK, session_scope
 from crm_perf_sync.kit.errors import ConfigurationError
@@ -44,6 +45,8 @@ class ApiContext:
     responses: ResponseCache = field(default_factory=ResponseCache)
     versions: TtlCache[datetime | None] = field(default_factory=TtlCache)
     principals: TtlCache[Principal] = field(default_factory=TtlCache)
+    #: Dashboard sessions by cookie token (checked against the store at most once a second).
+    sessions: TtlCache[Signed] = field(default_factory=TtlCache)
     #: Bookkeeping writes no response waits for (a key's last use), one at a time.
     chores: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="api-chores")

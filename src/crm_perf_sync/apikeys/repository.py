@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from crm_perf_sync.models import ApiKey
+from crm_perf_sync.models import ApiKey, DashboardSession
 
 
 def add(session: Session, key: ApiKey) -> ApiKey:
@@ -30,3 +30,26 @@ def by_id(session: Session, key_id: int) -> ApiKey | None:
 
 def touch(session: Session, key_id: int, now: datetime) -> None:
     session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
+
+
+def add_session(session: Session, row: DashboardSession) -> DashboardSession:
+    session.add(row)
+    session.flush()
+    return row
+
+
+def session_by_hash(session: Session, token_hash: str) -> tuple[DashboardSession, ApiKey] | None:
+    found = session.execute(
+        select(DashboardSession, ApiKey)
+        .join(ApiKey, ApiKey.id == DashboardSession.key_id)
+        .where(DashboardSession.token_hash == token_hash)
+    ).one_or_none()
+    return None if found is None else (found[0], found[1])
+
+
+def delete_session(session: Session, token_hash: str) -> None:
+    session.execute(delete(DashboardSession).where(DashboardSession.token_hash == token_hash))
+
+
+def delete_expired_sessions(session: Session, now: datetime) -> None:
+    session.execute(delete(DashboardSession).where(DashboardSession.expires_at <= now))

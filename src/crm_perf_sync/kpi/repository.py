@@ -558,3 +558,19 @@ def values_page(
     more = len(found) > limit
     found = found[:limit]
     return found, (found[-1].id if more else None)
+
+
+def company_period_keys(session: Session, kpi_ids: Sequence[str], grain: str) -> list[str]:
+    """The periods of ``grain`` that have a company value of one of these KPIs, newest first."""
+    stmt = (
+        select(KpiValue.period_key)
+        .where(
+            KpiValue.kpi_id.in_(kpi_ids),
+            KpiValue.grain == grain,
+            KpiValue.scope == "company",
+            KpiValue.dimension == "",
+        )
+        .distinct()
+        .order_by(KpiValue.period_key.desc())
+    )
+    return list(session.scalars(stmt))

@@ -1,6 +1,6 @@
 """All ORM models, in one place, so Alembic and the repositories see the same metadata."""
 
-from crm_perf_sync.models.access import ApiKey
+from crm_perf_sync.models.access import ApiKey, DashboardSession
 from crm_perf_sync.models.alerts import (
     AlertState,
     AlertTransition,
@@ -45,6 +45,7 @@ __all__ = [
     "Base",
     "ChangeBatch",
     "Connection",
+    "DashboardSession",
     "KpiRefreshRun",
     "KpiRefreshState",
     "KpiSample",

@@ -1,0 +1,315 @@
+# ruff: noqa: RUF001  (Chinese punctuation in the Chinese text; an en dash marks a missing number)
+"""The dashboard's two languages: its words, and numbers, amounts, dates and periods per locale.
+
+Every label the pages show is a key of :data:`MESSAGES` with its English and Simplified Chinese
+text (a test checks both exist for every key a template uses). Numbers, amounts and dates are
+formatted by Babel with the locale's CLDR data: ``¥1,234.50`` and ``2024年3月`` in Chinese,
+``CN¥1,234.50`` and ``Mar 2024`` in English; large amounts optionally in 万 / 亿.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from babel.dates import format_datetime, format_skeleton
+from babel.numbers import (
+    format_compact_currency,
+    format_compact_decimal,
+    format_currency,
+    format_decimal,
+    format_percent,
+)
+
+Language = Literal["en", "zh"]
+LANGUAGES: tuple[Language, ...] = ("en", "zh")
+_BABEL = {"en": "en_US", "zh": "zh_Hans_CN"}
+
+MESSAGES: dict[str, tuple[str, str]] = {
+    # (English, Simplified Chinese)
+    "product": ("Sales performance", "销售绩效"),
+    "nav.overview": ("Overview", "总览"),
+    "nav.leaderboard": ("Teams and reps", "团队与销售"),
+    "nav.funnel": ("Funnel and cycle", "漏斗与周期"),
+    "nav.targets": ("Targets", "目标"),
+    "nav.alerts": ("Alerts", "预警"),
+    "nav.operations": ("Operations", "运行状态"),
+    "nav.main": ("Main navigation", "主导航"),
+    "sign_in.title": ("Sign in", "登录"),
+    "sign_in.key": ("API key", "API 密钥"),
+    "sign_in.help": (
+        "Sign in with an API key (crm-perf-sync apikey create). A read key sees every page; an "
+        "admin key can also edit targets.",
+        "请使用 API 密钥登录（crm-perf-sync apikey create）。"
+        "只读密钥可查看所有页面；管理员密钥还可编辑目标。",
+    ),
+    "sign_in.submit": ("Sign in", "登录"),
+    "sign_in.failed": ("Sign-in failed", "登录失败"),
+    "sign_out": ("Sign out", "退出登录"),
+    "signed_in_as": ("Signed in as", "当前用户"),
+    "scope.read": ("read", "只读"),
+    "scope.admin": ("admin", "管理员"),
+    "language": ("Language", "语言"),
+    "language.switch": ("中文", "English"),
+    "wan.on": ("Large amounts in 万", "大额以“万”显示"),
+    "wan.off": ("Full amounts", "显示完整金额"),
+    "grain": ("Grain", "周期粒度"),
+    "grain.week": ("Week", "周"),
+    "grain.month": ("Month", "月"),
+    "grain.quarter": ("Quarter", "季度"),
+    "grain.year": ("Year", "年"),
+    "grain.all": ("All time", "全部"),
+    "period": ("Period", "期间"),
+    "show": ("Show", "查看"),
+    "team": ("Team", "团队"),
+    "all_teams": ("All teams", "全部团队"),
+    "scorecard": ("Scorecard", "评分卡"),
+    "kpi": ("KPI", "指标"),
+    "value": ("Value", "数值"),
+    "target": ("Target", "目标"),
+    "attainment": ("Attainment", "达成率"),
+    "gap": ("Gap", "差距"),
+    "pace": ("Pace", "进度"),
+    "pace.help": ("attainment ÷ share of the period elapsed", "达成率 ÷ 期间已过比例"),
+    "previous_period": ("Previous period", "上期"),
+    "last_year": ("Same period last year", "去年同期"),
+    "trend": ("Trend", "趋势"),
+    "no_value": ("no value", "无数据"),
+    "low_sample": ("few records", "样本不足"),
+    "sample": ("records", "条记录"),
+    "explain": ("Explain", "明细"),
+    "explain.title": ("How this number was computed", "该数值的计算方式"),
+    "explain.formula": ("Formula", "公式"),
+    "explain.filters": ("Filters", "筛选条件"),
+    "explain.numerator": ("Numerator", "分子"),
+    "explain.denominator": ("Denominator", "分母"),
+    "explain.measure": ("Measured records", "计量记录"),
+    "explain.records": ("Records", "记录"),
+    "explain.more": ("More records", "更多记录"),
+    "explain.crm_id": ("CRM id", "CRM 编号"),
+    "explain.connection": ("Connection", "连接"),
+    "explain.open_in_crm": ("Open in the CRM", "在 CRM 中打开"),
+    "explain.contribution": ("Counts", "计入值"),
+    "explain.name": ("Name", "名称"),
+    "explain.total": ("Total", "合计"),
+    "company": ("Company", "公司"),
+    "scope": ("Scope", "范围"),
+    "scope.company": ("Company", "公司"),
+    "scope.team": ("Team", "团队"),
+    "scope.owner": ("Rep", "销售"),
+    "stale.title": ("The data may be out of date", "数据可能不是最新的"),
+    "stale.never": ("never synced successfully", "从未成功同步"),
+    "stale.last_success": ("last successful sync", "上次成功同步"),
+    "stale.lag": ("behind by", "滞后"),
+    "fresh": ("Data as of", "数据更新于"),
+    "leaderboard.title": ("Scorecard leaderboard", "评分卡排行榜"),
+    "rank": ("Rank", "排名"),
+    "team_rank": ("Team rank", "团队排名"),
+    "rep": ("Rep", "销售"),
+    "score": ("Score", "得分"),
+    "grade": ("Grade", "等级"),
+    "weight": ("Weight", "权重"),
+    "normalised": ("Normalised", "标准化得分"),
+    "components": ("Components", "评分项"),
+    "dropped": ("Not counted", "未计入"),
+    "no_scores": ("No scores for this period yet.", "该期间暂无评分。"),
+    "rep.kpis": ("KPIs over time", "各期指标"),
+    "rep.pipeline": ("Open pipeline", "在途商机"),
+    "rep.scores": ("Scores", "评分"),
+    "opportunity": ("Opportunity", "商机"),
+    "stage": ("Stage", "阶段"),
+    "amount": ("Amount", "金额"),
+    "probability": ("Probability", "赢率"),
+    "close_date": ("Expected close", "预计成交"),
+    "created": ("Created", "创建时间"),
+    "funnel.title": ("Stage funnel", "阶段漏斗"),
+    "funnel.reached": ("Reached", "到达数"),
+    "funnel.conversion": ("Conversion from the stage before", "较上一阶段转化率"),
+    "funnel.none": ("No funnel KPI is defined.", "未定义漏斗指标。"),
+    "cycle.title": ("Sales cycle of won deals", "赢单销售周期"),
+    "cycle.days": ("Days from creation to close", "从创建到成交的天数"),
+    "cycle.deals": ("Won deals", "赢单数"),
+    "cycle.mean": ("Mean", "平均"),
+    "cycle.median": ("Median", "中位数"),
+    "cycle.p90": ("90th percentile", "第90百分位"),
+    "targets.title": ("Targets in force", "生效中的目标"),
+    "targets.set": ("Set a target", "设置目标"),
+    "targets.defined": ("Targets set here", "在此设置的目标"),
+    "targets.save": ("Save target", "保存目标"),
+    "targets.remove": ("Remove", "删除"),
+    "targets.applies": (
+        "A change applies at the next KPI refresh (the worker runs one within a minute).",
+        "修改将在下次指标刷新时生效（后台每分钟内刷新一次）。",
+    ),
+    "targets.saved": ("Saved. It applies at the next refresh.", "已保存，将在下次刷新时生效。"),
+    "targets.removed": ("Removed. It applies at the next refresh.", "已删除，将在下次刷新时生效。"),
+    "targets.read_only": (
+        "Targets are edited with an admin key.",
+        "目标需使用管理员密钥编辑。",
+    ),
+    "targets.split": ("Split to reps", "拆分到销售"),
+    "targets.currency": ("Currency", "币种"),
+    "targets.scope_id": ("Team or rep id", "团队或销售编号"),
+    "targets.none": ("No targets are in force.", "暂无生效的目标。"),
+    "targets.source": ("Source", "来源"),
+    "error": ("Something is wrong", "出现问题"),
+    "alerts.firing": ("Firing", "触发中"),
+    "alerts.history": ("History", "历史记录"),
+    "alerts.none_firing": ("No alert is firing.", "当前没有触发的预警。"),
+    "alerts.rule": ("Rule", "规则"),
+    "alerts.since": ("Since", "开始于"),
+    "alerts.state": ("State", "状态"),
+    "alerts.at": ("At", "时间"),
+    "alerts.none": ("Nothing has fired yet.", "尚无预警记录。"),
+    "ops.connections": ("Connections", "数据连接"),
+    "ops.runs": ("Recent sync runs", "最近的同步"),
+    "ops.deliveries": ("Webhook deliveries", "Webhook 投递"),
+    "ops.kind": ("Kind", "类型"),
+    "ops.status": ("Status", "状态"),
+    "ops.started": ("Started", "开始"),
+    "ops.finished": ("Finished", "结束"),
+    "ops.records": ("Records", "记录数"),
+    "ops.error": ("Error", "错误"),
+    "ops.waiting": ("Waiting", "等待中"),
+    "ops.failed": ("Failed", "失败"),
+    "ops.delivered": ("Delivered", "已送达"),
+    "ops.last_success": ("Last success", "上次成功"),
+    "ops.lag": ("Lag", "滞后"),
+    "ops.never": ("never", "从未"),
+    "ops.schedule": ("Schedule", "计划"),
+    "ops.refresh": ("Last KPI refresh", "上次指标刷新"),
+    "previous": ("Previous", "上一页"),
+    "next": ("Next", "下一页"),
+    "none": ("None.", "无。"),
+    "name": ("Name", "名称"),
+    "id": ("Id", "编号"),
+    "description": ("Description", "说明"),
+}
+
+# Durations shown as "3 h 20 min" / "3小时20分钟".
+_UNITS = {"en": (" d", " h", " min", " s"), "zh": ("天", "小时", "分钟", "秒")}
+
+
+def negotiate(accept_language: str | None) -> Language:
+    """The language an ``Accept-Language`` header prefers among ours (English by default)."""
+    best: tuple[float, Language] = (0.0, "en")
+    for part in (accept_language or "").split(","):
+        tag, _, params = part.strip().partition(";")
+        quality = 1.0
+        if params.strip().startswith("q="):
+            try:
+                quality = float(params.strip()[2:])
+            except ValueError:
+                continue
+        primary = tag.strip().lower().split("-")[0]
+        if primary in LANGUAGES and quality > best[0]:
+            best = (quality, "zh" if primary == "zh" else "en")
+    return best[1]
+
+
+@dataclass(frozen=True, slots=True)
+class Formatter:
+    """Words and numbers in one language; ``wan``: amounts of 10,000 and more in 万/亿."""
+
+    language: Language
+    wan: bool = False
+    fiscal_start_month: int = 1
+
+    @property
+    def locale(self) -> str:
+        return _BABEL[self.language]
+
+    def t(self, key: str) -> str:
+        return MESSAGES[key][0 if self.language == "en" else 1]
+
+    def number(self, value: float | None, digits: int = 0) -> str:
+        if value is None:
+            return "–"
+        if self.wan and abs(value) >= 10_000:
+            return format_compact_decimal(value, locale=self.locale, fraction_digits=2)
+        pattern = "#,##0" + ("." + "0" * digits if digits else "")
+        return format_decimal(value, pattern, locale=self.locale)
+
+    def money(self, value: float | None, currency: str) -> str:
+        if value is None:
+            return "–"
+        if not currency:
+            return self.number(value, 2)
+        if self.wan and abs(value) >= 10_000:
+            return format_compact_currency(value, currency, locale=self.locale, fraction_digits=2)
+        return format_currency(value, currency, locale=self.locale)
+
+    def percent(self, value: float | None) -> str:
+        return "–" if value is None else format_percent(value, "#,##0.0%", locale=self.locale)
+
+    def days(self, value: float | None) -> str:
+        if value is None:
+            return "–"
+        return self.number(value, 1) + (" d" if self.language == "en" else " 天")
+
+    def value(self, value: float | None, unit: str, currency: str = "") -> str:
+        """A KPI value in its unit: percent, currency, days, count, ratio or number."""
+        if unit == "percent":
+            return self.percent(value)
+        if unit == "currency":
+            return self.money(value, currency)
+        if unit == "days":
+            return self.days(value)
+        if unit == "count":
+            return self.number(value)
+        return self.number(value, 2)
+
+    def day(self, value: date | None) -> str:
+        if value is None:
+            return "–"
+        return format_skeleton("yMMMd", value, locale=self.locale)
+
+    def moment(self, value: datetime | None, zone: str = "UTC") -> str:
+        if value is None:
+            return "–"
+        return format_datetime(value, "yyyy-MM-dd HH:mm", tzinfo=ZoneInfo(zone), locale=self.locale)
+
+    def duration(self, seconds: float | None) -> str:
+        if seconds is None:
+            return "–"
+        units = _UNITS[self.language]
+        left = int(seconds)
+        parts: list[str] = []
+        for size, label in zip((86_400, 3600, 60, 1), units, strict=True):
+            if left >= size or (size == 1 and not parts):
+                parts.append(f"{left // size}{label}")
+                left %= size
+            if len(parts) == 2:
+                break
+        return (" " if self.language == "en" else "").join(parts)
+
+    def period(self, grain: str, start: date | None) -> str:
+        """A period as people name it: ``Mar 2024``, ``2024 Q1``, ``FY2024/25`` / ``2024年3月``…"""
+        if grain == "all" or start is None:
+            return self.t("grain.all")
+        if grain == "month":
+            return format_skeleton("yMMM", start, locale=self.locale)
+        if grain == "week":
+            day = format_skeleton("yMMMd", start, locale=self.locale)
+            return f"Week of {day}" if self.language == "en" else f"{day}当周"
+        fiscal = self.fiscal_start_month
+        first_year = start.year if start.month >= fiscal else start.year - 1
+        year = str(first_year) if fiscal == 1 else f"{first_year}/{(first_year + 1) % 100:02d}"
+        if grain == "year":
+            if fiscal == 1:
+                return year if self.language == "en" else f"{year}年"
+            return f"FY{year}" if self.language == "en" else f"{year}财年"
+        quarter = ((start.month - fiscal) % 12) // 3 + 1
+        if self.language == "en":
+            return f"{'FY' if fiscal != 1 else ''}{year} Q{quarter}"
+        return f"{year}{'财年' if fiscal != 1 else '年'}第{quarter}季度"
+
+
+def display_name(kpi: Any, language: Language) -> str:
+    """A KPI's (or scorecard's) name in ``language``, falling back to its English name."""
+    translated = (getattr(kpi, "i18n", None) or {}).get(language)
+    if translated is not None:
+        return str(translated["name"] if isinstance(translated, dict) else translated.name)
+    return str(kpi.name)
