@@ -38,7 +38,7 @@ def _kpi(service: KpiService, kpi_id: str) -> Kpi:
     return service.kpi(kpi_id)
 
 
-def _check_dimension(service: KpiService, kpi: Kpi, dimension: str | None) -> None:
+def check_dimension(service: KpiService, kpi: Kpi, dimension: str | None) -> None:
     """A breakdown the KPI's values are materialised by (none asked for is the totals)."""
     allowed = ["stage"] if isinstance(kpi, FunnelKpi) else service.dimensions(kpi)
     if dimension and dimension not in allowed:
@@ -132,7 +132,7 @@ def kpi_values(
     service = ctx.kpi_service()
     kpi = _kpi(service, kpi_id)
     business = service.business
-    _check_dimension(service, kpi, dimension)
+    check_dimension(service, kpi, dimension)
     where = kpi_repo.ValueFilter(
         grain=grain,
         period_key=period_key(period, grain, business.fiscal_year_start_month),
@@ -189,7 +189,7 @@ def kpi_explain(
     kpi = _kpi(service, kpi_id)
     business = service.business
     key = period_key(period, grain, business.fiscal_year_start_month) or "all"
-    _check_dimension(service, kpi, dimension)
+    check_dimension(service, kpi, dimension)
     if (scope == "company") != (scope_id == "company"):
         raise InvalidInput("scope_id names the team or owner; it is `company` exactly for scope company")
     ref = ValueRef(kpi_id, grain, key, scope, scope_id, currency, dimension, dimension_value)
