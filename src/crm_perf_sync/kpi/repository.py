@@ -587,3 +587,23 @@ def values_in_periods(
         KpiValue.dimension == "",
     )
     return list(session.scalars(stmt))
+
+
+def scope_values(
+    session: Session,
+    kpi_ids: Sequence[str],
+    grain: str,
+    scope: str,
+    scope_id: str,
+    period_keys: Sequence[str],
+) -> list[KpiValue]:
+    """The totals of several KPIs for one scope in these periods of ``grain`` (one query)."""
+    stmt = select(KpiValue).where(
+        KpiValue.kpi_id.in_(kpi_ids),
+        KpiValue.grain == grain,
+        KpiValue.scope == scope,
+        KpiValue.scope_id == scope_id,
+        KpiValue.period_key.in_(period_keys),
+        KpiValue.dimension == "",
+    )
+    return list(session.scalars(stmt))

@@ -118,46 +118,42 @@ def overview(
         period = here if here in keys or not keys else keys[0]
     index = period_index(period, grain, fiscal)
     wanted = [k for k in OVERVIEW_KPIS if k in service.kpis]
+    # The period, the one before, the same one a year earlier and the trend: one query.
+    trend_keys: list[str] = []
+    previous_key = last_year_key = None
+    if index is not None:
+        step = periods.STEP[grain]
+        trend_keys = [key_of(index - n * step, grain) for n in range(TREND_PERIODS - 1, -1, -1)]
+        previous_key = key_of(periods.previous(index, grain), grain)
+        last_year_key = key_of(year_earlier(index, grain), grain)
+    needed = {period, *trend_keys} | {k for k in (previous_key, last_year_key) if k is not None}
+    stored: dict[str, dict[str, dict[str, KpiValue]]] = defaultdict(lambda: defaultdict(dict))
+    for row in kpi_repo.scope_values(session, wanted, grain, "company", "company", sorted(needed)):
+        stored[row.kpi_id][row.currency][row.period_key] = row
     names: dict[tuple[str, str], str] = {("company", "company"): "company"}
     tiles: list[Tile] = []
     for kpi_id in wanted:
         kpi = service.kpis[kpi_id]
-        rows = kpi_repo.values(session, kpi_id, grain=grain, scope="company", scope_id="company")
-        by_currency: dict[str, dict[str, KpiValue]] = defaultdict(dict)
-        for row in rows:
-            by_currency[row.currency][row.period_key] = row
-        if not by_currency:
-            tiles.append(
-                Tile(
-                    kpi, "", None, None, None, link=explain_link(kpi_id, grain, period, "company", "company")
-                )
-            )
-            continue
+        by_currency = stored.get(kpi_id) or {"": {}}
         for currency, found in sorted(by_currency.items()):
 
-            def shown(key: str, found: dict[str, KpiValue] = found) -> dict[str, Any] | None:
-                stored = found.get(key)
-                return None if stored is None else presented(stored, names, now, business.timezone)
+            def shown(key: str | None, found: dict[str, KpiValue] = found) -> dict[str, Any] | None:
+                row = found.get(key) if key is not None else None
+                return None if row is None else presented(row, names, now, business.timezone)
 
-            previous = last_year = None
-            trend: list[tuple[str, float | None, float | None]] = []
-            if index is not None:
-                previous = shown(key_of(periods.previous(index, grain), grain))
-                last_year = shown(key_of(year_earlier(index, grain), grain))
-                step = periods.STEP[grain]
-                for n in range(TREND_PERIODS - 1, -1, -1):
-                    key = key_of(index - n * step, grain)
-                    point = found.get(key)
-                    trend.append(
-                        (key, None if point is None else point.value, None if point is None else point.target)
-                    )
+            trend = []
+            for key in trend_keys:
+                point = found.get(key)
+                trend.append(
+                    (key, None if point is None else point.value, None if point is None else point.target)
+                )
             tiles.append(
                 Tile(
                     kpi,
                     currency,
                     shown(period),
-                    previous,
-                    last_year,
+                    shown(previous_key),
+                    shown(last_year_key),
                     trend,
                     explain_link(kpi_id, grain, period, "company", "company", currency),
                 )
@@ -220,8 +216,11 @@ def leaderboard(
     team: str | None,
 ) -> Leaderboard:
     cards = list(service.section.scorecards)
-    teams = org_repo.teams(session)
     names = org_repo.scope_names(session)
+    teams = sorted(
+        ({"id": sid, "name": name} for (scope, sid), name in names.items() if scope == "team"),
+        key=lambda team: team["name"],
+    )
     if not cards:
         return Leaderboard(None, [], "month", None, None, [], team, teams, [], names)
     card = service.scorecard(scorecard) if scorecard else cards[0]
