@@ -36,7 +36,7 @@ from crm_perf_sync.api.dashboard.auth import (
     local_path,
     same_origin,
 )
-from crm_perf_sync.api.dashboard.i18n import LANGUAGES, MESSAGES, display_name
+from crm_perf_sync.api.dashboard.i18n import LANGUAGES, MESSAGES, display_name, filter_text, formula
 from crm_perf_sync.api.deps import ContextDep, SessionDep
 from crm_perf_sync.api.params import GrainParam, ScopeParam, period_key
 from crm_perf_sync.api.routes.kpis import check_dimension
@@ -94,6 +94,9 @@ templates.filters["isodate"] = _isodate
 templates.filters["scaled"] = _scaled
 templates.filters["point"] = _point
 templates.globals["explain_link"] = views.explain_link
+templates.globals["formula"] = formula
+templates.globals["filter_text"] = filter_text
+templates.globals["messages"] = MESSAGES
 templates.filters["period_label"] = _period_label
 
 #: The strictest policy the pages work under: nothing from another origin, no inline script or style.
