@@ -102,11 +102,17 @@ def test_a_connector_that_raises_gives_no_link_and_leaves_the_others_alone(
     caplog.set_level(logging.WARNING)
 
     assert links("exports", "opportunities", "D-1") is None
+    assert links("exports", "opportunities", "D-2") is None
     assert links("hubspot", "opportunities", "9876543210") is None
+    assert links("hubspot", "leads", "151") is None
     assert links("sfdc", "leads", "00Q5g00000XyZ12EAF") == (
         "https://acme.my.salesforce.com/lightning/r/Lead/00Q5g00000XyZ12EAF/view"
     )
-    assert "connection exports: no link for opportunities D-1: KeyError" in caplog.text
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "connection exports",
+        "connection hubspot",
+    ]
+    assert "no link for opportunities D-1 (nor for any other record it fails on): KeyError" in caplog.text
     assert "connection hubspot: no links to its CRM: RuntimeError: cannot start" in caplog.text
 
 

@@ -169,7 +169,7 @@ class RecordLinks:
     :meth:`~crm_perf_sync.connector_sdk.Connector.record_url`; neither connects to the CRM.
     A link is an extra, never a reason to fail a response: an unknown connection, a connector
     kind that is not installed, or a connector that raises, constructing or building the URL,
-    gives ``None`` (logged once per connection, or per record).
+    gives ``None`` (and a warning, once per connection).
     """
 
     def __init__(self, config: LoadedConfig, registry: ConnectorRegistry) -> None:
@@ -177,6 +177,7 @@ class RecordLinks:
         self.registry = registry
         self._connectors: dict[str, Connector | None] = {}  # type: ignore[type-arg]
         self._lock = threading.Lock()
+        self._warned: set[str] = set()
 
     def __call__(self, connection_id: str, entity: str, external_id: str) -> str | None:
         connector = self._connector(connection_id)
@@ -185,14 +186,17 @@ class RecordLinks:
         try:
             url = connector.record_url(entity, external_id)
         except Exception as exc:  # a plugin can fail in any way; the response goes on without the link
-            log.warning(
-                "connection %s: no link for %s %s: %s: %s",
-                connection_id,
-                entity,
-                external_id,
-                type(exc).__name__,
-                exc,
-            )
+            # Once per connection: a page of an explanation asks for hundreds of links.
+            if connection_id not in self._warned:
+                self._warned.add(connection_id)
+                log.warning(
+                    "connection %s: no link for %s %s (nor for any other record it fails on): %s: %s",
+                    connection_id,
+                    entity,
+                    external_id,
+                    type(exc).__name__,
+                    exc,
+                )
             return None
         return url if isinstance(url, str) else None
 
