@@ -40,7 +40,7 @@ def _serve_api(runtime: Runtime, settings: Settings) -> None:
     from crm_perf_sync.api.server import server_options
 
     uvicorn.run(
-        create_app(runtime.engine, runtime.config, runtime.webhook_guard()),
+        create_app(runtime.engine, runtime.config, runtime.webhook_guard(), runtime.registry),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),

@@ -161,7 +161,8 @@ def kpi_values(
     summary="How one value was computed: formula, filters, numerator, denominator and its records",
     description=(
         "The records come a page at a time per side (numerator, denominator or measure), each with "
-        "its CRM id and connection so a link back into the CRM can be built; follow a part's "
+        "its CRM id and connection, and `crm_url`, the record's page in the CRM (null when its "
+        "connector cannot say: a CSV import, a portal id not configured); follow a part's "
         "`next` for more. `part` limits the records to one side."
     ),
     responses=documented(400, 401, 404, 422),
@@ -197,7 +198,14 @@ def kpi_explain(
     membership = org_repo.load_membership(session)
     result = explain_value(session, kpi, ref, calendar, membership, role=part, after=after, limit=limit)
     body = asdict(result)
+    links = ctx.record_links()
     for explained in body["parts"]:
+        for record in explained["records"]:
+            record["crm_url"] = (
+                links(record["connection_id"], explained["entity"], record["external_id"])
+                if links is not None
+                else None
+            )
         following = explained.get("next_after")
         explained["next"] = (
             str(request.url.include_query_params(part=explained["role"], after=following))
