@@ -326,7 +326,7 @@ def explain_page(
     ref = ValueRef(kpi_id, grain, key, scope, scope_id, currency, dimension, dimension_value)
     result = views.explanation(session, service, kpi_id, ref, part, after, EXPLAIN_PAGE)
     names = org_repo.scope_names(session)
-    links = ctx.record_links() if hasattr(ctx, "record_links") else None
+    links = ctx.record_links()
     for explained in result.parts:
         for record in explained.records:
             record["crm_url"] = (
