@@ -140,7 +140,8 @@ class Measure(StrictModel):
 
 
 #: Languages a definition may name itself in besides English (its own ``name``), by locale key.
-#: A locale is added here, with its translations in the library, and nowhere else.
+#: Adding one here lets configurations and the library use it; the API serves every locale under
+#: ``i18n`` (its flat CSV column, ``name_zh``, is for Simplified Chinese alone).
 LOCALES: dict[str, str] = {"zh": "Simplified Chinese"}
 
 
