@@ -40,6 +40,7 @@ kpis:
   scorecards:
     - id: reps
       name: Rep scorecard
+      i18n: {zh: {name: 销售代表评分卡}}
       grains: [month, quarter]
       currency: USD
       components:

@@ -135,6 +135,30 @@ def test_the_kpi_list_has_the_library_and_csv_agrees(served: Served) -> None:
     assert [r["id"] for r in csv_rows(text)] == [r["id"] for r in rows]
 
 
+def test_kpis_are_served_with_their_chinese_names_in_json_and_csv(served: Served) -> None:
+    rows = all_pages(served, "/api/v1/kpis?limit=5")
+    assert all(set(row["i18n"]) == {"zh"} for row in rows), "every library KPI has a zh name"
+    win_rate = served.get("/api/v1/kpis/win_rate").json()
+    assert win_rate["name"] == "Win rate"
+    assert win_rate["i18n"] == {
+        "zh": {"name": "赢单率", "description": "赢单数 / 已关闭商机数，按商机关闭所在的周期统计。"}
+    }
+    assert win_rate["name_zh"] == "赢单率"
+    assert served.get("/api/v1/kpis/weighted_pipeline").json()["name_zh"] == "加权管道"
+    response = served.get("/api/v1/kpis?format=csv")
+    assert response.headers["content-type"] == "text/csv; charset=utf-8"
+    text = response.content.decode("utf-8")
+    header = text.splitlines()[0].split(",")
+    assert header == [
+        "id", "name", "description", "type", "unit", "direction", "min_sample", "stat", "formula",
+        "dimensions", "definition_hash", "definition", "i18n", "name_zh",
+    ]  # fmt: skip
+    by_id = {r["id"]: r for r in csv_rows(text)}
+    assert by_id["sales_cycle_days_mean"]["name_zh"] == "销售周期（平均天数）"
+    assert by_id["lead_conversion_rate"]["name_zh"] == "线索转化率"
+    assert {r["id"]: r["name_zh"] for r in by_id.values()} == {r["id"]: r["name_zh"] for r in rows}
+
+
 def test_every_agents_win_rate_per_year_matches_the_file(served: Served) -> None:
     rows = all_pages(served, "/api/v1/kpis/win_rate/values?grain=year&scope=owner&limit=7")
     got = {(r["scope_id"], r["period_key"]): r for r in rows}
@@ -398,6 +422,10 @@ def test_scorecards_are_cached_by_version(served: Served) -> None:
 def test_a_scorecard_ranks_a_periods_reps(served: Served) -> None:
     (card,) = served.get("/api/v1/scorecards").json()["data"]
     assert card["id"] == "reps"
+    assert (card["name"], card["name_zh"]) == ("Rep scorecard", "销售代表评分卡")
+    assert card["i18n"] == {"zh": {"name": "销售代表评分卡", "description": ""}}
+    (csv_card,) = csv_rows(served.get("/api/v1/scorecards?format=csv").text)
+    assert csv_card["name_zh"] == "销售代表评分卡"
     assert [c["kpi"] for c in card["components"]] == ["won_deals", "win_rate", "sales_cycle_days_median"]
     rows = all_pages(served, "/api/v1/scorecards/reps?grain=month&period=2017-06-01&limit=7")
     ranked = [r for r in rows if r["rank"] is not None]

@@ -290,6 +290,41 @@ kpis:
     assert any(i.startswith(f"{path}:11: kpis.definitions[1]: Input tag 'magic'") for i in issues), issues
 
 
+def test_translated_names_are_validated_with_their_lines(tmp_path: Path, registry: ConnectorRegistry) -> None:
+    path = write(
+        tmp_path,
+        """connections: []
+kpis:
+  definitions:
+    - id: big_deals
+      name: Big deals
+      i18n:
+        zh: {name: 大单数}
+        fr: {name: Grosses affaires}
+      type: count
+      unit: count
+      measure: {period: created_at}
+    - id: small_deals
+      name: Small deals
+      i18n: {zh: {name: "", description: 小单的数量}}
+      type: count
+      unit: count
+      measure: {period: created_at}
+  scorecards:
+    - id: reps
+      name: Rep scorecard
+      i18n:
+        zh: {description: 没有名字}
+      components: [{kpi: big_deals, weight: 1}]
+""",
+    )
+    assert issues_of(path, registry) == [
+        f"{path}:6: kpis.definitions[0].i18n: unknown locale(s) 'fr'; known: zh (Simplified Chinese)",
+        f"{path}:14: kpis.definitions[1].i18n.zh.name: a translated name cannot be empty",
+        f"{path}:22: kpis.scorecards[0].i18n.zh.name: required key is missing",
+    ]
+
+
 def test_the_default_library_loads_and_a_definition_replaces_a_library_kpi(
     tmp_path: Path, registry: ConnectorRegistry
 ) -> None:
@@ -312,6 +347,8 @@ def test_the_default_library_loads_and_a_definition_replaces_a_library_kpi(
     )
     assert {"won_revenue", "won_deals", "average_deal_size", "weighted_pipeline"} <= set(kpis)
     assert kpis["won_deals"].name == "Won deals (over 1,000)"
+    assert kpis["won_deals"].i18n == {}, "a replaced KPI keeps none of the library's wording"
+    assert kpis["win_rate"].i18n["zh"].name == "赢单率"
 
 
 def test_alert_rules_are_validated_with_their_lines(tmp_path: Path, registry: ConnectorRegistry) -> None:

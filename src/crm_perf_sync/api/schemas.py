@@ -113,6 +113,11 @@ def columns(model: type[BaseModel]) -> tuple[str, ...]:
     return tuple(model.model_fields)
 
 
+class TranslationOut(BaseModel):
+    name: str
+    description: str = Field(description="Empty when only the name is translated")
+
+
 class KpiOut(BaseModel):
     id: str
     name: str
@@ -126,6 +131,10 @@ class KpiOut(BaseModel):
     dimensions: list[str] = Field(description="The breakdowns its values are materialised by")
     definition_hash: str
     definition: dict[str, Any] = Field(description="The whole definition, as configured")
+    i18n: dict[str, TranslationOut] = Field(
+        description="Its name and description in other languages, by locale (zh: Simplified Chinese)"
+    )
+    name_zh: str = Field(description="Its Simplified Chinese name (the English one where it has none)")
 
 
 class ValueOut(BaseModel):
@@ -219,6 +228,10 @@ class ScorecardOut(BaseModel):
     currency: str | None
     components: list[dict[str, Any]]
     grades: list[dict[str, Any]]
+    i18n: dict[str, TranslationOut] = Field(
+        description="Its name in other languages, by locale (zh: Simplified Chinese)"
+    )
+    name_zh: str = Field(description="Its Simplified Chinese name (the English one where it has none)")
 
 
 class FunnelStepOut(BaseModel):

@@ -35,26 +35,10 @@ class LoadedConfig:
         )
 
 
-def _clean_loc(source: SourceMap, loc: Loc) -> Loc:
-    """Drop the tags pydantic inserts for discriminated unions (``definitions[0].count.measure``)."""
-    kept: list[str | int] = []
-    for index, part in enumerate(loc):
-        following = loc[index + 1] if index + 1 < len(loc) else None
-        is_tag = (
-            isinstance(part, str)
-            and following is not None
-            and (*kept, part) not in source.lines
-            and (*kept, following) in source.lines
-        )
-        if not is_tag:
-            kept.append(part)
-    return tuple(kept)
-
-
 def _pydantic_issues(source: SourceMap, prefix: Loc, error: ValidationError) -> list[Issue]:
     issues = []
     for item in error.errors(include_url=False):
-        loc: Loc = _clean_loc(source, (*prefix, *item["loc"]))
+        loc: Loc = source.untagged((*prefix, *item["loc"]))
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown key"

@@ -79,6 +79,22 @@ class SourceMap:
                 return line
         return None
 
+    def untagged(self, loc: Loc) -> Loc:
+        """``loc`` without the tags pydantic inserts for discriminated unions
+        (``definitions[0].count.measure``): the keys as the file writes them."""
+        kept: list[str | int] = []
+        for index, part in enumerate(loc):
+            following = loc[index + 1] if index + 1 < len(loc) else None
+            is_tag = (
+                isinstance(part, str)
+                and following is not None
+                and (*kept, part) not in self.lines
+                and (*kept, following) in self.lines
+            )
+            if not is_tag:
+                kept.append(part)
+        return tuple(kept)
+
     def issue(self, loc: Loc, message: str) -> Issue:
         return Issue(self.path, self.line_of(loc), loc, self.redact(loc, message))
 

@@ -27,7 +27,7 @@ def load_library(path: Path) -> list[Kpi]:
     except ValidationError as exc:
         issues: list[Issue] = []
         for item in exc.errors(include_url=False):
-            loc = ("kpis", *item["loc"])
+            loc = source.untagged(("kpis", *item["loc"]))
             issues.append(source.issue(loc, item["msg"].removeprefix("Value error, ")))
         raise ConfigIssues(issues) from None
 

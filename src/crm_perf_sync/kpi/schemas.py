@@ -12,7 +12,7 @@ from datetime import date
 from typing import Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from crm_perf_sync.kit.canonical import digest
 from crm_perf_sync.kit.schema import StrictModel
@@ -139,10 +139,46 @@ class Measure(StrictModel):
         return self.sum is not None and FIELDS[self.entity].get(self.sum) == "money"
 
 
+#: Languages a definition may name itself in besides English (its own ``name``), by locale key.
+#: Adding one here lets configurations and the library use it; the API serves every locale under
+#: ``i18n`` (its flat CSV column, ``name_zh``, is for Simplified Chinese alone).
+LOCALES: dict[str, str] = {"zh": "Simplified Chinese"}
+
+
+class Translation(StrictModel):
+    """A definition's name (and optionally description) in one language."""
+
+    name: str
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a translated name cannot be empty")
+        return value
+
+
+def check_locales(value: dict[str, Translation]) -> dict[str, Translation]:
+    unknown = [key for key in value if key not in LOCALES]
+    if unknown:
+        known = ", ".join(f"{key} ({language})" for key, language in LOCALES.items())
+        raise ValueError(f"unknown locale(s) {', '.join(map(repr, unknown))}; known: {known}")
+    return value
+
+
+#: ``i18n: {zh: {name: 赢单率, description: ...}}``: names for dashboards in other languages.
+I18n = Annotated[dict[str, Translation], AfterValidator(check_locales)]
+
+#: What the meaning of a definition does not depend on: left out of its definition hash.
+_WORDING = frozenset({"name", "description", "i18n"})
+
+
 class _Kpi(StrictModel):
     id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
     name: str
     description: str = ""
+    i18n: I18n = Field(default_factory=dict)
     unit: Literal["count", "currency", "percent", "ratio", "days", "number"]
     direction: Literal["higher", "lower"] = "higher"
     min_sample: int = Field(default=1, ge=0)
@@ -158,8 +194,8 @@ class _Kpi(StrictModel):
         return []
 
     def definition_hash(self) -> str:
-        """Changes exactly when the definition's meaning changes (not its description)."""
-        payload = self.model_dump(mode="json", exclude={"name", "description"})
+        """Changes exactly when the definition's meaning changes (not its wording)."""
+        payload = self.model_dump(mode="json", exclude=set(_WORDING))
         return digest(payload)
 
 
@@ -383,6 +419,7 @@ class ScorecardConfig(StrictModel):
 
     id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
     name: str
+    i18n: I18n = Field(default_factory=dict)
     grains: list[ScoreGrain] = Field(default_factory=lambda: list[ScoreGrain](["month"]))
     currency: str | None = None  # money components read this currency; the rep's only one by default
     components: list[ScoreComponent] = Field(min_length=1)
@@ -404,8 +441,18 @@ class ScorecardConfig(StrictModel):
         return self
 
     def definition_hash(self) -> str:
-        payload = self.model_dump(mode="json", exclude={"name"})
+        payload = self.model_dump(mode="json", exclude=set(_WORDING))
         return digest(payload)
+
+
+def display(definition: _Kpi | ScorecardConfig, locale: str) -> tuple[str, str]:
+    """A KPI's or scorecard's name and description in ``locale``, each in English where the
+    definition has no translation of it (an unknown locale, or ``en``, gives the English)."""
+    description = definition.description if isinstance(definition, _Kpi) else ""
+    translation = definition.i18n.get(locale)
+    if translation is None:
+        return definition.name, description
+    return translation.name, translation.description or description
 
 
 class KpiSection(StrictModel):

@@ -25,7 +25,7 @@ from crm_perf_sync.kpi import repository as kpi_repo
 from crm_perf_sync.kpi.explain import ValueRef
 from crm_perf_sync.kpi.explain import explain as explain_value
 from crm_perf_sync.kpi.funnel import funnel_steps
-from crm_perf_sync.kpi.schemas import DerivedKpi, DurationKpi, FunnelKpi, Kpi
+from crm_perf_sync.kpi.schemas import DerivedKpi, DurationKpi, FunnelKpi, Kpi, display
 from crm_perf_sync.kpi.service import KpiService
 from crm_perf_sync.kpi.values import presented
 from crm_perf_sync.org import repository as org_repo
@@ -62,6 +62,8 @@ def kpi_out(service: KpiService, kpi: Kpi) -> dict[str, Any]:
         "dimensions": ["stage"] if isinstance(kpi, FunnelKpi) else service.dimensions(kpi),
         "definition_hash": service.definition_hash(kpi),
         "definition": kpi.model_dump(mode="json"),
+        "i18n": {locale: t.model_dump(mode="json") for locale, t in kpi.i18n.items()},
+        "name_zh": display(kpi, "zh")[0],
     }
 
 

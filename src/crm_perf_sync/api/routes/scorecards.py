@@ -13,7 +13,7 @@ from crm_perf_sync.api.problems import collection
 from crm_perf_sync.api.schemas import Page, ScorecardOut, ScoreOut
 from crm_perf_sync.kit.errors import InvalidInput, NotFound
 from crm_perf_sync.kpi import scores_repository as scores_repo
-from crm_perf_sync.kpi.schemas import ScorecardConfig
+from crm_perf_sync.kpi.schemas import ScorecardConfig, display
 from crm_perf_sync.org import repository as org_repo
 
 router = APIRouter(tags=["scorecards"])
@@ -29,6 +29,8 @@ def card_out(card: ScorecardConfig) -> dict[str, Any]:
         "currency": card.currency,
         "components": [c.model_dump(mode="json") for c in card.components],
         "grades": [g.model_dump(mode="json") for g in card.grades],
+        "i18n": {locale: t.model_dump(mode="json") for locale, t in card.i18n.items()},
+        "name_zh": display(card, "zh")[0],
     }
 
 
