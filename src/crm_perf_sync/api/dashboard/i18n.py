@@ -23,6 +23,8 @@ from babel.numbers import (
     format_percent,
 )
 
+from crm_perf_sync.kpi.schemas import display
+
 Language = Literal["en", "zh"]
 LANGUAGES: tuple[Language, ...] = ("en", "zh")
 _BABEL = {"en": "en_US", "zh": "zh_Hans_CN"}
@@ -315,12 +317,9 @@ class Formatter:
         return f"{year}{'财年' if fiscal != 1 else '年'}第{quarter}季度"
 
 
-def display_name(kpi: Any, language: Language) -> str:
-    """A KPI's (or scorecard's) name in ``language``, falling back to its English name."""
-    translated = (getattr(kpi, "i18n", None) or {}).get(language)
-    if translated is not None:
-        return str(translated["name"] if isinstance(translated, dict) else translated.name)
-    return str(kpi.name)
+def display_name(definition: Any, language: Language) -> str:
+    """A KPI's or scorecard's name in ``language`` (its English name where it has no translation)."""
+    return display(definition, language)[0]
 
 
 _ENTITIES_ZH = {"opportunities": "商机", "leads": "线索"}
