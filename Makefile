@@ -17,7 +17,7 @@ PYTEST_ARGS ?= -n 3 --dist worksteal
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: setup run test lint typecheck pytest bench bench-small bench-report migrate readme clean
+.PHONY: setup run test lint typecheck pytest bench bench-small bench-report migrate readme vendor clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -43,7 +43,7 @@ lint: setup
 	$(BIN)/hadolint Dockerfile
 
 typecheck: setup
-	$(BIN)/mypy src connectors/*/src tests bench
+	$(BIN)/mypy src connectors/*/src tests bench scripts
 
 pytest: setup
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -65,6 +65,10 @@ migrate: setup
 ## make readme: regenerate the README's environment-variable table from the settings model.
 readme: setup
 	$(BIN)/python -m crm_perf_sync.kit.settings_table README.md
+
+## make vendor: refresh the vendored browser assets (ECharts, axe-core) from the npm registry (needs npm).
+vendor:
+	$(PYTHON) scripts/vendor.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache bench/results/small.jsonl
