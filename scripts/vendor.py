@@ -48,7 +48,7 @@ ASSETS = (
         name="echarts",
         version="6.1.0",
         licence="Apache-2.0",
-        destination="src/crm_perf_sync/dashboard/static/vendor/echarts",
+        destination="src/crm_perf_sync/api/dashboard/static/vendor/echarts",
         files={
             "dist/echarts.min.js": "echarts.min.js",
             "LICENSE": "LICENSE",

@@ -237,3 +237,7 @@ def live_server(app: ASGIApp) -> Iterator[str]:
         thread.join(timeout=30)
         listening.close()
     assert not thread.is_alive(), "uvicorn did not stop within 30 s"
+
+
+# The Maven store the API tests serve, for the dashboard's pages in the browser.
+from tests.api.conftest import maven_postgresql, maven_sqlite, served  # noqa: E402, F401

@@ -47,7 +47,7 @@ def record_of(asset: Any) -> dict[str, Any]:
 def test_echarts_ships_in_the_package_and_axe_core_stays_in_the_tests() -> None:
     destinations = {asset.name: asset.destination for asset in ASSETS}
     assert destinations == {
-        "echarts": "src/crm_perf_sync/dashboard/static/vendor/echarts",
+        "echarts": "src/crm_perf_sync/api/dashboard/static/vendor/echarts",
         "axe-core": "tests/dashboard/vendor/axe-core",
     }
 
@@ -90,7 +90,7 @@ def test_the_wheel_carries_the_dashboards_assets_and_not_the_test_ones(tmp_path:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         for name in [*shipped.files.values(), "vendor.json", "README.md"]:
-            inside = f"crm_perf_sync/dashboard/static/vendor/echarts/{name}"
+            inside = f"crm_perf_sync/api/dashboard/static/vendor/echarts/{name}"
             assert inside in names, inside
             assert archive.read(inside) == (REPO_ROOT / shipped.destination / name).read_bytes()
     assert test_only.name == "axe-core"

@@ -1,4 +1,3 @@
-# ruff: noqa: RUF001  (Chinese punctuation in the Chinese text; an en dash marks a missing number)
 """The dashboard's two languages: its words, and numbers, amounts, dates and periods per locale.
 
 Every label the pages show is a key of :data:`MESSAGES` with its English and Simplified Chinese
