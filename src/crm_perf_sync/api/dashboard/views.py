@@ -144,6 +144,8 @@ def overview(
             trend = []
             for key in trend_keys:
                 point = found.get(key)
+                if point is None and not trend:
+                    continue  # the trend starts where the data does
                 trend.append(
                     (key, None if point is None else point.value, None if point is None else point.target)
                 )
