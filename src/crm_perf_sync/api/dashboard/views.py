@@ -243,6 +243,12 @@ class FunnelStage:
     low_sample: bool
     link: str
 
+    @property
+    def name(self) -> str:
+        """The stage as its pipeline's table shows it (without the ``"<pipeline>: "`` prefix)."""
+        prefix = f"{self.pipeline}: "
+        return self.stage[len(prefix) :] if self.pipeline and self.stage.startswith(prefix) else self.stage
+
 
 @dataclass(frozen=True, slots=True)
 class CycleBucket:
