@@ -5,7 +5,9 @@ Built by a command when it starts (never at import) and handed down explicitly.
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -15,7 +17,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.config import ConfigIssues, LoadedConfig, load_config
-from crm_perf_sync.jobs.sync import SyncService
+from crm_perf_sync.connector_sdk import Connector
+from crm_perf_sync.jobs.sync import SyncService, build_connector
 from crm_perf_sync.kit import migrate
 from crm_perf_sync.kit.db import check_database, create_db_engine, make_session_factory
 from crm_perf_sync.kit.errors import ConfigurationError, DatabaseUnavailable
@@ -25,6 +28,8 @@ from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync.sync.service import SyncOptions
 from crm_perf_sync.webhooks.delivery import Deliverer, DeliveryOptions
 from crm_perf_sync.webhooks.security import Guard
+
+log = logging.getLogger(__name__)
 
 
 def sync_options(settings: Settings) -> SyncOptions:
@@ -154,3 +159,63 @@ def build_runtime(settings: Settings) -> Runtime:
     register_secrets(secret_values(settings, config))
     store = open_store(settings)
     return Runtime(store.settings, store.engine, store.session_factory, registry, config)
+
+
+class RecordLinks:
+    """``links(connection_id, entity, external_id)``: the record's page in its CRM, or ``None``.
+
+    Each configured connection's connector is constructed once, on first use, exactly as a sync
+    constructs it (:func:`crm_perf_sync.jobs.sync.build_connector`), and asked for
+    :meth:`~crm_perf_sync.connector_sdk.Connector.record_url`; neither connects to the CRM.
+    A link is an extra, never a reason to fail a response: an unknown connection, a connector
+    kind that is not installed, or a connector that raises, constructing or building the URL,
+    gives ``None`` (and a warning, once per connection).
+    """
+
+    def __init__(self, config: LoadedConfig, registry: ConnectorRegistry) -> None:
+        self.config = config
+        self.registry = registry
+        self._connectors: dict[str, Connector | None] = {}  # type: ignore[type-arg]
+        self._lock = threading.Lock()
+        self._warned: set[str] = set()
+
+    def __call__(self, connection_id: str, entity: str, external_id: str) -> str | None:
+        connector = self._connector(connection_id)
+        if connector is None:
+            return None
+        try:
+            url = connector.record_url(entity, external_id)
+        except Exception as exc:  # a plugin can fail in any way; the response goes on without the link
+            # Once per connection: a page of an explanation asks for hundreds of links.
+            if connection_id not in self._warned:
+                self._warned.add(connection_id)
+                log.warning(
+                    "connection %s: no link for %s %s (nor for any other record it fails on): %s: %s",
+                    connection_id,
+                    entity,
+                    external_id,
+                    type(exc).__name__,
+                    exc,
+                )
+            return None
+        return url if isinstance(url, str) else None
+
+    def _connector(self, connection_id: str) -> Connector | None:  # type: ignore[type-arg]
+        with self._lock:
+            if connection_id not in self._connectors:
+                self._connectors[connection_id] = self._build(connection_id)
+            return self._connectors[connection_id]
+
+    def _build(self, connection_id: str) -> Connector | None:  # type: ignore[type-arg]
+        if self.config.app.connection(connection_id) is None:
+            return None
+        try:
+            return build_connector(self.config, self.registry, connection_id)
+        except Exception as exc:  # a plugin can fail in any way; no links from it then
+            log.warning("connection %s: no links to its CRM: %s: %s", connection_id, type(exc).__name__, exc)
+            return None
+
+
+def record_links(config: LoadedConfig, registry: ConnectorRegistry) -> RecordLinks:
+    """Links from stored records back to their CRM, for every connection of ``config``."""
+    return RecordLinks(config, registry)

@@ -13,9 +13,13 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
+from crm_perf_sync.api.app import create_app
 from crm_perf_sync.api.cache import LOOKUP_SECONDS
 from crm_perf_sync.kpi import repository as kpi_repo
+from crm_perf_sync.plugins import ConnectorRegistry
+from crm_perf_sync_csv.connector import CsvConnector
 from tests.api.conftest import Served
 from tests.conftest import DATA_DIR
 
@@ -240,6 +244,31 @@ def test_explain_lists_the_deals_behind_a_value(served: Served) -> None:
     assert {r["external_id"] for r in won} == expected
     assert body["value"]["numerator"] == len(expected)
     assert "is_won = True" in " ".join(part["filters"])
+    # A CSV export has no record pages to link to.
+    assert {r["crm_url"] for r in won} == {None}
+
+
+class _LinkingCsv(CsvConnector):
+    """The Maven export as if its CRM had record pages (the shipped CSV connector has none)."""
+
+    def record_url(self, entity: str, external_id: str) -> str | None:
+        return f"https://crm.example/{self.context.connection_id}/{entity}/{external_id}"
+
+
+def test_explain_links_each_record_to_its_crm_page(served: Served) -> None:
+    registry = ConnectorRegistry({**ConnectorRegistry.discover().connectors, "csv": _LinkingCsv})
+    client = TestClient(create_app(served.engine, served.config, registry=registry))
+    url = "/api/v1/kpis/win_rate/explain?grain=year&period=2017-01-01&limit=25"
+
+    body = client.get(url, headers=served.read).json()
+
+    records = {part["role"]: part["records"] for part in body["parts"]}
+    assert set(records) == {"numerator", "denominator"}
+    for role in ("numerator", "denominator"):
+        assert len(records[role]) == 25
+        assert [r["crm_url"] for r in records[role]] == [
+            f"https://crm.example/maven/opportunities/{r['external_id']}" for r in records[role]
+        ]
 
 
 def test_the_funnel_follows_the_stage_order(served: Served) -> None:

@@ -34,6 +34,7 @@ from crm_perf_sync.kit import migrate
 from crm_perf_sync.kit.db import check_database, make_session_factory
 from crm_perf_sync.kit.errors import DatabaseUnavailable
 from crm_perf_sync.kit.logs import log_context
+from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync.webhooks.security import Guard
 
 API_PREFIX = "/api/v1"
@@ -198,11 +199,16 @@ async def _nothing() -> Message:
 
 
 def create_app(
-    engine: Engine, config: LoadedConfig | None = None, webhook_guard: Guard | None = None
+    engine: Engine,
+    config: LoadedConfig | None = None,
+    webhook_guard: Guard | None = None,
+    registry: ConnectorRegistry | None = None,
 ) -> FastAPI:
     """The API over ``engine`` (and the KPI configuration). The caller owns the engine.
 
-    ``webhook_guard`` decides which webhook URLs may be registered (default: public https only).
+    ``webhook_guard`` decides which webhook URLs may be registered (default: public https only);
+    ``registry`` holds the connectors that link records back to their CRM (default: discovered
+    when first needed).
     """
     session_factory = make_session_factory(engine)
     metrics = ApiMetrics(session_factory)
@@ -221,7 +227,9 @@ def create_app(
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
     )
-    app.state.context = ApiContext(engine, session_factory, config, webhook_guard or Guard())
+    app.state.context = ApiContext(
+        engine, session_factory, config, webhook_guard or Guard(), registry=registry
+    )
     problems.install(app)
     for module in (kpis, targets, scorecards, crm, sync, webhooks, alerts):
         app.include_router(module.router, prefix=API_PREFIX)

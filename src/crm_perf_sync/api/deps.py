@@ -6,6 +6,7 @@ back when it raises; everything below it only flushes.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import repository as kpi_repo
 from crm_perf_sync.kpi import scores_repository as scores_repo
 from crm_perf_sync.kpi.service import KpiService
+from crm_perf_sync.plugins import ConnectorRegistry
+from crm_perf_sync.runtime import RecordLinks, record_links
 from crm_perf_sync.webhooks.security import Guard
 
 
@@ -51,6 +54,10 @@ class ApiContext:
     chores: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="api-chores")
     )
+    #: The connectors behind the configuration's connections (``None``: those installed).
+    registry: ConnectorRegistry | None = None
+    _links: list[RecordLinks] = field(default_factory=list, init=False, repr=False)
+    _links_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def values_version(self, session: Session, kpi_id: str) -> Version:
         """The version of a KPI's values (read at most once a second)."""
@@ -61,6 +68,17 @@ class ApiContext:
     def scores_version(self, session: Session, scorecard_id: str) -> Version:
         load = lambda: scores_repo.scores_version(session, scorecard_id)  # noqa: E731
         return Version(self.versions.get(("scores", scorecard_id), load))
+
+    def record_links(self) -> RecordLinks | None:
+        """Links from stored records back to their CRM (built on first use), or ``None`` when
+        this process has no configuration to say which CRM a connection is."""
+        if self.config is None:
+            return None
+        with self._links_lock:
+            if not self._links:
+                registry = self.registry if self.registry is not None else ConnectorRegistry.discover()
+                self._links.append(record_links(self.config, registry))
+            return self._links[0]
 
     def kpi_service(self) -> KpiService:
         if self.config is None:

@@ -40,7 +40,7 @@ def _serve_api(runtime: Runtime, settings: Settings) -> None:
     from crm_perf_sync.api.server import server_options
 
     uvicorn.run(
-        create_app(runtime.engine, runtime.config, runtime.webhook_guard()),
+        create_app(runtime.engine, runtime.config, runtime.webhook_guard(), runtime.registry),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
@@ -64,7 +64,7 @@ def _announce(runtime: Runtime, settings: Settings, *, new_store: bool) -> None:
 
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     base = f"http://{host}:{settings.port}"
-    log.info("API docs: %s/docs (OpenAPI: %s/openapi.json)", base, base)
+    log.info("dashboard: %s/dashboard; API docs: %s/docs (OpenAPI: %s/openapi.json)", base, base, base)
     if not (new_store and runtime.is_sqlite and settings.demo_key and sys.stdout.isatty()):
         log.info("API keys: crm-perf-sync apikey create --scope read|admin")
         return
@@ -73,6 +73,7 @@ def _announce(runtime: Runtime, settings: Settings, *, new_store: bool) -> None:
         key = demo_key(session)
     # soft_wrap: a key or a URL must never be broken across lines (it is copied from here).
     out.print(f"read key for this new store, shown once (only its hash is kept): {key}", soft_wrap=True)
+    out.print(f"dashboard: open {base}/dashboard and sign in with that key", soft_wrap=True)
     out.print(
         f'try: curl -H "Authorization: Bearer {key}" "{base}/api/v1/kpis/win_rate/values?grain=month"',
         soft_wrap=True,

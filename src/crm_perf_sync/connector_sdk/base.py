@@ -80,6 +80,9 @@ class Connector(ABC, Generic[SettingsT]):
     bound of ``now - skew``; deletions reported as tombstones or ``is_deleted`` records; errors
     raised as the classes in :mod:`crm_perf_sync.connector_sdk.errors`.
 
+    ``record_url`` links a stored record back to its page in the CRM (the KPI explanations show
+    it); a connector that knows its CRM's web addresses overrides it.
+
     Deletions are the engine's to decide, not the connector's: the deletions of a read
     (tombstones, ``is_deleted`` records of live ones, a snapshot's absent records) are made
     together once the read has ended, or none of them when they are more of the stream's live
@@ -116,6 +119,17 @@ class Connector(ABC, Generic[SettingsT]):
 
     def close(self) -> None:
         """Release sessions and files. Called once after the sync, also after a failure."""
+        return None
+
+    def record_url(self, entity: str, external_id: str) -> str | None:  # noqa: ARG002
+        """The address of a record's page in the CRM, or ``None`` when it has none.
+
+        ``entity`` is the canonical entity the record was stored as (an :data:`Entity`:
+        ``"opportunities"``, ``"leads"``, ``"owners"``, ...) and ``external_id`` its id in the
+        CRM. The URL is built from the settings alone, never with I/O: it is asked for every
+        record a page of the API shows, on a connector constructed for nothing else (so the
+        constructor must not connect either). The default: no links.
+        """
         return None
 
 

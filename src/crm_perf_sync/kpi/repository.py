@@ -574,3 +574,36 @@ def company_period_keys(session: Session, kpi_ids: Sequence[str], grain: str) ->
         .order_by(KpiValue.period_key.desc())
     )
     return list(session.scalars(stmt))
+
+
+def values_in_periods(
+    session: Session, kpi_id: str, grain: str, period_keys: Sequence[str]
+) -> list[KpiValue]:
+    """A KPI's totals (no breakdown) of ``grain`` in these periods, every scope."""
+    stmt = select(KpiValue).where(
+        KpiValue.kpi_id == kpi_id,
+        KpiValue.grain == grain,
+        KpiValue.period_key.in_(period_keys),
+        KpiValue.dimension == "",
+    )
+    return list(session.scalars(stmt))
+
+
+def scope_values(
+    session: Session,
+    kpi_ids: Sequence[str],
+    grain: str,
+    scope: str,
+    scope_id: str,
+    period_keys: Sequence[str],
+) -> list[KpiValue]:
+    """The totals of several KPIs for one scope in these periods of ``grain`` (one query)."""
+    stmt = select(KpiValue).where(
+        KpiValue.kpi_id.in_(kpi_ids),
+        KpiValue.grain == grain,
+        KpiValue.scope == scope,
+        KpiValue.scope_id == scope_id,
+        KpiValue.period_key.in_(period_keys),
+        KpiValue.dimension == "",
+    )
+    return list(session.scalars(stmt))

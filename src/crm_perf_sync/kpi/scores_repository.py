@@ -188,3 +188,14 @@ def latest_period(session: Session, scorecard_id: str, grain: str) -> str | None
     )
     found: str | None = session.execute(stmt).scalar_one_or_none()
     return found
+
+
+def period_keys(session: Session, scorecard_id: str, grain: str) -> list[str]:
+    """The periods of ``grain`` a scorecard has scores for, newest first."""
+    stmt = (
+        select(ScorecardValue.period_key)
+        .where(ScorecardValue.scorecard_id == scorecard_id, ScorecardValue.grain == grain)
+        .distinct()
+        .order_by(ScorecardValue.period_key.desc())
+    )
+    return list(session.scalars(stmt))

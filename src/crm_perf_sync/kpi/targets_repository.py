@@ -112,3 +112,10 @@ def update_target_definition(
 def delete_target_definition(session: Session, row: TargetDefinition) -> None:
     session.delete(row)
     session.flush()
+
+
+def targeted(session: Session) -> list[tuple[str, str]]:
+    """Every (KPI id, year period key) that has a target in force, for choosing what to show."""
+    t = KpiTarget.__table__
+    stmt = select(t.c.kpi_id, t.c.period_start).distinct()
+    return [(kpi_id, start.isoformat()) for kpi_id, start in session.execute(stmt)]

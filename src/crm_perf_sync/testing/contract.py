@@ -21,11 +21,11 @@ the tests run, typically while an emulator of the CRM serves on 127.0.0.1::
                 yield {"api_key": "test", "base_url": emulator.url}
 
 The tests check the structure (entry point, settings model, description, streams), that a read
-of every stream yields valid canonical records of the stream's entity and ends with a checkpoint
-that survives JSON, and that a sync through the real engine into a fresh migrated store, then a
-second sync from its checkpoints and a full re-read, change nothing the second and third time.
-The store comes from the ``crm_perf_sync_store`` fixture of the pytest plugin,
-:mod:`crm_perf_sync.testing.plugin`.
+of every stream yields valid canonical records of the stream's entity (each linked back to its
+CRM by an absolute URL or not at all) and ends with a checkpoint that survives JSON, and that a
+sync through the real engine into a fresh migrated store, then a second sync from its
+checkpoints and a full re-read, change nothing the second and third time. The store comes from
+the ``crm_perf_sync_store`` fixture of the pytest plugin, :mod:`crm_perf_sync.testing.plugin`.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import pytest
 from pydantic import ValidationError
@@ -201,6 +202,7 @@ class ConnectorContract:
                         )
                         message.validate()
                         records += 1
+                        _check_record_url(connector, spec.entity, message, where)
                 assert isinstance(last, Checkpoint), f"{where}: a read ends with a checkpoint, not {last!r}"
                 if spec.name not in self.empty_streams:
                     assert records > 0, f"{where}: the contract settings read no record"
@@ -230,3 +232,16 @@ class ConnectorContract:
             assert changed == {"inserted": 0, "updated": 0, "deleted": 0}, (
                 f"{what} of {self.kind} changed the store: {again.summary()}"
             )
+
+
+def _check_record_url(connector: Connector[Any], entity: str, record: object, where: str) -> None:
+    """A record's link into its CRM is an absolute URL, or ``None``."""
+    external_id = getattr(record, "external_id", None)
+    if external_id is None:
+        return
+    url = connector.record_url(entity, external_id)
+    if url is not None:
+        parts = urlsplit(url)
+        message = f"{where}: record_url of {external_id!r} is {url!r}, not an absolute URL or None"
+        assert parts.scheme in ("http", "https"), message
+        assert parts.netloc, message

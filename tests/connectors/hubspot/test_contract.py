@@ -27,11 +27,12 @@ class TestHubSpotContract(ConnectorContract):
         The emulator runs (on the real clock) until the class's tests end: the recorded deals and
         pipeline, owners in two teams, contacts from subscriber to customer, deals with stage
         history, an archived deal and contact. Rate limits are set high: the suite checks records,
-        not pacing.
+        not pacing; a portal id, so that the records' links are checked too.
         """
         with HubSpotEmulator(small_portal(), record=False) as emulator:
             yield {
                 "access_token": emulator.portal.token,
                 "base_url": emulator.url,
                 "rate_limits": dict(UNLIMITED),
+                "portal_id": 4412345,  # so that every deal and contact read links to its page
             }

@@ -106,6 +106,9 @@ READS: Final[Mapping[str, tuple[Readable, ...]]] = {
     "stage_changes": ("deals",),
 }
 
+#: HubSpot's object type ids of the records that have a page, by canonical entity.
+_RECORD_TYPES: Final[Mapping[str, str]] = {"opportunities": "0-3", "leads": "0-1"}
+
 #: Bump when the same settings map the same HubSpot data to different records.
 FORMAT_VERSION: Final = 1
 
@@ -184,6 +187,16 @@ class HubSpotConnector(Connector[HubSpotSettings]):
         self._owners: list[Any] | None = None
 
     # -- the contract -----------------------------------------------------------------------------
+
+    def record_url(self, entity: str, external_id: str) -> str | None:
+        """The record's page in the portal: ``https://{app_host}/contacts/{portal_id}/record/{type}/{id}``
+        (deals ``0-3``, contacts ``0-1``); owners, teams and stages have none, nor does a portal
+        whose ``portal_id`` is not configured."""
+        object_type = _RECORD_TYPES.get(entity)
+        portal = self.settings.portal_id
+        if object_type is None or portal is None or not external_id.isdigit():
+            return None
+        return f"https://{self.settings.app_host}/contacts/{portal}/record/{object_type}/{external_id}"
 
     def streams(self) -> Sequence[StreamSpec]:
         """Teams, owners, pipelines, leads, opportunities, stage changes."""

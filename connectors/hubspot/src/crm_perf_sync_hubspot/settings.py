@@ -9,6 +9,7 @@ In YAML (every key is checked; secrets come from the environment through ``${VAR
         client_secret: ${HUBSPOT_CLIENT_SECRET}
         refresh_token: ${HUBSPOT_REFRESH_TOKEN}
       currency: EUR                           # deals without deal_currency_code are in this one
+      portal_id: 1234567                      # links back to deals and contacts in HubSpot
       deal_properties: {segment: customer_segment}   # custom dimension -> deal property
 
 See ``connectors/hubspot/README.md`` for every key.
@@ -25,6 +26,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from crm_perf_sync.connector_sdk import ConnectorSettings, Duration, StrictModel
 
 DEFAULT_BASE_URL: Final = "https://api.hubapi.com"
+DEFAULT_APP_HOST: Final = "app.hubspot.com"
 
 #: HubSpot's default lifecycle stages, in the order a contact moves through them ("other" is
 #: outside the funnel and therefore not listed).
@@ -39,6 +41,7 @@ DEFAULT_LIFECYCLE: Final = (
 )
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
+_HOST = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$")
 # Internal names of HubSpot properties: lower-case letters, digits and underscores.
 _PROPERTY = re.compile(r"^[a-z0-9_]+$")
 
@@ -88,6 +91,18 @@ class HubSpotSettings(ConnectorSettings):
 
     base_url: str = Field(
         default=DEFAULT_BASE_URL, description="The API's root URL (another host for a proxy or a test)."
+    )
+    portal_id: int | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "The portal's (hub's) id, for links from the KPI explanations to its deal and contact "
+            "pages; without it there are no links."
+        ),
+    )
+    app_host: str = Field(
+        default=DEFAULT_APP_HOST,
+        description="Where the portal's pages are: app-eu1.hubspot.com for an account in the EU data centre.",
     )
     access_token: SecretStr | None = Field(default=None, description="A private app's access token.")
     oauth: OAuthSettings | None = Field(default=None, description="An OAuth grant instead of a token.")
@@ -147,6 +162,16 @@ class HubSpotSettings(ConnectorSettings):
         value = value.strip().rstrip("/")
         if not value.startswith(("https://", "http://")):
             raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value
+
+    @field_validator("app_host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not _HOST.match(value):
+            raise ValueError(
+                f"must be a host name like app-eu1.hubspot.com (no scheme or path), got {value!r}"
+            )
         return value
 
     @field_validator("currency")

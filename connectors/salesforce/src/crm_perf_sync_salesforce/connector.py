@@ -85,6 +85,9 @@ RECONCILE = "_reconcile"
 #: How many times one scan restarts its query (expired session, dead locator) without progress.
 _MAX_RESTARTS = 3
 _ID = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
+#: The objects whose records have a Lightning record page, by canonical entity (roles, stages
+#: and field history live in Setup or on their parent's page).
+_RECORD_PAGES: Mapping[str, str] = {"opportunities": "Opportunity", "leads": "Lead", "owners": "User"}
 #: The deleted-records feed answers for about 30 days back; ask for a little less.
 _FEED_REACH = timedelta(days=29)
 
@@ -245,6 +248,15 @@ class SalesforceConnector(Connector[SalesforceSettings]):
         self._limits_read = False
 
     # -- the contract -------------------------------------------------------------------------------
+
+    def record_url(self, entity: str, external_id: str) -> str | None:
+        """The record's Lightning page, ``{origin}/lightning/r/{SObject}/{id}/view``, under
+        :meth:`SalesforceSettings.record_origin` (``None`` when that is unknown)."""
+        sobject = _RECORD_PAGES.get(entity)
+        origin = self.settings.record_origin()
+        if sobject is None or origin is None or not _ID.match(external_id):
+            return None
+        return f"{origin}/lightning/r/{sobject}/{external_id}/view"
 
     def streams(self) -> Sequence[StreamSpec]:
         """The configured streams in sync order, then the reconciliation of leads and opportunities."""

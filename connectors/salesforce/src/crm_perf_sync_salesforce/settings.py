@@ -30,6 +30,7 @@ STREAMS: tuple[StreamName, ...] = (
 _FIELD = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _DIMENSION = re.compile(r"^[a-z][a-z0-9_]*$")
 _VERSION = re.compile(r"^\d{2,3}\.0$")
+_GENERIC_LOGIN_HOSTS = frozenset({"login.salesforce.com", "test.salesforce.com"})
 
 
 class SessionAuth(StrictModel):
@@ -125,6 +126,14 @@ class SalesforceSettings(ConnectorSettings):
         default="https://login.salesforce.com",
         description="https://test.salesforce.com for sandboxes, or the org's My Domain URL",
     )
+    record_base_url: str | None = Field(
+        default=None,
+        description=(
+            "where the org's records open in a browser (https://yourdomain.my.salesforce.com), for "
+            "links back from the KPI explanations; default: the session's instance_url, or a My "
+            "Domain login_url (login.salesforce.com and test.salesforce.com do not say which org)"
+        ),
+    )
     api_version: str = Field(default="59.0", description="REST API version, e.g. 59.0")
     ca_bundle: Path | None = Field(
         default=None, description="PEM file of the CAs to trust (a TLS-inspecting proxy's); default: certifi"
@@ -182,6 +191,11 @@ class SalesforceSettings(ConnectorSettings):
     def _login(cls, value: str) -> str:
         return _https_origin(value)
 
+    @field_validator("record_base_url")
+    @classmethod
+    def _record_base(cls, value: str | None) -> str | None:
+        return _https_origin(value) if value is not None else None
+
     @field_validator("api_version")
     @classmethod
     def _version(cls, value: str) -> str:
@@ -217,6 +231,16 @@ class SalesforceSettings(ConnectorSettings):
         if value is not None and not value.expanduser().is_file():
             raise ValueError(f"no such file: {value}")
         return value
+
+    def record_origin(self) -> str | None:
+        """The site a record's Lightning page is under, known without logging in, or ``None``."""
+        if self.record_base_url is not None:
+            return self.record_base_url
+        if isinstance(self.auth, SessionAuth):
+            return self.auth.instance_url
+        host = urlsplit(self.login_url).hostname or ""
+        # The generic login hosts serve every org: only the login itself says which instance.
+        return None if host in _GENERIC_LOGIN_HOSTS else self.login_url
 
     def jwt_audience(self) -> str:
         """The ``aud`` of a JWT bearer assertion for this org."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse
 
 from crm_perf_sync.api.dashboard import views
@@ -28,7 +28,7 @@ def funnel_page(
     period: Annotated[str | None, Query(max_length=20)] = None,
     team: Annotated[str | None, Query(max_length=600)] = None,
     owner: Annotated[str | None, Query(max_length=600)] = None,
-) -> HTMLResponse:
+) -> Response:
     service = ctx.kpi_service()
     scope, scope_id = views.chosen_scope(session, team, owner)
     shown = views.funnel(session, service, kpi, grain, period, scope, scope_id, utc_now())

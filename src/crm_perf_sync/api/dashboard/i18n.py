@@ -87,6 +87,12 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "explain.denominator": ("Denominator", "分母"),
     "explain.measure": ("Measured records", "计量记录"),
     "explain.records": ("Records", "记录"),
+    "entity.opportunities": ("opportunities", "商机"),
+    "entity.leads": ("leads", "线索"),
+    "explain.inputs": ("Computed from", "计算依据"),
+    "explain.used_as": ("Used as", "用作"),
+    "sample_size": ("Records counted", "样本数"),
+    "closed": ("Closed", "关闭时间"),
     "explain.more": ("More records", "更多记录"),
     "explain.crm_id": ("CRM id", "CRM 编号"),
     "explain.connection": ("Connection", "连接"),
@@ -154,6 +160,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "targets.scope_id": ("Team or rep id", "团队或销售编号"),
     "targets.none": ("No targets are in force.", "暂无生效的目标。"),
     "targets.source": ("Source", "来源"),
+    "targets.origin.period": ("from a longer period", "由更长周期分解"),
+    "targets.origin.team": ("split from the team", "由团队目标拆分"),
     "error": ("Something is wrong", "出现问题"),
     "alerts.firing": ("Firing", "触发中"),
     "alerts.history": ("History", "历史记录"),
@@ -357,3 +365,48 @@ def display_name(kpi: Any, language: Language) -> str:
     if translated is not None:
         return str(translated["name"] if isinstance(translated, dict) else translated.name)
     return str(kpi.name)
+
+
+_ENTITIES_ZH = {"opportunities": "商机", "leads": "线索"}
+
+
+def formula(kpi: Any, language: Language) -> str:
+    """How a KPI is computed, in words: :func:`crm_perf_sync.kpi.explain.formula_text` in English,
+    the same sentence in Chinese (field names stay as the data model spells them)."""
+    from crm_perf_sync.kpi.explain import formula_text
+
+    if language == "en":
+        return formula_text(kpi)
+    kind = kpi.type
+    if kind == "count":
+        entity = _ENTITIES_ZH.get(kpi.measure.entity, kpi.measure.entity)
+        return f"符合筛选条件的{entity}数量，按 {kpi.measure.period} 归入期间"
+    if kind == "sum":
+        term = kpi.measure.sum if kpi.measure.weight is None else f"{kpi.measure.sum} * {kpi.measure.weight}"
+        entity = _ENTITIES_ZH.get(kpi.measure.entity, kpi.measure.entity)
+        return f"符合筛选条件的{entity}的 {term} 之和，按币种分别汇总"
+    if kind == "ratio":
+        scale = f" * {kpi.scale:g}" if kpi.scale != 1 else ""
+        return f"分子记录之和 / 分母记录之和{scale}（期间与范围内的总和之比，不是各销售比率的平均）"
+    if kind == "duration":
+        stat = {"mean": "平均值", "median": "中位数", "p90": "第90百分位（最近秩）"}[kpi.stat]
+        return f"符合条件记录从 {kpi.start} 到 {kpi.end} 的天数的{stat}"
+    if kind == "funnel":
+        return (
+            "到达某阶段的商机数 / 到达上一阶段的商机数；"
+            "商机被视为到达了其曾到过的最远阶段之前的每个未结束或赢单阶段"
+        )
+    return f"{kpi.formula}（各输入取相同期间、范围与币种）"
+
+
+def filter_text(text: str, language: Language) -> str:
+    """A filter as :func:`crm_perf_sync.kpi.explain.describe_filter` words it, in ``language``."""
+    if language == "en":
+        return text
+    if text == "not deleted":
+        return "未删除"
+    if text.endswith(" is empty"):
+        return text.removesuffix(" is empty") + " 为空"
+    if text.endswith(" is set"):
+        return text.removesuffix(" is set") + " 不为空"
+    return text.replace(" not in ", " 不属于 ").replace(" in ", " 属于 ")

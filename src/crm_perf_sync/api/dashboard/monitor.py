@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse
 
 from crm_perf_sync.api.dashboard import views
@@ -24,7 +24,7 @@ def alerts_page(
     ctx: ContextDep,
     viewer: ViewerDep,
     after: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
-) -> HTMLResponse:
+) -> Response:
     rules = ctx.config.app.alerts.rules if ctx.config is not None else []
     kpis = ctx.kpi_service().kpis if ctx.config is not None else {}
     units = {}
@@ -37,8 +37,6 @@ def alerts_page(
 
 
 @router.get("/dashboard/operations", response_class=HTMLResponse)
-def operations_page(
-    request: Request, session: SessionDep, ctx: ContextDep, viewer: ViewerDep
-) -> HTMLResponse:
+def operations_page(request: Request, session: SessionDep, ctx: ContextDep, viewer: ViewerDep) -> Response:
     shown = views.operations(session, ctx.config, utc_now())
     return render(request, "operations.html", viewer, page="operations", ops=shown)

@@ -16,14 +16,18 @@ from urllib.parse import urlencode
 from sqlalchemy.orm import Session
 
 from crm_perf_sync.alerts import repository as alerts_repo
+from crm_perf_sync.api.routes.scorecards import score_row
 from crm_perf_sync.config import LoadedConfig
 from crm_perf_sync.kit.errors import NotFound
 from crm_perf_sync.kpi import periods
 from crm_perf_sync.kpi import repository as kpi_repo
+from crm_perf_sync.kpi import scores_repository as scores_repo
+from crm_perf_sync.kpi import targets_repository as targets_repo
 from crm_perf_sync.kpi.cycle import BUCKETS, CycleTimes, cycle_times
-from crm_perf_sync.kpi.explain import ValueRef
+from crm_perf_sync.kpi.explain import Explanation, ValueRef
+from crm_perf_sync.kpi.explain import explain as explain_value
 from crm_perf_sync.kpi.funnel import funnel_kpi, stage_values
-from crm_perf_sync.kpi.schemas import DurationKpi, FunnelKpi, Grain, Kpi
+from crm_perf_sync.kpi.schemas import DurationKpi, FunnelKpi, Grain, Kpi, ScorecardConfig
 from crm_perf_sync.kpi.service import KpiService
 from crm_perf_sync.kpi.values import presented
 from crm_perf_sync.models import KpiValue
@@ -130,46 +134,42 @@ def overview(
         period = here if here in keys or not keys else keys[0]
     index = period_index(period, grain, fiscal)
     wanted = [k for k in OVERVIEW_KPIS if k in service.kpis]
+    # The period, the one before, the same one a year earlier and the trend: one query.
+    trend_keys: list[str] = []
+    previous_key = last_year_key = None
+    if index is not None:
+        step = periods.STEP[grain]
+        trend_keys = [key_of(index - n * step, grain) for n in range(TREND_PERIODS - 1, -1, -1)]
+        previous_key = key_of(periods.previous(index, grain), grain)
+        last_year_key = key_of(year_earlier(index, grain), grain)
+    needed = {period, *trend_keys} | {k for k in (previous_key, last_year_key) if k is not None}
+    stored: dict[str, dict[str, dict[str, KpiValue]]] = defaultdict(lambda: defaultdict(dict))
+    for row in kpi_repo.scope_values(session, wanted, grain, "company", "company", sorted(needed)):
+        stored[row.kpi_id][row.currency][row.period_key] = row
     names: dict[tuple[str, str], str] = {("company", "company"): "company"}
     tiles: list[Tile] = []
     for kpi_id in wanted:
         kpi = service.kpis[kpi_id]
-        rows = kpi_repo.values(session, kpi_id, grain=grain, scope="company", scope_id="company")
-        by_currency: dict[str, dict[str, KpiValue]] = defaultdict(dict)
-        for row in rows:
-            by_currency[row.currency][row.period_key] = row
-        if not by_currency:
-            tiles.append(
-                Tile(
-                    kpi, "", None, None, None, link=explain_link(kpi_id, grain, period, "company", "company")
-                )
-            )
-            continue
+        by_currency = stored.get(kpi_id) or {"": {}}
         for currency, found in sorted(by_currency.items()):
 
-            def shown(key: str, found: dict[str, KpiValue] = found) -> dict[str, Any] | None:
-                stored = found.get(key)
-                return None if stored is None else presented(stored, names, now, business.timezone)
+            def shown(key: str | None, found: dict[str, KpiValue] = found) -> dict[str, Any] | None:
+                row = found.get(key) if key is not None else None
+                return None if row is None else presented(row, names, now, business.timezone)
 
-            previous = last_year = None
-            trend: list[tuple[str, float | None, float | None]] = []
-            if index is not None:
-                previous = shown(key_of(periods.previous(index, grain), grain))
-                last_year = shown(key_of(year_earlier(index, grain), grain))
-                step = periods.STEP[grain]
-                for n in range(TREND_PERIODS - 1, -1, -1):
-                    key = key_of(index - n * step, grain)
-                    point = found.get(key)
-                    trend.append(
-                        (key, None if point is None else point.value, None if point is None else point.target)
-                    )
+            trend = []
+            for key in trend_keys:
+                point = found.get(key)
+                trend.append(
+                    (key, None if point is None else point.value, None if point is None else point.target)
+                )
             tiles.append(
                 Tile(
                     kpi,
                     currency,
                     shown(period),
-                    previous,
-                    last_year,
+                    shown(previous_key),
+                    shown(last_year_key),
                     trend,
                     explain_link(kpi_id, grain, period, "company", "company", currency),
                 )
@@ -180,6 +180,295 @@ def overview(
 
 def is_funnel(kpi: Kpi) -> bool:
     return isinstance(kpi, FunnelKpi)
+
+
+# --- leaderboard and rep -----------------------------------------------------------------------
+
+#: A rep's KPIs over time on their page.
+REP_KPIS = (
+    "won_revenue",
+    "won_deals",
+    "win_rate",
+    "average_deal_size",
+    "sales_cycle_days_median",
+    "lead_conversion_rate",
+    "open_pipeline",
+)
+#: How many of a rep's open deals their page lists (largest first).
+OPEN_DEALS = 50
+
+
+def all_pages(fetch: Any, limit: int = 1000) -> list[Any]:
+    """Every row of a keyset-paged repository function ``fetch(after, limit)``."""
+    out: list[Any] = []
+    after = None
+    while True:
+        rows, after = fetch(after, limit)
+        out.extend(rows)
+        if after is None:
+            return out
+
+
+@dataclass(slots=True)
+class Leaderboard:
+    card: ScorecardConfig | None
+    cards: list[ScorecardConfig]
+    grain: str
+    period_key: str | None
+    period_start: date | None
+    periods: list[str]
+    team: str | None
+    teams: list[dict[str, Any]]
+    rows: list[dict[str, Any]]
+    names: dict[tuple[str, str], str]
+
+
+def leaderboard(
+    session: Session,
+    service: KpiService,
+    scorecard: str | None,
+    grain: str | None,
+    period: str | None,
+    team: str | None,
+) -> Leaderboard:
+    cards = list(service.section.scorecards)
+    names = org_repo.scope_names(session)
+    teams = sorted(
+        ({"id": sid, "name": name} for (scope, sid), name in names.items() if scope == "team"),
+        key=lambda team: team["name"],
+    )
+    if not cards:
+        return Leaderboard(None, [], "month", None, None, [], team, teams, [], names)
+    card = service.scorecard(scorecard) if scorecard else cards[0]
+    chosen = grain if grain in card.grains else card.grains[0]
+    keys = scores_repo.period_keys(session, card.id, chosen)
+    key = period if period in keys else (keys[0] if keys else None)
+    rows: list[dict[str, Any]] = []
+    if key is not None:
+        found = all_pages(
+            lambda after, limit: scores_repo.scores_page(
+                session,
+                card.id,
+                grain=chosen,
+                period_key=key,
+                scope_id=None,
+                team=team,
+                after=after,
+                limit=limit,
+            )
+        )
+        rows = [score_row(s, names) for s in found]
+    start = date.fromisoformat(key) if key else None
+    return Leaderboard(card, cards, chosen, key, start, keys, team, teams, rows, names)
+
+
+@dataclass(slots=True)
+class RepView:
+    owner_id: str
+    name: str
+    grain: Grain
+    series: list[dict[str, Any]]
+    periods: list[str]
+    open_deals: list[dict[str, Any]]
+    open_total: dict[str, float]
+    open_count: int
+    scores: list[dict[str, Any]]
+
+
+def rep(session: Session, service: KpiService, owner_id: str, grain: Grain, now: datetime) -> RepView:
+    names = org_repo.scope_names(session)
+    if ("owner", owner_id) not in names:
+        raise NotFound(f"no rep {owner_id!r} (rep ids are <connection>:<owner id>)")
+    zone = service.business.timezone
+    series: list[dict[str, Any]] = []
+    keys: set[str] = set()
+    for kpi_id in [k for k in REP_KPIS if k in service.kpis]:
+        kpi = service.kpis[kpi_id]
+        rows = kpi_repo.values(session, kpi_id, grain=grain, scope="owner", scope_id=owner_id)
+        for currency in sorted({r.currency for r in rows}) or [""]:
+            points = {r.period_key: presented(r, names, now, zone) for r in rows if r.currency == currency}
+            keys.update(points)
+            series.append({"kpi": kpi, "currency": currency, "points": points})
+    shown = sorted(keys, reverse=True)[:TREND_PERIODS]
+    for entry in series:
+        entry["links"] = {
+            key: explain_link(entry["kpi"].id, grain, key, "owner", owner_id, entry["currency"])
+            for key in shown
+        }
+    where = sync_repo.RecordFilter(owner=owner_id, is_closed=False)
+    deals = all_pages(lambda after, limit: sync_repo.opportunities_page(session, where, after, limit))
+    totals: dict[str, float] = defaultdict(float)
+    for deal in deals:
+        if deal["amount"] is not None:
+            totals[deal["currency"] or ""] += deal["amount"]
+    deals.sort(key=lambda d: -(d["amount"] or 0))
+    scores: list[dict[str, Any]] = []
+    for card in service.section.scorecards:
+        found = all_pages(
+            lambda after, limit, card_id=card.id: scores_repo.scores_page(
+                session,
+                card_id,
+                grain=None,
+                period_key=None,
+                scope_id=owner_id,
+                team=None,
+                after=after,
+                limit=limit,
+            )
+        )
+        scores.extend({"card": card, **score_row(s, names)} for s in found if s.grain == grain)
+    scores.sort(key=lambda s: s["period_key"], reverse=True)
+    return RepView(
+        owner_id,
+        names[("owner", owner_id)],
+        grain,
+        series,
+        shown,
+        deals[:OPEN_DEALS],
+        dict(totals),
+        len(deals),
+        scores[: TREND_PERIODS * max(1, len(service.section.scorecards))],
+    )
+
+
+# --- explanation -------------------------------------------------------------------------------
+
+
+def explanation(
+    session: Session,
+    service: KpiService,
+    kpi_id: str,
+    ref: ValueRef,
+    part: str | None,
+    after: int | None,
+    limit: int,
+) -> Explanation:
+    """One value's explanation, as GET /api/v1/kpis/{id}/explain computes it."""
+    kpi = service.kpi(kpi_id)
+    calendar = service.calendar(session)
+    membership = org_repo.load_membership(session)
+    return explain_value(session, kpi, ref, calendar, membership, role=part, after=after, limit=limit)
+
+
+# --- targets -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class TargetRow:
+    scope: str
+    scope_id: str
+    name: str
+    depth: int
+    cells: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class TargetsView:
+    kpi: Kpi | None
+    kpis: list[str]
+    year_start: date | None
+    years: list[str]
+    columns: list[tuple[str, str]]
+    rows: list[TargetRow]
+    currencies: list[str]
+    definitions: list[Any]
+    teams: list[dict[str, Any]]
+    owners: list[tuple[str, str]]
+
+
+def targets(session: Session, service: KpiService, kpi_id: str | None, year: str | None) -> TargetsView:
+    """Targets in force for one KPI and fiscal year: year → quarters → months, company → teams →
+    reps, each with the attainment the last refresh stored."""
+    fiscal = service.business.fiscal_year_start_month
+    names = org_repo.scope_names(session)
+    teams = org_repo.teams(session)
+    owners = sorted(
+        ((sid, name) for (scope, sid), name in names.items() if scope == "owner"), key=lambda o: o[1]
+    )
+    definitions = targets_repo.target_definitions(session)
+    found = targets_repo.targeted(session)
+    kpi_ids = sorted({k for k, _ in found if k in service.kpis})
+    empty = TargetsView(None, kpi_ids, None, [], [], [], [], definitions, teams, owners)
+    if not kpi_ids:
+        return empty
+    chosen = kpi_id if kpi_id in kpi_ids else kpi_ids[0]
+    years = sorted(
+        {
+            key_of(periods.local_period_index(date.fromisoformat(s), "UTC", "year", fiscal), "year")
+            for k, s in found
+            if k == chosen
+        },
+        reverse=True,
+    )
+    year_key = year if year in years else years[0]
+    start_index = periods.local_period_index(date.fromisoformat(year_key), "UTC", "year", fiscal)
+    columns: list[tuple[str, str]] = [("year", year_key)]
+    columns += [("quarter", key_of(start_index + 3 * n, "quarter")) for n in range(4)]
+    columns += [("month", key_of(start_index + n, "month")) for n in range(12)]
+    rows: dict[tuple[str, str], TargetRow] = {}
+    currencies: set[str] = set()
+    for grain in ("year", "quarter", "month"):
+        keys = [key for g, key in columns if g == grain]
+        where_rows = all_pages(
+            lambda after, limit, grain=grain: targets_repo.targets_page(
+                session, targets_repo.TargetFilter(kpi_id=chosen, grain=grain), after, limit
+            )
+        )
+        stored = {
+            (v.scope, v.scope_id, v.period_key, v.currency): v
+            for v in kpi_repo.values_in_periods(session, chosen, grain, keys)
+        }
+        for target in where_rows:
+            if target["period_key"] not in keys:
+                continue
+            scope, scope_id = target["scope"], target["scope_id"]
+            row = rows.setdefault(
+                (scope, scope_id), TargetRow(scope, scope_id, names.get((scope, scope_id), scope_id), 0)
+            )
+            value = stored.get((scope, scope_id, target["period_key"], target["currency"]))
+            currencies.add(target["currency"])
+            row.cells[(grain, target["period_key"], target["currency"])] = {
+                **target,
+                "attainment": None if value is None else value.attainment,
+                "actual": None if value is None else value.value,
+                "link": explain_link(
+                    chosen, grain, target["period_key"], scope, scope_id, target["currency"]
+                ),
+            }
+    team_of = org_repo.direct_teams(session)
+    parents = {t["id"]: t["parent_id"] for t in teams}
+
+    def depth(team: str | None) -> int:
+        level = 0
+        while team is not None and level < 20:
+            team = parents.get(team)
+            level += 1
+        return level
+
+    def order(row: TargetRow) -> tuple[Any, ...]:
+        if row.scope == "company":
+            return (0,)
+        team = row.scope_id if row.scope == "team" else team_of.get(row.scope_id, "")
+        return (1, team, row.scope != "team", row.name)
+
+    ordered = sorted(rows.values(), key=order)
+    for row in ordered:
+        if row.scope == "team":
+            row.depth = depth(row.scope_id)
+        elif row.scope == "owner":
+            row.depth = depth(team_of.get(row.scope_id)) + 1
+    return TargetsView(
+        service.kpis[chosen],
+        kpi_ids,
+        date.fromisoformat(year_key),
+        years,
+        columns,
+        ordered,
+        sorted(currencies),
+        definitions,
+        teams,
+        owners,
+    )
 
 
 # --- funnel and cycle times ----------------------------------------------------------------------

@@ -38,7 +38,7 @@ def _kpi(service: KpiService, kpi_id: str) -> Kpi:
     return service.kpi(kpi_id)
 
 
-def _check_dimension(service: KpiService, kpi: Kpi, dimension: str | None) -> None:
+def check_dimension(service: KpiService, kpi: Kpi, dimension: str | None) -> None:
     """A breakdown the KPI's values are materialised by (none asked for is the totals)."""
     allowed = ["stage"] if isinstance(kpi, FunnelKpi) else service.dimensions(kpi)
     if dimension and dimension not in allowed:
@@ -132,7 +132,7 @@ def kpi_values(
     service = ctx.kpi_service()
     kpi = _kpi(service, kpi_id)
     business = service.business
-    _check_dimension(service, kpi, dimension)
+    check_dimension(service, kpi, dimension)
     where = kpi_repo.ValueFilter(
         grain=grain,
         period_key=period_key(period, grain, business.fiscal_year_start_month),
@@ -161,7 +161,8 @@ def kpi_values(
     summary="How one value was computed: formula, filters, numerator, denominator and its records",
     description=(
         "The records come a page at a time per side (numerator, denominator or measure), each with "
-        "its CRM id and connection so a link back into the CRM can be built; follow a part's "
+        "its CRM id and connection, and `crm_url`, the record's page in the CRM (null when its "
+        "connector cannot say: a CSV import, a portal id not configured); follow a part's "
         "`next` for more. `part` limits the records to one side."
     ),
     responses=documented(400, 401, 404, 422),
@@ -189,7 +190,7 @@ def kpi_explain(
     kpi = _kpi(service, kpi_id)
     business = service.business
     key = period_key(period, grain, business.fiscal_year_start_month) or "all"
-    _check_dimension(service, kpi, dimension)
+    check_dimension(service, kpi, dimension)
     if (scope == "company") != (scope_id == "company"):
         raise InvalidInput("scope_id names the team or owner; it is `company` exactly for scope company")
     ref = ValueRef(kpi_id, grain, key, scope, scope_id, currency, dimension, dimension_value)
@@ -197,7 +198,14 @@ def kpi_explain(
     membership = org_repo.load_membership(session)
     result = explain_value(session, kpi, ref, calendar, membership, role=part, after=after, limit=limit)
     body = asdict(result)
+    links = ctx.record_links()
     for explained in body["parts"]:
+        for record in explained["records"]:
+            record["crm_url"] = (
+                links(record["connection_id"], explained["entity"], record["external_id"])
+                if links is not None
+                else None
+            )
         following = explained.get("next_after")
         explained["next"] = (
             str(request.url.include_query_params(part=explained["role"], after=following))
