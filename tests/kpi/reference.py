@@ -247,6 +247,21 @@ def maven_reference() -> dict[Key, Expected]:
     return ref.expected()
 
 
+def maven_cycle_days() -> dict[tuple[str, str, str, str], list[float]]:
+    """The days from engagement to close of every won deal (``sales_cycle_days_mean``'s records),
+    per ``(grain, period_key, scope, scope_id)`` cell they count in."""
+    agents = maven_team_scopes()
+    out: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
+    for row in read_csv(MAVEN / "sales_pipeline.csv"):
+        engaged, closed_on = _iso_date(row["engage_date"]), _iso_date(row["close_date"])
+        if row["deal_stage"] != "Won" or engaged is None or closed_on is None or closed_on < engaged:
+            continue
+        for grain, period_key in periods(closed_on):
+            for scope, scope_id in [COMPANY, *agents[row["sales_agent"]]]:
+                out[(grain, period_key, scope, scope_id)].append(float((closed_on - engaged).days))
+    return dict(out)
+
+
 def maven_breakdown_reference() -> dict[Key, Expected]:
     """``win_rate`` and ``won_revenue`` broken down by product and by the account's sector.
 

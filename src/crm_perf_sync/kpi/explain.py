@@ -206,16 +206,10 @@ def _dimension_condition(part: Part, ref: ValueRef, membership: Membership) -> C
     return expr == ref.dimension_value
 
 
-def records_query(
-    part: Part,
-    ref: ValueRef,
-    calendar: Calendar,
-    membership: Membership,
-    *,
-    after: int | None,
-    limit: int,
-) -> Any:
-    """The records behind one side of a value, in store id order."""
+def record_conditions(
+    part: Part, ref: ValueRef, calendar: Calendar, membership: Membership
+) -> list[ColumnElement[bool]]:
+    """The WHERE conditions selecting the records behind one side of a value."""
     measure = part.measure
     table = TABLES[measure.entity]
     where = list(part.where)
@@ -232,6 +226,22 @@ def records_query(
         condition = _dimension_condition(part, ref, membership)
         if condition is not None:
             where.append(condition)
+    return where
+
+
+def records_query(
+    part: Part,
+    ref: ValueRef,
+    calendar: Calendar,
+    membership: Membership,
+    *,
+    after: int | None,
+    limit: int,
+) -> Any:
+    """The records behind one side of a value, in store id order."""
+    measure = part.measure
+    table = TABLES[measure.entity]
+    where = record_conditions(part, ref, calendar, membership)
     if after is not None:
         where.append(table.c.id > after)
     contribution: ColumnElement[Any] = literal(1) if part.value is None else part.value

@@ -17,7 +17,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, cast
 
 from sqlalchemy import Connection
+from sqlalchemy.orm import Session
 
+from crm_perf_sync.kit.errors import InvalidInput, NotFound
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import repository as repo
 from crm_perf_sync.kpi.compiler import (
@@ -31,9 +33,9 @@ from crm_perf_sync.kpi.compiler import (
 )
 from crm_perf_sync.kpi.compute import Computation
 from crm_perf_sync.kpi.rollup import Key, Rollup, Totals
-from crm_perf_sync.kpi.schemas import FunnelKpi, Grain
+from crm_perf_sync.kpi.schemas import FunnelKpi, Grain, Kpi
 from crm_perf_sync.kpi.values import Computed, apply_targets, period_key, value_row
-from crm_perf_sync.models import PRIOR_TABLES
+from crm_perf_sync.models import PRIOR_TABLES, KpiValue
 
 #: (grain, scope, period index, scope id) of a funnel's values
 _FunnelGroup = tuple[str, str, int | None, str]
@@ -70,6 +72,53 @@ def funnel_steps(conn: Connection, kpi: FunnelKpi) -> dict[tuple[str, str], list
     for step in conn.execute(funnel_steps_query(kpi)):
         pipeline_steps[(step.connection_id, step.pipeline)].append((int(step.sort_order), str(step.stage)))
     return pipeline_steps
+
+
+def stage_order(conn: Connection, kpi: FunnelKpi) -> list[tuple[str, str]]:
+    """Every step as ``(pipeline, stage value)`` in funnel order: by pipeline, then its sort order.
+
+    The stage value is the ``dimension_value`` its stored ``stage`` row has: the stage's name, or
+    ``"<pipeline>: <stage>"`` when the funnel spans several pipelines (their pipeline is then set,
+    and '' when there is only one).
+    """
+    steps = funnel_steps(conn, kpi)
+    several = len({pipeline for _, pipeline in steps}) > 1
+    ordered = sorted(
+        (pipeline, order, stage) for (_, pipeline), found in steps.items() for order, stage in found
+    )
+    return [(pipeline, f"{pipeline}: {stage}") if several else ("", stage) for pipeline, _, stage in ordered]
+
+
+def funnel_kpi(kpis: Mapping[str, Kpi], kpi_id: str | None) -> FunnelKpi:
+    """The funnel KPI ``kpi_id``, or the first funnel by id when it is None."""
+    funnels = sorted(k.id for k in kpis.values() if isinstance(k, FunnelKpi))
+    if kpi_id is None:
+        if not funnels:
+            raise NotFound("no funnel KPI is defined")
+        kpi_id = funnels[0]
+    found = kpis.get(kpi_id)
+    if found is None:
+        raise NotFound(f"no KPI {kpi_id!r} (defined: {', '.join(sorted(kpis)) or 'none'})")
+    if not isinstance(found, FunnelKpi):
+        raise InvalidInput(
+            f"{kpi_id} is a {found.type} KPI, not a funnel (funnels: {', '.join(funnels) or 'none'})"
+        )
+    return found
+
+
+def stage_values(
+    session: Session, kpi: FunnelKpi, grain: str, period_key: str, scope: str, scope_id: str
+) -> list[tuple[str, KpiValue]]:
+    """A funnel's stored stage rows of one period and scope in funnel order, each with its
+    pipeline ('' for one pipeline); stages no longer in a pipeline's order come last by name."""
+    steps = stage_order(session.connection(), kpi)
+    order = {stage: n for n, (_, stage) in enumerate(steps)}
+    pipelines = {stage: pipeline for pipeline, stage in steps}
+    stored = repo.values(
+        session, kpi.id, grain=grain, scope=scope, period_key=period_key, scope_id=scope_id, dimension="stage"
+    )
+    ordered = sorted(stored, key=lambda v: (order.get(v.dimension_value, len(order)), v.dimension_value))
+    return [(pipelines.get(v.dimension_value, ""), v) for v in ordered]
 
 
 def funnel_reached(

@@ -19,12 +19,12 @@ from crm_perf_sync.api.schemas import (
     Page,
     ValueOut,
 )
-from crm_perf_sync.kit.errors import InvalidInput, NotFound
+from crm_perf_sync.kit.errors import InvalidInput
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import repository as kpi_repo
 from crm_perf_sync.kpi.explain import ValueRef
 from crm_perf_sync.kpi.explain import explain as explain_value
-from crm_perf_sync.kpi.funnel import funnel_steps
+from crm_perf_sync.kpi.funnel import funnel_kpi, stage_values
 from crm_perf_sync.kpi.schemas import DerivedKpi, DurationKpi, FunnelKpi, Kpi, display
 from crm_perf_sync.kpi.service import KpiService
 from crm_perf_sync.kpi.values import presented
@@ -235,21 +235,8 @@ def funnel(
     scope_id: Annotated[str, Query(max_length=600)] = "company",
 ) -> Response:
     service = ctx.kpi_service()
-    funnels = sorted(k.id for k in service.kpis.values() if isinstance(k, FunnelKpi))
-    if kpi is None:
-        if not funnels:
-            raise NotFound("no funnel KPI is defined")
-        kpi = funnels[0]
-    found = _kpi(service, kpi)
-    if not isinstance(found, FunnelKpi):
-        raise InvalidInput(
-            f"{kpi} is a {found.type} KPI, not a funnel (funnels: {', '.join(funnels) or 'none'})"
-        )
+    found = funnel_kpi(service.kpis, kpi)
     key = period_key(period, grain, service.business.fiscal_year_start_month) or "all"
-    order = {stage: n for n, stage in enumerate(_stage_order(session, found))}
-    stored = kpi_repo.values(
-        session, kpi, grain=grain, scope=scope, period_key=key, scope_id=scope_id, dimension="stage"
-    )
     rows = [
         {
             "kpi_id": v.kpi_id,
@@ -262,21 +249,12 @@ def funnel(
             "previous": round(v.denominator or 0),
             "conversion": v.value,
         }
-        for v in sorted(stored, key=lambda v: (order.get(v.dimension_value, len(order)), v.dimension_value))
+        for _, v in stage_values(session, found, grain, key, scope, scope_id)
     ]
     return page(
-        f"funnel:{kpi}",
+        f"funnel:{found.id}",
         FunnelStepOut,
         fetch=listing.in_memory_by_position(rows),
         cache=ctx.responses,
-        version=ctx.values_version(session, kpi),
+        version=ctx.values_version(session, found.id),
     )
-
-
-def _stage_order(session: Any, kpi: FunnelKpi) -> list[str]:
-    steps = funnel_steps(session.connection(), kpi)
-    several = len({pipeline for _, pipeline in steps}) > 1
-    ordered = sorted(
-        (pipeline, order, stage) for (_, pipeline), found in steps.items() for order, stage in found
-    )
-    return [f"{pipeline}: {stage}" if several else stage for pipeline, _, stage in ordered]
