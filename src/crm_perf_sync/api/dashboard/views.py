@@ -157,7 +157,7 @@ def overview(
                 row = found.get(key) if key is not None else None
                 return None if row is None else presented(row, names, now, business.timezone)
 
-            trend = []
+            trend: list[tuple[str, float | None, float | None]] = []
             for key in trend_keys:
                 point = found.get(key)
                 if point is None and not trend:
