@@ -59,7 +59,7 @@
       return {
         animation: false,
         tooltip: {trigger: "item"},
-        series: [{type: "funnel", sort: "none", left: "10%", width: "80%", label: {formatter: "{b}: {c}"}, data: d.labels.map(function (l, i) { return {name: l, value: d.values[i]}; })}]
+        series: [{type: "funnel", sort: "none", left: "5%", width: "90%", minSize: "20%", label: {position: "inside", formatter: "{b}: {c}", color: "#fff", textBorderColor: "#13294b", textBorderWidth: 2}, data: d.labels.map(function (l, i) { return {name: l, value: d.values[i]}; })}]
       };
     }
   };
