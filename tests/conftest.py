@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.kit import migrate
 from crm_perf_sync.kit.db import create_db_engine, make_session_factory
+from tests.dashboard.browser import browser, page  # noqa: F401  (a real browser, for any test folder)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("CRM_DATA_DIR", REPO_ROOT.parent / "shared" / "data")).resolve()

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from tests.dashboard.conftest import (
+from tests.dashboard.browser import (
     Violation,
     assert_no_console_errors,
     assert_same_origin,

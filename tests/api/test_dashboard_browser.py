@@ -3,8 +3,9 @@ store and a Zoho store kept in CNY: sign-in, the numbers against the REST API, b
 a click through to the deals behind a number, a target edited by an admin, and on every page: no
 request off the server's origin, no console error, and axe-core's WCAG 2 A/AA rules.
 
-Each page is screenshotted in both languages into the test's output; ``CRM_PERF_SYNC_SCREENSHOTS``
-names a directory to write them to as well (``docs/screenshots`` is refreshed that way).
+The browser and its pages come from tests/dashboard/browser.py. Each page is screenshotted in
+both languages into the test's output; ``CRM_PERF_SYNC_SCREENSHOTS`` names a directory to write
+them to as well (``docs/screenshots`` is refreshed that way).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync.sync.service import SyncOptions
 from tests.api.conftest import Served
 from tests.conftest import DATA_DIR, REPO_ROOT
-from tests.dashboard.conftest import assert_no_console_errors, assert_same_origin, axe, live_server
+from tests.dashboard.browser import assert_no_console_errors, assert_same_origin, axe, live_server
 
 SCREENSHOTS_ENV = "CRM_PERF_SYNC_SCREENSHOTS"
 PAGES = {

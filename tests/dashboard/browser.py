@@ -1,5 +1,8 @@
 """A real browser for the dashboard's tests: Debian's Chromium, driven by Playwright.
 
+Its fixtures (``browser``, ``page``) are registered once, in tests/conftest.py, so that one
+Chromium serves every test folder of a worker (a second Playwright in the same thread fails).
+
 The browser is the system's ``chromium`` (or the executable ``CRM_PERF_SYNC_CHROMIUM`` names),
 launched through ``executable_path``: Playwright's downloaded browsers are never used. Without a
 Chromium the browser tests are skipped, except in CI (``CI`` set), where they must run.
@@ -237,7 +240,3 @@ def live_server(app: ASGIApp) -> Iterator[str]:
         thread.join(timeout=30)
         listening.close()
     assert not thread.is_alive(), "uvicorn did not stop within 30 s"
-
-
-# The Maven store the API tests serve, for the dashboard's pages in the browser.
-from tests.api.conftest import maven_postgresql, maven_sqlite, served  # noqa: E402, F401
