@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime
+
 import pytest
+from babel.dates import format_skeleton
 from babel.numbers import format_currency, format_decimal, format_percent
 
 from crm_perf_sync.api.dashboard.i18n import Formatter
@@ -31,3 +34,15 @@ def test_negative_zero_keeps_its_sign_after_zero_was_formatted() -> None:
     assert fmt.percent(0.0) == "0.0%"
     assert fmt.percent(-0.0) == "-0.0%"
     assert fmt.number(2.675, 2) == "2.68"
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_dates_and_periods_match_babel_on_every_call(language: str) -> None:
+    fmt = Formatter("en" if language == "en" else "zh")
+    locale = LOCALES[language]
+    for _ in range(2):
+        for day in (date(2024, 3, 1), date(2025, 12, 29), datetime(2024, 3, 1, 23, 30)):  # noqa: DTZ001
+            assert fmt.day(day) == format_skeleton("yMMMd", day, locale=locale)
+            assert fmt.period("month", day) == format_skeleton("yMMM", day, locale=locale)
+    assert Formatter("en").period("month", date(2024, 3, 1)) == "Mar 2024"
+    assert Formatter("zh").period("month", date(2024, 3, 1)) == "2024年3月"

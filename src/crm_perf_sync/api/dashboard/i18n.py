@@ -252,6 +252,12 @@ def _percent(value: float, language: Language) -> str:
     return format_percent(value, "#,##0.0%", locale=_locale(language))
 
 
+@lru_cache(maxsize=FORMATTED_CACHE)
+def _skeleton(skeleton: str, day: date, language: Language) -> str:
+    """A date in a CLDR skeleton, remembered: the overview labels 12 periods for each of its tiles."""
+    return format_skeleton(skeleton, day, locale=_locale(language))
+
+
 # Durations shown as "3 h 20 min" / "3小时20分钟".
 _UNITS = {"en": (" d", " h", " min", " s"), "zh": ("天", "小时", "分钟", "秒")}
 
@@ -328,7 +334,7 @@ class Formatter:
     def day(self, value: date | None) -> str:
         if value is None:
             return "–"
-        return format_skeleton("yMMMd", value, locale=self.locale)
+        return _skeleton("yMMMd", value, self.language)
 
     def moment(self, value: datetime | None, zone: str = "UTC") -> str:
         if value is None:
@@ -354,9 +360,9 @@ class Formatter:
         if grain == "all" or start is None:
             return self.t("grain.all")
         if grain == "month":
-            return format_skeleton("yMMM", start, locale=self.locale)
+            return _skeleton("yMMM", start, self.language)
         if grain == "week":
-            day = format_skeleton("yMMMd", start, locale=self.locale)
+            day = _skeleton("yMMMd", start, self.language)
             return f"Week of {day}" if self.language == "en" else f"{day}当周"
         fiscal = self.fiscal_start_month
         first_year = start.year if start.month >= fiscal else start.year - 1
