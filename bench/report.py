@@ -37,6 +37,21 @@ DETAILS: dict[str, tuple[tuple[str, str], ...]] = {
         ("trivial_p99_ms", "trivial p99 (ms)"),
         ("clients", "clients"),
     ),
+    "dashboard": (
+        ("overview_p50_ms", "overview p50 (ms)"),
+        ("overview_p95_ms", "overview p95 (ms)"),
+        ("leaderboard_p50_ms", "leaderboard p50 (ms)"),
+        ("leaderboard_p95_ms", "leaderboard p95 (ms)"),
+        ("healthz_p95_ms", "trivial p95 (ms)"),
+        ("overview_transfer_bytes", "overview transfer (B)"),
+        ("leaderboard_transfer_bytes", "leaderboard transfer (B)"),
+    ),
+    "dashboard-browser": (
+        ("drawn_p50_ms", "charts drawn p50 (ms)"),
+        ("drawn_p95_ms", "charts drawn p95 (ms)"),
+        ("cold_ms", "first load, cold cache (ms)"),
+        ("charts", "charts"),
+    ),
     "webhooks": (("worst_s", "alert → receiver, worst (s)"), ("verified_signatures", "verified")),
     "sync-salesforce": (
         ("floor_seconds", "floor (s)"),
@@ -73,8 +88,9 @@ def _number(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-#: Rows another scenario produces (the analyst's script runs inside kpi-full, on its store).
-PRODUCED_BY = {"analyst-pandas": "kpi-full"}
+#: Rows another scenario produces (the analyst's script runs inside kpi-full, on its store; the
+#: browser's loads inside dashboard, against its server).
+PRODUCED_BY = {"analyst-pandas": "kpi-full", "dashboard-browser": "dashboard"}
 
 
 def _command(row: dict[str, Any]) -> str:

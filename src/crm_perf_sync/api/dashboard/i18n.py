@@ -8,11 +8,15 @@ formatted by Babel with the locale's CLDR data: ``¥1,234.50`` and ``2024年3月
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import cache, lru_cache
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from babel import Locale
 from babel.dates import format_datetime, format_skeleton
 from babel.numbers import (
     format_compact_currency,
@@ -241,6 +245,66 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "ops.run.abandoned": ("abandoned", "已放弃"),
 }
 
+
+@cache
+def _locale(language: Language) -> Locale:
+    """The language's Babel locale, parsed once (Babel parses a locale name on every call)."""
+    return Locale.parse(_BABEL[language])
+
+
+#: How many formatted numbers are kept per kind of formatting.
+FORMATTED_CACHE = 16_384
+
+
+def _memoised(format_number: Callable[..., str]) -> Callable[..., str]:
+    """``format_number(value, *rest)``, remembered.
+
+    Babel takes tens of microseconds per number, and a 500-rep leaderboard formats thousands of
+    them, most of them the same few hundred values (normalised scores, weights, counts, rates).
+    The value's type and sign are part of the key: ``-0.0 == 0``, but Babel writes ``-0``.
+    """
+
+    @lru_cache(maxsize=FORMATTED_CACHE)
+    def remembered(_kind: str, _negative: bool, value: Any, *rest: Any) -> str:
+        return format_number(value, *rest)
+
+    def formatted(value: Any, *rest: Any) -> str:
+        return remembered(type(value).__name__, math.copysign(1.0, value) < 0, value, *rest)
+
+    return formatted
+
+
+@_memoised
+def _decimal(value: float, pattern: str, language: Language) -> str:
+    return format_decimal(value, pattern, locale=_locale(language))
+
+
+@_memoised
+def _compact_decimal(value: float, language: Language) -> str:
+    return format_compact_decimal(value, locale=_locale(language), fraction_digits=2)
+
+
+@_memoised
+def _currency(value: float, currency: str, language: Language) -> str:
+    return format_currency(value, currency, locale=_locale(language))
+
+
+@_memoised
+def _compact_currency(value: float, currency: str, language: Language) -> str:
+    return format_compact_currency(value, currency, locale=_locale(language), fraction_digits=2)
+
+
+@_memoised
+def _percent(value: float, language: Language) -> str:
+    return format_percent(value, "#,##0.0%", locale=_locale(language))
+
+
+@lru_cache(maxsize=FORMATTED_CACHE)
+def _skeleton(skeleton: str, day: date, language: Language) -> str:
+    """A date in a CLDR skeleton, remembered: the overview labels 12 periods for each of its tiles."""
+    return format_skeleton(skeleton, day, locale=_locale(language))
+
+
 # Durations shown as "3 h 20 min" / "3小时20分钟".
 _UNITS = {"en": (" d", " h", " min", " s"), "zh": ("天", "小时", "分钟", "秒")}
 
@@ -271,8 +335,8 @@ class Formatter:
     fiscal_start_month: int = 1
 
     @property
-    def locale(self) -> str:
-        return _BABEL[self.language]
+    def locale(self) -> Locale:
+        return _locale(self.language)
 
     def t(self, key: str) -> str:
         return MESSAGES[key][0 if self.language == "en" else 1]
@@ -281,9 +345,9 @@ class Formatter:
         if value is None:
             return "–"
         if self.wan and abs(value) >= 10_000:
-            return format_compact_decimal(value, locale=self.locale, fraction_digits=2)
+            return _compact_decimal(value, self.language)
         pattern = "#,##0" + ("." + "0" * digits if digits else "")
-        return format_decimal(value, pattern, locale=self.locale)
+        return _decimal(value, pattern, self.language)
 
     def money(self, value: float | None, currency: str) -> str:
         if value is None:
@@ -291,11 +355,11 @@ class Formatter:
         if not currency:
             return self.number(value, 2)
         if self.wan and abs(value) >= 10_000:
-            return format_compact_currency(value, currency, locale=self.locale, fraction_digits=2)
-        return format_currency(value, currency, locale=self.locale)
+            return _compact_currency(value, currency, self.language)
+        return _currency(value, currency, self.language)
 
     def percent(self, value: float | None) -> str:
-        return "–" if value is None else format_percent(value, "#,##0.0%", locale=self.locale)
+        return "–" if value is None else _percent(value, self.language)
 
     def days(self, value: float | None) -> str:
         if value is None:
@@ -317,7 +381,7 @@ class Formatter:
     def day(self, value: date | None) -> str:
         if value is None:
             return "–"
-        return format_skeleton("yMMMd", value, locale=self.locale)
+        return _skeleton("yMMMd", value, self.language)
 
     def moment(self, value: datetime | None, zone: str = "UTC") -> str:
         if value is None:
@@ -343,9 +407,9 @@ class Formatter:
         if grain == "all" or start is None:
             return self.t("grain.all")
         if grain == "month":
-            return format_skeleton("yMMM", start, locale=self.locale)
+            return _skeleton("yMMM", start, self.language)
         if grain == "week":
-            day = format_skeleton("yMMMd", start, locale=self.locale)
+            day = _skeleton("yMMMd", start, self.language)
             return f"Week of {day}" if self.language == "en" else f"{day}当周"
         fiscal = self.fiscal_start_month
         first_year = start.year if start.month >= fiscal else start.year - 1
