@@ -20,10 +20,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context, select_autoescape
 from jinja2.runtime import Context
+from markupsafe import Markup
 from pydantic import ValidationError
 
 from crm_perf_sync import __version__
-from crm_perf_sync.api.cache import GZIP_MIN_BYTES, accepts_gzip
+from crm_perf_sync.api.cache import GZIP_MIN_BYTES, Rendered, accepts_gzip
 from crm_perf_sync.api.dashboard import views
 from crm_perf_sync.api.dashboard.auth import (
     LANGUAGE_COOKIE,
@@ -116,26 +117,28 @@ SECURITY_HEADERS = {
 }
 
 
+def _context(request: Request, viewer: Viewer | None) -> dict[str, Any]:
+    """What every template may use: the words and formats of the viewer's language, who they are."""
+    fmt = viewer.fmt if viewer is not None else formatter(request, request.app.state.context)
+    ctx = request.app.state.context
+    return {
+        "t": fmt.t,
+        "fmt": fmt,
+        "zone": ctx.config.app.business.timezone if ctx.config is not None else "UTC",
+        "kpi_name": lambda kpi: display_name(kpi, fmt.language),
+        "viewer": viewer,
+        "here": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+        "path": request.url.path,
+        "version": __version__,
+        "languages": LANGUAGES,
+    }
+
+
 def render(
     request: Request, name: str, viewer: Viewer | None, status_code: int = 200, **data: Any
 ) -> Response:
     """A page in the viewer's language, compressed for a browser that accepts gzip."""
-    fmt = viewer.fmt if viewer is not None else formatter(request, request.app.state.context)
-    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    ctx = request.app.state.context
-    zone = ctx.config.app.business.timezone if ctx.config is not None else "UTC"
-    html = templates.get_template(name).render(
-        t=fmt.t,
-        fmt=fmt,
-        zone=zone,
-        kpi_name=lambda kpi: display_name(kpi, fmt.language),
-        viewer=viewer,
-        here=here,
-        path=request.url.path,
-        version=__version__,
-        languages=LANGUAGES,
-        **data,
-    )
+    html = templates.get_template(name).render(**_context(request, viewer), **data)
     body = html.encode()
     headers = {**SECURITY_HEADERS, "Vary": "Accept-Encoding, Accept-Language, Cookie"}
     if len(body) >= GZIP_MIN_BYTES and accepts_gzip(request.headers):
@@ -315,11 +318,28 @@ def leaderboard_page(
     period: Annotated[str | None, Query(max_length=20)] = None,
     team: Annotated[str | None, Query(max_length=600)] = None,
 ) -> Response:
-    board = views.leaderboard(session, ctx.kpi_service(), scorecard, grain, period, team or None)
-    _format_leaderboard(board, viewer, ctx.kpi_service().kpis)
-    return render(
-        request, "leaderboard.html", viewer, page="leaderboard", board=board, kpis=ctx.kpi_service().kpis
-    )
+    # The content depends only on the scores (their version), the reps' and teams' names, the
+    # filter and how numbers are read: rendered once per version of these, then served from the
+    # API's response cache.
+    service = ctx.kpi_service()
+    cards = service.section.scorecards
+    card_id = scorecard or (cards[0].id if cards else None)
+    version = ctx.scores_version(session, card_id).token if card_id else None
+    fmt = viewer.fmt
+    names = org_repo.scope_names(session)
+    named = hash(frozenset(names.items()))
+    key = ("dashboard-leaderboard", card_id, grain, period, team, fmt.language, fmt.wan, version, named)
+    cached = ctx.responses.get(key) if version is not None else None
+    if cached is None:
+        board = views.leaderboard(session, service, scorecard, grain, period, team or None, names)
+        _format_leaderboard(board, viewer, service.kpis)
+        html = templates.get_template("leaderboard_body.html").render(
+            **_context(request, viewer), board=board, kpis=service.kpis
+        )
+        cached = Rendered(html.encode(), "text/html", {})
+        if version is not None:
+            ctx.responses.put(key, cached)
+    return render(request, "leaderboard.html", viewer, page="leaderboard", body=Markup(cached.body.decode()))
 
 
 @router.get("/dashboard/rep", response_class=HTMLResponse)

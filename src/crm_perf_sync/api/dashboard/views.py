@@ -238,9 +238,11 @@ def leaderboard(
     grain: str | None,
     period: str | None,
     team: str | None,
+    names: dict[tuple[str, str], str] | None = None,
 ) -> Leaderboard:
+    """A scorecard's ranked reps for a period; ``names``: the scope names, if already read."""
     cards = list(service.section.scorecards)
-    names = org_repo.scope_names(session)
+    names = org_repo.scope_names(session) if names is None else names
     teams = sorted(
         ({"id": sid, "name": name} for (scope, sid), name in names.items() if scope == "team"),
         key=lambda team: team["name"],
