@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from bench.harness import Result, database, in_child
 
-SIZES = {"small": 5_000, "full": 1_000_000}
+SIZES = {"small": 1_000, "full": 1_000_000}
 REPEATS = {"small": 1, "full": 2}
 TARGET = 1.5  # engine seconds / floor seconds
 CONNECTION = "demo"

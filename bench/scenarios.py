@@ -27,7 +27,7 @@ from bench.sync_hubspot import sync_hubspot
 from bench.sync_salesforce import sync_salesforce
 from bench.webhooks import webhooks
 
-SIZES = {"small": (2_000, 8_000), "full": (100_000, 1_000_000)}
+SIZES = {"small": (1_000, 6_000), "full": (100_000, 1_000_000)}
 TARGETS = {"sqlite": 30_000.0, "postgresql": 50_000.0}
 # Peak RSS at the large size may exceed the small size's by this factor and still count as flat.
 RSS_FLAT_FACTOR = 1.5

@@ -28,7 +28,6 @@ Peak RSS is taken for the sync at N / 10 and N deals: flat means the larger is a
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -36,9 +35,9 @@ from pathlib import Path
 from queue import Empty
 from typing import Any
 
-from bench.harness import Result, database, in_child
+from bench.harness import Result, child_context, database, in_child
 
-SIZES = {"small": 5_000, "full": 1_000_000}
+SIZES = {"small": 1_000, "full": 1_000_000}
 REPEATS = {"small": 1, "full": 1}
 TARGET = 0.70  # sync rate / floor rate
 RSS_FLAT_FACTOR = 1.5
@@ -66,7 +65,7 @@ def _serve(deals: int, queue: Any, stop: Any) -> None:
 @contextmanager
 def emulator(deals: int) -> Iterator[tuple[str, str]]:
     """An emulator process serving a synthetic portal of ``deals`` deals: (url, token)."""
-    context = multiprocessing.get_context("spawn")
+    context = child_context()
     queue = context.Queue()
     stop = context.Event()
     process = context.Process(target=_serve, args=(deals, queue, stop), daemon=True)

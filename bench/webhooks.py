@@ -16,15 +16,14 @@ the worst of ``ALERTS[size]`` refreshes.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Result, database, in_child
+from bench.harness import Result, child_context, database, in_child
 
-EVENTS = {"small": 200, "full": 5000}
+EVENTS = {"small": 100, "full": 5000}
 ALERTS = {"small": 2, "full": 5}
 TARGET_RATE = 200.0
 TARGET_LATENCY = 2.0
@@ -175,7 +174,7 @@ def _latency(url: str, receiver_url: str, workdir: str, rounds: int) -> dict[str
 
 
 def webhooks(size: str, databases: list[str], workdir: Path) -> Iterator[Result]:
-    context = multiprocessing.get_context("spawn")
+    context = child_context()
     for kind in databases:
         for measure in ("throughput", "latency"):
             port_q, report_q, stop_q, secret_q = (context.Queue() for _ in range(4))

@@ -2,7 +2,9 @@
 
 A migrated template is built once per session (a file for SQLite, a template database for
 PostgreSQL) and each test gets its own copy, so tests can commit, run several processes against
-the same store, and never see each other's data.
+the same store, and never see each other's data. Under xdist the workers share the templates:
+the first to ask builds each one (:func:`built_once`), and the controller drops the template
+databases when the run ends (:func:`pytest_sessionfinish`).
 
 PostgreSQL tests need ``CRM_PERF_SYNC_TEST_PG_URL`` (an admin URL, e.g.
 ``postgresql+psycopg://postgres@127.0.0.1:5432/postgres``). Without it they are skipped locally
@@ -11,14 +13,16 @@ and fail in CI (``CI=true``), where a skipped PostgreSQL test would hide a broke
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -40,20 +44,92 @@ def _pg_admin_url() -> str | None:
     return None
 
 
+RUN_ID = pytest.StashKey[str]()
+#: The PostgreSQL databases a session builds once and its workers share, each named
+#: ``<prefix>_<run id>``; the controller drops them at the end of the run.
+SHARED_DATABASES = ("cps_template", "cps_api_template")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One id for the whole run, the same in the controller and in every xdist worker.
+
+    Workers have it from xdist (``--testrunuid``, which the controller passes on); the controller
+    sets that option before it starts them, so it knows the names of the shared databases too.
+    """
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        config.stash[RUN_ID] = workerinput["testrunuid"]
+        return
+    run_id = getattr(config.option, "testrunuid", None) or uuid.uuid4().hex
+    if hasattr(config.option, "testrunuid"):
+        config.option.testrunuid = run_id
+    config.stash[RUN_ID] = run_id
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The controller (or the only process) drops the shared template databases, once every
+    worker has ended and let go of them."""
+    if hasattr(session.config, "workerinput"):
+        return
+    admin_url = os.environ.get("CRM_PERF_SYNC_TEST_PG_URL")
+    if not admin_url:
+        return
+    run_id = session.config.stash[RUN_ID]
+    admin = _admin_engine(admin_url)
+    try:
+        with admin.connect() as conn:
+            for prefix in SHARED_DATABASES:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{prefix}_{run_id}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def run_id(pytestconfig: pytest.Config) -> str:
+    return pytestconfig.stash[RUN_ID]
+
+
+def built_once(
+    tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], dict[str, str]]
+) -> dict[str, str]:
+    """What ``build(directory)`` returned, built by the first process of the session to ask.
+
+    xdist gives each worker its own base temporary directory inside one shared by the session;
+    a lock there lets one worker build while the others wait, and the record it leaves (written
+    only once the build succeeded) is what the others read.
+    """
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    record = shared / f"{name}.json"
+    with FileLock(shared / f"{name}.lock"):
+        if not record.exists():
+            directory = shared / name
+            with suppress(FileNotFoundError):
+                shutil.rmtree(directory)  # a build that failed half-way in another worker
+            directory.mkdir()
+            record.write_text(json.dumps(build(directory)), encoding="utf-8")
+        built: dict[str, str] = json.loads(record.read_text(encoding="utf-8"))
+    return built
+
+
 @pytest.fixture(scope="session")
 def pg_admin_url() -> str | None:
     return _pg_admin_url()
 
 
-@pytest.fixture(scope="session")
-def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "template.db"
+def _build_sqlite_template(directory: Path) -> dict[str, str]:
+    path = directory / "template.db"
     engine = create_db_engine(f"sqlite:///{path}")
     try:
         migrate.upgrade(engine)
     finally:
         engine.dispose()  # closing the last connection checkpoints the WAL into the file
-    return path
+    return {"path": str(path)}
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return Path(built_once(tmp_path_factory, "sqlite-template", _build_sqlite_template)["path"])
 
 
 def _admin_engine(admin_url: str) -> Engine:
@@ -63,17 +139,27 @@ def _admin_engine(admin_url: str) -> Engine:
     return create_engine(url, isolation_level="AUTOCOMMIT")
 
 
+def create_pg_database(admin_url: str, name: str, template: str | None = None) -> str:
+    """A new PostgreSQL database ``name``, a copy of ``template`` if given; returns its URL."""
+    admin = _admin_engine(admin_url)
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
+    finally:
+        admin.dispose()
+    url = make_url(admin_url).set(database=name, drivername="postgresql+psycopg")
+    return url.render_as_string(hide_password=False)
+
+
 @contextmanager
 def pg_database(admin_url: str, prefix: str, template: str | None = None) -> Iterator[str]:
     """A new PostgreSQL database named ``<prefix>_<random>``, a copy of ``template`` if given,
     dropped on exit; yields its URL."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    url = create_pg_database(admin_url, name, template)
     admin = _admin_engine(admin_url)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
     try:
-        url = make_url(admin_url).set(database=name, drivername="postgresql+psycopg")
-        yield url.render_as_string(hide_password=False)
+        yield url
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -81,17 +167,24 @@ def pg_database(admin_url: str, prefix: str, template: str | None = None) -> Ite
 
 
 @pytest.fixture(scope="session")
-def pg_template(pg_admin_url: str | None) -> Iterator[str | None]:
+def pg_template(
+    tmp_path_factory: pytest.TempPathFactory, pg_admin_url: str | None, run_id: str
+) -> str | None:
+    """The name of the migrated template database, shared by the session's workers."""
     if pg_admin_url is None:
-        yield None
-        return
-    with pg_database(pg_admin_url, "cps_template") as url:
-        engine = create_db_engine(url)
+        return None
+    admin_url = pg_admin_url
+
+    def build(_directory: Path) -> dict[str, str]:
+        name = f"cps_template_{run_id}"
+        engine = create_db_engine(create_pg_database(admin_url, name))
         try:
             migrate.upgrade(engine)
         finally:
-            engine.dispose()
-        yield make_url(url).database
+            engine.dispose()  # a template must have no connection when it is copied
+        return {"database": name}
+
+    return built_once(tmp_path_factory, "pg-template", build)["database"]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

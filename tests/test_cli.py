@@ -14,9 +14,11 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import chdir
 from pathlib import Path
 
 import pytest
+from typer.testing import Result
 
 from crm_perf_sync.kit import migrate
 from tests.cli_inprocess import invoke
@@ -24,21 +26,28 @@ from tests.cli_inprocess import invoke
 REPO = Path(__file__).resolve().parent.parent
 
 
-def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+def binary(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The console script's own process: for what only a process shows (its exit status)."""
     return subprocess.run(
         [sys.executable, "-c", "from crm_perf_sync.cli import main; main()", *args],
         capture_output=True,
         text=True,
         env={**os.environ, "COLUMNS": "200", **(env or {})},
-        cwd=cwd,
+        cwd=REPO,
         timeout=120,
     )
+
+
+def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO) -> Result:
+    """A command run in this process (:func:`tests.cli_inprocess.invoke`) from ``cwd``."""
+    with chdir(cwd):
+        return invoke(*args, env=env)
 
 
 def test_config_check_lists_each_problem_and_exits_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("connections:\n  - id: demo\n    kind: salesforse\n    schedule: {interval: soon}\n")
-    result = cli("config", "check", str(bad))
+    result = binary("config", "check", str(bad))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "2 problems in the configuration" in result.stderr
@@ -52,7 +61,7 @@ def test_config_check_accepts_the_shipped_configurations() -> None:
         *sorted(str(p.relative_to(REPO)) for p in (REPO / "config/examples").glob("*.yaml")),
     ]:
         result = cli("config", "check", path)
-        assert result.returncode == 0, f"{path}: {result.stderr}"
+        assert result.exit_code == 0, f"{path}: {result.stderr}"
         assert f"{path}: OK" in result.stdout
 
 
@@ -62,7 +71,7 @@ def test_an_unreachable_database_is_one_line(tmp_path: Path) -> None:
         "CRM_PERF_SYNC_CONFIG": str(REPO / "config/crm-perf-sync.yaml"),
     }
     result = cli("sync", env=env, cwd=tmp_path)
-    assert result.returncode == 1
+    assert result.exit_code == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("error: database postgresql+psycopg://nobody@127.0.0.1:9/crm")
     assert "is unreachable" in result.stderr
@@ -70,7 +79,7 @@ def test_an_unreachable_database_is_one_line(tmp_path: Path) -> None:
 
 def test_a_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
     result = cli("sync", env={"CRM_PERF_SYNC_SYNC_BATCH_SIZE": "lots"}, cwd=tmp_path)
-    assert result.returncode == 2
+    assert result.exit_code == 2
     assert "CRM_PERF_SYNC_SYNC_BATCH_SIZE" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -81,7 +90,7 @@ def test_syncing_an_unknown_connection_fails_with_the_known_ones(tmp_path: Path)
         "CRM_PERF_SYNC_CONFIG": str(REPO / "config/crm-perf-sync.yaml"),
     }
     result = cli("sync", "hubspot-eu", env=env, cwd=tmp_path)
-    assert result.returncode == 1
+    assert result.exit_code == 1
     assert "no connection 'hubspot-eu'" in result.stderr
     assert "configured: demo" in result.stderr
 
@@ -89,7 +98,7 @@ def test_syncing_an_unknown_connection_fails_with_the_known_ones(tmp_path: Path)
 def test_migrate_reports_the_revision(tmp_path: Path) -> None:
     env = {"CRM_PERF_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}"}
     result = cli("migrate", env=env, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     assert result.stdout.strip().endswith(f"at revision {migrate.head_revision()}")
 
 
@@ -98,12 +107,12 @@ def test_a_database_from_another_version_is_refused_in_one_line(tmp_path: Path) 
 
     path = tmp_path / "store.db"
     env = {"CRM_PERF_SYNC_DATABASE_URL": f"sqlite:///{path}"}
-    assert cli("migrate", env=env).returncode == 0
+    assert cli("migrate", env=env).exit_code == 0
     with sqlite3.connect(path) as db:
         db.execute("UPDATE alembic_version SET version_num = 'f00dfeedbeef'")
     for args in (("migrate",), ("refresh", "--config", str(REPO / "config/crm-perf-sync.yaml"))):
         result = cli(*args, env=env)
-        assert result.returncode == 1, result.stderr
+        assert result.exit_code == 1, result.stderr
         assert "Traceback" not in result.stderr
         assert "the database schema is at revision f00dfeedbeef, which this version" in result.stderr
 
@@ -126,7 +135,7 @@ def test_explain_rejects_a_period_that_is_not_one_in_one_line(tmp_path: Path) ->
     }
     for args, message in cases.items():
         result = cli("explain", "win_rate", *args, env=env)
-        assert result.returncode == 1, (args, result.stderr)
+        assert result.exit_code == 1, (args, result.stderr)
         assert "Traceback" not in result.stderr
         assert message in result.stderr, (args, result.stderr)
 
@@ -134,7 +143,7 @@ def test_explain_rejects_a_period_that_is_not_one_in_one_line(tmp_path: Path) ->
 def test_api_keys_are_created_listed_and_revoked(tmp_path: Path) -> None:
     env = {"CRM_PERF_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}"}
     created = cli("apikey", "create", "--scope", "admin", "--name", "Power BI finance", env=env, cwd=tmp_path)
-    assert created.returncode == 0, created.stderr
+    assert created.exit_code == 0, created.stderr
     key = created.stdout.strip()
     assert key.startswith("cps_")
     assert len(key) == 47
@@ -151,11 +160,11 @@ def test_api_keys_are_created_listed_and_revoked(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "store.db") as db:
         (stored,) = db.execute("SELECT key_hash FROM api_key").fetchone()
     assert stored == hashlib.sha256(key.encode()).hexdigest()
-    assert cli("apikey", "revoke", str(row["id"]), env=env, cwd=tmp_path).returncode == 0
+    assert cli("apikey", "revoke", str(row["id"]), env=env, cwd=tmp_path).exit_code == 0
     (row,) = json.loads(cli("apikey", "list", "--format", "json", env=env, cwd=tmp_path).stdout)
     assert row["revoked_at"] is not None
     bad = cli("apikey", "create", "--scope", "write", env=env, cwd=tmp_path)
-    assert bad.returncode != 0
+    assert bad.exit_code != 0
     assert "--scope" in bad.stderr
 
 
@@ -396,7 +405,7 @@ def test_the_shipped_demo_scores_reps_and_raises_the_alerts_its_values_call_for(
     }
     for step in (("sync",), ("refresh",)):
         done = cli(*step, env=env, cwd=tmp_path)
-        assert done.returncode == 0, done.stderr
+        assert done.exit_code == 0, done.stderr
 
     every = json.loads(cli("scores", "reps", "--period", "all", "--format", "json", env=env).stdout)
     latest = json.loads(cli("scores", "reps", "--format", "json", env=env).stdout)
@@ -455,13 +464,13 @@ def test_status_reports_each_connections_last_run_the_refresh_deliveries_and_fir
         "CRM_PERF_SYNC_CONFIG": str(REPO / "config/crm-perf-sync.yaml"),
     }
     before = cli("status", env=env, cwd=tmp_path)
-    assert before.returncode == 1  # an empty store: status says what to do instead of guessing
+    assert before.exit_code == 1  # an empty store: status says what to do instead of guessing
     assert "run `crm-perf-sync migrate` first" in before.stderr
     for step in (("sync",), ("refresh",), ("webhooks", "add", "https://hooks.example.com/crm")):
         done = cli(*step, env=env, cwd=tmp_path)
-        assert done.returncode == 0, done.stderr
+        assert done.exit_code == 0, done.stderr
     result = cli("status", "--format", "json", env=env, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     with sqlite3.connect(tmp_path / "store.db") as db:
         (run_id,) = db.execute("SELECT max(id) FROM sync_run WHERE status = 'succeeded'").fetchone()
@@ -503,7 +512,7 @@ connections:
         "CRM_PERF_SYNC_CONFIG": str(config),
     }
     fresh = cli("doctor", env=env, cwd=tmp_path)
-    assert fresh.returncode == 1
+    assert fresh.exit_code == 1
     assert "ok   configuration" in fresh.stdout
     assert "ok   database" in fresh.stdout
     assert "FAIL migrations: the schema is at nothing (empty database)" in fresh.stdout
@@ -512,9 +521,9 @@ connections:
     assert "FAIL connection hs" in fresh.stdout
     assert "Traceback" not in fresh.stdout + fresh.stderr
 
-    assert cli("migrate", env=env, cwd=tmp_path).returncode == 0
+    assert cli("migrate", env=env, cwd=tmp_path).exit_code == 0
     allow = {**env, "CRM_PERF_SYNC_WEBHOOK_ALLOW_HOSTS": "127.0.0.1"}
-    assert cli("webhooks", "add", "http://127.0.0.1:9/hooks", env=allow, cwd=tmp_path).returncode == 0
+    assert cli("webhooks", "add", "http://127.0.0.1:9/hooks", env=allow, cwd=tmp_path).exit_code == 0
     migrated = cli("doctor", env=env, cwd=tmp_path)
     assert "ok   migrations: at" in migrated.stdout
     # Added while allow-listed; without the allow-list, this process would refuse to send to it.
@@ -523,7 +532,7 @@ connections:
 
     config.write_text("connections:\n  - id: demo\n    kind: demo\n")
     allowed = cli("doctor", env=allow, cwd=tmp_path)
-    assert allowed.returncode == 0, allowed.stdout
+    assert allowed.exit_code == 0, allowed.stdout
     assert "everything checks out" in allowed.stderr
 
 
@@ -540,11 +549,11 @@ def test_an_endpoint_added_with_send_firing_is_queued_the_alerts_firing_by_the_n
         ("webhooks", "add", "https://hooks.example.com/crm", "--event", "alert.*", "--send-firing"),
     ):
         done = cli(*step, env=env, cwd=tmp_path)
-        assert done.returncode == 0, done.stderr
+        assert done.exit_code == 0, done.stderr
     nothing = cli("webhooks", "replay", "1", env=env, cwd=tmp_path)
-    assert nothing.returncode == 2
+    assert nothing.exit_code == 2
     assert "give --since, --firing or both" in nothing.stderr
-    assert cli("refresh", env=env, cwd=tmp_path).returncode == 0
+    assert cli("refresh", env=env, cwd=tmp_path).exit_code == 0
     query = (
         "SELECT e.message_id FROM webhook_delivery d JOIN webhook_event e ON e.id = d.event_id"
         " WHERE d.endpoint_id = 1"
@@ -556,8 +565,8 @@ def test_an_endpoint_added_with_send_firing_is_queued_the_alerts_firing_by_the_n
     assert queued == firing  # each alert firing, as the alert.firing event that announced it
 
     again = cli("webhooks", "replay", "1", "--firing", env=env, cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
+    assert again.exit_code == 0, again.stderr
     assert "at the next alert evaluation" in again.stdout
-    assert cli("refresh", env=env, cwd=tmp_path).returncode == 0
+    assert cli("refresh", env=env, cwd=tmp_path).exit_code == 0
     with sqlite3.connect(tmp_path / "store.db") as db:
         assert sorted(r[0] for r in db.execute(query)) == sorted(firing * 2)

@@ -1,8 +1,9 @@
 """A served store for the API tests: the Maven example synced and refreshed, keys to read and write.
 
-The Maven sync and refresh take seconds, so each backend's store is built once per session (per
-xdist worker) as a template, and each test module gets its own copy of it (a file copy on SQLite,
-``CREATE DATABASE ... TEMPLATE`` on PostgreSQL); the read-only tests of a module share that copy.
+The Maven sync and refresh take seconds, so each backend's store is built once per session (by
+the first xdist worker to need it, shared by the others) as a template, and each test module gets
+its own copy of it (a file copy on SQLite, ``CREATE DATABASE ... TEMPLATE`` on PostgreSQL); the
+read-only tests of a module share that copy.
 Tests that write (targets, sync requests, keys) undo nothing, so they use their own module or a
 fresh store.
 """
@@ -18,7 +19,6 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.api.app import create_app
@@ -29,7 +29,7 @@ from crm_perf_sync.jobs.sync import SyncService
 from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
 from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync.sync.service import SyncOptions
-from tests.conftest import DATA_DIR, REPO_ROOT, pg_database
+from tests.conftest import DATA_DIR, REPO_ROOT, built_once, create_pg_database, pg_database
 
 KPIS = """
 kpis:
@@ -135,22 +135,30 @@ def serve(url: str, directory: Path, built: BuiltStore) -> Served:
 
 @pytest.fixture(scope="session")
 def maven_sqlite(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> BuiltStore:
-    directory = tmp_path_factory.mktemp("maven-template")
-    path = directory / "store.db"
-    shutil.copyfile(sqlite_template, path)
-    return BuiltStore(str(path), *build_store(f"sqlite:///{path}", directory))
+    def build(directory: Path) -> dict[str, str]:
+        path = directory / "store.db"
+        shutil.copyfile(sqlite_template, path)
+        read_key, admin_key = build_store(f"sqlite:///{path}", directory)
+        return {"location": str(path), "read_key": read_key, "admin_key": admin_key}
+
+    return BuiltStore(**built_once(tmp_path_factory, "maven-sqlite", build))
 
 
 @pytest.fixture(scope="session")
 def maven_postgresql(
-    tmp_path_factory: pytest.TempPathFactory, pg_admin_url: str | None, pg_template: str | None
-) -> Iterator[BuiltStore | None]:
+    tmp_path_factory: pytest.TempPathFactory, pg_admin_url: str | None, pg_template: str | None, run_id: str
+) -> BuiltStore | None:
     if pg_admin_url is None or pg_template is None:
-        yield None
-        return
-    with pg_database(pg_admin_url, "cps_api_template", pg_template) as url:
-        keys_ = build_store(url, tmp_path_factory.mktemp("maven-template"))
-        yield BuiltStore(str(make_url(url).database), *keys_)
+        return None
+    admin_url, template = pg_admin_url, pg_template
+
+    def build(directory: Path) -> dict[str, str]:
+        # Named after the run, so the controller drops it at the end (tests/conftest.py).
+        name = f"cps_api_template_{run_id}"
+        read_key, admin_key = build_store(create_pg_database(admin_url, name, template), directory)
+        return {"location": name, "read_key": read_key, "admin_key": admin_key}
+
+    return BuiltStore(**built_once(tmp_path_factory, "maven-postgresql", build))
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
