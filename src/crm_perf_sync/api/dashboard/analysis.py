@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 
 from crm_perf_sync.api.dashboard import views
 from crm_perf_sync.api.dashboard.auth import ViewerDep
-from crm_perf_sync.api.dashboard.pages import _stale, render
+from crm_perf_sync.api.dashboard.pages import render, stale_connections
 from crm_perf_sync.api.deps import ContextDep, SessionDep
 from crm_perf_sync.api.params import GrainParam
 from crm_perf_sync.kit.timeutil import utc_now
@@ -40,5 +40,5 @@ def funnel_page(
         funnel=shown,
         choices=views.scope_choices(session),
         grains=views.GRAINS,
-        stale=_stale(ctx, session),
+        stale=stale_connections(ctx, session),
     )

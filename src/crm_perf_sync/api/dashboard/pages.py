@@ -148,7 +148,7 @@ def render(
     return Response(body, status_code=status_code, media_type="text/html; charset=utf-8", headers=headers)
 
 
-def _stale(ctx: Any, session: Any) -> list[dict[str, Any]]:
+def stale_connections(ctx: Any, session: Any) -> list[dict[str, Any]]:
     """Connections whose numbers may be behind: never synced, the last run failed, or the last
     success is older than twice their interval (at least a quarter of an hour)."""
     if ctx.config is None:
@@ -267,7 +267,7 @@ def overview_page(
         page="overview",
         overview=shown,
         grains=views.GRAINS,
-        stale=_stale(ctx, session),
+        stale=stale_connections(ctx, session),
     )
 
 
