@@ -19,7 +19,7 @@ from sqlalchemy import text
 from crm_perf_sync.api.dashboard.auth import SESSION_COOKIE
 from crm_perf_sync.api.dashboard.i18n import MESSAGES
 from crm_perf_sync.apikeys import service as keys
-from crm_perf_sync.kit.db import session_scope
+from crm_perf_sync.kit.db import WRITE_LOCK, session_scope
 from tests.api.conftest import Served
 
 TEMPLATES = Path(__file__).parents[2] / "src" / "crm_perf_sync" / "api" / "dashboard" / "templates"
@@ -142,6 +142,9 @@ def test_revoking_the_key_ends_its_sessions(served: Served) -> None:
         sign_in(client, key)
         assert client.get("/dashboard").status_code == 200
         with session_scope(served.session_factory) as session:
+            # Read, then write: the write lock first (as the product's writes take it), since the
+            # request above records the key's use in the background meanwhile.
+            session.connection(execution_options={WRITE_LOCK: True})
             keys.revoke(session, row.id)
         # A session is checked against the store at most once a second: within that, it holds.
         deadline = time.monotonic() + 30

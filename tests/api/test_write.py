@@ -10,7 +10,7 @@ import pytest
 
 from crm_perf_sync.api.cache import LOOKUP_SECONDS
 from crm_perf_sync.apikeys import service as keys
-from crm_perf_sync.kit.db import session_scope
+from crm_perf_sync.kit.db import WRITE_LOCK, session_scope
 from crm_perf_sync.kit.settings import Settings
 from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync.runtime import Runtime
@@ -188,6 +188,9 @@ def test_a_revoked_key_is_refused(served: Served) -> None:
     headers = {"Authorization": f"Bearer {key}"}
     assert served.client.get("/api/v1/kpis", headers=headers).status_code == 200
     with session_scope(served.session_factory) as session:
+        # Read, then write: the write lock first (as the product's writes take it), since the
+        # request above records the key's use in the background meanwhile.
+        session.connection(execution_options={WRITE_LOCK: True})
         keys.revoke(session, key_id)
     time.sleep(LOOKUP_SECONDS + 0.1)  # an API replica checks a key against the store once a second
     refused = served.client.get("/api/v1/kpis", headers=headers)

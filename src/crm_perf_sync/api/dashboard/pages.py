@@ -45,7 +45,7 @@ from crm_perf_sync.api.routes.kpis import check_dimension
 from crm_perf_sync.api.schemas import TargetIn
 from crm_perf_sync.apikeys import sessions
 from crm_perf_sync.apikeys.service import Unauthenticated
-from crm_perf_sync.kit.db import session_scope
+from crm_perf_sync.kit.db import WRITE_LOCK, session_scope
 from crm_perf_sync.kit.errors import InvalidInput
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import targets_service
@@ -194,6 +194,9 @@ async def sign_in(request: Request, ctx: ContextDep) -> Response:
 
     def open_session() -> sessions.Opened:
         with session_scope(ctx.session_factory) as session:
+            # It reads the key, then writes: on SQLite it takes the write lock first, so that a
+            # writer committing in between makes it wait instead of fail (as every write request).
+            session.connection(execution_options={WRITE_LOCK: True})
             return sessions.sign_in(session, fields.get("key", ""), utc_now(), SESSION_LIFETIME)
 
     try:
@@ -221,6 +224,7 @@ async def sign_out(request: Request, ctx: ContextDep, viewer: ViewerDep) -> Resp
 
     def close() -> None:
         with session_scope(ctx.session_factory) as session:
+            session.connection(execution_options={WRITE_LOCK: True})
             sessions.sign_out(session, token)
 
     await run_in_threadpool(close)
