@@ -275,10 +275,6 @@ def overview_page(
     )
 
 
-def message_keys() -> set[str]:
-    return set(MESSAGES)
-
-
 def _format_leaderboard(board: views.Leaderboard, viewer: Viewer, kpis: Mapping[str, Kpi]) -> None:
     """Each row's team, score and components as the page shows them (``row["cells"]``).
 

@@ -186,10 +186,6 @@ def overview(
     return Overview(grain, period, start, keys, tiles)
 
 
-def is_funnel(kpi: Kpi) -> bool:
-    return isinstance(kpi, FunnelKpi)
-
-
 # --- leaderboard and rep -----------------------------------------------------------------------
 
 #: A rep's KPIs over time on their page.
