@@ -123,12 +123,8 @@ class Emulator:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self, port: int = 0) -> Self:
-        owner = self
-
-        class Handler(_Handler):
-            emulator = owner
-
-        self._server = _Server(("127.0.0.1", port), Handler)
+        handler = type("Handler", (_Handler,), {"emulator": self})
+        self._server = _Server(("127.0.0.1", port), handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self
