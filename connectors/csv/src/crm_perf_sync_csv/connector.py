@@ -32,9 +32,10 @@ from crm_perf_sync.connector_sdk import (
     SnapshotComplete,
     StreamSpec,
 )
+from crm_perf_sync.connector_sdk.mapping import StageClassifier, StageTable
 from crm_perf_sync_csv.files import BrokenRow, CsvFile, CsvReader, fingerprint
-from crm_perf_sync_csv.mapping import Header, JoinTable, Row, StageClassifier, StreamMapper, join_columns
-from crm_perf_sync_csv.settings import CsvSettings, FileStream, StageTable
+from crm_perf_sync_csv.mapping import Header, JoinTable, Row, StreamMapper, join_columns
+from crm_perf_sync_csv.settings import CsvSettings, FileStream
 
 #: Part of every fingerprint: bump it when the same file and settings map to different records,
 #: so that checkpoints written by an older version trigger a full re-read.
@@ -288,7 +289,7 @@ class CsvConnector(Connector[CsvSettings]):
 
     def _read_stage_table(self, table: StageTable, checkpoint: Mapping[str, Any] | None) -> Iterator[Message]:
         state: dict[str, Any] = {"file": None, "sha256": None, "inputs": self._inputs(table, {})}
-        records = StageClassifier(table, "streams.opportunities.stages").records()
+        records = StageClassifier(table).records()
         if self._resume_row(state, checkpoint) is None:
             yield Checkpoint({**state, "row": len(records), "done": True})
             return

@@ -27,8 +27,9 @@ from crm_perf_sync.connector_sdk import (
     StageChangeRecord,
     TeamRecord,
     ensure_utc,
+    values,
 )
-from crm_perf_sync_csv import values
+from crm_perf_sync.connector_sdk.mapping import StageClassifier
 from crm_perf_sync_csv.files import BrokenRow, CsvFile, CsvReader
 from crm_perf_sync_csv.settings import (
     PLACEHOLDER,
@@ -44,8 +45,6 @@ from crm_perf_sync_csv.settings import (
     JoinConfig,
     OpportunitiesStream,
     ProbabilityField,
-    StageDef,
-    StageTable,
     TeamsStream,
 )
 
@@ -508,7 +507,7 @@ class StreamMapper:
         self.stages: StageClassifier | None = None
         if isinstance(config, OpportunitiesStream) and config.stages is not None:
             stage_source = next((item.label for item in self.fields if item.name == "stage"), "not mapped")
-            self.stages = StageClassifier(config.stages, file.label, stage_source)
+            self.stages = StageClassifier(config.stages, stage_source)
         columns.check()
         self._build: Callable[[Row], Message | None] = {
             "teams": self._team if not self.levels else self._team_level,
@@ -699,7 +698,7 @@ class StreamMapper:
         values = self._values(row)
         self._require(values, row, "external_id")
         if self.stages is not None:
-            self.stages.classify(values, row)
+            self.stages.classify(values, f"{self.file.label} line {row.line}")
         if values.get("is_won"):
             values["is_closed"] = True
         if not values.get("is_closed"):
@@ -729,62 +728,6 @@ class StreamMapper:
         if values["sort_order"] is None:
             values["sort_order"] = row.number
         return PipelineStageRecord(**self._present(values))
-
-
-class StageClassifier:
-    """Applies the stage table: canonical stage name, is_closed / is_won, and the stage's probability."""
-
-    def __init__(self, table: StageTable, file_label: str, source: str = "not mapped") -> None:
-        self.table = table
-        self.file_label = file_label
-        self.source = source
-        self.by_name: dict[str, StageDef] = {}
-        for entry in table.table:
-            for name in (entry.stage, *entry.aliases):
-                self.by_name[name.casefold() if table.ignore_case else name] = entry
-        self.known = ", ".join(repr(entry.stage) for entry in table.table)
-
-    def classify(self, values: dict[str, Any], row: Row) -> None:
-        if values.get("pipeline") is None:
-            values["pipeline"] = self.table.pipeline
-        stage = values.get("stage")
-        if stage is None:
-            if self.table.unknown == "error":
-                # Every deal has a stage in a CRM: without one the table cannot classify the row.
-                raise SkippableRecordError(
-                    f"{self.file_label} line {row.line}: stage is empty ({self.source})", field="stage"
-                )
-            return
-        entry = self.by_name.get(stage.casefold() if self.table.ignore_case else stage)
-        if entry is None:
-            if self.table.unknown == "error":
-                raise SkippableRecordError(
-                    f"{self.file_label} line {row.line}: stage {stage!r} is not in the stage table "
-                    f"(known: {self.known})",
-                    field="stage",
-                )
-            return
-        values["stage"] = entry.stage
-        values["is_closed"] = entry.is_closed or entry.is_won
-        values["is_won"] = entry.is_won
-        if entry.probability is not None:
-            # The table is the authority on closed stages; a rep's stale percentage is not.
-            values["probability"] = entry.probability
-
-    def records(self) -> list[PipelineStageRecord]:
-        """The table as pipeline stage records, in its order."""
-        return [
-            PipelineStageRecord(
-                pipeline=self.table.pipeline,
-                stage=entry.stage,
-                sort_order=index,
-                probability=entry.probability,
-                is_closed=entry.is_closed or entry.is_won,
-                is_won=entry.is_won,
-                label=entry.label,
-            )
-            for index, entry in enumerate(self.table.table)
-        ]
 
 
 def join_columns(config: FileStream, alias: str) -> list[str]:

@@ -57,44 +57,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
 
 from crm_perf_sync.connector_sdk import ConnectorSettings, StrictModel
-
-# --- YAML-proof scalars ---------------------------------------------------------------------------
-
-
-def _text(value: object, what: str) -> str:
-    # PyYAML reads unquoted Yes/No/On/Off as booleans: the original spelling is lost, so an
-    # unquoted one can never match a cell. Refuse it with the fix rather than guess.
-    if isinstance(value, bool):
-        raise ValueError(f"{what} {value!r} is a YAML boolean; quote it ('Yes', 'No', 'true', ...)")
-    if isinstance(value, int | float | Decimal):
-        return str(value)
-    if isinstance(value, str):
-        return value
-    raise ValueError(f"{what} must be a string, got {type(value).__name__}")
-
-
-def _text_list(value: object) -> object:
-    if isinstance(value, str | int | float | bool):
-        value = [value]
-    if isinstance(value, list | tuple):
-        return tuple(_text(item, "value") for item in value)
-    return value
-
-
-def _value_map(value: object) -> object:
-    if not isinstance(value, dict):
-        return value
-    out: dict[str, str | None] = {}
-    for key, target in value.items():
-        # A boolean target is unambiguous ("true"/"false" parse back for boolean fields).
-        if isinstance(target, bool):
-            target = "true" if target else "false"
-        out[_text(key, "map key")] = None if target is None else _text(target, "map value")
-    return out
-
-
-TextList = Annotated[tuple[str, ...], BeforeValidator(_text_list)]
-ValueMap = Annotated[dict[str, str | None], BeforeValidator(_value_map)]
+from crm_perf_sync.connector_sdk.mapping import StageTable, TextList, ValueMap
 
 PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 
@@ -415,50 +378,6 @@ class PipelineStageFields(StrictModel):
     probability: ProbabilityField | None = None
     is_closed: BoolField | None = None
     is_won: BoolField | None = None
-
-
-# --- stage table -------------------------------------------------------------------------------------
-
-
-class StageDef(StrictModel):
-    """One stage of the table: what a deal in it is (its order is the table's order)."""
-
-    stage: str = Field(min_length=1)
-    label: str | None = None
-    aliases: TextList = Field(default=(), description="other spellings of the stage in the file")
-    probability: float | None = Field(
-        default=None, ge=0.0, le=1.0, description="overrides the row's probability; unset: the row's"
-    )
-    is_closed: bool = False
-    is_won: bool = False
-
-    @model_validator(mode="after")
-    def _won_is_closed(self) -> Self:
-        if self.is_won and "is_closed" in self.model_fields_set and not self.is_closed:
-            raise ValueError("a won stage is closed: drop is_closed: false")
-        return self
-
-
-class StageTable(StrictModel):
-    """Classifies opportunities by stage, and is published as the ``pipeline_stages`` stream."""
-
-    pipeline: str = Field(default="default", min_length=1)
-    unknown: Literal["error", "keep"] = Field(
-        default="error", description="a stage the table does not list: a bad record, or kept unclassified"
-    )
-    ignore_case: bool = False
-    table: list[StageDef] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _unique(self) -> Self:
-        seen: dict[str, str] = {}
-        for entry in self.table:
-            for name in (entry.stage, *entry.aliases):
-                folded = name.casefold() if self.ignore_case else name
-                if folded in seen:
-                    raise ValueError(f"stage {name!r} is listed twice (also under {seen[folded]!r})")
-                seen[folded] = entry.stage
-        return self
 
 
 # --- streams -----------------------------------------------------------------------------------------

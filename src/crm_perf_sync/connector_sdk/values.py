@@ -1,7 +1,10 @@
-"""Text → typed values: the parsers behind every field spec.
+"""Text → typed values: the parsers behind a connector's field mappings (the csv and rest connectors').
 
-Each parser takes a trimmed, non-missing cell and returns the value or raises ``ValueError`` with
-a reason that reads after the quoted value ("'2017-13-01' is not a date (format %Y-%m-%d)").
+Amounts as exports and APIs write them (``"$22,700.00"``, ``"1.200,50 €"``, ``"(300)"``), dates and
+date-times in strptime formats or ISO 8601 read in a zone, probabilities as fractions or percent,
+yes/no values in configured spellings. Each parser takes a trimmed, non-missing cell and returns
+the value or raises ``ValueError`` with a reason that reads after the quoted value
+("'2017-13-01' is not a date (format %Y-%m-%d)").
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 
-from crm_perf_sync.connector_sdk import ensure_utc
+from crm_perf_sync.kit.timeutil import ensure_utc
 
 Parser = Callable[[str], Any]
 
