@@ -11,6 +11,7 @@ COPY connectors/demo/pyproject.toml connectors/demo/pyproject.toml
 COPY connectors/csv/pyproject.toml connectors/csv/pyproject.toml
 COPY connectors/salesforce/pyproject.toml connectors/salesforce/pyproject.toml
 COPY connectors/hubspot/pyproject.toml connectors/hubspot/pyproject.toml
+COPY connectors/rest/pyproject.toml connectors/rest/pyproject.toml
 RUN uv sync --frozen --no-dev --all-packages --no-install-workspace
 # Then the project itself, installed (not editable) with its migrations inside the package.
 COPY . .

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from crm_perf_sync.config.schema import AppConfig
 from crm_perf_sync.connector_sdk import ConnectorSettings
-from crm_perf_sync.kit.yaml_source import ConfigIssues, Issue, Loc, SourceMap, load_yaml
+from crm_perf_sync.kit.yaml_source import ConfigIssues, Issue, Loc, SourceMap, load_yaml, pydantic_issues
 from crm_perf_sync.kpi import library as kpi_library
 from crm_perf_sync.kpi.schemas import Kpi, KpiConfig
 from crm_perf_sync.plugins import ConnectorRegistry
@@ -35,21 +35,6 @@ class LoadedConfig:
         )
 
 
-def _pydantic_issues(source: SourceMap, prefix: Loc, error: ValidationError) -> list[Issue]:
-    issues = []
-    for item in error.errors(include_url=False):
-        loc: Loc = source.untagged((*prefix, *item["loc"]))
-        message = item["msg"]
-        if item["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif item["type"] == "missing":
-            message = "required key is missing"
-        elif item["type"] == "value_error":
-            message = message.removeprefix("Value error, ")
-        issues.append(source.issue(loc, message))
-    return issues
-
-
 def validate_config(raw: Any, source: SourceMap, registry: ConnectorRegistry) -> LoadedConfig:
     if not isinstance(raw, dict):
         raise ConfigIssues([source.issue((), "the configuration must be a mapping of sections")])
@@ -57,7 +42,7 @@ def validate_config(raw: Any, source: SourceMap, registry: ConnectorRegistry) ->
     try:
         app = AppConfig.model_validate(raw)
     except ValidationError as exc:
-        issues.extend(_pydantic_issues(source, (), exc))
+        issues.extend(pydantic_issues(source, (), exc))
         app = None
 
     settings: dict[str, ConnectorSettings] = {}
@@ -87,7 +72,7 @@ def validate_config(raw: Any, source: SourceMap, registry: ConnectorRegistry) ->
         try:
             parsed = connector.settings_model.model_validate(conn.get("settings") or {})
         except ValidationError as exc:
-            issues.extend(_pydantic_issues(source, ("connections", index, "settings"), exc))
+            issues.extend(pydantic_issues(source, ("connections", index, "settings"), exc))
             continue
         if isinstance(conn_id, str):
             settings[conn_id] = parsed

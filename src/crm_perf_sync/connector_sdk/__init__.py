@@ -6,7 +6,11 @@ A connector is a :class:`Connector` subclass registered under the entry point gr
 Besides the contract, what a connector's settings and client need and should not write again:
 :class:`StrictModel` for nested settings models, :data:`Duration` for durations written as in
 the rest of the configuration (``15m``), :func:`retry_after` for a ``Retry-After`` header in
-either form, and :func:`backoff_delay` for exponential backoff with jitter.
+either form, and :func:`backoff_delay` for exponential backoff with jitter. A connector that
+reads YAML files of its own (the rest connector's specs) reports their problems as the rest of the
+configuration does, ``file:line: key: message``: :func:`load_yaml`, :func:`pydantic_issues` and
+:class:`ConfigIssues`. :mod:`.values` and :mod:`.mapping` hold what configured mappings share:
+the value parsers (amounts, dates, probabilities, yes/no) and stage tables.
 """
 
 from crm_perf_sync.connector_sdk.base import (
@@ -41,6 +45,7 @@ from crm_perf_sync.kit.durations import Duration
 from crm_perf_sync.kit.retry import backoff_delay, retry_after
 from crm_perf_sync.kit.schema import StrictModel
 from crm_perf_sync.kit.timeutil import ensure_utc, utc_now
+from crm_perf_sync.kit.yaml_source import ConfigIssues, load_yaml, pydantic_issues
 
 ENTRY_POINT_GROUP = "crm_perf_sync.connectors"
 
@@ -48,6 +53,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "BadRecord",
     "Checkpoint",
+    "ConfigIssues",
     "Connector",
     "ConnectorConfigError",
     "ConnectorContext",
@@ -74,7 +80,9 @@ __all__ = [
     "Tombstone",
     "backoff_delay",
     "ensure_utc",
+    "load_yaml",
     "parse_records",
+    "pydantic_issues",
     "retry_after",
     "utc_now",
 ]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 Loc = tuple[str | int, ...]
 
@@ -236,3 +237,20 @@ def _construct(
         tag = loader.resolve(yaml.ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
         return loader.construct_object(yaml.ScalarNode(tag, text), deep=True)
     return text
+
+
+def pydantic_issues(source: SourceMap, prefix: Loc, error: ValidationError) -> list[Issue]:
+    """A model's validation errors as issues located in the file ``source`` maps (``prefix``: where
+    the model's data sits in it)."""
+    issues = []
+    for item in error.errors(include_url=False):
+        loc: Loc = source.untagged((*prefix, *item["loc"]))
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        elif item["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
+        issues.append(source.issue(loc, message))
+    return issues
