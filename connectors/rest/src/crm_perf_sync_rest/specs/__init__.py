@@ -1,0 +1,1 @@
+"""The specs shipped with the rest connector, one YAML file per CRM."""
