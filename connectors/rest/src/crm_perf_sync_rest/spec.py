@@ -249,7 +249,9 @@ class Errors(StrictModel):
 
     code: JMESPath | None = None
     message: JMESPath | None = None
-    success: Annotated[list[int | str], BeforeValidator(_ints)] = Field(default_factory=lambda: list[int | str]([0]))
+    success: Annotated[list[int | str], BeforeValidator(_ints)] = Field(
+        default_factory=lambda: list[int | str]([0])
+    )
     rules: list[ErrorRule] = Field(default_factory=list)
 
 

@@ -1,0 +1,81 @@
+"""Helpers of the rest connector tests: a connector on a simulated clock, whole reads, specs on disk."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from crm_perf_sync.connector_sdk import Checkpoint, ConnectorContext, Message, StreamSpec
+from crm_perf_sync_rest.connector import RestConnector, RestSettings
+from tests.connectors.rest.emulators.base import SimClock
+
+HERE = Path(__file__).resolve().parent
+TOY_SPEC = HERE / "toy.yaml"
+
+T = TypeVar("T")
+
+#: Every connector the helpers built, closed after each test (tests/connectors/rest/conftest.py).
+OPEN: list[RestConnector] = []
+
+
+def connector(
+    settings: Mapping[str, Any] | RestSettings,
+    clock: SimClock,
+    *,
+    connection_id: str = "rest-test",
+    full_refresh: bool = False,
+    max_attempts: int | None = None,
+) -> RestConnector:
+    """A connector as the service builds one, on the simulated clock (for time and for waiting)."""
+    if not isinstance(settings, RestSettings):
+        settings = RestSettings.model_validate(settings)
+    context = ConnectorContext(
+        connection_id=connection_id,
+        base_dir=Path.cwd(),
+        logger=logging.getLogger("rest-test"),
+        full_refresh=full_refresh,
+        clock=clock.now,
+        max_attempts=max_attempts,
+    )
+    built = RestConnector(settings, context, sleep=clock.sleep)
+    OPEN.append(built)
+    return built
+
+
+def stream(conn: RestConnector, name: str) -> StreamSpec:
+    (found,) = [s for s in conn.streams() if s.name == name]
+    return found
+
+
+def read(conn: RestConnector, name: str, checkpoint: Mapping[str, Any] | None = None) -> list[Message]:
+    return list(conn.read(stream(conn, name), checkpoint))
+
+
+def of_type(messages: list[Message], kind: type[T]) -> list[T]:
+    return [m for m in messages if isinstance(m, kind)]
+
+
+def last_state(messages: list[Message]) -> Mapping[str, Any]:
+    assert isinstance(messages[-1], Checkpoint), messages[-1]
+    return messages[-1].state
+
+
+def spec_variant(tmp_path: Path, base: Path, name: str = "variant", **changes: Any) -> Path:
+    """A copy of the spec at ``base`` with top-level keys (or ``streams__<name>`` keys) replaced."""
+    data = yaml.safe_load(base.read_text(encoding="utf-8"))
+    for key, value in changes.items():
+        if key.startswith("streams__"):
+            stream_name, _, field = key.removeprefix("streams__").partition("__")
+            if field:
+                data["streams"][stream_name][field] = value
+            else:
+                data["streams"][stream_name] = value
+        else:
+            data[key] = value
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
