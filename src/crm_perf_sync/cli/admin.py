@@ -178,6 +178,8 @@ def connectors_list() -> None:
     for kind in registry.kinds():
         connector = registry.connectors[kind]
         table.add_row(kind, registry.distributions.get(kind, "?"), connector.description)
+        for preset, about in connector.presets().items():
+            table.add_row(f"  {kind}: {preset}", "", about)
     out.print(table)
     for broken in registry.broken:
         err.print(styled(("skipped", "yellow"), f" {broken.kind} ({broken.target}): {broken.error}"))

@@ -102,6 +102,15 @@ class Connector(ABC, Generic[SettingsT]):
         self.settings = settings
         self.context = context
 
+    @classmethod
+    def presets(cls) -> Mapping[str, str]:
+        """Ready-made configurations the connector ships, by name, with what each is for.
+
+        The rest connector's specs (``jiandaoyun``: "简道云 Jiandaoyun API v5 ..."), listed by
+        ``crm-perf-sync connectors list``. The default: none.
+        """
+        return {}
+
     @abstractmethod
     def streams(self) -> Sequence[StreamSpec]:
         """The streams this connection offers, in the order they should be synced."""

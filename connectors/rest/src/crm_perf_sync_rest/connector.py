@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from crm_perf_sync.connector_sdk import (
     Checkpoint,
@@ -64,30 +64,55 @@ class RestSettings(ConnectorSettings):
     """Settings of a ``rest`` connection: the spec, the inputs it asks for, and changes to its streams."""
 
     spec: str = Field(description="a shipped spec's name (crm-perf-sync connectors list), or a YAML file")
-    inputs: dict[str, Any] = Field(default_factory=dict, description="credentials, ids, labels: see the spec")
+    inputs: dict[str, Any] = Field(
+        default_factory=dict, validate_default=True, description="credentials, ids, labels: see the spec"
+    )
     base_url: str | None = Field(
         default=None, description="replaces the spec's base URL (a proxy, a test server)"
     )
     timezone: str = Field(default="UTC", description="the zone of date-times the API writes without one")
     streams: dict[str, StreamSettings] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _fits_spec(self) -> RestSettings:
-        spec = _load_for_settings(self.spec)
-        problems = check_inputs(spec, self.inputs)
-        for name in self.streams:
-            if name not in spec.streams:
-                problems.append(
-                    f"streams.{name}: spec {spec.name} has no stream {name!r} "
-                    f"(its streams: {', '.join(spec.streams)})"
-                )
+    @field_validator("spec")
+    @classmethod
+    def _spec_loads(cls, value: str) -> str:
+        _load_for_settings(value)
+        return value
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs_fit_spec(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        reference = info.data.get("spec")
+        if reference is not None:
+            problems = check_inputs(_load_for_settings(reference), value)
+            if problems:
+                raise ValueError("; ".join(problems))
+        return value
+
+    @field_validator("streams")
+    @classmethod
+    def _streams_in_spec(
+        cls, value: dict[str, StreamSettings], info: ValidationInfo
+    ) -> dict[str, StreamSettings]:
+        reference = info.data.get("spec")
+        if reference is not None:
+            spec = _load_for_settings(reference)
+            for name in value:
+                if name not in spec.streams:
+                    known = ", ".join(spec.streams)
+                    raise ValueError(
+                        f"{name}: spec {spec.name} has no stream {name!r} (its streams: {known})"
+                    )
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
         try:
-            check_zone(self.timezone)
+            check_zone(value)
         except ConnectorConfigError as exc:
-            problems.append(str(exc))
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+            raise ValueError(str(exc).removeprefix("timezone: ")) from None
+        return value
 
 
 def _load_for_settings(reference: str) -> Spec:
@@ -124,6 +149,19 @@ class RestConnector(Connector[RestSettings]):
         self._lookups: dict[str, Table] | None = None
         self._mappers: dict[str, RecordMapper] = {}
         self._requests: dict[int, tuple[Compiled, RequestSpec]] = {}
+
+    @classmethod
+    def presets(cls) -> Mapping[str, str]:
+        """The shipped specs: ``spec: <name>`` in a connection's settings."""
+        out = {}
+        for name in shipped_specs():
+            try:
+                spec = load_spec(name)
+            except ConnectorConfigError as exc:
+                out[name] = f"(broken: {exc})"
+                continue
+            out[name] = f"{spec.title or name}: {', '.join(spec.streams)}"
+        return out
 
     # -- the protocol -----------------------------------------------------------------------------------
 
@@ -509,7 +547,7 @@ def _resolve_inputs(spec: Spec, given: Mapping[str, Any]) -> dict[str, Any]:
     """The connection's inputs with the spec's defaults, rendered in the order the spec lists them."""
     problems = check_inputs(spec, given)
     if problems:
-        raise ConnectorConfigError("; ".join(problems))
+        raise ConnectorConfigError("inputs: " + "; ".join(problems))
     resolved: dict[str, Any] = {}
     for key, definition in spec.inputs.items():
         if given.get(key) is not None:

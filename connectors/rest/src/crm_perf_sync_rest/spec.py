@@ -499,12 +499,12 @@ def load_spec(reference: str) -> Spec:
 
 
 def check_inputs(spec: Spec, given: Mapping[str, Any]) -> list[str]:
-    """What is wrong with a connection's ``inputs`` for ``spec``: ``"inputs.key: message"`` each."""
+    """What is wrong with a connection's ``inputs`` for ``spec``: ``"key: message"`` each."""
     problems = []
     for key in given:
         if key not in spec.inputs:
             known = ", ".join(sorted(spec.inputs)) or "none"
-            problems.append(f"inputs.{key}: spec {spec.name} has no input {key!r} (its inputs: {known})")
+            problems.append(f"{key}: spec {spec.name} has no input {key!r} (its inputs: {known})")
     kinds: dict[str, tuple[type, ...]] = {
         "string": (str,),
         "integer": (int,),
@@ -518,12 +518,12 @@ def check_inputs(spec: Spec, given: Mapping[str, Any]) -> list[str]:
         if value is None:
             if definition.required:
                 what = f" ({definition.description})" if definition.description else ""
-                problems.append(f"inputs.{key}: required by spec {spec.name}{what}")
+                problems.append(f"{key}: required by spec {spec.name}{what}")
             continue
         expected = kinds[definition.type]
         if (isinstance(value, bool) and bool not in expected) or not isinstance(value, expected):
-            problems.append(f"inputs.{key}: expected a {definition.type}, got {type(value).__name__}")
+            problems.append(f"{key}: expected a {definition.type}, got {type(value).__name__}")
         elif definition.choices is not None and value not in definition.choices:
             choices = ", ".join(str(choice) for choice in definition.choices)
-            problems.append(f"inputs.{key}: {value!r} is not one of {choices}")
+            problems.append(f"{key}: {value!r} is not one of {choices}")
     return problems
