@@ -78,26 +78,27 @@ def compile_path(expression: str, where: str) -> Getter:
     return compiled.search
 
 
-def parse_time(value: Any, fmt: str, zone: ZoneInfo) -> datetime:
-    """A JSON value as an aware datetime, by ``fmt``: iso, epoch_ms, epoch_s or a strptime format."""
-    if isinstance(value, datetime):
-        return ensure_utc(value, assume=zone)
-    if fmt in ("epoch_ms", "epoch_s") or (
-        isinstance(value, int | float | Decimal) and not isinstance(value, bool)
-    ):
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ValueError("is not a number of seconds or milliseconds since 1970") from None
-        seconds = number / 1000 if fmt != "epoch_s" else number
-        return _EPOCH + timedelta(seconds=seconds)
-    if not isinstance(value, str):
+def time_parser(fmt: str, zone: ZoneInfo) -> Callable[[Any], datetime]:
+    """How a JSON value becomes an aware datetime, by ``fmt``: iso, epoch_ms, epoch_s or a strptime
+    format; naive text is read in ``zone``. Raises ``ValueError`` with the reason."""
+    text_parser = values.datetime_parser((() if fmt == "iso" else (fmt,)), zone)
+    divisor = 1 if fmt == "epoch_s" else 1000
+
+    def parse(value: Any) -> datetime:
+        if isinstance(value, str):
+            return text_parser(value.strip())
+        if isinstance(value, datetime):
+            return ensure_utc(value, assume=zone)
+        if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+            return _EPOCH + timedelta(seconds=float(value) / divisor)
         raise ValueError(f"is a {type(value).__name__}, not a date-time")
-    text = value.strip()
-    formats = () if fmt == "iso" else (fmt,)
-    if fmt == "iso" and text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    return values.datetime_parser(formats, zone)(text)
+
+    return parse
+
+
+def parse_time(value: Any, fmt: str, zone: ZoneInfo) -> datetime:
+    """One value read by :func:`time_parser` (for values read once, such as a cursor)."""
+    return time_parser(fmt, zone)(value)
 
 
 def _reader(kind: str, spec: FieldSpec, zone: ZoneInfo, where: str) -> Callable[[Any], Any]:
@@ -133,21 +134,21 @@ def _reader(kind: str, spec: FieldSpec, zone: ZoneInfo, where: str) -> Callable[
 
         return probability
     if kind == "datetime":
-        fmt = spec.format or "iso"
-        return lambda value: parse_time(value, fmt, zone)
+        return time_parser(spec.format or "iso", zone)
     if kind == "date":
         fmt = spec.format or "iso"
         text_date = values.date_parser(() if fmt == "iso" else (fmt,))
+        moment = time_parser(fmt, zone)
 
         def day(value: Any) -> date:
             if isinstance(value, str) and fmt == "iso":
                 text = value.strip()
                 if len(text) > 10:  # a date-time: its date where the business is
-                    return parse_time(text, "iso", zone).astimezone(zone).date()
+                    return moment(text).astimezone(zone).date()
                 return text_date(text)
             if isinstance(value, str):
                 return text_date(value.strip())
-            return parse_time(value, fmt, zone).astimezone(zone).date()
+            return moment(value).astimezone(zone).date()
 
         return day
     if kind == "boolean":
