@@ -138,7 +138,7 @@ def maven_table() -> Dataset:
 
 def synthetic(n: int, *, users: int = 5, start: datetime | None = None) -> Dataset:
     """``n`` deals cycling through stages, products and owners. Item ``k`` is created ``k`` minutes
-    after ``start`` and updated a year after ``start`` plus ``k // 3`` minutes: three items share
+    after ``start`` and updated 365 days after ``start`` plus ``k // 3`` minutes: three items share
     each ``updated_on`` (ties), and ``updated_on`` order is creation order."""
     base = start or datetime(2024, 1, 1, 9, tzinfo=BEIJING)
     people = [User(str(1000001 + k), f"销售{k + 1}") for k in range(users)]
