@@ -250,16 +250,18 @@ class HuobanEmulator(Emulator):
         self._by_id: list[int] = []
         self._index: dict[str, list[tuple[int, int]]] = {name: [] for name in SYSTEM_TIME_FIELDS}
         for row in dataset.rows:
-            self._store(
-                Item(
-                    next(self._ids),
-                    dict(row.values),
-                    epoch(row.created_on),
-                    epoch(row.updated_on),
-                    row.created_by,
-                    row.updated_by,
-                )
+            item_id = next(self._ids)
+            self.items[item_id] = Item(
+                item_id,
+                dict(row.values),
+                epoch(row.created_on),
+                epoch(row.updated_on),
+                row.created_by,
+                row.updated_by,
             )
+        self._by_id = list(self.items)  # ids are handed out in increasing order
+        for name in SYSTEM_TIME_FIELDS:
+            self._index[name] = sorted((getattr(item, name), item.item_id) for item in self.items.values())
 
     # -- changes from the test's thread ----------------------------------------------------------
 

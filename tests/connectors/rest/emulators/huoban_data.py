@@ -145,23 +145,34 @@ def synthetic(n: int, *, users: int = 5, start: datetime | None = None) -> Datas
     stages = list(STAGES)
     regions = list(REGIONS)
     rows: list[Row] = []
+    days: dict[datetime, tuple[str, str]] = {}
+    number, owner_id, product, account, stage_id = (
+        FIELDS.number,
+        FIELDS.owner,
+        FIELDS.product,
+        FIELDS.account,
+        FIELDS.stage,
+    )
     for k in range(n):
         owner = people[k % users].user_id
         stage = stages[k % len(stages)]
         created = base + timedelta(minutes=k)
-        updated = base + timedelta(days=365, minutes=k // 3)
+        midnight = created.replace(hour=0, minute=0)
+        if midnight not in days:
+            days[midnight] = (created.date().isoformat(), (created.date() + timedelta(days=30)).isoformat())
+        engaged, closed = days[midnight]
         values: dict[str, object] = {
-            FIELDS.number: f"SYN{k:07d}",
-            FIELDS.owner: [owner],
-            FIELDS.product: f"产品{k % 7}",
-            FIELDS.account: f"客户{k % 11}",
-            FIELDS.stage: [STAGES[stage][0]],
-            FIELDS.engaged: created.date().isoformat(),
+            number: f"SYN{k:07d}",
+            owner_id: [owner],
+            product: f"产品{k % 7}",
+            account: f"客户{k % 11}",
+            stage_id: [STAGES[stage][0]],
+            FIELDS.engaged: engaged,
             FIELDS.region: [REGIONS[regions[k % len(regions)]][0]],
             FIELDS.manager: f"经理{k % users % 2 + 1}",
         }
         if stage in ("Won", "Lost"):
-            values[FIELDS.closed] = (created.date() + timedelta(days=30)).isoformat()
+            values[FIELDS.closed] = closed
             values[FIELDS.amount] = 1000 + k if stage == "Won" else 0
-        rows.append(Row(values, created, updated, owner, owner))
+        rows.append(Row(values, created, base + timedelta(days=365, minutes=k // 3), owner, owner))
     return Dataset(TABLE_ID, "商机", SPACE_ID, "销售管理", table_fields(), people, rows)
