@@ -75,6 +75,8 @@ def csv_rows(name: str) -> list[dict[str, str]]:
 
 def test_a_list_answer_has_the_documented_envelope_and_item_shape(maven: HuobanEmulator) -> None:
     answer = post(maven, LIST, {"table_id": maven.table_id, "limit": 1})
+    as_number = post(maven, LIST, {"table_id": int(maven.table_id), "limit": 1})
+    assert as_number["data"] == answer["data"]
     assert set(answer) == {"code", "message", "data", "trace_id"}
     assert (answer["code"], answer["message"]) == (0, "success")
     data = answer["data"]
@@ -386,6 +388,12 @@ def test_updates_move_updated_on_and_ties_page_in_item_id_order(
     changed = every(small, limit=2, order=order, filter=since)
     assert [i["item_id"] for i in changed] == ["2300000000000002", "2300000000000017", "2300000000000030"]
     assert {i["updated_on"] for i in changed} == {"2025-06-01 04:01:00"}
+    newest_first = items(small, limit=3, order={"field_id": "updated_on", "type": "desc"})["items"]
+    assert [i["item_id"] for i in newest_first] == [
+        "2300000000000030",
+        "2300000000000017",
+        "2300000000000002",
+    ]
     assert all(i["fields"][FIELDS.amount] == 7 for i in changed)
     assert {i["created_on"] for i in changed} == {
         "2024-01-01 09:01:00",

@@ -36,6 +36,9 @@ Where the documentation is silent (say so when a connector relies on it):
 - the order without ``order``: ``item_id`` ascending (creation order). Ties in an order are broken
   by ``item_id`` in the order's direction, so offset paging over a still table is stable;
 - ``limit`` defaults to 20 and is capped at :attr:`HuobanEmulator.max_page_size` (100) silently;
+  ``view_id`` is accepted and ignored (the table has no views here);
+- ``eq``/``ne``/``in``/``nin`` compare whole values (on a text field too); ``gt``… on a time field
+  with a bare date take the whole day (``lte "2017-03-01"`` includes 23:59:59);
 - timestamps are Beijing time (UTC+8) without an offset, to the second;
 - fields without a value are left out of ``fields``; a date field is ``YYYY-MM-DD``, a number a
   JSON number, a category field a list of ``{"id", "name"}``, a user field a list of user objects;
@@ -48,7 +51,8 @@ Where the documentation is silent (say so when a connector relies on it):
   (10 requests a second per key, as commonly reported) is answered with code
   :data:`RATE_LIMITED_CODE` and HTTP :attr:`HuobanEmulator.rate_limit_status` (200 unless set);
 - the 获取工作区成员列表 endpoint is not served: its path is not in the pages available here.
-  Owners come from the user fields (the dataset's users are :attr:`HuobanEmulator.users`).
+  Owners come from the user fields (the dataset's users are :attr:`HuobanEmulator.users`);
+- an API key does not expire, so there is no token to refresh.
 
 Knobs: ``rate_limit`` (requests per clock second per key, ``None`` = off, which is the default;
 :data:`DOCUMENTED_RATE_LIMIT` is the real service's), ``rate_limit_status``, ``max_page_size``;
@@ -287,7 +291,9 @@ class HuobanEmulator(Emulator):
         return out
 
     def create(self, values: Mapping[str, Any], *, at: datetime | None = None, by: str | None = None) -> str:
-        """Add an item (values keyed by field id or name); returns its ``item_id``."""
+        """Add an item; returns its ``item_id``. ``values`` are keyed by field id or name, in the
+        form Huoban takes on writes: text, numbers, ``YYYY-MM-DD`` dates, lists of option ids
+        (category) or user ids (user). ``created_on`` and ``updated_on`` are ``at`` or now."""
         moment = epoch(at or self.clock())
         user = by or self.users[0].user_id
         with self.lock:
