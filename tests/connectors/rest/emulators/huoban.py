@@ -44,18 +44,19 @@ Where the documentation is silent (say so when a connector relies on it):
   JSON number, a category field a list of ``{"id", "name"}``, a user field a list of user objects;
 - ``with_field_config: 1`` puts the table's fields in ``data.meta.fields`` (``meta`` is ``{}``
   otherwise); ``trace_id`` is beside ``data``;
-- errors are HTTP 200 with ``code != 0``. The codes are the ones seen from the live service:
+- errors are HTTP 200 with ``code != 0``. The pages available here have no table of error codes;
+  these are the ones users of the live service report:
   100 ``authentication failed`` (bad or missing key), 3500002 ``数据不存在或已删除`` (no such
   table or item), 502 ``One of the parameters specified was missing or invalid. parameters name
   X`` (a missing or malformed parameter), 501 ``unknown method`` (no such path). The rate limit
-  (10 requests a second per key, as commonly reported) is answered with code
+  (10 requests a second per key, as users report it; no page here states it) is answered with code
   :data:`RATE_LIMITED_CODE` and HTTP :attr:`HuobanEmulator.rate_limit_status` (200 unless set);
 - the 获取工作区成员列表 endpoint is not served: its path is not in the pages available here.
   Owners come from the user fields (the dataset's users are :attr:`HuobanEmulator.users`);
 - an API key does not expire, so there is no token to refresh.
 
 Knobs: ``rate_limit`` (requests per clock second per key, ``None`` = off, which is the default;
-:data:`DOCUMENTED_RATE_LIMIT` is the real service's), ``rate_limit_status``, ``max_page_size``;
+:data:`DOCUMENTED_RATE_LIMIT` is the reported one), ``rate_limit_status``, ``max_page_size``;
 :meth:`~tests.connectors.rest.emulators.base.Emulator.fail` for 5xx answers and dropped
 connections. Data changes while the server runs: :meth:`HuobanEmulator.create`, ``update``,
 ``delete`` (deleted items simply disappear: v1 lists no deletions). Listing is O(log n + page)
