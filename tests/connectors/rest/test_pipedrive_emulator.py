@@ -282,11 +282,9 @@ def test_updated_since_is_inclusive_and_updated_until_exclusive(
     clock.advance(60)
     emulator.update(4, value=99)
     latest = get(http, emulator, "/api/v2/deals", updated_since="2025-03-01T12:01:00Z").json()["data"]
-    assert [(d["id"], d["value"]) for d in latest] == [
-        (3, latest[0]["value"]),
-        (4, 99),
-        (5, latest[2]["value"]),
-    ]
+    assert [d["id"] for d in latest] == [3, 4, 5]
+    assert latest[1]["value"] == 99
+    assert latest[1]["update_time"] == "2025-03-01T12:01:00Z"
 
 
 def test_ties_on_update_time_come_in_id_order_across_pages(
@@ -309,8 +307,6 @@ def test_a_deal_updated_between_pages_moves_behind_the_cursor(
     seen = [d["id"] for d in first["data"]]
     clock.advance(5)
     emulator.update(seen[0], title="moved")
-    rest = walk(http, emulator, "/api/v2/deals", sort_by="update_time", limit=6)
-    assert rest  # the walk restarts from the first page: the moved deal is now last
     following = get(
         http,
         emulator,

@@ -44,7 +44,9 @@ midnight UTC. Every authenticated answer carries ``x-ratelimit-limit``, ``x-rate
 ``x-ratelimit-reset`` (whole seconds until the window frees a request) and, for API-token
 requests, ``x-daily-requests-left`` (the budget's tokens left). Past either limit: 429 with
 ``{"success": false, "error": "Request over limit", "errorCode": 429, ...}`` (the daily budget:
-``"daily request budget exceeded"``) and ``Retry-After``. Refused requests spend nothing.
+``"daily request budget exceeded"``) and ``Retry-After``. Refused requests spend nothing. The
+defaults are enforced, so a test that pages fast on the real clock meets 429s as a client would;
+pass a :class:`~.base.SimClock` or set the knobs to ``None``.
 
 Fault knobs: :meth:`fail` from the base (5xx, 429 bursts, dropped connections); writes from the
 test's thread (:meth:`create`, :meth:`update`, :meth:`delete`, :meth:`archive`,
@@ -68,10 +70,13 @@ Documentation followed:
 
 Where the documentation is silent, this emulator chooses (and says so here): the body of a
 burst 429 beyond "Request over limit"; the daily budget's message (as seen from the live API);
-``Retry-After`` on 429 (older rate-limit documentation); the 400 bodies (the generic error
-schema, with messages of its own); a deleted deal's ``status`` (``"deleted"``, as v1 had it) and
-``update_time`` (the deletion time); the order of ties in leads (the order they were added); that
-v1 ``limit`` above 500 is cut to 500 where v2 refuses it; OAuth scopes are not checked.
+``Retry-After`` on 429 (older rate-limit documentation); ``x-daily-requests-left`` on every
+API-token answer with the budget's tokens left (the page describes it as the POST/PUT requests
+left for the day, from before the token budget); refused requests spending nothing; the 400
+bodies (the generic error schema, with messages of its own); a deleted deal's ``status``
+(``"deleted"``, as v1 had it) and ``update_time`` (the deletion time); the order of ties in
+leads (the order they were added); that v1 ``limit`` above 500 is cut to 500 where v2 refuses
+it; that OAuth scopes are not checked; the midnight of the budget's reset (UTC).
 """
 
 from __future__ import annotations
@@ -110,6 +115,8 @@ GROWTH_BURST = 40
 GROWTH_OAUTH_BURST = 160
 GROWTH_MULTIPLIER = 2
 BASE_TOKENS = 30_000
+#: Sorted query results kept at once (each up to every deal); more, and the cache starts over.
+_CACHED_QUERIES = 16
 #: A deal stays listed under ``status=deleted`` for 30 days after its deletion.
 DELETED_KEPT = timedelta(days=30)
 
@@ -500,6 +507,11 @@ class PipedriveEmulator(Emulator):
     def _now(self, at: datetime | None) -> int:
         return seconds(at if at is not None else self.clock())
 
+    def _remember(self, key: tuple[Any, ...], rows: list[tuple[Any, ...]]) -> None:
+        if len(self._cache) >= _CACHED_QUERIES:
+            self._cache.clear()
+        self._cache[key] = (self._version, rows)
+
     def _changed(self) -> None:
         self._version += 1
         self._cache.clear()
@@ -541,6 +553,8 @@ class PipedriveEmulator(Emulator):
             elif status == "open":
                 deal.won_time = deal.lost_time = None
             for name, value in fields.items():
+                if not hasattr(deal, name):
+                    raise AttributeError(f"a deal has no field {name!r}")
                 setattr(deal, name, value)
             deal.update_time = now
             self._changed()
@@ -576,6 +590,8 @@ class PipedriveEmulator(Emulator):
         with self._data_lock:
             lead = self.leads[id]
             for name, value in fields.items():
+                if not hasattr(lead, name):
+                    raise AttributeError(f"a lead has no field {name!r}")
                 setattr(lead, name, value)
             lead.update_time = self._now(at)
             self._changed()
@@ -798,7 +814,7 @@ class PipedriveEmulator(Emulator):
             if cached is None or cached[0] != self._version:
                 rows = build()
                 rows.sort(key=lambda row: (row[0], row[1]), reverse=descending)
-                self._cache[key] = (self._version, rows)
+                self._remember(key, rows)
             else:
                 rows = cached[1]
         start = 0
@@ -974,7 +990,7 @@ class PipedriveEmulator(Emulator):
                     and (since is None or x.update_time >= since)
                 ]
                 rows.sort(key=lambda row: (row[0], row[1]), reverse=sort_dir == "DESC")
-                self._cache[key] = (self._version, rows)
+                self._remember(key, rows)
             else:
                 rows = cached[1]
             page = [row[2].render() for row in rows[start : start + limit]]
