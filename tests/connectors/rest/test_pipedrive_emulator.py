@@ -378,7 +378,7 @@ def test_include_fields_and_custom_fields(zoho: Company, http: httpx.Client) -> 
 # -- pipelines, stages, users ----------------------------------------------------------------------
 
 
-def test_pipelines_and_stages(zoho: Company, http: httpx.Client) -> None:
+def test_pipelines_stages_and_deal_fields(zoho: Company, http: httpx.Client) -> None:
     with PipedriveEmulator(zoho) as emu:
         emu.rate_limit = None
         pipelines = get(http, emu, "/api/v2/pipelines").json()
@@ -390,6 +390,12 @@ def test_pipelines_and_stages(zoho: Company, http: httpx.Client) -> None:
         assert [[s["order_nr"] for s in page] for page in stages] == [[1, 2, 3, 4], [5, 6]]
         assert {s["pipeline_id"] for page in stages for s in page} == {1}
         assert get(http, emu, "/api/v2/stages", pipeline_id=2).json()["data"] == []
+        fields = [f for page in walk(http, emu, "/api/v2/dealFields", limit=5) for f in page]
+        custom = [f for f in fields if f["is_custom_field"]]
+        assert [(f["field_code"], f["field_name"], f["field_type"]) for f in custom] == [
+            (ZOHO_LEADID_KEY, "Zoho LEADID", "varchar")
+        ]
+        assert {"id", "title", "value", "update_time"} <= {f["field_code"] for f in fields}
 
 
 def test_users_are_v1_users(emulator: PipedriveEmulator, http: httpx.Client) -> None:

@@ -18,7 +18,9 @@ Put :attr:`PipedriveEmulator.url` where ``https://{companydomain}.pipedrive.com`
   hash key (:data:`ZOHO_LEADID_KEY` holds the Zoho LEADID a deal was imported with);
 - ``GET /api/v2/deals/archived``: the archived deals, same parameters;
 - ``GET /api/v2/pipelines`` and ``GET /api/v2/stages`` (``pipeline_id``, ``sort_by``,
-  ``sort_direction``, cursor pagination);
+  ``sort_direction``, cursor pagination); ``GET /api/v2/dealFields`` (the main standard fields,
+  then the company's custom fields with their 40-character ``field_code``; its token cost, 10,
+  is not documented: half of v1's 20, as v2 endpoints go);
 - ``GET /v1/users`` (also ``/api/v1/users``): every user, times as ``YYYY-MM-DD HH:MM:SS``;
 - ``GET /v1/leads`` and ``GET /v1/leads/archived`` (also under ``/api/v1``): offset pagination
   (``start``, ``limit``; ``additional_data.pagination`` with ``start``, ``limit``,
@@ -104,6 +106,7 @@ TOKEN_COSTS: Mapping[str, int] = {
     "/api/v2/deals/archived": 20,
     "/api/v2/stages": 5,
     "/api/v2/pipelines": 5,
+    "/api/v2/dealFields": 10,
     "/v1/users": 20,
     "/v1/leads": 20,
     "/v1/leads/archived": 40,
@@ -396,6 +399,35 @@ class Lead:
 
 
 @dataclass
+class DealField:
+    """A custom deal field (leads share them): its 40-character key, name and type."""
+
+    key: str
+    name: str
+    field_type: str = "varchar"
+
+
+#: The standard deal fields ``/api/v2/dealFields`` lists before the custom ones.
+_STANDARD_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("id", "ID", "int"),
+    ("title", "Title", "varchar"),
+    ("owner_id", "Owner", "user"),
+    ("value", "Value", "monetary"),
+    ("currency", "Currency", "varchar"),
+    ("pipeline_id", "Pipeline", "double"),
+    ("stage_id", "Stage", "stage"),
+    ("status", "Status", "status"),
+    ("probability", "Probability", "double"),
+    ("add_time", "Deal created", "date"),
+    ("update_time", "Update time", "date"),
+    ("won_time", "Won time", "date"),
+    ("lost_time", "Lost time", "date"),
+    ("close_time", "Deal closed on", "date"),
+    ("expected_close_date", "Expected close date", "date"),
+)
+
+
+@dataclass
 class Company:
     """A Pipedrive company: users, pipelines with their stages, deals and leads."""
 
@@ -404,6 +436,7 @@ class Company:
     stages: list[Stage]
     deals: list[Deal] = field(default_factory=list)
     leads: list[Lead] = field(default_factory=list)
+    deal_fields: list[DealField] = field(default_factory=list)
 
     @staticmethod
     def empty(start: datetime | None = None) -> Company:
@@ -473,6 +506,7 @@ class PipedriveEmulator(Emulator):
         self.leads: dict[str, Lead] = {
             x.id: replace(x, custom_fields=dict(x.custom_fields)) for x in company.leads
         }
+        self.deal_fields = [replace(f) for f in company.deal_fields]
         self._next_deal = max(self.deals, default=0) + 1
         self._next_seq = max((x.seq for x in self.leads.values()), default=0) + 1
         #: The user the API token belongs to (``is_you``).
@@ -643,6 +677,7 @@ class PipedriveEmulator(Emulator):
             ("GET", "/api/v2/deals/archived"): lambda r: self._deals(r, archived=True),
             ("GET", "/api/v2/pipelines"): self._pipelines,
             ("GET", "/api/v2/stages"): self._stages,
+            ("GET", "/api/v2/dealFields"): self._deal_fields,
             ("GET", "/v1/users"): self._users,
             ("GET", "/v1/leads"): lambda r: self._leads(r, archived=False),
             ("GET", "/v1/leads/archived"): lambda r: self._leads(r, archived=True),
@@ -834,7 +869,7 @@ class PipedriveEmulator(Emulator):
         following = rows[start + limit] if start + limit < len(rows) else None
         next_cursor = None
         if following is not None:
-            value = following[0] if sort_by in ("id", "order_nr") else rfc3339(following[0])
+            value = following[0] if sort_by in ("id", "order_nr", "position") else rfc3339(following[0])
             next_cursor = _encode_cursor(
                 {
                     "field": sort_by,
@@ -847,7 +882,7 @@ class PipedriveEmulator(Emulator):
 
     @staticmethod
     def _cursor_value(sort_by: str, value: Any) -> int:
-        if sort_by in ("id", "order_nr"):
+        if sort_by in ("id", "order_nr", "position"):
             return int(value)
         return parse_time(str(value))
 
@@ -960,6 +995,30 @@ class PipedriveEmulator(Emulator):
             "data": [s.render() for s in rows],
             "additional_data": {"next_cursor": next_cursor},
         }
+
+    def _deal_fields(self, request: Request) -> dict[str, Any]:
+        fields = [(code, name, kind, False) for code, name, kind in _STANDARD_FIELDS] + [
+            (f.key, f.name, f.field_type, True) for f in self.deal_fields
+        ]
+
+        def build() -> list[tuple[Any, ...]]:
+            return [(i, i, item) for i, item in enumerate(fields, start=1)]
+
+        rows, next_cursor = self._cursor_page(request, ("dealFields",), build, "position", False)
+        data = [
+            {
+                "field_name": name,
+                "field_code": code,
+                "description": "",
+                "field_type": kind,
+                "is_custom_field": custom,
+                "is_optional_response_field": False,
+                "options": None,
+                "subfields": None,
+            }
+            for code, name, kind, custom in rows
+        ]
+        return {"success": True, "data": data, "additional_data": {"next_cursor": next_cursor}}
 
     def _users(self, request: Request) -> dict[str, Any]:  # noqa: ARG002 - every route takes the request
         with self._data_lock:

@@ -16,7 +16,8 @@ import into Pipedrive would land it:
   title "<Company> lead", owner = Lead Owner, source_name = Lead Source, add_time = update_time =
   Created Time, the LEADID in the same custom field. A converted lead (CONVERTED = Yes) is marked
   deleted, as Pipedrive does on conversion; of the others, those Zoho calls "Junk Lead" or "Lost
-  Lead" are archived.
+  Lead" are archived;
+- one custom deal field, "Zoho LEADID" (``varchar``), under :data:`~.pipedrive.ZOHO_LEADID_KEY`.
 
 Zoho's times ("15 Apr, 2021 00:02:00") are read as UTC.
 """
@@ -30,7 +31,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from .pipedrive import ZOHO_LEADID_KEY, Company, Deal, Lead, Pipeline, Stage, User, lead_uuid, seconds
+from .pipedrive import (
+    ZOHO_LEADID_KEY,
+    Company,
+    Deal,
+    DealField,
+    Lead,
+    Pipeline,
+    Stage,
+    User,
+    lead_uuid,
+    seconds,
+)
 
 DATA_DIR = Path(
     os.environ.get("CRM_DATA_DIR", Path(__file__).resolve().parents[4].parent / "shared" / "data")
@@ -131,7 +143,14 @@ def zoho_company(directory: Path | None = None) -> Company:
                 custom_fields={ZOHO_LEADID_KEY: row["LEADID"]},
             )
         )
-    return Company(users=users, pipelines=[pipeline], stages=stages, deals=deals, leads=leads)
+    return Company(
+        users=users,
+        pipelines=[pipeline],
+        stages=stages,
+        deals=deals,
+        leads=leads,
+        deal_fields=[DealField(ZOHO_LEADID_KEY, "Zoho LEADID")],
+    )
 
 
 @dataclass(frozen=True)
