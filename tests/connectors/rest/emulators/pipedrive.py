@@ -710,7 +710,9 @@ class PipedriveEmulator(Emulator):
             day = now.astimezone(UTC).date()
             spent = self._spent.get(day, 0)
             quota = self.daily_quota
-            shown_limit = limit if limit is not None else GROWTH_BURST
+            # Not enforced: the headers still show the Growth plan's limit, as they would on it.
+            nominal = GROWTH_BURST if caller.kind == "api" else GROWTH_OAUTH_BURST
+            shown_limit = limit if limit is not None else nominal
             if limit is not None and len(window) >= limit:
                 reset = self._reset(window, now)
                 headers = self._headers(caller, shown_limit, 0, reset, quota, spent)
