@@ -367,6 +367,18 @@ def test_departments_and_their_members(maven: JiandaoyunEmulator) -> None:
     everyone = call(maven, "/api/v5/corp/department/user/list", {"dept_no": 1, "has_child": True}).json()
     assert len(everyone["users"]) == 35
     assert error(call(maven, "/api/v5/corp/department/list", {"dept_no": 99})) == (400, 6002)
+    v6 = call(maven, "/api/v6/corp/department/list", {"dept_no": 1}).json()["departments"]
+    assert [(d["name"], d["seq"]) for d in v6] == [("Central", 1), ("East", 2), ("West", 3)]
+
+
+def test_one_member(maven: JiandaoyunEmulator) -> None:
+    user = call(maven, "/api/v5/corp/user/get", {"username": "carl_lin"}).json()
+    carl = {"username": "carl_lin", "name": "Carl Lin", "departments": [10], "type": 0, "status": 1}
+    assert user == {"user": carl}
+    assert call(maven, "/api/v5/corp/user/get", {"username": "nobody"}).json() == {
+        "code": 1010,
+        "msg": "The member doesn't exist.",
+    }
 
 
 # -- refusals and limits ------------------------------------------------------------------------

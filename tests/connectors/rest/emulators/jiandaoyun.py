@@ -4,8 +4,8 @@ Followed (the vendor's public documentation):
 
 - 开发指南 https://hc.jiandaoyun.com/open/11261 — base ``https://api.jiandaoyun.com/api``, every call
   a ``POST`` with a JSON body, ``Authorization: Bearer <API key>``, the global limit of 50 requests
-  per second, errors as HTTP 400 with ``{"code", "msg"}`` (the table of codes: 1, 2004, 3000, 3005,
-  4001, 4815, 6002, 8301, 8303, 8304 are the ones served here);
+  per second, errors as HTTP 400 with ``{"code", "msg"}`` (the table of codes: 1, 1010, 2004, 3000,
+  3005, 4001, 4815, 6002, 8301, 8303, 8304 are the ones served here);
 - 查询多条数据 https://hc.jiandaoyun.com/open/14220 — ``/v5/app/entry/data/list`` (30/s): results
   always in data-id order after ``data_id``; ``limit`` 1..100, default 10; ``fields``; ``filter``
   ``{"rel": "and"|"or", "cond": [{"field", "type", "method", "value"}]}`` with the methods each
@@ -22,7 +22,9 @@ Followed (the vendor's public documentation):
   ``/v5/corp/department/list`` and ``/v5/corp/department/user/list`` (10/s) with ``dept_no`` and
   ``has_child``: ``{"departments": [{"dept_no", "name", "parent_no", "type", "status"}]}`` (the
   sub-departments, not the department itself) and ``{"users": [{"username", "name",
-  "departments", "type", "status"}]}``.
+  "departments", "type", "status"}]}``; the current page documents the department list as
+  ``/v6/corp/department/list``, the same with ``seq`` (served too, ``seq`` = rank among siblings);
+  ``/v5/corp/user/get`` (30/s) ``{"username"}`` → ``{"user"}``, 1010 for an unknown member.
 
 Records: ``_id`` (24 hex digits: the creation second, then a counter, so ids grow with creation),
 ``appId``, ``entryId``, ``creator`` and ``updater`` (member objects), ``createTime`` and
@@ -84,7 +86,9 @@ DOCUMENTED_RATE_LIMITS: dict[str, int] = {
     f"{API}/app/entry/data/list": 30,
     f"{API}/app/entry/data/get": 30,
     f"{API}/corp/department/list": 10,
+    "/api/v6/corp/department/list": 10,
     f"{API}/corp/department/user/list": 10,
+    f"{API}/corp/user/get": 30,
 }
 DOCUMENTED_GLOBAL_RATE_LIMIT = 50
 
@@ -94,6 +98,7 @@ MESSAGES: dict[int, str] = {
     2004: "The app doesn't exist.",
     3000: "The form doesn't exist.",
     3005: "The request contains invalid parameter(s).",
+    1010: "The member doesn't exist.",
     4001: "Data doesn't exist.",
     4815: "The filter condition is invalid.",
     6002: "The department doesn't exist.",
@@ -209,7 +214,9 @@ class JiandaoyunEmulator(Emulator):
             f"{API}/app/entry/data/list": self._data_list,
             f"{API}/app/entry/data/get": self._data_get,
             f"{API}/corp/department/list": self._department_list,
+            "/api/v6/corp/department/list": self._department_list_v6,
             f"{API}/corp/department/user/list": self._department_users,
+            f"{API}/corp/user/get": self._user_get,
         }
 
     # -- the test's side -----------------------------------------------------------------------
@@ -346,9 +353,6 @@ class JiandaoyunEmulator(Emulator):
             raise error(2004)
         skip, limit = self._skip_limit(body)
         forms = [{"name": self.data.form_name, "app_id": self.app_id, "entry_id": self.entry_id}]
-        forms += [
-            {"name": name, "app_id": self.app_id, "entry_id": entry} for entry, name in self.data.extra_forms
-        ]
         return {"forms": forms[skip : skip + limit]}
 
     def _check_form(self, body: dict[str, Any]) -> None:
@@ -541,29 +545,43 @@ class JiandaoyunEmulator(Emulator):
 
     def _department_list(self, body: dict[str, Any]) -> Any:
         dept_no, has_child = self._dept_args(body)
-        return {
-            "departments": [
-                {"dept_no": d.dept_no, "name": d.name, "parent_no": d.parent_no, "type": 0, "status": 1}
-                for d in self._below(dept_no, has_child)
-            ]
-        }
+        return {"departments": [_department(d) for d in self._below(dept_no, has_child)]}
+
+    def _department_list_v6(self, body: dict[str, Any]) -> Any:
+        dept_no, has_child = self._dept_args(body)
+        departments = []
+        for d in self._below(dept_no, has_child):
+            siblings = [s.dept_no for s in self.departments if s.parent_no == d.parent_no]
+            departments.append({**_department(d), "seq": siblings.index(d.dept_no) + 1})
+        return {"departments": departments}
 
     def _department_users(self, body: dict[str, Any]) -> Any:
         dept_no, has_child = self._dept_args(body)
         wanted = {dept_no} | ({d.dept_no for d in self._below(dept_no, True)} if has_child else set())
-        return {
-            "users": [
-                {
-                    "username": m.username,
-                    "name": m.name,
-                    "departments": list(m.departments),
-                    "type": 0,
-                    "status": 1,
-                }
-                for m in self.members
-                if wanted.intersection(m.departments)
-            ]
-        }
+        return {"users": [_user(m) for m in self.members if wanted.intersection(m.departments)]}
+
+    def _user_get(self, body: dict[str, Any]) -> Any:
+        username = body.get("username")
+        if not isinstance(username, str) or not username:
+            raise error(1)
+        index = self._member_index.get(username)
+        if index is None:
+            raise error(1010)
+        return {"user": _user(self.members[index])}
+
+
+def _department(d: Department) -> dict[str, Any]:
+    return {"dept_no": d.dept_no, "name": d.name, "parent_no": d.parent_no, "type": 0, "status": 1}
+
+
+def _user(m: Member) -> dict[str, Any]:
+    return {
+        "username": m.username,
+        "name": m.name,
+        "departments": list(m.departments),
+        "type": 0,
+        "status": 1,
+    }
 
 
 def _page(records: Iterable[dict[str, Any]]) -> bytes:

@@ -32,7 +32,7 @@ import csv
 import os
 from array import array
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -123,7 +123,6 @@ class Dataset:
     app_name: str = APP_NAME
     entry_id: str = ENTRY_ID
     form_name: str = FORM_NAME
-    extra_forms: list[tuple[str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.created)
