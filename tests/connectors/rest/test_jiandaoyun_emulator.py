@@ -281,6 +281,9 @@ def test_increments_by_update_time_and_data_id(small: JiandaoyunEmulator, clock:
     assert new > ids[-1]
     assert small.get_record(new)["createTime"] == stamp
     assert changed[-1]["creator"]["username"] == "carl_lin"
+    assert changed[-1][name(small, "负责人")]["name"] == "Carl Lin"
+    assert changed[-1][name(small, "客户")] == ""  # an empty text widget
+    assert changed[-1][name(small, "成交日期")] is None
 
 
 def test_deleted_records_are_gone(small: JiandaoyunEmulator) -> None:

@@ -33,19 +33,23 @@ are found by bisection on the sorted ids, so a page costs the same at row 10 and
 
 Where the documentation is silent, this emulator chooses (and a test pins it):
 
-- error messages are the English descriptions of the 错误码 table; an unknown path is 404 with
-  code 1; a body that is not a JSON object is code 1; a missing ``app_id``/``entry_id`` is code 1,
-  an unknown app 2004 on the app endpoints and 3000 (form doesn't exist) on the form endpoints;
+- error messages are the English descriptions of the 错误码 table; an unknown path (or any method
+  but ``POST``) is 404 with code 1; a body that is not a JSON object is code 1; a missing
+  ``app_id``/``entry_id`` is code 1, an unknown app 2004 on the app endpoints and 3000 (form
+  doesn't exist) on the form endpoints;
 - a missing, malformed or unknown API key is 8301 (API 签名校验失败), also with status 400;
 - ``limit`` outside 1..100 (or not an integer) and a malformed ``data_id`` are 3005; a filter the
-  documentation does not allow (unknown field, a method the field's type does not support, a
-  malformed value, more than 1000 ``in`` values) is 4815;
-- a ``range`` bound may be ``null`` (open on that side); datetime filter values are ISO strings
-  (a string without an offset is Beijing time, UTC+8, as the console reads it), ``yyyy-MM-dd
-  HH:mm:ss``, ``yyyy-MM-dd`` (also Beijing time) or epoch milliseconds;
+  documentation does not allow (unknown field, a method the field's type does not support, such
+  as ``gt`` on a datetime, a malformed value, more than 1000 ``in`` values) is 4815;
+- a ``range`` bound may be ``null`` (open on that side); ``ne``/``nin`` also match empty values;
+  the id field is ``_id`` (or ``data_id``);
+- datetime filter values are ISO strings (one without an offset is Beijing time, UTC+8, as the
+  documentation's note on time formats has it), ``yyyy-MM-dd HH:mm:ss``, ``yyyy-MM-dd`` (also
+  Beijing time) or epoch milliseconds;
 - ``fields`` returns ``_id`` and the named fields (widget or system) only; unknown names are
   ignored; without ``fields`` (or with an empty list) every field comes back;
 - an empty text widget is ``""``; an empty number or datetime widget is ``null``;
+- a deleted record is simply gone (the API has no list of deletions);
 - members come in the order they joined, departments in ``dept_no`` order.
 
 Knobs: ``rate_limit`` (``None``: not enforced, the default; or per-path requests per second, e.g.
@@ -95,10 +99,10 @@ DOCUMENTED_GLOBAL_RATE_LIMIT = 50
 #: The documented error codes this emulator answers with, and their messages.
 MESSAGES: dict[int, str] = {
     1: "The request is invalid.",
+    1010: "The member doesn't exist.",
     2004: "The app doesn't exist.",
     3000: "The form doesn't exist.",
     3005: "The request contains invalid parameter(s).",
-    1010: "The member doesn't exist.",
     4001: "Data doesn't exist.",
     4815: "The filter condition is invalid.",
     6002: "The department doesn't exist.",
@@ -237,7 +241,7 @@ class JiandaoyunEmulator(Emulator):
         with self.lock:
             store = self.store
             owner = self._member_index[creator] if creator is not None else 0
-            row = self._row(values, (None,) * len(self.widgets))
+            row = self._row(values, tuple(self._api_value(widget, None) for widget in self.widgets))
             seconds = max(moment // 1000, store.ids[-1] >> 64 if store.ids else 0)
             data_id = _object_id(seconds, next(store.counter))
             key = store.next_key
