@@ -246,6 +246,21 @@ def test_datetime_filters_read_strings_without_an_offset_as_beijing_time(maven: 
     assert len(records) == sum("2016-10-20" <= row["engage_date"] <= "2016-10-31" for row in rows)
 
 
+def test_time_windows_find_what_a_full_scan_finds(maven: JiandaoyunEmulator) -> None:
+    stage = name(maven, "销售阶段")
+    june = ["2017-06-01T00:00:00Z", "2017-06-30T10:00:00Z"]
+    window = {"field": "updateTime", "method": "range", "value": june}
+    won = {"field": stage, "method": "eq", "value": ["赢单"]}
+    fast, _ = every(maven, limit=7, filter={"rel": "and", "cond": [won, window]})
+    alone, _ = every(maven, filter={"rel": "or", "cond": [window]})  # "or" takes the full scan
+    assert [r["_id"] for r in fast] == [r["_id"] for r in alone if r[stage] == "赢单"]
+    assert len(fast) > 7
+    assert all("2017-06-01" <= r["updateTime"][:10] <= "2017-06-30" for r in alone)
+    created = {"field": "createTime", "method": "eq", "value": ["2016-10-01T00:01:00.000Z"]}
+    (second,) = page(maven, filter={"rel": "and", "cond": [created]})
+    assert second[name(maven, "商机编号")] == read_csv("sales_pipeline.csv")[1]["opportunity_id"]
+
+
 @pytest.mark.parametrize(
     "spec",
     [

@@ -185,6 +185,9 @@ class Store:
 
 
 Predicate = Callable[[Store, int], bool]
+#: A time column and the bounds (epoch ms, inclusive, ``None`` for open) a filter puts on it.
+Window = tuple[str, int | None, int | None]
+_CHUNK = 4096
 
 
 class JiandaoyunEmulator(Emulator):
@@ -404,11 +407,16 @@ class JiandaoyunEmulator(Emulator):
         fields = body.get("fields")
         if fields is not None and not (isinstance(fields, list) and all(isinstance(f, str) for f in fields)):
             raise error(3005)
-        predicate = self._compile(body.get("filter"))
+        spec = body.get("filter")
+        predicate = self._compile(spec)
         with self.lock:
             store = self.store
             pos = bisect.bisect_right(store.ids, start_id)
-            found = self._scan(pos, predicate, limit)
+            window = None if predicate is None else _time_window(spec)
+            if predicate is None or window is None:
+                found = self._scan(pos, predicate, limit)
+            else:
+                found = self._scan_window(pos, predicate, window, limit)
             return _page(self._render(p, fields or None) for p in found)
 
     def _scan(self, pos: int, predicate: Predicate | None, limit: int) -> list[int]:
@@ -421,6 +429,27 @@ class JiandaoyunEmulator(Emulator):
             if predicate(store, pos):
                 found.append(pos)
             pos += 1
+        return found
+
+    def _scan_window(self, pos: int, predicate: Predicate, window: Window, limit: int) -> list[int]:
+        """:meth:`_scan` when an ``and`` filter bounds a time column: its bounds are checked a chunk
+        at a time in a comprehension, and the whole filter only on the rows within them."""
+        store = self.store
+        field, low, high = window
+        column = store.created if field == "createTime" else store.updated
+        low = -(1 << 62) if low is None else low
+        high = 1 << 62 if high is None else high
+        end = len(store)
+        found: list[int] = []
+        while pos < end:
+            stop = min(end, pos + _CHUNK)
+            chunk = column[pos:stop]
+            for candidate in [i for i, value in enumerate(chunk, pos) if low <= value <= high]:
+                if predicate(store, candidate):
+                    found.append(candidate)
+                    if len(found) == limit:
+                        return found
+            pos = stop
         return found
 
     def _render(self, pos: int, fields: list[str] | None) -> dict[str, Any]:
@@ -586,6 +615,19 @@ def _user(m: Member) -> dict[str, Any]:
         "type": 0,
         "status": 1,
     }
+
+
+def _time_window(spec: Any) -> Window | None:
+    """The bounds an ``and`` filter (already validated) puts on ``createTime`` or ``updateTime``."""
+    if spec.get("rel") != "and":
+        return None
+    for cond in spec["cond"]:
+        if cond["field"] in ("createTime", "updateTime") and cond["method"] in ("range", "eq"):
+            values = cond["value"]
+            low = None if values[0] is None else parse_instant(values[0])
+            high = low if cond["method"] == "eq" else None if values[1] is None else parse_instant(values[1])
+            return cond["field"], low, high
+    return None
 
 
 def _page(records: Iterable[dict[str, Any]]) -> bytes:
