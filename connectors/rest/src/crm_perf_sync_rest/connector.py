@@ -70,7 +70,9 @@ class RestSettings(ConnectorSettings):
     base_url: str | None = Field(
         default=None, description="replaces the spec's base URL (a proxy, a test server)"
     )
-    timezone: str = Field(default="UTC", description="the zone of date-times the API writes without one")
+    timezone: str | None = Field(
+        default=None, description="the zone of date-times the API writes without one (default: the spec's)"
+    )
     streams: dict[str, StreamSettings] = Field(default_factory=dict)
 
     @field_validator("spec")
@@ -107,7 +109,9 @@ class RestSettings(ConnectorSettings):
 
     @field_validator("timezone")
     @classmethod
-    def _zone(cls, value: str) -> str:
+    def _zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         try:
             check_zone(value)
         except ConnectorConfigError as exc:
@@ -138,7 +142,7 @@ class RestConnector(Connector[RestSettings]):
     ) -> None:
         super().__init__(settings, context)
         self.spec = load_spec(settings.spec)
-        self.zone = check_zone(settings.timezone)
+        self.zone = check_zone(settings.timezone or self.spec.timezone)
         self.sleep = sleep
         self.transport = transport
         self.inputs = _resolve_inputs(self.spec, settings.inputs)
@@ -251,8 +255,9 @@ class RestConnector(Connector[RestSettings]):
                 state.get("page"),
                 each=definition.each,
             )
+            seen: set[str] | None = set() if definition.distinct else None
             for items, position in pages:
-                yield from self._map(mapper, items, flag)
+                yield from self._map(mapper, items, flag, seen)
                 if position is not None:
                     yield Checkpoint({**base, "phase": "changes", "page": position})
             state = {}
@@ -310,8 +315,9 @@ class RestConnector(Connector[RestSettings]):
             start,
             each=definition.each,
         )
+        seen: set[str] | None = set() if definition.distinct else None
         for items, position in pages:
-            yield from self._map(mapper, items, flag)
+            yield from self._map(mapper, items, flag, seen)
             if position is not None:
                 yield Checkpoint({} if snapshot else {"page": position})
         if snapshot:
@@ -319,8 +325,22 @@ class RestConnector(Connector[RestSettings]):
         yield Checkpoint({})
 
     def _map(
-        self, mapper: RecordMapper, items: list[Any], flag: Callable[[Any], Any] | None
+        self,
+        mapper: RecordMapper,
+        items: list[Any],
+        flag: Callable[[Any], Any] | None,
+        seen: set[str] | None = None,
     ) -> Iterator[Message]:
+        if seen is not None:
+            # Records derived from others (the owners named on deals) come many times: once is enough.
+            fresh = []
+            for item in items:
+                key = mapper.key(item)
+                if key is None or key not in seen:
+                    fresh.append(item)
+                    if key is not None:
+                        seen.add(key)
+            items = fresh
         if flag is not None:
             live = []
             for item in items:

@@ -395,7 +395,9 @@ class Stream(StrictModel):
     each: JMESPath | None = Field(
         default=None, description="records nested in each selected item (stages inside pipelines)"
     )
-    parent: JMESPath | None = Field(default=None, description="with each: the item's fields as `parent.*`")
+    distinct: bool = Field(
+        default=False, description="yield each id once per read (records derived from others, such as owners)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -424,6 +426,7 @@ class Spec(StrictModel):
     description: str = ""
     docs: list[str] = Field(default_factory=list, description="the vendor documentation the spec follows")
     base_url: Template
+    timezone: str = Field(default="UTC", description="the zone of date-times the API writes without one")
     inputs: dict[str, InputDef] = Field(default_factory=dict)
     auth: Auth = Field(default_factory=lambda: Auth(type="none"))
     limits: Limits = Field(default_factory=Limits)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from email.utils import format_datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -64,6 +65,16 @@ def strftime(value: datetime | date | None, fmt: str) -> str | None:
     if value is None:
         return None
     return (_utc(value) if isinstance(value, datetime) else value).strftime(fmt)
+
+
+def in_zone(value: datetime | None, zone: str) -> datetime | None:
+    """The same instant in ``zone`` (for APIs that write local times: ``in_zone('Asia/Shanghai')``)."""
+    return None if value is None else value.astimezone(ZoneInfo(zone))
+
+
+def local(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S", zone: str = "UTC") -> str | None:
+    """The instant as local time text in ``zone``, without an offset."""
+    return None if value is None else value.astimezone(ZoneInfo(zone)).strftime(fmt)
 
 
 def _environment() -> ImmutableSandboxedEnvironment:
