@@ -80,6 +80,7 @@ each stamping ``Modified_Time`` from the clock or ``at``. Faults: :meth:`fail` o
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import itertools
 import secrets
 import threading
@@ -151,6 +152,7 @@ MODULE_FIELDS: Mapping[str, Mapping[str, str]] = {
         "LEADID": "text",
         "Converted__s": "boolean",
         "Converted_Date_Time": "datetime",
+        "Converted_Deal": "lookup",
         "Created_Time": "datetime",
         "Modified_Time": "datetime",
         "Created_By": "ownerlookup",
@@ -158,6 +160,17 @@ MODULE_FIELDS: Mapping[str, Mapping[str, str]] = {
     },
 }
 _DISPLAY = {"Deals": "Deal_Name", "Leads": "Full_Name"}
+_READ_ONLY = frozenset(
+    {
+        "Created_Time",
+        "Modified_Time",
+        "Created_By",
+        "Modified_By",
+        "Full_Name",
+        "Converted_Deal",
+        "Converted__s",
+    }
+)
 _STAMPS = frozenset({"Created_Time", "Modified_Time", "Created_By", "Modified_By"})
 
 
@@ -168,11 +181,13 @@ def error(status: int, code: str, message: str, details: Mapping[str, Any] | Non
 
 
 def _ms(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
+    return round(moment.timestamp() * 1000)
 
 
 def _second(moment: datetime) -> datetime:
     """Zoho keeps times to the second."""
+    if moment.microsecond == 0 and moment.tzinfo is UTC:
+        return moment
     return moment.astimezone(UTC).replace(microsecond=0)
 
 
@@ -229,10 +244,14 @@ class _Module:
         return record
 
     def load(self, records: Sequence[Record]) -> None:
-        for record in records:
-            self.records[record.id] = record
-        for name in SORT_FIELDS:
-            self.index[name] = sorted(self.keys(r)[name] for r in self.records.values())
+        """Take copies of ``records`` (the emulator changes its own, never the dataset's)."""
+        for r in records:
+            created, modified = _second(r.created), _second(r.modified)
+            self.records[r.id] = Record(r.id, r.module, dict(r.values), created, modified, r.owner_id)
+        values = self.records.values()
+        self.index["id"] = sorted((r.id, r.id) for r in values)
+        self.index["Created_Time"] = sorted((_ms(r.created), r.id) for r in values)
+        self.index["Modified_Time"] = sorted((_ms(r.modified), r.id) for r in values)
         self.version += 1
 
 
@@ -258,13 +277,15 @@ class ZohoEmulator(Emulator):
         self.daily_quota: int | None = None
         self.concurrency: int | None = 20
         self.max_page_size = 200
+        self.discrete_limit = DISCRETE_LIMIT  # records reachable with ``page``
+        self.token_limit = TOKEN_LIMIT  # records reachable with ``page_token``
         self.ims_inclusive = False
         #: While cleared, calls wait on it (up to 5 s) after being admitted: a way to hold calls
         #: in flight and meet the concurrency limit.
         self.gate = threading.Event()
         self.gate.set()
-        self.users: dict[int, User] = {user.id: user for user in org.users}
-        self.current_user: User | None = next(iter(org.users), None)
+        self.users: dict[int, User] = {user.id: dataclasses.replace(user) for user in org.users}
+        self.current_user: User | None = next(iter(self.users.values()), None)
         self.modules: dict[str, _Module] = {name: _Module(name) for name in MODULES}
         for name, records in org.records.items():
             self.modules[name].load(records)
@@ -657,22 +678,22 @@ class ZohoEmulator(Emulator):
                     {"param_name": "page_token"},
                 )
             offset = token.offset
-            if offset >= TOKEN_LIMIT:
+            if offset >= self.token_limit:
                 raise error(
-                    400, "PAGINATION_LIMIT_EXCEEDED", "pagination limit exceeded", {"limit": TOKEN_LIMIT}
+                    400, "PAGINATION_LIMIT_EXCEEDED", "pagination limit exceeded", {"limit": self.token_limit}
                 )
-            limit = TOKEN_LIMIT
+            limit = self.token_limit
         else:
             page = self._positive(request, "page", 1)
             offset = (page - 1) * per_page
-            if offset >= DISCRETE_LIMIT:
+            if offset >= self.discrete_limit:
                 raise error(
                     400,
                     "DISCRETE_PAGINATION_LIMIT_EXCEEDED",
                     "You can only get the first 2000 records without using page_token param.",
-                    {"limit": DISCRETE_LIMIT},
+                    {"limit": self.discrete_limit},
                 )
-            limit = DISCRETE_LIMIT
+            limit = self.discrete_limit
         with self.lock:
             if ids_arg:
                 wanted_ids = {int(x) for x in ids_arg.split(",") if x.strip().isdigit()}
@@ -687,9 +708,8 @@ class ZohoEmulator(Emulator):
                 chosen = keys[max(total - end, 0) : total - offset][::-1] if offset < total else []
             data = [self._render(module.records[key[1]], fields) for key in chosen]
         if not data:
-            if since is not None:
-                return Response(304, b"")
-            return Response(204, b"")
+            # 304 when nothing was modified since the instant; 204 when there is nothing (more) to list
+            return Response(304 if since is not None and total == 0 else 204, b"")
         more = end < total
         next_token = None
         previous_token = None
@@ -750,7 +770,7 @@ class ZohoEmulator(Emulator):
         rows.sort(key=lambda d: (d.when, d.id), reverse=True)
         chosen = rows[(page - 1) * per_page : page * per_page]
         if not chosen:
-            return Response(304 if since is not None else 204, b"")
+            return Response(304 if since is not None and not rows else 204, b"")
         data = [
             {
                 "deleted_by": None if d.permanent or d.deleted_by is None else d.deleted_by.ref(email=False),
@@ -802,7 +822,7 @@ class ZohoEmulator(Emulator):
         page = self._positive(request, "page", 1)
         window = chosen[(page - 1) * per_page : page * per_page]
         if not window:
-            return Response(304 if since is not None else 204, b"")
+            return Response(304 if since is not None and not chosen else 204, b"")
         info = {
             "per_page": per_page,
             "count": len(window),
@@ -904,14 +924,14 @@ class ZohoEmulator(Emulator):
                 "data_type": data_type,
                 "json_type": {
                     "ownerlookup": "jsonobject",
+                    "lookup": "jsonobject",
                     "currency": "double",
                     "integer": "integer",
                     "boolean": "boolean",
                 }.get(data_type, "string"),
                 "id": str(field_id),
                 "custom_field": name == "LEADID",
-                "read_only": name
-                in ("Created_Time", "Modified_Time", "Created_By", "Modified_By", "Full_Name"),
+                "read_only": name in _READ_ONLY,
                 "pick_list_values": [],
             }
             if name == "Stage" and module == "Deals":

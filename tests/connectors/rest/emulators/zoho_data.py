@@ -10,8 +10,9 @@
   ``Type``, and the CSV's ``LEADID`` kept in a custom field ``LEADID`` (a string);
 - ``Leads.csv`` (3,900 rows) served as ``Leads``: ``Last_Name``, ``Full_Name``, ``Company``,
   ``Email``, ``Mobile``, ``Website``, ``Industry``, ``Lead_Source``, ``Lead_Status``, ``Owner``,
-  the CSV's LEADID in ``LEADID``, and conversion as Zoho reports it: ``Converted__s`` (boolean)
-  and ``Converted_Date_Time`` (the created time of the deal carrying the same LEADID, else null).
+  the CSV's LEADID in ``LEADID``, and conversion as Zoho reports it: ``Converted__s`` (boolean),
+  ``Converted_Deal`` (the lookup ``{name, id}`` of the deal carrying the same LEADID) and
+  ``Converted_Date_Time`` (that deal's created time); both null for a lead not converted.
 
 Times in the CSVs (``"15 Apr, 2021 00:02:00"``) are read as UTC. The export has no modified
 time, so ``Modified_Time`` starts equal to ``Created_Time`` (which makes many ties: 49 deals were
@@ -103,7 +104,7 @@ class User:
         return value
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
     """One record: its field values as Zoho renders them, but for id and the two timestamps."""
 
@@ -181,7 +182,7 @@ def zoho_org(folder: Path | None = None) -> Org:
         return by_name.get(name.strip().lower())
 
     deals: list[Record] = []
-    converted_at: dict[str, datetime] = {}
+    converted_to: dict[str, Record] = {}  # LEADID -> the deal the lead was converted to
     for index, row in enumerate(_read(folder / "Potentials.csv"), start=1):
         created = parse_time(row["Created Time"])
         closing = parse_date(row["Closing Date"])
@@ -204,7 +205,7 @@ def zoho_org(folder: Path | None = None) -> Org:
             )
         )
         if values["LEADID"]:
-            converted_at.setdefault(values["LEADID"], created)
+            converted_to.setdefault(values["LEADID"], deals[-1])
 
     leads: list[Record] = []
     for row in _read(folder / "Leads.csv"):
@@ -212,7 +213,7 @@ def zoho_org(folder: Path | None = None) -> Org:
         user = owner(row["Lead Owner"])
         lead_id = row["LEADID"].strip()
         converted = row["CONVERTED"].strip().lower() == "yes"
-        when = converted_at.get(lead_id) if converted else None
+        deal = converted_to.get(lead_id) if converted else None
         values = {
             "Last_Name": row["Last Name"],
             "Full_Name": row["Last Name"],
@@ -226,7 +227,9 @@ def zoho_org(folder: Path | None = None) -> Org:
             "Owner": user.ref() if user else None,
             "LEADID": lead_id,
             "Converted__s": converted,
-            "Converted_Date_Time": when,  # rendered in the org's time zone by the emulator
+            # rendered in the org's time zone by the emulator
+            "Converted_Date_Time": deal.created if deal else None,
+            "Converted_Deal": {"name": deal.values["Deal_Name"], "id": str(deal.id)} if deal else None,
         }
         leads.append(
             Record(
@@ -306,6 +309,7 @@ def synthetic(
             "LEADID": str(i + 1),
             "Converted__s": False,
             "Converted_Date_Time": None,
+            "Converted_Deal": None,
         }
         lead_records.append(
             Record(ID_BASE + _LEAD_OFFSET + 1 + i, "Leads", lead_values, created, created, user.id)
