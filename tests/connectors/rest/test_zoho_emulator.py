@@ -467,3 +467,43 @@ def test_synthetic_is_fast_and_pages_cheaply(clock: SimClock) -> None:
         body = client.get("/crm/v8/Deals", params={"fields": "Stage", "sort_by": "Modified_Time"}).json()
         assert body["info"]["count"] == 200
         assert body["info"]["more_records"] is True
+
+
+def test_page_tokens_stop_at_the_documented_limit(clock: SimClock) -> None:
+    emulator, client = serve(synthetic(700, leads=0), clock)
+    with emulator, client:
+        emulator.token_limit = 500  # 100,000 on Zoho; smaller here to reach it in three calls
+        body = client.get("/crm/v8/Deals", params={"fields": "Stage"}).json()
+        for _ in range(2):
+            token = body["info"]["next_page_token"]
+            body = client.get("/crm/v8/Deals", params={"fields": "Stage", "page_token": token}).json()
+        assert body["info"]["count"] == 100  # cut at the limit
+        assert body["info"]["more_records"] is True
+        refused = client.get(
+            "/crm/v8/Deals", params={"fields": "Stage", "page_token": body["info"]["next_page_token"]}
+        )
+        assert refused.status_code == 400
+        assert refused.json()["code"] == "PAGINATION_LIMIT_EXCEEDED"
+
+
+def test_a_refresh_token_keeps_thirty_access_tokens(clock: SimClock) -> None:
+    with (
+        ZohoEmulator(synthetic(3), clock=clock.now) as emulator,
+        httpx.Client(base_url=emulator.url) as client,
+    ):
+        emulator.token_refresh_limit = 100
+        params = {
+            "grant_type": "refresh_token",
+            "client_id": emulator.client_id,
+            "client_secret": emulator.client_secret,
+            "refresh_token": emulator.refresh_token,
+        }
+        tokens = [client.post("/oauth/v2/token", params=params).json()["access_token"] for _ in range(31)]
+
+        def status(token: str) -> int:
+            headers = {"Authorization": f"Zoho-oauthtoken {token}"}
+            return client.get("/crm/v8/users", params={"type": "AllUsers"}, headers=headers).status_code
+
+        assert status(tokens[0]) == 401
+        assert status(tokens[1]) == 200
+        assert status(tokens[30]) == 200

@@ -13,7 +13,8 @@ Records, Users and Settings APIs are the same in v7 and v8 but for the version i
   secret), ``{"error": "invalid_code"}`` (unknown refresh token),
   ``{"error": "unsupported_grant_type"}``. A refresh token mints at most ten access tokens in ten
   minutes; the eleventh is answered HTTP 400 ``{"error": "Access Denied", "error_description":
-  "You have made too many requests continuously. Please try again after some time."}``.
+  "You have made too many requests continuously. Please try again after some time."}``. A refresh
+  token has at most 30 live access tokens: the 31st revokes the oldest.
 - ``Authorization: Zoho-oauthtoken <access_token>`` on every CRM call. No such header: 401
   ``AUTHENTICATION_FAILURE``; an unknown or expired token: 401 ``INVALID_TOKEN`` ("invalid oauth
   token"). Error bodies are ``{"code", "details", "message", "status": "error"}``.
@@ -292,6 +293,8 @@ class ZohoEmulator(Emulator):
         self._ids = itertools.count(max([ID_BASE + 9_000_000, *self.all_ids()]) + 1)
         self._tokens: dict[str, datetime] = {}  # access token -> expiry
         self._minted: deque[datetime] = deque()
+        self._refreshed: deque[str] = deque()  # access tokens minted from the refresh token, oldest first
+        self.max_active_tokens = 30
         self._page_tokens: dict[str, _Token] = {}
         self._credits: deque[tuple[datetime, int]] = deque()
         self._credits_used = 0
@@ -516,6 +519,12 @@ class ZohoEmulator(Emulator):
                 )
             self._minted.append(now)
         token = self.issue_token()
+        with self.lock:
+            # a refresh token has at most 30 live access tokens: minting one more revokes the oldest
+            self._refreshed = deque(t for t in self._refreshed if self._tokens.get(t, now) > now)
+            self._refreshed.append(token)
+            while len(self._refreshed) > self.max_active_tokens:
+                self._tokens.pop(self._refreshed.popleft(), None)
         return Response(
             200,
             {
