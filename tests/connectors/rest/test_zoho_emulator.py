@@ -269,21 +269,48 @@ def test_page_tokens_past_two_thousand(clock: SimClock) -> None:
         assert eleventh.status_code == 200
         assert eleventh.json()["info"]["page"] == 11
         both = client.get("/crm/v8/Deals", params={"fields": "Stage", "page_token": token, "page": 11})
-        assert both.json()["code"] == "AMBIGUITY_DURING_PROCESSING"
+        assert both.status_code == 400
+        assert both.json() == {
+            "code": "AMBIGUITY_DURING_PROCESSING",
+            "details": {"ambiguity_due_to": [{"param_name": "page"}, {"param_name": "page_token"}]},
+            "message": "Ambiguity while processing the request",
+            "status": "error",
+        }
         altered = client.get("/crm/v8/Deals", params={"fields": "Stage,Amount", "page_token": token})
-        assert altered.json()["code"] == "TOKEN_BOUND_DATA_MISMATCH"
+        assert altered.json() == {
+            "code": "TOKEN_BOUND_DATA_MISMATCH",
+            "details": {"param_name": "page_token"},
+            "message": "The page_token given seems to be invalid or input param is added or altered or "
+            "deleted",
+            "status": "error",
+        }
         other = httpx.get(
             f"{emulator.url}/crm/v8/Deals",
             params={"fields": "Stage", "page_token": token},
             headers={"Authorization": f"Zoho-oauthtoken {emulator.issue_token()}"},
         )
-        assert other.json()["code"] == "INVALID_DATA"
+        assert other.json()["code"] == "INVALID_DATA"  # page tokens belong to the user who got them
         everything = walk(client, "/crm/v8/Deals", fields="Stage", sort_by="Created_Time", sort_order="asc")
         assert len({r["id"] for r in everything}) == 2_450
-        clock.advance(24 * 3600 + 1)
-        client.headers["Authorization"] = f"Zoho-oauthtoken {emulator.issue_token()}"
-        stale = client.get("/crm/v8/Deals", params={"fields": "Stage", "page_token": token})
-        assert stale.json()["code"] in ("EXPIRED_VALUE", "INVALID_DATA")
+
+
+def test_page_tokens_expire_after_a_day(deals450: tuple[ZohoEmulator, httpx.Client], clock: SimClock) -> None:
+    emulator, client = deals450
+    emulator.token_ttl = 3 * 24 * 3600  # an access token that outlives the page token
+    client.headers["Authorization"] = f"Zoho-oauthtoken {emulator.issue_token()}"
+    params: dict[str, str | int] = {"fields": "Stage", "per_page": 100}
+    token = client.get("/crm/v8/Deals", params=params).json()["info"]["next_page_token"]
+    clock.advance(24 * 3600 - 1)
+    assert client.get("/crm/v8/Deals", params={**params, "page_token": token}).status_code == 200
+    clock.advance(1)
+    stale = client.get("/crm/v8/Deals", params={**params, "page_token": token})
+    assert stale.status_code == 400
+    assert stale.json() == {
+        "code": "EXPIRED_VALUE",
+        "details": {"api_name": "page_token", "json_path": "$.query.page_token"},
+        "message": "Page token expired",
+        "status": "error",
+    }
 
 
 def test_modified_time_order_breaks_ties_by_id(deals450: tuple[ZohoEmulator, httpx.Client]) -> None:
@@ -359,7 +386,8 @@ def test_deleted_records(deals450: tuple[ZohoEmulator, httpx.Client]) -> None:
     ).json()
     assert [r["id"] for r in later["data"]] == [ids[2], ids[1]]
     assert (
-        client.get("/crm/v8/Deals/deleted", params={"type": "gone"}).json()["code"] == "PATTERN_NOT_MATCHED"
+        client.get("/crm/v8/Deals/deleted", params={"type": "gone"}).json()["data"][0]["code"]
+        == "PATTERN_NOT_MATCHED"
     )
     remaining = walk(client, "/crm/v8/Deals", fields="Stage")
     assert len(remaining) == 447

@@ -483,12 +483,22 @@ class ZohoEmulator(Emulator):
                 return self._fields(request)
         if head in MODULES and len(parts) == 1:
             return self._records(request, self.modules[head])
-        if head in MODULES and len(parts) == 2 and parts[1] == "deleted":
+        if len(parts) == 2 and parts[1] == "deleted":
+            if head not in MODULES:
+                body = error(
+                    400,
+                    "INVALID_MODULE",
+                    "the module name given seems to be invalid",
+                    {"resource_path_index": 0},
+                ).response.body
+                raise Reply(400, {"data": [body]})
             return self._deleted(request, self.modules[head])
         if head in MODULES and len(parts) == 2 and parts[1].isdigit():
             return self._one(request, self.modules[head], int(parts[1]))
         if len(parts) <= 2 and head[:1].isupper():
-            raise error(400, "INVALID_MODULE", "the module name given seems to be invalid", {})
+            raise error(
+                400, "INVALID_MODULE", "the module name given seems to be invalid", {"resource_path_index": 0}
+            )
         raise error(404, "INVALID_URL_PATTERN", "Please check if the URL trying to access is a correct one")
 
     # -- OAuth ----------------------------------------------------------------------------------
@@ -595,7 +605,7 @@ class ZohoEmulator(Emulator):
                 400,
                 "INVALID_DATA",
                 "invalid data",
-                {"param_name": "per_page", "maximum_length": self.max_page_size},
+                {"param_name": "per_page"},
             )
         return per_page
 
@@ -664,8 +674,8 @@ class ZohoEmulator(Emulator):
             raise error(
                 400,
                 "AMBIGUITY_DURING_PROCESSING",
-                "ambiguity while processing the request",
-                {"ambiguity_due_to": ["page", "page_token"]},
+                "Ambiguity while processing the request",
+                {"ambiguity_due_to": [{"param_name": "page"}, {"param_name": "page_token"}]},
             )
         access = request.headers.get("authorization", "").partition(" ")[2].strip()
         bound = (module.name, tuple(fields), sort_by, sort_order, per_page, since, converted, ids_arg)
@@ -678,18 +688,26 @@ class ZohoEmulator(Emulator):
                     400, "INVALID_DATA", "the token given seems to be invalid", {"param_name": "page_token"}
                 )
             if token.expires <= now:
-                raise error(400, "EXPIRED_VALUE", "the token given has expired", {"param_name": "page_token"})
+                raise error(
+                    400,
+                    "EXPIRED_VALUE",
+                    "Page token expired",
+                    {"api_name": "page_token", "json_path": "$.query.page_token"},
+                )
             if token.bound != bound:
                 raise error(
                     400,
                     "TOKEN_BOUND_DATA_MISMATCH",
-                    "the page_token given seems to be invalid or input param is added, altered, or deleted",
+                    "The page_token given seems to be invalid or input param is added or altered or deleted",
                     {"param_name": "page_token"},
                 )
             offset = token.offset
             if offset >= self.token_limit:
                 raise error(
-                    400, "PAGINATION_LIMIT_EXCEEDED", "pagination limit exceeded", {"limit": self.token_limit}
+                    400,
+                    "PAGINATION_LIMIT_EXCEEDED",
+                    "pagination limit exceeded",
+                    {"param_name": "page_token"},
                 )
             limit = self.token_limit
         else:
@@ -760,12 +778,14 @@ class ZohoEmulator(Emulator):
     def _deleted(self, request: Request, module: _Module) -> Response:
         kind = request.arg("type") or "all"
         if kind not in ("all", "recycle", "permanent"):
-            raise error(
+            # the errors of this endpoint come inside "data", as its schema documents them
+            body = error(
                 400,
                 "PATTERN_NOT_MATCHED",
                 "Please check whether the input values are correct",
                 {"param_name": "type"},
-            )
+            ).response.body
+            raise Reply(400, {"data": [body]})
         per_page = self._per_page(request)
         page = self._positive(request, "page", 1)
         since = self._since(request)
