@@ -407,6 +407,20 @@ def test_users(sample: Org, clock: SimClock) -> None:
         assert david["id"] not in {u["id"] for u in active}
         inactive = client.get("/crm/v8/users", params={"type": "DeactiveUsers"}).json()["users"]
         assert [u["id"] for u in inactive] == [david["id"]]
+        admins = client.get("/crm/v8/users", params={"type": "AdminUsers"}).json()["users"]
+        assert [(u["full_name"], u["profile"]["name"]) for u in admins] == [
+            ("Rozario Diego", "Administrator")
+        ]
+        chosen = client.get("/crm/v8/users", params={"ids": f"{david['id']},{admins[0]['id']}"}).json()
+        assert sorted(u["full_name"] for u in chosen["users"]) == ["David Love", "Rozario Diego"]
+        changed = client.get(
+            "/crm/v8/users",
+            params={"type": "AllUsers"},
+            headers={"If-Modified-Since": "2025-01-01T00:00:00Z"},
+        ).json()["users"]
+        assert [u["id"] for u in changed] == [david["id"]]
+        bad = client.get("/crm/v8/users", params={"type": "Everyone"})
+        assert (bad.status_code, bad.json()["details"]) == (400, {"param_name": "type"})
 
 
 def test_pipeline_and_stage_picklist(deals450: tuple[ZohoEmulator, httpx.Client]) -> None:

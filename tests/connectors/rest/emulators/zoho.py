@@ -37,9 +37,12 @@ Records, Users and Settings APIs are the same in v7 and v8 but for the version i
   (else 400 ``PATTERN_NOT_MATCHED``), ``page``, ``per_page`` and ``If-Modified-Since`` (on the
   deletion time): ``{"data": [{"deleted_by", "id", "display_name", "type", "created_by",
   "deleted_time"}], "info": {per_page, count, page, more_records}}``, newest deletion first; a
-  permanently deleted record has null names, as in the documented sample. 2 credits a call.
+  permanently deleted record has null names, as in the documented sample. 2 credits a call. This
+  endpoint's errors come inside ``{"data": [...]}``, as its schema in Zoho's OpenAPI description
+  has them.
 - ``GET /crm/v8/users?type=AllUsers|ActiveUsers|DeactiveUsers|AdminUsers|CurrentUser|...`` with
-  ``page``/``per_page``: ``{"users": [...], "info": {...}}``; ``GET /crm/v8/users/{id}``.
+  ``page``/``per_page``, ``ids`` and ``If-Modified-Since``: ``{"users": [...], "info": {per_page,
+  count, page, more_records}}``, users in id order; ``GET /crm/v8/users/{id}``.
 - ``GET /crm/v8/settings/layouts?module=Deals``, ``GET /crm/v8/settings/pipeline?layout_id=``
   (``layout_id`` mandatory, as documented) and ``GET /crm/v8/settings/fields?module=Deals|Leads``
   (the ``Stage`` picklist with ``pick_list_values`` carrying ``probability`` and
@@ -62,6 +65,12 @@ changed while a client pages move under it; a ``per_page`` above the maximum is 
 ``INVALID_DATA``; fields that the module does not have are left out of the records; the 2,000
 limit is on where a page starts, and a page is cut at the 2,000th record; ``info.page`` of a
 token page counts pages from the first.
+
+Error ``details`` follow the schemas of Zoho's OpenAPI description of v8 (records, deleted records
+and users): ``{"param_name"}`` for invalid data, ``{"param_name", "supported_values"}`` for a bad
+``sort_by``, ``{"resource_path_index": 0}`` for an unknown module, ``{"api_name": "page_token",
+"json_path": "$.query.page_token"}`` for an expired token, ``{"ambiguity_due_to": [{"param_name":
+"page"}, {"param_name": "page_token"}]}``.
 
 Followed:
 https://www.zoho.com/crm/developer/docs/api/v8/get-records.html (v7 text),
@@ -846,7 +855,12 @@ class ZohoEmulator(Emulator):
         if test is None:
             raise error(400, "INVALID_DATA", "invalid data", {"param_name": "type"})
         since = self._since(request)
-        chosen = [u for u in users if test(u) and (since is None or u.modified > since)]
+        ids = {x.strip() for x in (request.arg("ids") or "").split(",") if x.strip()}
+        chosen = [
+            u
+            for u in users
+            if test(u) and (since is None or u.modified > since) and (not ids or str(u.id) in ids)
+        ]
         per_page = self._per_page(request)
         page = self._positive(request, "page", 1)
         window = chosen[(page - 1) * per_page : page * per_page]

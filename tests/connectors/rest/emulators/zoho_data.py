@@ -2,7 +2,8 @@
 
 :func:`zoho_org` reads ``../shared/data/zoho_crm_sample`` (or ``$CRM_DATA_DIR/zoho_crm_sample``):
 
-- ``Users.csv`` (11 users; the full name is in "Last Name", "First Name" is empty);
+- ``Users.csv`` (11 users; the full name is in "Last Name", "First Name" is empty; the first user
+  is taken for the org's administrator, which the export does not name);
 - ``Potentials.csv`` (3,632 rows) served as the ``Deals`` module ("Potentials" is the module's
   old name): ``Deal_Name``, ``Owner`` ``{name, id, email}`` (the user whose full name matches
   "Potential Owner", case-insensitive), ``Amount`` and ``Expected_Revenue`` as numbers (from
@@ -176,6 +177,7 @@ def zoho_org(folder: Path | None = None) -> Org:
         )
         for row in _read(folder / "Users.csv")
     ]
+    users[0].admin = True  # every org has an administrator; the export does not say who: the first user
     by_name = {user.full_name.lower(): user for user in users}
 
     def owner(name: str) -> User | None:
