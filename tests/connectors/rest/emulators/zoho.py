@@ -3,15 +3,17 @@
 Put ``emulator.url`` in place of both ``https://www.zohoapis.com`` (the ``api_domain``) and
 ``https://accounts.zoho.com`` (every data centre's accounts server has the same token path).
 
-Served, after the vendor's documentation (the v7 pages where the v8 page was not at hand; the
-Records, Users and Settings APIs are the same in v7 and v8 but for the version in the path):
+Served, after the vendor's documentation (the v7 pages, as the v8 ones were not at hand, read with
+the schemas of Zoho's OpenAPI description of v8; the Records, Users and Settings APIs are the
+same in v7 and v8 but for the version in the path):
 
 - ``POST /oauth/v2/token`` with ``grant_type=refresh_token``, ``client_id``, ``client_secret``,
   ``refresh_token`` (in the query string, as documented, or a form body) ->
-  ``{"access_token", "api_domain", "token_type": "Bearer", "expires_in": 3600}``. Errors come with
-  HTTP 200, as Zoho Accounts answers them: ``{"error": "invalid_client"}`` (unknown client id or
-  secret), ``{"error": "invalid_code"}`` (unknown refresh token),
-  ``{"error": "unsupported_grant_type"}``. A refresh token mints at most ten access tokens in ten
+  ``{"access_token", "api_domain", "token_type": "Bearer", "expires_in": 3600}``. The pages
+  followed do not list the error bodies; these are the ones Zoho Accounts sends, with HTTP 200:
+  ``{"error": "invalid_client"}`` (unknown client id or secret), ``{"error": "invalid_code"}``
+  (unknown refresh token), ``{"error": "unsupported_grant_type"}``. A refresh token mints at most
+  ten access tokens in ten
   minutes; the eleventh is answered HTTP 400 ``{"error": "Access Denied", "error_description":
   "You have made too many requests continuously. Please try again after some time."}``. A refresh
   token has at most 30 live access tokens: the 31st revokes the oldest.
@@ -28,8 +30,10 @@ Records, Users and Settings APIs are the same in v7 and v8 but for the version i
   with ``page`` too: 400 ``AMBIGUITY_DURING_PROCESSING``), ``sort_by`` ``id`` (default),
   ``Created_Time`` or ``Modified_Time``, ``sort_order`` ``desc`` (default) or ``asc``, ``ids``,
   and for Leads ``converted`` (``false`` by default: converted leads are left out unless
-  ``true`` or ``both`` is asked). ``If-Modified-Since`` (ISO 8601 with an offset) keeps records
-  modified after that instant; when none is, the answer is 304 with no body. An empty result
+  ``true`` or ``both`` is asked; a converted lead has ``Converted__s``, ``Converted_Date_Time`` and
+  the lookup ``Converted_Deal``, as the Leads field metadata lists them). ``If-Modified-Since``
+  (ISO 8601 with an offset) keeps records modified after that instant; when none is, the answer
+  is 304 with no body. An empty result
   without the header is 204 with no body. ``info`` carries ``per_page, count, page, sort_by,
   sort_order, more_records, next_page_token, previous_page_token, page_token_expiry``.
   ``GET /crm/v8/{module}/{id}`` returns the one record (all fields), 204 when there is none.
@@ -73,14 +77,17 @@ and users): ``{"param_name"}`` for invalid data, ``{"param_name", "supported_val
 "page"}, {"param_name": "page_token"}]}``.
 
 Followed:
-https://www.zoho.com/crm/developer/docs/api/v8/get-records.html (v7 text),
-https://www.zoho.com/crm/developer/docs/api/v8/get-deleted-records.html (v7 text),
-https://www.zoho.com/crm/developer/docs/api/v8/get-users.html (v7 text),
-https://www.zoho.com/crm/developer/docs/api/v8/get-pipelines.html (v7 text),
-https://www.zoho.com/crm/developer/docs/api/v8/field-meta.html (v7 text),
-https://www.zoho.com/crm/developer/docs/api/v8/api-limits.html,
-https://www.zoho.com/accounts/protocol/oauth/web-apps/access-token-expiry.html,
-https://www.zoho.com/crm/developer/docs/api/v8/refresh.html.
+https://www.zoho.com/crm/developer/docs/api/v7/get-records.html,
+https://www.zoho.com/crm/developer/docs/api/v7/get-deleted-records.html,
+https://www.zoho.com/crm/developer/docs/api/v7/get-users.html,
+https://www.zoho.com/crm/developer/docs/api/v7/get-pipelines.html,
+https://www.zoho.com/crm/developer/docs/api/v7/field-meta.html,
+https://www.zoho.com/crm/developer/docs/api/v4/api-limits.html (credits; concurrency and the
+429 message as the v8 page has them),
+https://www.zoho.com/accounts/protocol/oauth/web-apps/access-token-expiry.html (ten tokens in
+ten minutes), https://www.zoho.com/pdfeditor/help/api/oauth-step4.html (30 live access tokens
+per refresh token), and the operations getRecords, getDeletedRecords and getUsers of Zoho's
+OpenAPI description of v8.
 
 Data changes from the test's thread: :meth:`ZohoEmulator.create`, :meth:`update`,
 :meth:`delete` (``permanent=`` for a record gone past the recycle bin), :meth:`deactivate_user`,
