@@ -549,3 +549,21 @@ def test_a_refresh_token_keeps_thirty_access_tokens(clock: SimClock) -> None:
         assert status(tokens[0]) == 401
         assert status(tokens[1]) == 200
         assert status(tokens[30]) == 200
+
+
+def test_one_record_and_ids(deals450: tuple[ZohoEmulator, httpx.Client]) -> None:
+    _, client = deals450
+    ids = [
+        r["id"] for r in client.get("/crm/v8/Deals", params={"fields": "Stage", "per_page": 3}).json()["data"]
+    ]
+    one = client.get(f"/crm/v8/Deals/{ids[1]}").json()["data"]
+    assert [r["id"] for r in one] == [ids[1]]
+    assert {"Deal_Name", "Owner", "Amount", "Stage", "Closing_Date", "Created_Time", "Modified_Time"} <= set(
+        one[0]
+    )
+    assert client.get("/crm/v8/Deals/4150868000000000001").status_code == 204
+    chosen = client.get("/crm/v8/Deals", params={"fields": "Amount", "ids": f"{ids[2]},{ids[0]}"}).json()[
+        "data"
+    ]
+    assert [r["id"] for r in chosen] == [ids[0], ids[2]]
+    assert set(chosen[0]) == {"Amount", "id"}
