@@ -74,6 +74,9 @@ class RestSettings(ConnectorSettings):
         default=None, description="the zone of date-times the API writes without one (default: the spec's)"
     )
     streams: dict[str, StreamSettings] = Field(default_factory=dict)
+    requests_per_second: float | None = Field(
+        default=None, ge=0, description="replaces the spec's pacing (a plan with a higher limit); 0: none"
+    )
 
     @field_validator("spec")
     @classmethod
@@ -141,7 +144,13 @@ class RestConnector(Connector[RestSettings]):
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         super().__init__(settings, context)
-        self.spec = load_spec(settings.spec)
+        spec = load_spec(settings.spec)
+        if settings.requests_per_second is not None:
+            pace = settings.requests_per_second or None
+            spec = spec.model_copy(
+                update={"limits": spec.limits.model_copy(update={"requests_per_second": pace})}
+            )
+        self.spec = spec
         self.zone = check_zone(settings.timezone or self.spec.timezone)
         self.sleep = sleep
         self.transport = transport
@@ -370,8 +379,8 @@ class RestConnector(Connector[RestSettings]):
         (``None`` after the last one). ``position`` resumes from a checkpoint."""
         client = self.client()
         render = self._compiled(request, what)
-        select = compile_path(records, f"{what}: records")
-        nested = compile_path(each, f"{what}: each") if each else None
+        select = self._path(records, f"{what}: records", variables)
+        nested = self._path(each, f"{what}: each", variables) if each else None
         next_of = compile_path(pagination.next, f"{what}: pagination.next") if pagination.next else None
         last_of = (
             compile_path(pagination.last_id, f"{what}: pagination.last_id") if pagination.last_id else None
@@ -535,6 +544,13 @@ class RestConnector(Connector[RestSettings]):
 
         return render
 
+    @staticmethod
+    def _path(expression: str, where: str, variables: Variables) -> Callable[[Any], Any]:
+        """A JMESPath expression, rendered first when it is a template (a field id found by label)."""
+        if "{{" in expression:
+            expression = str(compile_template(expression, where)(variables))
+        return compile_path(expression, where)
+
     def _enabled(self, name: str) -> bool:
         override = self.settings.streams.get(name)
         return override is None or override.enabled
@@ -570,7 +586,10 @@ def _resolve_inputs(spec: Spec, given: Mapping[str, Any]) -> dict[str, Any]:
         raise ConnectorConfigError("inputs: " + "; ".join(problems))
     resolved: dict[str, Any] = {}
     for key, definition in spec.inputs.items():
-        if given.get(key) is not None:
+        if isinstance(given.get(key), dict) and isinstance(definition.default, dict):
+            # A table of labels given in part keeps the spec's defaults for the rest.
+            resolved[key] = {**definition.default, **given[key]}
+        elif given.get(key) is not None:
             resolved[key] = given[key]
         elif definition.default is not None:
             resolved[key] = compile_template(definition.default, f"inputs.{key}.default")(

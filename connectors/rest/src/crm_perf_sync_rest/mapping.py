@@ -216,6 +216,8 @@ def compile_field(
     Raises :class:`SkippableRecordError` for a value that cannot be read (or a required one that
     is missing), naming the field and the value.
     """
+    if spec.timezone is not None:
+        zone = check_zone(spec.timezone)
     if "value" in spec.model_fields_set:
         constant = spec.value
         if constant is None:
@@ -357,7 +359,10 @@ class RecordMapper:
                 custom[key] = get(record)
             out["custom"] = custom
         if self.keep_raw and isinstance(record, dict):
-            out["raw"] = record
+            # A record found inside another (each:) keeps its own payload, not its parent's.
+            out["raw"] = (
+                {k: v for k, v in record.items() if k != "_parent"} if "_parent" in record else record
+            )
         if "external_id" in out:
             out["external_id"] = str(out["external_id"])
         try:

@@ -86,6 +86,8 @@ def _environment() -> ImmutableSandboxedEnvironment:
         epoch_s=epoch_s,
         http_date=http_date,
         strftime=strftime,
+        in_zone=in_zone,
+        local=local,
     )
     return env
 
