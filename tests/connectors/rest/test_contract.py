@@ -10,6 +10,11 @@ import pytest
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.testing import ConnectorContract
 from crm_perf_sync_rest.connector import RestConnector
+from tests.connectors.rest.emulators import huoban_data, jiandaoyun_data, pipedrive_data, zoho_data
+from tests.connectors.rest.emulators.huoban import HuobanEmulator
+from tests.connectors.rest.emulators.jiandaoyun import JiandaoyunEmulator
+from tests.connectors.rest.emulators.pipedrive import PipedriveEmulator
+from tests.connectors.rest.emulators.zoho import ZohoEmulator
 from tests.connectors.rest.support import TOY_SPEC
 from tests.connectors.rest.toy import API_KEY, ToyCrm
 
@@ -27,3 +32,103 @@ class TestToySpecContract(ConnectorContract):
         with ToyCrm(utc_now) as toy:
             toy.add(23)
             yield {"spec": str(TOY_SPEC), "base_url": toy.url, "inputs": {"api_key": API_KEY}}
+
+
+class TestJiandaoyunContract(ConnectorContract):
+    """简道云: a synthetic 商机 form, its departments and members."""
+
+    connector_class = RestConnector
+    kind = "rest"
+    expected_streams = ("pipeline_stages", "teams", "owners", "opportunities")
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_settings(cls) -> Iterator[Mapping[str, Any]]:
+        with JiandaoyunEmulator(jiandaoyun_data.synthetic(250), record=False) as emulator:
+            yield {
+                "spec": "jiandaoyun",
+                "base_url": emulator.url,
+                "requests_per_second": 0,
+                "inputs": {
+                    "api_key": emulator.api_key,
+                    "app_id": emulator.app_id,
+                    "entry_id": emulator.entry_id,
+                    "labels": {"name": "商机编号", "created": "接洽日期"},
+                },
+            }
+
+
+class TestHuobanContract(ConnectorContract):
+    """伙伴云: a synthetic 商机 table, owners from its user field."""
+
+    connector_class = RestConnector
+    kind = "rest"
+    expected_streams = ("pipeline_stages", "owners", "opportunities")
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_settings(cls) -> Iterator[Mapping[str, Any]]:
+        with HuobanEmulator(huoban_data.synthetic(250), record=False) as emulator:
+            yield {
+                "spec": "huoban",
+                "base_url": emulator.url,
+                "requests_per_second": 0,
+                "inputs": {
+                    "api_key": emulator.api_key,
+                    "table_id": emulator.table_id,
+                    "labels": {"name": "商机编号", "created": "接洽日期"},
+                },
+            }
+
+
+class TestPipedriveContract(ConnectorContract):
+    """Pipedrive: the Zoho sample as a company (deals, leads, users, stages), limits as documented."""
+
+    connector_class = RestConnector
+    kind = "rest"
+    expected_streams = (
+        "owners",
+        "pipeline_stages",
+        "leads",
+        "archived_leads",
+        "opportunities",
+        "archived_opportunities",
+    )
+    # No deal of the sample is archived.
+    empty_streams = frozenset({"archived_opportunities"})
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_settings(cls) -> Iterator[Mapping[str, Any]]:
+        with PipedriveEmulator(pipedrive_data.zoho_company(), record=False) as emulator:
+            emulator.rate_limit = None  # the suite checks records, not pacing (the framework tests do)
+            emulator.daily_quota = None
+            yield {
+                "spec": "pipedrive",
+                "base_url": emulator.url,
+                "inputs": {"api_token": emulator.api_token, "company_domain": "finepick"},
+            }
+
+
+class TestZohoCrmContract(ConnectorContract):
+    """Zoho CRM: a synthetic org of deals, leads and users, through OAuth."""
+
+    connector_class = RestConnector
+    kind = "rest"
+    expected_streams = ("pipeline_stages", "owners", "leads", "opportunities")
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_settings(cls) -> Iterator[Mapping[str, Any]]:
+        with ZohoEmulator(zoho_data.synthetic(450), record=False) as emulator:
+            yield {
+                "spec": "zoho_crm",
+                "base_url": emulator.url,
+                "inputs": {
+                    "client_id": emulator.client_id,
+                    "client_secret": emulator.client_secret,
+                    "refresh_token": emulator.refresh_token,
+                    "accounts_url": emulator.url,
+                    "org_id": "20095123",
+                },
+            }
