@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -31,7 +32,7 @@ from crm_perf_sync.connector_sdk import (
     parse_records,
 )
 from crm_perf_sync.connector_sdk.mapping import StageTable
-from crm_perf_sync_rest.client import Client, Prepared
+from crm_perf_sync_rest.client import Answer, Client, Prepared
 from crm_perf_sync_rest.mapping import RecordMapper, check_zone, compile_path, parse_time
 from crm_perf_sync_rest.spec import (
     FieldSpec,
@@ -396,14 +397,42 @@ class RestConnector(Connector[RestSettings]):
             "url": None,
         }
         page.update(position or {})
-        pages = 0
-        while True:
-            prepared = render({**variables, "page": dict(page)})
-            if page["url"] is not None:
+
+        def fetch(where: Mapping[str, Any]) -> Answer:
+            prepared = render({**variables, "page": dict(where)})
+            if where["url"] is not None:
                 prepared = Prepared(
-                    prepared.method, page["url"], {}, prepared.headers, prepared.body, prepared.form
+                    prepared.method, where["url"], {}, prepared.headers, prepared.body, prepared.form
                 )
-            answer = client.send(prepared, what)
+            return client.send(prepared, what)
+
+        # The next page is asked for while this one is mapped and stored: waiting on the network
+        # overlaps the work. One request at a time all the same, in order, as the limits want.
+        ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rest-{self.context.connection_id}")
+        try:
+            yield from self._walk(
+                ahead, fetch, page, pagination, select, nested, next_of, last_of, more_of, total_of
+            )
+        finally:
+            ahead.shutdown(wait=True, cancel_futures=True)
+
+    def _walk(
+        self,
+        ahead: ThreadPoolExecutor,
+        fetch: Callable[[Mapping[str, Any]], Answer],
+        page: dict[str, Any],
+        pagination: Pagination,
+        select: Callable[[Any], Any],
+        nested: Callable[[Any], Any] | None,
+        next_of: Callable[[Any], Any] | None,
+        last_of: Callable[[Any], Any] | None,
+        more_of: Callable[[Any], Any] | None,
+        total_of: Callable[[Any], Any] | None,
+    ) -> Iterator[tuple[list[Any], dict[str, Any] | None]]:
+        pages = 0
+        pending: Future[Answer] = ahead.submit(fetch, dict(page))
+        while True:
+            answer = pending.result()
             pages += 1
             body = answer.body
             items = select(body) if body is not None else None
@@ -433,11 +462,13 @@ class RestConnector(Connector[RestSettings]):
                     ended = True
             if pagination.max_pages is not None and pages >= pagination.max_pages:
                 ended = True
+            if not ended:
+                assert following is not None
+                page.update(following)
+                pending = ahead.submit(fetch, dict(page))
             yield items, (None if ended else following)
             if ended:
                 return
-            assert following is not None
-            page.update(following)
 
     @staticmethod
     def _following(

@@ -30,10 +30,11 @@ from crm_perf_sync.connector_sdk import (
 from crm_perf_sync.connector_sdk.mapping import StageClassifier
 from crm_perf_sync.connector_sdk.records import RECORD_TYPES
 from crm_perf_sync_rest.spec import FieldSpec, Stream
-from crm_perf_sync_rest.templates import Table, Variables, compile_template
+from crm_perf_sync_rest.templates import Table, Variables, compile_template, template_names
 
 Getter = Callable[[Any], Any]
 
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: Canonical fields and the type their value is read as; anything else is text.
@@ -187,16 +188,17 @@ def _reader(kind: str, spec: FieldSpec, zone: ZoneInfo, where: str) -> Callable[
         as_time = _reader("datetime", spec, zone, where)
         return lambda value: as_time(value).isoformat()
 
-    def text(value: Any) -> str:
-        if isinstance(value, str):
-            return value.strip()
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, int | float | Decimal):
-            return str(value)
-        raise ValueError(f"is a {type(value).__name__}, not text (point the path at one of its fields)")
+    return _text
 
-    return text
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | Decimal):
+        return str(value)
+    raise ValueError(f"is a {type(value).__name__}, not text (point the path at one of its fields)")
 
 
 def _empty(value: Any) -> bool:
@@ -234,14 +236,52 @@ def compile_field(
         assert spec.template is not None
         render = compile_template(spec.template, f"{where}.template")
         shown = spec.template
+        if "record" not in template_names(spec.template):
+            # Built from the inputs alone ("{{ inputs.currency }}"): the same for every record.
+            fixed = render(variables)
 
-        def source(record: Any) -> Any:
-            return render({**variables, "record": record})
+            def source(record: Any) -> Any:  # noqa: ARG001 - the getters' signature
+                return fixed
+
+        else:
+
+            def source(record: Any) -> Any:
+                return render({**variables, "record": record})
 
     mapping = {(k.casefold() if spec.ignore_case else k): v for k, v in spec.map.items()}
     table = lookups[spec.lookup] if spec.lookup is not None else None
     read = _reader(kind, spec, zone, where)
     field = where.rsplit(".", 1)[-1]
+
+    if not mapping and table is None and not spec.required:
+        # Most fields: a value read as its type, nothing to translate. The commonest of all, a
+        # top-level key holding text, is read inline: a sync maps millions of records.
+        key = shown if spec.path is not None and _KEY.match(shown) else None
+        if key is not None and read is _text:
+
+            def plain_text(record: Any) -> Any:
+                value = record.get(key) if type(record) is dict else None
+                if type(value) is str:
+                    return value.strip() or None
+                if value is None or value == [] or value == {}:
+                    return None
+                try:
+                    return _text(value)
+                except ValueError as exc:
+                    raise SkippableRecordError(f"{field}: {value!r} {exc} ({shown})", field=field) from None
+
+            return plain_text
+
+        def plain(record: Any) -> Any:
+            value = source(record)
+            if value is None or value == "" or value == [] or value == {}:
+                return None
+            try:
+                return read(value)
+            except ValueError as exc:
+                raise SkippableRecordError(f"{field}: {value!r} {exc} ({shown})", field=field) from None
+
+        return plain
 
     def get(record: Any) -> Any:
         value = source(record)

@@ -20,6 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import jinja2
+from jinja2 import meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from crm_perf_sync.connector_sdk import ConnectorConfigError
@@ -153,6 +154,14 @@ def _run(render: Callable[[], Any], where: str) -> Any:
     if isinstance(value, jinja2.Undefined):
         return None
     return value
+
+
+def template_names(text: str) -> set[str]:
+    """The variables a template reads (``record``, ``inputs`` ...)."""
+    try:
+        return set(meta.find_undeclared_variables(ENV.parse(text)))
+    except jinja2.TemplateSyntaxError:
+        return set()
 
 
 class Table(Mapping[str, Any]):
