@@ -63,6 +63,11 @@ DETAILS: dict[str, tuple[tuple[str, str], ...]] = {
         ("ceiling_one_process", "ceiling in one process (the GIL serialises the interpreter's share)"),
     ),
     "sync-hubspot": (("floor_seconds", "floor (s)"), ("rss_large_mb", "RSS (MB)")),
+    "sync-rest": (
+        ("floor_seconds", "floor (s)"),
+        ("sync_rate", "sync (records/s)"),
+        ("rss_large_mb", "RSS (MB)"),
+    ),
     "analyst-pandas": (("engine_seconds", "engine (s)"), ("values_checked", "agreed")),
 }
 

@@ -24,6 +24,7 @@ from bench.harness import Result, database, in_child
 from bench.kpi_full import kpi_full
 from bench.kpi_incremental import kpi_incremental
 from bench.sync_hubspot import sync_hubspot
+from bench.sync_rest import sync_rest
 from bench.sync_salesforce import sync_salesforce
 from bench.webhooks import webhooks
 
@@ -154,6 +155,7 @@ SCENARIOS: dict[str, Callable[[str, list[str], Path], Iterator[Result]]] = {
     "kpi-full": kpi_full,
     "kpi-incremental": kpi_incremental,
     "sync-hubspot": sync_hubspot,
+    "sync-rest": sync_rest,
     "sync-salesforce": sync_salesforce,
     "upsert": upsert,
     "webhooks": webhooks,
