@@ -154,6 +154,12 @@ class Client:
                     continue
             if not isinstance(failure, RetriableError):
                 raise failure
+            if failure.retry_after is not None and failure.retry_after > self.limits.max_wait.total_seconds():
+                # Hours, not seconds: a budget is spent. The run stops; the next one resumes.
+                raise QuotaExhaustedError(
+                    f"{failure} (the server asks to wait {failure.retry_after:.0f} s)",
+                    resume_after=failure.retry_after,
+                )
             attempt += 1
             if attempt >= self.max_attempts:
                 raise failure
@@ -346,7 +352,9 @@ class Client:
         ttl = _number(body.get("expires_in")) if isinstance(body, dict) else None
         lifetime = timedelta(seconds=ttl) if ttl else oauth.default_ttl
         self._token = str(token)
-        self._token_expires = now + lifetime - oauth.renew_before
+        # Renewed a little before it runs out, but never so early that a short-lived token is
+        # renewed at every call (token endpoints limit how many they hand out).
+        self._token_expires = now + lifetime - min(oauth.renew_before, lifetime / 2)
         if oauth.base_url_from is not None:
             found = jmespath.search(oauth.base_url_from, body)
             if isinstance(found, str) and found:

@@ -272,6 +272,10 @@ class Limits(StrictModel):
     headers: RateHeaders | None = None
     retry_after: str = Field(default="Retry-After", description="the header telling how long to wait")
     max_attempts: int = Field(default=6, ge=1, le=20)
+    max_wait: Duration = Field(
+        default=timedelta(minutes=5),
+        description="a server asking to wait longer (a daily budget spent) stops the run until then",
+    )
     backoff_base: Duration = timedelta(seconds=1)
     backoff_cap: Duration = timedelta(seconds=60)
     timeout: Duration = timedelta(seconds=60)
