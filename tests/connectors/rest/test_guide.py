@@ -18,7 +18,6 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import Engine, MetaData, create_engine, select
@@ -26,10 +25,11 @@ from sqlalchemy import Engine, MetaData, create_engine, select
 from tests.cli_inprocess import invoke
 from tests.conftest import REPO_ROOT
 from tests.connectors.rest.guide_acme import BERLIN, AcmeEmulator
-# KESTREL from tests.connectors.rest.guide_kestrel import KestrelEmulator
+from tests.connectors.rest.guide_kestrel import STAGES, KestrelEmulator
 
 GUIDE = REPO_ROOT / "docs" / "connectors" / "rest.md"
 KESTREL_SPEC = Path(__file__).with_name("kestrel.yaml")
+ACME_PROBABILITY = {"lead": 0.1, "proposal": 0.5, "won": 1.0, "lost": 0.0}
 ACME_STAGES = {"lead": (False, False), "proposal": (False, False), "won": (True, True), "lost": (True, False)}
 
 
@@ -103,7 +103,9 @@ def acme() -> Iterator[AcmeEmulator]:
         yield emulator
 
 
-def write_acme(store: Setup, acme: AcmeEmulator, *, spec: str | None = None, connection: str | None = None) -> None:
+def write_acme(
+    store: Setup, acme: AcmeEmulator, *, spec: str | None = None, connection: str | None = None
+) -> None:
     """The guide's acme.yaml and connection, as a user would save them; the connection's ``base_url``
     points at the emulator, and ``ACME_KEY`` holds its key."""
     spec = guide_block("name: acme") if spec is None else spec
@@ -156,6 +158,11 @@ def check_acme_store(store: Setup, acme: AcmeEmulator) -> None:
         ), deal.id
         assert as_utc(stored["created_at"]) == deal.created, deal.id  # Berlin wall time, read as such
         assert as_date(stored["close_date"]) == deal.closed_on, deal.id
+        # closed_on is a date: a closed deal's closed_at is its midnight in the spec's zone; an open
+        # deal has none, whatever closed_on says.
+        closed_at = datetime.combine(deal.closed_on, datetime.min.time(), BERLIN).astimezone(UTC)
+        assert as_utc(stored["closed_at"]) == (closed_at if is_closed else None), deal.id
+        assert stored["probability"] == ACME_PROBABILITY[deal.stage], deal.id
         assert as_utc(stored["remote_updated_at"]) == deal.updated, deal.id
 
 
@@ -191,7 +198,10 @@ def test_acme_as_the_guide_writes_it(store: Setup, acme: AcmeEmulator) -> None:
 
 def test_acme_a_broken_spec_is_reported_by_file_and_line(store: Setup, acme: AcmeEmulator) -> None:
     spec = guide_block("name: acme")
-    broken = spec.replace("pagination: {kind: cursor, next: meta.next_cursor, page_size: 100}", "pagination: {kind: cursor, page_size: 100}")
+    broken = spec.replace(
+        "pagination: {kind: cursor, next: meta.next_cursor, page_size: 100}",
+        "pagination: {kind: cursor, page_size: 100}",
+    )
     assert broken != spec
     write_acme(store, acme, spec=broken)
     code, out = store.run("config", "check")
@@ -205,4 +215,151 @@ def test_acme_a_missing_input_is_reported(store: Setup, acme: AcmeEmulator) -> N
     write_acme(store, acme, connection=connection)
     code, out = store.run("config", "check")
     assert code == 2, out
-    assert re.search(r"config\.yaml:\d+: connections\[0\]\.settings\.inputs: api_key: required by spec acme", out), out
+    assert re.search(
+        r"config\.yaml:\d+: connections\[0\]\.settings\.inputs: api_key: required by spec acme", out
+    ), out
+
+
+# -- Kestrel CRM, a spec written from the guide alone ----------------------------------------------
+
+
+@pytest.fixture
+def kestrel() -> Iterator[KestrelEmulator]:
+    with KestrelEmulator() as emulator:
+        yield emulator
+
+
+def write_kestrel(store: Setup, kestrel: KestrelEmulator) -> None:
+    (store.directory / "config.yaml").write_text(
+        f"""\
+business: {{timezone: UTC}}
+connections:
+  - id: kestrel
+    kind: rest
+    settings:
+      spec: {KESTREL_SPEC}
+      base_url: {kestrel.url}/api/v3
+      requests_per_second: 0
+      inputs:
+        region: cn
+        account: {kestrel.account}
+        api_token: ${{KESTREL_TOKEN}}
+""",
+        encoding="utf-8",
+    )
+    store.env["KESTREL_TOKEN"] = kestrel.token
+
+
+def kpi_rows(store: Setup, kpi: str) -> list[dict[str, str]]:
+    """The company's all-time values of ``kpi``, from ``values --format csv``."""
+    code, out = store.run("values", kpi, "--grain", "all", "--scope", "company", "--format", "csv")
+    assert code == 0, out
+    return list(csv.DictReader(io.StringIO(out)))
+
+
+def kpi_values(store: Setup, kpi: str) -> dict[str, Decimal]:
+    """The company's all-time values of ``kpi`` by currency (empty for none)."""
+    return {r["currency"]: Decimal(r["value"]) for r in kpi_rows(store, kpi)}
+
+
+def check_kestrel_store(store: Setup, kestrel: KestrelEmulator) -> None:
+    engine = store.engine()
+    try:
+        owners = rows(engine, "owner", "kestrel")
+        leads = rows(engine, "lead", "kestrel")
+        opportunities = rows(engine, "opportunity", "kestrel")
+    finally:
+        engine.dispose()
+    assert {k: (o["name"], o["email"], bool(o["active"])) for k, o in owners.items()} == {
+        u.uid: (u.name, u.email, u.enabled) for u in kestrel.users
+    }
+    assert {
+        k: (x["name"], x["email"], x["company"], x["source"], x["status"], x["owner_external_id"])
+        for k, x in leads.items()
+    } == {x.lead_id: (x.contact, x.email, x.org, x.channel, x.status, x.uid) for x in kestrel.leads.values()}
+    for lead in kestrel.leads.values():
+        stored = leads[lead.lead_id]
+        assert as_utc(stored["created_at"]) == lead.created, lead.lead_id
+        assert (bool(stored["is_converted"]), as_utc(stored["converted_at"])) == (
+            lead.converted_at is not None,
+            lead.converted_at,
+        ), lead.lead_id
+        expected_deal = None if lead.deal_id is None else str(lead.deal_id)
+        assert stored["converted_opportunity_external_id"] == expected_deal, lead.lead_id
+    live = {k for k, o in opportunities.items() if not o["is_deleted"]}
+    assert live == {str(d) for d in kestrel.deals}
+    for deal in kestrel.deals.values():
+        stored = opportunities[str(deal.deal_id)]
+        stage, is_closed, is_won = STAGES[deal.stage_id]
+        assert (
+            stored["name"],
+            Decimal(str(stored["amount"])),
+            stored["currency"],
+            stored["stage"],
+            bool(stored["is_closed"]),
+            bool(stored["is_won"]),
+            stored["owner_external_id"],
+            stored["lead_external_id"],
+        ) == (
+            deal.subject,
+            deal.value,
+            deal.currency_code,
+            stage,
+            is_closed,
+            is_won,
+            deal.uid,
+            deal.lead_id,
+        ), deal.deal_id
+        assert as_utc(stored["created_at"]) == deal.created, deal.deal_id
+        assert as_date(stored["close_date"]) == deal.close.date(), deal.deal_id
+        assert as_utc(stored["closed_at"]) == (deal.close if is_closed else None), deal.deal_id
+        assert as_utc(stored["remote_updated_at"]) == deal.modified, deal.deal_id
+
+
+def test_kestrel_through_the_command_line(store: Setup, kestrel: KestrelEmulator) -> None:
+    write_kestrel(store, kestrel)
+    code, out = store.run("config", "check")
+    assert code == 0, out
+
+    kestrel.throttle("/api/v3/deals", times=2)  # "too many requests" under HTTP 200: retried
+    code, out = store.run("sync", "kestrel")
+    assert code == 0, out
+    check_kestrel_store(store, kestrel)
+    deal_pages = [r for r in kestrel.requests if r.path == "/api/v3/deals" and r.status == 200]
+    assert len(deal_pages) == 2 + -(-len(kestrel.deals) // 15)  # the throttled two, then every page
+    assert [r.query["page"] for r in deal_pages[2:]] == [[str(n)] for n in range(1, len(deal_pages) - 1)]
+    assert all(r.headers["authorization"].startswith("Basic ") for r in kestrel.requests)
+
+    # Changes: a deal won, another deleted (listed by /deleted), a lead converted.
+    kestrel.change_deal(5002, stage_id=14)
+    kestrel.delete_deal(5003)
+    kestrel.change_lead("L-901", converted_at=kestrel.now(), deal_id=5002, status="converted")
+    before = len(kestrel.requests)
+    code, out = store.run("sync", "kestrel")
+    assert code == 0, out
+    assert all("modified_from" in r.query for r in kestrel.requests[before:] if r.path == "/api/v3/deals")
+    check_kestrel_store(store, kestrel)
+
+    code, out = store.run("refresh")
+    assert code == 0, out
+    won = [d for d in kestrel.deals.values() if STAGES[d.stage_id][2]]
+    assert kpi_values(store, "won_deals") == {"": Decimal(len(won))}
+    revenue: dict[str, Decimal] = {}
+    for deal in won:
+        revenue[deal.currency_code] = revenue.get(deal.currency_code, Decimal(0)) + deal.value
+    assert kpi_values(store, "won_revenue") == revenue
+    converted = sum(1 for x in kestrel.leads.values() if x.converted_at is not None)
+    rate = kpi_rows(store, "lead_conversion_rate")
+    assert [(r["currency"], Decimal(r["numerator"]), Decimal(r["denominator"])) for r in rate] == [
+        ("", Decimal(converted), Decimal(len(kestrel.leads)))
+    ]
+    assert Decimal(rate[0]["value"]) == pytest.approx(Decimal(converted) / len(kestrel.leads))
+
+
+def test_kestrel_an_error_code_under_http_200_stops_the_run(store: Setup, kestrel: KestrelEmulator) -> None:
+    write_kestrel(store, kestrel)
+    store.env["KESTREL_TOKEN"] = "not-the-token"
+    code, out = store.run("sync", "kestrel")
+    assert code == 1, out
+    assert "check account and api_token" in out, out
+    assert "not-the-token" not in out
