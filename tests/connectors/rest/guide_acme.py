@@ -21,7 +21,7 @@ guide's example is an open "proposal" deal with a ``closed_on``); ``owner_id`` m
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -46,6 +46,8 @@ class AcmeDeal:
     closed_on: date
     updated: datetime  # aware, UTC
     deleted: bool = False
+    #: raw JSON values sent instead of the typed ones (a malformed amount, say)
+    raw: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -59,7 +61,7 @@ class AcmeDeal:
             "closed_on": self.closed_on.isoformat(),
             "updated": self.updated.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "deleted": self.deleted,
-        }
+        } | self.raw
 
 
 @dataclass
@@ -99,7 +101,8 @@ def seed(n_users: int = 5, n_deals: int = 36, rng_seed: int = 7) -> tuple[list[A
 
 class AcmeEmulator(Emulator):
     """Acme CRM's API v2. Knobs: :attr:`users`, :attr:`deals` (by id), :meth:`change` and
-    :meth:`delete` (which stamp ``updated`` with the emulator's clock)."""
+    :meth:`delete` (which stamp ``updated`` with the emulator's clock; ``raw={...}`` sends JSON
+    values as they are)."""
 
     def __init__(self, api_key: str = "acme-test-key", **kwargs: Any) -> None:
         super().__init__(**kwargs)

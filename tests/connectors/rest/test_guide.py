@@ -14,7 +14,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from tests.connectors.rest.guide_kestrel import STAGES, KestrelEmulator
 
 GUIDE = REPO_ROOT / "docs" / "connectors" / "rest.md"
 KESTREL_SPEC = Path(__file__).with_name("kestrel.yaml")
+LOOKBACK = timedelta(minutes=5)
 ACME_PROBABILITY = {"lead": 0.1, "proposal": 0.5, "won": 1.0, "lost": 0.0}
 ACME_STAGES = {"lead": (False, False), "proposal": (False, False), "won": (True, True), "lost": (True, False)}
 
@@ -172,7 +173,9 @@ def test_acme_as_the_guide_writes_it(store: Setup, acme: AcmeEmulator) -> None:
     code, out = store.run("config", "check")
     assert code == 0, out
 
+    started = datetime.now(UTC)
     code, out = store.run("sync", "acme")
+    ended = datetime.now(UTC)
     assert code == 0, out
     check_acme_store(store, acme)
     assert acme.count("/v2/deals") >= 2  # a few dozen deals at 25 a page: the cursor was followed
@@ -189,11 +192,53 @@ def test_acme_as_the_guide_writes_it(store: Setup, acme: AcmeEmulator) -> None:
     assert code == 0, out
     second = [r for r in acme.requests[before:] if r.path == "/v2/deals"]
     assert second
-    assert second[0].query["updated_after"]  # an increment, not a full read
+    # An increment from where the last read ended, 5 minutes back, written as the iso filter says.
+    (since,) = second[0].query["updated_after"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", since), since
+    assert started - LOOKBACK - timedelta(seconds=1) <= datetime.fromisoformat(since) <= ended - LOOKBACK
     check_acme_store(store, acme)
 
     code, out = store.run("refresh")
     assert code == 0, out
+
+
+def test_acme_errors_as_the_spec_classifies_them(store: Setup, acme: AcmeEmulator) -> None:
+    write_acme(store, acme)
+    # rate_limited (429): retried, here as soon as Retry-After allows.
+    acme.fail(
+        "/v2/deals",
+        429,
+        body={"error": {"code": "rate_limited", "message": "slow"}},
+        headers={"Retry-After": "0"},
+    )
+    code, out = store.run("sync", "acme")
+    assert code == 0, out
+    assert acme.count("/v2/deals", status=429) == 1
+    check_acme_store(store, acme)
+
+    # A value that cannot be read: a bad record, with its id, field and value; the rest goes on.
+    acme.change(104, raw={"amount": "about 5k"})
+    code, out = store.run("sync", "acme")
+    assert code == 65, out
+    assert "opportunities: amount: 'about 5k' is not an amount" in out, out
+    # The guide says the record's id is printed too; it is in the run's stored errors.
+    engine = store.engine()
+    try:
+        errors = MetaData()
+        errors.reflect(engine, only=["sync_record_error"])
+        t = errors.tables["sync_record_error"]
+        with engine.connect() as conn:
+            found = conn.execute(select(t.c.stream, t.c.record_key, t.c.field)).all()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in found] == [("opportunities", "104", "amount")]
+
+    # bad_key (401): fatal, with the spec's message.
+    store.env["ACME_KEY"] = "not-the-key"
+    code, out = store.run("sync", "acme")
+    assert code == 1, out
+    assert all(part in out for part in ("bad_key", "check api_key")), out
+    assert "not-the-key" not in out
 
 
 def test_acme_a_broken_spec_is_reported_by_file_and_line(store: Setup, acme: AcmeEmulator) -> None:
