@@ -374,6 +374,9 @@ def test_kestrel_through_the_command_line(store: Setup, kestrel: KestrelEmulator
     assert len(deal_pages) == 2 + -(-len(kestrel.deals) // 15)  # the throttled two, then every page
     assert [r.query["page"] for r in deal_pages[2:]] == [[str(n)] for n in range(1, len(deal_pages) - 1)]
     assert all(r.headers["authorization"].startswith("Basic ") for r in kestrel.requests)
+    # 30 leads at 10 a page: the third page is full, and its has_more false ends the read.
+    lead_pages = [r.query["page"] for r in kestrel.requests if r.path == "/api/v3/leads"]
+    assert lead_pages == [["1"], ["2"], ["3"]]
 
     # Changes: a deal won, another deleted (listed by /deleted), a lead converted.
     kestrel.change_deal(5002, stage_id=14)
@@ -384,6 +387,12 @@ def test_kestrel_through_the_command_line(store: Setup, kestrel: KestrelEmulator
     assert code == 0, out
     assert all("modified_from" in r.query for r in kestrel.requests[before:] if r.path == "/api/v3/deals")
     check_kestrel_store(store, kestrel)
+    engine = store.engine()
+    try:
+        gone = rows(engine, "opportunity", "kestrel")["5003"]
+    finally:
+        engine.dispose()
+    assert as_utc(gone["deleted_at"]) == kestrel.deleted[-1][2]  # deleted_ms, read as epoch ms
 
     code, out = store.run("refresh")
     assert code == 0, out
