@@ -220,8 +220,8 @@ def test_acme_errors_as_the_spec_classifies_them(store: Setup, acme: AcmeEmulato
     acme.change(104, raw={"amount": "about 5k"})
     code, out = store.run("sync", "acme")
     assert code == 65, out
-    assert "opportunities: amount: 'about 5k' is not an amount" in out, out
-    # The guide says the record's id is printed too; it is in the run's stored errors.
+    assert "opportunities: record 104: amount: 'about 5k' is not an amount" in out, out
+    # And the run's stored errors keep it, with the stream and the field.
     engine = store.engine()
     try:
         errors = MetaData()

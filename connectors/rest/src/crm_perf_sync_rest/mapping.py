@@ -381,13 +381,26 @@ class RecordMapper:
         return None if value is None else str(value)
 
     def __call__(self, record: Any) -> Message:
+        try:
+            return self._map(record)
+        except SkippableRecordError as exc:
+            # Named by the record's id, so the report says which record of the CRM to fix.
+            where = self.where(record)
+            message = str(exc) if str(exc).startswith(where) else f"{where}: {exc}"
+            raise SkippableRecordError(message, key=self.key(record), field=exc.field) from None
+
+    def where(self, record: Any) -> str:
+        """How a report names the record (the stream is named beside it): ``record 4711``."""
+        return f"record {self.key(record)}"
+
+    def _map(self, record: Any) -> Message:
         out: dict[str, Any] = {}
         for key, get in self.fields:
             value = get(record)
             if value is not None:
                 out[key] = value
         if self.stages is not None:
-            self.stages.classify(out, f"{self.name} record {self.key(record)}")
+            self.stages.classify(out, self.where(record))
         if out.get("is_won"):
             out["is_closed"] = True
         if self.entity == "opportunities" and not out.get("is_closed"):
@@ -408,7 +421,7 @@ class RecordMapper:
         try:
             return self.record_type(**out)  # type: ignore[no-any-return]
         except TypeError as exc:
-            raise SkippableRecordError(f"{self.name}: {exc}") from None
+            raise SkippableRecordError(str(exc)) from None
 
     def pipeline_stages(self) -> Iterator[Message]:
         """The stage table as pipeline stage records (for a spec whose API has no stage endpoint)."""
