@@ -12,6 +12,8 @@ import pytest
 
 from crm_perf_sync.connector_sdk import (
     Checkpoint,
+    ConnectorConfigError,
+    FatalError,
     OpportunityRecord,
     QuotaExhaustedError,
     Tombstone,
@@ -166,6 +168,28 @@ def test_pipedrive_deletions_and_archived_deals(pd: PipedriveEmulator, clock: Si
     assert [t.external_id for t in of_type(second, Tombstone)] == [str(gone)]
     assert str(archived) not in ids(second)  # it left the live list, not the company
     assert ids(read(conn, "archived_opportunities")) == [str(archived)]
+
+
+def test_pipedrive_through_oauth_renews_its_token(pd: PipedriveEmulator, clock: SimClock) -> None:
+    pd.token_ttl = timedelta(seconds=600)
+    inputs = {
+        "client_id": pd.client_id,
+        "client_secret": pd.client_secret,
+        "refresh_token": pd.refresh_token,
+        "token_url": f"{pd.url}/oauth/token",
+        "company_domain": "acme",
+    }
+    settings = {"spec": "pipedrive", "base_url": pd.url, "inputs": inputs}
+    conn = connector(settings, clock)
+    assert len(ids(read(conn, "opportunities"))) == 1200
+    clock.advance(900)
+    assert len(ids(read(conn, "opportunities"))) == 1200
+    assert pd.count("/oauth/token", status=200) == 2
+    refused = connector({**settings, "inputs": {**inputs, "client_secret": "wrong"}}, clock)
+    with pytest.raises(FatalError, match=r"OAuth token request .* refused"):
+        refused.check()
+    with pytest.raises(ConnectorConfigError, match="no way to sign in"):
+        connector({**settings, "inputs": {"company_domain": "acme"}}, clock).check()
 
 
 def test_pipedrive_a_spent_daily_budget_stops_the_run_until_tomorrow(

@@ -31,7 +31,7 @@ from crm_perf_sync.connector_sdk import (
     backoff_delay,
     retry_after,
 )
-from crm_perf_sync_rest.spec import Action, Spec
+from crm_perf_sync_rest.spec import Action, Auth, Spec
 from crm_perf_sync_rest.templates import Variables, compile_template
 
 _LINK_NEXT = re.compile(r'<(?P<url>[^>]+)>\s*;[^,]*rel="?next"?', re.IGNORECASE)
@@ -99,7 +99,7 @@ class Client:
         self._code = jmespath.compile(spec.errors.code) if spec.errors.code else None
         self._message = jmespath.compile(spec.errors.message) if spec.errors.message else None
         self._success = {str(code) for code in spec.errors.success}
-        auth = spec.auth
+        auth = self.auth = choose_auth(spec, variables)
         self._auth_parts = {
             key: compile_template(getattr(auth, key), f"auth.{key}")
             for key in ("token", "value", "username", "password")
@@ -144,7 +144,7 @@ class Client:
                 failure = failure_or_none
                 if (
                     response.status_code == 401
-                    and self.spec.auth.type == "oauth2_refresh"
+                    and self.auth.type == "oauth2_refresh"
                     and not renewed
                     and not isinstance(failure, RetriableError)
                 ):
@@ -177,7 +177,7 @@ class Client:
         headers = dict(request.headers)
         query = dict(request.query)
         body = request.body
-        auth = self.spec.auth
+        auth = self.auth
         basic: httpx.BasicAuth | None = None
         if auth.type == "bearer":
             headers["Authorization"] = f"Bearer {self._auth_parts['token'](self.variables)}"
@@ -317,7 +317,7 @@ class Client:
         now = self.clock()
         if self._token is not None and self._token_expires is not None and now < self._token_expires:
             return self._token
-        oauth = self.spec.auth.oauth2
+        oauth = self.auth.oauth2
         assert oauth is not None
         values = {key: str(part(self.variables)) for key, part in self._oauth.items()}
         params = {
@@ -326,12 +326,16 @@ class Client:
             "client_id": values["client_id"],
             "client_secret": values["client_secret"],
         }
+        client_auth: Any = httpx.USE_CLIENT_DEFAULT
+        if oauth.client_auth == "basic":
+            # RFC 6749 2.3.1: the client's credentials in a Basic header, not in the form.
+            client_auth = httpx.BasicAuth(params.pop("client_id"), params.pop("client_secret"))
         self.requests += 1
         try:
             if oauth.params_in == "query":
-                response = self.http.post(values["token_url"], params=params)
+                response = self.http.post(values["token_url"], params=params, auth=client_auth)
             else:
-                response = self.http.post(values["token_url"], data=params)
+                response = self.http.post(values["token_url"], data=params, auth=client_auth)
         except httpx.TransportError as exc:
             raise RetriableError(f"OAuth token request: {type(exc).__name__}: {exc}") from None
         body: Any = None
@@ -360,6 +364,18 @@ class Client:
             if isinstance(found, str) and found:
                 self.base_url = found.rstrip("/")
         return self._token
+
+
+def choose_auth(spec: Spec, variables: Variables) -> Auth:
+    """The spec's way of signing in for these inputs: the first whose ``when`` holds."""
+    options = spec.auth if isinstance(spec.auth, list) else [spec.auth]
+    for index, option in enumerate(options):
+        if option.when is None or compile_template(option.when, f"auth[{index}].when")(variables):
+            return option
+    conditions = "; ".join(str(option.when) for option in options)
+    raise ConnectorConfigError(
+        f"the inputs give no way to sign in (spec {spec.name} asks for one of: {conditions})"
+    )
 
 
 def _number(value: object) -> float | None:

@@ -94,6 +94,10 @@ class OAuth2Refresh(StrictModel):
     params_in: Literal["form", "query"] = Field(
         default="form", description="where the token request carries the credentials"
     )
+    client_auth: Literal["form", "basic"] = Field(
+        default="form",
+        description="the client's id and secret with the other parameters, or in a Basic header",
+    )
     scheme: str = Field(default="Bearer", description="the Authorization scheme: Bearer, Zoho-oauthtoken ...")
     default_ttl: Duration = timedelta(hours=1)
     renew_before: Duration = timedelta(minutes=1)
@@ -111,6 +115,9 @@ class Auth(StrictModel):
     """
 
     type: Literal["none", "bearer", "header", "query", "body", "basic", "oauth2_refresh"]
+    when: Template | None = Field(
+        default=None, description="with several ways to sign in: this one when the template is true"
+    )
     token: Template | None = None
     name: str | None = None
     value: Template | None = None
@@ -432,7 +439,10 @@ class Spec(StrictModel):
     base_url: Template
     timezone: str = Field(default="UTC", description="the zone of date-times the API writes without one")
     inputs: dict[str, InputDef] = Field(default_factory=dict)
-    auth: Auth = Field(default_factory=lambda: Auth(type="none"))
+    auth: Auth | list[Auth] = Field(
+        default_factory=lambda: Auth(type="none"),
+        description="how to sign in, or several ways, each with a `when`, the first that holds used",
+    )
     limits: Limits = Field(default_factory=Limits)
     errors: Errors = Field(default_factory=Errors)
     record_url: dict[str, Template] = Field(
