@@ -23,7 +23,9 @@ from crm_perf_sync.connector_sdk import (
     SnapshotComplete,
     Tombstone,
 )
+from crm_perf_sync_rest.client import _loads
 from crm_perf_sync_rest.connector import RestSettings
+from crm_perf_sync_rest.mapping import _text, exact
 from tests.connectors.rest.emulators.base import SimClock
 from tests.connectors.rest.support import (
     TOY_SPEC,
@@ -378,3 +380,26 @@ def test_a_connection_is_checked_against_its_spec(toy: ToyCrm) -> None:
     conn = connector(conn_settings, SimClock())
     with pytest.raises(ConnectorConfigError, match=r"lookup stages has no key 'nope' \(it has: 's1', 's2'"):
         read(conn, "opportunities")
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["1054.5", "0.1", "22700.00", "99999999999999.9", "1e3", "-0.05", "123456789012345"],
+)
+def test_json_amounts_are_read_exactly_as_written(written: str) -> None:
+    (value,) = _loads(f"[{written}]".encode())
+    amount = exact(value) if isinstance(value, float) else Decimal(value)
+    assert amount == Decimal(written)
+
+
+def test_a_json_amount_too_long_for_a_float_is_refused_not_rounded() -> None:
+    (value,) = _loads(b"[1234567890123456.75]")
+    with pytest.raises(ValueError, match="more than 15 significant digits"):
+        exact(value)
+    # An integer beyond 64 bits arrives as a float too: refused as well, as an amount or as text.
+    (big,) = _loads(b"[123456789012345678901234567890]")
+    with pytest.raises(ValueError, match="more than 15 significant digits"):
+        exact(big)
+    with pytest.raises(ValueError, match="more than 15 significant digits"):
+        _text(big)
+    assert _text(_loads(b"[4150868000001000]")[0]) == "4150868000001000"

@@ -84,9 +84,20 @@ def time_parser(fmt: str, zone: ZoneInfo) -> Callable[[Any], datetime]:
     format; naive text is read in ``zone``. Raises ``ValueError`` with the reason."""
     text_parser = values.datetime_parser((() if fmt == "iso" else (fmt,)), zone)
     divisor = 1 if fmt == "epoch_s" else 1000
+    iso = fmt == "iso"
 
     def parse(value: Any) -> datetime:
         if isinstance(value, str):
+            if iso:
+                # Most APIs write UTC instants ("…T10:00:00.000Z"), each one different: read them
+                # directly rather than through the cache the exports' repeated dates need.
+                try:
+                    moment = datetime.fromisoformat(value)
+                except ValueError:
+                    return text_parser(value.strip())  # says why it is not a date-time
+                if moment.tzinfo is UTC:
+                    return moment
+                return ensure_utc(moment, assume=zone)
             return text_parser(value.strip())
         if isinstance(value, datetime):
             return ensure_utc(value, assume=zone)
@@ -113,7 +124,7 @@ def _reader(kind: str, spec: FieldSpec, zone: ZoneInfo, where: str) -> Callable[
             if isinstance(value, int) and not isinstance(value, bool):
                 return Decimal(value)
             if isinstance(value, float):
-                return Decimal(repr(value))
+                return exact(value)
             if isinstance(value, str):
                 return text_amount(value.strip())
             raise ValueError(f"is a {type(value).__name__}, not an amount")
@@ -191,12 +202,33 @@ def _reader(kind: str, spec: FieldSpec, zone: ZoneInfo, where: str) -> Callable[
     return _text
 
 
+#: The significant digits a binary float keeps of any decimal number written with no more.
+FLOAT_DIGITS = 15
+
+
+def exact(value: float) -> Decimal:
+    """The Decimal a JSON number was written as, from the float it was read into: its shortest
+    repr, which is the text itself for up to 15 significant digits. A longer number cannot be known
+    from a float, so it is refused rather than rounded (an API should send such amounts as text)."""
+    number = Decimal(repr(value))
+    if not number.is_finite():
+        raise ValueError("is not a finite number")
+    if len(number.as_tuple().digits) > FLOAT_DIGITS:
+        raise ValueError(
+            f"has more than {FLOAT_DIGITS} significant digits, more than a JSON number keeps exactly "
+            "(send it as text)"
+        )
+    return number
+
+
 def _text(value: Any) -> str:
     if isinstance(value, str):
         return value.strip()
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | float | Decimal):
+    if isinstance(value, float):
+        return str(exact(value))  # an id written as a long number is refused, not rounded
+    if isinstance(value, int | Decimal):
         return str(value)
     raise ValueError(f"is a {type(value).__name__}, not text (point the path at one of its fields)")
 
