@@ -12,7 +12,7 @@ SIZE ?= full
 # Three workers on two cores: much of the suite waits on PostgreSQL, subprocesses and servers, so a
 # third worker fills the gaps; worksteal evens out the long tests at the end. Each worker has its own
 # migrated templates (tests/conftest.py), each test its own store copy.
-PYTEST_ARGS ?= -n 3 --dist worksteal
+PYTEST_ARGS ?= -n 3 --dist worksteal --durations=15
 
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)

@@ -23,7 +23,7 @@ from sqlalchemy import MetaData, Table, select
 
 from crm_perf_sync.kit.db import create_db_engine
 from tests.cli_inprocess import invoke
-from tests.conftest import DATA_DIR, REPO_ROOT
+from tests.conftest import DATA_DIR, REPO_ROOT, built_once
 from tests.connectors.rest.emulators.huoban import HuobanEmulator
 from tests.connectors.rest.emulators.huoban_data import maven_table
 from tests.connectors.rest.emulators.jiandaoyun import JiandaoyunEmulator
@@ -155,24 +155,33 @@ def example(name: str) -> Path:
     return REPO_ROOT / "config" / "examples" / f"{name}.yaml"
 
 
+def csv_store(tmp_path_factory: pytest.TempPathFactory, template: Path, name: str, text: str) -> str:
+    """The store of an example imported from its CSV files, built once in the session (the
+    workers share it: they only read it)."""
+
+    def build(directory: Path) -> dict[str, str]:
+        config = directory / f"{name}.yaml"
+        config.write_text(text, encoding="utf-8")
+        return {"url": store(directory, template, config)}
+
+    return built_once(tmp_path_factory, f"rest-csv-{name}", build)["url"]
+
+
 @pytest.fixture(scope="module")
 def maven_csv(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> dict[Key, Row]:
-    tmp = tmp_path_factory.mktemp("maven-csv")
-    config = tmp / "maven.yaml"
     # The example breaks KPIs down by product and by the account's sector; the forms hold no sector.
     text = (
         example("maven")
         .read_text(encoding="utf-8")
         .replace("dimensions: [product, custom.account_sector]", "dimensions: [product]")
     )
-    config.write_text(text, encoding="utf-8")
-    return kpi_rows(store(tmp, sqlite_template, config))
+    return kpi_rows(csv_store(tmp_path_factory, sqlite_template, "maven", text))
 
 
 @pytest.fixture(scope="module")
 def zoho_csv(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> dict[Key, Row]:
-    tmp = tmp_path_factory.mktemp("zoho-csv")
-    return kpi_rows(store(tmp, sqlite_template, example("zoho")))
+    text = example("zoho").read_text(encoding="utf-8")
+    return kpi_rows(csv_store(tmp_path_factory, sqlite_template, "zoho", text))
 
 
 #: The 商机 forms' stages, as the Maven export names them.
