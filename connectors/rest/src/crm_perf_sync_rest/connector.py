@@ -247,25 +247,9 @@ class RestConnector(Connector[RestSettings]):
         variables = {**self.variables, "lookups": self.lookups(), "window": window}
         base = {"since": _text(since), "until": _text(until)}
         phase = state.get("phase", "changes")
-        mapper = self._mapper(name)
-        flag = (
-            compile_path(definition.deletions.flag, f"streams.{name}.deletions.flag")
-            if definition.deletions.flag
-            else None
-        )
         if phase == "changes":
-            pages = self._pages(
-                f"stream {name}",
-                definition.request,
-                definition.records,
-                definition.pagination,
-                variables,
-                state.get("page"),
-                each=definition.each,
-            )
-            seen: set[str] | None = set() if definition.distinct else None
-            for items, position in pages:
-                yield from self._map(mapper, items, flag, seen)
+            for messages, position in self._mapped_pages(name, definition, variables, state.get("page")):
+                yield from messages
                 if position is not None:
                     yield Checkpoint({**base, "phase": "changes", "page": position})
             state = {}
@@ -306,14 +290,27 @@ class RestConnector(Connector[RestSettings]):
     def _read_whole(self, name: str, definition: Stream, state: dict[str, Any]) -> Iterator[Message]:
         snapshot = definition.deletions.mode == "snapshot"
         variables = {**self.variables, "lookups": self.lookups(), "window": {"since": None, "until": None}}
+        # A snapshot read is whole or it is not a snapshot: it never resumes part-way.
+        start = None if snapshot else state.get("page")
+        for messages, position in self._mapped_pages(name, definition, variables, start):
+            yield from messages
+            if position is not None:
+                yield Checkpoint({} if snapshot else {"page": position})
+        if snapshot:
+            yield SnapshotComplete()
+        yield Checkpoint({})
+
+    def _mapped_pages(
+        self, name: str, definition: Stream, variables: Variables, start: Mapping[str, Any] | None
+    ) -> Iterator[tuple[list[Message], dict[str, Any] | None]]:
+        """The stream's pages from ``start``, each as its messages and the next page's position."""
         mapper = self._mapper(name)
         flag = (
             compile_path(definition.deletions.flag, f"streams.{name}.deletions.flag")
             if definition.deletions.flag
             else None
         )
-        # A snapshot read is whole or it is not a snapshot: it never resumes part-way.
-        start = None if snapshot else state.get("page")
+        seen: set[str] | None = set() if definition.distinct else None
         pages = self._pages(
             f"stream {name}",
             definition.request,
@@ -323,14 +320,8 @@ class RestConnector(Connector[RestSettings]):
             start,
             each=definition.each,
         )
-        seen: set[str] | None = set() if definition.distinct else None
         for items, position in pages:
-            yield from self._map(mapper, items, flag, seen)
-            if position is not None:
-                yield Checkpoint({} if snapshot else {"page": position})
-        if snapshot:
-            yield SnapshotComplete()
-        yield Checkpoint({})
+            yield list(self._map(mapper, items, flag, seen)), position
 
     def _map(
         self,
