@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 from sqlalchemy import create_engine, text
@@ -207,3 +208,29 @@ def in_child(target: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any
     if status != "ok":
         raise RuntimeError(payload)
     return dict(payload)
+
+
+@contextmanager
+def serving(target: Callable[..., None], *args: Any) -> Iterator[Any]:
+    """A server process (an emulator) running ``target(*args, queue, stop)``: it puts on ``queue``
+    what its clients need (its address, its credentials) once it serves, and runs until ``stop``
+    is set. Yields what it put; a server that dies before that raises rather than hangs."""
+    context = child_context()
+    queue = context.Queue()
+    stop = context.Event()
+    process = context.Process(target=target, args=(*args, queue, stop), daemon=True)
+    process.start()
+    try:
+        while True:  # seeding a million records takes a while
+            try:
+                address = queue.get(timeout=1)
+                break
+            except Empty:
+                if not process.is_alive():
+                    raise RuntimeError(f"the server process ended (exit code {process.exitcode})") from None
+        yield address
+    finally:
+        stop.set()
+        process.join(timeout=30)
+        if process.is_alive():
+            process.terminate()

@@ -30,10 +30,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from queue import Empty
 from typing import Any
 
-from bench.harness import Result, child_context, database, in_child
+from bench.harness import Result, database, in_child, serving
 
 SIZES = {"small": 2_000, "full": 1_000_000}
 REPEATS = {"small": 1, "full": 2}
@@ -60,27 +59,10 @@ def _serve(deals: int, queue: Any, stop: Any) -> None:
 
 
 @contextmanager
-def emulator(deals: int) -> Iterator[dict[str, str]]:
-    """An emulator process serving a synthetic form of ``deals`` deals."""
-    context = child_context()
-    queue = context.Queue()
-    stop = context.Event()
-    process = context.Process(target=_serve, args=(deals, queue, stop), daemon=True)
-    process.start()
-    try:
-        while True:
-            try:
-                address = queue.get(timeout=1)
-                break
-            except Empty:
-                if not process.is_alive():
-                    raise RuntimeError(f"the emulator process ended (exit code {process.exitcode})") from None
+def emulator(deals: int) -> Iterator[Any]:
+    """An emulator process serving a synthetic dataset of ``deals`` deals: what its clients need."""
+    with serving(_serve, deals) as address:
         yield address
-    finally:
-        stop.set()
-        process.join(timeout=30)
-        if process.is_alive():
-            process.terminate()
 
 
 def _settings(server: dict[str, str]) -> dict[str, Any]:
