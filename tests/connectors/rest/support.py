@@ -79,3 +79,42 @@ def spec_variant(tmp_path: Path, base: Path, name: str = "variant", **changes: A
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path
+
+
+# -- the shipped specs' connection settings for their emulators ----------------------------------
+#
+# The emulators' datasets label their forms and tables as the Maven export names its columns
+# (商机编号 for the deal, 接洽日期 for when it was engaged), where the specs' defaults are a typical
+# form's (商机名称, 创建日期): the connections say so, as a user's would.
+
+EMULATOR_LABELS = {"name": "商机编号", "created": "接洽日期"}
+
+
+def jiandaoyun_settings(emulator: Any, **extra: Any) -> dict[str, Any]:
+    inputs = {
+        "api_key": emulator.api_key,
+        "app_id": emulator.app_id,
+        "entry_id": emulator.entry_id,
+        "labels": dict(EMULATOR_LABELS),
+    }
+    return {"spec": "jiandaoyun", "base_url": emulator.url, "inputs": inputs, **extra}
+
+
+def huoban_settings(emulator: Any, **extra: Any) -> dict[str, Any]:
+    inputs = {"api_key": emulator.api_key, "table_id": emulator.table_id, "labels": dict(EMULATOR_LABELS)}
+    return {"spec": "huoban", "base_url": emulator.url, "inputs": inputs, **extra}
+
+
+def pipedrive_settings(emulator: Any, **extra: Any) -> dict[str, Any]:
+    inputs = {"api_token": emulator.api_token, "company_domain": "acme"}
+    return {"spec": "pipedrive", "base_url": emulator.url, "inputs": inputs, **extra}
+
+
+def zoho_settings(emulator: Any, **extra: Any) -> dict[str, Any]:
+    inputs = {
+        "client_id": emulator.client_id,
+        "client_secret": emulator.client_secret,
+        "refresh_token": emulator.refresh_token,
+        "accounts_url": emulator.url,
+    }
+    return {"spec": "zoho_crm", "base_url": emulator.url, "inputs": inputs, **extra}

@@ -15,7 +15,13 @@ from tests.connectors.rest.emulators.huoban import HuobanEmulator
 from tests.connectors.rest.emulators.jiandaoyun import JiandaoyunEmulator
 from tests.connectors.rest.emulators.pipedrive import PipedriveEmulator
 from tests.connectors.rest.emulators.zoho import ZohoEmulator
-from tests.connectors.rest.support import TOY_SPEC
+from tests.connectors.rest.support import (
+    TOY_SPEC,
+    huoban_settings,
+    jiandaoyun_settings,
+    pipedrive_settings,
+    zoho_settings,
+)
 from tests.connectors.rest.toy import API_KEY, ToyCrm
 
 
@@ -45,17 +51,7 @@ class TestJiandaoyunContract(ConnectorContract):
     @classmethod
     def contract_settings(cls) -> Iterator[Mapping[str, Any]]:
         with JiandaoyunEmulator(jiandaoyun_data.synthetic(250), record=False) as emulator:
-            yield {
-                "spec": "jiandaoyun",
-                "base_url": emulator.url,
-                "requests_per_second": 0,
-                "inputs": {
-                    "api_key": emulator.api_key,
-                    "app_id": emulator.app_id,
-                    "entry_id": emulator.entry_id,
-                    "labels": {"name": "商机编号", "created": "接洽日期"},
-                },
-            }
+            yield jiandaoyun_settings(emulator, requests_per_second=0)
 
 
 class TestHuobanContract(ConnectorContract):
@@ -69,16 +65,7 @@ class TestHuobanContract(ConnectorContract):
     @classmethod
     def contract_settings(cls) -> Iterator[Mapping[str, Any]]:
         with HuobanEmulator(huoban_data.synthetic(250), record=False) as emulator:
-            yield {
-                "spec": "huoban",
-                "base_url": emulator.url,
-                "requests_per_second": 0,
-                "inputs": {
-                    "api_key": emulator.api_key,
-                    "table_id": emulator.table_id,
-                    "labels": {"name": "商机编号", "created": "接洽日期"},
-                },
-            }
+            yield huoban_settings(emulator, requests_per_second=0)
 
 
 class TestPipedriveContract(ConnectorContract):
@@ -103,11 +90,7 @@ class TestPipedriveContract(ConnectorContract):
         with PipedriveEmulator(pipedrive_data.zoho_company(), record=False) as emulator:
             emulator.rate_limit = None  # the suite checks records, not pacing (the framework tests do)
             emulator.daily_quota = None
-            yield {
-                "spec": "pipedrive",
-                "base_url": emulator.url,
-                "inputs": {"api_token": emulator.api_token, "company_domain": "finepick"},
-            }
+            yield pipedrive_settings(emulator)
 
 
 class TestZohoCrmContract(ConnectorContract):
@@ -121,14 +104,6 @@ class TestZohoCrmContract(ConnectorContract):
     @classmethod
     def contract_settings(cls) -> Iterator[Mapping[str, Any]]:
         with ZohoEmulator(zoho_data.synthetic(450), record=False) as emulator:
-            yield {
-                "spec": "zoho_crm",
-                "base_url": emulator.url,
-                "inputs": {
-                    "client_id": emulator.client_id,
-                    "client_secret": emulator.client_secret,
-                    "refresh_token": emulator.refresh_token,
-                    "accounts_url": emulator.url,
-                    "org_id": "20095123",
-                },
-            }
+            settings = zoho_settings(emulator)
+            settings["inputs"]["org_id"] = "20095123"  # so that records link to their pages
+            yield settings

@@ -32,6 +32,12 @@ from tests.connectors.rest.emulators.pipedrive import PipedriveEmulator
 from tests.connectors.rest.emulators.pipedrive_data import zoho_company
 from tests.connectors.rest.emulators.zoho import ZohoEmulator
 from tests.connectors.rest.emulators.zoho_data import zoho_org
+from tests.connectors.rest.support import (
+    huoban_settings,
+    jiandaoyun_settings,
+    pipedrive_settings,
+    zoho_settings,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -204,29 +210,15 @@ def test_the_maven_deals_as_a_jiandaoyun_form_give_the_csv_numbers(
     tmp_path: Path, sqlite_template: Path, maven_csv: dict[Key, Row]
 ) -> None:
     with JiandaoyunEmulator(maven_form()) as emulator:
-        connection = {
-            "id": "jdy",
-            "kind": "rest",
-            "settings": {
-                "spec": "jiandaoyun",
-                "base_url": emulator.url,
-                "requests_per_second": 0,
-                "inputs": {
-                    "api_key": emulator.api_key,
-                    "app_id": emulator.app_id,
-                    "entry_id": emulator.entry_id,
-                    "currency": "USD",
-                    # The form's own labels where they differ from a typical 商机 form's.
-                    "labels": {"name": "商机编号", "created": "接洽日期"},
-                },
-                "streams": {
-                    "opportunities": {
-                        "fields": {"product": {"path": "{{ lookups.widgets['产品'] }}", **PRODUCT}},
-                        "stages": MAVEN_STAGE_TABLE,
-                    }
-                },
-            },
+        streams = {
+            "opportunities": {
+                "fields": {"product": {"path": "{{ lookups.widgets['产品'] }}", **PRODUCT}},
+                "stages": MAVEN_STAGE_TABLE,
+            }
         }
+        settings = jiandaoyun_settings(emulator, requests_per_second=0, streams=streams)
+        settings["inputs"]["currency"] = "USD"
+        connection = {"id": "jdy", "kind": "rest", "settings": settings}
         config = write_config(tmp_path, "jdy", connection, kpis={"dimensions": ["product"]})
         api = kpi_rows(store(tmp_path, sqlite_template, config), MAVEN_STAGES)
     compared = compare(api, maven_csv, scopes=("company", "team", "owner"))
@@ -237,29 +229,16 @@ def test_the_maven_deals_as_a_huoban_table_give_the_csv_numbers(
     tmp_path: Path, sqlite_template: Path, maven_csv: dict[Key, Row]
 ) -> None:
     with HuobanEmulator(maven_table()) as emulator:
-        connection = {
-            "id": "hb",
-            "kind": "rest",
-            "settings": {
-                "spec": "huoban",
-                "base_url": emulator.url,
-                "requests_per_second": 0,
-                # The table's dates are days of the business's calendar, which is UTC here.
-                "timezone": "UTC",
-                "inputs": {
-                    "api_key": emulator.api_key,
-                    "table_id": emulator.table_id,
-                    "currency": "USD",
-                    "labels": {"name": "商机编号", "created": "接洽日期"},
-                },
-                "streams": {
-                    "opportunities": {
-                        "fields": {"product": {"path": "fields.\"{{ lookups.fields['产品'] }}\"", **PRODUCT}},
-                        "stages": MAVEN_STAGE_TABLE,
-                    }
-                },
-            },
+        streams = {
+            "opportunities": {
+                "fields": {"product": {"path": "fields.\"{{ lookups.fields['产品'] }}\"", **PRODUCT}},
+                "stages": MAVEN_STAGE_TABLE,
+            }
         }
+        # The table's dates are days of the business's calendar, which is UTC here.
+        settings = huoban_settings(emulator, requests_per_second=0, timezone="UTC", streams=streams)
+        settings["inputs"]["currency"] = "USD"
+        connection = {"id": "hb", "kind": "rest", "settings": settings}
         config = write_config(tmp_path, "hb", connection, kpis={"dimensions": ["product"]})
         api = kpi_rows(store(tmp_path, sqlite_template, config), MAVEN_STAGES)
     # 伙伴云's owners are the users named on deals: the five agents with no deal are not among them.
@@ -273,20 +252,7 @@ def test_the_zoho_sample_through_zoho_crm_gives_the_csv_numbers(
     tmp_path: Path, sqlite_template: Path, zoho_csv: dict[Key, Row]
 ) -> None:
     with ZohoEmulator(zoho_org()) as emulator:
-        connection = {
-            "id": "zoho-api",
-            "kind": "rest",
-            "settings": {
-                "spec": "zoho_crm",
-                "base_url": emulator.url,
-                "inputs": {
-                    "client_id": emulator.client_id,
-                    "client_secret": emulator.client_secret,
-                    "refresh_token": emulator.refresh_token,
-                    "accounts_url": emulator.url,
-                },
-            },
-        }
+        connection = {"id": "zoho-api", "kind": "rest", "settings": zoho_settings(emulator)}
         config = write_config(tmp_path, "zoho-api", connection)
         api = kpi_rows(store(tmp_path, sqlite_template, config))
     # Zoho's stage table lists its standard stages too: the funnels have more (empty) steps. And
@@ -304,15 +270,7 @@ def test_the_zoho_sample_as_a_pipedrive_company_gives_the_csv_deal_numbers(
     with PipedriveEmulator(zoho_company()) as emulator:
         emulator.rate_limit = None
         emulator.daily_quota = None
-        connection = {
-            "id": "pd",
-            "kind": "rest",
-            "settings": {
-                "spec": "pipedrive",
-                "base_url": emulator.url,
-                "inputs": {"api_token": emulator.api_token, "company_domain": "finepick"},
-            },
-        }
+        connection = {"id": "pd", "kind": "rest", "settings": pipedrive_settings(emulator)}
         config = write_config(tmp_path, "pd", connection)
         api = kpi_rows(store(tmp_path, sqlite_template, config))
     # Pipedrive deletes a lead when it is converted, and keeps won and lost deals in the stage they

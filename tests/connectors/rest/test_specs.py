@@ -24,7 +24,16 @@ from tests.connectors.rest.emulators.huoban import HuobanEmulator
 from tests.connectors.rest.emulators.jiandaoyun import JiandaoyunEmulator
 from tests.connectors.rest.emulators.pipedrive import PipedriveEmulator
 from tests.connectors.rest.emulators.zoho import ZohoEmulator
-from tests.connectors.rest.support import connector, last_state, of_type, read
+from tests.connectors.rest.support import (
+    connector,
+    huoban_settings,
+    jiandaoyun_settings,
+    last_state,
+    of_type,
+    pipedrive_settings,
+    read,
+    zoho_settings,
+)
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -47,31 +56,18 @@ def jdy(clock: SimClock) -> Iterator[JiandaoyunEmulator]:
         yield emulator
 
 
-def jdy_settings(emulator: JiandaoyunEmulator) -> dict[str, Any]:
-    return {
-        "spec": "jiandaoyun",
-        "base_url": emulator.url,
-        "inputs": {
-            "api_key": emulator.api_key,
-            "app_id": emulator.app_id,
-            "entry_id": emulator.entry_id,
-            "labels": {"name": "商机编号", "created": "接洽日期"},
-        },
-    }
-
-
 def test_jiandaoyun_increments_read_every_record_of_a_tie_larger_than_a_page(
     jdy: JiandaoyunEmulator, clock: SimClock
 ) -> None:
     clock.advance(3600)
-    first = read(connector(jdy_settings(jdy), clock), "opportunities")
+    first = read(connector(jiandaoyun_settings(jdy), clock), "opportunities")
     assert len(ids(first)) == 150
     boundary = datetime.fromisoformat(last_state(first)["since"])  # where the first read's window ended
     # 130 deals written in the very second the first read's window ended: more than a page of
     # 100 records, all with one updateTime.
     created = [jdy.create({"金额": n, "销售阶段": "需求沟通"}, at=boundary) for n in range(130)]
     clock.advance(900)
-    second = read(connector(jdy_settings(jdy), clock), "opportunities", last_state(first))
+    second = read(connector(jiandaoyun_settings(jdy), clock), "opportunities", last_state(first))
     assert sorted(ids(second)) == sorted(created)
     assert {r.amount for r in of_type(second, OpportunityRecord)} == {Decimal(n) for n in range(130)}
     # And the window the second read asked for started a lookback before the first one's end.
@@ -91,7 +87,7 @@ def test_jiandaoyun_frequency_limits_and_server_errors_are_waited_out(
     # code 8304, which the spec retries with backoff until the second has passed.
     jdy.rate_limit = {"/api/v5/app/entry/data/list": 1}
     jdy.fail("/api/v5/corp/department/user/list", 502, times=2)
-    conn = connector(jdy_settings(jdy), clock)
+    conn = connector(jiandaoyun_settings(jdy), clock)
     assert len(ids(read(conn, "opportunities"))) == 150
     assert jdy.count("/api/v5/app/entry/data/list", status=400) > 0
     assert len(read(conn, "owners")) > 2
@@ -104,15 +100,7 @@ def test_jiandaoyun_frequency_limits_and_server_errors_are_waited_out(
 def test_huoban_errors_in_a_200_body_are_retried_and_ties_are_read_again(clock: SimClock) -> None:
     with HuobanEmulator(huoban_data.synthetic(120), clock=clock.now) as hb:
         hb.rate_limit = 1  # a request a second: answered HTTP 200 with a code != 0
-        settings = {
-            "spec": "huoban",
-            "base_url": hb.url,
-            "inputs": {
-                "api_key": hb.api_key,
-                "table_id": hb.table_id,
-                "labels": {"name": "商机编号", "created": "接洽日期"},
-            },
-        }
+        settings = huoban_settings(hb)
         clock.advance(400 * 24 * 3600)  # past every synthetic item's updated_on
         first = read(connector(settings, clock), "opportunities")
         assert len(ids(first)) == 120
@@ -137,19 +125,11 @@ def pd(clock: SimClock) -> Iterator[PipedriveEmulator]:
         yield emulator
 
 
-def pd_settings(emulator: PipedriveEmulator) -> dict[str, Any]:
-    return {
-        "spec": "pipedrive",
-        "base_url": emulator.url,
-        "inputs": {"api_token": emulator.api_token, "company_domain": "acme"},
-    }
-
-
 def test_pipedrive_rate_limit_headers_are_obeyed_without_a_429(
     pd: PipedriveEmulator, clock: SimClock
 ) -> None:
     pd.rate_limit = 2  # two requests per 2 s window for this token
-    conn = connector(pd_settings(pd), clock)
+    conn = connector(pipedrive_settings(pd), clock)
     assert len(ids(read(conn, "opportunities"))) == 1200
     assert pd.count("/api/v2/deals", status=429) == 0
     assert clock.slept, "the connector waited for the window to free a request"
@@ -157,14 +137,14 @@ def test_pipedrive_rate_limit_headers_are_obeyed_without_a_429(
 
 def test_pipedrive_deletions_and_archived_deals(pd: PipedriveEmulator, clock: SimClock) -> None:
     clock.advance(3600)
-    conn = connector(pd_settings(pd), clock)
+    conn = connector(pipedrive_settings(pd), clock)
     first = read(conn, "opportunities")
     clock.advance(60)
     gone, archived = sorted(pd.deals)[:2]
     pd.delete(gone)
     pd.archive(archived)
     clock.advance(60)
-    second = read(connector(pd_settings(pd), clock), "opportunities", last_state(first))
+    second = read(connector(pipedrive_settings(pd), clock), "opportunities", last_state(first))
     assert [t.external_id for t in of_type(second, Tombstone)] == [str(gone)]
     assert str(archived) not in ids(second)  # it left the live list, not the company
     assert ids(read(conn, "archived_opportunities")) == [str(archived)]
@@ -197,7 +177,7 @@ def test_pipedrive_a_spent_daily_budget_stops_the_run_until_tomorrow(
 ) -> None:
     pd.daily_quota = 25  # two requests' worth of tokens
     with pytest.raises(QuotaExhaustedError, match="daily request budget exceeded") as spent:
-        read(connector(pd_settings(pd), clock), "opportunities")
+        read(connector(pipedrive_settings(pd), clock), "opportunities")
     midnight = datetime.combine(START.date() + timedelta(days=1), datetime.min.time(), UTC)
     assert spent.value.resume_after == pytest.approx((midnight - clock.now()).total_seconds(), abs=2)
 
@@ -209,19 +189,6 @@ def test_pipedrive_a_spent_daily_budget_stops_the_run_until_tomorrow(
 def zoho(clock: SimClock) -> Iterator[ZohoEmulator]:
     with ZohoEmulator(zoho_data.synthetic(2300, leads=50), clock=clock.now) as emulator:
         yield emulator
-
-
-def zoho_settings(emulator: ZohoEmulator) -> dict[str, Any]:
-    return {
-        "spec": "zoho_crm",
-        "base_url": emulator.url,
-        "inputs": {
-            "client_id": emulator.client_id,
-            "client_secret": emulator.client_secret,
-            "refresh_token": emulator.refresh_token,
-            "accounts_url": emulator.url,
-        },
-    }
 
 
 def test_zoho_pages_past_2000_records_with_page_tokens_and_renews_expired_tokens(
