@@ -16,6 +16,7 @@ from crm_perf_sync.connector_sdk import (
     FatalError,
     OpportunityRecord,
     QuotaExhaustedError,
+    SnapshotComplete,
     Tombstone,
 )
 from tests.connectors.rest.emulators import huoban_data, jiandaoyun_data, pipedrive_data, zoho_data
@@ -218,3 +219,22 @@ def test_zoho_deletions_come_from_the_deleted_records_list(zoho: ZohoEmulator, c
     clock.advance(120)
     second = read(connector(zoho_settings(zoho), clock), "opportunities", last_state(first))
     assert [t.external_id for t in of_type(second, Tombstone)] == [victim]
+
+
+def test_jiandaoyun_deletions_are_found_by_a_snapshot_when_the_connection_asks(
+    jdy: JiandaoyunEmulator, clock: SimClock
+) -> None:
+    # 简道云 lists no deleted records: a connection may read the form whole at every sync instead.
+    settings = jiandaoyun_settings(jdy, streams={"opportunities": {"snapshot": True}})
+    conn = connector(settings, clock)
+    (spec,) = [s for s in conn.streams() if s.name == "opportunities"]
+    assert spec.snapshot
+    assert spec.cursor_field is None
+    first = read(conn, "opportunities")
+    gone = ids(first)[7]
+    jdy.delete(gone)
+    second = read(connector(settings, clock), "opportunities", last_state(first))
+    assert len(ids(second)) == 149
+    assert gone not in ids(second)
+    # The read ends complete, so the engine deletes what it did not return (with its guard).
+    assert isinstance(second[-2], SnapshotComplete)

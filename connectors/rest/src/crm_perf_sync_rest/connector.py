@@ -35,6 +35,7 @@ from crm_perf_sync.connector_sdk.mapping import StageTable
 from crm_perf_sync_rest.client import Answer, Client, Prepared
 from crm_perf_sync_rest.mapping import RecordMapper, check_zone, compile_path, parse_time
 from crm_perf_sync_rest.spec import (
+    Deletions,
     FieldSpec,
     Pagination,
     RequestSpec,
@@ -59,6 +60,13 @@ class StreamSettings(StrictModel):
     )
     custom: dict[str, FieldSpec] = Field(default_factory=dict, description="custom dimensions to keep")
     stages: StageTable | None = Field(default=None, description="replaces the spec's stage table")
+    snapshot: bool = Field(
+        default=False,
+        description=(
+            "read the whole stream at every sync and delete the records it no longer returns (for an "
+            "API with no deletion feed; a full read per sync, with the mass-deletion guard)"
+        ),
+    )
 
 
 class RestSettings(ConnectorSettings):
@@ -149,6 +157,16 @@ class RestConnector(Connector[RestSettings]):
             spec = spec.model_copy(
                 update={"limits": spec.limits.model_copy(update={"requests_per_second": pace})}
             )
+        snapshots = {name for name, stream in settings.streams.items() if stream.snapshot}
+        if snapshots:
+            whole = Deletions(mode="snapshot")
+            streams = {
+                name: (
+                    s.model_copy(update={"incremental": None, "deletions": whole}) if name in snapshots else s
+                )
+                for name, s in spec.streams.items()
+            }
+            spec = spec.model_copy(update={"streams": streams})
         self.spec = spec
         self.zone = check_zone(settings.timezone or self.spec.timezone)
         self.sleep = sleep
