@@ -486,7 +486,12 @@ class HuobanEmulator(Emulator):
                 stop = len(index) if high is None else bisect.bisect_right(index, (high, 1 << 62))
                 view = _Ids(index, start, stop)
                 return _Reversed(view) if descending else view
-        matched = [i for i in self._by_id if predicate is None or predicate(self.items[i])]
+        candidates: Sequence[int] = self._by_id
+        after = _item_id_after(raw_filter) if order_field == "item_id" else None
+        if after is not None:
+            # Keyset paging (item_id > the last one): no earlier item can match, so none is read.
+            candidates = self._by_id[bisect.bisect_right(self._by_id, after) :]
+        matched = [i for i in candidates if predicate is None or predicate(self.items[i])]
         if order_field != "item_id":
             matched.sort(key=lambda i: self._sort_key(self.items[i], order_field))
         if descending:
@@ -661,3 +666,21 @@ class _Reversed(Sequence[int]):
         if key < 0:
             key += n
         return self._base[n - 1 - key]
+
+
+def _item_id_after(node: Any) -> int | None:
+    """X of an ``item_id > X`` that the whole filter requires (itself or a part of its ``and``)."""
+    if not isinstance(node, Mapping):
+        return None
+    parts = node.get("and") if "and" in node else [node]
+    if not isinstance(parts, list):
+        return None
+    for part in parts:
+        if isinstance(part, Mapping) and part.get("field") == "item_id":
+            query = part.get("query")
+            if isinstance(query, Mapping) and set(query) == {"gt"}:
+                try:
+                    return int(query["gt"])
+                except (TypeError, ValueError):
+                    return None
+    return None
