@@ -24,11 +24,12 @@ KINDS = REGISTRY.kinds()
 CONTRACT_MODULES = {
     "hubspot": "tests.connectors.hubspot.test_contract",
     "salesforce": "tests.connectors.salesforce.test_contract",
+    "rest": "tests.connectors.rest.test_contract",  # one class per shipped spec, and an invented CRM
 }
 
 
 def test_discovery_found_the_built_in_connectors_and_nothing_broken() -> None:
-    assert {"demo", "csv", "salesforce", "hubspot"} <= set(KINDS)
+    assert {"demo", "csv", "salesforce", "hubspot", "rest"} <= set(KINDS)
     assert REGISTRY.broken == []
 
 
@@ -40,10 +41,11 @@ def test_the_emulated_connectors_run_the_contract_in_their_own_module(kind: str)
         for name, value in vars(module).items()
         if name.startswith("Test") and isinstance(value, type) and issubclass(value, ConnectorContract)
     ]
-    assert [(cls.kind, cls.connector_class) for cls in classes] == [(kind, REGISTRY.connectors[kind])]
+    assert classes, f"{CONTRACT_MODULES[kind]} runs no contract class"
+    assert {(cls.kind, cls.connector_class) for cls in classes} == {(kind, REGISTRY.connectors[kind])}
     # Without example_settings, the contract runs on the module's own settings fixture.
     assert REGISTRY.connectors[kind].example_settings is None
-    assert "contract_settings" in vars(classes[0])
+    assert all("contract_settings" in vars(cls) for cls in classes)
 
 
 class _StructureOnly(ConnectorContract):
