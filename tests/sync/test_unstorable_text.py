@@ -132,7 +132,7 @@ def test_both_kinds_are_removed_wherever_they_are_in_one_row() -> None:
 
 def _overlong_script() -> Script:
     records: list[Message] = [
-        opp(1, name="N" * 300, account="A" * 256, stage="S" * 255),
+        opp(1, name="N" * 300, lead_source="A" * 256, stage="S" * 255),
         opp(2, external_id="6" * 256),
         opp(3, owner_external_id="5" * 300),
     ]
@@ -150,14 +150,14 @@ def test_text_longer_than_its_column_is_cut_with_a_warning_and_an_overlong_id_is
     assert (outcome.total("inserted"), outcome.total("skipped"), outcome.total("warnings")) == (1, 2, 1)
     with session_scope(session_factory) as session:
         (deal,) = session.scalars(select(Opportunity))
-    assert (deal.external_id, deal.name, deal.account, deal.stage) == (
+    assert (deal.external_id, deal.name, deal.lead_source, deal.stage) == (
         "00600001",
         "N" * 255,
         "A" * 255,
         "S" * 255,
     )
     assert _errors(session_factory, outcome.run_id) == [
-        ("warning", "00600001", "name", "name, account cut to the length the store holds"),
+        ("warning", "00600001", "name", "name, lead_source cut to the length the store holds"),
         (
             "error",
             "6" * 256,

@@ -273,6 +273,7 @@ class LeadOut(BaseModel):
     owner_id: str | None
     name: str | None
     company: str | None
+    account_external_id: str | None
     source: str | None
     status: str | None
     created_at: datetime | None
@@ -297,11 +298,48 @@ class OpportunityOut(BaseModel):
     pipeline: str | None
     type: str | None
     lead_source: str | None
+    account_external_id: str | None
+    product: str | None
     created_at: datetime | None
     close_date: date | None
     closed_at: datetime | None
     is_closed: bool
     is_won: bool
+    is_deleted: bool
+    remote_updated_at: datetime | None
+    synced_at: datetime
+
+
+class AccountOut(BaseModel):
+    id: int
+    connection_id: str
+    external_id: str
+    owner_id: str | None
+    name: str | None
+    industry: str | None
+    segment: str | None
+    parent_external_id: str | None
+    created_at: datetime | None
+    is_deleted: bool
+    remote_updated_at: datetime | None
+    synced_at: datetime
+
+
+class ActivityOut(BaseModel):
+    id: int
+    connection_id: str
+    external_id: str
+    type: str = Field(description="call, meeting, visit, email, task, proposal, note, or a configured kind")
+    subtype: str | None = Field(description="The CRM's own kind of activity, when it has one")
+    owner_id: str | None
+    subject: str | None
+    occurred_at: datetime
+    duration_seconds: int | None
+    outcome: str | None
+    is_completed: bool
+    account_external_id: str | None
+    opportunity_external_id: str | None
+    lead_external_id: str | None
     is_deleted: bool
     remote_updated_at: datetime | None
     synced_at: datetime

@@ -11,6 +11,8 @@ Conventions
   too: streams can arrive in any order, and the store resolves them when it is queried.
 - Every datetime is timezone-aware; convert naive source values with
   :func:`crm_perf_sync.connector_sdk.ensure_utc` using the source's timezone.
+- Accounts (customers) are referenced by ``account_external_id``; a CRM that names accounts only by
+  their name (a CSV export's account column) uses the name as the account's external id.
 - ``amount`` is a :class:`~decimal.Decimal` in ``currency`` (ISO 4217); amounts are never
   converted by a connector.
 - ``probability`` is a fraction in [0, 1], not a percentage.
@@ -20,6 +22,7 @@ Conventions
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -28,7 +31,16 @@ from typing import Any, Literal
 
 Scalar = str | int | float | bool | None
 
-Entity = Literal["owners", "teams", "leads", "opportunities", "stage_changes", "pipeline_stages"]
+Entity = Literal[
+    "owners", "teams", "accounts", "leads", "opportunities", "activities", "stage_changes", "pipeline_stages"
+]
+
+#: The kinds of activity every connector maps its CRM's own to, so that ``calls`` means the same
+#: whatever the CRM. A configured kind (``demo``, ``site_survey``...) is any other lower-case name.
+ACTIVITY_TYPES = ("call", "meeting", "visit", "email", "task", "proposal", "note")
+
+#: An activity's type: lower-case letters, digits and underscores, starting with a letter.
+ACTIVITY_TYPE = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 
 def _check_aware(record: object, *names: str) -> None:
@@ -72,6 +84,30 @@ class OwnerRecord:
 
 
 @dataclass(slots=True, kw_only=True)
+class AccountRecord:
+    """An account: a customer (or a prospect company) that leads, deals and activities concern."""
+
+    external_id: str
+    name: str | None = None
+    owner_external_id: str | None = None
+    industry: str | None = None
+    segment: str | None = None
+    parent_external_id: str | None = None
+    created_at: datetime | None = None
+    is_deleted: bool = False
+    remote_updated_at: datetime | None = None
+    custom: Mapping[str, Scalar] = field(default_factory=dict)
+    raw: Mapping[str, Any] | None = None
+
+    def validate(self) -> None:
+        if not self.external_id:
+            raise ValueError("external_id is empty")
+        _check_aware(self, "created_at", "remote_updated_at")
+        if self.parent_external_id is not None and self.parent_external_id == self.external_id:
+            raise ValueError("an account cannot be its own parent")
+
+
+@dataclass(slots=True, kw_only=True)
 class LeadRecord:
     """A lead (or a contact at the lead stage), converted or not."""
 
@@ -80,6 +116,7 @@ class LeadRecord:
     name: str | None = None
     email: str | None = None
     company: str | None = None
+    account_external_id: str | None = None
     source: str | None = None
     status: str | None = None
     created_at: datetime | None = None
@@ -112,7 +149,7 @@ class OpportunityRecord:
     forecast_category: str | None = None
     type: str | None = None
     lead_source: str | None = None
-    account: str | None = None
+    account_external_id: str | None = None
     product: str | None = None
     created_at: datetime | None = None
     close_date: date | None = None
@@ -143,6 +180,53 @@ class OpportunityRecord:
                 )
             if not self.amount.is_finite():
                 raise ValueError(f"amount must be a finite number, got {self.amount}")
+
+
+@dataclass(slots=True, kw_only=True)
+class ActivityRecord:
+    """Something a rep did: a call, a meeting, a visit, an email, a task, a proposal, a note.
+
+    ``type`` is one of :data:`ACTIVITY_TYPES` or a configured kind (see :data:`ACTIVITY_TYPE`);
+    ``subtype`` keeps the CRM's own finer kind when it has one. ``occurred_at`` is when it
+    happened (a call's start, a meeting's start, a task's due or completion time), and it is what
+    the KPIs count by. An activity may concern an account, an opportunity and a lead at once.
+    """
+
+    external_id: str
+    type: str
+    occurred_at: datetime
+    owner_external_id: str | None = None
+    subtype: str | None = None
+    subject: str | None = None
+    duration_seconds: int | None = None
+    outcome: str | None = None
+    is_completed: bool = True
+    account_external_id: str | None = None
+    opportunity_external_id: str | None = None
+    lead_external_id: str | None = None
+    created_at: datetime | None = None
+    is_deleted: bool = False
+    remote_updated_at: datetime | None = None
+    custom: Mapping[str, Scalar] = field(default_factory=dict)
+    raw: Mapping[str, Any] | None = None
+
+    def validate(self) -> None:
+        if not self.external_id:
+            raise ValueError("external_id is empty")
+        if not isinstance(self.type, str) or ACTIVITY_TYPE.fullmatch(self.type) is None:
+            raise ValueError(
+                f"type must be one of {', '.join(ACTIVITY_TYPES)} or a lower-case name "
+                f"(letters, digits, _), got {self.type!r}"
+            )
+        if self.occurred_at is None:
+            raise ValueError("occurred_at is missing")
+        _check_aware(self, "occurred_at", "created_at", "remote_updated_at")
+        if self.duration_seconds is not None and (
+            isinstance(self.duration_seconds, bool) or not isinstance(self.duration_seconds, int)
+        ):
+            raise ValueError(f"duration_seconds must be a whole number, got {self.duration_seconds!r}")
+        if self.duration_seconds is not None and self.duration_seconds < 0:
+            raise ValueError(f"duration_seconds cannot be negative, got {self.duration_seconds}")
 
 
 @dataclass(slots=True, kw_only=True)
@@ -188,13 +272,24 @@ class PipelineStageRecord:
         return f"{self.pipeline}/{self.stage}"
 
 
-Record = TeamRecord | OwnerRecord | LeadRecord | OpportunityRecord | StageChangeRecord | PipelineStageRecord
+Record = (
+    TeamRecord
+    | OwnerRecord
+    | AccountRecord
+    | LeadRecord
+    | OpportunityRecord
+    | ActivityRecord
+    | StageChangeRecord
+    | PipelineStageRecord
+)
 
 RECORD_TYPES: Mapping[Entity, type[Any]] = {
     "teams": TeamRecord,
     "owners": OwnerRecord,
+    "accounts": AccountRecord,
     "leads": LeadRecord,
     "opportunities": OpportunityRecord,
+    "activities": ActivityRecord,
     "stage_changes": StageChangeRecord,
     "pipeline_stages": PipelineStageRecord,
 }

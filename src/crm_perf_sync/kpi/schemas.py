@@ -31,7 +31,7 @@ FIELDS: dict[str, dict[str, str]] = {
         "forecast_category": "text",
         "type": "text",
         "lead_source": "text",
-        "account": "text",
+        "account_external_id": "text",
         "product": "text",
         "currency": "text",
         "owner_external_id": "text",
@@ -46,6 +46,7 @@ FIELDS: dict[str, dict[str, str]] = {
         "source": "text",
         "status": "text",
         "company": "text",
+        "account_external_id": "text",
         "owner_external_id": "text",
         "is_converted": "bool",
         "created_at": "timestamp",
@@ -60,6 +61,7 @@ GRAINS: tuple[Grain, ...] = ("week", "month", "quarter", "year", "all")
 #: Breakdown dimensions with a name of their own: the column they read on each entity.
 DIMENSION_ALIASES: dict[str, dict[str, str]] = {
     "lead_source": {"opportunities": "lead_source", "leads": "source"},
+    "account": {"opportunities": "account_external_id", "leads": "account_external_id"},
     "pipeline": {"opportunities": "pipeline"},
     "product": {"opportunities": "product"},
     "stage": {"opportunities": "stage"},

@@ -15,6 +15,8 @@ from crm_perf_sync.models.base import Base
 from crm_perf_sync.models.changes import PRIOR_TABLES, ChangeBatch
 from crm_perf_sync.models.crm import (
     CONFIG_NAMESPACE,
+    Account,
+    Activity,
     Connection,
     Lead,
     Opportunity,
@@ -39,6 +41,8 @@ from crm_perf_sync.models.sync import Lease, SyncCheckpoint, SyncRecordError, Sy
 __all__ = [
     "CONFIG_NAMESPACE",
     "PRIOR_TABLES",
+    "Account",
+    "Activity",
     "AlertState",
     "AlertTransition",
     "ApiKey",

@@ -1,10 +1,11 @@
 """The store's change log: what each sync batch changed, for consumers that update incrementally.
 
-Every sync batch that writes leads or opportunities records one ``store_change_batch`` row (the
-entity, the connection and the batch's ``synced_at``) in the batch's own transaction; every row it
-updates or soft-deletes first has its previous version copied into ``prior_<table>``. A consumer
-(the KPI engine) reads both in one snapshot: the rows whose ``synced_at`` is a pending batch's are
-the new versions, the prior copies are the old ones, and it deletes exactly the log rows it read.
+Every sync batch that writes accounts, leads, opportunities or activities records one
+``store_change_batch`` row (the entity, the connection and the batch's ``synced_at``) in the batch's
+own transaction; every row it updates or soft-deletes first has its previous version copied into
+``prior_<table>``. A consumer (the KPI engine) reads both in one snapshot: the rows whose
+``synced_at`` is a pending batch's are the new versions, the prior copies are the old ones, and it
+deletes exactly the log rows it read.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from crm_perf_sync.kit.columns import BigIntPK, UTCDateTime
 from crm_perf_sync.models.base import Base
-from crm_perf_sync.models.crm import Lead, Opportunity
+from crm_perf_sync.models.crm import Account, Activity, Lead, Opportunity
 
 
 class ChangeBatch(Base):
@@ -44,4 +45,6 @@ def _prior_table(source: Table, name: str) -> Table:
 PRIOR_TABLES: dict[str, Table] = {
     "opportunities": _prior_table(Opportunity.__table__, "prior_opportunity"),  # type: ignore[arg-type]
     "leads": _prior_table(Lead.__table__, "prior_lead"),  # type: ignore[arg-type]
+    "accounts": _prior_table(Account.__table__, "prior_account"),  # type: ignore[arg-type]
+    "activities": _prior_table(Activity.__table__, "prior_activity"),  # type: ignore[arg-type]
 }

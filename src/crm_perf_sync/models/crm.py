@@ -83,6 +83,35 @@ class TeamMember(Base):
     source: Mapped[str] = mapped_column(String(16), primary_key=True)
 
 
+class Account(Base):
+    """A customer (or a prospect company). Leads, opportunities and activities name it by
+    ``account_external_id``; ``parent_external_id`` is the account above it, if the CRM says."""
+
+    __tablename__ = "account"
+    __table_args__ = (
+        UniqueConstraint("connection_id", "external_id"),
+        Index(None, "synced_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    connection_id: Mapped[str] = mapped_column(ForeignKey("connection.id", ondelete="CASCADE"))
+    external_id: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str | None] = mapped_column(String(255))
+    owner_external_id: Mapped[str | None] = mapped_column(String(255))
+    industry: Mapped[str | None] = mapped_column(String(255))
+    segment: Mapped[str | None] = mapped_column(String(255))
+    parent_external_id: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    is_deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    remote_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    custom: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
+    raw: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    content_hash: Mapped[str] = mapped_column(String(32))
+    first_synced_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    synced_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class Lead(Base):
     __tablename__ = "lead"
     __table_args__ = (
@@ -98,6 +127,7 @@ class Lead(Base):
     name: Mapped[str | None] = mapped_column(String(255))
     email: Mapped[str | None] = mapped_column(String(320))
     company: Mapped[str | None] = mapped_column(String(255))
+    account_external_id: Mapped[str | None] = mapped_column(String(255))
     source: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -136,7 +166,7 @@ class Opportunity(Base):
     forecast_category: Mapped[str | None] = mapped_column(String(255))
     type: Mapped[str | None] = mapped_column(String(255))
     lead_source: Mapped[str | None] = mapped_column(String(255))
-    account: Mapped[str | None] = mapped_column(String(255))
+    account_external_id: Mapped[str | None] = mapped_column(String(255))
     product: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     close_date: Mapped[date | None] = mapped_column(Date)
@@ -144,6 +174,41 @@ class Opportunity(Base):
     is_closed: Mapped[bool] = mapped_column(Boolean, default=False)
     is_won: Mapped[bool] = mapped_column(Boolean, default=False)
     lead_external_id: Mapped[str | None] = mapped_column(String(255))
+    is_deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    remote_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    custom: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
+    raw: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    content_hash: Mapped[str] = mapped_column(String(32))
+    first_synced_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    synced_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Activity(Base):
+    """A call, meeting, visit, email, task, proposal or note of a rep (``type``; the CRM's own kind
+    in ``subtype``), and the account, opportunity or lead it concerns."""
+
+    __tablename__ = "activity"
+    __table_args__ = (
+        UniqueConstraint("connection_id", "external_id"),
+        Index(None, "synced_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    connection_id: Mapped[str] = mapped_column(ForeignKey("connection.id", ondelete="CASCADE"))
+    external_id: Mapped[str] = mapped_column(String(255))
+    type: Mapped[str] = mapped_column(String(63))
+    subtype: Mapped[str | None] = mapped_column(String(255))
+    owner_external_id: Mapped[str | None] = mapped_column(String(255))
+    subject: Mapped[str | None] = mapped_column(String(255))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    duration_seconds: Mapped[int | None] = mapped_column(Integer)
+    outcome: Mapped[str | None] = mapped_column(String(255))
+    is_completed: Mapped[bool] = mapped_column(Boolean, default=True)
+    account_external_id: Mapped[str | None] = mapped_column(String(255))
+    opportunity_external_id: Mapped[str | None] = mapped_column(String(255))
+    lead_external_id: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     is_deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     remote_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -32,6 +32,8 @@ from crm_perf_sync.kit.bulk import bulk_insert, bulk_upsert, dialect_insert
 from crm_perf_sync.kit.paging import Page, expect, keyset_page
 from crm_perf_sync.models import (
     PRIOR_TABLES,
+    Account,
+    Activity,
     ChangeBatch,
     Connection,
     Lead,
@@ -61,8 +63,10 @@ class EntityTable:
 _ENTITY_TABLES: Mapping[Entity, EntityTable] = {
     "teams": EntityTable(Team.__table__, "namespace", False, False),  # type: ignore[arg-type]
     "owners": EntityTable(Owner.__table__, "connection_id", True, True),  # type: ignore[arg-type]
+    "accounts": EntityTable(Account.__table__, "connection_id", True, True),  # type: ignore[arg-type]
     "leads": EntityTable(Lead.__table__, "connection_id", True, True),  # type: ignore[arg-type]
     "opportunities": EntityTable(Opportunity.__table__, "connection_id", True, True),  # type: ignore[arg-type]
+    "activities": EntityTable(Activity.__table__, "connection_id", True, True),  # type: ignore[arg-type]
     "stage_changes": EntityTable(StageChange.__table__, "connection_id", False, False),  # type: ignore[arg-type]
     "pipeline_stages": EntityTable(PipelineStage.__table__, "connection_id", False, True),  # type: ignore[arg-type]
 }
@@ -480,7 +484,9 @@ def record_prior_versions(
 
 
 #: Entities whose changes the KPIs read record by record (owners and teams change the context instead).
-LOGGED_ENTITIES = frozenset({"leads", "opportunities", "stage_changes", "pipeline_stages"})
+LOGGED_ENTITIES = frozenset(
+    {"accounts", "leads", "opportunities", "activities", "stage_changes", "pipeline_stages"}
+)
 
 
 def record_change_batch(session: Session, entity: Entity, connection_id: str, now: datetime) -> None:
@@ -513,6 +519,11 @@ class RecordFilter:
     closed_to: datetime | None = None
     updated_since: datetime | None = None
     include_deleted: bool = False
+    #: Further columns that must equal a value (``("industry", "Retail")``), for the entities
+    #: whose filters are plain equalities.
+    equal: tuple[tuple[str, Any], ...] = ()
+    #: A time column and the half-open range ``[from, to)`` it must fall in (either end optional).
+    within: tuple[str, datetime | None, datetime | None] | None = None
 
 
 def _record_where(session: Session, table: Any, where: RecordFilter) -> list[ColumnElement[bool]]:
@@ -534,6 +545,15 @@ def _record_where(session: Session, table: Any, where: RecordFilter) -> list[Col
         conditions.append(c.created_at < where.created_to)
     if where.updated_since is not None:
         conditions.append(c.synced_at >= where.updated_since)
+    for name, value in where.equal:
+        if value is not None:
+            conditions.append(c[name] == value)
+    if where.within is not None:
+        name, start, end = where.within
+        if start is not None:
+            conditions.append(c[name] >= start)
+        if end is not None:
+            conditions.append(c[name] < end)
     return conditions
 
 
@@ -546,15 +566,15 @@ def _with_owner_id(row: Any) -> dict[str, Any]:
 
 _OPPORTUNITY_COLUMNS = (
     "id", "connection_id", "external_id", "owner_external_id", "name", "amount", "currency", "stage",
-    "probability", "pipeline", "type", "lead_source", "created_at", "close_date", "closed_at",
-    "is_closed", "is_won", "is_deleted", "remote_updated_at", "synced_at",
+    "probability", "pipeline", "type", "lead_source", "account_external_id", "product", "created_at",
+    "close_date", "closed_at", "is_closed", "is_won", "is_deleted", "remote_updated_at", "synced_at",
 )  # fmt: skip
 
 
 _LEAD_COLUMNS = (
-    "id", "connection_id", "external_id", "owner_external_id", "name", "company", "source", "status",
-    "created_at", "is_converted", "converted_at", "converted_opportunity_external_id", "is_deleted",
-    "remote_updated_at", "synced_at",
+    "id", "connection_id", "external_id", "owner_external_id", "name", "company", "account_external_id",
+    "source", "status", "created_at", "is_converted", "converted_at", "converted_opportunity_external_id",
+    "is_deleted", "remote_updated_at", "synced_at",
 )  # fmt: skip
 
 
@@ -594,6 +614,32 @@ def leads_page(session: Session, where: RecordFilter, after: Any, limit: int) ->
         if value is not None:
             conditions.append(field == value)
     stmt = select(*(t.c[name] for name in _LEAD_COLUMNS)).where(*conditions)
+    rows, next_key = keyset_page(session, stmt, t.c.id, after, limit)
+    return [_with_owner_id(row) for row in rows], next_key
+
+
+_ACCOUNT_COLUMNS = (
+    "id", "connection_id", "external_id", "owner_external_id", "name", "industry", "segment",
+    "parent_external_id", "created_at", "is_deleted", "remote_updated_at", "synced_at",
+)  # fmt: skip
+
+_ACTIVITY_COLUMNS = (
+    "id", "connection_id", "external_id", "type", "subtype", "owner_external_id", "subject",
+    "occurred_at", "duration_seconds", "outcome", "is_completed", "account_external_id",
+    "opportunity_external_id", "lead_external_id", "is_deleted", "remote_updated_at", "synced_at",
+)  # fmt: skip
+
+
+def accounts_page(session: Session, where: RecordFilter, after: Any, limit: int) -> Page:
+    t = Account.__table__
+    stmt = select(*(t.c[name] for name in _ACCOUNT_COLUMNS)).where(*_record_where(session, t, where))
+    rows, next_key = keyset_page(session, stmt, t.c.id, after, limit)
+    return [_with_owner_id(row) for row in rows], next_key
+
+
+def activities_page(session: Session, where: RecordFilter, after: Any, limit: int) -> Page:
+    t = Activity.__table__
+    stmt = select(*(t.c[name] for name in _ACTIVITY_COLUMNS)).where(*_record_where(session, t, where))
     rows, next_key = keyset_page(session, stmt, t.c.id, after, limit)
     return [_with_owner_id(row) for row in rows], next_key
 

@@ -21,6 +21,8 @@ import orjson
 from sqlalchemy import String, Table
 
 from crm_perf_sync.connector_sdk import (
+    AccountRecord,
+    ActivityRecord,
     Entity,
     LeadRecord,
     OpportunityRecord,
@@ -31,7 +33,16 @@ from crm_perf_sync.connector_sdk import (
 )
 from crm_perf_sync.kit.bulk import RawJSON
 from crm_perf_sync.kit.canonical import HASH_OPTIONS, json_default
-from crm_perf_sync.models import Lead, Opportunity, Owner, PipelineStage, StageChange, Team
+from crm_perf_sync.models import (
+    Account,
+    Activity,
+    Lead,
+    Opportunity,
+    Owner,
+    PipelineStage,
+    StageChange,
+    Team,
+)
 
 Row = dict[str, Any]
 
@@ -66,6 +77,7 @@ def _lead(r: LeadRecord) -> Row:
         "name": r.name,
         "email": r.email,
         "company": r.company,
+        "account_external_id": r.account_external_id,
         "source": r.source,
         "status": r.status,
         "created_at": r.created_at,
@@ -93,7 +105,7 @@ def _opportunity(r: OpportunityRecord) -> Row:
         "forecast_category": r.forecast_category,
         "type": r.type,
         "lead_source": r.lead_source,
-        "account": r.account,
+        "account_external_id": r.account_external_id,
         "product": r.product,
         "created_at": r.created_at,
         "close_date": r.close_date,
@@ -101,6 +113,46 @@ def _opportunity(r: OpportunityRecord) -> Row:
         "is_closed": r.is_closed,
         "is_won": r.is_won,
         "lead_external_id": r.lead_external_id,
+        "is_deleted": r.is_deleted,
+        "deleted_at": r.remote_updated_at if r.is_deleted else None,
+        "remote_updated_at": r.remote_updated_at,
+        "custom": dict(r.custom),
+        "raw": r.raw,
+    }
+
+
+def _account(r: AccountRecord) -> Row:
+    return {
+        "external_id": r.external_id,
+        "name": r.name,
+        "owner_external_id": r.owner_external_id,
+        "industry": r.industry,
+        "segment": r.segment,
+        "parent_external_id": r.parent_external_id,
+        "created_at": r.created_at,
+        "is_deleted": r.is_deleted,
+        "deleted_at": r.remote_updated_at if r.is_deleted else None,
+        "remote_updated_at": r.remote_updated_at,
+        "custom": dict(r.custom),
+        "raw": r.raw,
+    }
+
+
+def _activity(r: ActivityRecord) -> Row:
+    return {
+        "external_id": r.external_id,
+        "type": r.type,
+        "subtype": r.subtype,
+        "owner_external_id": r.owner_external_id,
+        "subject": r.subject,
+        "occurred_at": r.occurred_at,
+        "duration_seconds": r.duration_seconds,
+        "outcome": r.outcome,
+        "is_completed": r.is_completed,
+        "account_external_id": r.account_external_id,
+        "opportunity_external_id": r.opportunity_external_id,
+        "lead_external_id": r.lead_external_id,
+        "created_at": r.created_at,
         "is_deleted": r.is_deleted,
         "deleted_at": r.remote_updated_at if r.is_deleted else None,
         "remote_updated_at": r.remote_updated_at,
@@ -139,8 +191,10 @@ def _pipeline_stage(r: PipelineStageRecord) -> Row:
 TO_ROW: Mapping[Entity, Callable[[Any], Row]] = {
     "teams": _team,
     "owners": _owner,
+    "accounts": _account,
     "leads": _lead,
     "opportunities": _opportunity,
+    "activities": _activity,
     "stage_changes": _stage_change,
     "pipeline_stages": _pipeline_stage,
 }
@@ -206,8 +260,10 @@ def _bounded(table: Table) -> tuple[tuple[str, int], ...]:
 BOUNDED: Mapping[Entity, tuple[tuple[str, int], ...]] = {
     "teams": _bounded(Team.__table__),  # type: ignore[arg-type]
     "owners": _bounded(Owner.__table__),  # type: ignore[arg-type]
+    "accounts": _bounded(Account.__table__),  # type: ignore[arg-type]
     "leads": _bounded(Lead.__table__),  # type: ignore[arg-type]
     "opportunities": _bounded(Opportunity.__table__),  # type: ignore[arg-type]
+    "activities": _bounded(Activity.__table__),  # type: ignore[arg-type]
     "stage_changes": _bounded(StageChange.__table__),  # type: ignore[arg-type]
     "pipeline_stages": _bounded(PipelineStage.__table__),  # type: ignore[arg-type]
 }

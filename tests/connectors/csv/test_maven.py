@@ -71,7 +71,7 @@ def test_first_won_deal_field_by_field(deals: list[Message]) -> None:
     deal = by_id(deals, OpportunityRecord)["1C1I7A6R"]
     assert deal.owner_external_id == "Moses Frase"
     assert deal.product == "GTX Plus Basic"
-    assert deal.account == "Cancity"
+    assert deal.account_external_id == "Cancity"
     assert (deal.stage, deal.is_closed, deal.is_won, deal.probability) == ("Won", True, True, 1.0)
     assert deal.created_at == datetime(2016, 10, 20, tzinfo=UTC)  # engage_date: no created date exists
     assert deal.close_date == date(2017, 3, 1)
@@ -111,7 +111,7 @@ def test_prospecting_deal_has_no_dates_and_no_value(deals: list[Message]) -> Non
     deal = by_id(deals, OpportunityRecord)["6CWZFOHJ"]
     assert (deal.stage, deal.is_closed, deal.is_won, deal.probability) == ("Prospecting", False, False, None)
     assert (deal.created_at, deal.close_date, deal.closed_at, deal.amount) == (None, None, None, None)
-    assert deal.account == "Green-Plus"
+    assert deal.account_external_id == "Green-Plus"
     assert deal.custom["account_sector"] == "services"
 
 
@@ -126,7 +126,7 @@ def test_misspelt_sector_is_corrected_in_the_custom_dimension(deals: list[Messag
 def test_open_deal_with_blank_account(deals: list[Message]) -> None:
     # HAXMC4IX,James Ascencio,MG Advanced,,Engaging,2016-11-03,,
     deal = by_id(deals, OpportunityRecord)["HAXMC4IX"]
-    assert deal.account is None
+    assert deal.account_external_id is None
     assert deal.custom["account_sector"] is None
     assert deal.created_at == datetime(2016, 11, 3, tzinfo=UTC)
     assert (deal.close_date, deal.closed_at, deal.amount, deal.is_closed) == (None, None, None, False)

@@ -397,7 +397,7 @@ def test_windows_export_with_bom_crlf_semicolons_and_cp1252(tmp_path: Path) -> N
             "delimiter": ";",
             "key": ["id"],
             "fields": {
-                "account": "company",
+                "account_external_id": "company",
                 "amount": {"column": "amount", "decimal_separator": ",", "thousands_separator": "."},
             },
         }
@@ -409,7 +409,7 @@ def test_windows_export_with_bom_crlf_semicolons_and_cp1252(tmp_path: Path) -> N
             ),
             OpportunityRecord,
         )
-        assert (deals["L1"].account, deals["L1"].amount) == ("Café Müller", Decimal("1234.50"))
+        assert (deals["L1"].account_external_id, deals["L1"].amount) == ("Café Müller", Decimal("1234.50"))
         assert deals["L1"].raw == {"id": "L1", "company": "Café Müller", "amount": "1.234,50 €"}
 
 

@@ -72,7 +72,7 @@ def test_records_do_not_depend_on_the_process() -> None:
         "from datetime import UTC, datetime\n"
         "from crm_perf_sync_demo import DemoSettings, generate_opportunities\n"
         "s = DemoSettings(opportunities=50, leads=150)\n"
-        "print([(o.external_id, o.owner_external_id, str(o.amount), o.stage, o.account)"
+        "print([(o.external_id, o.owner_external_id, str(o.amount), o.stage, o.account_external_id)"
         " for o in generate_opportunities(s)])\n"
     )
     outputs = {
@@ -87,7 +87,7 @@ def test_records_do_not_depend_on_the_process() -> None:
     }
     assert len(outputs) == 1
     expected = [
-        (o.external_id, o.owner_external_id, str(o.amount), o.stage, o.account)
+        (o.external_id, o.owner_external_id, str(o.amount), o.stage, o.account_external_id)
         for o in generate_opportunities(DemoSettings(opportunities=50, leads=150))
     ]
     assert outputs == {f"{expected}\n"}

@@ -348,7 +348,7 @@ class OpportunityFields(StrictModel):
     forecast_category: TextField | None = None
     type: TextField | None = None
     lead_source: TextField | None = None
-    account: TextField | None = None
+    account_external_id: TextField | None = None
     product: TextField | None = None
     created_at: DateTimeField | None = None
     close_date: DateField | None = None

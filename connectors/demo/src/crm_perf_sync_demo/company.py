@@ -583,7 +583,7 @@ class Company:
             forecast_category=stage.forecast_category,
             type="Existing Business" if opp.existing else "New Business",
             lead_source=opp.lead_source,
-            account=account,
+            account_external_id=account,
             product=product,
             created_at=_FROM_TIMESTAMP(opp.created, UTC),
             close_date=date.fromordinal((_EPOCH_ORDINAL + at // DAY) if closed else opp.forecast_day),

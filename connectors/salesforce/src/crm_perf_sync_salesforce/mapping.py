@@ -295,7 +295,7 @@ class Mapper:
             forecast_category=get("ForecastCategoryName") or get("ForecastCategory"),
             type=get("Type"),
             lead_source=get("LeadSource"),
-            account=get("AccountId"),
+            account_external_id=get("AccountId"),
             created_at=_when(raw, "CreatedDate", key),
             close_date=close_date,
             # Salesforce keeps only the close date; a closed deal closed at its start (org time).

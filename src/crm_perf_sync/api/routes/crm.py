@@ -1,4 +1,5 @@
-"""The synced CRM records: reps, teams, leads and opportunities (closed deals included)."""
+"""The synced CRM records: reps, teams, accounts, leads, opportunities (closed deals included) and
+activities."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ from fastapi import APIRouter, Query, Response
 from crm_perf_sync.api import listing
 from crm_perf_sync.api.deps import ListerDep, Reader, SessionDep
 from crm_perf_sync.api.problems import collection
-from crm_perf_sync.api.schemas import Instant, LeadOut, OpportunityOut, OwnerOut, Page, TeamOut
+from crm_perf_sync.api.schemas import (
+    AccountOut,
+    ActivityOut,
+    Instant,
+    LeadOut,
+    OpportunityOut,
+    OwnerOut,
+    Page,
+    TeamOut,
+)
 from crm_perf_sync.org import repository as org_repo
 from crm_perf_sync.sync import repository as sync_repo
 
@@ -130,3 +140,87 @@ def leads(
         return sync_repo.leads_page(s, where, after, limit)
 
     return page("leads", LeadOut, fetch=fetch)
+
+
+@router.get(
+    "/accounts",
+    summary="Accounts (customers), with the rep who owns each",
+    description="Opportunities, leads and activities name their account by `account_external_id`.",
+    response_model=Page[AccountOut],
+    responses=collection(400, 401, 422),
+)
+def accounts(
+    _key: Reader,
+    page: ListerDep,
+    connection: Annotated[str | None, Query(max_length=63)] = None,
+    owner: Annotated[str | None, Query(max_length=600, description="A rep's scope id")] = None,
+    team: Annotated[str | None, Query(max_length=600, description="A team's scope id")] = None,
+    industry: Annotated[str | None, Query(max_length=255)] = None,
+    segment: Annotated[str | None, Query(max_length=255)] = None,
+    parent: Annotated[
+        str | None, Query(max_length=255, description="The parent account's external id")
+    ] = None,
+    created_from: Moment = None,
+    created_to: Moment = None,
+    updated_since: Moment = None,
+    include_deleted: bool = False,
+) -> Response:
+    where = sync_repo.RecordFilter(
+        connection_id=connection,
+        owner=owner,
+        team=team,
+        created_from=created_from,
+        created_to=created_to,
+        updated_since=updated_since,
+        include_deleted=include_deleted,
+        equal=(("industry", industry), ("segment", segment), ("parent_external_id", parent)),
+    )
+
+    def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
+        return sync_repo.accounts_page(s, where, after, limit)
+
+    return page("accounts", AccountOut, fetch=fetch)
+
+
+@router.get(
+    "/activities",
+    summary="Activities: calls, meetings, visits, emails, tasks, proposals and notes of the reps",
+    response_model=Page[ActivityOut],
+    responses=collection(400, 401, 422),
+)
+def activities(
+    _key: Reader,
+    page: ListerDep,
+    connection: Annotated[str | None, Query(max_length=63)] = None,
+    owner: Annotated[str | None, Query(max_length=600, description="A rep's scope id")] = None,
+    team: Annotated[str | None, Query(max_length=600, description="A team's scope id")] = None,
+    type: Annotated[str | None, Query(max_length=63, description="call, meeting, visit, ...")] = None,
+    account: Annotated[str | None, Query(max_length=255, description="An account's external id")] = None,
+    opportunity: Annotated[
+        str | None, Query(max_length=255, description="An opportunity's external id")
+    ] = None,
+    lead: Annotated[str | None, Query(max_length=255, description="A lead's external id")] = None,
+    occurred_from: Moment = None,
+    occurred_to: Moment = None,
+    updated_since: Moment = None,
+    include_deleted: bool = False,
+) -> Response:
+    where = sync_repo.RecordFilter(
+        connection_id=connection,
+        owner=owner,
+        team=team,
+        updated_since=updated_since,
+        include_deleted=include_deleted,
+        equal=(
+            ("type", type),
+            ("account_external_id", account),
+            ("opportunity_external_id", opportunity),
+            ("lead_external_id", lead),
+        ),
+        within=("occurred_at", occurred_from, occurred_to),
+    )
+
+    def fetch(s: Any, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
+        return sync_repo.activities_page(s, where, after, limit)
+
+    return page("activities", ActivityOut, fetch=fetch)
