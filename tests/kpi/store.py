@@ -23,7 +23,16 @@ from crm_perf_sync.sync.service import SyncEngine, SyncOptions
 from tests.sync.scripted import Script, ScriptedConnector, scripted
 
 T = datetime(2024, 1, 10, 12, 0, tzinfo=UTC)
-STREAMS = ("teams", "owners", "pipeline_stages", "leads", "opportunities", "stage_changes")
+STREAMS = (
+    "teams",
+    "owners",
+    "accounts",
+    "pipeline_stages",
+    "leads",
+    "opportunities",
+    "activities",
+    "stage_changes",
+)
 
 TEAMS = [
     TeamRecord(external_id="emea", name="EMEA", level="region"),

@@ -44,7 +44,15 @@ from crm_perf_sync.kpi.schemas import (
     Measure,
     dimension_column,
 )
-from crm_perf_sync.models import KpiSample, Lead, Opportunity, PipelineStage, StageChange
+from crm_perf_sync.models import (
+    Account,
+    Activity,
+    KpiSample,
+    Lead,
+    Opportunity,
+    PipelineStage,
+    StageChange,
+)
 
 Scope = Literal["company", "team", "owner"]
 SCOPES: tuple[Scope, ...] = ("company", "team", "owner")
@@ -52,6 +60,8 @@ SCOPES: tuple[Scope, ...] = ("company", "team", "owner")
 TABLES: dict[str, Table] = {
     "opportunities": Opportunity.__table__,  # type: ignore[dict-item]
     "leads": Lead.__table__,  # type: ignore[dict-item]
+    "activities": Activity.__table__,  # type: ignore[dict-item]
+    "accounts": Account.__table__,  # type: ignore[dict-item]
 }
 
 

@@ -60,6 +60,19 @@ _RECORD_FIELDS = {
         "close_date",
     ),
     "leads": ("name", "company", "source", "status", "is_converted", "created_at", "converted_at"),
+    "activities": (
+        "type",
+        "subtype",
+        "subject",
+        "occurred_at",
+        "duration_seconds",
+        "outcome",
+        "is_completed",
+        "account_external_id",
+        "opportunity_external_id",
+        "lead_external_id",
+    ),
+    "accounts": ("name", "industry", "segment", "parent_external_id", "created_at"),
 }
 
 

@@ -221,6 +221,8 @@ def load_pending(conn: Connection) -> PendingLog:
             for entity, table, prior in (
                 ("opportunities", "opportunity", PRIOR_TABLES["opportunities"]),
                 ("leads", "lead", PRIOR_TABLES["leads"]),
+                ("activities", "activity", PRIOR_TABLES["activities"]),
+                ("accounts", "account", PRIOR_TABLES["accounts"]),
             )
         )
     )

@@ -19,7 +19,7 @@ from crm_perf_sync.kit.schema import StrictModel
 from crm_perf_sync.kit.timeutil import first_day
 from crm_perf_sync.kpi.formula import formula_inputs
 
-KpiEntity = Literal["opportunities", "leads"]
+KpiEntity = Literal["opportunities", "leads", "activities", "accounts"]
 
 #: Columns a definition may name, per entity, with their kind.
 FIELDS: dict[str, dict[str, str]] = {
@@ -53,6 +53,29 @@ FIELDS: dict[str, dict[str, str]] = {
         "converted_at": "timestamp",
         "remote_updated_at": "timestamp",
     },
+    "activities": {
+        "type": "text",
+        "subtype": "text",
+        "outcome": "text",
+        "owner_external_id": "text",
+        "account_external_id": "text",
+        "opportunity_external_id": "text",
+        "lead_external_id": "text",
+        "duration_seconds": "number",
+        "is_completed": "bool",
+        "occurred_at": "timestamp",
+        "created_at": "timestamp",
+        "remote_updated_at": "timestamp",
+    },
+    "accounts": {
+        "name": "text",
+        "industry": "text",
+        "segment": "text",
+        "parent_external_id": "text",
+        "owner_external_id": "text",
+        "created_at": "timestamp",
+        "remote_updated_at": "timestamp",
+    },
 }
 
 Grain = Literal["week", "month", "quarter", "year", "all"]
@@ -61,7 +84,16 @@ GRAINS: tuple[Grain, ...] = ("week", "month", "quarter", "year", "all")
 #: Breakdown dimensions with a name of their own: the column they read on each entity.
 DIMENSION_ALIASES: dict[str, dict[str, str]] = {
     "lead_source": {"opportunities": "lead_source", "leads": "source"},
-    "account": {"opportunities": "account_external_id", "leads": "account_external_id"},
+    "account": {
+        "opportunities": "account_external_id",
+        "leads": "account_external_id",
+        "activities": "account_external_id",
+    },
+    "activity_type": {"activities": "type"},
+    "activity_subtype": {"activities": "subtype"},
+    "activity_outcome": {"activities": "outcome"},
+    "industry": {"accounts": "industry"},
+    "segment": {"accounts": "segment"},
     "pipeline": {"opportunities": "pipeline"},
     "product": {"opportunities": "product"},
     "stage": {"opportunities": "stage"},
