@@ -14,6 +14,7 @@ from sqlalchemy import Table, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.connector_sdk import (
+    ActivityRecord,
     LeadRecord,
     Message,
     OpportunityRecord,
@@ -118,6 +119,17 @@ def lead(rng: random.Random, n: int) -> LeadRecord:
     )
 
 
+def activity(rng: random.Random, n: int) -> ActivityRecord:
+    return ActivityRecord(
+        external_id=f"a{n}",
+        type=rng.choice(["call", "meeting", "visit", "email", "proposal", "demo"]),
+        occurred_at=START + timedelta(hours=rng.randrange(0, 24 * 200)),
+        owner_external_id=rng.choice(REPS),
+        is_completed=rng.random() < 0.8,
+        opportunity_external_id=f"o{rng.randrange(120)}",
+    )
+
+
 def snapshot(
     factory: sessionmaker[Session], table: Any, skip: set[str]
 ) -> dict[tuple[Any, ...], dict[str, Any]]:
@@ -192,6 +204,7 @@ def test_applying_the_change_log_equals_recomputing_everything(
     rng = random.Random(seed)
     deals = [deal(rng, n) for n in range(120)]
     leads = [lead(rng, n) for n in range(60)]
+    activities = [activity(rng, n) for n in range(150)]
     job = load(
         tmp_path,
         session_factory,
@@ -202,6 +215,7 @@ def test_applying_the_change_log_equals_recomputing_everything(
             "opportunities": deals,
             "stage_changes": [step for d in deals for step in history(rng, d, "a")],
             "leads": leads,
+            "activities": activities,
         },
         CONFIG,
     )
@@ -229,14 +243,26 @@ def test_applying_the_change_log_equals_recomputing_everything(
         m for m in page_a if isinstance(m, OpportunityRecord)
     ]
     history_page: list[Message] = [step for d in later for step in history(rng, d, "b")]
+    # Activities move owner, kind, period and completion; some are deleted, new ones appear.
+    moved = rng.sample(activities, 40)
+    activity_a: list[Message] = [activity(rng, int(a.external_id[1:])) for a in moved[:30]]
+    activity_a += [Tombstone(a.external_id) for a in moved[30:]]
+    activity_a += [activity(rng, n) for n in range(150, 170)]
+    activity_b: list[Message] = [activity(rng, int(a.external_id[1:])) for a in moved[:6]]
     sync_more(
         session_factory,
-        {"opportunities": [page_a, page_b], "leads": [lead_page], "stage_changes": [history_page]},
+        {
+            "opportunities": [page_a, page_b],
+            "leads": [lead_page],
+            "stage_changes": [history_page],
+            "activities": [activity_a, activity_b],
+        },
     )
     assert log_size(session_factory) > 0
 
     second = job.refresh()
     additive = {"win_rate", "won_deals", "won_revenue", "lead_conversion_rate", "average_deal_size"}
+    additive |= {"activities", "calls", "meetings", "visits", "proposals_sent", "activities_per_won_deal"}
     # Updated by parts, not recomputed (medians and derived KPIs in the periods the changes touch).
     by_parts = additive | {"stage_funnel", "sales_cycle_days_median", "sales_velocity", "pipeline_coverage"}
     assert by_parts <= set(second.updated)
@@ -254,6 +280,8 @@ def test_applying_the_change_log_equals_recomputing_everything(
     assert len(incremental) > 1_000  # the comparison covered real data
     funnel = [v for k, v in incremental.items() if k[0] == "stage_funnel" and k[6] == "stage"]
     assert {v["dimension_value"] for v in funnel} >= {"sales: Lead", "renewals: Negotiation"}
+    kinds = {k[7] for k in incremental if k[0] == "activities" and k[6] == "activity_type"}
+    assert kinds == {"call", "meeting", "visit", "email", "proposal", "demo"}
 
     # Nothing changed since: a refresh has nothing to do.
     idle = job.refresh()
