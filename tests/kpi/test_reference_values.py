@@ -437,3 +437,95 @@ def test_x_education_lead_conversion_has_only_an_all_time_company_value(db_url: 
     assert (row.numerator, row.denominator, row.sample_count) == (3561, 9240, 9240)
     assert row.low_sample is False
     assert (row.period_start, row.period_end) == (None, None)
+
+
+Customers = dict[tuple[str, str, str, str, str], tuple[float | None, float, float | None]]
+
+
+def maven_customers(grain: str) -> Customers:
+    """``new_customers``, ``repeat_revenue_share`` and ``customer_retention_rate`` of ``grain``,
+    restated from sales_pipeline.csv: ``(kpi, period, scope, scope id, currency) -> (value,
+    numerator, denominator)``. An account is the deal's ``account`` text; its first won deals are
+    those on its earliest close date."""
+    agents = maven_team_scopes()
+    with (DATA_DIR / "maven_crm_sales_opportunities" / "sales_pipeline.csv").open() as handle:
+        rows = [
+            r
+            for r in csv.DictReader(handle)
+            if r["deal_stage"] == "Won" and r["account"].strip() and r["close_date"].strip()
+        ]
+    first: dict[str, date] = {}
+    for r in rows:
+        closed = date.fromisoformat(r["close_date"])
+        first[r["account"]] = min(first.get(r["account"], closed), closed)
+
+    def period(day: date) -> str:
+        months = {"month": 1, "quarter": 3, "year": 12}[grain]
+        return date(day.year, (day.month - 1) // months * months + 1, 1).isoformat()
+
+    def shift(period_key: str) -> str:
+        start = date.fromisoformat(period_key)
+        index = start.year * 12 + start.month - 1 + {"month": 1, "quarter": 3, "year": 12}[grain]
+        return date(index // 12, index % 12 + 1, 1).isoformat()
+
+    new: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    revenue: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    buying: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    for r in rows:
+        closed = date.fromisoformat(r["close_date"])
+        for scope, scope_id in [("company", "company"), *agents[r["sales_agent"]]]:
+            cell = (period(closed), scope, scope_id)
+            if closed == first[r["account"]]:
+                new[cell].add(r["account"])
+            if r["close_value"].strip():
+                amount = float(r["close_value"])
+                revenue[cell][0] += amount if closed > first[r["account"]] else 0.0
+                revenue[cell][1] += amount
+            buying[cell].add(r["account"])
+    out: Customers = {}
+    for (p, scope, scope_id), accounts in new.items():
+        out["new_customers", p, scope, scope_id, ""] = (len(accounts), len(accounts), None)
+    for (p, scope, scope_id), (repeat, total) in revenue.items():
+        share = repeat / total if total else None
+        out["repeat_revenue_share", p, scope, scope_id, "USD"] = (share, repeat, total)
+    last = max(p for p, _, _ in buying)
+    for (p, scope, scope_id), accounts in buying.items():
+        following = shift(p)
+        if following <= last:
+            kept = len(accounts & buying.get((following, scope, scope_id), set()))
+            out["customer_retention_rate", following, scope, scope_id, ""] = (
+                kept / len(accounts),
+                kept,
+                len(accounts),
+            )
+    return out
+
+
+@pytest.mark.parametrize("grain", ["quarter", "month"])
+def test_maven_customer_kpis_match_an_independent_computation(maven_url: str, grain: str) -> None:
+    expected = maven_customers(grain)
+    stored = {
+        (key[0], key[2], key[3], key[4], key[5]): (row.value, row.numerator, row.denominator)
+        for key, row in stored_values(maven_url).items()
+        if key[1] == grain and key[0] in ("new_customers", "repeat_revenue_share", "customer_retention_rate")
+    }
+    assert set(stored) == set(expected), sorted(set(stored) ^ set(expected))[:10]
+    for key, (value, numerator, denominator) in expected.items():
+        got = stored[key]
+        assert got[0] == (None if value is None else pytest.approx(value, rel=REL)), key
+        assert got[1] == pytest.approx(numerator, rel=REL), key
+        assert got[2] == (None if denominator is None else pytest.approx(denominator, rel=REL)), key
+    # Every account is new exactly once for the company: the periods' new customers add up to the
+    # accounts that ever won a deal. Of the 30 agents who won deals, Niesha Huffines won only
+    # accounts that others had won before: 29 agents brought in new customers.
+    with (DATA_DIR / "maven_crm_sales_opportunities" / "sales_pipeline.csv").open() as handle:
+        won = {r["account"] for r in csv.DictReader(handle) if r["deal_stage"] == "Won"}
+    company = [v[1] for k, v in expected.items() if k[0] == "new_customers" and k[2] == "company"]
+    assert sum(company) == len(won) == 85
+    agents = {key[3] for key in expected if key[0] == "new_customers" and key[2] == "owner"}
+    assert len(agents) == 29
+    assert "maven:Niesha Huffines" not in agents
+    # Retention has a value from the second period on: the first has no period before it.
+    assert min(k[1] for k in expected if k[0] == "customer_retention_rate") > min(
+        k[1] for k in expected if k[0] == "new_customers"
+    )

@@ -28,10 +28,13 @@ from crm_perf_sync.kpi.compiler import (
     part_for,
     period_expr,
 )
+from crm_perf_sync.kpi.compute import Computation
+from crm_perf_sync.kpi.customers import explain_customers
 from crm_perf_sync.kpi.formula import formula_inputs
 from crm_perf_sync.kpi.schemas import (
     REGION_DIMENSION,
     CountKpi,
+    CustomerKpi,
     DerivedKpi,
     DurationKpi,
     Filter,
@@ -157,6 +160,15 @@ def formula_text(kpi: Kpi) -> str:
             "deals that reached a stage / deals that reached the stage before it; a deal reached every "
             "open or won stage up to the furthest one it was ever in"
         )
+    if isinstance(kpi, CustomerKpi):
+        return {
+            "new": "accounts whose first won deal (the earliest by "
+            f"{kpi.measure.period}; ties all count) falls in the period",
+            "repeat_revenue_share": "won revenue of deals whose account won a deal strictly earlier / "
+            "won revenue of all won deals with an account, per currency",
+            "retention": "accounts with a won deal in the previous period that won one again in this "
+            "period / accounts with a won deal in the previous period",
+        }[kpi.stat]
     return f"{kpi.formula} (each input for the same period, scope and currency)"
 
 
@@ -317,6 +329,9 @@ def explain(
     if isinstance(kpi, DerivedKpi):
         result.inputs = derived_inputs(conn, kpi, ref)
         return result
+    if isinstance(kpi, CustomerKpi):
+        result.parts = _customer_parts(conn, kpi, ref, calendar, membership, role, after, limit)
+        return result
     sides: list[tuple[str, Measure, Part, str]] = []
     if isinstance(kpi, RatioKpi):
         by_currency = kpi.numerator.is_money
@@ -357,6 +372,40 @@ def explain(
             explained.records = rows
         result.parts.append(explained)
     return result
+
+
+def _customer_parts(
+    conn: Connection | Session,
+    kpi: CustomerKpi,
+    ref: ValueRef,
+    calendar: Calendar,
+    membership: Membership,
+    role: str | None,
+    after: int | None,
+    limit: int,
+) -> list[PartExplanation]:
+    """The accounts or deals behind a customer KPI's value; ``after`` pages by position."""
+    connection = conn.connection() if isinstance(conn, Session) else conn
+    run = Computation(connection, calendar, membership, [ref.grain], {})
+    period = (
+        None if ref.grain == "all" else _period_index(ref.grain, ref.period_key, calendar.fiscal_start_month)
+    )
+    parts = []
+    start = after or 0
+    for side in explain_customers(run, kpi, ref.grain, period, ref.scope, ref.scope_id, ref.currency):
+        explained = PartExplanation(
+            side.role, "opportunities", kpi.measure.period, measure_filters(kpi.measure), side.contributes
+        )
+        explained.filters.append("account_external_id is set")
+        if role is None or role == side.role:
+            rows = side.records[start : start + limit]
+            for position, row in enumerate(rows, start + 1):
+                row["id"] = position
+            explained.records = rows
+            if start + limit < len(side.records):
+                explained.next_after = start + limit
+        parts.append(explained)
+    return parts
 
 
 def derived_inputs(conn: Connection | Session, kpi: DerivedKpi, ref: ValueRef) -> list[dict[str, Any]]:

@@ -332,6 +332,41 @@ class FunnelKpi(_Kpi):
         return value
 
 
+def _won_deals() -> Measure:
+    return Measure(period="close_date", filter=[Filter(field="is_won", op="eq", value=True)])
+
+
+class CustomerKpi(_Kpi):
+    """Customers won, coming back and kept, from the won deals (``measure``) that name an account.
+
+    An account's *first* won deals are those with the earliest value of ``measure.period`` (all of
+    them when several share that date). ``stat``:
+
+    - ``new``: accounts whose first won deal falls in the period. The company counts each account
+      once; a rep the accounts whose first won deals they own; a team its members' accounts once.
+    - ``repeat_revenue_share``: won revenue of deals whose account had a won deal strictly
+      earlier, over the won revenue of all won deals with an account; per currency.
+    - ``retention``: accounts with a won deal in the previous period of the grain that also have
+      one in this period, over those of the previous period; a rep's (a team's) accounts are those
+      of their own won deals in both periods. Periods after the last one with any won deal, and
+      the ``all`` grain, have no value.
+    """
+
+    type: Literal["customers"]
+    stat: Literal["new", "repeat_revenue_share", "retention"]
+    measure: Measure = Field(default_factory=_won_deals)
+
+    def measures(self) -> list[Measure]:
+        return [self.measure]
+
+    @field_validator("measure")
+    @classmethod
+    def _deals(cls, value: Measure) -> Measure:
+        if value.entity != "opportunities" or value.sum is not None:
+            raise ValueError("customer KPIs read won opportunities (entity: opportunities, no sum)")
+        return value
+
+
 class DerivedKpi(_Kpi):
     """Arithmetic over other KPIs' values (and targets) for the same period, scope and currency.
 
@@ -354,7 +389,8 @@ class DerivedKpi(_Kpi):
 
 
 Kpi = Annotated[
-    CountKpi | SumKpi | RatioKpi | DurationKpi | FunnelKpi | DerivedKpi, Field(discriminator="type")
+    CountKpi | SumKpi | RatioKpi | DurationKpi | FunnelKpi | CustomerKpi | DerivedKpi,
+    Field(discriminator="type"),
 ]
 
 

@@ -31,6 +31,7 @@ from crm_perf_sync.kpi import targets as target_math
 from crm_perf_sync.kpi import targets_repository as targets_repo
 from crm_perf_sync.kpi.compiler import Calendar
 from crm_perf_sync.kpi.compute import Computation, additive_values
+from crm_perf_sync.kpi.customers import customer_values
 from crm_perf_sync.kpi.derived import apply_derived_changes, derived_rows
 from crm_perf_sync.kpi.funnel import apply_funnel_changes, funnel_values
 from crm_perf_sync.kpi.incremental import apply_changes
@@ -38,6 +39,7 @@ from crm_perf_sync.kpi.library import evaluation_order
 from crm_perf_sync.kpi.ranks import apply_percentile_changes, percentile_rows
 from crm_perf_sync.kpi.schemas import (
     GRAINS,
+    CustomerKpi,
     DerivedKpi,
     DurationKpi,
     FunnelKpi,
@@ -110,7 +112,7 @@ class KpiService:
 
     def dimensions(self, kpi: Kpi) -> list[str]:
         """The breakdowns materialised for ``kpi``: its own, then the section's where they apply."""
-        if isinstance(kpi, DerivedKpi | FunnelKpi):
+        if isinstance(kpi, DerivedKpi | FunnelKpi | CustomerKpi):
             return []
         entities = {m.entity for m in kpi.measures()}
         out: list[str] = []
@@ -219,6 +221,7 @@ class KpiService:
         # A funnel's step counts are kept per stage of the pipelines' order: when the stages
         # themselves changed, every funnel is recomputed whole.
         stages_changed = "pipeline_stages" in pending.entities
+        deals_changed = "opportunities" in pending.entities
         if changed and any(isinstance(k, FunnelKpi) for k in self.kpis.values()):
             repo.load_funnel_deals(conn)
         # Per KPI brought up to date: the (grain, period key) of the values it changed, or None
@@ -234,6 +237,8 @@ class KpiService:
                 whole = whole or any(periods_of is None for periods_of in inputs)
             else:
                 whole = whole or (changed and stages_changed and isinstance(kpi, FunnelKpi))
+                # An account's first deal depends on all its other deals: recomputed whole.
+                whole = whole or (deals_changed and isinstance(kpi, CustomerKpi))
             mine: set[tuple[str, str]] = set()
             if whole:
                 rows = self.compute(run, kpi)
@@ -242,7 +247,9 @@ class KpiService:
                 outcome.recomputed.append(kpi.id)
                 touched[kpi.id] = None
             elif changed:
-                if isinstance(kpi, DerivedKpi):
+                if isinstance(kpi, CustomerKpi):
+                    count = 0  # no deal changed (else it was recomputed whole)
+                elif isinstance(kpi, DerivedKpi):
                     wanted = {period for found in inputs if found is not None for period in found}
                     count = apply_derived_changes(run, kpi, self.kpis, digest, wanted)
                     mine = wanted
@@ -298,6 +305,10 @@ class KpiService:
                 for stage_dimension, computed in breakdowns:
                     for key, result in computed.items():
                         out.append(value_row(kpi, grain, scope, stage_dimension, key, result))
+        elif isinstance(kpi, CustomerKpi):
+            for (grain, scope), computed in customer_values(run, kpi).items():
+                for key, result in computed.items():
+                    out.append(value_row(kpi, grain, scope, "", key, result))
         elif isinstance(kpi, DurationKpi) and kpi.stat != "mean":
             for dimension in [None, *self.dimensions(kpi)]:
                 out += percentile_rows(run.conn, kpi, run.calendar, run.grains, dimension)

@@ -429,7 +429,7 @@ def display_name(definition: Any, language: Language) -> str:
     return display(definition, language)[0]
 
 
-_ENTITIES_ZH = {"opportunities": "商机", "leads": "线索"}
+_ENTITIES_ZH = {"opportunities": "商机", "leads": "线索", "activities": "活动", "accounts": "客户"}
 
 
 def formula(kpi: Any, language: Language) -> str:
@@ -458,6 +458,12 @@ def formula(kpi: Any, language: Language) -> str:
             "到达某阶段的商机数 / 到达上一阶段的商机数；"
             "商机被视为到达了其曾到过的最远阶段之前的每个未结束或赢单阶段"
         )
+    if kind == "customers":
+        return {
+            "new": f"首个赢单（按 {kpi.measure.period} 最早，同日并列均计）落在本期间的客户数",
+            "repeat_revenue_share": "此前已有赢单的客户的赢单收入 / 所有有客户的赢单收入，按币种分别统计",
+            "retention": "上一期间有赢单且本期间再次赢单的客户数 / 上一期间有赢单的客户数",
+        }[kpi.stat]
     return f"{kpi.formula}（各输入取相同期间、范围与币种）"
 
 

@@ -1,0 +1,306 @@
+"""Customer KPIs: new customers, repeat revenue share and retention (see :class:`CustomerKpi`).
+
+They read one thing, the won deals that name an account, in one query per KPI (one row per deal:
+its finest periods, rep, account, currency, amount and the date that orders it). Which deal is
+an account's first depends on every other deal of the account, and retention compares two
+periods, so the values are not sums of per-deal parts: they are computed whole, and an
+incremental refresh recomputes them whole when the store changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Select, and_, func, literal, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from crm_perf_sync.kpi import periods
+from crm_perf_sync.kpi.compiler import Calendar, Part, Scope, part_for, period_expr
+from crm_perf_sync.kpi.compute import Computation
+from crm_perf_sync.kpi.rollup import Key, Rollup
+from crm_perf_sync.kpi.schemas import CustomerKpi, Grain
+from crm_perf_sync.kpi.values import Computed
+
+Account = tuple[str, str]  # (connection id, account external id)
+
+
+@dataclass(frozen=True, slots=True)
+class WonDeal:
+    external_id: str
+    week: int | None
+    month: int | None
+    connection_id: str
+    owner: str | None
+    account: str
+    currency: str
+    amount: float | None
+    ordered_by: Any  # the measure's period value: a date or a timestamp
+
+
+def won_deals_query(part: Part, calendar: Calendar) -> Select[Any]:
+    """One row per won deal with an account and a period date (see :class:`WonDeal`)."""
+    table = part.table
+    period: ColumnElement[Any] = table.c[part.measure.period]
+    return select(
+        table.c.external_id,
+        period_expr(part.measure, calendar, "week", table).label("week"),
+        period_expr(part.measure, calendar, "month", table).label("month"),
+        table.c.connection_id,
+        table.c.owner_external_id.label("owner"),
+        table.c.account_external_id.label("account"),
+        func.coalesce(table.c.currency, literal("")).label("currency"),
+        table.c.amount,
+        period.label("ordered_by"),
+    ).where(and_(*part.where, table.c.account_external_id.is_not(None), period.is_not(None)))
+
+
+def won_deals(conn: Connection, kpi: CustomerKpi, calendar: Calendar) -> list[WonDeal]:
+    part = part_for(kpi.measure, calendar, by_currency=True)
+    return [
+        WonDeal(
+            r.external_id,
+            r.week,
+            r.month,
+            r.connection_id,
+            r.owner,
+            r.account,
+            r.currency,
+            None if r.amount is None else float(r.amount),
+            r.ordered_by,
+        )
+        for r in conn.execute(won_deals_query(part, calendar))
+    ]
+
+
+def first_won(deals: Iterable[WonDeal]) -> dict[Account, Any]:
+    """Each account's earliest won-deal date."""
+    first: dict[Account, Any] = {}
+    for deal in deals:
+        key = (deal.connection_id, deal.account)
+        if key not in first or deal.ordered_by < first[key]:
+            first[key] = deal.ordered_by
+    return first
+
+
+def _scopes(rollup: Rollup, deal: WonDeal) -> list[tuple[Scope, str]]:
+    """The scopes a deal counts in: the company, its rep, and every team the rep counts in."""
+    found: list[tuple[Scope, str]] = [("company", "company")]
+    if deal.owner is not None:
+        found.append(("owner", f"{deal.connection_id}:{deal.owner}"))
+        found += [("team", team) for team in rollup.teams_of(deal.connection_id, deal.owner)]
+    return found
+
+
+def _period(rollup: Rollup, grain: Grain, deal: WonDeal) -> int | None:
+    return None if grain == "all" else rollup.period(grain, deal.week, deal.month)
+
+
+def customer_values(run: Computation, kpi: CustomerKpi) -> dict[tuple[Grain, Scope], dict[Key, Computed]]:
+    """Every value of a customer KPI, per grain and scope (no breakdowns)."""
+    rollup = run.rollup()
+    deals = won_deals(run.conn, kpi, run.calendar)
+    scopes: tuple[Scope, ...] = ("company", "owner", "team") if run.membership.rows else ("company", "owner")
+    out: dict[tuple[Grain, Scope], dict[Key, Computed]] = {(g, s): {} for g in run.grains for s in scopes}
+    if kpi.stat == "new":
+        _new(rollup, run.grains, deals, out)
+    elif kpi.stat == "repeat_revenue_share":
+        _repeat_share(rollup, run.grains, deals, out)
+    else:
+        _retention(rollup, run.grains, deals, out)
+    return {cell: values for cell, values in out.items() if values}
+
+
+def _new(
+    rollup: Rollup,
+    grains: list[Grain],
+    deals: list[WonDeal],
+    out: dict[tuple[Grain, Scope], dict[Key, Computed]],
+) -> None:
+    first = first_won(deals)
+    counted: dict[tuple[Grain, Scope, int | None, str], set[Account]] = {}
+    for deal in deals:
+        account = (deal.connection_id, deal.account)
+        if deal.ordered_by != first[account]:
+            continue
+        for grain in grains:
+            if grain != "all" and deal.month is None:
+                continue
+            period = _period(rollup, grain, deal)
+            for scope, scope_id in _scopes(rollup, deal):
+                counted.setdefault((grain, scope, period, scope_id), set()).add(account)
+    for (grain, scope, period, scope_id), accounts in counted.items():
+        if (grain, scope) in out:
+            size = len(accounts)
+            out[grain, scope][period, scope_id, "", ""] = (float(size), float(size), None, size)
+
+
+def _repeat_share(
+    rollup: Rollup,
+    grains: list[Grain],
+    deals: list[WonDeal],
+    out: dict[tuple[Grain, Scope], dict[Key, Computed]],
+) -> None:
+    first = first_won(deals)
+    sums: dict[tuple[Grain, Scope, int | None, str, str], list[float]] = {}
+    for deal in deals:
+        if deal.amount is None:
+            continue
+        repeat = deal.ordered_by > first[(deal.connection_id, deal.account)]
+        for grain in grains:
+            if grain != "all" and deal.month is None:
+                continue
+            period = _period(rollup, grain, deal)
+            for scope, scope_id in _scopes(rollup, deal):
+                acc = sums.setdefault((grain, scope, period, scope_id, deal.currency), [0.0, 0.0, 0])
+                acc[0] += deal.amount if repeat else 0.0
+                acc[1] += deal.amount
+                acc[2] += 1
+    for (grain, scope, period, scope_id, currency), (repeat_total, total, count) in sums.items():
+        if (grain, scope) in out:
+            value = repeat_total / total if total else None
+            out[grain, scope][period, scope_id, currency, ""] = (value, repeat_total, total, int(count))
+
+
+def _retention(
+    rollup: Rollup,
+    grains: list[Grain],
+    deals: list[WonDeal],
+    out: dict[tuple[Grain, Scope], dict[Key, Computed]],
+) -> None:
+    for grain in grains:
+        if grain == "all":
+            continue  # there is no period before all time
+        buying: dict[tuple[Scope, str, int], set[Account]] = {}
+        last: int | None = None
+        for deal in deals:
+            period = _period(rollup, grain, deal)
+            if period is None:
+                continue
+            last = period if last is None else max(last, period)
+            for scope, scope_id in _scopes(rollup, deal):
+                buying.setdefault((scope, scope_id, period), set()).add((deal.connection_id, deal.account))
+        if last is None:
+            continue
+        for (scope, scope_id, before), accounts in buying.items():
+            period = before + periods.STEP[grain]
+            if period > last or (grain, scope) not in out:
+                continue
+            kept = len(accounts & buying.get((scope, scope_id, period), set()))
+            out[grain, scope][period, scope_id, "", ""] = (
+                kept / len(accounts),
+                float(kept),
+                float(len(accounts)),
+                len(accounts),
+            )
+
+
+# --- explanations -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ExplainedSide:
+    role: str
+    contributes: str
+    records: list[dict[str, Any]]
+
+
+def _in_scope(deal: WonDeal, scope: str, scope_id: str, rollup: Rollup) -> bool:
+    if scope == "company":
+        return True
+    if deal.owner is None:
+        return False
+    if scope == "owner":
+        return f"{deal.connection_id}:{deal.owner}" == scope_id
+    return scope_id in rollup.teams_of(deal.connection_id, deal.owner)
+
+
+def _deal_row(deal: WonDeal, first: dict[Account, Any]) -> dict[str, Any]:
+    return {
+        "connection_id": deal.connection_id,
+        "external_id": deal.external_id,
+        "owner_external_id": deal.owner,
+        "account_external_id": deal.account,
+        "amount": deal.amount,
+        "currency": deal.currency,
+        "period_date": deal.ordered_by,
+        "account_first_won": first[(deal.connection_id, deal.account)],
+    }
+
+
+def _account_rows(deals: Iterable[WonDeal], first: dict[Account, Any]) -> list[dict[str, Any]]:
+    """One row per account: its first won date and the deals that put it in the set."""
+    grouped: dict[Account, list[WonDeal]] = {}
+    for deal in deals:
+        grouped.setdefault((deal.connection_id, deal.account), []).append(deal)
+    return [
+        {
+            "connection_id": account[0],
+            "account_external_id": account[1],
+            "account_first_won": first[account],
+            "deals": sorted(d.external_id for d in found),
+            "owners": sorted({d.owner for d in found if d.owner is not None}),
+        }
+        for account, found in sorted(grouped.items())
+    ]
+
+
+def explain_customers(
+    run: Computation,
+    kpi: CustomerKpi,
+    grain: Grain,
+    period: int | None,
+    scope: str,
+    scope_id: str,
+    currency: str,
+) -> list[ExplainedSide]:
+    """The accounts (or deals) behind one value of a customer KPI, per side, in a stable order."""
+    rollup = run.rollup()
+    deals = won_deals(run.conn, kpi, run.calendar)
+    first = first_won(deals)
+    mine = [d for d in deals if _in_scope(d, scope, scope_id, rollup)]
+
+    def in_period(deal: WonDeal, index: int | None) -> bool:
+        return index is None or (deal.month is not None and _period(rollup, grain, deal) == index)
+
+    if kpi.stat == "new":
+        firsts = [
+            d for d in mine if in_period(d, period) and d.ordered_by == first[(d.connection_id, d.account)]
+        ]
+        return [
+            ExplainedSide(
+                "measure", "1 per account whose first won deal is in the period", _account_rows(firsts, first)
+            )
+        ]
+    if kpi.stat == "repeat_revenue_share":
+        won = [d for d in mine if in_period(d, period) and d.amount is not None and d.currency == currency]
+        repeat = [d for d in won if d.ordered_by > first[(d.connection_id, d.account)]]
+        return [
+            ExplainedSide(
+                "numerator",
+                "amount of a deal whose account won a deal before",
+                [_deal_row(d, first) for d in repeat],
+            ),
+            ExplainedSide(
+                "denominator", "amount of a won deal with an account", [_deal_row(d, first) for d in won]
+            ),
+        ]
+    if period is None:
+        return []
+    before = period - periods.STEP[grain]
+    previous = [d for d in mine if in_period(d, before)]
+    now = {(d.connection_id, d.account) for d in mine if in_period(d, period)}
+    kept = [d for d in previous if (d.connection_id, d.account) in now]
+    return [
+        ExplainedSide(
+            "numerator",
+            "1 per account of the previous period that won a deal again",
+            _account_rows(kept, first),
+        ),
+        ExplainedSide(
+            "denominator",
+            "1 per account with a won deal in the previous period",
+            _account_rows(previous, first),
+        ),
+    ]
