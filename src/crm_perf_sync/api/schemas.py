@@ -218,6 +218,10 @@ class ScoreOut(BaseModel):
     team_rank: int | None
     dropped_components: int
     components: list[dict[str, Any]]
+    perspectives: list[dict[str, Any]] = Field(
+        description="Per perspective (when the scorecard groups its components): id, name, weight, "
+        "applied_weight, sub-score and why it was dropped"
+    )
     computed_at: datetime
 
 
@@ -227,6 +231,7 @@ class ScorecardOut(BaseModel):
     grains: list[str]
     currency: str | None
     components: list[dict[str, Any]]
+    perspectives: list[dict[str, Any]]
     grades: list[dict[str, Any]]
     i18n: dict[str, TranslationOut] = Field(
         description="Its name in other languages, by locale (zh: Simplified Chinese)"

@@ -248,6 +248,7 @@ SCORE_COLUMNS = (
     "team_rank",
     "dropped_components",
     "components",
+    "perspectives",
     "computed_at",
 )
 
@@ -292,6 +293,7 @@ def scores(
     if output == "csv":
         for row in rows:
             row["components"] = json_text(row["components"])
+            row["perspectives"] = json_text(row["perspectives"] or [])
     if emit(rows, SCORE_COLUMNS, output):
         return
     table = Table("grain", "period", "rank", "rep", "team", "team rank", "score", "grade", "dropped")
@@ -324,6 +326,20 @@ def scores(
                     c["dropped"] or "",
                 )
             out.print(f"\n{row['period_key']} ({row['grain']}): score {number(row['score'])}")
+            if row["perspectives"]:
+                views = Table(
+                    "perspective", "weight", "applied", "sub-score", "components", "dropped because"
+                )
+                for p in row["perspectives"]:
+                    views.add_row(
+                        p["name"],
+                        f"{p['weight']:.2f}",
+                        f"{p['applied_weight']:.2f}",
+                        number(p["score"]),
+                        ", ".join(p["components"]),
+                        p["dropped"] or "",
+                    )
+                out.print(views)
             out.print(detail)
             out.print(
                 f"  each component's deals: crm-perf-sync explain KPI --grain {row['grain']} "

@@ -463,8 +463,20 @@ class Normalise(StrictModel):
 ScoreGrain = Literal["week", "month", "quarter", "year"]
 
 
+class Perspective(StrictModel):
+    """A group of components with a weight of its own: the balanced scorecard's financial,
+    customer, internal process, learning and growth views, or any others."""
+
+    id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
+    name: str
+    i18n: I18n = Field(default_factory=dict)
+    weight: float = Field(gt=0, le=1)
+
+
 class ScoreComponent(StrictModel):
     kpi: str
+    #: The perspective the component belongs to (its weight is then within the perspective).
+    perspective: str | None = None
     weight: float = Field(gt=0, le=1)
     normalise: Normalise = Field(default_factory=Normalise)
     min_sample: int | None = Field(default=None, ge=0)  # the KPI's own min_sample by default
@@ -493,13 +505,24 @@ class ScorecardConfig(StrictModel):
     grains: list[ScoreGrain] = Field(default_factory=lambda: list[ScoreGrain](["month"]))
     currency: str | None = None  # money components read this currency; the rep's only one by default
     components: list[ScoreComponent] = Field(min_length=1)
+    #: With perspectives, every component names one, the components' weights sum to 1 within each
+    #: perspective and the perspectives' weights sum to 1; without, the components' weights do.
+    perspectives: list[Perspective] = Field(default_factory=list)
     grades: list[GradeBand] = Field(default_factory=_default_grades)
 
     @model_validator(mode="after")
     def _weights_and_bands(self) -> Self:
-        total = sum(c.weight for c in self.components)
-        if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"component weights must sum to 1 (they sum to {total:g})")
+        if self.perspectives:
+            self._check_perspectives()
+        else:
+            named = sorted({c.perspective for c in self.components if c.perspective is not None})
+            if named:
+                raise ValueError(
+                    f"components name perspectives ({', '.join(named)}) but the scorecard lists none"
+                )
+            total = sum(c.weight for c in self.components)
+            if abs(total - 1.0) > 1e-6:
+                raise ValueError(f"component weights must sum to 1 (they sum to {total:g})")
         kpis = [c.kpi for c in self.components]
         if len(set(kpis)) != len(kpis):
             raise ValueError("each KPI may be a component once")
@@ -510,8 +533,37 @@ class ScorecardConfig(StrictModel):
             raise ValueError("the last grade band must start at 0 so every score gets a grade")
         return self
 
+    def _check_perspectives(self) -> None:
+        ids = [p.id for p in self.perspectives]
+        if len(set(ids)) != len(ids):
+            raise ValueError("each perspective id may be listed once")
+        total = sum(p.weight for p in self.perspectives)
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"perspective weights must sum to 1 (they sum to {total:g})")
+        for component in self.components:
+            if component.perspective is None:
+                raise ValueError(f"component {component.kpi}: name its perspective (one of {', '.join(ids)})")
+            if component.perspective not in ids:
+                raise ValueError(
+                    f"component {component.kpi}: unknown perspective {component.perspective!r} "
+                    f"(listed: {', '.join(ids)})"
+                )
+        for perspective in self.perspectives:
+            mine = [c.weight for c in self.components if c.perspective == perspective.id]
+            if not mine:
+                raise ValueError(f"perspective {perspective.id} has no components")
+            if abs(sum(mine) - 1.0) > 1e-6:
+                raise ValueError(
+                    f"the weights of perspective {perspective.id}'s components must sum to 1 "
+                    f"(they sum to {sum(mine):g})"
+                )
+
     def definition_hash(self) -> str:
         payload = self.model_dump(mode="json", exclude=set(_WORDING))
+        # Perspectives' names are wording too: renaming one changes no score.
+        for perspective in payload.get("perspectives", []):
+            for key in _WORDING:
+                perspective.pop(key, None)
         return digest(payload)
 
 

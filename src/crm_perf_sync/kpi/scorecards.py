@@ -4,15 +4,20 @@ Scoring is pure: it takes the reps' KPI values and targets for one period and re
 score with every component's contribution, so a rep can see exactly why they scored what they
 did. A component without a value, below its minimum sample or (for attainment) without a target
 is dropped, the remaining weights are renormalised, and the result says which and why.
+
+With perspectives, each perspective's sub-score is its kept components' weighted mean (weights
+renormalised within the perspective), a perspective whose components all dropped is dropped in
+turn, and the score is the kept perspectives' weighted mean. Either way each component's
+``applied_weight`` is its share of the whole score, so the contributions add up to the score.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from crm_perf_sync.kpi.schemas import CountKpi, Kpi, ScorecardConfig, ScoreComponent, SumKpi
+from crm_perf_sync.kpi.schemas import CountKpi, CustomerKpi, Kpi, ScorecardConfig, ScoreComponent, SumKpi
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +37,7 @@ class Scored:
     grade: str | None
     components: list[dict[str, Any]]
     dropped: int
+    perspectives: list[dict[str, Any]] = field(default_factory=list)
     team_id: str | None = None
     rank: int | None = None
     team_rank: int | None = None
@@ -70,12 +76,11 @@ def score_rep(
 ) -> Scored:
     """One rep's score: ``observed`` maps each component KPI to the rep's values (per currency)."""
     components: list[dict[str, Any]] = []
-    kept_weight = 0.0
-    weighted = 0.0
     for component in card.components:
         kpi = kpis[component.kpi]
         entry: dict[str, Any] = {
             "kpi_id": component.kpi,
+            "perspective": component.perspective,
             "weight": component.weight,
             "applied_weight": 0.0,
             "method": component.normalise.method,
@@ -94,11 +99,12 @@ def score_rep(
         if len(candidates) > 1:
             entry["dropped"] = "values in several currencies: set the scorecard's currency"
             continue
-        additive = isinstance(kpi, CountKpi | SumKpi)
+        # Nothing counted is a real zero for a count or a sum (no won deals: no revenue; no
+        # first deals: no new customers).
+        additive = isinstance(kpi, CountKpi | SumKpi) or (isinstance(kpi, CustomerKpi) and kpi.stat == "new")
         if candidates:
             found = candidates[0]
         elif additive:
-            # Nothing counted is a real zero for a count or a sum (no won deals: no revenue).
             found = Observed(0.0, None, 0, card.currency or "")
         else:
             entry["dropped"] = "no value for this period"
@@ -117,17 +123,54 @@ def score_rep(
             entry["dropped"] = "no target for this period"
             continue
         entry["normalised"] = normalised
-        kept_weight += component.weight
-        weighted += component.weight * normalised
     dropped = sum(1 for c in components if c["dropped"] is not None)
+    if card.perspectives:
+        return _by_perspective(card, scope_id, components, dropped)
+    kept_weight = sum(c["weight"] for c in components if c["dropped"] is None)
     if kept_weight <= 0:
         return Scored(scope_id, None, None, components, dropped)
     for entry in components:
         if entry["dropped"] is None:
             entry["applied_weight"] = entry["weight"] / kept_weight
             entry["contribution"] = entry["applied_weight"] * entry["normalised"]
-    score = weighted / kept_weight
+    score = sum(c["contribution"] for c in components)
     return Scored(scope_id, score, grade_of(card, score), components, dropped)
+
+
+def _by_perspective(
+    card: ScorecardConfig, scope_id: str, components: list[dict[str, Any]], dropped: int
+) -> Scored:
+    perspectives: list[dict[str, Any]] = []
+    for perspective in card.perspectives:
+        mine = [c for c in components if c["perspective"] == perspective.id]
+        kept = [c for c in mine if c["dropped"] is None]
+        weight = sum(c["weight"] for c in kept)
+        sub = sum(c["weight"] * c["normalised"] for c in kept) / weight if weight > 0 else None
+        perspectives.append(
+            {
+                "id": perspective.id,
+                "name": perspective.name,
+                "weight": perspective.weight,
+                "applied_weight": 0.0,
+                "score": sub,
+                "components": [c["kpi_id"] for c in mine],
+                "dropped": None if sub is not None else "every component dropped",
+            }
+        )
+    kept_weight = sum(p["weight"] for p in perspectives if p["dropped"] is None)
+    if kept_weight <= 0:
+        return Scored(scope_id, None, None, components, dropped, perspectives)
+    for view in perspectives:
+        if view["dropped"] is not None:
+            continue
+        view["applied_weight"] = view["weight"] / kept_weight
+        kept = [c for c in components if c["perspective"] == view["id"] and c["dropped"] is None]
+        within = sum(c["weight"] for c in kept)
+        for entry in kept:
+            entry["applied_weight"] = view["applied_weight"] * entry["weight"] / within
+            entry["contribution"] = entry["applied_weight"] * entry["normalised"]
+    score = sum(p["applied_weight"] * p["score"] for p in perspectives if p["dropped"] is None)
+    return Scored(scope_id, score, grade_of(card, score), components, dropped, perspectives)
 
 
 def rank(scored: Sequence[Scored], teams: Mapping[str, str]) -> None:

@@ -72,6 +72,7 @@ def refresh_scorecard(
                     "team_rank": s.team_rank,
                     "dropped_components": s.dropped,
                     "components": s.components,
+                    "perspectives": s.perspectives,
                     "computed_at": computed_at,
                 }
                 for s in scored

@@ -155,6 +155,8 @@ class ScorecardValue(Base):
     team_rank: Mapped[int | None] = mapped_column(Integer)
     dropped_components: Mapped[int] = mapped_column(Integer)
     components: Mapped[list[dict[str, Any]]] = mapped_column(JSONDoc)
+    #: Per perspective (scorecards that group their components): its sub-score and weights.
+    perspectives: Mapped[list[dict[str, Any]]] = mapped_column(JSONDoc, default=list)
     computed_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

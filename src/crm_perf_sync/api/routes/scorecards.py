@@ -28,6 +28,7 @@ def card_out(card: ScorecardConfig) -> dict[str, Any]:
         "grains": list(card.grains),
         "currency": card.currency,
         "components": [c.model_dump(mode="json") for c in card.components],
+        "perspectives": [p.model_dump(mode="json") for p in card.perspectives],
         "grades": [g.model_dump(mode="json") for g in card.grades],
         "i18n": {locale: t.model_dump(mode="json") for locale, t in card.i18n.items()},
         "name_zh": display(card, "zh")[0],
@@ -50,6 +51,7 @@ def score_row(s: Any, names: dict[tuple[str, str], str]) -> dict[str, Any]:
         "team_rank": s.team_rank,
         "dropped_components": s.dropped_components,
         "components": s.components,
+        "perspectives": s.perspectives or [],
         "computed_at": s.computed_at,
     }
 
