@@ -24,10 +24,11 @@ import socket
 import statistics
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Result, child_context, database, in_child
+from bench.harness import Result, child_context, in_child, shared_store
 
 REPS = {"small": 50, "full": 500}
 SIZES = {"small": 5_000, "full": 200_000}
@@ -70,16 +71,12 @@ def _write_config(workdir: Path, count: int, reps: int) -> Path:
     return path
 
 
-def _prepare(url: str, config_path: Path) -> dict[str, Any]:
-    """Sync and refresh the store; a read key and the month to read."""
-    from sqlalchemy import func, select
-
-    from crm_perf_sync.apikeys import service as keys
+def _build(url: str, config_path: Path) -> dict[str, Any]:
+    """Sync and refresh the store (shared with ``dashboard``: see :func:`bench.harness.shared_store`)."""
     from crm_perf_sync.config import load_config
     from crm_perf_sync.jobs.refresh import RefreshJob
     from crm_perf_sync.jobs.sync import SyncService
-    from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
-    from crm_perf_sync.models import ScorecardValue
+    from crm_perf_sync.kit.db import create_db_engine, make_session_factory
     from crm_perf_sync.plugins import ConnectorRegistry
     from crm_perf_sync.sync.service import SyncOptions
 
@@ -93,6 +90,25 @@ def _prepare(url: str, config_path: Path) -> dict[str, Any]:
     if outcome.status != "succeeded":
         raise RuntimeError(outcome.summary())
     RefreshJob(factory, config).refresh()
+    engine.dispose()
+    return {}
+
+
+def store(kind: str, workdir: Path, config_path: Path) -> AbstractContextManager[tuple[str, dict[str, Any]]]:
+    """The synced and refreshed store of ``config_path``, built once per run for both scenarios."""
+    return shared_store(kind, workdir, config_path.name, _build, config_path)
+
+
+def _prepare(url: str) -> dict[str, Any]:
+    """A read key of its own and the month to read."""
+    from sqlalchemy import func, select
+
+    from crm_perf_sync.apikeys import service as keys
+    from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
+    from crm_perf_sync.models import ScorecardValue
+
+    engine = create_db_engine(url)
+    factory = make_session_factory(engine)
     with session_scope(factory) as session:
         _, key = keys.create(session, "bench", "read")
         # The month with the most scored reps (every rep is listed in every month).
@@ -218,8 +234,8 @@ def api_scorecard(size: str, databases: list[str], workdir: Path) -> Iterator[Re
     count, reps = SIZES[size], REPS[size]
     config_path = _write_config(workdir, count, reps)
     for kind in databases:
-        with database(kind, workdir) as url:
-            prepared = in_child(_prepare, url, config_path)
+        with store(kind, workdir, config_path) as (url, _):
+            prepared = in_child(_prepare, url)
             port = _free_port()
             context = child_context()
             server = context.Process(target=_serve, args=(url, config_path, port), daemon=True)

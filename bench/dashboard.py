@@ -31,8 +31,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.api_scorecard import REPS, SIZES, _free_port, _prepare, _serve, _write_config
-from bench.harness import Result, database, in_child
+from bench.api_scorecard import REPS, SIZES, _free_port, _prepare, _serve, _write_config, store
+from bench.harness import Result, in_child
 
 RENDERS = {"small": 30, "full": 300}
 WARM_UP = 10
@@ -89,7 +89,7 @@ def _prepare_dashboard(url: str, config_path: Path) -> dict[str, Any]:
     from crm_perf_sync.models import KpiValue
     from crm_perf_sync.plugins import ConnectorRegistry
 
-    prepared = _prepare(url, config_path)
+    prepared = _prepare(url)
     engine = create_db_engine(url)
     company = (
         KpiValue.kpi_id.in_(OVERVIEW_KPIS),
@@ -272,7 +272,7 @@ def dashboard(size: str, databases: list[str], workdir: Path) -> Iterator[Result
     count, reps = SIZES[size], REPS[size]
     config_path = _write_config(workdir, count, reps)
     for kind in databases:
-        with database(kind, workdir) as url:
+        with store(kind, workdir, config_path) as (url, _):
             prepared = in_child(_prepare_dashboard, url, config_path)
             month = prepared["month"]
             paths = {

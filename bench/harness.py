@@ -16,7 +16,7 @@ import resource
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -151,6 +151,45 @@ def database(kind: str, workdir: Path) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+#: The open :func:`sharing` scopes, innermost last: each with what it drops at its end and the stores
+#: it has built, by (kind, name).
+_SHARED: list[tuple[ExitStack, dict[tuple[str, str], tuple[str, dict[str, Any]]]]] = []
+
+
+@contextmanager
+def sharing() -> Iterator[None]:
+    """A scope (a run of the benchmarks) in which :func:`shared_store` builds each store once."""
+    with ExitStack() as stack:
+        _SHARED.append((stack, {}))
+        try:
+            yield
+        finally:
+            _SHARED.pop()
+
+
+@contextmanager
+def shared_store(
+    kind: str, workdir: Path, name: str, build: Callable[..., dict[str, Any]], *args: Any
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A store of ``kind`` built by ``build(url, *args)`` in a child; yields its URL and what
+    ``build`` returned.
+
+    Scenarios that read the same data (the 500-rep store of ``api-scorecard`` and ``dashboard``)
+    name it alike: within a :func:`sharing` scope the first one builds it and the others reuse it,
+    and it is dropped when the scope ends. Outside one, each use builds and drops its own. A user of
+    a shared store may add to it (a key of its own) but must leave what ``build`` made as it was.
+    """
+    if not _SHARED:
+        with database(kind, workdir) as url:
+            yield url, in_child(build, url, *args)
+        return
+    stack, built = _SHARED[-1]
+    if (kind, name) not in built:
+        url = stack.enter_context(database(kind, workdir))
+        built[(kind, name)] = (url, in_child(build, url, *args))
+    yield built[(kind, name)]
 
 
 def peak_rss_mb() -> float:
