@@ -171,6 +171,15 @@ def _created(kind: str, workdir: Path, template: str | None) -> Iterator[str]:
         admin.dispose()
 
 
+@contextmanager
+def copy_of(kind: str, workdir: Path, url: str) -> Iterator[str]:
+    """A copy of the store at ``url`` (of ``kind``, with no connection open), dropped afterwards."""
+    database = make_url(url).database
+    assert database is not None
+    with _created(kind, workdir, database) as copy:
+        yield copy
+
+
 def _template(kind: str, workdir: Path) -> str:
     """The innermost :func:`sharing` scope's migrated store of ``kind``, built on first use:
     the path of its file (sqlite) or its database name (postgresql)."""
