@@ -1,16 +1,19 @@
 """``api-scorecard``: a month's scorecard for 500 reps under load, against a trivial endpoint.
 
-A store with the demo company at 500 reps is synced and refreshed (a rep scorecard at month
-grain). The API runs in uvicorn in a process of its own, as the ``api`` role does; a load
-generator in another process keeps ``CLIENTS`` requests in flight for ``SECONDS`` against:
+A store with the demo company at ``REPS[size]`` reps (500 at full size; 50 at small size, which
+only proves the harness works and need not refresh the 200,000 values of 500 reps) is synced and
+refreshed (a rep scorecard at month grain). The API runs in uvicorn in a process of its own, as
+the ``api`` role does; a load generator in another process keeps ``CLIENTS`` requests in flight
+for ``SECONDS`` against:
 
 ``trivial``: ``GET /healthz`` (no key, no database), the server's own ceiling;
 ``scorecard``: ``GET /api/v1/scorecards/reps?grain=month&period=<a month>&limit=500`` with a read
-key: one month's 500 ranked reps with their component breakdowns, as a dashboard polls it.
+key: one month's 500 ranked reps with their component breakdowns, as a dashboard polls it (at small
+size, ``limit=50`` and 50 reps).
 
 The ratio is the scorecard's requests per second over the trivial endpoint's (target >= 0.40),
 and the scorecard's p99 latency must be at most 50 ms. Every scorecard response is checked: 200,
-500 rows. Both endpoints are measured alternately, ``REPEATS[size]`` times, the best of each.
+one row per rep. Both endpoints are measured alternately, ``REPEATS[size]`` times, the best of each.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ import socket
 import statistics
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Result, child_context, database, in_child
+from bench.harness import Result, child_context, in_child, shared_store
 
-REPS = 500
+REPS = {"small": 50, "full": 500}
 SIZES = {"small": 5_000, "full": 200_000}
 SECONDS = {"small": 0.5, "full": 15.0}
 REPEATS = {"small": 1, "full": 2}
@@ -36,15 +40,15 @@ TARGET_P99_MS = 50.0
 CONNECTION = "demo"
 
 
-def _write_config(workdir: Path, count: int) -> Path:
-    path = workdir / f"api-scorecard-{count}.yaml"
+def _write_config(workdir: Path, count: int, reps: int) -> Path:
+    path = workdir / f"api-scorecard-{count}-{reps}.yaml"
     path.write_text(
         "business: {timezone: UTC, fiscal_year_start_month: 1, currency: USD}\n"
         "connections:\n"
         f"  - id: {CONNECTION}\n"
         "    kind: demo\n"
         "    settings:\n"
-        f"      reps: {REPS}\n"
+        f"      reps: {reps}\n"
         "      regions: 5\n"
         "      teams_per_region: 10\n"
         f"      opportunities: {count}\n"
@@ -67,16 +71,12 @@ def _write_config(workdir: Path, count: int) -> Path:
     return path
 
 
-def _prepare(url: str, config_path: Path) -> dict[str, Any]:
-    """Sync and refresh the store; a read key and the month to read."""
-    from sqlalchemy import func, select
-
-    from crm_perf_sync.apikeys import service as keys
+def _build(url: str, config_path: Path) -> dict[str, Any]:
+    """Sync and refresh the store (shared with ``dashboard``: see :func:`bench.harness.shared_store`)."""
     from crm_perf_sync.config import load_config
     from crm_perf_sync.jobs.refresh import RefreshJob
     from crm_perf_sync.jobs.sync import SyncService
-    from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
-    from crm_perf_sync.models import ScorecardValue
+    from crm_perf_sync.kit.db import create_db_engine, make_session_factory
     from crm_perf_sync.plugins import ConnectorRegistry
     from crm_perf_sync.sync.service import SyncOptions
 
@@ -90,9 +90,28 @@ def _prepare(url: str, config_path: Path) -> dict[str, Any]:
     if outcome.status != "succeeded":
         raise RuntimeError(outcome.summary())
     RefreshJob(factory, config).refresh()
+    engine.dispose()
+    return {}
+
+
+def store(kind: str, workdir: Path, config_path: Path) -> AbstractContextManager[tuple[str, dict[str, Any]]]:
+    """The synced and refreshed store of ``config_path``, built once per run for both scenarios."""
+    return shared_store(kind, workdir, config_path.name, _build, config_path)
+
+
+def _prepare(url: str) -> dict[str, Any]:
+    """A read key of its own and the month to read."""
+    from sqlalchemy import func, select
+
+    from crm_perf_sync.apikeys import service as keys
+    from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
+    from crm_perf_sync.models import ScorecardValue
+
+    engine = create_db_engine(url)
+    factory = make_session_factory(engine)
     with session_scope(factory) as session:
         _, key = keys.create(session, "bench", "read")
-        # The month with the most scored reps (all 500 are listed in every month).
+        # The month with the most scored reps (every rep is listed in every month).
         period = session.execute(
             select(ScorecardValue.period_key)
             .where(ScorecardValue.scorecard_id == "reps", ScorecardValue.grain == "month")
@@ -212,11 +231,11 @@ def _free_port() -> int:
 def api_scorecard(size: str, databases: list[str], workdir: Path) -> Iterator[Result]:
     import httpx
 
-    count = SIZES[size]
-    config_path = _write_config(workdir, count)
+    count, reps = SIZES[size], REPS[size]
+    config_path = _write_config(workdir, count, reps)
     for kind in databases:
-        with database(kind, workdir) as url:
-            prepared = in_child(_prepare, url, config_path)
+        with store(kind, workdir, config_path) as (url, _):
+            prepared = in_child(_prepare, url)
             port = _free_port()
             context = child_context()
             server = context.Process(target=_serve, args=(url, config_path, port), daemon=True)
@@ -234,12 +253,12 @@ def api_scorecard(size: str, databases: list[str], workdir: Path) -> Iterator[Re
                         raise RuntimeError("the API did not start")
                     time.sleep(0.2)
                 headers = {"Authorization": f"Bearer {prepared['key']}"}
-                path = f"/api/v1/scorecards/reps?grain=month&period={prepared['period']}&limit={REPS}"
+                path = f"/api/v1/scorecards/reps?grain=month&period={prepared['period']}&limit={reps}"
                 trivial: dict[str, Any] = {}
                 card: dict[str, Any] = {}
                 for _ in range(REPEATS[size]):
                     t = in_child(_load, base, "/healthz", {}, SECONDS[size], None)
-                    c = in_child(_load, base, path, headers, SECONDS[size], REPS)
+                    c = in_child(_load, base, path, headers, SECONDS[size], reps)
                     trivial = t if t["rps"] > trivial.get("rps", 0) else trivial
                     card = c if c["rps"] > card.get("rps", 0) else card
             finally:
@@ -251,7 +270,7 @@ def api_scorecard(size: str, databases: list[str], workdir: Path) -> Iterator[Re
         passed = ratio >= TARGET_RATIO and card["p99_ms"] <= TARGET_P99_MS
         yield Result(
             scenario="api-scorecard",
-            size=f"{REPS} reps",
+            size=f"{reps} reps",
             database=kind,
             records=card["requests"],
             seconds=SECONDS[size],

@@ -1,14 +1,15 @@
 """``dashboard``: the overview and the leaderboard of the 500-rep store, on the server and in a browser.
 
-The store is :mod:`bench.api_scorecard`'s (the demo company at 500 reps, synced and refreshed), and
-the API runs the same way, in uvicorn in a process of its own. Two measurements, in one sitting:
+The store is :mod:`bench.api_scorecard`'s (the demo company at 500 reps, 50 at small size, synced
+and refreshed), and the API runs the same way, in uvicorn in a process of its own. Two measurements,
+in one sitting:
 
 ``server``: one client signs in once, then requests ``GET /dashboard`` (month grain, the latest
 month) and ``GET /dashboard/leaderboard`` (the same month) one at a time, with
 ``Accept-Encoding: gzip``, ``RENDERS[size]`` times each after a warm-up, interleaved with
 ``GET /healthz`` (no session, no database: the floor of a request). This is render latency, not
-throughput. Targets: each page's p95 at most 50 ms. Every response is checked: 200, gzip, all 500
-reps on the leaderboard, every tile the store has a value for on the overview. The transfer of a
+throughput. Targets: each page's p95 at most 50 ms. Every response is checked: 200, gzip, every rep
+on the leaderboard, every tile the store has a value for on the overview. The transfer of a
 page is its compressed body plus every same-origin asset it references (the stylesheet, the
 script) except the chart library, which a browser holds in its cache: at most 200 KB each.
 
@@ -30,8 +31,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.api_scorecard import REPS, SIZES, _free_port, _prepare, _serve, _write_config
-from bench.harness import Result, database, in_child
+from bench.api_scorecard import REPS, SIZES, _free_port, _prepare, _serve, _write_config, store
+from bench.harness import Result, in_child
 
 RENDERS = {"small": 30, "full": 300}
 WARM_UP = 10
@@ -88,7 +89,7 @@ def _prepare_dashboard(url: str, config_path: Path) -> dict[str, Any]:
     from crm_perf_sync.models import KpiValue
     from crm_perf_sync.plugins import ConnectorRegistry
 
-    prepared = _prepare(url, config_path)
+    prepared = _prepare(url)
     engine = create_db_engine(url)
     company = (
         KpiValue.kpi_id.in_(OVERVIEW_KPIS),
@@ -127,7 +128,7 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
-def _check_page(name: str, response: Any, expected: dict[str, list[str]]) -> None:
+def _check_page(name: str, response: Any, expected: dict[str, list[str]], reps: int) -> None:
     """A page as the targets mean it: complete, and compressed for a client that accepts gzip."""
     if response.status_code != 200:
         raise RuntimeError(f"{name}: {response.status_code} {response.text[:200]}")
@@ -136,8 +137,8 @@ def _check_page(name: str, response: Any, expected: dict[str, list[str]]) -> Non
     body = response.content
     if name == "leaderboard":
         owners = REP_ROW.findall(body)
-        if len(owners) != REPS or len(set(owners)) != REPS:
-            raise RuntimeError(f"leaderboard: {len(set(owners))} reps in {len(owners)} rows, expected {REPS}")
+        if len(owners) != reps or len(set(owners)) != reps:
+            raise RuntimeError(f"leaderboard: {len(set(owners))} reps in {len(owners)} rows, expected {reps}")
     else:
         found = TILE.findall(body)
         tiles, kpis = {tile.decode() for tile, _ in found}, {kpi.decode() for _, kpi in found}
@@ -147,7 +148,7 @@ def _check_page(name: str, response: Any, expected: dict[str, list[str]]) -> Non
 
 
 def _render(
-    base: str, key: str, paths: dict[str, str], expected: dict[str, list[str]], count: int
+    base: str, key: str, paths: dict[str, str], expected: dict[str, list[str]], reps: int, count: int
 ) -> dict[str, Any]:
     """Sign in, then request each page and the floor in turn, ``count`` times after a warm-up."""
     import httpx
@@ -159,7 +160,7 @@ def _render(
         transfer: dict[str, dict[str, int]] = {}
         for name, path in paths.items():
             first = client.get(path)
-            _check_page(name, first, expected)
+            _check_page(name, first, expected, reps)
             page = first.num_bytes_downloaded
             assets = {}
             for asset in sorted(set(ASSET.findall(first.text))):
@@ -183,7 +184,7 @@ def _render(
                     if response.status_code != 200:
                         raise RuntimeError(f"/healthz: {response.status_code}")
                 else:
-                    _check_page(name, response, expected)
+                    _check_page(name, response, expected, reps)
                 if n >= WARM_UP:
                     latencies[name].append(elapsed)
             if n + 1 == WARM_UP:
@@ -268,10 +269,10 @@ def _peak_rss_mb(pid: int | None) -> float:
 
 def dashboard(size: str, databases: list[str], workdir: Path) -> Iterator[Result]:
     _require_browser()
-    count = SIZES[size]
-    config_path = _write_config(workdir, count)
+    count, reps = SIZES[size], REPS[size]
+    config_path = _write_config(workdir, count, reps)
     for kind in databases:
-        with database(kind, workdir) as url:
+        with store(kind, workdir, config_path) as (url, _):
             prepared = in_child(_prepare_dashboard, url, config_path)
             month = prepared["month"]
             paths = {
@@ -287,7 +288,7 @@ def dashboard(size: str, databases: list[str], workdir: Path) -> Iterator[Result
             try:
                 _wait_for(base)
                 expected = {"tiles": prepared["tiles"], "kpis": prepared["kpis"]}
-                rendered = in_child(_render, base, prepared["key"], paths, expected, RENDERS[size])
+                rendered = in_child(_render, base, prepared["key"], paths, expected, reps, RENDERS[size])
                 browsed = in_child(_browse, base, prepared["key"], paths["overview"], LOADS[size])
                 server_rss = _peak_rss_mb(server.pid)
             finally:
@@ -313,7 +314,7 @@ def dashboard(size: str, databases: list[str], workdir: Path) -> Iterator[Result
         notes["tiles_checked"] = len(prepared["kpis"])
         yield Result(
             scenario="dashboard",
-            size=f"{REPS} reps",
+            size=f"{reps} reps",
             database=kind,
             records=rendered["requests"],
             seconds=rendered["seconds"],
@@ -329,7 +330,7 @@ def dashboard(size: str, databases: list[str], workdir: Path) -> Iterator[Result
         drawn = browsed["drawn"]
         yield Result(
             scenario="dashboard-browser",
-            size=f"{REPS} reps",
+            size=f"{reps} reps",
             database=kind,
             records=LOADS[size],
             seconds=browsed["seconds"],

@@ -13,10 +13,11 @@ import multiprocessing
 import os
 import platform
 import resource
+import shutil
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -117,16 +118,32 @@ def pg_admin_url() -> str | None:
 
 @contextmanager
 def database(kind: str, workdir: Path) -> Iterator[str]:
-    """A fresh, migrated store of ``kind`` (sqlite or postgresql), dropped afterwards."""
+    """A fresh, migrated store of ``kind`` (sqlite or postgresql), dropped afterwards.
+
+    Within a :func:`sharing` scope it is a copy of a store migrated once in that scope (a file copy,
+    ``CREATE DATABASE ... TEMPLATE``): a run creates some twenty stores of each kind, and copying
+    one takes a fraction of the time of running every migration again.
+    """
+    template = _template(kind, workdir) if _SHARED else None
+    with _created(kind, workdir, template) as url:
+        yield url
+
+
+@contextmanager
+def _created(kind: str, workdir: Path, template: str | None) -> Iterator[str]:
+    """A new store of ``kind``: a copy of ``template`` (a file, or a database name), or migrated."""
     from crm_perf_sync.kit import migrate
     from crm_perf_sync.kit.db import create_db_engine
 
     if kind == "sqlite":
         path = workdir / f"bench-{uuid.uuid4().hex[:8]}.db"
         url = f"sqlite:///{path}"
-        engine = create_db_engine(url)
-        migrate.upgrade(engine)
-        engine.dispose()
+        if template is not None:
+            shutil.copyfile(template, path)
+        else:
+            engine = create_db_engine(url)
+            migrate.upgrade(engine)
+            engine.dispose()  # closing the last connection checkpoints the WAL into the file
         try:
             yield url
         finally:
@@ -140,17 +157,89 @@ def database(kind: str, workdir: Path) -> Iterator[str]:
     admin_target = make_url(admin_url).set(drivername="postgresql+psycopg")
     admin = create_engine(admin_target, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
     url = admin_target.set(database=name).render_as_string(hide_password=False)
     try:
-        engine = create_db_engine(url)
-        migrate.upgrade(engine)
-        engine.dispose()
+        if template is None:
+            engine = create_db_engine(url)
+            migrate.upgrade(engine)
+            engine.dispose()  # a template must have no connection when it is copied
         yield url
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@contextmanager
+def copy_of(kind: str, workdir: Path, url: str) -> Iterator[str]:
+    """A copy of the store at ``url`` (of ``kind``, with no connection open), dropped afterwards."""
+    database = make_url(url).database
+    assert database is not None
+    with _created(kind, workdir, database) as copy:
+        yield copy
+
+
+def _template(kind: str, workdir: Path) -> str:
+    """The innermost :func:`sharing` scope's migrated store of ``kind``, built on first use:
+    the path of its file (sqlite) or its database name (postgresql)."""
+    scope = _SHARED[-1]
+    if kind not in scope.templates:
+        url = scope.stack.enter_context(_created(kind, workdir, None))
+        database = make_url(url).database
+        assert database is not None
+        scope.templates[kind] = database
+    return scope.templates[kind]
+
+
+@dataclass
+class _Scope:
+    """What a :func:`sharing` scope has built, and drops at its end."""
+
+    stack: ExitStack
+    #: Migrated stores to copy, by kind: a file path (sqlite) or a database name (postgresql).
+    templates: dict[str, str] = field(default_factory=dict)
+    #: :func:`shared_store`'s stores, by (kind, name): the URL and what their build returned.
+    stores: dict[tuple[str, str], tuple[str, dict[str, Any]]] = field(default_factory=dict)
+
+
+#: The open :func:`sharing` scopes, innermost last.
+_SHARED: list[_Scope] = []
+
+
+@contextmanager
+def sharing() -> Iterator[None]:
+    """A scope (a run of the benchmarks) in which every new store is a copy of one migrated store
+    of its kind, and :func:`shared_store` builds each named store once."""
+    with ExitStack() as stack:
+        _SHARED.append(_Scope(stack))
+        try:
+            yield
+        finally:
+            _SHARED.pop()
+
+
+@contextmanager
+def shared_store(
+    kind: str, workdir: Path, name: str, build: Callable[..., dict[str, Any]], *args: Any
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A store of ``kind`` built by ``build(url, *args)`` in a child; yields its URL and what
+    ``build`` returned.
+
+    Scenarios that read the same data (the 500-rep store of ``api-scorecard`` and ``dashboard``)
+    name it alike: within a :func:`sharing` scope the first one builds it and the others reuse it,
+    and it is dropped when the scope ends. Outside one, each use builds and drops its own. A user of
+    a shared store may add to it (a key of its own) but must leave what ``build`` made as it was.
+    """
+    if not _SHARED:
+        with database(kind, workdir) as url:
+            yield url, in_child(build, url, *args)
+        return
+    scope = _SHARED[-1]
+    if (kind, name) not in scope.stores:
+        url = scope.stack.enter_context(database(kind, workdir))
+        scope.stores[(kind, name)] = (url, in_child(build, url, *args))
+    yield scope.stores[(kind, name)]
 
 
 def peak_rss_mb() -> float:

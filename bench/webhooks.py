@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from bench.harness import Result, child_context, database, in_child
 
 EVENTS = {"small": 100, "full": 5000}
@@ -115,6 +117,33 @@ alerts:
 """
 
 
+def _await_delivery(factory: sessionmaker[Session], rule: str, timeout: float = 30.0) -> None:
+    """Wait until the receiver has acknowledged ``rule``'s ``alert.firing`` (before the next round's
+    config resolves the rule), polling the outbox rather than sleeping a fixed, generous while."""
+    from sqlalchemy import select
+
+    from crm_perf_sync.kit.db import session_scope
+    from crm_perf_sync.models import WebhookDelivery, WebhookEvent
+
+    succeeded = (
+        select(WebhookDelivery.id)
+        .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
+        .where(
+            WebhookEvent.type == "alert.firing",
+            WebhookEvent.rule_id == rule,
+            WebhookDelivery.status == "succeeded",
+        )
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        with session_scope(factory) as session:
+            if session.scalars(succeeded).first() is not None:
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the alert of {rule} was not delivered within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
 def _latency(url: str, receiver_url: str, workdir: str, rounds: int) -> dict[str, Any]:
     """Refreshes that raise an alert while a delivery loop runs; when each committed."""
     import threading
@@ -155,7 +184,7 @@ def _latency(url: str, receiver_url: str, workdir: str, rounds: int) -> dict[str
                 sync.sync("demo")
             RefreshJob(factory, config).refresh()  # a new rule: evaluated, breaching, fires
             committed[f"bench-{n}"] = time.time()
-            time.sleep(2.5)
+            _await_delivery(factory, f"bench-{n}")
     finally:
         stop.set()
         loop.join(timeout=30)

@@ -113,7 +113,7 @@ connections:
     kind: demo
     settings:
       seed: 7
-      opportunities: 20000
+      opportunities: 5000
       batch_size: 500
       as_of: "2025-10-01T00:00:00Z"
 """
