@@ -263,7 +263,9 @@ def seed_org(
     return made
 
 
-def add_activities(org: Org, made: Seeded, count: int, *, start: datetime, end: datetime, seed: int = 1) -> None:
+def add_activities(
+    org: Org, made: Seeded, count: int, *, start: datetime, end: datetime, seed: int = 1
+) -> None:
     """``count`` activities of ``made``'s reps, two tasks to one event, spread over ``[start, end]``
     (a tenth of them more than a year before ``start``, archived): calls, emails, site visits,
     proposals and other tasks, meetings and visits (one all-day), each about a deal, an account,
