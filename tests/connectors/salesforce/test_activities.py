@@ -10,8 +10,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from pydantic import ValidationError
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from crm_perf_sync.kit.db import session_scope
+from crm_perf_sync.models import SyncRecordError
 from crm_perf_sync_salesforce.settings import SalesforceSettings
 from tests.connectors.salesforce.emulator import Org, SalesforceEmulator
 from tests.connectors.salesforce.seed import seed_org
@@ -299,6 +302,36 @@ def test_tasks_and_events_field_by_field(
         _midnight(date(2026, 3, 2)),
         86400,
     )
+
+
+def test_an_unreadable_activity_or_account_is_a_bad_record_named_by_its_id(
+    emulator: SalesforceEmulator, session_factory: sessionmaker[Session]
+) -> None:
+    org = emulator.org
+    made = seed_org(org, opportunities=3, leads=3, accounts=3, activities=12)
+    tasks, accounts = org.table("Task"), org.table("Account")
+    call = next(key for key in made.tasks if tasks.rows[key]["TaskSubtype"] == "Call")
+    # What a broken integration might leave behind: a fractional duration, a loop of one.
+    tasks.rows[call] = {**tasks.rows[call], "CallDurationInSeconds": "61.5"}
+    own = made.accounts[1]
+    accounts.rows[own] = {**accounts.rows[own], "ParentId": own}
+
+    syncer = Syncer(session_factory, settings_for(emulator, streams=STREAMS))
+    outcome = syncer.run()
+
+    assert outcome.status == "succeeded", outcome.error
+    assert (outcome.streams["tasks"].skipped, outcome.streams["accounts"].skipped) == (1, 1)
+    with session_scope(session_factory) as session:
+        errors = {
+            (e.stream, e.record_key, e.field): e.message for e in session.scalars(select(SyncRecordError))
+        }
+    assert set(errors) == {("tasks", call, "CallDurationInSeconds"), ("accounts", own, None)}
+    assert (
+        "CallDurationInSeconds '61.5' is not a whole number" in errors["tasks", call, "CallDurationInSeconds"]
+    )
+    assert "an account cannot be its own parent" in errors["accounts", own, None]
+    assert live(session_factory, "activities") == set(made.tasks + made.events) - {call}
+    assert live(session_factory, "accounts") == set(made.accounts) - {own}
 
 
 def _kind(row: dict[str, Any]) -> str:
