@@ -276,7 +276,8 @@ class _Prepared:
 
 
 class SalesforceConnector(Connector[SalesforceSettings]):
-    """Leads, opportunities (open and closed), owners, roles, stages and stage history from Salesforce."""
+    """Accounts, leads, opportunities (open and closed), owners, roles, stages, stage history and
+    activities (tasks and events) from Salesforce."""
 
     settings_model = SalesforceSettings
     description = "Salesforce (REST and Bulk API 2.0, through simple-salesforce)"
