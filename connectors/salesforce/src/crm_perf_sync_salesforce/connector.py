@@ -9,12 +9,13 @@ How one incremental stream is read (``teams``, ``owners``, ``accounts``, ``leads
    lookback re-reads what committed late with an older timestamp, the upper bound keeps rows
    the org may still be writing (or stamped by a clock ahead of ours) for the next run. The first
    scan has no lower bound.
-2. For objects with deletions (all but users, roles and history) the deleted-records feed is read for the
-   same span first, as tombstones; a record deleted and restored since is then read live by the
-   scan, which comes after and wins.
+2. For objects with deletions (all but users, roles and history) the deleted-records feed is
+   read for the same span first, as tombstones; a record deleted and restored since is then read
+   live by the scan, which comes after and wins.
 3. ``SELECT COUNT()`` of the span decides between Bulk API 2.0 (at least ``bulk_threshold``
    rows) and REST.
-4. REST: ``queryAll`` (deleted rows come with ``IsDeleted``) ``ORDER BY cursor, Id`` from a
+4. REST: ``queryAll`` (deleted rows come with ``IsDeleted``, and archived activities, which
+   ``query`` leaves out, with ``IsArchived``) ``ORDER BY cursor, Id`` from a
    keyset position ``cursor > t OR (cursor = t AND Id > i)``, checkpointed after every page. A
    resumed scan continues exactly there, never re-reading or skipping the rows that share a
    timestamp. ``QUERY_TIMEOUT`` halves the time window until a query passes; a session that
@@ -31,9 +32,9 @@ and events are one entity, so ``activities_reconcile`` reads both before its sna
 snapshot of either alone would delete the other's records); it reads them with ``queryAll`` and
 ``IsDeleted = false``, since ``query`` leaves out the activities Salesforce has archived.
 
-The API budget is read from ``/limits/`` before a run and from ``Sforce-Limit-Info`` after every response; at
-``max_api_share`` (or on ``REQUEST_LIMIT_EXCEEDED``) the read stops after its last checkpoint
-with :class:`QuotaExhaustedError`, and the next run resumes.
+The API budget is read from ``/limits/`` before a run and from ``Sforce-Limit-Info`` after every
+response; at ``max_api_share`` (or on ``REQUEST_LIMIT_EXCEEDED``) the read stops after its last
+checkpoint with :class:`QuotaExhaustedError`, and the next run resumes.
 """
 
 from __future__ import annotations
