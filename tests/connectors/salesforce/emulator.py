@@ -110,6 +110,23 @@ STANDARD_OBJECTS: Mapping[str, tuple[str, Mapping[str, str]]] = {
             "UserType": "picklist",
         },
     ),
+    "Account": (
+        "001",
+        {
+            **_COMMON,
+            "Name": "string",
+            "OwnerId": "reference",
+            "Industry": "picklist",
+            "Type": "picklist",
+            "ParentId": "reference",
+            "IsDeleted": "boolean",
+        },
+    ),
+    # Read by nobody but the activities' AccountId, which Salesforce derives from a contact.
+    "Contact": (
+        "003",
+        {**_COMMON, "Name": "string", "Email": "email", "AccountId": "reference", "IsDeleted": "boolean"},
+    ),
     "Lead": (
         "00Q",
         {
@@ -123,6 +140,7 @@ STANDARD_OBJECTS: Mapping[str, tuple[str, Mapping[str, str]]] = {
             "IsConverted": "boolean",
             "ConvertedDate": "date",
             "ConvertedOpportunityId": "reference",
+            "ConvertedAccountId": "reference",
             "IsDeleted": "boolean",
         },
     ),
@@ -174,10 +192,60 @@ STANDARD_OBJECTS: Mapping[str, tuple[str, Mapping[str, str]]] = {
             "IsDeleted": "boolean",
         },
     ),
+    # Task and Event: the activities. AccountId is read-only, derived as Salesforce does (see
+    # Org.derive_account); IsArchived rows (closed tasks and events older than a year) are left
+    # out of ``query`` and Bulk ``query`` jobs, and only ``queryAll`` returns them.
+    "Task": (
+        "00T",
+        {
+            **_COMMON,
+            "Subject": "string",
+            "Type": "picklist",
+            "TaskSubtype": "picklist",
+            "Status": "picklist",
+            "Priority": "picklist",
+            "IsClosed": "boolean",
+            "ActivityDate": "date",
+            "CompletedDateTime": "datetime",
+            "CallDurationInSeconds": "int",
+            "CallDisposition": "string",
+            "CallType": "picklist",
+            "OwnerId": "reference",
+            "WhoId": "reference",
+            "WhatId": "reference",
+            "AccountId": "reference",
+            "IsArchived": "boolean",
+            "IsDeleted": "boolean",
+        },
+    ),
+    "Event": (
+        "00U",
+        {
+            **_COMMON,
+            "Subject": "string",
+            "Type": "picklist",
+            "EventSubtype": "picklist",
+            "StartDateTime": "datetime",
+            "EndDateTime": "datetime",
+            "ActivityDateTime": "datetime",
+            "ActivityDate": "date",
+            "DurationInMinutes": "int",
+            "IsAllDayEvent": "boolean",
+            "Location": "string",
+            "OwnerId": "reference",
+            "WhoId": "reference",
+            "WhatId": "reference",
+            "AccountId": "reference",
+            "IsArchived": "boolean",
+            "IsDeleted": "boolean",
+        },
+    ),
 }
 
 #: Objects the deleted-records feed and ``queryAll`` know (the replicable ones with a recycle bin).
-_REPLICABLE = frozenset({"Lead", "Opportunity", "OpportunityHistory"})
+_REPLICABLE = frozenset({"Account", "Lead", "Opportunity", "OpportunityHistory", "Task", "Event"})
+#: The activity objects: AccountId derived from WhatId / WhoId, archived rows only in ``queryAll``.
+ACTIVITIES = frozenset({"Task", "Event"})
 
 
 def sf_datetime(value: datetime) -> str:
@@ -257,10 +325,14 @@ class Table:
             row["LastModifiedDate"] = when
         if "IsDeleted" in self.fields:
             row["IsDeleted"] = False
+        if "IsArchived" in self.fields:
+            row["IsArchived"] = False
         row.update(values)
         unknown = set(row) - set(self.fields)
         assert not unknown, f"{self.name} has no fields {unknown}"
         self._whole_seconds(row)
+        if self.name in ACTIVITIES:
+            row["AccountId"] = self.org.derive_account(row)
         self.rows[row["Id"]] = row
         self.version += 1
         return row
@@ -274,6 +346,8 @@ class Table:
             row["LastModifiedDate"] = when
         row.update(values)
         self._whole_seconds(row)
+        if self.name in ACTIVITIES:
+            row["AccountId"] = self.org.derive_account(row)
         self.rows[record_id] = row
         self.version += 1
         return row
@@ -526,6 +600,36 @@ class Org:
         self.clients[client_id] = client
         return client
 
+    def derive_account(self, activity: Row) -> str | None:
+        """An activity's AccountId as Salesforce sets it: the WhatId's account (an account, or an
+        opportunity's), else the account of a contact WhoId, else none."""
+        what, who = activity.get("WhatId"), activity.get("WhoId")
+        if what:
+            if what.startswith("001"):
+                return str(what)
+            if what.startswith("006"):
+                opportunity = self.table("Opportunity").rows.get(what)
+                return opportunity.get("AccountId") if opportunity else None
+        if who and who.startswith("003"):
+            contact = self.table("Contact").rows.get(who)
+            return contact.get("AccountId") if contact else None
+        return None
+
+    def archive_activities(self, before: datetime) -> int:
+        """The weekly archiving job: closed tasks and events due before ``before`` get
+        ``IsArchived`` (their SystemModstamp stays); returns how many were archived."""
+        archived = 0
+        for name in sorted(ACTIVITIES):
+            table = self.table(name)
+            for record_id, row in list(table.rows.items()):
+                due: date | None = row.get("ActivityDate")
+                closed = name == "Event" or row.get("IsClosed")
+                if closed and due is not None and due < before.date() and not row.get("IsArchived"):
+                    table.rows[record_id] = {**row, "IsArchived": True}
+                    archived += 1
+            table.version += 1
+        return archived
+
     def enable_multi_currency(self) -> None:
         self.multi_currency = True
         for name in ("Opportunity", "Lead", "OpportunityHistory"):
@@ -753,10 +857,14 @@ class Org:
             raise soql.SoqlError("Your query request was running for too long.", "QUERY_TIMEOUT")
         predicate = soql.compile_condition(schema, table.name, residual) if residual is not None else None
         hide_deleted = not include_deleted and "IsDeleted" in table.fields
+        # ``query`` leaves archived activities out; ``queryAll`` returns them with the deleted ones.
+        hide_archived = not include_deleted and table.name in ACTIVITIES
         selected = [
             row
             for row in rows
-            if (not hide_deleted or not row.get("IsDeleted")) and (predicate is None or predicate(row))
+            if (not hide_deleted or not row.get("IsDeleted"))
+            and (not hide_archived or not row.get("IsArchived"))
+            and (predicate is None or predicate(row))
         ]
         index_order = [(index_field, True, True), ("Id", True, True)]
         wanted = [(name, o.ascending, o.nulls_first) for name, o in orders]

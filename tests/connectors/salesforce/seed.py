@@ -1,4 +1,5 @@
-"""Realistic org contents for the emulator: the standard sales stages, roles, reps, leads, deals.
+"""Realistic org contents for the emulator: the standard sales stages, roles, reps, accounts and
+their contacts, leads, deals, and the calls, emails, tasks and meetings around them.
 
 Everything is drawn from a seeded ``random.Random``: the same arguments give the same org.
 """
@@ -30,6 +31,25 @@ STAGE = {stage[0]: stage for stage in STANDARD_STAGES}
 OPEN_STAGES = [stage[0] for stage in STANDARD_STAGES if not stage[3]]
 LEAD_SOURCES = ("Web", "Phone Inquiry", "Partner Referral", "Purchased List", "Other")
 TYPES = ("New Customer", "Existing Customer - Upgrade", "Existing Customer - Replacement")
+INDUSTRIES = ("Technology", "Manufacturing", "Retail", "Healthcare", "Finance", None)
+ACCOUNT_TYPES = ("Prospect", "Customer - Direct", "Customer - Channel", "Channel Partner / Reseller")
+#: The kinds of task a sales org logs: (TaskSubtype, Type picklist value), in proportion.
+TASK_KINDS: tuple[tuple[str, str | None], ...] = (
+    ("Call", "Call"),
+    ("Call", None),
+    ("Call", "Call"),
+    ("Email", "Email"),
+    ("Email", None),
+    ("ListEmail", None),
+    ("Task", "Site Visit"),
+    ("Task", "Proposal"),
+    ("Task", None),
+    ("Task", "Other"),
+    ("LinkedIn", None),
+    ("Cadence", None),
+)
+EVENT_TYPES = ("Meeting", "Meeting", "Site Visit", None, "Demo")
+CALL_RESULTS = ("Connected", "Left voicemail", "No answer", "Meeting booked")
 
 
 @dataclass
@@ -38,8 +58,12 @@ class Seeded:
 
     roles: list[str] = field(default_factory=list)
     users: list[str] = field(default_factory=list)
+    accounts: list[str] = field(default_factory=list)
+    contacts: list[str] = field(default_factory=list)
     leads: list[str] = field(default_factory=list)
     opportunities: list[str] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
 
 
 def add_standard_stages(org: Org, at: datetime) -> None:
@@ -80,6 +104,8 @@ def seed_org(
     opportunities: int = 40,
     leads: int = 60,
     reps: int = 4,
+    accounts: int = 12,
+    activities: int = 90,
     end: datetime | None = None,
     span: timedelta = timedelta(days=120),
     history: bool = True,
@@ -87,9 +113,12 @@ def seed_org(
 ) -> Seeded:
     """Fill ``org`` with a small sales company whose last change is at ``end`` (an hour ago).
 
-    Roles VP Sales > EMEA / AMER; ``reps`` active reps plus one who left; leads (a third of them
-    converted into opportunities); opportunities spread evenly over ``span``, in every stage,
-    with their stage history; the standard stages. One login user ``admin@example.com``.
+    Roles VP Sales > EMEA / AMER; ``reps`` active reps plus one who left; ``accounts`` accounts
+    (every fourth a subsidiary of an earlier one) with two contacts each; leads (a third of them
+    converted into opportunities and their account); opportunities spread evenly over ``span``,
+    in every stage, with their stage history and an account; ``activities`` tasks and events
+    (two tasks to one event) about those deals, accounts, contacts and leads, a tenth of them
+    more than a year old and archived; the standard stages. One login user ``admin@example.com``.
     """
     rng = random.Random(seed)
     end = end or org.now().replace(microsecond=0) - timedelta(hours=1)
@@ -129,6 +158,31 @@ def seed_org(
     owners = made.users
     # Creation dates fill the first 70% of the span, so that later changes still fit before ``end``.
     spread = span * 0.7
+    account_table = org.table("Account")
+    contact_table = org.table("Contact")
+    for number in range(accounts):
+        parent = made.accounts[number // 4 - 1] if number % 4 == 3 and number >= 4 else None
+        account = account_table.insert(
+            {
+                "Name": f"Customer {number + 1} Inc",
+                "OwnerId": owners[number % len(owners)],
+                "Industry": INDUSTRIES[number % len(INDUSTRIES)],
+                "Type": ACCOUNT_TYPES[number % len(ACCOUNT_TYPES)],
+                "ParentId": parent,
+            },
+            at=start + timedelta(hours=number),
+        )
+        made.accounts.append(account["Id"])
+        for person in range(2):
+            contact = contact_table.insert(
+                {
+                    "Name": f"Contact {number + 1}.{person + 1}",
+                    "Email": f"c{number + 1}.{person + 1}@customer.example",
+                    "AccountId": account["Id"],
+                },
+                at=start + timedelta(hours=number),
+            )
+            made.contacts.append(contact["Id"])
     lead_table = org.table("Lead")
     opp_table = org.table("Opportunity")
     history_table = org.table("OpportunityHistory")
@@ -165,6 +219,7 @@ def seed_org(
                 CloseDate=close,
                 Type=TYPES[number % len(TYPES)],
                 LeadSource=LEAD_SOURCES[number % 5],
+                AccountId=made.accounts[number % len(made.accounts)] if made.accounts else None,
                 CreatedDate=created,
                 LastModifiedDate=modified,
                 SystemModstamp=modified,
@@ -199,10 +254,104 @@ def seed_org(
             **lead,
             "ConvertedDate": converted_on,
             "ConvertedOpportunityId": opportunity["Id"],
+            "ConvertedAccountId": opportunity["AccountId"],
             "SystemModstamp": max(lead["SystemModstamp"], opportunity["CreatedDate"]),
         }
     lead_table.version += 1
+    # Drawn from a generator of their own, so that the deals above stay what they always were.
+    add_activities(org, made, activities, start=start, end=end, seed=seed)
     return made
+
+
+def add_activities(
+    org: Org, made: Seeded, count: int, *, start: datetime, end: datetime, seed: int = 1
+) -> None:
+    """``count`` activities of ``made``'s reps, two tasks to one event, spread over ``[start, end]``
+    (a tenth of them more than a year before ``start``, archived): calls, emails, site visits,
+    proposals and other tasks, meetings and visits (one all-day), each about a deal, an account,
+    a contact or a lead; Salesforce derives their AccountId."""
+    if count <= 0 or not made.users:
+        return
+    rng = random.Random(seed * 7919 + 11)
+    tasks, events = org.table("Task"), org.table("Event")
+    span = end - start
+    for number in range(count):
+        archived = number % 10 == 9
+        at = start + span * (number / count) * 0.95
+        if archived:
+            at = start - timedelta(days=400 + number)
+        at = at.replace(microsecond=0)
+        owner = made.users[number % len(made.users)]
+        what: str | None = None
+        who: str | None = None
+        link = number % 4
+        if link == 0 and made.opportunities:
+            what = made.opportunities[number % len(made.opportunities)]
+        elif link == 1 and made.accounts:
+            what = made.accounts[number % len(made.accounts)]
+        elif link == 2 and made.contacts:
+            who = made.contacts[number % len(made.contacts)]
+        elif made.leads:
+            who = made.leads[number % len(made.leads)]
+        if number % 3 == 2:
+            minutes = rng.choice((30, 45, 60, 90))
+            all_day = number % 27 == 2
+            values: dict[str, Any] = {
+                "Subject": f"Meeting {number + 1}",
+                "Type": EVENT_TYPES[number % len(EVENT_TYPES)],
+                "EventSubtype": "Event",
+                "OwnerId": owner,
+                "WhoId": who,
+                "WhatId": what,
+                "Location": "Customer site" if number % 2 else "Video call",
+                "IsArchived": archived,
+            }
+            if all_day:
+                # An all-day event has a date only: its start is that day's midnight GMT.
+                day = at.date()
+                midnight = datetime.combine(day, datetime.min.time(), tzinfo=at.tzinfo)
+                values.update(
+                    IsAllDayEvent=True,
+                    ActivityDate=day,
+                    ActivityDateTime=None,
+                    StartDateTime=midnight,
+                    EndDateTime=midnight + timedelta(days=1),
+                    DurationInMinutes=1440,
+                )
+            else:
+                values.update(
+                    IsAllDayEvent=False,
+                    ActivityDate=at.date(),
+                    ActivityDateTime=at,
+                    StartDateTime=at,
+                    EndDateTime=at + timedelta(minutes=minutes),
+                    DurationInMinutes=minutes,
+                )
+            made.events.append(events.insert(values, at=at - timedelta(days=2))["Id"])
+            continue
+        subtype, kind = TASK_KINDS[len(made.tasks) % len(TASK_KINDS)]
+        done = archived or number % 7 != 3
+        values = {
+            "Subject": f"{kind or subtype} {number + 1}",
+            "TaskSubtype": subtype,
+            "Type": kind,
+            "Status": "Completed" if done else rng.choice(("Not Started", "In Progress")),
+            "Priority": "Normal",
+            "IsClosed": done,
+            "ActivityDate": at.date(),
+            "CompletedDateTime": at if done else None,
+            "OwnerId": owner,
+            "WhoId": who,
+            "WhatId": what,
+            "IsArchived": archived,
+        }
+        if subtype == "Call":
+            values.update(
+                CallType="Outbound",
+                CallDurationInSeconds=rng.randrange(20, 1800) if done else None,
+                CallDisposition=rng.choice(CALL_RESULTS) if done else None,
+            )
+        made.tasks.append(tasks.insert(values, at=at)["Id"])
 
 
 def _path_to(stage: str) -> list[str]:

@@ -20,7 +20,17 @@ from crm_perf_sync.connector_sdk import Checkpoint, ConnectorContext, Message, S
 from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.leases import new_holder_id
-from crm_perf_sync.models import Lead, Opportunity, Owner, PipelineStage, StageChange, SyncRun, Team
+from crm_perf_sync.models import (
+    Account,
+    Activity,
+    Lead,
+    Opportunity,
+    Owner,
+    PipelineStage,
+    StageChange,
+    SyncRun,
+    Team,
+)
 from crm_perf_sync.sync import repository as repo
 from crm_perf_sync.sync.outcomes import SyncOutcome
 from crm_perf_sync.sync.service import SyncEngine, SyncOptions
@@ -38,7 +48,9 @@ CONNECTION = "sfdc"
 _MODELS: Mapping[str, Any] = {
     "owners": Owner,
     "teams": Team,
+    "accounts": Account,
     "leads": Lead,
+    "activities": Activity,
     "opportunities": Opportunity,
     "stage_changes": StageChange,
     "pipeline_stages": PipelineStage,

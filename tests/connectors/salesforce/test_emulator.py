@@ -259,3 +259,34 @@ def test_the_deleted_records_feed(emulator: SalesforceEmulator, http: requests.S
             params={**window, "start": (now - timedelta(days=45)).isoformat()},
         )
     assert _body(refused.value)[0]["errorCode"] == "INVALID_REPLICATION_DATE"
+
+
+def test_archived_activities_only_through_query_all_and_their_derived_account(
+    emulator: SalesforceEmulator, http: requests.Session
+) -> None:
+    sf = _client(emulator, http)
+    org = emulator.org
+    at = (org.now() - timedelta(days=500)).replace(microsecond=0)
+    account = org.table("Account").insert({"Name": "Acme"}, at=at)
+    contact = org.table("Contact").insert({"Name": "Jo", "AccountId": account["Id"]}, at=at)
+    deal = org.table("Opportunity").insert({"Name": "Deal", "AccountId": account["Id"]}, at=at)
+    tasks = org.table("Task")
+    old = tasks.insert(
+        {"Subject": "Old call", "IsClosed": True, "ActivityDate": at.date(), "WhoId": contact["Id"]}, at=at
+    )
+    recent = tasks.insert(
+        {"Subject": "Recent", "IsClosed": True, "ActivityDate": org.now().date(), "WhatId": deal["Id"]}
+    )
+    event = org.table("Event").insert({"Subject": "Lunch", "ActivityDate": at.date()}, at=at)
+
+    assert org.archive_activities(org.now() - timedelta(days=365)) == 2  # the old task and the event
+
+    text = "SELECT Id, AccountId, IsArchived FROM Task ORDER BY Id"
+    assert [row["Id"] for row in sf.query(text)["records"]] == [recent["Id"]]
+    rows = {row["Id"]: row for row in sf.query_all(text, include_deleted=True)["records"]}
+    assert {key: (row["AccountId"], row["IsArchived"]) for key, row in rows.items()} == {
+        old["Id"]: (account["Id"], True),  # from the contact
+        recent["Id"]: (account["Id"], False),  # from the deal
+    }
+    assert sf.query("SELECT Id FROM Event")["totalSize"] == 0
+    assert sf.query_all("SELECT Id FROM Event", include_deleted=True)["records"][0]["Id"] == event["Id"]

@@ -16,6 +16,9 @@ from crm_perf_sync_salesforce.settings import SalesforceSettings
 OPPORTUNITY = "0065g00000AbCdEAAV"
 LEAD = "00Q5g00000XyZ12EAF"
 USER = "0055g00000Q1w2eAAB"
+ACCOUNT = "0015g00000MnOpQAAR"
+TASK = "00T5g00000TaSk1EAB"
+EVENT = "00U5g00000EvEnTEAB"
 PASSWORD = {"type": "password", "username": "sync@acme.example", "password": "pw"}
 
 
@@ -83,3 +86,13 @@ def test_records_without_a_record_page_and_ids_that_are_not_salesforce_ids_get_n
 def test_record_base_url_is_an_https_site(value: str) -> None:
     with pytest.raises(ValidationError, match="record_base_url"):
         SalesforceSettings.model_validate({"auth": PASSWORD, "record_base_url": value})
+
+
+def test_accounts_tasks_and_events_open_their_own_pages() -> None:
+    sf = connector(auth=PASSWORD, login_url="https://acme.my.salesforce.com")
+    site = "https://acme.my.salesforce.com/lightning/r"
+    assert sf.record_url("accounts", ACCOUNT) == f"{site}/Account/{ACCOUNT}/view"
+    # One entity, two objects: the id's key prefix says which page.
+    assert sf.record_url("activities", TASK) == f"{site}/Task/{TASK}/view"
+    assert sf.record_url("activities", EVENT) == f"{site}/Event/{EVENT}/view"
+    assert sf.record_url("activities", ACCOUNT) is None

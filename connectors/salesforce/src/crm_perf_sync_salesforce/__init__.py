@@ -1,4 +1,5 @@
-"""The built-in ``salesforce`` connector: leads, opportunities, owners and stage history, kept in sync.
+"""The built-in ``salesforce`` connector: accounts, leads, opportunities, owners, stage history and
+activities, kept in sync.
 
 The connector class is :class:`crm_perf_sync_salesforce.connector.SalesforceConnector`, registered
 under the entry point group ``crm_perf_sync.connectors`` as ``salesforce``; its settings are

@@ -1,19 +1,21 @@
-"""The ``salesforce`` connector: users, roles, stages, leads, opportunities and their stage history.
+"""The ``salesforce`` connector: users, roles, stages, accounts, leads, opportunities, their stage
+history, and the activities (tasks and events).
 
-How one incremental stream is read (``teams``, ``owners``, ``leads``, ``opportunities``,
-``stage_changes``):
+How one incremental stream is read (``teams``, ``owners``, ``accounts``, ``leads``,
+``opportunities``, ``stage_changes``, ``tasks``, ``events``):
 
 1. A fresh scan covers ``[cursor - lookback, now - skew]`` on the object's cursor field
    (``SystemModstamp``; ``CreatedDate`` for the append-only ``OpportunityHistory``): the
    lookback re-reads what committed late with an older timestamp, the upper bound keeps rows
    the org may still be writing (or stamped by a clock ahead of ours) for the next run. The first
    scan has no lower bound.
-2. For objects with deletions (leads, opportunities) the deleted-records feed is read for the
-   same span first, as tombstones; a record deleted and restored since is then read live by the
-   scan, which comes after and wins.
+2. For objects with deletions (all but users, roles and history) the deleted-records feed is
+   read for the same span first, as tombstones; a record deleted and restored since is then read
+   live by the scan, which comes after and wins.
 3. ``SELECT COUNT()`` of the span decides between Bulk API 2.0 (at least ``bulk_threshold``
    rows) and REST.
-4. REST: ``queryAll`` (deleted rows come with ``IsDeleted``) ``ORDER BY cursor, Id`` from a
+4. REST: ``queryAll`` (deleted rows come with ``IsDeleted``, and archived activities, which
+   ``query`` leaves out, with ``IsArchived``) ``ORDER BY cursor, Id`` from a
    keyset position ``cursor > t OR (cursor = t AND Id > i)``, checkpointed after every page. A
    resumed scan continues exactly there, never re-reading or skipping the rows that share a
    timestamp. ``QUERY_TIMEOUT`` halves the time window until a query passes; a session that
@@ -22,13 +24,17 @@ How one incremental stream is read (``teams``, ``owners``, ``leads``, ``opportun
    Bulk: one ``queryAll`` job, its CSV pages checkpointed by locator (a job outlives sessions).
 5. The scan's end becomes the cursor.
 
-Hard deletes the feed no longer covers are caught by the ``*_reconcile`` streams: every
-``reconcile_every`` (and on a full refresh, when the feed's window was missed, or when no
-reconcile is on record for rows read before the run) they read the object's live rows whole and
-end with ``SnapshotComplete``, and the engine soft-deletes what is gone. The API budget is read
-from ``/limits/`` before a run and from ``Sforce-Limit-Info`` after every response; at
-``max_api_share`` (or on ``REQUEST_LIMIT_EXCEEDED``) the read stops after its last checkpoint
-with :class:`QuotaExhaustedError`, and the next run resumes.
+Hard deletes the feed no longer covers are caught by the ``*_reconcile`` streams, one per entity:
+every ``reconcile_every`` (and on a full refresh, when the feed's window was missed, or when no
+reconcile is on record for rows read before the run) they read the live rows of the entity's
+objects whole and end with ``SnapshotComplete``, and the engine soft-deletes what is gone. Tasks
+and events are one entity, so ``activities_reconcile`` reads both before its snapshot ends (a
+snapshot of either alone would delete the other's records); it reads them with ``queryAll`` and
+``IsDeleted = false``, since ``query`` leaves out the activities Salesforce has archived.
+
+The API budget is read from ``/limits/`` before a run and from ``Sforce-Limit-Info`` after every
+response; at ``max_api_share`` (or on ``REQUEST_LIMIT_EXCEEDED``) the read stops after its last
+checkpoint with :class:`QuotaExhaustedError`, and the next run resumes.
 """
 
 from __future__ import annotations
@@ -87,7 +93,14 @@ _MAX_RESTARTS = 3
 _ID = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
 #: The objects whose records have a Lightning record page, by canonical entity (roles, stages
 #: and field history live in Setup or on their parent's page).
-_RECORD_PAGES: Mapping[str, str] = {"opportunities": "Opportunity", "leads": "Lead", "owners": "User"}
+_RECORD_PAGES: Mapping[str, str] = {
+    "opportunities": "Opportunity",
+    "leads": "Lead",
+    "owners": "User",
+    "accounts": "Account",
+}
+#: Activities are tasks or events: the id's key prefix says which.
+_ACTIVITY_PAGES: Mapping[str, str] = {"00T": "Task", "00U": "Event"}
 #: The deleted-records feed answers for about 30 days back; ask for a little less.
 _FEED_REACH = timedelta(days=29)
 
@@ -104,6 +117,8 @@ class SObjectStream:
     cursor: str | None
     #: Deleted rows exist: ``queryAll``, the deleted-records feed and reconciliation apply.
     deletes: bool = False
+    #: Salesforce archives old rows (activities), which only ``queryAll`` returns.
+    archives: bool = False
 
 
 def _names(*lines: str) -> tuple[str, ...]:
@@ -131,13 +146,21 @@ OBJECTS: Mapping[str, SObjectStream] = {
         ),
         None,
     ),
+    "accounts": SObjectStream(
+        "accounts",
+        "accounts",
+        "Account",
+        _names("Id Name OwnerId Industry Type ParentId CreatedDate IsDeleted SystemModstamp"),
+        "SystemModstamp",
+        deletes=True,
+    ),
     "leads": SObjectStream(
         "leads",
         "leads",
         "Lead",
         _names(
             "Id OwnerId Name Email Company LeadSource Status CreatedDate IsConverted ConvertedDate",
-            "ConvertedOpportunityId IsDeleted SystemModstamp",
+            "ConvertedOpportunityId ConvertedAccountId IsDeleted SystemModstamp",
         ),
         "SystemModstamp",
         deletes=True,
@@ -162,6 +185,34 @@ OBJECTS: Mapping[str, SObjectStream] = {
         "OpportunityHistory",
         _names("Id OpportunityId StageName CreatedDate"),
         "CreatedDate",
+    ),
+    # Tasks and events are two streams of one entity: each object has its own cursor, deleted-
+    # records feed and Bulk decision, and one SOQL query reads one object only.
+    "tasks": SObjectStream(
+        "tasks",
+        "activities",
+        "Task",
+        _names(
+            "Id Subject Type TaskSubtype Status IsClosed ActivityDate CompletedDateTime",
+            "CallDurationInSeconds CallDisposition CallType OwnerId WhoId WhatId AccountId",
+            "IsArchived CreatedDate IsDeleted SystemModstamp",
+        ),
+        "SystemModstamp",
+        deletes=True,
+        archives=True,
+    ),
+    "events": SObjectStream(
+        "events",
+        "activities",
+        "Event",
+        _names(
+            "Id Subject Type EventSubtype StartDateTime EndDateTime ActivityDateTime ActivityDate",
+            "DurationInMinutes IsAllDayEvent OwnerId WhoId WhatId AccountId IsArchived CreatedDate",
+            "IsDeleted SystemModstamp",
+        ),
+        "SystemModstamp",
+        deletes=True,
+        archives=True,
     ),
 }
 
@@ -226,7 +277,8 @@ class _Prepared:
 
 
 class SalesforceConnector(Connector[SalesforceSettings]):
-    """Leads, opportunities (open and closed), owners, roles, stages and stage history from Salesforce."""
+    """Accounts, leads, opportunities (open and closed), owners, roles, stages, stage history and
+    activities (tasks and events) from Salesforce."""
 
     settings_model = SalesforceSettings
     description = "Salesforce (REST and Bulk API 2.0, through simple-salesforce)"
@@ -252,31 +304,35 @@ class SalesforceConnector(Connector[SalesforceSettings]):
     def record_url(self, entity: str, external_id: str) -> str | None:
         """The record's Lightning page, ``{origin}/lightning/r/{SObject}/{id}/view``, under
         :meth:`SalesforceSettings.record_origin` (``None`` when that is unknown)."""
-        sobject = _RECORD_PAGES.get(entity)
+        if entity == "activities":
+            sobject = _ACTIVITY_PAGES.get(external_id[:3])
+        else:
+            sobject = _RECORD_PAGES.get(entity)
         origin = self.settings.record_origin()
         if sobject is None or origin is None or not _ID.match(external_id):
             return None
         return f"{origin}/lightning/r/{sobject}/{external_id}/view"
 
     def streams(self) -> Sequence[StreamSpec]:
-        """The configured streams in sync order, then the reconciliation of leads and opportunities."""
-        chosen = [
-            name
-            for name in STREAMS
-            if name in self.settings.streams and (name != "teams" or self.settings.teams_from_roles)
-        ]
+        """The configured streams in sync order, then the reconciliation of each entity with
+        deletions (``accounts``, ``leads``, ``opportunities``, ``activities``)."""
+        chosen = self._chosen()
         specs = []
         for name in chosen:
             obj = OBJECTS[name]
             specs.append(StreamSpec(name, obj.entity, cursor_field=obj.cursor, snapshot=obj.cursor is None))
         # Reconciliation streams exist even without ``reconcile_every``: a full refresh, or a gap
         # the deleted-records feed cannot cover, still needs them.
-        specs.extend(
-            StreamSpec(name + RECONCILE, OBJECTS[name].entity, snapshot=True)
-            for name in chosen
-            if OBJECTS[name].deletes
-        )
+        entities = dict.fromkeys(OBJECTS[name].entity for name in chosen if OBJECTS[name].deletes)
+        specs.extend(StreamSpec(entity + RECONCILE, entity, snapshot=True) for entity in entities)
         return specs
+
+    def _chosen(self) -> list[str]:
+        return [
+            name
+            for name in STREAMS
+            if name in self.settings.streams and (name != "teams" or self.settings.teams_from_roles)
+        ]
 
     def check(self) -> None:
         """Log in and read the daily API budget: refused credentials fail, an unreachable org is
@@ -295,17 +351,26 @@ class SalesforceConnector(Connector[SalesforceSettings]):
 
     def read(self, stream: StreamSpec, checkpoint: Mapping[str, Any] | None) -> Iterator[Message]:
         """The stream's changes since ``checkpoint`` (see the module docstring), then a checkpoint."""
-        base = stream.name.removesuffix(RECONCILE)
-        obj = OBJECTS.get(base)
-        if obj is None or base not in self.settings.streams:
+        reconciled: list[SObjectStream] = []
+        obj = OBJECTS.get(stream.name)
+        if stream.name.endswith(RECONCILE):
+            entity = stream.name.removesuffix(RECONCILE)
+            reconciled = [
+                OBJECTS[name]
+                for name in self._chosen()
+                if OBJECTS[name].deletes and OBJECTS[name].entity == entity
+            ]
+        if not reconciled and (obj is None or obj.name not in self.settings.streams):
             raise ConnectorConfigError(
                 f"stream {stream.name!r} is not configured for this salesforce connection"
             )
         try:
             if not self._limits_read:
                 self._read_limits()
-            if stream.name.endswith(RECONCILE):
-                yield from self._reconcile(obj, checkpoint)
+            if reconciled:
+                yield from self._reconcile(stream.name, reconciled, checkpoint)
+            elif obj is None:
+                raise ConnectorConfigError(f"stream {stream.name!r} is not a salesforce stream")
             elif obj.cursor is None:
                 yield from self._whole(obj)
             else:
@@ -333,6 +398,10 @@ class SalesforceConnector(Connector[SalesforceSettings]):
                 pipeline=self.settings.pipeline,
                 lead_custom=self.settings.custom_fields.leads,
                 opportunity_custom=self.settings.custom_fields.opportunities,
+                account_custom=self.settings.custom_fields.accounts,
+                activity_custom=self.settings.custom_fields.activities,
+                account_segment=self.settings.account_segment,
+                activity_types=self.settings.activity_types,
                 teams_from_roles=self.settings.teams_from_roles,
                 keep_raw=self.settings.keep_raw,
             )
@@ -380,11 +449,7 @@ class SalesforceConnector(Connector[SalesforceSettings]):
                     f"the {obj.sobject} object has no {required} field the integration user can read"
                 )
         chosen = [name for name in obj.fields if name in types]
-        configured: Mapping[str, str] = {}
-        if obj.name == "leads":
-            configured = self.settings.custom_fields.leads
-        elif obj.name == "opportunities":
-            configured = self.settings.custom_fields.opportunities
+        configured: Mapping[str, str] = getattr(self.settings.custom_fields, obj.entity, None) or {}
         custom: dict[str, str] = {}
         for dimension, api_name in configured.items():
             found = by_lower.get(api_name.lower())
@@ -397,6 +462,19 @@ class SalesforceConnector(Connector[SalesforceSettings]):
             chosen.append(found)
         return tuple(dict.fromkeys(chosen)), types, custom
 
+    def _segment_field(self, types: Mapping[str, str]) -> str | None:
+        """The org's spelling of the Account field read as the segment (``None``: no segment)."""
+        wanted = self.settings.account_segment
+        if wanted is None:
+            return None
+        found = {name.lower(): name for name in types}.get(wanted.lower())
+        if found is None and wanted != "Type":
+            raise ConnectorConfigError(
+                f"account_segment: the Account object has no field {wanted} "
+                "(or the integration user cannot read it)"
+            )
+        return found
+
     def _prepare(self, obj: SObjectStream) -> _Prepared:
         prepared = self._prepared.get(obj.name)
         if prepared is None:
@@ -405,13 +483,22 @@ class SalesforceConnector(Connector[SalesforceSettings]):
             if custom:
                 # The org's spelling of the configured field names is what the rows carry.
                 mapper.use_custom(obj.entity, custom)
+            segment = None
+            if obj.name == "accounts":
+                segment = self._segment_field(types)
+                mapper.use_segment(segment)
+                if segment is not None:
+                    fields = tuple(dict.fromkeys((*fields, segment)))
             parsers: Mapping[str, Callable[[Mapping[str, Any]], Message | None]] = {
                 "teams": mapper.team,
                 "owners": mapper.owner,
                 "pipeline_stages": mapper.pipeline_stage,
+                "accounts": mapper.account,
                 "leads": mapper.lead,
                 "opportunities": mapper.opportunity,
                 "stage_changes": mapper.stage_change,
+                "tasks": mapper.task,
+                "events": mapper.event,
             }
             identity = [
                 FORMAT_VERSION,
@@ -423,6 +510,12 @@ class SalesforceConnector(Connector[SalesforceSettings]):
                 self.settings.teams_from_roles,
                 self.settings.keep_raw,
             ]
+            # Added to the digest only where they apply, so that the other streams' checkpoints
+            # stay what they were.
+            if obj.name == "accounts":
+                identity.append(segment)
+            if obj.entity == "activities":
+                identity.append(sorted(self.settings.activity_types.items()))
             digest = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
             prepared = _Prepared(fields, types, digest, parsers[obj.name])
             self._prepared[obj.name] = prepared
@@ -709,8 +802,11 @@ class SalesforceConnector(Connector[SalesforceSettings]):
 
     # -- reconciliation ------------------------------------------------------------------------------
 
-    def _reconcile(self, obj: SObjectStream, checkpoint: Mapping[str, Any] | None) -> Iterator[Message]:
-        """Every live row of ``obj`` then :class:`SnapshotComplete`, when a reconciliation is due."""
+    def _reconcile(
+        self, name: str, objects: Sequence[SObjectStream], checkpoint: Mapping[str, Any] | None
+    ) -> Iterator[Message]:
+        """Every live row of ``objects`` (one entity's) then :class:`SnapshotComplete`, when a
+        reconciliation is due."""
         now = self.context.clock()
         last = None
         try:
@@ -718,8 +814,8 @@ class SalesforceConnector(Connector[SalesforceSettings]):
         except (TypeError, ValueError):
             last = None
         every = self.settings.reconcile_every
-        forced = self.context.full_refresh or obj.name in self._reconcile_due
-        if last is None and not forced and obj.name in self._read_whole:
+        forced = self.context.full_refresh or any(obj.name in self._reconcile_due for obj in objects)
+        if last is None and not forced and all(obj.name in self._read_whole for obj in objects):
             # A first sync has just read everything: the clock starts now.
             yield Checkpoint({"v": FORMAT_VERSION, "reconciled_at": now.isoformat()})
             return
@@ -728,47 +824,56 @@ class SalesforceConnector(Connector[SalesforceSettings]):
             return
         # Due, forced, or never done on rows read before this run (the last one was refused as a
         # mass deletion, whose confirmation must find it due again).
+        for obj in objects:
+            yield from self._reconcile_object(name, obj)
+        for obj in objects:
+            self._reconcile_due.discard(obj.name)
+        yield SnapshotComplete()
+        yield Checkpoint({"v": FORMAT_VERSION, "reconciled_at": now.isoformat()})
+
+    def _reconcile_object(self, name: str, obj: SObjectStream) -> Iterator[Message]:
+        """Every live row of ``obj``, through Bulk API from ``bulk_threshold`` rows."""
         prepared = self._prepare(obj)
-        self.log.info("salesforce %s: reconciling every live %s id (hard deletes)", obj.name, obj.sobject)
+        self.log.info("salesforce %s: reconciling every live %s id (hard deletes)", name, obj.sobject)
+        # ``query`` leaves archived rows out: those objects are read with ``queryAll``, live only.
+        everything = obj.archives
+        live_only = [soql.live_only()] if everything else []
         threshold = self.settings.bulk_threshold
         job_id = None
         if threshold is not None:
             try:
-                live = self.client.count(soql.count(obj.sobject), include_deleted=False)
+                live = self.client.count(soql.count(obj.sobject, live_only), include_deleted=everything)
             except QueryTimeout:
                 live = threshold
             if live >= threshold:
                 try:
                     job_id = self.client.bulk_create(
-                        soql.select(obj.sobject, prepared.fields), include_deleted=False
+                        soql.select(obj.sobject, prepared.fields, live_only), include_deleted=everything
                     )
                 except (ConnectorConfigError, FatalError) as exc:
-                    self.log.warning(
-                        "salesforce %s: Bulk API refused the job (%s); using REST", obj.name, exc
-                    )
+                    self.log.warning("salesforce %s: Bulk API refused the job (%s); using REST", name, exc)
         over_rest = job_id is None
         if job_id is not None:
             try:
                 yield from self._reconcile_bulk(job_id, prepared)
             except (_BulkUnavailable, NotFound) as exc:
                 # Rows the job gave are read again: the snapshot only needs every live row once.
-                self.log.warning(
-                    "salesforce %s: Bulk job %s unavailable (%s); using REST", obj.name, job_id, exc
-                )
+                self.log.warning("salesforce %s: Bulk job %s unavailable (%s); using REST", name, job_id, exc)
                 over_rest = True
         if over_rest:
             yield from self._reconcile_rest(obj, prepared)
-        self._reconcile_due.discard(obj.name)
-        yield SnapshotComplete()
-        yield Checkpoint({"v": FORMAT_VERSION, "reconciled_at": now.isoformat()})
 
     def _reconcile_rest(self, obj: SObjectStream, prepared: _Prepared) -> Iterator[Message]:
         last_id: str | None = None
         restarts = 0
+        everything = obj.archives
+        live_only = soql.live_only() if everything else None
         while True:
-            text = soql.select(obj.sobject, prepared.fields, [soql.id_after(last_id)], order_by=("Id",))
+            text = soql.select(
+                obj.sobject, prepared.fields, [live_only, soql.id_after(last_id)], order_by=("Id",)
+            )
             try:
-                for page in self.client.prefetch(self.client.query_pages(text, include_deleted=False)):
+                for page in self.client.prefetch(self.client.query_pages(text, include_deleted=everything)):
                     records = page.get("records") or []
                     yield from parse_records(records, prepared.parse, key=_row_key)
                     ids = [row["Id"] for row in records if row.get("Id")]

@@ -16,6 +16,8 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from crm_perf_sync.connector_sdk import (
+    AccountRecord,
+    ActivityRecord,
     LeadRecord,
     OpportunityRecord,
     OwnerRecord,
@@ -27,6 +29,11 @@ from crm_perf_sync.connector_sdk import (
 )
 
 _NUMBER_TYPES = frozenset({"double", "currency", "percent"})
+#: Salesforce's own kinds of task (``TaskSubtype``, case-folded) as canonical kinds; any other
+#: subtype (Task, Cadence, LinkedIn...) is a ``task``, and every event a ``meeting``.
+_TASK_SUBTYPES: Mapping[str, str] = {"call": "call", "email": "email", "listemail": "email"}
+#: Key prefixes of the records an activity's WhoId / WhatId point at.
+LEAD_PREFIX, ACCOUNT_PREFIX, OPPORTUNITY_PREFIX = "00Q", "001", "006"
 
 
 def parse_datetime(value: str) -> datetime:
@@ -148,6 +155,26 @@ def _decimal(value: Any, name: str, key: str) -> Decimal | None:
         raise SkippableRecordError(f"{name} {value!r} is not a number", key=key, field=name) from None
 
 
+def _whole(value: Any, name: str, key: str) -> int | None:
+    """A Salesforce ``int`` field (a whole number, whichever API read it)."""
+    if value is None:
+        return None
+    if type(value) is int:
+        return value
+    if type(value) is not bool:
+        try:
+            number = Decimal(str(value))
+        except InvalidOperation:
+            number = None
+        if number is not None and number.is_finite() and number == number.to_integral_value():
+            return int(number)
+    raise SkippableRecordError(f"{name} {value!r} is not a whole number", key=key, field=name)
+
+
+def _object(row: Mapping[str, Any]) -> str:
+    return str((row.get("attributes") or {}).get("type") or "Salesforce record")
+
+
 def _fraction(value: Any, name: str, key: str) -> float | None:
     """A Salesforce percent (0-100) as a fraction."""
     if value is None:
@@ -182,22 +209,42 @@ class Mapper:
         opportunity_custom: Mapping[str, str],
         teams_from_roles: bool,
         keep_raw: bool = True,
+        account_custom: Mapping[str, str] | None = None,
+        activity_custom: Mapping[str, str] | None = None,
+        account_segment: str | None = "Type",
+        activity_types: Mapping[str, str] | None = None,
     ) -> None:
         self.org = org
         self.stages = stages
         self.pipeline = pipeline
         self.lead_custom = tuple(lead_custom.items())
         self.opportunity_custom = tuple(opportunity_custom.items())
+        self.account_custom = tuple((account_custom or {}).items())
+        self.activity_custom = tuple((activity_custom or {}).items())
+        self.account_segment = account_segment
+        #: Configured kinds by case-folded picklist value (Salesforce picklists ignore case).
+        self.activity_types = {
+            value.strip().casefold(): kind for value, kind in (activity_types or {}).items()
+        }
         self.teams_from_roles = teams_from_roles
         self.keep_raw = keep_raw
         self._midnights: dict[date, datetime] = {}
 
     def use_custom(self, entity: str, fields: Mapping[str, str]) -> None:
-        """Read the custom dimensions of ``entity`` (leads, opportunities) from these fields."""
+        """Read the custom dimensions of ``entity`` (accounts, leads, opportunities, activities)
+        from these fields."""
         if entity == "leads":
             self.lead_custom = tuple(fields.items())
         elif entity == "opportunities":
             self.opportunity_custom = tuple(fields.items())
+        elif entity == "accounts":
+            self.account_custom = tuple(fields.items())
+        elif entity == "activities":
+            self.activity_custom = tuple(fields.items())
+
+    def use_segment(self, field: str | None) -> None:
+        """Read the accounts' segment from this field (the org's spelling), or from none."""
+        self.account_segment = field
 
     def _midnight(self, day: date | None) -> datetime | None:
         """A date-only Salesforce value as an instant: midnight in the org's time zone."""
@@ -252,6 +299,7 @@ class Mapper:
             name=row.get("Name"),
             email=row.get("Email"),
             company=row.get("Company"),
+            account_external_id=row.get("ConvertedAccountId"),
             source=row.get("LeadSource"),
             status=row.get("Status"),
             created_at=_when(row, "CreatedDate", key),
@@ -308,6 +356,135 @@ class Mapper:
             if self.opportunity_custom
             else {},
             raw=raw if self.keep_raw else None,
+        )
+
+    def account(self, row: Mapping[str, Any]) -> AccountRecord:
+        key = _id(row)
+        raw = canonical(row)
+        segment = raw.get(self.account_segment) if self.account_segment else None
+        return AccountRecord(
+            external_id=key,
+            name=raw.get("Name"),
+            owner_external_id=raw.get("OwnerId"),
+            industry=raw.get("Industry"),
+            segment=str(segment) if segment is not None else None,
+            parent_external_id=raw.get("ParentId"),
+            created_at=_when(raw, "CreatedDate", key),
+            is_deleted=bool(raw.get("IsDeleted")),
+            remote_updated_at=_when(raw, "SystemModstamp", key),
+            custom={name: _scalar(raw.get(field)) for name, field in self.account_custom},
+            raw=raw if self.keep_raw else None,
+        )
+
+    def _kind(self, picklist: Any, subtype: Any, built_in: str) -> str:
+        """The configured kind of the Type picklist value, else of the subtype, else ``built_in``."""
+        for value in (picklist, subtype):
+            if isinstance(value, str) and value:
+                kind = self.activity_types.get(value.strip().casefold())
+                if kind is not None:
+                    return kind
+        return built_in
+
+    def _activity(
+        self,
+        row: Mapping[str, Any],
+        raw: dict[str, Any],
+        key: str,
+        *,
+        kind: str,
+        subtype: Any,
+        occurred_at: datetime | None,
+        duration: int | None,
+        outcome: Any,
+        is_completed: bool,
+    ) -> ActivityRecord:
+        if occurred_at is None:
+            occurred_at = _when(raw, "CreatedDate", key)
+        if occurred_at is None:
+            raise SkippableRecordError(f"a {_object(row)} without any date", key=key)
+        who, what = raw.get("WhoId"), raw.get("WhatId")
+        account = raw.get("AccountId")
+        if account is None and isinstance(what, str) and what.startswith(ACCOUNT_PREFIX):
+            account = what
+        picklist = raw.get("Type")
+        opportunity = what if isinstance(what, str) and what.startswith(OPPORTUNITY_PREFIX) else None
+        return ActivityRecord(
+            external_id=key,
+            type=kind,
+            occurred_at=occurred_at,
+            owner_external_id=raw.get("OwnerId"),
+            subtype=picklist or subtype,
+            subject=raw.get("Subject"),
+            duration_seconds=duration,
+            outcome=outcome,
+            is_completed=is_completed,
+            account_external_id=account,
+            # A WhoId is a lead or a contact (the store holds no contacts); a WhatId an account, a
+            # deal, or another object (a case, a campaign...) that the store does not hold either.
+            opportunity_external_id=opportunity,
+            lead_external_id=who if isinstance(who, str) and who.startswith(LEAD_PREFIX) else None,
+            created_at=_when(raw, "CreatedDate", key),
+            is_deleted=bool(raw.get("IsDeleted")),
+            remote_updated_at=_when(raw, "SystemModstamp", key),
+            custom={name: _scalar(raw.get(field)) for name, field in self.activity_custom},
+            raw=raw if self.keep_raw else None,
+        )
+
+    def task(self, row: Mapping[str, Any]) -> ActivityRecord:
+        """A task: a call, an email, or a to-do. It happened when it was completed; an open task
+        (or one closed before Salesforce kept CompletedDateTime) is placed on its due date."""
+        key = _id(row)
+        raw = canonical(row)
+        subtype = raw.get("TaskSubtype")
+        built_in = _TASK_SUBTYPES.get(subtype.casefold(), "task") if isinstance(subtype, str) else "task"
+        closed = raw.get("IsClosed")
+        if closed is None:
+            closed = raw.get("Status") == "Completed"
+        occurred_at = _when(raw, "CompletedDateTime", key) if closed else None
+        if occurred_at is None:
+            occurred_at = self._midnight(_date(raw, "ActivityDate", key))
+        return self._activity(
+            row,
+            raw,
+            key,
+            kind=self._kind(raw.get("Type"), subtype, built_in),
+            subtype=subtype,
+            occurred_at=occurred_at,
+            duration=_whole(raw.get("CallDurationInSeconds"), "CallDurationInSeconds", key),
+            outcome=raw.get("CallDisposition"),
+            is_completed=bool(closed),
+        )
+
+    def event(self, row: Mapping[str, Any]) -> ActivityRecord:
+        """A calendar event: a meeting unless its Type says otherwise. It happened at its start (an
+        all-day event at the start of its day in the org's zone); Salesforce has no completion
+        for events, so every event counts as done."""
+        key = _id(row)
+        raw = canonical(row)
+        occurred_at = None
+        if raw.get("IsAllDayEvent"):
+            occurred_at = self._midnight(_date(raw, "ActivityDate", key))
+        if occurred_at is None:
+            occurred_at = _when(raw, "StartDateTime", key) or _when(raw, "ActivityDateTime", key)
+        if occurred_at is None:
+            occurred_at = self._midnight(_date(raw, "ActivityDate", key))
+        minutes = _whole(raw.get("DurationInMinutes"), "DurationInMinutes", key)
+        duration = minutes * 60 if minutes is not None else None
+        if duration is None:
+            start, end = _when(raw, "StartDateTime", key), _when(raw, "EndDateTime", key)
+            if start is not None and end is not None and end >= start:
+                duration = int((end - start).total_seconds())
+        subtype = raw.get("EventSubtype")
+        return self._activity(
+            row,
+            raw,
+            key,
+            kind=self._kind(raw.get("Type"), subtype, "meeting"),
+            subtype=subtype,
+            occurred_at=occurred_at,
+            duration=duration,
+            outcome=None,
+            is_completed=True,
         )
 
     def stage_change(self, row: Mapping[str, Any]) -> StageChangeRecord:

@@ -14,17 +14,31 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from crm_perf_sync.connector_sdk import ConnectorSettings, Duration, StrictModel
+from crm_perf_sync.connector_sdk import ACTIVITY_TYPES, ConnectorSettings, Duration, StrictModel
+from crm_perf_sync.connector_sdk.records import ACTIVITY_TYPE
 
 #: The streams the connector offers, in the order they are synced.
-StreamName = Literal["teams", "owners", "pipeline_stages", "leads", "opportunities", "stage_changes"]
+StreamName = Literal[
+    "teams",
+    "owners",
+    "pipeline_stages",
+    "accounts",
+    "leads",
+    "opportunities",
+    "stage_changes",
+    "tasks",
+    "events",
+]
 STREAMS: tuple[StreamName, ...] = (
     "teams",
     "owners",
     "pipeline_stages",
+    "accounts",
     "leads",
     "opportunities",
     "stage_changes",
+    "tasks",
+    "events",
 )
 
 _FIELD = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -101,10 +115,13 @@ Auth = Annotated[
 class CustomFields(StrictModel):
     """Extra Salesforce fields to select, kept as named custom dimensions (``name: Field__c``)."""
 
+    accounts: dict[str, str] = Field(default_factory=dict)
     leads: dict[str, str] = Field(default_factory=dict)
     opportunities: dict[str, str] = Field(default_factory=dict)
+    #: Activity custom fields: Salesforce defines them once for both Task and Event.
+    activities: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("leads", "opportunities")
+    @field_validator("accounts", "leads", "opportunities", "activities")
     @classmethod
     def _names(cls, value: dict[str, str]) -> dict[str, str]:
         for name, api_name in value.items():
@@ -144,6 +161,17 @@ class SalesforceSettings(ConnectorSettings):
     )
     teams_from_roles: bool = Field(default=True, description="read UserRole as teams; reps join their role")
     custom_fields: CustomFields = Field(default_factory=CustomFields)
+    account_segment: str | None = Field(
+        default="Type",
+        description="the Account field read as the account's segment (Type, or a custom field); null: none",
+    )
+    activity_types: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "an activity's Type or subtype picklist value -> its kind (call, meeting, visit, email, "
+            "task, proposal, note, or any lower-case name), before the built-in subtype mapping"
+        ),
+    )
     keep_raw: bool = Field(
         default=True,
         description=(
@@ -190,6 +218,32 @@ class SalesforceSettings(ConnectorSettings):
     @classmethod
     def _login(cls, value: str) -> str:
         return _https_origin(value)
+
+    @field_validator("account_segment")
+    @classmethod
+    def _segment(cls, value: str | None) -> str | None:
+        if value is not None and not _FIELD.match(value):
+            raise ValueError(f"{value!r} is not a field API name of Account (like Type or Segment__c)")
+        return value
+
+    @field_validator("activity_types")
+    @classmethod
+    def _kinds(cls, value: dict[str, str]) -> dict[str, str]:
+        for picklist, kind in value.items():
+            if not picklist.strip():
+                raise ValueError("a picklist value must not be empty")
+            if ACTIVITY_TYPE.fullmatch(kind) is None:
+                raise ValueError(
+                    f"{picklist!r}: {kind!r} is not a kind of activity ({', '.join(ACTIVITY_TYPES)}, "
+                    "or another lower-case name of letters, digits and _)"
+                )
+        # Picklist values are unique whatever their case in Salesforce, and matched the same way.
+        seen: dict[str, str] = {}
+        for picklist, kind in value.items():
+            key = picklist.strip().casefold()
+            if seen.setdefault(key, kind) != kind:
+                raise ValueError(f"{picklist!r} is given twice (in another case) with two kinds")
+        return value
 
     @field_validator("record_base_url")
     @classmethod

@@ -77,3 +77,8 @@ def at_most(field: str, end: datetime) -> str:
 
 def id_after(last_id: str | None) -> str | None:
     return format_soql("Id > {last_id}", last_id=last_id) if last_id is not None else None
+
+
+def live_only() -> str:
+    """Rows not deleted, for a ``queryAll`` read for its archived rows rather than its deleted ones."""
+    return "IsDeleted = false"
