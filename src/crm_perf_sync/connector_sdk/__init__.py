@@ -31,6 +31,7 @@ from crm_perf_sync.connector_sdk.errors import (
 )
 from crm_perf_sync.connector_sdk.messages import BadRecord, Checkpoint, SnapshotComplete, Tombstone
 from crm_perf_sync.connector_sdk.records import (
+    ACTIVITY_TYPE,
     ACTIVITY_TYPES,
     AccountRecord,
     ActivityRecord,
@@ -53,6 +54,7 @@ from crm_perf_sync.kit.yaml_source import ConfigIssues, load_yaml, pydantic_issu
 ENTRY_POINT_GROUP = "crm_perf_sync.connectors"
 
 __all__ = [
+    "ACTIVITY_TYPE",
     "ACTIVITY_TYPES",
     "ENTRY_POINT_GROUP",
     "AccountRecord",

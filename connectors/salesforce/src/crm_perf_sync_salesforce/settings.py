@@ -14,8 +14,13 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from crm_perf_sync.connector_sdk import ACTIVITY_TYPES, ConnectorSettings, Duration, StrictModel
-from crm_perf_sync.connector_sdk.records import ACTIVITY_TYPE
+from crm_perf_sync.connector_sdk import (
+    ACTIVITY_TYPE,
+    ACTIVITY_TYPES,
+    ConnectorSettings,
+    Duration,
+    StrictModel,
+)
 
 #: The streams the connector offers, in the order they are synced.
 StreamName = Literal[
