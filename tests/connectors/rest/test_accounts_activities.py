@@ -14,9 +14,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.connector_sdk import AccountRecord, ActivityRecord
 from crm_perf_sync.models import Account, Activity, Opportunity
-from tests.connectors.rest.emulators import pipedrive_data
+from tests.connectors.rest.emulators import pipedrive_data, zoho_data
 from tests.connectors.rest.emulators.base import SimClock
 from tests.connectors.rest.emulators.pipedrive import PipedriveEmulator
+from tests.connectors.rest.emulators.zoho import ZohoEmulator
 from tests.connectors.rest.support import (
     connector,
     last_state,
@@ -25,6 +26,7 @@ from tests.connectors.rest.support import (
     read,
     stored,
     sync_into,
+    zoho_settings,
 )
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -166,3 +168,129 @@ def test_pipedrive_deleted_organizations_and_activities_are_soft_deleted_by_a_sn
     assert [k for k, r in accounts.items() if r["is_deleted"]] == ["5"]
     assert [k for k, r in activities.items() if r["is_deleted"]] == ["7"]
     assert len(accounts) == len(pd.organizations)
+
+
+# -- Zoho CRM ------------------------------------------------------------------------------------------
+
+ZOHO_KINDS = {"Calls": "call", "Events": "meeting", "Tasks": "task"}
+
+
+@pytest.fixture
+def zoho(clock: SimClock) -> Iterator[ZohoEmulator]:
+    org = zoho_data.with_activities(zoho_data.synthetic(60, leads=30, start=START - timedelta(days=60)))
+    with ZohoEmulator(org, clock=clock.now) as emulator:
+        yield emulator
+
+
+def zoho_expected(record: Any) -> dict[str, Any]:
+    """What the store should hold for one of the emulator's activities, read off its values."""
+    values = record.values
+    module = values["$se_module"]
+    linked = values["What_Id"]["id"]
+    out: dict[str, Any] = {
+        "type": ZOHO_KINDS[record.module],
+        "owner_external_id": values["Owner"]["id"],
+        "account_external_id": linked if module == "Accounts" else None,
+        "opportunity_external_id": linked if module == "Deals" else None,
+        "lead_external_id": linked if module == "Leads" else None,
+        "created_at": record.created,
+        "remote_updated_at": record.modified,
+    }
+    if record.module == "Calls":
+        out |= {
+            "subtype": values["Call_Type"],
+            "subject": values["Subject"],
+            "occurred_at": values["Call_Start_Time"],
+            "duration_seconds": values["Call_Duration_in_seconds"],
+            "outcome": values["Call_Result"],
+            "is_completed": values["Outgoing_Call_Status"] != "Scheduled",
+        }
+    elif record.module == "Events":
+        out |= {
+            "subtype": None,
+            "subject": values["Event_Title"],
+            "occurred_at": values["Start_DateTime"],
+            "duration_seconds": int((values["End_DateTime"] - values["Start_DateTime"]).total_seconds()),
+            "outcome": None,
+            "is_completed": True,
+        }
+    else:
+        due = datetime.fromisoformat(values["Due_Date"]).replace(tzinfo=UTC)
+        out |= {
+            "subtype": values["Status"],
+            "subject": values["Subject"],
+            "occurred_at": values["Closed_Time"] or due,
+            "duration_seconds": None,
+            "outcome": None,
+            "is_completed": values["Status"] == "Completed",
+        }
+    return out
+
+
+def test_zoho_accounts_calls_events_and_tasks_are_stored_field_by_field(
+    zoho: ZohoEmulator, clock: SimClock, session_factory: sessionmaker[Session]
+) -> None:
+    clock.advance(3600)
+    sync_into(session_factory, zoho_settings(zoho), clock)
+
+    accounts = stored(session_factory, Account)
+    module = zoho.modules["Accounts"].records
+    assert sorted(accounts) == sorted(str(i) for i in module)
+    assert any(r.values["Parent_Account"] for r in module.values())
+    for record in module.values():
+        row = accounts[str(record.id)]
+        values = record.values
+        assert row["name"] == values["Account_Name"]
+        assert row["owner_external_id"] == values["Owner"]["id"]
+        assert row["industry"] == values["Industry"]
+        assert row["segment"] == values["Account_Type"]
+        parent = values["Parent_Account"]
+        assert row["parent_external_id"] == (parent["id"] if parent else None)
+        assert row["created_at"] == record.created
+        assert row["remote_updated_at"] == record.modified
+
+    activities = stored(session_factory, Activity)
+    everything = [r for name in ZOHO_KINDS for r in zoho.modules[name].records.values()]
+    assert sorted(activities) == sorted(str(r.id) for r in everything)
+    for record in everything:
+        row = activities[str(record.id)]
+        assert {key: row[key] for key in zoho_expected(record)} == zoho_expected(record), record.id
+    assert {r["lead_external_id"] is not None for r in activities.values()} == {True, False}
+    assert {r["is_completed"] for r in activities.values()} == {True, False}
+
+    deals = stored(session_factory, Opportunity)
+    for deal in zoho.modules["Deals"].records.values():
+        account = deal.values["Account_Name"]
+        assert deals[str(deal.id)]["account_external_id"] == (account["id"] if account else None)
+
+    independent = Counter((ZOHO_KINDS[r.module], r.values["Owner"]["id"]) for r in everything)
+    assert kinds_per_owner(activities) == independent
+
+
+def test_zoho_changed_accounts_and_activities_are_read_again_and_deleted_ones_soft_deleted(
+    zoho: ZohoEmulator, clock: SimClock, session_factory: sessionmaker[Session]
+) -> None:
+    clock.advance(3600)
+    first = sync_into(session_factory, zoho_settings(zoho), clock)
+    clock.advance(120)
+    account = min(zoho.modules["Accounts"].records)
+    call = min(zoho.modules["Calls"].records)
+    task = min(zoho.modules["Tasks"].records)
+    event = min(zoho.modules["Events"].records)
+    zoho.update(account, {"Industry": "Healthcare"})
+    zoho.update(call, {"Call_Result": "Booked a demo", "Call_Duration_in_seconds": 615})
+    zoho.delete(task)
+    zoho.delete(event, permanent=True)
+    clock.advance(120)
+    second = sync_into(session_factory, zoho_settings(zoho), clock)
+    assert second.total("inserted") == 0
+    accounts = stored(session_factory, Account)
+    activities = stored(session_factory, Activity)
+    assert accounts[str(account)]["industry"] == "Healthcare"
+    assert (activities[str(call)]["outcome"], activities[str(call)]["duration_seconds"]) == (
+        "Booked a demo",
+        615,
+    )
+    assert sorted(k for k, r in activities.items() if r["is_deleted"]) == sorted([str(task), str(event)])
+    assert not any(r["is_deleted"] for r in accounts.values())
+    assert first.total("inserted") > second.total("updated") > 0

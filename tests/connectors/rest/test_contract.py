@@ -69,7 +69,8 @@ class TestHuobanContract(ConnectorContract):
 
 
 class TestPipedriveContract(ConnectorContract):
-    """Pipedrive: the Zoho sample as a company (deals, leads, users, stages), limits as documented."""
+    """Pipedrive: the Zoho sample as a company (deals, leads, users, stages), with organizations and
+    activities; limits as documented."""
 
     connector_class = RestConnector
     kind = "rest"
@@ -80,6 +81,8 @@ class TestPipedriveContract(ConnectorContract):
         "archived_leads",
         "opportunities",
         "archived_opportunities",
+        "accounts",
+        "activities",
     )
     # No deal of the sample is archived.
     empty_streams = frozenset({"archived_opportunities"})
@@ -87,23 +90,33 @@ class TestPipedriveContract(ConnectorContract):
     @pytest.fixture(scope="class")
     @classmethod
     def contract_settings(cls) -> Iterator[Mapping[str, Any]]:
-        with PipedriveEmulator(pipedrive_data.zoho_company(), record=False) as emulator:
+        company = pipedrive_data.with_activities(pipedrive_data.zoho_company())
+        with PipedriveEmulator(company, record=False) as emulator:
             emulator.rate_limit = None  # the suite checks records, not pacing (the framework tests do)
             emulator.daily_quota = None
             yield pipedrive_settings(emulator)
 
 
 class TestZohoCrmContract(ConnectorContract):
-    """Zoho CRM: a synthetic org of deals, leads and users, through OAuth."""
+    """Zoho CRM: a synthetic org of deals, leads, users, accounts and activities, through OAuth."""
 
     connector_class = RestConnector
     kind = "rest"
-    expected_streams = ("pipeline_stages", "owners", "leads", "opportunities")
+    expected_streams = (
+        "pipeline_stages",
+        "owners",
+        "leads",
+        "opportunities",
+        "accounts",
+        "calls",
+        "events",
+        "tasks",
+    )
 
     @pytest.fixture(scope="class")
     @classmethod
     def contract_settings(cls) -> Iterator[Mapping[str, Any]]:
-        with ZohoEmulator(zoho_data.synthetic(450), record=False) as emulator:
+        with ZohoEmulator(zoho_data.with_activities(zoho_data.synthetic(450)), record=False) as emulator:
             settings = zoho_settings(emulator)
             settings["inputs"]["org_id"] = "20095123"  # so that records link to their pages
             yield settings

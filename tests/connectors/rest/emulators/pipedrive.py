@@ -21,6 +21,13 @@ Put :attr:`PipedriveEmulator.url` where ``https://{companydomain}.pipedrive.com`
   ``sort_direction``, cursor pagination); ``GET /api/v2/dealFields`` (the main standard fields,
   then the company's custom fields with their 40-character ``field_code``; its token cost, 10,
   is not documented: half of v1's 20, as v2 endpoints go);
+- ``GET /api/v2/organizations`` and ``GET /api/v2/activities``: the not deleted ones, cursor
+  paged as deals are, ``sort_by`` ``id``/``update_time``/``add_time``, ``updated_since`` and
+  ``updated_until``, ``ids``, ``owner_id``, and for activities ``deal_id``, ``lead_id``,
+  ``person_id``, ``org_id`` and ``done``; their lists have no ``status=deleted`` (the reference
+  documents that filter for deals only), so a deleted one is simply gone. v2 ``ActivityItem``:
+  ``type`` the activity type's ``key_string``, ``due_date`` ``YYYY-MM-DD``, ``due_time`` and
+  ``duration`` ``HH:MM`` (UTC), ``done``, the links; a deal's ``org_id`` is its organization;
 - ``GET /v1/users`` (also ``/api/v1/users``): every user, times as ``YYYY-MM-DD HH:MM:SS``;
 - ``GET /v1/leads`` and ``GET /v1/leads/archived`` (also under ``/api/v1``): offset pagination
   (``start``, ``limit``; ``additional_data.pagination`` with ``start``, ``limit``,
@@ -52,7 +59,8 @@ pass a :class:`~.base.SimClock` or set the knobs to ``None``.
 
 Fault knobs: :meth:`fail` from the base (5xx, 429 bursts, dropped connections); writes from the
 test's thread (:meth:`create`, :meth:`update`, :meth:`delete`, :meth:`archive`,
-:meth:`create_lead`, :meth:`update_lead`, :meth:`archive_lead`, :meth:`convert_lead`) stamping
+:meth:`create_lead`, :meth:`update_lead`, :meth:`archive_lead`, :meth:`convert_lead`, and
+:meth:`add` and :meth:`change` for organizations and activities) stamping
 ``update_time`` from the clock or ``at`` (whole seconds, so ties come easily); ``max_page_size``;
 ``token_ttl``; ``rate_limit``/``oauth_rate_limit``/``daily_quota`` (``None``: not enforced).
 
