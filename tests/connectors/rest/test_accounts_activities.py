@@ -14,12 +14,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.connector_sdk import AccountRecord, ActivityRecord
 from crm_perf_sync.models import Account, Activity, Opportunity
-from tests.connectors.rest.emulators import pipedrive_data, zoho_data
+from tests.connectors.rest.emulators import jiandaoyun_data, pipedrive_data, zoho_data
 from tests.connectors.rest.emulators.base import SimClock
+from tests.connectors.rest.emulators.jiandaoyun import JiandaoyunEmulator
 from tests.connectors.rest.emulators.pipedrive import PipedriveEmulator
 from tests.connectors.rest.emulators.zoho import ZohoEmulator
 from tests.connectors.rest.support import (
     connector,
+    jiandaoyun_settings,
     last_state,
     of_type,
     pipedrive_settings,
@@ -294,3 +296,143 @@ def test_zoho_changed_accounts_and_activities_are_read_again_and_deleted_ones_so
     assert sorted(k for k, r in activities.items() if r["is_deleted"]) == sorted([str(task), str(event)])
     assert not any(r["is_deleted"] for r in accounts.values())
     assert first.total("inserted") > second.total("updated") > 0
+
+
+# -- 简道云 ------------------------------------------------------------------------------------------
+
+#: The spec's 跟进方式 → kind table.
+FOLLOWUP_KINDS = {
+    "电话": "call",
+    "拜访": "visit",
+    "会议": "meeting",
+    "微信": "wechat",
+    "邮件": "email",
+    "方案": "proposal",
+}
+
+
+def instant(text: str | None) -> datetime | None:
+    return None if not text else datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@pytest.fixture
+def jdy(clock: SimClock) -> Iterator[JiandaoyunEmulator]:
+    with JiandaoyunEmulator(jiandaoyun_data.synthetic(150), clock=clock.now) as emulator:
+        emulator.add_form(jiandaoyun_data.customers_form(emulator.members))
+        emulator.add_form(jiandaoyun_data.followups_form(emulator.records(), emulator.members))
+        yield emulator
+
+
+def jdy_settings(emulator: JiandaoyunEmulator, **extra: Any) -> dict[str, Any]:
+    settings = jiandaoyun_settings(emulator, **extra)
+    settings["inputs"]["customers_entry_id"] = jiandaoyun_data.CUSTOMERS_ENTRY_ID
+    settings["inputs"]["activities_entry_id"] = jiandaoyun_data.FOLLOWUPS_ENTRY_ID
+    return settings
+
+
+def by_label(emulator: JiandaoyunEmulator, form: str, record: dict[str, Any], label: str) -> Any:
+    return record[emulator.widget(label, form=form).name]
+
+
+def test_jiandaoyun_customers_and_follow_ups_are_stored_field_by_field(
+    jdy: JiandaoyunEmulator, clock: SimClock, session_factory: sessionmaker[Session]
+) -> None:
+    customers, followups = jiandaoyun_data.CUSTOMERS_ENTRY_ID, jiandaoyun_data.FOLLOWUPS_ENTRY_ID
+    sync_into(session_factory, jdy_settings(jdy), clock)
+
+    accounts = stored(session_factory, Account)
+    rendered = jdy.records(customers)
+    assert len(accounts) == len(rendered) == 85
+    for record in rendered:
+
+        def value(label: str, record: dict[str, Any] = record) -> Any:
+            return by_label(jdy, customers, record, label)
+
+        row = accounts[value("客户名称")]
+        assert row["name"] == value("客户名称")
+        assert row["owner_external_id"] == value("负责人")["username"]
+        assert row["industry"] == value("所属行业")
+        assert row["segment"] == value("客户级别")
+        assert row["parent_external_id"] == (value("上级客户") or None)
+        assert row["created_at"] == instant(value("创建日期"))
+        assert row["remote_updated_at"] == instant(record["updateTime"])
+    assert any(r["parent_external_id"] for r in accounts.values())
+
+    activities = stored(session_factory, Activity)
+    rendered = jdy.records(followups)
+    assert len(activities) == len(rendered) > 100
+    for record in rendered:
+
+        def value(label: str, record: dict[str, Any] = record) -> Any:
+            return by_label(jdy, followups, record, label)
+
+        row = activities[record["_id"]]
+        assert row["type"] == FOLLOWUP_KINDS[value("跟进方式")]
+        assert row["subtype"] == value("跟进方式")
+        assert row["occurred_at"] == instant(value("跟进时间"))
+        assert row["owner_external_id"] == value("跟进人")["username"]
+        assert row["account_external_id"] == (value("关联客户") or None)
+        assert row["opportunity_external_id"] == (value("关联商机") or None)
+        assert row["subject"] == value("跟进内容")
+        assert row["created_at"] == instant(record["createTime"])
+    assert {r["type"] for r in activities.values()} == set(FOLLOWUP_KINDS.values())
+
+    # The deals name their customer as the customers form does: every one is a stored account,
+    # and every follow-up's deal a stored deal.
+    deals = stored(session_factory, Opportunity)
+    named = {r["account_external_id"] for r in deals.values()} - {None}
+    assert named
+    assert named <= set(accounts)
+    assert {r["opportunity_external_id"] for r in activities.values()} - {None} <= set(deals)
+
+    independent = Counter(
+        (
+            FOLLOWUP_KINDS[by_label(jdy, followups, r, "跟进方式")],
+            by_label(jdy, followups, r, "跟进人")["username"],
+        )
+        for r in rendered
+    )
+    assert kinds_per_owner(activities) == independent
+
+
+def test_jiandaoyun_changed_follow_ups_are_read_again_and_deleted_ones_found_by_a_snapshot(
+    jdy: JiandaoyunEmulator, clock: SimClock, session_factory: sessionmaker[Session]
+) -> None:
+    customers, followups = jiandaoyun_data.CUSTOMERS_ENTRY_ID, jiandaoyun_data.FOLLOWUPS_ENTRY_ID
+    clock.advance(3600)
+    conn = connector(jdy_settings(jdy), clock)
+    first_accounts = read(conn, "accounts")
+    first_activities = read(conn, "activities")
+    clock.advance(120)
+    customer = jdy.records(customers)[4]
+    followup, gone = (r["_id"] for r in jdy.records(followups)[10:12])
+    jdy.update(customer["_id"], {"客户级别": "战略客户"}, form=customers)
+    jdy.update(followup, {"跟进方式": "方案", "跟进内容": "报价单已发送"}, form=followups)
+    clock.advance(120)
+    again = connector(jdy_settings(jdy), clock)
+    accounts = of_type(read(again, "accounts", last_state(first_accounts)), AccountRecord)
+    activities = of_type(read(again, "activities", last_state(first_activities)), ActivityRecord)
+    assert [(a.external_id, a.segment) for a in accounts] == [
+        (by_label(jdy, customers, customer, "客户名称"), "战略客户")
+    ]
+    assert [(a.external_id, a.type, a.subtype, a.subject) for a in activities] == [
+        (followup, "proposal", "方案", "报价单已发送")
+    ]
+
+    # The API lists no deleted records: a connection reading the form whole finds what is gone.
+    whole = jdy_settings(jdy, streams={"activities": {"snapshot": True}})
+    sync_into(session_factory, whole, clock)
+    jdy.delete(gone, form=followups)
+    clock.advance(60)
+    sync_into(session_factory, whole, clock)
+    assert [k for k, r in stored(session_factory, Activity).items() if r["is_deleted"]] == [gone]
+
+
+def test_jiandaoyun_without_the_forms_ids_offers_no_customers_or_follow_ups(
+    jdy: JiandaoyunEmulator, clock: SimClock
+) -> None:
+    conn = connector(jiandaoyun_settings(jdy), clock)
+    assert [s.name for s in conn.streams()] == ["pipeline_stages", "teams", "owners", "opportunities"]
+    read(conn, "opportunities")
+    asked = [r.body["entry_id"] for r in jdy.requests if r.path.endswith("/widget/list")]
+    assert asked == [jdy.entry_id]  # the other forms' widgets are not asked for

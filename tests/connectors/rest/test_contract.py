@@ -41,17 +41,22 @@ class TestToySpecContract(ConnectorContract):
 
 
 class TestJiandaoyunContract(ConnectorContract):
-    """简道云: a synthetic 商机 form, its departments and members."""
+    """简道云: a synthetic 商机 form, its departments and members, the 客户 and 跟进记录 forms."""
 
     connector_class = RestConnector
     kind = "rest"
-    expected_streams = ("pipeline_stages", "teams", "owners", "opportunities")
+    expected_streams = ("pipeline_stages", "teams", "owners", "opportunities", "accounts", "activities")
 
     @pytest.fixture(scope="class")
     @classmethod
     def contract_settings(cls) -> Iterator[Mapping[str, Any]]:
         with JiandaoyunEmulator(jiandaoyun_data.synthetic(250), record=False) as emulator:
-            yield jiandaoyun_settings(emulator, requests_per_second=0)
+            emulator.add_form(jiandaoyun_data.customers_form(emulator.members))
+            emulator.add_form(jiandaoyun_data.followups_form(emulator.records(), emulator.members))
+            settings = jiandaoyun_settings(emulator, requests_per_second=0)
+            settings["inputs"]["customers_entry_id"] = jiandaoyun_data.CUSTOMERS_ENTRY_ID
+            settings["inputs"]["activities_entry_id"] = jiandaoyun_data.FOLLOWUPS_ENTRY_ID
+            yield settings
 
 
 class TestHuobanContract(ConnectorContract):
