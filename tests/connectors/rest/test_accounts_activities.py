@@ -8,19 +8,22 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.connector_sdk import AccountRecord, ActivityRecord
 from crm_perf_sync.models import Account, Activity, Opportunity
-from tests.connectors.rest.emulators import jiandaoyun_data, pipedrive_data, zoho_data
+from tests.connectors.rest.emulators import huoban_data, jiandaoyun_data, pipedrive_data, zoho_data
 from tests.connectors.rest.emulators.base import SimClock
+from tests.connectors.rest.emulators.huoban import HuobanEmulator
 from tests.connectors.rest.emulators.jiandaoyun import JiandaoyunEmulator
 from tests.connectors.rest.emulators.pipedrive import PipedriveEmulator
 from tests.connectors.rest.emulators.zoho import ZohoEmulator
 from tests.connectors.rest.support import (
     connector,
+    huoban_settings,
     jiandaoyun_settings,
     last_state,
     of_type,
@@ -436,3 +439,116 @@ def test_jiandaoyun_without_the_forms_ids_offers_no_customers_or_follow_ups(
     read(conn, "opportunities")
     asked = [r.body["entry_id"] for r in jdy.requests if r.path.endswith("/widget/list")]
     assert asked == [jdy.entry_id]  # the other forms' widgets are not asked for
+
+
+# -- 伙伴云 ------------------------------------------------------------------------------------------
+
+BEIJING = ZoneInfo("Asia/Shanghai")
+
+
+@pytest.fixture
+def hb(clock: SimClock) -> Iterator[HuobanEmulator]:
+    deals = huoban_data.synthetic(120)
+    with HuobanEmulator(deals, clock=clock.now) as emulator:
+        customers = emulator.add_table(huoban_data.customers_table(deals))
+        emulator.add_table(huoban_data.followups_table(emulator, customers))
+        yield emulator
+
+
+def hb_settings(emulator: HuobanEmulator, **extra: Any) -> dict[str, Any]:
+    settings = huoban_settings(emulator, **extra)
+    settings["inputs"]["customers_table_id"] = huoban_data.CUSTOMERS_TABLE_ID
+    settings["inputs"]["activities_table_id"] = huoban_data.FOLLOWUPS_TABLE_ID
+    return settings
+
+
+def local(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=BEIJING).astimezone(UTC)
+
+
+def test_huoban_customers_and_follow_ups_are_stored_field_by_field(
+    hb: HuobanEmulator, clock: SimClock, session_factory: sessionmaker[Session]
+) -> None:
+    clock.advance(400 * 24 * 3600)  # past every synthetic item's updated_on
+    sync_into(session_factory, hb_settings(hb), clock)
+    customers = hb.tables[huoban_data.CUSTOMERS_TABLE_ID]
+    followups = hb.tables[huoban_data.FOLLOWUPS_TABLE_ID]
+    c, f = huoban_data.CUSTOMER_FIELDS, huoban_data.FOLLOWUP_FIELDS
+    tiers, methods = dict(huoban_data.TIERS), dict(huoban_data.METHODS)
+
+    accounts = stored(session_factory, Account)
+    assert len(accounts) == len(customers.items) == 11
+    for item in customers.items.values():
+        values = item.values
+        row = accounts[values[c.name]]
+        assert row["name"] == values[c.name]
+        assert row["owner_external_id"] == values[c.owner][0]
+        assert row["industry"] == values[c.industry]
+        assert row["segment"] == tiers[values[c.tier][0]]
+        assert row["parent_external_id"] == values.get(c.parent)
+        assert row["created_at"] == local(values[c.created])
+        assert row["remote_updated_at"] == datetime.fromtimestamp(item.updated_on, UTC)
+    assert any(r["parent_external_id"] for r in accounts.values())
+
+    activities = stored(session_factory, Activity)
+    assert len(activities) == len(followups.items) > 100
+    for item in followups.items.values():
+        values = item.values
+        row = activities[str(item.item_id)]
+        method = methods[values[f.method][0]]
+        assert row["type"] == FOLLOWUP_KINDS[method]
+        assert row["subtype"] == method
+        assert row["occurred_at"] == local(values[f.when])
+        assert row["owner_external_id"] == values[f.owner][0]
+        customer = values.get(f.customer)
+        assert row["account_external_id"] == (customer[0]["title"] if customer else None)
+        deal = values.get(f.deal)
+        assert row["opportunity_external_id"] == (str(deal[0]["item_id"]) if deal else None)
+        assert row["subject"] == values[f.subject]
+        assert row["created_at"] == datetime.fromtimestamp(item.created_on, UTC)
+
+    deals = stored(session_factory, Opportunity)
+    named = {r["account_external_id"] for r in deals.values()} - {None}
+    assert named
+    assert named <= set(accounts)
+    assert {r["opportunity_external_id"] for r in activities.values()} - {None} <= set(deals)
+
+    independent = Counter(
+        (FOLLOWUP_KINDS[methods[i.values[f.method][0]]], i.values[f.owner][0])
+        for i in followups.items.values()
+    )
+    assert kinds_per_owner(activities) == independent
+
+
+def test_huoban_changed_follow_ups_are_read_again_and_deleted_ones_found_by_a_snapshot(
+    hb: HuobanEmulator, clock: SimClock, session_factory: sessionmaker[Session]
+) -> None:
+    clock.advance(400 * 24 * 3600)
+    conn = connector(hb_settings(hb), clock)
+    first_accounts = read(conn, "accounts")
+    first_activities = read(conn, "activities")
+    customers = hb.tables[huoban_data.CUSTOMERS_TABLE_ID]
+    followups = hb.tables[huoban_data.FOLLOWUPS_TABLE_ID]
+    c, f = huoban_data.CUSTOMER_FIELDS, huoban_data.FOLLOWUP_FIELDS
+    customer = sorted(customers.items)[2]
+    followup, gone = sorted(followups.items)[10:12]
+    at = clock.now() - timedelta(seconds=1)  # inside the first reads' lookback
+    customers.update(customer, {c.tier: ["1"]}, at=at)
+    followups.update(followup, {f.method: ["6"], f.subject: "报价单已发送"}, at=at)
+    clock.advance(60)
+    again = connector(hb_settings(hb), clock)
+    accounts = of_type(read(again, "accounts", last_state(first_accounts)), AccountRecord)
+    activities = of_type(read(again, "activities", last_state(first_activities)), ActivityRecord)
+    assert [(a.external_id, a.segment) for a in accounts] == [
+        (customers.items[customer].values[c.name], "战略客户")
+    ]
+    assert [(a.external_id, a.type, a.subtype, a.subject) for a in activities] == [
+        (str(followup), "proposal", "方案", "报价单已发送")
+    ]
+
+    whole = hb_settings(hb, streams={"activities": {"snapshot": True}})
+    sync_into(session_factory, whole, clock)
+    followups.delete(gone)
+    clock.advance(60)
+    sync_into(session_factory, whole, clock)
+    assert [k for k, r in stored(session_factory, Activity).items() if r["is_deleted"]] == [str(gone)]

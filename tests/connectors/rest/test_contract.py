@@ -60,17 +60,23 @@ class TestJiandaoyunContract(ConnectorContract):
 
 
 class TestHuobanContract(ConnectorContract):
-    """伙伴云: a synthetic 商机 table, owners from its user field."""
+    """伙伴云: a synthetic 商机 table, owners from its user field, the 客户 and 跟进记录 tables."""
 
     connector_class = RestConnector
     kind = "rest"
-    expected_streams = ("pipeline_stages", "owners", "opportunities")
+    expected_streams = ("pipeline_stages", "owners", "opportunities", "accounts", "activities")
 
     @pytest.fixture(scope="class")
     @classmethod
     def contract_settings(cls) -> Iterator[Mapping[str, Any]]:
-        with HuobanEmulator(huoban_data.synthetic(250), record=False) as emulator:
-            yield huoban_settings(emulator, requests_per_second=0)
+        deals = huoban_data.synthetic(250)
+        with HuobanEmulator(deals, record=False) as emulator:
+            customers = emulator.add_table(huoban_data.customers_table(deals))
+            emulator.add_table(huoban_data.followups_table(emulator, customers))
+            settings = huoban_settings(emulator, requests_per_second=0)
+            settings["inputs"]["customers_table_id"] = huoban_data.CUSTOMERS_TABLE_ID
+            settings["inputs"]["activities_table_id"] = huoban_data.FOLLOWUPS_TABLE_ID
+            yield settings
 
 
 class TestPipedriveContract(ConnectorContract):
