@@ -477,8 +477,8 @@ def test_an_event_lasts_from_its_start_to_its_end_or_has_no_duration() -> None:
     cases = {"2026-03-02T09:45:30+01:00": 2730, "2026-03-02T08:00:00Z": 0, "2026-03-02T07:00:00Z": None}
     for end, seconds in cases.items():
         assert mapper({**ACTIVITY, "start": start, "end": end}).duration_seconds == seconds  # type: ignore[union-attr]
-    for end in (None, "soon", "2026-03-02T10:00:00"):  # missing, not an instant, naive beside aware
-        assert mapper({**ACTIVITY, "start": start, "end": end}).duration_seconds is None  # type: ignore[union-attr]
+    for unfit in (None, "soon", "2026-03-02T10:00:00"):  # missing, not an instant, naive beside aware
+        assert mapper({**ACTIVITY, "start": start, "end": unfit}).duration_seconds is None  # type: ignore[union-attr]
 
 
 def test_a_stream_whose_input_is_not_given_is_not_offered_nor_its_lookup_fetched(
