@@ -8,8 +8,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
+from crm_perf_sync.config import ConnectionConfig
 from crm_perf_sync.connector_sdk import Checkpoint, ConnectorContext, Message, StreamSpec
+from crm_perf_sync.kit.db import session_scope
+from crm_perf_sync.leases import new_holder_id
+from crm_perf_sync.sync import repository as repo
+from crm_perf_sync.sync.outcomes import SyncOutcome
+from crm_perf_sync.sync.service import SyncEngine, SyncOptions
 from crm_perf_sync_rest.connector import RestConnector, RestSettings
 from tests.connectors.rest.emulators.base import SimClock
 
@@ -118,3 +126,41 @@ def zoho_settings(emulator: Any, **extra: Any) -> dict[str, Any]:
         "accounts_url": emulator.url,
     }
     return {"spec": "zoho_crm", "base_url": emulator.url, "inputs": inputs, **extra}
+
+
+# -- syncing into a real store -------------------------------------------------------------------
+
+
+def sync_into(
+    session_factory: sessionmaker[Session],
+    settings: Mapping[str, Any],
+    clock: SimClock,
+    *,
+    connection_id: str = "rest",
+    allow_mass_delete: bool = False,
+) -> SyncOutcome:
+    """One sync of a rest connection into the store, as the service runs it; it must succeed."""
+    connections = [ConnectionConfig.model_validate({"id": connection_id, "kind": "rest"})]
+    with session_scope(session_factory) as session:
+        repo.sync_connections(session, connections, clock.now())
+    engine = SyncEngine(
+        session_factory=session_factory,
+        connector=connector(settings, clock, connection_id=connection_id),
+        connection_id=connection_id,
+        options=SyncOptions(batch_size=500, retry_base_seconds=0.01),
+        holder=new_holder_id(),
+        sleep=clock.sleep,
+    )
+    outcome = engine.run(trigger="manual", full_refresh=False, allow_mass_delete=allow_mass_delete)
+    assert outcome.status == "succeeded", outcome.summary()
+    return outcome
+
+
+def stored(
+    session_factory: sessionmaker[Session], model: Any, connection_id: str = "rest"
+) -> dict[str, dict[str, Any]]:
+    """The rows of ``model``'s table for the connection, by external id."""
+    table = model.__table__
+    with session_scope(session_factory) as session:
+        result = session.execute(select(table).where(table.c.connection_id == connection_id))
+        return {str(row["external_id"]): dict(row) for row in result.mappings()}

@@ -41,35 +41,47 @@ class TestToySpecContract(ConnectorContract):
 
 
 class TestJiandaoyunContract(ConnectorContract):
-    """简道云: a synthetic 商机 form, its departments and members."""
+    """简道云: a synthetic 商机 form, its departments and members, the 客户 and 跟进记录 forms."""
 
     connector_class = RestConnector
     kind = "rest"
-    expected_streams = ("pipeline_stages", "teams", "owners", "opportunities")
+    expected_streams = ("pipeline_stages", "teams", "owners", "opportunities", "accounts", "activities")
 
     @pytest.fixture(scope="class")
     @classmethod
     def contract_settings(cls) -> Iterator[Mapping[str, Any]]:
         with JiandaoyunEmulator(jiandaoyun_data.synthetic(250), record=False) as emulator:
-            yield jiandaoyun_settings(emulator, requests_per_second=0)
+            emulator.add_form(jiandaoyun_data.customers_form(emulator.members))
+            emulator.add_form(jiandaoyun_data.followups_form(emulator.records(), emulator.members))
+            settings = jiandaoyun_settings(emulator, requests_per_second=0)
+            settings["inputs"]["customers_entry_id"] = jiandaoyun_data.CUSTOMERS_ENTRY_ID
+            settings["inputs"]["activities_entry_id"] = jiandaoyun_data.FOLLOWUPS_ENTRY_ID
+            yield settings
 
 
 class TestHuobanContract(ConnectorContract):
-    """伙伴云: a synthetic 商机 table, owners from its user field."""
+    """伙伴云: a synthetic 商机 table, owners from its user field, the 客户 and 跟进记录 tables."""
 
     connector_class = RestConnector
     kind = "rest"
-    expected_streams = ("pipeline_stages", "owners", "opportunities")
+    expected_streams = ("pipeline_stages", "owners", "opportunities", "accounts", "activities")
 
     @pytest.fixture(scope="class")
     @classmethod
     def contract_settings(cls) -> Iterator[Mapping[str, Any]]:
-        with HuobanEmulator(huoban_data.synthetic(250), record=False) as emulator:
-            yield huoban_settings(emulator, requests_per_second=0)
+        deals = huoban_data.synthetic(250)
+        with HuobanEmulator(deals, record=False) as emulator:
+            customers = emulator.add_table(huoban_data.customers_table(deals))
+            emulator.add_table(huoban_data.followups_table(emulator, customers))
+            settings = huoban_settings(emulator, requests_per_second=0)
+            settings["inputs"]["customers_table_id"] = huoban_data.CUSTOMERS_TABLE_ID
+            settings["inputs"]["activities_table_id"] = huoban_data.FOLLOWUPS_TABLE_ID
+            yield settings
 
 
 class TestPipedriveContract(ConnectorContract):
-    """Pipedrive: the Zoho sample as a company (deals, leads, users, stages), limits as documented."""
+    """Pipedrive: the Zoho sample as a company (deals, leads, users, stages), with organizations and
+    activities; limits as documented."""
 
     connector_class = RestConnector
     kind = "rest"
@@ -80,6 +92,8 @@ class TestPipedriveContract(ConnectorContract):
         "archived_leads",
         "opportunities",
         "archived_opportunities",
+        "accounts",
+        "activities",
     )
     # No deal of the sample is archived.
     empty_streams = frozenset({"archived_opportunities"})
@@ -87,23 +101,33 @@ class TestPipedriveContract(ConnectorContract):
     @pytest.fixture(scope="class")
     @classmethod
     def contract_settings(cls) -> Iterator[Mapping[str, Any]]:
-        with PipedriveEmulator(pipedrive_data.zoho_company(), record=False) as emulator:
+        company = pipedrive_data.with_activities(pipedrive_data.zoho_company())
+        with PipedriveEmulator(company, record=False) as emulator:
             emulator.rate_limit = None  # the suite checks records, not pacing (the framework tests do)
             emulator.daily_quota = None
             yield pipedrive_settings(emulator)
 
 
 class TestZohoCrmContract(ConnectorContract):
-    """Zoho CRM: a synthetic org of deals, leads and users, through OAuth."""
+    """Zoho CRM: a synthetic org of deals, leads, users, accounts and activities, through OAuth."""
 
     connector_class = RestConnector
     kind = "rest"
-    expected_streams = ("pipeline_stages", "owners", "leads", "opportunities")
+    expected_streams = (
+        "pipeline_stages",
+        "owners",
+        "leads",
+        "opportunities",
+        "accounts",
+        "calls",
+        "events",
+        "tasks",
+    )
 
     @pytest.fixture(scope="class")
     @classmethod
     def contract_settings(cls) -> Iterator[Mapping[str, Any]]:
-        with ZohoEmulator(zoho_data.synthetic(450), record=False) as emulator:
+        with ZohoEmulator(zoho_data.with_activities(zoho_data.synthetic(450)), record=False) as emulator:
             settings = zoho_settings(emulator)
             settings["inputs"]["org_id"] = "20095123"  # so that records link to their pages
             yield settings

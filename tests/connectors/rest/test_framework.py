@@ -7,10 +7,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
+import yaml
 
 from crm_perf_sync.connector_sdk import (
+    ActivityRecord,
     BadRecord,
     Checkpoint,
     ConnectorConfigError,
@@ -20,12 +23,15 @@ from crm_perf_sync.connector_sdk import (
     PipelineStageRecord,
     QuotaExhaustedError,
     RetriableError,
+    SkippableRecordError,
     SnapshotComplete,
     Tombstone,
 )
 from crm_perf_sync_rest.client import _loads
 from crm_perf_sync_rest.connector import RestSettings
-from crm_perf_sync_rest.mapping import _text, exact
+from crm_perf_sync_rest.mapping import RecordMapper, _text, exact
+from crm_perf_sync_rest.spec import Stream
+from crm_perf_sync_rest.templates import Table
 from tests.connectors.rest.emulators.base import SimClock
 from tests.connectors.rest.support import (
     TOY_SPEC,
@@ -403,3 +409,105 @@ def test_a_json_amount_too_long_for_a_float_is_refused_not_rounded() -> None:
     with pytest.raises(ValueError, match="more than 15 significant digits"):
         _text(big)
     assert _text(_loads(b"[4150868000001000]")[0]) == "4150868000001000"
+
+
+# -- activities: durations, kinds from a connection's table, fields that depend on an input ---------
+
+
+def activity_mapper(fields: dict[str, Any], inputs: dict[str, Any] | None = None) -> RecordMapper:
+    stream = Stream.model_validate(
+        {"entity": "activities", "request": {"path": "/x"}, "records": "@", "fields": fields}
+    )
+    variables = {"inputs": Table("inputs", inputs or {}, "input")}
+    return RecordMapper("activities", stream, variables, {}, ZoneInfo("UTC"))
+
+
+ACTIVITY = {"id": 7, "kind": "Site visit", "at": "2026-03-02T09:00:00Z", "took": "01:30", "done": 1}
+ACTIVITY_FIELDS: dict[str, Any] = {
+    "external_id": "id",
+    "type": {"path": "kind", "map": "{{ inputs.kinds }}"},
+    "subtype": "kind",
+    "occurred_at": "at",
+    "duration_seconds": "took",
+    "is_completed": "done",
+}
+
+
+@pytest.mark.parametrize(
+    ("written", "seconds"),
+    [("01:30", 5400), ("1:02:03", 3723), ("0:00", 0), (90, 90), ("90", 90), (120.0, 120)],
+)
+def test_a_duration_is_read_as_whole_seconds_from_a_number_or_a_clock(written: object, seconds: int) -> None:
+    mapper = activity_mapper(ACTIVITY_FIELDS, {"kinds": {"Site visit": "visit"}})
+    record = mapper({**ACTIVITY, "took": written})
+    assert isinstance(record, ActivityRecord)
+    assert record.duration_seconds == seconds
+    assert (record.type, record.subtype, record.is_completed) == ("visit", "Site visit", True)
+    assert record.occurred_at == datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("written", ["1:75", "ninety", "-5", 1.5, True])
+def test_a_duration_that_is_not_one_names_the_record_and_the_field(written: object) -> None:
+    mapper = activity_mapper(ACTIVITY_FIELDS, {"kinds": {"Site visit": "visit"}})
+    with pytest.raises(SkippableRecordError, match=r"^record 7: duration_seconds: .* not a duration"):
+        mapper({**ACTIVITY, "took": written})
+
+
+def test_a_kind_the_connection_does_not_map_is_kept_and_an_unfit_one_is_a_bad_record() -> None:
+    mapper = activity_mapper(ACTIVITY_FIELDS, {"kinds": {"phone": "call"}})
+    assert mapper({**ACTIVITY, "kind": "phone"}).type == "call"  # type: ignore[union-attr]
+    assert mapper({**ACTIVITY, "kind": "demo"}).type == "demo"  # type: ignore[union-attr]
+    record = mapper(ACTIVITY)  # "Site visit" is no kind: the store refuses it, naming the record
+    with pytest.raises(ValueError, match="type must be one of call, meeting"):
+        record.validate()  # type: ignore[union-attr]
+
+
+def test_a_map_naming_an_input_that_is_no_table_is_a_configuration_error() -> None:
+    with pytest.raises(ConnectorConfigError, match=r"fields\.type\.map: .* is not a table of values"):
+        activity_mapper(ACTIVITY_FIELDS, {"kinds": "visit"})
+
+
+def test_an_event_lasts_from_its_start_to_its_end_or_has_no_duration() -> None:
+    fields = {
+        **ACTIVITY_FIELDS,
+        "duration_seconds": {"template": "{{ record.get('start') | seconds_between(record.get('end')) }}"},
+    }
+    mapper = activity_mapper(fields, {"kinds": {}})
+    start = "2026-03-02T09:00:00+01:00"
+    cases = {"2026-03-02T09:45:30+01:00": 2730, "2026-03-02T08:00:00Z": 0, "2026-03-02T07:00:00Z": None}
+    for end, seconds in cases.items():
+        assert mapper({**ACTIVITY, "start": start, "end": end}).duration_seconds == seconds  # type: ignore[union-attr]
+    for unfit in (None, "soon", "2026-03-02T10:00:00"):  # missing, not an instant, naive beside aware
+        assert mapper({**ACTIVITY, "start": start, "end": unfit}).duration_seconds is None  # type: ignore[union-attr]
+
+
+def test_a_stream_whose_input_is_not_given_is_not_offered_nor_its_lookup_fetched(
+    tmp_path: Path, toy: ToyCrm, clock: SimClock
+) -> None:
+    toy_spec = yaml.safe_load(TOY_SPEC.read_text(encoding="utf-8"))
+    spec = spec_variant(
+        tmp_path,
+        TOY_SPEC,
+        lookups={
+            **toy_spec["lookups"],
+            "extra": {
+                "when": "{{ inputs.extra_path }}",
+                "request": {"path": "{{ inputs.extra_path }}"},
+                "records": "data",
+                "key": "id",
+                "value": "name",
+            },
+        },
+        streams__more_owners={
+            "entity": "owners",
+            "when": "{{ inputs.extra_path }}",
+            "request": {"path": "/owners-elsewhere"},
+            "records": "data",
+            "fields": {"external_id": "id"},
+        },
+        inputs={**toy_spec["inputs"], "extra_path": {}},
+    )
+    conn = connector(settings(toy, spec), clock)
+    assert "more_owners" not in [s.name for s in conn.streams()]
+    read(conn, "opportunities")
+    assert not [r for r in toy.requests if "elsewhere" in r.path]

@@ -535,6 +535,10 @@ class RestConnector(Connector[RestSettings]):
             tables: dict[str, Table] = {}
             for name, lookup in self.spec.lookups.items():
                 where = f"lookups.{name}"
+                if not self._holds(lookup.when, f"{where}.when"):
+                    # Its streams are not offered either: the input naming what it reads is not given.
+                    tables[name] = Table(f"lookup {name}", {})
+                    continue
                 key_of = compile_path(lookup.key, f"{where}.key")
                 value_of = compile_path(lookup.value, f"{where}.value")
                 rows: dict[str, Any] = {}
@@ -591,7 +595,13 @@ class RestConnector(Connector[RestSettings]):
 
     def _enabled(self, name: str) -> bool:
         override = self.settings.streams.get(name)
-        return override is None or override.enabled
+        if override is not None and not override.enabled:
+            return False
+        return self._holds(self.spec.streams[name].when, f"streams.{name}.when")
+
+    def _holds(self, condition: str | None, where: str) -> bool:
+        """Whether a ``when`` over the inputs is true (no ``when``: always)."""
+        return condition is None or bool(compile_template(condition, where)(self.variables))
 
     def _stage_table(self, name: str) -> StageTable | None:
         override = self.settings.streams.get(name)

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jmespath
 import jmespath.exceptions
+from pydantic import TypeAdapter, ValidationError
 
 from crm_perf_sync.connector_sdk import (
     ConnectorConfigError,
@@ -27,7 +28,7 @@ from crm_perf_sync.connector_sdk import (
     ensure_utc,
     values,
 )
-from crm_perf_sync.connector_sdk.mapping import StageClassifier
+from crm_perf_sync.connector_sdk.mapping import StageClassifier, ValueMap
 from crm_perf_sync.connector_sdk.records import RECORD_TYPES
 from crm_perf_sync_rest.spec import FieldSpec, Stream
 from crm_perf_sync_rest.templates import Table, Variables, compile_template, template_names
@@ -47,13 +48,18 @@ _KINDS: Mapping[str, str] = {
     "converted_at": "datetime",
     "changed_at": "datetime",
     "remote_updated_at": "datetime",
+    "occurred_at": "datetime",
     "close_date": "date",
+    "duration_seconds": "duration",
     "is_closed": "boolean",
     "is_won": "boolean",
     "is_converted": "boolean",
     "is_deleted": "boolean",
+    "is_completed": "boolean",
     "active": "boolean",
 }
+#: A duration written as a clock: ``H:MM`` or ``H:MM:SS`` (hours first, as Pipedrive writes them).
+_CLOCK = re.compile(r"^(\d+):([0-5]\d)(?::([0-5]\d))?$")
 
 
 def compile_path(expression: str, where: str) -> Getter:
@@ -186,6 +192,8 @@ def _reader(kind: str, spec: FieldSpec, zone: ZoneInfo, where: str) -> Callable[
             return values.integer(str(value).strip())
 
         return integer
+    if kind == "duration":
+        return _duration
     if kind == "number":
         as_decimal = _reader("decimal", spec, zone, where)
         return lambda value: float(as_decimal(value))
@@ -219,6 +227,25 @@ def exact(value: float) -> Decimal:
             "(send it as text)"
         )
     return number
+
+
+def _duration(value: Any) -> int:
+    """Whole seconds from a number of seconds or a clock (``"01:30"``: an hour and a half)."""
+    if isinstance(value, bool):
+        raise ValueError("is a boolean, not a duration")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, Decimal | float) and value == int(value):
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        clock = _CLOCK.match(text)
+        if clock is not None:
+            hours, minutes, secs = clock.groups()
+            return int(hours) * 3600 + int(minutes) * 60 + int(secs or 0)
+        if text.isdigit():
+            return int(text)
+    raise ValueError("is not a duration (whole seconds, H:MM or H:MM:SS)")
 
 
 def _text(value: Any) -> str:
@@ -280,7 +307,8 @@ def compile_field(
             def source(record: Any) -> Any:
                 return render({**variables, "record": record})
 
-    mapping = {(k.casefold() if spec.ignore_case else k): v for k, v in spec.map.items()}
+    table_map = _value_map(spec.map, f"{where}.map", variables) if isinstance(spec.map, str) else spec.map
+    mapping = {(k.casefold() if spec.ignore_case else k): v for k, v in table_map.items()}
     table = lookups[spec.lookup] if spec.lookup is not None else None
     read = _reader(kind, spec, zone, where)
     field = where.rsplit(".", 1)[-1]
@@ -345,6 +373,19 @@ def compile_field(
             raise SkippableRecordError(f"{field}: {value!r} {exc} ({shown})", field=field) from None
 
     return get
+
+
+_VALUE_MAP: TypeAdapter[dict[str, str | None]] = TypeAdapter(ValueMap)
+
+
+def _value_map(template: str, where: str, variables: Variables) -> dict[str, str | None]:
+    """A ``map`` given as a template: the table it renders to (an input of the connection's)."""
+    rendered = compile_template(template, where)(variables)
+    try:
+        return _VALUE_MAP.validate_python(rendered if rendered is not None else {})
+    except ValidationError as exc:
+        problems = "; ".join(error["msg"] for error in exc.errors())
+        raise ConnectorConfigError(f"{where}: {template!r} is not a table of values ({problems})") from None
 
 
 class RecordMapper:

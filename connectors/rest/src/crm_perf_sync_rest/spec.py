@@ -349,7 +349,8 @@ class FieldSpec(StrictModel):
     ``template`` (text built from the record: ``"team:{{ record.dept }}"``) or ``value`` (a
     constant). A YAML string is shorthand for ``{path: …}``.
 
-    The value found is translated by ``map`` (then ``unmapped``: keep, null or error), looked up in
+    The value found is translated by ``map`` (a table, or a template over the inputs rendering to
+    one; then ``unmapped``: keep, null or error), looked up in
     a ``lookup`` table (an id → its name), then read as the canonical field's type: numbers and
     text amounts (``"¥1,200.50"``, with ``decimal_separator``), dates and times (``format``: iso,
     epoch_ms, epoch_s or strptime; naive ones in ``timezone``), probabilities (``scale``), yes/no.
@@ -358,7 +359,11 @@ class FieldSpec(StrictModel):
     path: JMESPath | None = None
     template: Template | None = None
     value: Any = None
-    map: ValueMap = Field(default_factory=dict)
+    map: ValueMap | Template = Field(
+        default_factory=dict,
+        description="value → canonical value; or a template naming an input that holds the table, "
+        'so a connection can add its own values ("{{ inputs.activity_types }}")',
+    )
     ignore_case: bool = False
     unmapped: Literal["keep", "null", "error"] = "keep"
     lookup: str | None = Field(default=None, description="a lookup table translating the value")
@@ -395,6 +400,10 @@ class Stream(StrictModel):
     """One stream: a request, its pages, its records, their mapping."""
 
     entity: Entity
+    when: Template | None = Field(
+        default=None,
+        description="offered only when the template over the inputs is true (a form's id was given)",
+    )
     request: RequestSpec
     records: JMESPath = Field(description="where the records are in an answer ('@' for a bare list)")
     pagination: Pagination = Field(default_factory=Pagination)
@@ -422,8 +431,10 @@ class Stream(StrictModel):
 
 
 class Lookup(StrictModel):
-    """A table fetched before the streams: ``key`` → ``value`` of every record of ``request``."""
+    """A table fetched before the streams: ``key`` → ``value`` of every record of ``request``
+    (only ``when`` the template over the inputs is true, if it is given)."""
 
+    when: Template | None = None
     request: RequestSpec
     records: JMESPath
     pagination: Pagination = Field(default_factory=Pagination)

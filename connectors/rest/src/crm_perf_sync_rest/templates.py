@@ -78,6 +78,20 @@ def local(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S", zone: str = "U
     return None if value is None else value.astimezone(ZoneInfo(zone)).strftime(fmt)
 
 
+def seconds_between(start: Any, end: Any) -> int | None:
+    """Whole seconds from one ISO instant to another (an event's start and end), ``None`` when
+    either is missing or not an instant, or the end is before the start: a record's values, so
+    a bad one leaves the field empty rather than stopping the read."""
+    if not isinstance(start, str) or not isinstance(end, str):
+        return None
+    try:
+        begin, finish = datetime.fromisoformat(start), datetime.fromisoformat(end)
+        seconds = int((finish - begin).total_seconds())
+    except (TypeError, ValueError):  # not instants, or one naive and one aware
+        return None
+    return seconds if seconds >= 0 else None
+
+
 def _environment() -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
     env.filters.update(
@@ -89,6 +103,7 @@ def _environment() -> ImmutableSandboxedEnvironment:
         strftime=strftime,
         in_zone=in_zone,
         local=local,
+        seconds_between=seconds_between,
     )
     return env
 

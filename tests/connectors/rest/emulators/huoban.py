@@ -55,6 +55,11 @@ Where the documentation is silent (say so when a connector relies on it):
   Owners come from the user fields (the dataset's users are :attr:`HuobanEmulator.users`);
 - an API key does not expire, so there is no token to refresh.
 
+Other tables of the workspace (:meth:`HuobanEmulator.add_table`: the 客户 and 跟进记录 tables of
+:mod:`.huoban_data`) answer on the same paths by their table id, with item ids of their own; a
+relation field's value is a list of ``{"item_id", "title"}`` of the linked table's items (this
+emulator's choice of the shape the pages at hand do not show).
+
 Knobs: ``rate_limit`` (requests per clock second per key, ``None`` = off, which is the default;
 :data:`DOCUMENTED_RATE_LIMIT` is the reported one), ``rate_limit_status``, ``max_page_size``;
 :meth:`~tests.connectors.rest.emulators.base.Emulator.fail` for 5xx answers and dropped
@@ -115,13 +120,17 @@ class Option:
 
 @dataclass(frozen=True)
 class Field:
-    """A table field. ``field_type``: ``text``, ``number``, ``date``, ``category`` or ``user``."""
+    """A table field. ``field_type``: ``text``, ``number``, ``date`` (with ``time``: a date and
+    time, ``YYYY-MM-DD HH:MM:SS`` in Beijing time), ``category``, ``user`` or ``relation`` (items of
+    the table ``linked``, as ``{"item_id", "title"}``)."""
 
     field_id: str
     name: str
     field_type: str
     options: tuple[Option, ...] = ()
     required: bool = False
+    time: bool = False
+    linked: str | None = None
 
     def wire(self) -> dict[str, Any]:
         config: dict[str, Any]
@@ -133,7 +142,9 @@ class Field:
         elif self.field_type == "user":
             config = {"type": "single"}
         elif self.field_type == "date":
-            config = {"type": "date"}
+            config = {"type": "datetime" if self.time else "date"}
+        elif self.field_type == "relation":
+            config = {"type": "multiple", "table_id": self.linked}
         else:
             config = {}
         return {
@@ -232,6 +243,7 @@ class HuobanEmulator(Emulator):
         clock: Callable[[], datetime] = utc_now,
         record: bool = True,
         api_key: str = "hbOpenApiKey0123456789abcdefghijklmnopqrs",
+        first_item_id: int = 2300000000000001,
     ) -> None:
         super().__init__(clock=clock, record=record)
         dataset = data if data is not None else default_dataset()
@@ -250,7 +262,9 @@ class HuobanEmulator(Emulator):
         self.max_page_size = 100
         self._window: tuple[int, int] = (0, 0)  # (clock second, requests in it)
         self._trace = itertools.count(1)
-        self._ids = itertools.count(2300000000000001)
+        self._ids = itertools.count(first_item_id)
+        #: The workspace's other tables (:meth:`add_table`), answered on the same paths by table id.
+        self.tables: dict[str, HuobanEmulator] = {}
         self.items: dict[int, Item] = {}
         self._by_id: list[int] = []
         self._index: dict[str, list[tuple[int, int]]] = {name: [] for name in SYSTEM_TIME_FIELDS}
@@ -267,6 +281,19 @@ class HuobanEmulator(Emulator):
         self._by_id = list(self.items)  # ids are handed out in increasing order
         for name in SYSTEM_TIME_FIELDS:
             self._index[name] = sorted((getattr(item, name), item.item_id) for item in self.items.values())
+
+    def add_table(self, dataset: Dataset) -> HuobanEmulator:
+        """Another table of the workspace: its items get ids of their own (item ids are unique
+        across tables), its changes are made on the table returned (``create``, ``update``...)."""
+        first = max([*self.items, *(i for t in self.tables.values() for i in t.items)]) + 1_000_001
+        table = HuobanEmulator(
+            dataset, clock=self.clock, record=False, api_key=self.api_key, first_item_id=first
+        )
+        self.tables[table.table_id] = table
+        return table
+
+    def _table_for(self, table_id: object) -> HuobanEmulator:
+        return self.tables.get(str(table_id).strip() if table_id is not None else "", self)
 
     # -- changes from the test's thread ----------------------------------------------------------
 
@@ -343,15 +370,23 @@ class HuobanEmulator(Emulator):
         body = request.body if isinstance(request.body, dict) else {}
         with self.lock:
             if request.method == "POST" and path == f"{API}/item/list":
-                data = self._list(body)
+                table = self._table_for(body.get("table_id"))
+                with table.lock:
+                    data = table._list(body)
             elif request.method == "POST" and path == f"{API}/table/list":
                 data = self._tables(body)
             elif request.method == "GET" and path == f"{API}/space/list":
                 data = {"spaces": [{"space_id": self.space_id, "name": self.space_name}]}
             elif request.method == "POST" and path.startswith(f"{API}/table/"):
-                data = {"table": self._table(path.removeprefix(f"{API}/table/"))}
+                table_id = path.removeprefix(f"{API}/table/")
+                data = {"table": self._table_for(table_id)._table(table_id)}
             elif request.method == "POST" and path.startswith(f"{API}/item/"):
-                data = {"item": self._item(path.removeprefix(f"{API}/item/"))}
+                item_id = path.removeprefix(f"{API}/item/")
+                owner = next(
+                    (t for t in self.tables.values() if item_id.isdigit() and int(item_id) in t.items), self
+                )
+                with owner.lock:
+                    data = {"item": owner._item(item_id)}
             else:
                 raise _fail(*UNKNOWN_METHOD)
         return Response(200, {"code": 0, "message": "success", "data": data, "trace_id": self._trace_id()})
@@ -393,8 +428,11 @@ class HuobanEmulator(Emulator):
         if space is None or not str(space).isdigit():
             raise _bad_parameter("space_id")
         tables = []
-        if str(space) == self.space_id:
-            tables.append({"table_id": self.table_id, "name": self.table_name, "space_id": self.space_id})
+        for table in (self, *self.tables.values()):
+            if str(space) == table.space_id:
+                tables.append(
+                    {"table_id": table.table_id, "name": table.table_name, "space_id": table.space_id}
+                )
         return {"tables": tables}
 
     def _item(self, text: str) -> dict[str, Any]:
@@ -417,6 +455,8 @@ class HuobanEmulator(Emulator):
                 fields[field_id] = [{"id": str(o), "name": names[str(o)]} for o in value]
             elif spec.field_type == "user":
                 fields[field_id] = [self._user(u) for u in value]
+            elif spec.field_type == "relation":
+                fields[field_id] = [{"item_id": str(r["item_id"]), "title": r["title"]} for r in value]
             else:
                 fields[field_id] = value
         title = item.values.get(self.fields[0].field_id, "")

@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from tests.connectors.rest.emulators.huoban import BEIJING, Dataset, Field, Option, Row, User
 
@@ -176,3 +177,136 @@ def synthetic(n: int, *, users: int = 5, start: datetime | None = None) -> Datas
             values[FIELDS.amount] = 1000 + k if stage == "Won" else 0
         rows.append(Row(values, created, base + timedelta(days=365, minutes=k // 3), owner, owner))
     return Dataset(TABLE_ID, "商机", SPACE_ID, "销售管理", table_fields(), people, rows)
+
+
+# -- the customers (客户) and follow-up (跟进记录) tables ------------------------------------------------
+
+CUSTOMERS_TABLE_ID = "2100000000000002"
+FOLLOWUPS_TABLE_ID = "2100000000000003"
+#: 客户级别 and 跟进方式 options: (option id, name).
+TIERS: tuple[tuple[str, str], ...] = (("1", "战略客户"), ("2", "重点客户"), ("3", "普通客户"))
+METHODS: tuple[tuple[str, str], ...] = (
+    ("1", "电话"),
+    ("2", "拜访"),
+    ("3", "会议"),
+    ("4", "微信"),
+    ("5", "邮件"),
+    ("6", "方案"),
+)
+INDUSTRIES = ("制造业", "零售", "软件", "医疗", "金融")
+
+
+@dataclass(frozen=True)
+class CustomerFieldIds:
+    name: str = "2210000000000001"  # 客户名称 (text, the title)
+    owner: str = "2210000000000002"  # 负责人 (user)
+    industry: str = "2210000000000003"  # 所属行业 (text)
+    tier: str = "2210000000000004"  # 客户级别 (category)
+    parent: str = "2210000000000005"  # 上级客户 (text: the parent's name)
+    created: str = "2210000000000006"  # 创建日期 (date)
+
+
+@dataclass(frozen=True)
+class FollowupFieldIds:
+    subject: str = "2220000000000001"  # 跟进内容 (text, the title)
+    method: str = "2220000000000002"  # 跟进方式 (category)
+    when: str = "2220000000000003"  # 跟进时间 (date and time)
+    owner: str = "2220000000000004"  # 跟进人 (user)
+    customer: str = "2220000000000005"  # 关联客户 (relation to 客户)
+    deal: str = "2220000000000006"  # 关联商机 (relation to 商机)
+
+
+CUSTOMER_FIELDS = CustomerFieldIds()
+FOLLOWUP_FIELDS = FollowupFieldIds()
+
+
+def customers_table(deals: Dataset) -> Dataset:
+    """The customers the deals name in 客户, as the 客户 table: one per name in order of first
+    appearance, owned by the owner of that first deal and created a day before it; customer ``c``'s
+    所属行业 is :data:`INDUSTRIES` ``[c % 5]``, its 客户级别 :data:`TIERS` ``[c % 3]``, and every
+    fourth one (after the first) names the first as its 上级客户."""
+    account = FIELDS.account
+    first: dict[str, Row] = {}
+    for row in deals.rows:
+        name = row.values.get(account)
+        if isinstance(name, str) and name and name not in first:
+            first[name] = row
+    rows = []
+    top = next(iter(first), None)
+    for c, (name, deal) in enumerate(first.items()):
+        created = deal.created_on - timedelta(days=1)
+        values: dict[str, object] = {
+            CUSTOMER_FIELDS.name: name,
+            CUSTOMER_FIELDS.owner: [deal.created_by],
+            CUSTOMER_FIELDS.industry: INDUSTRIES[c % len(INDUSTRIES)],
+            CUSTOMER_FIELDS.tier: [TIERS[c % len(TIERS)][0]],
+            CUSTOMER_FIELDS.created: created.astimezone(BEIJING).date().isoformat(),
+        }
+        if c % 4 == 3 and top is not None:
+            values[CUSTOMER_FIELDS.parent] = top
+        rows.append(Row(values, created, created, deal.created_by, deal.created_by))
+    rows.sort(key=lambda r: r.created_on)
+    fields = [
+        Field(CUSTOMER_FIELDS.name, "客户名称", "text", required=True),
+        Field(CUSTOMER_FIELDS.owner, "负责人", "user"),
+        Field(CUSTOMER_FIELDS.industry, "所属行业", "text"),
+        Field(CUSTOMER_FIELDS.tier, "客户级别", "category", tuple(Option(i, n, f"c{i}") for i, n in TIERS)),
+        Field(CUSTOMER_FIELDS.parent, "上级客户", "text"),
+        Field(CUSTOMER_FIELDS.created, "创建日期", "date"),
+    ]
+    return Dataset(
+        CUSTOMERS_TABLE_ID, "客户", deals.space_id, deals.space_name, fields, list(deals.users), rows
+    )
+
+
+def followups_table(deals: Any, customers: Any) -> Dataset:
+    """Follow-ups of the items of ``deals`` (the 商机 table's emulator) as the 跟进记录 table,
+    linked to ``customers`` (the 客户 table's) by name.
+
+    Deal ``k`` (in item order) has ``k % 3`` follow-ups by its 负责人, about its customer and
+    itself, the ``j``-th ``j + 1`` days after the deal was created, by :data:`METHODS`
+    ``[(k + j) % 6]``; every tenth deal's customer also has one not about a deal. A follow-up is
+    created when it happened and not changed since.
+    """
+    by_name = {item.values[CUSTOMER_FIELDS.name]: item.item_id for item in customers.items.values()}
+    rows: list[Row] = []
+    for k, item_id in enumerate(sorted(deals.items)):
+        deal = deals.items[item_id]
+        name = deal.values.get(FIELDS.account)
+        owner = (deal.values.get(FIELDS.owner) or [deal.created_by])[0]
+        visits = [(j, True) for j in range(k % 3)] + ([(3, False)] if k % 10 == 0 and name else [])
+        for j, about_deal in visits:
+            when = datetime.fromtimestamp(deal.created_on, BEIJING) + timedelta(days=j + 1)
+            option, method = METHODS[(k + j) % len(METHODS)]
+            values: dict[str, object] = {
+                FOLLOWUP_FIELDS.subject: f"{name or '客户'} {method}",
+                FOLLOWUP_FIELDS.method: [option],
+                FOLLOWUP_FIELDS.when: when.strftime("%Y-%m-%d %H:%M:%S"),
+                FOLLOWUP_FIELDS.owner: [owner],
+            }
+            if name:
+                values[FOLLOWUP_FIELDS.customer] = [{"item_id": by_name[name], "title": name}]
+            if about_deal:
+                title = str(deal.values.get(FIELDS.number, ""))
+                values[FOLLOWUP_FIELDS.deal] = [{"item_id": item_id, "title": title}]
+            rows.append(Row(values, when, when, owner, owner))
+    rows.sort(key=lambda r: r.created_on)
+    fields = [
+        Field(FOLLOWUP_FIELDS.subject, "跟进内容", "text", required=True),
+        Field(
+            FOLLOWUP_FIELDS.method, "跟进方式", "category", tuple(Option(i, n, f"c{i}") for i, n in METHODS)
+        ),
+        Field(FOLLOWUP_FIELDS.when, "跟进时间", "date", time=True),
+        Field(FOLLOWUP_FIELDS.owner, "跟进人", "user"),
+        Field(FOLLOWUP_FIELDS.customer, "关联客户", "relation", linked=CUSTOMERS_TABLE_ID),
+        Field(FOLLOWUP_FIELDS.deal, "关联商机", "relation", linked=TABLE_ID),
+    ]
+    return Dataset(
+        FOLLOWUPS_TABLE_ID,
+        "跟进记录",
+        customers.space_id,
+        customers.space_name,
+        fields,
+        list(deals.users),
+        rows,
+    )

@@ -1,4 +1,8 @@
-"""A 简道云 (Jiandaoyun) OpenAPI v5 emulator: one app, one form and the company's contacts.
+"""A 简道云 (Jiandaoyun) OpenAPI v5 emulator: one app, its forms and the company's contacts.
+
+The app's first form is the dataset's (the 商机 form unless told otherwise); :meth:`add_form`
+adds others (the 客户 and 跟进记录 forms of :mod:`.jiandaoyun_data`), each answered by its
+``entry_id`` on the same endpoints.
 
 Followed (the vendor's public documentation):
 
@@ -70,6 +74,7 @@ import re
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -124,7 +129,14 @@ _METHODS: dict[str, frozenset[str]] = {
     "user": frozenset({"eq", "ne", "in", "nin", "empty", "not_empty"}),
     "id": frozenset({"eq", "in", "empty", "not_empty"}),
 }
-_KIND = {"text": "text", "combo": "text", "radiogroup": "text", "sn": "text", "textarea": "text"}
+_KIND = {
+    "text": "text",
+    "combo": "text",
+    "radiogroup": "text",
+    "sn": "text",
+    "textarea": "text",
+    "linkdata": "text",
+}
 
 
 def error(code: int, status: int = 400) -> Reply:
@@ -184,6 +196,30 @@ class Store:
         return pos if pos < len(self.ids) and self.ids[pos] == data_id else None
 
 
+@dataclass
+class Form:
+    """One form of the app: its widgets and its records."""
+
+    entry_id: str
+    name: str
+    widgets: tuple[Widget, ...]
+    store: Store
+    widget_index: dict[str, int] = field(default_factory=dict)
+    label_index: dict[str, int] = field(default_factory=dict)
+
+    @staticmethod
+    def of(dataset: Dataset) -> Form:
+        widgets = dataset.widgets
+        return Form(
+            dataset.entry_id,
+            dataset.form_name,
+            widgets,
+            Store(dataset),
+            {widget.name: i for i, widget in enumerate(widgets)},
+            {widget.label: i for i, widget in enumerate(widgets)},
+        )
+
+
 Predicate = Callable[[Store, int], bool]
 #: A time column and the bounds (epoch ms, inclusive, ``None`` for open) a filter puts on it.
 Window = tuple[str, int | None, int | None]
@@ -200,18 +236,20 @@ class JiandaoyunEmulator(Emulator):
         self.data = data if data is not None else maven_form()
         self.api_key = "jdyEmuKey0123456789abcdefABCDEF"
         self.app_id = self.data.app_id
-        self.entry_id = self.data.entry_id
-        self.widgets: tuple[Widget, ...] = self.data.widgets
         self.members: list[Member] = self.data.members
         self.departments: list[Department] = self.data.departments
-        self.store = Store(self.data)
+        #: The app's forms by entry id, the dataset's first (the one ``store``, ``widgets`` and
+        #: the writes below mean unless told another ``form``).
+        self.forms: dict[str, Form] = {self.data.entry_id: Form.of(self.data)}
+        self.main = self.forms[self.data.entry_id]
+        self.entry_id = self.main.entry_id
+        self.widgets: tuple[Widget, ...] = self.main.widgets
+        self.store = self.main.store
         self.rate_limit: dict[str, int] | None = None
         self.global_rate_limit: int | None = None
         self.max_page_size = 100
         self._entities = [member.entity() for member in self.members]
         self._member_index = {member.username: i for i, member in enumerate(self.members)}
-        self._widget_index = {widget.name: i for i, widget in enumerate(self.widgets)}
-        self._label_index = {widget.label: i for i, widget in enumerate(self.widgets)}
         self._calls: dict[str, deque[datetime]] = {}
         self._all_calls: deque[datetime] = deque()
         self._routes: dict[str, Callable[[dict[str, Any]], Any]] = {
@@ -232,19 +270,36 @@ class JiandaoyunEmulator(Emulator):
         self.rate_limit = dict(DOCUMENTED_RATE_LIMITS)
         self.global_rate_limit = DOCUMENTED_GLOBAL_RATE_LIMIT
 
-    def widget(self, label: str) -> Widget:
-        """The widget with this label (e.g. ``"金额"``)."""
-        return self.widgets[self._label_index[label]]
+    def add_form(self, dataset: Dataset) -> Form:
+        """Another form of the app (a dataset built with this one's members)."""
+        form = Form.of(dataset)
+        with self.lock:
+            self.forms[form.entry_id] = form
+        return form
+
+    def _form(self, entry_id: str | None) -> Form:
+        return self.main if entry_id is None else self.forms[entry_id]
+
+    def widget(self, label: str, *, form: str | None = None) -> Widget:
+        """The widget with this label (e.g. ``"金额"``), of the main form unless ``form`` names another."""
+        found = self._form(form)
+        return found.widgets[found.label_index[label]]
 
     def create(
-        self, values: Mapping[str, Any], *, creator: str | None = None, at: datetime | None = None
+        self,
+        values: Mapping[str, Any],
+        *,
+        creator: str | None = None,
+        at: datetime | None = None,
+        form: str | None = None,
     ) -> str:
         """Add a record (values by widget name or label); returns its data id."""
         moment = ms(at or self.clock())
         with self.lock:
-            store = self.store
+            target = self._form(form)
+            store = target.store
             owner = self._member_index[creator] if creator is not None else 0
-            row = self._row(values, tuple(self._api_value(widget, None) for widget in self.widgets))
+            row = self._row(target, values, tuple(self._api_value(widget, None) for widget in target.widgets))
             seconds = max(moment // 1000, store.ids[-1] >> 64 if store.ids else 0)
             data_id = _object_id(seconds, next(store.counter))
             key = store.next_key
@@ -265,40 +320,49 @@ class JiandaoyunEmulator(Emulator):
         *,
         updater: str | None = None,
         at: datetime | None = None,
+        form: str | None = None,
     ) -> None:
         """Change a record's values (by widget name or label) and stamp its ``updateTime``."""
         moment = ms(at or self.clock())
         with self.lock:
-            store = self.store
+            target = self._form(form)
+            store = target.store
             pos = store.find(int(data_id, 16))
             assert pos is not None, f"no record {data_id}"
-            store.overrides[store.keys[pos]] = self._row(values, store.values(pos))
+            store.overrides[store.keys[pos]] = self._row(target, values, store.values(pos))
             store.updated[pos] = moment
             if updater is not None:
                 store.updater[pos] = self._member_index[updater]
 
-    def delete(self, data_id: str, *, at: datetime | None = None) -> None:  # noqa: ARG002 - the common interface
+    def delete(self, data_id: str, *, at: datetime | None = None, form: str | None = None) -> None:  # noqa: ARG002 - the common interface
         """Remove a record (the API keeps no trace a list could see)."""
         with self.lock:
-            store = self.store
+            store = self._form(form).store
             pos = store.find(int(data_id, 16))
             assert pos is not None, f"no record {data_id}"
             store.overrides.pop(store.keys[pos], None)
             for column in (store.ids, store.keys, store.created, store.updated, store.creator, store.updater):
                 del column[pos]
 
-    def get_record(self, data_id: str) -> dict[str, Any]:
+    def get_record(self, data_id: str, *, form: str | None = None) -> dict[str, Any]:
         """A record as the API renders it."""
         with self.lock:
-            pos = self.store.find(int(data_id, 16))
+            target = self._form(form)
+            pos = target.store.find(int(data_id, 16))
             assert pos is not None, f"no record {data_id}"
-            return self._render(pos, None)
+            return self._render(target, pos, None)
 
-    def _row(self, values: Mapping[str, Any], row: tuple[Any, ...]) -> tuple[Any, ...]:
+    def records(self, form: str | None = None) -> list[dict[str, Any]]:
+        """Every record of a form as the API renders it, in data-id order."""
+        with self.lock:
+            target = self._form(form)
+            return [self._render(target, pos, None) for pos in range(len(target.store))]
+
+    def _row(self, form: Form, values: Mapping[str, Any], row: tuple[Any, ...]) -> tuple[Any, ...]:
         new = list(row)
         for name, value in values.items():
-            index = self._widget_index[name] if name in self._widget_index else self._label_index[name]
-            new[index] = self._api_value(self.widgets[index], value)
+            index = form.widget_index[name] if name in form.widget_index else form.label_index[name]
+            new[index] = self._api_value(form.widgets[index], value)
         return tuple(new)
 
     def _api_value(self, widget: Widget, value: Any) -> Any:
@@ -359,41 +423,43 @@ class JiandaoyunEmulator(Emulator):
         if app_id != self.app_id:
             raise error(2004)
         skip, limit = self._skip_limit(body)
-        forms = [{"name": self.data.form_name, "app_id": self.app_id, "entry_id": self.entry_id}]
+        forms = [{"name": f.name, "app_id": self.app_id, "entry_id": f.entry_id} for f in self.forms.values()]
         return {"forms": forms[skip : skip + limit]}
 
-    def _check_form(self, body: dict[str, Any]) -> None:
+    def _check_form(self, body: dict[str, Any]) -> Form:
         app_id, entry_id = body.get("app_id"), body.get("entry_id")
         if not isinstance(app_id, str) or not app_id or not isinstance(entry_id, str) or not entry_id:
             raise error(1)
-        if app_id != self.app_id or entry_id != self.entry_id:
+        form = self.forms.get(entry_id)
+        if app_id != self.app_id or form is None:
             raise error(3000)
+        return form
 
     def _widget_list(self, body: dict[str, Any]) -> Any:
-        self._check_form(body)
+        form = self._check_form(body)
         with self.lock:
-            latest = max(self.store.updated, default=None)
+            latest = max(form.store.updated, default=None)
         return {
             "widgets": [
-                {"name": w.name, "widgetName": w.name, "label": w.label, "type": w.type} for w in self.widgets
+                {"name": w.name, "widgetName": w.name, "label": w.label, "type": w.type} for w in form.widgets
             ],
             "sysWidgets": [{"name": name} for name in SYSTEM_WIDGETS],
             "dataModifyTime": None if latest is None else iso(latest),
         }
 
     def _data_get(self, body: dict[str, Any]) -> Any:
-        self._check_form(body)
+        form = self._check_form(body)
         data_id = body.get("data_id")
         if not isinstance(data_id, str) or not data_id:
             raise error(1)
         with self.lock:
-            pos = self.store.find(int(data_id, 16)) if _HEX24.fullmatch(data_id) else None
+            pos = form.store.find(int(data_id, 16)) if _HEX24.fullmatch(data_id) else None
             if pos is None:
                 raise error(4001)
-            return {"data": self._render(pos, None)}
+            return {"data": self._render(form, pos, None)}
 
     def _data_list(self, body: dict[str, Any]) -> Any:
-        self._check_form(body)
+        form = self._check_form(body)
         limit = body.get("limit", 10)
         if not _is_int(limit) or not 1 <= limit <= self.max_page_size:
             raise error(3005)
@@ -408,19 +474,18 @@ class JiandaoyunEmulator(Emulator):
         if fields is not None and not (isinstance(fields, list) and all(isinstance(f, str) for f in fields)):
             raise error(3005)
         spec = body.get("filter")
-        predicate = self._compile(spec)
+        predicate = self._compile(form, spec)
         with self.lock:
-            store = self.store
+            store = form.store
             pos = bisect.bisect_right(store.ids, start_id)
             window = None if predicate is None else _time_window(spec)
             if predicate is None or window is None:
-                found = self._scan(pos, predicate, limit)
+                found = self._scan(store, pos, predicate, limit)
             else:
-                found = self._scan_window(pos, predicate, window, limit)
-            return _page(self._render(p, fields or None) for p in found)
+                found = self._scan_window(store, pos, predicate, window, limit)
+            return _page(self._render(form, p, fields or None) for p in found)
 
-    def _scan(self, pos: int, predicate: Predicate | None, limit: int) -> list[int]:
-        store = self.store
+    def _scan(self, store: Store, pos: int, predicate: Predicate | None, limit: int) -> list[int]:
         end = len(store)
         if predicate is None:
             return list(range(pos, min(end, pos + limit)))
@@ -431,10 +496,11 @@ class JiandaoyunEmulator(Emulator):
             pos += 1
         return found
 
-    def _scan_window(self, pos: int, predicate: Predicate, window: Window, limit: int) -> list[int]:
+    def _scan_window(
+        self, store: Store, pos: int, predicate: Predicate, window: Window, limit: int
+    ) -> list[int]:
         """:meth:`_scan` when an ``and`` filter bounds a time column: its bounds are checked a chunk
         at a time in a comprehension, and the whole filter only on the rows within them."""
-        store = self.store
         field, low, high = window
         column = store.created if field == "createTime" else store.updated
         low = -(1 << 62) if low is None else low
@@ -452,18 +518,18 @@ class JiandaoyunEmulator(Emulator):
             pos = stop
         return found
 
-    def _render(self, pos: int, fields: list[str] | None) -> dict[str, Any]:
-        store = self.store
+    def _render(self, form: Form, pos: int, fields: list[str] | None) -> dict[str, Any]:
+        store = form.store
         record: dict[str, Any] = {
             "_id": f"{store.ids[pos]:024x}",
             "appId": self.app_id,
-            "entryId": self.entry_id,
+            "entryId": form.entry_id,
             "creator": self._entities[store.creator[pos]],
             "updater": self._entities[store.updater[pos]],
             "createTime": iso(store.created[pos]),
             "updateTime": iso(store.updated[pos]),
         }
-        for widget, value in zip(self.widgets, store.values(pos), strict=True):
+        for widget, value in zip(form.widgets, store.values(pos), strict=True):
             record[widget.name] = value
         if fields is None:
             return record
@@ -471,7 +537,7 @@ class JiandaoyunEmulator(Emulator):
 
     # -- filters -------------------------------------------------------------------------------
 
-    def _compile(self, spec: object) -> Predicate | None:
+    def _compile(self, form: Form, spec: object) -> Predicate | None:
         if spec is None:
             return None
         if not isinstance(spec, dict):
@@ -481,12 +547,12 @@ class JiandaoyunEmulator(Emulator):
             raise error(4815)
         if not cond:
             return None
-        tests = [self._condition(c) for c in cond]
+        tests = [self._condition(form, c) for c in cond]
         if rel == "and":
             return lambda store, pos: all(test(store, pos) for test in tests)
         return lambda store, pos: any(test(store, pos) for test in tests)
 
-    def _field(self, name: str) -> tuple[str, Callable[[Store, int], Any]]:
+    def _field(self, form: Form, name: str) -> tuple[str, Callable[[Store, int], Any]]:
         """The kind of a filterable field and how to read it (as a comparable value) at a position."""
         if name == "createTime":
             return "datetime", lambda store, pos: store.created[pos]
@@ -498,10 +564,10 @@ class JiandaoyunEmulator(Emulator):
             return "user", lambda store, pos: self.members[store.updater[pos]].username
         if name in ("_id", "data_id"):
             return "id", lambda store, pos: store.ids[pos]
-        index = self._widget_index.get(name)
+        index = form.widget_index.get(name)
         if index is None:
             raise error(4815)
-        widget = self.widgets[index]
+        widget = form.widgets[index]
         kind = _KIND.get(widget.type, widget.type)
         if kind == "datetime":
             return kind, lambda store, pos: _instant_or_none(store.values(pos)[index])
@@ -511,10 +577,10 @@ class JiandaoyunEmulator(Emulator):
             return kind, lambda store, pos: _none_if_empty(store.values(pos)[index])
         return "other", lambda store, pos: _none_if_empty(store.values(pos)[index])
 
-    def _condition(self, cond: object) -> Predicate:
+    def _condition(self, form: Form, cond: object) -> Predicate:
         if not isinstance(cond, dict) or not isinstance(cond.get("field"), str):
             raise error(4815)
-        kind, read = self._field(cond["field"])
+        kind, read = self._field(form, cond["field"])
         method = cond.get("method")
         allowed = _METHODS.get(kind, frozenset({"empty", "not_empty"}))
         if method not in allowed:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import csv
 import os
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
@@ -279,3 +279,118 @@ def synthetic(n: int, *, seed: int = 7) -> Dataset:
 
 def widget_by_label(widgets: Sequence[Widget], label: str) -> Widget:
     return next(widget for widget in widgets if widget.label == label)
+
+
+# -- the customers (客户) and follow-up (跟进记录) forms ------------------------------------------------
+
+CUSTOMERS_ENTRY_ID = "6566f0b2c2d3e4f5a6b7c8e1"
+FOLLOWUPS_ENTRY_ID = "6566f0b2c2d3e4f5a6b7c8e2"
+
+#: The 客户 form's widgets: the customer's name is what the deals' 客户 field holds.
+CUSTOMER_WIDGETS: tuple[Widget, ...] = (
+    Widget("_widget_1702000000001", "客户名称", "text"),
+    Widget("_widget_1702000000002", "负责人", "user"),
+    Widget("_widget_1702000000003", "所属行业", "combo"),
+    Widget("_widget_1702000000004", "客户级别", "combo"),
+    Widget("_widget_1702000000005", "上级客户", "text"),
+    Widget("_widget_1702000000006", "创建日期", "datetime"),
+)
+#: The 跟进记录 form's widgets: 关联商机 is a linked-data widget holding the deal's data id.
+FOLLOWUP_WIDGETS: tuple[Widget, ...] = (
+    Widget("_widget_1703000000001", "跟进方式", "combo"),
+    Widget("_widget_1703000000002", "跟进时间", "datetime"),
+    Widget("_widget_1703000000003", "跟进人", "user"),
+    Widget("_widget_1703000000004", "关联客户", "text"),
+    Widget("_widget_1703000000005", "关联商机", "linkdata"),
+    Widget("_widget_1703000000006", "跟进内容", "textarea"),
+)
+#: The 跟进方式 options, in the order follow-ups cycle through them.
+FOLLOWUP_METHODS = ("电话", "拜访", "会议", "微信", "邮件", "方案")
+
+
+def tier(revenue: float) -> str:
+    """The 客户级别 of a customer by its revenue (millions)."""
+    return "战略客户" if revenue >= 5000 else "重点客户" if revenue >= 1000 else "普通客户"
+
+
+def customers_form(members: Sequence[Member]) -> Dataset:
+    """The 85 accounts of ``accounts.csv`` as the 客户 form: 客户名称 ← ``account``, 所属行业 ←
+    ``sector``, 客户级别 ← :func:`tier` of ``revenue``, 上级客户 ← ``subsidiary_of``, 负责人 ←
+    member ``i % len(members)``; customer ``i`` created (创建日期 too) ``i`` hours before
+    :data:`CREATED_FROM`, last updated then."""
+    entities = [member.entity() for member in members]
+    rows: list[tuple[Any, ...]] = []
+    created = array("q")
+    owner = array("i")
+    accounts = _read("accounts.csv")
+    start = ms(CREATED_FROM) - len(accounts) * 3_600_000
+    for i, row in enumerate(accounts):
+        made = start + i * 3_600_000
+        rows.append(
+            (
+                row["account"],
+                entities[i % len(members)],
+                row["sector"],
+                tier(float(row["revenue"])),
+                row["subsidiary_of"],
+                iso(made),
+            )
+        )
+        created.append(made)
+        owner.append(i % len(members))
+    return Dataset(
+        CUSTOMER_WIDGETS,
+        list(members),
+        [],
+        created,
+        array("q", created),
+        owner,
+        rows.__getitem__,
+        entry_id=CUSTOMERS_ENTRY_ID,
+        form_name="客户",
+    )
+
+
+def followups_form(deals: Sequence[Mapping[str, Any]], members: Sequence[Member]) -> Dataset:
+    """Follow-ups of ``deals`` (the 商机 form's records as the API renders them) as the 跟进记录 form.
+
+    Deal ``k`` has ``k % 3`` follow-ups by its 负责人, about its 客户 and itself, the ``j``-th
+    ``j + 1`` days after the deal was created, by :data:`FOLLOWUP_METHODS` ``[(k + j) % 6]``;
+    every tenth deal's customer also has one not about a deal. A follow-up is created when it
+    happened and not changed since; the form's rows are in the order they were created.
+    """
+    index = {member.username: i for i, member in enumerate(members)}
+    owner_of = widget_by_label(WIDGETS, "负责人").name
+    account_of = widget_by_label(WIDGETS, "客户").name
+    found: list[tuple[int, int, tuple[Any, ...]]] = []
+    for k, deal in enumerate(deals):
+        person = deal[owner_of]
+        made = ms(datetime.fromisoformat(deal["createTime"].replace("Z", "+00:00")))
+        visits = [(j, deal["_id"]) for j in range(k % 3)]
+        if k % 10 == 0 and deal[account_of]:
+            visits.append((3, ""))
+        for j, linked in visits:
+            when = made + (j + 1) * _DAY_MS
+            method = FOLLOWUP_METHODS[(k + j) % len(FOLLOWUP_METHODS)]
+            about = f"{deal[account_of] or '客户'} {method}"
+            found.append(
+                (
+                    when,
+                    index[person["username"]],
+                    (method, iso(when), person, deal[account_of], linked, about),
+                )
+            )
+    found.sort(key=lambda item: item[0])
+    created = array("q", (item[0] for item in found))
+    rows = [item[2] for item in found]
+    return Dataset(
+        FOLLOWUP_WIDGETS,
+        list(members),
+        [],
+        created,
+        array("q", created),
+        array("i", (item[1] for item in found)),
+        rows.__getitem__,
+        entry_id=FOLLOWUPS_ENTRY_ID,
+        form_name="跟进记录",
+    )

@@ -21,6 +21,13 @@ Put :attr:`PipedriveEmulator.url` where ``https://{companydomain}.pipedrive.com`
   ``sort_direction``, cursor pagination); ``GET /api/v2/dealFields`` (the main standard fields,
   then the company's custom fields with their 40-character ``field_code``; its token cost, 10,
   is not documented: half of v1's 20, as v2 endpoints go);
+- ``GET /api/v2/organizations`` and ``GET /api/v2/activities``: the not deleted ones, cursor
+  paged as deals are, ``sort_by`` ``id``/``update_time``/``add_time``, ``updated_since`` and
+  ``updated_until``, ``ids``, ``owner_id``, and for activities ``deal_id``, ``lead_id``,
+  ``person_id``, ``org_id`` and ``done``; their lists have no ``status=deleted`` (the reference
+  documents that filter for deals only), so a deleted one is simply gone. v2 ``ActivityItem``:
+  ``type`` the activity type's ``key_string``, ``due_date`` ``YYYY-MM-DD``, ``due_time`` and
+  ``duration`` ``HH:MM`` (UTC), ``done``, the links; a deal's ``org_id`` is its organization;
 - ``GET /v1/users`` (also ``/api/v1/users``): every user, times as ``YYYY-MM-DD HH:MM:SS``;
 - ``GET /v1/leads`` and ``GET /v1/leads/archived`` (also under ``/api/v1``): offset pagination
   (``start``, ``limit``; ``additional_data.pagination`` with ``start``, ``limit``,
@@ -52,7 +59,8 @@ pass a :class:`~.base.SimClock` or set the knobs to ``None``.
 
 Fault knobs: :meth:`fail` from the base (5xx, 429 bursts, dropped connections); writes from the
 test's thread (:meth:`create`, :meth:`update`, :meth:`delete`, :meth:`archive`,
-:meth:`create_lead`, :meth:`update_lead`, :meth:`archive_lead`, :meth:`convert_lead`) stamping
+:meth:`create_lead`, :meth:`update_lead`, :meth:`archive_lead`, :meth:`convert_lead`, and
+:meth:`add` and :meth:`change` for organizations and activities) stamping
 ``update_time`` from the clock or ``at`` (whole seconds, so ties come easily); ``max_page_size``;
 ``token_ttl``; ``rate_limit``/``oauth_rate_limit``/``daily_quota`` (``None``: not enforced).
 
@@ -107,6 +115,8 @@ TOKEN_COSTS: Mapping[str, int] = {
     "/api/v2/stages": 5,
     "/api/v2/pipelines": 5,
     "/api/v2/dealFields": 10,
+    "/api/v2/organizations": 10,
+    "/api/v2/activities": 10,
     "/v1/users": 20,
     "/v1/leads": 20,
     "/v1/leads/archived": 40,
@@ -296,6 +306,7 @@ class Deal:
     is_archived: bool = False
     origin: str = "ManuallyCreated"
     source_lead_id: str | None = None
+    org_id: int | None = None
     custom_fields: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -311,7 +322,7 @@ class Deal:
             "creator_user_id": self.owner_id,
             "owner_id": self.owner_id,
             "person_id": None,
-            "org_id": None,
+            "org_id": self.org_id,
             "pipeline_id": self.pipeline_id,
             "stage_id": self.stage_id,
             "value": int(self.value) if float(self.value).is_integer() else self.value,
@@ -399,6 +410,90 @@ class Lead:
 
 
 @dataclass
+class Organization:
+    """One organization as stored (times in epoch seconds)."""
+
+    id: int
+    name: str
+    owner_id: int
+    add_time: int
+    update_time: int
+    is_deleted: bool = False
+    address: str | None = None
+
+    def render(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "owner_id": self.owner_id,
+            "add_time": rfc3339(self.add_time),
+            "update_time": rfc3339(self.update_time),
+            "is_deleted": self.is_deleted,
+            "visible_to": 3,
+            "label_ids": [],
+            "address": {"value": self.address} if self.address else None,
+            "custom_fields": {},
+        }
+
+
+#: The activity types every company starts with (``key_string``), and a custom one.
+ACTIVITY_TYPE_KEYS = ("call", "meeting", "task", "deadline", "email", "lunch")
+
+
+@dataclass
+class Activity:
+    """One activity as stored: ``due_date`` ``YYYY-MM-DD``, ``due_time`` and ``duration`` ``HH:MM``
+    (the due time in UTC, as the API writes it), times in epoch seconds."""
+
+    id: int
+    subject: str
+    type: str
+    owner_id: int
+    due_date: str
+    add_time: int
+    update_time: int
+    due_time: str | None = None
+    duration: str | None = None
+    done: bool = False
+    marked_as_done_time: int | None = None
+    deal_id: int | None = None
+    lead_id: str | None = None
+    person_id: int | None = None
+    org_id: int | None = None
+    is_deleted: bool = False
+    note: str | None = None
+
+    def render(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "subject": self.subject,
+            "type": self.type,
+            "owner_id": self.owner_id,
+            "creator_user_id": self.owner_id,
+            "is_deleted": self.is_deleted,
+            "add_time": rfc3339(self.add_time),
+            "update_time": rfc3339(self.update_time),
+            "deal_id": self.deal_id,
+            "lead_id": self.lead_id,
+            "person_id": self.person_id,
+            "org_id": self.org_id,
+            "project_id": None,
+            "due_date": self.due_date,
+            "due_time": self.due_time,
+            "duration": self.duration,
+            "busy": False,
+            "done": self.done,
+            "marked_as_done_time": rfc3339(self.marked_as_done_time),
+            "location": None,
+            "participants": [{"person_id": self.person_id, "primary": True}] if self.person_id else [],
+            "attendees": None,
+            "public_description": None,
+            "priority": None,
+            "note": self.note,
+        }
+
+
+@dataclass
 class DealField:
     """A custom deal field (leads share them): its 40-character key, name and type."""
 
@@ -437,6 +532,8 @@ class Company:
     deals: list[Deal] = field(default_factory=list)
     leads: list[Lead] = field(default_factory=list)
     deal_fields: list[DealField] = field(default_factory=list)
+    organizations: list[Organization] = field(default_factory=list)
+    activities: list[Activity] = field(default_factory=list)
 
     @staticmethod
     def empty(start: datetime | None = None) -> Company:
@@ -507,6 +604,8 @@ class PipedriveEmulator(Emulator):
             x.id: replace(x, custom_fields=dict(x.custom_fields)) for x in company.leads
         }
         self.deal_fields = [replace(f) for f in company.deal_fields]
+        self.organizations: dict[int, Organization] = {o.id: replace(o) for o in company.organizations}
+        self.activities: dict[int, Activity] = {a.id: replace(a) for a in company.activities}
         self._next_deal = max(self.deals, default=0) + 1
         self._next_seq = max((x.seq for x in self.leads.values()), default=0) + 1
         #: The user the API token belongs to (``is_you``).
@@ -651,6 +750,28 @@ class PipedriveEmulator(Emulator):
             self._changed()
             return deal
 
+    def change(self, kind: str, id: int, *, at: datetime | None = None, **fields: Any) -> Any:
+        """Change an organization (``kind`` ``"organization"``) or an activity (``"activity"``) and
+        stamp its ``update_time``; ``is_deleted=True`` deletes it (it leaves every list)."""
+        with self._data_lock:
+            item = (self.organizations if kind == "organization" else self.activities)[id]
+            for name, value in fields.items():
+                if not hasattr(item, name):
+                    raise AttributeError(f"an {kind} has no field {name!r}")
+                setattr(item, name, value)
+            item.update_time = self._now(at)
+            self._changed()
+            return item
+
+    def add(self, item: Organization | Activity) -> None:
+        """A new organization or activity, as given."""
+        with self._data_lock:
+            if isinstance(item, Organization):
+                self.organizations[item.id] = item
+            else:
+                self.activities[item.id] = item
+            self._changed()
+
     # -- the HTTP side ---------------------------------------------------------------------------
 
     def handle(self, request: Request) -> Response:
@@ -678,6 +799,8 @@ class PipedriveEmulator(Emulator):
             ("GET", "/api/v2/pipelines"): self._pipelines,
             ("GET", "/api/v2/stages"): self._stages,
             ("GET", "/api/v2/dealFields"): self._deal_fields,
+            ("GET", "/api/v2/organizations"): self._organizations,
+            ("GET", "/api/v2/activities"): self._activities,
             ("GET", "/v1/users"): self._users,
             ("GET", "/v1/leads"): lambda r: self._leads(r, archived=False),
             ("GET", "/v1/leads/archived"): lambda r: self._leads(r, archived=True),
@@ -959,6 +1082,70 @@ class PipedriveEmulator(Emulator):
         custom = frozenset(custom_keys) if custom_keys else None
         with self._data_lock:
             data = [d.render(include, custom) for d in deals]
+        return {"success": True, "data": data, "additional_data": {"next_cursor": next_cursor}}
+
+    def _organizations(self, request: Request) -> dict[str, Any]:
+        return self._listed(request, "organizations", self.organizations, ("owner_id",))
+
+    def _activities(self, request: Request) -> dict[str, Any]:
+        done_text = request.arg("done")
+        if done_text not in (None, "", "true", "false", "1", "0"):
+            raise _fail(400, "Parameter 'done' must be a boolean")
+        done = None if done_text in (None, "") else done_text in ("true", "1")
+        return self._listed(
+            request,
+            "activities",
+            self.activities,
+            ("owner_id", "deal_id", "person_id", "org_id"),
+            extra=lambda a: (
+                (done is None or a.done == done)
+                and (not request.arg("lead_id") or a.lead_id == request.arg("lead_id"))
+            ),
+            extra_key=(done, request.arg("lead_id")),
+        )
+
+    def _listed(
+        self,
+        request: Request,
+        name: str,
+        items: Mapping[int, Any],
+        by: tuple[str, ...],
+        extra: Callable[[Any], bool] | None = None,
+        extra_key: tuple[Any, ...] = (),
+    ) -> dict[str, Any]:
+        """``GET /api/v2/organizations`` and ``/api/v2/activities``: the not deleted items, cursor
+        paged, ``sort_by`` id/update_time/add_time, ``updated_since`` (inclusive) and
+        ``updated_until`` (exclusive), ``ids`` and the id filters ``by``."""
+        sort_by = self._choice(request, "sort_by", ("id", "update_time", "add_time"), "id")
+        direction = self._choice(request, "sort_direction", ("asc", "desc"), "asc")
+        ids_text = self._list(request, "ids")
+        if len(ids_text) > 100:
+            raise _fail(400, "Parameter 'ids' accepts at most 100 ids")
+        try:
+            ids = frozenset(int(i) for i in ids_text)
+        except ValueError as exc:
+            raise _fail(400, "Parameter 'ids' must be integers") from exc
+        wanted = {key: self._int(request, key) for key in by}
+        since = self._time(request, "updated_since")
+        until = self._time(request, "updated_until")
+
+        def keep(item: Any) -> bool:
+            return (
+                not item.is_deleted
+                and (not ids or item.id in ids)
+                and all(value is None or getattr(item, key) == value for key, value in wanted.items())
+                and (since is None or item.update_time >= since)
+                and (until is None or item.update_time < until)
+                and (extra is None or extra(item))
+            )
+
+        def build() -> list[tuple[Any, ...]]:
+            return [(getattr(i, sort_by), i.id, i) for i in items.values() if keep(i)]
+
+        key = (name, sort_by, direction, ids, tuple(wanted.items()), since, until, *extra_key)
+        rows, next_cursor = self._cursor_page(request, key, build, sort_by, direction == "desc")
+        with self._data_lock:
+            data = [item.render() for item in rows]
         return {"success": True, "data": data, "additional_data": {"next_cursor": next_cursor}}
 
     def _pipelines(self, request: Request) -> dict[str, Any]:

@@ -30,13 +30,17 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from .pipedrive import (
+    ACTIVITY_TYPE_KEYS,
     ZOHO_LEADID_KEY,
+    Activity,
     Company,
     Deal,
     DealField,
     Lead,
+    Organization,
     Pipeline,
     Stage,
     User,
@@ -228,3 +232,71 @@ def synthetic(
         deals=deals,
         leads=lead_list,
     )
+
+
+#: A kind of activity a company added itself (Settings > Activity types), with its key.
+CUSTOM_TYPE = "site_visit"
+
+
+def with_activities(
+    company: Company, *, organizations: int = 20, per_deal: int = 3, seed: int = 11
+) -> Company:
+    """``company`` with organizations its deals belong to and the activities of its reps.
+
+    Organization ``j`` is added with the first deal; deal ``i`` belongs to organization
+    ``i % organizations + 1`` (every seventh deal to none). Each deal has up to ``per_deal``
+    activities of the six default types and :data:`CUSTOM_TYPE`, due from its add time on, some
+    all-day (no due time), some with no duration, some not done; every fifth lead has a call, and
+    each organization a meeting of its own.
+    """
+    rng = random.Random(seed)
+    users = [u.id for u in company.users]
+    first = min((d.add_time for d in company.deals), default=seconds(datetime(2024, 1, 1, tzinfo=UTC)))
+    orgs = [
+        Organization(j, f"Organization {j}", rng.choice(users), first, first, address=f"{j} Main Street")
+        for j in range(1, organizations + 1)
+    ]
+    for deal in company.deals:
+        deal.org_id = None if deal.id % 7 == 0 else deal.id % organizations + 1
+    kinds = (*ACTIVITY_TYPE_KEYS, CUSTOM_TYPE)
+    activities: list[Activity] = []
+
+    def add(kind: str, owner: int, due: int, **links: Any) -> None:
+        all_day = rng.random() < 0.2
+        minutes = rng.choice((None, 15, 30, 45, 60, 90, 150))
+        done = rng.random() < 0.7
+        moment = datetime.fromtimestamp(due, UTC)
+        activities.append(
+            Activity(
+                id=len(activities) + 1,
+                subject=f"{kind.replace('_', ' ').capitalize()} {len(activities) + 1}",
+                type=kind,
+                owner_id=owner,
+                due_date=moment.date().isoformat(),
+                due_time=None if all_day else moment.strftime("%H:%M"),
+                duration=None if minutes is None else f"{minutes // 60:02d}:{minutes % 60:02d}",
+                done=done,
+                marked_as_done_time=due if done else None,
+                add_time=due - 3600,
+                update_time=due if done else due - 3600,
+                **links,
+            )
+        )
+
+    for deal in company.deals:
+        for _ in range(rng.randrange(0, per_deal + 1)):
+            due = deal.add_time + rng.randrange(0, 30 * 86400, 300)
+            add(rng.choice(kinds), deal.owner_id, due, deal_id=deal.id, org_id=deal.org_id, person_id=deal.id)
+    for lead in company.leads[::5]:
+        add("call", lead.owner_id, lead.add_time + 1800, lead_id=lead.id)
+    for org in orgs:
+        add("meeting", org.owner_id, first + 86400 * org.id, org_id=org.id)
+    company.organizations = orgs
+    company.activities = activities
+    return company
+
+
+def due_instant(activity: Activity) -> datetime:
+    """When an activity is due, as the API's ``due_date`` and ``due_time`` (UTC) say."""
+    text = activity.due_date + (f"T{activity.due_time}" if activity.due_time else "T00:00")
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)

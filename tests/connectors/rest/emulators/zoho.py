@@ -20,9 +20,9 @@ same in v7 and v8 but for the version in the path):
 - ``Authorization: Zoho-oauthtoken <access_token>`` on every CRM call. No such header: 401
   ``AUTHENTICATION_FAILURE``; an unknown or expired token: 401 ``INVALID_TOKEN`` ("invalid oauth
   token"). Error bodies are ``{"code", "details", "message", "status": "error"}``.
-- ``GET /crm/v8/{Deals|Leads}`` (Get Records): ``fields`` mandatory (at most 50; else 400
-  ``REQUIRED_PARAM_MISSING`` / ``LIMIT_EXCEEDED``), ``per_page`` (default and maximum 200),
-  ``page`` (positions up to 2,000 only: a page starting beyond is 400
+- ``GET /crm/v8/{module}`` (Get Records) for Deals, Leads, Accounts, Calls, Events and Tasks:
+  ``fields`` mandatory (at most 50; else 400 ``REQUIRED_PARAM_MISSING`` / ``LIMIT_EXCEEDED``),
+  ``per_page`` (default and maximum 200), ``page`` (positions up to 2,000 only: a page starting beyond is 400
   ``DISCRETE_PAGINATION_LIMIT_EXCEEDED``), ``page_token`` (the ``next_page_token`` of the previous
   answer; needed past 2,000 records, up to 100,000: 400 ``PAGINATION_LIMIT_EXCEEDED`` beyond;
   bound to the other parameters: 400 ``TOKEN_BOUND_DATA_MISMATCH`` when they change; valid 24
@@ -121,7 +121,7 @@ from tests.connectors.rest.emulators.zoho_data import (
     synthetic,
 )
 
-MODULES = ("Deals", "Leads")
+MODULES = ("Deals", "Leads", "Accounts", "Calls", "Events", "Tasks")
 SORT_FIELDS = ("id", "Created_Time", "Modified_Time")
 DISCRETE_LIMIT = 2_000
 TOKEN_LIMIT = 100_000
@@ -150,6 +150,7 @@ MODULE_FIELDS: Mapping[str, Mapping[str, str]] = {
         "Lead_Source": "picklist",
         "Type": "picklist",
         "LEADID": "text",
+        "Account_Name": "lookup",
         "Created_Time": "datetime",
         "Modified_Time": "datetime",
         "Created_By": "ownerlookup",
@@ -175,8 +176,77 @@ MODULE_FIELDS: Mapping[str, Mapping[str, str]] = {
         "Created_By": "ownerlookup",
         "Modified_By": "ownerlookup",
     },
+    "Accounts": {
+        "Account_Name": "text",
+        "Owner": "ownerlookup",
+        "Industry": "picklist",
+        "Account_Type": "picklist",
+        "Parent_Account": "lookup",
+        "Website": "website",
+        "Created_Time": "datetime",
+        "Modified_Time": "datetime",
+        "Created_By": "ownerlookup",
+        "Modified_By": "ownerlookup",
+    },
+    # Activities: What_Id is the record one is related to, named by $se_module (Accounts, Deals,
+    # Leads ...); Who_Id the contact.
+    "Calls": {
+        "Subject": "text",
+        "Owner": "ownerlookup",
+        "Call_Type": "picklist",
+        "Call_Purpose": "picklist",
+        "Call_Start_Time": "datetime",
+        "Call_Duration": "text",
+        "Call_Duration_in_seconds": "integer",
+        "Call_Result": "picklist",
+        "Outgoing_Call_Status": "picklist",
+        "What_Id": "lookup",
+        "$se_module": "text",
+        "Who_Id": "lookup",
+        "Created_Time": "datetime",
+        "Modified_Time": "datetime",
+        "Created_By": "ownerlookup",
+        "Modified_By": "ownerlookup",
+    },
+    "Events": {
+        "Event_Title": "text",
+        "Owner": "ownerlookup",
+        "Start_DateTime": "datetime",
+        "End_DateTime": "datetime",
+        "All_day": "boolean",
+        "Venue": "text",
+        "What_Id": "lookup",
+        "$se_module": "text",
+        "Who_Id": "lookup",
+        "Created_Time": "datetime",
+        "Modified_Time": "datetime",
+        "Created_By": "ownerlookup",
+        "Modified_By": "ownerlookup",
+    },
+    "Tasks": {
+        "Subject": "text",
+        "Owner": "ownerlookup",
+        "Due_Date": "date",
+        "Status": "picklist",
+        "Priority": "picklist",
+        "Closed_Time": "datetime",
+        "What_Id": "lookup",
+        "$se_module": "text",
+        "Who_Id": "lookup",
+        "Created_Time": "datetime",
+        "Modified_Time": "datetime",
+        "Created_By": "ownerlookup",
+        "Modified_By": "ownerlookup",
+    },
 }
-_DISPLAY = {"Deals": "Deal_Name", "Leads": "Full_Name"}
+_DISPLAY = {
+    "Deals": "Deal_Name",
+    "Leads": "Full_Name",
+    "Accounts": "Account_Name",
+    "Calls": "Subject",
+    "Events": "Event_Title",
+    "Tasks": "Subject",
+}
 _READ_ONLY = frozenset(
     {
         "Created_Time",

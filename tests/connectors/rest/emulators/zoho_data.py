@@ -319,3 +319,120 @@ def synthetic(
             Record(ID_BASE + _LEAD_OFFSET + 1 + i, "Leads", lead_values, created, created, user.id)
         )
     return Org(people, {"Deals": deals, "Leads": lead_records})
+
+
+_ACCOUNT_OFFSET = 7_000_000
+_ACTIVITY_OFFSET = 8_000_000
+INDUSTRIES = ("Retail", "Manufacturing", "Technology", "Government", "Consulting")
+ACCOUNT_TYPES = ("Customer", "Prospect", "Partner", "Reseller")
+CALL_TYPES = ("Outbound", "Inbound", "Missed")
+CALL_RESULTS = ("Interested", "Not interested", "No response", "Requested more info", None)
+TASK_STATUSES = ("Not Started", "Deferred", "In Progress", "Completed", "Waiting for input")
+
+
+def with_activities(org: Org, *, accounts: int = 25, seed: int = 5) -> Org:
+    """``org`` with accounts its deals belong to, and calls, meetings (Events) and tasks.
+
+    Account ``j`` (1-based) is the parent of account ``j + 1`` when ``j`` is a multiple of 5;
+    deal ``i`` belongs to account ``i % accounts`` (every sixth deal to none). Each deal has a call
+    (or two), every third deal a meeting and every fourth a task, related to it (``What_Id`` with
+    ``$se_module`` Deals); each account has a call of its own, and every fifth lead a call related
+    to the lead (``$se_module`` Leads). Activities happen after their deal was created; a call
+    lasts a whole number of seconds, some not yet made (``Outgoing_Call_Status`` Scheduled).
+    """
+    rng = random.Random(seed)
+    refs = {user.id: user.ref() for user in org.users}
+    people = [user.id for user in org.users]
+    first = min((d.created for d in org.deals), default=datetime(2024, 1, 1, tzinfo=UTC))
+    account_records: list[Record] = []
+    for j in range(1, accounts + 1):
+        owner = people[j % len(people)]
+        parent = account_records[-1] if j % 5 == 1 and j > 1 else None
+        values: dict[str, Any] = {
+            "Account_Name": f"Account {j}",
+            "Owner": refs[owner],
+            "Industry": INDUSTRIES[j % len(INDUSTRIES)],
+            "Account_Type": ACCOUNT_TYPES[j % len(ACCOUNT_TYPES)],
+            "Parent_Account": (
+                {"name": parent.values["Account_Name"], "id": str(parent.id)} if parent is not None else None
+            ),
+            "Website": f"https://account{j}.example.com",
+        }
+        created = first + timedelta(hours=j)
+        account_records.append(
+            Record(ID_BASE + _ACCOUNT_OFFSET + j, "Accounts", values, created, created, owner)
+        )
+    for i, deal in enumerate(org.deals):
+        account = None if i % 6 == 5 else account_records[i % accounts]
+        deal.values["Account_Name"] = (
+            {"name": account.values["Account_Name"], "id": str(account.id)} if account is not None else None
+        )
+
+    calls: list[Record] = []
+    events: list[Record] = []
+    tasks: list[Record] = []
+    ids = iter(range(ID_BASE + _ACTIVITY_OFFSET + 1, ID_BASE + _ACTIVITY_OFFSET + 10_000_000))
+
+    def related(record: Record, module: str) -> dict[str, Any]:
+        name = record.values.get(_NAMES[module])
+        return {"What_Id": {"name": name, "id": str(record.id)}, "$se_module": module, "Who_Id": None}
+
+    def call(owner: int, when: datetime, link: dict[str, Any]) -> None:
+        scheduled = rng.random() < 0.15
+        kind = "Outbound" if scheduled else CALL_TYPES[int(rng.random() * len(CALL_TYPES))]
+        seconds = 0 if scheduled or kind == "Missed" else 30 + int(rng.random() * 1800)
+        values: dict[str, Any] = {
+            "Subject": f"Call {len(calls) + 1}",
+            "Owner": refs[owner],
+            "Call_Type": kind,
+            "Call_Purpose": "Prospecting",
+            "Call_Start_Time": when,
+            "Call_Duration": f"{seconds // 60:02d}:{seconds % 60:02d}",
+            "Call_Duration_in_seconds": seconds,
+            "Call_Result": None if scheduled else CALL_RESULTS[int(rng.random() * len(CALL_RESULTS))],
+            "Outgoing_Call_Status": ("Scheduled" if scheduled else "Completed")
+            if kind == "Outbound"
+            else None,
+            **link,
+        }
+        calls.append(Record(next(ids), "Calls", values, when, when, owner))
+
+    for i, deal in enumerate(org.deals):
+        owner = deal.owner_id or people[0]
+        start = deal.created + timedelta(hours=1 + int(rng.random() * 200))
+        for n in range(1 + (i % 2)):
+            call(owner, start + timedelta(days=n), related(deal, "Deals"))
+        if i % 3 == 0:
+            minutes = 30 * (1 + int(rng.random() * 4))
+            meeting: dict[str, Any] = {
+                "Event_Title": f"Meeting {len(events) + 1}",
+                "Owner": refs[owner],
+                "Start_DateTime": start + timedelta(days=2),
+                "End_DateTime": start + timedelta(days=2, minutes=minutes),
+                "All_day": False,
+                "Venue": "Customer site" if i % 2 else "Online",
+                **related(deal, "Deals"),
+            }
+            events.append(Record(next(ids), "Events", meeting, start, start, owner))
+        if i % 4 == 0:
+            status = TASK_STATUSES[int(rng.random() * len(TASK_STATUSES))]
+            due = (start + timedelta(days=5)).date()
+            task: dict[str, Any] = {
+                "Subject": f"Task {len(tasks) + 1}",
+                "Owner": refs[owner],
+                "Due_Date": due.isoformat(),
+                "Status": status,
+                "Priority": "High" if i % 8 == 0 else "Normal",
+                "Closed_Time": start + timedelta(days=4) if status == "Completed" else None,
+                **related(deal, "Deals"),
+            }
+            tasks.append(Record(next(ids), "Tasks", task, start, start, owner))
+    for account in account_records:
+        call(account.owner_id or people[0], account.created + timedelta(days=1), related(account, "Accounts"))
+    for lead in org.leads[::5]:
+        call(lead.owner_id or people[0], lead.created + timedelta(hours=2), related(lead, "Leads"))
+    org.records.update({"Accounts": account_records, "Calls": calls, "Events": events, "Tasks": tasks})
+    return org
+
+
+_NAMES = {"Deals": "Deal_Name", "Accounts": "Account_Name", "Leads": "Full_Name"}
