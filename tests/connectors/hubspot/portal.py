@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -229,7 +229,7 @@ def add_companies(portal: Portal, base: int) -> None:
     """Four companies (one a subsidiary of another) linked to deals and contacts, one archived.
 
     Deal 9001's company is its primary one; 9003 has two and the second is primary; 9004 has two
-    and none primary (HubSpot lets an import or an integration leave it so).
+    and none primary (HubSpot lets an import or an integration leave it so); contacts likewise.
     """
     day = 86_400_000
     companies = [
@@ -263,9 +263,10 @@ def add_companies(portal: Portal, base: int) -> None:
     portal.associate("deals", 9003, "companies", 303, primary=True)
     portal.associate("deals", 9004, "companies", 304)
     portal.associate("deals", 9004, "companies", 302)
+    portal.associate("contacts", 504, "companies", 304)
     portal.associate("contacts", 505, "companies", 301, primary=True)
-    portal.associate("contacts", 506, "companies", 303)
-    portal.associate("contacts", 506, "companies", 302, primary=True)
+    portal.associate("contacts", 506, "companies", 302)
+    portal.associate("contacts", 506, "companies", 303, primary=True)
 
 
 #: The portal's engagements: (object, id, owner, day after base, properties, company, deal, contact).
@@ -438,6 +439,76 @@ def add_engagements(portal: Portal, base: int) -> None:
         "calls", {"hs_timestamp": iso(base), "hs_call_title": "Logged by mistake"}, id=7099, at=base
     )
     portal.archive("calls", 7099, at=base + hour)
+
+
+#: Kinds of call and meeting a portal defines (``hs_activity_type``), as the random portal uses them.
+CALL_AND_MEETING_TYPES: tuple[str | None, ...] = (None, None, "Site visit", "Demo", "Proposal sent")
+
+
+def add_random_engagements(
+    portal: Portal,
+    count: int,
+    *,
+    owners: Sequence[str],
+    companies: Sequence[int] = (),
+    deals: Sequence[int] = (),
+    seed: int = 11,
+    start: int,
+    span: int,
+    first_id: int = 20_000_000,
+) -> list[tuple[str, int]]:
+    """``count`` engagements of random kinds, owners, times and links (deterministic for a seed).
+
+    About one in eight shares its modified millisecond with the previous one (logging tools write
+    in bursts). Returns (object, id) of each, in creation order.
+    """
+    rng = random.Random(seed)
+    kinds = ("calls", "meetings", "emails", "notes", "tasks")
+    created: list[tuple[str, int]] = []
+    modified = start
+    for n in range(count):
+        kind = kinds[rng.randrange(len(kinds))]
+        key = first_id + n
+        if n == 0 or rng.random() >= 0.125:
+            modified += rng.randint(1, max(1, 2 * span // max(1, count)))
+        at = modified - rng.randint(0, 3_600_000)
+        values: dict[str, str | None] = {
+            "hs_timestamp": iso(at),
+            "hubspot_owner_id": owners[rng.randrange(len(owners))] if rng.random() < 0.95 else None,
+        }
+        if kind == "calls":
+            values.update(
+                hs_call_title=f"Call {n}",
+                hs_call_duration=str(rng.randint(0, 3_600_000)),
+                hs_call_disposition=rng.choice([CONNECTED, NO_ANSWER, LEFT_VOICEMAIL]),
+                hs_call_status="COMPLETED",
+                hs_activity_type=rng.choice(CALL_AND_MEETING_TYPES),
+            )
+        elif kind == "meetings":
+            values.update(
+                hs_meeting_title=f"Meeting {n}",
+                hs_meeting_start_time=iso(at),
+                hs_meeting_end_time=iso(at + rng.randint(15, 120) * 60_000),
+                hs_meeting_outcome=rng.choice(["COMPLETED", "COMPLETED", "SCHEDULED", "NO_SHOW"]),
+                hs_activity_type=rng.choice(CALL_AND_MEETING_TYPES),
+            )
+        elif kind == "emails":
+            values.update(
+                hs_email_subject=f"Email {n}", hs_email_direction=rng.choice(["EMAIL", "INCOMING_EMAIL"])
+            )
+        elif kind == "tasks":
+            values.update(
+                hs_task_subject=f"Task {n}",
+                hs_task_status=rng.choice(["COMPLETED", "NOT_STARTED"]),
+                hs_task_type=rng.choice(["CALL", "EMAIL", "TODO"]),
+            )
+        portal.create(kind, values, id=key, created=at, at=modified)
+        if companies and rng.random() < 0.8:
+            portal.associate(kind, key, "companies", rng.choice(list(companies)))
+        if deals and rng.random() < 0.5:
+            portal.associate(kind, key, "deals", rng.choice(list(deals)))
+        created.append((kind, key))
+    return created
 
 
 # -- a synthetic portal of any size, for the benchmark ---------------------------------------------
