@@ -353,11 +353,10 @@ def test_activity_counts_per_type_and_owner_agree_with_the_portal(hs: Harness, p
             own = obj.props.get("hs_activity_type")
             kind_type = ACTIVITY_TYPES.get(own, singular[kind]) if own else singular[kind]
             expected[(kind_type, obj.props.get("hubspot_owner_id"))] += 1
-            if kind == "calls" and obj.props.get("hs_call_duration"):
+            millis = obj.props.get("hs_call_duration") if kind == "calls" else None
+            if millis:
                 # Milliseconds to the nearest second, half up.
-                call_seconds[obj.props.get("hubspot_owner_id")] += (
-                    int(obj.props["hs_call_duration"]) + 500
-                ) // 1000
+                call_seconds[obj.props.get("hubspot_owner_id")] += (int(millis) + 500) // 1000
 
     with session_scope(hs.session_factory) as session:
         rows = session.execute(
