@@ -3,6 +3,9 @@
 Reached with ``HubSpot(access_token=..., host=emulator.url)``. It speaks the wire format the
 client deserialises (recorded in ``../shared/data/fixtures/hubspot_*.json``):
 
+- the object types deals, contacts, companies and the engagements (calls, meetings, emails,
+  notes, tasks: ``hs_timestamp``, ``hs_createdate`` in place of ``createdate``), each searched on
+  its own modified date (``lastmodifieddate`` for contacts, ``hs_lastmodifieddate`` otherwise);
 - objects ``{"id", "properties" (strings or null), "createdAt", "updatedAt", "archived"}``; list
   responses ``{"results", "paging": {"next": {"after", "link"}}}``; search responses
   ``{"total", "results", "paging"}``;
@@ -14,13 +17,16 @@ client deserialises (recorded in ``../shared/data/fixtures/hubspot_*.json``):
   True/true/False/false, ``propertiesWithHistory``), ``GET .../{id}``, ``POST .../batch/read``;
 - ``GET /crm/v3/pipelines/deals`` (string metadata, ``writePermissions``), ``GET /crm/v3/owners``
   (``type`` PERSON, teams), ``POST /crm/v4/associations/{from}/{to}/batch/read`` (207 with
-  errors for records without associations), ``POST /oauth/v1/token``;
+  errors for records without associations; each link with HubSpot's association type id, and
+  the primary company's type beside it: :data:`ASSOCIATION_TYPES`), ``POST /oauth/v1/token``;
 - errors ``{"status": "error", "message", "category", "correlationId"}``; 429 bodies with
   ``errorType: RATE_LIMIT`` and ``policyName``, with or without ``Retry-After``; the
   ``X-HubSpot-RateLimit-*`` headers on every non-search response;
 - scopes: a token (private app or OAuth) reaches only the endpoints its scopes allow; any other
   call is answered 403 ``MISSING_SCOPES`` with ``errors[].context.requiredGranularScopes`` (any
-  one of the listed scopes would do), before the call counts against the rate limits.
+  one of the listed scopes would do), before the call counts against the rate limits. Companies
+  take ``crm.objects.companies.read``; calls, meetings, notes and tasks the contacts scope;
+  emails ``sales-email-read``.
 
 Fault injection (all from the test's thread, while the server runs): :meth:`HubSpotEmulator.fail`
 (429 bursts, 5xx, dropped connections), :class:`Limits` (rate limits actually enforced, daily

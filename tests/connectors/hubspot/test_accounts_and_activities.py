@@ -516,3 +516,17 @@ def test_without_the_email_scope_other_activities_still_sync(
     assert any(
         EMAILS in r.getMessage() and "logged emails are not read" in r.getMessage() for r in caplog.records
     )
+
+
+def test_the_periodic_refresh_finds_an_open_deals_new_primary_company(hs: Harness, portal: Portal) -> None:
+    hs.ok()
+    assert hs.opportunities()["9006"]["account_external_id"] is None
+    # Linking a company moves no modified date: the association refresh (every 24 h) finds it.
+    portal.associate("deals", 9006, "companies", 302)
+    portal.associate("deals", 9006, "companies", 304, primary=True)
+    hs.clock.advance(HOUR)
+    hs.ok()
+    assert hs.opportunities()["9006"]["account_external_id"] is None
+    hs.clock.advance(24 * HOUR)
+    hs.ok()
+    assert hs.opportunities()["9006"]["account_external_id"] == "304"
