@@ -31,12 +31,15 @@ every page:
 ``stage_changes`` reads the changed deals' ids through the same window and requests their
 ``dealstage`` history in batches of ``history_batch_size`` (50, HubSpot's maximum with history).
 
-Checkpoint of an incremental stream (JSON; ``activities`` holds one such state per engagement
-object under ``"objects"``)::
+Checkpoint of an incremental stream (JSON)::
 
     {"v": 1, "shape": "<digest of the mapping settings>",
      "since": "2026-03-12T07:36:23.415Z", "tie_after": null, "open": false,
      "refreshed": "...", "refresh_after": null, "archived_since": "..."}
+
+``activities`` keeps one such position per engagement object::
+
+    {"v": 1, "shape": "...", "objects": {"calls": {"since": "...", ...}, "meetings": {...}, ...}}
 
 ``since``/``tie_after`` is a window position (:class:`.search.Position`); ``open`` says a window
 was interrupted mid-way (resume exactly there, no lookback). A checkpoint written under other
@@ -161,12 +164,15 @@ class _State:
     archived_since: int | None = None
 
     def dump(self, shape: str) -> dict[str, Any]:
+        return {"v": FORMAT_VERSION, "shape": shape, **self.position()}
+
+    def position(self) -> dict[str, Any]:
+        """Where the stream stands, without the checkpoint's version and shape."""
+
         def instant(value: int | None) -> str | None:
             return _iso(value) if value is not None else None
 
         return {
-            "v": FORMAT_VERSION,
-            "shape": shape,
             "since": instant(self.since),
             "tie_after": self.tie_after,
             "open": self.open,
@@ -674,7 +680,7 @@ class HubSpotConnector(Connector[HubSpotSettings]):
                 {
                     "v": FORMAT_VERSION,
                     "shape": shape,
-                    "objects": {kind: state.dump(shape) for kind, state in states.items()},
+                    "objects": {kind: state.position() for kind, state in states.items()},
                 }
             )
 
