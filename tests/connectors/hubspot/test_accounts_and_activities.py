@@ -530,3 +530,30 @@ def test_the_periodic_refresh_finds_an_open_deals_new_primary_company(hs: Harnes
     hs.clock.advance(24 * HOUR)
     hs.ok()
     assert hs.opportunities()["9006"]["account_external_id"] == "304"
+
+
+def test_a_run_failing_in_the_meetings_resumes_without_reading_the_calls_again(
+    hs: Harness, emulator: HubSpotEmulator
+) -> None:
+    hs.settings["max_attempts"] = 1
+    # Every try of the meetings' search fails: the engine's retries too, and the run fails.
+    emulator.fail("/crm/v3/objects/meetings/search", 503, times=1000)
+    failed = hs.sync()
+    assert failed.status == "failed"
+    assert sorted(activities(hs)) == ["7001", "7002", "7003", "7004"]
+    checkpoint = hs.checkpoint("activities")
+    assert checkpoint is not None
+    calls_since = checkpoint["objects"]["calls"]["since"]
+    assert checkpoint["objects"]["meetings"]["since"] is None
+
+    emulator.faults.clear()
+    emulator.requests.clear()
+    hs.clock.advance(60)
+    hs.ok()
+    assert len(activities(hs)) == 12
+    calls = [r.body for r in emulator.requests if r.path == "/crm/v3/objects/calls/search"]
+    meetings = [r.body for r in emulator.requests if r.path == "/crm/v3/objects/meetings/search"]
+    lower = [f for f in calls[0]["filterGroups"][0]["filters"] if f["operator"] == "GTE"]
+    # The calls resume at their stored position less the lookback; the meetings from the start.
+    assert int(lower[0]["value"]) == ms(datetime.fromisoformat(calls_since)) - 5 * 60_000
+    assert [f["value"] for f in meetings[0]["filterGroups"][0]["filters"] if f["operator"] == "GTE"] == ["0"]
