@@ -8,12 +8,13 @@ fraction of the time the client spends deserialising: it is not what is measured
 a fresh child process:
 
 ``floor``: hubspot-api-client alone making the API calls a full sync makes: owners, pipelines,
-the contacts' search pages and their deal associations, the deals' search pages (the
-connector's paging: each page re-anchored on the last modified date) with their contact
-associations, the archived lists, and the stage-history batch reads (50 deals each) of the
-deals the second search pass returns. Every response is deserialised into the client's models;
-nothing is mapped or stored. The request count is reported beside the connector's, which must
-be the same.
+the companies' search pages, the contacts' search pages and their deal and company
+associations, the deals' search pages (the connector's paging: each page re-anchored on the
+last modified date) with their contact and company associations, the five engagement objects'
+search pages with their company, deal and contact associations, the archived lists, and the
+stage-history batch reads (50 deals each) of the deals the second search pass returns. Every
+response is deserialised into the client's models; nothing is mapped or stored. The request
+count is reported beside the connector's, which must be the same.
 
 ``sync``: a full sync of the connection through the real :class:`SyncEngine` into a fresh
 migrated store (SQLite and/or PostgreSQL): the connector maps, the engine upserts in batches of
@@ -82,14 +83,28 @@ def _floor(url: str, token: str) -> dict[str, Any]:
     from urllib3.util.retry import Retry
 
     from crm_perf_sync.kit.timeutil import utc_now
-    from crm_perf_sync_hubspot.mapping import ContactMapper, DealMapper, StageTable, modified_millis
+    from crm_perf_sync_hubspot.mapping import (
+        CompanyMapper,
+        ContactMapper,
+        DealMapper,
+        EngagementMapper,
+        StageTable,
+        modified_millis,
+    )
     from crm_perf_sync_hubspot.search import ALL, Position, Segment, to_millis, window
 
     settings = _settings(url, token)
     client = HubSpot(access_token=token, host=url, retry=Retry(total=0, redirect=0))
     crm = client.crm
-    search = {"deals": crm.deals.search_api, "contacts": crm.contacts.search_api}
-    basic = {"deals": crm.deals.basic_api, "contacts": crm.contacts.basic_api}
+    engagements = ("calls", "meetings", "emails", "notes", "tasks")
+    discovered = {
+        "deals": crm.deals,
+        "contacts": crm.contacts,
+        "companies": crm.companies,
+        **{kind: getattr(crm.objects, kind) for kind in engagements},
+    }
+    search = {kind: found.search_api for kind, found in discovered.items()}
+    basic = {kind: found.basic_api for kind, found in discovered.items()}
     deals_batch = crm.deals.batch_api
     associations = crm.associations.v4.batch_api
     owners_api = crm.owners.owners_api
@@ -143,9 +158,10 @@ def _floor(url: str, token: str) -> dict[str, Any]:
                 return
 
     started = time.perf_counter()
-    # The check: one cheap read per scope the streams need (owners, deals, contacts).
+    # The check: one cheap read per scope the streams need (owners, deals, contacts, companies,
+    # logged emails).
     call(owners_api.get_page, limit=1, archived=False)
-    for object_type in ("deals", "contacts"):
+    for object_type in ("deals", "contacts", "companies", "emails"):
         call(basic[object_type].get_page, limit=1, properties=["hs_object_id"], archived=False)
     for flag in (False, True):
         after = None
@@ -158,9 +174,13 @@ def _floor(url: str, token: str) -> dict[str, Any]:
             if after is None:
                 break
     stages = StageTable.from_pipelines(call(crm.pipelines.pipelines_api.get_all, "deals").results)
+    for _ in windowed("companies", "hs_lastmodifieddate", ALL, CompanyMapper(settings).properties):
+        pass  # deserialised, as every page: nothing else is done with companies
+    archived("companies")
     contacts = ContactMapper(settings)
     for page in windowed("contacts", "lastmodifieddate", contacts.segment(), contacts.properties):
         deals_of = linked("contacts", "deals", [str(c.id) for c in page])
+        linked("contacts", "companies", [str(c.id) for c in page])
         wanted = sorted(
             {
                 min(deals_of[str(c.id)], key=lambda i: (len(i), i))
@@ -175,6 +195,7 @@ def _floor(url: str, token: str) -> dict[str, Any]:
     for page in windowed("deals", "hs_lastmodifieddate", ALL, DealMapper(settings, stages).properties):
         deals_seen += len(page)
         linked("deals", "contacts", [str(d.id) for d in page])
+        linked("deals", "companies", [str(d.id) for d in page])
     archived("deals")
     for page in windowed("deals", "hs_lastmodifieddate", ALL, ["hs_lastmodifieddate"]):
         ids = [str(d.id) for d in page]
@@ -185,6 +206,12 @@ def _floor(url: str, token: str) -> dict[str, Any]:
                 "propertiesWithHistory": ["dealstage"],
             }
             call(deals_batch.read, batch_read_input_simple_public_object_id=body, archived=False)
+    for kind in engagements:
+        for page in windowed(kind, "hs_lastmodifieddate", ALL, EngagementMapper.properties(kind)):
+            ids = [str(obj.id) for obj in page]
+            for other in ("companies", "deals", "contacts"):
+                linked(kind, other, ids)
+        archived(kind)
     seconds = time.perf_counter() - started
     return {"records": deals_seen, "seconds": seconds, "requests": requests}
 

@@ -3,6 +3,9 @@
 Reached with ``HubSpot(access_token=..., host=emulator.url)``. It speaks the wire format the
 client deserialises (recorded in ``../shared/data/fixtures/hubspot_*.json``):
 
+- the object types deals, contacts, companies and the engagements (calls, meetings, emails,
+  notes, tasks: ``hs_timestamp``, ``hs_createdate`` in place of ``createdate``), each searched on
+  its own modified date (``lastmodifieddate`` for contacts, ``hs_lastmodifieddate`` otherwise);
 - objects ``{"id", "properties" (strings or null), "createdAt", "updatedAt", "archived"}``; list
   responses ``{"results", "paging": {"next": {"after", "link"}}}``; search responses
   ``{"total", "results", "paging"}``;
@@ -14,13 +17,16 @@ client deserialises (recorded in ``../shared/data/fixtures/hubspot_*.json``):
   True/true/False/false, ``propertiesWithHistory``), ``GET .../{id}``, ``POST .../batch/read``;
 - ``GET /crm/v3/pipelines/deals`` (string metadata, ``writePermissions``), ``GET /crm/v3/owners``
   (``type`` PERSON, teams), ``POST /crm/v4/associations/{from}/{to}/batch/read`` (207 with
-  errors for records without associations), ``POST /oauth/v1/token``;
+  errors for records without associations; each link with HubSpot's association type id, and
+  the primary company's type beside it: :data:`ASSOCIATION_TYPES`), ``POST /oauth/v1/token``;
 - errors ``{"status": "error", "message", "category", "correlationId"}``; 429 bodies with
   ``errorType: RATE_LIMIT`` and ``policyName``, with or without ``Retry-After``; the
   ``X-HubSpot-RateLimit-*`` headers on every non-search response;
 - scopes: a token (private app or OAuth) reaches only the endpoints its scopes allow; any other
   call is answered 403 ``MISSING_SCOPES`` with ``errors[].context.requiredGranularScopes`` (any
-  one of the listed scopes would do), before the call counts against the rate limits.
+  one of the listed scopes would do), before the call counts against the rate limits. Companies
+  take ``crm.objects.companies.read``; calls, meetings, notes and tasks the contacts scope;
+  emails ``sales-email-read``.
 
 Fault injection (all from the test's thread, while the server runs): :meth:`HubSpotEmulator.fail`
 (429 bursts, 5xx, dropped connections), :class:`Limits` (rate limits actually enforced, daily
@@ -54,11 +60,53 @@ _MS = timedelta(milliseconds=1)
 
 #: The read scopes of the CRM objects the emulator serves; a token gets all of them unless told.
 READ_SCOPES: frozenset[str] = frozenset(
-    {"crm.objects.owners.read", "crm.objects.deals.read", "crm.objects.contacts.read"}
+    {
+        "crm.objects.owners.read",
+        "crm.objects.deals.read",
+        "crm.objects.contacts.read",
+        "crm.objects.companies.read",
+        "sales-email-read",
+    }
 )
+#: HubSpot's scope for reading each object type: the engagements (calls, meetings, notes, tasks)
+#: are read with the contacts scope, logged emails only with ``sales-email-read``.
 _OBJECT_SCOPES: Mapping[str, str] = {
     "deals": "crm.objects.deals.read",
     "contacts": "crm.objects.contacts.read",
+    "companies": "crm.objects.companies.read",
+    "calls": "crm.objects.contacts.read",
+    "meetings": "crm.objects.contacts.read",
+    "notes": "crm.objects.contacts.read",
+    "tasks": "crm.objects.contacts.read",
+    "emails": "sales-email-read",
+}
+#: The engagement (activity) objects: one id space for all five, like HubSpot's engagements.
+ENGAGEMENTS: tuple[str, ...] = ("calls", "emails", "meetings", "notes", "tasks")
+
+#: HubSpot-defined v4 association type ids (unlabeled, primary) by direction; the primary one is
+#: sent besides the unlabeled one, as HubSpot does ("Deal with Primary Company" is 5).
+ASSOCIATION_TYPES: Mapping[tuple[str, str], tuple[int, int | None]] = {
+    ("deals", "contacts"): (3, None),
+    ("contacts", "deals"): (4, None),
+    ("contacts", "companies"): (279, 1),
+    ("companies", "contacts"): (280, 2),
+    ("deals", "companies"): (341, 5),
+    ("companies", "deals"): (342, 6),
+    ("calls", "companies"): (182, None),
+    ("emails", "companies"): (186, None),
+    ("meetings", "companies"): (188, None),
+    ("notes", "companies"): (190, None),
+    ("tasks", "companies"): (192, None),
+    ("calls", "contacts"): (194, None),
+    ("emails", "contacts"): (198, None),
+    ("meetings", "contacts"): (200, None),
+    ("notes", "contacts"): (202, None),
+    ("tasks", "contacts"): (204, None),
+    ("calls", "deals"): (206, None),
+    ("emails", "deals"): (210, None),
+    ("meetings", "deals"): (212, None),
+    ("notes", "deals"): (214, None),
+    ("tasks", "deals"): (216, None),
 }
 
 
@@ -113,6 +161,8 @@ class SimClock:
 _ALWAYS = {
     "deals": ("createdate", "hs_lastmodifieddate", "hs_object_id"),
     "contacts": ("createdate", "lastmodifieddate", "hs_object_id"),
+    "companies": ("createdate", "hs_lastmodifieddate", "hs_object_id"),
+    **dict.fromkeys(ENGAGEMENTS, ("hs_createdate", "hs_lastmodifieddate", "hs_object_id")),
 }
 #: Properties returned when a read names none.
 _DEFAULT_PROPERTIES = {
@@ -126,12 +176,38 @@ _DEFAULT_PROPERTIES = {
         "pipeline",
     ),
     "contacts": ("createdate", "email", "firstname", "hs_object_id", "lastmodifieddate", "lastname"),
+    "companies": ("createdate", "domain", "hs_lastmodifieddate", "hs_object_id", "name"),
+    **dict.fromkeys(ENGAGEMENTS, ("hs_createdate", "hs_lastmodifieddate", "hs_object_id")),
 }
-_MODIFIED = {"deals": "hs_lastmodifieddate", "contacts": "lastmodifieddate"}
+_MODIFIED = {
+    "deals": "hs_lastmodifieddate",
+    "contacts": "lastmodifieddate",
+    "companies": "hs_lastmodifieddate",
+    **dict.fromkeys(ENGAGEMENTS, "hs_lastmodifieddate"),
+}
+#: The property holding a record's creation (engagements have their own name for it).
+_CREATED = {"deals": "createdate", "contacts": "createdate", "companies": "createdate"} | dict.fromkeys(
+    ENGAGEMENTS, "hs_createdate"
+)
 #: Properties whose history HubSpot keeps and ``propertiesWithHistory`` returns.
-_TRACKED = {"deals": ("dealstage", "amount", "closedate", "pipeline"), "contacts": ("lifecyclestage",)}
+_TRACKED: Mapping[str, tuple[str, ...]] = {
+    "deals": ("dealstage", "amount", "closedate", "pipeline"),
+    "contacts": ("lifecyclestage",),
+    "companies": ("lifecyclestage",),
+    **dict.fromkeys(ENGAGEMENTS, ()),
+}
 _DATE_PROPERTIES = frozenset(
-    {"createdate", "closedate", "hs_lastmodifieddate", "lastmodifieddate", "hs_closed_won_date"}
+    {
+        "createdate",
+        "closedate",
+        "hs_lastmodifieddate",
+        "lastmodifieddate",
+        "hs_closed_won_date",
+        "hs_createdate",
+        "hs_timestamp",
+        "hs_meeting_start_time",
+        "hs_meeting_end_time",
+    }
 )
 
 
@@ -209,10 +285,12 @@ class Portal:
     def __init__(self, clock: Callable[[], datetime] = utc_now) -> None:
         self.clock = clock
         self.lock = threading.RLock()
-        self.tables = {"deals": Table("deals"), "contacts": Table("contacts")}
+        self.tables = {name: Table(name) for name in _MODIFIED}
         self.owners: list[dict[str, Any]] = []
         self.pipelines: dict[str, list[dict[str, Any]]] = {"deals": []}
         self._links: dict[tuple[str, str], dict[int, set[int]]] = {}
+        #: Associations labelled primary ("Deal with Primary Company"), as (type, id) pairs.
+        self._primary: set[frozenset[tuple[str, int]]] = set()
         # A private app token of this portal only: two portals never share an account's buckets.
         self.token = f"pat-na1-{uuid.uuid4()}"
         self.tokens: set[str] = {self.token}
@@ -256,7 +334,8 @@ class Portal:
             key = id if id is not None else next(table.ids)
             values = dict(props)
             values["hs_object_id"] = str(key)
-            values["createdate"] = values.get("createdate") or iso(created_ms)
+            created_prop = _CREATED[object_type]
+            values[created_prop] = values.get(created_prop) or iso(created_ms)
             values[table.modified] = iso(updated_ms)
             obj = Obj(key, values, created_ms, updated_ms)
             obj.visible_at = now + self.index_lag // _MS
@@ -298,10 +377,28 @@ class Portal:
             table._dirty()
 
     def associate(
-        self, from_type: str, from_id: int, to_type: str, to_id: int, *, remove: bool = False
+        self,
+        from_type: str,
+        from_id: int,
+        to_type: str,
+        to_id: int,
+        *,
+        remove: bool = False,
+        primary: bool = False,
     ) -> None:
-        """Link two records both ways. Like HubSpot, touches neither record's modified date."""
+        """Link two records both ways. Like HubSpot, touches neither record's modified date.
+
+        ``primary`` labels the link primary as well (a deal's or a contact's primary company);
+        making a link primary takes the label from the record's other links to that type.
+        """
         with self.lock:
+            pair = frozenset({(from_type, from_id), (to_type, to_id)})
+            if primary and not remove:
+                for other in self._links.get((from_type, to_type), {}).get(from_id, set()):
+                    self._primary.discard(frozenset({(from_type, from_id), (to_type, other)}))
+                self._primary.add(pair)
+            elif remove:
+                self._primary.discard(pair)
             for (a, ai), (b, bi) in (
                 ((from_type, from_id), (to_type, to_id)),
                 ((to_type, to_id), (from_type, from_id)),
@@ -315,6 +412,10 @@ class Portal:
     def associated(self, from_type: str, from_id: int, to_type: str) -> list[int]:
         with self.lock:
             return sorted(self._links.get((from_type, to_type), {}).get(from_id, ()))
+
+    def is_primary(self, from_type: str, from_id: int, to_type: str, to_id: int) -> bool:
+        with self.lock:
+            return frozenset({(from_type, from_id), (to_type, to_id)}) in self._primary
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -1028,7 +1129,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _associations(self, from_type: str, to_type: str, body: Mapping[str, Any]) -> tuple[int, bytes]:
         portal = self.owner.portal
-        type_id = {("deals", "contacts"): 3, ("contacts", "deals"): 4}.get((from_type, to_type), 1)
+        for kind in (from_type, to_type):
+            if kind not in portal.tables:
+                raise _Reply(400, f"Unable to infer object type from: {kind}")
+        type_id, primary_id = ASSOCIATION_TYPES.get((from_type, to_type), (1, None))
         inputs = body.get("inputs") or []
         if len(inputs) > 1000:
             raise _Reply(400, "Batch read is limited to 1000 inputs")
@@ -1056,7 +1160,13 @@ class _Handler(BaseHTTPRequestHandler):
                     {
                         "toObjectId": target,
                         "associationTypes": [
-                            {"category": "HUBSPOT_DEFINED", "typeId": type_id, "label": None}
+                            {"category": "HUBSPOT_DEFINED", "typeId": type_id, "label": None},
+                            *(
+                                [{"category": "HUBSPOT_DEFINED", "typeId": primary_id, "label": "Primary"}]
+                                if primary_id is not None
+                                and portal.is_primary(from_type, _id(key), to_type, target)
+                                else []
+                            ),
                         ],
                     }
                     for target in chosen

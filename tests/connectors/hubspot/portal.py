@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -213,7 +213,302 @@ def small_portal(clock: Callable[[], datetime] = utc_now) -> Portal:
         at=base,
     )
     portal.archive("contacts", 599, at=base + day)
+    add_companies(portal, base)
+    add_engagements(portal, base)
     return portal
+
+
+#: HubSpot's default call outcome ids (``hs_call_disposition``), and one a portal added itself.
+CONNECTED = "f240bbac-87c9-4f6e-bf70-924b57d47db7"
+NO_ANSWER = "73a0d17f-1163-4015-bdd5-ec830791da20"
+LEFT_VOICEMAIL = "b2cf5968-551e-4856-9783-52b3da59a7d0"
+CUSTOM_OUTCOME = "3c1f0a52-6b7e-4d8e-9a41-5b2e8f0c7d19"
+
+
+def add_companies(portal: Portal, base: int) -> None:
+    """Four companies (one a subsidiary of another) linked to deals and contacts, one archived.
+
+    Deal 9001's company is its primary one; 9003 has two and the second is primary; 9004 has two
+    and none primary (HubSpot lets an import or an integration leave it so); contacts likewise.
+    """
+    day = 86_400_000
+    companies = [
+        # (id, name, owner, industry, type, parent, tier)
+        (301, "Example GmbH", "101", "COMPUTER_SOFTWARE", "CUSTOMER", None, "gold"),
+        (302, "Sample Inc", "102", "RETAIL", "PROSPECT", None, None),
+        (303, "Sample Inc Europe", "102", "RETAIL", "CUSTOMER", "302", "silver"),
+        (304, "Northwind Traders", "103", None, "PARTNER", None, None),
+    ]
+    for n, (key, name, owner_id, industry, kind, parent, tier) in enumerate(companies):
+        created = base - 30 * day + n * day
+        portal.create(
+            "companies",
+            {
+                "name": name,
+                "domain": f"{name.split()[0].lower()}{key}.example.com",
+                "hubspot_owner_id": owner_id,
+                "industry": industry,
+                "type": kind,
+                "hs_parent_company_id": parent,
+                "account_tier": tier,
+            },
+            id=key,
+            created=created,
+            at=created + 2 * day,
+        )
+    portal.create("companies", {"name": "Duplicate of Sample Inc"}, id=399, created=base, at=base)
+    portal.archive("companies", 399, at=base + day)
+    portal.associate("deals", 9001, "companies", 301, primary=True)
+    portal.associate("deals", 9003, "companies", 302)
+    portal.associate("deals", 9003, "companies", 303, primary=True)
+    portal.associate("deals", 9004, "companies", 304)
+    portal.associate("deals", 9004, "companies", 302)
+    portal.associate("contacts", 504, "companies", 304)
+    portal.associate("contacts", 505, "companies", 301, primary=True)
+    portal.associate("contacts", 506, "companies", 302)
+    portal.associate("contacts", 506, "companies", 303, primary=True)
+
+
+#: The portal's engagements: (object, id, owner, day after base, properties, company, deal, contact).
+ENGAGEMENT_ROWS: list[
+    tuple[str, int, str | None, int, dict[str, str | None], int | None, int | None, int | None]
+] = [
+    (
+        "calls",
+        7001,
+        "101",
+        1,
+        {
+            "hs_call_title": "Discovery call",
+            "hs_call_duration": "125400",
+            "hs_call_disposition": CONNECTED,
+            "hs_call_status": "COMPLETED",
+            "hs_call_direction": "OUTBOUND",
+        },
+        301,
+        9001,
+        505,
+    ),
+    (
+        "calls",
+        7002,
+        "102",
+        2,
+        {
+            "hs_call_title": "Follow-up",
+            "hs_call_duration": "0",
+            "hs_call_disposition": NO_ANSWER,
+            "hs_call_status": "NO_ANSWER",
+            "hs_call_direction": "OUTBOUND",
+        },
+        302,
+        None,
+        None,
+    ),
+    (
+        "calls",
+        7003,
+        "101",
+        3,
+        {
+            "hs_call_title": "Pricing questions",
+            "hs_call_duration": "61500",
+            "hs_call_disposition": CUSTOM_OUTCOME,
+            "hs_call_status": "COMPLETED",
+            "hs_call_direction": "INBOUND",
+            "hs_activity_type": "Proposal sent",
+        },
+        301,
+        9001,
+        None,
+    ),
+    (
+        "calls",
+        7004,
+        "103",
+        4,
+        {"hs_call_title": "Scheduled call", "hs_call_status": "QUEUED", "hs_call_direction": "OUTBOUND"},
+        304,
+        9006,
+        None,
+    ),
+    (
+        "meetings",
+        7101,
+        "102",
+        5,
+        {
+            "hs_meeting_title": "Onsite workshop",
+            "hs_meeting_outcome": "COMPLETED",
+            "hs_activity_type": "Site visit",
+        },
+        303,
+        9003,
+        504,
+    ),
+    (
+        "meetings",
+        7102,
+        "103",
+        6,
+        {"hs_meeting_title": "Quarterly review", "hs_meeting_outcome": "SCHEDULED", "hs_activity_type": None},
+        304,
+        None,
+        None,
+    ),
+    (
+        "emails",
+        7201,
+        "101",
+        7,
+        {"hs_email_subject": "Your quote", "hs_email_direction": "EMAIL", "hs_email_status": "SENT"},
+        301,
+        9001,
+        505,
+    ),
+    (
+        "emails",
+        7202,
+        "102",
+        8,
+        {
+            "hs_email_subject": "Re: Your quote",
+            "hs_email_direction": "INCOMING_EMAIL",
+            "hs_email_status": None,
+        },
+        302,
+        9003,
+        None,
+    ),
+    ("notes", 7301, "103", 9, {"hs_note_body": "<p>Met at the trade fair.</p>"}, 304, None, None),
+    (
+        "tasks",
+        7401,
+        "101",
+        10,
+        {"hs_task_subject": "Send the contract", "hs_task_status": "COMPLETED", "hs_task_type": "EMAIL"},
+        301,
+        9001,
+        None,
+    ),
+    (
+        "tasks",
+        7402,
+        "102",
+        11,
+        {"hs_task_subject": "Call back", "hs_task_status": "NOT_STARTED", "hs_task_type": "CALL"},
+        None,
+        9003,
+        504,
+    ),
+    (
+        "tasks",
+        7403,
+        None,
+        12,
+        {"hs_task_subject": "Tidy up", "hs_task_status": "WAITING", "hs_task_type": "TODO"},
+        None,
+        None,
+        None,
+    ),
+]
+
+
+def add_engagements(portal: Portal, base: int) -> None:
+    """Calls, meetings, emails, a note and tasks of the owners, linked to companies, deals and
+    contacts as :data:`ENGAGEMENT_ROWS` says; and an archived call.
+
+    Each happens at 10:00 on its day; a meeting lasts 90 minutes from then, a completed task was
+    completed two hours after it was due.
+    """
+    hour = 3_600_000
+    day = 24 * hour
+    for kind, key, owner_id, offset, props, company, deal, contact in ENGAGEMENT_ROWS:
+        at = base + offset * day + hour
+        values: dict[str, str | None] = {"hs_timestamp": iso(at), "hubspot_owner_id": owner_id, **props}
+        if kind == "meetings":
+            values["hs_meeting_start_time"] = iso(at)
+            values["hs_meeting_end_time"] = iso(at + 90 * 60_000)
+        if kind == "tasks" and props.get("hs_task_status") == "COMPLETED":
+            values["hs_task_completion_date"] = iso(at + 2 * hour)
+        portal.create(kind, values, id=key, created=at - hour, at=at + hour)
+        for other, linked in (("companies", company), ("deals", deal), ("contacts", contact)):
+            if linked is not None:
+                portal.associate(kind, key, other, linked)
+    portal.create(
+        "calls", {"hs_timestamp": iso(base), "hs_call_title": "Logged by mistake"}, id=7099, at=base
+    )
+    portal.archive("calls", 7099, at=base + hour)
+
+
+#: Kinds of call and meeting a portal defines (``hs_activity_type``), as the random portal uses them.
+CALL_AND_MEETING_TYPES: tuple[str | None, ...] = (None, None, "Site visit", "Demo", "Proposal sent")
+
+
+def add_random_engagements(
+    portal: Portal,
+    count: int,
+    *,
+    owners: Sequence[str],
+    companies: Sequence[int] = (),
+    deals: Sequence[int] = (),
+    seed: int = 11,
+    start: int,
+    span: int,
+    first_id: int = 20_000_000,
+) -> list[tuple[str, int]]:
+    """``count`` engagements of random kinds, owners, times and links (deterministic for a seed).
+
+    About one in eight shares its modified millisecond with the previous one (logging tools write
+    in bursts). Returns (object, id) of each, in creation order.
+    """
+    rng = random.Random(seed)
+    kinds = ("calls", "meetings", "emails", "notes", "tasks")
+    created: list[tuple[str, int]] = []
+    modified = start
+    for n in range(count):
+        kind = kinds[rng.randrange(len(kinds))]
+        key = first_id + n
+        if n == 0 or rng.random() >= 0.125:
+            modified += rng.randint(1, max(1, 2 * span // max(1, count)))
+        at = modified - rng.randint(0, 3_600_000)
+        values: dict[str, str | None] = {
+            "hs_timestamp": iso(at),
+            "hubspot_owner_id": owners[rng.randrange(len(owners))] if rng.random() < 0.95 else None,
+        }
+        if kind == "calls":
+            values.update(
+                hs_call_title=f"Call {n}",
+                hs_call_duration=str(rng.randint(0, 3_600_000)),
+                hs_call_disposition=rng.choice([CONNECTED, NO_ANSWER, LEFT_VOICEMAIL]),
+                hs_call_status="COMPLETED",
+                hs_activity_type=rng.choice(CALL_AND_MEETING_TYPES),
+            )
+        elif kind == "meetings":
+            values.update(
+                hs_meeting_title=f"Meeting {n}",
+                hs_meeting_start_time=iso(at),
+                hs_meeting_end_time=iso(at + rng.randint(15, 120) * 60_000),
+                hs_meeting_outcome=rng.choice(["COMPLETED", "COMPLETED", "SCHEDULED", "NO_SHOW"]),
+                hs_activity_type=rng.choice(CALL_AND_MEETING_TYPES),
+            )
+        elif kind == "emails":
+            values.update(
+                hs_email_subject=f"Email {n}", hs_email_direction=rng.choice(["EMAIL", "INCOMING_EMAIL"])
+            )
+        elif kind == "tasks":
+            values.update(
+                hs_task_subject=f"Task {n}",
+                hs_task_status=rng.choice(["COMPLETED", "NOT_STARTED"]),
+                hs_task_type=rng.choice(["CALL", "EMAIL", "TODO"]),
+            )
+        portal.create(kind, values, id=key, created=at, at=modified)
+        if companies and rng.random() < 0.8:
+            portal.associate(kind, key, "companies", rng.choice(list(companies)))
+        if deals and rng.random() < 0.5:
+            portal.associate(kind, key, "deals", rng.choice(list(deals)))
+        created.append((kind, key))
+    return created
 
 
 # -- a synthetic portal of any size, for the benchmark ---------------------------------------------

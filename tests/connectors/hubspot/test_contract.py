@@ -17,7 +17,16 @@ from tests.connectors.hubspot.support import UNLIMITED
 class TestHubSpotContract(ConnectorContract):
     connector_class = HubSpotConnector
     kind = "hubspot"
-    expected_streams = ("teams", "owners", "pipelines", "leads", "opportunities", "stage_changes")
+    expected_streams = (
+        "teams",
+        "owners",
+        "pipelines",
+        "accounts",
+        "leads",
+        "opportunities",
+        "stage_changes",
+        "activities",
+    )
 
     @pytest.fixture(scope="class")
     @classmethod

@@ -148,11 +148,13 @@ def test_the_daily_limit_ends_the_run_as_deferred_and_the_next_run_resumes(
 def test_a_spent_daily_allowance_stops_the_run_before_the_next_request(
     hs: Harness, emulator: HubSpotEmulator
 ) -> None:
-    # The check (a request per scope), both owner lists, the pipelines, a search: the eighth
-    # request, the first page's associations, spends the allowance.
-    emulator.limits = Limits(daily=8)
+    # The check (a request per scope: five), both owner lists, the pipelines, the companies'
+    # search and recycle bin, the contacts' search: the twelfth request, the first page's
+    # associations, spends the allowance.
+    emulator.limits = Limits(daily=12)
     outcome = hs.sync()
     assert outcome.status == "deferred"
     # The headers said nothing was left: the connector never sent the request HubSpot would refuse.
     assert emulator.served_429 == 0
-    assert [r.status for r in emulator.requests] == [200] * 7 + [207]
+    assert [r.status for r in emulator.requests] == [200] * 11 + [207]
+    assert emulator.requests[-1].path == "/crm/v4/associations/contacts/deals/batch/read"

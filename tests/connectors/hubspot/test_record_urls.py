@@ -30,6 +30,13 @@ def test_deals_and_contacts_link_to_their_record_pages_in_the_portal() -> None:
     assert hs.record_url("leads", "151") == "https://app.hubspot.com/contacts/4412345/record/0-1/151"
 
 
+def test_companies_link_to_their_pages_and_activities_have_none() -> None:
+    hs = connector(portal_id=4_412_345)
+    assert hs.record_url("accounts", "303") == "https://app.hubspot.com/contacts/4412345/record/0-2/303"
+    # An engagement is shown on the timelines of its records, without a page of its own.
+    assert hs.record_url("activities", "7001") is None
+
+
 def test_an_eu_portal_links_to_its_own_host() -> None:
     hs = connector(portal_id=25_000_001, app_host="App-EU1.hubspot.com")
     assert (

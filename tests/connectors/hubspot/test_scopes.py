@@ -3,6 +3,7 @@ named as HubSpot names it (``requiredGranularScopes``), for private apps and OAu
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -10,11 +11,13 @@ import pytest
 from crm_perf_sync.connector_sdk import ConnectorConfigError
 from crm_perf_sync_hubspot import HubSpotConnector
 from tests.connectors.hubspot.emulator import READ_SCOPES, HubSpotEmulator, Portal, Recorded, SimClock
-from tests.connectors.hubspot.support import Harness, connector, settings_for
+from tests.connectors.hubspot.support import Harness, connector, read, settings_for
 
 DEALS = "crm.objects.deals.read"
 CONTACTS = "crm.objects.contacts.read"
 OWNERS = "crm.objects.owners.read"
+COMPANIES = "crm.objects.companies.read"
+EMAILS = "sales-email-read"
 
 
 def _connector(emulator: HubSpotEmulator, clock: SimClock, **settings: Any) -> HubSpotConnector:
@@ -59,6 +62,33 @@ def test_the_check_names_every_missing_scope_at_once(
     assert OWNERS not in message
 
 
+def test_optional_scopes_missing_pass_the_check_with_a_warning_naming_each(
+    emulator: HubSpotEmulator, portal: Portal, clock: SimClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    conn = _connector(emulator, clock, access_token=portal.private_app(READ_SCOPES - {COMPANIES, EMAILS}))
+    caplog.set_level(logging.WARNING)
+
+    conn.check()
+
+    messages = [r.getMessage() for r in caplog.records]
+    (warning,) = [m for m in messages if COMPANIES in m]
+    assert warning.startswith(
+        f"hubspot: the app lacks the scope {COMPANIES}, so companies are not read as accounts, and deals, "
+        "leads and activities are not linked to them; grant it to the app to read them (HTTP 403 "
+        "MISSING_SCOPES: "
+    )
+    assert any(EMAILS in m and "logged emails are not read as activities" in m for m in messages)
+    assert sorted(r.path for r in emulator.requests if r.status == 403) == [
+        "/crm/v3/objects/companies",
+        "/crm/v3/objects/emails",
+    ]
+    # The run asks no more: the check's answer stands for it.
+    emulator.requests.clear()
+    assert read(conn, "accounts") == []
+    assert emulator.requests == []
+    conn.close()
+
+
 def test_a_token_with_every_scope_passes_the_check(
     emulator: HubSpotEmulator, portal: Portal, clock: SimClock
 ) -> None:
@@ -74,6 +104,8 @@ def test_a_sync_without_a_scope_fails_as_a_config_error_before_reading_anything(
     assert (outcome.status, outcome.error_kind) == ("failed", "config")
     assert f"lacks the scope {CONTACTS}" in (outcome.error or "")
     assert "leads" in (outcome.error or "")
+    # Calls, meetings, notes and tasks are read with the contacts scope.
+    assert "activities" in (outcome.error or "")
     assert hs.owners() == {}
     assert hs.opportunities() == {}
     assert emulator.count("POST", "/crm/v3/objects/deals/search") == 0

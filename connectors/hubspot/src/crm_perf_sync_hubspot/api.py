@@ -37,8 +37,14 @@ from datetime import datetime
 from typing import Any, Final, Literal
 
 import hubspot.crm.associations.v4.exceptions as associations_errors  # type: ignore[import-untyped]
+import hubspot.crm.companies.exceptions as companies_errors  # type: ignore[import-untyped]
 import hubspot.crm.contacts.exceptions as contacts_errors  # type: ignore[import-untyped]
 import hubspot.crm.deals.exceptions as deals_errors  # type: ignore[import-untyped]
+import hubspot.crm.objects.calls.exceptions as calls_errors  # type: ignore[import-untyped]
+import hubspot.crm.objects.emails.exceptions as emails_errors  # type: ignore[import-untyped]
+import hubspot.crm.objects.meetings.exceptions as meetings_errors  # type: ignore[import-untyped]
+import hubspot.crm.objects.notes.exceptions as notes_errors  # type: ignore[import-untyped]
+import hubspot.crm.objects.tasks.exceptions as tasks_errors  # type: ignore[import-untyped]
 import hubspot.crm.owners.exceptions as owners_errors  # type: ignore[import-untyped]
 import hubspot.crm.pipelines.exceptions as pipelines_errors  # type: ignore[import-untyped]
 import hubspot.oauth.exceptions as oauth_errors  # type: ignore[import-untyped]
@@ -57,12 +63,21 @@ from crm_perf_sync.connector_sdk import (
 from crm_perf_sync_hubspot.ratelimit import AccountBuckets, account_buckets
 from crm_perf_sync_hubspot.settings import HubSpotSettings
 
-ObjectType = Literal["deals", "contacts"]
+ObjectType = Literal["deals", "contacts", "companies", "calls", "emails", "meetings", "notes", "tasks"]
+#: The engagement objects read as activities.
+EngagementType = Literal["calls", "emails", "meetings", "notes", "tasks"]
+ENGAGEMENTS: Final[tuple[EngagementType, ...]] = ("calls", "meetings", "emails", "notes", "tasks")
 Kind = Literal["search", "general"]
 
 _API_ERRORS: Final[tuple[type[Exception], ...]] = (
     deals_errors.ApiException,
     contacts_errors.ApiException,
+    companies_errors.ApiException,
+    calls_errors.ApiException,
+    emails_errors.ApiException,
+    meetings_errors.ApiException,
+    notes_errors.ApiException,
+    tasks_errors.ApiException,
     associations_errors.ApiException,
     owners_errors.ApiException,
     pipelines_errors.ApiException,
@@ -73,12 +88,23 @@ _TOKEN_MARGIN_SECONDS: Final = 120.0
 # Inputs per v4 association batch read (HubSpot accepts up to 1,000).
 ASSOCIATION_BATCH: Final = 1000
 
-Readable = Literal["owners", "deals", "contacts"]
-#: The scope that lets an app read each kind of record (HubSpot's granular scopes).
+Readable = Literal["owners", "deals", "contacts", "companies", "emails"]
+#: The scope that lets an app read each kind of record (HubSpot's granular scopes). Calls,
+#: meetings, notes and tasks are read with the contacts scope; logged emails need
+#: ``sales-email-read`` (HubSpot's engagement documentation).
 SCOPES: Final[Mapping[Readable, str]] = {
     "owners": "crm.objects.owners.read",
     "deals": "crm.objects.deals.read",
     "contacts": "crm.objects.contacts.read",
+    "companies": "crm.objects.companies.read",
+    "emails": "sales-email-read",
+}
+#: The object type each readable is checked with.
+_CHECKED: Final[Mapping[Readable, ObjectType]] = {
+    "deals": "deals",
+    "contacts": "contacts",
+    "companies": "companies",
+    "emails": "emails",
 }
 
 
@@ -202,9 +228,16 @@ class HubSpotApi:
         # total=0: no retries inside urllib3 (see the module docstring); every failure reaches _send.
         client = HubSpot(access_token=token, host=settings.base_url, retry=Retry(total=0, redirect=0))
         crm = client.crm
-        self._search = {"deals": crm.deals.search_api, "contacts": crm.contacts.search_api}
-        self._basic = {"deals": crm.deals.basic_api, "contacts": crm.contacts.basic_api}
-        self._batch = {"deals": crm.deals.batch_api, "contacts": crm.contacts.batch_api}
+        # Each discovery attribute builds new API objects: take every one once.
+        discovered: dict[str, Any] = {
+            "deals": crm.deals,
+            "contacts": crm.contacts,
+            "companies": crm.companies,
+            **{kind: getattr(crm.objects, kind) for kind in ENGAGEMENTS},
+        }
+        self._search = {kind: found.search_api for kind, found in discovered.items()}
+        self._basic = {kind: found.basic_api for kind, found in discovered.items()}
+        self._batch = {kind: found.batch_api for kind, found in discovered.items()}
         self._associations = crm.associations.v4.batch_api
         self._owners = crm.owners.owners_api
         self._pipelines = crm.pipelines.pipelines_api
@@ -287,6 +320,31 @@ class HubSpotApi:
         response). Each record's associations may be paged; every page is followed.
         """
         found: dict[str, list[str]] = {}
+        for source, target, _types in self._association_pages(from_type, to_type, ids):
+            found.setdefault(source, []).append(target)
+        return found
+
+    def primary_associations(
+        self, from_type: str, to_type: str, ids: Iterable[str], *, primary_type: int | None
+    ) -> dict[str, str]:
+        """The one ``to_type`` record each of ``ids`` belongs to: the association of type
+        ``primary_type`` (HubSpot's "Deal with Primary Company" is 5, a contact's is 1), else,
+        with none primary, the lowest id (the earliest created). Records without any are left out.
+        """
+        primary: dict[str, str] = {}
+        lowest: dict[str, str] = {}
+        for source, target, types in self._association_pages(from_type, to_type, ids):
+            if primary_type is not None and primary_type in types:
+                primary.setdefault(source, target)
+            current = lowest.get(source)
+            if current is None or (len(target), target) < (len(current), current):
+                lowest[source] = target
+        return {source: primary.get(source, target) for source, target in lowest.items()}
+
+    def _association_pages(
+        self, from_type: str, to_type: str, ids: Iterable[str]
+    ) -> Iterator[tuple[str, str, frozenset[int]]]:
+        """Every (record, associated record, association type ids) of the v4 batch reads."""
         pending: list[dict[str, str]] = [{"id": i} for i in ids]
         while pending:
             inputs, pending = pending[:ASSOCIATION_BATCH], pending[ASSOCIATION_BATCH:]
@@ -303,12 +361,14 @@ class HubSpotApi:
             page = self._send("general", f"association read {from_type} -> {to_type}", call)
             for result in page.results or []:
                 source = str(result._from.id)
-                targets = found.setdefault(source, [])
-                targets.extend(str(item.to_object_id) for item in result.to or [])
+                for item in result.to or []:
+                    types = frozenset(
+                        int(t.type_id) for t in item.association_types or [] if t.type_id is not None
+                    )
+                    yield source, str(item.to_object_id), types
                 after = _next_after(result)
                 if after is not None:
                     pending.append({"id": source, "after": after})
-        return found
 
     def owners(self, *, archived: bool) -> Iterator[Any]:
         """Every owner (``GET /crm/v3/owners``), active or archived (deactivated users)."""
@@ -340,7 +400,7 @@ class HubSpotApi:
         """One cheap read of ``readable`` records: proves the base URL, the credentials and the
         scope (:data:`SCOPES`) that reading them takes, or raises :class:`MissingScopes`."""
         # Owners and objects are both listed by ``get_page``: one record of either is enough.
-        api = self._owners if readable == "owners" else self._basic[readable]
+        api = self._owners if readable == "owners" else self._basic[_CHECKED[readable]]
         fields: dict[str, Any] = {} if readable == "owners" else {"properties": ["hs_object_id"]}
         self._send(
             "general",

@@ -1,12 +1,18 @@
-"""The ``hubspot`` connector: owners, teams, pipelines, contacts as leads, deals and their history.
+"""The ``hubspot`` connector: owners, teams, pipelines, companies, contacts as leads, deals and their
+history, and the engagements (calls, meetings, emails, notes, tasks) as activities.
 
 Streams, in sync order:
 
 - ``teams``, ``owners`` (``/crm/v3/owners``, active and archived) and ``pipelines`` (the deal
   pipelines' stages, ``/crm/v3/pipelines/deals``) are small and read whole every run, ending with
   :class:`SnapshotComplete`. An owner's primary team is their team membership.
-- ``leads`` (contacts), ``opportunities`` (deals) and ``stage_changes`` (the deals'
-  ``dealstage`` history) are incremental, through the search API (see :mod:`.search`).
+- ``accounts`` (companies), ``leads`` (contacts), ``opportunities`` (deals), ``stage_changes``
+  (the deals' ``dealstage`` history) and ``activities`` (the five engagement objects, one
+  window each) are incremental, through the search API (see :mod:`.search`).
+
+``accounts`` and ``activities`` are optional: an app without ``crm.objects.companies.read``
+reads no accounts (and links no deal, contact or activity to its company), one without
+``sales-email-read`` reads no logged emails; the run says so and syncs the rest.
 
 An incremental read of ``leads`` or ``opportunities`` has three phases, each checkpointed after
 every page:
@@ -30,6 +36,10 @@ Checkpoint of an incremental stream (JSON)::
     {"v": 1, "shape": "<digest of the mapping settings>",
      "since": "2026-03-12T07:36:23.415Z", "tie_after": null, "open": false,
      "refreshed": "...", "refresh_after": null, "archived_since": "..."}
+
+``activities`` keeps one such position per engagement object::
+
+    {"v": 1, "shape": "...", "objects": {"calls": {"since": "...", ...}, "meetings": {...}, ...}}
 
 ``since``/``tie_after`` is a window position (:class:`.search.Position`); ``open`` says a window
 was interrupted mid-way (resume exactly there, no lookback). A checkpoint written under other
@@ -61,10 +71,21 @@ from crm_perf_sync.connector_sdk import (
     Tombstone,
     parse_records,
 )
-from crm_perf_sync_hubspot.api import SCOPES, HubSpotApi, MissingScopes, ObjectType, Readable
+from crm_perf_sync_hubspot.api import (
+    ENGAGEMENTS,
+    SCOPES,
+    EngagementType,
+    HubSpotApi,
+    MissingScopes,
+    ObjectType,
+    Readable,
+)
 from crm_perf_sync_hubspot.mapping import (
+    CompanyMapper,
     ContactMapper,
     DealMapper,
+    EngagementMapper,
+    Links,
     StageTable,
     aware,
     min_id,
@@ -90,24 +111,42 @@ STREAMS: Final = (
     StreamSpec("teams", "teams", snapshot=True),
     StreamSpec("owners", "owners", snapshot=True),
     StreamSpec("pipelines", "pipeline_stages", primary_key=("pipeline", "stage"), snapshot=True),
+    StreamSpec("accounts", "accounts", cursor_field="hs_lastmodifieddate"),
     StreamSpec("leads", "leads", cursor_field="lastmodifieddate"),
     StreamSpec("opportunities", "opportunities", cursor_field="hs_lastmodifieddate"),
     StreamSpec("stage_changes", "stage_changes", cursor_field="hs_lastmodifieddate"),
+    StreamSpec("activities", "activities", cursor_field="hs_lastmodifieddate"),
 )
 
 #: What each stream reads (and so which scopes it needs, :data:`.api.SCOPES`): leads and
-#: opportunities read each other's ids through the associations, which take both scopes.
+#: opportunities read each other's ids through the associations, which take both scopes, and
+#: their companies' ids with the companies scope; activities are read with the contacts scope,
+#: linked to deals and companies, and logged emails need a scope of their own.
 READS: Final[Mapping[str, tuple[Readable, ...]]] = {
     "teams": ("owners",),
     "owners": ("owners",),
     "pipelines": ("deals",),
-    "leads": ("contacts", "deals"),
-    "opportunities": ("deals", "contacts"),
+    "accounts": ("companies",),
+    "leads": ("contacts", "deals", "companies"),
+    "opportunities": ("deals", "contacts", "companies"),
     "stage_changes": ("deals",),
+    "activities": ("contacts", "deals", "companies", "emails"),
+}
+
+#: Scopes an app may lack: the run reads what it can without them and says what it left out.
+OPTIONAL: Final[Mapping[Readable, str]] = {
+    "companies": (
+        "companies are not read as accounts, and deals, leads and activities are not linked to them"
+    ),
+    "emails": "logged emails are not read as activities",
 }
 
 #: HubSpot's object type ids of the records that have a page, by canonical entity.
-_RECORD_TYPES: Final[Mapping[str, str]] = {"opportunities": "0-3", "leads": "0-1"}
+_RECORD_TYPES: Final[Mapping[str, str]] = {"opportunities": "0-3", "leads": "0-1", "accounts": "0-2"}
+
+#: v4 association type ids of the primary company: "Deal with Primary Company", and a contact's.
+DEAL_PRIMARY_COMPANY: Final = 5
+CONTACT_PRIMARY_COMPANY: Final = 1
 
 #: Bump when the same settings map the same HubSpot data to different records.
 FORMAT_VERSION: Final = 1
@@ -125,12 +164,15 @@ class _State:
     archived_since: int | None = None
 
     def dump(self, shape: str) -> dict[str, Any]:
+        return {"v": FORMAT_VERSION, "shape": shape, **self.position()}
+
+    def position(self) -> dict[str, Any]:
+        """Where the stream stands, without the checkpoint's version and shape."""
+
         def instant(value: int | None) -> str | None:
             return _iso(value) if value is not None else None
 
         return {
-            "v": FORMAT_VERSION,
-            "shape": shape,
             "since": instant(self.since),
             "tie_after": self.tie_after,
             "open": self.open,
@@ -172,7 +214,9 @@ class HubSpotConnector(Connector[HubSpotSettings]):
     """
 
     settings_model = HubSpotSettings
-    description: ClassVar[str] = "HubSpot CRM: owners, pipelines, contacts as leads, deals, stage history"
+    description: ClassVar[str] = (
+        "HubSpot CRM: owners, pipelines, companies, contacts as leads, deals, stage history, engagements"
+    )
 
     def __init__(
         self,
@@ -185,13 +229,16 @@ class HubSpotConnector(Connector[HubSpotSettings]):
         self.sleep = sleep
         self.log = context.logger
         self._owners: list[Any] | None = None
+        #: Whether each scope was granted, as the check (or a first read) found it.
+        self._granted: dict[Readable, bool] = {}
 
     # -- the contract -----------------------------------------------------------------------------
 
     def record_url(self, entity: str, external_id: str) -> str | None:
         """The record's page in the portal: ``https://{app_host}/contacts/{portal_id}/record/{type}/{id}``
-        (deals ``0-3``, contacts ``0-1``); owners, teams and stages have none, nor does a portal
-        whose ``portal_id`` is not configured."""
+        (deals ``0-3``, contacts ``0-1``, companies ``0-2``); owners, teams, stages and activities
+        (shown on their records' timelines, without a page of their own) have none, nor does a
+        portal whose ``portal_id`` is not configured."""
         object_type = _RECORD_TYPES.get(entity)
         portal = self.settings.portal_id
         if object_type is None or portal is None or not external_id.isdigit():
@@ -199,12 +246,13 @@ class HubSpotConnector(Connector[HubSpotSettings]):
         return f"https://{self.settings.app_host}/contacts/{portal}/record/{object_type}/{external_id}"
 
     def streams(self) -> Sequence[StreamSpec]:
-        """Teams, owners, pipelines, leads, opportunities, stage changes."""
+        """Teams, owners, pipelines, accounts, leads, opportunities, stage changes, activities."""
         return STREAMS
 
     def check(self) -> None:
         """The credentials work and the app has every scope the streams need: one cheap read per
-        scope, and every scope HubSpot refuses is named, with the streams that need it."""
+        scope, and every scope HubSpot refuses is named, with the streams that need it. An
+        optional scope (:data:`OPTIONAL`) refused is a warning saying what the runs leave out."""
         needed: dict[Readable, list[str]] = {}
         for spec in self.streams():
             for readable in READS[spec.name]:
@@ -214,7 +262,11 @@ class HubSpotConnector(Connector[HubSpotSettings]):
             try:
                 self.api.check(readable)
             except MissingScopes as exc:
+                if readable in OPTIONAL:
+                    self._refused(readable, exc)
+                    continue
                 refused[readable] = exc
+            self._granted[readable] = True
         if refused:
             lacking = [
                 f"{' or '.join(exc.info.scopes) or SCOPES[readable]} "
@@ -230,6 +282,30 @@ class HubSpotConnector(Connector[HubSpotSettings]):
     def close(self) -> None:
         if "api" in self.__dict__:
             self.api.close()
+
+    def _can_read(self, readable: Readable) -> bool:
+        """Whether the app has the scope, from the check, or else from one cheap read now."""
+        granted = self._granted.get(readable)
+        if granted is None:
+            try:
+                self.api.check(readable)
+                granted = True
+            except MissingScopes as exc:
+                if readable not in OPTIONAL:
+                    raise
+                self._refused(readable, exc)
+                granted = False
+            self._granted[readable] = granted
+        return granted
+
+    def _refused(self, readable: Readable, exc: MissingScopes) -> None:
+        self._granted[readable] = False
+        self.log.warning(
+            "hubspot: the app lacks the scope %s, so %s; grant it to the app to read them (%s)",
+            " or ".join(exc.info.scopes) or SCOPES[readable],
+            OPTIONAL[readable],
+            exc.info.describe(),
+        )
 
     def read(self, stream: StreamSpec, checkpoint: Mapping[str, Any] | None) -> Iterator[Message]:
         """The stream's records changed since ``checkpoint`` (everything for the snapshot streams)."""
@@ -247,6 +323,12 @@ class HubSpotConnector(Connector[HubSpotSettings]):
             return
         elif stream.name == "stage_changes":
             yield from self._read_stage_changes(checkpoint)
+            return
+        elif stream.name == "accounts":
+            yield from self._read_companies(checkpoint)
+            return
+        elif stream.name == "activities":
+            yield from self._read_engagements(checkpoint)
             return
         else:
             raise FatalError(f"the hubspot connector has no stream {stream.name!r}")
@@ -279,6 +361,14 @@ class HubSpotConnector(Connector[HubSpotSettings]):
     def contacts(self) -> ContactMapper:
         return ContactMapper(self.settings)
 
+    @cached_property
+    def companies(self) -> CompanyMapper:
+        return CompanyMapper(self.settings)
+
+    @cached_property
+    def engagements(self) -> EngagementMapper:
+        return EngagementMapper(self.settings)
+
     def _all_owners(self) -> list[Any]:
         # Teams and owners both come from the owners list: read it once per run.
         if self._owners is None:
@@ -288,7 +378,7 @@ class HubSpotConnector(Connector[HubSpotSettings]):
     def _now_ms(self) -> int:
         return to_millis(self.context.clock())
 
-    def _shape(self, stream: str, properties: Sequence[str]) -> str:
+    def _shape(self, stream: str, properties: Sequence[str], **extra: Any) -> str:
         settings = self.settings
         shape = {
             "format": FORMAT_VERSION,
@@ -298,6 +388,7 @@ class HubSpotConnector(Connector[HubSpotSettings]):
             "deal_properties": settings.deal_properties,
             "contact_properties": settings.contact_properties,
             "lifecycle": [settings.lifecycle_stages, settings.lead_stage, settings.converted_stage],
+            **extra,
         }
         return hashlib.blake2b(json.dumps(shape, sort_keys=True).encode(), digest_size=8).hexdigest()
 
@@ -370,7 +461,8 @@ class HubSpotConnector(Connector[HubSpotSettings]):
     def _read_deals(self, checkpoint: Mapping[str, Any] | None) -> Iterator[Message]:
         mapper = self.deals
         properties = mapper.properties
-        shape = self._shape("opportunities", properties)
+        # Granting the companies scope later re-reads every deal, so that each gets its company.
+        shape = self._shape("opportunities", properties, companies=self._can_read("companies"))
         state = self._state("opportunities", shape, checkpoint)
         now = self._now_ms()
         until = now - self.settings.index_lag // timedelta(milliseconds=1)
@@ -417,12 +509,22 @@ class HubSpotConnector(Connector[HubSpotSettings]):
     def _deal_page(self, page: list[Any]) -> Iterator[Message]:
         if not page:
             return
-        contacts = self.api.associations("deals", "contacts", [str(d.id) for d in page])
+        ids = [str(d.id) for d in page]
+        contacts = self.api.associations("deals", "contacts", ids)
+        companies = self._companies_of("deals", ids, DEAL_PRIMARY_COMPANY)
         yield from parse_records(
             page,
-            lambda deal: self.deals.record(deal, contacts.get(str(deal.id), ())),
+            lambda deal: self.deals.record(deal, contacts.get(str(deal.id), ()), companies.get(str(deal.id))),
             key=lambda deal: str(deal.id),
         )
+
+    def _companies_of(
+        self, object_type: ObjectType, ids: Sequence[str], primary: int | None
+    ) -> dict[str, str]:
+        """Each record's company: the primary one, else the lowest id; none without the scope."""
+        if not ids or not self._can_read("companies"):
+            return {}
+        return self.api.primary_associations(object_type, "companies", ids, primary_type=primary)
 
     # -- stage history ------------------------------------------------------------------------------
 
@@ -450,7 +552,7 @@ class HubSpotConnector(Connector[HubSpotSettings]):
     def _read_leads(self, checkpoint: Mapping[str, Any] | None) -> Iterator[Message]:
         mapper = self.contacts
         properties = mapper.properties
-        shape = self._shape("leads", properties)
+        shape = self._shape("leads", properties, companies=self._can_read("companies"))
         state = self._state("leads", shape, checkpoint)
         now = self._now_ms()
         until = now - self.settings.index_lag // timedelta(milliseconds=1)
@@ -488,7 +590,9 @@ class HubSpotConnector(Connector[HubSpotSettings]):
         if not page:
             return
         mapper = self.contacts
-        deals = self.api.associations("contacts", "deals", [str(c.id) for c in page])
+        ids = [str(c.id) for c in page]
+        deals = self.api.associations("contacts", "deals", ids)
+        companies = self._companies_of("contacts", ids, CONTACT_PRIMARY_COMPANY)
         # A lead converted by a deal alone (no date of entering a converted stage) converted when
         # that deal was created: read those deals' creation dates, one request for the page.
         wanted = sorted(
@@ -510,6 +614,110 @@ class HubSpotConnector(Connector[HubSpotSettings]):
                     created[str(deal.id)] = None
         yield from parse_records(
             page,
-            lambda contact: self.contacts.record(contact, deals.get(str(contact.id), ()), created),
+            lambda contact: self.contacts.record(
+                contact, deals.get(str(contact.id), ()), created, companies.get(str(contact.id))
+            ),
             key=lambda contact: str(contact.id),
+        )
+
+    # -- accounts -----------------------------------------------------------------------------------
+
+    def _read_companies(self, checkpoint: Mapping[str, Any] | None) -> Iterator[Message]:
+        if not self._can_read("companies"):
+            return  # said once, by the check; the stream starts afresh once the scope is granted
+        mapper = self.companies
+        properties = mapper.properties
+        shape = self._shape(
+            "accounts",
+            properties,
+            segment=mapper.segment,
+            company_properties=self.settings.company_properties,
+        )
+        state = self._state("accounts", shape, checkpoint)
+        now = self._now_ms()
+        until = now - self.settings.index_lag // timedelta(milliseconds=1)
+        for page, position in self._changes(
+            "companies", "hs_lastmodifieddate", ALL, properties, state, until
+        ):
+            yield from parse_records(page, mapper.record, key=lambda company: str(company.id))
+            state.since, state.tie_after, state.open = position.since, position.tie_after, True
+            yield Checkpoint(state.dump(shape))
+        state.since, state.tie_after, state.open = max(until, state.since or 0), None, False
+        yield Checkpoint(state.dump(shape))
+        yield from self._tombstones("companies", state)
+        state.archived_since = now
+        yield Checkpoint(state.dump(shape))
+
+    # -- activities ---------------------------------------------------------------------------------
+
+    def _read_engagements(self, checkpoint: Mapping[str, Any] | None) -> Iterator[Message]:
+        """Each engagement object in turn: its changes window, then its archived records.
+
+        Associations are read with each page of changes (engagements are linked when they are
+        logged); unlike deals', they are not refreshed periodically.
+        """
+        linked = self._can_read("companies")
+        shape = self._shape(
+            "activities",
+            [],
+            companies=linked,
+            activity_types=self.settings.activity_types,
+            call_outcomes=self.settings.call_outcomes,
+        )
+        stored = checkpoint.get("objects") if checkpoint and checkpoint.get("shape") == shape else None
+        if checkpoint and stored is None:
+            self.log.info("hubspot activities: the checkpoint was written for other settings; reading afresh")
+        states: dict[str, _State] = {}
+        for kind in ENGAGEMENTS:
+            data = stored.get(kind) if isinstance(stored, Mapping) else None
+            try:
+                states[kind] = _State.load(data) if isinstance(data, Mapping) else _State()
+            except (TypeError, ValueError):
+                states[kind] = _State()
+
+        def dump() -> Checkpoint:
+            return Checkpoint(
+                {
+                    "v": FORMAT_VERSION,
+                    "shape": shape,
+                    "objects": {kind: state.position() for kind, state in states.items()},
+                }
+            )
+
+        for kind in ENGAGEMENTS:
+            if kind == "emails" and not self._can_read("emails"):
+                continue
+            state = states[kind]
+            properties = self.engagements.properties(kind)
+            now = self._now_ms()
+            until = now - self.settings.index_lag // timedelta(milliseconds=1)
+            for page, position in self._changes(kind, "hs_lastmodifieddate", ALL, properties, state, until):
+                yield from self._engagement_page(kind, page, linked)
+                state.since, state.tie_after, state.open = position.since, position.tie_after, True
+                yield dump()
+            state.since, state.tie_after, state.open = max(until, state.since or 0), None, False
+            yield dump()
+            yield from self._tombstones(kind, state)
+            state.archived_since = now
+            yield dump()
+
+    def _engagement_page(self, kind: EngagementType, page: list[Any], linked: bool) -> Iterator[Message]:
+        if not page:
+            return
+        ids = [str(obj.id) for obj in page]
+        companies = self.api.associations(kind, "companies", ids) if linked else {}
+        deals = self.api.associations(kind, "deals", ids)
+        contacts = self.api.associations(kind, "contacts", ids)
+
+        def links(key: str) -> Links:
+            return Links(
+                company=min_id(companies.get(key, ())),
+                deal=min_id(deals.get(key, ())),
+                contact=min_id(contacts.get(key, ())),
+            )
+
+        yield from parse_records(
+            page,
+            lambda obj: self.engagements.record(kind, obj, links(str(obj.id))),
+            key=lambda obj: str(obj.id),
         )

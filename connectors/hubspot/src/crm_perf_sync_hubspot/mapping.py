@@ -15,6 +15,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from crm_perf_sync.connector_sdk import (
+    AccountRecord,
+    ActivityRecord,
     LeadRecord,
     OpportunityRecord,
     OwnerRecord,
@@ -248,7 +250,7 @@ class DealMapper:
     def properties(self) -> list[str]:
         return list(dict.fromkeys([*DEAL_PROPERTIES, *self.custom.values()]))
 
-    def record(self, deal: Any, contacts: Sequence[str]) -> OpportunityRecord:
+    def record(self, deal: Any, contacts: Sequence[str], company: str | None = None) -> OpportunityRecord:
         key = str(deal.id)
         p: Mapping[str, str | None] = deal.properties or {}
         stage_id = _text(p.get("dealstage"))
@@ -282,11 +284,17 @@ class DealMapper:
             is_closed=is_closed,
             is_won=stage is not None and stage.is_won,
             lead_external_id=min_id(contacts),
+            account_external_id=company,
             remote_updated_at=(
                 parse_datetime(modified, key=key, field="hs_lastmodifieddate") or aware(deal.updated_at)
             ),
             custom={name: _text(p.get(prop)) for name, prop in self.custom.items()},
-            raw={"id": key, "properties": p, "contacts": sorted(contacts, key=lambda i: (len(i), i))},
+            raw={
+                "id": key,
+                "properties": p,
+                "contacts": sorted(contacts, key=lambda i: (len(i), i)),
+                "company": company,
+            },
         )
 
 
@@ -352,7 +360,11 @@ class ContactMapper:
         return any(p.get(entered_property(s)) for s in self.converted_stages)
 
     def record(
-        self, contact: Any, deals: Sequence[str], deal_created: Mapping[str, datetime | None]
+        self,
+        contact: Any,
+        deals: Sequence[str],
+        deal_created: Mapping[str, datetime | None],
+        company_id: str | None = None,
     ) -> LeadRecord | None:
         """The lead, or ``None`` for a contact that never reached the lead stage."""
         key = str(contact.id)
@@ -379,6 +391,7 @@ class ContactMapper:
             name=name or None,
             email=_text(p.get("email")),
             company=_text(p.get("company")),
+            account_external_id=company_id,
             source=_text(p.get("hs_analytics_source")),
             status=stage,
             created_at=parse_datetime(p.get("createdate"), key=key, field="createdate"),
@@ -388,7 +401,12 @@ class ContactMapper:
             remote_updated_at=parse_datetime(p.get("lastmodifieddate"), key=key, field="lastmodifieddate")
             or aware(contact.updated_at),
             custom={name: _text(p.get(prop)) for name, prop in self.custom.items()},
-            raw={"id": key, "properties": p, "deals": sorted(deals, key=lambda i: (len(i), i))},
+            raw={
+                "id": key,
+                "properties": p,
+                "deals": sorted(deals, key=lambda i: (len(i), i)),
+                "company": company_id,
+            },
         )
 
 
@@ -402,3 +420,222 @@ def modified_millis(obj: Any, modified: str) -> int:
             pass
     updated = aware(obj.updated_at)
     return to_millis(updated) if updated is not None else 0
+
+
+# -- companies -----------------------------------------------------------------------------------
+
+COMPANY_PROPERTIES: tuple[str, ...] = (
+    "name",
+    "domain",
+    "hubspot_owner_id",
+    "industry",
+    "hs_parent_company_id",
+    "createdate",
+    "hs_lastmodifieddate",
+)
+
+
+class CompanyMapper:
+    """Companies → :class:`AccountRecord`.
+
+    The parent is ``hs_parent_company_id``, the property HubSpot keeps in step with the
+    company-to-company parent association: unlike the association, setting it moves the child's
+    modified date, so an incremental read sees a new parent.
+    """
+
+    def __init__(self, settings: HubSpotSettings) -> None:
+        self.segment = settings.company_segment
+        self.custom = dict(settings.company_properties)
+
+    @property
+    def properties(self) -> list[str]:
+        return list(dict.fromkeys([*COMPANY_PROPERTIES, self.segment, *self.custom.values()]))
+
+    def record(self, company: Any) -> AccountRecord:
+        key = str(company.id)
+        p: Mapping[str, str | None] = company.properties or {}
+        parent = _text(p.get("hs_parent_company_id"))
+        return AccountRecord(
+            external_id=key,
+            name=_text(p.get("name")),
+            owner_external_id=_text(p.get("hubspot_owner_id")),
+            industry=_text(p.get("industry")),
+            segment=_text(p.get(self.segment)),
+            parent_external_id=parent if parent != key else None,
+            created_at=parse_datetime(p.get("createdate"), key=key, field="createdate")
+            or aware(company.created_at),
+            remote_updated_at=parse_datetime(
+                p.get("hs_lastmodifieddate"), key=key, field="hs_lastmodifieddate"
+            )
+            or aware(company.updated_at),
+            custom={name: _text(p.get(prop)) for name, prop in self.custom.items()},
+            raw={"id": key, "properties": p},
+        )
+
+
+# -- engagements (activities) --------------------------------------------------------------------
+
+#: HubSpot's default call outcomes: ``hs_call_disposition`` holds the outcome's id, not its label.
+CALL_OUTCOMES: Mapping[str, str] = {
+    "9d9162e7-6cf3-4944-bf63-4dff82258764": "Busy",
+    "f240bbac-87c9-4f6e-bf70-924b57d47db7": "Connected",
+    "a4c4c377-d246-4b32-a13b-75a56a4cd0ff": "Left live message",
+    "b2cf5968-551e-4856-9783-52b3da59a7d0": "Left voicemail",
+    "73a0d17f-1163-4015-bdd5-ec830791da20": "No answer",
+    "17b47fee-58de-441e-a44c-c6300d46f273": "Wrong number",
+}
+#: Properties read of every engagement, and of each kind.
+ENGAGEMENT_PROPERTIES: tuple[str, ...] = (
+    "hs_timestamp",
+    "hubspot_owner_id",
+    "hs_createdate",
+    "hs_lastmodifieddate",
+)
+KIND_PROPERTIES: Mapping[str, tuple[str, ...]] = {
+    "calls": (
+        "hs_call_title",
+        "hs_call_duration",
+        "hs_call_disposition",
+        "hs_call_status",
+        "hs_call_direction",
+        "hs_activity_type",
+    ),
+    "meetings": (
+        "hs_meeting_title",
+        "hs_meeting_start_time",
+        "hs_meeting_end_time",
+        "hs_meeting_outcome",
+        "hs_activity_type",
+    ),
+    "emails": ("hs_email_subject", "hs_email_direction", "hs_email_status"),
+    "notes": (),
+    "tasks": ("hs_task_subject", "hs_task_status", "hs_task_type", "hs_task_completion_date"),
+}
+#: Each engagement object's activity type, before the settings' ``activity_types``.
+ACTIVITY_OF: Mapping[str, str] = {
+    "calls": "call",
+    "meetings": "meeting",
+    "emails": "email",
+    "notes": "note",
+    "tasks": "task",
+}
+# Calls not (or not yet) made, and meetings that did not take place: not completed.
+_CALLS_NOT_DONE = frozenset(
+    {"QUEUED", "RINGING", "CONNECTING", "IN_PROGRESS", "CALLING_CRM_USER", "CANCELED", "FAILED"}
+)
+_MEETINGS_NOT_DONE = frozenset({"SCHEDULED", "RESCHEDULED", "NO_SHOW", "CANCELED"})
+
+
+@dataclass(frozen=True, slots=True)
+class Links:
+    """The records an engagement concerns: its company, deal and contact (the lowest id of each)."""
+
+    company: str | None = None
+    deal: str | None = None
+    contact: str | None = None
+
+
+class EngagementMapper:
+    """Calls, meetings, emails, notes and tasks → :class:`ActivityRecord`.
+
+    The CRM's own kind is the subtype: a call's or meeting's type (``hs_activity_type``, which
+    the portal defines), an email's direction, a task's type; ``activity_types`` maps any of them
+    to an activity type of its own ("Site visit" -> visit).
+    """
+
+    def __init__(self, settings: HubSpotSettings) -> None:
+        self.types = dict(settings.activity_types)
+        self.outcomes = {**CALL_OUTCOMES, **settings.call_outcomes}
+
+    @staticmethod
+    def properties(kind: str) -> list[str]:
+        return list(dict.fromkeys([*ENGAGEMENT_PROPERTIES, *KIND_PROPERTIES[kind]]))
+
+    def record(self, kind: str, obj: Any, links: Links) -> ActivityRecord:
+        key = str(obj.id)
+        p: Mapping[str, str | None] = obj.properties or {}
+
+        def when(prop: str) -> datetime | None:
+            return parse_datetime(p.get(prop), key=key, field=prop)
+
+        occurred_at = when("hs_timestamp")
+        subtype: str | None = None
+        subject: str | None = None
+        duration: int | None = None
+        outcome: str | None = None
+        completed = True
+        if kind == "calls":
+            subtype = _text(p.get("hs_activity_type"))
+            subject = _text(p.get("hs_call_title"))
+            duration = _milliseconds_to_seconds(p.get("hs_call_duration"), key=key)
+            status = _text(p.get("hs_call_status"))
+            disposition = _text(p.get("hs_call_disposition"))
+            outcome = self.outcomes.get(disposition, disposition) if disposition is not None else status
+            completed = status not in _CALLS_NOT_DONE
+        elif kind == "meetings":
+            subtype = _text(p.get("hs_activity_type"))
+            subject = _text(p.get("hs_meeting_title"))
+            start, end = when("hs_meeting_start_time"), when("hs_meeting_end_time")
+            occurred_at = start or occurred_at
+            if start is not None and end is not None and end >= start:
+                duration = int((end - start).total_seconds())
+            outcome = _text(p.get("hs_meeting_outcome"))
+            completed = outcome not in _MEETINGS_NOT_DONE
+        elif kind == "emails":
+            subtype = _text(p.get("hs_email_direction"))
+            subject = _text(p.get("hs_email_subject"))
+            outcome = _text(p.get("hs_email_status"))
+        elif kind == "tasks":
+            subtype = _text(p.get("hs_task_type"))
+            subject = _text(p.get("hs_task_subject"))
+            completed = _text(p.get("hs_task_status")) == "COMPLETED"
+            # A done task happened when it was completed; an open one is counted at its due date.
+            done_at = when("hs_task_completion_date") if completed else None
+            occurred_at = done_at or occurred_at
+        if occurred_at is None:
+            field = "hs_meeting_start_time" if kind == "meetings" else "hs_timestamp"
+            raise SkippableRecordError(
+                f"{field} is missing: the {kind[:-1]} has no time", key=key, field=field
+            )
+        activity_type = (
+            self.types.get(subtype, ACTIVITY_OF[kind]) if subtype is not None else ACTIVITY_OF[kind]
+        )
+        return ActivityRecord(
+            external_id=key,
+            type=activity_type,
+            occurred_at=occurred_at,
+            owner_external_id=_text(p.get("hubspot_owner_id")),
+            subtype=subtype,
+            subject=subject,
+            duration_seconds=duration,
+            outcome=outcome,
+            is_completed=completed,
+            account_external_id=links.company,
+            opportunity_external_id=links.deal,
+            lead_external_id=links.contact,
+            created_at=when("hs_createdate") or aware(obj.created_at),
+            remote_updated_at=when("hs_lastmodifieddate") or aware(obj.updated_at),
+            raw={
+                "id": key,
+                "object": kind,
+                "properties": p,
+                "company": links.company,
+                "deal": links.deal,
+                "contact": links.contact,
+            },
+        )
+
+
+def _milliseconds_to_seconds(value: str | None, *, key: str) -> int | None:
+    """A call's ``hs_call_duration`` (milliseconds, as text) in whole seconds, rounded half up."""
+    if value is None or value.strip() == "":
+        return None
+    try:
+        millis = Decimal(value.strip())
+    except InvalidOperation:
+        millis = Decimal("NaN")
+    if not millis.is_finite() or millis < 0:
+        raise SkippableRecordError(
+            f"hs_call_duration: not a duration in milliseconds: {value!r}", key=key, field="hs_call_duration"
+        )
+    return int((millis + 500) // 1000)

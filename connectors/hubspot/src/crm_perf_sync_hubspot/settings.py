@@ -11,6 +11,7 @@ In YAML (every key is checked; secrets come from the environment through ``${VAR
       currency: EUR                           # deals without deal_currency_code are in this one
       portal_id: 1234567                      # links back to deals and contacts in HubSpot
       deal_properties: {segment: customer_segment}   # custom dimension -> deal property
+      activity_types: {Site visit: visit}     # a call or meeting type -> an activity type
 
 See ``connectors/hubspot/README.md`` for every key.
 """
@@ -24,6 +25,7 @@ from typing import Final, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from crm_perf_sync.connector_sdk import ConnectorSettings, Duration, StrictModel
+from crm_perf_sync.connector_sdk.records import ACTIVITY_TYPE
 
 DEFAULT_BASE_URL: Final = "https://api.hubapi.com"
 DEFAULT_APP_HOST: Final = "app.hubspot.com"
@@ -117,6 +119,28 @@ class HubSpotSettings(ConnectorSettings):
     contact_properties: dict[str, str] = Field(
         default_factory=dict, description="Custom dimensions of leads: name -> contact property."
     )
+    company_properties: dict[str, str] = Field(
+        default_factory=dict, description="Custom dimensions of accounts: name -> company property."
+    )
+    company_segment: str = Field(
+        default="type",
+        description="The company property that is an account's segment (HubSpot's 'type': CUSTOMER...).",
+    )
+    activity_types: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "The portal's own kinds of activity -> an activity type (call, meeting, visit, email, task, "
+            "proposal, note, or any lower-case name): a call or meeting type (hs_activity_type), a "
+            "task type or an email direction. 'Site visit' -> visit."
+        ),
+    )
+    call_outcomes: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "The portal's own call outcomes: disposition id (hs_call_disposition) -> label, besides "
+            "HubSpot's six default ones."
+        ),
+    )
     lifecycle_stages: tuple[str, ...] = Field(
         default=DEFAULT_LIFECYCLE, description="The portal's lifecycle stages (internal names), in order."
     )
@@ -181,7 +205,7 @@ class HubSpotSettings(ConnectorSettings):
             raise ValueError(f"must be an ISO 4217 code in capitals, got {value!r}")
         return value
 
-    @field_validator("deal_properties", "contact_properties")
+    @field_validator("deal_properties", "contact_properties", "company_properties")
     @classmethod
     def _check_properties(cls, value: dict[str, str]) -> dict[str, str]:
         for name, prop in value.items():
@@ -189,6 +213,26 @@ class HubSpotSettings(ConnectorSettings):
                 raise ValueError("a custom dimension needs a name")
             if not _PROPERTY.match(prop):
                 raise ValueError(f"{prop!r} is not a HubSpot property's internal name (lower_case_only)")
+        return value
+
+    @field_validator("company_segment")
+    @classmethod
+    def _check_property(cls, value: str) -> str:
+        if not _PROPERTY.match(value):
+            raise ValueError(f"{value!r} is not a HubSpot property's internal name (lower_case_only)")
+        return value
+
+    @field_validator("activity_types")
+    @classmethod
+    def _check_activity_types(cls, value: dict[str, str]) -> dict[str, str]:
+        for kind, activity_type in value.items():
+            if not kind:
+                raise ValueError("an activity kind needs a name")
+            if ACTIVITY_TYPE.fullmatch(activity_type) is None:
+                raise ValueError(
+                    f"{kind!r}: {activity_type!r} is not an activity type (call, meeting, visit, email, "
+                    "task, proposal, note, or a lower-case name of letters, digits and _)"
+                )
         return value
 
     @field_validator("lookback", "index_lag", "association_refresh")
