@@ -644,6 +644,25 @@ def activities_page(session: Session, where: RecordFilter, after: Any, limit: in
     return [_with_owner_id(row) for row in rows], next_key
 
 
+def latest_activities(session: Session, owner: str, limit: int) -> list[dict[str, Any]]:
+    """A rep's (``connection:owner id``) latest activities, newest first, with their accounts' names."""
+    connection_id, _, owner_id = owner.partition(":")
+    t, a = Activity.__table__, Account.__table__
+    stmt = (
+        select(*(t.c[name] for name in _ACTIVITY_COLUMNS), a.c.name.label("account_name"))
+        .outerjoin(
+            a,
+            (a.c.connection_id == t.c.connection_id) & (a.c.external_id == t.c.account_external_id),
+        )
+        .where(
+            t.c.connection_id == connection_id, t.c.owner_external_id == owner_id, t.c.is_deleted.is_(False)
+        )
+        .order_by(t.c.occurred_at.desc(), t.c.id.desc())
+        .limit(limit)
+    )
+    return [_with_owner_id(row) for row in session.execute(stmt)]
+
+
 def connections(session: Session) -> list[dict[str, Any]]:
     """Every configured connection with its last run and its last successful one."""
     last = (

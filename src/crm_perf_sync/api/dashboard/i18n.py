@@ -129,6 +129,21 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "rep.kpis": ("KPIs over time", "各期指标"),
     "rep.pipeline": ("Open pipeline", "在途商机"),
     "rep.scores": ("Scores", "评分"),
+    "rep.activities": ("Recent activities", "最近活动"),
+    "perspectives": ("Perspectives", "维度得分"),
+    "activity.type": ("Type", "类型"),
+    "activity.subject": ("Subject", "主题"),
+    "activity.when": ("When", "时间"),
+    "activity.account": ("Account", "客户"),
+    "activity.outcome": ("Outcome", "结果"),
+    "activity.open": ("not completed", "未完成"),
+    "activity.call": ("Call", "电话"),
+    "activity.meeting": ("Meeting", "会议"),
+    "activity.visit": ("Visit", "拜访"),
+    "activity.email": ("Email", "邮件"),
+    "activity.task": ("Task", "任务"),
+    "activity.proposal": ("Proposal", "方案/报价"),
+    "activity.note": ("Note", "备注"),
     "opportunity": ("Opportunity", "商机"),
     "stage": ("Stage", "阶段"),
     "amount": ("Amount", "金额"),
@@ -427,6 +442,21 @@ class Formatter:
 def display_name(definition: Any, language: Language) -> str:
     """A KPI's or scorecard's name in ``language`` (its English name where it has no translation)."""
     return display(definition, language)[0]
+
+
+def activity_type(kind: str, language: Language) -> str:
+    """An activity's type in ``language``: the fixed kinds translated, a configured one as it is."""
+    words = MESSAGES.get(f"activity.{kind}")
+    return kind if words is None else words[0 if language == "en" else 1]
+
+
+def perspective_name(card: Any, perspective: dict[str, Any], language: Language) -> str:
+    """A stored score's perspective by the scorecard's current wording (its id when it is gone)."""
+    for defined in card.perspectives:
+        if defined.id == perspective["id"]:
+            translation = defined.i18n.get(language)
+            return str(translation.name if translation is not None else defined.name)
+    return str(perspective.get("name") or perspective["id"])
 
 
 _ENTITIES_ZH = {"opportunities": "商机", "leads": "线索", "activities": "活动", "accounts": "客户"}

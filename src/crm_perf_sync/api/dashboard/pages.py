@@ -38,7 +38,15 @@ from crm_perf_sync.api.dashboard.auth import (
     local_path,
     same_origin,
 )
-from crm_perf_sync.api.dashboard.i18n import LANGUAGES, MESSAGES, display_name, filter_text, formula
+from crm_perf_sync.api.dashboard.i18n import (
+    LANGUAGES,
+    MESSAGES,
+    activity_type,
+    display_name,
+    filter_text,
+    formula,
+    perspective_name,
+)
 from crm_perf_sync.api.deps import ContextDep, SessionDep
 from crm_perf_sync.api.params import GrainParam, ScopeParam, period_key
 from crm_perf_sync.api.routes.kpis import check_dimension
@@ -126,6 +134,8 @@ def _context(request: Request, viewer: Viewer | None) -> dict[str, Any]:
         "fmt": fmt,
         "zone": ctx.config.app.business.timezone if ctx.config is not None else "UTC",
         "kpi_name": lambda kpi: display_name(kpi, fmt.language),
+        "activity_type": lambda kind: activity_type(kind, fmt.language),
+        "perspective_name": lambda card, p: perspective_name(card, p, fmt.language),
         "viewer": viewer,
         "here": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
         "path": request.url.path,

@@ -50,6 +50,11 @@ OVERVIEW_KPIS = (
     "open_pipeline",
     "pipeline_coverage",
     "sales_velocity",
+    "new_customers",
+    "repeat_revenue_share",
+    "customer_retention_rate",
+    "activities",
+    "activities_per_won_deal",
 )
 GRAINS: tuple[Grain, ...] = ("week", "month", "quarter", "year", "all")
 #: How many periods a trend line shows.
@@ -197,9 +202,16 @@ REP_KPIS = (
     "sales_cycle_days_median",
     "lead_conversion_rate",
     "open_pipeline",
+    "new_customers",
+    "activities",
+    "calls",
+    "meetings",
+    "visits",
 )
 #: How many of a rep's open deals their page lists (largest first).
 OPEN_DEALS = 50
+#: How many of a rep's latest activities their page lists.
+RECENT_ACTIVITIES = 20
 
 
 def all_pages(fetch: Any, limit: int = 1000) -> list[Any]:
@@ -279,6 +291,7 @@ class RepView:
     open_total: dict[str, float]
     open_count: int
     scores: list[dict[str, Any]]
+    activities: list[dict[str, Any]]
 
 
 def rep(session: Session, service: KpiService, owner_id: str, grain: Grain, now: datetime) -> RepView:
@@ -334,6 +347,7 @@ def rep(session: Session, service: KpiService, owner_id: str, grain: Grain, now:
         dict(totals),
         len(deals),
         scores[: TREND_PERIODS * max(1, len(service.section.scorecards))],
+        sync_repo.latest_activities(session, owner_id, RECENT_ACTIVITIES),
     )
 
 
