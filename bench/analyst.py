@@ -30,7 +30,11 @@ def _read(conn: Any) -> dict[str, Frame]:
     tables = {
         "opportunity": sql(
             "SELECT id, connection_id, external_id, owner_external_id, amount, currency, stage, probability,"
-            " pipeline, created_at, close_date, closed_at, is_closed, is_won FROM opportunity"
+            " pipeline, created_at, close_date, closed_at, is_closed, is_won, account_external_id"
+            " FROM opportunity WHERE NOT is_deleted"
+        ),
+        "activity": sql(
+            "SELECT connection_id, owner_external_id, type, occurred_at, is_completed FROM activity"
             " WHERE NOT is_deleted"
         ),
         "lead": sql(
@@ -55,6 +59,9 @@ def _read(conn: Any) -> dict[str, Frame]:
             frame[column] = frame[column].astype(bool)
     opp["amount"] = opp["amount"].astype(float)
     opp["currency"] = opp["currency"].fillna("")
+    activity = tables["activity"]
+    activity["occurred_at"] = pd.to_datetime(activity["occurred_at"], utc=True, format="mixed")
+    activity["is_completed"] = activity["is_completed"].astype(bool)
     return tables
 
 
@@ -106,6 +113,28 @@ def _total(column: str, with_count: bool = False, mean: bool = False) -> Aggrega
     return aggregate
 
 
+def _distinct_accounts(g: Any) -> Any:
+    out = g.agg(numerator=("account", "nunique"))
+    out["value"] = out["numerator"]
+    out["denominator"] = None
+    out["sample"] = out["numerator"]
+    return out
+
+
+def _repeat_share(g: Any) -> Any:
+    out = g.agg(numerator=("repeat", "sum"), denominator=("amount", "sum"), sample=("amount", "size"))
+    out["value"] = out["numerator"] / out["denominator"].where(out["denominator"] != 0)
+    return out
+
+
+def _customer_deals(opp: Frame) -> Frame:
+    """Won deals with an account and a close date, each with its account's first won date."""
+    won = opp[opp["is_won"] & opp["account_external_id"].notna() & opp["close_date"].notna()]
+    won = won.assign(account=won["connection_id"] + "|" + won["account_external_id"])
+    first = won.groupby("account")["close_date"].transform("min")
+    return won.assign(first_date=first)
+
+
 def _median(g: Any) -> Any:
     out = g.agg(value=("days", "median"), numerator=("days", "sum"), sample=("days", "size"))
     out["denominator"] = out["sample"]
@@ -139,7 +168,71 @@ def _kpis(tables: dict[str, Frame]) -> list[tuple[str, Frame, str, bool, Aggrega
         ("open_pipeline", open_deals, "close_date", True, _total("amount")),
         ("opportunities_created", opp.assign(one=1), "created_at", False, _total("one")),
         ("stage_funnel", opp, "created_at", False, None),
+        *_activity_kpis(tables["activity"]),
+        *_customer_kpis(opp),
     ]
+
+
+#: The activity KPIs broken down by type: (kpi id, dimension).
+BREAKDOWNS = {"activities": "activity_type"}
+
+
+def _activity_kpis(activity: Frame) -> list[tuple[str, Frame, str, bool, Aggregate | None]]:
+    done = activity[activity["is_completed"]].assign(one=1)
+    kinds = {"calls": "call", "meetings": "meeting", "visits": "visit", "proposals_sent": "proposal"}
+    return [
+        ("activities", done, "occurred_at", False, _total("one")),
+        *(
+            (kpi_id, done[done["type"] == kind], "occurred_at", False, _total("one"))
+            for kpi_id, kind in kinds.items()
+        ),
+    ]
+
+
+def _customer_kpis(opp: Frame) -> list[tuple[str, Frame, str, bool, Aggregate | None]]:
+    won = _customer_deals(opp)
+    first = won[won["close_date"] == won["first_date"]]
+    priced = won[won["amount"].notna()]
+    priced = priced.assign(repeat=priced["amount"].where(priced["close_date"] > priced["first_date"], 0.0))
+    return [
+        ("new_customers", first, "close_date", False, _distinct_accounts),
+        ("repeat_revenue_share", priced, "close_date", True, _repeat_share),
+    ]
+
+
+def _retention(opp: Frame, membership: Frame, slices: Slices) -> None:
+    """Accounts of each period (per scope) that won again in the next, up to the last period."""
+    won = _customer_deals(opp)
+    months = {"month": 1, "quarter": 3, "year": 12}
+    for grain in GRAINS:
+        if grain == "all":
+            continue
+        frame = won.assign(period_key=_period(won["close_date"], grain))
+        last = frame["period_key"].max()
+        following = pd.to_datetime(frame["period_key"]) + pd.DateOffset(months=months[grain])
+        frame = frame.assign(next_key=following.dt.strftime("%Y-%m-%d"))
+        for scope in SCOPES:
+            scoped, keys = frame, []
+            if scope == "owner":
+                scoped = scoped[scoped["owner_external_id"].notna()]
+                keys = ["connection_id", "owner_external_id"]
+            elif scope == "team":
+                scoped = scoped.merge(membership, on=["connection_id", "owner_external_id"])
+                keys = ["team_key"]
+            bought = scoped[["period_key", "next_key", *keys, "account"]].drop_duplicates()
+            again = bought[["period_key", *keys, "account"]].rename(columns={"period_key": "next_key"})
+            again = again.assign(kept=1)
+            joined = bought.merge(again, on=["next_key", *keys, "account"], how="left")
+            joined = joined[joined["next_key"] <= last]
+            grouped = joined.groupby(["next_key", *keys], sort=False).agg(
+                numerator=("kept", "count"), denominator=("account", "size")
+            )
+            grouped["value"] = grouped["numerator"] / grouped["denominator"]
+            grouped = grouped.reset_index()
+            columns = ["next_key", *keys, "value", "numerator", "denominator"]
+            rows = [(*row, int(row[-1])) for row in grouped[columns].itertuples(index=False, name=None)]
+            query = FloorQuery("customer_retention_rate", grain, scope, False, False, "")
+            slices[("customer_retention_rate", grain, scope)] = floor._plain_values(query, rows)
 
 
 def _furthest(tables: dict[str, Frame]) -> Frame:
@@ -187,6 +280,20 @@ def _rows(frame: Frame, keys: list[str], aggregate: Aggregate) -> list[tuple[Any
     return list(out[[*keys, *columns]].itertuples(index=False, name=None))
 
 
+def _clean(frame: Frame, keys: list[str], aggregate: Aggregate) -> list[tuple[Any, ...]]:
+    """The groups' rows with pandas' missing values as None."""
+    return [
+        (
+            *row[:-4],
+            None if pd.isna(row[-4]) else row[-4],
+            row[-3],
+            None if row[-2] is None or pd.isna(row[-2]) else row[-2],
+            row[-1],
+        )
+        for row in _rows(frame, keys, aggregate)
+    ]
+
+
 def compute(tables: dict[str, Frame]) -> Slices:
     """Every KPI of the default library at every grain and scope, as the floor's slices."""
     membership = _membership(tables)
@@ -217,18 +324,14 @@ def compute(tables: dict[str, Frame]) -> Slices:
                     rows = _funnel_rows(scoped, scope_keys, tables["stage"])
                     slices[(kpi_id, grain, scope)] = floor._funnel_values(query, rows)
                 else:
-                    rows = _rows(scoped, scope_keys, aggregate)
-                    clean = [
-                        (
-                            *row[:-4],
-                            None if pd.isna(row[-4]) else row[-4],
-                            row[-3],
-                            None if row[-2] is None or pd.isna(row[-2]) else row[-2],
-                            row[-1],
-                        )
-                        for row in rows
-                    ]
-                    slices[(kpi_id, grain, scope)] = floor._plain_values(query, clean)
+                    slices[(kpi_id, grain, scope)] = floor._plain_values(
+                        query, _clean(scoped, scope_keys, aggregate)
+                    )
+                    if kpi_id in BREAKDOWNS:
+                        split = FloorQuery(kpi_id, grain, scope, by_currency, False, "", BREAKDOWNS[kpi_id])
+                        rows = _clean(scoped, [*scope_keys, "type"], aggregate)
+                        slices[(kpi_id, grain, scope)].update(floor._plain_values(split, rows))
+    _retention(tables["opportunity"], membership, slices)
     floor._derived(slices)
     return slices
 

@@ -29,6 +29,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -223,6 +224,56 @@ class FloorKpi:
     where: str
     by_currency: bool
     aggregates: tuple[str, str, str, str] | str
+    #: A breakdown materialised with the totals: (dimension name, its SQL over ``x``).
+    breakdown: tuple[str, str] | None = None
+
+
+COUNT = ("COUNT(*)", "COUNT(*)", "NULL", "COUNT(*)")
+COMPLETED = "x.is_completed"
+NEW_CUSTOMERS = "customers:new"  # marks the customer KPIs' query shapes
+REPEAT_SHARE = "customers:repeat_revenue_share"
+RETENTION = "customers:retention"
+
+
+def _activity_kpis() -> list[FloorKpi]:
+    """Completed activities by when they took place, all of them broken down by type, and one
+    KPI per kind."""
+    kinds = {"calls": "call", "meetings": "meeting", "visits": "visit", "proposals_sent": "proposal"}
+    return [
+        FloorKpi(
+            "activities",
+            "activity",
+            "occurred_at",
+            False,
+            COMPLETED,
+            False,
+            COUNT,
+            ("activity_type", "x.type"),
+        ),
+        *(
+            FloorKpi(
+                kpi_id, "activity", "occurred_at", False, f"{COMPLETED} AND x.type = '{kind}'", False, COUNT
+            )
+            for kpi_id, kind in kinds.items()
+        ),
+    ]
+
+
+def _customer_kpis() -> list[FloorKpi]:
+    won = "x.is_won AND x.account_external_id IS NOT NULL AND x.close_date IS NOT NULL"
+    return [
+        FloorKpi("new_customers", "opportunity", "close_date", True, won, False, NEW_CUSTOMERS),
+        FloorKpi(
+            "repeat_revenue_share",
+            "opportunity",
+            "close_date",
+            True,
+            f"{won} AND x.amount IS NOT NULL",
+            True,
+            REPEAT_SHARE,
+        ),
+        FloorKpi("customer_retention_rate", "opportunity", "close_date", True, won, False, RETENTION),
+    ]
 
 
 def _floor_kpis(days: str) -> list[FloorKpi]:
@@ -321,6 +372,8 @@ def _floor_kpis(days: str) -> list[FloorKpi]:
             ("COUNT(*)", "COUNT(*)", "NULL", "COUNT(*)"),
         ),
         FloorKpi("stage_funnel", "opportunity", "created_at", False, "TRUE", False, FUNNEL),
+        *_activity_kpis(),
+        *_customer_kpis(),
     ]
 
 
@@ -346,6 +399,18 @@ class FloorQuery:
     by_currency: bool
     funnel: bool
     sql: str
+    #: The breakdown the rows are of (its value is the column after the scope and currency).
+    dimension: str = ""
+
+
+#: The customer KPIs' won deals (with an account and a close date), each with its account's first
+#: won close date: one pass with a window, in place of the opportunity table.
+WON_WITH_FIRST = (
+    "(SELECT o.*, MIN(o.close_date) OVER (PARTITION BY o.connection_id, o.account_external_id) AS first_date"
+    " FROM opportunity o WHERE NOT o.is_deleted AND o.is_won AND o.account_external_id IS NOT NULL"
+    " AND o.close_date IS NOT NULL)"
+)
+STEP = {"month": ("1 month", "+1 month"), "quarter": ("3 months", "+3 months"), "year": ("1 year", "+1 year")}
 
 
 def floor_queries(dialect: Dialect, zone: str) -> list[FloorQuery]:
@@ -382,6 +447,15 @@ def floor_queries(dialect: Dialect, zone: str) -> list[FloorQuery]:
                     keys.append("m.team_key")
                 if kpi.by_currency:
                     keys.append("COALESCE(x.currency, '')")
+                if kpi.aggregates in (NEW_CUSTOMERS, REPEAT_SHARE, RETENTION):
+                    if kpi.aggregates == RETENTION and grain == "all":
+                        continue  # no period before all time: no values
+                    source = f"FROM {WON_WITH_FIRST} x{joins}\nWHERE {' AND '.join(where)}"
+                    more, sql = _customer_query(dialect, str(kpi.aggregates), grain, keys, source)
+                    ctes += more
+                    with_ = f"WITH RECURSIVE {', '.join(ctes)}\n" if ctes else ""
+                    queries.append(FloorQuery(kpi.kpi_id, grain, scope, kpi.by_currency, False, with_ + sql))
+                    continue
                 source = f"FROM {kpi.table} x{joins}\nWHERE {' AND '.join(where)}"
                 if kpi.aggregates == MEDIAN:
                     sql = _median_query(dialect, keys, source, DAYS[dialect])
@@ -393,7 +467,66 @@ def floor_queries(dialect: Dialect, zone: str) -> list[FloorQuery]:
                 with_ = f"WITH RECURSIVE {', '.join(ctes)}\n" if ctes else ""
                 funnel = kpi.aggregates == FUNNEL
                 queries.append(FloorQuery(kpi.kpi_id, grain, scope, kpi.by_currency, funnel, with_ + sql))
+                if kpi.breakdown is not None and isinstance(kpi.aggregates, tuple):
+                    name, expr = kpi.breakdown
+                    split = [*keys, f"COALESCE({expr}, '')"]
+                    columns = ", ".join([*split, *kpi.aggregates])
+                    broken = f"SELECT {columns}\n{source}\n{_group_by(len(split))}"
+                    queries.append(
+                        FloorQuery(kpi.kpi_id, grain, scope, kpi.by_currency, False, with_ + broken, name)
+                    )
     return queries
+
+
+def _customer_query(
+    dialect: Dialect, shape: str, grain: str, keys: list[str], source: str
+) -> tuple[list[str], str]:
+    """New customers: distinct accounts among the first won deals of each group. Repeat revenue:
+    the amounts of deals closed after their account's first date over all. Retention: the accounts
+    of each group's previous period that bought again, up to the last period with a won deal."""
+    account = "x.connection_id || '|' || x.account_external_id"
+    if shape == NEW_CUSTOMERS:
+        count = f"COUNT(DISTINCT {account})"
+        columns = ", ".join([*keys, count, count, "NULL", count])
+        return [], f"SELECT {columns}\n{source} AND x.close_date = x.first_date\n{_group_by(len(keys))}"
+    if shape == REPEAT_SHARE:
+        repeat = "SUM(CASE WHEN x.close_date > x.first_date THEN x.amount ELSE 0 END)"
+        columns = ", ".join(
+            [
+                *keys,
+                f"CAST({repeat} AS DOUBLE PRECISION) / SUM(x.amount)",
+                repeat,
+                "SUM(x.amount)",
+                "COUNT(*)",
+            ]
+        )
+        return [], f"SELECT {columns}\n{source}\n{_group_by(len(keys))}"
+    names = [f"k{n}" for n in range(len(keys))]
+    inner = ", ".join(
+        [*(f"{key} AS {name}" for key, name in zip(keys, names, strict=True)), f"{account} AS acc"]
+    )
+    interval, modifier = STEP[grain]
+    # The period starts are timestamps on PostgreSQL (date_trunc) and ISO date text on SQLite.
+    following = f"b.k0 + INTERVAL '{interval}'" if dialect == "postgresql" else f"date(b.k0, '{modifier}')"
+    same_scope = " AND ".join(f"n.{name} = b.{name}" for name in names[1:])
+    on = f"n.k0 = {following} AND n.acc = b.acc" + (f" AND {same_scope}" if same_scope else "")
+    kept = "COUNT(n.acc)"
+    columns = ", ".join(
+        [
+            following,
+            *(f"b.{name}" for name in names[1:]),
+            f"CAST({kept} AS DOUBLE PRECISION) / COUNT(*)",
+            kept,
+            "COUNT(*)",
+            "COUNT(*)",
+        ]
+    )
+    bought = f"bought AS (SELECT DISTINCT {inner}\n{source})"
+    return [bought], (
+        f"SELECT {columns}\nFROM bought b\nLEFT JOIN bought n ON {on}\n"
+        f"WHERE {following} <= (SELECT MAX(k0) FROM bought)\n"
+        f"GROUP BY {', '.join(str(n) for n in range(1, len(names) + 1))}"
+    )
 
 
 def _group_by(key_count: int) -> str:
@@ -444,7 +577,9 @@ def _split_key(query: FloorQuery, cells: list[Any]) -> tuple[str, str, str]:
     period_key = "all"
     if query.grain != "all":
         start = cells.pop(0)
-        period_key = start if isinstance(start, str) else start.date().isoformat()
+        if isinstance(start, datetime):
+            start = start.date()
+        period_key = start if isinstance(start, str) else start.isoformat()
     if query.scope == "company":
         scope_id = "company"
     elif query.scope == "owner":
@@ -460,8 +595,9 @@ def _plain_values(query: FloorQuery, rows: Sequence[Sequence[Any]]) -> dict[Key,
     for row in rows:
         cells = list(row)
         period_key, scope_id, currency = _split_key(query, cells)
+        dimension_value = str(cells.pop(0)) if query.dimension else ""
         value, numerator, denominator, sample = cells
-        out[(period_key, scope_id, currency, "", "")] = (
+        out[(period_key, scope_id, currency, query.dimension, dimension_value)] = (
             None if value is None else float(value),
             float(numerator),
             None if denominator is None else float(denominator),
@@ -523,6 +659,13 @@ def _pipeline_coverage(v: Mapping[str, float | None]) -> float | None:  # noqa: 
     return None
 
 
+def _activities_per_won_deal(v: Mapping[str, float | None]) -> float | None:
+    activities, won = v["activities"], v["won_deals"]
+    if activities is None or not won:
+        return None
+    return activities / won
+
+
 #: Derived KPI id -> (its inputs, which of them add up (a missing one counts 0), its formula).
 DERIVED: dict[
     str, tuple[tuple[str, ...], frozenset[str], Callable[[Mapping[str, float | None]], float | None]]
@@ -536,6 +679,11 @@ DERIVED: dict[
         ("open_pipeline", "won_revenue"),
         frozenset({"open_pipeline", "won_revenue"}),
         _pipeline_coverage,
+    ),
+    "activities_per_won_deal": (
+        ("activities", "won_deals"),
+        frozenset({"activities", "won_deals"}),
+        _activities_per_won_deal,
     ),
 }
 
@@ -584,7 +732,14 @@ def _close(a: float | None, b: float | None, abs_tol: float) -> bool:
 
 
 MONEY_KPIS = frozenset(
-    {"won_revenue", "average_deal_size", "weighted_pipeline", "open_pipeline", "sales_velocity"}
+    {
+        "won_revenue",
+        "average_deal_size",
+        "weighted_pipeline",
+        "open_pipeline",
+        "sales_velocity",
+        "repeat_revenue_share",
+    }
 )
 
 
@@ -643,7 +798,7 @@ def _floor(url: str, config_path: Path, dialect: Dialect) -> dict[str, Any]:
             begun = time.perf_counter()
             rows = conn.exec_driver_sql(query.sql).fetchall()
             convert = _funnel_values if query.funnel else _plain_values
-            slices[(query.kpi_id, query.grain, query.scope)] = convert(query, rows)
+            slices.setdefault((query.kpi_id, query.grain, query.scope), {}).update(convert(query, rows))
             per_kpi[query.kpi_id] += time.perf_counter() - begun
         _derived(slices)
         seconds = time.perf_counter() - started
