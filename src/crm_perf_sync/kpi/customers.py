@@ -1,10 +1,12 @@
 """Customer KPIs: new customers, repeat revenue share and retention (see :class:`CustomerKpi`).
 
-They read one thing, the won deals that name an account, in one query per KPI (one row per deal:
-its finest periods, rep, account, currency, amount and the date that orders it). Which deal is
-an account's first depends on every other deal of the account, and retention compares two
-periods, so the values are not sums of per-deal parts: they are computed whole, and an
-incremental refresh recomputes them whole when the store changed.
+They read one thing, the won deals that name an account, each with its account's first won date
+(a window over the account's deals, in the database). The database reduces them to what each
+statistic needs: the distinct (week, month, rep, account) of the first deals (new customers) or
+of all of them (retention), or sums per (week, month, rep, currency) (repeat revenue, which then
+rolls up like any ratio). Which deal is an account's first depends on every other deal of the
+account, and retention compares two periods, so an incremental refresh recomputes these KPIs
+whole when deals changed. Explanations read the deals themselves (:func:`won_deals`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, func, literal, select
+from sqlalchemy import Connection, Float, Select, and_, case, func, literal, select, type_coerce
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_perf_sync.kpi import periods
@@ -97,33 +99,64 @@ def _period(rollup: Rollup, grain: Grain, deal: WonDeal) -> int | None:
     return None if grain == "all" else rollup.period(grain, deal.week, deal.month)
 
 
+def _with_first(part: Part, calendar: Calendar) -> Any:
+    """The won deals with an account and a period date, each with its account's first date."""
+    table = part.table
+    period: ColumnElement[Any] = table.c[part.measure.period]
+    first = func.min(period).over(partition_by=[table.c.connection_id, table.c.account_external_id])
+    return (
+        select(
+            period_expr(part.measure, calendar, "week", table).label("week"),
+            period_expr(part.measure, calendar, "month", table).label("month"),
+            table.c.connection_id,
+            table.c.owner_external_id.label("owner"),
+            table.c.account_external_id.label("account"),
+            func.coalesce(table.c.currency, literal("")).label("currency"),
+            table.c.amount,
+            period.label("ordered_by"),
+            first.label("first_date"),
+        )
+        .where(and_(*part.where, table.c.account_external_id.is_not(None), period.is_not(None)))
+        .subquery("won_deals")
+    )
+
+
+def _accounts(conn: Connection, won: Any, *, first_only: bool) -> list[WonDeal]:
+    """The distinct (week, month, rep, account) of the won deals (or of the first ones only)."""
+    stmt = select(won.c.week, won.c.month, won.c.connection_id, won.c.owner, won.c.account).distinct()
+    if first_only:
+        stmt = stmt.where(won.c.ordered_by == won.c.first_date)
+    return [
+        WonDeal("", r.week, r.month, r.connection_id, r.owner, r.account, "", None, None)
+        for r in conn.execute(stmt)
+    ]
+
+
 def customer_values(run: Computation, kpi: CustomerKpi) -> dict[tuple[Grain, Scope], dict[Key, Computed]]:
     """Every value of a customer KPI, per grain and scope (no breakdowns)."""
     rollup = run.rollup()
-    deals = won_deals(run.conn, kpi, run.calendar)
+    won = _with_first(part_for(kpi.measure, run.calendar, by_currency=True), run.calendar)
     scopes: tuple[Scope, ...] = ("company", "owner", "team") if run.membership.rows else ("company", "owner")
     out: dict[tuple[Grain, Scope], dict[Key, Computed]] = {(g, s): {} for g in run.grains for s in scopes}
     if kpi.stat == "new":
-        _new(rollup, run.grains, deals, out)
+        _new(rollup, run.grains, _accounts(run.conn, won, first_only=True), out)
     elif kpi.stat == "repeat_revenue_share":
-        _repeat_share(rollup, run.grains, deals, out)
+        _repeat_share(run.conn, rollup, won, out)
     else:
-        _retention(rollup, run.grains, deals, out)
+        _retention(rollup, run.grains, _accounts(run.conn, won, first_only=False), out)
     return {cell: values for cell, values in out.items() if values}
 
 
 def _new(
     rollup: Rollup,
     grains: list[Grain],
-    deals: list[WonDeal],
+    firsts: list[WonDeal],
     out: dict[tuple[Grain, Scope], dict[Key, Computed]],
 ) -> None:
-    first = first_won(deals)
+    """``firsts``: the accounts' first won deals (an account's are all in one period of any grain)."""
     counted: dict[tuple[Grain, Scope, int | None, str], set[Account]] = {}
-    for deal in deals:
+    for deal in firsts:
         account = (deal.connection_id, deal.account)
-        if deal.ordered_by != first[account]:
-            continue
         for grain in grains:
             if grain != "all" and deal.month is None:
                 continue
@@ -137,30 +170,34 @@ def _new(
 
 
 def _repeat_share(
-    rollup: Rollup,
-    grains: list[Grain],
-    deals: list[WonDeal],
-    out: dict[tuple[Grain, Scope], dict[Key, Computed]],
+    conn: Connection, rollup: Rollup, won: Any, out: dict[tuple[Grain, Scope], dict[Key, Computed]]
 ) -> None:
-    first = first_won(deals)
-    sums: dict[tuple[Grain, Scope, int | None, str, str], list[float]] = {}
-    for deal in deals:
-        if deal.amount is None:
+    """A ratio of sums per (week, month, rep, currency), rolled up like any ratio."""
+    keys = [won.c.week, won.c.month, won.c.connection_id, won.c.owner, won.c.currency]
+    amount: ColumnElement[Any] = type_coerce(won.c.amount, Float)
+    repeat = case((won.c.ordered_by > won.c.first_date, amount), else_=literal(0.0))
+    stmt = (
+        select(
+            *keys, func.sum(repeat).label("repeat"), func.sum(amount).label("total"), func.count().label("n")
+        )
+        .where(won.c.amount.is_not(None))
+        .group_by(*keys)
+    )
+    rows = conn.execute(stmt).all()
+    numerator = rollup(
+        (r.week, r.month, r.connection_id, r.owner, r.currency, "", r.repeat, r.n) for r in rows
+    )
+    denominator = rollup(
+        (r.week, r.month, r.connection_id, r.owner, r.currency, "", r.total, r.n) for r in rows
+    )
+    for cell, totals in denominator.items():
+        if cell not in out:
             continue
-        repeat = deal.ordered_by > first[(deal.connection_id, deal.account)]
-        for grain in grains:
-            if grain != "all" and deal.month is None:
-                continue
-            period = _period(rollup, grain, deal)
-            for scope, scope_id in _scopes(rollup, deal):
-                acc = sums.setdefault((grain, scope, period, scope_id, deal.currency), [0.0, 0.0, 0])
-                acc[0] += deal.amount if repeat else 0.0
-                acc[1] += deal.amount
-                acc[2] += 1
-    for (grain, scope, period, scope_id, currency), (repeat_total, total, count) in sums.items():
-        if (grain, scope) in out:
-            value = repeat_total / total if total else None
-            out[grain, scope][period, scope_id, currency, ""] = (value, repeat_total, total, int(count))
+        repeated = numerator.get(cell, {})
+        for key, total in totals.items():
+            part = repeated[key].total if key in repeated else 0.0
+            value = part / total.total if total.total else None
+            out[cell][key] = (value, part, total.total, total.records)
 
 
 def _retention(
