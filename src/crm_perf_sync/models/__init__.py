@@ -34,6 +34,7 @@ from crm_perf_sync.models.kpi import (
     ScorecardValue,
     TargetDefinition,
 )
+from crm_perf_sync.models.measures import MeasureChange, MeasureEntry
 from crm_perf_sync.models.sync import Lease, SyncCheckpoint, SyncRecordError, SyncRun
 
 __all__ = [
@@ -53,6 +54,8 @@ __all__ = [
     "KpiValue",
     "Lead",
     "Lease",
+    "MeasureChange",
+    "MeasureEntry",
     "Opportunity",
     "Owner",
     "PipelineStage",
