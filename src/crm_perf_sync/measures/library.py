@@ -63,11 +63,11 @@ def section_issues(
     known = ", ".join(sorted(catalog)) or "none"
     for i, declared in enumerate(section.values):
         here: Loc = ("measures", "values", i)
-        definition = catalog.get(declared.measure)
-        if definition is None:
+        found = catalog.get(declared.measure)
+        if found is None:
             issues.append(((*here, "measure"), f"unknown measure {declared.measure!r} (known: {known})"))
             continue
-        for field, says in definition.issues(declared.scope, declared.grain, declared.value):
+        for field, says in found.issues(declared.scope, declared.grain, declared.value):
             issues.append(((*here, field), says))
         try:
             period_key = period_of(declared.period, declared.grain, fiscal_start_month)[0]
