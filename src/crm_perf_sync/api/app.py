@@ -48,8 +48,10 @@ DESCRIPTION = """\
 Sales performance KPIs computed from your CRM: values per period, team and rep with targets,
 attainment and pace; scorecards; the records behind every number.
 
-**Auth**: `Authorization: Bearer <key>`, a key from `crm-perf-sync apikey create --scope read|admin`.
-`read` reads everything; `admin` also sets targets, queues syncs and manages webhooks.
+**Auth**: `Authorization: Bearer <key>`, a key from
+`crm-perf-sync apikey create --scope read|editor|admin`. `read` reads everything; `editor` also
+enters measures (survey scores, review ratings, training hours); `admin` also sets targets, queues
+syncs and manages webhooks.
 
 **Collections** answer `{"data": [...], "next": url|null}` or, with `?format=csv` or
 `Accept: text/csv`, CSV (header row, ISO dates, dot decimals, UTF-8). Follow `next` (also in the

@@ -176,7 +176,7 @@ ListerDep = Annotated[Lister, Depends(lister)]
 bearer = HTTPBearer(
     auto_error=False,
     scheme_name="bearer",
-    description="An API key from `crm-perf-sync apikey create --scope read|admin`.",
+    description="An API key from `crm-perf-sync apikey create --scope read|editor|admin`.",
 )
 
 
@@ -184,7 +184,7 @@ async def reader(
     ctx: ContextDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    """Any valid key (``read`` or ``admin``).
+    """Any valid key (``read``, ``editor`` or ``admin``).
 
     Checked against the store at most once a second per key (a revocation applies within that
     second), in a unit of work of its own in the thread pool; a key checked within the second
@@ -218,7 +218,14 @@ async def admin(principal: Annotated[Principal, Depends(reader)]) -> Principal:
     return principal
 
 
+async def editor(principal: Annotated[Principal, Depends(reader)]) -> Principal:
+    """A key that may enter measures: ``editor`` or ``admin``."""
+    principal.require("editor")
+    return principal
+
+
 Reader = Annotated[Principal, Depends(reader)]
+Editor = Annotated[Principal, Depends(editor)]
 Admin = Annotated[Principal, Depends(admin)]
 
 #: A row id in a path: positive and within the database's integer range (a larger one is a 422,
