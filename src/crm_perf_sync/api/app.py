@@ -27,7 +27,7 @@ from crm_perf_sync import __version__
 from crm_perf_sync.api import dashboard, problems
 from crm_perf_sync.api.deps import ApiContext
 from crm_perf_sync.api.metrics import ApiMetrics
-from crm_perf_sync.api.routes import alerts, crm, kpis, scorecards, sync, targets, webhooks
+from crm_perf_sync.api.routes import alerts, crm, kpis, measures, scorecards, sync, targets, webhooks
 from crm_perf_sync.api.server import Refusal, headers_refusal, url_refusal
 from crm_perf_sync.config import LoadedConfig
 from crm_perf_sync.kit import migrate
@@ -233,7 +233,7 @@ def create_app(
         engine, session_factory, config, webhook_guard or Guard(), registry=registry
     )
     problems.install(app)
-    for module in (kpis, targets, scorecards, crm, sync, webhooks, alerts):
+    for module in (kpis, targets, measures, scorecards, crm, sync, webhooks, alerts):
         app.include_router(module.router, prefix=API_PREFIX)
 
     app.mount(DOCS_ASSETS, StaticFiles(directory=SWAGGER_UI), name="docs-assets")

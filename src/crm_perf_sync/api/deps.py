@@ -32,6 +32,7 @@ from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import repository as kpi_repo
 from crm_perf_sync.kpi import scores_repository as scores_repo
 from crm_perf_sync.kpi.service import KpiService
+from crm_perf_sync.measures.service import Catalog
 from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync.runtime import RecordLinks, record_links
 from crm_perf_sync.webhooks.security import Guard
@@ -84,6 +85,12 @@ class ApiContext:
         if self.config is None:
             raise ConfigurationError("this API process was started without a configuration")
         return KpiService(self.config.kpi_config())
+
+    def measures(self) -> Catalog:
+        """The measures in force and the fiscal calendar their periods follow."""
+        if self.config is None:
+            raise ConfigurationError("this API process was started without a configuration")
+        return Catalog(self.config.measures, self.config.app.business.fiscal_year_start_month)
 
 
 # Dependencies that do no I/O are ``async``: FastAPI runs a plain ``def`` dependency in the

@@ -145,10 +145,10 @@ def entries_page(session: Session, where: EntryFilter, after: Any, limit: int) -
     rows = list(session.scalars(stmt.order_by(MeasureEntry.id).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
-    return [_entry_row(row) for row in rows], (rows[-1].id if more else None)
+    return [entry_row(row) for row in rows], (rows[-1].id if more else None)
 
 
-def _entry_row(row: MeasureEntry) -> dict[str, Any]:
+def entry_row(row: MeasureEntry) -> dict[str, Any]:
     return {
         "id": row.id,
         "measure_id": row.measure_id,
