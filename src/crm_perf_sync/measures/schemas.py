@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
+from crm_perf_sync.kit.columns import plain_decimal
 from crm_perf_sync.kit.schema import StrictModel
 from crm_perf_sync.kpi import periods
 from crm_perf_sync.kpi.schemas import I18n, short_period
@@ -83,7 +84,7 @@ class Scale(StrictModel):
             return f"{value} is above the scale's maximum {self.max}"
         if self.step is not None and (value - (self.min or 0)) % self.step != 0:
             start = self.min or Decimal(0)
-            steps = ", ".join(str(start + n * self.step) for n in range(3))
+            steps = ", ".join(str(plain_decimal(start + n * self.step)) for n in range(3))
             return f"{value} is not on the scale's steps of {self.step} ({steps}, ...)"
         return None
 
