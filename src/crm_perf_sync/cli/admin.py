@@ -161,6 +161,7 @@ def config_check(path: Annotated[Path | None, typer.Argument(help="File to check
                 (len(app_config.connections), "connection"),
                 (len(app_config.all_teams()), "team"),
                 (len(loaded.kpis), "KPI"),
+                (len(loaded.measures), "measure"),
                 (len(app_config.kpis.scorecards), "scorecard"),
                 (len(app_config.alerts.rules), "alert rule"),
             )
