@@ -151,7 +151,9 @@ def test_a_value_keeps_the_digits_a_json_number_holds() -> None:
     assert digits_issue(Decimal("1234567890.123456")) == "has more than 15 significant digits"
     assert digits_issue(Decimal("4.1234567")) == "has more than 6 decimal places"
     assert digits_issue(Decimal("4.1000000")) is None  # trailing zeros are no precision
-    assert digits_issue(Decimal("1E+15")) == "has more than 15 significant digits"
+    assert digits_issue(Decimal("1E+15")) == "has more than 12 digits before the decimal point"
+    assert digits_issue(Decimal("999999999999.5")) is None  # the most the store's NUMERIC(18, 6) holds
+    assert digits_issue(Decimal("1000000000000")) == "has more than 12 digits before the decimal point"
 
 
 def test_periods_are_keyed_by_their_first_day_in_the_fiscal_calendar() -> None:

@@ -24,9 +24,10 @@ MeasureGrain = Literal["week", "month", "quarter", "year"]
 SCOPES: tuple[MeasureScope, ...] = ("company", "team", "owner")
 GRAINS: tuple[MeasureGrain, ...] = ("week", "month", "quarter", "year")
 SOURCES = ("api", "csv", "config")
-#: What a value may hold: as many digits as a JSON number (a float) keeps exactly, and no finer
-#: than the store's six decimal places, so the number entered is the number read back.
-MAX_DIGITS, MAX_PLACES = 15, 6
+#: What a value may hold: as many digits as a JSON number (a float) keeps exactly, no finer than
+#: the store's six decimal places and no more than its twelve before the point (NUMERIC(18, 6)),
+#: so the number entered is the number read back.
+MAX_DIGITS, MAX_PLACES, MAX_WHOLE = 15, 6, 12
 
 
 def digits_issue(value: Decimal) -> str | None:
@@ -37,6 +38,8 @@ def digits_issue(value: Decimal) -> str | None:
     assert isinstance(exponent, int)
     if -exponent > MAX_PLACES:
         return f"has more than {MAX_PLACES} decimal places"
+    if value.adjusted() >= MAX_WHOLE:
+        return f"has more than {MAX_WHOLE} digits before the decimal point"
     significant = len(digits) + max(exponent, 0)
     if significant > MAX_DIGITS:
         return f"has more than {MAX_DIGITS} significant digits"

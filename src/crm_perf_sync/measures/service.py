@@ -290,7 +290,10 @@ def _parse_rows(text: str) -> Iterable[tuple[int, dict[str, str]]]:
     """(row number, cells by column) of a CSV whose header row is row 1, as a spreadsheet numbers
     them; raises :class:`InvalidRows` for a header that lacks or mistakes a column."""
     reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))
-    header = [name.strip().lower() for name in next(reader, [])]
+    try:
+        header = [name.strip().lower() for name in next(reader, [])]
+    except csv.Error as exc:
+        raise InvalidRows(f"row 1: not CSV: {exc}", [_error(1, "", f"not CSV: {exc}")]) from None
     errors: list[dict[str, object]] = []
     where: dict[str, int] = {}
     for index, name in enumerate(header):
@@ -307,10 +310,16 @@ def _parse_rows(text: str) -> Iterable[tuple[int, dict[str, str]]]:
             errors.append(_error(1, column, "missing column"))
     if errors:
         raise InvalidRows(_summary(errors), errors)
-    for number, cells in enumerate(reader, start=2):
-        if not any(cell.strip() for cell in cells):
-            continue
-        yield number, {column: _cell(cells[i] if i < len(cells) else "") for column, i in where.items()}
+    number = 1
+    try:
+        for number, cells in enumerate(reader, start=2):
+            if not any(cell.strip() for cell in cells):
+                continue
+            yield number, {column: _cell(cells[i] if i < len(cells) else "") for column, i in where.items()}
+    except csv.Error as exc:
+        raise InvalidRows(
+            f"row {number + 1}: not CSV: {exc}", [_error(number + 1, "", f"not CSV: {exc}")]
+        ) from None
 
 
 def _error(row: int, column: str, message: str) -> dict[str, object]:
