@@ -7,13 +7,13 @@ transaction (these functions flush, never commit).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from crm_perf_sync.kit.paging import Page, expect
@@ -70,20 +70,16 @@ def config_entries(session: Session) -> dict[EntryKey, MeasureEntry]:
     return {key_of(row): row for row in rows}
 
 
-def add_entry(session: Session, row: MeasureEntry) -> MeasureEntry:
-    session.add(row)
-    session.flush()
-    return row
+def insert_entries(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """New entries, in one statement (executed once per row set, not once per row)."""
+    if rows:
+        session.execute(insert(MeasureEntry), list(rows))
 
 
-def delete_entry(session: Session, row: MeasureEntry) -> None:
-    session.delete(row)
-    session.flush()
-
-
-def record_changes(session: Session, changes: Iterable[MeasureChange]) -> None:
-    session.add_all(list(changes))
-    session.flush()
+def record_changes(session: Session, changes: Sequence[dict[str, Any]]) -> None:
+    """History rows, in one statement."""
+    if changes:
+        session.execute(insert(MeasureChange), list(changes))
 
 
 def changed_at(session: Session) -> datetime | None:

@@ -34,7 +34,7 @@ from crm_perf_sync.measures.schemas import (
     MeasureGrain,
     period_of,
 )
-from crm_perf_sync.models import MeasureChange, MeasureEntry
+from crm_perf_sync.models import MeasureEntry
 from crm_perf_sync.org import repository as org_repo
 
 log = logging.getLogger(__name__)
@@ -152,68 +152,68 @@ def check(session: Session, catalog: Catalog, given: Given) -> Checked:
 
 @dataclass
 class Writer:
-    """Writes checked entries and their history, all stamped with one source, author and time."""
+    """Writes checked entries and their history, all stamped with one source, author and time.
+
+    New entries and history rows are inserted together by :meth:`done`, one statement per table
+    whatever their number (none of their ids is needed); changed and removed entries are the
+    session's own rows, flushed with them.
+    """
 
     session: Session
     source: Source
     by: str
     now: datetime
-    changes: list[MeasureChange] = field(default_factory=list)
+    new: list[dict[str, Any]] = field(default_factory=list)
+    changes: list[dict[str, Any]] = field(default_factory=list)
 
     def _change(self, key: EntryKey, action: str, old: Decimal | None, new: Decimal | None) -> None:
         self.changes.append(
-            MeasureChange(
-                measure_id=key.measure_id,
-                scope=key.scope,
-                scope_id=key.scope_id,
-                grain=key.grain,
-                period_key=key.period_key,
-                action=action,
-                old_value=old,
-                new_value=new,
-                source=self.source,
-                changed_by=self.by,
-                changed_at=self.now,
-            )
+            {
+                **key._asdict(),
+                "action": action,
+                "old_value": old,
+                "new_value": new,
+                "source": self.source,
+                "changed_by": self.by,
+                "changed_at": self.now,
+            }
         )
 
-    def put(self, entry: Checked, existing: MeasureEntry | None) -> tuple[MeasureEntry, Outcome]:
+    def put(self, entry: Checked, existing: MeasureEntry | None) -> Outcome:
         if existing is None:
-            row = MeasureEntry(
-                measure_id=entry.key.measure_id,
-                scope=entry.key.scope,
-                scope_id=entry.key.scope_id,
-                grain=entry.key.grain,
-                period_key=entry.key.period_key,
-                period_start=entry.period_start,
-                period_end=entry.period_end,
-                value=entry.value,
-                source=self.source,
-                entered_by=self.by,
-                entered_at=self.now,
+            self.new.append(
+                {
+                    **entry.key._asdict(),
+                    "period_start": entry.period_start,
+                    "period_end": entry.period_end,
+                    "value": entry.value,
+                    "source": self.source,
+                    "entered_by": self.by,
+                    "entered_at": self.now,
+                }
             )
-            self.session.add(row)
             self._change(entry.key, "create", None, entry.value)
-            return row, "created"
+            return "created"
         # The same value again changes nothing, unless the configuration takes the entry over
         # (or gives it up): who owns an entry decides who may change it.
         if existing.value == entry.value and (existing.source == "config") == (self.source == "config"):
-            return existing, "unchanged"
+            return "unchanged"
         self._change(entry.key, "update", existing.value, entry.value)
         existing.value = entry.value
         existing.source = self.source
         existing.entered_by = self.by
         existing.entered_at = self.now
-        return existing, "updated"
+        return "updated"
 
     def remove(self, existing: MeasureEntry) -> None:
         self._change(repo.key_of(existing), "delete", existing.value, None)
         self.session.delete(existing)
 
     def done(self) -> None:
-        self.session.flush()
+        self.session.flush()  # removals and changes first: a new entry may take a removed one's key
+        repo.insert_entries(self.session, self.new)
         repo.record_changes(self.session, self.changes)
-        self.changes = []
+        self.new, self.changes = [], []
 
 
 def _not_declared(existing: MeasureEntry | None) -> str | None:
@@ -232,8 +232,10 @@ def set_entry(
     if refused is not None:
         raise Conflict(f"this entry is {refused}")
     writer = Writer(session, source, by, now)
-    row, outcome = writer.put(checked, existing)
+    outcome = writer.put(checked, existing)
     writer.done()
+    row = existing if existing is not None else repo.entry(session, checked.key)
+    assert row is not None
     return row, outcome
 
 
@@ -390,8 +392,7 @@ def upload(
     writer = Writer(session, source, by, now)
     counts = {"created": 0, "updated": 0, "unchanged": 0}
     for _, entry in checked:
-        _, outcome = writer.put(entry, existing.get(entry.key))
-        counts[outcome] += 1
+        counts[writer.put(entry, existing.get(entry.key))] += 1
     writer.done()
     return UploadOutcome(len(checked), counts["created"], counts["updated"], counts["unchanged"])
 
@@ -432,8 +433,7 @@ def apply_declared(
     counts = {"created": 0, "updated": 0, "unchanged": 0}
     for key, entry in wanted.items():
         current.pop(key, None)
-        _, outcome = writer.put(entry, existing.get(key))
-        counts[outcome] += 1
+        counts[writer.put(entry, existing.get(key))] += 1
     for row in current.values():
         writer.remove(row)
     writer.done()
