@@ -239,12 +239,10 @@ def delete_value(
     config: ConfigOption = None,
 ) -> None:
     """Remove one entry (its history stays, with the removal)."""
-    from decimal import Decimal
-
     from crm_perf_sync.kit.timeutil import utc_now
     from crm_perf_sync.measures import service
 
-    given = service.Given(measure, scope, scope_id, grain, _day(period), Decimal(0))
+    given = service.Named(measure, scope, scope_id, grain, _day(period))
     with opened_runtime(config) as runtime:
         catalog = _catalog(runtime)
         _in_session(

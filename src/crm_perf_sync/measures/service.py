@@ -72,14 +72,20 @@ class Catalog:
 
 
 @dataclass(frozen=True, slots=True)
-class Given:
-    """An entry as a person writes it: the period is any date inside it."""
+class Named:
+    """An entry as a person names it: the period is any date inside it."""
 
     measure_id: str
     scope: str
     scope_id: str
     grain: str
     period: date
+
+
+@dataclass(frozen=True, slots=True)
+class Given(Named):
+    """An entry as a person writes it, with its value."""
+
     value: Decimal
 
 
@@ -239,7 +245,7 @@ def set_entry(
     return row, outcome
 
 
-def find(session: Session, catalog: Catalog, given: Given) -> MeasureEntry:
+def find(session: Session, catalog: Catalog, given: Named) -> MeasureEntry:
     """The entry ``given`` names (its value is not read); :class:`NotFound` if there is none."""
     catalog.definition(given.measure_id)
     problem: tuple[str, str] | None = None
@@ -262,7 +268,7 @@ def find(session: Session, catalog: Catalog, given: Given) -> MeasureEntry:
 
 
 def remove_entry(
-    session: Session, catalog: Catalog, given: Given, *, source: Source, by: str, now: datetime
+    session: Session, catalog: Catalog, given: Named, *, source: Source, by: str, now: datetime
 ) -> None:
     """Remove one entry; its history stays, with the removal."""
     found = find(session, catalog, given)

@@ -4,7 +4,6 @@ admin keys), listed and audited (any key)."""
 from __future__ import annotations
 
 from datetime import date
-from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -174,14 +173,14 @@ async def entry_given(
     period: Annotated[str, Query(description=PERIOD_HELP, min_length=4, max_length=20)],
     scope: Annotated[ScopeParam, Query()] = "company",
     scope_id: Annotated[str, Query(min_length=1, max_length=600)] = "company",
-) -> measures.Given:
+) -> measures.Named:
     """The entry the query names (the value is the body's, where there is one)."""
     day = _period(period)
     assert day is not None
-    return measures.Given(measure, scope, scope_id, grain, day, Decimal(0))
+    return measures.Named(measure, scope, scope_id, grain, day)
 
 
-EntryParams = Annotated[measures.Given, Depends(entry_given)]
+EntryParams = Annotated[measures.Named, Depends(entry_given)]
 
 
 def _entry_out(session: Any, catalog: measures.Catalog, row: MeasureEntry) -> dict[str, Any]:
