@@ -8,10 +8,12 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.kit.db import session_scope
+from crm_perf_sync.kit.errors import Conflict
 from crm_perf_sync.measures import repository as repo
 from crm_perf_sync.measures import service
 from crm_perf_sync.measures.library import resolve
@@ -88,3 +90,25 @@ def test_values_come_back_exactly_as_entered_and_in_the_rows_a_kpi_reads(
     ]
     assert [str(v.value) for v in quarters] == ["0.1", "4.1"]
     assert [(v.scope, v.scope_id, str(v.value)) for v in years] == [("company", "company", "999999999999.5")]
+
+
+def test_an_entry_created_meanwhile_by_another_request_is_a_conflict_not_a_crash(
+    engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    if engine.dialect.name == "sqlite":
+        pytest.skip("a SQLite write request takes the write lock before it reads: no other can interleave")
+    named = service.Given("training_hours", "company", "company", "year", date(2026, 1, 1), Decimal(8))
+    with session_factory() as first:
+        checked = service.check(first, CATALOG, named)
+        assert repo.entry(first, checked.key) is None  # read before the other request commits
+        with session_scope(session_factory) as other:
+            service.set_entry(other, CATALOG, named, source="api", by="other", now=NOW)
+        writer = service.Writer(first, "api", "first", NOW)
+        assert writer.put(checked, None) == "created"
+        with pytest.raises(Conflict, match="entered at the same time by another request"):
+            writer.done()
+        first.rollback()
+    with session_factory() as session:
+        found = repo.entry(session, checked.key)
+        assert found is not None
+        assert (found.value, found.entered_by) == (Decimal(8), "other")

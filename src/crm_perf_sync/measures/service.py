@@ -20,6 +20,7 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crm_perf_sync.kit.errors import Conflict, InvalidRows, NotFound
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 Source = Literal["api", "csv", "cli", "config"]
 Outcome = Literal["created", "updated", "unchanged"]
-#: The columns an upload needs (an alias in brackets is also read), in the order of the listing.
+#: The columns an upload needs, each with the header names it is read under (its own first).
 UPLOAD_COLUMNS = {
     "measure_id": ("measure_id", "measure"),
     "scope": ("scope",),
@@ -217,7 +218,14 @@ class Writer:
 
     def done(self) -> None:
         self.session.flush()  # removals and changes first: a new entry may take a removed one's key
-        repo.insert_entries(self.session, self.new)
+        try:
+            repo.insert_entries(self.session, self.new)
+        except IntegrityError:
+            # Another transaction created one of these entries since they were read (PostgreSQL;
+            # SQLite writers take the write lock before they read).
+            raise Conflict(
+                "one of these entries was entered at the same time by another request: retry"
+            ) from None
         repo.record_changes(self.session, self.changes)
         self.new, self.changes = [], []
 
