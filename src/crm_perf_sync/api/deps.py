@@ -32,6 +32,7 @@ from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import repository as kpi_repo
 from crm_perf_sync.kpi import scores_repository as scores_repo
 from crm_perf_sync.kpi.service import KpiService
+from crm_perf_sync.measures.service import Catalog
 from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync.runtime import RecordLinks, record_links
 from crm_perf_sync.webhooks.security import Guard
@@ -84,6 +85,12 @@ class ApiContext:
         if self.config is None:
             raise ConfigurationError("this API process was started without a configuration")
         return KpiService(self.config.kpi_config())
+
+    def measures(self) -> Catalog:
+        """The measures in force and the fiscal calendar their periods follow."""
+        if self.config is None:
+            raise ConfigurationError("this API process was started without a configuration")
+        return Catalog(self.config.measures, self.config.app.business.fiscal_year_start_month)
 
 
 # Dependencies that do no I/O are ``async``: FastAPI runs a plain ``def`` dependency in the
@@ -176,7 +183,7 @@ ListerDep = Annotated[Lister, Depends(lister)]
 bearer = HTTPBearer(
     auto_error=False,
     scheme_name="bearer",
-    description="An API key from `crm-perf-sync apikey create --scope read|admin`.",
+    description="An API key from `crm-perf-sync apikey create --scope read|editor|admin`.",
 )
 
 
@@ -184,7 +191,7 @@ async def reader(
     ctx: ContextDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    """Any valid key (``read`` or ``admin``).
+    """Any valid key (``read``, ``editor`` or ``admin``).
 
     Checked against the store at most once a second per key (a revocation applies within that
     second), in a unit of work of its own in the thread pool; a key checked within the second
@@ -218,7 +225,14 @@ async def admin(principal: Annotated[Principal, Depends(reader)]) -> Principal:
     return principal
 
 
+async def editor(principal: Annotated[Principal, Depends(reader)]) -> Principal:
+    """A key that may enter measures: ``editor`` or ``admin``."""
+    principal.require("editor")
+    return principal
+
+
 Reader = Annotated[Principal, Depends(reader)]
+Editor = Annotated[Principal, Depends(editor)]
 Admin = Annotated[Principal, Depends(admin)]
 
 #: A row id in a path: positive and within the database's integer range (a larger one is a 422,

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from crm_perf_sync.kit.errors import AppError
+from crm_perf_sync.kit.errors import AppError, InvalidRows
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://crm-perf-sync.dev/problems/"
@@ -126,7 +126,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     def _app_error(request: Request, exc: AppError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return problem(exc.status, str(exc), exc.code, request=request, headers=headers)
+        errors = exc.errors if isinstance(exc, InvalidRows) else None
+        return problem(exc.status, str(exc), exc.code, request=request, headers=headers, errors=errors)
 
     @app.exception_handler(RequestValidationError)
     def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import (
@@ -394,3 +395,80 @@ class SyncRequestIn(InputModel):
             "never all of them) for this run, as `crm-perf-sync sync --allow-mass-delete` does"
         ),
     )
+
+
+class ScaleOut(BaseModel):
+    min: float | None = Field(description="The lowest value allowed (included); null: no lower bound")
+    max: float | None = Field(description="The highest value allowed (included); null: no upper bound")
+    step: float | None = Field(description="Values are min plus whole steps (1: whole levels); null: any")
+
+
+class MeasureDefinitionOut(BaseModel):
+    id: str
+    name: str
+    description: str
+    unit: str = Field(description="score, rating, hours, percent, count or number")
+    scale: ScaleOut
+    scopes: list[str] = Field(description="The scopes it is entered for: company, team, owner")
+    grains: list[str] = Field(description="The grains it is entered by: week, month, quarter, year")
+    aggregation: str = Field(description="How a KPI on it combines entries: mean, sum or last")
+    direction: str = Field(description="higher or lower: which way is better")
+    i18n: dict[str, TranslationOut] = Field(
+        description="Its name and description in other languages, by locale (zh: Simplified Chinese)"
+    )
+    name_zh: str
+
+
+class MeasureOut(BaseModel):
+    measure_id: str
+    measure_name: str
+    scope: str
+    scope_id: str
+    scope_name: str
+    grain: str
+    period_key: str = Field(description="The period's first day (fiscal quarters and years), as KPI values")
+    period_start: date
+    period_end: date = Field(description="The day after the period's last day")
+    value: float
+    source: str = Field(description="api, csv (an upload), cli or config (declared in the configuration)")
+    entered_by: str = Field(description="The name of the API key that entered it, or config")
+    entered_at: datetime
+
+
+class MeasureChangeOut(BaseModel):
+    id: int
+    measure_id: str
+    scope: str
+    scope_id: str
+    grain: str
+    period_key: str
+    action: str = Field(description="create, update or delete")
+    old_value: float | None = Field(description="null when the entry was created")
+    new_value: float | None = Field(description="null when the entry was removed")
+    source: str
+    changed_by: str
+    changed_at: datetime
+
+
+class MeasureValueIn(InputModel):
+    """The value of one entry (the entry is named by the URL's parameters)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: Annotated[Decimal, Field(allow_inf_nan=False)] = Field(
+        description='A number on the measure\'s scale, as a JSON number or as decimal text ("4.5")'
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool(cls, value: Any) -> Any:
+        if isinstance(value, dict) and isinstance(value.get("value"), bool):
+            raise ValueError("value must be a number, not true or false")
+        return value
+
+
+class UploadOut(BaseModel):
+    rows: int = Field(description="Rows read (the header not counted)")
+    created: int
+    updated: int
+    unchanged: int = Field(description="Rows whose entry already had this value: nothing written")

@@ -1,8 +1,9 @@
 """Creating, listing, revoking and checking API keys.
 
 A key is ``cps_`` and 43 URL-safe characters (32 random bytes); the store keeps its SHA-256 and
-its first 12 characters (to recognise it in a listing). ``read`` keys read everything; ``admin``
-keys may also write (targets, sync requests).
+its first 12 characters (to recognise it in a listing). ``read`` keys read everything; ``editor``
+keys may also enter measures (the numbers that come from outside the CRM); ``admin`` keys may
+write everything (targets, webhooks, sync requests, measures).
 """
 
 from __future__ import annotations
@@ -24,8 +25,14 @@ from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.models import ApiKey
 
 log = logging.getLogger(__name__)
-Scope = Literal["read", "admin"]
-SCOPES: tuple[Scope, ...] = ("read", "admin")
+Scope = Literal["read", "editor", "admin"]
+#: Each scope allows what the ones before it do.
+SCOPES: tuple[Scope, ...] = ("read", "editor", "admin")
+_ALLOWS = {
+    "read": "reads everything",
+    "editor": "reads everything and enters measures",
+    "admin": "reads and writes everything",
+}
 PREFIX = "cps_"
 #: How stale ``last_used_at`` may get before a request writes it again (one write per key a
 #: minute, not one per request).
@@ -57,9 +64,23 @@ class Principal:
     scope: Scope
     stale_use: bool = False
 
+    def may(self, scope: Scope) -> bool:
+        """Whether this key's scope allows what ``scope`` does."""
+        return SCOPES.index(self.scope) >= SCOPES.index(scope)
+
     def require(self, scope: Scope) -> None:
-        if scope == "admin" and self.scope != "admin":
-            raise Forbidden(f"the key {self.name!r} has the read scope; this needs an admin key")
+        if not self.may(scope):
+            needs = "an admin key" if scope == "admin" else "an editor or admin key"
+            has = f"the {self.scope} scope ({_ALLOWS[self.scope]})"
+            raise Forbidden(f"the key {self.name!r} has {has}; this needs {needs}")
+
+
+def scope_of(stored: str) -> Scope:
+    """A stored scope as a principal's: one this version does not know allows only reading."""
+    for scope in SCOPES:
+        if stored == scope:
+            return scope
+    return "read"
 
 
 def hash_key(key: str) -> str:
@@ -117,8 +138,7 @@ def authenticate(session: Session, authorization: str | None, now: datetime | No
         raise Unauthenticated(f"the API key {row.prefix}… was revoked")
     now = now or utc_now()
     stale = row.last_used_at is None or now - row.last_used_at > TOUCH_EVERY
-    scope: Scope = "admin" if row.scope == "admin" else "read"
-    return Principal(row.id, row.name, scope, stale)
+    return Principal(row.id, row.name, scope_of(row.scope), stale)
 
 
 def record_use(session_factory: sessionmaker[Session], key_id: int, now: datetime) -> None:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from crm_perf_sync.apikeys import repository as repo
-from crm_perf_sync.apikeys.service import Principal, Unauthenticated, authenticate, hash_key
+from crm_perf_sync.apikeys.service import Principal, Unauthenticated, authenticate, hash_key, scope_of
 from crm_perf_sync.models import DashboardSession
 
 
@@ -68,7 +68,7 @@ def signed(session: Session, token: str | None, now: datetime) -> Signed:
         raise Unauthenticated("the session has expired: sign in again")
     if key.revoked_at is not None:
         raise Unauthenticated(f"the API key {key.prefix}… this session was opened with was revoked")
-    principal = Principal(key.id, key.name, "admin" if key.scope == "admin" else "read")
+    principal = Principal(key.id, key.name, scope_of(key.scope))
     return Signed(principal, row.csrf_token, row.expires_at)
 
 

@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from crm_perf_sync.cli import admin, alerts, data, kpis, ops, processes, webhooks
+from crm_perf_sync.cli import admin, alerts, data, kpis, measures, ops, processes, webhooks
 from crm_perf_sync.cli.render import err
 
 app = typer.Typer(
@@ -29,6 +29,7 @@ app.add_typer(admin.connectors_app, name="connectors")
 app.add_typer(admin.apikey_app, name="apikey")
 app.add_typer(webhooks.webhooks_app, name="webhooks")
 app.add_typer(alerts.alerts_app, name="alerts")
+app.add_typer(measures.measures_app, name="measures")
 
 
 def main() -> None:

@@ -69,7 +69,10 @@ def migrate(
 @apikey_app.command("create")
 def apikey_create(
     scope: Annotated[
-        Literal["read", "admin"], typer.Option(help="read (reads everything) or admin (also writes).")
+        Literal["read", "editor", "admin"],
+        typer.Option(
+            help="read (reads everything), editor (also enters measures) or admin (writes everything)."
+        ),
     ] = "read",
     name: Annotated[str, typer.Option(help="Who or what uses the key, e.g. 'Power BI finance'.")] = "api key",
     config: ConfigOption = None,
@@ -158,6 +161,7 @@ def config_check(path: Annotated[Path | None, typer.Argument(help="File to check
                 (len(app_config.connections), "connection"),
                 (len(app_config.all_teams()), "team"),
                 (len(loaded.kpis), "KPI"),
+                (len(loaded.measures), "measure"),
                 (len(app_config.kpis.scorecards), "scorecard"),
                 (len(app_config.alerts.rules), "alert rule"),
             )

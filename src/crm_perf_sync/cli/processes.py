@@ -66,7 +66,7 @@ def _announce(runtime: Runtime, settings: Settings, *, new_store: bool) -> None:
     base = f"http://{host}:{settings.port}"
     log.info("dashboard: %s/dashboard; API docs: %s/docs (OpenAPI: %s/openapi.json)", base, base, base)
     if not (new_store and runtime.is_sqlite and settings.demo_key and sys.stdout.isatty()):
-        log.info("API keys: crm-perf-sync apikey create --scope read|admin")
+        log.info("API keys: crm-perf-sync apikey create --scope read|editor|admin")
         return
     with session_scope(runtime.session_factory) as session:
         session.connection(execution_options={WRITE_LOCK: True})

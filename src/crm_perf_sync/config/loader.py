@@ -15,6 +15,8 @@ from crm_perf_sync.connector_sdk import ConnectorSettings
 from crm_perf_sync.kit.yaml_source import ConfigIssues, Issue, Loc, SourceMap, load_yaml, pydantic_issues
 from crm_perf_sync.kpi import library as kpi_library
 from crm_perf_sync.kpi.schemas import Kpi, KpiConfig
+from crm_perf_sync.measures import library as measure_library
+from crm_perf_sync.measures.schemas import MeasureDefinition
 from crm_perf_sync.plugins import ConnectorRegistry
 
 
@@ -27,6 +29,8 @@ class LoadedConfig:
     connector_settings: Mapping[str, ConnectorSettings]
     source: SourceMap
     kpis: Mapping[str, Kpi]
+    #: The measures in force (the library and the configuration's own, merged), by id.
+    measures: Mapping[str, MeasureDefinition]
 
     def kpi_config(self) -> KpiConfig:
         """What the KPI engine and the alert rules read from this configuration."""
@@ -78,6 +82,7 @@ def validate_config(raw: Any, source: SourceMap, registry: ConnectorRegistry) ->
             settings[conn_id] = parsed
 
     kpis: dict[str, Kpi] = {}
+    measures: dict[str, MeasureDefinition] = {}
     if app is not None:
         issues.extend(_team_issues(app, source))
         try:
@@ -89,10 +94,20 @@ def validate_config(raw: Any, source: SourceMap, registry: ConnectorRegistry) ->
                 source.issue(loc, message) for loc, message in kpi_library.reference_issues(app.kpis, kpis)
             )
             issues.extend(source.issue(loc, message) for loc, message in alert_issues(app, kpis))
+        try:
+            measures = measure_library.resolve(app.measures)
+        except ConfigIssues as exc:
+            issues.extend(exc.issues)
+        else:
+            fiscal = app.business.fiscal_year_start_month
+            issues.extend(
+                source.issue(loc, message)
+                for loc, message in measure_library.section_issues(app.measures, measures, fiscal)
+            )
     if issues:
         raise ConfigIssues(issues)
     assert app is not None
-    return LoadedConfig(source.path, app, settings, source, kpis)
+    return LoadedConfig(source.path, app, settings, source, kpis, measures)
 
 
 def alert_issues(app: AppConfig, kpis: Mapping[str, Kpi]) -> list[tuple[Loc, str]]:

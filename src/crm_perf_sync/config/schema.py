@@ -1,7 +1,8 @@
 """The typed shape of ``crm-perf-sync.yaml``: each domain's section composed into one file.
 
 The sections are defined by their domains (``business`` and ``kpis`` by the KPI engine,
-``connections`` by the sync, ``teams`` by the organisation, ``alerts`` by the alert rules);
+``connections`` by the sync, ``teams`` by the organisation, ``measures`` by the measures,
+``alerts`` by the alert rules);
 unknown keys are rejected so a typo never silently disables something.
 """
 
@@ -13,6 +14,7 @@ from crm_perf_sync.alerts.schemas import AlertSection
 from crm_perf_sync.kit.ids import Slug
 from crm_perf_sync.kit.schema import StrictModel
 from crm_perf_sync.kpi.schemas import BusinessConfig, KpiSection
+from crm_perf_sync.measures.schemas import MeasureSection
 from crm_perf_sync.org.schemas import TeamConfig
 from crm_perf_sync.sync.schemas import ConnectionConfig, Schedule
 
@@ -24,6 +26,7 @@ class AppConfig(StrictModel):
     connections: list[ConnectionConfig] = Field(default_factory=list)
     teams: list[TeamConfig] = Field(default_factory=list)
     kpis: KpiSection = Field(default_factory=KpiSection)
+    measures: MeasureSection = Field(default_factory=MeasureSection)
     alerts: AlertSection = Field(default_factory=AlertSection)
 
     def connection(self, connection_id: str) -> ConnectionConfig | None:

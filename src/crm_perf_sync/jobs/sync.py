@@ -1,5 +1,5 @@
 """The sync job: a configured connection synced through the engine, with the configuration
-mirrored into the store before and its configured teams re-linked after.
+mirrored into the store before and its configured teams and declared measure values applied after.
 
 The engine (:class:`crm_perf_sync.sync.service.SyncEngine`) commits each batch with its checkpoint
 in a transaction of its own, under the connection's lease: a sync is a sequence of units of work,
@@ -22,6 +22,8 @@ from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.kit.errors import NotFound
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.leases import new_holder_id
+from crm_perf_sync.measures import service as measures
+from crm_perf_sync.measures.service import Catalog
 from crm_perf_sync.org import repository as org_repo
 from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync.sync import repository as repo
@@ -50,11 +52,17 @@ class SyncService:
         self.base_dir = base_dir or Path.cwd()
 
     def apply_config(self) -> None:
-        """Mirror connections and configured teams into the store (idempotent)."""
+        """Mirror connections, configured teams and declared measure values into the store
+        (idempotent)."""
         with session_scope(self.session_factory) as session:
             now = utc_now()
             repo.sync_connections(session, self.config.app.connections, now)
             org_repo.sync_config_teams(session, self.config.app, now)
+            self._apply_measures(session)
+
+    def _apply_measures(self, session: Session) -> None:
+        catalog = Catalog(self.config.measures, self.config.app.business.fiscal_year_start_month)
+        measures.apply_declared(session, catalog, self.config.app.measures.values, utc_now())
 
     def build_connector(self, connection_id: str, *, full_refresh: bool = False) -> Connector:  # type: ignore[type-arg]
         return build_connector(
@@ -97,9 +105,11 @@ class SyncService:
             allow_mass_delete=allow_mass_delete,
         )
         if outcome.status == "succeeded":
-            # Configured members may name reps this sync has just brought in.
+            # Configured members and declared measure values may name reps this sync has just
+            # brought in.
             with session_scope(self.session_factory) as session:
                 org_repo.sync_config_teams(session, self.config.app, utc_now())
+                self._apply_measures(session)
         return outcome
 
     def reports(self, run_id: int, limit: int = 10) -> list[tuple[str, str, str]]:

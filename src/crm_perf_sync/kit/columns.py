@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Float, Integer, Numeric
+from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Float, Integer, Numeric, String
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -71,3 +71,38 @@ class Money(TypeDecorator[Decimal]):
         if isinstance(value, Decimal):
             return value
         return Decimal(repr(value)).quantize(_CENT)
+
+
+def plain_decimal(value: Decimal) -> Decimal:
+    """``value`` without trailing zeros, never in exponent form: ``4.50`` is ``4.5``, ``1E+2`` ``100``."""
+    if value == value.to_integral_value():
+        return value.quantize(Decimal(1))
+    return value.normalize()
+
+
+class ExactDecimal(TypeDecorator[Decimal]):
+    """A decimal stored exactly: NUMERIC(18, 6) on PostgreSQL, its text on SQLite.
+
+    SQLite has no decimal type and its NUMERIC affinity would turn ``0.1`` into a binary float;
+    a text column keeps the digits as given (``CAST(value AS REAL)`` reads it as a number). Values
+    come back in their plain form on both databases, whatever scale PostgreSQL pads them to.
+    """
+
+    impl = Numeric(18, 6)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(40))
+        return dialect.type_descriptor(Numeric(18, 6, asdecimal=True))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        plain = plain_decimal(value)
+        return format(plain, "f") if dialect.name == "sqlite" else plain
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:  # noqa: ARG002
+        if value is None:
+            return None
+        return plain_decimal(Decimal(str(value)))

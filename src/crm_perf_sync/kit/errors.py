@@ -62,3 +62,12 @@ class Stale(AppError):
 
     status = 409
     code = "stale-cursor"
+
+
+class InvalidRows(InvalidInput):
+    """Several parts of one input are invalid (the rows and fields of an uploaded file): each is
+    in ``errors`` as ``{"where", "message"}`` plus what locates it (``row``, ``field``)."""
+
+    def __init__(self, message: str, errors: list[dict[str, object]]) -> None:
+        super().__init__(message)
+        self.errors = errors

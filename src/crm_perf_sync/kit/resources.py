@@ -1,7 +1,8 @@
-"""Files shipped with the package: the Alembic migrations and the default KPI library.
+"""Files shipped with the package: the Alembic migrations and the default KPI and measure libraries.
 
 A wheel carries them inside the package (``pyproject.toml``'s hatch ``force-include`` puts
-``migrations/`` at ``crm_perf_sync/_migrations`` and ``config/kpis/`` at ``crm_perf_sync/_kpis``);
+``migrations/`` at ``crm_perf_sync/_migrations``, ``config/kpis/`` at ``crm_perf_sync/_kpis`` and
+``config/measures/`` at ``crm_perf_sync/_measures``);
 a source checkout (an editable install, the tests) has them at the repository's top level.
 """
 

@@ -36,6 +36,7 @@ from crm_perf_sync.models.kpi import (
     ScorecardValue,
     TargetDefinition,
 )
+from crm_perf_sync.models.measures import MeasureChange, MeasureEntry
 from crm_perf_sync.models.sync import Lease, SyncCheckpoint, SyncRecordError, SyncRun
 
 __all__ = [
@@ -57,6 +58,8 @@ __all__ = [
     "KpiValue",
     "Lead",
     "Lease",
+    "MeasureChange",
+    "MeasureEntry",
     "Opportunity",
     "Owner",
     "PipelineStage",

@@ -45,16 +45,17 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "sign_in.title": ("Sign in", "登录"),
     "sign_in.key": ("API key", "API 密钥"),
     "sign_in.help": (
-        "Sign in with an API key (crm-perf-sync apikey create). A read key sees every page; an "
-        "admin key can also edit targets.",
+        "Sign in with an API key (crm-perf-sync apikey create). A read or editor key sees every "
+        "page; an admin key can also edit targets.",
         "请使用 API 密钥登录（crm-perf-sync apikey create）。"
-        "只读密钥可查看所有页面；管理员密钥还可编辑目标。",
+        "只读或录入密钥可查看所有页面；管理员密钥还可编辑目标。",
     ),
     "sign_in.submit": ("Sign in", "登录"),
     "sign_in.failed": ("Sign-in failed", "登录失败"),
     "sign_out": ("Sign out", "退出登录"),
     "signed_in_as": ("Signed in as", "当前用户"),
     "scope.read": ("read", "只读"),
+    "scope.editor": ("editor", "录入"),
     "scope.admin": ("admin", "管理员"),
     "language": ("Language", "语言"),
     "language.switch": ("中文", "English"),
