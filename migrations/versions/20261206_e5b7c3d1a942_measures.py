@@ -4,7 +4,7 @@ measure_entry holds the value of a measure per scope, grain and period (one row 
 measure_change keeps every creation, change and removal with the old and new value, who and when.
 
 Revision ID: e5b7c3d1a942
-Revises: c4d2a9e1f7b3
+Revises: f7b2c4d6e8a1
 Create Date: 2026-12-06 12:00:00.000000
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "e5b7c3d1a942"
-down_revision: str | None = "c4d2a9e1f7b3"
+down_revision: str | None = "f7b2c4d6e8a1"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
