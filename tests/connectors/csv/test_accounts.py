@@ -84,7 +84,8 @@ def test_maven_account_field_by_field(maven_accounts: list[Message]) -> None:
         "employees": 2822,
         "office_location": "United States",
     }
-    assert acme.raw is not None and acme.raw["sector"] == "technolgy"
+    assert acme.raw is not None
+    assert acme.raw["sector"] == "technolgy"
     # Bioholding,medical,2012,587.34,1356,Philipines,  (the file's spelling of the country is kept)
     bio = by_id(maven_accounts, AccountRecord)["Bioholding"]
     assert (bio.industry, bio.custom["office_location"], bio.custom["revenue"]) == (
@@ -107,9 +108,11 @@ def test_maven_subsidiaries_name_their_parent(maven_accounts: list[Message]) -> 
 def test_maven_industries_are_the_sectors_with_the_typo_fixed(maven_accounts: list[Message]) -> None:
     industries = Counter(a.industry for a in of_type(maven_accounts, AccountRecord))
     sectors = Counter(row["sector"] for row in MAVEN_ACCOUNTS)
-    assert "technolgy" in sectors and "technolgy" not in industries
+    assert "technolgy" in sectors
+    assert "technolgy" not in industries
     assert industries["technology"] == sectors["technolgy"] == 12
-    assert sum(industries.values()) == 85 and len(industries) == len(sectors) == 10
+    assert sum(industries.values()) == 85
+    assert len(industries) == len(sectors) == 10
 
 
 def test_every_maven_deal_account_resolves_to_an_account(
@@ -141,7 +144,8 @@ def test_zoho_accounts_field_by_field(zoho_accounts: list[Message]) -> None:
     )
     assert laura.custom == {"website": "BetaPages.com"}
     # A nameless account keeps no name rather than its id.
-    assert accounts["1093"].name is None and accounts["1093"].owner_external_id == "1005"
+    assert accounts["1093"].name is None
+    assert accounts["1093"].owner_external_id == "1005"
 
 
 def test_zoho_accounts_agree_with_the_file(zoho_accounts: list[Message]) -> None:
@@ -311,13 +315,16 @@ def test_activities_map_the_crm_kinds_and_keep_them_as_subtype(tmp_path: Path) -
         "D1",
         True,
     )
-    assert activities["A4"].is_completed is False and activities["A4"].opportunity_external_id is None
+    assert activities["A4"].is_completed is False
+    assert activities["A4"].opportunity_external_id is None
     # A kind nobody mapped is a bad record naming the row and the way out, not a new type.
     (bad_kind, bad_duration) = of_type(messages, BadRecord)
-    assert bad_kind.key == "A5" and bad_kind.field == "type"
+    assert bad_kind.key == "A5"
+    assert bad_kind.field == "type"
     assert "activities.csv line 6: type 'Webinar'" in bad_kind.message
     assert "fields.type.map" in bad_kind.message
-    assert bad_duration.key == "A6" and bad_duration.field == "duration_seconds"
+    assert bad_duration.key == "A6"
+    assert bad_duration.field == "duration_seconds"
 
 
 def test_activities_in_the_store_and_a_removed_row_is_soft_deleted(
@@ -325,7 +332,9 @@ def test_activities_in_the_store_and_a_removed_row_is_soft_deleted(
 ) -> None:
     (tmp_path / "activities.csv").write_text(ACTIVITIES)
     _sync(session_factory, "acts", _activity_settings(tmp_path))
-    (tmp_path / "activities.csv").write_text(ACTIVITIES.replace("A2,Site visit,2024-03-02 14:00,u1,90,,Acme,D1,Yes\n", ""))
+    (tmp_path / "activities.csv").write_text(
+        ACTIVITIES.replace("A2,Site visit,2024-03-02 14:00,u1,90,,Acme,D1,Yes\n", "")
+    )
     _sync(session_factory, "acts", _activity_settings(tmp_path))
     with session_scope(session_factory) as session:
         rows = session.execute(
