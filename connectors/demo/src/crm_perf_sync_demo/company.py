@@ -27,6 +27,19 @@ What a sales company looks like here
   it reached (most losses early). The amount is discounted 0-15% on reaching Negotiation.
 - Seasonality: half the won deals (a quarter of the lost ones) that would close in the last 30
   days of a quarter slip to its last week, so closes pile up at quarter end.
+- Accounts (``accounts``; a third of the deal count by default) are the company's customer base,
+  in the CRM from the first day: ``ACC-00000001`` ..., named like "Blue River Logistics", with an
+  industry from the kind of business in the name, a segment (15% Enterprise, 35% Mid-Market, 50%
+  SMB, with employees to match), a rep, and for 5% a parent among the older accounts. Deals and
+  leads name their account by id; a converted lead works at its deal's account. An account whose
+  rep leaves passes to another rep that day (its only change).
+- Activities come with the deals, planned from the deal's index like everything else: the rep
+  calls, emails, meets and visits the account from three weeks before the deal is opened (on the
+  lead, for a deal from one) until it closes; ``activities_per_deal`` on average, weighted by how
+  far the deal gets (a won deal about four times a deal lost at once). One in seven is a
+  prospecting call or email to some other account, with no deal. A deal entering Proposal gets
+  the proposal, sent then. 0.3% of activities are deleted within three days; none is done by a
+  rep who has left.
 
 The dirt a real CRM has, on purpose
 - 0.5% of opportunities have no amount (``amount`` is ``None``; the currency is still set).
