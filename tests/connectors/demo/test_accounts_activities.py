@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tracemalloc
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -240,7 +241,7 @@ def test_won_deals_get_more_activities_and_proposals_come_with_the_proposal_stag
     won = [per_deal[k] for k, d in deals.items() if d.is_won]
     lost = [per_deal[k] for k, d in deals.items() if d.is_closed and not d.is_won]
     assert sum(won) / len(won) > 2.5 * sum(lost) / len(lost)
-    proposals = {a.opportunity_external_id: a for a in _activities(records) if a.type == "proposal"}
+    proposals = {a.opportunity_external_id or "": a for a in _activities(records) if a.type == "proposal"}
     entered = {
         c.opportunity_external_id: c.changed_at
         for c in generate_stage_changes(SETTINGS)
@@ -362,10 +363,10 @@ def test_activities_per_type_per_owner_in_the_store_match_a_plain_count(
 # --- memory ---------------------------------------------------------------------------------------
 
 
-def _peak(function: object) -> tuple[int, int]:
+def _peak(function: Callable[[], Iterable[object]]) -> tuple[int, int]:
     tracemalloc.start()
     try:
-        count = sum(1 for _ in function())  # type: ignore[operator]
+        count = sum(1 for _ in function())
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
