@@ -55,16 +55,6 @@ def zoho_accounts() -> list[Message]:
 # --- Maven --------------------------------------------------------------------------------------
 
 
-def test_maven_reads_accounts_before_the_deals_that_name_them(maven: CsvConnector) -> None:
-    assert [s.name for s in maven.streams()] == [
-        "teams",
-        "owners",
-        "pipeline_stages",
-        "accounts",
-        "opportunities",
-    ]
-
-
 def test_maven_accounts_are_the_file_rows(maven_accounts: list[Message]) -> None:
     accounts = by_id(maven_accounts, AccountRecord)
     assert len(MAVEN_ACCOUNTS) == 85
