@@ -57,7 +57,9 @@ Slices = dict[tuple[str, str, str], dict[Key, Values]]
 
 
 def _write_config(workdir: Path, count: int) -> Path:
-    """The demo company at the end of its default history: exactly ``count`` deals and leads."""
+    """The demo company at the end of its default history: exactly ``count`` deals and leads,
+    ``count / 10`` accounts and about ``count`` activities (0.55 drawn per deal, plus the proposals
+    of the 45% of deals that reach Proposal): 1M activities on 100k accounts at full size."""
     path = workdir / f"kpi-full-{count}.yaml"
     path.write_text(
         "business: {timezone: UTC, fiscal_year_start_month: 1, currency: USD}\n"
@@ -71,6 +73,8 @@ def _write_config(workdir: Path, count: int) -> Path:
         "      teams_per_region: 2\n"
         f"      opportunities: {count}\n"
         f"      leads: {count}\n"
+        f"      accounts: {max(50, count // 10)}\n"
+        "      activities_per_deal: 0.55\n"
         "      batch_size: 5000\n"
         '      as_of: "2026-01-01T00:00:00Z"\n',
         encoding="utf-8",

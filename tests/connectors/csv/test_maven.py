@@ -35,8 +35,16 @@ def deals(conn: CsvConnector) -> list[Message]:
     return read(conn, "opportunities")
 
 
-def test_streams_are_teams_owners_stages_and_deals_without_invented_history(conn: CsvConnector) -> None:
-    assert [s.name for s in conn.streams()] == ["teams", "owners", "pipeline_stages", "opportunities"]
+def test_streams_are_teams_owners_stages_accounts_and_deals_without_invented_history(
+    conn: CsvConnector,
+) -> None:
+    assert [s.name for s in conn.streams()] == [
+        "teams",
+        "owners",
+        "pipeline_stages",
+        "accounts",
+        "opportunities",
+    ]
 
 
 def test_every_deal_is_kept_once(deals: list[Message]) -> None:

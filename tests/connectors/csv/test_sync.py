@@ -119,8 +119,14 @@ def test_a_new_export_soft_deletes_rows_it_no_longer_has(
 @pytest.mark.parametrize(
     ("example", "expected"),
     [
-        ("maven", {"teams": 9, "owners": 35, "pipeline_stages": 4, "opportunities": 8800}),
-        ("zoho", {"owners": 11, "pipeline_stages": 8, "leads": 3900, "opportunities": 3632}),
+        (
+            "maven",
+            {"teams": 9, "owners": 35, "pipeline_stages": 4, "accounts": 85, "opportunities": 8800},
+        ),
+        (
+            "zoho",
+            {"owners": 11, "pipeline_stages": 8, "accounts": 2229, "leads": 3900, "opportunities": 3632},
+        ),
         ("x_education", {"leads": 9240}),
     ],
 )

@@ -55,7 +55,13 @@ def test_leadid_is_the_only_unique_key_of_potentials() -> None:
 
 
 def test_streams(conn: CsvConnector) -> None:
-    assert [s.name for s in conn.streams()] == ["owners", "pipeline_stages", "leads", "opportunities"]
+    assert [s.name for s in conn.streams()] == [
+        "owners",
+        "pipeline_stages",
+        "accounts",
+        "leads",
+        "opportunities",
+    ]
 
 
 def test_every_deal_is_kept_and_classified(deals: list[Message]) -> None:

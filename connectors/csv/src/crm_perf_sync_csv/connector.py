@@ -42,7 +42,16 @@ from crm_perf_sync_csv.settings import CsvSettings, FileStream
 #: 2: broken rows (short, blank between data rows, broken quoting) are bad records, counted as rows.
 FORMAT_VERSION = 2
 
-_ORDER: tuple[Entity, ...] = ("teams", "owners", "pipeline_stages", "leads", "opportunities", "stage_changes")
+_ORDER: tuple[Entity, ...] = (
+    "teams",
+    "owners",
+    "pipeline_stages",
+    "accounts",
+    "leads",
+    "opportunities",
+    "activities",
+    "stage_changes",
+)
 _SAMPLE = Path(__file__).resolve().parent / "sample"
 
 

@@ -15,6 +15,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from crm_perf_sync.connector_sdk import (
+    ACTIVITY_TYPES,
+    AccountRecord,
+    ActivityRecord,
     BadRecord,
     ConnectorConfigError,
     LeadRecord,
@@ -30,6 +33,7 @@ from crm_perf_sync.connector_sdk import (
     values,
 )
 from crm_perf_sync.connector_sdk.mapping import StageClassifier
+from crm_perf_sync.connector_sdk.records import ACTIVITY_TYPE
 from crm_perf_sync_csv.files import BrokenRow, CsvFile, CsvReader
 from crm_perf_sync_csv.settings import (
     PLACEHOLDER,
@@ -512,8 +516,10 @@ class StreamMapper:
         self._build: Callable[[Row], Message | None] = {
             "teams": self._team if not self.levels else self._team_level,
             "owners": self._owner,
+            "accounts": self._account,
             "leads": self._lead,
             "opportunities": self._opportunity,
+            "activities": self._activity,
             "stage_changes": self._stage_change,
             "pipeline_stages": self._pipeline_stage,
         }[entity]
@@ -684,6 +690,44 @@ class StreamMapper:
         values = self._values(row)
         self._require(values, row, "external_id")
         return OwnerRecord(**self._present(values), raw=row.as_dict() if self.keep_raw else None)
+
+    def _account(self, row: Row) -> Message | None:
+        values = self._values(row)
+        self._require(values, row, "external_id")
+        if "name" not in values:  # not mapped: the export names accounts by their id
+            values["name"] = values["external_id"]
+        if values.get("parent_external_id") == values["external_id"]:
+            # An export that names an account as its own parent says it has none.
+            values["parent_external_id"] = None
+        return AccountRecord(
+            **self._present(values),
+            custom=self._custom(row),
+            raw=row.as_dict() if self.keep_raw else None,
+        )
+
+    def _activity(self, row: Row) -> Message | None:
+        values = self._values(row)
+        self._require(values, row, "external_id", "type", "occurred_at")
+        kind = values["type"]
+        if ACTIVITY_TYPE.fullmatch(kind) is None:
+            raise SkippableRecordError(
+                f"{self.file.label} line {row.line}: type {kind!r} ({self._source('type')}) is not an "
+                f"activity type: map the CRM's kinds onto {', '.join(ACTIVITY_TYPES)} or a lower-case "
+                "name (fields.type.map)",
+                field="type",
+            )
+        duration = values.get("duration_seconds")
+        if duration is not None and duration < 0:
+            raise SkippableRecordError(
+                f"{self.file.label} line {row.line}: duration_seconds {duration} is negative "
+                f"({self._source('duration_seconds')})",
+                field="duration_seconds",
+            )
+        return ActivityRecord(
+            **self._present(values),
+            custom=self._custom(row),
+            raw=row.as_dict() if self.keep_raw else None,
+        )
 
     def _lead(self, row: Row) -> Message | None:
         values = self._values(row)

@@ -11,8 +11,8 @@ records. The shape, in YAML (every key is checked; a typo is an error at that ke
       null_values: [""]                   # cells meaning "missing" (after trimming spaces)
       batch_size: 5000                    # a checkpoint every this many rows
       max_row_lines: 100                  # lines one row may span (quoted line breaks)
-      streams:                            # any of: teams, owners, pipeline_stages, leads,
-        opportunities:                    #   opportunities, stage_changes
+      streams:                            # any of: teams, owners, pipeline_stages, accounts,
+        opportunities:                    #   leads, opportunities, activities, stage_changes
           file: sales_pipeline.csv        # relative to data_dir
           null_values: [Select]           # added to the defaults for this file
           key: [opportunity_id]           # columns forming external_id when the file has no id
@@ -320,12 +320,27 @@ class OwnerFields(StrictModel):
     remote_updated_at: DateTimeField | None = None
 
 
+class AccountFields(StrictModel):
+    """An account (customer). Where the CRM names accounts only by name, the name is the id."""
+
+    external_id: TextField | None = None
+    name: TextField | None = Field(default=None, description="not mapped: the external id")
+    owner_external_id: TextField | None = None
+    industry: TextField | None = None
+    segment: TextField | None = None
+    parent_external_id: TextField | None = None
+    created_at: DateTimeField | None = None
+    is_deleted: BoolField | None = None
+    remote_updated_at: DateTimeField | None = None
+
+
 class LeadFields(StrictModel):
     external_id: TextField | None = None
     owner_external_id: TextField | None = None
     name: TextField | None = None
     email: TextField | None = None
     company: TextField | None = None
+    account_external_id: TextField | None = None
     source: TextField | None = None
     status: TextField | None = None
     created_at: DateTimeField | None = None
@@ -358,6 +373,28 @@ class OpportunityFields(StrictModel):
     is_closed: BoolField | None = None
     is_won: BoolField | None = None
     lead_external_id: TextField | None = None
+    is_deleted: BoolField | None = None
+    remote_updated_at: DateTimeField | None = None
+
+
+class ActivityFields(StrictModel):
+    """An activity: ``type`` is call, meeting, visit, email, task, proposal, note or a configured
+    lower-case kind; ``map`` translates the CRM's own kinds ("Site visit": visit), and ``subtype``
+    keeps them as written."""
+
+    external_id: TextField | None = None
+    type: TextField | None = None
+    occurred_at: DateTimeField | None = None
+    owner_external_id: TextField | None = None
+    subtype: TextField | None = None
+    subject: TextField | None = None
+    duration_seconds: IntegerField | None = None
+    outcome: TextField | None = None
+    is_completed: BoolField | None = None
+    account_external_id: TextField | None = None
+    opportunity_external_id: TextField | None = None
+    lead_external_id: TextField | None = None
+    created_at: DateTimeField | None = None
     is_deleted: BoolField | None = None
     remote_updated_at: DateTimeField | None = None
 
@@ -553,6 +590,13 @@ class OwnersStream(_KeyedStream):
     fields: OwnerFields
 
 
+class AccountsStream(_KeyedStream):
+    """Accounts (customers)."""
+
+    fields: AccountFields
+    custom: dict[str, CustomField] = Field(default_factory=dict)
+
+
 class LeadsStream(_KeyedStream):
     """Leads."""
 
@@ -571,6 +615,20 @@ class OpportunitiesStream(_KeyedStream):
     def _stage_is_mapped(self) -> Self:
         if self.stages is not None and self.fields.stage is None:
             raise ValueError("stages classifies deals by fields.stage, which is not mapped")
+        return self
+
+
+class ActivitiesStream(_KeyedStream):
+    """Activities (calls, meetings, visits, emails, tasks, proposals, notes)."""
+
+    fields: ActivityFields
+    custom: dict[str, CustomField] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _required(self) -> Self:
+        missing = [name for name in ("type", "occurred_at") if getattr(self.fields, name) is None]
+        if missing:
+            raise ValueError(f"fields needs {', '.join(missing)}")
         return self
 
 
@@ -613,8 +671,10 @@ class Streams(StrictModel):
     teams: TeamsStream | None = None
     owners: OwnersStream | None = None
     pipeline_stages: PipelineStagesStream | None = None
+    accounts: AccountsStream | None = None
     leads: LeadsStream | None = None
     opportunities: OpportunitiesStream | None = None
+    activities: ActivitiesStream | None = None
     stage_changes: StageChangesStream | None = None
 
     @model_validator(mode="after")

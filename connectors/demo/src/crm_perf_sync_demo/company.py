@@ -27,6 +27,19 @@ What a sales company looks like here
   it reached (most losses early). The amount is discounted 0-15% on reaching Negotiation.
 - Seasonality: half the won deals (a quarter of the lost ones) that would close in the last 30
   days of a quarter slip to its last week, so closes pile up at quarter end.
+- Accounts (``accounts``; a third of the deal count by default) are the company's customer base,
+  in the CRM from the first day: ``ACC-00000001`` ..., named like "Blue River Logistics", with an
+  industry from the kind of business in the name, a segment (15% Enterprise, 35% Mid-Market, 50%
+  SMB, with employees to match), a rep, and for 5% a parent among the older accounts. Deals and
+  leads name their account by id; a converted lead works at its deal's account. An account whose
+  rep leaves passes to another rep that day (its only change).
+- Activities come with the deals, planned from the deal's index like everything else: the rep
+  calls, emails, meets and visits the account from three weeks before the deal is opened (on the
+  lead, for a deal from one) until it closes; ``activities_per_deal`` on average, weighted by how
+  far the deal gets (a won deal about four times a deal lost at once). One in seven is a
+  prospecting call or email to some other account, with no deal. A deal entering Proposal gets
+  the proposal, sent then. 0.3% of activities are deleted within three days; none is done by a
+  rep who has left.
 
 The dirt a real CRM has, on purpose
 - 0.5% of opportunities have no amount (``amount`` is ``None``; the currency is still set).
@@ -57,9 +70,11 @@ from decimal import Decimal
 from functools import cache, lru_cache
 from hashlib import blake2b
 from statistics import NormalDist
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, TypeVar
 
 from crm_perf_sync.connector_sdk import (
+    AccountRecord,
+    ActivityRecord,
     LeadRecord,
     OpportunityRecord,
     OwnerRecord,
@@ -70,6 +85,8 @@ from crm_perf_sync.connector_sdk import (
 from crm_perf_sync_demo import vocabulary as vocab
 from crm_perf_sync_demo.ordering import Key, Keyed, merge_by_key
 from crm_perf_sync_demo.settings import DemoSettings
+
+T = TypeVar("T")
 
 DAY: Final = 86_400
 PIPELINE: Final = "Sales"
@@ -106,6 +123,55 @@ _LEAD_LAG_DAYS: Final = 21
 
 #: Where lost deals stop: cumulative shares of "lost after reaching stage k" for k = 0..4.
 _LOST_AFTER: Final = tuple(int(share * 65536) for share in (0.35, 0.60, 0.78, 0.92))
+
+# Accounts.
+_PARENTLESS: Final = 20  # the first accounts have no parent, so a parent is an older account
+_SUBSIDIARY: Final = int(0.05 * 65536)
+#: Employees of an account by segment: a log-uniform draw between these.
+_EMPLOYEES: Final = {"Enterprise": (2_000, 100_000), "Mid-Market": (200, 2_000), "SMB": (5, 200)}
+
+# Activities.
+#: How long before a deal is opened its rep starts working the account.
+ACTIVITY_LEAD_IN: Final = 21 * DAY
+#: An activity's key is never later than this after its deal's creation: the deal closes or is
+#: deleted within a lifetime, and an activity is deleted at most 3 days and an hour after it.
+ACTIVITY_LIFETIME: Final = OPPORTUNITY_LIFETIME + 4 * DAY
+_WON_ACTIVITY_BONUS: Final = 3
+_PROSPECTING: Final = int(0.15 * 65536)
+_ACTIVITY_DELETED: Final = int(0.003 * 65536)
+_PROPOSAL: Final = 3  # the index of the Proposal stage
+_PROPOSAL_KIND: Final = ("proposal", "Proposal sent", 0.0)
+#: Seconds a call, meeting or visit takes: uniform between these.
+_DURATIONS: Final = {"call": (60, 1_800), "meeting": (1_800, 5_400), "visit": (3_600, 10_800)}
+#: The mean weight of a deal (see :meth:`Company.activities`) from the shares above: won deals
+#: (the reps' 22-34% plus the Existing Business bonus on 30% of deals) walk all five open stages;
+#: a lost deal walks as far as ``_LOST_AFTER`` says.
+_NOMINAL_WIN_SHARE: Final = 0.28 + 0.30 * _EXISTING_WIN_BONUS
+_LOST_REACHED: Final = tuple(
+    b - a for a, b in zip((0.0, 0.35, 0.60, 0.78, 0.92), (0.35, 0.60, 0.78, 0.92, 1.0), strict=True)
+)
+_MEAN_ACTIVITY_WEIGHT: Final = _NOMINAL_WIN_SHARE * (5 + _WON_ACTIVITY_BONUS) + (
+    1 - _NOMINAL_WIN_SHARE
+) * sum(share * (1 + reached) for reached, share in enumerate(_LOST_REACHED))
+
+
+def _thresholds(shares: Iterable[tuple[T, float]]) -> tuple[tuple[int, T], ...]:
+    """Cumulative shares as thresholds on a uint16 draw."""
+    out: list[tuple[int, T]] = []
+    total = 0.0
+    for choice, share in shares:
+        total += share
+        out.append((int(total * 65536), choice))
+    return tuple(out)
+
+
+_ACTIVITY_KINDS: Final = vocab.ACTIVITY_KINDS
+_ACTIVITY_KIND_THRESHOLDS: Final = _thresholds((kind, kind[2]) for kind in _ACTIVITY_KINDS)
+_ACTIVITY_KIND_NAMES: Final = _ACTIVITY_KINDS
+_CALL_OUTCOME_THRESHOLDS: Final = _thresholds(vocab.CALL_OUTCOMES)
+_CALL_OUTCOME_NAMES: Final = tuple(name for name, _ in vocab.CALL_OUTCOMES)
+_SEGMENT_THRESHOLDS: Final = _thresholds(vocab.ACCOUNT_SEGMENTS)
+_SEGMENT_NAMES: Final = tuple(name for name, _ in vocab.ACCOUNT_SEGMENTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +221,7 @@ class Opportunity(NamedTuple):
     times: tuple[int, ...]  # when it entered each of those stages, strictly increasing
     deleted: int  # when it was deleted, or -1
     forecast_day: int  # proleptic ordinal of the forecast close date
-    account: str
+    account: int  # index of the account
     product: str
 
 
@@ -168,12 +234,42 @@ class Lead(NamedTuple):
     owner: int  # -1: unassigned
     name: str
     email: str | None
-    company: str
+    account: int  # index of the account (the company) the lead works at
     source: str
     statuses: tuple[str, ...]
     times: tuple[int, ...]  # when it took each status, strictly increasing
     deleted: int  # -1: never
     opportunity: int  # index of the opportunity it converts into, or -1
+
+
+class Account(NamedTuple):
+    """An account's plan: who owns it when, and what it is."""
+
+    number: int  # index, from 0
+    external_id: str
+    name: str
+    industry: str
+    segment: str
+    parent: int  # index of the parent account, or -1
+    owners: tuple[int, ...]  # its reps in turn
+    changes: tuple[int, ...]  # when each of them took it over, the first at the start
+    employees: int
+
+
+class Activity(NamedTuple):
+    """An activity's plan: it happens once and never changes, unless it is deleted."""
+
+    external_id: str
+    occurred: int
+    type: str
+    subtype: str
+    owner: int
+    account: int
+    opportunity: int  # index, or -1
+    lead: int  # index, or -1
+    duration: int | None  # seconds
+    outcome: str | None
+    deleted: int  # -1: never
 
 
 class Rep(NamedTuple):
@@ -259,6 +355,23 @@ def _account_names() -> tuple[str, ...]:
     )
 
 
+def _account_kind(index: int, names: tuple[str, ...]) -> str:
+    """The kind of business in account ``index``'s name (see :func:`_account_name`)."""
+    position = index % len(names) * 7919 % len(names)
+    return vocab.ACCOUNT_KINDS[position // (len(vocab.ACCOUNT_CORES) * len(vocab.ACCOUNT_PREFIXES))]
+
+
+def _pair_draws(hasher: blake2b, index: int, part: int) -> tuple[int, ...]:
+    """32 independent uniform uint16 draws for part ``part`` of record ``index``."""
+    h = hasher.copy()
+    h.update(b"%d.%d" % (index, part))
+    return _DRAWS(h.digest())
+
+
+def _by_occurrence(activity: Activity) -> tuple[int, str]:
+    return activity.occurred, activity.external_id
+
+
 def _account_name(index: int, names: tuple[str, ...]) -> str:
     rest, position = divmod(index, len(names))
     # A stride coprime with the table size spreads neighbouring accounts over every kind of
@@ -287,7 +400,12 @@ class Company:
         self._lead_hasher = _hasher(settings.seed, "lead")
         self._z = _normal_quantiles()
         self._account_names = _account_names()
-        self._accounts = max(50, self.opportunity_count // 3)
+        self._accounts = settings.account_count
+        self._account_hasher = _hasher(settings.seed, "account")
+        self._activity_hasher = _hasher(settings.seed, "activity")
+        # Activities per unit of a deal's weight (see :meth:`activities`), so that the mean per
+        # deal is the configured one.
+        self._activity_rate = settings.activities_per_deal / _MEAN_ACTIVITY_WEIGHT
 
         # A converted lead turns into opportunity j = lag + ceil(i x opportunities / leads): the
         # lag (in opportunity slots) puts the lead about three weeks before its deal, and at
@@ -536,7 +654,7 @@ class Company:
             tuple(times),
             deleted,
             _EPOCH_ORDINAL + forecast // DAY,
-            _account_name(((v[21] << 16) | v[22]) % self._accounts, self._account_names),
+            ((v[21] << 16) | v[22]) % self._accounts,
             _PRODUCTS[v[23] % len(_PRODUCTS)],
         )
 
@@ -568,13 +686,12 @@ class Company:
         deleted = 0 <= opp.deleted <= as_of
         cents = opp.negotiated_cents if steps > _NEGOTIATION else opp.cents
         closed = stage.is_closed
-        account = opp.account
         product = opp.product
         changed = _FROM_TIMESTAMP(at, UTC)
         return OpportunityRecord(
             external_id=opp.external_id,
             owner_external_id=self._rep_ids[opp.owner],
-            name=f"{account} - {product}",
+            name=f"{_account_name(opp.account, self._account_names)} - {product}",
             amount=None if cents is None else Decimal(cents).scaleb(-2),
             currency=opp.currency,
             stage=stage.name,
@@ -583,7 +700,7 @@ class Company:
             forecast_category=stage.forecast_category,
             type="Existing Business" if opp.existing else "New Business",
             lead_source=opp.lead_source,
-            account_external_id=account,
+            account_external_id=_account_id(opp.account),
             product=product,
             created_at=_FROM_TIMESTAMP(opp.created, UTC),
             close_date=date.fromordinal((_EPOCH_ORDINAL + at // DAY) if closed else opp.forecast_day),
@@ -664,9 +781,9 @@ class Company:
     def _lead_created(self, i: int, v: tuple[int, ...]) -> int:
         return self.start + int((i + (v[0] + 0.5) * _U) * self.lead_slot) + 1
 
-    def _opportunity_of_lead(self, i: int) -> tuple[int, int, int, str] | None:
-        """(index, created, owner, lead source) of the opportunity lead ``i`` converts into, if
-        it ever does: the same values :meth:`opportunity` computes for it."""
+    def _opportunity_of_lead(self, i: int) -> tuple[int, int, int, str, int] | None:
+        """(index, created, owner, lead source, account) of the opportunity lead ``i`` converts
+        into, if it ever does: the same values :meth:`opportunity` computes for it."""
         if not self.opportunity_count:
             return None
         j = self.lead_lag - (-i * self.opportunity_count // self.lead_count)  # lag + ceil(i·O/L)
@@ -676,7 +793,8 @@ class Company:
         if v[1] < _EXISTING or v[2] >= _FROM_LEAD:
             return None
         created = self._opportunity_created(j, v)
-        return j, created, self._pick_rep(v[3], created), _lead_source(v[25])
+        account = ((v[21] << 16) | v[22]) % self._accounts
+        return j, created, self._pick_rep(v[3], created), _lead_source(v[25]), account
 
     def lead(self, i: int) -> Lead:
         """The plan of lead ``i``."""
@@ -684,8 +802,9 @@ class Company:
         created = self._lead_created(i, v)
         first_name = vocab.FIRST_NAMES[v[4] % len(vocab.FIRST_NAMES)]
         last_name = vocab.LAST_NAMES[v[5] % len(vocab.LAST_NAMES)]
-        account = ((v[6] << 16) | v[7]) % self._accounts
-        company = _account_name(account, self._account_names)
+        conversion = self._opportunity_of_lead(i)
+        # A lead that converts works at the account its deal is for.
+        account = ((v[6] << 16) | v[7]) % self._accounts if conversion is None else conversion[4]
         email = None
         if v[8] >= _LEAD_NO_EMAIL:
             email = (
@@ -696,11 +815,10 @@ class Company:
         statuses = ["Open"]
         opportunity = -1
         deleted = -1
-        conversion = self._opportunity_of_lead(i)
         if conversion is not None:
             # The rep who converts the lead owned it all along: reps never come back, so one
             # still there at the conversion was there when the lead came in.
-            opportunity, converted, owner, source = conversion
+            opportunity, converted, owner, source, _ = conversion
             gap = converted - created
             for status, fraction in (("Contacted", 0.25), ("Qualified", 0.6)):
                 moment = created + int(gap * fraction)
@@ -735,7 +853,7 @@ class Company:
             owner=owner,
             name=f"{first_name} {last_name}",
             email=email,
-            company=company,
+            account=account,
             source=source,
             statuses=tuple(statuses),
             times=tuple(times),
@@ -774,7 +892,8 @@ class Company:
             owner_external_id=None if lead.owner < 0 else self._rep_ids[lead.owner],
             name=lead.name,
             email=lead.email,
-            company=lead.company,
+            company=_account_name(lead.account, self._account_names),
+            account_external_id=_account_id(lead.account),
             source=lead.source,
             status=status,
             created_at=to_datetime(lead.created),
@@ -812,6 +931,263 @@ class Company:
         width = self._bucket_width(self.lead_slot)
         for updated, external_id, lead in merge_by_key(scan(), width):
             yield updated, external_id, self.lead_record(lead, as_of)
+
+    # -- accounts ----------------------------------------------------------------------------------
+
+    def account(self, a: int) -> Account:
+        """The plan of account ``a``."""
+        v = _draws(self._account_hasher, a)
+        owners = [self._pick_rep(v[0], self.start)]
+        changes = [self.start]
+        # An account whose rep leaves goes to another rep on the day they leave (a second, later
+        # leaver may hand it on once more).
+        while self._left[owners[-1]] < _FOREVER:
+            at = self._left[owners[-1]]
+            owners.append(self._pick_rep(v[1 + len(owners)], at))
+            changes.append(at)
+        segment = _SEGMENT_NAMES[-1]
+        for threshold, name in _SEGMENT_THRESHOLDS:
+            if v[4] < threshold:
+                segment = name
+                break
+        parent = -1
+        if a >= _PARENTLESS and v[5] < _SUBSIDIARY:
+            parent = ((v[6] << 16) | v[7]) % a  # an older account: no account is its own ancestor
+        low, high = _EMPLOYEES[segment]
+        return Account(
+            number=a,
+            external_id=_account_id(a),
+            name=_account_name(a, self._account_names),
+            industry=vocab.INDUSTRIES[_account_kind(a, self._account_names)],
+            segment=segment,
+            parent=parent,
+            owners=tuple(owners),
+            changes=tuple(changes),
+            employees=int(low * (high / low) ** (v[8] * _U)),
+        )
+
+    def account_record(self, account: Account, as_of: int) -> AccountRecord:
+        """``account`` as the CRM shows it at ``as_of`` (it must exist by then)."""
+        step = bisect_right(account.changes, as_of) - 1
+        return AccountRecord(
+            external_id=account.external_id,
+            name=account.name,
+            owner_external_id=self._rep_ids[account.owners[step]],
+            industry=account.industry,
+            segment=account.segment,
+            parent_external_id=None if account.parent < 0 else _account_id(account.parent),
+            created_at=to_datetime(self.start),
+            remote_updated_at=to_datetime(account.changes[step]),
+            custom={"employees": account.employees},
+        )
+
+    def accounts_as_of(self, as_of: int, first: int = 0) -> Iterator[Account]:
+        """Plans of the accounts that exist at ``as_of``, from index ``first``, in index order.
+
+        The company's customer base is in the CRM from the first day of the history: every
+        account exists from ``start`` on; deals and leads are spread over all of them.
+        """
+        if as_of < self.start:
+            return
+        for a in range(first, self._accounts):
+            yield self.account(a)
+
+    def changed_accounts(self, as_of: int, lower: Key) -> Iterator[Keyed[AccountRecord]]:
+        """Accounts as of ``as_of`` whose key (remote_updated_at, id) is ``>= lower``, in key order.
+
+        An account changes only at the start and when its rep leaves, so the keys take a handful
+        of times: one pass over the accounts per time, in id order (the ids sort by index), holds
+        nothing. A read after the last of those times costs nothing.
+        """
+        if as_of < self.start:
+            return
+        moments = sorted({self.start, *(t for t in self._left if t <= as_of)})
+        for moment in moments:
+            if moment < lower[0]:
+                continue
+            for account in self.accounts_as_of(as_of):
+                step = bisect_right(account.changes, as_of) - 1
+                if account.changes[step] == moment and (moment, account.external_id) >= lower:
+                    yield moment, account.external_id, self.account_record(account, as_of)
+
+    # -- activities --------------------------------------------------------------------------------
+
+    def activities(self, opp: Opportunity) -> list[Activity]:
+        """The plans of the activities around opportunity ``opp``, in occurrence order.
+
+        The rep works the account from up to three weeks before the deal is opened (on the lead,
+        when the deal comes from one) until it closes or is deleted. A deal's weight is one plus
+        the open stages it walks past, plus three if it is won: the number of its activities is
+        that weight times the configured rate, rounded at random. About one in seven is a
+        prospecting touch on some other account instead (a call or an email, no deal). A deal
+        that reaches Proposal also gets the proposal, sent the moment it enters that stage.
+        Nothing is done by a rep after they leave.
+        """
+        stages = opp.stages
+        walked = sum(1 for stage in stages if stage < _WON) - 1
+        won = stages[-1] == _WON
+        weight = 1 + walked + (_WON_ACTIVITY_BONUS if won else 0)
+        d = _draws(self._activity_hasher, opp.number)
+        count = int(self._activity_rate * weight + d[0] * _U)
+        created = opp.created
+        # Nothing happens before the company's first day, when its accounts come into the CRM.
+        first = max(created - ACTIVITY_LEAD_IN, self.start)
+        lead = opp.lead
+        if lead >= 0:
+            # Before the deal the rep worked its lead, which came in shortly before: not earlier.
+            lead_created = self._lead_created(lead, _draws(self._lead_hasher, lead))
+            first = max(first, lead_created)
+        end = opp.deleted if opp.deleted >= 0 else opp.times[-1]
+        span = max(0, end - first)
+        left = self._left[opp.owner]
+        out: list[Activity] = []
+        base = opp.number
+        for k in range(count):
+            e = _pair_draws(self._activity_hasher, base, k)
+            occurred = first + int(span * ((e[0] << 16) | e[1]) / 4_294_967_296)
+            if occurred >= left:
+                continue
+            kind = _ACTIVITY_KIND_NAMES[-1]
+            for threshold, choice in _ACTIVITY_KIND_THRESHOLDS:
+                if e[2] < threshold:
+                    kind = choice
+                    break
+            account = opp.account
+            opportunity = opp.number if occurred >= created else -1
+            on_lead = lead if occurred < created else -1
+            if e[3] < _PROSPECTING:
+                # A prospecting touch: a call or an email to another account, no deal yet.
+                account = ((e[4] << 16) | e[5]) % self._accounts
+                kind = _ACTIVITY_KINDS[0] if e[2] & 1 else _ACTIVITY_KINDS[1]
+                opportunity = on_lead = -1
+            out.append(
+                self._activity(
+                    f"ACT-{base + 1:08d}-{k + 1}", occurred, kind, opp.owner, account, opportunity, on_lead, e
+                )
+            )
+        if _PROPOSAL in stages:
+            sent = opp.times[stages.index(_PROPOSAL)]
+            if sent < left:
+                e = _pair_draws(self._activity_hasher, base, -1)
+                out.append(
+                    self._activity(
+                        f"ACT-{base + 1:08d}-P",
+                        sent,
+                        _PROPOSAL_KIND,
+                        opp.owner,
+                        opp.account,
+                        opp.number,
+                        -1,
+                        e,
+                    )
+                )
+        out.sort(key=_by_occurrence)
+        return out
+
+    @staticmethod
+    def _activity(
+        external_id: str,
+        occurred: int,
+        kind: tuple[str, str, float],
+        owner: int,
+        account: int,
+        opportunity: int,
+        lead: int,
+        e: tuple[int, ...],
+    ) -> Activity:
+        kind_name, subtype, _ = kind
+        low, high = _DURATIONS.get(kind_name, (0, 0))
+        duration = low + (high - low) * e[6] // 65536 if high else None
+        outcome = None
+        if kind_name == "call":
+            outcome = _CALL_OUTCOME_NAMES[-1]
+            for threshold, name in _CALL_OUTCOME_THRESHOLDS:
+                if e[7] < threshold:
+                    outcome = name
+                    break
+        deleted = -1
+        if e[8] < _ACTIVITY_DELETED:
+            deleted = occurred + 3600 + int(e[9] * _U * 3 * DAY)
+        return Activity(
+            external_id,
+            occurred,
+            kind_name,
+            subtype,
+            owner,
+            account,
+            opportunity,
+            lead,
+            duration,
+            outcome,
+            deleted,
+        )
+
+    def activity_record(self, activity: Activity, as_of: int) -> ActivityRecord:
+        """``activity`` as the CRM shows it at ``as_of`` (it must have occurred by then)."""
+        deleted = 0 <= activity.deleted <= as_of
+        occurred = to_datetime(activity.occurred)
+        name = _account_name(activity.account, self._account_names)
+        return ActivityRecord(
+            external_id=activity.external_id,
+            type=activity.type,
+            occurred_at=occurred,
+            owner_external_id=self._rep_ids[activity.owner],
+            subtype=activity.subtype,
+            subject=f"{activity.subtype}: {name}",
+            duration_seconds=activity.duration,
+            outcome=activity.outcome,
+            is_completed=True,
+            account_external_id=_account_id(activity.account),
+            opportunity_external_id=None
+            if activity.opportunity < 0
+            else _opportunity_id(activity.opportunity),
+            lead_external_id=None if activity.lead < 0 else _lead_id(activity.lead),
+            created_at=occurred,
+            is_deleted=deleted,
+            remote_updated_at=to_datetime(activity.deleted) if deleted else occurred,
+        )
+
+    @staticmethod
+    def activity_updated_at(activity: Activity, as_of: int) -> int:
+        """When ``activity`` last changed at or before ``as_of`` (it must have occurred by then)."""
+        return activity.deleted if 0 <= activity.deleted <= as_of else activity.occurred
+
+    def activity_deals_as_of(self, as_of: int, first: int = 0) -> Iterator[Opportunity]:
+        """Plans of the opportunities, from index ``first``, that may have activities by ``as_of``
+        (those opened up to three weeks after it, whose lead-in has begun)."""
+        if not self.opportunity_count:
+            return
+        j = first
+        while True:
+            opp = self.opportunity(j)
+            if opp.created - ACTIVITY_LEAD_IN > as_of:
+                return
+            yield opp
+            j += 1
+
+    def activities_as_of(self, opp: Opportunity, as_of: int) -> list[Activity]:
+        """The activities around ``opp`` that have occurred by ``as_of``."""
+        return [a for a in self.activities(opp) if a.occurred <= as_of]
+
+    def changed_activities(self, as_of: int, lower: Key) -> Iterator[Keyed[ActivityRecord]]:
+        """Activities as of ``as_of`` whose key (remote_updated_at, id) is ``>= lower``, in key order."""
+
+        def scan() -> Iterator[tuple[int, Iterable[Keyed[Activity]]]]:
+            first = self.first_opportunity_at(lower[0] - ACTIVITY_LIFETIME)
+            for opp in self.activity_deals_as_of(as_of, first):
+                entries = [
+                    (self.activity_updated_at(a, as_of), a.external_id, a)
+                    for a in self.activities_as_of(opp, as_of)
+                ]
+                yield opp.created - ACTIVITY_LEAD_IN, [e for e in entries if (e[0], e[1]) >= lower]
+
+        width = self._bucket_width(self.opportunity_slot / max(1.0, self.settings.activities_per_deal))
+        for updated, external_id, activity in merge_by_key(scan(), width):
+            yield updated, external_id, self.activity_record(activity, as_of)
+
+
+def _account_id(a: int) -> str:
+    return f"ACC-{a + 1:08d}"
 
 
 def _lead_id(i: int) -> str:
@@ -867,3 +1243,26 @@ def generate_stage_changes(
     at = _default_as_of(settings, as_of)
     for opp in company.opportunities_as_of(at):
         yield from company.stage_change_records(opp, at)
+
+
+def generate_accounts(
+    settings: DemoSettings, as_of: datetime | None = None, *, company: Company | None = None
+) -> Iterator[AccountRecord]:
+    """Every account as of ``as_of`` (``settings.account_count`` of them from the start of the
+    history on), in index order, streamed (``as_of`` as for :func:`generate_opportunities`)."""
+    company = company or Company(settings)
+    at = _default_as_of(settings, as_of)
+    for account in company.accounts_as_of(at):
+        yield company.account_record(account, at)
+
+
+def generate_activities(
+    settings: DemoSettings, as_of: datetime | None = None, *, company: Company | None = None
+) -> Iterator[ActivityRecord]:
+    """Every activity that has occurred by ``as_of``, deal by deal in creation order (each deal's
+    in occurrence order), streamed (``as_of`` as for :func:`generate_opportunities`)."""
+    company = company or Company(settings)
+    at = _default_as_of(settings, as_of)
+    for opp in company.activity_deals_as_of(at):
+        for activity in company.activities_as_of(opp, at):
+            yield company.activity_record(activity, at)

@@ -7,8 +7,8 @@ history up to that instant; every later sync brings the records created and chan
 lead or deal, a stage move, a close, a deletion); two syncs within one increment read identical
 data. The instant is never after the clock: the rounding is the ``now - skew`` upper bound.
 
-Checkpoints of ``leads``, ``opportunities`` and ``stage_changes`` (JSON, every
-``settings.batch_size`` records)::
+Checkpoints of ``accounts``, ``leads``, ``opportunities``, ``activities`` and ``stage_changes``
+(JSON, every ``settings.batch_size`` records)::
 
     {"cursor": ["2025-03-31T17:02:11+00:00", "OPP-00001234"], "model": "<fingerprint>"}
     {"snapshot": ["2026-01-01T00:00:00+00:00", 120000], "model": "<fingerprint>"}
@@ -20,7 +20,8 @@ come again, which the store's idempotent upsert absorbs. A complete read ends wi
 ``[as_of, ""]``: nothing in the demo commits late, so everything up to that instant was seen.
 
 ``snapshot`` is a full read in progress (first sync, full refresh): records as of that instant in
-creation order, the indices below the number done. Ordering by key is not needed when every
+creation order, the indices below the number done (for activities, the index of the deal they
+come with). Ordering by key is not needed when every
 record is read at one fixed instant, and skipping the sort keeps a full read of millions of
 records at generation speed. A resumed snapshot finishes at its own instant, then continues as an
 incremental read up to the new one.
@@ -57,12 +58,14 @@ STREAMS: Final = (
     StreamSpec("teams", "teams", snapshot=True),
     StreamSpec("owners", "owners", snapshot=True),
     StreamSpec("pipeline_stages", "pipeline_stages", primary_key=("pipeline", "stage"), snapshot=True),
+    StreamSpec("accounts", "accounts", cursor_field="remote_updated_at"),
     StreamSpec("leads", "leads", cursor_field="remote_updated_at"),
     StreamSpec("opportunities", "opportunities", cursor_field="remote_updated_at"),
+    StreamSpec("activities", "activities", cursor_field="remote_updated_at"),
     StreamSpec("stage_changes", "stage_changes", cursor_field="changed_at"),
 )
 
-_INCREMENTAL: Final = frozenset({"leads", "opportunities", "stage_changes"})
+_INCREMENTAL: Final = frozenset({"accounts", "leads", "opportunities", "activities", "stage_changes"})
 
 #: Fields of the settings that decide what the company is (not how it is read).
 _MODEL_FIELDS: Final = (
@@ -72,6 +75,8 @@ _MODEL_FIELDS: Final = (
     "teams_per_region",
     "opportunities",
     "leads",
+    "accounts",
+    "activities_per_deal",
     "start",
     "history_days",
     "currency",
@@ -102,7 +107,7 @@ class DemoConnector(Connector[DemoSettings]):
         self.company = Company(settings)
 
     def streams(self) -> Sequence[StreamSpec]:
-        """Teams, owners, pipeline stages, leads, opportunities, stage changes."""
+        """Teams, owners, pipeline stages, accounts, leads, opportunities, activities, stage changes."""
         return STREAMS
 
     @cached_property
@@ -171,6 +176,14 @@ class DemoConnector(Connector[DemoSettings]):
             )
         elif name == "leads":
             items = ((lead.number, company.lead_record(lead, at)) for lead in company.leads_as_of(at, first))
+        elif name == "accounts":
+            items = ((a.number, company.account_record(a, at)) for a in company.accounts_as_of(at, first))
+        elif name == "activities":
+            items = (
+                (o.number, company.activity_record(activity, at))
+                for o in company.activity_deals_as_of(at, first)
+                for activity in company.activities_as_of(o, at)
+            )
         else:
             items = (
                 (o.number, change)
@@ -199,6 +212,10 @@ class DemoConnector(Connector[DemoSettings]):
             records = company.changed_opportunities(as_of, lower)
         elif name == "leads":
             records = company.changed_leads(as_of, lower)
+        elif name == "accounts":
+            records = company.changed_accounts(as_of, lower)
+        elif name == "activities":
+            records = company.changed_activities(as_of, lower)
         else:
             records = company.changed_stage_changes(as_of, lower)
         batch_size = self.settings.batch_size

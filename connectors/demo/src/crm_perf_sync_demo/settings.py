@@ -39,6 +39,20 @@ class DemoSettings(ConnectorSettings):
         le=300_000_000,
         description="Leads created during the history; three per opportunity when not set.",
     )
+    accounts: int | None = Field(
+        default=None,
+        ge=1,
+        le=99_999_999,
+        description="Accounts (customers) the deals and leads concern; a third of `opportunities` "
+        "(at least 50) when not set.",
+    )
+    activities_per_deal: float = Field(
+        default=4.0,
+        ge=0.0,
+        le=100.0,
+        description="Calls, emails, meetings and visits per opportunity on average (won deals get "
+        "more); proposals come on top, one per deal reaching the Proposal stage.",
+    )
     start: date = Field(default=DEFAULT_START, description="First day of the history (UTC).")
     history_days: int = Field(
         default=(REFERENCE_DATE - DEFAULT_START).days,
@@ -124,6 +138,11 @@ class DemoSettings(ConnectorSettings):
     def lead_count(self) -> int:
         """Leads created during the history (``leads``, or three per opportunity)."""
         return 3 * self.opportunities if self.leads is None else self.leads
+
+    @property
+    def account_count(self) -> int:
+        """Accounts of the company (``accounts``, or a third of the opportunities, at least 50)."""
+        return self.accounts if self.accounts is not None else max(50, self.opportunities // 3)
 
     @property
     def history_start(self) -> datetime:

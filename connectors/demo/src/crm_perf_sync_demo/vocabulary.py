@@ -64,3 +64,36 @@ LEAD_SOURCES: Final = (
 DIRECT_SOURCES: Final = ("Outbound", "Event", "Partner", "Referral")
 
 COMPANY_DOMAIN: Final = "demo-sales.example"
+
+#: The industry of an account, by the kind of business its name ends with (ACCOUNT_KINDS).
+INDUSTRIES: Final = {
+    "Logistics": "Transportation & Logistics",
+    "Health": "Healthcare",
+    "Foods": "Food & Beverage",
+    "Energy": "Energy & Utilities",
+    "Systems": "Technology",
+    "Capital": "Financial Services",
+    "Retail": "Retail",
+    "Manufacturing": "Manufacturing",
+    "Media": "Media & Entertainment",
+    "Pharma": "Life Sciences",
+    "Software": "Technology",
+    "Insurance": "Insurance",
+}
+
+#: Account segments with their share of accounts, smallest share first.
+ACCOUNT_SEGMENTS: Final = (("Enterprise", 0.15), ("Mid-Market", 0.35), ("SMB", 0.50))
+
+#: What a rep does on an account, with its share of the activities on a deal: (type, the CRM's
+#: own kind of it, share). Proposals are not drawn: one comes with each deal reaching Proposal.
+ACTIVITY_KINDS: Final = (
+    ("call", "Outbound call", 0.30),
+    ("email", "Email", 0.28),
+    ("meeting", "Video meeting", 0.12),
+    ("meeting", "Product demo", 0.08),
+    ("visit", "On-site visit", 0.14),
+    ("task", "Follow-up task", 0.08),
+)
+
+#: How a call ended, with its share of calls.
+CALL_OUTCOMES: Final = (("Connected", 0.55), ("Left voicemail", 0.25), ("No answer", 0.20))
