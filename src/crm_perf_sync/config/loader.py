@@ -14,7 +14,7 @@ from crm_perf_sync.config.schema import AppConfig
 from crm_perf_sync.connector_sdk import ConnectorSettings
 from crm_perf_sync.kit.yaml_source import ConfigIssues, Issue, Loc, SourceMap, load_yaml, pydantic_issues
 from crm_perf_sync.kpi import library as kpi_library
-from crm_perf_sync.kpi.schemas import Kpi, KpiConfig
+from crm_perf_sync.kpi.schemas import Kpi, KpiConfig, MeasureKpi
 from crm_perf_sync.measures import library as measure_library
 from crm_perf_sync.measures.schemas import MeasureDefinition
 from crm_perf_sync.plugins import ConnectorRegistry
@@ -104,6 +104,7 @@ def validate_config(raw: Any, source: SourceMap, registry: ConnectorRegistry) ->
                 source.issue(loc, message)
                 for loc, message in measure_library.section_issues(app.measures, measures, fiscal)
             )
+            issues.extend(source.issue(loc, message) for loc, message in _measure_kpi_issues(app, measures))
     if issues:
         raise ConfigIssues(issues)
     assert app is not None
@@ -134,6 +135,22 @@ def alert_issues(app: AppConfig, kpis: Mapping[str, Kpi]) -> list[tuple[Loc, str
             )
         elif kpi.unit == "currency" and not rule.currency:
             issues.append(((*here, "currency"), f"{rule.kpi} is an amount: give the currency to watch"))
+    return issues
+
+
+def _measure_kpi_issues(app: AppConfig, measures: Mapping[str, MeasureDefinition]) -> list[tuple[Loc, str]]:
+    """A KPI of the configuration on a measure that is not defined. (The library's KPIs on measures
+    are left alone: with the measures' library switched off they simply have no values.)"""
+    issues: list[tuple[Loc, str]] = []
+    known = ", ".join(sorted(measures)) or "none"
+    for index, kpi in enumerate(app.kpis.definitions):
+        if isinstance(kpi, MeasureKpi) and kpi.measure_id not in measures:
+            issues.append(
+                (
+                    ("kpis", "definitions", index, "measure_id"),
+                    f"unknown measure {kpi.measure_id!r} (defined: {known})",
+                )
+            )
     return issues
 
 

@@ -31,6 +31,7 @@ from crm_perf_sync.kpi.compiler import (
 from crm_perf_sync.kpi.compute import Computation
 from crm_perf_sync.kpi.customers import explain_customers
 from crm_perf_sync.kpi.formula import formula_inputs
+from crm_perf_sync.kpi.measured import explain_entries
 from crm_perf_sync.kpi.schemas import (
     REGION_DIMENSION,
     CountKpi,
@@ -42,6 +43,7 @@ from crm_perf_sync.kpi.schemas import (
     Grain,
     Kpi,
     Measure,
+    MeasureKpi,
     RatioKpi,
     SumKpi,
 )
@@ -159,6 +161,12 @@ def formula_text(kpi: Kpi) -> str:
         return (
             "deals that reached a stage / deals that reached the stage before it; a deal reached every "
             "open or won stage up to the furthest one it was ever in"
+        )
+    if isinstance(kpi, MeasureKpi):
+        stat = {"mean": "mean", "sum": "sum", "last": "the latest period's value (mean if several)"}[kpi.stat]
+        return (
+            f"{stat} of the {kpi.measure_id} entries inside the period (same or finer grain) for the "
+            "scope: a rep's own, a team's own and its reps', everyone's for the company"
         )
     if isinstance(kpi, CustomerKpi):
         return {
@@ -331,6 +339,24 @@ def explain(
         return result
     if isinstance(kpi, CustomerKpi):
         result.parts = _customer_parts(conn, kpi, ref, calendar, membership, role, after, limit)
+        return result
+    if isinstance(kpi, MeasureKpi):
+        connection = conn.connection() if isinstance(conn, Session) else conn
+        run = Computation(connection, calendar, membership, [ref.grain], {})
+        period = (
+            None
+            if ref.grain == "all"
+            else _period_index(ref.grain, ref.period_key, calendar.fiscal_start_month)
+        )
+        rows = explain_entries(connection, kpi, ref.grain, period, ref.scope, ref.scope_id, run)
+        start = after or 0
+        explained = PartExplanation(
+            "measure", "measures", "period_start", [f"measure = {kpi.measure_id!r}"], "value"
+        )
+        explained.records = [{"id": n, **row} for n, row in enumerate(rows[start : start + limit], start + 1)]
+        if start + limit < len(rows):
+            explained.next_after = start + limit
+        result.parts = [explained]
         return result
     sides: list[tuple[str, Measure, Part, str]] = []
     if isinstance(kpi, RatioKpi):

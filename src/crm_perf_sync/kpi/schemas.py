@@ -367,6 +367,21 @@ class CustomerKpi(_Kpi):
         return value
 
 
+class MeasureKpi(_Kpi):
+    """A measure entered from outside the CRM (a survey score, a 360 rating, training hours) as a
+    KPI, for every period and scope its entries fall in.
+
+    A period's value combines every entry inside it (entries of the same or a finer grain; weeks
+    only into weeks) for the scope: a rep's own entries; a team's own and its reps'; all of them
+    for the company. ``stat``: ``mean`` of the entries, their ``sum``, or the ``last`` period's
+    (the mean of that period's entries when several scopes have one).
+    """
+
+    type: Literal["measure"]
+    measure_id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+    stat: Literal["mean", "sum", "last"] = "mean"
+
+
 class DerivedKpi(_Kpi):
     """Arithmetic over other KPIs' values (and targets) for the same period, scope and currency.
 
@@ -389,7 +404,7 @@ class DerivedKpi(_Kpi):
 
 
 Kpi = Annotated[
-    CountKpi | SumKpi | RatioKpi | DurationKpi | FunnelKpi | CustomerKpi | DerivedKpi,
+    CountKpi | SumKpi | RatioKpi | DurationKpi | FunnelKpi | CustomerKpi | MeasureKpi | DerivedKpi,
     Field(discriminator="type"),
 ]
 

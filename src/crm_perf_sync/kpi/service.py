@@ -36,6 +36,7 @@ from crm_perf_sync.kpi.derived import apply_derived_changes, derived_rows
 from crm_perf_sync.kpi.funnel import apply_funnel_changes, funnel_values
 from crm_perf_sync.kpi.incremental import apply_changes
 from crm_perf_sync.kpi.library import evaluation_order
+from crm_perf_sync.kpi.measured import measure_values, measure_version
 from crm_perf_sync.kpi.ranks import apply_percentile_changes, percentile_rows
 from crm_perf_sync.kpi.schemas import (
     GRAINS,
@@ -46,6 +47,7 @@ from crm_perf_sync.kpi.schemas import (
     Grain,
     Kpi,
     KpiConfig,
+    MeasureKpi,
     ScorecardConfig,
     dimension_column,
 )
@@ -112,7 +114,7 @@ class KpiService:
 
     def dimensions(self, kpi: Kpi) -> list[str]:
         """The breakdowns materialised for ``kpi``: its own, then the section's where they apply."""
-        if isinstance(kpi, DerivedKpi | FunnelKpi | CustomerKpi):
+        if isinstance(kpi, DerivedKpi | FunnelKpi | CustomerKpi | MeasureKpi):
             return []
         entities = {m.entity for m in kpi.measures()}
         out: list[str] = []
@@ -127,6 +129,14 @@ class KpiService:
         if isinstance(kpi, DerivedKpi):
             parts += [self.definition_hash(self.kpis[name]) for name in sorted(kpi.inputs())]
         return hashlib.blake2b("|".join(parts).encode(), digest_size=8).hexdigest()
+
+    def state_hash(self, conn: Connection, kpi: Kpi, digest: str) -> str:
+        """What the stored values were computed from beyond the store's change log: the definition,
+        and for a KPI on a measure the measure's entries (their version)."""
+        if not isinstance(kpi, MeasureKpi):
+            return digest
+        version = measure_version(conn, kpi.measure_id)
+        return hashlib.blake2b(f"{digest}|{version}".encode(), digest_size=8).hexdigest()
 
     def calendar(self, session: Session | Connection) -> Calendar:
         business = self.business
@@ -230,7 +240,8 @@ class KpiService:
         for kpi in evaluation_order(dict(self.kpis)):
             kpi_started = time.monotonic()
             digest = self.definition_hash(kpi)
-            current = states.get(kpi.id) == (digest, context)
+            state = self.state_hash(conn, kpi, digest)
+            current = states.get(kpi.id) == (state, context)
             whole = not current or full or kpi.id in forced
             if isinstance(kpi, DerivedKpi):
                 inputs = [touched.get(name, set()) for name in kpi.inputs()]
@@ -247,8 +258,8 @@ class KpiService:
                 outcome.recomputed.append(kpi.id)
                 touched[kpi.id] = None
             elif changed:
-                if isinstance(kpi, CustomerKpi):
-                    count = 0  # no deal changed (else it was recomputed whole)
+                if isinstance(kpi, CustomerKpi | MeasureKpi):
+                    count = 0  # their inputs did not change (else they were recomputed whole)
                 elif isinstance(kpi, DerivedKpi):
                     wanted = {period for found in inputs if found is not None for period in found}
                     count = apply_derived_changes(run, kpi, self.kpis, digest, wanted)
@@ -263,7 +274,7 @@ class KpiService:
                 outcome.updated.append(kpi.id)
                 touched[kpi.id] = mine
             changed_values = whole or bool(outcome.rows.get(kpi.id))
-            repo.record_refresh(conn, kpi.id, digest, context, now, changed=changed_values)
+            repo.record_refresh(conn, kpi.id, state, context, now, changed=changed_values)
             outcome.timings[kpi.id] = time.monotonic() - kpi_started
         for card in self.section.scorecards:
             card_started = time.monotonic()
@@ -289,7 +300,7 @@ class KpiService:
         )
         states = repo.refresh_states(conn)
         for kpi in self.kpis.values():
-            if states.get(kpi.id) != (self.definition_hash(kpi), context):
+            if states.get(kpi.id) != (self.state_hash(conn, kpi, self.definition_hash(kpi)), context):
                 return f"{kpi.id} was never computed with this definition, teams, calendar and targets"
         return None
 
@@ -305,6 +316,10 @@ class KpiService:
                 for stage_dimension, computed in breakdowns:
                     for key, result in computed.items():
                         out.append(value_row(kpi, grain, scope, stage_dimension, key, result))
+        elif isinstance(kpi, MeasureKpi):
+            for (grain, scope), computed in measure_values(run, kpi).items():
+                for key, result in computed.items():
+                    out.append(value_row(kpi, grain, scope, "", key, result))
         elif isinstance(kpi, CustomerKpi):
             for (grain, scope), computed in customer_values(run, kpi).items():
                 for key, result in computed.items():

@@ -489,6 +489,12 @@ def formula(kpi: Any, language: Language) -> str:
             "到达某阶段的商机数 / 到达上一阶段的商机数；"
             "商机被视为到达了其曾到过的最远阶段之前的每个未结束或赢单阶段"
         )
+    if kind == "measure":
+        stat = {"mean": "平均值", "sum": "合计", "last": "最近一期的值（多条时取平均）"}[kpi.stat]
+        return (
+            f"期间内（同粒度或更细粒度）{kpi.measure_id} 各条录入值的{stat}："
+            "销售取本人的，团队取团队及其成员的，公司取全部"
+        )
     if kind == "customers":
         return {
             "new": f"首个赢单（按 {kpi.measure.period} 最早，同日并列均计）落在本期间的客户数",

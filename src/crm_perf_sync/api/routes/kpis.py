@@ -25,7 +25,15 @@ from crm_perf_sync.kpi import repository as kpi_repo
 from crm_perf_sync.kpi.explain import ValueRef
 from crm_perf_sync.kpi.explain import explain as explain_value
 from crm_perf_sync.kpi.funnel import funnel_kpi, stage_values
-from crm_perf_sync.kpi.schemas import CustomerKpi, DerivedKpi, DurationKpi, FunnelKpi, Kpi, display
+from crm_perf_sync.kpi.schemas import (
+    CustomerKpi,
+    DerivedKpi,
+    DurationKpi,
+    FunnelKpi,
+    Kpi,
+    MeasureKpi,
+    display,
+)
 from crm_perf_sync.kpi.service import KpiService
 from crm_perf_sync.kpi.values import presented
 from crm_perf_sync.org import repository as org_repo
@@ -57,7 +65,7 @@ def kpi_out(service: KpiService, kpi: Kpi) -> dict[str, Any]:
         "unit": kpi.unit,
         "direction": kpi.direction,
         "min_sample": kpi.min_sample,
-        "stat": kpi.stat if isinstance(kpi, DurationKpi | CustomerKpi) else None,
+        "stat": kpi.stat if isinstance(kpi, DurationKpi | CustomerKpi | MeasureKpi) else None,
         "formula": kpi.formula if isinstance(kpi, DerivedKpi) else None,
         "dimensions": ["stage"] if isinstance(kpi, FunnelKpi) else service.dimensions(kpi),
         "definition_hash": service.definition_hash(kpi),
