@@ -361,7 +361,8 @@ def test_connections_and_sync_runs(served: Served) -> None:
     (maven,) = served.get("/api/v1/connections").json()["data"]
     assert (maven["id"], maven["kind"], maven["last_status"]) == ("maven", "csv", "succeeded")
     runs = served.get("/api/v1/sync-runs?connection=maven").json()["data"]
-    assert runs[0]["inserted"] == 8800 + 35 + 4 + 3 + 6  # deals, agents, stages, regions, managers
+    # deals, agents, accounts, stages, regions, managers
+    assert runs[0]["inserted"] == 8800 + 35 + 85 + 4 + 3 + 6
     assert served.get(runs[0]["url"]).json() == runs[0]
 
 
