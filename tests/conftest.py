@@ -47,7 +47,7 @@ def _pg_admin_url() -> str | None:
 RUN_ID = pytest.StashKey[str]()
 #: The PostgreSQL databases a session builds once and its workers share, each named
 #: ``<prefix>_<run id>``; the controller drops them at the end of the run.
-SHARED_DATABASES = ("cps_template", "cps_api_template")
+SHARED_DATABASES = ("cps_template", "cps_api_template", "cps_maven_template")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -187,24 +187,50 @@ def pg_template(
     return built_once(tmp_path_factory, "pg-template", build)["database"]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    sqlite_template: Path,
-    pg_admin_url: str | None,
-    pg_template: str | None,
+@contextmanager
+def store_copy(
+    request: pytest.FixtureRequest, directory: Path, pg_admin_url: str | None, pg_template: str | None
 ) -> Iterator[str]:
-    """The URL of a fresh, migrated store: SQLite and PostgreSQL in turn."""
+    """A fresh, migrated store on the backend of ``request.param``: a copy of the SQLite template
+    in ``directory`` or of the PostgreSQL template, dropped on exit; yields its URL."""
     if request.param == "sqlite":
-        path = tmp_path / "store.db"
-        shutil.copyfile(sqlite_template, path)
+        path = directory / "store.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
         yield f"sqlite:///{path}"
         return
     if pg_admin_url is None or pg_template is None:
         pytest.skip("PostgreSQL tests need CRM_PERF_SYNC_TEST_PG_URL")
     with pg_database(pg_admin_url, "cps_test", pg_template) as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(
+    request: pytest.FixtureRequest, tmp_path: Path, pg_admin_url: str | None, pg_template: str | None
+) -> Iterator[str]:
+    """The URL of a fresh, migrated store: SQLite and PostgreSQL in turn."""
+    with store_copy(request, tmp_path, pg_admin_url, pg_template) as url:
+        yield url
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def module_db_url(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    pg_admin_url: str | None,
+    pg_template: str | None,
+) -> Iterator[str]:
+    """The URL of a fresh, migrated store shared by the tests of one module (SQLite and PostgreSQL
+    in turn): for a module whose tests only read what a module fixture wrote."""
+    with store_copy(request, tmp_path_factory.mktemp("module-store"), pg_admin_url, pg_template) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_session_factory(module_db_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = create_db_engine(module_db_url)
+    yield make_session_factory(engine)
+    engine.dispose()
 
 
 @pytest.fixture

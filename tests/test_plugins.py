@@ -19,6 +19,7 @@ from sqlalchemy import create_engine, text
 
 from crm_perf_sync.testing import ConnectorContract
 from crm_perf_sync.testing.plugin import backends
+from tests.conftest import built_once
 
 PLUGIN = textwrap.dedent(
     '''
@@ -152,8 +153,14 @@ def build_wheel(directory: Path, name: str, version: str, files: dict[str, str],
     return wheel
 
 
-@pytest.fixture
-def plugin_site(tmp_path: Path) -> Path:
+@pytest.fixture(scope="session")
+def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The three wheels installed into one directory, once per session (the xdist workers share
+    it): the tests only put it on their processes' path."""
+    return Path(built_once(tmp_path_factory, "plugin-site", install_plugins)["site"])
+
+
+def install_plugins(tmp_path: Path) -> dict[str, str]:
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     good = build_wheel(
@@ -204,7 +211,7 @@ def plugin_site(tmp_path: Path) -> Path:
         check=True,
         env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
     )
-    return site
+    return {"site": str(site)}
 
 
 def cli(site: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

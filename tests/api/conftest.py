@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,12 +60,13 @@ alerts:
 """
 
 
-def maven_config(directory: Path) -> Path:
-    """The shipped Maven example with a smaller breakdown, a target and a scorecard."""
+def maven_config(directory: Path, kpis: str = KPIS) -> Path:
+    """The shipped Maven example with ``kpis`` as its KPI and alert sections: by default a smaller
+    breakdown, targets, a scorecard and an alert rule."""
     text_ = (REPO_ROOT / "config" / "examples" / "maven.yaml").read_text(encoding="utf-8")
     text_ = text_.replace("${CRM_DATA_DIR:-../shared/data}", str(DATA_DIR))
     path = directory / "maven.yaml"
-    path.write_text(text_[: text_.index("\nkpis:")] + KPIS, encoding="utf-8")
+    path.write_text(text_[: text_.index("\nkpis:")] + kpis, encoding="utf-8")
     return path
 
 
@@ -126,8 +128,8 @@ def build_store(url: str, directory: Path) -> tuple[str, str]:
     return read_key, admin_key
 
 
-def serve(url: str, directory: Path, built: BuiltStore) -> Served:
-    config = load_config(maven_config(directory), ConnectorRegistry.discover())
+def serve(url: str, directory: Path, built: BuiltStore, kpis: str = KPIS) -> Served:
+    config = load_config(maven_config(directory, kpis), ConnectorRegistry.discover())
     engine = create_db_engine(url)
     client = TestClient(create_app(engine, config))
     return Served(client, engine, make_session_factory(engine), config, built.read_key, built.admin_key)
@@ -161,26 +163,40 @@ def maven_postgresql(
     return BuiltStore(**built_once(tmp_path_factory, "maven-postgresql", build))
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def served(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, pg_admin_url: str | None
+@contextmanager
+def serving(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    pg_admin_url: str | None,
+    kpis: str = KPIS,
 ) -> Iterator[Served]:
-    """A copy of the built Maven store for this module, served on each backend in turn."""
+    """A copy of the built Maven store on the backend of ``request.param``, served with ``kpis``."""
     directory = tmp_path_factory.mktemp("served")
     if request.param == "sqlite":
         built: BuiltStore = request.getfixturevalue("maven_sqlite")
         path = directory / "store.db"
         shutil.copyfile(built.location, path)
-        found = serve(f"sqlite:///{path}", directory, built)
-        yield found
-        found.engine.dispose()
+        found = serve(f"sqlite:///{path}", directory, built, kpis)
+        try:
+            yield found
+        finally:
+            found.engine.dispose()
         return
     template: BuiltStore | None = request.getfixturevalue("maven_postgresql")
     if pg_admin_url is None or template is None:
         pytest.skip("PostgreSQL tests need CRM_PERF_SYNC_TEST_PG_URL")
     with pg_database(pg_admin_url, "cps_api", template.location) as url:
-        found = serve(url, directory, template)
+        found = serve(url, directory, template, kpis)
         try:
             yield found
         finally:
             found.engine.dispose()
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def served(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, pg_admin_url: str | None
+) -> Iterator[Served]:
+    """A copy of the built Maven store for this module, served on each backend in turn."""
+    with serving(request, tmp_path_factory, pg_admin_url) as found:
+        yield found

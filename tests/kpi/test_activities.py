@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -96,16 +95,18 @@ def stored_counts(
     return counts
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def generated(
-    tmp_path: Path, session_factory: sessionmaker[Session]
+    tmp_path_factory: pytest.TempPathFactory, module_session_factory: sessionmaker[Session]
 ) -> tuple[list[ActivityRecord], list[OpportunityRecord]]:
+    """Activities and won deals loaded and refreshed once per module and backend: the tests only
+    read them."""
     rng = random.Random(21)
     records = [activity(rng, n) for n in range(1500)]
     deals = [won_deal(rng, n) for n in range(120)]
     job = load(
-        tmp_path,
-        session_factory,
+        tmp_path_factory.mktemp("activities"),
+        module_session_factory,
         {"teams": TEAMS, "owners": OWNERS, "activities": records, "opportunities": deals},
         CONFIG,
     )
@@ -114,22 +115,24 @@ def generated(
 
 
 def test_activity_counts_match_an_independent_count_by_type_grain_and_scope(
-    session_factory: sessionmaker[Session],
+    module_session_factory: sessionmaker[Session],
     generated: tuple[list[ActivityRecord], list[OpportunityRecord]],
 ) -> None:
     records, _ = generated
     for grain in ("month", "quarter", "year"):
-        assert stored_counts(session_factory, "activities", grain) == expected_counts(records, grain), grain
-        by_type = stored_counts(session_factory, "activities", grain, "activity_type")
+        assert stored_counts(module_session_factory, "activities", grain) == expected_counts(
+            records, grain
+        ), grain
+        by_type = stored_counts(module_session_factory, "activities", grain, "activity_type")
         assert by_type == expected_counts(records, grain, by_type=True), grain
         assert {key[3] for key in by_type} == set(KINDS)  # a configured kind is a type like any other
         for kpi_id, kind in SINGLE_TYPE.items():
             expected = expected_counts(records, grain, kind)
-            assert stored_counts(session_factory, kpi_id, grain) == expected, (kpi_id, grain)
+            assert stored_counts(module_session_factory, kpi_id, grain) == expected, (kpi_id, grain)
 
 
 def test_activities_per_won_deal_is_the_ratio_of_the_two_counts_in_each_period_and_scope(
-    session_factory: sessionmaker[Session],
+    module_session_factory: sessionmaker[Session],
     generated: tuple[list[ActivityRecord], list[OpportunityRecord]],
 ) -> None:
     records, deals = generated
@@ -143,7 +146,7 @@ def test_activities_per_won_deal_is_the_ratio_of_the_two_counts_in_each_period_a
     stored = {}
     for scope in ("company", "team", "owner"):
         for (period, scope_id, _c, _d), row in values(
-            session_factory, "activities_per_won_deal", "quarter", scope
+            module_session_factory, "activities_per_won_deal", "quarter", scope
         ).items():
             if row.value is not None:
                 stored[scope, scope_id, period, ""] = row.value

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
@@ -39,9 +38,16 @@ DEALS = [
 ]
 
 
-@pytest.fixture
-def job(tmp_path: Path, session_factory: sessionmaker[Session]) -> RefreshJob:
-    job = load(tmp_path, session_factory, {"teams": TEAMS, "owners": OWNERS, "opportunities": DEALS})
+@pytest.fixture(scope="module")
+def job(
+    tmp_path_factory: pytest.TempPathFactory, module_session_factory: sessionmaker[Session]
+) -> RefreshJob:
+    """The deals loaded and refreshed once per module and backend: the tests only read them."""
+    job = load(
+        tmp_path_factory.mktemp("customers"),
+        module_session_factory,
+        {"teams": TEAMS, "owners": OWNERS, "opportunities": DEALS},
+    )
     job.refresh()
     return job
 
@@ -58,9 +64,9 @@ def by_cell(
 
 @pytest.mark.usefixtures("job")
 def test_new_customers_count_accounts_on_their_first_won_date_once_per_scope(
-    session_factory: sessionmaker[Session],
+    module_session_factory: sessionmaker[Session],
 ) -> None:
-    new = {key: value[0] for key, value in by_cell(session_factory, "new_customers").items()}
+    new = {key: value[0] for key, value in by_cell(module_session_factory, "new_customers").items()}
     assert new == {
         ("2024-01", "company", ""): 1,  # acme, once, although two deals were first
         ("2024-01", "crm:ana", ""): 1,
@@ -76,15 +82,15 @@ def test_new_customers_count_accounts_on_their_first_won_date_once_per_scope(
         ("2024-03", "crm:dach", ""): 1,
         ("2024-03", "crm:emea", ""): 1,
     }
-    (all_time,) = values(session_factory, "new_customers", "all", "company").values()
+    (all_time,) = values(module_session_factory, "new_customers", "all", "company").values()
     assert all_time.value == 3
 
 
 @pytest.mark.usefixtures("job")
 def test_repeat_revenue_share_is_per_currency_and_only_after_the_first_date(
-    session_factory: sessionmaker[Session],
+    module_session_factory: sessionmaker[Session],
 ) -> None:
-    share = by_cell(session_factory, "repeat_revenue_share")
+    share = by_cell(module_session_factory, "repeat_revenue_share")
     assert share[("2024-01", "company", "USD")] == (0.0, 0.0, 400.0)  # both first: no repeat
     assert share[("2024-02", "company", "USD")] == (pytest.approx(50 / 250), 50.0, 250.0)
     assert share[("2024-03", "company", "USD")] == (pytest.approx(10 / 410), 10.0, 410.0)
@@ -93,15 +99,17 @@ def test_repeat_revenue_share_is_per_currency_and_only_after_the_first_date(
     assert not [key for key in share if key[1] == "crm:ana" and key[0] == "2024-03"]  # no account
     (quarter,) = [
         v
-        for k, v in by_cell(session_factory, "repeat_revenue_share", "quarter").items()
+        for k, v in by_cell(module_session_factory, "repeat_revenue_share", "quarter").items()
         if k == ("2024-01", "company", "USD")
     ]
     assert quarter == (pytest.approx(60 / 1060), 60.0, 1060.0)
 
 
 @pytest.mark.usefixtures("job")
-def test_retention_compares_each_period_with_the_one_before(session_factory: sessionmaker[Session]) -> None:
-    kept = by_cell(session_factory, "customer_retention_rate")
+def test_retention_compares_each_period_with_the_one_before(
+    module_session_factory: sessionmaker[Session],
+) -> None:
+    kept = by_cell(module_session_factory, "customer_retention_rate")
     # January: acme. February: acme, globex. March: globex (EUR), initech, acme (Di).
     assert kept[("2024-02", "company", "")] == (1.0, 1.0, 1.0)
     assert kept[("2024-03", "company", "")] == (1.0, 2.0, 2.0)
@@ -109,13 +117,13 @@ def test_retention_compares_each_period_with_the_one_before(session_factory: ses
     assert ("2024-04", "company", "") not in kept  # after the last period with a won deal
     assert kept[("2024-02", "crm:bo", "")] == (0.0, 0.0, 1.0)  # Bo's acme did not buy from Bo again
     assert kept[("2024-03", "crm:ana", "")] == (0.0, 0.0, 1.0)
-    assert values(session_factory, "customer_retention_rate", "all", "company") == {}
+    assert values(module_session_factory, "customer_retention_rate", "all", "company") == {}
 
 
 def test_explanations_list_the_accounts_and_deals_behind_the_value(
-    session_factory: sessionmaker[Session], job: RefreshJob
+    module_session_factory: sessionmaker[Session], job: RefreshJob
 ) -> None:
-    with session_factory() as session:
+    with module_session_factory() as session:
         calendar, membership = job.service.calendar(session), org_repo.load_membership(session)
         new = explain(
             session,

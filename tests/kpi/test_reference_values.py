@@ -21,7 +21,7 @@ from typer.testing import Result
 
 from crm_perf_sync.kit.db import create_db_engine
 from tests.cli_inprocess import invoke
-from tests.conftest import DATA_DIR, REPO_ROOT, pg_database
+from tests.conftest import DATA_DIR, REPO_ROOT, built_once, create_pg_database, pg_database
 from tests.kpi.reference import (
     MAVEN_KPIS,
     ZOHO_KPIS,
@@ -72,26 +72,54 @@ def sync_and_refresh(db_url: str, name: str) -> None:
     assert refreshed.exit_code == 0, refreshed.stdout + refreshed.stderr
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def maven_url(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    sqlite_template: Path,
-    pg_admin_url: str | None,
-    pg_template: str | None,
-) -> Iterator[str]:
-    """A store with the Maven example synced and refreshed, shared by this module's Maven tests,
-    which only read it."""
-    if request.param == "sqlite":
-        path = tmp_path_factory.mktemp("maven") / "store.db"
+@pytest.fixture(scope="session")
+def maven_sqlite(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Path:
+    """The Maven example synced and refreshed into a SQLite file, once per session (the xdist
+    workers share it), to copy."""
+
+    def build(directory: Path) -> dict[str, str]:
+        path = directory / "store.db"
         shutil.copyfile(sqlite_template, path)
         sync_and_refresh(f"sqlite:///{path}", "maven")
+        return {"path": str(path)}
+
+    return Path(built_once(tmp_path_factory, "reference-maven-sqlite", build)["path"])
+
+
+@pytest.fixture(scope="session")
+def maven_postgresql(
+    tmp_path_factory: pytest.TempPathFactory, pg_admin_url: str | None, pg_template: str | None, run_id: str
+) -> str | None:
+    """The same on PostgreSQL: a template database, once per session, to copy."""
+    if pg_admin_url is None or pg_template is None:
+        return None
+    admin_url, template = pg_admin_url, pg_template
+
+    def build(_directory: Path) -> dict[str, str]:
+        # Named after the run, so the controller drops it at the end (tests/conftest.py).
+        name = f"cps_maven_template_{run_id}"
+        sync_and_refresh(create_pg_database(admin_url, name, template), "maven")
+        return {"database": name}
+
+    return built_once(tmp_path_factory, "reference-maven-postgresql", build)["database"]
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def maven_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, pg_admin_url: str | None
+) -> Iterator[str]:
+    """A copy of the Maven store for this module's Maven tests, which only read it. The sync and
+    the refresh run once in a session; under xdist each worker running one of these tests copies it."""
+    if request.param == "sqlite":
+        built: Path = request.getfixturevalue("maven_sqlite")
+        path = tmp_path_factory.mktemp("maven") / "store.db"
+        shutil.copyfile(built, path)
         yield f"sqlite:///{path}"
         return
-    if pg_admin_url is None or pg_template is None:
+    template: str | None = request.getfixturevalue("maven_postgresql")
+    if pg_admin_url is None or template is None:
         pytest.skip("PostgreSQL tests need CRM_PERF_SYNC_TEST_PG_URL")
-    with pg_database(pg_admin_url, "cps_maven", pg_template) as url:
-        sync_and_refresh(url, "maven")
+    with pg_database(pg_admin_url, "cps_maven", template) as url:
         yield url
 
 

@@ -32,13 +32,13 @@ from tests.webhooks.outbox import assert_at_least_once, delivered, recorded_send
 from tests.webhooks.receiver import Receiver, receiving
 
 AS_OF = datetime(2026, 1, 1, tzinfo=UTC)
-DEMO = {"seed": 7, "reps": 12, "opportunities": 6000, "leads": 24000, "batch_size": 500}
+DEMO = {"seed": 7, "reps": 12, "opportunities": 3000, "leads": 12000, "batch_size": 500}
 CONFIG = f"""
 connections:
   - id: demo
     kind: demo
     schedule: {{interval: 5s}}
-    settings: {{seed: 7, reps: 12, opportunities: 6000, leads: 24000, batch_size: 500,
+    settings: {{seed: 7, reps: 12, opportunities: 3000, leads: 12000, batch_size: 500,
                 as_of: "{AS_OF.isoformat()}"}}
 kpis: {{library: default}}
 alerts:
@@ -205,9 +205,9 @@ def test_a_worker_killed_mid_sync_is_taken_over_and_nothing_is_lost_or_stored_tw
         endpoint_for(factory, receiver)
         api = launch("api")
         workers = [launch("worker"), launch("worker")]
-        wait_for("the API", lambda: _answers(api), procs=[api])
         # Kill whichever worker holds the sync, in the middle of it: both are frozen first, so the
-        # sync is still mid-way when its holder is read, however slow this machine is.
+        # sync is still mid-way when its holder is read, however slow this machine is. Watched
+        # from the start (the API is waited for after): a fast worker must not finish meanwhile.
         victim_run = wait_for("a sync mid-way", lambda: mid_sync(factory), procs=[api, *workers])
         for w in workers:
             w.process.send_signal(signal.SIGSTOP)
@@ -217,6 +217,7 @@ def test_a_worker_killed_mid_sync_is_taken_over_and_nothing_is_lost_or_stored_tw
         victim.process.send_signal(signal.SIGKILL)
         victim.process.wait(timeout=30)
         survivor.process.send_signal(signal.SIGCONT)
+        wait_for("the API", lambda: _answers(api), procs=[api])
 
         def finished() -> SyncRun | None:
             return next((r for r in runs(factory) if r.status == "succeeded"), None)
