@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import update
 
 from crm_perf_sync.api.dashboard.i18n import MESSAGES
+from crm_perf_sync.api.dashboard.pages import EXPLAIN_PAGE
 from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.kpi import repository as kpi_repo
 from crm_perf_sync.kpi.cycle import BUCKETS, cycle_times
@@ -285,3 +286,25 @@ def test_a_crm_name_with_markup_is_shown_escaped(signed: Served) -> None:
         assert evil not in text
         assert escaped in text
     assert f"· {escaped}</h1>" in funnel
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_a_customer_kpi_explains_to_its_accounts_and_deals_on_the_page(signed: Served, language: str) -> None:
+    new = stored(signed, "new_customers", "quarter", "2017-04-01", "company", "company")
+    text = page(
+        signed,
+        "/dashboard/explain/new_customers?grain=quarter&period=2017-04-01&scope=company&scope_id=company",
+        language,
+    )
+    accounts = re.findall(r'<tr data-external-id="([^"]*)">', text)
+    assert len(accounts) == new.value > 0
+    assert len(set(accounts)) == len(accounts)  # each account once
+    share = stored(signed, "repeat_revenue_share", "quarter", "2017-04-01", "company", "company")
+    text = page(
+        signed,
+        "/dashboard/explain/repeat_revenue_share?grain=quarter&period=2017-04-01&scope=company"
+        "&scope_id=company&currency=USD&part=denominator",
+        language,
+    )
+    deals = re.findall(r'<tr data-external-id="([^"]*)">', text)
+    assert len(deals) == min(share.sample_count, EXPLAIN_PAGE)  # a page of the won deals with an account

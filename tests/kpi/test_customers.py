@@ -151,10 +151,16 @@ def test_explanations_list_the_accounts_and_deals_behind_the_value(
     assert [(r["account_external_id"], r["deals"], r["owners"]) for r in accounts.records] == [
         ("acme", ["o1", "o2"], ["ana", "bo"])
     ]
+    # Each record reads like any explained record: its id, connection and what it adds.
+    assert [(r["external_id"], r["connection_id"], r["contribution"]) for r in accounts.records] == [
+        ("acme", "crm", 1.0)
+    ]
+    assert accounts.entity == "accounts"
     assert new.value is not None
     assert new.value["value"] == 1
     numerator, denominator = share.parts
     assert [r["external_id"] for r in numerator.records] == ["o9"]
+    assert [r["contribution"] for r in numerator.records] == [10.0]
     assert sorted(r["external_id"] for r in denominator.records) == ["o6", "o9"]
     assert numerator.records[0]["account_first_won"] == JAN.date()
     retained, previous = kept.parts

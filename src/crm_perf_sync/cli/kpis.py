@@ -217,11 +217,16 @@ def explain(
         wanted = [
             "external_id",
             "owner_external_id",
+            "owners",
             part.period_field,
             "stage",
             "status",
+            "type",
+            "account_external_id",
+            "account_first_won",
             "amount",
             "currency",
+            "entered_by",
         ]
         columns = [c for c in dict.fromkeys(wanted) if c in part.records[0]]
         table = Table(*columns, "adds")

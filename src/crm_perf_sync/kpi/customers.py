@@ -239,6 +239,7 @@ def _retention(
 @dataclass(frozen=True, slots=True)
 class ExplainedSide:
     role: str
+    entity: str  # what the records are: accounts, or the deals themselves
     contributes: str
     records: list[dict[str, Any]]
 
@@ -258,6 +259,7 @@ def _deal_row(deal: WonDeal, first: dict[Account, Any]) -> dict[str, Any]:
         "connection_id": deal.connection_id,
         "external_id": deal.external_id,
         "owner_external_id": deal.owner,
+        "contribution": deal.amount,
         "account_external_id": deal.account,
         "amount": deal.amount,
         "currency": deal.currency,
@@ -274,7 +276,9 @@ def _account_rows(deals: Iterable[WonDeal], first: dict[Account, Any]) -> list[d
     return [
         {
             "connection_id": account[0],
+            "external_id": account[1],
             "account_external_id": account[1],
+            "contribution": 1.0,
             "account_first_won": first[account],
             "deals": sorted(d.external_id for d in found),
             "owners": sorted({d.owner for d in found if d.owner is not None}),
@@ -307,7 +311,10 @@ def explain_customers(
         ]
         return [
             ExplainedSide(
-                "measure", "1 per account whose first won deal is in the period", _account_rows(firsts, first)
+                "measure",
+                "accounts",
+                "1 per account whose first won deal is in the period",
+                _account_rows(firsts, first),
             )
         ]
     if kpi.stat == "repeat_revenue_share":
@@ -316,11 +323,15 @@ def explain_customers(
         return [
             ExplainedSide(
                 "numerator",
+                "opportunities",
                 "amount of a deal whose account won a deal before",
                 [_deal_row(d, first) for d in repeat],
             ),
             ExplainedSide(
-                "denominator", "amount of a won deal with an account", [_deal_row(d, first) for d in won]
+                "denominator",
+                "opportunities",
+                "amount of a won deal with an account",
+                [_deal_row(d, first) for d in won],
             ),
         ]
     if period is None:
@@ -332,11 +343,13 @@ def explain_customers(
     return [
         ExplainedSide(
             "numerator",
+            "accounts",
             "1 per account of the previous period that won a deal again",
             _account_rows(kept, first),
         ),
         ExplainedSide(
             "denominator",
+            "accounts",
             "1 per account with a won deal in the previous period",
             _account_rows(previous, first),
         ),

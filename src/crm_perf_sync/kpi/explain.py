@@ -420,7 +420,7 @@ def _customer_parts(
     start = after or 0
     for side in explain_customers(run, kpi, ref.grain, period, ref.scope, ref.scope_id, ref.currency):
         explained = PartExplanation(
-            side.role, "opportunities", kpi.measure.period, measure_filters(kpi.measure), side.contributes
+            side.role, side.entity, kpi.measure.period, measure_filters(kpi.measure), side.contributes
         )
         explained.filters.append("account_external_id is set")
         if role is None or role == side.role:

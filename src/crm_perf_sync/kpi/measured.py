@@ -138,6 +138,10 @@ def explain_entries(
             continue
         out.append(
             {
+                # Entries live in this store, not in a CRM: no connection, no page to link to.
+                "connection_id": "",
+                "external_id": f"{entry.scope_id} {entry.grain} {entry.period_key}",
+                "contribution": entry.value,
                 "scope": entry.scope,
                 "scope_id": entry.scope_id,
                 "grain": entry.grain,

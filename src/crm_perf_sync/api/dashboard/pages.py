@@ -365,6 +365,13 @@ def rep_page(
     return render(request, "rep.html", viewer, page="leaderboard", rep=shown, kpis=ctx.kpi_service().kpis)
 
 
+#: The columns the explanation table reads, of deals, leads, activities, accounts and measure entries.
+_EXPLAINED_COLUMNS = (
+    "name", "stage", "amount", "currency", "created_at", "closed_at", "close_date", "status", "type",
+    "subtype", "occurred_at",
+)  # fmt: skip
+
+
 @router.get("/dashboard/explain/{kpi_id}", response_class=HTMLResponse)
 def explain_page(
     request: Request,
@@ -399,6 +406,11 @@ def explain_page(
             )
             owner = record.get("owner_external_id")
             record["owner_name"] = names.get(("owner", f"{record['connection_id']}:{owner}"), owner)
+            # Every kind of record shows in one table: what a kind lacks is blank, not an error.
+            for column in _EXPLAINED_COLUMNS:
+                record.setdefault(column, None)
+            if record["name"] is None:
+                record["name"] = record.get("subject") or record.get("account_external_id")
     more = {
         p.role: str(request.url.include_query_params(part=p.role, after=p.next_after))
         for p in result.parts
