@@ -15,7 +15,7 @@ from sqlalchemy import Connection, func, select
 from crm_perf_sync.kpi import periods
 from crm_perf_sync.kpi.compiler import Scope
 from crm_perf_sync.kpi.compute import Computation
-from crm_perf_sync.kpi.rollup import Key
+from crm_perf_sync.kpi.rollup import Key, Rollup
 from crm_perf_sync.kpi.schemas import Grain, MeasureKpi
 from crm_perf_sync.kpi.values import Computed
 from crm_perf_sync.models import MeasureChange, MeasureEntry
@@ -74,13 +74,13 @@ def period_of(entry: Entry, grain: Grain, fiscal_start_month: int) -> int | bool
     return periods.local_period_index(entry.period_start, "UTC", grain, fiscal_start_month)
 
 
-def scopes_of(entry: Entry, run: Computation) -> list[tuple[Scope, str]]:
+def scopes_of(entry: Entry, rollup: Rollup) -> list[tuple[Scope, str]]:
     """The scopes an entry counts for: the company, its own scope, and a rep's teams."""
     found: list[tuple[Scope, str]] = [("company", "company")]
     if entry.scope == "owner":
         found.append(("owner", entry.scope_id))
         connection_id, _, owner = entry.scope_id.partition(":")
-        found += [("team", team) for team in run.rollup().teams_of(connection_id, owner)]
+        found += [("team", team) for team in rollup.teams_of(connection_id, owner)]
     elif entry.scope == "team":
         found.append(("team", entry.scope_id))
     return found
@@ -104,7 +104,7 @@ def measure_values(run: Computation, kpi: MeasureKpi) -> dict[tuple[Grain, Scope
     groups: dict[tuple[Grain, Scope, int | None, str], list[Entry]] = defaultdict(list)
     found = entries(run.conn, kpi.measure_id)
     for entry in found:
-        cells = scopes_of(entry, run)
+        cells = scopes_of(entry, rollup)
         for grain in run.grains:
             period = period_of(entry, grain, rollup.fiscal_start_month)
             if period is False:
@@ -130,11 +130,12 @@ def explain_entries(
 ) -> list[dict[str, Any]]:
     """The entries behind one value, in period order."""
     out = []
+    rollup = run.rollup()
     for entry in entries(conn, kpi.measure_id):
         index = period_of(entry, grain, run.calendar.fiscal_start_month)
         if index is False or (period is not None and index != period):
             continue
-        if (scope, scope_id) not in scopes_of(entry, run):
+        if (scope, scope_id) not in scopes_of(entry, rollup):
             continue
         out.append(
             {
