@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -191,6 +192,9 @@ def sync_more(factory: sessionmaker[Session], pages: Mapping[str, Sequence[Seque
     assert engine.run(trigger="manual", full_refresh=False).status == "succeeded"
 
 
+CUSTOMER_KPIS = {"new_customers", "repeat_revenue_share", "customer_retention_rate"}
+
+
 def log_size(factory: sessionmaker[Session]) -> int:
     with session_scope(factory) as session:
         tables: list[Table] = list(PRIOR_TABLES.values())
@@ -264,11 +268,12 @@ def test_applying_the_change_log_equals_recomputing_everything(
     second = job.refresh()
     additive = {"win_rate", "won_deals", "won_revenue", "lead_conversion_rate", "average_deal_size"}
     additive |= {"activities", "calls", "meetings", "visits", "proposals_sent", "activities_per_won_deal"}
+    additive |= CUSTOMER_KPIS  # by the accounts the changes touched
     # Updated by parts, not recomputed (medians and derived KPIs in the periods the changes touch).
     by_parts = additive | {"stage_funnel", "sales_cycle_days_median", "sales_velocity", "pipeline_coverage"}
     assert by_parts <= set(second.updated)
-    # An account's first won deal depends on all its deals: customer KPIs are recomputed whole.
-    assert set(second.recomputed) == {"new_customers", "repeat_revenue_share", "customer_retention_rate"}
+    assert second.recomputed == []
+    assert all(second.rows[kpi] > 0 for kpi in CUSTOMER_KPIS)
     assert log_size(session_factory) == 0
     skip = {"id", "computed_at"}
     incremental = snapshot(session_factory, KpiValue.__table__, skip)
@@ -467,3 +472,68 @@ def test_a_numerator_without_denominator_records_survives_updates(
     job.refresh(full=True)
     assert incremental == values_of(session_factory, "conversions_per_new_lead", "month")
     assert incremental["2024-02-01"] == (2.0, 1.0)
+
+
+@pytest.mark.parametrize("move", ["later", "earlier", "none_left"])
+def test_customer_kpis_follow_the_last_period_with_a_won_deal_when_it_moves(
+    tmp_path: Path, session_factory: sessionmaker[Session], move: str
+) -> None:
+    """Retention has values up to the last period with any won deal: when a change moves that
+    period, values appear or go for every account, not only the changed ones."""
+    rng = random.Random(11)
+    deals = [deal(rng, n) for n in range(90)]
+    job = load(tmp_path, session_factory, {"teams": TEAMS, "owners": OWNERS, "opportunities": deals}, CONFIG)
+    job.refresh()
+    skip = {"id", "computed_at"}
+    weeks_before = retention_weeks(snapshot(session_factory, KpiValue.__table__, skip))
+    won = sorted((d for d in deals if d.is_won and d.account_external_id), key=lambda d: str(d.close_date))
+    last = won[-1].closed_at
+    assert last is not None
+    page: list[Message]
+    if move == "later":
+        # An account's first deal closes again, two months after the last one; a new account too.
+        later = last + timedelta(days=62)
+        page = [
+            replace(won[0], closed_at=later, close_date=later.date()),
+            replace(
+                won[-1],
+                external_id="o900",
+                account_external_id="c99",
+                closed_at=later,
+                close_date=later.date(),
+            ),
+        ]
+    elif move == "earlier":
+        # The deals of the last five weeks are lost after all.
+        page = [
+            replace(d, is_won=False, stage="Lost")
+            for d in won
+            if d.closed_at is not None and d.closed_at > last - timedelta(days=35)
+        ]
+    else:
+        page = [replace(d, is_won=False, stage="Lost") for d in won]  # every won deal is lost
+    sync_more(session_factory, {"opportunities": [page]})
+
+    second = job.refresh()
+    if move == "none_left":
+        # Nothing is left to count: no last period to keep, so retention is computed whole.
+        assert "customer_retention_rate" in second.recomputed
+    else:
+        assert CUSTOMER_KPIS <= set(second.updated)
+    incremental = snapshot(session_factory, KpiValue.__table__, skip)
+    job.refresh(full=True)
+    full = snapshot(session_factory, KpiValue.__table__, skip)
+    problems = same(incremental, full)
+    assert not problems, f"{len(problems)} differences:\n" + "\n".join(problems[:30])
+    # The values really moved: the last week with a retention value is another one (or none).
+    weeks = retention_weeks(full)
+    if move == "none_left":
+        assert weeks == []
+    elif move == "later":
+        assert weeks[-1] > weeks_before[-1]
+    else:
+        assert weeks[-1] < weeks_before[-1]
+
+
+def retention_weeks(values: Mapping[tuple[Any, ...], Any]) -> list[str]:
+    return sorted({k[2] for k in values if k[0] == "customer_retention_rate" and k[1] == "week"})

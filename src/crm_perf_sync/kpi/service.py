@@ -31,7 +31,7 @@ from crm_perf_sync.kpi import targets as target_math
 from crm_perf_sync.kpi import targets_repository as targets_repo
 from crm_perf_sync.kpi.compiler import Calendar
 from crm_perf_sync.kpi.compute import Computation, additive_values
-from crm_perf_sync.kpi.customers import customer_values
+from crm_perf_sync.kpi.customers import apply_customer_changes, customer_values
 from crm_perf_sync.kpi.derived import apply_derived_changes, derived_rows
 from crm_perf_sync.kpi.funnel import apply_funnel_changes, funnel_values
 from crm_perf_sync.kpi.incremental import apply_changes
@@ -248,9 +248,11 @@ class KpiService:
                 whole = whole or any(periods_of is None for periods_of in inputs)
             else:
                 whole = whole or (changed and stages_changed and isinstance(kpi, FunnelKpi))
-                # An account's first deal depends on all its other deals: recomputed whole.
-                whole = whole or (deals_changed and isinstance(kpi, CustomerKpi))
             mine: set[tuple[str, str]] = set()
+            count: int | None = None
+            if not whole and changed and isinstance(kpi, CustomerKpi):
+                count = apply_customer_changes(run, kpi, digest, mine) if deals_changed else 0
+                whole = count is None
             if whole:
                 rows = self.compute(run, kpi)
                 repo.replace_values(conn, kpi.id, rows)
@@ -258,8 +260,10 @@ class KpiService:
                 outcome.recomputed.append(kpi.id)
                 touched[kpi.id] = None
             elif changed:
-                if isinstance(kpi, CustomerKpi | MeasureKpi):
-                    count = 0  # their inputs did not change (else they were recomputed whole)
+                if isinstance(kpi, CustomerKpi):
+                    pass  # brought up to date above
+                elif isinstance(kpi, MeasureKpi):
+                    count = 0  # its input did not change (else it was recomputed whole)
                 elif isinstance(kpi, DerivedKpi):
                     wanted = {period for found in inputs if found is not None for period in found}
                     count = apply_derived_changes(run, kpi, self.kpis, digest, wanted)
@@ -270,7 +274,7 @@ class KpiService:
                     count = apply_funnel_changes(run, kpi, digest, mine)
                 else:
                     count = apply_changes(run, kpi, self.dimensions(kpi), digest, mine)
-                outcome.rows[kpi.id] = count
+                outcome.rows[kpi.id] = count or 0
                 outcome.updated.append(kpi.id)
                 touched[kpi.id] = mine
             changed_values = whole or bool(outcome.rows.get(kpi.id))
