@@ -47,7 +47,7 @@ def _pg_admin_url() -> str | None:
 RUN_ID = pytest.StashKey[str]()
 #: The PostgreSQL databases a session builds once and its workers share, each named
 #: ``<prefix>_<run id>``; the controller drops them at the end of the run.
-SHARED_DATABASES = ("cps_template", "cps_api_template", "cps_maven_template")
+SHARED_DATABASES = ("cps_template", "cps_api_template", "cps_maven_template", "cps_incentives_template")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from crm_perf_sync.config.schema import AppConfig
 from crm_perf_sync.connector_sdk import ConnectorSettings
+from crm_perf_sync.incentives import checks as incentive_checks
 from crm_perf_sync.kit.yaml_source import ConfigIssues, Issue, Loc, SourceMap, load_yaml, pydantic_issues
 from crm_perf_sync.kpi import library as kpi_library
 from crm_perf_sync.kpi.schemas import Kpi, KpiConfig, MeasureKpi
@@ -94,6 +95,10 @@ def validate_config(raw: Any, source: SourceMap, registry: ConnectorRegistry) ->
                 source.issue(loc, message) for loc, message in kpi_library.reference_issues(app.kpis, kpis)
             )
             issues.extend(source.issue(loc, message) for loc, message in alert_issues(app, kpis))
+            issues.extend(
+                source.issue(loc, message)
+                for loc, message in incentive_checks.section_issues(app.incentives, kpis, app.kpis)
+            )
         try:
             measures = measure_library.resolve(app.measures)
         except ConfigIssues as exc:

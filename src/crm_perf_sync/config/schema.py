@@ -2,7 +2,7 @@
 
 The sections are defined by their domains (``business`` and ``kpis`` by the KPI engine,
 ``connections`` by the sync, ``teams`` by the organisation, ``measures`` by the measures,
-``alerts`` by the alert rules);
+``alerts`` by the alert rules, ``incentives`` by the incentive plans);
 unknown keys are rejected so a typo never silently disables something.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from crm_perf_sync.alerts.schemas import AlertSection
+from crm_perf_sync.incentives.schemas import IncentiveSection
 from crm_perf_sync.kit.ids import Slug
 from crm_perf_sync.kit.schema import StrictModel
 from crm_perf_sync.kpi.schemas import BusinessConfig, KpiSection
@@ -28,6 +29,7 @@ class AppConfig(StrictModel):
     kpis: KpiSection = Field(default_factory=KpiSection)
     measures: MeasureSection = Field(default_factory=MeasureSection)
     alerts: AlertSection = Field(default_factory=AlertSection)
+    incentives: IncentiveSection = Field(default_factory=IncentiveSection)
 
     def connection(self, connection_id: str) -> ConnectionConfig | None:
         return next((c for c in self.connections if c.id == connection_id), None)

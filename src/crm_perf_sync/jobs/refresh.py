@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine
@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from crm_perf_sync.alerts import service as alerts
 from crm_perf_sync.alerts.service import Evaluation
 from crm_perf_sync.config import LoadedConfig
+from crm_perf_sync.incentives.service import IncentiveService, PlanOutcome
 from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.kit.errors import Conflict
 from crm_perf_sync.kit.metrics import REFRESH_DURATION
@@ -41,10 +42,16 @@ class Refreshed(RefreshOutcome):
     """A refresh's outcome and the alert evaluation that ended it."""
 
     alerts: Evaluation | None = None
+    #: The incentive plans whose payouts were recomputed, and how many lines each has.
+    incentives: dict[str, PlanOutcome] = field(default_factory=dict)
 
     def summary_tail(self) -> str:
         events = len(self.alerts.events) if self.alerts is not None else 0
         text = f", {events} alert event{'' if events == 1 else 's'}" if events else ""
+        lines = sum(plan.lines + plan.adjustments for plan in self.incentives.values())
+        if self.incentives:
+            text += f", {lines} payout line{'' if lines == 1 else 's'} of {len(self.incentives)} plan"
+            text += "" if len(self.incentives) == 1 else "s"
         return text + f" in {self.seconds:.1f}s"
 
 
@@ -55,6 +62,7 @@ class RefreshJob:
         self.session_factory = session_factory
         self.config = config
         self.service = KpiService(config.kpi_config())
+        self.incentives = IncentiveService(self.service, config.app.incentives.plans)
 
     @property
     def engine(self) -> Engine:
@@ -97,6 +105,10 @@ class RefreshJob:
                     conn.rollback()
                     outcome.seconds = time.monotonic() - started
                     return outcome
+                incentives_started = time.monotonic()
+                changed = bool(outcome.recomputed or outcome.scorecards) or any(outcome.rows.values())
+                outcome.incentives = self.incentives.refresh(conn, now, changed=changed, full=full)
+                outcome.timings["incentives"] = time.monotonic() - incentives_started
                 self._evaluate_alerts(conn, now, outcome)
                 kind = "full" if full or set(outcome.recomputed) == set(self.service.kpis) else "changes"
                 REFRESH_DURATION.labels(kind).observe(time.monotonic() - started)

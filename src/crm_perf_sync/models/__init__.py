@@ -26,6 +26,12 @@ from crm_perf_sync.models.crm import (
     Team,
     TeamMember,
 )
+from crm_perf_sync.models.incentives import (
+    IncentiveClosedRecord,
+    IncentiveLine,
+    IncentivePeriodClose,
+    IncentivePlanState,
+)
 from crm_perf_sync.models.kpi import (
     KpiRefreshRun,
     KpiRefreshState,
@@ -51,6 +57,10 @@ __all__ = [
     "ChangeBatch",
     "Connection",
     "DashboardSession",
+    "IncentiveClosedRecord",
+    "IncentiveLine",
+    "IncentivePeriodClose",
+    "IncentivePlanState",
     "KpiRefreshRun",
     "KpiRefreshState",
     "KpiSample",

@@ -1,0 +1,224 @@
+"""All SQL of incentives: the numbers a plan reads (reps' KPI values, targets, scores), the
+statement lines it writes, the periods closed and the records behind closed payouts.
+
+The caller owns the transaction (these functions never commit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Table, and_, delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from crm_perf_sync.kit.paging import Page, keyset_page
+from crm_perf_sync.models import (
+    IncentiveClosedRecord,
+    IncentiveLine,
+    IncentivePeriodClose,
+    IncentivePlanState,
+    KpiValue,
+    ScorecardValue,
+)
+
+LINE: Table = IncentiveLine.__table__  # type: ignore[assignment]
+CLOSE: Table = IncentivePeriodClose.__table__  # type: ignore[assignment]
+STATE: Table = IncentivePlanState.__table__  # type: ignore[assignment]
+CLOSED_RECORD: Table = IncentiveClosedRecord.__table__  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerValue:
+    value: float
+    records: int
+
+
+def owner_values(
+    conn: Connection | Session,
+    kpi_id: str,
+    grain: str,
+    period_keys: Collection[str],
+    currency: str,
+    dimension: tuple[str, str] = ("", ""),
+) -> dict[tuple[str, str], OwnerValue]:
+    """Each rep's stored value of a KPI by (period key, owner scope id)."""
+    if not period_keys:
+        return {}
+    rows = conn.execute(
+        select(KpiValue.period_key, KpiValue.scope_id, KpiValue.value, KpiValue.sample_count).where(
+            KpiValue.kpi_id == kpi_id,
+            KpiValue.grain == grain,
+            KpiValue.scope == "owner",
+            KpiValue.period_key.in_(sorted(period_keys)),
+            KpiValue.currency == currency,
+            KpiValue.dimension == dimension[0],
+            KpiValue.dimension_value == dimension[1],
+        )
+    )
+    return {(r.period_key, r.scope_id): OwnerValue(r.value or 0.0, r.sample_count) for r in rows}
+
+
+def owner_scores(
+    conn: Connection | Session, scorecard_id: str, grain: str, period_keys: Collection[str]
+) -> dict[tuple[str, str], tuple[float | None, str | None]]:
+    """Each rep's (score, grade) on a scorecard by (period key, owner scope id)."""
+    if not period_keys:
+        return {}
+    rows = conn.execute(
+        select(
+            ScorecardValue.period_key, ScorecardValue.scope_id, ScorecardValue.score, ScorecardValue.grade
+        ).where(
+            ScorecardValue.scorecard_id == scorecard_id,
+            ScorecardValue.grain == grain,
+            ScorecardValue.period_key.in_(sorted(period_keys)),
+        )
+    )
+    return {(r.period_key, r.scope_id): (r.score, r.grade) for r in rows}
+
+
+def closes(conn: Connection | Session, plan_id: str | None = None) -> list[Any]:
+    """The closed periods (of one plan), oldest first."""
+    stmt = select(CLOSE)
+    if plan_id is not None:
+        stmt = stmt.where(CLOSE.c.plan_id == plan_id)
+    return list(conn.execute(stmt.order_by(CLOSE.c.plan_id, CLOSE.c.period_key)))
+
+
+def frozen_lines(conn: Connection | Session, plan_id: str) -> list[Any]:
+    return list(conn.execute(select(LINE).where(LINE.c.plan_id == plan_id, LINE.c.frozen.is_(True))))
+
+
+def replace_open_lines(conn: Connection, plan_id: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Swap a plan's lines of open periods for ``rows``; frozen lines stay as they are."""
+    conn.execute(delete(LINE).where(LINE.c.plan_id == plan_id, LINE.c.frozen.is_(False)))
+    if rows:
+        conn.execute(insert(LINE), list(rows))
+
+
+def drop_plans_except(conn: Connection, plan_ids: Collection[str]) -> int:
+    """Remove the open lines and the state of plans no longer configured (frozen lines stay: they
+    were paid). Returns how many lines went."""
+    gone = conn.execute(
+        delete(LINE).where(LINE.c.plan_id.not_in(sorted(plan_ids)), LINE.c.frozen.is_(False))
+    ).rowcount
+    conn.execute(delete(STATE).where(STATE.c.plan_id.not_in(sorted(plan_ids))))
+    return int(gone or 0)
+
+
+def plan_states(conn: Connection) -> dict[str, str]:
+    return {r.plan_id: r.state_hash for r in conn.execute(select(STATE))}
+
+
+def record_plan_state(conn: Connection, plan_id: str, state_hash: str, now: datetime) -> None:
+    done = conn.execute(
+        update(STATE).where(STATE.c.plan_id == plan_id).values(state_hash=state_hash, refreshed_at=now)
+    ).rowcount
+    if not done:
+        conn.execute(insert(STATE).values(plan_id=plan_id, state_hash=state_hash, refreshed_at=now))
+
+
+def close_period(
+    conn: Connection,
+    plan_id: str,
+    period: tuple[str, Any, Any],
+    closed_by: str,
+    now: datetime,
+    records: Sequence[dict[str, Any]],
+) -> int:
+    """Record the close of a plan's period, freeze its lines (and the adjustments paid in it) and
+    keep the records behind them; returns the close's id."""
+    key, start, end = period
+    close_id = conn.execute(
+        insert(CLOSE)
+        .values(
+            plan_id=plan_id,
+            period_key=key,
+            period_start=start,
+            period_end=end,
+            closed_at=now,
+            closed_by=closed_by,
+        )
+        .returning(CLOSE.c.id)
+    ).scalar_one()
+    conn.execute(update(LINE).where(LINE.c.plan_id == plan_id, LINE.c.period_key == key).values(frozen=True))
+    if records:
+        conn.execute(insert(CLOSED_RECORD), [{**r, "close_id": close_id} for r in records])
+    return int(close_id)
+
+
+def closed_records(
+    conn: Connection | Session, plan_id: str
+) -> dict[tuple[str, str, str], dict[tuple[str, str], float]]:
+    """The records behind each closed payout: (period key, owner, component) -> {(connection,
+    external id): contribution}."""
+    r, c = CLOSED_RECORD, CLOSE
+    rows = conn.execute(
+        select(
+            c.c.period_key,
+            r.c.owner_id,
+            r.c.component_id,
+            r.c.connection_id,
+            r.c.external_id,
+            r.c.contribution,
+        )
+        .join(c, c.c.id == r.c.close_id)
+        .where(c.c.plan_id == plan_id)
+    )
+    out: dict[tuple[str, str, str], dict[tuple[str, str], float]] = {}
+    for row in rows:
+        out.setdefault((row.period_key, row.owner_id, row.component_id), {})[
+            (row.connection_id, row.external_id)
+        ] = row.contribution
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class LineFilter:
+    plan_id: str | None = None
+    owner_id: str | None = None
+    period_key: str | None = None
+    component_id: str | None = None
+    kind: str | None = None
+
+
+def lines_page(session: Session, where: LineFilter, after: Any, limit: int) -> Page:
+    """Statement lines in the order they were written, keyset-paged by id."""
+    stmt = select(LINE)
+    for name in ("plan_id", "owner_id", "period_key", "component_id", "kind"):
+        value = getattr(where, name)
+        if value is not None:
+            stmt = stmt.where(LINE.c[name] == value)
+    rows, next_after = keyset_page(session, stmt, LINE.c.id, after, limit)
+    return [dict(r._mapping) for r in rows], next_after
+
+
+def statement(session: Session, plan_id: str, owner_id: str, period_key: str) -> list[dict[str, Any]]:
+    """A rep's lines paid in one period of a plan (payouts first, then adjustments)."""
+    rows = session.execute(
+        select(LINE)
+        .where(LINE.c.plan_id == plan_id, LINE.c.owner_id == owner_id, LINE.c.period_key == period_key)
+        .order_by(LINE.c.kind.desc(), LINE.c.component_id, LINE.c.for_period_key)
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+def owner_periods(session: Session, plan_id: str, owner_id: str) -> list[str]:
+    rows = session.execute(
+        select(LINE.c.period_key)
+        .where(LINE.c.plan_id == plan_id, LINE.c.owner_id == owner_id)
+        .group_by(LINE.c.period_key)
+        .order_by(LINE.c.period_key)
+    )
+    return [r.period_key for r in rows]
+
+
+def totals(session: Session, plan_id: str, period_key: str) -> dict[str, Any]:
+    row = session.execute(
+        select(func.count(), func.coalesce(func.sum(LINE.c.amount), 0)).where(
+            and_(LINE.c.plan_id == plan_id, LINE.c.period_key == period_key)
+        )
+    ).one()
+    return {"lines": row[0], "amount": row[1]}

@@ -1,0 +1,526 @@
+"""Payouts: every plan's statement lines, computed from the stored KPI values, targets and scores.
+
+A refresh (:meth:`IncentiveService.refresh`, called by the refresh job in its transaction, after
+the KPIs) recomputes the lines of each plan's open periods. A closed period's lines are frozen:
+what a later change to the CRM would have it pay instead becomes an *adjustment* line in the
+first open period after it (a clawback when it is less, a late credit when it is more), with the
+records that changed. Nothing here commits: the job or request that calls it does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session
+
+from crm_perf_sync.incentives import payouts
+from crm_perf_sync.incentives import repository as repo
+from crm_perf_sync.incentives.payouts import ZERO, Line
+from crm_perf_sync.incentives.schemas import Commission, Component, Plan, ScoreBonus, Spiff, TeamPool
+from crm_perf_sync.kit.canonical import digest
+from crm_perf_sync.kit.errors import Conflict, InvalidInput, NotFound
+from crm_perf_sync.kpi import periods
+from crm_perf_sync.kpi import targets_repository as targets_repo
+from crm_perf_sync.kpi.explain import ValueRef, explain
+from crm_perf_sync.kpi.schemas import SumKpi
+from crm_perf_sync.kpi.service import KpiService
+from crm_perf_sync.kpi.values import TargetCell
+from crm_perf_sync.org import repository as org_repo
+from crm_perf_sync.org.schemas import Membership
+
+
+@dataclass(frozen=True, slots=True)
+class PlanPeriod:
+    index: int
+    key: str
+    start: date
+    end: date  # the day after the last
+
+
+@dataclass(slots=True)
+class Computed:
+    """One payout before it is stored: which plan period, rep and component, and the line."""
+
+    period: PlanPeriod
+    owner: str
+    component: Component
+    line: Line
+    fraction: Decimal  # of the period the rep took part in (their quota's share)
+
+
+@dataclass(slots=True)
+class PlanOutcome:
+    lines: int = 0
+    adjustments: int = 0
+
+
+class IncentiveService:
+    """The plans of one configuration, over one store."""
+
+    def __init__(self, kpis: KpiService, plans: Iterable[Plan]) -> None:
+        self.kpis = kpis
+        self.plans = {plan.id: plan for plan in plans}
+
+    @property
+    def fiscal_start_month(self) -> int:
+        return self.kpis.config.business.fiscal_year_start_month
+
+    def plan(self, plan_id: str) -> Plan:
+        found = self.plans.get(plan_id)
+        if found is None:
+            raise NotFound(
+                f"no incentive plan {plan_id!r} (plans: {', '.join(sorted(self.plans)) or 'none'})"
+            )
+        return found
+
+    # --- periods and participants ---------------------------------------------------------------
+
+    def period_at(self, plan: Plan, index: int) -> PlanPeriod:
+        start, end = periods.period_bounds(index, plan.period)
+        return PlanPeriod(index, start.isoformat(), start, end)
+
+    def period_of(self, plan: Plan, key: str) -> PlanPeriod:
+        try:
+            day = date.fromisoformat(key)
+        except ValueError:
+            raise InvalidInput(f"period {key!r} is not a date (YYYY-MM-DD)") from None
+        found = self.period_at(
+            plan, periods.local_period_index(day, "UTC", plan.period, self.fiscal_start_month)
+        )
+        if found.key != key:
+            raise InvalidInput(
+                f"{key} does not start a {plan.period} of plan {plan.id!r} (did you mean {found.key}?)"
+            )
+        return found
+
+    def periods(self, plan: Plan, today: date) -> list[PlanPeriod]:
+        """The plan's periods from its start to the one holding ``today`` (or its end)."""
+        last_day = today if plan.to is None else min(plan.to, today)
+        if last_day < plan.from_:
+            return []
+        first = periods.local_period_index(plan.from_, "UTC", plan.period, self.fiscal_start_month)
+        last = periods.local_period_index(last_day, "UTC", plan.period, self.fiscal_start_month)
+        step = periods.STEP[plan.period]
+        return [self.period_at(plan, index) for index in range(first, last + step, step)]
+
+    def participants(self, plan: Plan, membership: Membership, period: PlanPeriod) -> dict[str, Decimal]:
+        """The reps in the plan during ``period``, with the share of it they were in (0 < share <= 1)."""
+        found: dict[str, Decimal] = {}
+        days = (period.end - period.start).days
+        for who in plan.participants:
+            if who.owner is not None:
+                owners = [who.owner]
+            else:
+                owners = sorted({f"{c}:{o}" for team, c, o in membership.rows if team == who.team})
+            low = max(d for d in (plan.from_, who.from_, period.start) if d is not None)
+            ends = [d + timedelta(days=1) for d in (plan.to, who.to) if d is not None]
+            high = min([period.end, *ends])
+            inside = (high - low).days
+            if inside <= 0:
+                continue
+            share = Decimal(inside) / Decimal(days)
+            for owner in owners:
+                found[owner] = max(found.get(owner, ZERO), share)
+        return found
+
+    # --- computation -----------------------------------------------------------------------------
+
+    def compute(self, conn: Connection | Session, plan: Plan, today: date) -> list[Computed]:
+        """Every payout of the plan in every period up to ``today``, from the stored values."""
+        membership = org_repo.load_membership(conn)
+        plan_periods = self.periods(plan, today)
+        who = {p.key: self.participants(plan, membership, p) for p in plan_periods}
+        keys = [p.key for p in plan_periods]
+        targets = targets_repo.load_targets(conn)
+        out: list[Computed] = []
+        for component in plan.components:
+            if isinstance(component, Commission):
+                out += self._commissions(conn, plan, component, plan_periods, who, targets)
+            elif isinstance(component, Spiff):
+                values = repo.owner_values(
+                    conn,
+                    component.kpi,
+                    plan.period,
+                    keys,
+                    self._currency(component.kpi, plan),
+                    component.dimension,
+                )
+                for period in plan_periods:
+                    for owner, share in who[period.key].items():
+                        found = values.get((period.key, owner))
+                        units = 0 if found is None else round(found.value)
+                        line = payouts.spiff(component.amount, units, component.cap)
+                        out.append(Computed(period, owner, component, line, share))
+            elif isinstance(component, ScoreBonus):
+                scores = repo.owner_scores(conn, component.scorecard, plan.period, keys)
+                for period in plan_periods:
+                    for owner, share in who[period.key].items():
+                        score, grade = scores.get((period.key, owner), (None, None))
+                        exact = None if score is None else Decimal(repr(score))
+                        line = payouts.score_bonus(component, exact, grade)
+                        out.append(Computed(period, owner, component, line, share))
+            else:
+                out += self._pools(conn, plan, component, plan_periods, who, membership)
+        return out
+
+    def _currency(self, kpi_id: str, plan: Plan) -> str:
+        kpi = self.kpis.kpis.get(kpi_id)
+        return plan.currency if isinstance(kpi, SumKpi) and kpi.measure.is_money else ""
+
+    def _commissions(
+        self,
+        conn: Connection | Session,
+        plan: Plan,
+        component: Commission,
+        plan_periods: list[PlanPeriod],
+        who: Mapping[str, Mapping[str, Decimal]],
+        targets: Mapping[Any, TargetCell],
+    ) -> list[Computed]:
+        currency = self._currency(component.base.kpi, plan)
+        values = repo.owner_values(
+            conn,
+            component.base.kpi,
+            plan.period,
+            [p.key for p in plan_periods],
+            currency,
+            component.base.dimension,
+        )
+        out: list[Computed] = []
+        for period in plan_periods:
+            for owner, share in who[period.key].items():
+                found = values.get((period.key, owner))
+                base = payouts.money(found.value) if found is not None else ZERO
+                quota = self.quota(component, plan, targets, period, owner, share, currency)
+                out.append(
+                    Computed(period, owner, component, payouts.commission(component, base, quota), share)
+                )
+        return out
+
+    def quota(
+        self,
+        component: Commission,
+        plan: Plan,
+        targets: Mapping[Any, TargetCell],
+        period: PlanPeriod,
+        owner: str,
+        share: Decimal,
+        currency: str,
+    ) -> Decimal | None:
+        """A rep's quota for the period: from the plan or the base KPI's targets, times the share of
+        the period they took part in; ``None`` when there is none."""
+        source = component.quotas
+        if source is None:
+            return None
+        if source.source == "plan":
+            amount = source.owners.get(owner, source.amount)
+        else:
+            key = (component.base.kpi, plan.period, period.key, "owner", owner)
+            cell = targets.get((*key, currency)) or targets.get((*key, ""))
+            amount = None if cell is None else payouts.money(cell.value)
+        return None if amount is None else payouts.cents(amount * share)
+
+    def _pools(
+        self,
+        conn: Connection | Session,
+        plan: Plan,
+        component: TeamPool,
+        plan_periods: list[PlanPeriod],
+        who: Mapping[str, Mapping[str, Decimal]],
+        membership: Membership,
+    ) -> list[Computed]:
+        keys = [p.key for p in plan_periods]
+        members = {f"{c}:{o}" for team, c, o in membership.rows if team == component.team}
+        weights: dict[tuple[str, str], Decimal] = {}
+        if component.scorecard is not None:
+            for cell, (score, _) in repo.owner_scores(conn, component.scorecard, plan.period, keys).items():
+                if score is not None:
+                    weights[cell] = Decimal(repr(score))
+        else:
+            assert component.kpi is not None
+            currency = self._currency(component.kpi, plan)
+            for cell, found in repo.owner_values(conn, component.kpi, plan.period, keys, currency).items():
+                weights[cell] = Decimal(repr(found.value))
+        out: list[Computed] = []
+        for period in plan_periods:
+            taking_part = {o: s for o, s in who[period.key].items() if o in members}
+            split = payouts.pool_shares(
+                component.amount, {o: weights.get((period.key, o), ZERO) for o in sorted(taking_part)}
+            )
+            for owner, share in taking_part.items():
+                line = Line(amount=ZERO)
+                if owner in split:
+                    line.share, line.amount = split[owner]
+                    line.score = weights.get((period.key, owner))
+                else:
+                    line.note = (
+                        "no share of the pool (no score or contribution)"
+                        if split
+                        else "the pool has no shares"
+                    )
+                out.append(Computed(period, owner, component, line, share))
+        return out
+
+    # --- refresh ---------------------------------------------------------------------------------
+
+    def state_hash(self, plan: Plan, membership: Membership, today: date) -> str:
+        return digest(
+            {
+                "plan": plan.model_dump(mode="json"),
+                "teams": [list(row) for row in membership.rows],
+                "periods": [p.key for p in self.periods(plan, today)],
+            }
+        )
+
+    def refresh(
+        self, conn: Connection, now: datetime, *, changed: bool, full: bool = False
+    ) -> dict[str, PlanOutcome]:
+        """Bring every plan's open lines up to date. A plan is recomputed when the KPI refresh
+        changed values (``changed``), when asked (``full``) or when its definition, the teams or
+        its periods changed since."""
+        today = self.today(now)
+        repo.drop_plans_except(conn, self.plans)
+        states = repo.plan_states(conn)
+        membership = org_repo.load_membership(conn)
+        out: dict[str, PlanOutcome] = {}
+        for plan in self.plans.values():
+            state = self.state_hash(plan, membership, today)
+            if not (changed or full or states.get(plan.id) != state):
+                continue
+            out[plan.id] = self.write_plan(conn, plan, today, now)
+            repo.record_plan_state(conn, plan.id, state, now)
+        return out
+
+    def today(self, now: datetime) -> date:
+        """The business calendar's date at ``now``."""
+        return now.astimezone(ZoneInfo(self.kpis.config.business.timezone)).date()
+
+    def write_plan(
+        self, conn: Connection, plan: Plan, today: date, now: datetime, computed: list[Computed] | None = None
+    ) -> PlanOutcome:
+        computed = self.compute(conn, plan, today) if computed is None else computed
+        closed = {row.period_key for row in repo.closes(conn, plan.id)}
+        rows = [self.row(plan, c, now) for c in computed if c.period.key not in closed]
+        adjustments = self.adjustments(conn, plan, computed, closed, now)
+        repo.replace_open_lines(conn, plan.id, rows + adjustments)
+        return PlanOutcome(len(rows), len(adjustments))
+
+    def row(self, plan: Plan, c: Computed, now: datetime) -> dict[str, Any]:
+        line = c.line
+        detail: dict[str, Any] = {"participation": str(c.fraction)}
+        if line.bands:
+            detail["bands"] = [
+                {
+                    "tier": band.tier,
+                    "from": str(band.low),
+                    "to": None if band.high is None else str(band.high),
+                    "rate": str(band.rate),
+                    "portion": str(band.portion),
+                    "amount": str(payouts.cents(band.amount)),
+                }
+                for band in line.bands
+            ]
+        if line.uncapped is not None:
+            detail["uncapped"] = str(payouts.cents(line.uncapped))
+        if line.share is not None:
+            detail["share"] = str(line.share)
+        return {
+            "plan_id": plan.id,
+            "period_key": c.period.key,
+            "period_start": c.period.start,
+            "period_end": c.period.end,
+            "owner_id": c.owner,
+            "component_id": c.component.id,
+            "component_type": c.component.type,
+            "kind": "payout",
+            "for_period_key": c.period.key,
+            "currency": plan.currency,
+            "amount": line.amount,
+            "base": line.base,
+            "quota": line.quota,
+            "attainment": None if line.attainment is None else float(line.attainment),
+            "rate": None if line.rate is None else line.rate.quantize(Decimal("0.000001")),
+            "units": line.units,
+            "score": None if line.score is None else float(line.score),
+            "grade": line.grade,
+            "capped": line.capped,
+            "note": line.note,
+            "detail": detail,
+            "frozen": False,
+            "computed_at": now,
+        }
+
+    # --- period close and adjustments -----------------------------------------------------------
+
+    def adjustments(
+        self, conn: Connection, plan: Plan, computed: list[Computed], closed: set[str], now: datetime
+    ) -> list[dict[str, Any]]:
+        """For every closed period, what it would pay now against what was paid for it (its frozen
+        lines and the frozen adjustments to it): the difference, paid in the first open period."""
+        if not closed:
+            return []
+        paid: dict[tuple[str, str, str], Decimal] = {}
+        types: dict[str, str] = {}
+        for line in repo.frozen_lines(conn, plan.id):
+            key = (line.for_period_key, line.owner_id, line.component_id)
+            paid[key] = paid.get(key, ZERO) + Decimal(str(line.amount))
+            types[line.component_id] = line.component_type
+        now_pays: dict[tuple[str, str, str], Computed] = {
+            (c.period.key, c.owner, c.component.id): c for c in computed if c.period.key in closed
+        }
+        rows: list[dict[str, Any]] = []
+        snapshot: dict[tuple[str, str, str], dict[tuple[str, str], float]] | None = None
+        for key in sorted(paid.keys() | now_pays.keys()):
+            period_key, owner, component_id = key
+            current = now_pays.get(key)
+            if current is None:
+                continue  # no longer in the plan (a change of configuration): what was paid stands
+            amount = current.line.amount
+            delta = amount - paid.get(key, ZERO)
+            if delta == 0:
+                continue
+            if snapshot is None:
+                snapshot = repo.closed_records(conn, plan.id)
+            closed_period = self.period_of(plan, period_key)
+            target = self._first_open_after(plan, closed_period, closed)
+            component = plan.component(component_id)
+            reasons = self._reasons(conn, plan, component, closed_period, owner, snapshot.get(key, {}))
+            rows.append(
+                {
+                    "plan_id": plan.id,
+                    "period_key": target.key,
+                    "period_start": target.start,
+                    "period_end": target.end,
+                    "owner_id": owner,
+                    "component_id": component_id,
+                    "component_type": component.type
+                    if component is not None
+                    else types.get(component_id, ""),
+                    "kind": "adjustment",
+                    "for_period_key": period_key,
+                    "currency": plan.currency,
+                    "amount": delta,
+                    "base": None if current is None else current.line.base,
+                    "quota": None if current is None else current.line.quota,
+                    "attainment": None
+                    if current is None or current.line.attainment is None
+                    else float(current.line.attainment),
+                    "rate": None,
+                    "units": None if current is None else current.line.units,
+                    "score": None,
+                    "grade": None,
+                    "capped": False if current is None else current.line.capped,
+                    "note": ("clawback" if delta < 0 else "late credit") + f" for {period_key}",
+                    "detail": {
+                        "paid": str(paid.get(key, ZERO)),
+                        "now": str(amount),
+                        "changes": reasons,
+                    },
+                    "frozen": False,
+                    "computed_at": now,
+                }
+            )
+        return rows
+
+    def _first_open_after(self, plan: Plan, period: PlanPeriod, closed: set[str]) -> PlanPeriod:
+        index = period.index + periods.STEP[plan.period]
+        while self.period_at(plan, index).key in closed:
+            index += periods.STEP[plan.period]
+        return self.period_at(plan, index)
+
+    def _reasons(
+        self,
+        conn: Connection,
+        plan: Plan,
+        component: Component | None,
+        period: PlanPeriod,
+        owner: str,
+        before: Mapping[tuple[str, str], float],
+    ) -> list[dict[str, Any]]:
+        """The records that changed since the close: gone, new or with another contribution."""
+        now = self.records(conn, plan, component, period, owner) if component is not None else {}
+        changes: list[dict[str, Any]] = []
+        for record in sorted(before.keys() | now.keys()):
+            was, is_ = before.get(record), now.get(record)
+            if was is not None and is_ is not None and abs(was - is_) < 0.005:
+                continue
+            what = "gone" if is_ is None else "new" if was is None else "changed"
+            changes.append(
+                {
+                    "connection_id": record[0],
+                    "external_id": record[1],
+                    "change": what,
+                    "was": was,
+                    "now": is_,
+                }
+            )
+        return changes
+
+    def records(
+        self, conn: Connection | Session, plan: Plan, component: Component, period: PlanPeriod, owner: str
+    ) -> dict[tuple[str, str], float]:
+        """The records behind a commission's base or a SPIFF's units: (connection, external id) ->
+        contribution. Other components have none."""
+        if isinstance(component, Commission):
+            kpi_id, dimension = component.base.kpi, component.base.dimension
+        elif isinstance(component, Spiff):
+            kpi_id, dimension = component.kpi, component.dimension
+        else:
+            return {}
+        kpi = self.kpis.kpis[kpi_id]
+        ref = ValueRef(
+            kpi_id, plan.period, period.key, "owner", owner, self._currency(kpi_id, plan), *dimension
+        )
+        calendar = self.kpis.calendar(conn)
+        membership = org_repo.load_membership(conn)
+        found: dict[tuple[str, str], float] = {}
+        after: int | None = None
+        while True:
+            explained = explain(conn, kpi, ref, calendar, membership, after=after, limit=1000)
+            part = explained.parts[0]
+            for record in part.records:
+                contribution = record.get("contribution")
+                key = (str(record["connection_id"]), str(record["external_id"]))
+                found[key] = found.get(key, 0.0) + float(1 if contribution is None else contribution)
+            if part.next_after is None:
+                return found
+            after = part.next_after
+
+    def close(self, conn: Connection, plan_id: str, period_key: str, closed_by: str, now: datetime) -> int:
+        """Close a plan's period: its lines, brought up to date first, are frozen, with the records
+        behind them. Periods close in order, once each, and only once they have ended."""
+        plan = self.plan(plan_id)
+        period = self.period_of(plan, period_key)
+        today = self.today(now)
+        if period.end > today:
+            raise Conflict(
+                f"{plan_id} {period_key} has not ended yet (it ends on {period.end - timedelta(days=1)})"
+            )
+        closed = {row.period_key for row in repo.closes(conn, plan.id)}
+        if period.key in closed:
+            raise Conflict(f"{plan_id} {period_key} is already closed")
+        earlier = [p.key for p in self.periods(plan, today) if p.index < period.index and p.key not in closed]
+        if earlier:
+            raise Conflict(f"close the earlier periods of {plan_id} first: {', '.join(earlier)}")
+        computed = self.compute(conn, plan, today)
+        self.write_plan(conn, plan, today, now, computed)
+        records = [
+            {
+                "owner_id": c.owner,
+                "component_id": c.component.id,
+                "connection_id": record[0],
+                "external_id": record[1],
+                "contribution": contribution,
+            }
+            for c in computed
+            if c.period.key == period.key and (c.line.base or c.line.units)
+            for record, contribution in self.records(conn, plan, c.component, period, c.owner).items()
+        ]
+        return repo.close_period(
+            conn, plan.id, (period.key, period.start, period.end), closed_by, now, records
+        )
