@@ -466,30 +466,45 @@ class IncentiveService:
     ) -> dict[tuple[str, str], float]:
         """The records behind a commission's base or a SPIFF's units: (connection, external id) ->
         contribution. Other components have none."""
+        found: dict[tuple[str, str], float] = {}
+        for record in self.records_detail(conn, plan, component, period, owner):
+            key = (str(record["connection_id"]), str(record["external_id"]))
+            found[key] = found.get(key, 0.0) + float(record["contribution"])
+        return found
+
+    def records_detail(
+        self, conn: Connection | Session, plan: Plan, component: Component, period: PlanPeriod, owner: str
+    ) -> list[dict[str, Any]]:
+        """The records behind a commission's base or a SPIFF's units, as the KPI's explanation
+        lists them, in the order they fell in the period (then by id)."""
         if isinstance(component, Commission):
             kpi_id, dimension = component.base.kpi, component.base.dimension
         elif isinstance(component, Spiff):
             kpi_id, dimension = component.kpi, component.dimension
         else:
-            return {}
+            return []
         kpi = self.kpis.kpis[kpi_id]
         ref = ValueRef(
             kpi_id, plan.period, period.key, "owner", owner, self._currency(kpi_id, plan), *dimension
         )
         calendar = self.kpis.calendar(conn)
         membership = org_repo.load_membership(conn)
-        found: dict[tuple[str, str], float] = {}
+        found: list[dict[str, Any]] = []
         after: int | None = None
         while True:
             explained = explain(conn, kpi, ref, calendar, membership, after=after, limit=1000)
             part = explained.parts[0]
             for record in part.records:
                 contribution = record.get("contribution")
-                key = (str(record["connection_id"]), str(record["external_id"]))
-                found[key] = found.get(key, 0.0) + float(1 if contribution is None else contribution)
+                found.append({**record, "contribution": float(1 if contribution is None else contribution)})
             if part.next_after is None:
-                return found
+                break
             after = part.next_after
+        field_name = explained.parts[0].period_field
+        found.sort(
+            key=lambda r: (str(r.get(field_name) or ""), str(r["connection_id"]), str(r["external_id"]))
+        )
+        return found
 
     def close(self, conn: Connection, plan_id: str, period_key: str, closed_by: str, now: datetime) -> int:
         """Close a plan's period: its lines, brought up to date first, are frozen, with the records
