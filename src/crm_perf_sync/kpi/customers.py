@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Float, Select, and_, case, func, literal, select, type_coerce
 from sqlalchemy.sql.elements import ColumnElement
@@ -27,7 +28,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import periods
 from crm_perf_sync.kpi import repository as repo
-from crm_perf_sync.kpi.compiler import PENDING, Calendar, Part, Scope, part_for, period_expr
+from crm_perf_sync.kpi.compiler import MEMBERSHIP, PENDING, Calendar, Part, Scope, part_for, period_expr
 from crm_perf_sync.kpi.compute import Computation
 from crm_perf_sync.kpi.repository import CHANGED
 from crm_perf_sync.kpi.rollup import Key, Rollup
@@ -464,35 +465,109 @@ def _last_periods(
 def _moved_last(
     run: Computation, part: Part, lasts: dict[Grain, tuple[int, int]]
 ) -> tuple[dict[tuple[Grain, Scope], dict[Key, Computed]], set[tuple[Grain, int]]]:
-    """Retention values that appear or go because the last period moved: computed whole (from the
-    deals of the periods around them) or removed."""
+    """Retention values that appear or go because the last period moved: computed whole, or removed.
+
+    A new value's denominator is every account of the period before it, counted per scope by the
+    database; its numerator only needs the accounts of the new period (a few days of deals when
+    the clock moved into it) and those accounts' deals of the period before.
+    """
     fresh: dict[tuple[Grain, Scope], dict[Key, Computed]] = {}
     gone: set[tuple[Grain, int]] = set()
+    rollup = run.rollup()
     for grain, (old, new) in lasts.items():
         step = periods.STEP[grain]
         gone |= {(grain, period) for period in range(new + step, old + step, step)}
-        if new <= old:
-            continue
-        rollup = run.rollup()
-        since = _since(run, part, periods.period_bounds(old, grain)[0])
-        deals = [d for d in since if (_period(rollup, grain, d) or old - 1) >= old]
-        cells: dict[tuple[Grain, Scope], dict[Key, Computed]] = {
-            cell: {} for cell in _cells(run) if cell[0] == grain
-        }
-        _retention(rollup, [grain], deals, cells, {grain: new})
-        for cell, values in cells.items():
-            fresh[cell] = {key: value for key, value in values.items() if key[0] is not None and key[0] > old}
+        for period in range(old + step, new + step, step):
+            for (scope, scope_id), (kept, size) in _retained(run, part, rollup, grain, period).items():
+                fresh.setdefault((grain, scope), {})[period, scope_id, "", ""] = (
+                    kept / size,
+                    float(kept),
+                    float(size),
+                    size,
+                )
     return fresh, gone
 
 
-def _since(run: Computation, part: Part, start: date) -> list[WonDeal]:
-    """The won deals from ``start`` (a day early: a timestamp's local date may be a day later)."""
+def _retained(
+    run: Computation, part: Part, rollup: Rollup, grain: Grain, period: int
+) -> dict[tuple[Scope, str], tuple[int, int]]:
+    """Per scope with accounts in the period before ``period``: how many of them won a deal again
+    in ``period``, and how many there were."""
+    before = period - periods.STEP[grain]
+    now = [d for d in _within(run, part, grain, period) if _period(rollup, grain, d) == period]
+    buying: dict[tuple[Scope, str], set[Account]] = {}
+    for deal in now:
+        for scope in _scopes(rollup, deal):
+            buying.setdefault(scope, set()).add((deal.connection_id, deal.account))
+    again: dict[tuple[Scope, str], set[Account]] = {}
+    accounts = {(d.connection_id, d.account) for d in now}
+    for deal in _deals_of(run.conn, part, run.calendar, accounts) if accounts else []:
+        if _period(rollup, grain, deal) != before:
+            continue
+        for scope in _scopes(rollup, deal):
+            if (deal.connection_id, deal.account) in buying.get(scope, ()):
+                again.setdefault(scope, set()).add((deal.connection_id, deal.account))
+    return {
+        scope: (len(again.get(scope, ())), size)
+        for scope, size in _accounts_per_scope(run, part, grain, before).items()
+        if size > 0
+    }
+
+
+def _range(run: Computation, part: Part, grain: Grain, period: int) -> tuple[Any, Any]:
+    """The first and the end (excluded) of a period as values of the period column: dates, or the
+    instants the business day begins at for a timestamp."""
+    start, end = periods.period_bounds(period, grain)
+    if FIELDS[part.measure.entity][part.measure.period] == "date":
+        return start, end
+    zone = ZoneInfo(run.calendar.timezone)
+    return (
+        datetime.combine(start, time(), tzinfo=zone).astimezone(UTC),
+        datetime.combine(end, time(), tzinfo=zone).astimezone(UTC),
+    )
+
+
+def _within(run: Computation, part: Part, grain: Grain, period: int) -> list[WonDeal]:
+    column: ColumnElement[Any] = part.table.c[part.measure.period]
+    low, high = _range(run, part, grain, period)
+    return _read(run.conn, won_deals_query(part, run.calendar).where(column >= low, column < high))
+
+
+def _accounts_per_scope(
+    run: Computation, part: Part, grain: Grain, period: int
+) -> dict[tuple[Scope, str], int]:
+    """How many accounts won a deal in the period, in the company, per rep and per team (counted
+    by the database: a year of deals never comes into memory)."""
     table = part.table
-    period: ColumnElement[Any] = table.c[part.measure.period]
-    bound: date | datetime = start - timedelta(days=1)
-    if FIELDS[part.measure.entity][part.measure.period] != "date":
-        bound = datetime.combine(bound, time(), tzinfo=UTC)
-    return _read(run.conn, won_deals_query(part, run.calendar).where(period >= bound))
+    column: ColumnElement[Any] = table.c[part.measure.period]
+    low, high = _range(run, part, grain, period)
+    where = [*part.where, table.c.account_external_id.is_not(None), column >= low, column < high]
+    account = [table.c.connection_id, table.c.account_external_id]
+    counts: dict[tuple[Scope, str], int] = {}
+    company = select(*account).where(*where).distinct().subquery()
+    found = run.conn.execute(select(func.count()).select_from(company)).scalar_one()
+    if found:
+        counts["company", "company"] = int(found)
+    owner = table.c.owner_external_id
+    reps = select(*account, owner.label("owner")).where(*where, owner.is_not(None)).distinct().subquery()
+    for row in run.conn.execute(
+        select(reps.c.connection_id, reps.c.owner, func.count()).group_by(reps.c.connection_id, reps.c.owner)
+    ):
+        counts["owner", f"{row[0]}:{row[1]}"] = int(row[2])
+    if run.membership.rows:
+        joined = table.join(
+            MEMBERSHIP,
+            and_(
+                MEMBERSHIP.c.m_connection_id == table.c.connection_id,
+                MEMBERSHIP.c.m_owner_external_id == owner,
+            ),
+        )
+        teams = (
+            select(MEMBERSHIP.c.team_key, *account).select_from(joined).where(*where).distinct().subquery()
+        )
+        for row in run.conn.execute(select(teams.c.team_key, func.count()).group_by(teams.c.team_key)):
+            counts["team", str(row[0])] = int(row[1])
+    return counts
 
 
 def _write(
