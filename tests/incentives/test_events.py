@@ -12,7 +12,9 @@ lines and the clock the test passes, never from the code under test.
 from __future__ import annotations
 
 import csv
+import re
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import CursorResult, func, select, update
 
 from crm_perf_sync.alerts import service as alerts
@@ -28,7 +31,7 @@ from crm_perf_sync.alerts.schemas import AlertRule
 from crm_perf_sync.config import ConfigIssues, load_config
 from crm_perf_sync.jobs.refresh import Refreshed
 from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
-from crm_perf_sync.models import IncentiveLine, Opportunity, WebhookEvent
+from crm_perf_sync.models import IncentiveLine, KpiValue, Opportunity, WebhookDelivery, WebhookEvent
 from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync.webhooks import service as webhooks
 from crm_perf_sync.webhooks.delivery import Deliverer, DeliveryOptions
@@ -71,12 +74,21 @@ def subscribe(store: Store, receiver: Receiver, *patterns: str) -> None:
 
 
 def deliver(store: Store) -> None:
+    """Send every queued delivery, waiting for the retries of those that failed (a busy receiver
+    may reset a connection) until none is left."""
     deliverer = Deliverer(store.session_factory, LOCAL, "worker-a", DeliveryOptions(timeout=5))
+    deadline = time.monotonic() + 120
     try:
-        while deliverer.run_once():
-            pass
+        while deliverer.run_once() or pending(store):
+            assert time.monotonic() < deadline, "deliveries still pending after two minutes"
+            time.sleep(0.2)
     finally:
         deliverer.close()
+
+
+def pending(store: Store) -> int:
+    with session_scope(store.session_factory) as session:
+        return int(session.scalar(select(func.count()).where(WebhookDelivery.status != "succeeded")) or 0)
 
 
 def received(receiver: Receiver, event_type: str) -> list[dict[str, Any]]:
@@ -278,6 +290,18 @@ def test_an_alert_on_pace_reminds_the_reps_behind_it_in_the_last_weeks(fresh: St
             "days_left": {"op": "<=", "value": 21},
         }
     )
+    # A KPI rule with the same window: each rep's quarterly won revenue under 20,000.
+    low = AlertRule.model_validate(
+        {
+            "id": "low-revenue",
+            "kpi": "won_revenue",
+            "currency": "USD",
+            "scope": "owner",
+            "grain": "quarter",
+            "when": {"op": "<", "value": 20000},
+            "days_left": {"op": "<=", "value": 21},
+        }
+    )
     kpis = fresh.config.kpi_config()
     plans = {plan.id: plan for plan in fresh.config.app.incentives.plans}
     with session_scope(fresh.session_factory) as session:
@@ -296,25 +320,43 @@ def test_an_alert_on_pace_reminds_the_reps_behind_it_in_the_last_weeks(fresh: St
     elapsed = (now - start) / (end - start)
     pace = {owner: base / q / elapsed for owner, (base, q) in lines.items()}
     behind = {owner for owner, p in pace.items() if p < 0.8}
+    with session_scope(fresh.session_factory) as session:
+        revenue = session.execute(
+            select(KpiValue.scope_id, KpiValue.value).where(
+                KpiValue.kpi_id == "won_revenue",
+                KpiValue.grain == "quarter",
+                KpiValue.period_key == Q4,
+                KpiValue.scope == "owner",
+                KpiValue.currency == "USD",
+                KpiValue.dimension == "",
+            )
+        ).all()
+    short = {owner for owner, value in revenue if value is not None and value < 20000}
+    assert short
     assert 0 < len(behind) < len(lines)  # some ahead, some behind
     assert all(abs(p - 0.8) > 1e-6 for p in pace.values())
 
     with receiving() as receiver:
         subscribe(fresh, receiver, "alert.*")
         with fresh.engine.begin() as conn:
-            early = alerts.evaluate(conn, [rule], kpis, now - timedelta(days=22), plans)  # 42 days left
+            early = alerts.evaluate(conn, [rule, low], kpis, now - timedelta(days=22), plans)  # 42 left
         assert early.events == []
         with fresh.engine.begin() as conn:
-            fired = alerts.evaluate(conn, [rule], kpis, now, plans)
-        assert len(fired.events) == len(behind)
+            fired = alerts.evaluate(conn, [rule, low], kpis, now, plans)
+        assert len(fired.events) == len(behind) + len(short)
         with fresh.engine.begin() as conn:
             # The plan's next quarter (past its end: no lines) is outside the last weeks: all clear.
-            cleared = alerts.evaluate(conn, [rule], kpis, datetime(2018, 1, 2, tzinfo=UTC), plans)
-        assert len(cleared.events) == len(behind)
+            cleared = alerts.evaluate(conn, [rule, low], kpis, datetime(2018, 1, 2, tzinfo=UTC), plans)
+        assert len(cleared.events) == len(behind) + len(short)
         deliver(fresh)
 
-    firing = received(receiver, "alert.firing")
+    firing = [event for event in received(receiver, "alert.firing") if event["rule"]["id"] == "behind-pace"]
     assert {event["scope_id"] for event in firing} == behind
+    kpi_firing = [
+        event for event in received(receiver, "alert.firing") if event["rule"]["id"] == "low-revenue"
+    ]
+    assert {event["scope_id"] for event in kpi_firing} == short
+    assert {event["days_left"] for event in kpi_firing} == {20}
     for event in firing:
         owner = event["scope_id"]
         agent = owner.removeprefix("maven:")
@@ -326,7 +368,9 @@ def test_an_alert_on_pace_reminds_the_reps_behind_it_in_the_last_weeks(fresh: St
         base, q = lines[owner]
         assert event["incentive"]["attainment"] == pytest.approx(base / q, rel=1e-6)
         assert Decimal(event["incentive"]["base"]) == cents(Decimal(repr(base)))
-    resolved = received(receiver, "alert.resolved")
+    resolved = [
+        event for event in received(receiver, "alert.resolved") if event["rule"]["id"] == "behind-pace"
+    ]
     assert {event["scope_id"] for event in resolved} == behind
     assert {event["reason"] for event in resolved} == {"recovered"}
 
@@ -360,3 +404,62 @@ alerts:
         "(components: commission, gtk-spiff)",
         f"{first + 8}: alerts.rules[2].measure: agents-2017 gtk-spiff is a spiff and gives value, not pace",
     ]
+
+
+def test_rules_written_before_incentive_rules_keep_their_definition_hash() -> None:
+    """A rule's hash decides whether its breaches count again: the new fields must not move it."""
+    rule = AlertRule.model_validate(
+        {
+            "id": "rep-win-rate-low",
+            "kpi": "win_rate",
+            "scope": "owner",
+            "grain": "quarter",
+            "when": {"op": "<", "value": 0.2},
+            "recover": {"op": ">=", "value": 0.25},
+            "for": 2,
+            "min_sample": 5,
+        }
+    )
+    assert rule.definition_hash() == "64a21b3d8633e9a3"  # as computed before incentive rules existed
+    windowed = rule.model_copy(update={"days_left": rule.when.model_copy(update={"value": 21})})
+    assert windowed.definition_hash() != rule.definition_hash()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"kpi": "win_rate"}, "name exactly one of kpi, scorecard or incentive"),
+        ({"scope": "team"}, "an incentive rule's scope must be owner"),
+        ({"grain": "month"}, "an incentive rule watches its plan's periods: leave grain out"),
+        ({"period": "previous"}, "period must be current"),
+        ({"currency": "USD"}, "an incentive rule takes its plan's currency"),
+    ],
+)
+def test_an_incentive_rule_watches_reps_in_its_plans_current_period(
+    extra: dict[str, Any], message: str
+) -> None:
+    rule = {
+        "id": "r",
+        "incentive": {"plan": "agents-2017", "component": "commission"},
+        "scope": "owner",
+        "when": {"op": "<", "value": 1},
+    }
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        AlertRule.model_validate({**rule, **extra})
+
+
+def test_projected_payout_is_an_incentives_and_days_left_needs_a_period_end() -> None:
+    with pytest.raises(ValidationError, match="projected_payout is an incentive's"):
+        AlertRule.model_validate(
+            {"id": "r", "kpi": "won_deals", "measure": "projected_payout", "when": {"op": "<", "value": 1}}
+        )
+    with pytest.raises(ValidationError, match="the grain all has no end"):
+        AlertRule.model_validate(
+            {
+                "id": "r",
+                "kpi": "won_deals",
+                "grain": "all",
+                "when": {"op": "<", "value": 1},
+                "days_left": {"op": "<=", "value": 21},
+            }
+        )
