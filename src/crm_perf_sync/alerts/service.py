@@ -25,6 +25,11 @@ the evaluation queues their ``alert.firing`` events to it before it evaluates, i
 transaction that reads the states, so every alert is sent to it by that or by the evaluation
 that fires it.
 
+A rule on an incentive watches a component of a plan per rep, in the plan's period holding
+``now``, from the rep's stored payout line (:mod:`crm_perf_sync.incentives.watch`); its events
+name the rep's teams. A rule with ``days_left`` judges only in its period's last days: outside
+them every scope is clear (``outside_window``), so a reminder resolves when the period ends.
+
 Also here: ``score.published``, once per scorecard, grain and period, when the period is over.
 """
 
