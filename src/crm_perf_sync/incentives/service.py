@@ -472,11 +472,31 @@ class IncentiveService:
             found[key] = found.get(key, 0.0) + float(record["contribution"])
         return found
 
+    def records_by_owner(
+        self, conn: Connection | Session, plan: Plan, component: Component, period: PlanPeriod
+    ) -> dict[str, dict[tuple[str, str], float]]:
+        """:meth:`records` of every rep at once (one read of the period's records): rep scope id ->
+        (connection, external id) -> contribution."""
+        found: dict[str, dict[tuple[str, str], float]] = {}
+        for record in self.records_detail(conn, plan, component, period, None):
+            if record.get("owner_external_id") is None:
+                continue
+            mine = found.setdefault(f"{record['connection_id']}:{record['owner_external_id']}", {})
+            key = (str(record["connection_id"]), str(record["external_id"]))
+            mine[key] = mine.get(key, 0.0) + float(record["contribution"])
+        return found
+
     def records_detail(
-        self, conn: Connection | Session, plan: Plan, component: Component, period: PlanPeriod, owner: str
+        self,
+        conn: Connection | Session,
+        plan: Plan,
+        component: Component,
+        period: PlanPeriod,
+        owner: str | None,
     ) -> list[dict[str, Any]]:
-        """The records behind a commission's base or a SPIFF's units, as the KPI's explanation
-        lists them, in the order they fell in the period (then by id)."""
+        """The records behind a commission's base or a SPIFF's units (of one rep, or of the whole
+        company with ``None``), as the KPI's explanation lists them, in the order they fell in the
+        period (then by id)."""
         if isinstance(component, Commission):
             kpi_id, dimension = component.base.kpi, component.base.dimension
         elif isinstance(component, Spiff):
@@ -484,9 +504,8 @@ class IncentiveService:
         else:
             return []
         kpi = self.kpis.kpis[kpi_id]
-        ref = ValueRef(
-            kpi_id, plan.period, period.key, "owner", owner, self._currency(kpi_id, plan), *dimension
-        )
+        scope = ("company", "company") if owner is None else ("owner", owner)
+        ref = ValueRef(kpi_id, plan.period, period.key, *scope, self._currency(kpi_id, plan), *dimension)
         calendar = self.kpis.calendar(conn)
         membership = org_repo.load_membership(conn)
         found: list[dict[str, Any]] = []
@@ -524,6 +543,11 @@ class IncentiveService:
             raise Conflict(f"close the earlier periods of {plan_id} first: {', '.join(earlier)}")
         computed = self.compute(conn, plan, today)
         self.write_plan(conn, plan, today, now, computed)
+        by_component = {
+            component.id: self.records_by_owner(conn, plan, component, period)
+            for component in plan.components
+            if isinstance(component, Commission | Spiff)
+        }
         records = [
             {
                 "owner_id": c.owner,
@@ -533,8 +557,8 @@ class IncentiveService:
                 "contribution": contribution,
             }
             for c in computed
-            if c.period.key == period.key and (c.line.base or c.line.units)
-            for record, contribution in self.records(conn, plan, c.component, period, c.owner).items()
+            if c.period.key == period.key and c.component.id in by_component
+            for record, contribution in by_component[c.component.id].get(c.owner, {}).items()
         ]
         return repo.close_period(
             conn, plan.id, (period.key, period.start, period.end), closed_by, now, records

@@ -9,7 +9,8 @@ never an average of rates; a mean is the sum of the durations over their count.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -30,6 +31,8 @@ class Computation:
     membership: Membership
     grains: list[Grain]
     targets: Mapping[TargetCellKey, TargetCell]
+    #: What several KPIs of the refresh read alike, read once (e.g. the customer KPIs' accounts).
+    shared: dict[Any, Any] = field(default_factory=dict)
 
     def rollup(self) -> Rollup:
         return Rollup(self.grains, self.calendar.fiscal_start_month, self.membership)

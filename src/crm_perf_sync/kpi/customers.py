@@ -284,30 +284,22 @@ def apply_customer_changes(
     when there were no won deals before or none are left, so there is no last period to keep).
     ``touched`` collects the (grain, period key) of every value changed.
     """
-    conn, calendar = run.conn, run.calendar
-    part = part_for(kpi.measure, calendar, by_currency=True)
-    prior = part_for(kpi.measure, calendar, by_currency=True, table=PRIOR_TABLES[kpi.measure.entity])
-    entity = kpi.measure.entity
-    old_versions = _read(conn, _counted(won_deals_query(prior, calendar), prior, entity))
-    new_versions = _read(conn, _changed_only(won_deals_query(part, calendar), part, entity))
-    accounts = {(d.connection_id, d.account) for d in (*old_versions, *new_versions)}
-    if not accounts:
+    touched_accounts = _touched_accounts(run, kpi)
+    if touched_accounts is None:
         return 0
-    after = _deals_of(conn, part, calendar, accounts)
-    changed = _changed_ids(conn, entity)
-    before = [d for d in after if (d.connection_id, d.external_id) not in changed] + old_versions
+    part, old_versions, before, after = touched_accounts
     rollup = run.rollup()
     fresh: dict[tuple[Grain, Scope], dict[Key, Computed]] = {}
     gone: set[tuple[Grain, int]] = set()
     cutoff: dict[Grain, int] | None = None
     if kpi.stat == "retention":
-        lasts = _last_periods(run, part, entity, old_versions)
+        lasts = _last_periods(run, part, kpi.measure.entity, old_versions)
         if lasts is None:
             return None
         cutoff = {grain: min(old, new) for grain, (old, new) in lasts.items()}
         fresh, gone = _moved_last(run, part, lasts)
-    old_cells = _contributions(run, kpi, rollup, sorted(before, key=_order), cutoff)
-    new_cells = _contributions(run, kpi, rollup, sorted(after, key=_order), cutoff)
+    old_cells = _contributions(run, kpi, rollup, before, cutoff)
+    new_cells = _contributions(run, kpi, rollup, after, cutoff)
     deltas: dict[tuple[Grain, Scope, Key], Parts] = {}
     for cells, sign in ((new_cells, 1), (old_cells, -1)):
         for (grain, scope), values in cells.items():
@@ -320,6 +312,33 @@ def apply_customer_changes(
                 )
     deltas = {cell: parts for cell, parts in deltas.items() if parts != (0.0, 0.0, 0)}
     return _write(run, kpi, digest, deltas, fresh, gone, touched)
+
+
+def _touched_accounts(
+    run: Computation, kpi: CustomerKpi
+) -> tuple[Part, list[WonDeal], list[WonDeal], list[WonDeal]] | None:
+    """The won deals of every account the change log touched, before the change and after it
+    (read once per refresh for all customer KPIs on the same deals), with the counted old
+    versions of the changed deals; ``None`` when no account was touched."""
+    key = ("customer accounts", kpi.measure.model_dump_json())
+    if key in run.shared:
+        found: tuple[Part, list[WonDeal], list[WonDeal], list[WonDeal]] | None = run.shared[key]
+        return found
+    conn, calendar = run.conn, run.calendar
+    entity = kpi.measure.entity
+    part = part_for(kpi.measure, calendar, by_currency=True)
+    prior = part_for(kpi.measure, calendar, by_currency=True, table=PRIOR_TABLES[entity])
+    old_versions = _read(conn, _counted(won_deals_query(prior, calendar), prior, entity))
+    new_versions = _read(conn, _changed_only(won_deals_query(part, calendar), part, entity))
+    accounts = {(d.connection_id, d.account) for d in (*old_versions, *new_versions)}
+    found = None
+    if accounts:
+        after = _deals_of(conn, part, calendar, accounts)
+        changed = _changed_ids(conn, entity)
+        before = [d for d in after if (d.connection_id, d.external_id) not in changed] + old_versions
+        found = (part, old_versions, sorted(before, key=_order), sorted(after, key=_order))
+    run.shared[key] = found
+    return found
 
 
 def _order(deal: WonDeal) -> tuple[str, str]:
@@ -413,9 +432,18 @@ def _last_periods(
     """Per grain, the last period with a won deal before the change and after it."""
     table = part.table
     period: ColumnElement[Any] = table.c[part.measure.period]
-    latest = select(func.max(period)).where(*part.where, table.c.account_external_id.is_not(None))
-    after = run.conn.execute(latest).scalar()
-    unchanged = run.conn.execute(_changed_excluded(latest, part, entity)).scalar()
+    on = and_(
+        CHANGED.c.c_entity == entity,
+        CHANGED.c.c_connection_id == table.c.connection_id,
+        CHANGED.c.c_external_id == table.c.external_id,
+    )
+    unchanged_period = type_coerce(case((CHANGED.c.c_external_id.is_(None), period)), period.type)
+    # One pass: the last date now, and the last among the deals the change log did not touch.
+    after, unchanged = run.conn.execute(
+        select(func.max(period), func.max(unchanged_period))
+        .select_from(table.outerjoin(CHANGED, on))
+        .where(*part.where, table.c.account_external_id.is_not(None))
+    ).one()
     candidates = [d.ordered_by for d in old_versions]
     if unchanged is not None:
         candidates.append(unchanged)
@@ -431,16 +459,6 @@ def _last_periods(
         for grain in run.grains
         if grain != "all"
     }
-
-
-def _changed_excluded(stmt: Select[Any], part: Part, entity: str) -> Select[Any]:
-    table = part.table
-    on = and_(
-        CHANGED.c.c_entity == entity,
-        CHANGED.c.c_connection_id == table.c.connection_id,
-        CHANGED.c.c_external_id == table.c.external_id,
-    )
-    return stmt.select_from(table.outerjoin(CHANGED, on)).where(CHANGED.c.c_external_id.is_(None))
 
 
 def _moved_last(
