@@ -31,17 +31,28 @@ class Threshold(StrictModel):
         return COMPARE[self.op](value, self.value)
 
 
+class IncentiveRef(StrictModel):
+    """A component of an incentive plan, watched per rep in the plan's current period."""
+
+    plan: str
+    component: str
+
+
 class AlertRule(StrictModel):
     """One alert: what to watch, where, when it breaches and when it has recovered.
 
-    ``kpi`` (its ``value``, or the ``attainment`` or ``pace`` against its target) or
-    ``scorecard`` (a rep's score) in ``scope`` (every company, team or owner value, or only the
-    ``scope_ids`` listed; ``level`` keeps teams of one level, e.g. ``region``) at ``grain``, in
-    the ``current`` or ``previous`` period. It breaches when ``when`` holds for ``for``
-    evaluations in a row and recovers when ``recover`` holds (by default when ``when`` no longer
-    does; a separate recovery threshold keeps a value hovering at the line from flapping). A
-    value from fewer than ``min_sample`` records counts as no data; ``no_data`` says what no
-    data means: ``keep`` the state, treat it as ``clear`` or as a ``breach``.
+    ``kpi`` (its ``value``, or the ``attainment`` or ``pace`` against its target),
+    ``scorecard`` (a rep's score) or ``incentive`` (a component of a plan, per rep: its payout so
+    far as ``value``, a commission's ``attainment`` of quota, its ``pace`` or its
+    ``projected_payout`` at that pace) in ``scope`` (every company, team or owner value, or only
+    the ``scope_ids`` listed; ``level`` keeps teams of one level, e.g. ``region``) at ``grain``
+    (an incentive's is its plan's period), in the ``current`` or ``previous`` period. It breaches
+    when ``when`` holds for ``for`` evaluations in a row and recovers when ``recover`` holds (by
+    default when ``when`` no longer does; a separate recovery threshold keeps a value hovering at
+    the line from flapping). A value from fewer than ``min_sample`` records counts as no data;
+    ``no_data`` says what no data means: ``keep`` the state, treat it as ``clear`` or as a
+    ``breach``. With ``days_left``, the rule judges only while the days left in the period
+    (today included) meet it, and counts as clear outside (a reminder for the last weeks).
     """
 
     # ``for_`` is written ``for`` in the configuration and may be given by name in code.
@@ -51,7 +62,8 @@ class AlertRule(StrictModel):
     name: str = ""
     kpi: str | None = None
     scorecard: str | None = None
-    measure: Literal["value", "attainment", "pace"] = "value"
+    incentive: IncentiveRef | None = None
+    measure: Literal["value", "attainment", "pace", "projected_payout"] = "value"
     scope: Literal["company", "team", "owner"] = "company"
     scope_ids: list[str] | None = None
     level: str | None = None
@@ -64,11 +76,16 @@ class AlertRule(StrictModel):
     min_sample: int = Field(default=0, ge=0)
     no_data: Literal["keep", "clear", "breach"] = "keep"
     severity: Severity = "warning"
+    days_left: Threshold | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        if (self.kpi is None) == (self.scorecard is None):
-            raise ValueError("name exactly one of kpi or scorecard")
+        if sum(x is not None for x in (self.kpi, self.scorecard, self.incentive)) != 1:
+            raise ValueError("name exactly one of kpi, scorecard or incentive")
+        if self.incentive is not None:
+            self._incentive_consistent()
+        elif self.measure == "projected_payout":
+            raise ValueError("projected_payout is an incentive's: it needs incentive")
         if self.scorecard is not None:
             if self.measure != "value":
                 raise ValueError("a scorecard rule watches the score: measure must be value")
@@ -78,6 +95,8 @@ class AlertRule(StrictModel):
             raise ValueError("level narrows teams: it needs scope team")
         if self.grain == "all" and self.period != "current":
             raise ValueError("the grain all has one period: period must be current")
+        if self.grain == "all" and self.days_left is not None:
+            raise ValueError("the grain all has no end: days_left needs another grain")
         recover = self.recover
         if recover is not None:
             below = self.when.op in ("<", "<=")
@@ -89,9 +108,23 @@ class AlertRule(StrictModel):
                 raise ValueError("the recovery threshold must be at or beyond the breach threshold")
         return self
 
+    def _incentive_consistent(self) -> None:
+        if self.scope != "owner":
+            raise ValueError("payouts are per rep: an incentive rule's scope must be owner")
+        if "grain" in self.model_fields_set:
+            raise ValueError("an incentive rule watches its plan's periods: leave grain out")
+        if self.period != "current":
+            raise ValueError("an incentive rule watches the plan's current period: period must be current")
+        if self.currency or self.min_sample:
+            raise ValueError("an incentive rule takes its plan's currency and no min_sample")
+
     def definition_hash(self) -> str:
         """Changes when the rule's meaning changes (a changed rule counts its breaches again)."""
         payload = self.model_dump(mode="json", exclude={"name", "severity"})
+        for later in ("incentive", "days_left"):
+            # Fields added later count only when given: the rules written before keep their hash.
+            if payload[later] is None:
+                del payload[later]
         return digest(payload)
 
     def recovered(self, value: float) -> bool:

@@ -25,6 +25,11 @@ the evaluation queues their ``alert.firing`` events to it before it evaluates, i
 transaction that reads the states, so every alert is sent to it by that or by the evaluation
 that fires it.
 
+A rule on an incentive watches a component of a plan per rep, in the plan's period holding
+``now``, from the rep's stored payout line (:mod:`crm_perf_sync.incentives.watch`); its events
+name the rep's teams. A rule with ``days_left`` judges only in its period's last days: outside
+them every scope is clear (``outside_window``), so a reminder resolves when the period ends.
+
 Also here: ``score.published``, once per scorecard, grain and period, when the period is over.
 """
 
@@ -34,13 +39,18 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any, cast
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection
 
 from crm_perf_sync.alerts import repository as repo
 from crm_perf_sync.alerts.schemas import AlertRule
+from crm_perf_sync.incentives import watch as incentive_watch
+from crm_perf_sync.incentives.events import Reps
+from crm_perf_sync.incentives.schemas import Plan
 from crm_perf_sync.kpi import periods
 from crm_perf_sync.kpi.schemas import Grain, KpiConfig
 from crm_perf_sync.kpi.values import pace, tidy
@@ -52,6 +62,8 @@ from crm_perf_sync.webhooks.service import emit, wants
 log = logging.getLogger(__name__)
 
 ScopeKey = tuple[str, str, str]  # (scope, scope id, currency)
+#: The outcome of a rule with ``days_left`` outside its last days: clear, whatever the value.
+OUTSIDE = "outside_window"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,24 +125,80 @@ def observe(
     return out
 
 
-def evaluate(conn: Connection, rules: Sequence[AlertRule], kpis: KpiConfig, now: datetime) -> Evaluation:
-    """Evaluate every rule once; the caller's transaction holds the states and the events."""
+@dataclass(slots=True)
+class Watch:
+    """What a rule watches in one evaluation: the period and every scope's observation."""
+
+    period_key: str
+    start: date | None
+    end: date | None
+    grain: str
+    observed: dict[ScopeKey, Observation]
+    #: An incentive rule's line of each rep, for its events.
+    lines: dict[str, incentive_watch.Watched] = field(default_factory=dict)
+
+
+def watch(
+    conn: Connection, rule: AlertRule, plans: Mapping[str, Plan], now: datetime, zone: str, fiscal: int
+) -> Watch | None:
+    """The period a rule watches and what it finds there; ``None`` for a rule on a plan that is not
+    configured (the configuration check refuses it; a caller may still pass no plans)."""
+    if rule.incentive is None:
+        period_key, start, end = period_of(rule, now, zone, fiscal)
+        return Watch(period_key, start, end, rule.grain, observe(conn, rule, period_key, now, zone))
+    plan = plans.get(rule.incentive.plan)
+    if plan is None:
+        log.warning("alert rule %s watches plan %s, which is not configured", rule.id, rule.incentive.plan)
+        return None
+    period = incentive_watch.current_period(plan, now, zone, fiscal)
+    found = Watch(period[0], period[1], period[2], plan.period, {})
+    for line in incentive_watch.watch(conn, plan, rule.incentive.component, period, now, zone):
+        value = line.measure(rule.measure)
+        found.lines[line.owner_id] = line
+        found.observed[("owner", line.owner_id, "")] = Observation(
+            None if value is None else float(value), "value" if value is not None else "no_data"
+        )
+    return found
+
+
+def days_left(end: date | None, now: datetime, zone: str) -> int | None:
+    """The days left in a period ending (exclusive) at ``end``, today included."""
+    return None if end is None else (end - now.astimezone(ZoneInfo(zone)).date()).days
+
+
+def evaluate(
+    conn: Connection,
+    rules: Sequence[AlertRule],
+    kpis: KpiConfig,
+    now: datetime,
+    plans: Mapping[str, Plan] | None = None,
+) -> Evaluation:
+    """Evaluate every rule once; the caller's transaction holds the states and the events.
+    ``plans``: the incentive plans the rules on incentives watch."""
     business = kpis.business
     result = Evaluation()
     names = _Names(conn)
+    reps: Reps | None = None
     result.replayed = _send_firing_sets(conn, now)
     for state in repo.states_of_other_rules(conn, [rule.id for rule in rules]):
         _retire(conn, state, "rule_removed", now, result, names)
     for rule in rules:
-        period_key, start, end = period_of(rule, now, business.timezone, business.fiscal_year_start_month)
-        observed = observe(conn, rule, period_key, now, business.timezone)
+        watched = watch(conn, rule, plans or {}, now, business.timezone, business.fiscal_year_start_month)
+        if watched is None:
+            continue
+        period_key, start, end, observed = watched.period_key, watched.start, watched.end, watched.observed
+        left = days_left(end, now, business.timezone)
+        missing = Observation(None, "no_data")
+        if rule.days_left is not None and (left is None or not rule.days_left.holds(left)):
+            # Outside the rule's last days: every scope it judged is clear.
+            observed, missing = {}, Observation(None, OUTSIDE)
         states = repo.states(conn, rule.id)
         wanted = _scopes(conn, rule, observed, states)
         for key in sorted(set(states) - wanted):
             _retire(conn, states[key], "scope_removed", now, result, names)
         digest = rule.definition_hash()
         for key in sorted(wanted):
-            found = observed.get(key, Observation(None, "no_data"))
+            found = observed.get(key, missing)
             changed = _step(conn, rule, digest, key, found, states.get(key), period_key, now, result)
             if changed is None:
                 continue
@@ -138,6 +206,13 @@ def evaluate(conn: Connection, rules: Sequence[AlertRule], kpis: KpiConfig, now:
             if to_state not in ("firing", "resolved"):
                 continue
             data = _payload(rule, key, found, period_key, start, end, from_state, to_state, names.get())
+            data["grain"] = watched.grain
+            if rule.days_left is not None:
+                data["days_left"] = left
+            if rule.incentive is not None:
+                reps = reps or Reps(conn)
+                data["rep"] = reps.card(key[1])
+                data["incentive"] = _incentive(rule, watched.lines.get(key[1]))
             if to_state == "resolved":
                 data["reason"] = reason or "recovered"
             message_id = emit(
@@ -328,8 +403,10 @@ def _step(
         state, breaches = before.state, before.breaches
     value = found.value
     new_state = state
-    if value is not None or rule.no_data != "keep":
-        if value is None:
+    if value is not None or rule.no_data != "keep" or found.outcome == OUTSIDE:
+        if found.outcome == OUTSIDE:
+            breach = False
+        elif value is None:
             breach = rule.no_data == "breach"
         else:
             breach = not rule.recovered(value) if state == "firing" else rule.when.holds(value)
@@ -419,6 +496,7 @@ def _payload(
             "name": rule.name or rule.id,
             "kpi": rule.kpi,
             "scorecard": rule.scorecard,
+            **({"incentive": rule.incentive.model_dump()} if rule.incentive is not None else {}),
             "measure": rule.measure,
             "severity": rule.severity,
             "when": rule.when.model_dump(),
@@ -442,6 +520,28 @@ def _payload(
     }
 
 
+def _incentive(rule: AlertRule, line: incentive_watch.Watched | None) -> dict[str, Any]:
+    """The rep's line behind an incentive alert (``None`` values when the rep has none now)."""
+    assert rule.incentive is not None
+
+    def text(value: Decimal | None) -> str | None:
+        return None if value is None else str(value.quantize(Decimal("0.01")))
+
+    def ratio(value: Decimal | None) -> float | None:
+        return None if value is None else round(float(value), 6)
+
+    return {
+        "plan": rule.incentive.plan,
+        "component": rule.incentive.component,
+        "amount": text(None if line is None else line.amount),
+        "base": text(None if line is None else line.base),
+        "quota": text(None if line is None else line.quota),
+        "attainment": ratio(None if line is None else line.attainment),
+        "pace": ratio(None if line is None else line.pace),
+        "projected_payout": text(None if line is None else line.projected_payout),
+    }
+
+
 def _scope_name(names: Mapping[tuple[str, str], str], key: ScopeKey) -> str:
     scope, scope_id, _ = key
     return names.get((scope, scope_id), "Company" if scope == "company" else scope_id)
@@ -453,6 +553,8 @@ def _links(
     scope, scope_id, currency = key
     query = {"grain": grain, "period": period_key, "scope": scope, "scope_id": scope_id}
     links: dict[str, str] = {}
+    if kpi is None and scorecard is None:
+        return links  # an incentive: its rep and plan are in the event
     if kpi is not None:
         values = {**query, **({"currency": currency} if currency else {})}
         links["values"] = f"/api/v1/kpis/{kpi}/values?{urlencode(values)}"

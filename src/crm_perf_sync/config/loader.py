@@ -117,7 +117,8 @@ def validate_config(raw: Any, source: SourceMap, registry: ConnectorRegistry) ->
 
 
 def alert_issues(app: AppConfig, kpis: Mapping[str, Kpi]) -> list[tuple[Loc, str]]:
-    """Alert rules that name an unknown KPI or scorecard, or measure what a KPI cannot give."""
+    """Alert rules that name an unknown KPI, scorecard or incentive plan, or measure what a KPI or
+    a plan's component cannot give."""
     issues: list[tuple[Loc, str]] = []
     cards = {card.id for card in app.kpis.scorecards}
     seen: set[str] = set()
@@ -129,6 +130,12 @@ def alert_issues(app: AppConfig, kpis: Mapping[str, Kpi]) -> list[tuple[Loc, str
         if rule.scorecard is not None and rule.scorecard not in cards:
             known = ", ".join(sorted(cards)) or "none"
             issues.append(((*here, "scorecard"), f"unknown scorecard {rule.scorecard!r} (defined: {known})"))
+        if rule.incentive is not None:
+            issues.extend(
+                incentive_checks.alert_rule_issues(
+                    app.incentives, rule.incentive.plan, rule.incentive.component, rule.measure, here
+                )
+            )
         if rule.kpi is None:
             continue
         kpi = kpis.get(rule.kpi)

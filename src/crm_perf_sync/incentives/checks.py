@@ -81,3 +81,43 @@ def section_issues(
                         (*here, "kpi"), component.kpi, (SumKpi, CountKpi), "a pool splits by a sum or a count"
                     )
     return issues
+
+
+#: What an alert rule can watch of each kind of component (``value``: the payout so far).
+WATCHABLE = {
+    "commission": ("value", "attainment", "pace", "projected_payout"),
+    "spiff": ("value",),
+    "score_bonus": ("value",),
+    "team_pool": ("value",),
+}
+
+
+def alert_rule_issues(
+    section: IncentiveSection, plan_id: str, component_id: str, measure: str, here: Loc
+) -> list[tuple[Loc, str]]:
+    """An alert rule's incentive: a plan and component that exist, and a measure it gives."""
+    plans = {plan.id: plan for plan in section.plans}
+    plan = plans.get(plan_id)
+    if plan is None:
+        known = ", ".join(sorted(plans)) or "none"
+        return [((*here, "incentive", "plan"), f"unknown incentive plan {plan_id!r} (defined: {known})")]
+    component = plan.component(component_id)
+    if component is None:
+        known = ", ".join(c.id for c in plan.components)
+        return [
+            (
+                (*here, "incentive", "component"),
+                f"plan {plan_id} has no component {component_id!r} (components: {known})",
+            )
+        ]
+    can = WATCHABLE[component.type]
+    if isinstance(component, Commission) and component.quotas is None:
+        can = ("value", "projected_payout")  # a flat rate without a quota has no attainment
+    if measure not in can:
+        return [
+            (
+                (*here, "measure"),
+                f"{plan_id} {component_id} is a {component.type} and gives {', '.join(can)}, not {measure}",
+            )
+        ]
+    return []

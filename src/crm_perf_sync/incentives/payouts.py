@@ -87,9 +87,25 @@ def on_target(component: Commission, quota: Decimal) -> Decimal:
     return _tiered(component, quota, quota, Line())
 
 
+def tier_reached(component: Commission, attainment: Decimal) -> int:
+    """The index (0 = first) of the tier an attainment falls in."""
+    return max(n for n, tier in enumerate(component.tiers) if tier.from_ <= attainment or n == 0)
+
+
+def tier_of(component: Commission, base: Decimal | None, quota: Decimal | None) -> int | None:
+    """The tier (1 = first) a commission line stands in: ``None`` without tiers, without a quota,
+    or below the threshold (nothing is paid there)."""
+    if not component.tiers or base is None or quota is None or quota <= 0:
+        return None
+    attainment = base / quota
+    if component.threshold is not None and attainment < component.threshold:
+        return None
+    return tier_reached(component, attainment) + 1
+
+
 def _tiered(component: Commission, base: Decimal, quota: Decimal, line: Line) -> Decimal:
     attainment = base / quota
-    reached = max(n for n, tier in enumerate(component.tiers) if tier.from_ <= attainment or n == 0)
+    reached = tier_reached(component, attainment)
     line.tier = reached + 1
     if component.tier_mode == "retroactive":
         rate = component.tiers[reached].rate

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from crm_perf_sync.kit.paging import Page, keyset_page
@@ -89,6 +89,55 @@ def closes(conn: Connection | Session, plan_id: str | None = None) -> list[Any]:
 
 def frozen_lines(conn: Connection | Session, plan_id: str) -> list[Any]:
     return list(conn.execute(select(LINE).where(LINE.c.plan_id == plan_id, LINE.c.frozen.is_(True))))
+
+
+def lines_of_kind(
+    conn: Connection | Session,
+    plan_id: str,
+    kind: str,
+    *,
+    component_ids: Collection[str] | None = None,
+    also_periods: Collection[str] = (),
+    with_detail: bool = False,
+) -> list[Any]:
+    """A plan's lines of one ``kind`` (of some components) in its open periods, and in
+    ``also_periods`` frozen or not (periods closed since the caller last read them)."""
+    where: ColumnElement[bool] = LINE.c.frozen.is_(False)
+    if also_periods:
+        where = or_(where, LINE.c.period_key.in_(sorted(also_periods)))
+    stmt = select(*(c for c in LINE.c if with_detail or c.name != "detail")).where(
+        LINE.c.plan_id == plan_id, LINE.c.kind == kind, where
+    )
+    if component_ids is not None:
+        stmt = stmt.where(LINE.c.component_id.in_(sorted(component_ids)))
+    return list(conn.execute(stmt))
+
+
+def period_lines(conn: Connection | Session, plan_id: str, period_key: str) -> list[Any]:
+    """Every line paid in one period of a plan, by rep, component and kind."""
+    return list(
+        conn.execute(
+            select(LINE)
+            .where(LINE.c.plan_id == plan_id, LINE.c.period_key == period_key)
+            .order_by(LINE.c.owner_id, LINE.c.component_id, LINE.c.kind.desc(), LINE.c.for_period_key)
+        )
+    )
+
+
+def component_lines(
+    conn: Connection | Session, plan_id: str, period_key: str, component_id: str
+) -> list[Any]:
+    """The payout lines of one component of a plan in one period, one per rep."""
+    return list(
+        conn.execute(
+            select(LINE).where(
+                LINE.c.plan_id == plan_id,
+                LINE.c.period_key == period_key,
+                LINE.c.component_id == component_id,
+                LINE.c.kind == "payout",
+            )
+        )
+    )
 
 
 def replace_open_lines(conn: Connection, plan_id: str, rows: Sequence[dict[str, Any]]) -> None:

@@ -82,7 +82,7 @@ def _progress(component: Commission, line: dict[str, Any], elapsed: float, close
     tier = None
     progress = Progress(component.id, base, quota, attainment, tier)
     if attainment is not None and quota is not None and base is not None and component.tiers:
-        reached = max(n for n, t in enumerate(component.tiers) if t.from_ <= attainment or n == 0)
+        reached = payouts.tier_reached(component, attainment)
         progress.tier = reached + 1
         if reached + 1 < len(component.tiers):
             progress.next_tier = reached + 2

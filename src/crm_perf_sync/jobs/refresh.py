@@ -21,7 +21,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from crm_perf_sync.alerts import service as alerts
 from crm_perf_sync.alerts.service import Evaluation
 from crm_perf_sync.config import LoadedConfig
+from crm_perf_sync.incentives import events as incentive_events
 from crm_perf_sync.incentives.service import IncentiveService, PlanOutcome
+from crm_perf_sync.jobs.incentives import ClosedPeriod, close_period
 from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.kit.errors import Conflict
 from crm_perf_sync.kit.metrics import REFRESH_DURATION
@@ -44,6 +46,8 @@ class Refreshed(RefreshOutcome):
     alerts: Evaluation | None = None
     #: The incentive plans whose payouts were recomputed, and how many lines each has.
     incentives: dict[str, PlanOutcome] = field(default_factory=dict)
+    #: The webhook-ids of the incentive events the recomputed payouts caused.
+    incentive_events: list[str] = field(default_factory=list)
 
     def summary_tail(self) -> str:
         events = len(self.alerts.events) if self.alerts is not None else 0
@@ -107,7 +111,14 @@ class RefreshJob:
                     return outcome
                 incentives_started = time.monotonic()
                 changed = bool(outcome.recomputed or outcome.scorecards) or any(outcome.rows.values())
+                plans = self.incentives.plans
+                # The tiers and adjustments as stored, before the payouts are recomputed.
+                seen = incentive_events.before(conn, plans) if plans else None
                 outcome.incentives = self.incentives.refresh(conn, now, changed=changed, full=full)
+                if seen is not None:
+                    outcome.incentive_events = incentive_events.announce(
+                        conn, plans, seen, outcome.incentives, now
+                    )
                 outcome.timings["incentives"] = time.monotonic() - incentives_started
                 self._evaluate_alerts(conn, now, outcome)
                 kind = "full" if full or set(outcome.recomputed) == set(self.service.kpis) else "changes"
@@ -163,7 +174,9 @@ class RefreshJob:
         started = time.monotonic()
         try:
             with conn.begin_nested():
-                outcome.alerts = alerts.evaluate(conn, self.config.app.alerts.rules, self.service.config, now)
+                outcome.alerts = alerts.evaluate(
+                    conn, self.config.app.alerts.rules, self.service.config, now, self.incentives.plans
+                )
         except Exception:
             log.exception("evaluating the alert rules failed; the next evaluation tries again")
         outcome.timings["alerts"] = time.monotonic() - started
@@ -175,7 +188,9 @@ class RefreshJob:
         refresh lease (:meth:`evaluate_alerts_exclusive`) so it never interleaves with a refresh.
         """
         with self.engine.begin() as conn:
-            return alerts.evaluate(conn, self.config.app.alerts.rules, self.service.config, utc_now())
+            return alerts.evaluate(
+                conn, self.config.app.alerts.rules, self.service.config, utc_now(), self.incentives.plans
+            )
 
     def evaluate_alerts_exclusive(self, *, ttl: timedelta, holder: str | None = None) -> Evaluation | None:
         """:meth:`evaluate_alerts` under the refresh lease; ``None`` if a refresh holds it (that
@@ -186,6 +201,19 @@ class RefreshJob:
                 return None
         with released_after(self.session_factory, REFRESH_LEASE, holder):
             return self.evaluate_alerts()
+
+    def close_incentive_period(
+        self, plan_id: str, period_key: str, closed_by: str, *, ttl: timedelta, holder: str | None = None
+    ) -> ClosedPeriod:
+        """Close a plan's period and write its events in one transaction, under the refresh lease
+        (a refresh recomputing the plan meanwhile would write lines the close does not see)."""
+        holder = holder or new_holder_id()
+        with session_scope(self.session_factory) as session:
+            held = try_acquire(session, REFRESH_LEASE, holder, ttl)
+        if held is not None:
+            raise Conflict(f"the KPI refresh lease is held by {held.holder}; try again later")
+        with released_after(self.session_factory, REFRESH_LEASE, holder), self.engine.begin() as conn:
+            return close_period(conn, self.incentives, plan_id, period_key, closed_by, utc_now())
 
     def refresh_exclusive(
         self,

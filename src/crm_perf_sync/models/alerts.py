@@ -16,7 +16,8 @@ class AlertState(Base):
     """Where one alert rule stands for one scope: ``ok``, ``pending``, ``firing`` or ``resolved``.
 
     ``breaches`` counts consecutive breaching evaluations (a rule fires after ``for`` of them);
-    ``outcome`` is the last evaluation's (``breach``, ``clear``, ``no_data``, ``low_sample``) with
+    ``outcome`` is the last evaluation's (``breach``, ``clear``, ``no_data``, ``low_sample``,
+    ``outside_window``: a rule with ``days_left`` outside its last days) with
     its ``value`` and ``period_key``. ``rule_hash`` is the rule's definition the state belongs
     to: a changed rule counts its breaches again (a firing alert stays firing while the changed
     rule still sees a breach). ``severity`` is the rule's, and ``message_id`` the ``webhook-id``

@@ -20,6 +20,9 @@ EventType = Literal[
     "sync.completed",
     "sync.failed",
     "score.published",
+    "incentive.tier_reached",
+    "incentive.period_closed",
+    "incentive.adjusted",
     "webhook.test",
     "webhook.endpoint_disabled",
 ]

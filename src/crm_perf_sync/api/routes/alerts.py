@@ -25,7 +25,9 @@ class AlertStateOut(BaseModel):
     currency: str
     state: str = Field(description="ok, pending, firing or resolved")
     breaches: int = Field(description="Breaching evaluations in a row")
-    outcome: str = Field(description="The last evaluation: breach, clear, no_data or low_sample")
+    outcome: str = Field(
+        description="The last evaluation: breach, clear, no_data, low_sample or outside_window"
+    )
     value: float | None
     threshold: float
     period_key: str | None
