@@ -27,7 +27,17 @@ from crm_perf_sync import __version__
 from crm_perf_sync.api import dashboard, problems
 from crm_perf_sync.api.deps import ApiContext
 from crm_perf_sync.api.metrics import ApiMetrics
-from crm_perf_sync.api.routes import alerts, crm, kpis, measures, scorecards, sync, targets, webhooks
+from crm_perf_sync.api.routes import (
+    alerts,
+    crm,
+    incentives,
+    kpis,
+    measures,
+    scorecards,
+    sync,
+    targets,
+    webhooks,
+)
 from crm_perf_sync.api.server import Refusal, headers_refusal, url_refusal
 from crm_perf_sync.config import LoadedConfig
 from crm_perf_sync.kit import migrate
@@ -51,7 +61,7 @@ attainment and pace; scorecards; the records behind every number.
 **Auth**: `Authorization: Bearer <key>`, a key from
 `crm-perf-sync apikey create --scope read|editor|admin`. `read` reads everything; `editor` also
 enters measures (survey scores, review ratings, training hours); `admin` also sets targets, queues
-syncs and manages webhooks.
+syncs, manages webhooks and closes incentive periods.
 
 **Collections** answer `{"data": [...], "next": url|null}` or, with `?format=csv` or
 `Accept: text/csv`, CSV (header row, ISO dates, dot decimals, UTF-8). Follow `next` (also in the
@@ -233,7 +243,7 @@ def create_app(
         engine, session_factory, config, webhook_guard or Guard(), registry=registry
     )
     problems.install(app)
-    for module in (kpis, targets, measures, scorecards, crm, sync, webhooks, alerts):
+    for module in (kpis, targets, measures, scorecards, incentives, crm, sync, webhooks, alerts):
         app.include_router(module.router, prefix=API_PREFIX)
 
     app.mount(DOCS_ASSETS, StaticFiles(directory=SWAGGER_UI), name="docs-assets")
