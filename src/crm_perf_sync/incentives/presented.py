@@ -18,6 +18,8 @@ from crm_perf_sync.incentives import repository as repo
 from crm_perf_sync.incentives.schemas import Commission, Component, Participant, Plan, ScoreBonus, Spiff
 from crm_perf_sync.incentives.service import IncentiveService
 from crm_perf_sync.incentives.statements import Progress, Statement
+from crm_perf_sync.kit.errors import InvalidInput, NotFound
+from crm_perf_sync.org import repository as org_repo
 
 #: The columns of a statement line, in order (the API's rows and CSV, the CLI's CSV).
 LINE_COLUMNS = (
@@ -47,6 +49,51 @@ LINE_COLUMNS = (
     "frozen",
     "computed_at",
 )
+
+
+def line_filter(
+    service: IncentiveService,
+    session: Session,
+    *,
+    plan: str | None = None,
+    owner: str | None = None,
+    team: str | None = None,
+    period: str | None = None,
+    component: str | None = None,
+    kind: str | None = None,
+) -> repo.LineFilter:
+    """The lines a reader asks for, each name checked: an unknown plan, component or team is a
+    :class:`NotFound`, a period that starts none of the plan's an :class:`InvalidInput`."""
+    found = None if plan is None else service.plan(plan)
+    if found is not None and component is not None and found.component(component) is None:
+        known = ", ".join(c.id for c in found.components)
+        raise NotFound(f"plan {found.id!r} has no component {component!r} (components: {known})")
+    period_key = None
+    if period is not None and found is not None:
+        period_key = service.period_of(found, period).key
+    elif period is not None:
+        try:
+            period_key = date.fromisoformat(period).isoformat()
+        except ValueError:
+            raise InvalidInput(f"period {period!r} is not a period's first day (YYYY-MM-DD)") from None
+    owners = None
+    if team is not None:
+        if not org_repo.known_scope(session, "team", team):
+            raise NotFound(f"no team {team!r} (team ids are <namespace>:<team id>)")
+        owners = org_repo.team_owners(session, team)
+    return repo.LineFilter(plan, owner, period_key, component, kind, owners)
+
+
+def statement_plan(session: Session, owner_id: str, plan: str | None) -> str:
+    """The plan asked for, or the only one that pays the rep."""
+    if plan is not None:
+        return plan
+    found = repo.owner_plans(session, owner_id)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise NotFound(f"{owner_id} has no payouts in any plan (owner ids are <connection>:<owner id>)")
+    raise InvalidInput(f"plan: {owner_id} is paid by several plans; name one of {', '.join(found)}")
 
 
 def number(value: Decimal | float | None) -> float | None:
@@ -122,7 +169,7 @@ def _commission_terms(component: Commission, currency: str) -> str:
             text += f"; the quota is the rep's target for {component.base.kpi}"
         else:
             given = "" if quota.amount is None else f"{_money(quota.amount, currency)} a period"
-            others = f"{len(quota.owners)} reps with their own" if quota.owners else ""
+            others = _reps_with_own(len(quota.owners)) if quota.owners else ""
             text += f"; the quota is {', '.join(p for p in (given, others) if p)}"
     if component.threshold is not None:
         text += f"; nothing below {_percent(component.threshold)} of quota"
@@ -262,3 +309,7 @@ def _record_out(record: Mapping[str, Any]) -> dict[str, Any]:
             for t in out["tiers"]
         ]
     return out
+
+
+def _reps_with_own(count: int) -> str:
+    return "1 rep with its own" if count == 1 else f"{count} reps with their own"

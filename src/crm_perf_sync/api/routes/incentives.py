@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import date
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
@@ -25,9 +24,14 @@ from crm_perf_sync.api.schemas import Page, columns
 from crm_perf_sync.incentives import repository as repo
 from crm_perf_sync.incentives import statements
 from crm_perf_sync.incentives.closing import close_when_current
-from crm_perf_sync.incentives.presented import explained_out, line_row, plan_out, statement_out
-from crm_perf_sync.incentives.service import IncentiveService
-from crm_perf_sync.kit.errors import InvalidInput, NotFound
+from crm_perf_sync.incentives.presented import (
+    explained_out,
+    line_filter,
+    line_row,
+    plan_out,
+    statement_out,
+    statement_plan,
+)
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.org import repository as org_repo
 
@@ -49,12 +53,10 @@ FormatParam = Annotated[
 def list_plans(session: SessionDep, ctx: ContextDep, _key: Reader, page: ListerDep) -> Response:
     service = ctx.incentives()
     today = service.today(utc_now())
-    rows = [plan_out(service, session, plan, today) for plan in sorted(service.plans.values(), key=_by_id)]
+    rows = [
+        plan_out(service, session, plan, today) for plan in sorted(service.plans.values(), key=lambda p: p.id)
+    ]
     return page("incentive-plans", PlanOut, fetch=listing.in_memory(rows, "id"))
-
-
-def _by_id(plan: Any) -> str:
-    return str(plan.id)
 
 
 @router.get(
@@ -66,18 +68,6 @@ def _by_id(plan: Any) -> str:
 def get_plan(plan_id: PlanPath, session: SessionDep, ctx: ContextDep, _key: Reader) -> Response:
     service = ctx.incentives()
     return json_response(plan_out(service, session, service.plan(plan_id), service.today(utc_now())))
-
-
-def _period_key(service: IncentiveService, plan_id: str | None, period: str | None) -> str | None:
-    """A period parameter as lines are stored under: a plan's period's first day."""
-    if period is None:
-        return None
-    if plan_id is not None:
-        return service.period_of(service.plan(plan_id), period).key
-    try:
-        return date.fromisoformat(period).isoformat()
-    except ValueError:
-        raise InvalidInput(f"period {period!r} is not a period's first day (YYYY-MM-DD)") from None
 
 
 @router.get(
@@ -105,17 +95,15 @@ def list_payouts(
     component: Annotated[str | None, Query(max_length=63, description="A component id of the plan")] = None,
     kind: Annotated[Literal["payout", "adjustment"] | None, Query()] = None,
 ) -> Response:
-    service = ctx.incentives()
-    if plan is not None and component is not None and service.plan(plan).component(component) is None:
-        known = ", ".join(c.id for c in service.plan(plan).components)
-        raise NotFound(f"plan {plan!r} has no component {component!r} (components: {known})")
-    where = repo.LineFilter(
-        plan_id=service.plan(plan).id if plan is not None else None,
-        owner_id=owner,
-        period_key=_period_key(service, plan, period),
-        component_id=component,
+    where = line_filter(
+        ctx.incentives(),
+        session,
+        plan=plan,
+        owner=owner,
+        team=team,
+        period=period,
+        component=component,
         kind=kind,
-        owners=None if team is None else _members(session, team),
     )
 
     def fetch(s: Session, after: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
@@ -125,24 +113,6 @@ def list_payouts(
 
     version = ctx.incentives_version(session)
     return page("incentive-lines", PayoutOut, fetch=fetch, version=version, cache=ctx.responses)
-
-
-def _members(session: Session, team: str) -> list[str]:
-    if not org_repo.known_scope(session, "team", team):
-        raise NotFound(f"no team {team!r} (team ids are <namespace>:<team id>, see /teams)")
-    return org_repo.team_owners(session, team)
-
-
-def _plan_of(session: Session, owner_id: str, plan: str | None) -> str:
-    """The plan asked for, or the only one the rep has lines in."""
-    if plan is not None:
-        return plan
-    found = repo.owner_plans(session, owner_id)
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise NotFound(f"{owner_id} has no payouts in any plan (owner ids are <connection>:<owner id>)")
-    raise InvalidInput(f"plan: {owner_id} is paid by several plans; name one of {', '.join(found)}")
 
 
 @router.get(
@@ -168,7 +138,7 @@ def get_statement(
     format: FormatParam = None,
 ) -> Response:
     service = ctx.incentives()
-    plan_id = _plan_of(session, owner_id, plan)
+    plan_id = statement_plan(session, owner_id, plan)
     found = statements.statement(service, session, plan_id, owner_id, period, utc_now())
     body = statement_out(found, org_repo.scope_names(session), repo.closes(session, found.plan.id))
     if chosen_format(request, PageParams(None, None, format)) == "csv":
