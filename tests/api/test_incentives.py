@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from crm_perf_sync.api.app import create_app
+from crm_perf_sync.api.incentive_schemas import CloseOut, ExplainedLineOut, PayoutOut, PlanOut, StatementOut
 from crm_perf_sync.apikeys import service as keys
 from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.kpi import targets_service
@@ -77,6 +78,7 @@ def test_the_payouts_listed_are_the_stored_lines_and_pay_what_the_reference_says
     stored = api.lines(plan_id="agents-2017")
     assert len(listed) == len(stored) == 35 * 4 * 2  # every agent, quarter and component
     for row in listed:
+        PayoutOut.model_validate(row)  # as documented
         line = stored[row["id"]]
         assert (row["owner_id"], row["period_key"], row["component_id"]) == (
             line.owner_id,
@@ -155,6 +157,7 @@ def test_the_plans_say_what_they_pay_and_which_periods_they_have(api: Api) -> No
     assert [p["id"] for p in plans] == ["agents-2017", "east-2017"]
     agents = api.get(f"{API}/plans/agents-2017").json()
     assert agents == plans[0]
+    PlanOut.model_validate(agents)
     commission, spiff = agents["components"]
     assert commission["terms"].startswith(
         "On won_revenue by attainment of quota: 5% from 0% to 100%; 8% from 100%"
@@ -192,6 +195,7 @@ def test_a_statement_adds_up_its_lines(api: Api) -> None:
     answer = api.get(f"{API}/statements/{owner}?plan=agents-2017&period=2017-07-01")
     assert answer.status_code == 200, answer.text
     body = answer.json()
+    StatementOut.model_validate(body)
     stored = api.lines(plan_id="agents-2017", owner_id=owner, period_key="2017-07-01")
     assert {line["id"] for line in body["lines"]} == set(stored)
     assert Decimal(str(body["total"])) == sum(line.amount for line in stored.values())
@@ -232,6 +236,7 @@ def test_an_explained_commission_adds_up_to_the_line_before_its_cap(api: Api) ->
     body: dict[str, Any] = {}
     while next_url is not None:
         body = api.get(next_url).json()
+        ExplainedLineOut.model_validate(body)
         records += body["records"]
         next_url = body["next"]
     assert len(records) == body["record_count"] > 10
@@ -283,6 +288,7 @@ def test_an_admin_closes_the_periods_in_order(api: Api) -> None:
     done = api.client.post(close, headers=api.admin)
     assert done.status_code == 201, done.text
     body = done.json()
+    CloseOut.model_validate(body)
     assert (body["plan_id"], body["period_key"], body["closed_by"]) == (
         "agents-2017",
         "2017-01-01",

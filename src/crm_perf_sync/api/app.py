@@ -56,7 +56,7 @@ DOCS_ASSETS = "/docs/assets"
 
 DESCRIPTION = """\
 Sales performance KPIs computed from your CRM: values per period, team and rep with targets,
-attainment and pace; scorecards; the records behind every number.
+attainment and pace; scorecards; incentive payouts and statements; the records behind every number.
 
 **Auth**: `Authorization: Bearer <key>`, a key from
 `crm-perf-sync apikey create --scope read|editor|admin`. `read` reads everything; `editor` also
@@ -66,8 +66,9 @@ syncs, manages webhooks and closes incentive periods.
 **Collections** answer `{"data": [...], "next": url|null}` or, with `?format=csv` or
 `Accept: text/csv`, CSV (header row, ISO dates, dot decimals, UTF-8). Follow `next` (also in the
 `Link` header) for the next page; `limit` is at most 1000. A CSV request without `limit` streams
-the whole collection. KPI values and scorecards carry an `ETag`: send it back as `If-None-Match`
-and a 304 says nothing was recomputed.
+the whole collection. KPI values, scorecards and incentive payouts carry an `ETag`: send it back
+as `If-None-Match` and a 304 says nothing was recomputed. Amounts are JSON numbers in their
+currency (incentive amounts whole cents).
 
 **Errors** are RFC 9457 `application/problem+json`.
 """
