@@ -252,6 +252,7 @@ def test_an_explained_commission_adds_up_to_the_line_before_its_cap(api: Api) ->
     assert tiers == sorted(tiers)
     assert set(tiers) == {1, 2}
     assert body["lines"][0]["id"] == capped.id
+    assert {r["crm_url"] for r in records} == {None}  # a CSV import links to no CRM page
     missing = api.get(
         f"{API}/explain?plan=agents-2017&owner={capped.owner_id}&period=2017-01-01&component=nope"
     )

@@ -138,7 +138,8 @@ class ExplainedLineOut(BaseModel):
     )
     records: list[dict[str, Any]] = Field(
         description="A page of records in the order they fell in the period: CRM id, connection, "
-        "`contribution`, `crm_url`, and for a commission `earned` and the `tiers` it filled"
+        "`contribution`, `crm_url` (the record's page in its CRM; null when its connector cannot say), "
+        "and for a commission `earned` and the `tiers` it filled"
     )
     next: str | None = Field(description="The URL of the next page of records; null on the last one")
 

@@ -32,7 +32,10 @@ from crm_perf_sync.incentives.presented import (
     statement_out,
     statement_plan,
 )
+from crm_perf_sync.incentives.schemas import Commission, Spiff
+from crm_perf_sync.incentives.service import IncentiveService
 from crm_perf_sync.kit.timeutil import utc_now
+from crm_perf_sync.kpi.schemas import CountKpi, SumKpi
 from crm_perf_sync.org import repository as org_repo
 
 router = APIRouter(tags=["incentives"])
@@ -170,13 +173,36 @@ def explain_line(
     limit: Annotated[int, Query(ge=1, le=1000, description="Records per page")] = 100,
     after: Annotated[int, Query(ge=0, le=2**31, description="Records to skip: a page's `next_after`")] = 0,
 ) -> Response:
-    explained = statements.explain_line(ctx.incentives(), session, plan, owner, period, component)
+    service = ctx.incentives()
+    explained = statements.explain_line(service, session, plan, owner, period, component)
     body = explained_out(explained, org_repo.scope_names(session), after, limit)
+    entity = _record_entity(service, plan, component)
+    links = ctx.record_links()
+    for record in body["records"]:
+        record["crm_url"] = (
+            links(record["connection_id"], entity, record["external_id"])
+            if links is not None and entity is not None
+            else None
+        )
     following = body.pop("next_after")
     body["next"] = (
         str(request.url.include_query_params(after=following, limit=limit)) if following is not None else None
     )
     return json_response(body)
+
+
+def _record_entity(service: IncentiveService, plan_id: str, component_id: str) -> str | None:
+    """What the records behind a component's lines are (deals, activities, ...)."""
+    component = service.plan(plan_id).component(component_id)
+    kpi_id = (
+        component.base.kpi
+        if isinstance(component, Commission)
+        else component.kpi
+        if isinstance(component, Spiff)
+        else None
+    )
+    kpi = None if kpi_id is None else service.kpis.kpis.get(kpi_id)
+    return kpi.measure.entity if isinstance(kpi, CountKpi | SumKpi) else None
 
 
 @router.post(
