@@ -49,7 +49,7 @@ def test_every_yaml_example_passes_config_check(where: str, text: str, tmp_path:
 #: Commands that read or write the store (the others only read files).
 STORE_COMMANDS = {
     "sync", "refresh", "values", "explain", "scores", "status", "doctor", "serve", "api", "worker",
-    "migrate", "apikey", "alerts", "webhooks", "measures",
+    "migrate", "apikey", "alerts", "webhooks", "measures", "incentives",
 }  # fmt: skip
 
 

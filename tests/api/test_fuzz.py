@@ -73,6 +73,9 @@ def known_ids(served: Served, client: TestClient) -> dict[str, Any]:
         "endpoint_id": endpoint["id"],
         "delivery_id": delivery["id"],
         "target_id": target["id"],
+        # The served configuration has no incentive plans: the plan's operations answer 404.
+        "plan_id": "agents-2017",
+        "period_key": "2017-01-01",
     }
 
 

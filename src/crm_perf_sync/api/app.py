@@ -27,7 +27,17 @@ from crm_perf_sync import __version__
 from crm_perf_sync.api import dashboard, problems
 from crm_perf_sync.api.deps import ApiContext
 from crm_perf_sync.api.metrics import ApiMetrics
-from crm_perf_sync.api.routes import alerts, crm, kpis, measures, scorecards, sync, targets, webhooks
+from crm_perf_sync.api.routes import (
+    alerts,
+    crm,
+    incentives,
+    kpis,
+    measures,
+    scorecards,
+    sync,
+    targets,
+    webhooks,
+)
 from crm_perf_sync.api.server import Refusal, headers_refusal, url_refusal
 from crm_perf_sync.config import LoadedConfig
 from crm_perf_sync.kit import migrate
@@ -46,18 +56,19 @@ DOCS_ASSETS = "/docs/assets"
 
 DESCRIPTION = """\
 Sales performance KPIs computed from your CRM: values per period, team and rep with targets,
-attainment and pace; scorecards; the records behind every number.
+attainment and pace; scorecards; incentive payouts and statements; the records behind every number.
 
 **Auth**: `Authorization: Bearer <key>`, a key from
 `crm-perf-sync apikey create --scope read|editor|admin`. `read` reads everything; `editor` also
 enters measures (survey scores, review ratings, training hours); `admin` also sets targets, queues
-syncs and manages webhooks.
+syncs, manages webhooks and closes incentive periods.
 
 **Collections** answer `{"data": [...], "next": url|null}` or, with `?format=csv` or
 `Accept: text/csv`, CSV (header row, ISO dates, dot decimals, UTF-8). Follow `next` (also in the
 `Link` header) for the next page; `limit` is at most 1000. A CSV request without `limit` streams
-the whole collection. KPI values and scorecards carry an `ETag`: send it back as `If-None-Match`
-and a 304 says nothing was recomputed.
+the whole collection. KPI values, scorecards and incentive payouts carry an `ETag`: send it back
+as `If-None-Match` and a 304 says nothing was recomputed. Amounts are JSON numbers in their
+currency (incentive amounts whole cents).
 
 **Errors** are RFC 9457 `application/problem+json`.
 """
@@ -233,7 +244,7 @@ def create_app(
         engine, session_factory, config, webhook_guard or Guard(), registry=registry
     )
     problems.install(app)
-    for module in (kpis, targets, measures, scorecards, crm, sync, webhooks, alerts):
+    for module in (kpis, targets, measures, scorecards, incentives, crm, sync, webhooks, alerts):
         app.include_router(module.router, prefix=API_PREFIX)
 
     app.mount(DOCS_ASSETS, StaticFiles(directory=SWAGGER_UI), name="docs-assets")

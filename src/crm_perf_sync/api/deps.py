@@ -26,6 +26,8 @@ from crm_perf_sync.api.schemas import columns
 from crm_perf_sync.apikeys.service import Principal, authenticate, record_use
 from crm_perf_sync.apikeys.sessions import Signed
 from crm_perf_sync.config import LoadedConfig
+from crm_perf_sync.incentives import repository as incentives_repo
+from crm_perf_sync.incentives.service import IncentiveService
 from crm_perf_sync.kit.db import WRITE_LOCK, session_scope
 from crm_perf_sync.kit.errors import ConfigurationError
 from crm_perf_sync.kit.timeutil import utc_now
@@ -70,6 +72,10 @@ class ApiContext:
         load = lambda: scores_repo.scores_version(session, scorecard_id)  # noqa: E731
         return Version(self.versions.get(("scores", scorecard_id), load))
 
+    def incentives_version(self, session: Session) -> Version:
+        """The version of the statement lines (read at most once a second)."""
+        return Version(self.versions.get(("incentives",), lambda: incentives_repo.lines_version(session)))
+
     def record_links(self) -> RecordLinks | None:
         """Links from stored records back to their CRM (built on first use), or ``None`` when
         this process has no configuration to say which CRM a connection is."""
@@ -85,6 +91,12 @@ class ApiContext:
         if self.config is None:
             raise ConfigurationError("this API process was started without a configuration")
         return KpiService(self.config.kpi_config())
+
+    def incentives(self) -> IncentiveService:
+        """The incentive plans of the configuration, over the KPIs they pay on."""
+        service = self.kpi_service()
+        assert self.config is not None
+        return IncentiveService(service, self.config.app.incentives.plans)
 
     def measures(self) -> Catalog:
         """The measures in force and the fiscal calendar their periods follow."""

@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from crm_perf_sync.cli import admin, alerts, data, kpis, measures, ops, processes, webhooks
+from crm_perf_sync.cli import admin, alerts, data, incentives, kpis, measures, ops, processes, webhooks
 from crm_perf_sync.cli.render import err
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ app.add_typer(admin.apikey_app, name="apikey")
 app.add_typer(webhooks.webhooks_app, name="webhooks")
 app.add_typer(alerts.alerts_app, name="alerts")
 app.add_typer(measures.measures_app, name="measures")
+app.add_typer(incentives.incentives_app, name="incentives")
 
 
 def main() -> None:

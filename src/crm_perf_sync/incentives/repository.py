@@ -231,6 +231,8 @@ class LineFilter:
     period_key: str | None = None
     component_id: str | None = None
     kind: str | None = None
+    #: Only these reps (a team's members); ``None``: anyone.
+    owners: Collection[str] | None = None
 
 
 def lines_page(session: Session, where: LineFilter, after: Any, limit: int) -> Page:
@@ -240,6 +242,8 @@ def lines_page(session: Session, where: LineFilter, after: Any, limit: int) -> P
         value = getattr(where, name)
         if value is not None:
             stmt = stmt.where(LINE.c[name] == value)
+    if where.owners is not None:
+        stmt = stmt.where(LINE.c.owner_id.in_(sorted(where.owners)))
     rows, next_after = keyset_page(session, stmt, LINE.c.id, after, limit)
     return [dict(r._mapping) for r in rows], next_after
 
@@ -252,6 +256,28 @@ def statement(session: Session, plan_id: str, owner_id: str, period_key: str) ->
         .order_by(LINE.c.kind.desc(), LINE.c.component_id, LINE.c.for_period_key)
     )
     return [dict(r._mapping) for r in rows]
+
+
+def lines_version(session: Session) -> datetime | None:
+    """When the statement lines last changed: the latest line written, plan recomputed or period
+    closed (a close freezes lines without rewriting them)."""
+    latest = [
+        session.execute(select(func.max(column))).scalar()
+        for column in (LINE.c.computed_at, STATE.c.refreshed_at, CLOSE.c.closed_at)
+    ]
+    found = [moment for moment in latest if moment is not None]
+    return max(found) if found else None
+
+
+def owner_plans(session: Session, owner_id: str) -> list[str]:
+    """The plans a rep has statement lines in."""
+    rows = session.execute(
+        select(LINE.c.plan_id)
+        .where(LINE.c.owner_id == owner_id)
+        .group_by(LINE.c.plan_id)
+        .order_by(LINE.c.plan_id)
+    )
+    return [r.plan_id for r in rows]
 
 
 def owner_periods(session: Session, plan_id: str, owner_id: str) -> list[str]:
