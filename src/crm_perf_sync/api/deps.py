@@ -26,6 +26,7 @@ from crm_perf_sync.api.schemas import columns
 from crm_perf_sync.apikeys.service import Principal, authenticate, record_use
 from crm_perf_sync.apikeys.sessions import Signed
 from crm_perf_sync.config import LoadedConfig
+from crm_perf_sync.incentives.service import IncentiveService
 from crm_perf_sync.kit.db import WRITE_LOCK, session_scope
 from crm_perf_sync.kit.errors import ConfigurationError
 from crm_perf_sync.kit.timeutil import utc_now
@@ -85,6 +86,12 @@ class ApiContext:
         if self.config is None:
             raise ConfigurationError("this API process was started without a configuration")
         return KpiService(self.config.kpi_config())
+
+    def incentive_service(self) -> IncentiveService:
+        """The configuration's incentive plans over the KPIs they read."""
+        if self.config is None:
+            raise ConfigurationError("this API process was started without a configuration")
+        return IncentiveService(self.kpi_service(), self.config.app.incentives.plans)
 
     def measures(self) -> Catalog:
         """The measures in force and the fiscal calendar their periods follow."""
