@@ -266,7 +266,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "incentives.no_plans": ("No incentive plan is configured.", "未配置激励方案。"),
     "incentives.not_started": ("The plan has not started yet.", "该方案尚未开始。"),
     "incentives.plan_total": ("The plan pays in this period", "本期方案发放合计"),
-    "incentives.participants": ("participants", "名参与者"),
+    "incentives.participants": ("{n} participants", "{n} 名参与者"),
     "incentives.earned": ("Earned", "应得"),
     "incentives.tier": ("Tier", "档位"),
     "incentives.capped": ("Capped", "已封顶"),
