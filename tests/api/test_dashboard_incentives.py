@@ -31,6 +31,7 @@ from crm_perf_sync.api.dashboard.i18n import LANGUAGES, MESSAGES, Formatter, dis
 from crm_perf_sync.api.dashboard.pages import templates
 from crm_perf_sync.apikeys import service as keys
 from crm_perf_sync.kit.db import session_scope
+from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.models import IncentiveLine, Opportunity
 from tests.api.test_dashboard_browser import shoot, sign_in
 from tests.dashboard.browser import assert_no_console_errors, assert_same_origin, axe, live_server
@@ -475,7 +476,7 @@ def test_a_closed_period_is_marked_and_a_later_change_is_an_adjustment_naming_th
     owner = "maven:Anna Snelling"
     job = store.job()
     with session_scope(store.session_factory) as session:
-        job.incentives.close(session.connection(), "agents-2017", "2017-01-01", "payroll", datetime.now(UTC))
+        job.incentives.close(session.connection(), "agents-2017", "2017-01-01", "payroll", utc_now())
     deal, (value, _) = next(iter(won_deals("Anna Snelling", "2017-01-01").items()))
     with session_scope(store.session_factory) as session:
         session.execute(update(Opportunity).where(Opportunity.external_id == deal).values(amount=0))

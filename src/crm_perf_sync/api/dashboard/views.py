@@ -754,8 +754,7 @@ def incentives(
 class StatementView:
     statement: statements.Statement
     name: str
-    close: Any | None
-    progress: dict[str, statements.Progress]
+    close: Any | None  # who closed the period and when, once it is closed
     plans: list[tuple[Plan, str]]  # every plan the rep has lines in, with their latest period
 
 
@@ -767,6 +766,8 @@ def incentive_statement(
     period: str | None,
     now: datetime,
 ) -> StatementView:
+    """A rep's statement for a period of a plan (by default the latest they have lines in), who
+    closed the period, and the other plans they are paid by."""
     names = org_repo.scope_names(session)
     found = statements.statement(service, session, plan_id, owner_id, period or None, now)
     close = next(
@@ -781,7 +782,6 @@ def incentive_statement(
         found,
         names.get(("owner", owner_id), owner_id),
         close,
-        {p.component_id: p for p in found.progress},
         [(service.plans[plan], key) for plan, key in latest.items()],
     )
 
@@ -823,7 +823,14 @@ def incentive_line(
     if records and all("earned" in record for record in records):
         earned = sum((Decimal(record["earned"]) for record in records), Decimal(0))
     names = org_repo.scope_names(session)
-    kpi_id = component.base.kpi if isinstance(component, Commission) else getattr(component, "kpi", None)
+    # What the records are, for their links into the CRM: the entity of the KPI they count.
+    kpi_id = (
+        component.base.kpi
+        if isinstance(component, Commission)
+        else component.kpi
+        if isinstance(component, Spiff)
+        else None
+    )
     measure = getattr(service.kpis.kpis.get(kpi_id or ""), "measure", None)
     return LineView(
         plan,
