@@ -93,10 +93,10 @@ class ApiContext:
         return KpiService(self.config.kpi_config())
 
     def incentives(self) -> IncentiveService:
-        """The incentive plans of the configuration, over the KPIs they pay on."""
-        service = self.kpi_service()
-        assert self.config is not None
-        return IncentiveService(service, self.config.app.incentives.plans)
+        """The configuration's incentive plans over the KPIs they read."""
+        if self.config is None:
+            raise ConfigurationError("this API process was started without a configuration")
+        return IncentiveService(self.kpi_service(), self.config.app.incentives.plans)
 
     def measures(self) -> Catalog:
         """The measures in force and the fiscal calendar their periods follow."""

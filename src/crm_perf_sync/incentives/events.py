@@ -170,24 +170,31 @@ def period_closed(conn: Connection, plan: Plan, period_key: str, now: datetime) 
     by_kind: dict[str, Decimal] = {}
     total = ZERO
     for row in repo.period_lines(conn, plan.id, period_key):
-        amount = Decimal(str(row.amount))
+        amount = Decimal(str(row["amount"]))
         lines.append(
             {
-                "rep": {"id": row.owner_id, "name": names.get(("owner", row.owner_id), row.owner_id)},
-                "component_id": row.component_id,
-                "component_type": row.component_type,
-                "kind": row.kind,
-                "for_period_key": row.for_period_key,
+                "rep": {
+                    "id": row["owner_id"],
+                    "name": names.get(("owner", row["owner_id"]), row["owner_id"]),
+                },
+                "component_id": row["component_id"],
+                "component_type": row["component_type"],
+                "kind": row["kind"],
+                "for_period_key": row["for_period_key"],
                 "amount": _money(amount),
-                "base": _money(row.base),
-                "quota": _money(row.quota),
-                "units": row.units,
-                "capped": bool(row.capped),
-                "note": row.note,
+                "base": _money(row["base"]),
+                "quota": _money(row["quota"]),
+                "units": row["units"],
+                "capped": bool(row["capped"]),
+                "note": row["note"],
             }
         )
         total += amount
-        for totals, key in ((by_rep, row.owner_id), (by_component, row.component_id), (by_kind, row.kind)):
+        for totals, key in (
+            (by_rep, row["owner_id"]),
+            (by_component, row["component_id"]),
+            (by_kind, row["kind"]),
+        ):
             totals[key] = totals.get(key, ZERO) + amount
     data = {
         "plan": _plan(plan),

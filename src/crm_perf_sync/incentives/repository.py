@@ -113,15 +113,14 @@ def lines_of_kind(
     return list(conn.execute(stmt))
 
 
-def period_lines(conn: Connection | Session, plan_id: str, period_key: str) -> list[Any]:
-    """Every line paid in one period of a plan, by rep, component and kind."""
-    return list(
-        conn.execute(
-            select(LINE)
-            .where(LINE.c.plan_id == plan_id, LINE.c.period_key == period_key)
-            .order_by(LINE.c.owner_id, LINE.c.component_id, LINE.c.kind.desc(), LINE.c.for_period_key)
-        )
+def period_lines(conn: Connection | Session, plan_id: str, period_key: str) -> list[dict[str, Any]]:
+    """Every line paid in one period of a plan, by rep, component, kind and corrected period."""
+    rows = conn.execute(
+        select(LINE)
+        .where(LINE.c.plan_id == plan_id, LINE.c.period_key == period_key)
+        .order_by(LINE.c.owner_id, LINE.c.component_id, LINE.c.kind.desc(), LINE.c.for_period_key)
     )
+    return [dict(r._mapping) for r in rows]
 
 
 def component_lines(
@@ -297,3 +296,27 @@ def totals(session: Session, plan_id: str, period_key: str) -> dict[str, Any]:
         )
     ).one()
     return {"lines": row[0], "amount": row[1]}
+
+
+def period_owners(session: Session, plan_id: str, period_key: str) -> list[dict[str, Any]]:
+    """Every rep with lines paid in one period of a plan: what their lines add up to (payouts
+    and adjustments), per currency, the most first."""
+    total = func.sum(LINE.c.amount).label("total")
+    rows = session.execute(
+        select(LINE.c.owner_id, LINE.c.currency, total, func.count().label("lines"))
+        .where(LINE.c.plan_id == plan_id, LINE.c.period_key == period_key)
+        .group_by(LINE.c.owner_id, LINE.c.currency)
+        .order_by(total.desc(), LINE.c.owner_id)
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+def owner_statements(session: Session, owner_id: str) -> list[tuple[str, str]]:
+    """The (plan, period key) pairs a rep has lines in, oldest period first."""
+    rows = session.execute(
+        select(LINE.c.plan_id, LINE.c.period_key)
+        .where(LINE.c.owner_id == owner_id)
+        .group_by(LINE.c.plan_id, LINE.c.period_key)
+        .order_by(LINE.c.plan_id, LINE.c.period_key)
+    )
+    return [(r.plan_id, r.period_key) for r in rows]

@@ -94,6 +94,68 @@ def _progress(component: Commission, line: dict[str, Any], elapsed: float, close
     return progress
 
 
+@dataclass(slots=True)
+class Standing:
+    """One rep in a plan's period: what their lines add up to and where each commission stands."""
+
+    owner_id: str
+    currency: str
+    total: Decimal
+    lines: int
+    capped: bool  # a line of theirs was cut by its cap
+    commissions: list[Progress] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Board:
+    """Every rep paid in one period of a plan, the most first, and the plan's total."""
+
+    plan: Plan
+    period: PlanPeriod | None  # None: the plan has not started
+    periods: list[PlanPeriod]  # from the plan's start to today's (or its end)
+    close: Any | None  # the close (closed_by, closed_at) when the period is closed
+    rows: list[Standing]
+    totals: dict[str, Decimal]  # by currency
+
+
+def board(
+    service: IncentiveService, session: Session, plan_id: str, period_key: str | None, now: datetime
+) -> Board:
+    """A plan's period as a manager reads it (by default the latest period the plan has run)."""
+    plan = service.plan(plan_id)
+    plan_periods = service.periods(plan, service.today(now))
+    if period_key is None:
+        if not plan_periods:
+            return Board(plan, None, [], None, [], {})
+        period = plan_periods[-1]
+    else:
+        period = service.period_of(plan, period_key)
+    close = next((row for row in repo.closes(session, plan.id) if row.period_key == period.key), None)
+    elapsed = periods.elapsed_fraction(period.start, period.end, now, service.kpis.config.business.timezone)
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for line in repo.period_lines(session, plan.id, period.key):
+        lines.setdefault(line["owner_id"], []).append(line)
+    rows: list[Standing] = []
+    totals: dict[str, Decimal] = {}
+    for found in repo.period_owners(session, plan.id, period.key):
+        total = Decimal(str(found["total"]))
+        theirs = lines.get(found["owner_id"], [])
+        standing = Standing(
+            found["owner_id"],
+            found["currency"],
+            total,
+            found["lines"],
+            any(line["capped"] and line["kind"] == "payout" for line in theirs),
+        )
+        for line in theirs:
+            component = plan.component(line["component_id"])
+            if line["kind"] == "payout" and isinstance(component, Commission):
+                standing.commissions.append(_progress(component, line, elapsed, close is not None))
+        rows.append(standing)
+        totals[found["currency"]] = totals.get(found["currency"], ZERO) + total
+    return Board(plan, period, plan_periods, close, rows, totals)
+
+
 def explain_line(
     service: IncentiveService,
     session: Session,

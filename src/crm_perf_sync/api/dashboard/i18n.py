@@ -259,7 +259,92 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "ops.run.deferred": ("deferred", "已推迟"),
     "ops.run.interrupted": ("interrupted", "已中断"),
     "ops.run.abandoned": ("abandoned", "已放弃"),
+    # Incentives
+    "nav.incentives": ("Incentives", "激励"),
+    "incentives.title": ("Incentive payouts", "激励发放"),
+    "incentives.plan": ("Plan", "方案"),
+    "incentives.no_plans": ("No incentive plan is configured.", "未配置激励方案。"),
+    "incentives.not_started": ("The plan has not started yet.", "该方案尚未开始。"),
+    "incentives.plan_total": ("The plan pays in this period", "本期方案发放合计"),
+    "incentives.participants": ("{n} participants", "{n} 名参与者"),
+    "incentives.earned": ("Earned", "应得"),
+    "incentives.tier": ("Tier", "档位"),
+    "incentives.capped": ("Capped", "已封顶"),
+    "incentives.yes": ("yes", "是"),
+    "incentives.no": ("no", "否"),
+    "incentives.closed": ("Closed", "已结算"),
+    "incentives.closed_by": ("closed by", "结算人"),
+    "incentives.open": (
+        "Open: the payouts follow every refresh until the period is closed.",
+        "未结算：结算前每次刷新都会更新发放金额。",
+    ),
+    "incentives.statement": ("Pay statement", "薪酬明细"),
+    "incentives.statements": ("Pay statements", "薪酬明细"),
+    "incentives.other_plans": ("Other plans", "其他方案"),
+    "incentives.total": ("Total", "合计"),
+    "incentives.no_quota": ("No quota for this period.", "本期无定额。"),
+    "incentives.tier_reached": ("Tier reached", "已达档位"),
+    "incentives.next_tier_needs": ("Tier {tier} needs {amount} more", "再完成 {amount} 即可达到第 {tier} 档"),
+    "incentives.at_pace": ("At the current pace", "按当前进度"),
+    "incentives.elapsed": ("of the period elapsed:", "期间已过："),
+    "incentives.tiers": ("Tiers, as a share of quota", "档位（按定额比例）"),
+    "incentives.mode.marginal": ("each tier's rate on the part within it", "各档费率按档内部分计算"),
+    "incentives.mode.retroactive": ("the tier reached pays on everything", "所达档位费率适用于全部业绩"),
+    "incentives.from": ("From", "起"),
+    "incentives.to": ("To", "止"),
+    "incentives.rate": ("Rate", "费率"),
+    "incentives.lines": ("Lines", "明细行"),
+    "incentives.component": ("Component", "组成部分"),
+    "incentives.kind": ("Kind", "类别"),
+    "incentives.base": ("Base", "计提基数"),
+    "incentives.quota": ("Quota", "定额"),
+    "incentives.units_score": ("Units or score", "数量或得分"),
+    "incentives.details": ("Details", "说明"),
+    "incentives.payout": ("Payout", "本期发放"),
+    "incentives.adjustment": ("Adjustment", "调整"),
+    "incentives.corrects": ("correcting", "更正"),
+    "incentives.uncapped": ("before the cap", "封顶前"),
+    "incentives.paid": ("paid", "已发"),
+    "incentives.now": ("now", "现应为"),
+    "incentives.change.gone": ("no longer counts", "不再计入"),
+    "incentives.change.new": ("newly counts", "新计入"),
+    "incentives.change.changed": ("counts differently", "计入值变更"),
+    "incentives.type.commission": ("commission", "提成"),
+    "incentives.type.spiff": ("SPIFF", "专项奖励"),
+    "incentives.type.score_bonus": ("score bonus", "评分奖金"),
+    "incentives.type.team_pool": ("team pool", "团队奖金池"),
+    "incentives.explain": ("What this line is made of", "该明细行的构成"),
+    "incentives.cap_applied": (
+        "The cap applied: the records earned {earned}, the line pays {paid}.",
+        "已封顶：记录合计应得 {earned}，本行发放 {paid}。",
+    ),
+    "incentives.records": ("Records behind the line", "该行对应的记录"),
+    "incentives.tiers_filled": ("Tiers it fell in", "所属档位"),
+    "incentives.unit": ("unit", "单位"),
+    "incentives.records_earned": ("The records earned together, before any cap", "记录合计应得（封顶前）"),
+    "incentives.no_records": (
+        "No records: this component is not paid on records.",
+        "无记录：该组成部分不按记录计算。",
+    ),
 }
+
+#: The notes the payouts write on a line that pays nothing for a reason, by how they begin.
+_NOTES_ZH = (
+    ("no quota for this period", "本期无定额"),
+    ("the quota is zero", "定额为零"),
+    ("below the threshold of", "未达到定额的起付比例"),
+    ("no score for this period", "本期无评分"),
+    ("score below the minimum of", "评分低于最低要求"),
+    ("no share of the pool", "未分得奖金池（无评分或贡献）"),
+    ("the pool has no shares", "奖金池无人可分"),
+)
+
+
+def note_text(note: str, language: Language) -> str:
+    """A payout line's note in ``language`` (as written, in English, when it is not a known one)."""
+    if language == "en":
+        return note
+    return next((zh for start, zh in _NOTES_ZH if note.startswith(start)), note)
 
 
 @cache

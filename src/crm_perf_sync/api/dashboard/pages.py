@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Mapping
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
@@ -45,6 +45,7 @@ from crm_perf_sync.api.dashboard.i18n import (
     display_name,
     filter_text,
     formula,
+    note_text,
     perspective_name,
 )
 from crm_perf_sync.api.deps import ContextDep, SessionDep
@@ -92,6 +93,17 @@ def _period_label(context: Context, start: date | None, grain: str) -> str:
     return label
 
 
+def _day(value: str | date | None) -> date | None:
+    """A record's date or moment (an ISO text, a date or a datetime) as its day."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(value[:10])
+
+
 def _scaled(value: float | None, factor: float) -> float | None:
     return None if value is None else value * factor
 
@@ -102,9 +114,12 @@ def _point(key: str, points: dict[str, Any], name: str) -> Any:
 
 
 templates.filters["isodate"] = _isodate
+templates.filters["isodate_or_none"] = _day
 templates.filters["scaled"] = _scaled
 templates.filters["point"] = _point
 templates.globals["explain_link"] = views.explain_link
+templates.globals["statement_link"] = views.statement_link
+templates.globals["line_link"] = views.line_link
 templates.globals["formula"] = formula
 templates.globals["filter_text"] = filter_text
 templates.globals["messages"] = MESSAGES
@@ -136,6 +151,7 @@ def _context(request: Request, viewer: Viewer | None) -> dict[str, Any]:
         "kpi_name": lambda kpi: display_name(kpi, fmt.language),
         "activity_type": lambda kind: activity_type(kind, fmt.language),
         "perspective_name": lambda card, p: perspective_name(card, p, fmt.language),
+        "note_text": lambda note: note_text(note, fmt.language),
         "viewer": viewer,
         "here": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
         "path": request.url.path,
@@ -362,7 +378,65 @@ def rep_page(
     grain: Annotated[Literal["week", "month", "quarter", "year"], Query()] = "month",
 ) -> Response:
     shown = views.rep(session, ctx.kpi_service(), owner, grain, utc_now())
-    return render(request, "rep.html", viewer, page="leaderboard", rep=shown, kpis=ctx.kpi_service().kpis)
+    return render(
+        request,
+        "rep.html",
+        viewer,
+        page="leaderboard",
+        rep=shown,
+        kpis=ctx.kpi_service().kpis,
+        pay=views.owner_statements(session, ctx.incentives(), owner),
+    )
+
+
+# --- incentives ----------------------------------------------------------------------------------
+
+
+@router.get("/dashboard/incentives", response_class=HTMLResponse)
+def incentives_page(
+    request: Request,
+    session: SessionDep,
+    ctx: ContextDep,
+    viewer: ViewerDep,
+    plan: Annotated[str | None, Query(max_length=63)] = None,
+    period: Annotated[str | None, Query(max_length=20)] = None,
+) -> Response:
+    shown = views.incentives(session, ctx.incentives(), plan or None, period or None, utc_now())
+    return render(request, "incentives.html", viewer, page="incentives", view=shown)
+
+
+@router.get("/dashboard/incentives/statement", response_class=HTMLResponse)
+def incentive_statement_page(
+    request: Request,
+    session: SessionDep,
+    ctx: ContextDep,
+    viewer: ViewerDep,
+    plan: Annotated[str, Query(max_length=63)],
+    owner: Annotated[str, Query(max_length=600)],
+    period: Annotated[str | None, Query(max_length=20)] = None,
+) -> Response:
+    shown = views.incentive_statement(session, ctx.incentives(), plan, owner, period, utc_now())
+    return render(request, "incentive_statement.html", viewer, page="incentives", view=shown)
+
+
+@router.get("/dashboard/incentives/explain", response_class=HTMLResponse)
+def incentive_explain_page(
+    request: Request,
+    session: SessionDep,
+    ctx: ContextDep,
+    viewer: ViewerDep,
+    plan: Annotated[str, Query(max_length=63)],
+    owner: Annotated[str, Query(max_length=600)],
+    period: Annotated[str, Query(max_length=20)],
+    component: Annotated[str, Query(max_length=63)],
+) -> Response:
+    shown = views.incentive_line(session, ctx.incentives(), plan, owner, period, component)
+    links = ctx.record_links()
+    for record in shown.records:
+        record["crm_url"] = (
+            links(record["connection_id"], shown.entity, record["external_id"]) if links else None
+        )
+    return render(request, "incentive_explain.html", viewer, page="incentives", view=shown)
 
 
 #: The columns the explanation table reads, of deals, leads, activities, accounts and measure entries.

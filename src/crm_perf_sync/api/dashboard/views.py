@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 from urllib.parse import quote_plus, urlencode
@@ -19,6 +20,10 @@ from sqlalchemy.orm import Session
 from crm_perf_sync.alerts import repository as alerts_repo
 from crm_perf_sync.api.routes.scorecards import score_row
 from crm_perf_sync.config import LoadedConfig
+from crm_perf_sync.incentives import repository as incentives_repo
+from crm_perf_sync.incentives import statements
+from crm_perf_sync.incentives.schemas import Commission, Component, Plan, Spiff
+from crm_perf_sync.incentives.service import IncentiveService, PlanPeriod
 from crm_perf_sync.kit.errors import NotFound
 from crm_perf_sync.kpi import periods
 from crm_perf_sync.kpi import repository as kpi_repo
@@ -706,3 +711,145 @@ def operations(session: Session, config: LoadedConfig | None, now: datetime) -> 
         [dict(r._mapping) for r in failed],
         [dict(r._mapping) for r in waiting],
     )
+
+
+# --- incentives ----------------------------------------------------------------------------------
+
+
+def statement_link(plan_id: str, owner_id: str, period_key: str | None = None) -> str:
+    query = {"plan": plan_id, "owner": owner_id}
+    if period_key:
+        query["period"] = period_key
+    return f"/dashboard/incentives/statement?{urlencode(query, quote_via=_quoted)}"
+
+
+def line_link(plan_id: str, owner_id: str, period_key: str, component_id: str) -> str:
+    query = {"plan": plan_id, "owner": owner_id, "period": period_key, "component": component_id}
+    return f"/dashboard/incentives/explain?{urlencode(query, quote_via=_quoted)}"
+
+
+@dataclass(slots=True)
+class IncentivesView:
+    plans: list[Plan]
+    board: statements.Board | None
+    names: dict[tuple[str, str], str]
+
+
+def incentives(
+    session: Session, service: IncentiveService, plan_id: str | None, period: str | None, now: datetime
+) -> IncentivesView:
+    """A plan's period: every rep paid in it, the most first (the first plan and its latest
+    period unless chosen; a period that is not the plan's falls back to its latest)."""
+    plans = list(service.plans.values())
+    names = org_repo.scope_names(session)
+    if not plans:
+        return IncentivesView([], None, names)
+    plan = service.plan(plan_id) if plan_id else plans[0]
+    keys = {p.key for p in service.periods(plan, service.today(now))}
+    chosen = period if period in keys else None
+    return IncentivesView(plans, statements.board(service, session, plan.id, chosen, now), names)
+
+
+@dataclass(slots=True)
+class StatementView:
+    statement: statements.Statement
+    name: str
+    close: Any | None  # who closed the period and when, once it is closed
+    plans: list[tuple[Plan, str]]  # every plan the rep has lines in, with their latest period
+
+
+def incentive_statement(
+    session: Session,
+    service: IncentiveService,
+    plan_id: str,
+    owner_id: str,
+    period: str | None,
+    now: datetime,
+) -> StatementView:
+    """A rep's statement for a period of a plan (by default the latest they have lines in), who
+    closed the period, and the other plans they are paid by."""
+    names = org_repo.scope_names(session)
+    found = statements.statement(service, session, plan_id, owner_id, period or None, now)
+    close = next(
+        (row for row in incentives_repo.closes(session, plan_id) if row.period_key == found.period.key),
+        None,
+    )
+    latest: dict[str, str] = {}
+    for plan, key in incentives_repo.owner_statements(session, owner_id):
+        if plan in service.plans:
+            latest[plan] = key
+    return StatementView(
+        found,
+        names.get(("owner", owner_id), owner_id),
+        close,
+        [(service.plans[plan], key) for plan, key in latest.items()],
+    )
+
+
+@dataclass(slots=True)
+class LineView:
+    plan: Plan
+    component: Component
+    owner_id: str
+    name: str
+    period: PlanPeriod
+    lines: list[dict[str, Any]]
+    payout: dict[str, Any] | None
+    records: list[dict[str, Any]]
+    earned: Decimal | None  # what the records earned together, before any cap
+    entity: str  # what the records are (opportunities, activities...)
+
+
+def incentive_line(
+    session: Session,
+    service: IncentiveService,
+    plan_id: str,
+    owner_id: str,
+    period: str,
+    component_id: str,
+) -> LineView:
+    """One statement line and the records behind it, each with what it earned (a SPIFF's record
+    earns the amount per unit)."""
+    found = statements.explain_line(service, session, plan_id, owner_id, period, component_id)
+    plan = service.plan(plan_id)
+    component = plan.component(component_id)
+    assert component is not None  # explain_line checked it
+    payout = next((row for row in found["lines"] if row["kind"] == "payout"), None)
+    records = found["records"]
+    if isinstance(component, Spiff):
+        for record in records:
+            record["earned"] = str(Decimal(repr(record["contribution"])) * component.amount)
+    earned = None
+    if records and all("earned" in record for record in records):
+        earned = sum((Decimal(record["earned"]) for record in records), Decimal(0))
+    names = org_repo.scope_names(session)
+    # What the records are, for their links into the CRM: the entity of the KPI they count.
+    kpi_id = (
+        component.base.kpi
+        if isinstance(component, Commission)
+        else component.kpi
+        if isinstance(component, Spiff)
+        else None
+    )
+    measure = getattr(service.kpis.kpis.get(kpi_id or ""), "measure", None)
+    return LineView(
+        plan,
+        component,
+        owner_id,
+        names.get(("owner", owner_id), owner_id),
+        service.period_of(plan, found["period_key"]),
+        found["lines"],
+        payout,
+        records,
+        earned,
+        str(getattr(measure, "entity", "opportunities")),
+    )
+
+
+def owner_statements(session: Session, service: IncentiveService, owner_id: str) -> list[tuple[Plan, str]]:
+    """The plans a rep has statements in, each with the periods (newest first)."""
+    by_plan: dict[str, list[str]] = defaultdict(list)
+    for plan, key in incentives_repo.owner_statements(session, owner_id):
+        if plan in service.plans:
+            by_plan[plan].append(key)
+    return [(service.plans[plan], key) for plan, keys in by_plan.items() for key in reversed(keys)]
