@@ -6,35 +6,25 @@ statistic needs: the distinct (week, month, rep, account) of the first deals (ne
 of all of them (retention), or sums per (week, month, rep, currency) (repeat revenue, which then
 rolls up like any ratio). Explanations read the deals themselves (:func:`won_deals`).
 
-Every value adds up over accounts: an account is one of a cell's new customers or not, is kept
-or not, and its deals' revenue is repeat revenue or not, whatever the other accounts do. So an
-incremental refresh (:func:`apply_customer_changes`) reads only the accounts whose deals the
-change log touched, in their state before and after, and adds the difference to the stored
-cells. Which deal is an account's first depends on all of that account's deals, which is why the
-whole account is read again and not only its changed deals.
+Every value adds up over accounts, which is what lets an incremental refresh read only the
+accounts the change log touched (:mod:`.customer_changes`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, time
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Float, Select, and_, case, func, literal, select, type_coerce
 from sqlalchemy.sql.elements import ColumnElement
 
-from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import periods
-from crm_perf_sync.kpi import repository as repo
-from crm_perf_sync.kpi.compiler import MEMBERSHIP, PENDING, Calendar, Part, Scope, part_for, period_expr
+from crm_perf_sync.kpi.compiler import Calendar, Part, Scope, part_for, period_expr
 from crm_perf_sync.kpi.compute import Computation
-from crm_perf_sync.kpi.repository import CHANGED
 from crm_perf_sync.kpi.rollup import Key, Rollup
-from crm_perf_sync.kpi.schemas import FIELDS, CustomerKpi, Grain
-from crm_perf_sync.kpi.values import Computed, apply_targets, period_key, value_row
-from crm_perf_sync.models import PRIOR_TABLES
+from crm_perf_sync.kpi.schemas import CustomerKpi, Grain
+from crm_perf_sync.kpi.values import Computed
 
 Account = tuple[str, str]  # (connection id, account external id)
 
@@ -97,7 +87,7 @@ def first_won(deals: Iterable[WonDeal]) -> dict[Account, Any]:
     return first
 
 
-def _scopes(rollup: Rollup, deal: WonDeal) -> list[tuple[Scope, str]]:
+def scopes_of(rollup: Rollup, deal: WonDeal) -> list[tuple[Scope, str]]:
     """The scopes a deal counts in: the company, its rep, and every team the rep counts in."""
     found: list[tuple[Scope, str]] = [("company", "company")]
     if deal.owner is not None:
@@ -106,7 +96,7 @@ def _scopes(rollup: Rollup, deal: WonDeal) -> list[tuple[Scope, str]]:
     return found
 
 
-def _period(rollup: Rollup, grain: Grain, deal: WonDeal) -> int | None:
+def period_of(rollup: Rollup, grain: Grain, deal: WonDeal) -> int | None:
     return None if grain == "all" else rollup.period(grain, deal.week, deal.month)
 
 
@@ -147,22 +137,22 @@ def customer_values(run: Computation, kpi: CustomerKpi) -> dict[tuple[Grain, Sco
     """Every value of a customer KPI, per grain and scope (no breakdowns)."""
     rollup = run.rollup()
     won = _with_first(part_for(kpi.measure, run.calendar, by_currency=True), run.calendar)
-    out = _cells(run)
+    out = empty_values(run)
     if kpi.stat == "new":
-        _new(rollup, run.grains, _accounts(run.conn, won, first_only=True), out)
+        count_new(rollup, run.grains, _accounts(run.conn, won, first_only=True), out)
     elif kpi.stat == "repeat_revenue_share":
         _repeat_share(run.conn, rollup, won, out)
     else:
-        _retention(rollup, run.grains, _accounts(run.conn, won, first_only=False), out)
+        retention_values(rollup, run.grains, _accounts(run.conn, won, first_only=False), out)
     return {cell: values for cell, values in out.items() if values}
 
 
-def _cells(run: Computation) -> dict[tuple[Grain, Scope], dict[Key, Computed]]:
+def empty_values(run: Computation) -> dict[tuple[Grain, Scope], dict[Key, Computed]]:
     scopes: tuple[Scope, ...] = ("company", "owner", "team") if run.membership.rows else ("company", "owner")
     return {(grain, scope): {} for grain in run.grains for scope in scopes}
 
 
-def _new(
+def count_new(
     rollup: Rollup,
     grains: list[Grain],
     firsts: list[WonDeal],
@@ -175,8 +165,8 @@ def _new(
         for grain in grains:
             if grain != "all" and deal.month is None:
                 continue
-            period = _period(rollup, grain, deal)
-            for scope, scope_id in _scopes(rollup, deal):
+            period = period_of(rollup, grain, deal)
+            for scope, scope_id in scopes_of(rollup, deal):
                 counted.setdefault((grain, scope, period, scope_id), set()).add(account)
     for (grain, scope, period, scope_id), accounts in counted.items():
         if (grain, scope) in out:
@@ -198,14 +188,14 @@ def _repeat_share(
         .where(won.c.amount.is_not(None))
         .group_by(*keys)
     )
-    _share(rollup, [tuple(r) for r in conn.execute(stmt)], out)
+    share_values(rollup, [tuple(r) for r in conn.execute(stmt)], out)
 
 
 #: (week, month, connection, owner, currency, repeat revenue, all revenue, deals)
 RevenueRow = tuple[int | None, int | None, str, str | None, str, float, float, int]
 
 
-def _share(
+def share_values(
     rollup: Rollup, rows: list[RevenueRow], out: dict[tuple[Grain, Scope], dict[Key, Computed]]
 ) -> None:
     numerator = rollup((w, m, c, o, currency, "", repeat, n) for w, m, c, o, currency, repeat, _, n in rows)
@@ -220,7 +210,7 @@ def _share(
             out[cell][key] = (value, part, total.total, total.records)
 
 
-def _revenue_rows(deals: list[WonDeal]) -> list[RevenueRow]:
+def revenue_rows(deals: list[WonDeal]) -> list[RevenueRow]:
     """What :func:`_repeat_share` reads from the database, from deals in memory."""
     first = first_won(deals)
     sums: dict[tuple[int | None, int | None, str, str | None, str], tuple[float, float, int]] = {}
@@ -234,7 +224,7 @@ def _revenue_rows(deals: list[WonDeal]) -> list[RevenueRow]:
     return [(*key, repeat, total, count) for key, (repeat, total, count) in sums.items()]
 
 
-def _retention(
+def retention_values(
     rollup: Rollup,
     grains: list[Grain],
     deals: list[WonDeal],
@@ -248,12 +238,12 @@ def _retention(
         buying: dict[tuple[Scope, str, int], set[Account]] = {}
         last: int | None = None if cutoff is None else cutoff.get(grain)
         for deal in deals:
-            period = _period(rollup, grain, deal)
+            period = period_of(rollup, grain, deal)
             if period is None:
                 continue
             if cutoff is None:
                 last = period if last is None else max(last, period)
-            for scope, scope_id in _scopes(rollup, deal):
+            for scope, scope_id in scopes_of(rollup, deal):
                 buying.setdefault((scope, scope_id, period), set()).add((deal.connection_id, deal.account))
         if last is None:
             continue
@@ -268,365 +258,6 @@ def _retention(
                 float(len(accounts)),
                 len(accounts),
             )
-
-
-# --- incremental refresh ------------------------------------------------------------------------
-
-#: A value's parts: (numerator, denominator, records); the denominator is 0 for new customers.
-Parts = tuple[float, float, int]
-
-
-def apply_customer_changes(
-    run: Computation, kpi: CustomerKpi, digest: str, touched: set[tuple[str, str]]
-) -> int | None:
-    """Update a customer KPI's stored values by the change log (after ``load_pending``).
-
-    Returns how many values changed, or ``None`` when the KPI must be recomputed whole (retention
-    when there were no won deals before or none are left, so there is no last period to keep).
-    ``touched`` collects the (grain, period key) of every value changed.
-    """
-    touched_accounts = _touched_accounts(run, kpi)
-    if touched_accounts is None:
-        return 0
-    part, old_versions, before, after = touched_accounts
-    rollup = run.rollup()
-    fresh: dict[tuple[Grain, Scope], dict[Key, Computed]] = {}
-    gone: set[tuple[Grain, int]] = set()
-    cutoff: dict[Grain, int] | None = None
-    if kpi.stat == "retention":
-        lasts = _last_periods(run, part, kpi.measure.entity, old_versions)
-        if lasts is None:
-            return None
-        cutoff = {grain: min(old, new) for grain, (old, new) in lasts.items()}
-        fresh, gone = _moved_last(run, part, lasts)
-    old_cells = _contributions(run, kpi, rollup, before, cutoff)
-    new_cells = _contributions(run, kpi, rollup, after, cutoff)
-    deltas: dict[tuple[Grain, Scope, Key], Parts] = {}
-    for cells, sign in ((new_cells, 1), (old_cells, -1)):
-        for (grain, scope), values in cells.items():
-            for key, (_, numerator, denominator, records) in values.items():
-                num, den, count = deltas.get((grain, scope, key), (0.0, 0.0, 0))
-                deltas[grain, scope, key] = (
-                    num + sign * numerator,
-                    den + sign * (denominator or 0.0),
-                    count + sign * records,
-                )
-    deltas = {cell: parts for cell, parts in deltas.items() if parts != (0.0, 0.0, 0)}
-    return _write(run, kpi, digest, deltas, fresh, gone, touched)
-
-
-def _touched_accounts(
-    run: Computation, kpi: CustomerKpi
-) -> tuple[Part, list[WonDeal], list[WonDeal], list[WonDeal]] | None:
-    """The won deals of every account the change log touched, before the change and after it
-    (read once per refresh for all customer KPIs on the same deals), with the counted old
-    versions of the changed deals; ``None`` when no account was touched."""
-    key = ("customer accounts", kpi.measure.model_dump_json())
-    if key in run.shared:
-        found: tuple[Part, list[WonDeal], list[WonDeal], list[WonDeal]] | None = run.shared[key]
-        return found
-    conn, calendar = run.conn, run.calendar
-    entity = kpi.measure.entity
-    part = part_for(kpi.measure, calendar, by_currency=True)
-    prior = part_for(kpi.measure, calendar, by_currency=True, table=PRIOR_TABLES[entity])
-    old_versions = _read(conn, _counted(won_deals_query(prior, calendar), prior, entity))
-    new_versions = _read(conn, _changed_only(won_deals_query(part, calendar), part, entity))
-    accounts = {(d.connection_id, d.account) for d in (*old_versions, *new_versions)}
-    found = None
-    if accounts:
-        after = _deals_of(conn, part, calendar, accounts)
-        changed = _changed_ids(conn, entity)
-        before = [d for d in after if (d.connection_id, d.external_id) not in changed] + old_versions
-        found = (part, old_versions, sorted(before, key=_order), sorted(after, key=_order))
-    run.shared[key] = found
-    return found
-
-
-def _order(deal: WonDeal) -> tuple[str, str]:
-    # Both states in one order: an account's unchanged deals sum to exactly the same floats.
-    return deal.connection_id, deal.external_id
-
-
-def _read(conn: Connection, stmt: Select[Any]) -> list[WonDeal]:
-    return [
-        WonDeal(
-            r.external_id,
-            r.week,
-            r.month,
-            r.connection_id,
-            r.owner,
-            r.account,
-            r.currency,
-            None if r.amount is None else float(r.amount),
-            r.ordered_by,
-        )
-        for r in conn.execute(stmt)
-    ]
-
-
-def _changed_only(stmt: Select[Any], part: Part, entity: str) -> Select[Any]:
-    """The current versions of the records the change log touched."""
-    table = part.table
-    on = and_(
-        CHANGED.c.c_entity == entity,
-        CHANGED.c.c_connection_id == table.c.connection_id,
-        CHANGED.c.c_external_id == table.c.external_id,
-    )
-    return stmt.select_from(table.join(CHANGED, on))
-
-
-def _counted(stmt: Select[Any], prior: Part, entity: str) -> Select[Any]:
-    """The old versions the stored values counted: a prior version stamped by a pending batch was
-    written after they were computed (and replaced again since)."""
-    table = prior.table
-    on = and_(
-        PENDING.c.p_entity == entity,
-        PENDING.c.p_connection_id == table.c.connection_id,
-        PENDING.c.p_synced_at == table.c.synced_at,
-    )
-    return stmt.select_from(table.outerjoin(PENDING, on)).where(PENDING.c.p_connection_id.is_(None))
-
-
-def _changed_ids(conn: Connection, entity: str) -> set[tuple[str, str]]:
-    rows = conn.execute(
-        select(CHANGED.c.c_connection_id, CHANGED.c.c_external_id).where(CHANGED.c.c_entity == entity)
-    )
-    return {(r[0], r[1]) for r in rows}
-
-
-def _deals_of(conn: Connection, part: Part, calendar: Calendar, accounts: set[Account]) -> list[WonDeal]:
-    """The current won deals of these accounts (by the index on connection and account)."""
-    table = part.table
-    by_connection: dict[str, list[str]] = {}
-    for connection_id, account in sorted(accounts):
-        by_connection.setdefault(connection_id, []).append(account)
-    found: list[WonDeal] = []
-    for connection_id, names in by_connection.items():
-        for start in range(0, len(names), 500):
-            stmt = won_deals_query(part, calendar).where(
-                table.c.connection_id == connection_id,
-                table.c.account_external_id.in_(names[start : start + 500]),
-            )
-            found += _read(conn, stmt)
-    return found
-
-
-def _contributions(
-    run: Computation, kpi: CustomerKpi, rollup: Rollup, deals: list[WonDeal], cutoff: dict[Grain, int] | None
-) -> dict[tuple[Grain, Scope], dict[Key, Computed]]:
-    """The values these deals' accounts alone would have: their share of every stored value."""
-    out = _cells(run)
-    if kpi.stat == "new":
-        first = first_won(deals)
-        firsts = [d for d in deals if d.ordered_by == first[(d.connection_id, d.account)]]
-        _new(rollup, run.grains, firsts, out)
-    elif kpi.stat == "repeat_revenue_share":
-        _share(rollup, _revenue_rows(deals), out)
-    else:
-        _retention(rollup, run.grains, deals, out, cutoff)
-    return out
-
-
-def _last_periods(
-    run: Computation, part: Part, entity: str, old_versions: list[WonDeal]
-) -> dict[Grain, tuple[int, int]] | None:
-    """Per grain, the last period with a won deal before the change and after it."""
-    table = part.table
-    period: ColumnElement[Any] = table.c[part.measure.period]
-    on = and_(
-        CHANGED.c.c_entity == entity,
-        CHANGED.c.c_connection_id == table.c.connection_id,
-        CHANGED.c.c_external_id == table.c.external_id,
-    )
-    unchanged_period = type_coerce(case((CHANGED.c.c_external_id.is_(None), period)), period.type)
-    # One pass: the last date now, and the last among the deals the change log did not touch.
-    after, unchanged = run.conn.execute(
-        select(func.max(period), func.max(unchanged_period))
-        .select_from(table.outerjoin(CHANGED, on))
-        .where(*part.where, table.c.account_external_id.is_not(None))
-    ).one()
-    candidates = [d.ordered_by for d in old_versions]
-    if unchanged is not None:
-        candidates.append(unchanged)
-    if after is None or not candidates:
-        return None
-    before = max(candidates)
-    calendar = run.calendar
-    return {
-        grain: (
-            periods.local_period_index(before, calendar.timezone, grain, calendar.fiscal_start_month),
-            periods.local_period_index(after, calendar.timezone, grain, calendar.fiscal_start_month),
-        )
-        for grain in run.grains
-        if grain != "all"
-    }
-
-
-def _moved_last(
-    run: Computation, part: Part, lasts: dict[Grain, tuple[int, int]]
-) -> tuple[dict[tuple[Grain, Scope], dict[Key, Computed]], set[tuple[Grain, int]]]:
-    """Retention values that appear or go because the last period moved: computed whole, or removed.
-
-    A new value's denominator is every account of the period before it, counted per scope by the
-    database; its numerator only needs the accounts of the new period (a few days of deals when
-    the clock moved into it) and those accounts' deals of the period before.
-    """
-    fresh: dict[tuple[Grain, Scope], dict[Key, Computed]] = {}
-    gone: set[tuple[Grain, int]] = set()
-    rollup = run.rollup()
-    for grain, (old, new) in lasts.items():
-        step = periods.STEP[grain]
-        gone |= {(grain, period) for period in range(new + step, old + step, step)}
-        for period in range(old + step, new + step, step):
-            for (scope, scope_id), (kept, size) in _retained(run, part, rollup, grain, period).items():
-                fresh.setdefault((grain, scope), {})[period, scope_id, "", ""] = (
-                    kept / size,
-                    float(kept),
-                    float(size),
-                    size,
-                )
-    return fresh, gone
-
-
-def _retained(
-    run: Computation, part: Part, rollup: Rollup, grain: Grain, period: int
-) -> dict[tuple[Scope, str], tuple[int, int]]:
-    """Per scope with accounts in the period before ``period``: how many of them won a deal again
-    in ``period``, and how many there were."""
-    before = period - periods.STEP[grain]
-    now = [d for d in _within(run, part, grain, period) if _period(rollup, grain, d) == period]
-    buying: dict[tuple[Scope, str], set[Account]] = {}
-    for deal in now:
-        for scope in _scopes(rollup, deal):
-            buying.setdefault(scope, set()).add((deal.connection_id, deal.account))
-    again: dict[tuple[Scope, str], set[Account]] = {}
-    accounts = {(d.connection_id, d.account) for d in now}
-    for deal in _deals_of(run.conn, part, run.calendar, accounts) if accounts else []:
-        if _period(rollup, grain, deal) != before:
-            continue
-        for scope in _scopes(rollup, deal):
-            if (deal.connection_id, deal.account) in buying.get(scope, ()):
-                again.setdefault(scope, set()).add((deal.connection_id, deal.account))
-    return {
-        scope: (len(again.get(scope, ())), size)
-        for scope, size in _accounts_per_scope(run, part, grain, before).items()
-        if size > 0
-    }
-
-
-def _range(run: Computation, part: Part, grain: Grain, period: int) -> tuple[Any, Any]:
-    """The first and the end (excluded) of a period as values of the period column: dates, or the
-    instants the business day begins at for a timestamp."""
-    start, end = periods.period_bounds(period, grain)
-    if FIELDS[part.measure.entity][part.measure.period] == "date":
-        return start, end
-    zone = ZoneInfo(run.calendar.timezone)
-    return (
-        datetime.combine(start, time(), tzinfo=zone).astimezone(UTC),
-        datetime.combine(end, time(), tzinfo=zone).astimezone(UTC),
-    )
-
-
-def _within(run: Computation, part: Part, grain: Grain, period: int) -> list[WonDeal]:
-    column: ColumnElement[Any] = part.table.c[part.measure.period]
-    low, high = _range(run, part, grain, period)
-    return _read(run.conn, won_deals_query(part, run.calendar).where(column >= low, column < high))
-
-
-def _accounts_per_scope(
-    run: Computation, part: Part, grain: Grain, period: int
-) -> dict[tuple[Scope, str], int]:
-    """How many accounts won a deal in the period, in the company, per rep and per team (counted
-    by the database: a year of deals never comes into memory)."""
-    table = part.table
-    column: ColumnElement[Any] = table.c[part.measure.period]
-    low, high = _range(run, part, grain, period)
-    where = [*part.where, table.c.account_external_id.is_not(None), column >= low, column < high]
-    account = [table.c.connection_id, table.c.account_external_id]
-    counts: dict[tuple[Scope, str], int] = {}
-    company = select(*account).where(*where).distinct().subquery()
-    found = run.conn.execute(select(func.count()).select_from(company)).scalar_one()
-    if found:
-        counts["company", "company"] = int(found)
-    owner = table.c.owner_external_id
-    reps = select(*account, owner.label("owner")).where(*where, owner.is_not(None)).distinct().subquery()
-    for row in run.conn.execute(
-        select(reps.c.connection_id, reps.c.owner, func.count()).group_by(reps.c.connection_id, reps.c.owner)
-    ):
-        counts["owner", f"{row[0]}:{row[1]}"] = int(row[2])
-    if run.membership.rows:
-        joined = table.join(
-            MEMBERSHIP,
-            and_(
-                MEMBERSHIP.c.m_connection_id == table.c.connection_id,
-                MEMBERSHIP.c.m_owner_external_id == owner,
-            ),
-        )
-        teams = (
-            select(MEMBERSHIP.c.team_key, *account).select_from(joined).where(*where).distinct().subquery()
-        )
-        for row in run.conn.execute(select(teams.c.team_key, func.count()).group_by(teams.c.team_key)):
-            counts["team", str(row[0])] = int(row[1])
-    return counts
-
-
-def _write(
-    run: Computation,
-    kpi: CustomerKpi,
-    digest: str,
-    deltas: dict[tuple[Grain, Scope, Key], Parts],
-    fresh: dict[tuple[Grain, Scope], dict[Key, Computed]],
-    gone: set[tuple[Grain, int]],
-    touched: set[tuple[str, str]],
-) -> int:
-    """Stored values plus ``deltas``, ``fresh`` values in place of any stored, ``gone`` periods
-    removed; in one delete and one insert."""
-    keys = {period_key(key[0], grain) for grain, _, key in deltas}
-    keys |= {period_key(key[0], grain) for (grain, _), values in fresh.items() for key in values}
-    keys |= {period_key(period, grain) for grain, period in gone}
-    if not keys:
-        return 0
-    stored = repo.stored_cells(run.conn, kpi.id, "", keys)
-    computed_at = utc_now()
-    replaced: list[int] = []
-    rows: list[dict[str, Any]] = []
-
-    def put(grain: Grain, scope: Scope, key: Key, result: Computed | None) -> None:
-        row = value_row(kpi, grain, scope, "", key, (None, 0.0, None, 0))
-        before = stored.pop((grain, scope, row["period_key"], key[1], key[2], key[3]), None)
-        if before is not None:
-            replaced.append(before.id)
-        touched.add((grain, row["period_key"]))
-        if result is None:
-            return
-        row = value_row(kpi, grain, scope, "", key, result)
-        apply_targets(kpi, [row], run.targets, add_missing=False)
-        row["definition_hash"] = digest
-        row["computed_at"] = computed_at
-        rows.append(row)
-
-    for (grain, scope, key), (num, den, count) in deltas.items():
-        before = stored.get((grain, scope, period_key(key[0], grain), key[1], key[2], key[3]))
-        numerator = (before.numerator if before else 0.0) + num
-        records = (before.sample_count if before else 0) + count
-        if records <= 0:
-            put(grain, scope, key, None)
-        elif kpi.stat == "new":
-            put(grain, scope, key, (numerator, numerator, None, records))
-        else:
-            denominator = (before.denominator or 0.0 if before else 0.0) + den
-            value = numerator / denominator if denominator else None
-            put(grain, scope, key, (value, numerator, denominator, records))
-    for (grain, scope), values in fresh.items():
-        for key, result in values.items():
-            put(grain, scope, key, result)
-    gone_keys = {(grain, period_key(period, grain)) for grain, period in gone}
-    for cell_key, cell in stored.items():
-        if (cell_key[0], cell_key[2]) in gone_keys:
-            replaced.append(cell.id)
-            touched.add((cell_key[0], cell_key[2]))
-    repo.replace_cells(run.conn, replaced, rows)
-    return len(rows) + len(replaced)
 
 
 # --- explanations -------------------------------------------------------------------------------
@@ -699,7 +330,7 @@ def explain_customers(
     mine = [d for d in deals if _in_scope(d, scope, scope_id, rollup)]
 
     def in_period(deal: WonDeal, index: int | None) -> bool:
-        return index is None or (deal.month is not None and _period(rollup, grain, deal) == index)
+        return index is None or (deal.month is not None and period_of(rollup, grain, deal) == index)
 
     if kpi.stat == "new":
         firsts = [

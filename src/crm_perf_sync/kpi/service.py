@@ -31,7 +31,8 @@ from crm_perf_sync.kpi import targets as target_math
 from crm_perf_sync.kpi import targets_repository as targets_repo
 from crm_perf_sync.kpi.compiler import Calendar
 from crm_perf_sync.kpi.compute import Computation, additive_values
-from crm_perf_sync.kpi.customers import apply_customer_changes, customer_values
+from crm_perf_sync.kpi.customer_changes import apply_customer_changes
+from crm_perf_sync.kpi.customers import customer_values
 from crm_perf_sync.kpi.derived import apply_derived_changes, derived_rows
 from crm_perf_sync.kpi.funnel import apply_funnel_changes, funnel_values
 from crm_perf_sync.kpi.incremental import apply_changes
