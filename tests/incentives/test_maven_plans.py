@@ -16,6 +16,8 @@ from typing import Any
 
 from sqlalchemy import select
 
+from crm_perf_sync.incentives.schemas import Plan
+from crm_perf_sync.incentives.service import IncentiveService
 from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.models import IncentiveLine
 from tests.conftest import DATA_DIR
@@ -156,3 +158,38 @@ def test_the_retroactive_plan_with_a_score_bonus_pays_what_the_reference_says(st
     ]
     assert below  # some agents under half their quota are paid nothing, and told why
     assert sum(1 for k, v in expected.items() if k[2] == "balanced" and v > 0) >= 10
+
+
+def test_a_team_pool_splits_by_contribution_to_the_cent(store: Store) -> None:
+    """A 10,000 pool per quarter for the Central region, split by won revenue: every agent's share
+    is their revenue over the region's (from the CSV), and the parts add up to the pool exactly."""
+    plan = Plan.model_validate(
+        {
+            "id": "central-pool",
+            "name": "Central pool",
+            "period": "quarter",
+            "currency": "USD",
+            "from": "2017-01-01",
+            "to": "2017-12-31",
+            "participants": [{"team": "maven:region:Central"}],
+            "components": [
+                {"id": "pool", "type": "team_pool", "team": "maven:region:Central", "amount": 10000,
+                 "split": "contribution", "kpi": "won_revenue"}
+            ],
+        }
+    )  # fmt: skip
+    service = IncentiveService(store.job().service, [plan])
+    with session_scope(store.session_factory) as session:
+        computed = service.compute(session, plan, date(2018, 1, 15))
+    maven = read_maven()
+    central = [agent for agent, office in maven.region.items() if office == "Central"]
+    for quarter in QUARTERS:
+        mine = {c.owner.removeprefix("maven:"): c.line for c in computed if c.period.start == quarter}
+        assert set(mine) == set(central)  # every member of the region takes part
+        assert sum(line.amount for line in mine.values()) == Decimal(10000)
+        revenue = {agent: maven.revenue.get((agent, quarter), Decimal(0)) for agent in central}
+        total = sum(revenue.values())
+        for agent, line in mine.items():
+            exact = Decimal(10000) * revenue[agent] / total
+            assert abs(line.amount - exact) < CENT, (agent, quarter, line.amount, exact)
+            assert line.amount == 0 if revenue[agent] == 0 else line.amount > 0
