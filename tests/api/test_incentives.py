@@ -20,7 +20,7 @@ from crm_perf_sync.api.incentive_schemas import CloseOut, ExplainedLineOut, Payo
 from crm_perf_sync.apikeys import service as keys
 from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.kpi import targets_service
-from crm_perf_sync.models import IncentiveLine, IncentivePeriodClose
+from crm_perf_sync.models import IncentiveLine, IncentivePeriodClose, WebhookEvent
 from tests.incentives.conftest import (  # noqa: F401  (the Maven store with its plans, per backend)
     Store,
     incentives_postgresql,
@@ -327,3 +327,9 @@ def test_an_admin_closes_the_periods_in_order(api: Api) -> None:
         assert [(c.plan_id, c.period_key, c.closed_by) for c in closes] == [
             ("agents-2017", "2017-01-01", "finance admin")
         ]
+        # The close went out to webhook consumers (payroll) with every frozen line, once.
+        (event,) = session.scalars(
+            select(WebhookEvent).where(WebhookEvent.type == "incentive.period_closed")
+        ).all()
+        assert event.payload["data"]["period_key"] == "2017-01-01"
+        assert len(event.payload["data"]["lines"]) == 70

@@ -296,7 +296,7 @@ def close(
     already closed, or with an earlier one still open."""
     import getpass
 
-    from crm_perf_sync.incentives.closing import close_when_current
+    from crm_perf_sync.jobs.incentives import close_when_current
     from crm_perf_sync.kit.timeutil import utc_now
 
     who = by if by is not None else f"{getpass.getuser()} (cli)"

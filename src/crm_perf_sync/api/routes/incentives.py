@@ -23,7 +23,6 @@ from crm_perf_sync.api.problems import collection, documented
 from crm_perf_sync.api.schemas import Page, columns
 from crm_perf_sync.incentives import repository as repo
 from crm_perf_sync.incentives import statements
-from crm_perf_sync.incentives.closing import close_when_current
 from crm_perf_sync.incentives.presented import (
     explained_out,
     line_filter,
@@ -34,6 +33,7 @@ from crm_perf_sync.incentives.presented import (
 )
 from crm_perf_sync.incentives.schemas import Commission, Spiff
 from crm_perf_sync.incentives.service import IncentiveService
+from crm_perf_sync.jobs.incentives import close_when_current
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi.schemas import CountKpi, SumKpi
 from crm_perf_sync.org import repository as org_repo
