@@ -6,7 +6,7 @@ incentive_closed_record the records behind each closed payout as they were at th
 incentive_plan_state what each plan's open lines were computed with.
 
 Revision ID: b4d6f8a0c2e3
-Revises: a3c5e7f9b1d2
+Revises: e5b7c3d1a942
 Create Date: 2026-12-07 07:00:00.000000
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "b4d6f8a0c2e3"
-down_revision: str | None = "a3c5e7f9b1d2"
+down_revision: str | None = "e5b7c3d1a942"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

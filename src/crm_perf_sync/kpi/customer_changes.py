@@ -21,7 +21,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import periods
 from crm_perf_sync.kpi import repository as repo
-from crm_perf_sync.kpi.compiler import MEMBERSHIP, PENDING, Calendar, Part, Scope, part_for
+from crm_perf_sync.kpi.compiler import PENDING, Calendar, Part, Scope, part_for
 from crm_perf_sync.kpi.compute import Computation
 from crm_perf_sync.kpi.customers import (
     Account,
@@ -36,7 +36,7 @@ from crm_perf_sync.kpi.customers import (
     share_values,
     won_deals_query,
 )
-from crm_perf_sync.kpi.repository import CHANGED
+from crm_perf_sync.kpi.repository import CHANGED, TOUCHED_ACCOUNTS
 from crm_perf_sync.kpi.rollup import Key, Rollup
 from crm_perf_sync.kpi.schemas import FIELDS, CustomerKpi, Grain
 from crm_perf_sync.kpi.values import Computed, apply_targets, period_key, value_row
@@ -165,20 +165,14 @@ def _changed_ids(conn: Connection, entity: str) -> set[tuple[str, str]]:
 
 
 def _deals_of(conn: Connection, part: Part, calendar: Calendar, accounts: set[Account]) -> list[WonDeal]:
-    """The current won deals of these accounts (by the index on connection and account)."""
+    """The current won deals of these accounts (one scan of the deals, joined to the accounts)."""
     table = part.table
-    by_connection: dict[str, list[str]] = {}
-    for connection_id, account in sorted(accounts):
-        by_connection.setdefault(connection_id, []).append(account)
-    found: list[WonDeal] = []
-    for connection_id, names in by_connection.items():
-        for start in range(0, len(names), 500):
-            stmt = won_deals_query(part, calendar).where(
-                table.c.connection_id == connection_id,
-                table.c.account_external_id.in_(names[start : start + 500]),
-            )
-            found += _read(conn, stmt)
-    return found
+    repo.load_touched_accounts(conn, accounts)
+    on = and_(
+        TOUCHED_ACCOUNTS.c.t_connection_id == table.c.connection_id,
+        TOUCHED_ACCOUNTS.c.t_account == table.c.account_external_id,
+    )
+    return _read(conn, won_deals_query(part, calendar).select_from(table.join(TOUCHED_ACCOUNTS, on)))
 
 
 def _contributions(
@@ -306,38 +300,23 @@ def _within(run: Computation, part: Part, grain: Grain, period: int) -> list[Won
 def _accounts_per_scope(
     run: Computation, part: Part, grain: Grain, period: int
 ) -> dict[tuple[Scope, str], int]:
-    """How many accounts won a deal in the period, in the company, per rep and per team (counted
-    by the database: a year of deals never comes into memory)."""
+    """How many accounts won a deal in the period, in the company, per rep and per team (only the
+    three columns of the period's won deals are read)."""
     table = part.table
     column: ColumnElement[Any] = table.c[part.measure.period]
     low, high = _range(run, part, grain, period)
-    where = [*part.where, table.c.account_external_id.is_not(None), column >= low, column < high]
-    account = [table.c.connection_id, table.c.account_external_id]
-    counts: dict[tuple[Scope, str], int] = {}
-    company = select(*account).where(*where).distinct().subquery()
-    found = run.conn.execute(select(func.count()).select_from(company)).scalar_one()
-    if found:
-        counts["company", "company"] = int(found)
-    owner = table.c.owner_external_id
-    reps = select(*account, owner.label("owner")).where(*where, owner.is_not(None)).distinct().subquery()
-    for row in run.conn.execute(
-        select(reps.c.connection_id, reps.c.owner, func.count()).group_by(reps.c.connection_id, reps.c.owner)
-    ):
-        counts["owner", f"{row[0]}:{row[1]}"] = int(row[2])
-    if run.membership.rows:
-        joined = table.join(
-            MEMBERSHIP,
-            and_(
-                MEMBERSHIP.c.m_connection_id == table.c.connection_id,
-                MEMBERSHIP.c.m_owner_external_id == owner,
-            ),
+    rows = run.conn.execute(
+        select(table.c.connection_id, table.c.owner_external_id, table.c.account_external_id).where(
+            *part.where, table.c.account_external_id.is_not(None), column >= low, column < high
         )
-        teams = (
-            select(MEMBERSHIP.c.team_key, *account).select_from(joined).where(*where).distinct().subquery()
-        )
-        for row in run.conn.execute(select(teams.c.team_key, func.count()).group_by(teams.c.team_key)):
-            counts["team", str(row[0])] = int(row[1])
-    return counts
+    )
+    rollup = run.rollup()
+    accounts: dict[tuple[Scope, str], set[Account]] = {}
+    for connection_id, owner, account in rows:
+        deal = WonDeal("", None, None, connection_id, owner, account, "", None, None)
+        for scope in scopes_of(rollup, deal):
+            accounts.setdefault(scope, set()).add((connection_id, account))
+    return {scope: len(found) for scope, found in accounts.items()}
 
 
 def _write(

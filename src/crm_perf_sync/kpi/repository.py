@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -53,6 +53,13 @@ CHANGED = table_clause(
     column("c_entity", String),
     column("c_connection_id", String),
     column("c_external_id", String),
+)
+
+#: The accounts whose deals the customer KPIs read again (temporary, see :func:`load_touched_accounts`).
+TOUCHED_ACCOUNTS = table_clause(
+    "kpi_touched_account",
+    column("t_connection_id", String),
+    column("t_account", String),
 )
 
 #: The refresh-state row a refresh writes first (not a KPI id: ids start with a letter).
@@ -335,9 +342,26 @@ def consume_pending(conn: Connection, pending: PendingLog) -> None:
             conn.execute(delete(table).where(ids_in(conn, table.c.change_id, ids)))
 
 
+def load_touched_accounts(conn: Connection, accounts: Iterable[tuple[str, str]]) -> None:
+    """Put (connection, account external id) pairs into ``kpi_touched_account`` on ``conn``, so one
+    join reads their deals (there is no index on the deals' account: it would slow every scan of
+    the won deals more than it speeds this)."""
+    conn.exec_driver_sql("DROP TABLE IF EXISTS kpi_touched_account")
+    conn.exec_driver_sql(
+        "CREATE TEMPORARY TABLE kpi_touched_account "
+        "(t_connection_id VARCHAR(63), t_account VARCHAR(255), PRIMARY KEY (t_connection_id, t_account))"
+    )
+    rows = [{"t_connection_id": c, "t_account": a} for c, a in sorted(set(accounts))]
+    if rows:
+        conn.execute(insert(TOUCHED_ACCOUNTS), rows)
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("ANALYZE kpi_touched_account")
+
+
 def drop_temporary_tables(conn: Connection) -> None:
     for name in (
         "kpi_membership",
+        "kpi_touched_account",
         "kpi_owner_region",
         "kpi_pending",
         "kpi_changed",

@@ -151,8 +151,6 @@ class Opportunity(Base):
     __table_args__ = (
         UniqueConstraint("connection_id", "external_id"),
         Index(None, "synced_at"),
-        # An account's deals: the customer KPIs' incremental refresh and explanations.
-        Index(None, "connection_id", "account_external_id"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
