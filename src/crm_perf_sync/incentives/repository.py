@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from crm_perf_sync.kit.paging import Page, keyset_page
@@ -94,6 +94,30 @@ def frozen_lines(conn: Connection | Session, plan_id: str) -> list[Any]:
 def replace_open_lines(conn: Connection, plan_id: str, rows: Sequence[dict[str, Any]]) -> None:
     """Swap a plan's lines of open periods for ``rows``; frozen lines stay as they are."""
     conn.execute(delete(LINE).where(LINE.c.plan_id == plan_id, LINE.c.frozen.is_(False)))
+    if rows:
+        conn.execute(insert(LINE), list(rows))
+
+
+def replace_period_lines(
+    conn: Connection,
+    plan_id: str,
+    payout_periods: Collection[str],
+    adjusted_periods: Collection[str],
+    rows: Sequence[dict[str, Any]],
+) -> None:
+    """Swap some of a plan's open lines for ``rows``: the payouts of ``payout_periods`` and the
+    adjustments for the closed ``adjusted_periods``, wherever they are paid."""
+    if payout_periods or adjusted_periods:
+        conn.execute(
+            delete(LINE).where(
+                LINE.c.plan_id == plan_id,
+                LINE.c.frozen.is_(False),
+                or_(
+                    and_(LINE.c.kind == "payout", LINE.c.period_key.in_(sorted(payout_periods))),
+                    and_(LINE.c.kind == "adjustment", LINE.c.for_period_key.in_(sorted(adjusted_periods))),
+                ),
+            )
+        )
     if rows:
         conn.execute(insert(LINE), list(rows))
 

@@ -42,7 +42,7 @@ class Refreshed(RefreshOutcome):
     """A refresh's outcome and the alert evaluation that ended it."""
 
     alerts: Evaluation | None = None
-    #: The incentive plans whose payouts were recomputed, and how many lines each has.
+    #: The incentive plans whose payouts were recomputed, and how many lines each wrote.
     incentives: dict[str, PlanOutcome] = field(default_factory=dict)
 
     def summary_tail(self) -> str:
@@ -107,7 +107,9 @@ class RefreshJob:
                     return outcome
                 incentives_started = time.monotonic()
                 changed = bool(outcome.recomputed or outcome.scorecards) or any(outcome.rows.values())
-                outcome.incentives = self.incentives.refresh(conn, now, changed=changed, full=full)
+                outcome.incentives = self.incentives.refresh(
+                    conn, now, changed=changed, full=full, kpis=outcome
+                )
                 outcome.timings["incentives"] = time.monotonic() - incentives_started
                 self._evaluate_alerts(conn, now, outcome)
                 kind = "full" if full or set(outcome.recomputed) == set(self.service.kpis) else "changes"
