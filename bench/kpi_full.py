@@ -56,11 +56,15 @@ Values = tuple[float | None, float, float | None, int]
 Slices = dict[tuple[str, str, str], dict[Key, Values]]
 
 
-def _write_config(workdir: Path, count: int) -> Path:
+def _write_config(
+    workdir: Path, count: int, *, reps: int = 24, extra: str = "", name: str = "kpi-full"
+) -> Path:
     """The demo company at the end of its default history: exactly ``count`` deals and leads,
     ``count / 10`` accounts and about ``count`` activities (0.55 drawn per deal, plus the proposals
-    of the 45% of deals that reach Proposal): 1M activities on 100k accounts at full size."""
-    path = workdir / f"kpi-full-{count}.yaml"
+    of the 45% of deals that reach Proposal): 1M activities on 100k accounts at full size.
+    ``reps`` share the deals; ``extra`` is more configuration (YAML) after the connection, and
+    ``name`` names the file."""
+    path = workdir / f"{name}-{count}.yaml"
     path.write_text(
         "business: {timezone: UTC, fiscal_year_start_month: 1, currency: USD}\n"
         "connections:\n"
@@ -68,7 +72,7 @@ def _write_config(workdir: Path, count: int) -> Path:
         "    kind: demo\n"
         "    settings:\n"
         "      seed: 42\n"
-        "      reps: 24\n"
+        f"      reps: {reps}\n"
         "      regions: 3\n"
         "      teams_per_region: 2\n"
         f"      opportunities: {count}\n"
@@ -76,7 +80,7 @@ def _write_config(workdir: Path, count: int) -> Path:
         f"      accounts: {max(50, count // 10)}\n"
         "      activities_per_deal: 0.55\n"
         "      batch_size: 5000\n"
-        '      as_of: "2026-01-01T00:00:00Z"\n',
+        '      as_of: "2026-01-01T00:00:00Z"\n' + extra,
         encoding="utf-8",
     )
     return path

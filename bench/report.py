@@ -30,6 +30,14 @@ DETAILS: dict[str, tuple[tuple[str, str], ...]] = {
         ("changed_records", "changed"),
         ("values_checked", "checked"),
     ),
+    "payouts": (
+        ("kpi_best_seconds", "KPI full refresh (s)"),
+        ("full_seconds", "full payouts (s)"),
+        ("reps", "reps"),
+        ("changed_records", "changed"),
+        ("periods", "plan periods recomputed"),
+        ("lines_checked", "lines checked"),
+    ),
     "api-scorecard": (
         ("scorecard_p50_ms", "p50 (ms)"),
         ("scorecard_p99_ms", "p99 (ms)"),

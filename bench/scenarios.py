@@ -8,6 +8,8 @@ the targets name. Peak RSS is taken at two sizes to show it stays flat as the da
 
 ``kpi-full``: a full KPI refresh against hand-written SQL (see :mod:`bench.kpi_full`).
 ``kpi-incremental``: the refresh after a sync that changed 1% of records, against a full one.
+``payouts``: a year of monthly payouts for 500 reps, full against the KPI refresh and
+incremental after the 1% change against full (see :mod:`bench.payouts`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from bench.dashboard import dashboard
 from bench.harness import Result, database, in_child
 from bench.kpi_full import kpi_full
 from bench.kpi_incremental import kpi_incremental
+from bench.payouts import payouts
 from bench.sync_hubspot import sync_hubspot
 from bench.sync_rest import sync_rest
 from bench.sync_salesforce import sync_salesforce
@@ -154,6 +157,7 @@ SCENARIOS: dict[str, Callable[[str, list[str], Path], Iterator[Result]]] = {
     "dashboard": dashboard,
     "kpi-full": kpi_full,
     "kpi-incremental": kpi_incremental,
+    "payouts": payouts,
     "sync-hubspot": sync_hubspot,
     "sync-rest": sync_rest,
     "sync-salesforce": sync_salesforce,

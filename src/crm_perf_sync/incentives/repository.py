@@ -146,6 +146,30 @@ def replace_open_lines(conn: Connection, plan_id: str, rows: Sequence[dict[str, 
         conn.execute(insert(LINE), list(rows))
 
 
+def replace_period_lines(
+    conn: Connection,
+    plan_id: str,
+    payout_periods: Collection[str],
+    adjusted_periods: Collection[str],
+    rows: Sequence[dict[str, Any]],
+) -> None:
+    """Swap some of a plan's open lines for ``rows``: the payouts of ``payout_periods`` and the
+    adjustments for the closed ``adjusted_periods``, wherever they are paid."""
+    if payout_periods or adjusted_periods:
+        conn.execute(
+            delete(LINE).where(
+                LINE.c.plan_id == plan_id,
+                LINE.c.frozen.is_(False),
+                or_(
+                    and_(LINE.c.kind == "payout", LINE.c.period_key.in_(sorted(payout_periods))),
+                    and_(LINE.c.kind == "adjustment", LINE.c.for_period_key.in_(sorted(adjusted_periods))),
+                ),
+            )
+        )
+    if rows:
+        conn.execute(insert(LINE), list(rows))
+
+
 def drop_plans_except(conn: Connection, plan_ids: Collection[str]) -> int:
     """Remove the open lines and the state of plans no longer configured (frozen lines stay: they
     were paid). Returns how many lines went."""

@@ -9,7 +9,7 @@ records that changed. Nothing here commits: the job or request that calls it doe
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -29,7 +29,7 @@ from crm_perf_sync.kpi import periods
 from crm_perf_sync.kpi import targets_repository as targets_repo
 from crm_perf_sync.kpi.explain import ValueRef, explain
 from crm_perf_sync.kpi.schemas import SumKpi
-from crm_perf_sync.kpi.service import KpiService
+from crm_perf_sync.kpi.service import KpiService, RefreshOutcome
 from crm_perf_sync.kpi.values import TargetCell
 from crm_perf_sync.org import repository as org_repo
 from crm_perf_sync.org.schemas import Membership
@@ -131,10 +131,13 @@ class IncentiveService:
 
     # --- computation -----------------------------------------------------------------------------
 
-    def compute(self, conn: Connection | Session, plan: Plan, today: date) -> list[Computed]:
-        """Every payout of the plan in every period up to ``today``, from the stored values."""
+    def compute(
+        self, conn: Connection | Session, plan: Plan, today: date, only: Collection[str] | None = None
+    ) -> list[Computed]:
+        """Every payout of the plan in every period up to ``today`` (or in those of them whose key
+        is in ``only``), from the stored values."""
         membership = org_repo.load_membership(conn)
-        plan_periods = self.periods(plan, today)
+        plan_periods = [p for p in self.periods(plan, today) if only is None or p.key in only]
         who = {p.key: self.participants(plan, membership, p) for p in plan_periods}
         keys = [p.key for p in plan_periods]
         targets = targets_repo.load_targets(conn)
@@ -278,11 +281,19 @@ class IncentiveService:
         )
 
     def refresh(
-        self, conn: Connection, now: datetime, *, changed: bool, full: bool = False
+        self,
+        conn: Connection,
+        now: datetime,
+        *,
+        changed: bool,
+        full: bool = False,
+        kpis: RefreshOutcome | None = None,
     ) -> dict[str, PlanOutcome]:
-        """Bring every plan's open lines up to date. A plan is recomputed when the KPI refresh
-        changed values (``changed``), when asked (``full``) or when its definition, the teams or
-        its periods changed since."""
+        """Bring every plan's open lines up to date. A plan is recomputed whole when asked
+        (``full``), when its definition, the teams or its periods changed since, or when the KPI
+        refresh changed values (``changed``) and does not say which: given what it did (``kpis``),
+        only the plan's periods whose KPI values or scores changed are recomputed (see
+        :meth:`changed_periods`), unless one of its inputs was recomputed whole."""
         today = self.today(now)
         repo.drop_plans_except(conn, self.plans)
         states = repo.plan_states(conn)
@@ -290,11 +301,72 @@ class IncentiveService:
         out: dict[str, PlanOutcome] = {}
         for plan in self.plans.values():
             state = self.state_hash(plan, membership, today)
-            if not (changed or full or states.get(plan.id) != state):
+            whole = full or states.get(plan.id) != state
+            keys = None if whole or kpis is None else self.changed_periods(plan, kpis)
+            if keys is None and (whole or changed):
+                out[plan.id] = self.write_plan(conn, plan, today, now)
+            elif keys:
+                out[plan.id] = self.write_periods(conn, plan, today, now, keys)
+            else:
                 continue
-            out[plan.id] = self.write_plan(conn, plan, today, now)
             repo.record_plan_state(conn, plan.id, state, now)
         return out
+
+    # --- incremental refresh ---------------------------------------------------------------------
+
+    @staticmethod
+    def inputs(plan: Plan) -> tuple[set[str], set[str]]:
+        """The KPIs and the scorecards a plan's payouts are computed from."""
+        kpis: set[str] = set()
+        cards: set[str] = set()
+        for component in plan.components:
+            if isinstance(component, Commission):
+                kpis.add(component.base.kpi)
+            elif isinstance(component, Spiff):
+                kpis.add(component.kpi)
+            elif isinstance(component, ScoreBonus):
+                cards.add(component.scorecard)
+            elif component.scorecard is not None:
+                cards.add(component.scorecard)
+            elif component.kpi is not None:
+                kpis.add(component.kpi)
+        return kpis, cards
+
+    def changed_periods(self, plan: Plan, kpis: RefreshOutcome) -> set[str] | None:
+        """The keys of the plan's periods whose inputs the KPI refresh (``kpis``) changed: the
+        values of its KPIs and the scores of its scorecards at the plan's grain. ``None`` when one
+        of them was recomputed whole (every period may have changed).
+
+        A plan's targets and teams need no look: a change to either makes the KPI refresh
+        recompute every KPI whole, and the plan's state hash holds the teams.
+        """
+        kpi_ids, card_ids = self.inputs(plan)
+        found: set[str] = set()
+        for source, names in ((kpis.touched, kpi_ids), (kpis.scored, card_ids)):
+            for name in names:
+                if name not in source:
+                    continue  # brought up to date without a change
+                periods_of = source[name]
+                if periods_of is None:
+                    return None
+                found |= {key for grain, key in periods_of if grain == plan.period}
+        return found
+
+    def write_periods(
+        self, conn: Connection, plan: Plan, today: date, now: datetime, keys: Collection[str]
+    ) -> PlanOutcome:
+        """Recompute the plan's periods in ``keys`` only: the payouts of the open ones, and the
+        adjustments for the closed ones (paid in the first open period after each). Every other
+        line stays: its inputs did not change."""
+        computed = self.compute(conn, plan, today, keys)
+        closed = {row.period_key for row in repo.closes(conn, plan.id)}
+        rows = [self.row(plan, c, now) for c in computed if c.period.key not in closed]
+        adjustments = self.adjustments(conn, plan, computed, closed, now)
+        recomputed = {p.key for p in self.periods(plan, today)} & set(keys)
+        repo.replace_period_lines(
+            conn, plan.id, sorted(recomputed - closed), sorted(recomputed & closed), rows + adjustments
+        )
+        return PlanOutcome(len(rows), len(adjustments))
 
     def today(self, now: datetime) -> date:
         """The business calendar's date at ``now``."""

@@ -44,7 +44,7 @@ class Refreshed(RefreshOutcome):
     """A refresh's outcome and the alert evaluation that ended it."""
 
     alerts: Evaluation | None = None
-    #: The incentive plans whose payouts were recomputed, and how many lines each has.
+    #: The incentive plans whose payouts were recomputed, and how many lines each wrote.
     incentives: dict[str, PlanOutcome] = field(default_factory=dict)
     #: The webhook-ids of the incentive events the recomputed payouts caused.
     incentive_events: list[str] = field(default_factory=list)
@@ -114,7 +114,9 @@ class RefreshJob:
                 plans = self.incentives.plans
                 # The tiers and adjustments as stored, before the payouts are recomputed.
                 seen = incentive_events.before(conn, plans) if plans else None
-                outcome.incentives = self.incentives.refresh(conn, now, changed=changed, full=full)
+                outcome.incentives = self.incentives.refresh(
+                    conn, now, changed=changed, full=full, kpis=outcome
+                )
                 if seen is not None:
                     outcome.incentive_events = incentive_events.announce(
                         conn, plans, seen, outcome.incentives, now

@@ -9,6 +9,7 @@ as long as the card, the teams and the active reps are those the stored scores w
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection
@@ -21,17 +22,27 @@ from crm_perf_sync.kpi.schemas import Kpi, ScorecardConfig
 from crm_perf_sync.org import repository as org_repo
 
 
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """What :func:`refresh_scorecard` wrote: how many scores, and the (grain, period key) it
+    scored again, ``None`` when it scored every period."""
+
+    count: int
+    periods: set[tuple[str, str]] | None
+
+
 def refresh_scorecard(
     conn: Connection,
     card: ScorecardConfig,
     kpis: Mapping[str, Kpi],
     only: set[tuple[str, str]] | None = None,
-) -> int | None:
+) -> Scored | None:
     """Score every rep for every period of the card's grains (the caller's transaction).
 
     ``only``: just the (grain, period key) whose component values changed, when the stored
     scores were computed with this definition, these teams and these active reps (otherwise
-    every period). Returns how many scores were written, ``None`` when none needed to be.
+    every period). Returns how many scores were written and in which periods, ``None`` when none
+    needed to be.
     """
     computed_at = utc_now()
     teams = org_repo.direct_teams(conn)
@@ -78,4 +89,4 @@ def refresh_scorecard(
                 for s in scored
             ]
     scores_repo.replace_scores(conn, card.id, out, only)
-    return len(out)
+    return Scored(len(out), only)

@@ -68,6 +68,11 @@ class RefreshOutcome:
     scorecards: dict[str, int] = field(default_factory=dict)
     targets: int = 0
     timings: dict[str, float] = field(default_factory=dict)  # seconds per KPI and scorecard
+    #: Per KPI brought up to date: the (grain, period key) of the values it changed, or ``None``
+    #: when it was recomputed whole. A KPI absent from it changed nothing.
+    touched: dict[str, set[tuple[str, str]] | None] = field(default_factory=dict)
+    #: The same per scorecard: the (grain, period key) scored again, ``None`` for every period.
+    scored: dict[str, set[tuple[str, str]] | None] = field(default_factory=dict)
     #: What this refresh waits for (a connection's first load): nothing was computed.
     waiting_for: str | None = None
 
@@ -235,9 +240,8 @@ class KpiService:
         deals_changed = "opportunities" in pending.entities
         if changed and any(isinstance(k, FunnelKpi) for k in self.kpis.values()):
             repo.load_funnel_deals(conn)
-        # Per KPI brought up to date: the (grain, period key) of the values it changed, or None
-        # when it was recomputed whole. Derived KPIs and scorecards follow their inputs.
-        touched: dict[str, set[tuple[str, str]] | None] = {}
+        # Derived KPIs and scorecards follow the periods their inputs changed.
+        touched = outcome.touched
         for kpi in evaluation_order(dict(self.kpis)):
             kpi_started = time.monotonic()
             digest = self.definition_hash(kpi)
@@ -289,7 +293,8 @@ class KpiService:
                 only = None if only is None or periods_of is None else only | periods_of
             scored = refresh_scorecard(conn, card, self.kpis, only)
             if scored is not None:
-                outcome.scorecards[card.id] = scored
+                outcome.scorecards[card.id] = scored.count
+                outcome.scored[card.id] = scored.periods
                 scores_repo.mark_scores_changed(conn, card.id, now)
             outcome.timings[f"scorecard:{card.id}"] = time.monotonic() - card_started
         repo.consume_pending(conn, pending)
