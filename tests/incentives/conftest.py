@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,12 +87,11 @@ def incentives_postgresql(
     return built_once(tmp_path_factory, "incentives-postgresql", make)["location"]
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, pg_admin_url: str | None
+@contextmanager
+def store_copy(
+    request: pytest.FixtureRequest, directory: Path, pg_admin_url: str | None, prefix: str
 ) -> Iterator[Store]:
-    """This module's copy of the Maven example store, on each backend in turn."""
-    directory = tmp_path_factory.mktemp("incentives")
+    """A copy of the built store on the backend of ``request.param`` (skipped without PostgreSQL)."""
     config = example_config(directory)
     if request.param == "sqlite":
         path = directory / "store.db"
@@ -103,7 +103,16 @@ def store(
     template: str | None = request.getfixturevalue("incentives_postgresql")
     if pg_admin_url is None or template is None:
         pytest.skip("PostgreSQL tests need CRM_PERF_SYNC_TEST_PG_URL")
-    with pg_database(pg_admin_url, "cps_incentives", template) as url:
+    with pg_database(pg_admin_url, prefix, template) as url:
         engine = create_db_engine(url)
         yield Store(url, engine, make_session_factory(engine), config)
         engine.dispose()
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, pg_admin_url: str | None
+) -> Iterator[Store]:
+    """This module's copy of the Maven example store, on each backend in turn."""
+    with store_copy(request, tmp_path_factory.mktemp("incentives"), pg_admin_url, "cps_incentives") as found:
+        yield found

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -30,14 +29,14 @@ from crm_perf_sync.alerts import service as alerts
 from crm_perf_sync.alerts.schemas import AlertRule
 from crm_perf_sync.config import ConfigIssues, load_config
 from crm_perf_sync.jobs.refresh import Refreshed
-from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
+from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.models import IncentiveLine, KpiValue, Opportunity, WebhookDelivery, WebhookEvent
 from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync.webhooks import service as webhooks
 from crm_perf_sync.webhooks.delivery import Deliverer, DeliveryOptions
 from crm_perf_sync.webhooks.security import Guard
-from tests.conftest import DATA_DIR, REPO_ROOT, pg_database
-from tests.incentives.conftest import Store, example_config
+from tests.conftest import DATA_DIR, REPO_ROOT
+from tests.incentives.conftest import Store, store_copy
 from tests.incentives.test_maven_plans import MAVEN, QUARTERS, Maven, agents_2017, cents, read_maven
 from tests.webhooks.receiver import Receiver, receiving
 
@@ -48,21 +47,8 @@ Q1, Q2, Q4 = "2017-01-01", "2017-04-01", "2017-10-01"
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def fresh(request: pytest.FixtureRequest, tmp_path: Path, pg_admin_url: str | None) -> Iterator[Store]:
     """A copy of the refreshed Maven example store for one test, on each backend in turn."""
-    config = example_config(tmp_path)
-    if request.param == "sqlite":
-        path = tmp_path / "store.db"
-        shutil.copyfile(request.getfixturevalue("incentives_sqlite"), path)
-        engine = create_db_engine(f"sqlite:///{path}")
-        yield Store(f"sqlite:///{path}", engine, make_session_factory(engine), config)
-        engine.dispose()
-        return
-    template: str | None = request.getfixturevalue("incentives_postgresql")
-    if pg_admin_url is None or template is None:
-        pytest.skip("PostgreSQL tests need CRM_PERF_SYNC_TEST_PG_URL")
-    with pg_database(pg_admin_url, "cps_incentive_events", template) as url:
-        engine = create_db_engine(url)
-        yield Store(url, engine, make_session_factory(engine), config)
-        engine.dispose()
+    with store_copy(request, tmp_path, pg_admin_url, "cps_incentive_events") as found:
+        yield found
 
 
 def subscribe(store: Store, receiver: Receiver, *patterns: str) -> None:

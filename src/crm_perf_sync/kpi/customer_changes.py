@@ -30,6 +30,7 @@ from crm_perf_sync.kpi.customers import (
     empty_values,
     first_won,
     period_of,
+    read_won_deals,
     retention_values,
     revenue_rows,
     scopes_of,
@@ -99,8 +100,8 @@ def _touched_accounts(
     entity = kpi.measure.entity
     part = part_for(kpi.measure, calendar, by_currency=True)
     prior = part_for(kpi.measure, calendar, by_currency=True, table=PRIOR_TABLES[entity])
-    old_versions = _read(conn, _counted(won_deals_query(prior, calendar), prior, entity))
-    new_versions = _read(conn, _changed_only(won_deals_query(part, calendar), part, entity))
+    old_versions = read_won_deals(conn, _counted(won_deals_query(prior, calendar), prior, entity))
+    new_versions = read_won_deals(conn, _changed_only(won_deals_query(part, calendar), part, entity))
     accounts = {(d.connection_id, d.account) for d in (*old_versions, *new_versions)}
     found = None
     if accounts:
@@ -115,23 +116,6 @@ def _touched_accounts(
 def _order(deal: WonDeal) -> tuple[str, str]:
     # Both states in one order: an account's unchanged deals sum to exactly the same floats.
     return deal.connection_id, deal.external_id
-
-
-def _read(conn: Connection, stmt: Select[Any]) -> list[WonDeal]:
-    return [
-        WonDeal(
-            r.external_id,
-            r.week,
-            r.month,
-            r.connection_id,
-            r.owner,
-            r.account,
-            r.currency,
-            None if r.amount is None else float(r.amount),
-            r.ordered_by,
-        )
-        for r in conn.execute(stmt)
-    ]
 
 
 def _changed_only(stmt: Select[Any], part: Part, entity: str) -> Select[Any]:
@@ -172,7 +156,7 @@ def _deals_of(conn: Connection, part: Part, calendar: Calendar, accounts: set[Ac
         TOUCHED_ACCOUNTS.c.t_connection_id == table.c.connection_id,
         TOUCHED_ACCOUNTS.c.t_account == table.c.account_external_id,
     )
-    return _read(conn, won_deals_query(part, calendar).select_from(table.join(TOUCHED_ACCOUNTS, on)))
+    return read_won_deals(conn, won_deals_query(part, calendar).select_from(table.join(TOUCHED_ACCOUNTS, on)))
 
 
 def _contributions(
@@ -294,7 +278,7 @@ def _range(run: Computation, part: Part, grain: Grain, period: int) -> tuple[Any
 def _within(run: Computation, part: Part, grain: Grain, period: int) -> list[WonDeal]:
     column: ColumnElement[Any] = part.table.c[part.measure.period]
     low, high = _range(run, part, grain, period)
-    return _read(run.conn, won_deals_query(part, run.calendar).where(column >= low, column < high))
+    return read_won_deals(run.conn, won_deals_query(part, run.calendar).where(column >= low, column < high))
 
 
 def _accounts_per_scope(

@@ -60,7 +60,11 @@ def won_deals_query(part: Part, calendar: Calendar) -> Select[Any]:
 
 
 def won_deals(conn: Connection, kpi: CustomerKpi, calendar: Calendar) -> list[WonDeal]:
-    part = part_for(kpi.measure, calendar, by_currency=True)
+    return read_won_deals(conn, won_deals_query(part_for(kpi.measure, calendar, by_currency=True), calendar))
+
+
+def read_won_deals(conn: Connection, stmt: Select[Any]) -> list[WonDeal]:
+    """The rows of :func:`won_deals_query` (narrowed or joined as the caller needs) as deals."""
     return [
         WonDeal(
             r.external_id,
@@ -73,7 +77,7 @@ def won_deals(conn: Connection, kpi: CustomerKpi, calendar: Calendar) -> list[Wo
             None if r.amount is None else float(r.amount),
             r.ordered_by,
         )
-        for r in conn.execute(won_deals_query(part, calendar))
+        for r in conn.execute(stmt)
     ]
 
 
