@@ -266,7 +266,7 @@ class KpiService:
                 touched[kpi.id] = None
             elif changed:
                 if isinstance(kpi, CustomerKpi):
-                    pass  # brought up to date above
+                    assert count is not None  # brought up to date above, by the accounts touched
                 elif isinstance(kpi, MeasureKpi):
                     count = 0  # its input did not change (else it was recomputed whole)
                 elif isinstance(kpi, DerivedKpi):
