@@ -112,7 +112,9 @@ def _payouts_full(url: str, config_path: Path) -> dict[str, Any]:
     job = RefreshJob(make_session_factory(engine), _load_config(config_path))
     with engine.connect() as conn:
         started = time.perf_counter()
-        outcome = job.incentives.refresh(conn, datetime.now(UTC), changed=True, full=True)
+        now = datetime.now(UTC)
+        work = job.incentives.pending(conn, now, changed=True, full=True)
+        outcome = job.incentives.refresh(conn, now, work)
         conn.commit()
         seconds = time.perf_counter() - started
     engine.dispose()

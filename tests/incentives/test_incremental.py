@@ -177,11 +177,19 @@ def test_an_incremental_payout_refresh_equals_a_full_recompute(
     outcome = job.refresh()
     assert outcome.touched["won_revenue"] is not None  # brought up to date, not recomputed
     after, after_ids = lines(session_factory)
-    # Only the changed open month's payouts and the closed month's adjustments were written again.
+    # The months recomputed are those whose KPI values or scores changed; of their payouts, only
+    # the changed open month's were written again (the leads changed no score), with the closed
+    # month's adjustments.
     rewritten = {k for k in after if after_ids[k] != before_ids.get(k)}
-    assert {k[0] for k in rewritten if k[3] == "payout"} == {CHANGED, LEADS}
+    assert job.incentives.changed_periods(job.incentives.plans[PLAN], outcome) == {CLOSED, CHANGED, LEADS}
+    assert {k[0] for k in rewritten if k[3] == "payout"} == {CHANGED}
     assert {k[4] for k in rewritten if k[3] == "adjustment"} == {CLOSED}
     assert len(rewritten) < len(after) / 3
+    # A line of those months whose numbers did not change is not written again.
+    kept = {k for k in after if k[0] in (CHANGED, LEADS) and before.get(k) == after[k]}
+    assert kept, "some reps' lines of the changed months stay as they were"
+    assert {k for k in kept if after_ids[k] != before_ids[k]} == set()
+    assert outcome.incentives[PLAN].lines == len({k for k in rewritten if k[3] == "payout"})
     adjustments = {k: v for k, v in after.items() if k[3] == "adjustment"}
     assert adjustments, "changes to the closed month's deals adjust what it paid"
     assert {k[0] for k in adjustments} == {"2024-01-01"}  # paid in the first open month after it

@@ -24,10 +24,12 @@ from crm_perf_sync.connector_sdk import (
     OpportunityRecord,
     StreamSpec,
 )
+from crm_perf_sync.incentives import repository as incentives_repo
 from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
 from crm_perf_sync.kit.settings import Settings
+from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.leases import new_holder_id, release, try_acquire
-from crm_perf_sync.models import KpiValue, Opportunity, SyncRun
+from crm_perf_sync.models import IncentiveLine, KpiValue, Opportunity, SyncRun
 from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync.runtime import Runtime
 from crm_perf_sync.worker.scheduler import build_scheduler, refresh_if_needed, refresh_kpis
@@ -185,5 +187,37 @@ def test_kpis_and_alerts_wait_while_a_connection_is_on_its_first_load(tmp_path: 
             release(session, "sync:nightly", other)
         refresh_if_needed(runtime, stop)
         assert _company_won_deals(runtime) == 3.0
+    finally:
+        runtime.close()
+
+
+def test_a_plan_set_through_the_api_is_computed_by_the_next_check(tmp_path: Path, db_url: str) -> None:
+    runtime = make_runtime(tmp_path, db_url, run_on_start=False)
+    stop = threading.Event()
+    try:
+        runtime.sync_service().apply_config()
+        assert runtime.sync_service().sync("every-minute").status == "succeeded"
+        assert runtime.sync_service().sync("nightly").status == "succeeded"
+        refresh_if_needed(runtime, stop)
+        assert _company_won_deals(runtime) == 6.0
+        # The KPIs are up to date; an admin sets a plan paying 5 per won deal of the company's
+        # deals' rep (the tick deals have none: its line pays 0, but it is computed).
+        plan = {
+            "id": "per-deal",
+            "name": "Per deal",
+            "period": "year",
+            "currency": "USD",
+            "from": "2025-01-01",
+            "participants": [{"owner": "every-minute:nobody"}],
+            "components": [{"id": "won", "type": "spiff", "kpi": "won_deals", "amount": 5}],
+        }
+        with session_scope(runtime.session_factory) as session:
+            incentives_repo.add_plan_definition(session, "per-deal", plan, "test admin", utc_now())
+        refresh_if_needed(runtime, stop)
+        with session_scope(runtime.session_factory) as session:
+            lines = session.execute(select(IncentiveLine.period_key, IncentiveLine.amount)).all()
+        assert lines  # one line per year of the plan up to today, each paying nothing
+        assert {str(key)[5:] for key, _ in lines} == {"01-01"}
+        assert all(amount == 0 for _, amount in lines)
     finally:
         runtime.close()

@@ -92,11 +92,12 @@ class ApiContext:
             raise ConfigurationError("this API process was started without a configuration")
         return KpiService(self.config.kpi_config())
 
-    def incentives(self) -> IncentiveService:
-        """The configuration's incentive plans over the KPIs they read."""
+    def incentives(self, session: Session) -> IncentiveService:
+        """The incentive plans (the configuration's and those set through the API) over the KPIs
+        they read."""
         if self.config is None:
             raise ConfigurationError("this API process was started without a configuration")
-        return IncentiveService(self.kpi_service(), self.config.app.incentives.plans)
+        return IncentiveService(self.kpi_service(), self.config.app.incentives.plans).in_store(session)
 
     def measures(self) -> Catalog:
         """The measures in force and the fiscal calendar their periods follow."""

@@ -6,7 +6,7 @@ plan pays in one)."""
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -44,6 +44,9 @@ class PlanPeriodOut(BaseModel):
 
 class PlanOut(BaseModel):
     id: str
+    source: Literal["configuration", "api"] = Field(
+        description="Where the plan is defined: the configuration file, or set through the API"
+    )
     name: str
     description: str
     i18n: dict[str, TranslationOut] = Field(description="Its name in other languages, by locale")

@@ -35,8 +35,8 @@ PeriodOption = Annotated[
 
 
 def _run(config: Path | None, action: Callable[[IncentiveService, Session], T]) -> T:
-    """``action`` with the configuration's plans, in one unit of work on the store (committed
-    when it succeeds)."""
+    """``action`` with the plans (the configuration's and those set through the API), in one unit
+    of work on the store (committed when it succeeds)."""
     from crm_perf_sync.incentives.service import IncentiveService
     from crm_perf_sync.kit.db import session_scope
     from crm_perf_sync.kpi.service import KpiService
@@ -44,7 +44,7 @@ def _run(config: Path | None, action: Callable[[IncentiveService, Session], T]) 
     with opened_runtime(config) as runtime, session_scope(runtime.session_factory) as session:
         service = IncentiveService(
             KpiService(runtime.config.kpi_config()), runtime.config.app.incentives.plans
-        )
+        ).in_store(session)
         return _guard(lambda: action(service, session))
 
 
@@ -100,7 +100,18 @@ def plans(output: Output = "table", config: ConfigOption = None) -> None:
         err.print("no incentive plans in the configuration (`incentives: plans:`)")
 
 
-PLAN_COLUMNS = ("id", "name", "period", "currency", "starts", "ends", "participants", "components", "periods")
+PLAN_COLUMNS = (
+    "id",
+    "source",
+    "name",
+    "period",
+    "currency",
+    "starts",
+    "ends",
+    "participants",
+    "components",
+    "periods",
+)
 
 
 @incentives_app.command("payouts")

@@ -45,20 +45,27 @@ class Before:
     adjustments: dict[AdjustmentKey, Decimal] = field(default_factory=dict)
     #: Each plan's closed periods.
     closed: dict[str, set[str]] = field(default_factory=dict)
+    #: Each plan's periods read (``None``: every open one).
+    periods: dict[str, Collection[str] | None] = field(default_factory=dict)
 
 
 def tiered(plan: Plan) -> dict[str, Commission]:
     return {c.id: c for c in plan.components if isinstance(c, Commission) and c.tiers}
 
 
-def before(conn: Connection, plans: Mapping[str, Plan]) -> Before:
-    """Read the open lines' tiers and adjustments of ``plans``, before they are recomputed."""
+def before(conn: Connection, plans: Mapping[str, Plan], work: Mapping[str, Collection[str] | None]) -> Before:
+    """Read the open lines' tiers and adjustments of the plans in ``work``, before they are
+    recomputed: of each plan, the periods it names (``None``: every open period)."""
     seen = Before()
-    for plan in plans.values():
+    for plan_id, keys in work.items():
+        plan = plans[plan_id]
         seen.closed[plan.id] = {row.period_key for row in repo.closes(conn, plan.id)}
+        seen.periods[plan.id] = keys
         components = tiered(plan)
         if components:
-            for row in repo.lines_of_kind(conn, plan.id, "payout", component_ids=components):
+            for row in repo.lines_of_kind(
+                conn, plan.id, "payout", component_ids=components, period_keys=keys
+            ):
                 component = components[row.component_id]
                 key = (plan.id, row.period_key, row.owner_id, row.component_id)
                 seen.tiers[key] = payouts.tier_of(component, _decimal(row.base), _decimal(row.quota))
@@ -92,7 +99,15 @@ def _tiers(
     if not components:
         return []
     events: list[str] = []
-    rows = repo.lines_of_kind(conn, plan.id, "payout", component_ids=components, also_periods=just_closed)
+    keys = seen.periods.get(plan.id)
+    rows = repo.lines_of_kind(
+        conn,
+        plan.id,
+        "payout",
+        component_ids=components,
+        also_periods=just_closed,
+        period_keys=None if keys is None else {*keys, *just_closed},
+    )
     for row in sorted(rows, key=lambda r: (r.period_key, r.owner_id, r.component_id)):
         key = (plan.id, row.period_key, row.owner_id, row.component_id)
         if key not in seen.tiers:

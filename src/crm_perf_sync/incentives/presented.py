@@ -208,6 +208,7 @@ def plan_out(service: IncentiveService, session: Session, plan: Plan, today: dat
         )
     return {
         "id": plan.id,
+        "source": "api" if plan.id in service.from_api else "configuration",
         "name": plan.name,
         "description": plan.description,
         "i18n": {locale: t.model_dump(mode="json") for locale, t in plan.i18n.items()},

@@ -6,7 +6,7 @@ The caller owns the transaction (these functions never commit).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +19,7 @@ from crm_perf_sync.models import (
     IncentiveClosedRecord,
     IncentiveLine,
     IncentivePeriodClose,
+    IncentivePlanDefinition,
     IncentivePlanState,
     KpiValue,
     ScorecardValue,
@@ -98,16 +99,20 @@ def lines_of_kind(
     *,
     component_ids: Collection[str] | None = None,
     also_periods: Collection[str] = (),
+    period_keys: Collection[str] | None = None,
     with_detail: bool = False,
 ) -> list[Any]:
     """A plan's lines of one ``kind`` (of some components) in its open periods, and in
-    ``also_periods`` frozen or not (periods closed since the caller last read them)."""
+    ``also_periods`` frozen or not (periods closed since the caller last read them); only those
+    of ``period_keys`` when given."""
     where: ColumnElement[bool] = LINE.c.frozen.is_(False)
     if also_periods:
         where = or_(where, LINE.c.period_key.in_(sorted(also_periods)))
     stmt = select(*(c for c in LINE.c if with_detail or c.name != "detail")).where(
         LINE.c.plan_id == plan_id, LINE.c.kind == kind, where
     )
+    if period_keys is not None:
+        stmt = stmt.where(LINE.c.period_key.in_(sorted(period_keys)))
     if component_ids is not None:
         stmt = stmt.where(LINE.c.component_id.in_(sorted(component_ids)))
     return list(conn.execute(stmt))
@@ -146,24 +151,53 @@ def replace_open_lines(conn: Connection, plan_id: str, rows: Sequence[dict[str, 
         conn.execute(insert(LINE), list(rows))
 
 
-def replace_period_lines(
+#: The columns that make a line what it is: all but its id and when it was written.
+LINE_VALUES = tuple(c.name for c in LINE.c if c.name not in ("id", "computed_at"))
+
+
+def open_payouts(
+    conn: Connection, plan_id: str, period_keys: Collection[str]
+) -> dict[tuple[str, str, str], Any]:
+    """The payout lines of some open periods of a plan by (period key, owner, component)."""
+    if not period_keys:
+        return {}
+    rows = conn.execute(
+        select(LINE).where(
+            LINE.c.plan_id == plan_id,
+            LINE.c.kind == "payout",
+            LINE.c.frozen.is_(False),
+            LINE.c.period_key.in_(sorted(period_keys)),
+        )
+    )
+    return {(r.period_key, r.owner_id, r.component_id): r for r in rows}
+
+
+def same_line(stored: Any, row: Mapping[str, Any]) -> bool:
+    """Whether a stored line says exactly what ``row`` (one about to be written) says."""
+    found = stored._mapping
+    return all(found[name] == row[name] for name in LINE_VALUES)
+
+
+def replace_lines(
     conn: Connection,
     plan_id: str,
-    payout_periods: Collection[str],
+    line_ids: Collection[int],
     adjusted_periods: Collection[str],
     rows: Sequence[dict[str, Any]],
 ) -> None:
-    """Swap some of a plan's open lines for ``rows``: the payouts of ``payout_periods`` and the
-    adjustments for the closed ``adjusted_periods``, wherever they are paid."""
-    if payout_periods or adjusted_periods:
+    """Swap some of a plan's open lines for ``rows``: the lines ``line_ids`` and the adjustments
+    for the closed ``adjusted_periods``, wherever they are paid."""
+    if line_ids:
+        ids = sorted(line_ids)
+        for at in range(0, len(ids), 1000):  # within every database's limit of bound parameters
+            conn.execute(delete(LINE).where(LINE.c.id.in_(ids[at : at + 1000])))
+    if adjusted_periods:
         conn.execute(
             delete(LINE).where(
                 LINE.c.plan_id == plan_id,
                 LINE.c.frozen.is_(False),
-                or_(
-                    and_(LINE.c.kind == "payout", LINE.c.period_key.in_(sorted(payout_periods))),
-                    and_(LINE.c.kind == "adjustment", LINE.c.for_period_key.in_(sorted(adjusted_periods))),
-                ),
+                LINE.c.kind == "adjustment",
+                LINE.c.for_period_key.in_(sorted(adjusted_periods)),
             )
         )
     if rows:
@@ -344,3 +378,38 @@ def owner_statements(session: Session, owner_id: str) -> list[tuple[str, str]]:
         .order_by(LINE.c.plan_id, LINE.c.period_key)
     )
     return [(r.plan_id, r.period_key) for r in rows]
+
+
+def plan_definitions(conn: Connection | Session) -> list[Any]:
+    """The plans set through the API (every column), by id."""
+    table = IncentivePlanDefinition.__table__
+    return list(conn.execute(select(table).order_by(table.c.plan_id)))
+
+
+def plan_definition(session: Session, plan_id: str) -> IncentivePlanDefinition | None:
+    return session.get(IncentivePlanDefinition, plan_id)
+
+
+def add_plan_definition(
+    session: Session, plan_id: str, definition: dict[str, Any], by: str, now: datetime
+) -> IncentivePlanDefinition:
+    row = IncentivePlanDefinition(
+        plan_id=plan_id, definition=definition, created_at=now, updated_at=now, updated_by=by
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def update_plan_definition(
+    session: Session, row: IncentivePlanDefinition, definition: dict[str, Any], by: str, now: datetime
+) -> None:
+    row.definition = definition
+    row.updated_at = now
+    row.updated_by = by
+    session.flush()
+
+
+def delete_plan_definition(session: Session, row: IncentivePlanDefinition) -> None:
+    session.delete(row)
+    session.flush()

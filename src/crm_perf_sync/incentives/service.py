@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from crm_perf_sync.incentives import payouts
+from crm_perf_sync.incentives import definitions, payouts
 from crm_perf_sync.incentives import repository as repo
 from crm_perf_sync.incentives.payouts import ZERO, Line
 from crm_perf_sync.incentives.schemas import Commission, Component, Plan, ScoreBonus, Spiff, TeamPool
@@ -63,9 +63,31 @@ class PlanOutcome:
 class IncentiveService:
     """The plans of one configuration, over one store."""
 
-    def __init__(self, kpis: KpiService, plans: Iterable[Plan]) -> None:
+    def __init__(
+        self,
+        kpis: KpiService,
+        plans: Iterable[Plan],
+        *,
+        from_api: Collection[str] = (),
+        invalid: Mapping[str, str] | None = None,
+    ) -> None:
         self.kpis = kpis
         self.plans = {plan.id: plan for plan in plans}
+        #: The ids of the plans set through the API (the others are the configuration file's).
+        self.from_api = frozenset(from_api)
+        #: Plans set through the API that cannot be computed, and why: their lines stay as they are.
+        self.invalid = dict(invalid or {})
+
+    def in_store(self, conn: Connection | Session) -> IncentiveService:
+        """These plans (the configuration's) with the valid ones set through the API."""
+        configured = [plan for plan in self.plans.values() if plan.id not in self.from_api]
+        found = definitions.in_force(conn, self.kpis, configured)
+        api = {plan.id for plan in found.plans[len(configured) :]}
+        return IncentiveService(self.kpis, found.plans, from_api=api, invalid=found.invalid)
+
+    def configured(self) -> set[str]:
+        """The ids of the configuration file's plans."""
+        return set(self.plans) - self.from_api
 
     @property
     def fiscal_start_month(self) -> int:
@@ -73,6 +95,11 @@ class IncentiveService:
 
     def plan(self, plan_id: str) -> Plan:
         found = self.plans.get(plan_id)
+        if found is None and plan_id in self.invalid:
+            raise NotFound(
+                f"incentive plan {plan_id!r} set through the API cannot be computed: "
+                f"{self.invalid[plan_id]} (change it with PUT /incentives/plans/{plan_id}, or remove it)"
+            )
         if found is None:
             raise NotFound(
                 f"no incentive plan {plan_id!r} (plans: {', '.join(sorted(self.plans)) or 'none'})"
@@ -140,7 +167,11 @@ class IncentiveService:
         plan_periods = [p for p in self.periods(plan, today) if only is None or p.key in only]
         who = {p.key: self.participants(plan, membership, p) for p in plan_periods}
         keys = [p.key for p in plan_periods]
-        targets = targets_repo.load_targets(conn)
+        from_targets = any(
+            isinstance(c, Commission) and c.quotas is not None and c.quotas.source != "plan"
+            for c in plan.components
+        )
+        targets = targets_repo.load_targets(conn) if from_targets else {}
         out: list[Computed] = []
         for component in plan.components:
             if isinstance(component, Commission):
@@ -280,7 +311,7 @@ class IncentiveService:
             }
         )
 
-    def refresh(
+    def pending(
         self,
         conn: Connection,
         now: datetime,
@@ -288,28 +319,54 @@ class IncentiveService:
         changed: bool,
         full: bool = False,
         kpis: RefreshOutcome | None = None,
-    ) -> dict[str, PlanOutcome]:
-        """Bring every plan's open lines up to date. A plan is recomputed whole when asked
-        (``full``), when its definition, the teams or its periods changed since, or when the KPI
-        refresh changed values (``changed``) and does not say which: given what it did (``kpis``),
-        only the plan's periods whose KPI values or scores changed are recomputed (see
-        :meth:`changed_periods`), unless one of its inputs was recomputed whole."""
+    ) -> dict[str, set[str] | None]:
+        """The plans a refresh recomputes, each with the keys of the periods to recompute (``None``:
+        the whole plan). A plan is recomputed whole when asked (``full``), when its definition, the
+        teams or its periods changed since, or when the KPI refresh changed values (``changed``)
+        and does not say which: given what it did (``kpis``), only the plan's periods whose KPI
+        values or scores changed are recomputed (see :meth:`changed_periods`), unless one of its
+        inputs was recomputed whole."""
         today = self.today(now)
-        repo.drop_plans_except(conn, self.plans)
         states = repo.plan_states(conn)
         membership = org_repo.load_membership(conn)
-        out: dict[str, PlanOutcome] = {}
+        out: dict[str, set[str] | None] = {}
         for plan in self.plans.values():
-            state = self.state_hash(plan, membership, today)
-            whole = full or states.get(plan.id) != state
+            whole = full or states.get(plan.id) != self.state_hash(plan, membership, today)
             keys = None if whole or kpis is None else self.changed_periods(plan, kpis)
             if keys is None and (whole or changed):
-                out[plan.id] = self.write_plan(conn, plan, today, now)
+                out[plan.id] = None
             elif keys:
-                out[plan.id] = self.write_periods(conn, plan, today, now, keys)
+                out[plan.id] = keys
+        return out
+
+    def stale_reason(self, conn: Connection | Session, now: datetime) -> str | None:
+        """Why some plan's open lines are not what its definition, the teams and its periods say
+        now (a plan set, changed or removed, a new period), or ``None`` when they all are."""
+        connection = conn.connection() if isinstance(conn, Session) else conn
+        changed = sorted(self.pending(connection, now, changed=False))
+        gone = sorted(set(repo.plan_states(connection)) - set(self.plans) - set(self.invalid))
+        if not changed and not gone:
+            return None
+        said = [f"incentive plan {plan_id} changed" for plan_id in changed]
+        said += [f"incentive plan {plan_id} was removed" for plan_id in gone]
+        return ", ".join(said)
+
+    def refresh(
+        self, conn: Connection, now: datetime, work: Mapping[str, Collection[str] | None]
+    ) -> dict[str, PlanOutcome]:
+        """Bring the plans in ``work`` (see :meth:`pending`) up to date: a whole plan's open lines
+        are written again; of a plan's periods, only the lines whose numbers changed."""
+        today = self.today(now)
+        repo.drop_plans_except(conn, [*self.plans, *self.invalid])
+        membership = org_repo.load_membership(conn)
+        out: dict[str, PlanOutcome] = {}
+        for plan_id, keys in work.items():
+            plan = self.plans[plan_id]
+            if keys is None:
+                out[plan.id] = self.write_plan(conn, plan, today, now)
             else:
-                continue
-            repo.record_plan_state(conn, plan.id, state, now)
+                out[plan.id] = self.write_periods(conn, plan, today, now, keys)
+            repo.record_plan_state(conn, plan.id, self.state_hash(plan, membership, today), now)
         return out
 
     # --- incremental refresh ---------------------------------------------------------------------
@@ -356,15 +413,32 @@ class IncentiveService:
         self, conn: Connection, plan: Plan, today: date, now: datetime, keys: Collection[str]
     ) -> PlanOutcome:
         """Recompute the plan's periods in ``keys`` only: the payouts of the open ones, and the
-        adjustments for the closed ones (paid in the first open period after each). Every other
-        line stays: its inputs did not change."""
+        adjustments for the closed ones (paid in the first open period after each). Of the
+        payouts, only the lines whose numbers changed are written again (a rep whose deals did not
+        change keeps their line as it was); every line of another period stays: its inputs did
+        not change. ``lines`` counts the payout lines written."""
         computed = self.compute(conn, plan, today, keys)
         closed = {row.period_key for row in repo.closes(conn, plan.id)}
-        rows = [self.row(plan, c, now) for c in computed if c.period.key not in closed]
-        adjustments = self.adjustments(conn, plan, computed, closed, now)
         recomputed = {p.key for p in self.periods(plan, today)} & set(keys)
-        repo.replace_period_lines(
-            conn, plan.id, sorted(recomputed - closed), sorted(recomputed & closed), rows + adjustments
+        stored = repo.open_payouts(conn, plan.id, sorted(recomputed - closed))
+        replaced = dict(stored)  # what is not kept as it is: changed, or no longer computed
+        rows: list[dict[str, Any]] = []
+        for c in computed:
+            if c.period.key in closed:
+                continue
+            key = (c.period.key, c.owner, c.component.id)
+            row = self.row(plan, c, now)
+            if key in stored and repo.same_line(stored[key], row):
+                del replaced[key]
+            else:
+                rows.append(row)
+        adjustments = self.adjustments(conn, plan, computed, closed, now)
+        repo.replace_lines(
+            conn,
+            plan.id,
+            [line.id for line in replaced.values()],
+            sorted(recomputed & closed),
+            rows + adjustments,
         )
         return PlanOutcome(len(rows), len(adjustments))
 

@@ -46,7 +46,7 @@ def close_period(
     """Close a plan's period (see :meth:`IncentiveService.close`) and write its events."""
     plan = incentives.plan(plan_id)
     only = {plan.id: plan}
-    seen = events.before(conn, only)
+    seen = events.before(conn, only, {plan.id: None})
     close_id = incentives.close(conn, plan.id, period_key, closed_by, now)
     others = events.announce(conn, only, seen, [plan.id], now)
     closed = events.period_closed(conn, plan, period_key, now)

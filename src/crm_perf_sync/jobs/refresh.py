@@ -111,13 +111,13 @@ class RefreshJob:
                     return outcome
                 incentives_started = time.monotonic()
                 changed = bool(outcome.recomputed or outcome.scorecards) or any(outcome.rows.values())
-                plans = self.incentives.plans
+                incentives = self.incentives.in_store(conn)
+                plans = incentives.plans
+                work = incentives.pending(conn, now, changed=changed, full=full, kpis=outcome)
                 # The tiers and adjustments as stored, before the payouts are recomputed.
-                seen = incentive_events.before(conn, plans) if plans else None
-                outcome.incentives = self.incentives.refresh(
-                    conn, now, changed=changed, full=full, kpis=outcome
-                )
-                if seen is not None:
+                seen = incentive_events.before(conn, plans, work)
+                outcome.incentives = incentives.refresh(conn, now, work)
+                if work:
                     outcome.incentive_events = incentive_events.announce(
                         conn, plans, seen, outcome.incentives, now
                     )
@@ -215,7 +215,9 @@ class RefreshJob:
         if held is not None:
             raise Conflict(f"the KPI refresh lease is held by {held.holder}; try again later")
         with released_after(self.session_factory, REFRESH_LEASE, holder), self.engine.begin() as conn:
-            return close_period(conn, self.incentives, plan_id, period_key, closed_by, utc_now())
+            return close_period(
+                conn, self.incentives.in_store(conn), plan_id, period_key, closed_by, utc_now()
+            )
 
     def refresh_exclusive(
         self,

@@ -30,6 +30,7 @@ from crm_perf_sync.models.incentives import (
     IncentiveClosedRecord,
     IncentiveLine,
     IncentivePeriodClose,
+    IncentivePlanDefinition,
     IncentivePlanState,
 )
 from crm_perf_sync.models.kpi import (
@@ -60,6 +61,7 @@ __all__ = [
     "IncentiveClosedRecord",
     "IncentiveLine",
     "IncentivePeriodClose",
+    "IncentivePlanDefinition",
     "IncentivePlanState",
     "KpiRefreshRun",
     "KpiRefreshState",

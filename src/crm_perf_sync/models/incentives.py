@@ -102,3 +102,20 @@ class IncentivePlanState(Base):
     plan_id: Mapped[str] = mapped_column(String(63), primary_key=True)
     state_hash: Mapped[str] = mapped_column(String(64))
     refreshed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class IncentivePlanDefinition(Base):
+    """A plan set through the API (the configuration's live in the YAML file).
+
+    ``definition`` is the plan as the configuration would write it (see ``Plan``); every refresh
+    computes these with the configured ones. An id is either the file's or the API's, never both.
+    """
+
+    __tablename__ = "incentive_plan_definition"
+
+    plan_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    definition: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: The name of the API key that last set it.
+    updated_by: Mapped[str] = mapped_column(String(200))

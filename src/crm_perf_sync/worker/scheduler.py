@@ -21,6 +21,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from crm_perf_sync.config import ConnectionConfig
+from crm_perf_sync.incentives.service import IncentiveService
 from crm_perf_sync.jobs.refresh import RefreshJob
 from crm_perf_sync.kit.errors import AppError
 from crm_perf_sync.kit.timeutil import utc_now
@@ -124,7 +125,11 @@ def refresh_if_needed(runtime: Runtime, stop: threading.Event) -> None:
 
     try:
         with session_scope(runtime.session_factory) as session:
-            reason = KpiService(runtime.config.kpi_config()).refresh_reason(session)
+            kpis = KpiService(runtime.config.kpi_config())
+            reason = kpis.refresh_reason(session)
+            if reason is None:
+                plans = IncentiveService(kpis, runtime.config.app.incentives.plans).in_store(session)
+                reason = plans.stale_reason(session, utc_now())
     except Exception:
         log.exception("checking whether the KPIs are up to date failed")
         return

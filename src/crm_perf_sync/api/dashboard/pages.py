@@ -385,7 +385,7 @@ def rep_page(
         page="leaderboard",
         rep=shown,
         kpis=ctx.kpi_service().kpis,
-        pay=views.owner_statements(session, ctx.incentives(), owner),
+        pay=views.owner_statements(session, ctx.incentives(session), owner),
     )
 
 
@@ -401,7 +401,7 @@ def incentives_page(
     plan: Annotated[str | None, Query(max_length=63)] = None,
     period: Annotated[str | None, Query(max_length=20)] = None,
 ) -> Response:
-    shown = views.incentives(session, ctx.incentives(), plan or None, period or None, utc_now())
+    shown = views.incentives(session, ctx.incentives(session), plan or None, period or None, utc_now())
     return render(request, "incentives.html", viewer, page="incentives", view=shown)
 
 
@@ -415,7 +415,7 @@ def incentive_statement_page(
     owner: Annotated[str, Query(max_length=600)],
     period: Annotated[str | None, Query(max_length=20)] = None,
 ) -> Response:
-    shown = views.incentive_statement(session, ctx.incentives(), plan, owner, period, utc_now())
+    shown = views.incentive_statement(session, ctx.incentives(session), plan, owner, period, utc_now())
     return render(request, "incentive_statement.html", viewer, page="incentives", view=shown)
 
 
@@ -430,7 +430,7 @@ def incentive_explain_page(
     period: Annotated[str, Query(max_length=20)],
     component: Annotated[str, Query(max_length=63)],
 ) -> Response:
-    shown = views.incentive_line(session, ctx.incentives(), plan, owner, period, component)
+    shown = views.incentive_line(session, ctx.incentives(session), plan, owner, period, component)
     links = ctx.record_links()
     for record in shown.records:
         record["crm_url"] = (

@@ -21,8 +21,8 @@ from crm_perf_sync.api.incentive_schemas import (
 from crm_perf_sync.api.listing import CSV_MEDIA, Format, PageParams, chosen_format, csv_text, json_response
 from crm_perf_sync.api.problems import collection, documented
 from crm_perf_sync.api.schemas import Page, columns
+from crm_perf_sync.incentives import definitions, statements
 from crm_perf_sync.incentives import repository as repo
-from crm_perf_sync.incentives import statements
 from crm_perf_sync.incentives.presented import (
     explained_out,
     line_filter,
@@ -31,7 +31,7 @@ from crm_perf_sync.incentives.presented import (
     statement_out,
     statement_plan,
 )
-from crm_perf_sync.incentives.schemas import Commission, Spiff
+from crm_perf_sync.incentives.schemas import Commission, Plan, Spiff
 from crm_perf_sync.incentives.service import IncentiveService
 from crm_perf_sync.jobs.incentives import close_when_current
 from crm_perf_sync.kit.timeutil import utc_now
@@ -54,7 +54,7 @@ FormatParam = Annotated[
     responses=collection(400, 401, 422),
 )
 def list_plans(session: SessionDep, ctx: ContextDep, _key: Reader, page: ListerDep) -> Response:
-    service = ctx.incentives()
+    service = ctx.incentives(session)
     today = service.today(utc_now())
     rows = [
         plan_out(service, session, plan, today) for plan in sorted(service.plans.values(), key=lambda p: p.id)
@@ -69,8 +69,81 @@ def list_plans(session: SessionDep, ctx: ContextDep, _key: Reader, page: ListerD
     responses=documented(401, 404, 422),
 )
 def get_plan(plan_id: PlanPath, session: SessionDep, ctx: ContextDep, _key: Reader) -> Response:
-    service = ctx.incentives()
+    service = ctx.incentives(session)
     return json_response(plan_out(service, session, service.plan(plan_id), service.today(utc_now())))
+
+
+APPLIES = (
+    "Its payouts are computed at the next refresh (the worker runs one within a minute; "
+    "`crm-perf-sync refresh` runs one now)."
+)
+
+
+def _written(ctx: ContextDep, session: Session, plan_id: str) -> dict[str, Any]:
+    """A plan as the API returns it after a write (its periods' totals as the last refresh left them)."""
+    service = ctx.incentives(session)
+    ctx.versions.forget(("incentives",))
+    return plan_out(service, session, service.plan(plan_id), service.today(utc_now()))
+
+
+@router.post(
+    "/incentives/plans",
+    status_code=201,
+    summary="Set an incentive plan (admin)",
+    description=(
+        "A plan written as in the configuration's `incentives.plans`, checked the same way (tiers "
+        "contiguous from 0, rates and caps non-negative, KPIs of the right kind, scorecards scored "
+        "per the plan's period) and against the store (its reps and teams exist). An id belongs to "
+        "the configuration file or to the API, never both (`409`). " + APPLIES
+    ),
+    response_model=PlanOut,
+    responses=documented(400, 401, 403, 409, 413, 422),
+)
+def create_plan(body: Plan, session: SessionDep, ctx: ContextDep, key: Admin) -> Response:
+    service = ctx.incentives(session)
+    row = definitions.create(session, service.kpis, service.configured(), _definition(body), key.name)
+    return json_response(
+        _written(ctx, session, row.plan_id),
+        status=201,
+        headers={"Location": f"/api/v1/incentives/plans/{row.plan_id}"},
+    )
+
+
+@router.put(
+    "/incentives/plans/{plan_id}",
+    summary="Change an incentive plan set through the API (admin)",
+    description=(
+        "The whole plan, checked as when it was set; its id stays. A plan of the configuration file "
+        "is changed in the file (`409`). The lines of its open periods follow the new terms; a closed "
+        "period's stay as they were paid. " + APPLIES
+    ),
+    response_model=PlanOut,
+    responses=documented(400, 401, 403, 404, 409, 413, 422),
+)
+def update_plan(plan_id: PlanPath, body: Plan, session: SessionDep, ctx: ContextDep, key: Admin) -> Response:
+    service = ctx.incentives(session)
+    definitions.update(session, service.kpis, service.configured(), plan_id, _definition(body), key.name)
+    return json_response(_written(ctx, session, plan_id))
+
+
+@router.delete(
+    "/incentives/plans/{plan_id}",
+    status_code=204,
+    summary="Remove an incentive plan set through the API (admin)",
+    description=(
+        "Its open lines go at the next refresh; the lines of its closed periods stay (they were "
+        "paid). A plan of the configuration file is removed from the file (`409`)."
+    ),
+    responses=documented(401, 403, 404, 409, 422),
+)
+def delete_plan(plan_id: PlanPath, session: SessionDep, ctx: ContextDep, _key: Admin) -> Response:
+    definitions.remove(session, ctx.incentives(session).configured(), plan_id)
+    ctx.versions.forget(("incentives",))
+    return Response(status_code=204)
+
+
+def _definition(body: Plan) -> dict[str, Any]:
+    return body.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
 @router.get(
@@ -99,7 +172,7 @@ def list_payouts(
     kind: Annotated[Literal["payout", "adjustment"] | None, Query()] = None,
 ) -> Response:
     where = line_filter(
-        ctx.incentives(),
+        ctx.incentives(session),
         session,
         plan=plan,
         owner=owner,
@@ -140,7 +213,7 @@ def get_statement(
     period: Annotated[str | None, Query(max_length=20, description=PERIOD_KEY_HELP)] = None,
     format: FormatParam = None,
 ) -> Response:
-    service = ctx.incentives()
+    service = ctx.incentives(session)
     plan_id = statement_plan(session, owner_id, plan)
     found = statements.statement(service, session, plan_id, owner_id, period, utc_now())
     body = statement_out(found, org_repo.scope_names(session), repo.closes(session, found.plan.id))
@@ -173,7 +246,7 @@ def explain_line(
     limit: Annotated[int, Query(ge=1, le=1000, description="Records per page")] = 100,
     after: Annotated[int, Query(ge=0, le=2**31, description="Records to skip: a page's `next_after`")] = 0,
 ) -> Response:
-    service = ctx.incentives()
+    service = ctx.incentives(session)
     explained = statements.explain_line(service, session, plan, owner, period, component)
     body = explained_out(explained, org_repo.scope_names(session), after, limit)
     entity = _record_entity(service, plan, component)
@@ -225,7 +298,7 @@ def close_period(
     ctx: ContextDep,
     key: Admin,
 ) -> Response:
-    done = close_when_current(ctx.incentives(), session, plan_id, period_key, key.name, utc_now())
+    done = close_when_current(ctx.incentives(session), session, plan_id, period_key, key.name, utc_now())
     ctx.versions.forget(("incentives",))
     body = {k: v for k, v in asdict(done).items() if k != "close_id"}
     location = "/api/v1/incentives/payouts?" + urlencode({"plan": done.plan_id, "period": done.period_key})
