@@ -63,8 +63,10 @@ def line_filter(
     kind: str | None = None,
 ) -> repo.LineFilter:
     """The lines a reader asks for, each name checked: an unknown plan, component or team is a
-    :class:`NotFound`, a period that starts none of the plan's an :class:`InvalidInput`."""
-    found = None if plan is None else service.plan(plan)
+    :class:`NotFound`, a period that starts none of the plan's an :class:`InvalidInput`. A plan
+    no longer in force is known by the lines it left (its closed periods')."""
+    retired = plan is not None and plan not in service.plans and repo.has_lines(session, plan)
+    found = None if plan is None or retired else service.plan(plan)
     if found is not None and component is not None and found.component(component) is None:
         known = ", ".join(c.id for c in found.components)
         raise NotFound(f"plan {found.id!r} has no component {component!r} (components: {known})")

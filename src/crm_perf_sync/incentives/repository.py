@@ -204,18 +204,30 @@ def replace_lines(
         conn.execute(insert(LINE), list(rows))
 
 
-def drop_plans_except(conn: Connection, plan_ids: Collection[str]) -> int:
-    """Remove the open lines and the state of plans no longer configured (frozen lines stay: they
-    were paid). Returns how many lines went."""
-    gone = conn.execute(
-        delete(LINE).where(LINE.c.plan_id.not_in(sorted(plan_ids)), LINE.c.frozen.is_(False))
-    ).rowcount
-    conn.execute(delete(STATE).where(STATE.c.plan_id.not_in(sorted(plan_ids))))
+#: The state of a plan removed: kept so that the lines' version moves when its open lines go.
+REMOVED = ""
+
+
+def drop_plans_except(conn: Connection, plan_ids: Collection[str], now: datetime) -> int:
+    """Remove the open lines of plans no longer in force (frozen lines stay: they were paid), and
+    mark their state removed, as of ``now``. Returns how many lines went."""
+    kept = sorted(plan_ids)
+    gone = conn.execute(delete(LINE).where(LINE.c.plan_id.not_in(kept), LINE.c.frozen.is_(False))).rowcount
+    conn.execute(
+        update(STATE)
+        .where(STATE.c.plan_id.not_in(kept), STATE.c.state_hash != REMOVED)
+        .values(state_hash=REMOVED, refreshed_at=now)
+    )
     return int(gone or 0)
 
 
+def has_lines(session: Session, plan_id: str) -> bool:
+    return session.execute(select(LINE.c.id).where(LINE.c.plan_id == plan_id).limit(1)).first() is not None
+
+
 def plan_states(conn: Connection) -> dict[str, str]:
-    return {r.plan_id: r.state_hash for r in conn.execute(select(STATE))}
+    """The state each plan in force was last computed with."""
+    return {r.plan_id: r.state_hash for r in conn.execute(select(STATE).where(STATE.c.state_hash != REMOVED))}
 
 
 def record_plan_state(conn: Connection, plan_id: str, state_hash: str, now: datetime) -> None:

@@ -357,7 +357,7 @@ class IncentiveService:
         """Bring the plans in ``work`` (see :meth:`pending`) up to date: a whole plan's open lines
         are written again; of a plan's periods, only the lines whose numbers changed."""
         today = self.today(now)
-        repo.drop_plans_except(conn, [*self.plans, *self.invalid])
+        repo.drop_plans_except(conn, [*self.plans, *self.invalid], now)
         membership = org_repo.load_membership(conn)
         out: dict[str, PlanOutcome] = {}
         for plan_id, keys in work.items():
