@@ -27,6 +27,7 @@ from crm_perf_sync.incentives import payouts
 from crm_perf_sync.incentives import repository as repo
 from crm_perf_sync.incentives.payouts import ZERO
 from crm_perf_sync.incentives.schemas import Commission, Plan
+from crm_perf_sync.incentives.service import PlanOutcome
 from crm_perf_sync.kpi import periods
 from crm_perf_sync.org import repository as org_repo
 from crm_perf_sync.webhooks.service import emit
@@ -62,20 +63,24 @@ def before(conn: Connection, plans: Mapping[str, Plan], work: Mapping[str, Colle
         seen.closed[plan.id] = {row.period_key for row in repo.closes(conn, plan.id)}
         seen.periods[plan.id] = keys
         components = tiered(plan)
-        if components:
-            for row in repo.lines_of_kind(
-                conn, plan.id, "payout", component_ids=components, period_keys=keys
-            ):
+        if components and keys is None:  # (a plan recomputed by periods says which lines crossed)
+            for row in repo.lines_of_kind(conn, plan.id, "payout", component_ids=components):
                 component = components[row.component_id]
                 key = (plan.id, row.period_key, row.owner_id, row.component_id)
                 seen.tiers[key] = payouts.tier_of(component, _decimal(row.base), _decimal(row.quota))
-        for row in repo.lines_of_kind(conn, plan.id, "adjustment"):
-            seen.adjustments[_adjustment_key(row)] = Decimal(str(row.amount))
+        corrected = _corrected(seen, plan.id)
+        if corrected is None or corrected:
+            for row in repo.lines_of_kind(conn, plan.id, "adjustment", for_periods=corrected):
+                seen.adjustments[_adjustment_key(row)] = Decimal(str(row.amount))
     return seen
 
 
 def announce(
-    conn: Connection, plans: Mapping[str, Plan], seen: Before, recomputed: Collection[str], now: datetime
+    conn: Connection,
+    plans: Mapping[str, Plan],
+    seen: Before,
+    recomputed: Mapping[str, PlanOutcome],
+    now: datetime,
 ) -> list[str]:
     """The ``tier_reached`` and ``adjusted`` events of the plans ``recomputed`` since ``seen`` was
     read; their webhook-ids."""
@@ -87,59 +92,80 @@ def announce(
             continue  # not read before: its first computation
         # Periods closed since (a close brings the lines up to date, then freezes them).
         just_closed = {row.period_key for row in repo.closes(conn, plan.id)} - seen.closed[plan.id]
-        events += _tiers(conn, plan, seen, just_closed, reps, now)
+        if seen.periods.get(plan.id) is None:
+            crossed = _crossed(conn, plan, seen, just_closed)
+        else:
+            crossed = sorted(recomputed[plan_id].crossed, key=lambda c: _line_order(c[0]))
+        events += [_tier_reached(conn, plan, row, was, reps, now) for row, was in crossed]
         events += _adjustments(conn, plan, seen, just_closed, reps, now)
     return events
 
 
-def _tiers(
-    conn: Connection, plan: Plan, seen: Before, just_closed: set[str], reps: Reps, now: datetime
-) -> list[str]:
+def _corrected(seen: Before, plan_id: str) -> set[str] | None:
+    """The closed periods whose adjustments a recomputation of some periods can change (``None``:
+    a whole plan's, any)."""
+    keys = seen.periods.get(plan_id)
+    return None if keys is None else set(keys) & seen.closed[plan_id]
+
+
+def _line_order(row: Mapping[str, Any]) -> tuple[str, str, str]:
+    return (row["period_key"], row["owner_id"], row["component_id"])
+
+
+def _crossed(
+    conn: Connection, plan: Plan, seen: Before, just_closed: set[str]
+) -> list[tuple[Mapping[str, Any], int | None]]:
+    """A whole plan's tiered commission lines that stand in a higher tier than before, with the
+    tier each stood in."""
     components = tiered(plan)
     if not components:
         return []
-    events: list[str] = []
-    keys = seen.periods.get(plan.id)
-    rows = repo.lines_of_kind(
-        conn,
-        plan.id,
-        "payout",
-        component_ids=components,
-        also_periods=just_closed,
-        period_keys=None if keys is None else {*keys, *just_closed},
-    )
-    for row in sorted(rows, key=lambda r: (r.period_key, r.owner_id, r.component_id)):
-        key = (plan.id, row.period_key, row.owner_id, row.component_id)
+    rows = repo.lines_of_kind(conn, plan.id, "payout", component_ids=components, also_periods=just_closed)
+    out: list[tuple[Mapping[str, Any], int | None]] = []
+    for row in sorted((r._mapping for r in rows), key=_line_order):
+        key = (plan.id, row["period_key"], row["owner_id"], row["component_id"])
         if key not in seen.tiers:
             continue  # a line new to the store: nothing to cross from
         was = seen.tiers[key]
-        component = components[row.component_id]
-        tier = payouts.tier_of(component, _decimal(row.base), _decimal(row.quota))
-        if tier is None or (was is not None and tier <= was):
-            continue
-        data = {
-            "plan": _plan(plan),
-            **_period(row.period_key, row.period_start, row.period_end),
-            "rep": reps.card(row.owner_id),
-            "component": {"id": component.id, "name": component.name or component.id},
-            "tier": {"from": was, "to": tier},
-            "tier_mode": component.tier_mode,
-            "rate": str(component.tiers[tier - 1].rate),
-            "currency": row.currency,
-            "base": _money(row.base),
-            "quota": _money(row.quota),
-            "attainment": None if row.attainment is None else round(float(row.attainment), 6),
-            "amount": _money(row.amount),
-            "capped": bool(row.capped),
-        }
-        events.append(emit(conn, "incentive.tier_reached", data, now=now))
-    return events
+        tier = payouts.tier_of(components[row["component_id"]], _decimal(row["base"]), _decimal(row["quota"]))
+        if tier is not None and (was is None or tier > was):
+            out.append((row, was))
+    return out
+
+
+def _tier_reached(
+    conn: Connection, plan: Plan, row: Mapping[str, Any], was: int | None, reps: Reps, now: datetime
+) -> str:
+    component = tiered(plan)[row["component_id"]]
+    tier = payouts.tier_of(component, _decimal(row["base"]), _decimal(row["quota"]))
+    assert tier is not None  # a line that crossed stands in a tier
+    data = {
+        "plan": _plan(plan),
+        **_period(row["period_key"], row["period_start"], row["period_end"]),
+        "rep": reps.card(row["owner_id"]),
+        "component": {"id": component.id, "name": component.name or component.id},
+        "tier": {"from": was, "to": tier},
+        "tier_mode": component.tier_mode,
+        "rate": str(component.tiers[tier - 1].rate),
+        "currency": row["currency"],
+        "base": _money(row["base"]),
+        "quota": _money(row["quota"]),
+        "attainment": None if row["attainment"] is None else round(float(row["attainment"]), 6),
+        "amount": _money(row["amount"]),
+        "capped": bool(row["capped"]),
+    }
+    return emit(conn, "incentive.tier_reached", data, now=now)
 
 
 def _adjustments(
     conn: Connection, plan: Plan, seen: Before, just_closed: set[str], reps: Reps, now: datetime
 ) -> list[str]:
-    rows = repo.lines_of_kind(conn, plan.id, "adjustment", also_periods=just_closed, with_detail=True)
+    corrected = _corrected(seen, plan.id)
+    if corrected is not None and not corrected:
+        return []  # no closed period recomputed: no adjustment changed
+    rows = repo.lines_of_kind(
+        conn, plan.id, "adjustment", also_periods=just_closed, for_periods=corrected, with_detail=True
+    )
     after = {_adjustment_key(row): row for row in rows}
     earlier = {key: amount for key, amount in seen.adjustments.items() if key[0] == plan.id}
     events: list[str] = []

@@ -6,7 +6,7 @@ The caller owns the transaction (these functions never commit).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -100,11 +100,12 @@ def lines_of_kind(
     component_ids: Collection[str] | None = None,
     also_periods: Collection[str] = (),
     period_keys: Collection[str] | None = None,
+    for_periods: Collection[str] | None = None,
     with_detail: bool = False,
 ) -> list[Any]:
     """A plan's lines of one ``kind`` (of some components) in its open periods, and in
     ``also_periods`` frozen or not (periods closed since the caller last read them); only those
-    of ``period_keys`` when given."""
+    of ``period_keys``, and only those for ``for_periods``, when given."""
     where: ColumnElement[bool] = LINE.c.frozen.is_(False)
     if also_periods:
         where = or_(where, LINE.c.period_key.in_(sorted(also_periods)))
@@ -113,6 +114,8 @@ def lines_of_kind(
     )
     if period_keys is not None:
         stmt = stmt.where(LINE.c.period_key.in_(sorted(period_keys)))
+    if for_periods is not None:
+        stmt = stmt.where(LINE.c.for_period_key.in_(sorted(for_periods)))
     if component_ids is not None:
         stmt = stmt.where(LINE.c.component_id.in_(sorted(component_ids)))
     return list(conn.execute(stmt))
@@ -151,18 +154,25 @@ def replace_open_lines(conn: Connection, plan_id: str, rows: Sequence[dict[str, 
         conn.execute(insert(LINE), list(rows))
 
 
-#: The columns that make a line what it is: all but its id and when it was written.
-LINE_VALUES = tuple(c.name for c in LINE.c if c.name not in ("id", "computed_at"))
-
-
-def open_payouts(
+def open_inputs(
     conn: Connection, plan_id: str, period_keys: Collection[str]
 ) -> dict[tuple[str, str, str], Any]:
-    """The payout lines of some open periods of a plan by (period key, owner, component)."""
+    """What the payout lines of some open periods of a plan were computed from (their id, base,
+    quota, units, score and grade), by (period key, owner, component)."""
     if not period_keys:
         return {}
     rows = conn.execute(
-        select(LINE).where(
+        select(
+            LINE.c.id,
+            LINE.c.period_key,
+            LINE.c.owner_id,
+            LINE.c.component_id,
+            LINE.c.base,
+            LINE.c.quota,
+            LINE.c.units,
+            LINE.c.score,
+            LINE.c.grade,
+        ).where(
             LINE.c.plan_id == plan_id,
             LINE.c.kind == "payout",
             LINE.c.frozen.is_(False),
@@ -170,12 +180,6 @@ def open_payouts(
         )
     )
     return {(r.period_key, r.owner_id, r.component_id): r for r in rows}
-
-
-def same_line(stored: Any, row: Mapping[str, Any]) -> bool:
-    """Whether a stored line says exactly what ``row`` (one about to be written) says."""
-    found = stored._mapping
-    return all(found[name] == row[name] for name in LINE_VALUES)
 
 
 def replace_lines(
@@ -212,6 +216,11 @@ def drop_plans_except(conn: Connection, plan_ids: Collection[str], now: datetime
     """Remove the open lines of plans no longer in force (frozen lines stay: they were paid), and
     mark their state removed, as of ``now``. Returns how many lines went."""
     kept = sorted(plan_ids)
+    others = conn.execute(
+        select(STATE.c.plan_id).where(STATE.c.plan_id.not_in(kept), STATE.c.state_hash != REMOVED)
+    ).first()
+    if others is None:
+        return 0  # a plan's open lines are written with its state: no other plan has any
     gone = conn.execute(delete(LINE).where(LINE.c.plan_id.not_in(kept), LINE.c.frozen.is_(False))).rowcount
     conn.execute(
         update(STATE)

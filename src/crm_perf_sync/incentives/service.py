@@ -10,7 +10,7 @@ records that changed. Nothing here commits: the job or request that calls it doe
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -58,6 +58,14 @@ class Computed:
 class PlanOutcome:
     lines: int = 0
     adjustments: int = 0
+    #: Of a plan recomputed by periods: each tiered commission line written that stands in a
+    #: higher tier than the line it replaced, with the tier that one stood in.
+    crossed: list[tuple[dict[str, Any], int | None]] = field(default_factory=list)
+
+
+#: What a line is computed from, by (period key, owner, component): a commission's base and
+#: quota, a SPIFF's units, a bonus's score and grade, a pool share's weight. Equal inputs, equal line.
+Inputs = Mapping[tuple[str, str, str], tuple[Any, ...]]
 
 
 class IncentiveService:
@@ -159,10 +167,17 @@ class IncentiveService:
     # --- computation -----------------------------------------------------------------------------
 
     def compute(
-        self, conn: Connection | Session, plan: Plan, today: date, only: Collection[str] | None = None
+        self,
+        conn: Connection | Session,
+        plan: Plan,
+        today: date,
+        only: Collection[str] | None = None,
+        unchanged: Inputs | None = None,
     ) -> list[Computed]:
         """Every payout of the plan in every period up to ``today`` (or in those of them whose key
-        is in ``only``), from the stored values."""
+        is in ``only``), from the stored values; with ``unchanged`` (the inputs of the lines
+        stored), only those whose inputs differ (a pool's shares: all of a period, or none)."""
+        skip = unchanged or {}
         membership = org_repo.load_membership(conn)
         plan_periods = [p for p in self.periods(plan, today) if only is None or p.key in only]
         who = {p.key: self.participants(plan, membership, p) for p in plan_periods}
@@ -175,7 +190,7 @@ class IncentiveService:
         out: list[Computed] = []
         for component in plan.components:
             if isinstance(component, Commission):
-                out += self._commissions(conn, plan, component, plan_periods, who, targets)
+                out += self._commissions(conn, plan, component, plan_periods, who, targets, skip)
             elif isinstance(component, Spiff):
                 values = repo.owner_values(
                     conn,
@@ -189,6 +204,8 @@ class IncentiveService:
                     for owner, share in who[period.key].items():
                         found = values.get((period.key, owner))
                         units = 0 if found is None else round(found.value)
+                        if skip.get((period.key, owner, component.id)) == (units,):
+                            continue
                         line = payouts.spiff(component.amount, units, component.cap)
                         out.append(Computed(period, owner, component, line, share))
             elif isinstance(component, ScoreBonus):
@@ -196,11 +213,13 @@ class IncentiveService:
                 for period in plan_periods:
                     for owner, share in who[period.key].items():
                         score, grade = scores.get((period.key, owner), (None, None))
+                        if skip.get((period.key, owner, component.id)) == (score, grade):
+                            continue
                         exact = None if score is None else Decimal(repr(score))
                         line = payouts.score_bonus(component, exact, grade)
                         out.append(Computed(period, owner, component, line, share))
             else:
-                out += self._pools(conn, plan, component, plan_periods, who, membership)
+                out += self._pools(conn, plan, component, plan_periods, who, membership, skip)
         return out
 
     def _currency(self, kpi_id: str, plan: Plan) -> str:
@@ -215,6 +234,7 @@ class IncentiveService:
         plan_periods: list[PlanPeriod],
         who: Mapping[str, Mapping[str, Decimal]],
         targets: Mapping[Any, TargetCell],
+        unchanged: Inputs,
     ) -> list[Computed]:
         currency = self._currency(component.base.kpi, plan)
         values = repo.owner_values(
@@ -231,6 +251,8 @@ class IncentiveService:
                 found = values.get((period.key, owner))
                 base = payouts.money(found.value) if found is not None else ZERO
                 quota = self.quota(component, plan, targets, period, owner, share, currency)
+                if unchanged.get((period.key, owner, component.id)) == (base, quota):
+                    continue
                 out.append(
                     Computed(period, owner, component, payouts.commission(component, base, quota), share)
                 )
@@ -267,6 +289,7 @@ class IncentiveService:
         plan_periods: list[PlanPeriod],
         who: Mapping[str, Mapping[str, Decimal]],
         membership: Membership,
+        unchanged: Inputs,
     ) -> list[Computed]:
         keys = [p.key for p in plan_periods]
         members = {f"{c}:{o}" for team, c, o in membership.rows if team == component.team}
@@ -283,6 +306,11 @@ class IncentiveService:
         out: list[Computed] = []
         for period in plan_periods:
             taking_part = {o: s for o, s in who[period.key].items() if o in members}
+            if all(
+                unchanged.get((period.key, o, component.id)) == (weights.get((period.key, o)),)
+                for o in taking_part
+            ):
+                continue  # every weight as it was: every share too
             split = payouts.pool_shares(
                 component.amount, {o: weights.get((period.key, o), ZERO) for o in sorted(taking_part)}
             )
@@ -414,33 +442,37 @@ class IncentiveService:
     ) -> PlanOutcome:
         """Recompute the plan's periods in ``keys`` only: the payouts of the open ones, and the
         adjustments for the closed ones (paid in the first open period after each). Of the
-        payouts, only the lines whose numbers changed are written again (a rep whose deals did not
-        change keeps their line as it was); every line of another period stays: its inputs did
-        not change. ``lines`` counts the payout lines written."""
-        computed = self.compute(conn, plan, today, keys)
+        payouts, only the lines whose inputs changed (:data:`Inputs`) are computed and written
+        again: a rep whose numbers did not change keeps their line as it was, and every line of
+        another period stays. ``lines`` counts the payout lines written."""
         closed = {row.period_key for row in repo.closes(conn, plan.id)}
         recomputed = {p.key for p in self.periods(plan, today)} & set(keys)
-        stored = repo.open_payouts(conn, plan.id, sorted(recomputed - closed))
-        replaced = dict(stored)  # what is not kept as it is: changed, or no longer computed
+        stored = repo.open_inputs(conn, plan.id, sorted(recomputed - closed))
+        kinds = {c.id: c for c in plan.components}
+        unchanged = {key: _inputs(kinds[key[2]], row) for key, row in stored.items() if key[2] in kinds}
+        computed = self.compute(conn, plan, today, keys, unchanged)
         rows: list[dict[str, Any]] = []
+        replaced: list[int] = []
+        crossed: list[tuple[dict[str, Any], int | None]] = []
         for c in computed:
             if c.period.key in closed:
                 continue
-            key = (c.period.key, c.owner, c.component.id)
             row = self.row(plan, c, now)
-            if key in stored and repo.same_line(stored[key], row):
-                del replaced[key]
-            else:
-                rows.append(row)
+            rows.append(row)
+            was = stored.get((c.period.key, c.owner, c.component.id))
+            if was is None:
+                continue
+            replaced.append(was.id)
+            if isinstance(c.component, Commission) and c.component.tiers:
+                before = payouts.tier_of(c.component, _exact(was.base), _exact(was.quota))
+                after = payouts.tier_of(c.component, c.line.base, c.line.quota)
+                if after is not None and (before is None or after > before):
+                    crossed.append((row, before))
+        # (Who takes part and what the components are is in the plan's state: when either
+        # changes, the plan is recomputed whole, so every stored line here is computed again or kept.)
         adjustments = self.adjustments(conn, plan, computed, closed, now)
-        repo.replace_lines(
-            conn,
-            plan.id,
-            [line.id for line in replaced.values()],
-            sorted(recomputed & closed),
-            rows + adjustments,
-        )
-        return PlanOutcome(len(rows), len(adjustments))
+        repo.replace_lines(conn, plan.id, replaced, sorted(recomputed & closed), rows + adjustments)
+        return PlanOutcome(len(rows), len(adjustments), crossed)
 
     def today(self, now: datetime) -> date:
         """The business calendar's date at ``now``."""
@@ -689,6 +721,8 @@ class IncentiveService:
             raise Conflict(f"close the earlier periods of {plan_id} first: {', '.join(earlier)}")
         computed = self.compute(conn, plan, today)
         self.write_plan(conn, plan, today, now, computed)
+        state = self.state_hash(plan, org_repo.load_membership(conn), today)
+        repo.record_plan_state(conn, plan.id, state, now)
         by_component = {
             component.id: self.records_by_owner(conn, plan, component, period)
             for component in plan.components
@@ -709,3 +743,18 @@ class IncentiveService:
         return repo.close_period(
             conn, plan.id, (period.key, period.start, period.end), closed_by, now, records
         )
+
+
+def _inputs(component: Component, row: Any) -> tuple[Any, ...]:
+    """A stored line's :data:`Inputs`."""
+    if isinstance(component, Commission):
+        return (_exact(row.base) if row.base is not None else ZERO, _exact(row.quota))
+    if isinstance(component, Spiff):
+        return (row.units,)
+    if isinstance(component, ScoreBonus):
+        return (row.score, row.grade)
+    return (None if row.score is None else Decimal(repr(row.score)),)
+
+
+def _exact(value: Any) -> Decimal | None:
+    return None if value is None else payouts.money(value)

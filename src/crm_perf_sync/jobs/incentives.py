@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from crm_perf_sync.incentives import events
 from crm_perf_sync.incentives import repository as repo
-from crm_perf_sync.incentives.service import IncentiveService
+from crm_perf_sync.incentives.service import IncentiveService, PlanOutcome
 from crm_perf_sync.kit.errors import Conflict
 
 
@@ -48,7 +48,7 @@ def close_period(
     only = {plan.id: plan}
     seen = events.before(conn, only, {plan.id: None})
     close_id = incentives.close(conn, plan.id, period_key, closed_by, now)
-    others = events.announce(conn, only, seen, [plan.id], now)
+    others = events.announce(conn, only, seen, {plan.id: PlanOutcome()}, now)
     closed = events.period_closed(conn, plan, period_key, now)
     return ClosedPeriod(close_id, closed, others)
 
