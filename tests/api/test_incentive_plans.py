@@ -221,3 +221,18 @@ def test_a_stored_plan_the_configuration_no_longer_fits_is_left_as_it_was(admin:
     assert (
         admin.client.put(f"{API}/plans/east-later", json=definition, headers=admin.admin).status_code == 200
     )
+
+
+def test_a_plan_closed_before_any_refresh_loses_its_open_lines_when_removed(admin: Admin) -> None:
+    definition = example_plan("agents-2017") | {"id": "closed-early"}
+    assert admin.client.post(f"{API}/plans", json=definition, headers=admin.admin).status_code == 201
+    # Closed at once: the close computes the plan's lines (no refresh ran since it was set).
+    closed = admin.client.post(f"{API}/plans/closed-early/periods/2017-01-01/close", headers=admin.admin)
+    assert closed.status_code == 201, closed.text
+    written = admin.lines("closed-early")
+    assert {k[0] for k in written} == {"2017-01-01", "2017-04-01", "2017-07-01", "2017-10-01"}
+    assert admin.client.delete(f"{API}/plans/closed-early", headers=admin.admin).status_code == 204
+    admin.store.job().refresh()
+    left = admin.lines("closed-early")
+    assert left.keys() == {k for k in written if k[0] == "2017-01-01"}
+    assert all(line.frozen for line in left.values())
