@@ -5,25 +5,20 @@ touching what a closed period paid."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from copy import deepcopy
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import pytest
 import yaml
-from fastapi.testclient import TestClient
-from sqlalchemy import select
 
-from crm_perf_sync.api.app import create_app
 from crm_perf_sync.api.incentive_schemas import PlanOut
-from crm_perf_sync.apikeys import service as keys
 from crm_perf_sync.incentives import repository as incentives_repo
 from crm_perf_sync.incentives.service import IncentiveService
 from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.models import IncentiveLine
+from tests.api.test_incentives import Api, api  # noqa: F401  (its fixture, shared)
 from tests.conftest import REPO_ROOT
 from tests.incentives.conftest import (  # noqa: F401  (the Maven store with its plans, per backend)
     Store,
@@ -44,18 +39,15 @@ def example_plan(plan_id: str) -> dict[str, Any]:
     return dict(json.loads(json.dumps(found, default=str)))
 
 
-@dataclass
-class Admin:
-    client: TestClient
-    store: Store
-    read: dict[str, str]
-    admin: dict[str, str]
+class Admin(Api):
+    """The incentives API with an admin's and a reader's key, and the store behind it."""
 
-    def lines(self, plan_id: str) -> dict[tuple[str, str, str, str, str], IncentiveLine]:
-        with session_scope(self.store.session_factory) as session:
-            rows = session.scalars(select(IncentiveLine).where(IncentiveLine.plan_id == plan_id)).all()
-            session.expunge_all()
-        return {(r.period_key, r.owner_id, r.component_id, r.kind, r.for_period_key): r for r in rows}
+    def keyed(self, plan_id: str) -> dict[tuple[str, str, str, str, str], IncentiveLine]:
+        """A plan's lines by (period, owner, component, kind, period corrected)."""
+        return {
+            (r.period_key, r.owner_id, r.component_id, r.kind, r.for_period_key): r
+            for r in self.lines(plan_id=plan_id).values()
+        }
 
     def stale(self) -> str | None:
         """What the worker would refresh for (the configuration's plans with the stored ones)."""
@@ -65,14 +57,8 @@ class Admin:
 
 
 @pytest.fixture(scope="module")
-def admin(store: Store) -> Iterator[Admin]:  # noqa: F811  (the fixture imported above)
-    with session_scope(store.session_factory) as session:
-        _, read_key = keys.create(session, "payroll reader", "read")
-        _, admin_key = keys.create(session, "finance admin", "admin")
-    with TestClient(create_app(store.engine, store.config)) as client:
-        yield Admin(
-            client, store, {"Authorization": f"Bearer {read_key}"}, {"Authorization": f"Bearer {admin_key}"}
-        )
+def admin(api: Api) -> Admin:  # noqa: F811  (the fixture imported above)
+    return Admin(api.client, api.store, api.read, api.admin)
 
 
 def test_a_plan_set_through_the_api_pays_what_the_reference_says(admin: Admin) -> None:
@@ -99,7 +85,7 @@ def test_a_plan_set_through_the_api_pays_what_the_reference_says(admin: Admin) -
     assert set(outcome.incentives) == {"east-api"}  # the configured plans did not change
     assert admin.stale() is None
     expected = east_2017(read_maven())
-    lines = admin.lines("east-api")
+    lines = admin.keyed("east-api")
     paid = {(k[1].removeprefix("maven:"), k[0], k[2]): Decimal(str(v.amount)) for k, v in lines.items()}
     assert paid == expected
     assert sum(expected.values()) > 0
@@ -147,8 +133,8 @@ def test_a_changed_plan_pays_by_its_new_terms_and_a_removed_one_keeps_what_was_p
     definition = example_plan("agents-2017") | {"id": "agents-api"}
     assert admin.client.post(f"{API}/plans", json=definition, headers=admin.admin).status_code == 201
     admin.store.job().refresh()
-    first = admin.lines("agents-api")
-    configured = admin.lines("agents-2017")
+    first = admin.keyed("agents-api")
+    configured = admin.keyed("agents-2017")
     assert {k: v.amount for k, v in first.items()} == {k: v.amount for k, v in configured.items()}
     assert first
 
@@ -161,7 +147,7 @@ def test_a_changed_plan_pays_by_its_new_terms_and_a_removed_one_keeps_what_was_p
     assert [c["id"] for c in answer.json()["components"]] == ["commission"]
     assert admin.stale() == "incentive plan agents-api changed"
     admin.store.job().refresh()
-    second = admin.lines("agents-api")
+    second = admin.keyed("agents-api")
     assert {k[2] for k in second} == {"commission"}
     for key, line in second.items():
         was = first[key]
@@ -182,7 +168,7 @@ def test_a_changed_plan_pays_by_its_new_terms_and_a_removed_one_keeps_what_was_p
     assert admin.stale() == "incentive plan agents-api was removed"
     admin.store.job().refresh()
     assert admin.stale() is None
-    left = admin.lines("agents-api")
+    left = admin.keyed("agents-api")
     assert left.keys() == {k for k in second if k[0] == "2017-01-01"}
     # A client holding the listing from before the removal is told it changed.
     admin.client.app.state.context.versions.forget(("incentives",))  # type: ignore[attr-defined]  # (read once a second)
@@ -196,7 +182,7 @@ def test_a_stored_plan_the_configuration_no_longer_fits_is_left_as_it_was(admin:
     definition = example_plan("east-2017") | {"id": "east-later"}
     assert admin.client.post(f"{API}/plans", json=definition, headers=admin.admin).status_code == 201
     admin.store.job().refresh()
-    before = admin.lines("east-later")
+    before = admin.keyed("east-later")
     assert before
     # The scorecard it pays on is gone from the configuration (written here as if it had been).
     with session_scope(admin.store.session_factory) as session:
@@ -215,7 +201,7 @@ def test_a_stored_plan_the_configuration_no_longer_fits_is_left_as_it_was(admin:
     assert "cannot be computed" in said.json()["detail"]
     assert "retired" in said.json()["detail"]
     job.refresh(full=True)
-    after = admin.lines("east-later")
+    after = admin.keyed("east-later")
     assert {k: v.amount for k, v in after.items()} == {k: v.amount for k, v in before.items()}
     # Fixed through the API, it is computed again.
     assert (
@@ -229,10 +215,10 @@ def test_a_plan_closed_before_any_refresh_loses_its_open_lines_when_removed(admi
     # Closed at once: the close computes the plan's lines (no refresh ran since it was set).
     closed = admin.client.post(f"{API}/plans/closed-early/periods/2017-01-01/close", headers=admin.admin)
     assert closed.status_code == 201, closed.text
-    written = admin.lines("closed-early")
+    written = admin.keyed("closed-early")
     assert {k[0] for k in written} == {"2017-01-01", "2017-04-01", "2017-07-01", "2017-10-01"}
     assert admin.client.delete(f"{API}/plans/closed-early", headers=admin.admin).status_code == 204
     admin.store.job().refresh()
-    left = admin.lines("closed-early")
+    left = admin.keyed("closed-early")
     assert left.keys() == {k for k in written if k[0] == "2017-01-01"}
     assert all(line.frozen for line in left.values())
