@@ -83,6 +83,10 @@ def test_a_plan_set_through_the_api_pays_what_the_reference_says(admin: Admin) -
 
     outcome = admin.store.job().refresh()
     assert set(outcome.incentives) == {"east-api"}  # the configured plans did not change
+    lines_written = outcome.incentives["east-api"].lines
+    assert outcome.summary().startswith(
+        f"KPIs already up to date, {lines_written} payout lines of 1 plan in "
+    )
     assert admin.stale() is None
     expected = east_2017(read_maven())
     lines = admin.keyed("east-api")

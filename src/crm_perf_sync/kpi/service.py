@@ -81,7 +81,7 @@ class RefreshOutcome:
             return f"waits for {self.waiting_for}"
         total = sum(self.rows.values())
         if not self.rows:
-            return f"KPIs already up to date ({self.seconds:.1f}s)"
+            return "KPIs already up to date" + self.summary_tail()
         text = (
             f"refreshed {len(self.rows)} KPIs ({len(self.recomputed)} recomputed, "
             f"{len(self.updated)} updated by changes), {total:,} values"
