@@ -71,18 +71,20 @@ incentives:
 Lines = dict[tuple[str, str, str, str, str], dict[str, Any]]
 
 
-def lines(factory: sessionmaker[Session]) -> tuple[Lines, dict[tuple[str, str, str, str, str], int]]:
-    """The plan's lines (without id and time) and their ids, by (period, owner, component, kind,
-    for period)."""
+def lines(
+    factory: sessionmaker[Session],
+) -> tuple[Lines, dict[tuple[str, str, str, str, str], tuple[int, datetime]]]:
+    """The plan's lines (without id and time) and when each was written (its id and time), by
+    (period, owner, component, kind, for period)."""
     with session_scope(factory) as session:
         rows = session.execute(select(IncentiveLine.__table__)).mappings().all()
     out: Lines = {}
-    ids: dict[tuple[str, str, str, str, str], int] = {}
+    ids: dict[tuple[str, str, str, str, str], tuple[int, datetime]] = {}
     for row in rows:
         key = (row["period_key"], row["owner_id"], row["component_id"], row["kind"], row["for_period_key"])
         assert key not in out
         out[key] = {k: v for k, v in row.items() if k not in ("id", "computed_at")}
-        ids[key] = row["id"]
+        ids[key] = (row["id"], row["computed_at"])
     return out, ids
 
 
@@ -189,6 +191,10 @@ def test_an_incremental_payout_refresh_equals_a_full_recompute(
     kept = {k for k in after if k[0] in (CHANGED, LEADS) and before.get(k) == after[k]}
     assert kept, "some reps' lines of the changed months stay as they were"
     assert {k for k in kept if after_ids[k] != before_ids[k]} == set()
+    # A line written again keeps its id (it is the same line, with new numbers).
+    again = {k for k in rewritten if k in before_ids and k[3] == "payout"}
+    assert again
+    assert {k for k in again if after_ids[k][0] != before_ids[k][0]} == set()
     assert outcome.incentives[PLAN].lines == len({k for k in rewritten if k[3] == "payout"})
     adjustments = {k: v for k, v in after.items() if k[3] == "adjustment"}
     assert adjustments, "changes to the closed month's deals adjust what it paid"

@@ -30,6 +30,7 @@ from crm_perf_sync.incentives.schemas import Commission, Plan
 from crm_perf_sync.incentives.service import PlanOutcome
 from crm_perf_sync.kpi import periods
 from crm_perf_sync.org import repository as org_repo
+from crm_perf_sync.org.schemas import Membership
 from crm_perf_sync.webhooks.service import emit
 
 LineKey = tuple[str, str, str, str]  # plan, period key, owner, component
@@ -81,10 +82,11 @@ def announce(
     seen: Before,
     recomputed: Mapping[str, PlanOutcome],
     now: datetime,
+    membership: Membership | None = None,
 ) -> list[str]:
     """The ``tier_reached`` and ``adjusted`` events of the plans ``recomputed`` since ``seen`` was
-    read; their webhook-ids."""
-    reps = Reps(conn)
+    read; their webhook-ids. ``membership``: the teams as read by the caller (else read here)."""
+    reps = Reps(conn, membership)
     events: list[str] = []
     for plan_id in sorted(recomputed):
         plan = plans[plan_id]
@@ -260,8 +262,9 @@ class Reps:
     """Reps' names and teams, read once and only if an event needs them: an event names the rep's
     own team and every team above it, so a consumer can route it to the rep's manager."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, membership: Membership | None = None) -> None:
         self.conn = conn
+        self.membership = membership
         self._loaded: tuple[dict[tuple[str, str], str], dict[str, list[str]]] | None = None
 
     def card(self, owner_id: str) -> dict[str, Any]:
@@ -280,7 +283,8 @@ class Reps:
             names = org_repo.scope_names(self.conn)
             direct = org_repo.direct_teams(self.conn)
             teams: dict[str, list[str]] = {}
-            for team, connection_id, external_id in org_repo.load_membership(self.conn).rows:
+            membership = self.membership or org_repo.load_membership(self.conn)
+            for team, connection_id, external_id in membership.rows:
                 teams.setdefault(f"{connection_id}:{external_id}", []).append(team)
             for owner, found in teams.items():
                 own = direct.get(owner)

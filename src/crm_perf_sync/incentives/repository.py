@@ -11,7 +11,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Float,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from crm_perf_sync.kit.paging import Page, keyset_page
@@ -59,7 +73,7 @@ def owner_values(
             KpiValue.dimension_value == dimension[1],
         )
     )
-    return {(r.period_key, r.scope_id): OwnerValue(r.value or 0.0, r.sample_count) for r in rows}
+    return {(key, scope): OwnerValue(value or 0.0, count) for key, scope, value, count in rows.all()}
 
 
 def owner_scores(
@@ -77,7 +91,7 @@ def owner_scores(
             ScorecardValue.period_key.in_(sorted(period_keys)),
         )
     )
-    return {(r.period_key, r.scope_id): (r.score, r.grade) for r in rows}
+    return {(key, scope): (score, grade) for key, scope, score, grade in rows.all()}
 
 
 def closes(conn: Connection | Session, plan_id: str | None = None) -> list[Any]:
@@ -154,21 +168,26 @@ def replace_open_lines(conn: Connection, plan_id: str, rows: Sequence[dict[str, 
         conn.execute(insert(LINE), list(rows))
 
 
+#: A stored line's id and what it was computed from: base, quota (both as floats: they are read
+#: by the thousand to be compared, never to be computed with), units, score and grade.
+StoredInputs = tuple[int, Any, Any, Any, Any, Any]
+
+
 def open_inputs(
     conn: Connection, plan_id: str, period_keys: Collection[str]
-) -> dict[tuple[str, str, str], Any]:
+) -> dict[tuple[str, str, str], StoredInputs]:
     """What the payout lines of some open periods of a plan were computed from (their id, base,
     quota, units, score and grade), by (period key, owner, component)."""
     if not period_keys:
         return {}
     rows = conn.execute(
         select(
-            LINE.c.id,
             LINE.c.period_key,
             LINE.c.owner_id,
             LINE.c.component_id,
-            LINE.c.base,
-            LINE.c.quota,
+            LINE.c.id,
+            type_coerce(LINE.c.base, Float),
+            type_coerce(LINE.c.quota, Float),
             LINE.c.units,
             LINE.c.score,
             LINE.c.grade,
@@ -179,22 +198,42 @@ def open_inputs(
             LINE.c.period_key.in_(sorted(period_keys)),
         )
     )
-    return {(r.period_key, r.owner_id, r.component_id): r for r in rows}
+    return {(r[0], r[1], r[2]): (r[3], r[4], r[5], r[6], r[7], r[8]) for r in rows.all()}
+
+
+#: What a line's rewrite changes: its numbers, their explanation and when they were computed (its
+#: key, its period's dates, its component's type and the plan's currency stay as they are).
+LINE_NUMBERS = (
+    "amount",
+    "base",
+    "quota",
+    "attainment",
+    "rate",
+    "units",
+    "score",
+    "grade",
+    "capped",
+    "note",
+    "detail",
+    "computed_at",
+)
 
 
 def replace_lines(
     conn: Connection,
     plan_id: str,
-    line_ids: Collection[int],
+    rewritten: Sequence[tuple[int, dict[str, Any]]],
     adjusted_periods: Collection[str],
     rows: Sequence[dict[str, Any]],
 ) -> None:
-    """Swap some of a plan's open lines for ``rows``: the lines ``line_ids`` and the adjustments
-    for the closed ``adjusted_periods``, wherever they are paid."""
-    if line_ids:
-        ids = sorted(line_ids)
-        for at in range(0, len(ids), 1000):  # within every database's limit of bound parameters
-            conn.execute(delete(LINE).where(LINE.c.id.in_(ids[at : at + 1000])))
+    """Write some of a plan's open lines: each ``(id, row)`` of ``rewritten`` over the stored
+    line of that id (same key, same id: only its numbers change), the adjustments for the closed
+    ``adjusted_periods`` anew wherever they are paid, and ``rows`` as new lines."""
+    if rewritten:
+        conn.execute(
+            update(LINE).where(LINE.c.id == bindparam("line_id")),
+            [{"line_id": line_id, **_numbers(row)} for line_id, row in rewritten],
+        )
     if adjusted_periods:
         conn.execute(
             delete(LINE).where(
@@ -206,6 +245,10 @@ def replace_lines(
         )
     if rows:
         conn.execute(insert(LINE), list(rows))
+
+
+def _numbers(row: dict[str, Any]) -> dict[str, Any]:
+    return {name: row[name] for name in LINE_NUMBERS}
 
 
 #: The state of a plan removed: kept so that the lines' version moves when its open lines go.

@@ -173,12 +173,15 @@ class IncentiveService:
         today: date,
         only: Collection[str] | None = None,
         unchanged: Inputs | None = None,
+        membership: Membership | None = None,
     ) -> list[Computed]:
         """Every payout of the plan in every period up to ``today`` (or in those of them whose key
         is in ``only``), from the stored values; with ``unchanged`` (the inputs of the lines
-        stored), only those whose inputs differ (a pool's shares: all of a period, or none)."""
+        stored), only those whose inputs differ (a pool's shares: all of a period, or none).
+        ``membership``: the teams as read by the caller (else read here)."""
         skip = unchanged or {}
-        membership = org_repo.load_membership(conn)
+        if membership is None:
+            membership = org_repo.load_membership(conn)
         plan_periods = [p for p in self.periods(plan, today) if only is None or p.key in only]
         who = {p.key: self.participants(plan, membership, p) for p in plan_periods}
         keys = [p.key for p in plan_periods]
@@ -251,7 +254,7 @@ class IncentiveService:
                 found = values.get((period.key, owner))
                 base = payouts.money(found.value) if found is not None else ZERO
                 quota = self.quota(component, plan, targets, period, owner, share, currency)
-                if unchanged.get((period.key, owner, component.id)) == (base, quota):
+                if unchanged.get((period.key, owner, component.id)) == _floats(base, quota):
                     continue
                 out.append(
                     Computed(period, owner, component, payouts.commission(component, base, quota), share)
@@ -347,16 +350,18 @@ class IncentiveService:
         changed: bool,
         full: bool = False,
         kpis: RefreshOutcome | None = None,
+        membership: Membership | None = None,
     ) -> dict[str, set[str] | None]:
         """The plans a refresh recomputes, each with the keys of the periods to recompute (``None``:
         the whole plan). A plan is recomputed whole when asked (``full``), when its definition, the
         teams or its periods changed since, or when the KPI refresh changed values (``changed``)
         and does not say which: given what it did (``kpis``), only the plan's periods whose KPI
         values or scores changed are recomputed (see :meth:`changed_periods`), unless one of its
-        inputs was recomputed whole."""
+        inputs was recomputed whole. ``membership``: the teams as read by the caller (else read here)."""
         today = self.today(now)
         states = repo.plan_states(conn)
-        membership = org_repo.load_membership(conn)
+        if membership is None:
+            membership = org_repo.load_membership(conn)
         out: dict[str, set[str] | None] = {}
         for plan in self.plans.values():
             whole = full or states.get(plan.id) != self.state_hash(plan, membership, today)
@@ -380,20 +385,28 @@ class IncentiveService:
         return ", ".join(said)
 
     def refresh(
-        self, conn: Connection, now: datetime, work: Mapping[str, Collection[str] | None]
+        self,
+        conn: Connection,
+        now: datetime,
+        work: Mapping[str, Collection[str] | None],
+        membership: Membership | None = None,
     ) -> dict[str, PlanOutcome]:
         """Bring the plans in ``work`` (see :meth:`pending`) up to date: a whole plan's open lines
-        are written again; of a plan's periods, only the lines whose numbers changed."""
+        are written again; of a plan's periods, only the lines whose numbers changed.
+        ``membership``: the teams as read by the caller (else read here)."""
         today = self.today(now)
         repo.drop_plans_except(conn, [*self.plans, *self.invalid], now)
-        membership = org_repo.load_membership(conn)
+        if not work:
+            return {}
+        if membership is None:
+            membership = org_repo.load_membership(conn)
         out: dict[str, PlanOutcome] = {}
         for plan_id, keys in work.items():
             plan = self.plans[plan_id]
             if keys is None:
-                out[plan.id] = self.write_plan(conn, plan, today, now)
+                out[plan.id] = self.write_plan(conn, plan, today, now, membership=membership)
             else:
-                out[plan.id] = self.write_periods(conn, plan, today, now, keys)
+                out[plan.id] = self.write_periods(conn, plan, today, now, keys, membership)
             repo.record_plan_state(conn, plan.id, self.state_hash(plan, membership, today), now)
         return out
 
@@ -438,7 +451,13 @@ class IncentiveService:
         return found
 
     def write_periods(
-        self, conn: Connection, plan: Plan, today: date, now: datetime, keys: Collection[str]
+        self,
+        conn: Connection,
+        plan: Plan,
+        today: date,
+        now: datetime,
+        keys: Collection[str],
+        membership: Membership | None = None,
     ) -> PlanOutcome:
         """Recompute the plan's periods in ``keys`` only: the payouts of the open ones, and the
         adjustments for the closed ones (paid in the first open period after each). Of the
@@ -450,38 +469,45 @@ class IncentiveService:
         stored = repo.open_inputs(conn, plan.id, sorted(recomputed - closed))
         kinds = {c.id: c for c in plan.components}
         unchanged = {key: _inputs(kinds[key[2]], row) for key, row in stored.items() if key[2] in kinds}
-        computed = self.compute(conn, plan, today, keys, unchanged)
+        computed = self.compute(conn, plan, today, keys, unchanged, membership)
         rows: list[dict[str, Any]] = []
-        replaced: list[int] = []
+        rewritten: list[tuple[int, dict[str, Any]]] = []
         crossed: list[tuple[dict[str, Any], int | None]] = []
         for c in computed:
             if c.period.key in closed:
                 continue
             row = self.row(plan, c, now)
-            rows.append(row)
             was = stored.get((c.period.key, c.owner, c.component.id))
             if was is None:
+                rows.append(row)
                 continue
-            replaced.append(was.id)
+            rewritten.append((was[0], row))
             if isinstance(c.component, Commission) and c.component.tiers:
-                before = payouts.tier_of(c.component, _exact(was.base), _exact(was.quota))
+                before = payouts.tier_of(c.component, _money(was[1]), _money(was[2]))
                 after = payouts.tier_of(c.component, c.line.base, c.line.quota)
                 if after is not None and (before is None or after > before):
                     crossed.append((row, before))
         # (Who takes part and what the components are is in the plan's state: when either
         # changes, the plan is recomputed whole, so every stored line here is computed again or kept.)
         adjustments = self.adjustments(conn, plan, computed, closed, now)
-        repo.replace_lines(conn, plan.id, replaced, sorted(recomputed & closed), rows + adjustments)
-        return PlanOutcome(len(rows), len(adjustments), crossed)
+        repo.replace_lines(conn, plan.id, rewritten, sorted(recomputed & closed), rows + adjustments)
+        return PlanOutcome(len(rows) + len(rewritten), len(adjustments), crossed)
 
     def today(self, now: datetime) -> date:
         """The business calendar's date at ``now``."""
         return now.astimezone(ZoneInfo(self.kpis.config.business.timezone)).date()
 
     def write_plan(
-        self, conn: Connection, plan: Plan, today: date, now: datetime, computed: list[Computed] | None = None
+        self,
+        conn: Connection,
+        plan: Plan,
+        today: date,
+        now: datetime,
+        computed: list[Computed] | None = None,
+        membership: Membership | None = None,
     ) -> PlanOutcome:
-        computed = self.compute(conn, plan, today) if computed is None else computed
+        if computed is None:
+            computed = self.compute(conn, plan, today, membership=membership)
         closed = {row.period_key for row in repo.closes(conn, plan.id)}
         rows = [self.row(plan, c, now) for c in computed if c.period.key not in closed]
         adjustments = self.adjustments(conn, plan, computed, closed, now)
@@ -745,16 +771,22 @@ class IncentiveService:
         )
 
 
-def _inputs(component: Component, row: Any) -> tuple[Any, ...]:
-    """A stored line's :data:`Inputs`."""
-    if isinstance(component, Commission):
-        return (_exact(row.base) if row.base is not None else ZERO, _exact(row.quota))
-    if isinstance(component, Spiff):
-        return (row.units,)
-    if isinstance(component, ScoreBonus):
-        return (row.score, row.grade)
-    return (None if row.score is None else Decimal(repr(row.score)),)
+def _floats(base: Decimal, quota: Decimal | None) -> tuple[float, float | None]:
+    """A commission's :data:`Inputs`: amounts to the cent, as the floats they are compared as."""
+    return float(base), None if quota is None else float(quota)
 
 
-def _exact(value: Any) -> Decimal | None:
+def _money(value: float | None) -> Decimal | None:
     return None if value is None else payouts.money(value)
+
+
+def _inputs(component: Component, stored: repo.StoredInputs) -> tuple[Any, ...]:
+    """A stored line's :data:`Inputs` (a commission's as :func:`_floats`)."""
+    _, base, quota, units, score, grade = stored
+    if isinstance(component, Commission):
+        return (0.0 if base is None else base, quota)
+    if isinstance(component, Spiff):
+        return (units,)
+    if isinstance(component, ScoreBonus):
+        return (score, grade)
+    return (None if score is None else Decimal(repr(score)),)

@@ -32,6 +32,7 @@ from crm_perf_sync.kpi import repository as kpi_repo
 from crm_perf_sync.kpi.schemas import GRAINS, Grain
 from crm_perf_sync.kpi.service import KpiService, RefreshOutcome
 from crm_perf_sync.leases import new_holder_id, released_after, try_acquire
+from crm_perf_sync.org import repository as org_repo
 
 log = logging.getLogger(__name__)
 
@@ -113,13 +114,17 @@ class RefreshJob:
                 changed = bool(outcome.recomputed or outcome.scorecards) or any(outcome.rows.values())
                 incentives = self.incentives.in_store(conn)
                 plans = incentives.plans
-                work = incentives.pending(conn, now, changed=changed, full=full, kpis=outcome)
+                # The teams the KPIs were computed with, for the plans, their payouts and events.
+                membership = outcome.membership or (org_repo.load_membership(conn) if plans else None)
+                work = incentives.pending(
+                    conn, now, changed=changed, full=full, kpis=outcome, membership=membership
+                )
                 # The tiers and adjustments as stored, before the payouts are recomputed.
                 seen = incentive_events.before(conn, plans, work)
-                outcome.incentives = incentives.refresh(conn, now, work)
+                outcome.incentives = incentives.refresh(conn, now, work, membership)
                 if work:
                     outcome.incentive_events = incentive_events.announce(
-                        conn, plans, seen, outcome.incentives, now
+                        conn, plans, seen, outcome.incentives, now, membership
                     )
                 outcome.timings["incentives"] = time.monotonic() - incentives_started
                 self._evaluate_alerts(conn, now, outcome)

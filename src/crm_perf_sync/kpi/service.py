@@ -75,6 +75,8 @@ class RefreshOutcome:
     scored: dict[str, set[tuple[str, str]] | None] = field(default_factory=dict)
     #: What this refresh waits for (a connection's first load): nothing was computed.
     waiting_for: str | None = None
+    #: The teams the values were computed with (read once; what follows in the transaction reuses it).
+    membership: Membership | None = None
 
     def summary(self) -> str:
         if self.waiting_for:
@@ -222,7 +224,7 @@ class KpiService:
                 return
         repo.sort_in_memory(conn)
         calendar = self.calendar(conn)
-        membership = org_repo.load_membership(conn)
+        membership = outcome.membership = org_repo.load_membership(conn)
         context = self.context_hash(membership, calendar, grain_list, targets_repo.api_target_versions(conn))
         states = repo.refresh_states(conn)
         api_targets = targets_repo.api_targets(conn, self.kpis)
