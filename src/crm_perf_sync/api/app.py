@@ -31,6 +31,7 @@ from crm_perf_sync.api.routes import (
     alerts,
     crm,
     incentives,
+    ingest,
     kpis,
     measures,
     scorecards,
@@ -50,6 +51,10 @@ from crm_perf_sync.webhooks.security import Guard
 API_PREFIX = "/api/v1"
 #: The largest request body accepted (targets and sync requests are small).
 MAX_BODY_BYTES = 64 * 1024
+#: The largest push a CRM may send to ``/ingest/`` (HubSpot batches up to 100 events; 简道云
+#: sends a whole record).
+INGEST_MAX_BODY_BYTES = 1024 * 1024
+INGEST_PATH = f"{API_PREFIX}/ingest/"
 #: Swagger UI, vendored (see its README): the docs load nothing from another host.
 SWAGGER_UI = Path(__file__).parent / "static" / "swagger-ui"
 DOCS_ASSETS = "/docs/assets"
@@ -130,9 +135,11 @@ class ServiceMiddleware:
             await response(scope, _nothing, send)
             self._observe(scope, 422, started)
             return
+        too_large = PUSH_TOO_LARGE if scope["path"].startswith(INGEST_PATH) else BODY_TOO_LARGE
+        limit = INGEST_MAX_BODY_BYTES if too_large is PUSH_TOO_LARGE else MAX_BODY_BYTES
         length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            await self._refuse(scope, send, request_id, BODY_TOO_LARGE)
+        if length is not None and length.isdigit() and int(length) > limit:
+            await self._refuse(scope, send, request_id, too_large)
             self._observe(scope, 413, started)
             return
         received = 0
@@ -142,10 +149,10 @@ class ServiceMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > MAX_BODY_BYTES:
+                if received > limit:
                     # An HTTP exception, so that FastAPI passes it on from reading a body
                     # (it turns any other error there into a 400) to the problem handler.
-                    raise BodyTooLarge(413, BODY_TOO_LARGE.detail)
+                    raise BodyTooLarge(413, too_large.detail)
             return message
 
         async def send_with_id(message: Message) -> None:
@@ -160,7 +167,7 @@ class ServiceMiddleware:
             with log_context(request_id=request_id):
                 await self.app(scope, limited_receive, send_with_id)
         except BodyTooLarge:  # read outside a route (a route's own is a problem already)
-            await self._refuse(scope, send, request_id, BODY_TOO_LARGE)
+            await self._refuse(scope, send, request_id, too_large)
             status = 413
         finally:
             self._observe(scope, status, started)
@@ -187,6 +194,9 @@ class ServiceMiddleware:
 
 
 BODY_TOO_LARGE = Refusal(413, "body-too-large", f"the request body is larger than {MAX_BODY_BYTES:,} bytes")
+PUSH_TOO_LARGE = Refusal(
+    413, "body-too-large", f"the pushed request body is larger than {INGEST_MAX_BODY_BYTES:,} bytes"
+)
 
 
 def _repeated_parameter(query: bytes) -> str | None:
@@ -244,7 +254,7 @@ def create_app(
         engine, session_factory, config, webhook_guard or Guard(), registry=registry
     )
     problems.install(app)
-    for module in (kpis, targets, measures, scorecards, incentives, crm, sync, webhooks, alerts):
+    for module in (kpis, targets, measures, scorecards, incentives, crm, sync, webhooks, alerts, ingest):
         app.include_router(module.router, prefix=API_PREFIX)
 
     app.mount(DOCS_ASSETS, StaticFiles(directory=SWAGGER_UI), name="docs-assets")

@@ -26,8 +26,10 @@ from crm_perf_sync.api.schemas import columns
 from crm_perf_sync.apikeys.service import Principal, authenticate, record_use
 from crm_perf_sync.apikeys.sessions import Signed
 from crm_perf_sync.config import LoadedConfig
+from crm_perf_sync.connector_sdk import Connector
 from crm_perf_sync.incentives import repository as incentives_repo
 from crm_perf_sync.incentives.service import IncentiveService
+from crm_perf_sync.jobs.sync import build_connector
 from crm_perf_sync.kit.db import WRITE_LOCK, session_scope
 from crm_perf_sync.kit.errors import ConfigurationError
 from crm_perf_sync.kit.timeutil import utc_now
@@ -61,6 +63,7 @@ class ApiContext:
     registry: ConnectorRegistry | None = None
     _links: list[RecordLinks] = field(default_factory=list, init=False, repr=False)
     _links_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _pushers: dict[str, Connector] = field(default_factory=dict, init=False, repr=False)  # type: ignore[type-arg]
 
     def values_version(self, session: Session, kpi_id: str) -> Version:
         """The version of a KPI's values (read at most once a second)."""
@@ -86,6 +89,18 @@ class ApiContext:
                 registry = self.registry if self.registry is not None else ConnectorRegistry.discover()
                 self._links.append(record_links(self.config, registry))
             return self._links[0]
+
+    def push_connector(self, connection_id: str) -> Connector:  # type: ignore[type-arg]
+        """The connector of a configured connection, to verify what its CRM pushes (built once,
+        as a sync builds it; it does no I/O for a verification)."""
+        if self.config is None:
+            raise ConfigurationError("this API process was started without a configuration")
+        with self._links_lock:
+            found = self._pushers.get(connection_id)
+            if found is None:
+                registry = self.registry if self.registry is not None else ConnectorRegistry.discover()
+                found = self._pushers[connection_id] = build_connector(self.config, registry, connection_id)
+            return found
 
     def kpi_service(self) -> KpiService:
         if self.config is None:

@@ -125,7 +125,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(AppError)
     def _app_error(request: Request, exc: AppError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        challenge = exc.challenge if exc.status == 401 else None
+        headers = {"WWW-Authenticate": challenge} if challenge else None
         errors = exc.errors if isinstance(exc, InvalidRows) else None
         return problem(exc.status, str(exc), exc.code, request=request, headers=headers, errors=errors)
 

@@ -351,6 +351,15 @@ class ActivityOut(BaseModel):
     synced_at: datetime
 
 
+class IngestOut(BaseModel):
+    """What a push announced and what of it was new (stored in the inbox) or received before."""
+
+    connection: str
+    changes: int = Field(description="Changes the push announced, of the records the connection reads.")
+    accepted: int = Field(description="Changes new to the inbox: their records will be fetched from the CRM.")
+    duplicates: int = Field(description="Changes received before (the CRM delivered them again): dropped.")
+
+
 class ConnectionOut(BaseModel):
     id: str
     kind: str

@@ -10,7 +10,8 @@ either form, and :func:`backoff_delay` for exponential backoff with jitter. A co
 reads YAML files of its own (the rest connector's specs) reports their problems as the rest of the
 configuration does, ``file:line: key: message``: :func:`load_yaml`, :func:`pydantic_issues` and
 :class:`ConfigIssues`. :mod:`.values` and :mod:`.mapping` hold what configured mappings share:
-the value parsers (amounts, dates, probabilities, yes/no) and stage tables.
+the value parsers (amounts, dates, probabilities, yes/no) and stage tables. A connector whose CRM
+pushes changes also implements :class:`Pushable` (:mod:`.push`).
 """
 
 from crm_perf_sync.connector_sdk.base import (
@@ -30,6 +31,7 @@ from crm_perf_sync.connector_sdk.errors import (
     SkippableRecordError,
 )
 from crm_perf_sync.connector_sdk.messages import BadRecord, Checkpoint, SnapshotComplete, Tombstone
+from crm_perf_sync.connector_sdk.push import Pushable, PushedChange, PushRefused, PushRequest
 from crm_perf_sync.connector_sdk.records import (
     ACTIVITY_TYPE,
     ACTIVITY_TYPES,
@@ -75,6 +77,10 @@ __all__ = [
     "OpportunityRecord",
     "OwnerRecord",
     "PipelineStageRecord",
+    "PushRefused",
+    "PushRequest",
+    "Pushable",
+    "PushedChange",
     "QuotaExhaustedError",
     "Record",
     "RetriableError",

@@ -10,6 +10,8 @@ class AppError(Exception):
 
     status: int = 500
     code: str = "internal"
+    #: A 401's ``WWW-Authenticate`` challenge: how to authenticate (``None``: no HTTP scheme).
+    challenge: str | None = "Bearer"
 
 
 class NotFound(AppError):

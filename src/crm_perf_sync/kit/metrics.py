@@ -56,6 +56,19 @@ REFRESH_DURATION = Histogram(
     buckets=(0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0),
     registry=PROCESS,
 )
+INGEST_PUSHES = Counter(
+    "crm_perf_sync_ingest_pushes",
+    "Pushes this process received from the CRMs, by connection and outcome (accepted, refused)",
+    ["connection", "outcome"],
+    registry=PROCESS,
+)
+INGEST_CHANGES = Counter(
+    "crm_perf_sync_ingest_changes",
+    "Changes the accepted pushes announced, by connection and whether they were new to the inbox "
+    "(new) or received before (duplicate)",
+    ["connection", "outcome"],
+    registry=PROCESS,
+)
 
 
 def unit_of(lease_name: str) -> str:

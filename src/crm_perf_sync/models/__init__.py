@@ -33,6 +33,7 @@ from crm_perf_sync.models.incentives import (
     IncentivePlanDefinition,
     IncentivePlanState,
 )
+from crm_perf_sync.models.ingest import IngestEvent
 from crm_perf_sync.models.kpi import (
     KpiRefreshRun,
     KpiRefreshState,
@@ -63,6 +64,7 @@ __all__ = [
     "IncentivePeriodClose",
     "IncentivePlanDefinition",
     "IncentivePlanState",
+    "IngestEvent",
     "KpiRefreshRun",
     "KpiRefreshState",
     "KpiSample",

@@ -65,12 +65,16 @@ from crm_perf_sync.connector_sdk import (
     ConnectorContext,
     FatalError,
     Message,
+    Pushable,
+    PushedChange,
+    PushRequest,
     SkippableRecordError,
     SnapshotComplete,
     StreamSpec,
     Tombstone,
     parse_records,
 )
+from crm_perf_sync_hubspot import push
 from crm_perf_sync_hubspot.api import (
     ENGAGEMENTS,
     SCOPES,
@@ -205,7 +209,7 @@ def _iso(millis: int) -> str:
     return from_millis(millis).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class HubSpotConnector(Connector[HubSpotSettings]):
+class HubSpotConnector(Connector[HubSpotSettings], Pushable):
     """A HubSpot portal through hubspot-api-client (CRM v3 objects and search, v4 associations).
 
     ``sleep`` is how the connector waits (for the rate buckets, between attempts); the clock is
@@ -248,6 +252,10 @@ class HubSpotConnector(Connector[HubSpotSettings]):
     def streams(self) -> Sequence[StreamSpec]:
         """Teams, owners, pipelines, accounts, leads, opportunities, stage changes, activities."""
         return STREAMS
+
+    def verify_push(self, request: PushRequest) -> Sequence[PushedChange]:
+        """The deals, contacts and companies an app webhook says changed (see :mod:`.push`)."""
+        return push.verify(self.settings, request, self.context.clock())
 
     def check(self) -> None:
         """The credentials work and the app has every scope the streams need: one cheap read per

@@ -10,6 +10,7 @@ In YAML (every key is checked; secrets come from the environment through ``${VAR
         refresh_token: ${HUBSPOT_REFRESH_TOKEN}
       currency: EUR                           # deals without deal_currency_code are in this one
       portal_id: 1234567                      # links back to deals and contacts in HubSpot
+      webhook_secret: ${HUBSPOT_CLIENT_SECRET} # verifies the webhooks HubSpot pushes (optional)
       deal_properties: {segment: customer_segment}   # custom dimension -> deal property
       activity_types: {Site visit: visit}     # a call or meeting type -> an activity type
 
@@ -108,6 +109,27 @@ class HubSpotSettings(ConnectorSettings):
     )
     access_token: SecretStr | None = Field(default=None, description="A private app's access token.")
     oauth: OAuthSettings | None = Field(default=None, description="An OAuth grant instead of a token.")
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description=(
+            "The app's client secret, which signs the webhooks HubSpot pushes to "
+            "/api/v1/ingest/<connection> (default: the OAuth grant's client_secret); without one, "
+            "pushes are refused."
+        ),
+    )
+    previous_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description=(
+            "The secret before a rotation, still accepted until every push is signed with the new one."
+        ),
+    )
+    webhook_url: str | None = Field(
+        default=None,
+        description=(
+            "The target URL set in the app's webhook settings, when it is not the address the "
+            "service sees (behind a proxy): HubSpot's signature covers it."
+        ),
+    )
 
     currency: str = Field(
         default="USD",

@@ -1,0 +1,78 @@
+"""Changes the CRMs push: verified by the connection's connector, put in the inbox, acknowledged.
+
+No API key: the CRM proves itself with a signature over the request, which the connection's
+connector checks with the connection's secret (see :mod:`crm_perf_sync.connector_sdk.push`). A
+request it refuses is answered 401 before the store is touched.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from crm_perf_sync.api.deps import ApiContext, ContextDep
+from crm_perf_sync.api.listing import json_response
+from crm_perf_sync.api.problems import documented
+from crm_perf_sync.api.schemas import IngestOut
+from crm_perf_sync.connector_sdk import PushRequest
+from crm_perf_sync.ingest import repository as repo
+from crm_perf_sync.ingest.service import PushUnverified, Receipt, verified
+from crm_perf_sync.kit.db import session_scope
+from crm_perf_sync.kit.errors import NotFound
+from crm_perf_sync.kit.metrics import INGEST_CHANGES, INGEST_PUSHES
+from crm_perf_sync.kit.timeutil import utc_now
+from crm_perf_sync.sync import repository as sync_repo
+
+router = APIRouter(tags=["ingest"])
+
+
+@router.post(
+    "/ingest/{connection_id}",
+    summary="Take the changes a CRM pushes (HubSpot app webhooks, ...), signed by the CRM",
+    description=(
+        "The address to register in the CRM's webhook settings for a connection whose connector "
+        "takes pushes (HubSpot: see the README). No API key: the request must carry the CRM's "
+        "signature, made with the connection's secret, and be recent (a replay is refused); a "
+        "request that is not is answered 401 and nothing of it is stored. The changes it announces "
+        "are stored in the connection's inbox before the answer; a change the CRM delivers again "
+        "is counted as a duplicate, not stored twice. The scheduled sync still reads every change."
+    ),
+    response_model=IngestOut,
+    responses=documented(401, 404, 413, 422),
+)
+async def ingest(
+    connection_id: Annotated[str, Path(max_length=63)], request: Request, ctx: ContextDep
+) -> Response:
+    body = await request.body()
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    push = PushRequest(request.method, str(request.url), headers, body, utc_now())
+    receipt = await run_in_threadpool(_receive, ctx, connection_id, push)
+    out = IngestOut(
+        connection=receipt.connection_id,
+        changes=receipt.changes,
+        accepted=receipt.accepted,
+        duplicates=receipt.duplicates,
+    )
+    return json_response(out.model_dump(mode="json"))
+
+
+def _receive(ctx: ApiContext, connection_id: str, push: PushRequest) -> Receipt:
+    if ctx.config is None or ctx.config.app.connection(connection_id) is None:
+        raise NotFound(f"no connection {connection_id!r} (see /api/v1/connections)")
+    connection = ctx.config.app.connection(connection_id)
+    assert connection is not None
+    try:
+        changes = verified(connection_id, ctx.push_connector(connection_id), push)
+    except PushUnverified:
+        INGEST_PUSHES.labels(connection_id, "refused").inc()
+        raise
+    with session_scope(ctx.session_factory) as session:
+        if sync_repo.connection(session, connection_id) is None:
+            sync_repo.sync_connections(session, [connection], push.received_at)
+        accepted = repo.accept(session, connection_id, changes, push.received_at)
+    INGEST_PUSHES.labels(connection_id, "accepted").inc()
+    INGEST_CHANGES.labels(connection_id, "new").inc(accepted)
+    INGEST_CHANGES.labels(connection_id, "duplicate").inc(len(changes) - accepted)
+    return Receipt(connection_id, len(changes), accepted)

@@ -1,0 +1,286 @@
+"""Pushes from HubSpot: signed requests land in the inbox once; anything else never reaches it.
+
+The signatures here are made as HubSpot's documentation describes them (base64 of HMAC-SHA256,
+keyed by the app's client secret, over method, URI, body and timestamp), independently of the
+connector's own verification, which uses hubspot-api-client.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import itertools
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, select
+
+from crm_perf_sync.api.app import create_app
+from crm_perf_sync.config import load_config
+from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
+from crm_perf_sync.models import IngestEvent
+from crm_perf_sync.plugins import ConnectorRegistry
+
+SECRET = "hs-app-secret-4c1e"
+OLD_SECRET = "hs-app-secret-before-rotation"
+PORTAL = 4412345
+PUBLIC = "https://crm-perf-sync.example.com/api/v1/ingest/hs-proxied"
+
+CONFIG = f"""
+connections:
+  - id: hs
+    kind: hubspot
+    settings:
+      access_token: pat-na1-ingest
+      portal_id: {PORTAL}
+      webhook_secret: {SECRET}
+      previous_webhook_secret: {OLD_SECRET}
+      base_url: http://127.0.0.1:1
+  - id: hs-proxied
+    kind: hubspot
+    settings:
+      access_token: pat-na1-ingest
+      webhook_secret: {SECRET}
+      webhook_url: {PUBLIC}
+      base_url: http://127.0.0.1:1
+  - id: hs-unsigned
+    kind: hubspot
+    settings:
+      access_token: pat-na1-ingest
+      base_url: http://127.0.0.1:1
+  - id: exports
+    kind: csv
+    settings:
+      data_dir: "{{exports}}"
+      streams:
+        opportunities:
+          file: deals.csv
+          fields: {{external_id: id, amount: amount, currency: {{value: USD}}}}
+"""
+
+_ids = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def engine(module_db_url: str) -> Iterator[Engine]:
+    engine = create_db_engine(module_db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def client(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    directory = tmp_path_factory.mktemp("ingest")
+    path = directory / "crm-perf-sync.yaml"
+    path.write_text(CONFIG.replace("{exports}", str(directory)), encoding="utf-8")
+    config = load_config(path, ConnectorRegistry.discover())
+    with TestClient(create_app(engine, config)) as client:
+        yield client
+
+
+def event(kind: str, object_id: int, **extra: Any) -> dict[str, Any]:
+    """A webhook event as HubSpot sends it (a fresh event id each)."""
+    return {
+        "eventId": next(_ids) + 1_000_000,
+        "subscriptionId": 77,
+        "portalId": PORTAL,
+        "appId": 4242,
+        "occurredAt": int(time.time() * 1000) - 1500,
+        "subscriptionType": kind,
+        "attemptNumber": 0,
+        "objectId": object_id,
+        "changeSource": "CRM",
+        **extra,
+    }
+
+
+def signed(
+    body: bytes,
+    url: str,
+    *,
+    secret: str = SECRET,
+    at_ms: int | None = None,
+    method: str = "POST",
+) -> dict[str, str]:
+    stamp = str(int(time.time() * 1000) if at_ms is None else at_ms)
+    source = f"{method}{url}{body.decode()}{stamp}".encode()
+    digest = hmac.new(secret.encode(), source, hashlib.sha256).digest()
+    return {
+        "X-HubSpot-Signature-v3": base64.b64encode(digest).decode(),
+        "X-HubSpot-Request-Timestamp": stamp,
+        "Content-Type": "application/json",
+    }
+
+
+def push(client: TestClient, connection: str, events: list[dict[str, Any]], **sign: Any) -> Any:
+    body = json.dumps(events).encode()
+    url = f"http://testserver/api/v1/ingest/{connection}"
+    return client.post(f"/api/v1/ingest/{connection}", content=body, headers=signed(body, url, **sign))
+
+
+def inbox(client: TestClient, connection: str) -> list[tuple[str, str, bool, str]]:
+    """The connection's inbox, oldest first: stream, record id, announced deleted, status."""
+    engine: Engine = client.app.state.context.engine  # type: ignore[attr-defined]
+    with session_scope(make_session_factory(engine)) as session:
+        rows = session.execute(
+            select(IngestEvent.stream, IngestEvent.external_id, IngestEvent.deleted, IngestEvent.status)
+            .where(IngestEvent.connection_id == connection)
+            .order_by(IngestEvent.id)
+        ).all()
+    return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+def test_a_signed_batch_lands_in_the_inbox_once_and_a_retry_is_a_duplicate(client: TestClient) -> None:
+    before = inbox(client, "hs")
+    events = [
+        event("deal.creation", 9001),
+        event("deal.propertyChange", 9002, propertyName="dealstage", propertyValue="closedwon"),
+        event("contact.propertyChange", 501, propertyName="lifecyclestage", propertyValue="lead"),
+        event("company.creation", 71),
+        event("deal.deletion", 9003),
+        event("ticket.creation", 8),  # an object no stream reads
+        event("deal.creation", 9004, portalId=PORTAL + 1),  # another portal the app is installed in
+    ]
+    answer = push(client, "hs", events)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"connection": "hs", "changes": 5, "accepted": 5, "duplicates": 0}
+    assert inbox(client, "hs")[len(before) :] == [
+        ("opportunities", "9001", False, "pending"),
+        ("opportunities", "9002", False, "pending"),
+        ("leads", "501", False, "pending"),
+        ("accounts", "71", False, "pending"),
+        ("opportunities", "9003", True, "pending"),
+    ]
+
+    # HubSpot retries what it thinks was not acknowledged: the same events, a later attempt.
+    retried = [{**e, "attemptNumber": 1} for e in events]
+    again = push(client, "hs", retried)
+    assert again.status_code == 200, again.text
+    assert again.json() == {"connection": "hs", "changes": 5, "accepted": 0, "duplicates": 5}
+    assert len(inbox(client, "hs")) == len(before) + 5
+
+
+def test_a_merge_changes_the_record_kept_and_announces_the_merged_one_gone(client: TestClient) -> None:
+    before = inbox(client, "hs")
+    merge = event("deal.merge", 9100, primaryObjectId=9100, mergedObjectIds=[9100, 9101], newObjectId=9100)
+    assert push(client, "hs", [merge]).json()["accepted"] == 2
+    assert inbox(client, "hs")[len(before) :] == [
+        ("opportunities", "9100", False, "pending"),
+        ("opportunities", "9101", True, "pending"),
+    ]
+
+
+def test_the_generic_object_subscriptions_name_the_object_by_its_type_id(client: TestClient) -> None:
+    before = inbox(client, "hs")
+    events = [
+        event("object.propertyChange", 9200, objectTypeId="0-3"),
+        event("object.deletion", 502, objectTypeId="0-1"),
+        event("object.creation", 1, objectTypeId="0-5"),  # tickets: not read
+    ]
+    assert push(client, "hs", events).json()["accepted"] == 2
+    assert inbox(client, "hs")[len(before) :] == [
+        ("opportunities", "9200", False, "pending"),
+        ("leads", "502", True, "pending"),
+    ]
+
+
+def test_during_a_rotation_the_previous_secret_still_signs_and_no_other_does(client: TestClient) -> None:
+    assert push(client, "hs", [event("deal.creation", 9300)], secret=OLD_SECRET).status_code == 200
+    refused = push(client, "hs", [event("deal.creation", 9301)], secret="someone-elses-secret")
+    assert refused.status_code == 401
+    assert [row[1] for row in inbox(client, "hs")].count("9301") == 0
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("unsigned", "no X-HubSpot-Signature-v3"),
+        ("another secret", "does not match"),
+        ("altered body", "does not match"),
+        ("another address", "does not match"),
+        ("a GET signature", "does not match"),
+        ("six minutes old", "more than 0:05:00 from now"),
+        ("six minutes ahead", "more than 0:05:00 from now"),
+        ("not a timestamp", "not epoch milliseconds"),
+    ],
+)
+def test_a_push_not_verifiably_from_hubspot_is_refused_before_the_store(
+    client: TestClient, case: str, reason: str
+) -> None:
+    before = inbox(client, "hs")
+    events = [event("deal.creation", 9400)]
+    body = json.dumps(events).encode()
+    url = "http://testserver/api/v1/ingest/hs"
+    now_ms = int(time.time() * 1000)
+    headers = {
+        "unsigned": {"Content-Type": "application/json"},
+        "another secret": signed(body, url, secret="not-the-apps"),
+        "altered body": signed(json.dumps([event("deal.creation", 9401)]).encode(), url),
+        "another address": signed(body, "http://testserver/api/v1/ingest/hs-proxied"),
+        "a GET signature": signed(body, url, method="GET"),
+        "six minutes old": signed(body, url, at_ms=now_ms - 6 * 60_000),
+        "six minutes ahead": signed(body, url, at_ms=now_ms + 6 * 60_000),
+        "not a timestamp": {**signed(body, url), "X-HubSpot-Request-Timestamp": "yesterday"},
+    }[case]
+    answer = client.post("/api/v1/ingest/hs", content=body, headers=headers)
+    assert answer.status_code == 401, answer.text
+    problem = answer.json()
+    assert problem["type"].endswith("/push-refused")
+    assert "www-authenticate" not in answer.headers  # not an API key that is missing
+    assert reason in problem["detail"]
+    assert SECRET not in answer.text
+    assert inbox(client, "hs") == before
+
+
+def test_behind_a_proxy_the_signature_covers_the_public_address(client: TestClient) -> None:
+    body = json.dumps([event("deal.creation", 9500)]).encode()
+    answer = client.post("/api/v1/ingest/hs-proxied", content=body, headers=signed(body, PUBLIC))
+    assert answer.status_code == 200, answer.text
+    assert inbox(client, "hs-proxied")[-1] == ("opportunities", "9500", False, "pending")
+    # Signed for the address the service sees, it is not what HubSpot would have signed.
+    body = json.dumps([event("deal.creation", 9501)]).encode()
+    seen = "http://testserver/api/v1/ingest/hs-proxied"
+    answer = client.post("/api/v1/ingest/hs-proxied", content=body, headers=signed(body, seen))
+    assert answer.status_code == 401
+
+
+def test_a_connection_without_a_secret_refuses_every_push_and_says_what_to_set(client: TestClient) -> None:
+    answer = push(client, "hs-unsigned", [event("deal.creation", 9600)])
+    assert answer.status_code == 401
+    assert "set webhook_secret" in answer.json()["detail"]
+    assert inbox(client, "hs-unsigned") == []
+
+
+def test_connections_that_take_no_pushes_and_unknown_ones_are_404(client: TestClient) -> None:
+    answer = push(client, "exports", [event("deal.creation", 9700)])
+    assert answer.status_code == 404
+    assert "'exports' takes no pushes" in answer.json()["detail"]
+    answer = push(client, "nowhere", [event("deal.creation", 9701)])
+    assert answer.status_code == 404
+    assert "no connection 'nowhere'" in answer.json()["detail"]
+
+
+def test_a_push_may_be_larger_than_other_requests_but_is_bounded(client: TestClient) -> None:
+    # 100 events with long property values: over the 64 KiB of other requests, under 1 MiB.
+    events = [event("deal.propertyChange", 20_000 + i, propertyValue="x" * 900) for i in range(100)]
+    answer = push(client, "hs", events)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["accepted"] == 100
+    huge = [event("deal.propertyChange", 30_000 + i, propertyValue="x" * 9_000) for i in range(130)]
+    before = inbox(client, "hs")
+    answer = push(client, "hs", huge)
+    assert answer.status_code == 413
+    assert inbox(client, "hs") == before
+
+
+def test_a_verified_body_that_is_not_a_list_of_events_is_refused(client: TestClient) -> None:
+    body = json.dumps({"eventId": 1}).encode()
+    url = "http://testserver/api/v1/ingest/hs"
+    answer = client.post("/api/v1/ingest/hs", content=body, headers=signed(body, url))
+    assert answer.status_code == 401
+    assert "not a JSON array of events" in answer.json()["detail"]
