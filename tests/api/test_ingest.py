@@ -14,6 +14,7 @@ import itertools
 import json
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -21,9 +22,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
 from crm_perf_sync.api.app import create_app
+from crm_perf_sync.apikeys import service as keys
 from crm_perf_sync.config import load_config
 from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
+from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.models import IngestEvent
+from crm_perf_sync.ops import status
 from crm_perf_sync.plugins import ConnectorRegistry
 
 SECRET = "hs-app-secret-4c1e"
@@ -284,3 +288,27 @@ def test_a_verified_body_that_is_not_a_list_of_events_is_refused(client: TestCli
     answer = client.post("/api/v1/ingest/hs", content=body, headers=signed(body, url))
     assert answer.status_code == 401
     assert "not a JSON array of events" in answer.json()["detail"]
+
+
+def test_the_connections_say_when_each_was_last_pushed_to_and_what_waits(client: TestClient) -> None:
+    assert push(client, "hs", [event("deal.creation", 9800), event("deal.creation", 9801)]).status_code == 200
+    engine: Engine = client.app.state.context.engine  # type: ignore[attr-defined]
+    with session_scope(make_session_factory(engine)) as session:
+        _, read_key = keys.create(session, "ingest tests", "read")
+    listed = client.get("/api/v1/connections", headers={"Authorization": f"Bearer {read_key}"})
+    assert listed.status_code == 200, listed.text
+    by_id = {c["id"]: c for c in listed.json()["data"]}
+    waiting = [row for row in inbox(client, "hs") if row[3] == "pending"]
+    assert by_id["hs"]["push_waiting"] == len(waiting) >= 2
+    assert by_id["hs"]["push_parked"] == 0
+    assert by_id["hs"]["push_last_received_at"] is not None
+    # The operators' status (the CLI's `status` and the dashboard's operations page) says the same,
+    # and of a connection the CRM never pushed to, nothing.
+    config = client.app.state.context.config  # type: ignore[attr-defined]
+    with session_scope(make_session_factory(engine)) as session:
+        report = {c["connection_id"]: c for c in status.connection_status(session, config, utc_now())}
+    assert report["hs"]["push_waiting"] == len(waiting)
+    assert report["hs"]["push_last_received_at"] == datetime.fromisoformat(
+        by_id["hs"]["push_last_received_at"]
+    )
+    assert (report["exports"]["push_last_received_at"], report["exports"]["push_waiting"]) == (None, 0)

@@ -369,6 +369,11 @@ class ConnectionOut(BaseModel):
     last_status: str | None
     last_finished_at: datetime | None
     last_success_at: datetime | None
+    push_last_received_at: datetime | None = Field(
+        description="When the CRM last pushed changes to /ingest/{connection} (null: never)."
+    )
+    push_waiting: int = Field(description="Pushed changes waiting in the connection's inbox.")
+    push_parked: int = Field(description="Pushed changes that could not be processed after retries.")
 
 
 class SyncRunOut(BaseModel):

@@ -52,7 +52,9 @@ def status(output: TableOrJson = "table", config: ConfigOption = None) -> None:
     if output == "json":
         sys.stdout.write(json_text(report) + "\n")
         return
-    table = Table("connection", "kind", "last run", "ended", "last success", "lag", "failed 24h", "error")
+    table = Table(
+        "connection", "kind", "last run", "ended", "last success", "lag", "pushes", "failed 24h", "error"
+    )
     for c in report["connections"]:
         state = "syncing now" if c["syncing_now"] else (c["last_run_status"] or "never run")
         if c["last_run_skipped"] and not c["syncing_now"]:
@@ -68,6 +70,7 @@ def status(output: TableOrJson = "table", config: ConfigOption = None) -> None:
             f"{ended:%Y-%m-%d %H:%M}" if ended else "-",
             f"{success:%Y-%m-%d %H:%M}" if success else "-",
             ago(c["lag_seconds"]),
+            pushes(c),
             str(c["failed_runs_24h"]),
             (c["last_error"] or "")[:80],
         )
@@ -120,3 +123,12 @@ def doctor(config: ConfigOption = None) -> None:
         err.print(f"{failed} problem{'s' if failed != 1 else ''} found")
         raise typer.Exit(1)
     err.print("everything checks out")
+
+
+def pushes(c: dict[str, Any]) -> str:
+    """A connection's inbox in a word: the last push and what waits (``-``: never pushed to)."""
+    last = c["push_last_received_at"]
+    if last is None:
+        return "-"
+    text = f"{last:%Y-%m-%d %H:%M}, {c['push_waiting']:,} waiting"
+    return text + (f", {c['push_parked']:,} parked" if c["push_parked"] else "")

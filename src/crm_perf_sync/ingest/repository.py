@@ -52,22 +52,27 @@ def accept(
 
 @dataclass(frozen=True, slots=True)
 class InboxState:
-    """A connection's inbox: events waiting, parked, and the last push received."""
+    """A connection's inbox: changes waiting, parked, and when the last push arrived."""
 
-    waiting: int
-    parked: int
-    last_received_at: datetime | None
+    waiting: int = 0
+    parked: int = 0
+    last_received_at: datetime | None = None
 
 
-def state(session: Session, connection_id: str) -> InboxState:
-    counts: dict[str, int] = dict(
-        session.execute(
-            select(EVENT.c.status, func.count())
-            .where(EVENT.c.connection_id == connection_id, EVENT.c.status.in_([PENDING, PARKED]))
-            .group_by(EVENT.c.status)
+def states(session: Session) -> dict[str, InboxState]:
+    """The inbox of every connection that was ever pushed to, by connection id."""
+    counts: dict[tuple[str, str], int] = {
+        (connection, status): count
+        for connection, status, count in session.execute(
+            select(EVENT.c.connection_id, EVENT.c.status, func.count())
+            .where(EVENT.c.status.in_([PENDING, PARKED]))
+            .group_by(EVENT.c.connection_id, EVENT.c.status)
         ).all()
-    )
+    }
     last = session.execute(
-        select(func.max(EVENT.c.received_at)).where(EVENT.c.connection_id == connection_id)
-    ).scalar()
-    return InboxState(counts.get(PENDING, 0), counts.get(PARKED, 0), last)
+        select(EVENT.c.connection_id, func.max(EVENT.c.received_at)).group_by(EVENT.c.connection_id)
+    ).all()
+    return {
+        connection: InboxState(counts.get((connection, PENDING), 0), counts.get((connection, PARKED), 0), at)
+        for connection, at in last
+    }

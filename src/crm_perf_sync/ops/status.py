@@ -9,20 +9,25 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from crm_perf_sync.config import LoadedConfig
+from crm_perf_sync.ingest import repository as ingest_repo
+from crm_perf_sync.ingest.repository import InboxState
 from crm_perf_sync.ops import repository as repo
 
 log = logging.getLogger(__name__)
 
 
 def connection_status(session: Session, config: LoadedConfig, now: datetime) -> list[dict[str, Any]]:
-    """Each configured connection: its last run, last success, lag and whether it syncs now."""
+    """Each configured connection: its last run, last success, lag and whether it syncs now;
+    of one its CRM pushes to, the last push and the changes waiting in its inbox."""
     out = []
     successes = repo.last_successes(session)
+    inboxes = ingest_repo.states(session)
     for conn in config.app.connections:
         last = repo.last_run(session, conn.id)
         success = successes.get(conn.id)
         failures = repo.failed_runs_since(session, conn.id, now - timedelta(days=1))
         holder = repo.sync_holder(session, conn.id, now)
+        inbox = inboxes.get(conn.id, InboxState())
         out.append(
             {
                 "connection_id": conn.id,
@@ -40,6 +45,9 @@ def connection_status(session: Session, config: LoadedConfig, now: datetime) -> 
                 "last_success_at": success,
                 "lag_seconds": round((now - success).total_seconds()) if success else None,
                 "failed_runs_24h": failures,
+                "push_last_received_at": inbox.last_received_at,
+                "push_waiting": inbox.waiting,
+                "push_parked": inbox.parked,
             }
         )
     return out

@@ -11,6 +11,8 @@ from crm_perf_sync.api.deps import Admin, ListerDep, Reader, RowId, SessionDep
 from crm_perf_sync.api.listing import json_response
 from crm_perf_sync.api.problems import collection, documented
 from crm_perf_sync.api.schemas import ConnectionOut, Page, SyncRequestIn, SyncRunOut
+from crm_perf_sync.ingest import repository as ingest_repo
+from crm_perf_sync.ingest.repository import InboxState
 from crm_perf_sync.kit.errors import Conflict, NotFound
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.sync import repository as sync_repo
@@ -34,7 +36,19 @@ def connections(
     _key: Reader,
     page: ListerDep,
 ) -> Response:
-    return page("connections", ConnectionOut, fetch=listing.in_memory(sync_repo.connections(session), "id"))
+    inboxes = ingest_repo.states(session)
+    rows = []
+    for row in sync_repo.connections(session):
+        inbox = inboxes.get(row["id"], InboxState())
+        rows.append(
+            {
+                **row,
+                "push_last_received_at": inbox.last_received_at,
+                "push_waiting": inbox.waiting,
+                "push_parked": inbox.parked,
+            }
+        )
+    return page("connections", ConnectionOut, fetch=listing.in_memory(rows, "id"))
 
 
 @router.post(
