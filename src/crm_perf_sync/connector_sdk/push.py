@@ -11,9 +11,13 @@ record is now is never taken from the push: the changes are fetched from the CRM
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from crm_perf_sync.connector_sdk.base import Message, StreamSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,3 +66,10 @@ class Pushable(ABC):
         """The changes ``request`` announces, once it is verified to come from the CRM; raise
         :class:`PushRefused` when it is not. No I/O: the verification uses the settings alone.
         A verified request that announces nothing the connector reads gives no change."""
+
+    @abstractmethod
+    def fetch(self, stream: StreamSpec, ids: Sequence[str]) -> Iterator[Message]:
+        """The records of ``stream`` with these ids as the CRM has them now, and a
+        :class:`~.Tombstone` for each id it no longer has (deleted, archived, merged away): a
+        targeted sync of what a push announced. No checkpoint: a fetch moves no cursor. Errors
+        are raised as in :meth:`~.Connector.read` (a retriable one is retried)."""

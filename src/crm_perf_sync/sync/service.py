@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,6 +35,7 @@ from crm_perf_sync.connector_sdk import (
     Connector,
     ConnectorError,
     Entity,
+    Pushable,
     QuotaExhaustedError,
     RetriableError,
     SnapshotComplete,
@@ -157,6 +158,8 @@ class SyncEngine:
         self.allow_mass_delete = False
         #: Each stream's checkpoint as the run found it (also on a full refresh, which ignores them).
         self._found_checkpoints: dict[str, dict[str, Any]] = {}
+        #: Of a targeted sync (see :meth:`run`), the record ids to fetch by stream.
+        self.targets: Mapping[str, Sequence[str]] | None = None
 
     # -- one batch, one transaction --------------------------------------------------------------
 
@@ -280,9 +283,14 @@ class SyncEngine:
     # -- one stream ------------------------------------------------------------------------------
 
     def _read_stream(
-        self, spec: StreamSpec, checkpoint: Mapping[str, Any] | None, stats: StreamStats
+        self,
+        spec: StreamSpec,
+        checkpoint: Mapping[str, Any] | None,
+        stats: StreamStats,
+        ids: Sequence[str] | None = None,
     ) -> None:
-        """One read of the stream from ``checkpoint``; commits as it goes, deletions at the end."""
+        """One read of the stream from ``checkpoint`` (or, given ``ids``, a fetch of those records:
+        no checkpoint moves); commits as it goes, deletions at the end."""
         held = HeldDeletions() if repo.entity_table(spec.entity).deletable else None
         writer = StreamBuffer(self.batches, self.connection_id, self.run_id, spec, stats, held)
         expected = RECORD_TYPES[spec.entity]
@@ -291,8 +299,13 @@ class SyncEngine:
         # Keys are remembered only where a snapshot can end the read (a bounded, whole-set stream).
         seen: set[str] | None = set() if spec.snapshot else None
         snapshot_complete = False
+        if ids is None:
+            messages = self.connector.read(spec, checkpoint)
+        else:
+            assert isinstance(self.connector, Pushable)  # (checked when the run started)
+            messages = self.connector.fetch(spec, ids)
         try:
-            for message in self.connector.read(spec, checkpoint):
+            for message in messages:
                 if type(message) is expected:
                     stats.read += 1
                     record: Any = message
@@ -316,6 +329,8 @@ class SyncEngine:
                         if seen is not None:
                             seen.add(row["external_id"])
                 elif isinstance(message, Checkpoint):
+                    if ids is not None:
+                        raise ConnectorBug(f"a fetch of stream {spec.name!r} by id yielded a checkpoint")
                     writer.checkpoint = self._checked_state(spec, message.state)
                     if writer.pending >= batch_size:
                         writer.hand_over()
@@ -338,7 +353,7 @@ class SyncEngine:
                     stats.read += 1
                     writer.add_bad(message, utc_now())
                 elif isinstance(message, SnapshotComplete):
-                    if seen is None:
+                    if seen is None or ids is not None:
                         raise ConnectorBug(
                             f"stream {spec.name!r} yielded SnapshotComplete but is not declared snapshot=True"
                         )
@@ -416,6 +431,8 @@ class SyncEngine:
         if self.allow_mass_delete:
             log.warning("%s: soft-deleting %s, as confirmed", spec.name, what)
             return
+        if self.targets is not None:  # a fetch by id moved no cursor: there is none to set back
+            raise MassDeletionWithheld(f"{spec.name}: this fetch would soft-delete {what}, {why}")
         found = None if snapshot else self._found_checkpoints.get(spec.name)
         with session_scope(self.session_factory) as session:
             if found is None:
@@ -473,11 +490,15 @@ class SyncEngine:
                 ) from exc
             self._write_counters(session)
 
-    def _sync_stream(self, spec: StreamSpec, checkpoint: Mapping[str, Any] | None) -> None:
+    def _sync_stream(
+        self, spec: StreamSpec, checkpoint: Mapping[str, Any] | None, ids: Sequence[str] | None = None
+    ) -> None:
         with log_context(stream=spec.name):
-            self._sync_one_stream(spec, checkpoint)
+            self._sync_one_stream(spec, checkpoint, ids)
 
-    def _sync_one_stream(self, spec: StreamSpec, checkpoint: Mapping[str, Any] | None) -> None:
+    def _sync_one_stream(
+        self, spec: StreamSpec, checkpoint: Mapping[str, Any] | None, ids: Sequence[str] | None = None
+    ) -> None:
         stats = self.streams[spec.name]
         stats.status = "running"
         stats.cursor_before = dict(checkpoint) if checkpoint is not None else None
@@ -485,7 +506,7 @@ class SyncEngine:
         while True:
             progress_before = stats.inserted + stats.updated + stats.unchanged + stats.deleted + stats.skipped
             try:
-                self._read_stream(spec, checkpoint, stats)
+                self._read_stream(spec, checkpoint, stats, ids)
                 stats.status = "succeeded"
                 return
             except RetriableError as exc:
@@ -512,10 +533,25 @@ class SyncEngine:
         full_refresh: bool,
         queued_run: int | None = None,
         allow_mass_delete: bool = False,
+        targets: Mapping[str, Sequence[str]] | None = None,
     ) -> SyncOutcome:
         """Sync every stream; ``queued_run``: carry out this queued run (its row records it);
-        ``allow_mass_delete``: make deletions above the mass-deletion limit (a confirmation)."""
+        ``allow_mass_delete``: make deletions above the mass-deletion limit (a confirmation).
+
+        ``targets`` (stream name → record ids) makes it a targeted sync of what a CRM pushed:
+        only those records of only those streams, fetched by id (:meth:`Pushable.fetch`) and
+        written as a read's are (change log, stage history, deletions held to the end of each
+        stream and checked against the mass-deletion limit); no cursor moves, and the connector's
+        check is not asked for (a push comes often, a check costs requests)."""
         self.allow_mass_delete = allow_mass_delete
+        if targets is not None:
+            if not isinstance(self.connector, Pushable):
+                raise ConnectorBug(f"connection {self.connection_id!r}: its connector cannot fetch by id")
+            known = {spec.name for spec in self.connector.streams()}
+            unknown = sorted(set(targets) - known)
+            if unknown:
+                raise ConnectorBug(f"connection {self.connection_id!r} has no stream {', '.join(unknown)}")
+        self.targets = targets
         with log_context(connection=self.connection_id):
             return self._run(trigger=trigger, full_refresh=full_refresh, queued_run=queued_run)
 
@@ -555,14 +591,21 @@ class SyncEngine:
                 abandoned,
             )
         specs = list(self.connector.streams())
+        targets = self.targets
+        if targets is not None:
+            specs = [spec for spec in specs if targets.get(spec.name)]
         self.streams = {spec.name: StreamStats() for spec in specs}
         status, error, kind = "succeeded", None, None
         withheld: list[str] = []
         try:
-            self._check_connector()
+            if targets is None:
+                self._check_connector()
             for spec in specs:
                 try:
-                    self._sync_stream(spec, checkpoints.get(spec.name))
+                    if targets is None:
+                        self._sync_stream(spec, checkpoints.get(spec.name))
+                    else:
+                        self._sync_stream(spec, None, targets[spec.name])
                 except MassDeletionWithheld as exc:
                     # The other streams are independent of this one: they still sync.
                     stats = self.streams[spec.name]
@@ -627,6 +670,8 @@ class SyncEngine:
             log.exception("the last batch of %s could not be committed", self.connection_id)
 
     def _after_streams(self) -> None:
+        if self.targets is not None and not {"owners", "teams"} & set(self.targets):
+            return  # a fetch of deals, leads or accounts changes no team
         with session_scope(self.session_factory) as session:
             org_repo.link_team_parents(session, self.connection_id)
             org_repo.sync_crm_memberships(session, self.connection_id)

@@ -148,6 +148,16 @@ OPTIONAL: Final[Mapping[Readable, str]] = {
 #: HubSpot's object type ids of the records that have a page, by canonical entity.
 _RECORD_TYPES: Final[Mapping[str, str]] = {"opportunities": "0-3", "leads": "0-1", "accounts": "0-2"}
 
+#: The streams a push's changes are fetched into by id, and the objects they are read from.
+_FETCHED: Final[Mapping[str, ObjectType]] = {
+    "opportunities": "deals",
+    "stage_changes": "deals",
+    "leads": "contacts",
+    "accounts": "companies",
+}
+#: Records per batch read of a fetch (HubSpot's maximum).
+FETCH_BATCH: Final = 100
+
 #: v4 association type ids of the primary company: "Deal with Primary Company", and a contact's.
 DEAL_PRIMARY_COMPANY: Final = 5
 CONTACT_PRIMARY_COMPANY: Final = 1
@@ -256,6 +266,44 @@ class HubSpotConnector(Connector[HubSpotSettings], Pushable):
     def verify_push(self, request: PushRequest) -> Sequence[PushedChange]:
         """The deals, contacts and companies an app webhook says changed (see :mod:`.push`)."""
         return push.verify(self.settings, request, self.context.clock())
+
+    def fetch(self, stream: StreamSpec, ids: Sequence[str]) -> Iterator[Message]:
+        """Deals, contacts or companies by id, as HubSpot has them now, with their associations
+        (batch reads of :data:`FETCH_BATCH`), each id HubSpot no longer has (deleted, archived,
+        merged away) a tombstone; for ``stage_changes``, the deals' stage history."""
+        object_type = _FETCHED.get(stream.name)
+        if object_type is None:
+            raise ConnectorConfigError(f"hubspot: stream {stream.name!r} cannot be fetched by id")
+        wanted = [i for i in dict.fromkeys(ids) if i.isdigit()]
+        if stream.name == "stage_changes":
+            size = self.settings.history_batch_size
+            for start in range(0, len(wanted), size):
+                batch = self.api.batch_read(
+                    "deals",
+                    wanted[start : start + size],
+                    properties=["dealstage"],
+                    with_history=["dealstage"],
+                )
+                for deal in batch:
+                    yield from stage_changes(deal)
+            return
+        if object_type == "companies" and not self._can_read("companies"):
+            return
+        for start in range(0, len(wanted), FETCH_BATCH):
+            chunk = wanted[start : start + FETCH_BATCH]
+            if object_type == "deals":
+                page = self.api.batch_read("deals", chunk, properties=self.deals.properties)
+                yield from self._deal_page(page)
+            elif object_type == "contacts":
+                page = self.api.batch_read("contacts", chunk, properties=self.contacts.properties)
+                yield from self._contact_page(page)
+            else:
+                page = self.api.batch_read("companies", chunk, properties=self.companies.properties)
+                yield from parse_records(page, self.companies.record, key=lambda company: str(company.id))
+            found = {str(obj.id) for obj in page}
+            for gone in chunk:
+                if gone not in found:
+                    yield Tombstone(gone, None)
 
     def check(self) -> None:
         """The credentials work and the app has every scope the streams need: one cheap read per

@@ -11,7 +11,8 @@ computed by hubspot-api-client's :class:`~hubspot.utils.signature.Signature` and
 constant time, with the current secret and, during a rotation, the previous one.
 
 HubSpot says an ``eventId`` alone is not unique: an event's identity is its subscription, event,
-object and time (the same in a retry, whose ``attemptNumber`` grows).
+object and time (the same in a retry, whose ``attemptNumber`` grows). A deal that changed may have
+moved stage: its ``stage_changes`` are fetched again too.
 """
 
 from __future__ import annotations
@@ -139,12 +140,20 @@ def _changes(settings: HubSpotSettings, event: Any) -> Iterator[PushedChange]:
         primary = event.get("primaryObjectId") or event.get("objectId")
         merged = [m for m in event.get("mergedObjectIds") or () if m != primary]
         if primary is not None:
-            yield PushedChange(f"{identity}:{primary}", stream, str(primary), occurred_at=at)
+            yield from _changed(stream, f"{identity}:{primary}", str(primary), at)
         for gone in merged:  # merged into the primary: gone as themselves
             yield PushedChange(f"{identity}:{gone}", stream, str(gone), deleted=True, occurred_at=at)
         return
     object_id = event.get("objectId")
     if object_id is None:
         raise PushRefused(f"a {kind} event has no objectId")
-    deleted = action == "deletion" or (action == "privacyDeletion")
-    yield PushedChange(f"{identity}:{object_id}", stream, str(object_id), deleted=deleted, occurred_at=at)
+    if action in ("deletion", "privacyDeletion"):
+        yield PushedChange(f"{identity}:{object_id}", stream, str(object_id), deleted=True, occurred_at=at)
+    else:
+        yield from _changed(stream, f"{identity}:{object_id}", str(object_id), at)
+
+
+def _changed(stream: str, identity: str, object_id: str, at: datetime | None) -> Iterator[PushedChange]:
+    yield PushedChange(identity, stream, object_id, occurred_at=at)
+    if stream == "opportunities":  # its stage history may have grown
+        yield PushedChange(f"{identity}:history", "stage_changes", object_id, occurred_at=at)
