@@ -1,16 +1,11 @@
 """Pushes from HubSpot: signed requests land in the inbox once; anything else never reaches it.
 
-The signatures here are made as HubSpot's documentation describes them (base64 of HMAC-SHA256,
-keyed by the app's client secret, over method, URI, body and timestamp), independently of the
-connector's own verification, which uses hubspot-api-client.
+The signatures are made as HubSpot's documentation describes them (:mod:`tests.connectors.hubspot.pushes`),
+independently of the connector's own verification, which uses hubspot-api-client.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -29,6 +24,8 @@ from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.models import IngestEvent
 from crm_perf_sync.ops import status
 from crm_perf_sync.plugins import ConnectorRegistry
+from tests.connectors.hubspot.pushes import event as hubspot_event
+from tests.connectors.hubspot.pushes import signed as hubspot_signed
 
 SECRET = "hs-app-secret-4c1e"
 OLD_SECRET = "hs-app-secret-before-rotation"
@@ -67,8 +64,6 @@ connections:
           fields: {{external_id: id, amount: amount, currency: {{value: USD}}}}
 """
 
-_ids = itertools.count(1)
-
 
 @pytest.fixture(scope="module")
 def engine(module_db_url: str) -> Iterator[Engine]:
@@ -88,37 +83,11 @@ def client(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 def event(kind: str, object_id: int, **extra: Any) -> dict[str, Any]:
-    """A webhook event as HubSpot sends it (a fresh event id each)."""
-    return {
-        "eventId": next(_ids) + 1_000_000,
-        "subscriptionId": 77,
-        "portalId": PORTAL,
-        "appId": 4242,
-        "occurredAt": int(time.time() * 1000) - 1500,
-        "subscriptionType": kind,
-        "attemptNumber": 0,
-        "objectId": object_id,
-        "changeSource": "CRM",
-        **extra,
-    }
+    return hubspot_event(kind, object_id, portal=PORTAL, **extra)
 
 
-def signed(
-    body: bytes,
-    url: str,
-    *,
-    secret: str = SECRET,
-    at_ms: int | None = None,
-    method: str = "POST",
-) -> dict[str, str]:
-    stamp = str(int(time.time() * 1000) if at_ms is None else at_ms)
-    source = f"{method}{url}{body.decode()}{stamp}".encode()
-    digest = hmac.new(secret.encode(), source, hashlib.sha256).digest()
-    return {
-        "X-HubSpot-Signature-v3": base64.b64encode(digest).decode(),
-        "X-HubSpot-Request-Timestamp": stamp,
-        "Content-Type": "application/json",
-    }
+def signed(body: bytes, url: str, *, secret: str = SECRET, **sign: Any) -> dict[str, str]:
+    return hubspot_signed(body, url, secret=secret, **sign)
 
 
 def push(client: TestClient, connection: str, events: list[dict[str, Any]], **sign: Any) -> Any:

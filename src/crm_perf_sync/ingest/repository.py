@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, case, func, select, update
 from sqlalchemy.orm import Session
 
 from crm_perf_sync.connector_sdk.push import PushedChange
@@ -48,6 +48,70 @@ def accept(
         for change in unique
     ]
     return len(session.execute(stmt, rows).all())
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A change waiting in the inbox: its row, and the record it names."""
+
+    id: int
+    stream: str
+    external_id: str
+    occurred_at: datetime | None
+    received_at: datetime
+
+
+def waiting_connections(session: Session) -> list[str]:
+    """The connections with changes waiting in their inbox."""
+    rows = session.execute(
+        select(EVENT.c.connection_id).where(EVENT.c.status == PENDING).group_by(EVENT.c.connection_id)
+    )
+    return sorted(row[0] for row in rows)
+
+
+def waiting(session: Session, connection_id: str, limit: int) -> list[Waiting]:
+    """The oldest ``limit`` changes waiting in a connection's inbox."""
+    rows = session.execute(
+        select(EVENT.c.id, EVENT.c.stream, EVENT.c.external_id, EVENT.c.occurred_at, EVENT.c.received_at)
+        .where(EVENT.c.status == PENDING, EVENT.c.connection_id == connection_id)
+        .order_by(EVENT.c.id)
+        .limit(limit)
+    )
+    return [Waiting(*row) for row in rows]
+
+
+def mark_done(session: Session, event_ids: Sequence[int], now: datetime) -> None:
+    """The changes ``event_ids`` were fetched from the CRM and written."""
+    for start in range(0, len(event_ids), 1000):  # within every database's limit of bound parameters
+        session.execute(
+            update(EVENT)
+            .where(EVENT.c.id.in_(event_ids[start : start + 1000]), EVENT.c.status == PENDING)
+            .values(status=DONE, processed_at=now)
+        )
+
+
+def record_failure(
+    session: Session, event_ids: Sequence[int], error: str, now: datetime, max_attempts: int
+) -> int:
+    """One more failed attempt at the changes ``event_ids``: those that reached ``max_attempts``
+    are parked with the error; returns how many were parked."""
+    parked = 0
+    for start in range(0, len(event_ids), 1000):
+        chunk = event_ids[start : start + 1000]
+        session.execute(
+            update(EVENT)
+            .where(EVENT.c.id.in_(chunk), EVENT.c.status == PENDING)
+            .values(
+                attempts=EVENT.c.attempts + 1,
+                last_error=error[:2000],
+                status=case((EVENT.c.attempts + 1 >= max_attempts, PARKED), else_=PENDING),
+                processed_at=case((EVENT.c.attempts + 1 >= max_attempts, now), else_=None),
+            )
+        )
+        parked += session.execute(
+            select(func.count()).where(EVENT.c.id.in_(chunk), EVENT.c.status == PARKED)
+        ).scalar_one()
+    return parked
 
 
 @dataclass(frozen=True, slots=True)

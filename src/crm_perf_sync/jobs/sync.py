@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -80,7 +80,10 @@ class SyncService:
         sleep: Callable[[float], None] = time.sleep,
         queued_run: int | None = None,
         allow_mass_delete: bool = False,
+        targets: Mapping[str, Sequence[str]] | None = None,
     ) -> SyncOutcome:
+        """One sync of ``connection_id``; ``targets`` (stream → record ids) makes it a targeted
+        sync of what its CRM pushed (see :meth:`SyncEngine.run`)."""
         connector = self.build_connector(connection_id, full_refresh=full_refresh)
         with session_scope(self.session_factory) as session:
             repo.sync_connections(session, self.config.app.connections, utc_now())
@@ -103,8 +106,9 @@ class SyncService:
             full_refresh=full_refresh,
             queued_run=queued_run,
             allow_mass_delete=allow_mass_delete,
+            targets=targets,
         )
-        if outcome.status == "succeeded":
+        if outcome.status == "succeeded" and targets is None:
             # Configured members and declared measure values may name reps this sync has just
             # brought in.
             with session_scope(self.session_factory) as session:

@@ -69,6 +69,14 @@ INGEST_CHANGES = Counter(
     ["connection", "outcome"],
     registry=PROCESS,
 )
+INGEST_LAG = Histogram(
+    "crm_perf_sync_ingest_lag_seconds",
+    "From a change in the CRM (as its push says; else its arrival) to the KPIs refreshed with it, "
+    "by connection",
+    ["connection"],
+    buckets=(0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0),
+    registry=PROCESS,
+)
 
 
 def unit_of(lease_name: str) -> str:

@@ -4,8 +4,9 @@ Jobs coalesce missed runs and never overlap (``max_instances=1``); across proces
 claimed through the database lease, so two workers never sync one connection at once. Besides the
 scheduled syncs, every worker carries out the syncs queued through the API (``queued-syncs``) and
 refreshes the KPIs whenever they are not up to date (``kpi-refresh``: after a sync run elsewhere,
-a target set through the API, a changed definition). The scheduler runs in the ``worker`` and
-``serve`` roles only, never inside a web server's workers.
+a target set through the API, a changed definition), and fetches what the CRMs pushed
+(``push-inbox``: a targeted sync per connection with changes waiting, then a refresh). The
+scheduler runs in the ``worker`` and ``serve`` roles only, never inside a web server's workers.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from crm_perf_sync.config import ConnectionConfig
 from crm_perf_sync.incentives.service import IncentiveService
+from crm_perf_sync.jobs.ingest import InboxRun, observe_lag, process_inbox
 from crm_perf_sync.jobs.refresh import RefreshJob
 from crm_perf_sync.kit.errors import AppError
 from crm_perf_sync.kit.timeutil import utc_now
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 QUEUE_POLL_SECONDS = 5
 #: How often a worker checks that the KPIs are up to date (a refresh runs only when they are not).
 REFRESH_CHECK_SECONDS = 60
+#: How often a worker looks for changes pushed by the CRMs (a cheap query when there are none).
+INBOX_POLL_SECONDS = 0.5
 
 
 def _trigger(conn: ConnectionConfig, timezone: str) -> Any:
@@ -119,6 +123,48 @@ def run_queued_syncs(runtime: Runtime, stop: threading.Event) -> None:
         refresh_kpis(runtime, stop, reason=f"queued syncs changed {changed_total:,} records")
 
 
+def run_inbox(runtime: Runtime, stop: threading.Event) -> None:
+    """Fetch what the CRMs pushed (a targeted sync per connection with changes waiting), then
+    refresh the KPIs, alerts, payouts and webhooks they touch."""
+    from crm_perf_sync.ingest import repository as ingest_repo
+    from crm_perf_sync.kit.db import session_scope
+
+    try:
+        with session_scope(runtime.session_factory) as session:
+            connections = ingest_repo.waiting_connections(session)
+    except Exception:
+        log.exception("reading the push inbox failed")
+        return
+    runs: list[InboxRun] = []
+    for connection_id in connections:
+        conn = runtime.config.app.connection(connection_id)
+        if stop.is_set() or conn is None or not conn.enabled:
+            continue  # (a connection no longer configured keeps its inbox as it is)
+        try:
+            run = process_inbox(
+                runtime.sync_service(), runtime.session_factory, connection_id, should_stop=stop.is_set
+            )
+        except AppError as exc:
+            log.error("pushed changes of %s cannot be fetched: %s", connection_id, exc)
+            continue
+        except Exception:
+            log.exception("fetching the pushed changes of %s crashed", connection_id)
+            continue
+        if run is not None:
+            log.info(
+                "pushed changes of %s: %d fetched, %s",
+                connection_id,
+                run.changes,
+                run.outcome.summary(),
+                extra={"connection": connection_id, "run_id": run.outcome.run_id},
+            )
+            runs.append(run)
+    changed = sum(run.changed for run in runs)
+    if changed:
+        refresh_kpis(runtime, stop, reason=f"pushes changed {changed:,} records")
+    observe_lag(runs, utc_now())
+
+
 def refresh_if_needed(runtime: Runtime, stop: threading.Event) -> None:
     """Refresh the KPIs when they are not up to date with the store, the targets and the config."""
     from crm_perf_sync.kit.db import session_scope
@@ -193,6 +239,16 @@ def build_scheduler(
         args=(runtime, stop),
         id="queued-syncs",
         name="queued syncs",
+        coalesce=True,
+        max_instances=1,
+        replace_existing=True,
+    )
+    scheduler.add_job(
+        run_inbox,
+        trigger=IntervalTrigger(seconds=INBOX_POLL_SECONDS, timezone="UTC"),
+        args=(runtime, stop),
+        id="push-inbox",
+        name="changes pushed by the CRMs",
         coalesce=True,
         max_instances=1,
         replace_existing=True,
