@@ -37,7 +37,8 @@ router = APIRouter(tags=["ingest"])
         "signature, made with the connection's secret, and be recent (a replay is refused); a "
         "request that is not is answered 401 and nothing of it is stored. The changes it announces "
         "are stored in the connection's inbox before the answer; a change the CRM delivers again "
-        "is counted as a duplicate, not stored twice. The scheduled sync still reads every change."
+        "is counted as a duplicate, not stored twice. A worker then fetches the records from the CRM "
+        "by id and refreshes the numbers they touch (the scheduled sync still reads every change)."
     ),
     response_model=IngestOut,
     responses=documented(401, 404, 413, 422),
