@@ -19,7 +19,7 @@ from crm_perf_sync.api.schemas import IngestOut
 from crm_perf_sync.connector_sdk import PushRequest
 from crm_perf_sync.ingest import repository as repo
 from crm_perf_sync.ingest.service import PushUnverified, Receipt, verified
-from crm_perf_sync.kit.db import session_scope
+from crm_perf_sync.kit.db import WRITE_LOCK, session_scope
 from crm_perf_sync.kit.errors import NotFound
 from crm_perf_sync.kit.metrics import INGEST_CHANGES, INGEST_PUSHES
 from crm_perf_sync.kit.timeutil import utc_now
@@ -70,6 +70,8 @@ def _receive(ctx: ApiContext, connection_id: str, push: PushRequest) -> Receipt:
         INGEST_PUSHES.labels(connection_id, "refused").inc()
         raise
     with session_scope(ctx.session_factory) as session:
+        # SQLite: the write lock first, so a sync committing meanwhile makes this wait, not fail.
+        session.connection(execution_options={WRITE_LOCK: True})
         if sync_repo.connection(session, connection_id) is None:
             sync_repo.sync_connections(session, [connection], push.received_at)
         accepted = repo.accept(session, connection_id, changes, push.received_at)
