@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -34,8 +33,7 @@ from crm_perf_sync.runtime import Runtime
 from crm_perf_sync.worker.scheduler import refresh_kpis, run_inbox
 from tests.connectors.hubspot.emulator import HubSpotEmulator
 from tests.connectors.hubspot.portal import small_portal
-from tests.connectors.hubspot.pushes import event, signed
-from tests.connectors.hubspot.support import UNLIMITED
+from tests.connectors.hubspot.pushes import event, pushing_config, signed
 
 SECRET = "hs-app-secret-worker"
 PORTAL = 5550001
@@ -87,24 +85,9 @@ class Pushed:
 @pytest.fixture
 def pushed(db_url: str, tmp_path: Path) -> Iterator[Pushed]:
     with HubSpotEmulator(small_portal()) as emulator:
-        config = {
-            "connections": [
-                {
-                    "id": "hs",
-                    "kind": "hubspot",
-                    "settings": {
-                        "access_token": emulator.portal.token,
-                        "base_url": emulator.url,
-                        "rate_limits": dict(UNLIMITED),
-                        "max_attempts": 1,
-                        "portal_id": PORTAL,
-                        "webhook_secret": SECRET,
-                    },
-                }
-            ]
-        }
-        path = tmp_path / "config.yaml"
-        path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        path = pushing_config(
+            tmp_path / "config.yaml", emulator, portal=PORTAL, secret=SECRET, max_attempts=1
+        )
         registry = ConnectorRegistry.discover()
         loaded = load_config(path, registry)
         engine = create_db_engine(db_url)

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -33,8 +32,7 @@ from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync.runtime import Runtime
 from tests.connectors.hubspot.emulator import HubSpotEmulator
 from tests.connectors.hubspot.portal import small_portal
-from tests.connectors.hubspot.pushes import event, signed
-from tests.connectors.hubspot.support import UNLIMITED
+from tests.connectors.hubspot.pushes import event, pushing_config, signed
 
 SECRET = "hs-app-secret-burst"
 PORTAL = 5550002
@@ -76,23 +74,7 @@ def emulator() -> Iterator[HubSpotEmulator]:
 def test_a_worker_killed_mid_burst_loses_no_pushed_change_and_stores_none_twice(
     db_url: str, tmp_path: Path, emulator: HubSpotEmulator
 ) -> None:
-    config = {
-        "connections": [
-            {
-                "id": "hs",
-                "kind": "hubspot",
-                "settings": {
-                    "access_token": emulator.portal.token,
-                    "base_url": emulator.url,
-                    "rate_limits": dict(UNLIMITED),
-                    "portal_id": PORTAL,
-                    "webhook_secret": SECRET,
-                },
-            }
-        ]
-    }
-    path = tmp_path / "crm-perf-sync.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    path = pushing_config(tmp_path / "crm-perf-sync.yaml", emulator, portal=PORTAL, secret=SECRET)
     registry = ConnectorRegistry.discover()
     loaded = load_config(path, registry)
     engine = create_db_engine(db_url)

@@ -12,7 +12,13 @@ import hashlib
 import hmac
 import itertools
 import time
+from pathlib import Path
 from typing import Any
+
+import yaml
+
+from tests.connectors.hubspot.emulator import HubSpotEmulator
+from tests.connectors.hubspot.support import UNLIMITED
 
 _ids = itertools.count(1)
 
@@ -45,3 +51,28 @@ def signed(
         "X-HubSpot-Request-Timestamp": stamp,
         "Content-Type": "application/json",
     }
+
+
+def pushing_config(
+    path: Path, emulator: HubSpotEmulator, *, portal: int, secret: str, **settings: Any
+) -> Path:
+    """A configuration file at ``path`` with one connection, ``hs``, to the emulated portal,
+    taking its pushes signed with ``secret`` (and ``settings`` besides)."""
+    config = {
+        "connections": [
+            {
+                "id": "hs",
+                "kind": "hubspot",
+                "settings": {
+                    "access_token": emulator.portal.token,
+                    "base_url": emulator.url,
+                    "rate_limits": dict(UNLIMITED),
+                    "portal_id": portal,
+                    "webhook_secret": secret,
+                    **settings,
+                },
+            }
+        ]
+    }
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
