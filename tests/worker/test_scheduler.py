@@ -86,9 +86,8 @@ def test_one_job_per_enabled_scheduled_connection(tmp_path: Path, db_url: str) -
         scheduler.start(paused=True)
         jobs = {job.id: job for job in scheduler.get_jobs()}
         # One per scheduled connection, and the worker's own: queued syncs and KPI refreshes.
-        assert set(jobs) == {"sync:every-minute", "sync:nightly", "queued-syncs", "kpi-refresh", "push-inbox"}
+        assert set(jobs) == {"sync:every-minute", "sync:nightly", "queued-syncs", "kpi-refresh"}
         assert jobs["queued-syncs"].trigger.interval == timedelta(seconds=5)
-        assert jobs["push-inbox"].trigger.interval == timedelta(seconds=0.5)
         assert jobs["kpi-refresh"].trigger.interval == timedelta(minutes=1)
         minute, nightly = jobs["sync:every-minute"], jobs["sync:nightly"]
         assert isinstance(minute.trigger, IntervalTrigger)

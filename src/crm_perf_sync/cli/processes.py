@@ -87,7 +87,7 @@ def serve(config: ConfigOption = None) -> None:
     from crm_perf_sync.leases import new_holder_id
     from crm_perf_sync.runtime import build_runtime
     from crm_perf_sync.worker.process import Shutdown, sole_sqlite_worker
-    from crm_perf_sync.worker.scheduler import build_scheduler, start_delivery
+    from crm_perf_sync.worker.scheduler import build_scheduler, start_delivery, start_inbox
 
     settings = _settings(config)
     runtime = _guard(lambda: build_runtime(settings))
@@ -102,7 +102,8 @@ def serve(config: ConfigOption = None) -> None:
             _announce(runtime, settings, new_store=new_store)  # before the jobs start writing
             scheduler.start()
             delivery = start_delivery(runtime, stop, new_holder_id())
-            shutdown = Shutdown(runtime, scheduler, stop, [delivery])
+            inbox = start_inbox(runtime, stop)
+            shutdown = Shutdown(runtime, scheduler, stop, [delivery, inbox])
             log.info(
                 "serving on http://%s:%d with %d scheduled job(s)",
                 settings.host,
@@ -135,7 +136,7 @@ def worker(config: ConfigOption = None) -> None:
     from crm_perf_sync.leases import new_holder_id
     from crm_perf_sync.runtime import build_runtime
     from crm_perf_sync.worker.process import Shutdown, sole_sqlite_worker
-    from crm_perf_sync.worker.scheduler import build_scheduler, start_delivery
+    from crm_perf_sync.worker.scheduler import build_scheduler, start_delivery, start_inbox
 
     settings = _settings(config)
     runtime = _guard(lambda: build_runtime(settings))
@@ -165,10 +166,11 @@ def worker(config: ConfigOption = None) -> None:
             signal.signal(signal.SIGINT, on_signal)
             scheduler.start()
             delivery = start_delivery(runtime, stop, new_holder_id())
+            inbox = start_inbox(runtime, stop)
             log.info("worker started with %d scheduled job(s)", len(scheduler.get_jobs()))
             while not stop.wait(1.0):
                 pass
-            clean = Shutdown(runtime, scheduler, stop, [delivery])(settings.shutdown_grace_seconds)
+            clean = Shutdown(runtime, scheduler, stop, [delivery, inbox])(settings.shutdown_grace_seconds)
             if metrics is not None:
                 metrics.shutdown()
             if not clean:

@@ -4,9 +4,10 @@ Jobs coalesce missed runs and never overlap (``max_instances=1``); across proces
 claimed through the database lease, so two workers never sync one connection at once. Besides the
 scheduled syncs, every worker carries out the syncs queued through the API (``queued-syncs``) and
 refreshes the KPIs whenever they are not up to date (``kpi-refresh``: after a sync run elsewhere,
-a target set through the API, a changed definition), and fetches what the CRMs pushed
-(``push-inbox``: a targeted sync per connection with changes waiting, then a refresh). The
-scheduler runs in the ``worker`` and ``serve`` roles only, never inside a web server's workers.
+a target set through the API, a changed definition). Beside the scheduler, in threads of their
+own, the webhook deliveries and the push inbox (:func:`start_inbox`: what the CRMs pushed,
+fetched by targeted syncs). All of it runs in the ``worker`` and ``serve`` roles only, never
+inside a web server's workers.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 QUEUE_POLL_SECONDS = 5
 #: How often a worker checks that the KPIs are up to date (a refresh runs only when they are not).
 REFRESH_CHECK_SECONDS = 60
-#: How often a worker looks for changes pushed by the CRMs (a cheap query when there are none).
+#: How often a worker looks for changes pushed by the CRMs while none wait (a cheap query).
 INBOX_POLL_SECONDS = 0.5
 
 
@@ -123,9 +124,9 @@ def run_queued_syncs(runtime: Runtime, stop: threading.Event) -> None:
         refresh_kpis(runtime, stop, reason=f"queued syncs changed {changed_total:,} records")
 
 
-def run_inbox(runtime: Runtime, stop: threading.Event) -> None:
+def run_inbox(runtime: Runtime, stop: threading.Event) -> bool:
     """Fetch what the CRMs pushed (a targeted sync per connection with changes waiting), then
-    refresh the KPIs, alerts, payouts and webhooks they touch."""
+    refresh the KPIs, alerts, payouts and webhooks they touch; whether any change was fetched."""
     from crm_perf_sync.ingest import repository as ingest_repo
     from crm_perf_sync.kit.db import session_scope
 
@@ -134,7 +135,7 @@ def run_inbox(runtime: Runtime, stop: threading.Event) -> None:
             connections = ingest_repo.waiting_connections(session)
     except Exception:
         log.exception("reading the push inbox failed")
-        return
+        return False
     runs: list[InboxRun] = []
     for connection_id in connections:
         conn = runtime.config.app.connection(connection_id)
@@ -163,6 +164,7 @@ def run_inbox(runtime: Runtime, stop: threading.Event) -> None:
     if changed:
         refresh_kpis(runtime, stop, reason=f"pushes changed {changed:,} records")
     observe_lag(runs, utc_now())
+    return any(run.outcome.status == "succeeded" for run in runs)
 
 
 def refresh_if_needed(runtime: Runtime, stop: threading.Event) -> None:
@@ -189,6 +191,26 @@ def refresh_if_needed(runtime: Runtime, stop: threading.Event) -> None:
         )
     except Exception:
         log.exception("evaluating the alert rules failed")
+
+
+def start_inbox(runtime: Runtime, stop: threading.Event) -> threading.Thread:
+    """The push inbox loop (:func:`run_inbox`), in a thread of its own until ``stop`` is set: a
+    turn every :data:`INBOX_POLL_SECONDS` while nothing waits, at once after a turn that fetched
+    something. (Not a scheduler job: a turn may outlast many intervals, a refresh included.)"""
+
+    def run() -> None:
+        while not stop.is_set():
+            try:
+                busy = run_inbox(runtime, stop)
+            except Exception:  # run_inbox logs what it can; the loop must outlive anything
+                log.exception("a turn of the push inbox crashed")
+                busy = False
+            if not busy:
+                stop.wait(INBOX_POLL_SECONDS)
+
+    thread = threading.Thread(target=run, name="push-inbox", daemon=True)
+    thread.start()
+    return thread
 
 
 def start_delivery(runtime: Runtime, stop: threading.Event, holder: str) -> threading.Thread:
@@ -239,16 +261,6 @@ def build_scheduler(
         args=(runtime, stop),
         id="queued-syncs",
         name="queued syncs",
-        coalesce=True,
-        max_instances=1,
-        replace_existing=True,
-    )
-    scheduler.add_job(
-        run_inbox,
-        trigger=IntervalTrigger(seconds=INBOX_POLL_SECONDS, timezone="UTC"),
-        args=(runtime, stop),
-        id="push-inbox",
-        name="changes pushed by the CRMs",
         coalesce=True,
         max_instances=1,
         replace_existing=True,
