@@ -12,12 +12,13 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from crm_perf_sync.api.app import create_app
 from crm_perf_sync.apikeys import service as keys
@@ -30,7 +31,7 @@ from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.models import IngestEvent, KpiValue, SyncRun
 from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync.runtime import Runtime
-from crm_perf_sync.worker.scheduler import refresh_kpis, run_inbox
+from crm_perf_sync.worker.scheduler import purge_inbox, refresh_kpis, run_inbox
 from tests.connectors.hubspot.emulator import HubSpotEmulator
 from tests.connectors.hubspot.portal import small_portal
 from tests.connectors.hubspot.pushes import event, pushing_config, signed
@@ -168,3 +169,20 @@ def test_a_change_that_cannot_be_fetched_is_parked_with_the_error_after_the_last
     runs = pushed.runs()
     run_inbox(pushed.runtime, threading.Event())
     assert pushed.runs() == runs
+
+
+def test_done_changes_are_forgotten_after_the_retention_and_waiting_ones_never(pushed: Pushed) -> None:
+    pushed.push([event("deal.propertyChange", 9001, portal=PORTAL)])
+    run_inbox(pushed.runtime, threading.Event())
+    pushed.push([event("deal.propertyChange", 9002, portal=PORTAL)])  # waits: no turn yet
+    with session_scope(pushed.runtime.session_factory) as session:
+        processed = session.execute(
+            select(func.max(IngestEvent.processed_at)).where(IngestEvent.status == "done")
+        ).scalar_one()
+    assert processed is not None
+    assert purge_inbox(pushed.runtime, processed) == 0  # none done before that moment
+    assert purge_inbox(pushed.runtime, processed + timedelta(seconds=1)) == 2
+    assert [row[:3] for row in pushed.inbox()] == [
+        ("opportunities", "9002", "pending"),
+        ("stage_changes", "9002", "pending"),
+    ]

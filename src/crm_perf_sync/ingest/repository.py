@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Table, case, func, select, update
+from sqlalchemy import Table, case, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from crm_perf_sync.connector_sdk.push import PushedChange
@@ -112,6 +112,13 @@ def record_failure(
             select(func.count()).where(EVENT.c.id.in_(chunk), EVENT.c.status == PARKED)
         ).scalar_one()
     return parked
+
+
+def purge_done(session: Session, before: datetime) -> int:
+    """Forget the changes done before ``before`` (parked and waiting ones stay); returns how many.
+    A CRM's retries of a delivery come within a day or so: older ids need not be remembered."""
+    result = session.execute(delete(EVENT).where(EVENT.c.status == DONE, EVENT.c.processed_at < before))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)

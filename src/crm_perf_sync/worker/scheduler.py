@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -40,6 +40,10 @@ QUEUE_POLL_SECONDS = 5
 REFRESH_CHECK_SECONDS = 60
 #: How often a worker looks for changes pushed by the CRMs while none wait (a cheap query).
 INBOX_POLL_SECONDS = 0.5
+#: How long a pushed change is remembered once done (to drop the CRM's late retries of it), and
+#: how often the inbox is purged of older ones.
+INBOX_RETENTION = timedelta(days=7)
+INBOX_PURGE_EVERY = timedelta(hours=1)
 
 
 def _trigger(conn: ConnectionConfig, timezone: str) -> Any:
@@ -199,9 +203,13 @@ def start_inbox(runtime: Runtime, stop: threading.Event) -> threading.Thread:
     something. (Not a scheduler job: a turn may outlast many intervals, a refresh included.)"""
 
     def run() -> None:
+        purged_at = utc_now() - INBOX_PURGE_EVERY
         while not stop.is_set():
             try:
                 busy = run_inbox(runtime, stop)
+                if utc_now() - purged_at >= INBOX_PURGE_EVERY:
+                    purged_at = utc_now()
+                    purge_inbox(runtime, purged_at - INBOX_RETENTION)
             except Exception:  # run_inbox logs what it can; the loop must outlive anything
                 log.exception("a turn of the push inbox crashed")
                 busy = False
@@ -211,6 +219,18 @@ def start_inbox(runtime: Runtime, stop: threading.Event) -> threading.Thread:
     thread = threading.Thread(target=run, name="push-inbox", daemon=True)
     thread.start()
     return thread
+
+
+def purge_inbox(runtime: Runtime, before: datetime) -> int:
+    """Forget the pushed changes done before ``before``; returns how many."""
+    from crm_perf_sync.ingest import repository as ingest_repo
+    from crm_perf_sync.kit.db import session_scope
+
+    with session_scope(runtime.session_factory) as session:
+        purged = ingest_repo.purge_done(session, before)
+    if purged:
+        log.info("push inbox: forgot %d changes done before %s", purged, before.isoformat())
+    return purged
 
 
 def start_delivery(runtime: Runtime, stop: threading.Event, holder: str) -> threading.Thread:
