@@ -49,6 +49,13 @@ connections:
       webhook_secret: {SECRET}
       webhook_url: {PUBLIC}
       base_url: http://127.0.0.1:1
+  - id: hs-off
+    kind: hubspot
+    enabled: false
+    settings:
+      access_token: pat-na1-ingest
+      webhook_secret: {SECRET}
+      base_url: http://127.0.0.1:1
   - id: hs-unsigned
     kind: hubspot
     settings:
@@ -232,6 +239,13 @@ def test_a_connection_without_a_secret_refuses_every_push_and_says_what_to_set(c
     assert answer.status_code == 401
     assert "set webhook_secret" in answer.json()["detail"]
     assert inbox(client, "hs-unsigned") == []
+
+
+def test_a_disabled_connection_refuses_pushes_nothing_would_fetch(client: TestClient) -> None:
+    answer = push(client, "hs-off", [event("deal.creation", 9650)])
+    assert answer.status_code == 409, answer.text
+    assert "'hs-off' is disabled" in answer.json()["detail"]
+    assert inbox(client, "hs-off") == []
 
 
 def test_connections_that_take_no_pushes_and_unknown_ones_are_404(client: TestClient) -> None:

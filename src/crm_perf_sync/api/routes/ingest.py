@@ -20,7 +20,7 @@ from crm_perf_sync.connector_sdk import PushRequest
 from crm_perf_sync.ingest import repository as repo
 from crm_perf_sync.ingest.service import PushUnverified, Receipt, verified
 from crm_perf_sync.kit.db import WRITE_LOCK, session_scope
-from crm_perf_sync.kit.errors import NotFound
+from crm_perf_sync.kit.errors import Conflict, NotFound
 from crm_perf_sync.kit.metrics import INGEST_CHANGES, INGEST_PUSHES
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.sync import repository as sync_repo
@@ -41,7 +41,7 @@ router = APIRouter(tags=["ingest"])
         "by id and refreshes the numbers they touch (the scheduled sync still reads every change)."
     ),
     response_model=IngestOut,
-    responses=documented(401, 404, 413, 422),
+    responses=documented(401, 404, 409, 413, 422),
 )
 async def ingest(
     connection_id: Annotated[str, Path(max_length=63)], request: Request, ctx: ContextDep
@@ -60,10 +60,12 @@ async def ingest(
 
 
 def _receive(ctx: ApiContext, connection_id: str, push: PushRequest) -> Receipt:
-    if ctx.config is None or ctx.config.app.connection(connection_id) is None:
+    connection = None if ctx.config is None else ctx.config.app.connection(connection_id)
+    if connection is None:
         raise NotFound(f"no connection {connection_id!r} (see /api/v1/connections)")
-    connection = ctx.config.app.connection(connection_id)
-    assert connection is not None
+    if not connection.enabled:
+        # Nothing would fetch the changes: the CRM is told, rather than left to believe them taken.
+        raise Conflict(f"connection {connection_id!r} is disabled in the configuration: no push is taken")
     try:
         changes = verified(connection_id, ctx.push_connector(connection_id), push)
     except PushUnverified:
