@@ -64,6 +64,7 @@ class ApiContext:
     _links: list[RecordLinks] = field(default_factory=list, init=False, repr=False)
     _links_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _pushers: dict[str, Connector] = field(default_factory=dict, init=False, repr=False)  # type: ignore[type-arg]
+    _pushers_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def values_version(self, session: Session, kpi_id: str) -> Version:
         """The version of a KPI's values (read at most once a second)."""
@@ -95,7 +96,7 @@ class ApiContext:
         as a sync builds it; it does no I/O for a verification)."""
         if self.config is None:
             raise ConfigurationError("this API process was started without a configuration")
-        with self._links_lock:
+        with self._pushers_lock:
             found = self._pushers.get(connection_id)
             if found is None:
                 registry = self.registry if self.registry is not None else ConnectorRegistry.discover()

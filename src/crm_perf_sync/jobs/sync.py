@@ -85,8 +85,9 @@ class SyncService:
         """One sync of ``connection_id``; ``targets`` (stream → record ids) makes it a targeted
         sync of what its CRM pushed (see :meth:`SyncEngine.run`)."""
         connector = self.build_connector(connection_id, full_refresh=full_refresh)
-        with session_scope(self.session_factory) as session:
-            repo.sync_connections(session, self.config.app.connections, utc_now())
+        if targets is None:  # (a push's changes name a connection the store has mirrored already)
+            with session_scope(self.session_factory) as session:
+                repo.sync_connections(session, self.config.app.connections, utc_now())
         options = self.options
         conn = self.config.app.connection(connection_id)
         if conn is not None and conn.mass_delete_share is not None:
