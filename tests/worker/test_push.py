@@ -24,6 +24,7 @@ from crm_perf_sync.api.app import create_app
 from crm_perf_sync.apikeys import service as keys
 from crm_perf_sync.config import load_config
 from crm_perf_sync.jobs import ingest
+from crm_perf_sync.jobs.ingest import Backoff
 from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
 from crm_perf_sync.kit.metrics import PROCESS
 from crm_perf_sync.kit.settings import Settings
@@ -186,3 +187,37 @@ def test_done_changes_are_forgotten_after_the_retention_and_waiting_ones_never(p
         ("opportunities", "9002", "pending"),
         ("stage_changes", "9002", "pending"),
     ]
+
+
+def test_a_connection_whose_fetch_failed_is_tried_again_only_after_a_growing_wait(pushed: Pushed) -> None:
+    """A CRM down for a moment must not have its changes parked within seconds: the inbox loop
+    waits 5 s after a failed fetch, then 10 s, 20 s... before trying the connection again."""
+    pushed.emulator.fail("/crm/v3/objects/deals/batch/read", 500, times=100)
+    pushed.push([event("deal.propertyChange", 9006, portal=PORTAL)])
+    moment = [utc_now()]
+    backoff = Backoff(clock=lambda: moment[0])
+
+    def attempts() -> list[int]:
+        return [row[3] for row in pushed.inbox()]
+
+    run_inbox(pushed.runtime, threading.Event(), backoff)
+    assert attempts() == [1, 1]
+    run_inbox(pushed.runtime, threading.Event(), backoff)  # at once: not tried again
+    assert attempts() == [1, 1]
+    moment[0] += timedelta(seconds=5)
+    run_inbox(pushed.runtime, threading.Event(), backoff)
+    assert attempts() == [2, 2]
+    moment[0] += timedelta(seconds=5)  # the wait has doubled: not yet
+    run_inbox(pushed.runtime, threading.Event(), backoff)
+    assert attempts() == [2, 2]
+    moment[0] += timedelta(seconds=5)
+    run_inbox(pushed.runtime, threading.Event(), backoff)
+    assert attempts() == [3, 3]
+    # Once a fetch succeeds, the connection is tried at every turn again.
+    pushed.emulator.faults.clear()
+    moment[0] += timedelta(seconds=20)
+    run_inbox(pushed.runtime, threading.Event(), backoff)
+    assert [row[2] for row in pushed.inbox()] == ["done", "done"]
+    pushed.push([event("deal.propertyChange", 9006, portal=PORTAL)])
+    run_inbox(pushed.runtime, threading.Event(), backoff)
+    assert [row[2] for row in pushed.inbox()] == ["done"] * 4

@@ -3,8 +3,10 @@
 A connection's waiting changes (the oldest :data:`BATCH`, coalesced: a record named by many
 events is fetched once) become one targeted sync under the connection's sync lease, so it never
 runs beside another sync of the connection, on any replica. Once the sync succeeded the changes
-are done; when it failed, each counts an attempt, and a change that failed :data:`MAX_ATTEMPTS`
-times is parked with the error (visible in the status, never dropped). A sync that could not start
+are done; when it failed, each counts an attempt, the connection is not tried again before a
+wait that doubles with each failure (:class:`Backoff`: 5 s, 10 s, 20 s ...), and a change that
+failed :data:`MAX_ATTEMPTS` times (over a minute and more) is parked with the error (visible in
+the status, never dropped). A sync that could not start
 (another sync holds the connection), was stopped or was deferred by the CRM's quota leaves them
 waiting, as a crash between the sync and the bookkeeping does: a fetch by id is idempotent, so a
 change processed twice is stored once.
@@ -14,8 +16,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -33,6 +35,31 @@ log = logging.getLogger(__name__)
 BATCH = 5000
 #: Failed targeted syncs after which a change is parked.
 MAX_ATTEMPTS = 5
+
+
+@dataclass
+class Backoff:
+    """When each connection whose last targeted sync failed may be tried again: after ``base``,
+    doubling with each failure in a row up to ``cap``; a success clears it. Kept by the inbox
+    loop of one process (a replica's own failures pace its own tries)."""
+
+    base: timedelta = timedelta(seconds=5)
+    cap: timedelta = timedelta(minutes=5)
+    clock: Callable[[], datetime] = utc_now
+    _failures: dict[str, int] = field(default_factory=dict)
+    _until: dict[str, datetime] = field(default_factory=dict)
+
+    def due(self, connection_id: str) -> bool:
+        until = self._until.get(connection_id)
+        return until is None or self.clock() >= until
+
+    def record(self, connection_id: str, succeeded: bool) -> None:
+        if succeeded:
+            self._failures.pop(connection_id, None)
+            self._until.pop(connection_id, None)
+            return
+        failures = self._failures[connection_id] = self._failures.get(connection_id, 0) + 1
+        self._until[connection_id] = self.clock() + min(self.cap, self.base * 2 ** (failures - 1))
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from crm_perf_sync.config import ConnectionConfig
 from crm_perf_sync.incentives.service import IncentiveService
-from crm_perf_sync.jobs.ingest import InboxRun, observe_lag, process_inbox
+from crm_perf_sync.jobs.ingest import Backoff, InboxRun, observe_lag, process_inbox
 from crm_perf_sync.jobs.refresh import RefreshJob
 from crm_perf_sync.kit.errors import AppError
 from crm_perf_sync.kit.timeutil import utc_now
@@ -128,9 +128,10 @@ def run_queued_syncs(runtime: Runtime, stop: threading.Event) -> None:
         refresh_kpis(runtime, stop, reason=f"queued syncs changed {changed_total:,} records")
 
 
-def run_inbox(runtime: Runtime, stop: threading.Event) -> bool:
+def run_inbox(runtime: Runtime, stop: threading.Event, backoff: Backoff | None = None) -> bool:
     """Fetch what the CRMs pushed (a targeted sync per connection with changes waiting), then
-    refresh the KPIs, alerts, payouts and webhooks they touch; whether any change was fetched."""
+    refresh the KPIs, alerts, payouts and webhooks they touch; whether any change was fetched.
+    With ``backoff``, a connection whose last fetch failed waits its turn (see :class:`Backoff`)."""
     from crm_perf_sync.ingest import repository as ingest_repo
     from crm_perf_sync.kit.db import session_scope
 
@@ -145,6 +146,8 @@ def run_inbox(runtime: Runtime, stop: threading.Event) -> bool:
         conn = runtime.config.app.connection(connection_id)
         if stop.is_set() or conn is None or not conn.enabled:
             continue  # (a connection no longer configured keeps its inbox as it is)
+        if backoff is not None and not backoff.due(connection_id):
+            continue
         try:
             run = process_inbox(
                 runtime.sync_service(), runtime.session_factory, connection_id, should_stop=stop.is_set
@@ -157,13 +160,15 @@ def run_inbox(runtime: Runtime, stop: threading.Event) -> bool:
             continue
         if run is not None:
             log.info(
-                "pushed changes of %s: %d fetched, %s",
-                connection_id,
+                "%d pushed changes of %s: %s",
                 run.changes,
+                connection_id,
                 run.outcome.summary(),
                 extra={"connection": connection_id, "run_id": run.outcome.run_id},
             )
             runs.append(run)
+            if backoff is not None and run.outcome.status in ("succeeded", "failed"):
+                backoff.record(connection_id, run.outcome.status == "succeeded")
     changed = sum(run.changed for run in runs)
     if changed:
         refresh_kpis(runtime, stop, reason=f"pushes changed {changed:,} records")
@@ -204,9 +209,10 @@ def start_inbox(runtime: Runtime, stop: threading.Event) -> threading.Thread:
 
     def run() -> None:
         purged_at = utc_now() - INBOX_PURGE_EVERY
+        backoff = Backoff()
         while not stop.is_set():
             try:
-                busy = run_inbox(runtime, stop)
+                busy = run_inbox(runtime, stop, backoff)
                 if utc_now() - purged_at >= INBOX_PURGE_EVERY:
                     purged_at = utc_now()
                     purge_inbox(runtime, purged_at - INBOX_RETENTION)
