@@ -159,7 +159,8 @@ def run_inbox(runtime: Runtime, stop: threading.Event, backoff: Backoff | None =
             log.exception("fetching the pushed changes of %s crashed", connection_id)
             continue
         if run is not None:
-            log.info(
+            log.log(
+                logging.INFO if run.outcome.status == "succeeded" else logging.WARNING,
                 "%d pushed changes of %s: %s",
                 run.changes,
                 connection_id,
