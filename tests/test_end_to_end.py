@@ -19,6 +19,7 @@ from sqlalchemy import Engine, MetaData, Table, func, select, text
 
 from crm_perf_sync.kit.db import create_db_engine
 from tests.conftest import DATA_DIR
+from tests.processes import freeze
 
 REPO = Path(__file__).resolve().parent.parent
 # Columns that record when the store saw a row, not what the row is.
@@ -140,7 +141,7 @@ def test_a_sync_killed_mid_way_resumes_to_the_same_state_as_an_uninterrupted_one
                 pytest.fail(f"the sync finished before it could be killed: {victim.communicate()}")
             assert time.monotonic() < deadline, "the sync never committed a leads checkpoint"
             time.sleep(0.05)
-        victim.send_signal(signal.SIGSTOP)
+        freeze(victim)
         at_kill = {table: count(engine, table) for table in ("lead", "opportunity", "stage_change")}
         victim.send_signal(signal.SIGKILL)
         victim.communicate(timeout=30)
@@ -203,7 +204,7 @@ def freeze_between_transactions(process: subprocess.Popen[str], engine: Engine) 
     nobody: stop, look, and let it run on a moment if it was caught inside one."""
     deadline = time.monotonic() + 120
     while True:
-        process.send_signal(signal.SIGSTOP)
+        freeze(process)
         if not in_transaction(engine):
             return
         process.send_signal(signal.SIGCONT)

@@ -28,6 +28,7 @@ from crm_perf_sync.models import Lead, Lease, Opportunity, StageChange, SyncChec
 from crm_perf_sync.webhooks import service
 from crm_perf_sync.webhooks.security import Guard
 from tests.connectors.demo.helpers import make, read
+from tests.processes import freeze
 from tests.webhooks.outbox import assert_at_least_once, delivered, recorded_sends
 from tests.webhooks.receiver import Receiver, receiving
 
@@ -210,7 +211,7 @@ def test_a_worker_killed_mid_sync_is_taken_over_and_nothing_is_lost_or_stored_tw
         # from the start (the API is waited for after): a fast worker must not finish meanwhile.
         victim_run = wait_for("a sync mid-way", lambda: mid_sync(factory), procs=[api, *workers])
         for w in workers:
-            w.process.send_signal(signal.SIGSTOP)
+            freeze(w.process)
         holder = sync_holder(factory) or ""
         (victim,) = [w for w in workers if f":{w.pid}:" in holder]
         (survivor,) = [w for w in workers if w is not victim]
