@@ -91,7 +91,8 @@ def receiving_on(port: int, secrets: Sequence[str] = (), script: Sequence[int] =
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     receiver.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # Polled every 50 ms for the shutdown request (the default 0.5 s is a wait at every exit).
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield receiver

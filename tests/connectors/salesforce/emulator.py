@@ -1356,7 +1356,10 @@ class SalesforceEmulator:
     def __enter__(self) -> SalesforceEmulator:
         self._server = _Server(self.org, self.tls.context)
         self.org.base_url = self.url
-        self._thread = threading.Thread(target=self._server.serve_forever, name="sf-emulator", daemon=True)
+        # Polled every 50 ms for the shutdown request (the default 0.5 s is a wait at every exit).
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="sf-emulator", daemon=True
+        )
         self._thread.start()
         return self
 
