@@ -9,16 +9,18 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     ColumnElement,
     Connection,
     Float,
     Table,
+    Text,
     and_,
     bindparam,
+    cast,
     column,
     delete,
     func,
@@ -31,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
+from crm_perf_sync.kit.canonical import json_default
 from crm_perf_sync.kit.paging import Page, keyset_page
 from crm_perf_sync.models import (
     IncentiveClosedRecord,
@@ -266,22 +269,16 @@ def _rewrite_in_place(conn: Connection, rewritten: Sequence[tuple[int, dict[str,
     index; one UPDATE from arrays (``unnest``) spent most of its time in the driver, quoting each
     explanation's JSON inside a text array. Amounts travel as their decimal text, exactly."""
     names = ("id", *LINE_NUMBERS)
-    lines = [
-        {"id": line_id} | {name: _exact(row[name]) for name in LINE_NUMBERS} for line_id, row in rewritten
-    ]
+    lines = [{"id": line_id} | {name: row[name] for name in LINE_NUMBERS} for line_id, row in rewritten]
+    document = orjson.dumps(lines, default=json_default, option=orjson.OPT_NON_STR_KEYS).decode()
     new = (
-        func.jsonb_to_recordset(bindparam("lines", lines, type_=JSONB))
+        func.jsonb_to_recordset(cast(bindparam("lines", document, type_=Text), JSONB))
         .table_valued(*(column(name, LINE.c[name].type) for name in names))
         .render_derived(name="new", with_types=True)
     )
     conn.execute(
         update(LINE).where(LINE.c.id == new.c.id).values({name: new.c[name] for name in LINE_NUMBERS})
     )
-
-
-def _exact(value: Any) -> Any:
-    """A value as JSON carries it without loss: a decimal as its text."""
-    return str(value) if isinstance(value, Decimal) else value
 
 
 #: The state of a plan removed: kept so that the lines' version moves when its open lines go.
