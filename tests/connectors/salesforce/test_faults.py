@@ -204,6 +204,7 @@ def test_the_daily_budget_share_stops_the_run_halfway_and_the_next_run_completes
     assert first.status == "deferred", first.error
     assert first.error is not None
     assert "30 of 60 daily API requests used" in first.error
+    assert org.api_used == 30  # the read-ahead does not spend a request past the share
     kept = stored(session_factory, "opportunities")
     assert 0 < len(kept) < 6000
     checkpoint = checkpoint_of(session_factory, "opportunities")

@@ -206,6 +206,14 @@ class SalesforceClient:
             return "unknown"
         return f"{self.usage.used:,} of {self.usage.total:,} daily API requests used"
 
+    def check_budget(self) -> None:
+        """Raise :class:`QuotaExhaustedError` once the configured share of the budget is used up."""
+        if self.over_budget():
+            share = self.settings.max_api_share
+            raise QuotaExhaustedError(
+                f"{self.budget_text()}, the configured limit is {share:.0%} of the daily budget"
+            )
+
     # -- error classification ------------------------------------------------------------------------
 
     def call(self, what: str, action: Callable[[Salesforce], T], *, locator: bool = False) -> T:
@@ -392,14 +400,17 @@ class SalesforceClient:
         Network time and the parsing of the next page overlap the mapping and storing of this one.
         Errors arrive in order, when the caller asks for the page that failed. At most one request
         is in flight; when the caller stops early it is waited for, so nothing outlives the read.
+        No page is fetched ahead once the configured share of the API budget is used up (the
+        response to the last one said so): the caller stops at that page's checkpoint, and one
+        asking on meets :class:`QuotaExhaustedError`.
         """
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="salesforce-read-ahead")
         pool = self._pool
-        done = object()
+        done, withheld = object(), object()
 
         def step() -> Any:
-            return next(pages, done)
+            return withheld if self.over_budget() else next(pages, done)
 
         future: Future[Any] = pool.submit(step)
         try:
@@ -407,6 +418,8 @@ class SalesforceClient:
                 item = future.result()
                 if item is done:
                     return
+                if item is withheld:
+                    self.check_budget()
                 future = pool.submit(step)
                 yield item
         finally:

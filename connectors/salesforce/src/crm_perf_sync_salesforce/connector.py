@@ -56,7 +56,6 @@ from crm_perf_sync.connector_sdk import (
     Entity,
     FatalError,
     Message,
-    QuotaExhaustedError,
     RetriableError,
     SnapshotComplete,
     StreamSpec,
@@ -524,11 +523,7 @@ class SalesforceConnector(Connector[SalesforceSettings]):
     # -- budget --------------------------------------------------------------------------------------
 
     def _check_budget(self) -> None:
-        if self.client.over_budget():
-            share = self.settings.max_api_share
-            raise QuotaExhaustedError(
-                f"{self.client.budget_text()}, the configured limit is {share:.0%} of the daily budget"
-            )
+        self.client.check_budget()
 
     # -- one whole read (stages) ---------------------------------------------------------------------
 
