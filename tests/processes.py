@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
@@ -25,3 +26,31 @@ def freeze(process: subprocess.Popen[str] | subprocess.Popen[bytes], timeout: fl
             return
         assert time.monotonic() < deadline, f"process {process.pid} did not stop (state {state})"
         time.sleep(0.001)
+
+
+def freeze_when(
+    processes: Sequence[subprocess.Popen[str] | subprocess.Popen[bytes]],
+    ready: Callable[[], object],
+    what: str,
+    *,
+    timeout: float = 300,
+    step: float = 0.05,
+) -> None:
+    """Leave ``processes`` frozen at the first moment ``ready()`` holds.
+
+    ``ready`` is only ever asked while they are frozen: asked while they run, a true answer could
+    be stale by the time the signal lands (a fast process finishing its work meanwhile, more so on
+    a busy machine). Between looks they run on for ``step`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        for process in processes:
+            if process.poll() is not None:
+                raise AssertionError(f"process {process.pid} ended (exit {process.returncode}) before {what}")
+            freeze(process)
+        if ready():
+            return
+        assert time.monotonic() < deadline, f"never saw {what} within {timeout:.0f} s"
+        for process in processes:
+            process.send_signal(signal.SIGCONT)
+        time.sleep(step)

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, MetaData, Table, func, select, text
 
 from crm_perf_sync.kit.db import create_db_engine
 from tests.conftest import DATA_DIR
-from tests.processes import freeze
+from tests.processes import freeze_when
 
 REPO = Path(__file__).resolve().parent.parent
 # Columns that record when the store saw a row, not what the row is.
@@ -133,15 +133,13 @@ def test_a_sync_killed_mid_way_resumes_to_the_same_state_as_an_uninterrupted_one
     engine = create_db_engine(db_url)
     try:
         victim = cli("sync", env=env)
-        # Freeze it once the leads stream has committed a checkpoint, however fast or slow the
-        # machine: SIGSTOP first, so what the store holds at the kill is what it holds now.
-        deadline = time.monotonic() + 300
-        while not (count(engine, "sync_checkpoint", "stream=leads") and count(engine, "lead") > 2000):
-            if victim.poll() is not None:
-                pytest.fail(f"the sync finished before it could be killed: {victim.communicate()}")
-            assert time.monotonic() < deadline, "the sync never committed a leads checkpoint"
-            time.sleep(0.05)
-        freeze(victim)
+        # Frozen once the leads stream has committed a checkpoint, however fast or slow the
+        # machine (looked at only while frozen): what the store holds at the kill is what it held then.
+        freeze_when(
+            [victim],
+            lambda: count(engine, "sync_checkpoint", "stream=leads") and count(engine, "lead") > 2000,
+            "a leads checkpoint",
+        )
         at_kill = {table: count(engine, table) for table in ("lead", "opportunity", "stage_change")}
         victim.send_signal(signal.SIGKILL)
         victim.communicate(timeout=30)
@@ -202,14 +200,7 @@ def in_transaction(engine: Engine) -> bool:
 def freeze_between_transactions(process: subprocess.Popen[str], engine: Engine) -> None:
     """SIGSTOP ``process`` at a moment it holds no transaction open, so a frozen process blocks
     nobody: stop, look, and let it run on a moment if it was caught inside one."""
-    deadline = time.monotonic() + 120
-    while True:
-        freeze(process)
-        if not in_transaction(engine):
-            return
-        process.send_signal(signal.SIGCONT)
-        assert time.monotonic() < deadline, "the process never left its transaction"
-        time.sleep(0.01)
+    freeze_when([process], lambda: not in_transaction(engine), "a moment outside a transaction", step=0.01)
 
 
 def test_a_second_process_cannot_sync_a_connection_that_is_being_synced(db_url: str, tmp_path: Path) -> None:

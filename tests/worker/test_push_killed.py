@@ -33,7 +33,7 @@ from crm_perf_sync.runtime import Runtime
 from tests.connectors.hubspot.emulator import HubSpotEmulator
 from tests.connectors.hubspot.portal import small_portal
 from tests.connectors.hubspot.pushes import event, pushing_config, signed
-from tests.processes import freeze
+from tests.processes import freeze_when
 
 SECRET = "hs-app-secret-burst"
 PORTAL = 5550002
@@ -136,9 +136,7 @@ def test_a_worker_killed_mid_burst_loses_no_pushed_change_and_stores_none_twice(
         for round_no in range(1, ROUNDS - 2):
             push_round(round_no)
         # Killed while a targeted sync runs: frozen first, so it is still running when killed.
-        wait_for("a targeted sync under way", lambda: push_runs("running"), timeout=60)
-        freeze(workers[0])
-        assert push_runs("running") == 1
+        freeze_when(workers[:1], lambda: push_runs("running") == 1, "a targeted sync under way", timeout=60)
         workers[0].send_signal(signal.SIGKILL)
         workers[0].wait(timeout=30)
         # The CRM goes on pushing while no worker runs; a new one takes over.

@@ -28,7 +28,7 @@ from crm_perf_sync.models import Lead, Lease, Opportunity, StageChange, SyncChec
 from crm_perf_sync.webhooks import service
 from crm_perf_sync.webhooks.security import Guard
 from tests.connectors.demo.helpers import make, read
-from tests.processes import freeze
+from tests.processes import freeze_when
 from tests.webhooks.outbox import assert_at_least_once, delivered, recorded_sends
 from tests.webhooks.receiver import Receiver, receiving
 
@@ -206,12 +206,12 @@ def test_a_worker_killed_mid_sync_is_taken_over_and_nothing_is_lost_or_stored_tw
         endpoint_for(factory, receiver)
         api = launch("api")
         workers = [launch("worker"), launch("worker")]
-        # Kill whichever worker holds the sync, in the middle of it: both are frozen first, so the
-        # sync is still mid-way when its holder is read, however slow this machine is. Watched
-        # from the start (the API is waited for after): a fast worker must not finish meanwhile.
-        victim_run = wait_for("a sync mid-way", lambda: mid_sync(factory), procs=[api, *workers])
-        for w in workers:
-            freeze(w.process)
+        # Kill whichever worker holds the sync, in the middle of it: the store is only looked at
+        # while both are frozen, so the sync is still mid-way when its holder is read, however
+        # fast or slow this machine is. Watched from the start (the API is waited for after).
+        freeze_when([w.process for w in workers], lambda: mid_sync(factory), "a sync mid-way")
+        victim_run = mid_sync(factory)
+        assert victim_run is not None
         holder = sync_holder(factory) or ""
         (victim,) = [w for w in workers if f":{w.pid}:" in holder]
         (survivor,) = [w for w in workers if w is not victim]
