@@ -61,6 +61,11 @@ class PushRefused(Exception):
 class Pushable(ABC):
     """A connector whose CRM can push changes (mixed into its :class:`~.Connector` subclass)."""
 
+    def takes_pushes(self) -> bool:
+        """Whether this connection takes pushes: true unless its configuration says otherwise (a
+        declarative connector whose spec describes no pushes). One that does not is answered 404."""
+        return True
+
     @abstractmethod
     def verify_push(self, request: PushRequest) -> Sequence[PushedChange]:
         """The changes ``request`` announces, once it is verified to come from the CRM; raise

@@ -40,7 +40,7 @@ def verified(connection_id: str, connector: Connector, request: PushRequest) -> 
     """The changes of a push to ``connection_id``, once its connector has verified it; raises
     :class:`NotFound` when the connector takes no pushes and :class:`PushUnverified` when the
     request is not verifiably from the CRM."""
-    if not isinstance(connector, Pushable):
+    if not isinstance(connector, Pushable) or not connector.takes_pushes():
         raise NotFound(
             f"connection {connection_id!r} takes no pushes: its connector has no push endpoint "
             "(its changes arrive by the scheduled sync)"

@@ -545,7 +545,7 @@ class SyncEngine:
         check is not asked for (a push comes often, a check costs requests)."""
         self.allow_mass_delete = allow_mass_delete
         if targets is not None:
-            if not isinstance(self.connector, Pushable):
+            if not isinstance(self.connector, Pushable) or not self.connector.takes_pushes():
                 raise ConnectorBug(f"connection {self.connection_id!r}: its connector cannot fetch by id")
             known = {spec.name for spec in self.connector.streams()}
             unknown = sorted(set(targets) - known)
