@@ -25,6 +25,10 @@ from crm_perf_sync.connector_sdk import (
     ConnectorContext,
     ConnectorSettings,
     Message,
+    Pushable,
+    PushedChange,
+    PushRefused,
+    PushRequest,
     SnapshotComplete,
     StreamSpec,
     StrictModel,
@@ -32,12 +36,14 @@ from crm_perf_sync.connector_sdk import (
     parse_records,
 )
 from crm_perf_sync.connector_sdk.mapping import StageTable
+from crm_perf_sync_rest import push
 from crm_perf_sync_rest.client import Answer, Client, Prepared
 from crm_perf_sync_rest.mapping import RecordMapper, check_zone, compile_path, parse_time
 from crm_perf_sync_rest.spec import (
     Deletions,
     FieldSpec,
     Pagination,
+    Push,
     RequestSpec,
     Spec,
     Stream,
@@ -138,7 +144,7 @@ def _load_for_settings(reference: str) -> Spec:
         raise ValueError(str(exc)) from None
 
 
-class RestConnector(Connector[RestSettings]):
+class RestConnector(Connector[RestSettings], Pushable):
     settings_model = RestSettings
     description = "Any CRM with a REST API, its streams declared in a YAML spec (spec: <name or file>)"
 
@@ -179,6 +185,7 @@ class RestConnector(Connector[RestSettings]):
         self._lookups: dict[str, Table] | None = None
         self._mappers: dict[str, RecordMapper] = {}
         self._requests: dict[int, tuple[Compiled, RequestSpec]] = {}
+        self._pushes: tuple[push.Verifier, Callable[[Any], Any], list[push.Rule]] | None = None
 
     @classmethod
     def presets(cls) -> Mapping[str, str]:
@@ -252,6 +259,104 @@ class RestConnector(Connector[RestSettings]):
             return None
         rendered = compile_template(template, f"record_url.{entity}")({**self.variables, "id": external_id})
         return None if rendered is None else str(rendered)
+
+    # -- pushes ------------------------------------------------------------------------------------------
+
+    def takes_pushes(self) -> bool:
+        """Whether the spec describes the CRM's pushes (its ``push`` section)."""
+        return self.spec.push is not None
+
+    def verify_push(self, request: PushRequest) -> Sequence[PushedChange]:
+        """The records a push announces, once its signature is verified (see :mod:`.push`): of
+        the streams this connection reads, by the spec's ``push.changes`` rules."""
+        spec = self.spec.push
+        if spec is None:
+            raise PushRefused(f"spec {self.spec.name} describes no pushes")
+        if self._pushes is None:  # compiled once; a race compiles twice, harmlessly
+            events = self._path(spec.events, "push.events", self.variables)
+            self._pushes = (push.Verifier(spec, self.variables), events, self._push_rules(spec))
+        verifier, select, rules = self._pushes
+        seen = push.request_variables(request)
+        delivery = verifier.verify(seen, self.context.clock())
+        return push.changes_of(push.events_of(seen["body"], select), rules, delivery)
+
+    def _push_rules(self, spec: Push) -> list[push.Rule]:
+        enabled = {stream.name for stream in self.streams()}
+        rules = []
+        for number, change in enumerate(spec.changes):
+            if change.stream not in enabled:
+                continue  # a stream this connection does not read (its form not given, or disabled)
+            where = f"push.changes[{number}]"
+            occurred = (
+                self._path(change.occurred, f"{where}.occurred", self.variables) if change.occurred else None
+            )
+            rules.append(
+                push.Rule(
+                    change.stream,
+                    self._path(change.when, f"{where}.when", self.variables),
+                    self._path(change.id, f"{where}.id", self.variables),
+                    self._path(change.deleted, f"{where}.deleted", self.variables)
+                    if change.deleted
+                    else None,
+                    self._instant_of(occurred, change.format) if occurred is not None else None,
+                )
+            )
+        return rules
+
+    def _instant_of(self, select: Callable[[Any], Any], fmt: str) -> Callable[[Any], datetime | None]:
+        def instant(event: Any) -> datetime | None:
+            value = select(event)
+            if value is None or value == "":
+                return None
+            try:
+                return parse_time(value, fmt, self.zone)
+            except ValueError:
+                return None  # when it changed is for the lag figure only: a push is not refused for it
+
+        return instant
+
+    def fetch(self, stream: StreamSpec, ids: Sequence[str]) -> Iterator[Message]:
+        """The records of ``stream`` with these ids, read by the stream's ``fetch`` request in
+        batches (``ids`` among its variables); each id the CRM does not answer is a tombstone."""
+        definition = self.spec.streams.get(stream.name)
+        if definition is None or definition.fetch is None:
+            raise ConnectorConfigError(
+                f"spec {self.spec.name}: stream {stream.name!r} cannot be fetched by id"
+            )
+        fetching = definition.fetch
+        mapper = self._mapper(stream.name)
+        flag = (
+            compile_path(definition.deletions.flag, f"streams.{stream.name}.deletions.flag")
+            if definition.deletions.flag
+            else None
+        )
+        wanted = list(dict.fromkeys(ids))
+        for start in range(0, len(wanted), fetching.batch):
+            batch = wanted[start : start + fetching.batch]
+            variables = {
+                **self.variables,
+                "lookups": self.lookups(),
+                "window": {"since": None, "until": None},
+                "ids": batch,
+            }
+            found: set[str] = set()
+            pages = self._pages(
+                f"stream {stream.name} fetch",
+                fetching.request,
+                fetching.records,
+                fetching.pagination,
+                variables,
+                None,
+            )
+            for items, _ in pages:
+                for item in items:
+                    key = mapper.key(item)
+                    if key is not None:
+                        found.add(key)
+                yield from self._map(mapper, items, flag)
+            for gone in batch:
+                if gone not in found:
+                    yield Tombstone(gone)
 
     # -- reading ---------------------------------------------------------------------------------------------
 

@@ -396,6 +396,17 @@ class FieldSpec(StrictModel):
         return self
 
 
+class Fetch(StrictModel):
+    """How to read a stream's records by id, for a targeted sync of what a push announced: the
+    request (with ``ids``, a batch of ids, among its variables) and where its records are. An id
+    asked for and not answered is gone from the CRM."""
+
+    request: RequestSpec
+    records: JMESPath
+    pagination: Pagination = Field(default_factory=Pagination)
+    batch: int = Field(default=100, ge=1, le=1000, description="ids per request")
+
+
 class Stream(StrictModel):
     """One stream: a request, its pages, its records, their mapping."""
 
@@ -412,6 +423,7 @@ class Stream(StrictModel):
     fields: dict[str, FieldSpec]
     custom: dict[str, FieldSpec] = Field(default_factory=dict)
     stages: StageTable | None = None
+    fetch: Fetch | None = Field(default=None, description="reading records by id (what a push names)")
     each: JMESPath | None = Field(
         default=None, description="records nested in each selected item (stages inside pipelines)"
     )
@@ -442,6 +454,50 @@ class Lookup(StrictModel):
     value: JMESPath
 
 
+class PushSignature(StrictModel):
+    """How a push proves it comes from the CRM: a digest, over parts of the request and the
+    connection's secret, that the request carries. Templates see ``request`` (``method``, ``url``,
+    ``query``, ``headers`` with lower-case names, ``body`` as text) and ``secret``."""
+
+    algorithm: Literal["sha1", "sha256", "hmac-sha1", "hmac-sha256"] = Field(
+        description="a plain digest of the message (the secret inside it) or an HMAC keyed by the secret"
+    )
+    encoding: Literal["hex", "base64"] = "hex"
+    message: Template = Field(description="what is digested")
+    signature: Template = Field(description="the signature the request carries")
+    timestamp: Template | None = Field(
+        default=None, description="when the CRM signed it, in epoch seconds: outside the window, refused"
+    )
+    window: Duration = timedelta(minutes=5)
+
+
+class PushChange(StrictModel):
+    """Which record of which stream one event of a push announces (the first rule that holds)."""
+
+    stream: str
+    when: JMESPath = Field(description="over the event: this rule's events")
+    id: JMESPath = Field(description="over the event: the record's id")
+    deleted: JMESPath | None = Field(default=None, description="over the event: true when it was deleted")
+    occurred: JMESPath | None = Field(default=None, description="over the event: when the record changed")
+    format: TimeFormat = "iso"
+
+
+class Push(StrictModel):
+    """The CRM's pushes to ``/api/v1/ingest/<connection>``: how they are verified and read."""
+
+    docs: list[str] = Field(default_factory=list)
+    secret: Template = Field(description="the connection's push secret (an input)")
+    previous_secret: Template | None = Field(
+        default=None, description="the secret before a rotation, accepted until every push uses the new one"
+    )
+    signature: PushSignature
+    delivery: Template | None = Field(
+        default=None, description="the push's delivery id, the same when the CRM sends it again"
+    )
+    events: JMESPath = Field(default="[@]", description="over the body (JSON): its events")
+    changes: list[PushChange] = Field(min_length=1)
+
+
 class Spec(StrictModel):
     name: str
     title: str | None = None
@@ -461,6 +517,7 @@ class Spec(StrictModel):
     )
     lookups: dict[str, Lookup] = Field(default_factory=dict)
     streams: dict[str, Stream] = Field(min_length=1)
+    push: Push | None = Field(default=None, description="the CRM's pushes, if it sends them")
 
     @field_validator("name")
     @classmethod
@@ -478,6 +535,15 @@ class Spec(StrictModel):
                     raise ValueError(
                         f"streams.{name}.fields.{key}.lookup: no lookup {spec.lookup!r} ({known})"
                     )
+        for number, change in enumerate(self.push.changes if self.push else ()):
+            target = self.streams.get(change.stream)
+            if target is None:
+                raise ValueError(f"push.changes[{number}].stream: no stream {change.stream!r}")
+            if target.fetch is None:
+                raise ValueError(
+                    f"push.changes[{number}].stream: stream {change.stream!r} has no fetch "
+                    "(a pushed change is read from the CRM by id)"
+                )
         return self
 
 
