@@ -48,6 +48,7 @@ from crm_perf_sync.connector_sdk import (
     Connector,
     ConnectorContext,
     ConnectorSettings,
+    Pushable,
     SnapshotComplete,
     Tombstone,
 )
@@ -81,6 +82,11 @@ class ConnectorContract:
     #: only reports deletions. Every other stream must yield at least one record, so that the
     #: settings exercise it.
     empty_streams: ClassVar[frozenset[str]] = frozenset()
+    #: For a connector that takes pushes (:class:`~crm_perf_sync.connector_sdk.Pushable`): the
+    #: streams its pushes name, whose records :meth:`~.Pushable.fetch` reads by id.
+    fetched_streams: ClassVar[Sequence[str]] = ()
+    #: An id no record of those streams has in the contract settings' CRM (fetched: a tombstone).
+    unknown_id: ClassVar[str | None] = None
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -206,6 +212,45 @@ class ConnectorContract:
                 assert isinstance(last, Checkpoint), f"{where}: a read ends with a checkpoint, not {last!r}"
                 if spec.name not in self.empty_streams:
                     assert records > 0, f"{where}: the contract settings read no record"
+        finally:
+            connector.close()
+
+    def test_records_fetched_by_id_are_the_records_a_read_gives(
+        self, contract_settings: Mapping[str, Any]
+    ) -> None:
+        connector = self.make_connector(contract_settings)
+        try:
+            takes = isinstance(connector, Pushable) and connector.takes_pushes()
+            if not self.fetched_streams:
+                # Nothing to fetch is right only for a connector that takes no pushes.
+                assert not takes, f"{self.kind} takes pushes: name the streams they fetch in fetched_streams"
+                return
+            assert isinstance(connector, Pushable), f"{self.kind} names fetched_streams but is not Pushable"
+            streams = {spec.name: spec for spec in connector.streams()}
+            for name in self.fetched_streams:
+                assert name in streams, f"fetched_streams: {self.kind} has no stream {name!r}"
+                spec = streams[name]
+                read = {
+                    message.external_id: message
+                    for message in connector.read(spec, None)
+                    if isinstance(message, RECORD_TYPES[spec.entity])
+                }
+                assert read, f"{self.kind}/{name}: the contract settings read no record to fetch"
+                keys = list(read)
+                chosen = list(dict.fromkeys([keys[0], keys[len(keys) // 2], keys[-1]]))
+                asked = [*chosen, *([self.unknown_id] if self.unknown_id is not None else [])]
+                fetched = list(connector.fetch(spec, asked))
+                records = [m for m in fetched if isinstance(m, RECORD_TYPES[spec.entity])]
+                gone = [m.external_id for m in fetched if isinstance(m, Tombstone)]
+                assert not [m for m in fetched if isinstance(m, Checkpoint)], (
+                    f"{self.kind}/{name}: a fetch moves no cursor"
+                )
+                assert {r.external_id: r for r in records} == {key: read[key] for key in chosen}, (
+                    f"{self.kind}/{name}: the records fetched by id differ from the records a read gives"
+                )
+                assert gone == ([self.unknown_id] if self.unknown_id is not None else []), (
+                    f"{self.kind}/{name}: an id the CRM does not have is a tombstone, and only it ({gone})"
+                )
         finally:
             connector.close()
 

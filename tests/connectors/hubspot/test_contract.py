@@ -27,6 +27,8 @@ class TestHubSpotContract(ConnectorContract):
         "stage_changes",
         "activities",
     )
+    fetched_streams = ("accounts", "leads", "opportunities")
+    unknown_id = "987654321"
 
     @pytest.fixture(scope="class")
     @classmethod

@@ -46,6 +46,8 @@ class TestJiandaoyunContract(ConnectorContract):
     connector_class = RestConnector
     kind = "rest"
     expected_streams = ("pipeline_stages", "teams", "owners", "opportunities", "accounts", "activities")
+    fetched_streams = ("opportunities", "activities")
+    unknown_id = "0" * 24
 
     @pytest.fixture(scope="class")
     @classmethod
