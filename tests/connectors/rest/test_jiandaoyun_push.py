@@ -22,6 +22,8 @@ from crm_perf_sync.connector_sdk import (
     PushRefused,
     Tombstone,
 )
+from crm_perf_sync.ingest import service as ingest
+from crm_perf_sync.kit.errors import NotFound
 from crm_perf_sync_rest.connector import RestConnector
 from crm_perf_sync_rest.spec import load_spec, spec_path
 from tests.connectors.rest.emulators.base import SimClock
@@ -190,3 +192,21 @@ def test_a_spec_whose_push_names_a_stream_it_cannot_fetch_is_refused_where_it_sa
         ConnectorConfigError, match=r"push\.changes\[1\]\.stream: stream 'activities' has no fetch"
     ):
         load_spec(str(path))
+
+
+def test_a_connection_whose_spec_describes_no_pushes_takes_none(
+    emulator: JiandaoyunEmulator, clock: SimClock, tmp_path: Path
+) -> None:
+    spec = yaml.safe_load(spec_path("jiandaoyun").read_text(encoding="utf-8"))
+    del spec["push"]
+    path = tmp_path / "no-push.yaml"
+    path.write_text(yaml.safe_dump(spec, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    settings = {**jiandaoyun_settings(emulator, requests_per_second=0), "spec": str(path)}
+    conn = connector(settings, clock)
+    assert not conn.takes_pushes()
+    sent = delivery("data_update", emulator.records()[0], secret=SECRET, at=clock.now())
+    with pytest.raises(NotFound, match="takes no pushes"):
+        ingest.verified("jdy", conn, sent.request(clock.now()))
+    with pytest.raises(PushRefused, match="describes no pushes"):
+        conn.verify_push(sent.request(clock.now()))
+    assert pushing(emulator, clock).takes_pushes()
