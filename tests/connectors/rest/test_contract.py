@@ -125,6 +125,8 @@ class TestZohoCrmContract(ConnectorContract):
         "events",
         "tasks",
     )
+    fetched_streams = ("leads", "opportunities", "accounts", "calls", "events", "tasks")
+    unknown_id = "4150868000999999999"
 
     @pytest.fixture(scope="class")
     @classmethod

@@ -111,8 +111,10 @@ def test_the_follow_up_forms_pushes_announce_nothing_when_the_connection_reads_n
         (lambda d: replace(d, body=d.body.replace(b"data_update", b"data_remove")), "does not match"),
         (lambda d: replace(d, url=d.url.replace("nonce=0f5ade", "nonce=0f5adf")), "does not match"),
         (lambda d: replace(d, body=b"\xff\xfe"), "not UTF-8"),
+        (lambda d: replace(d, url=d.url.replace("&nonce=0f5ade", "")), "not a push as the spec describes"),
+        (lambda d: replace(d, url=d.url.split("?")[0] + "?nonce=0f5ade"), "timestamp is not epoch seconds"),
     ],
-    ids=["unsigned", "altered body", "another nonce", "not utf-8"],
+    ids=["unsigned", "altered body", "another nonce", "not utf-8", "no nonce", "no timestamp"],
 )
 def test_a_push_not_signed_with_the_connections_secret_is_refused(
     emulator: JiandaoyunEmulator, clock: SimClock, tamper: Any, message: str

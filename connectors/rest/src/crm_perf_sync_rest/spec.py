@@ -455,9 +455,8 @@ class Lookup(StrictModel):
 
 
 class PushSignature(StrictModel):
-    """How a push proves it comes from the CRM: a digest, over parts of the request and the
-    connection's secret, that the request carries. Templates see ``request`` (``method``, ``url``,
-    ``query``, ``headers`` with lower-case names, ``body`` as text) and ``secret``."""
+    """A push signed by the CRM: a digest, over parts of the request and the connection's secret,
+    that the request carries."""
 
     algorithm: Literal["sha1", "sha256", "hmac-sha1", "hmac-sha256"] = Field(
         description="a plain digest of the message (the secret inside it) or an HMAC keyed by the secret"
@@ -465,37 +464,62 @@ class PushSignature(StrictModel):
     encoding: Literal["hex", "base64"] = "hex"
     message: Template = Field(description="what is digested")
     signature: Template = Field(description="the signature the request carries")
-    timestamp: Template | None = Field(
-        default=None, description="when the CRM signed it, in epoch seconds: outside the window, refused"
-    )
-    window: Duration = timedelta(minutes=5)
+
+
+class PushBasicAuth(StrictModel):
+    """A push that signs in with HTTP basic authentication: this user name, the secret as password."""
+
+    username: Template
 
 
 class PushChange(StrictModel):
-    """Which record of which stream one event of a push announces (the first rule that holds)."""
+    """Which records of which stream one event of a push announces (the first rule that holds)."""
 
     stream: str
     when: JMESPath = Field(description="over the event: this rule's events")
-    id: JMESPath = Field(description="over the event: the record's id")
+    id: JMESPath = Field(description="over the event: the record's id, or a list of ids")
     deleted: JMESPath | None = Field(default=None, description="over the event: true when it was deleted")
     occurred: JMESPath | None = Field(default=None, description="over the event: when the record changed")
     format: TimeFormat = "iso"
 
 
 class Push(StrictModel):
-    """The CRM's pushes to ``/api/v1/ingest/<connection>``: how they are verified and read."""
+    """The CRM's pushes to ``/api/v1/ingest/<connection>``: how they are verified and read.
+
+    Templates see ``request``: ``method``, ``url``, ``query``, ``headers`` (lower-case names),
+    ``body`` (text) and ``json`` (the body parsed, or none), and ``secret`` where it goes into a
+    signature. A push proves itself in one of three ways: a ``signature``, ``basic_auth``, or a
+    ``token`` the CRM echoes (compared with the secret); each in constant time, with the current
+    secret and the previous one."""
 
     docs: list[str] = Field(default_factory=list)
     secret: Template = Field(description="the connection's push secret (an input)")
     previous_secret: Template | None = Field(
         default=None, description="the secret before a rotation, accepted until every push uses the new one"
     )
-    signature: PushSignature
+    signature: PushSignature | None = None
+    basic_auth: PushBasicAuth | None = None
+    token: Template | None = Field(default=None, description="where the request carries the secret back")
+    timestamp: Template | None = Field(
+        default=None, description="when the CRM sent it: outside the window, refused (a replay)"
+    )
+    timestamp_unit: Literal["s", "ms"] = "s"
+    window: Duration = timedelta(minutes=5)
     delivery: Template | None = Field(
         default=None, description="the push's delivery id, the same when the CRM sends it again"
     )
     events: JMESPath = Field(default="[@]", description="over the body (JSON): its events")
     changes: list[PushChange] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_proof(self) -> Self:
+        given = [name for name in ("signature", "basic_auth", "token") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "a push is verified by exactly one of signature, basic_auth, token "
+                f"(given: {', '.join(given) or 'none'})"
+            )
+        return self
 
 
 class Spec(StrictModel):
