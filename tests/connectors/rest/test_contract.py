@@ -99,6 +99,8 @@ class TestPipedriveContract(ConnectorContract):
     )
     # No deal of the sample is archived.
     empty_streams = frozenset({"archived_opportunities"})
+    fetched_streams = ("opportunities", "accounts", "activities")
+    unknown_id = "99999999"
 
     @pytest.fixture(scope="class")
     @classmethod

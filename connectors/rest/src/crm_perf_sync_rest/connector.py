@@ -316,8 +316,9 @@ class RestConnector(Connector[RestSettings], Pushable):
         return instant
 
     def fetch(self, stream: StreamSpec, ids: Sequence[str]) -> Iterator[Message]:
-        """The records of ``stream`` with these ids, read by the stream's ``fetch`` request in
-        batches (``ids`` among its variables); each id the CRM does not answer is a tombstone."""
+        """The records of ``stream`` with these ids, read by the stream's ``fetch`` requests in
+        batches (``ids`` among their variables, each after the first asked only for the ids not
+        found yet); each id no request answers is a tombstone."""
         definition = self.spec.streams.get(stream.name)
         if definition is None or definition.fetch is None:
             raise ConnectorConfigError(
@@ -333,27 +334,29 @@ class RestConnector(Connector[RestSettings], Pushable):
         wanted = list(dict.fromkeys(ids))
         for start in range(0, len(wanted), fetching.batch):
             batch = wanted[start : start + fetching.batch]
-            variables = {
-                **self.variables,
-                "lookups": self.lookups(),
-                "window": {"since": None, "until": None},
-                "ids": batch,
-            }
             found: set[str] = set()
-            pages = self._pages(
-                f"stream {stream.name} fetch",
-                fetching.request,
-                fetching.records,
-                fetching.pagination,
-                variables,
-                None,
-            )
-            for items, _ in pages:
-                for item in items:
-                    key = mapper.key(item)
-                    if key is not None:
-                        found.add(key)
-                yield from self._map(mapper, items, flag)
+            for number, step in enumerate([fetching, *fetching.then]):
+                pending = [key for key in batch if key not in found]
+                if not pending:
+                    break
+                variables = {
+                    **self.variables,
+                    "lookups": self.lookups(),
+                    "window": {"since": None, "until": None},
+                    "ids": pending,
+                }
+                what = f"stream {stream.name} fetch" + (f" (then[{number - 1}])" if number else "")
+                for items, _ in self._pages(
+                    what, step.request, step.records, step.pagination, variables, None
+                ):
+                    fresh = []
+                    for item in items:
+                        key = mapper.key(item)
+                        if key is None or key not in found:
+                            fresh.append(item)
+                        if key is not None:
+                            found.add(key)
+                    yield from self._map(mapper, fresh, flag)
             for gone in batch:
                 if gone not in found:
                     yield Tombstone(gone)

@@ -396,14 +396,21 @@ class FieldSpec(StrictModel):
         return self
 
 
-class Fetch(StrictModel):
-    """How to read a stream's records by id, for a targeted sync of what a push announced: the
-    request (with ``ids``, a batch of ids, among its variables) and where its records are. An id
-    asked for and not answered is gone from the CRM."""
+class FetchStep(StrictModel):
+    """One request of a fetch by id (``ids``, the batch's ids not found yet, among its variables)."""
 
     request: RequestSpec
     records: JMESPath
     pagination: Pagination = Field(default_factory=Pagination)
+
+
+class Fetch(FetchStep):
+    """How to read a stream's records by id, for a targeted sync of what a push announced: the
+    request (with ``ids``, a batch of ids, among its variables) and where its records are, then
+    each of ``then`` for the ids not found yet (a CRM that keeps some records in a list of their
+    own, such as Pipedrive's archived deals). An id no request answers is gone from the CRM."""
+
+    then: list[FetchStep] = Field(default_factory=list)
     batch: int = Field(default=100, ge=1, le=1000, description="ids per request")
 
 

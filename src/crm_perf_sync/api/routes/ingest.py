@@ -30,12 +30,13 @@ router = APIRouter(tags=["ingest"])
 
 @router.post(
     "/ingest/{connection_id}",
-    summary="Take the changes a CRM pushes (HubSpot app webhooks, ...), signed by the CRM",
+    summary="Take the changes a CRM pushes (HubSpot app webhooks, 简道云 数据推送, ...), proven by the CRM",
     description=(
         "The address to register in the CRM's webhook settings for a connection whose connector "
-        "takes pushes (HubSpot, 简道云, Zoho CRM: see the README). No API key: the request must "
-        "carry the CRM's proof (a signature made with the connection's secret, or the secret "
-        "itself where the CRM only echoes it) and be recent (a replay is refused); a "
+        "takes pushes (HubSpot, 简道云, Zoho CRM, Pipedrive: see the README). No API key: the "
+        "request must carry the CRM's proof (a signature made with the connection's secret, or "
+        "the secret itself where the CRM only echoes it or signs in with it) and, where the CRM "
+        "dates it, be recent (a replay is refused); a "
         "request that is not is answered 401 and nothing of it is stored. The changes it announces "
         "are stored in the connection's inbox before the answer; a change the CRM delivers again "
         "is counted as a duplicate, not stored twice. A worker then fetches the records from the CRM "
