@@ -11,7 +11,8 @@ reads YAML files of its own (the rest connector's specs) reports their problems 
 configuration does, ``file:line: key: message``: :func:`load_yaml`, :func:`pydantic_issues` and
 :class:`ConfigIssues`. :mod:`.values` and :mod:`.mapping` hold what configured mappings share:
 the value parsers (amounts, dates, probabilities, yes/no) and stage tables. A connector whose CRM
-pushes changes also implements :class:`Pushable` (:mod:`.push`).
+pushes changes also implements :class:`Pushable` (:mod:`.push`); one whose CRM cannot push but
+can be asked cheaply for its latest change, :class:`Watchable` (:mod:`.watch`).
 """
 
 from crm_perf_sync.connector_sdk.base import (
@@ -47,6 +48,7 @@ from crm_perf_sync.connector_sdk.records import (
     StageChangeRecord,
     TeamRecord,
 )
+from crm_perf_sync.connector_sdk.watch import Watchable
 from crm_perf_sync.kit.durations import Duration
 from crm_perf_sync.kit.retry import backoff_delay, retry_after
 from crm_perf_sync.kit.schema import StrictModel
@@ -92,6 +94,7 @@ __all__ = [
     "StrictModel",
     "TeamRecord",
     "Tombstone",
+    "Watchable",
     "backoff_delay",
     "ensure_utc",
     "load_yaml",

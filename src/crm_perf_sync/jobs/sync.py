@@ -81,10 +81,14 @@ class SyncService:
         queued_run: int | None = None,
         allow_mass_delete: bool = False,
         targets: Mapping[str, Sequence[str]] | None = None,
+        connector: Connector | None = None,  # type: ignore[type-arg]
     ) -> SyncOutcome:
         """One sync of ``connection_id``; ``targets`` (stream → record ids) makes it a targeted
-        sync of what its CRM pushed (see :meth:`SyncEngine.run`)."""
-        connector = self.build_connector(connection_id, full_refresh=full_refresh)
+        sync of what its CRM pushed (see :meth:`SyncEngine.run`). ``connector``: a new connector
+        of the connection to sync with (one a watch told of the latest change, say); by default
+        one built here."""
+        if connector is None:
+            connector = self.build_connector(connection_id, full_refresh=full_refresh)
         if targets is None:  # (a push's changes name a connection the store has mirrored already)
             with session_scope(self.session_factory) as session:
                 repo.sync_connections(session, self.config.app.connections, utc_now())

@@ -6,7 +6,9 @@ scheduled syncs, every worker carries out the syncs queued through the API (``qu
 refreshes the KPIs whenever they are not up to date (``kpi-refresh``: after a sync run elsewhere,
 a target set through the API, a changed definition). Beside the scheduler, in threads of their
 own, the webhook deliveries and the push inbox (:func:`start_inbox`: what the CRMs pushed,
-fetched by targeted syncs). All of it runs in the ``worker`` and ``serve`` roles only, never
+fetched by targeted syncs). A connection whose CRM cannot push but is watched (``watch:<id>``,
+:func:`run_watch`) is asked for its latest change every few seconds and synced at once when
+there is a new one. All of it runs in the ``worker`` and ``serve`` roles only, never
 inside a web server's workers.
 """
 
@@ -14,6 +16,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,12 +28,15 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from crm_perf_sync.config import ConnectionConfig
+from crm_perf_sync.connector_sdk import Connector, Watchable
 from crm_perf_sync.incentives.service import IncentiveService
 from crm_perf_sync.jobs.ingest import Backoff, InboxRun, observe_lag, process_inbox
 from crm_perf_sync.jobs.refresh import RefreshJob
+from crm_perf_sync.kit.db import session_scope
 from crm_perf_sync.kit.errors import AppError
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi.service import KpiService
+from crm_perf_sync.leases import new_holder_id, try_acquire
 from crm_perf_sync.runtime import Runtime
 from crm_perf_sync.sync.errors import SyncAlreadyRunning
 
@@ -88,6 +96,95 @@ def run_scheduled_sync(runtime: Runtime, connection_id: str, stop: threading.Eve
     changed = sum(outcome.total(name) for name in ("inserted", "updated", "deleted"))
     if changed:
         refresh_kpis(runtime, stop, reason=f"sync of {connection_id} changed {changed:,} records")
+
+
+@dataclass
+class Watch:
+    """What this process knows of a watched connection (:class:`Watchable`): its connector (kept,
+    so its session and what it learnt of the API budget last), the latest change it saw, and
+    when it last asked."""
+
+    connection_id: str
+    connector: Watchable  # a Connector too (checked by watches())
+    holder: str = field(default_factory=new_holder_id)
+    seen: datetime | None = None
+    asked: float | None = None
+
+    def close(self) -> None:
+        if isinstance(self.connector, Connector):
+            self.connector.close()
+
+
+def run_watch(
+    runtime: Runtime, watch: Watch, stop: threading.Event, *, clock: Callable[[], float] = time.monotonic
+) -> bool:
+    """One look at a watched connection: its CRM's latest change, and at once its sync when that
+    is newer than the last one seen (the first look syncs too: nothing was seen before it).
+    Returns whether it synced. Across replicas one process looks (the ``watch:<id>`` lease, held
+    for three intervals); a look waits longer than the job's interval when the connector says the
+    API budget wants it."""
+    interval = watch.connector.watch_interval()
+    if interval is None or stop.is_set():
+        return False
+    if watch.asked is not None and clock() - watch.asked < interval.total_seconds() * 0.95:
+        return False
+    with session_scope(runtime.session_factory) as session:
+        held = try_acquire(session, f"watch:{watch.connection_id}", watch.holder, interval * 3)
+    if held is not None:
+        return False  # another replica looks
+    watch.asked = clock()
+    try:
+        latest = watch.connector.latest_change()
+    except Exception as exc:  # a connector fails in its own ways; the schedule still reads everything
+        log.warning("watching %s: could not ask for the latest change: %s", watch.connection_id, exc)
+        return False
+    if watch.seen is not None and (latest is None or latest <= watch.seen):
+        return False
+    log.info(
+        "watching %s: a change at %s (last seen %s): syncing",
+        watch.connection_id,
+        latest.isoformat() if latest else "none",
+        watch.seen.isoformat() if watch.seen else "none",
+    )
+    try:
+        service = runtime.sync_service()
+        connector = service.build_connector(watch.connection_id)
+        if isinstance(connector, Watchable) and latest is not None:
+            connector.follow(latest)
+        outcome = service.sync(
+            watch.connection_id, trigger="watch", should_stop=stop.is_set, connector=connector
+        )
+    except SyncAlreadyRunning as exc:
+        log.info("watching %s: %s; the change is read by that sync", watch.connection_id, exc)
+        watch.seen = latest
+        return False
+    except AppError as exc:
+        log.error("watching %s: the sync could not start: %s", watch.connection_id, exc)
+        return False
+    if outcome.status == "succeeded":
+        watch.seen = latest  # seen only once stored: a failed sync is tried again at the next look
+    changed = sum(outcome.total(name) for name in ("inserted", "updated", "deleted"))
+    if changed:
+        refresh_kpis(runtime, stop, reason=f"a watched change of {watch.connection_id}: {changed:,} records")
+    return True
+
+
+def watches(runtime: Runtime) -> list[Watch]:
+    """The enabled connections whose connector is watched (:class:`Watchable` with an interval)."""
+    found = []
+    for conn in runtime.config.app.connections:
+        if not conn.enabled:
+            continue
+        try:
+            connector = runtime.sync_service().build_connector(conn.id)
+        except AppError as exc:
+            log.error("connection %s cannot be watched: %s", conn.id, exc)
+            continue
+        if isinstance(connector, Watchable) and connector.watch_interval() is not None:
+            found.append(Watch(conn.id, connector))
+        else:
+            connector.close()
+    return found
 
 
 def run_queued_syncs(runtime: Runtime, stop: threading.Event) -> None:
@@ -303,6 +400,19 @@ def build_scheduler(
         replace_existing=True,
         **({"next_run_time": utc_now()} if runtime.settings.run_on_start else {}),
     )
+    for watch in watches(runtime):
+        interval = watch.connector.watch_interval()
+        assert interval is not None
+        scheduler.add_job(
+            run_watch,
+            trigger=IntervalTrigger(seconds=max(1, int(interval.total_seconds())), timezone="UTC"),
+            args=(runtime, watch, stop),
+            id=f"watch:{watch.connection_id}",
+            name=f"watch {watch.connection_id}",
+            coalesce=True,
+            max_instances=1,
+            replace_existing=True,
+        )
     business_tz = runtime.config.app.business.timezone
     for conn in runtime.config.app.connections:
         if not conn.enabled or conn.schedule is None:
