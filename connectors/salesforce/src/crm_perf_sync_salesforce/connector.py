@@ -41,12 +41,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, ClassVar
+
+from simple_salesforce.api import Salesforce
 
 from crm_perf_sync.connector_sdk import (
     Checkpoint,
@@ -60,6 +64,7 @@ from crm_perf_sync.connector_sdk import (
     SnapshotComplete,
     StreamSpec,
     Tombstone,
+    Watchable,
     parse_records,
 )
 from crm_perf_sync_salesforce import soql
@@ -275,7 +280,18 @@ class _Prepared:
     parse: Callable[[Mapping[str, Any]], Message | None] = field(repr=False)
 
 
-class SalesforceConnector(Connector[SalesforceSettings]):
+def _query_all(sf: Salesforce, text: str) -> dict[str, Any]:
+    """One page of ``text`` through ``queryAll`` (deleted rows too)."""
+    answer: dict[str, Any] = sf.query(text, include_deleted=True)
+    return answer
+
+
+#: The entities whose objects :meth:`SalesforceConnector.latest_change` asks about: what the KPIs
+#: are made of (users and roles change seldom, and the schedule reads them).
+_WATCHED = frozenset({"opportunities", "leads", "accounts", "activities"})
+
+
+class SalesforceConnector(Connector[SalesforceSettings], Watchable):
     """Accounts, leads, opportunities (open and closed), owners, roles, stages, stage history and
     activities (tasks and events) from Salesforce."""
 
@@ -297,6 +313,8 @@ class SalesforceConnector(Connector[SalesforceSettings]):
         #: Objects whose every row a scan of this run read (no lower bound): nothing to reconcile.
         self._read_whole: set[str] = set()
         self._limits_read = False
+        #: The org's latest change a watch saw before this sync (:meth:`follow`).
+        self._latest_seen: datetime | None = None
 
     # -- the contract -------------------------------------------------------------------------------
 
@@ -332,6 +350,50 @@ class SalesforceConnector(Connector[SalesforceSettings]):
             for name in STREAMS
             if name in self.settings.streams and (name != "teams" or self.settings.teams_from_roles)
         ]
+
+    # -- watching (a change reaches the numbers within seconds) ---------------------------------
+
+    def watch_interval(self) -> timedelta | None:
+        """``watch``, or longer when asking that often would spend more than ``watch_share`` of the
+        daily API budget (known once a response has said it): one request per watched object."""
+        wanted = self.settings.watch
+        if wanted is None:
+            return None
+        usage = self.client.usage
+        if usage is None or usage.total <= 0:
+            return wanted
+        per_day = usage.total * self.settings.watch_share
+        floor = timedelta(seconds=math.ceil(86_400 * len(self._watched()) / per_day))
+        return max(wanted, floor)
+
+    def latest_change(self) -> datetime | None:
+        """The latest ``SystemModstamp`` of the objects of the opportunities, leads, accounts and
+        activities read: ``ORDER BY SystemModstamp DESC LIMIT 1`` on each (an indexed field, one
+        request each). Salesforce's own clock: no skew between ours and the org's can hide a
+        change. Deletions stamp it too (``queryAll`` sees the deleted rows)."""
+        latest: datetime | None = None
+        for sobject in self._watched():
+            text = soql.latest(sobject, "SystemModstamp")
+            page = self.client.call(f"the latest change of {sobject}", partial(_query_all, text=text))
+            for record in page.get("records") or ():
+                stamp = record.get("SystemModstamp")
+                if isinstance(stamp, str):
+                    moment = parse_datetime(stamp)
+                    latest = moment if latest is None or moment > latest else latest
+        return latest
+
+    def follow(self, latest: datetime) -> None:
+        """A sync the watch starts reads up to the change it saw, not a ``skew`` short of now."""
+        self._latest_seen = latest
+
+    def _watched(self) -> list[str]:
+        return list(
+            dict.fromkeys(
+                OBJECTS[name].sobject
+                for name in self._chosen()
+                if OBJECTS[name].entity in _WATCHED and OBJECTS[name].cursor == "SystemModstamp"
+            )
+        )
 
     def check(self) -> None:
         """Log in and read the daily API budget: refused credentials fail, an unreachable org is
@@ -594,6 +656,11 @@ class SalesforceConnector(Connector[SalesforceSettings]):
         state = self._state(obj, checkpoint, prepared.digest)
         if state.scan is None:
             upper = (self.context.clock() - self.settings.skew).replace(microsecond=0)
+            if self._latest_seen is not None and self._latest_seen > upper:
+                # The org's own latest change, which the watch saw: read up to it now rather than
+                # a skew later (Salesforce's clock, and a row that exists; a late commit stamped
+                # earlier is read again within the lookback).
+                upper = self._latest_seen.replace(microsecond=0)
             since = state.cursor - self.settings.lookback if state.cursor is not None else None
             if since is not None and since > upper:
                 upper = since  # our clock went back: scan the lookback window only

@@ -207,6 +207,20 @@ class SalesforceSettings(ConnectorSettings):
         le=1.0,
         description="stop (resume next run) once this share of the daily API budget is used",
     )
+    watch: Duration | None = Field(
+        default=None,
+        description=(
+            "how often a worker asks the org for its latest change (one request per object read: "
+            "opportunities, leads, accounts, activities) and syncs at once when there is a new one; "
+            "null: the schedule alone. At least 2s"
+        ),
+    )
+    watch_share: float = Field(
+        default=0.1,
+        gt=0,
+        le=0.5,
+        description="the share of the daily API budget watching may spend (it then asks less often)",
+    )
     reconcile_every: Duration | None = Field(
         default=timedelta(days=7),
         description=(
@@ -218,6 +232,13 @@ class SalesforceSettings(ConnectorSettings):
         default=timedelta(seconds=1),
         description="QUERY_TIMEOUT narrows a scan's time window down to this, then the error is retried",
     )
+
+    @field_validator("watch")
+    @classmethod
+    def _watch(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value < timedelta(seconds=2):
+            raise ValueError("the org is asked at most every 2 seconds")
+        return value
 
     @field_validator("login_url")
     @classmethod

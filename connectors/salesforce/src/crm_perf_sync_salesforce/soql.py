@@ -71,6 +71,16 @@ def count(sobject: str, where: Sequence[str | None] = ()) -> str:
     return text
 
 
+def latest(sobject: str, field: str) -> str:
+    """``SELECT field FROM sobject ORDER BY field DESC LIMIT 1``: the latest value (an indexed
+    date-time such as ``SystemModstamp``: one cheap request)."""
+    return format_soql(
+        "SELECT {field:literal} FROM {sobject:literal} ORDER BY {field:literal} DESC LIMIT 1",
+        field=field,
+        sobject=sobject,
+    )
+
+
 def at_most(field: str, end: datetime) -> str:
     return format_soql("{field:literal} <= {end}", field=field, end=end)
 
