@@ -1,4 +1,4 @@
-"""Shared fixtures: real SQLite and PostgreSQL stores, migrated by Alembic, one fresh copy per test.
+"""Shared fixtures: real SQLite and PostgreSQL stores, migrated by Alembic, a fresh store per test.
 
 A migrated template is built once per session (a file for SQLite, a template database for
 PostgreSQL) and each test gets its own copy, so tests can commit, run several processes against
