@@ -29,13 +29,14 @@ from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session
 from crm_perf_sync.kit.metrics import PROCESS
 from crm_perf_sync.kit.settings import Settings
 from crm_perf_sync.kit.timeutil import utc_now
-from crm_perf_sync.models import IngestEvent, KpiValue, SyncRun
+from crm_perf_sync.models import IngestEvent
 from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync.runtime import Runtime
 from crm_perf_sync.worker.scheduler import purge_inbox, refresh_kpis, run_inbox
 from tests.connectors.hubspot.emulator import HubSpotEmulator
 from tests.connectors.hubspot.portal import small_portal
 from tests.connectors.hubspot.pushes import event, pushing_config, signed
+from tests.worker.stored import sync_runs, won_deals
 
 SECRET = "hs-app-secret-worker"
 PORTAL = 5550001
@@ -56,18 +57,7 @@ class Pushed:
         return answer.json()
 
     def won_deals(self) -> float:
-        """The company's won deals of all time, as stored (the API caches a value for a second)."""
-        with session_scope(self.runtime.session_factory) as session:
-            (value,) = session.execute(
-                select(KpiValue.value).where(
-                    KpiValue.kpi_id == "won_deals",
-                    KpiValue.grain == "all",
-                    KpiValue.scope == "company",
-                    KpiValue.dimension == "",
-                )
-            ).one()
-        assert value is not None
-        return float(value)
+        return won_deals(self.runtime.session_factory)
 
     def inbox(self) -> list[tuple[str, str, str, int]]:
         with session_scope(self.runtime.session_factory) as session:
@@ -79,9 +69,7 @@ class Pushed:
         return [tuple(row) for row in rows]  # type: ignore[misc]
 
     def runs(self) -> list[tuple[str, str]]:
-        with session_scope(self.runtime.session_factory) as session:
-            rows = session.execute(select(SyncRun.trigger, SyncRun.status).order_by(SyncRun.id)).all()
-        return [tuple(row) for row in rows]  # type: ignore[misc]
+        return sync_runs(self.runtime.session_factory)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from crm_perf_sync.config import load_config
 from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
 from crm_perf_sync.kit.settings import Settings
 from crm_perf_sync.kit.timeutil import utc_now
-from crm_perf_sync.models import IngestEvent, KpiValue, Opportunity, SyncRun
+from crm_perf_sync.models import IngestEvent, Opportunity
 from crm_perf_sync.plugins import ConnectorRegistry
 from crm_perf_sync.runtime import Runtime
 from crm_perf_sync.worker.scheduler import refresh_kpis, run_inbox
@@ -33,6 +33,7 @@ from tests.connectors.rest.emulators.jiandaoyun import JiandaoyunEmulator
 from tests.connectors.rest.emulators.jiandaoyun_data import synthetic
 from tests.connectors.rest.jiandaoyun_pushes import Delivery, delivery
 from tests.connectors.rest.support import jiandaoyun_settings
+from tests.worker.stored import sync_runs, won_deals
 
 SECRET = "jdy-push-secret-worker"
 
@@ -54,17 +55,7 @@ class Pushed:
         return answer.json()
 
     def won_deals(self) -> float:
-        """The company's won deals of all time, as stored."""
-        with session_scope(self.runtime.session_factory) as session:
-            (value,) = session.execute(
-                select(KpiValue.value).where(
-                    KpiValue.kpi_id == "won_deals",
-                    KpiValue.grain == "all",
-                    KpiValue.scope == "company",
-                    KpiValue.dimension == "",
-                )
-            ).one()
-        return float(value or 0)
+        return won_deals(self.runtime.session_factory)
 
     def inbox(self) -> list[tuple[str, str, str]]:
         with session_scope(self.runtime.session_factory) as session:
@@ -76,9 +67,7 @@ class Pushed:
         return [tuple(row) for row in rows]  # type: ignore[misc]
 
     def runs(self) -> list[tuple[str, str]]:
-        with session_scope(self.runtime.session_factory) as session:
-            rows = session.execute(select(SyncRun.trigger, SyncRun.status).order_by(SyncRun.id)).all()
-        return [tuple(row) for row in rows]  # type: ignore[misc]
+        return sync_runs(self.runtime.session_factory)
 
     def deal(self, data_id: str) -> tuple[str | None, bool]:
         with session_scope(self.runtime.session_factory) as session:

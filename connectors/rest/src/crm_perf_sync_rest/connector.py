@@ -349,14 +349,7 @@ class RestConnector(Connector[RestSettings], Pushable):
                 for items, _ in self._pages(
                     what, step.request, step.records, step.pagination, variables, None
                 ):
-                    fresh = []
-                    for item in items:
-                        key = mapper.key(item)
-                        if key is None or key not in found:
-                            fresh.append(item)
-                        if key is not None:
-                            found.add(key)
-                    yield from self._map(mapper, fresh, flag)
+                    yield from self._map(mapper, items, flag, found)  # each id once, noted as found
             for gone in batch:
                 if gone not in found:
                     yield Tombstone(gone)
