@@ -101,13 +101,14 @@ def run_scheduled_sync(runtime: Runtime, connection_id: str, stop: threading.Eve
 @dataclass
 class Watch:
     """What this process knows of a watched connection (:class:`Watchable`): its connector (kept,
-    so its session and what it learnt of the API budget last), the latest change it saw, and
-    when it last asked."""
+    so its session and what it learnt of the API budget last), the latest change it saw once
+    synced (``synced``: a look has synced at all), and when it last asked."""
 
     connection_id: str
     connector: Watchable  # a Connector too (checked by watches())
     holder: str = field(default_factory=new_holder_id)
     seen: datetime | None = None
+    synced: bool = False
     asked: float | None = None
 
     def close(self) -> None:
@@ -138,7 +139,7 @@ def run_watch(
     except Exception as exc:  # a connector fails in its own ways; the schedule still reads everything
         log.warning("watching %s: could not ask for the latest change: %s", watch.connection_id, exc)
         return False
-    if watch.seen is not None and (latest is None or latest <= watch.seen):
+    if watch.synced and (latest is None or (watch.seen is not None and latest <= watch.seen)):
         return False
     log.info(
         "watching %s: a change at %s (last seen %s): syncing",
@@ -156,13 +157,14 @@ def run_watch(
         )
     except SyncAlreadyRunning as exc:
         log.info("watching %s: %s; the change is read by that sync", watch.connection_id, exc)
-        watch.seen = latest
+        watch.seen, watch.synced = latest, True
         return False
     except AppError as exc:
         log.error("watching %s: the sync could not start: %s", watch.connection_id, exc)
         return False
     if outcome.status == "succeeded":
-        watch.seen = latest  # seen only once stored: a failed sync is tried again at the next look
+        # Seen only once stored: after a failed sync the next look syncs again.
+        watch.seen, watch.synced = latest, True
     changed = sum(outcome.total(name) for name in ("inserted", "updated", "deleted"))
     if changed:
         refresh_kpis(runtime, stop, reason=f"a watched change of {watch.connection_id}: {changed:,} records")

@@ -153,3 +153,30 @@ def test_when_the_org_cannot_answer_the_look_syncs_nothing_and_the_next_one_asks
     watched.now[0] += 3
     assert watched.look()
     assert watched.runs() == [("watch", "succeeded")]
+
+
+def test_an_org_with_nothing_yet_is_synced_at_the_first_look_only(
+    emulator: SalesforceEmulator, db_url: str, tmp_path: Path
+) -> None:
+    minimal_org(emulator.org)  # no opportunity, no lead: no latest change
+    settings = settings_for(emulator, streams=STREAMS, watch="3s")
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        yaml.safe_dump({"connections": [{"id": "sfdc", "kind": "salesforce", "settings": settings}]})
+    )
+    registry = ConnectorRegistry.discover()
+    engine = create_db_engine(db_url)
+    runtime = Runtime(Settings(), engine, make_session_factory(engine), registry, load_config(path, registry))
+    (watch,) = watches(runtime)
+    now = [0.0]
+    try:
+        assert run_watch(runtime, watch, threading.Event(), clock=lambda: now[0])
+        for _ in range(3):
+            now[0] += 3
+            assert not run_watch(runtime, watch, threading.Event(), clock=lambda: now[0])
+        add_opportunities(emulator.org, 1, start=emulator.org.now() - timedelta(seconds=5))
+        now[0] += 3
+        assert run_watch(runtime, watch, threading.Event(), clock=lambda: now[0])
+    finally:
+        watch.close()
+        engine.dispose()
