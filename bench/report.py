@@ -61,6 +61,16 @@ DETAILS: dict[str, tuple[tuple[str, str], ...]] = {
         ("charts", "charts"),
     ),
     "webhooks": (("worst_s", "alert → receiver, worst (s)"), ("verified_signatures", "verified")),
+    "freshness": (
+        ("api_p50_s", "CRM → API p50 (s)"),
+        ("api_p95_s", "CRM → API p95 (s)"),
+        ("alert_p50_s", "CRM → alert p50 (s)"),
+        ("alert_p95_s", "CRM → alert p95 (s)"),
+        ("store_deals", "deals in the store"),
+        ("arrived", "burst: arrived"),
+        ("lost", "burst: lost"),
+        ("lag_max_s", "burst: worst lag (s)"),
+    ),
     "sync-salesforce": (
         ("floor_seconds", "floor (s)"),
         ("connector_read_ratio", "connector read / floor"),

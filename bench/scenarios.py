@@ -22,6 +22,7 @@ from typing import Any
 
 from bench.api_scorecard import api_scorecard
 from bench.dashboard import dashboard
+from bench.freshness import freshness
 from bench.harness import Result, database, in_child
 from bench.kpi_full import kpi_full
 from bench.kpi_incremental import kpi_incremental
@@ -155,6 +156,7 @@ def upsert(size: str, databases: list[str], workdir: Path) -> Iterator[Result]:
 SCENARIOS: dict[str, Callable[[str, list[str], Path], Iterator[Result]]] = {
     "api-scorecard": api_scorecard,
     "dashboard": dashboard,
+    "freshness": freshness,
     "kpi-full": kpi_full,
     "kpi-incremental": kpi_incremental,
     "payouts": payouts,

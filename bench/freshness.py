@@ -1,0 +1,498 @@
+"""``freshness``: how soon a change in the CRM reaches the numbers and the alerts, pushed or polled.
+
+The store holds the demo company at ``STORE[size]`` deals (a million at full size) and a HubSpot
+portal served by the emulator (``tests/connectors/hubspot``) as a second connection. The service
+runs as deployed, in processes of its own: ``serve`` on SQLite, ``api`` and ``worker`` on
+PostgreSQL; a receiver process notes when each webhook arrives (:func:`bench.webhooks._receive`).
+This process plays HubSpot: it wins one open deal after another in the portal, ``RATE[size]`` a
+second for ``SECONDS[size]`` seconds, and posts the events to the ingest endpoint as HubSpot does
+(signed, batched: what happened in the last 100 ms, at most 100 events a request). A thread polls
+``GET /api/v1/kpis/won_deals/values`` (the company's won deals of all time) every 20 ms, as a
+dashboard would; alert rules on that value fire at every ``ALERT_EVERY[size]``-th win.
+
+The lag of the k-th change is from its write in the CRM to the moment the API first shows k more
+won deals (and, for the change that crosses a rule's threshold, to the arrival of that rule's
+``alert.firing`` at the receiver). Targets: p50 <= 1 s and p95 <= 3 s at the sustained rate.
+Then a burst, ``BURST_RATE[size]`` a second for ``BURST_SECONDS[size]`` seconds: every change must
+arrive (the count ends exactly ``n`` higher), however the lag grows meanwhile.
+
+``poll`` is the same changes without pushes, the connection synced on the shortest schedule the
+product allows (every 5 s), side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bench.harness import Result, child_context, database, in_child
+from bench.webhooks import _receive
+
+STORE = {"small": 1_000, "full": 1_000_000}
+PORTAL = {"small": 400, "full": 80_000}  # half the synthetic portal's deals are open
+RATE = {"small": 10, "full": 50}
+SECONDS = {"small": 1.5, "full": 60.0}
+BURST_RATE = {"small": 40, "full": 500}
+BURST_SECONDS = {"small": 1.0, "full": 60.0}
+POLLED = {"small": 5, "full": 100}  # changes of the polled run
+ALERT_EVERY = {"small": 5, "full": 100}
+SCHEDULE_SECONDS = 5  # the shortest schedule the product allows
+TARGET_P50, TARGET_P95 = 1.0, 3.0
+SECRET = "bench-app-secret"
+PORTAL_ID = 4_040_404
+BATCH_SECONDS = 0.1
+SETTLE_SECONDS = {"small": 30.0, "full": 300.0}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _config(workdir: Path, url: str, size: str, *, schedule: bool, rules: list[dict[str, Any]]) -> Path:
+    hubspot: dict[str, Any] = {
+        "id": "hs",
+        "kind": "hubspot",
+        "settings": {
+            "access_token": "${BENCH_HUBSPOT_TOKEN}",
+            "base_url": url,
+            "rate_limits": {
+                "requests_per_interval": 100_000,
+                "interval": "PT1S",
+                "search_per_second": 100_000,
+            },
+            "portal_id": PORTAL_ID,
+            "webhook_secret": SECRET,
+        },
+    }
+    if schedule:
+        hubspot["schedule"] = {"interval": f"{SCHEDULE_SECONDS}s"}
+    if size == "small":
+        # A polled read stops at now - index_lag (60 s by default: HubSpot's search index trails
+        # its database). The emulator's does not: small runs, which only prove the harness works,
+        # poll with a lag of 1 s so as not to wait a minute; full runs keep the default.
+        hubspot["settings"]["index_lag"] = "1s"
+    config = {
+        "business": {"timezone": "UTC", "currency": "USD"},
+        "connections": [
+            {
+                "id": "demo",
+                "kind": "demo",
+                "settings": {
+                    "opportunities": STORE[size],
+                    "leads": STORE[size],
+                    "reps": 50,
+                    "batch_size": 5000,
+                    "as_of": "2026-01-01T00:00:00Z",
+                },
+            },
+            hubspot,
+        ],
+        "alerts": {"rules": rules},
+    }
+    path = workdir / f"freshness-{'poll' if schedule else 'push'}.json"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    return path
+
+
+def _signed(body: bytes, url: str) -> dict[str, str]:
+    import base64
+    import hashlib
+    import hmac
+
+    stamp = str(int(time.time() * 1000))
+    digest = hmac.new(SECRET.encode(), f"POST{url}{body.decode()}{stamp}".encode(), hashlib.sha256).digest()
+    return {
+        "X-HubSpot-Signature-v3": base64.b64encode(digest).decode(),
+        "X-HubSpot-Request-Timestamp": stamp,
+        "Content-Type": "application/json",
+    }
+
+
+class Poller(threading.Thread):
+    """Polls the company's won deals through the API; notes when each count was first seen."""
+
+    def __init__(self, base_url: str, key: str) -> None:
+        super().__init__(daemon=True)
+        self.url = f"{base_url}/api/v1/kpis/won_deals/values?grain=all&scope=company&limit=5"
+        self.key = key
+        self.seen: dict[int, float] = {}
+        self.stop = threading.Event()
+        self.errors = 0
+
+    def value(self) -> int | None:
+        request = urllib.request.Request(self.url, headers={"Authorization": f"Bearer {self.key}"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                rows = json.loads(answer.read())["data"]
+        except (urllib.error.URLError, OSError, ValueError):
+            self.errors += 1
+            return None
+        values = [r["value"] for r in rows if r.get("dimension", "") == "" and r.get("currency", "") == ""]
+        return int(values[0]) if values else None
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            value = self.value()
+            if value is not None and value not in self.seen:
+                self.seen[value] = time.time()
+            time.sleep(0.02)
+
+    def first_at_least(self, count: int) -> float | None:
+        times = [at for value, at in self.seen.items() if value >= count]
+        return min(times) if times else None
+
+
+def _service(kind: str, url: str, config: Path, port: int, workdir: Path) -> list[subprocess.Popen[bytes]]:
+    env = {
+        **os.environ,
+        "CRM_PERF_SYNC_DATABASE_URL": url,
+        "CRM_PERF_SYNC_CONFIG": str(config),
+        "CRM_PERF_SYNC_PORT": str(port),
+        "CRM_PERF_SYNC_DEMO_KEY": "false",
+        "CRM_PERF_SYNC_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
+        "CRM_PERF_SYNC_LOG_LEVEL": "WARNING",
+        "BENCH_HUBSPOT_TOKEN": os.environ["BENCH_HUBSPOT_TOKEN"],
+    }
+    cli = str(Path(sys.executable).with_name("crm-perf-sync"))
+    roles = ["serve"] if kind == "sqlite" else ["api", "worker"]
+    return [
+        subprocess.Popen(
+            [cli, role], env=env, stdout=(workdir / f"{role}.log").open("wb"), stderr=subprocess.STDOUT
+        )
+        for role in roles
+    ]
+
+
+def _await_ready(base_url: str, processes: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        for process in processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"the service ended (exit {process.returncode}) before it answered")
+        try:
+            with urllib.request.urlopen(f"{base_url}/readyz", timeout=2):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    raise RuntimeError("the service did not answer /readyz within 120 s")
+
+
+def _run(kind: str, url: str, workdir_text: str, size: str, mode: str, receiver_url: str) -> dict[str, Any]:
+    """One measured run (in a child process): the store built, the service started, the changes
+    made (and pushed, in ``push`` mode), the lags measured."""
+    from tests.connectors.hubspot.emulator import HubSpotEmulator
+    from tests.connectors.hubspot.portal import synthetic_portal
+
+    from crm_perf_sync.apikeys import service as keys
+    from crm_perf_sync.config import load_config
+    from crm_perf_sync.jobs.refresh import RefreshJob
+    from crm_perf_sync.jobs.sync import SyncService
+    from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
+    from crm_perf_sync.kit.timeutil import utc_now
+    from crm_perf_sync.plugins import ConnectorRegistry
+    from crm_perf_sync.sync.service import SyncOptions
+    from crm_perf_sync.webhooks import service as webhooks
+    from crm_perf_sync.webhooks.security import Guard
+
+    workdir = Path(workdir_text) / f"freshness-{kind}-{mode}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    push = mode == "push"
+    portal = synthetic_portal(PORTAL[size], contacts=100)
+    with HubSpotEmulator(portal, record=False) as emulator:
+        os.environ["BENCH_HUBSPOT_TOKEN"] = emulator.portal.token
+        registry = ConnectorRegistry.discover()
+        engine = create_db_engine(url)
+        factory = make_session_factory(engine)
+        first = load_config(_config(workdir, emulator.url, size, schedule=False, rules=[]), registry)
+        sync = SyncService(session_factory=factory, registry=registry, config=first, options=SyncOptions())
+        sync.apply_config()
+        for connection in ("demo", "hs"):
+            outcome = sync.sync(connection)
+            if outcome.status != "succeeded":
+                raise RuntimeError(f"the first sync of {connection}: {outcome.summary()}")
+        RefreshJob(factory, first).refresh()
+        open_deals = [
+            obj.id
+            for obj in portal.tables["deals"].rows.values()
+            if obj.props.get("dealstage") not in ("closedwon", "closedlost")
+        ]
+        changes = (
+            int(RATE[size] * SECONDS[size]) + int(BURST_RATE[size] * BURST_SECONDS[size])
+            if push
+            else POLLED[size]
+        )
+        if len(open_deals) < changes:
+            raise RuntimeError(f"the portal has {len(open_deals)} open deals for {changes} changes")
+        with session_scope(factory) as session:
+            _, key = keys.create(session, "bench (read)", "read")
+            webhooks.create_endpoint(
+                session,
+                webhooks.EndpointSpec(receiver_url, event_types=("alert.firing",)),
+                Guard(allow=("127.0.0.1",)),
+            )
+        base = _won(factory)
+        sustained = int(RATE[size] * SECONDS[size]) if push else changes
+        every = ALERT_EVERY[size]
+        crossings = {f"won-{k}": k for k in range(every, sustained + 1, every)}
+        rules: list[dict[str, Any]] = [
+            {"id": rule, "kpi": "won_deals", "grain": "all", "when": {"op": ">=", "value": base + k}}
+            for rule, k in crossings.items()
+        ]
+        config = _config(workdir, emulator.url, size, schedule=not push, rules=rules)
+        engine.dispose()
+
+        port = _free_port()
+        base_url = f"http://127.0.0.1:{port}"
+        processes = _service(kind, url, config, port, workdir)
+        poller = Poller(base_url, key)
+        try:
+            _await_ready(base_url, processes)
+            poller.start()
+            deadline = time.monotonic() + 120
+            while poller.first_at_least(base) is None:  # the service has refreshed the new rules
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the API never showed the first count")
+                time.sleep(0.05)
+            time.sleep(1.0)
+            changed = _change(emulator, open_deals[:sustained], RATE[size], push, base_url)
+            burst: list[float] = []
+            if push:
+                burst = _change(emulator, open_deals[sustained:changes], BURST_RATE[size], push, base_url)
+            settle = time.monotonic() + SETTLE_SECONDS[size]
+            while poller.first_at_least(base + changes) is None and time.monotonic() < settle:
+                time.sleep(0.1)
+            time.sleep(1.0)
+        finally:
+            poller.stop.set()
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+        final = max(poller.seen) if poller.seen else base
+        visible = [poller.first_at_least(base + k + 1) for k in range(len(changed))]
+        burst_visible = [poller.first_at_least(base + len(changed) + k + 1) for k in range(len(burst))]
+        engine = create_db_engine(url)
+        firing = _firing(make_session_factory(engine))
+        engine.dispose()
+        return {
+            "base": base,
+            "final": final,
+            "changes": changes,
+            "changed": changed,
+            "visible": visible,
+            "burst": burst,
+            "burst_visible": burst_visible,
+            "rules": crossings,
+            "firing": firing,
+            "api_errors": poller.errors,
+            "utc": utc_now().isoformat(),
+        }
+
+
+def _won(factory: Any) -> int:
+    from sqlalchemy import select
+
+    from crm_perf_sync.kit.db import session_scope
+    from crm_perf_sync.models import KpiValue
+
+    with session_scope(factory) as session:
+        value = session.execute(
+            select(KpiValue.value).where(
+                KpiValue.kpi_id == "won_deals",
+                KpiValue.grain == "all",
+                KpiValue.scope == "company",
+                KpiValue.dimension == "",
+            )
+        ).scalar_one()
+    return int(value or 0)
+
+
+def _firing(factory: Any) -> dict[str, str]:
+    from sqlalchemy import select
+
+    from crm_perf_sync.kit.db import session_scope
+    from crm_perf_sync.models import WebhookEvent
+
+    with session_scope(factory) as session:
+        rows = session.execute(
+            select(WebhookEvent.rule_id, WebhookEvent.message_id).where(WebhookEvent.type == "alert.firing")
+        ).all()
+    return {str(rule): str(message) for rule, message in rows}
+
+
+def _change(emulator: Any, deals: list[int], rate: float, push: bool, base_url: str) -> list[float]:
+    """Win ``deals`` in the portal at ``rate`` a second; in push mode post the events as HubSpot
+    batches them. Returns when each deal was won (epoch seconds)."""
+    from tests.connectors.hubspot.pushes import event
+
+    changed: list[float] = []
+    pending: list[dict[str, Any]] = []
+    ingest = f"{base_url}/api/v1/ingest/hs"
+    start = time.monotonic()
+    last_post = start
+    posts: list[threading.Thread] = []
+
+    def post(events: list[dict[str, Any]]) -> None:
+        body = json.dumps(events).encode()
+        request = urllib.request.Request(ingest, data=body, headers=_signed(body, ingest), method="POST")
+        for _ in range(10):  # HubSpot retries what was not acknowledged
+            try:
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    if answer.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.5)
+        raise RuntimeError("a push was never acknowledged")
+
+    for n, deal in enumerate(deals):
+        due = start + n / rate
+        while (now := time.monotonic()) < due:
+            time.sleep(min(due - now, 0.005))
+        closed = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+        emulator.portal.update("deals", deal, {"dealstage": "closedwon", "closedate": closed})
+        changed.append(time.time())
+        if push:
+            pending.append(event("deal.propertyChange", deal, portal=PORTAL_ID, propertyName="dealstage"))
+            if len(pending) >= 100 or time.monotonic() - last_post >= BATCH_SECONDS:
+                thread = threading.Thread(target=post, args=(pending,), daemon=True)
+                thread.start()
+                posts.append(thread)
+                pending, last_post = [], time.monotonic()
+    if pending:
+        post(pending)
+    for thread in posts:
+        thread.join(timeout=120)
+    return changed
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
+
+
+def freshness(size: str, databases: list[str], workdir: Path) -> Iterator[Result]:
+    context = child_context()
+    for kind in databases:
+        outcomes: dict[str, dict[str, Any]] = {}
+        for mode in ("push", "poll"):
+            port_q, report_q, stop_q, secret_q = (context.Queue() for _ in range(4))
+            receiver = context.Process(
+                target=_receive, args=(port_q, report_q, stop_q, secret_q), daemon=True
+            )
+            receiver.start()
+            receiver_url = f"http://127.0.0.1:{port_q.get(timeout=30)}/hooks"
+            try:
+                with database(kind, workdir) as url:
+                    outcome = in_child(_run, kind, url, str(workdir), size, mode, receiver_url)
+            finally:
+                stop_q.put(True)
+                report = report_q.get(timeout=30)
+                receiver.join(timeout=30)
+            outcome["arrivals"] = report["arrivals"]
+            outcomes[mode] = outcome
+        for mode, outcome in outcomes.items():
+            yield _result(size, kind, mode, outcome)
+        if outcomes["push"]["burst"]:
+            yield _burst(size, kind, outcomes["push"])
+
+
+def _lags(outcome: dict[str, Any]) -> tuple[list[float], list[float], int]:
+    changed, visible = outcome["changed"], outcome["visible"]
+    lags = [seen - at for at, seen in zip(changed, visible, strict=True) if seen is not None]
+    missing = sum(1 for seen in visible if seen is None)
+    alerts = []
+    for rule, crossing in outcome["rules"].items():
+        message = outcome["firing"].get(rule)
+        arrived = outcome["arrivals"].get(message) if message else None
+        if arrived is None:
+            missing += 1
+            continue
+        alerts.append(arrived - changed[crossing - 1])
+    return lags, alerts, missing
+
+
+def _result(size: str, kind: str, mode: str, outcome: dict[str, Any]) -> Result:
+    lags, alerts, missing = _lags(outcome)
+    if not lags:
+        raise RuntimeError(f"freshness {mode} on {kind}: no change was ever visible ({outcome})")
+    p50, p95 = statistics.median(lags), _percentile(lags, 0.95)
+    span = outcome["changed"][-1] - outcome["changed"][0] if len(outcome["changed"]) > 1 else 0.0
+    notes = {
+        "api_p50_s": round(p50, 3),
+        "api_p95_s": round(p95, 3),
+        "api_max_s": round(max(lags), 3),
+        "alert_p50_s": round(statistics.median(alerts), 3) if alerts else None,
+        "alert_p95_s": round(_percentile(alerts, 0.95), 3) if alerts else None,
+        "alerts": len(alerts),
+        "never_seen": missing,
+        "store_deals": STORE[size],
+        "api_errors": outcome["api_errors"],
+    }
+    judged = mode == "push"
+    passed = None
+    if size == "full" and judged:
+        alert_p95 = notes["alert_p95_s"]
+        passed = (
+            p50 <= TARGET_P50
+            and p95 <= TARGET_P95
+            and missing == 0
+            and alert_p95 is not None
+            and alert_p95 <= TARGET_P95
+        )
+    return Result(
+        scenario="freshness",
+        size=f"{len(lags)}@{RATE[size] if judged else 'poll'}/s",
+        database=f"{kind}/{mode}",
+        records=len(lags),
+        seconds=p50,
+        rate=len(lags) / span if span else 0.0,
+        peak_rss_mb=outcome["peak_rss_mb"],
+        floor=None if judged else f"schedule every {SCHEDULE_SECONDS} s",
+        ratio=p95,
+        target=f"p50 <= {TARGET_P50:.0f} s, p95 <= {TARGET_P95:.0f} s" if judged else "reported: polled",
+        passed=passed,
+        notes=notes,
+    )
+
+
+def _burst(size: str, kind: str, outcome: dict[str, Any]) -> Result:
+    burst, seen = outcome["burst"], outcome["burst_visible"]
+    arrived = outcome["final"] - outcome["base"]
+    lost = outcome["changes"] - arrived
+    lags = [at - when for when, at in zip(burst, seen, strict=True) if at is not None]
+    return Result(
+        scenario="freshness",
+        size=f"burst {len(burst)}@{BURST_RATE[size]}/s",
+        database=f"{kind}/push",
+        records=len(burst),
+        seconds=max(lags) if lags else 0.0,
+        rate=len(burst) / max(burst[-1] - burst[0], 1e-9),
+        peak_rss_mb=outcome["peak_rss_mb"],
+        target="every change arrives, once",
+        passed=(lost == 0) if size == "full" else None,
+        notes={
+            "changes": outcome["changes"],
+            "arrived": arrived,
+            "lost": lost,
+            "lag_p50_s": round(statistics.median(lags), 3) if lags else None,
+            "lag_max_s": round(max(lags), 3) if lags else None,
+        },
+    )
