@@ -35,8 +35,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Result, child_context, copy_of, database, in_child
-from bench.webhooks import _receive
+from bench.harness import Result, copy_of, database, in_child
+from bench.webhooks import receiving
 
 STORE = {"small": 1_000, "full": 1_000_000}
 PORTAL = {"small": 400, "full": 80_000}  # half the synthetic portal's deals are open
@@ -192,9 +192,9 @@ def _await_ready(base_url: str, processes: list[subprocess.Popen[bytes]]) -> Non
     raise RuntimeError("the service did not answer /readyz within 120 s")
 
 
-def _build(url: str, workdir_text: str, size: str) -> dict[str, Any]:
-    """The demo company's deals synced and refreshed (in a child process): the store both runs of a
-    database copy."""
+def _synced(url: str, config_path: Path, connection: str) -> tuple[Any, Any, Any]:
+    """``connection`` synced into the store at ``url`` with the configuration at ``config_path``,
+    and the KPIs refreshed; returns the engine, the session factory and the registry."""
     from crm_perf_sync.config import load_config
     from crm_perf_sync.jobs.refresh import RefreshJob
     from crm_perf_sync.jobs.sync import SyncService
@@ -202,20 +202,27 @@ def _build(url: str, workdir_text: str, size: str) -> dict[str, Any]:
     from crm_perf_sync.plugins import ConnectorRegistry
     from crm_perf_sync.sync.service import SyncOptions
 
-    workdir = Path(workdir_text)
-    os.environ.setdefault("BENCH_HUBSPOT_TOKEN", "unused")
     registry = ConnectorRegistry.discover()
     engine = create_db_engine(url)
     factory = make_session_factory(engine)
-    config = load_config(_config(workdir, "https://127.0.0.1:9", size, schedule=False, rules=[]), registry)
+    config = load_config(config_path, registry)
     sync = SyncService(session_factory=factory, registry=registry, config=config, options=SyncOptions())
     sync.apply_config()
-    outcome = sync.sync("demo")
+    outcome = sync.sync(connection)
     if outcome.status != "succeeded":
-        raise RuntimeError(f"the first sync of demo: {outcome.summary()}")
+        raise RuntimeError(f"the first sync of {connection}: {outcome.summary()}")
     RefreshJob(factory, config).refresh()
+    return engine, factory, registry
+
+
+def _build(url: str, workdir_text: str, size: str) -> dict[str, Any]:
+    """The demo company's deals synced and refreshed (in a child process): the store both runs of a
+    database copy."""
+    os.environ.setdefault("BENCH_HUBSPOT_TOKEN", "unused")
+    config = _config(Path(workdir_text), "https://127.0.0.1:9", size, schedule=False, rules=[])
+    engine, _, _ = _synced(url, config, "demo")
     engine.dispose()
-    return {"records": outcome.total("inserted")}
+    return {}
 
 
 def _run(kind: str, url: str, workdir_text: str, size: str, mode: str, receiver_url: str) -> dict[str, Any]:
@@ -228,11 +235,8 @@ def _run(kind: str, url: str, workdir_text: str, size: str, mode: str, receiver_
     from crm_perf_sync.apikeys import service as keys
     from crm_perf_sync.config import load_config
     from crm_perf_sync.jobs.refresh import RefreshJob
-    from crm_perf_sync.jobs.sync import SyncService
     from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
     from crm_perf_sync.kit.timeutil import utc_now
-    from crm_perf_sync.plugins import ConnectorRegistry
-    from crm_perf_sync.sync.service import SyncOptions
     from crm_perf_sync.webhooks import service as webhooks
     from crm_perf_sync.webhooks.security import Guard
 
@@ -242,16 +246,8 @@ def _run(kind: str, url: str, workdir_text: str, size: str, mode: str, receiver_
     portal = synthetic_portal(PORTAL[size], contacts=100)
     with HubSpotEmulator(portal, record=False) as emulator:
         os.environ["BENCH_HUBSPOT_TOKEN"] = emulator.portal.token
-        registry = ConnectorRegistry.discover()
-        engine = create_db_engine(url)
-        factory = make_session_factory(engine)
-        first = load_config(_config(workdir, emulator.url, size, schedule=False, rules=[]), registry)
-        sync = SyncService(session_factory=factory, registry=registry, config=first, options=SyncOptions())
-        sync.apply_config()
-        outcome = sync.sync("hs")
-        if outcome.status != "succeeded":
-            raise RuntimeError(f"the first sync of hs: {outcome.summary()}")
-        RefreshJob(factory, first).refresh()
+        first = _config(workdir, emulator.url, size, schedule=False, rules=[])
+        engine, factory, registry = _synced(url, first, "hs")
         open_deals = [
             obj.id
             for obj in portal.tables["deals"].rows.values()
@@ -418,26 +414,14 @@ def _percentile(values: list[float], share: float) -> float:
 
 
 def freshness(size: str, databases: list[str], workdir: Path) -> Iterator[Result]:
-    context = child_context()
     for kind in databases:
         outcomes: dict[str, dict[str, Any]] = {}
         with database(kind, workdir) as built:
             in_child(_build, built, str(workdir), size)
             for mode in ("push", "poll"):
-                port_q, report_q, stop_q, secret_q = (context.Queue() for _ in range(4))
-                receiver = context.Process(
-                    target=_receive, args=(port_q, report_q, stop_q, secret_q), daemon=True
-                )
-                receiver.start()
-                receiver_url = f"http://127.0.0.1:{port_q.get(timeout=30)}/hooks"
-                try:
-                    with copy_of(kind, workdir, built) as url:
-                        outcome = in_child(_run, kind, url, str(workdir), size, mode, receiver_url)
-                finally:
-                    stop_q.put(True)
-                    report = report_q.get(timeout=30)
-                    receiver.join(timeout=30)
-                outcome["arrivals"] = report["arrivals"]
+                with receiving() as receiver, copy_of(kind, workdir, built) as url:
+                    outcome = in_child(_run, kind, url, str(workdir), size, mode, receiver.url)
+                outcome["arrivals"] = receiver.report["arrivals"]
                 outcomes[mode] = outcome
         for mode, outcome in outcomes.items():
             yield _result(size, kind, mode, outcome)

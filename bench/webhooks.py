@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -202,26 +204,41 @@ def _latency(url: str, receiver_url: str, workdir: str, rounds: int) -> dict[str
     return {"committed": committed, "message_ids": ids}
 
 
-def webhooks(size: str, databases: list[str], workdir: Path) -> Iterator[Result]:
+@dataclass
+class Receiving:
+    """A running receiver (:func:`_receive`): its URL, the queue that hands it the endpoint's
+    secret, and once the block has ended, its ``report`` (arrivals, verified, failures)."""
+
+    url: str
+    secrets: Any
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def receiving() -> Iterator[Receiving]:
+    """A receiver process for the block; its report is read when the block ends."""
     context = child_context()
+    port_q, report_q, stop_q, secret_q = (context.Queue() for _ in range(4))
+    receiver = context.Process(target=_receive, args=(port_q, report_q, stop_q, secret_q), daemon=True)
+    receiver.start()
+    found = Receiving(f"http://127.0.0.1:{port_q.get(timeout=30)}/hooks", secret_q)
+    try:
+        yield found
+    finally:
+        stop_q.put(True)
+        found.report.update(report_q.get(timeout=30))
+        receiver.join(timeout=30)
+
+
+def webhooks(size: str, databases: list[str], workdir: Path) -> Iterator[Result]:
     for kind in databases:
         for measure in ("throughput", "latency"):
-            port_q, report_q, stop_q, secret_q = (context.Queue() for _ in range(4))
-            receiver = context.Process(
-                target=_receive, args=(port_q, report_q, stop_q, secret_q), daemon=True
-            )
-            receiver.start()
-            receiver_url = f"http://127.0.0.1:{port_q.get(timeout=30)}/hooks"
-            try:
-                with database(kind, workdir) as url:
-                    if measure == "throughput":
-                        outcome = in_child(_throughput, url, receiver_url, EVENTS[size], secret_q)
-                    else:
-                        outcome = in_child(_latency, url, receiver_url, str(workdir), ALERTS[size])
-            finally:
-                stop_q.put(True)
-                report = report_q.get(timeout=30)
-                receiver.join(timeout=30)
+            with receiving() as receiver, database(kind, workdir) as url:
+                if measure == "throughput":
+                    outcome = in_child(_throughput, url, receiver.url, EVENTS[size], receiver.secrets)
+                else:
+                    outcome = in_child(_latency, url, receiver.url, str(workdir), ALERTS[size])
+            report = receiver.report
             arrivals: dict[str, float] = report["arrivals"]
             if measure == "throughput":
                 rate = outcome["sent"] / outcome["seconds"]
