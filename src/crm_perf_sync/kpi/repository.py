@@ -283,8 +283,11 @@ def load_funnel_deals(conn: Connection) -> int:
                 f"WHERE x.connection_id = d.d_connection_id AND x.{key} = d.d_external_id OFFSET 0) t"
             )
         else:
+            # The same probes: SQLite has no statistics on the temporary table and would scan the
+            # history (millions of rows) for each of its few deals; a CROSS JOIN keeps the
+            # touched deals the outer loop.
             select_rows = (
-                f"SELECT t.* FROM kpi_funnel_deals d JOIN {source} t "
+                f"SELECT t.* FROM kpi_funnel_deals d CROSS JOIN {source} t "
                 f"ON t.connection_id = d.d_connection_id AND t.{key} = d.d_external_id"
             )
         conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {mirror} AS {select_rows}")
