@@ -20,6 +20,7 @@ from crm_perf_sync.api.app import create_app
 from crm_perf_sync.apikeys import service as keys
 from crm_perf_sync.config import load_config
 from crm_perf_sync.kit.db import create_db_engine, make_session_factory, session_scope
+from crm_perf_sync.kit.doorbell import INBOX
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.models import IngestEvent
 from crm_perf_sync.ops import status
@@ -300,3 +301,21 @@ def test_the_connections_say_when_each_was_last_pushed_to_and_what_waits(client:
         by_id["hs"]["push_last_received_at"]
     )
     assert (report["exports"]["push_last_received_at"], report["exports"]["push_waiting"]) == (None, 0)
+
+
+def test_a_push_with_new_changes_rings_the_workers_and_a_duplicate_or_refused_one_does_not(
+    client: TestClient, engine: Engine
+) -> None:
+    listener = INBOX.listener(engine)
+    try:
+        listener.wait(0)  # listening from here on; a ring from before does not count
+        events = [event("deal.creation", 9300)]
+        assert push(client, "hs", events).json()["accepted"] == 2
+        assert listener.wait(30)  # the worker's inbox loop would look at once
+        assert not listener.wait(0.2)  # one push, one ring
+        assert push(client, "hs", events).json()["duplicates"] == 2
+        assert not listener.wait(0.2)
+        assert push(client, "hs", [event("deal.creation", 9301)], secret="not-the-secret").status_code == 401
+        assert not listener.wait(0.2)
+    finally:
+        listener.close()

@@ -25,6 +25,7 @@ from crm_perf_sync.incentives import events as incentive_events
 from crm_perf_sync.incentives.service import IncentiveService, PlanOutcome
 from crm_perf_sync.jobs.incentives import ClosedPeriod, close_period
 from crm_perf_sync.kit.db import session_scope
+from crm_perf_sync.kit.doorbell import OUTBOX
 from crm_perf_sync.kit.errors import Conflict
 from crm_perf_sync.kit.metrics import REFRESH_DURATION
 from crm_perf_sync.kit.timeutil import utc_now
@@ -142,6 +143,8 @@ class RefreshJob:
                     updated=outcome.updated,
                 )
                 conn.commit()
+                if (outcome.alerts is not None and outcome.alerts.events) or outcome.incentive_events:
+                    OUTBOX.wake()  # this process's delivery loop (others were rung by the commit)
             except BaseException as exc:
                 conn.rollback()
                 if isinstance(exc, Exception):

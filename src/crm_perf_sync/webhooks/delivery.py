@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks.webhooks import Webhook
 
 from crm_perf_sync.kit.db import session_scope
+from crm_perf_sync.kit.doorbell import OUTBOX
 from crm_perf_sync.kit.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_LATENCY
 from crm_perf_sync.kit.retry import retry_after
 from crm_perf_sync.kit.timeutil import utc_now
@@ -135,15 +136,21 @@ class Deliverer:
             self.client.close()
 
     def run(self, stop: threading.Event, idle: float = 0.5) -> None:
-        """Deliver until ``stop`` is set; between empty rounds, wait ``idle`` seconds."""
-        while not stop.is_set():
-            try:
-                sent = self.run_once()
-            except Exception:
-                log.exception("webhook delivery round failed; retrying")
-                sent = 0
-            if not sent:
-                stop.wait(idle)
+        """Deliver until ``stop`` is set; between empty rounds, wait ``idle`` seconds or until an
+        event is queued (:data:`~crm_perf_sync.kit.doorbell.OUTBOX` rings)."""
+        bind = self.session_factory.kw["bind"]
+        listener = OUTBOX.listener(bind)
+        try:
+            while not stop.is_set():
+                try:
+                    sent = self.run_once()
+                except Exception:
+                    log.exception("webhook delivery round failed; retrying")
+                    sent = 0
+                if not sent and not stop.is_set():
+                    listener.wait(idle)
+        finally:
+            listener.close()
 
     def run_once(self) -> int:
         """One round: claim, send, record. Returns how many deliveries were attempted."""

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Table, and_, delete, insert, or_, select, tru
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from crm_perf_sync.kit.doorbell import OUTBOX
 from crm_perf_sync.models import (
     WebhookAttempt,
     WebhookDelivery,
@@ -52,7 +53,10 @@ def insert_event(conn: Executor, **values: Any) -> int:
 
 
 def insert_deliveries(conn: Executor, event_id: int, endpoint_ids: Sequence[int], now: datetime) -> None:
+    """Queue the event for each endpoint; the workers of other processes are rung at the commit
+    (the caller wakes this process's own once it committed: :data:`OUTBOX`)."""
     if endpoint_ids:
+        OUTBOX.notify(conn)
         conn.execute(
             insert(DELIVERY),
             [

@@ -33,6 +33,7 @@ from crm_perf_sync.incentives.service import IncentiveService
 from crm_perf_sync.jobs.ingest import Backoff, InboxRun, observe_lag, process_inbox
 from crm_perf_sync.jobs.refresh import RefreshJob
 from crm_perf_sync.kit.db import session_scope
+from crm_perf_sync.kit.doorbell import INBOX, Listener
 from crm_perf_sync.kit.errors import AppError
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi.service import KpiService
@@ -304,12 +305,20 @@ def refresh_if_needed(runtime: Runtime, stop: threading.Event) -> None:
 
 def start_inbox(runtime: Runtime, stop: threading.Event) -> threading.Thread:
     """The push inbox loop (:func:`run_inbox`), in a thread of its own until ``stop`` is set: a
-    turn every :data:`INBOX_POLL_SECONDS` while nothing waits, at once after a turn that fetched
-    something. (Not a scheduler job: a turn may outlast many intervals, a refresh included.)"""
+    turn at once when the ingest endpoint rings (:data:`~crm_perf_sync.kit.doorbell.INBOX`), every
+    :data:`INBOX_POLL_SECONDS` while nothing rings, at once after a turn that fetched something.
+    (Not a scheduler job: a turn may outlast many intervals, a refresh included.)"""
 
     def run() -> None:
         purged_at = utc_now() - INBOX_PURGE_EVERY
         backoff = Backoff()
+        listener = INBOX.listener(runtime.engine)
+        try:
+            loop(purged_at, backoff, listener)
+        finally:
+            listener.close()
+
+    def loop(purged_at: datetime, backoff: Backoff, listener: Listener) -> None:
         while not stop.is_set():
             try:
                 busy = run_inbox(runtime, stop, backoff)
@@ -319,8 +328,8 @@ def start_inbox(runtime: Runtime, stop: threading.Event) -> threading.Thread:
             except Exception:  # run_inbox logs what it can; the loop must outlive anything
                 log.exception("a turn of the push inbox crashed")
                 busy = False
-            if not busy:
-                stop.wait(INBOX_POLL_SECONDS)
+            if not busy and not stop.is_set():
+                listener.wait(INBOX_POLL_SECONDS)
 
     thread = threading.Thread(target=run, name="push-inbox", daemon=True)
     thread.start()

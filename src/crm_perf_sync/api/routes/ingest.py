@@ -20,6 +20,7 @@ from crm_perf_sync.connector_sdk import PushRequest
 from crm_perf_sync.ingest import repository as repo
 from crm_perf_sync.ingest.service import PushUnverified, Receipt, verified
 from crm_perf_sync.kit.db import WRITE_LOCK, session_scope
+from crm_perf_sync.kit.doorbell import INBOX
 from crm_perf_sync.kit.errors import Conflict, NotFound
 from crm_perf_sync.kit.metrics import INGEST_CHANGES, INGEST_PUSHES
 from crm_perf_sync.kit.timeutil import utc_now
@@ -79,6 +80,10 @@ def _receive(ctx: ApiContext, connection_id: str, push: PushRequest) -> Receipt:
         if sync_repo.connection(session, connection_id) is None:
             sync_repo.sync_connections(session, [connection], push.received_at)
         accepted = repo.accept(session, connection_id, changes, push.received_at)
+        if accepted:
+            INBOX.notify(session)
+    if accepted:
+        INBOX.wake()
     INGEST_PUSHES.labels(connection_id, "accepted").inc()
     INGEST_CHANGES.labels(connection_id, "new").inc(accepted)
     INGEST_CHANGES.labels(connection_id, "duplicate").inc(len(changes) - accepted)

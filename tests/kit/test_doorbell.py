@@ -1,0 +1,85 @@
+"""Doorbells: a ring reaches a listener only once the work it announces is committed, once per
+ring however many came meanwhile, and a listener whose connection is cut listens again."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, text
+
+from crm_perf_sync.kit.db import create_db_engine
+from crm_perf_sync.kit.doorbell import Doorbell
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = create_db_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_ring_in_this_process_wakes_a_waiting_listener_once(engine: Engine) -> None:
+    bell = Doorbell("test_bell_local")
+    listener = bell.listener(engine)
+    try:
+        listener.wait(0)
+        assert not listener.wait(0.1)  # nothing rang
+        ringer = threading.Timer(0.2, bell.wake)
+        ringer.start()
+        assert listener.wait(30)
+        ringer.join()
+        bell.wake()
+        bell.wake()
+        assert listener.wait(0)  # two rings while nobody waited: one wake-up
+        assert not listener.wait(0.1)
+    finally:
+        listener.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_another_process_hears_a_ring_when_the_transaction_commits_and_never_when_it_rolls_back(
+    engine: Engine,
+) -> None:
+    bell = Doorbell("test_bell_remote")
+    listener = bell.listener(engine)  # listens on a connection of its own, as a worker elsewhere does
+    try:
+        listener.wait(0)
+        with engine.connect() as conn:
+            bell.notify(conn)
+            assert not listener.wait(0.2)  # not before the commit: the work is not there to see
+            conn.rollback()
+        assert not listener.wait(0.2)  # nor after a rollback
+        with engine.begin() as conn:
+            bell.notify(conn)
+            bell.notify(conn)
+        assert listener.wait(30)
+        assert not listener.wait(0.2)  # one transaction, one ring
+    finally:
+        listener.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_listener_whose_connection_is_cut_waits_its_interval_then_listens_again(engine: Engine) -> None:
+    bell = Doorbell("test_bell_cut")
+    listener = bell.listener(engine)
+    try:
+        listener.wait(0)
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+                )
+            )
+        assert not listener.wait(0.2)  # the cut connection: no ring, no error
+        listener.wait(0)  # listening again
+        with engine.begin() as conn:
+            bell.notify(conn)
+        assert listener.wait(30)
+    finally:
+        listener.close()
