@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from crm_perf_sync.api.cache import ResponseCache, TtlCache
+from crm_perf_sync.api.cache import VERSION_SECONDS, ResponseCache, TtlCache
 from crm_perf_sync.api.listing import Fetch, PageParams, Version, listing, page_params
 from crm_perf_sync.api.schemas import columns
 from crm_perf_sync.apikeys.service import Principal, authenticate, record_use
@@ -51,7 +51,7 @@ class ApiContext:
     config: LoadedConfig | None
     webhook_guard: Guard = field(default_factory=Guard)
     responses: ResponseCache = field(default_factory=ResponseCache)
-    versions: TtlCache[datetime | None] = field(default_factory=TtlCache)
+    versions: TtlCache[datetime | None] = field(default_factory=lambda: TtlCache(VERSION_SECONDS))
     principals: TtlCache[Principal] = field(default_factory=TtlCache)
     #: Dashboard sessions by cookie token (checked against the store at most once a second).
     sessions: TtlCache[Signed] = field(default_factory=TtlCache)
