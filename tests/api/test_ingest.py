@@ -306,8 +306,7 @@ def test_the_connections_say_when_each_was_last_pushed_to_and_what_waits(client:
 def test_a_push_with_new_changes_rings_the_workers_and_a_duplicate_or_refused_one_does_not(
     client: TestClient, engine: Engine
 ) -> None:
-    listener = INBOX.listener(engine)
-    try:
+    with INBOX.listener(engine) as listener:
         listener.wait(0)  # listening from here on; a ring from before does not count
         events = [event("deal.creation", 9300)]
         assert push(client, "hs", events).json()["accepted"] == 2
@@ -317,5 +316,3 @@ def test_a_push_with_new_changes_rings_the_workers_and_a_duplicate_or_refused_on
         assert not listener.wait(0.2)
         assert push(client, "hs", [event("deal.creation", 9301)], secret="not-the-secret").status_code == 401
         assert not listener.wait(0.2)
-    finally:
-        listener.close()

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import Engine, text
 
 from crm_perf_sync.kit.db import create_db_engine
-from crm_perf_sync.kit.doorbell import Doorbell
+from crm_perf_sync.kit.doorbell import Doorbell, Listener
 
 
 @pytest.fixture
@@ -20,12 +21,18 @@ def engine(db_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
+@contextmanager
+def listening(bell: Doorbell, engine: Engine) -> Iterator[Listener]:
+    """A listener of ``bell`` that listens from here on (a ring from before does not count)."""
+    with bell.listener(engine) as listener:
+        listener.wait(0)
+        yield listener
+
+
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_ring_in_this_process_wakes_a_waiting_listener_once(engine: Engine) -> None:
     bell = Doorbell("test_bell_local")
-    listener = bell.listener(engine)
-    try:
-        listener.wait(0)
+    with listening(bell, engine) as listener:
         assert not listener.wait(0.1)  # nothing rang
         ringer = threading.Timer(0.2, bell.wake)
         ringer.start()
@@ -35,8 +42,6 @@ def test_a_ring_in_this_process_wakes_a_waiting_listener_once(engine: Engine) ->
         bell.wake()
         assert listener.wait(0)  # two rings while nobody waited: one wake-up
         assert not listener.wait(0.1)
-    finally:
-        listener.close()
 
 
 @pytest.mark.postgres
@@ -45,9 +50,7 @@ def test_another_process_hears_a_ring_when_the_transaction_commits_and_never_whe
     engine: Engine,
 ) -> None:
     bell = Doorbell("test_bell_remote")
-    listener = bell.listener(engine)  # listens on a connection of its own, as a worker elsewhere does
-    try:
-        listener.wait(0)
+    with listening(bell, engine) as listener:  # on a connection of its own, as a worker elsewhere
         with engine.connect() as conn:
             bell.notify(conn)
             assert not listener.wait(0.2)  # not before the commit: the work is not there to see
@@ -58,17 +61,13 @@ def test_another_process_hears_a_ring_when_the_transaction_commits_and_never_whe
             bell.notify(conn)
         assert listener.wait(30)
         assert not listener.wait(0.2)  # one transaction, one ring
-    finally:
-        listener.close()
 
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_a_listener_whose_connection_is_cut_waits_its_interval_then_listens_again(engine: Engine) -> None:
     bell = Doorbell("test_bell_cut")
-    listener = bell.listener(engine)
-    try:
-        listener.wait(0)
+    with listening(bell, engine) as listener:
         with engine.begin() as conn:
             conn.execute(
                 text(
@@ -81,5 +80,3 @@ def test_a_listener_whose_connection_is_cut_waits_its_interval_then_listens_agai
         with engine.begin() as conn:
             bell.notify(conn)
         assert listener.wait(30)
-    finally:
-        listener.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
@@ -48,7 +49,7 @@ class Doorbell:
         self._rung.set()
 
     def listener(self, engine: Engine) -> Listener:
-        """A waiter for rings, for one loop (close it when the loop ends)."""
+        """A waiter for rings, for one loop (a context manager: closed when the loop ends)."""
         return Listener(self, engine)
 
 
@@ -62,6 +63,12 @@ class Listener:
         self.engine = engine
         self._conn: Connection | None = None
         self._failed = False
+
+    def __enter__(self) -> Listener:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for a ring; whether one came. Never raises: a listener
@@ -101,8 +108,7 @@ class Listener:
 
     def _drain(self, driver: Any) -> None:
         """Take the rings that came meanwhile: one wake-up answers them all."""
-        for _ in driver.notifies(timeout=POLL_SECONDS, stop_after=1000):
-            pass
+        deque(driver.notifies(timeout=POLL_SECONDS, stop_after=1000), maxlen=0)
 
     def close(self) -> None:
         if self._conn is not None:

@@ -138,9 +138,7 @@ class Deliverer:
     def run(self, stop: threading.Event, idle: float = 0.5) -> None:
         """Deliver until ``stop`` is set; between empty rounds, wait ``idle`` seconds or until an
         event is queued (:data:`~crm_perf_sync.kit.doorbell.OUTBOX` rings)."""
-        bind = self.session_factory.kw["bind"]
-        listener = OUTBOX.listener(bind)
-        try:
+        with OUTBOX.listener(self.session_factory.kw["bind"]) as listener:
             while not stop.is_set():
                 try:
                     sent = self.run_once()
@@ -149,8 +147,6 @@ class Deliverer:
                     sent = 0
                 if not sent and not stop.is_set():
                     listener.wait(idle)
-        finally:
-            listener.close()
 
     def run_once(self) -> int:
         """One round: claim, send, record. Returns how many deliveries were attempted."""

@@ -312,11 +312,8 @@ def start_inbox(runtime: Runtime, stop: threading.Event) -> threading.Thread:
     def run() -> None:
         purged_at = utc_now() - INBOX_PURGE_EVERY
         backoff = Backoff()
-        listener = INBOX.listener(runtime.engine)
-        try:
+        with INBOX.listener(runtime.engine) as listener:
             loop(purged_at, backoff, listener)
-        finally:
-            listener.close()
 
     def loop(purged_at: datetime, backoff: Backoff, listener: Listener) -> None:
         while not stop.is_set():
