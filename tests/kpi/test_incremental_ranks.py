@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -152,3 +153,59 @@ def test_moved_all_time_medians_and_p90_equal_a_recount(
     job.refresh(full=True)
     problems = same(moved, snapshot(session_factory, KpiValue.__table__, skip))
     assert not problems, "\n".join(problems[:20])
+
+
+def test_a_reps_first_value_ranks_only_their_cell_and_leaves_the_others_as_stored(
+    tmp_path: Path, session_factory: sessionmaker[Session]
+) -> None:
+    # Ana and Bo have won deals; Cy (team Nordics) and Di (no team) win their first ones later:
+    # their all-time cells are new, so there is no rank state to move. Only the new cells are
+    # ranked: the cells no change touched keep their rows (a refresh at a million deals once
+    # ranked every rep's values again for one new rep's first deal).
+    rng = random.Random(5)
+    deals = {}
+    for n in range(40):
+        record = replace(deal(rng, n), owner_external_id=("ana", "bo")[n % 2])
+        deals[record.external_id] = record
+    job = load(
+        tmp_path,
+        session_factory,
+        {"teams": TEAMS, "owners": OWNERS, "opportunities": list(deals.values())},
+        CONFIG,
+    )
+    job.refresh()
+    check(session_factory, deals)
+
+    def rows(scope: str) -> dict[tuple[str, str], int]:
+        return {
+            (kpi_id, key[1]): row.id
+            for kpi_id in ("cycle_median", "cycle_p90")
+            for key, row in values(session_factory, kpi_id, "all", scope).items()
+        }
+
+    before = {**rows("owner"), **rows("team")}
+    page: list[Message] = []
+    for n, owner in ((100, "cy"), (101, "di"), (102, "di")):
+        record = replace(deal(rng, n), owner_external_id=owner, stage="Won", is_won=True)
+        deals[record.external_id] = record
+        page.append(record)
+    sync_more(session_factory, {"opportunities": [page]})
+    outcome = job.refresh()
+    assert {"cycle_median", "cycle_p90"} <= set(outcome.updated), outcome
+    check(session_factory, deals)
+
+    after = {**rows("owner"), **rows("team")}
+    untouched = {
+        (kpi_id, scope_id)
+        for kpi_id in ("cycle_median", "cycle_p90")
+        for scope_id in ("crm:ana", "crm:bo", "crm:dach")
+    }
+    assert untouched <= before.keys()
+    assert {cell: after[cell] for cell in untouched} == {cell: before[cell] for cell in untouched}
+    # The new reps' and team's cells exist; EMEA, which Cy's deal joined, was moved (a new row).
+    assert {
+        ("cycle_median", "crm:cy"),
+        ("cycle_median", "crm:di"),
+        ("cycle_median", "crm:nordics"),
+    } <= after.keys()
+    assert after[("cycle_median", "crm:emea")] != before[("cycle_median", "crm:emea")]

@@ -632,6 +632,31 @@ def rank_state_query(
     return select(ranked).where(ranked.c.rn.in_(_ranks(stat, ranked.c.n)))
 
 
+def cell_rank_state_query(
+    kpi_id: str,
+    dimension: str,
+    scope: Scope,
+    scope_id: str,
+    currency: str,
+    dim_value: str,
+    stat: Literal["median", "p90"],
+) -> Select[Any]:
+    """:func:`rank_state_query` for one all-time cell: its rows ``(rn, v, below, equal, n,
+    total)``, reading only the cell's samples (a rep's first value ranks that rep alone)."""
+    sample = SAMPLE
+    where = _cell_filter(kpi_id, dimension, scope, scope_id, currency, dim_value)
+    values = select(sample.c.value.label("v")).where(*where).subquery("vals")
+    ranked = select(
+        values.c.v,
+        func.row_number().over(order_by=values.c.v).label("rn"),
+        (func.rank().over(order_by=values.c.v) - 1).label("below"),
+        func.count().over(partition_by=values.c.v).label("equal"),
+        func.count().over().label("n"),
+        func.sum(values.c.v).over().label("total"),
+    ).subquery("ranked")
+    return select(ranked).where(ranked.c.rn.in_(_ranks(stat, ranked.c.n)))
+
+
 def _cell_filter(
     kpi_id: str, dimension: str, scope: Scope, scope_id: str, currency: str, dim_value: str
 ) -> list[ColumnElement[bool]]:

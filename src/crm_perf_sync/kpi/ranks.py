@@ -25,6 +25,7 @@ from crm_perf_sync.kpi import repository as repo
 from crm_perf_sync.kpi.compiler import (
     Calendar,
     Scope,
+    cell_rank_state_query,
     equal_count_query,
     neighbour_query,
     part_for,
@@ -96,15 +97,30 @@ def all_time(
     picked: dict[tuple[str, str, str], list[Any]] = defaultdict(list)
     for r in conn.execute(rank_state_query(calendar, kpi.id, dimension, scope, kpi.stat)):
         picked[(str(r.scope_id), str(r.currency), str(r.dim))].append(r)
-    out: dict[Key, tuple[Computed, RankState]] = {}
-    for (scope_id, currency, dim), found in picked.items():
-        found.sort(key=lambda r: int(r.rn))
-        low, high = found[0], found[-1]
-        value = (float(low.v) + float(high.v)) / 2 if len(found) > 1 else float(low.v)
-        n = int(low.n)
-        state = (float(low.v), int(low.below), int(low.equal))
-        out[(None, scope_id, currency, dim)] = ((value, float(low.total), float(n), n), state)
-    return out
+    return {
+        (None, scope_id, currency, dim): _ranked(found) for (scope_id, currency, dim), found in picked.items()
+    }
+
+
+def cell_all_time(
+    conn: Connection, kpi: DurationKpi, dimension: str, scope: Scope, scope_id: str, currency: str, dim: str
+) -> tuple[Computed, RankState] | None:
+    """One all-time cell ranked whole (from its own samples) with its rank state; ``None``
+    when it has no value."""
+    assert kpi.stat != "mean"
+    stmt = cell_rank_state_query(kpi.id, dimension, scope, scope_id, currency, dim, kpi.stat)
+    found = list(conn.execute(stmt))
+    return _ranked(found) if found else None
+
+
+def _ranked(found: list[Any]) -> tuple[Computed, RankState]:
+    """A cell's statistic and rank state from the rows :func:`rank_state_query` read of it."""
+    found.sort(key=lambda r: int(r.rn))
+    low, high = found[0], found[-1]
+    value = (float(low.v) + float(high.v)) / 2 if len(found) > 1 else float(low.v)
+    n = int(low.n)
+    state = (float(low.v), int(low.below), int(low.equal))
+    return (value, float(low.total), float(n), n), state
 
 
 def apply_percentile_changes(
@@ -197,12 +213,11 @@ def move_all_time(
             for team in rollup.teams_of(str(r.connection_id), str(r.owner_external_id)):
                 moves[("team", team, currency, dim)][index].append(value)
     stored = repo.stored_cells(conn, kpi.id, dimension or "", {"all"})
-    # A scope with a cell that has no rank state to move from (new, or stored before there
-    # was one) is ranked whole instead; it has few cells (one per team or rep).
+    # A scope with a cell stored before there was rank state is ranked whole instead (once).
     whole: set[Scope] = set()
-    for (scope, scope_id, currency, dim), (_, added) in moves.items():
+    for scope, scope_id, currency, dim in moves:
         before = stored.get(("all", scope, "all", scope_id, currency, dim))
-        if (before is None and added) or (before is not None and before.rank is None):
+        if before is not None and before.rank is None:
             whole.add(scope)
     rows: list[dict[str, Any]] = []
     replaced = [cell.id for key, cell in stored.items() if key[1] in whole]
@@ -210,8 +225,19 @@ def move_all_time(
         for key, (result, state) in all_time(conn, calendar, kpi, dimension, scope).items():
             rows.append(with_state(value_row(kpi, "all", scope, dimension or "", key, result), state))
     for (scope, scope_id, currency, dim), (removed, added) in moves.items():
+        if scope in whole:
+            continue
         before = stored.get(("all", scope, "all", scope_id, currency, dim))
-        if scope in whole or before is None:
+        if before is None:
+            # A new cell (a rep's or team's first value): nothing to move from, it is ranked
+            # from its own samples, already up to date.
+            ranked = (
+                cell_all_time(conn, kpi, dimension or "", scope, scope_id, currency, dim) if added else None
+            )
+            if ranked is not None:
+                key = (None, scope_id, currency, dim)
+                result, state = ranked
+                rows.append(with_state(value_row(kpi, "all", scope, dimension or "", key, result), state))
             continue
         replaced.append(before.id)
         moved = move_rank(conn, kpi, dimension or "", scope, scope_id, currency, dim, before, removed, added)
