@@ -7,14 +7,18 @@ independently of the connector's own verification, which uses hubspot-api-client
 from __future__ import annotations
 
 import json
+import shutil
+import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from crm_perf_sync.api.app import create_app
 from crm_perf_sync.apikeys import service as keys
@@ -316,3 +320,58 @@ def test_a_push_with_new_changes_rings_the_workers_and_a_duplicate_or_refused_on
         assert not listener.wait(0.2)
         assert push(client, "hs", [event("deal.creation", 9301)], secret="not-the-secret").status_code == 401
         assert not listener.wait(0.2)
+
+
+def test_pushes_waiting_for_sqlites_write_lock_leave_the_reads_their_threads_and_connections(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    # SQLite lets one writer in at a time and a KPI refresh holds the write lock throughout.
+    # Pushes arriving meanwhile once each held a pooled connection while they waited, until
+    # the reads had none left: the dashboard froze until the refresh ended. Here more pushes
+    # than the pool holds wait for the lock; a read must still be answered before it is let go.
+    shutil.copyfile(sqlite_template, tmp_path / "store.db")
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    path = tmp_path / "crm-perf-sync.yaml"
+    path.write_text(CONFIG.replace("{exports}", str(tmp_path)), encoding="utf-8")
+    config = load_config(path, ConnectorRegistry.discover())
+    with session_scope(make_session_factory(engine)) as session:
+        _, key = keys.create(session, "dashboard", "read")
+    pool = engine.pool.size() + engine.pool._max_overflow  # type: ignore[attr-defined]
+    refresh = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
+    answers: list[Any] = []
+    try:
+        with TestClient(create_app(engine, config)) as client:
+            refresh.execute("BEGIN IMMEDIATE")  # the refresh's write lock
+            pushes = [
+                threading.Thread(
+                    target=lambda n=n: answers.append(push(client, "hs", [event("deal.creation", n)]))
+                )
+                for n in range(9500, 9500 + pool + 5)
+            ]
+            for thread in pushes:
+                thread.start()
+            time.sleep(1.0)  # they are all waiting by now
+            read: list[Any] = []
+            reader = threading.Thread(
+                target=lambda: read.append(
+                    client.get("/api/v1/kpis/won_deals/values", headers={"Authorization": f"Bearer {key}"})
+                )
+            )
+            reader.start()
+            reader.join(timeout=20)
+            answered = not reader.is_alive()
+            refresh.rollback()  # the refresh ends
+            for thread in pushes:
+                thread.join(timeout=60)
+            reader.join(timeout=60)
+    finally:
+        refresh.close()
+    assert answered, "a read waited behind the pushes queued for the write lock"
+    assert read[0].status_code == 200
+    # And no push was lost meanwhile: each was taken, once.
+    assert sorted(a.status_code for a in answers) == [200] * (pool + 5)
+    assert sum(a.json()["accepted"] for a in answers) == 2 * (pool + 5)
+    with session_scope(make_session_factory(engine)) as session:
+        stored = session.scalar(select(func.count()).select_from(IngestEvent))
+    engine.dispose()
+    assert stored == 2 * (pool + 5)

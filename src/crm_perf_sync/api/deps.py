@@ -6,12 +6,15 @@ back when it raises; everything below it only flushes.
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import weakref
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -66,8 +69,30 @@ class ApiContext:
     _pushers: dict[str, Connector] = field(default_factory=dict, init=False, repr=False)  # type: ignore[type-arg]
     _pushers_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
+    #: SQLite pushes' gate, per event loop (see :meth:`push_gate`).
+    _push_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = field(
+        default_factory=weakref.WeakKeyDictionary, init=False, repr=False
+    )
+
+    def push_gate(self) -> AbstractAsyncContextManager[Any]:
+        """What a push holds while it stores its changes (in the event loop, awaited).
+
+        SQLite lets one writer in at a time, and a KPI refresh holds the write lock throughout:
+        pushes arriving meanwhile would each hold a worker thread and a pooled connection while
+        they wait for it, until none was left for the reads (a dashboard froze behind a
+        refresh). On SQLite they wait here instead, one at a time at the lock, holding neither;
+        on PostgreSQL, where writers do not wait for a refresh, nothing is held.
+        """
+        if self.engine.dialect.name != "sqlite":
+            return nullcontext()
+        loop = asyncio.get_running_loop()
+        gate = self._push_gates.get(loop)
+        if gate is None:
+            gate = self._push_gates[loop] = asyncio.Lock()
+        return gate
+
     def values_version(self, session: Session, kpi_id: str) -> Version:
-        """The version of a KPI's values (read at most once a second)."""
+        """The version of a KPI's values (read at most every ``VERSION_SECONDS``)."""
         return Version(
             self.versions.get(("values", kpi_id), lambda: kpi_repo.values_version(session, kpi_id))
         )
@@ -77,7 +102,7 @@ class ApiContext:
         return Version(self.versions.get(("scores", scorecard_id), load))
 
     def incentives_version(self, session: Session) -> Version:
-        """The version of the statement lines (read at most once a second)."""
+        """The version of the statement lines (read at most every ``VERSION_SECONDS``)."""
         return Version(self.versions.get(("incentives",), lambda: incentives_repo.lines_version(session)))
 
     def record_links(self) -> RecordLinks | None:

@@ -7,6 +7,8 @@ request it refuses is answered 401 before the store is touched.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
@@ -16,7 +18,8 @@ from crm_perf_sync.api.deps import ApiContext, ContextDep
 from crm_perf_sync.api.listing import json_response
 from crm_perf_sync.api.problems import documented
 from crm_perf_sync.api.schemas import IngestOut
-from crm_perf_sync.connector_sdk import PushRequest
+from crm_perf_sync.config import ConnectionConfig
+from crm_perf_sync.connector_sdk import PushedChange, PushRequest
 from crm_perf_sync.ingest import repository as repo
 from crm_perf_sync.ingest.service import PushUnverified, Receipt, verified
 from crm_perf_sync.kit.db import WRITE_LOCK, session_scope
@@ -52,7 +55,9 @@ async def ingest(
     body = await request.body()
     headers = {name.lower(): value for name, value in request.headers.items()}
     push = PushRequest(request.method, str(request.url), headers, body, utc_now())
-    receipt = await run_in_threadpool(_receive, ctx, connection_id, push)
+    connection, changes = await run_in_threadpool(_verify, ctx, connection_id, push)
+    async with ctx.push_gate():
+        receipt = await run_in_threadpool(_store, ctx, connection, changes, push.received_at)
     out = IngestOut(
         connection=receipt.connection_id,
         changes=receipt.changes,
@@ -62,7 +67,10 @@ async def ingest(
     return json_response(out.model_dump(mode="json"))
 
 
-def _receive(ctx: ApiContext, connection_id: str, push: PushRequest) -> Receipt:
+def _verify(
+    ctx: ApiContext, connection_id: str, push: PushRequest
+) -> tuple[ConnectionConfig, Sequence[PushedChange]]:
+    """The connection and the changes its connector found in a push it verified."""
     connection = None if ctx.config is None else ctx.config.app.connection(connection_id)
     if connection is None:
         raise NotFound(f"no connection {connection_id!r} (see /api/v1/connections)")
@@ -74,12 +82,20 @@ def _receive(ctx: ApiContext, connection_id: str, push: PushRequest) -> Receipt:
     except PushUnverified:
         INGEST_PUSHES.labels(connection_id, "refused").inc()
         raise
+    return connection, changes
+
+
+def _store(
+    ctx: ApiContext, connection: ConnectionConfig, changes: Sequence[PushedChange], received_at: datetime
+) -> Receipt:
+    """The changes in the connection's inbox (those not there yet), the workers rung."""
+    connection_id = connection.id
     with session_scope(ctx.session_factory) as session:
         # SQLite: the write lock first, so a sync committing meanwhile makes this wait, not fail.
         session.connection(execution_options={WRITE_LOCK: True})
         if sync_repo.connection(session, connection_id) is None:
-            sync_repo.sync_connections(session, [connection], push.received_at)
-        accepted = repo.accept(session, connection_id, changes, push.received_at)
+            sync_repo.sync_connections(session, [connection], received_at)
+        accepted = repo.accept(session, connection_id, changes, received_at)
         if accepted:
             INBOX.notify(session)
     if accepted:
