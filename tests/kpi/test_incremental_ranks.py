@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.connector_sdk import Message, OpportunityRecord, Tombstone
+from crm_perf_sync.jobs.refresh import RefreshJob
 from crm_perf_sync.models import KpiValue
 from tests.kpi.store import OWNERS, TEAMS, load, values
 from tests.kpi.test_incremental import same, snapshot, sync_more
@@ -110,20 +111,25 @@ def check(factory: sessionmaker[Session], deals: dict[str, OpportunityRecord]) -
         assert got_count == count, key
 
 
+def refreshed(
+    tmp_path: Path, factory: sessionmaker[Session], deals: dict[str, OpportunityRecord]
+) -> RefreshJob:
+    """The deals synced and the KPIs computed whole (and checked); the job, for later refreshes."""
+    job = load(
+        tmp_path, factory, {"teams": TEAMS, "owners": OWNERS, "opportunities": list(deals.values())}, CONFIG
+    )
+    job.refresh()
+    check(factory, deals)
+    return job
+
+
 @pytest.mark.parametrize("seed", [3, 11, 2024])
 def test_moved_all_time_medians_and_p90_equal_a_recount(
     tmp_path: Path, session_factory: sessionmaker[Session], seed: int
 ) -> None:
     rng = random.Random(seed)
     deals = {f"o{n}": deal(rng, n) for n in range(80)}
-    job = load(
-        tmp_path,
-        session_factory,
-        {"teams": TEAMS, "owners": OWNERS, "opportunities": list(deals.values())},
-        CONFIG,
-    )
-    job.refresh()
-    check(session_factory, deals)
+    job = refreshed(tmp_path, session_factory, deals)
     next_id = len(deals)
     for round_index in range(4):
         page: list[Message] = []
@@ -167,14 +173,7 @@ def test_a_reps_first_value_ranks_only_their_cell_and_leaves_the_others_as_store
     for n in range(40):
         record = replace(deal(rng, n), owner_external_id=("ana", "bo")[n % 2])
         deals[record.external_id] = record
-    job = load(
-        tmp_path,
-        session_factory,
-        {"teams": TEAMS, "owners": OWNERS, "opportunities": list(deals.values())},
-        CONFIG,
-    )
-    job.refresh()
-    check(session_factory, deals)
+    job = refreshed(tmp_path, session_factory, deals)
 
     def rows(scope: str) -> dict[tuple[str, str], int]:
         return {
