@@ -328,7 +328,8 @@ def test_pushes_waiting_for_sqlites_write_lock_leave_the_reads_their_threads_and
     # SQLite lets one writer in at a time and a KPI refresh holds the write lock throughout.
     # Pushes arriving meanwhile once each held a pooled connection while they waited, until
     # the reads had none left: the dashboard froze until the refresh ended. Here more pushes
-    # than the pool holds wait for the lock; a read must still be answered before it is let go.
+    # than the pool holds wait for the lock; a read must still be answered before it is let go,
+    # and then every push is stored (together: see tests/api/test_batching.py).
     shutil.copyfile(sqlite_template, tmp_path / "store.db")
     engine = create_db_engine(f"sqlite:///{tmp_path / 'store.db'}")
     path = tmp_path / "crm-perf-sync.yaml"

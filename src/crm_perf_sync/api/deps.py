@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
@@ -23,6 +22,7 @@ from pydantic import BaseModel
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from crm_perf_sync.api.batching import GroupWriter
 from crm_perf_sync.api.cache import VERSION_SECONDS, ResponseCache, TtlCache
 from crm_perf_sync.api.listing import Fetch, PageParams, Version, listing, page_params
 from crm_perf_sync.api.schemas import columns
@@ -69,27 +69,22 @@ class ApiContext:
     _pushers: dict[str, Connector] = field(default_factory=dict, init=False, repr=False)  # type: ignore[type-arg]
     _pushers_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
-    #: SQLite pushes' gate, per event loop (see :meth:`push_gate`).
-    _push_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = field(
+    #: SQLite pushes' group writer, per event loop (see :meth:`push_writer`).
+    _push_writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupWriter[Any, Any]] = field(
         default_factory=weakref.WeakKeyDictionary, init=False, repr=False
     )
 
-    def push_gate(self) -> AbstractAsyncContextManager[Any]:
-        """What a push holds while it stores its changes (in the event loop, awaited).
-
-        SQLite lets one writer in at a time, and a KPI refresh holds the write lock throughout:
-        pushes arriving meanwhile would each hold a worker thread and a pooled connection while
-        they wait for it, until none was left for the reads (a dashboard froze behind a
-        refresh). On SQLite they wait here instead, one at a time at the lock, holding neither;
-        on PostgreSQL, where writers do not wait for a refresh, nothing is held.
-        """
+    def push_writer(self, write: Callable[[Sequence[Any]], Sequence[Any]]) -> GroupWriter[Any, Any] | None:
+        """Where a push stores its changes: on SQLite, a :class:`GroupWriter` of ``write`` (the
+        pushes that arrive while a refresh holds the write lock wait in the event loop, then are
+        stored together); ``None`` on PostgreSQL, where a push's writes do not wait for a refresh."""
         if self.engine.dialect.name != "sqlite":
-            return nullcontext()
+            return None
         loop = asyncio.get_running_loop()
-        gate = self._push_gates.get(loop)
-        if gate is None:
-            gate = self._push_gates[loop] = asyncio.Lock()
-        return gate
+        writer = self._push_writers.get(loop)
+        if writer is None:
+            writer = self._push_writers[loop] = GroupWriter(write)
+        return writer
 
     def values_version(self, session: Session, kpi_id: str) -> Version:
         """The version of a KPI's values (read at most every ``VERSION_SECONDS``)."""

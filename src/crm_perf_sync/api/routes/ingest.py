@@ -8,7 +8,9 @@ request it refuses is answered 401 before the store is touched.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
@@ -55,9 +57,12 @@ async def ingest(
     body = await request.body()
     headers = {name.lower(): value for name, value in request.headers.items()}
     push = PushRequest(request.method, str(request.url), headers, body, utc_now())
-    connection, changes = await run_in_threadpool(_verify, ctx, connection_id, push)
-    async with ctx.push_gate():
-        receipt = await run_in_threadpool(_store, ctx, connection, changes, push.received_at)
+    pushed = await run_in_threadpool(_verify, ctx, connection_id, push)
+    writer = ctx.push_writer(partial(_store, ctx))
+    if writer is None:
+        (receipt,) = await run_in_threadpool(_store, ctx, [pushed])
+    else:
+        receipt = await writer.submit(pushed)
     out = IngestOut(
         connection=receipt.connection_id,
         changes=receipt.changes,
@@ -67,10 +72,17 @@ async def ingest(
     return json_response(out.model_dump(mode="json"))
 
 
-def _verify(
-    ctx: ApiContext, connection_id: str, push: PushRequest
-) -> tuple[ConnectionConfig, Sequence[PushedChange]]:
-    """The connection and the changes its connector found in a push it verified."""
+@dataclass(frozen=True, slots=True)
+class _Pushed:
+    """A verified push: its connection, the changes it announces, when it arrived."""
+
+    connection: ConnectionConfig
+    changes: Sequence[PushedChange]
+    received_at: datetime
+
+
+def _verify(ctx: ApiContext, connection_id: str, push: PushRequest) -> _Pushed:
+    """The changes of a push to ``connection_id``, verified by the connection's connector."""
     connection = None if ctx.config is None else ctx.config.app.connection(connection_id)
     if connection is None:
         raise NotFound(f"no connection {connection_id!r} (see /api/v1/connections)")
@@ -82,25 +94,28 @@ def _verify(
     except PushUnverified:
         INGEST_PUSHES.labels(connection_id, "refused").inc()
         raise
-    return connection, changes
+    return _Pushed(connection, changes, push.received_at)
 
 
-def _store(
-    ctx: ApiContext, connection: ConnectionConfig, changes: Sequence[PushedChange], received_at: datetime
-) -> Receipt:
-    """The changes in the connection's inbox (those not there yet), the workers rung."""
-    connection_id = connection.id
+def _store(ctx: ApiContext, pushes: Sequence[_Pushed]) -> list[Receipt]:
+    """The pushes' changes in their connections' inboxes (those not there yet), in one
+    transaction; the workers rung when any was new. One receipt per push, in order."""
+    receipts: list[Receipt] = []
     with session_scope(ctx.session_factory) as session:
         # SQLite: the write lock first, so a sync committing meanwhile makes this wait, not fail.
         session.connection(execution_options={WRITE_LOCK: True})
-        if sync_repo.connection(session, connection_id) is None:
-            sync_repo.sync_connections(session, [connection], received_at)
-        accepted = repo.accept(session, connection_id, changes, received_at)
-        if accepted:
+        for pushed in pushes:
+            connection_id = pushed.connection.id
+            if sync_repo.connection(session, connection_id) is None:
+                sync_repo.sync_connections(session, [pushed.connection], pushed.received_at)
+            accepted = repo.accept(session, connection_id, pushed.changes, pushed.received_at)
+            receipts.append(Receipt(connection_id, len(pushed.changes), accepted))
+        if any(receipt.accepted for receipt in receipts):
             INBOX.notify(session)
-    if accepted:
+    if any(receipt.accepted for receipt in receipts):
         INBOX.wake()
-    INGEST_PUSHES.labels(connection_id, "accepted").inc()
-    INGEST_CHANGES.labels(connection_id, "new").inc(accepted)
-    INGEST_CHANGES.labels(connection_id, "duplicate").inc(len(changes) - accepted)
-    return Receipt(connection_id, len(changes), accepted)
+    for receipt in receipts:
+        INGEST_PUSHES.labels(receipt.connection_id, "accepted").inc()
+        INGEST_CHANGES.labels(receipt.connection_id, "new").inc(receipt.accepted)
+        INGEST_CHANGES.labels(receipt.connection_id, "duplicate").inc(receipt.changes - receipt.accepted)
+    return receipts
