@@ -141,6 +141,12 @@ def snapshot(
     out: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in rows:
         data = {k: v for k, v in row.items() if k not in skip}
+        if data.get("grain", "all") != "all":
+            # A period's median keeps the rank state its last incremental move left, where a full
+            # refresh keeps state for all-time values only: bookkeeping, not a value, and checked
+            # against recounts where it is moved (test_incremental_ranks).
+            for name in ("rank_pivot", "rank_below", "rank_equal"):
+                data.pop(name, None)
         if "kpi_id" in data:
             key = tuple(data[k] for k in ("kpi_id", "grain", "period_key", "scope", "scope_id", "currency"))
             key += (data["dimension"], data["dimension_value"])

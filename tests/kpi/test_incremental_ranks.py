@@ -1,7 +1,8 @@
-"""All-time medians and percentiles moved by the change log equal a recount from the records.
+"""Medians and percentiles moved by the change log equal a recount from the records, every grain.
 
-An incremental refresh does not rank an all-time cell again: it moves the stored statistic by the
-values the change log removed and added (see ``ranks.move_rank``). Cycle lengths here are
+An incremental refresh does not rank a period (or all time) again: it moves each touched value's
+stored statistic by the values the change log removed and added (see ``ranks.move_rank``), or
+ranks that one value from its own samples when it has no state yet. Cycle lengths here are
 whole days from a handful of values, so cells are full of ties, the case that rank bookkeeping
 gets wrong first; several rounds of changes run in a row, each starting from the state the
 previous one left, and every round is checked against a plain-Python recount of the records.
@@ -13,7 +14,7 @@ import math
 import random
 import statistics
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.connector_sdk import Message, OpportunityRecord, Tombstone
 from crm_perf_sync.jobs.refresh import RefreshJob
+from crm_perf_sync.kpi import ranks
 from crm_perf_sync.models import KpiValue
 from tests.kpi.store import OWNERS, TEAMS, load, values
 from tests.kpi.test_incremental import same, snapshot, sync_more
@@ -63,9 +65,24 @@ def deal(rng: random.Random, n: int) -> OpportunityRecord:
     )
 
 
-def expected(deals: dict[str, OpportunityRecord]) -> dict[tuple[str, str], tuple[float, float, int]]:
-    """(kpi, scope id) -> (median, p90, count) of the won deals' cycles, recounted in Python."""
-    cells: dict[str, list[float]] = {}
+GRAINS = ("week", "month", "quarter", "year", "all")
+
+
+def period_of(grain: str, day: date) -> str:
+    """The period key of ``day`` (UTC, calendar fiscal year): its first day, or "all"."""
+    if grain == "week":
+        return (day - timedelta(days=day.weekday())).isoformat()  # ISO weeks start on Monday
+    if grain == "month":
+        return day.replace(day=1).isoformat()
+    if grain == "quarter":
+        return date(day.year, (day.month - 1) // 3 * 3 + 1, 1).isoformat()
+    return date(day.year, 1, 1).isoformat() if grain == "year" else "all"
+
+
+def expected(deals: dict[str, OpportunityRecord]) -> dict[tuple[str, str, str], tuple[float, float, int]]:
+    """(grain, period key, scope id) -> (median, p90, count) of the won deals' cycles, recounted
+    in Python."""
+    cells: dict[tuple[str, str, str], list[float]] = {}
     for record in deals.values():
         if not record.is_won:
             continue
@@ -76,36 +93,40 @@ def expected(deals: dict[str, OpportunityRecord]) -> dict[tuple[str, str], tuple
         if record.owner_external_id is not None:
             scopes.append(f"crm:{record.owner_external_id}")
             scopes += TEAMS_OF.get(record.owner_external_id, [])
-        for scope_id in scopes:
-            cells.setdefault(scope_id, []).append(days)
-    out: dict[tuple[str, str], tuple[float, float, int]] = {}
-    for scope_id, found in cells.items():
+        for grain in GRAINS:
+            for scope_id in scopes:
+                cells.setdefault((grain, period_of(grain, record.closed_at.date()), scope_id), []).append(
+                    days
+                )
+    out: dict[tuple[str, str, str], tuple[float, float, int]] = {}
+    for key, found in cells.items():
         ordered = sorted(found)
         p90 = ordered[math.ceil(0.9 * len(ordered)) - 1]
-        out[("cycle", scope_id)] = (statistics.median(ordered), p90, len(ordered))
+        out[key] = (statistics.median(ordered), p90, len(ordered))
     return out
 
 
-def stored_all_time(factory: sessionmaker[Session]) -> dict[tuple[str, str], tuple[float, float, int]]:
-    out: dict[tuple[str, str], tuple[float, float, int]] = {}
-    for scope in ("company", "team", "owner"):
-        medians = values(factory, "cycle_median", "all", scope)
-        p90s = values(factory, "cycle_p90", "all", scope)
-        assert medians.keys() == p90s.keys()
-        for key, row in medians.items():
-            other: KpiValue = p90s[key]
-            assert row.value is not None
-            assert other.value is not None
-            assert row.sample_count == other.sample_count
-            out[("cycle", key[1])] = (row.value, other.value, row.sample_count)
+def stored(factory: sessionmaker[Session]) -> dict[tuple[str, str, str], tuple[float, float, int]]:
+    out: dict[tuple[str, str, str], tuple[float, float, int]] = {}
+    for grain in GRAINS:
+        for scope in ("company", "team", "owner"):
+            medians = values(factory, "cycle_median", grain, scope)
+            p90s = values(factory, "cycle_p90", grain, scope)
+            assert medians.keys() == p90s.keys()
+            for key, row in medians.items():
+                other: KpiValue = p90s[key]
+                assert row.value is not None
+                assert other.value is not None
+                assert row.sample_count == other.sample_count
+                out[(grain, key[0], key[1])] = (row.value, other.value, row.sample_count)
     return out
 
 
 def check(factory: sessionmaker[Session], deals: dict[str, OpportunityRecord]) -> None:
-    stored, recount = stored_all_time(factory), expected(deals)
-    assert stored.keys() == recount.keys()
+    found, recount = stored(factory), expected(deals)
+    assert found.keys() == recount.keys()
     for key, (median, p90, count) in recount.items():
-        got_median, got_p90, got_count = stored[key]
+        got_median, got_p90, got_count = found[key]
         assert got_median == pytest.approx(median, rel=1e-9), key
         assert got_p90 == pytest.approx(p90, rel=1e-9), key
         assert got_count == count, key
@@ -123,9 +144,18 @@ def refreshed(
     return job
 
 
+@pytest.fixture(params=["moved", "ranked whole"])
+def periods_are(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """How the touched periods are brought up to date: every value moved from its rank state, or
+    every period ranked whole. Which is cheaper depends on how many of a period's values changed
+    (``ranks.MOVE_COST_SAMPLES``); both must give the recount."""
+    monkeypatch.setattr(ranks, "MOVE_COST_SAMPLES", 0 if request.param == "moved" else 10**9)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("seed", [3, 11, 2024])
-def test_moved_all_time_medians_and_p90_equal_a_recount(
-    tmp_path: Path, session_factory: sessionmaker[Session], seed: int
+def test_moved_medians_and_p90_equal_a_recount(
+    tmp_path: Path, session_factory: sessionmaker[Session], seed: int, periods_are: str
 ) -> None:
     rng = random.Random(seed)
     deals = {f"o{n}": deal(rng, n) for n in range(80)}
@@ -154,6 +184,9 @@ def test_moved_all_time_medians_and_p90_equal_a_recount(
         check(session_factory, deals)
 
     # The moved state leaves exactly what ranking everything again gives, every grain included.
+    # (The periods the rounds touched were moved, or ranked alone, and keep their rank state.)
+    year_2024 = values(session_factory, "cycle_median", "year", "company")[("2024-01-01", "company", "", "")]
+    assert (year_2024.rank_pivot is not None) == (periods_are == "moved")
     skip = {"id", "computed_at"}
     moved = snapshot(session_factory, KpiValue.__table__, skip)
     job.refresh(full=True)
@@ -162,12 +195,14 @@ def test_moved_all_time_medians_and_p90_equal_a_recount(
 
 
 def test_a_reps_first_value_ranks_only_their_cell_and_leaves_the_others_as_stored(
-    tmp_path: Path, session_factory: sessionmaker[Session]
+    tmp_path: Path, session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Ana and Bo have won deals; Cy (team Nordics) and Di (no team) win their first ones later:
-    # their all-time cells are new, so there is no rank state to move. Only the new cells are
-    # ranked: the cells no change touched keep their rows (a refresh at a million deals once
-    # ranked every rep's values again for one new rep's first deal).
+    # their cells are new, so there is no rank state to move. Only the new cells are ranked: the
+    # cells no change touched keep their rows, in the periods the new deals fall in as well (a
+    # refresh at a million deals once ranked every rep's values again for one new rep's first
+    # deal, and every rep's year again for one deal in it).
+    monkeypatch.setattr(ranks, "MOVE_COST_SAMPLES", 0)  # a few changes in a big year, as at scale
     rng = random.Random(5)
     deals = {}
     for n in range(40):
@@ -175,17 +210,21 @@ def test_a_reps_first_value_ranks_only_their_cell_and_leaves_the_others_as_store
         deals[record.external_id] = record
     job = refreshed(tmp_path, session_factory, deals)
 
-    def rows(scope: str) -> dict[tuple[str, str], int]:
+    def rows(scope: str) -> dict[tuple[str, str, str], int]:
         return {
-            (kpi_id, key[1]): row.id
+            (kpi_id, grain, key[1]): row.id
             for kpi_id in ("cycle_median", "cycle_p90")
-            for key, row in values(session_factory, kpi_id, "all", scope).items()
+            for grain in ("year", "all")
+            for key, row in values(session_factory, kpi_id, grain, scope).items()
+            if key[0] in ("all", "2024-01-01")
         }
 
     before = {**rows("owner"), **rows("team")}
     page: list[Message] = []
     for n, owner in ((100, "cy"), (101, "di"), (102, "di")):
         record = replace(deal(rng, n), owner_external_id=owner, stage="Won", is_won=True)
+        assert record.closed_at is not None
+        assert record.closed_at.year == 2024
         deals[record.external_id] = record
         page.append(record)
     sync_more(session_factory, {"opportunities": [page]})
@@ -195,16 +234,18 @@ def test_a_reps_first_value_ranks_only_their_cell_and_leaves_the_others_as_store
 
     after = {**rows("owner"), **rows("team")}
     untouched = {
-        (kpi_id, scope_id)
+        (kpi_id, grain, scope_id)
         for kpi_id in ("cycle_median", "cycle_p90")
+        for grain in ("year", "all")
         for scope_id in ("crm:ana", "crm:bo", "crm:dach")
     }
     assert untouched <= before.keys()
     assert {cell: after[cell] for cell in untouched} == {cell: before[cell] for cell in untouched}
     # The new reps' and team's cells exist; EMEA, which Cy's deal joined, was moved (a new row).
-    assert {
-        ("cycle_median", "crm:cy"),
-        ("cycle_median", "crm:di"),
-        ("cycle_median", "crm:nordics"),
-    } <= after.keys()
-    assert after[("cycle_median", "crm:emea")] != before[("cycle_median", "crm:emea")]
+    for grain in ("year", "all"):
+        assert {
+            ("cycle_median", grain, "crm:cy"),
+            ("cycle_median", grain, "crm:di"),
+            ("cycle_median", grain, "crm:nordics"),
+        } <= after.keys()
+        assert after[("cycle_median", grain, "crm:emea")] != before[("cycle_median", grain, "crm:emea")]

@@ -632,20 +632,25 @@ def rank_state_query(
     return select(ranked).where(ranked.c.rn.in_(_ranks(stat, ranked.c.n)))
 
 
-def cell_rank_state_query(
-    kpi_id: str,
-    dimension: str,
-    scope: Scope,
-    scope_id: str,
-    currency: str,
-    dim_value: str,
-    stat: Literal["median", "p90"],
-) -> Select[Any]:
-    """:func:`rank_state_query` for one all-time cell: its rows ``(rn, v, below, equal, n,
-    total)``, reading only the cell's samples (a rep's first value ranks that rep alone)."""
-    sample = SAMPLE
-    where = _cell_filter(kpi_id, dimension, scope, scope_id, currency, dim_value)
-    values = select(sample.c.value.label("v")).where(*where).subquery("vals")
+@dataclass(frozen=True, slots=True)
+class SampleCell:
+    """One value of a median or percentile KPI: the :data:`SAMPLE` rows it ranks are the KPI's
+    in one breakdown, period (``None``: all time) and scope."""
+
+    kpi_id: str
+    dimension: str
+    grain: Grain
+    period: int | None
+    scope: Scope
+    scope_id: str
+    currency: str
+    dim_value: str
+
+
+def cell_rank_state_query(cell: SampleCell, stat: Literal["median", "p90"]) -> Select[Any]:
+    """:func:`rank_state_query` for one cell: its rows ``(rn, v, below, equal, n, total)``,
+    reading only the cell's samples (a rep's first value ranks that rep alone)."""
+    values = select(SAMPLE.c.value.label("v")).where(*_cell_filter(cell)).subquery("vals")
     ranked = select(
         values.c.v,
         func.row_number().over(order_by=values.c.v).label("rn"),
@@ -657,26 +662,29 @@ def cell_rank_state_query(
     return select(ranked).where(ranked.c.rn.in_(_ranks(stat, ranked.c.n)))
 
 
-def _cell_filter(
-    kpi_id: str, dimension: str, scope: Scope, scope_id: str, currency: str, dim_value: str
-) -> list[ColumnElement[bool]]:
-    """SQL: a KPI's samples in one all-time cell."""
+def _cell_filter(cell: SampleCell, months: Sequence[int] | None = None) -> list[ColumnElement[bool]]:
+    """SQL: a KPI's samples in one cell (``months``: of these of its months only)."""
     sample = SAMPLE
     where: list[ColumnElement[bool]] = [
-        sample.c.kpi_id == kpi_id,
-        sample.c.dimension == dimension,
-        sample.c.currency == currency,
-        sample.c.dimension_value == dim_value,
+        sample.c.kpi_id == cell.kpi_id,
+        sample.c.dimension == cell.dimension,
+        sample.c.currency == cell.currency,
+        sample.c.dimension_value == cell.dim_value,
     ]
-    if scope == "owner":
-        connection_id, _, owner = scope_id.partition(":")
+    if cell.period is not None:
+        # The months first: with the value, they are indexed.
+        where.append(sample.c.month.in_(list(months or _cell_months(cell))))
+        if cell.grain == "week":
+            where.append(sample.c.week == cell.period)
+    if cell.scope == "owner":
+        connection_id, _, owner = cell.scope_id.partition(":")
         where += [sample.c.connection_id == connection_id, sample.c.owner_external_id == owner]
-    elif scope == "team":
+    elif cell.scope == "team":
         member = (
             select(literal(1))
             .select_from(MEMBERSHIP)
             .where(
-                MEMBERSHIP.c.team_key == scope_id,
+                MEMBERSHIP.c.team_key == cell.scope_id,
                 MEMBERSHIP.c.m_connection_id == sample.c.connection_id,
                 MEMBERSHIP.c.m_owner_external_id == sample.c.owner_external_id,
             )
@@ -686,35 +694,37 @@ def _cell_filter(
     return where
 
 
-def neighbour_query(
-    kpi_id: str,
-    dimension: str,
-    scope: Scope,
-    scope_id: str,
-    currency: str,
-    dim_value: str,
-    pivot: float,
-    above: bool,
-    limit: int,
-) -> Select[Any]:
-    """The ``limit`` values of one all-time cell nearest above (or below) ``pivot``, nearest first."""
+def _cell_months(cell: SampleCell) -> list[int]:
+    """The month indexes a period cell's samples have."""
+    assert cell.period is not None
+    return _months_of(cell.grain, [cell.period])
+
+
+def neighbour_query(cell: SampleCell, pivot: float, above: bool, limit: int) -> Select[Any]:
+    """The ``limit`` values of one cell nearest above (or below) ``pivot``, nearest first.
+
+    A period's are read month by month, each an index seek from ``pivot`` on (kpi, breakdown,
+    month, value), and merged: one scan of the values of all months would read every value
+    past ``pivot`` of the months' other cells and sort them.
+    """
     sample = SAMPLE
-    where = _cell_filter(kpi_id, dimension, scope, scope_id, currency, dim_value)
-    if above:
-        return (
-            select(sample.c.value).where(*where, sample.c.value > pivot).order_by(sample.c.value).limit(limit)
-        )
-    return (
-        select(sample.c.value)
-        .where(*where, sample.c.value < pivot)
-        .order_by(sample.c.value.desc())
-        .limit(limit)
-    )
+
+    def nearest(months: Sequence[int] | None) -> Select[Any]:
+        beyond = sample.c.value > pivot if above else sample.c.value < pivot
+        order = sample.c.value if above else sample.c.value.desc()
+        return select(sample.c.value).where(*_cell_filter(cell, months), beyond).order_by(order).limit(limit)
+
+    if cell.period is None:
+        return nearest(None)
+    months = _cell_months(cell)
+    if len(months) == 1:
+        return nearest(months)
+    parts = [nearest([month]).subquery() for month in months]
+    merged = union_all(*(select(part.c.value) for part in parts)).subquery("nearest")
+    order = merged.c.value if above else merged.c.value.desc()
+    return select(merged.c.value).order_by(order).limit(limit)
 
 
-def equal_count_query(
-    kpi_id: str, dimension: str, scope: Scope, scope_id: str, currency: str, dim_value: str, value: float
-) -> Select[Any]:
-    """How many values of one all-time cell equal ``value``."""
-    where = _cell_filter(kpi_id, dimension, scope, scope_id, currency, dim_value)
-    return select(func.count()).select_from(SAMPLE).where(*where, SAMPLE.c.value == value)
+def equal_count_query(cell: SampleCell, value: float) -> Select[Any]:
+    """How many values of one cell equal ``value``."""
+    return select(func.count()).select_from(SAMPLE).where(*_cell_filter(cell), SAMPLE.c.value == value)

@@ -2,14 +2,15 @@
 
 A median does not add up, so it cannot be rolled up from groups like a sum. Every value a
 median or p90 KPI reads is kept as a sample row (:class:`~crm_perf_sync.models.KpiSample`,
-filled by :func:`compiler.sample_query`), and each (period, scope) is ranked with window
-functions (:func:`compiler.percentile_query`; ordered-set aggregates on PostgreSQL).
+filled by :func:`compiler.sample_query`), and a full refresh ranks each (period, scope) with
+window functions (:func:`compiler.percentile_query`; ordered-set aggregates on PostgreSQL).
 
-Incrementally, a period a changed record was or is in is ranked again; the others keep their
-values. All-time values hold every record, so re-ranking them would cost a full refresh: each
-stores its *rank state* instead (the value ``p`` at the lower rank read, how many values are
-below ``p`` and how many equal it). The change log's removed and added values move that state
-(:func:`move_rank`), which then reads only the few samples next to ``p`` to find the new rank.
+Ranking a period again for every change would read all of its records (a year's holds tens of
+thousands at a million deals), so a value stores its *rank state* instead: the value ``p`` at
+the lower rank read, how many values are below ``p`` and how many equal it. An incremental
+refresh moves that state by the values the change log removed and added (:func:`move_rank`),
+reading only the few samples next to ``p``; a value with no state yet (new, or computed by a
+full refresh, which stores state for all-time values only) is ranked from its own samples.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from sqlalchemy import Connection
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import repository as repo
 from crm_perf_sync.kpi.compiler import (
+    SCOPES,
     Calendar,
+    SampleCell,
     Scope,
     cell_rank_state_query,
     equal_count_query,
@@ -48,41 +51,25 @@ from crm_perf_sync.models import PRIOR_TABLES
 
 
 def percentile_rows(
-    conn: Connection,
-    kpi: DurationKpi,
-    calendar: Calendar,
-    grains: list[Grain],
-    dimension: str | None,
-    only: Mapping[Grain, set[int | None]] | None = None,
+    conn: Connection, kpi: DurationKpi, calendar: Calendar, grains: list[Grain], dimension: str | None
 ) -> list[dict[str, Any]]:
     """The values of a median or p90 KPI for one breakdown, ranked from :class:`KpiSample`.
 
-    Without ``only`` the samples are replaced and every grain is ranked (all-time values with
-    their rank state); with it, only these periods of the grains below ``all``, from samples
-    the caller brought up to date. Numerator and denominator are the values' sum and count.
+    The samples are replaced and every grain is ranked (all-time values with their rank
+    state). Numerator and denominator are the values' sum and count.
     """
     assert kpi.stat != "mean"
-    if only is None:
-        part = part_for(kpi.measure, calendar, by_currency=False, kpi=kpi)
-        repo.replace_sample(conn, kpi.id, dimension, sample_query(part, calendar, kpi.id, dimension))
+    part = part_for(kpi.measure, calendar, by_currency=False, kpi=kpi)
+    repo.replace_sample(conn, kpi.id, dimension, sample_query(part, calendar, kpi.id, dimension))
     rows: list[dict[str, Any]] = []
     scopes: list[Scope] = ["company", "owner", "team"]
     for grain in grains:
-        wanted = None if only is None else only.get(grain, set())
-        if grain == "all":
-            if only is None:
-                for scope in scopes:
-                    for key, (result, state) in all_time(conn, calendar, kpi, dimension, scope).items():
-                        rows.append(
-                            with_state(value_row(kpi, grain, scope, dimension or "", key, result), state)
-                        )
-            continue
-        if wanted is not None and not wanted:
-            continue
-        indexes = None if wanted is None else sorted(p for p in wanted if p is not None)
         for scope in scopes:
-            stmt = percentile_query(calendar, kpi.id, dimension, grain, scope, kpi.stat, indexes)
-            for r in conn.execute(stmt):
+            if grain == "all":
+                for key, (result, state) in all_time(conn, calendar, kpi, dimension, scope).items():
+                    rows.append(with_state(value_row(kpi, grain, scope, dimension or "", key, result), state))
+                continue
+            for r in conn.execute(percentile_query(calendar, kpi.id, dimension, grain, scope, kpi.stat)):
                 key = (int(r.period), str(r.scope_id), str(r.currency), str(r.dim))
                 result = (float(r.value), float(r.total), float(r.records), int(r.records))
                 rows.append(value_row(kpi, grain, scope, dimension or "", key, result))
@@ -102,14 +89,11 @@ def all_time(
     }
 
 
-def cell_all_time(
-    conn: Connection, kpi: DurationKpi, dimension: str, scope: Scope, scope_id: str, currency: str, dim: str
-) -> tuple[Computed, RankState] | None:
-    """One all-time cell ranked whole (from its own samples) with its rank state; ``None``
-    when it has no value."""
+def ranked_cell(conn: Connection, kpi: DurationKpi, cell: SampleCell) -> tuple[Computed, RankState] | None:
+    """One cell ranked whole, from its own samples, with its rank state; ``None`` when it has
+    no value."""
     assert kpi.stat != "mean"
-    stmt = cell_rank_state_query(kpi.id, dimension, scope, scope_id, currency, dim, kpi.stat)
-    found = list(conn.execute(stmt))
+    found = list(conn.execute(cell_rank_state_query(cell, kpi.stat)))
     return _ranked(found) if found else None
 
 
@@ -132,13 +116,14 @@ def apply_percentile_changes(
 ) -> int:
     """Bring a median or percentile KPI up to date with the change log.
 
-    A median does not add up, so each period a changed record was or is in is ranked again
-    (every scope of it), from samples the log keeps current; the others keep their values.
-    All-time values hold every record: each is moved from its stored rank state by the values
-    the log removed and added, reading only the few samples next to it. Returns how many
-    values were written; ``touched`` collects the (grain, period key) written.
+    The samples are updated from the log first; then every value a changed record was or is in
+    (each grain, period and scope) is moved from its stored rank state by the values the log
+    removed and added, or ranked from its own samples when it has no state; values no change
+    touched keep their rows. A period in which many values changed is ranked whole instead (see
+    :data:`MOVE_COST_SAMPLES`). Returns how many values were written; ``touched`` collects the
+    (grain, period key) written.
     """
-    conn, calendar, grains = run.conn, run.calendar, run.grains
+    conn, calendar = run.conn, run.calendar
     computed_at = utc_now()
     rollup = run.rollup()
     written = 0
@@ -157,11 +142,6 @@ def apply_percentile_changes(
         }  # fmt: skip
         if not changes["new"] and not changes["old"]:
             continue
-        periods_touched: dict[Grain, set[int | None]] = defaultdict(set)
-        for r in (*changes["new"], *changes["old"]):
-            for grain in grains:
-                if grain != "all" and r.month is not None:
-                    periods_touched[grain].add(rollup.period(grain, r.week, r.month))
         new_rows = sample_query(
             part_for(kpi.measure, calendar, by_currency=False, kpi=kpi, changes="new"),
             calendar,
@@ -169,85 +149,136 @@ def apply_percentile_changes(
             dimension,
         )
         repo.update_sample(conn, kpi.id, dimension, kpi.measure.entity, new_rows)
-        rows = percentile_rows(conn, kpi, calendar, grains, dimension, periods_touched)
-        for grain, indexes in periods_touched.items():
-            keys = {period_key(index, grain) for index in indexes}
-            touched.update((grain, key) for key in keys)
-            repo.delete_periods(conn, kpi.id, grain, dimension or "", keys)
-        if "all" in grains:
-            all_rows, replaced = move_all_time(conn, kpi, calendar, rollup, dimension, changes)
-            rows += all_rows
-            repo.replace_cells(conn, replaced, [])
-            touched.add(("all", "all"))
+        moves = _moves(kpi.id, dimension or "", run.grains, rollup, changes)
+        periods = {(cell.grain, period_key(cell.period, cell.grain)) for cell in moves}
+        touched.update(periods)
+        stored = repo.stored_cells(conn, kpi.id, dimension or "", {key for _, key in periods})
+        whole = _ranked_whole(moves, stored)
+        rows = _period_rows(conn, kpi, calendar, dimension, whole)
+        for grain, indexes in whole.items():
+            repo.delete_periods(conn, kpi.id, grain, dimension or "", {period_key(i, grain) for i in indexes})
+        moved = {cell: move for cell, move in moves.items() if cell.period not in whole.get(cell.grain, ())}
+        moved_rows, replaced = move_cells(conn, kpi, moved, stored)
+        rows += moved_rows
         if dimension is None:
             apply_targets(kpi, rows, run.targets, add_missing=False)
         for row in rows:
             row["definition_hash"] = digest
             row["computed_at"] = computed_at
-        repo.replace_cells(conn, [], rows)
+        repo.replace_cells(conn, replaced, rows)
         written += len(rows)
     return written
 
 
-def move_all_time(
+def _moves(
+    kpi_id: str, dimension: str, grains: Sequence[Grain], rollup: Rollup, changes: Mapping[str, Sequence[Any]]
+) -> dict[SampleCell, tuple[list[float], list[float]]]:
+    """Every cell the changed samples were (``old``) or are (``new``) in, with the values that
+    left it and the values that joined it."""
+    moves: dict[SampleCell, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
+    for side, index in (("old", 0), ("new", 1)):
+        for r in changes[side]:
+            currency, dim, value = str(r.currency), str(r.dimension_value), float(r.value)
+            scopes: list[tuple[Scope, str]] = [("company", "company")]
+            if r.owner_external_id is not None:
+                scopes.append(("owner", f"{r.connection_id}:{r.owner_external_id}"))
+                scopes += [
+                    ("team", team) for team in rollup.teams_of(str(r.connection_id), str(r.owner_external_id))
+                ]
+            for grain in grains:
+                if grain != "all" and r.month is None:
+                    continue  # no period date: counted in "all" only
+                period = None if grain == "all" else rollup.period(grain, r.week, r.month)
+                for scope, scope_id in scopes:
+                    cell = SampleCell(kpi_id, dimension, grain, period, scope, scope_id, currency, dim)
+                    moves[cell][index].append(value)
+    return moves
+
+
+#: Moving one value's rank state costs a few indexed reads next to its pivot, about as much as
+#: ranking this many samples afresh (measured at a million deals on SQLite and PostgreSQL). A
+#: period in which more values changed than that makes worthwhile (:func:`_ranked_whole`) is
+#: ranked whole instead, every scope in one query each: a rewrite of history touches most values
+#: of most periods.
+MOVE_COST_SAMPLES = 100
+
+
+def _ranked_whole(
+    moves: Mapping[SampleCell, Any], stored: Mapping[repo.CellKey, repo.StoredCell]
+) -> dict[Grain, set[int]]:
+    """The periods (by grain) cheaper to rank whole than to move value by value: more values of
+    them touched than their samples (counted for the company, ranked again once per scope) make
+    worth moving."""
+    touched: dict[tuple[Grain, int], int] = defaultdict(int)
+    for cell in moves:
+        if cell.period is not None:
+            touched[(cell.grain, cell.period)] += 1
+    samples: dict[tuple[str, str], int] = defaultdict(int)
+    for (grain, scope, key, *_), found in stored.items():
+        if scope == "company":
+            samples[(grain, key)] += found.sample_count
+    whole: dict[Grain, set[int]] = defaultdict(set)
+    for (grain, period), cells in touched.items():
+        if cells * MOVE_COST_SAMPLES > 3 * samples[(grain, period_key(period, grain))]:
+            whole[grain].add(period)
+    return whole
+
+
+def _period_rows(
     conn: Connection,
     kpi: DurationKpi,
     calendar: Calendar,
-    rollup: Rollup,
     dimension: str | None,
-    changes: Mapping[str, Sequence[Any]],
-) -> tuple[list[dict[str, Any]], list[int]]:
-    """The all-time cells the changes touch, updated; and the ids of the rows they replace."""
+    periods: Mapping[Grain, set[int]],
+) -> list[dict[str, Any]]:
+    """Every value of these periods, ranked whole from the samples (without rank state)."""
     assert kpi.stat != "mean"
-    # (scope, scope id, currency, dim) -> (values removed, values added)
-    moves: dict[tuple[Scope, str, str, str], tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
-    for side, index in (("old", 0), ("new", 1)):
-        for r in changes[side]:
-            currency, dim = str(r.currency), str(r.dimension_value)
-            value = float(r.value)
-            moves[("company", "company", currency, dim)][index].append(value)
-            if r.owner_external_id is None:
-                continue
-            owner = f"{r.connection_id}:{r.owner_external_id}"
-            moves[("owner", owner, currency, dim)][index].append(value)
-            for team in rollup.teams_of(str(r.connection_id), str(r.owner_external_id)):
-                moves[("team", team, currency, dim)][index].append(value)
-    stored = repo.stored_cells(conn, kpi.id, dimension or "", {"all"})
-    # A scope with a cell stored before there was rank state is ranked whole instead (once).
-    whole: set[Scope] = set()
-    for scope, scope_id, currency, dim in moves:
-        before = stored.get(("all", scope, "all", scope_id, currency, dim))
-        if before is not None and before.rank is None:
-            whole.add(scope)
     rows: list[dict[str, Any]] = []
-    replaced = [cell.id for key, cell in stored.items() if key[1] in whole]
-    for scope in sorted(whole):
-        for key, (result, state) in all_time(conn, calendar, kpi, dimension, scope).items():
-            rows.append(with_state(value_row(kpi, "all", scope, dimension or "", key, result), state))
-    for (scope, scope_id, currency, dim), (removed, added) in moves.items():
-        if scope in whole:
-            continue
-        before = stored.get(("all", scope, "all", scope_id, currency, dim))
-        if before is None:
-            # A new cell (a rep's or team's first value): nothing to move from, it is ranked
-            # from its own samples, already up to date.
-            ranked = (
-                cell_all_time(conn, kpi, dimension or "", scope, scope_id, currency, dim) if added else None
-            )
+    for grain, indexes in periods.items():
+        for scope in SCOPES:
+            stmt = percentile_query(calendar, kpi.id, dimension, grain, scope, kpi.stat, sorted(indexes))
+            for r in conn.execute(stmt):
+                key = (int(r.period), str(r.scope_id), str(r.currency), str(r.dim))
+                result = (float(r.value), float(r.total), float(r.records), int(r.records))
+                rows.append(value_row(kpi, grain, scope, dimension or "", key, result))
+    return rows
+
+
+def move_cells(
+    conn: Connection,
+    kpi: DurationKpi,
+    moves: Mapping[SampleCell, tuple[list[float], list[float]]],
+    stored: Mapping[repo.CellKey, repo.StoredCell],
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """The cells in ``moves`` updated from their ``stored`` rows (and samples already up to
+    date); and the ids of the rows they replace."""
+    assert kpi.stat != "mean"
+    rows: list[dict[str, Any]] = []
+    replaced: list[int] = []
+    for cell, (removed, added) in moves.items():
+        key = (cell.period, cell.scope_id, cell.currency, cell.dim_value)
+        before = stored.get(
+            (cell.grain, cell.scope, period_key(cell.period, cell.grain), cell.scope_id, cell.currency,
+             cell.dim_value)
+        )  # fmt: skip
+        if before is not None:
+            replaced.append(before.id)
+        if before is None or before.rank is None:
+            # Nothing to move from (a new value, or one a full refresh ranked without keeping
+            # state): it is ranked from its own samples.
+            ranked = ranked_cell(conn, kpi, cell) if added or before is not None else None
             if ranked is not None:
-                key = (None, scope_id, currency, dim)
                 result, state = ranked
-                rows.append(with_state(value_row(kpi, "all", scope, dimension or "", key, result), state))
+                rows.append(
+                    with_state(value_row(kpi, cell.grain, cell.scope, cell.dimension, key, result), state)
+                )
             continue
-        replaced.append(before.id)
-        moved = move_rank(conn, kpi, dimension or "", scope, scope_id, currency, dim, before, removed, added)
+        moved = move_rank(conn, kpi, cell, before, removed, added)
         if moved is None:
             continue  # no value left in the cell
         statistic, n, state = moved
         total = before.numerator - sum(removed) + sum(added)
-        row = value_row(
-            kpi, "all", scope, dimension or "", (None, scope_id, currency, dim), (statistic, total, n, n)
-        )
+        row = value_row(kpi, cell.grain, cell.scope, cell.dimension, key, (statistic, total, n, n))
         rows.append(with_state(row, state))
     return rows, replaced
 
@@ -255,16 +286,12 @@ def move_all_time(
 def move_rank(
     conn: Connection,
     kpi: DurationKpi,
-    dimension: str,
-    scope: Scope,
-    scope_id: str,
-    currency: str,
-    dim: str,
+    cell: SampleCell,
     before: repo.StoredCell,
     removed: Sequence[float],
     added: Sequence[float],
 ) -> tuple[float, int, RankState] | None:
-    """An all-time cell's statistic after ``removed`` left and ``added`` joined its values.
+    """A cell's statistic after ``removed`` left and ``added`` joined its values.
 
     The stored state says the value ``p`` at the lower rank read had ``below`` values under
     it and ``equal`` values equal to it. Counting the changes against ``p`` gives both
@@ -281,11 +308,10 @@ def move_rank(
     if n <= 0:
         return None
     ranks = [(n + 1) // 2, (n + 2) // 2] if kpi.stat == "median" else [(9 * n + 9) // 10]
-    cell = (kpi.id, dimension, scope, scope_id, currency, dim)
 
     def nearest(start: float, above: bool, count: int) -> list[float]:
-        found = [float(v) for v in conn.execute(neighbour_query(*cell, start, above, count)).scalars()]
-        assert len(found) == count, f"rank state of {kpi.id} {scope_id} out of step with its samples"
+        found = [float(v) for v in conn.execute(neighbour_query(cell, start, above, count)).scalars()]
+        assert len(found) == count, f"rank state of {kpi.id} {cell} out of step with its samples"
         return found
 
     k = ranks[0]
@@ -294,12 +320,12 @@ def move_rank(
     elif k <= below:
         found = nearest(pivot, False, below - k + 1)
         low = found[-1]
-        equal_low = int(conn.execute(equal_count_query(*cell, low)).scalar_one())
+        equal_low = int(conn.execute(equal_count_query(cell, low)).scalar_one())
         below, equal = below - sum(1 for v in found if v > low) - equal_low, equal_low
     else:
         found = nearest(pivot, True, k - below - equal)
         low = found[-1]
-        equal_low = int(conn.execute(equal_count_query(*cell, low)).scalar_one())
+        equal_low = int(conn.execute(equal_count_query(cell, low)).scalar_one())
         below, equal = below + equal + sum(1 for v in found if v < low), equal_low
     value = low
     if len(ranks) > 1 and ranks[1] != k:

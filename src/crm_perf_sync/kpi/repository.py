@@ -381,7 +381,7 @@ class StoredCell:
     numerator: float
     denominator: float | None
     sample_count: int
-    #: An all-time median or percentile's rank state (pivot, values below, values equal).
+    #: A median or percentile's rank state (pivot, values below, values equal).
     rank: tuple[float, int, int] | None = None
 
 

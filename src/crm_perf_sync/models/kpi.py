@@ -61,9 +61,10 @@ class KpiValue(Base):
     attainment: Mapped[float | None] = mapped_column(Float)
     gap: Mapped[float | None] = mapped_column(Float)
     computed_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    #: All-time medians and percentiles: the value at the lower rank the statistic reads, and how
-    #: many of the period's values are below it and equal to it. An incremental refresh moves the
-    #: statistic from there by the values the change log adds and removes.
+    #: Medians and percentiles: the value at the lower rank the statistic reads, and how many of
+    #: the value's samples are below it and equal to it. An incremental refresh moves the
+    #: statistic from there by the values the change log adds and removes. A full refresh keeps
+    #: it for all-time values only; a period's value gains it when it is first moved.
     rank_pivot: Mapped[float | None] = mapped_column(Float)
     rank_below: Mapped[int | None] = mapped_column(Integer)
     rank_equal: Mapped[int | None] = mapped_column(Integer)
@@ -73,16 +74,19 @@ class KpiSample(Base):
     """The measured value of each record a median or percentile KPI ranks (one row per record).
 
     Medians and percentiles do not add up, so unlike sums they cannot be updated by the change
-    log alone: a period a changed record touches is ranked again. This keeps the values to rank
-    (and each record's finest period, rep, currency and breakdown value) so that ranking reads this
-    narrow table instead of re-deriving every record's value; the change log keeps it current.
+    log alone: a value a changed record touches is moved from its rank state by reading the
+    samples next to its pivot, or ranked again. This keeps the values to rank (and each record's
+    finest period, rep, currency and breakdown value) so that both read this narrow table instead
+    of re-deriving every record's value; the change log keeps it current.
     ``dimension`` is the breakdown the rows belong to ('' for the totals).
     """
 
     __tablename__ = "kpi_sample"
     __table_args__ = (
         UniqueConstraint("kpi_id", "dimension", "connection_id", "external_id"),
-        Index(None, "kpi_id", "dimension", "month"),
+        # A period's samples; those of one month next to a value, for moving a period's
+        # statistic by a few ranks.
+        Index(None, "kpi_id", "dimension", "month", "value"),
         # The samples next to a value, for moving an all-time statistic by a few ranks.
         Index(None, "kpi_id", "dimension", "value"),
     )
