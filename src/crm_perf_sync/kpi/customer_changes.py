@@ -314,9 +314,9 @@ def _write(
 ) -> int:
     """Stored values plus ``deltas``, ``fresh`` values in place of any stored, ``gone`` periods
     removed; in one delete and one insert."""
-    keys = {period_key(key[0], grain) for grain, _, key in deltas}
-    keys |= {period_key(key[0], grain) for (grain, _), values in fresh.items() for key in values}
-    keys |= {period_key(period, grain) for grain, period in gone}
+    keys = {(grain, period_key(key[0], grain)) for grain, _, key in deltas}
+    keys |= {(grain, period_key(key[0], grain)) for (grain, _), values in fresh.items() for key in values}
+    keys |= {(grain, period_key(period, grain)) for grain, period in gone}
     if not keys:
         return 0
     stored = repo.stored_cells(run.conn, kpi.id, "", keys)

@@ -208,15 +208,12 @@ def apply_funnel_changes(run: Computation, kpi: FunnelKpi, digest: str, touched:
     if not deltas:
         return 0
     keys = {(grain, period_key(period, cast(Grain, grain))): period for grain, _, period, _ in deltas}
-    period_keys = {key for _, key in keys}
     reached: dict[_FunnelGroup, dict[tuple[str, int, str], int]] = defaultdict(dict)
     replaced: list[int] = []
     for dimension in ("stage", ""):
         for (grain_name, scope_name, stored_key, scope_id, _, label), cell in repo.stored_cells(
-            conn, kpi.id, dimension, period_keys
+            conn, kpi.id, dimension, keys
         ).items():
-            if (grain_name, stored_key) not in keys:
-                continue
             group = (grain_name, scope_name, keys[(grain_name, stored_key)], scope_id)
             if group not in deltas:
                 continue

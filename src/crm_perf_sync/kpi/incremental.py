@@ -88,7 +88,7 @@ def apply_changes(
                 deltas[cell] = (template, num, den)
         if not deltas:
             continue
-        stored = repo.stored_cells(conn, kpi.id, dimension or "", {cell[2] for cell in deltas})
+        stored = repo.stored_cells(conn, kpi.id, dimension or "", {(cell[0], cell[2]) for cell in deltas})
         replaced: list[int] = []
         rows: list[dict[str, Any]] = []
         for cell, (template, num, den) in deltas.items():

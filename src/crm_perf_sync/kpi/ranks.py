@@ -152,7 +152,7 @@ def apply_percentile_changes(
         moves = _moves(kpi.id, dimension or "", run.grains, rollup, changes)
         periods = {(cell.grain, period_key(cell.period, cell.grain)) for cell in moves}
         touched.update(periods)
-        stored = repo.stored_cells(conn, kpi.id, dimension or "", {key for _, key in periods})
+        stored = repo.stored_cells(conn, kpi.id, dimension or "", periods)
         whole = _ranked_whole(moves, stored)
         rows = _period_rows(conn, kpi, calendar, dimension, whole)
         for grain, indexes in whole.items():

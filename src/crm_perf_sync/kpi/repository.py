@@ -390,39 +390,45 @@ CellKey = tuple[str, str, str, str, str, str]
 
 
 def stored_cells(
-    conn: Connection, kpi_id: str, dimension: str, period_keys: set[str]
+    conn: Connection, kpi_id: str, dimension: str, periods: Iterable[tuple[str, str]]
 ) -> dict[CellKey, StoredCell]:
-    """A KPI's stored values of one breakdown in these periods (of any grain and scope)."""
+    """A KPI's stored values of one breakdown in these ``(grain, period key)`` periods (of every
+    scope): read through the unique index, grain by grain, not among all of the KPI's values."""
     out: dict[CellKey, StoredCell] = {}
-    keys = sorted(period_keys)
-    for start in range(0, len(keys), 500):
-        rows = conn.execute(
-            select(
-                KpiValue.id,
-                KpiValue.grain,
-                KpiValue.scope,
-                KpiValue.period_key,
-                KpiValue.scope_id,
-                KpiValue.currency,
-                KpiValue.dimension_value,
-                KpiValue.numerator,
-                KpiValue.denominator,
-                KpiValue.sample_count,
-                KpiValue.rank_pivot,
-                KpiValue.rank_below,
-                KpiValue.rank_equal,
-            ).where(
-                KpiValue.kpi_id == kpi_id,
-                KpiValue.dimension == dimension,
-                KpiValue.period_key.in_(keys[start : start + 500]),
+    by_grain: dict[str, set[str]] = defaultdict(set)
+    for grain, period_key in periods:
+        by_grain[grain].add(period_key)
+    for grain, found in sorted(by_grain.items()):
+        keys = sorted(found)
+        for start in range(0, len(keys), 500):
+            rows = conn.execute(
+                select(
+                    KpiValue.id,
+                    KpiValue.grain,
+                    KpiValue.scope,
+                    KpiValue.period_key,
+                    KpiValue.scope_id,
+                    KpiValue.currency,
+                    KpiValue.dimension_value,
+                    KpiValue.numerator,
+                    KpiValue.denominator,
+                    KpiValue.sample_count,
+                    KpiValue.rank_pivot,
+                    KpiValue.rank_below,
+                    KpiValue.rank_equal,
+                ).where(
+                    KpiValue.kpi_id == kpi_id,
+                    KpiValue.grain == grain,
+                    KpiValue.period_key.in_(keys[start : start + 500]),
+                    KpiValue.dimension == dimension,
+                )
             )
-        )
-        for row in rows:
-            key = (row.grain, row.scope, row.period_key, row.scope_id, row.currency, row.dimension_value)
-            rank = None
-            if row.rank_pivot is not None:
-                rank = (float(row.rank_pivot), int(row.rank_below), int(row.rank_equal))
-            out[key] = StoredCell(row.id, row.numerator, row.denominator, row.sample_count, rank)
+            for row in rows:
+                key = (row.grain, row.scope, row.period_key, row.scope_id, row.currency, row.dimension_value)
+                rank = None
+                if row.rank_pivot is not None:
+                    rank = (float(row.rank_pivot), int(row.rank_below), int(row.rank_equal))
+                out[key] = StoredCell(row.id, row.numerator, row.denominator, row.sample_count, rank)
     return out
 
 
