@@ -1,9 +1,11 @@
-"""kpi_sample indexed by month and value: a period's values next to a median's pivot.
+"""kpi_sample indexed for the values next to a median's pivot, in a period and for a rep.
 
 An incremental refresh moves a period's median or percentile by the few samples next to its
 stored pivot instead of ranking the period again. Read month by month from (kpi, breakdown,
-month, value), those are an index seek each; the index also serves what the one on (kpi,
-breakdown, month) it replaces did.
+month, value), those are an index seek each; that index also serves what the one on (kpi,
+breakdown, month) it replaces did. A rep's values are a sliver of all: read through the value
+index they were found by scanning past everyone else's, so a rep's cells have their own
+indexes, all time and month by month.
 
 Revision ID: a8c0e2f4b6d1
 Revises: d2f4a6c8e0b1
@@ -19,6 +21,8 @@ down_revision: str | None = "d2f4a6c8e0b1"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+OWNER_CELL = ["kpi_id", "dimension", "connection_id", "owner_external_id", "currency", "dimension_value"]
+
 
 def upgrade() -> None:
     op.create_index(
@@ -27,9 +31,13 @@ def upgrade() -> None:
         ["kpi_id", "dimension", "month", "value"],
     )
     op.drop_index(op.f("ix_kpi_sample_kpi_id_dimension_month"), table_name="kpi_sample")
+    op.create_index("ix_kpi_sample_owner_value", "kpi_sample", [*OWNER_CELL, "value"])
+    op.create_index("ix_kpi_sample_owner_month_value", "kpi_sample", [*OWNER_CELL, "month", "value"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_kpi_sample_owner_month_value", table_name="kpi_sample")
+    op.drop_index("ix_kpi_sample_owner_value", table_name="kpi_sample")
     op.create_index(
         op.f("ix_kpi_sample_kpi_id_dimension_month"), "kpi_sample", ["kpi_id", "dimension", "month"]
     )

@@ -70,6 +70,10 @@ class KpiValue(Base):
     rank_equal: Mapped[int | None] = mapped_column(Integer)
 
 
+#: The columns that pick one rep's cell of a median or percentile KPI's samples.
+_OWNER_CELL = ("kpi_id", "dimension", "connection_id", "owner_external_id", "currency", "dimension_value")
+
+
 class KpiSample(Base):
     """The measured value of each record a median or percentile KPI ranks (one row per record).
 
@@ -89,6 +93,9 @@ class KpiSample(Base):
         Index(None, "kpi_id", "dimension", "month", "value"),
         # The samples next to a value, for moving an all-time statistic by a few ranks.
         Index(None, "kpi_id", "dimension", "value"),
+        # The same for a rep's values, a sliver of all: all time, and month by month.
+        Index("ix_kpi_sample_owner_value", *_OWNER_CELL, "value"),
+        Index("ix_kpi_sample_owner_month_value", *_OWNER_CELL, "month", "value"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
