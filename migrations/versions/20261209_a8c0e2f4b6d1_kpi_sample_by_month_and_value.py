@@ -5,7 +5,8 @@ stored pivot instead of ranking the period again. Read month by month from (kpi,
 month, value), those are an index seek each; that index also serves what the one on (kpi,
 breakdown, month) it replaces did. A rep's values are a sliver of all: read through the value
 index they were found by scanning past everyone else's, so a rep's cells have their own
-indexes, all time and month by month.
+indexes, all time and month by month. These begin with the rep: beginning with the KPI, they
+were taken by SQLite for the other cells' counts too, as a scan of the KPI's samples.
 
 Revision ID: a8c0e2f4b6d1
 Revises: d2f4a6c8e0b1
@@ -21,7 +22,7 @@ down_revision: str | None = "d2f4a6c8e0b1"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-OWNER_CELL = ["kpi_id", "dimension", "connection_id", "owner_external_id", "currency", "dimension_value"]
+OWNER_CELL = ["owner_external_id", "connection_id", "kpi_id", "dimension", "currency", "dimension_value"]
 
 
 def upgrade() -> None:
