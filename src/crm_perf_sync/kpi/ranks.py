@@ -62,17 +62,33 @@ def percentile_rows(
     part = part_for(kpi.measure, calendar, by_currency=False, kpi=kpi)
     repo.replace_sample(conn, kpi.id, dimension, sample_query(part, calendar, kpi.id, dimension))
     rows: list[dict[str, Any]] = []
-    scopes: list[Scope] = ["company", "owner", "team"]
     for grain in grains:
-        for scope in scopes:
-            if grain == "all":
-                for key, (result, state) in all_time(conn, calendar, kpi, dimension, scope).items():
-                    rows.append(with_state(value_row(kpi, grain, scope, dimension or "", key, result), state))
-                continue
-            for r in conn.execute(percentile_query(calendar, kpi.id, dimension, grain, scope, kpi.stat)):
-                key = (int(r.period), str(r.scope_id), str(r.currency), str(r.dim))
-                result = (float(r.value), float(r.total), float(r.records), int(r.records))
-                rows.append(value_row(kpi, grain, scope, dimension or "", key, result))
+        if grain != "all":
+            rows += _ranked_periods(conn, kpi, calendar, dimension, grain)
+            continue
+        for scope in SCOPES:
+            for key, (result, state) in all_time(conn, calendar, kpi, dimension, scope).items():
+                rows.append(with_state(value_row(kpi, grain, scope, dimension or "", key, result), state))
+    return rows
+
+
+def _ranked_periods(
+    conn: Connection,
+    kpi: DurationKpi,
+    calendar: Calendar,
+    dimension: str | None,
+    grain: Grain,
+    indexes: Sequence[int] | None = None,
+) -> list[dict[str, Any]]:
+    """Every value of one grain below ``all`` (``indexes``: of these periods only), every scope,
+    ranked whole from the samples (without rank state)."""
+    assert kpi.stat != "mean"
+    rows: list[dict[str, Any]] = []
+    for scope in SCOPES:
+        for r in conn.execute(percentile_query(calendar, kpi.id, dimension, grain, scope, kpi.stat, indexes)):
+            key = (int(r.period), str(r.scope_id), str(r.currency), str(r.dim))
+            result = (float(r.value), float(r.total), float(r.records), int(r.records))
+            rows.append(value_row(kpi, grain, scope, dimension or "", key, result))
     return rows
 
 
@@ -154,8 +170,9 @@ def apply_percentile_changes(
         touched.update(periods)
         stored = repo.stored_cells(conn, kpi.id, dimension or "", periods)
         whole = _ranked_whole(moves, stored)
-        rows = _period_rows(conn, kpi, calendar, dimension, whole)
+        rows: list[dict[str, Any]] = []
         for grain, indexes in whole.items():
+            rows += _ranked_periods(conn, kpi, calendar, dimension, grain, sorted(indexes))
             repo.delete_periods(conn, kpi.id, grain, dimension or "", {period_key(i, grain) for i in indexes})
         moved = {cell: move for cell, move in moves.items() if cell.period not in whole.get(cell.grain, ())}
         moved_rows, replaced = move_cells(conn, kpi, moved, stored)
@@ -222,26 +239,6 @@ def _ranked_whole(
         if cells * MOVE_COST_SAMPLES > 3 * samples[(grain, period_key(period, grain))]:
             whole[grain].add(period)
     return whole
-
-
-def _period_rows(
-    conn: Connection,
-    kpi: DurationKpi,
-    calendar: Calendar,
-    dimension: str | None,
-    periods: Mapping[Grain, set[int]],
-) -> list[dict[str, Any]]:
-    """Every value of these periods, ranked whole from the samples (without rank state)."""
-    assert kpi.stat != "mean"
-    rows: list[dict[str, Any]] = []
-    for grain, indexes in periods.items():
-        for scope in SCOPES:
-            stmt = percentile_query(calendar, kpi.id, dimension, grain, scope, kpi.stat, sorted(indexes))
-            for r in conn.execute(stmt):
-                key = (int(r.period), str(r.scope_id), str(r.currency), str(r.dim))
-                result = (float(r.value), float(r.total), float(r.records), int(r.records))
-                rows.append(value_row(kpi, grain, scope, dimension or "", key, result))
-    return rows
 
 
 def move_cells(
