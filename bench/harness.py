@@ -147,7 +147,7 @@ def _created(kind: str, workdir: Path, template: str | None) -> Iterator[str]:
         try:
             yield url
         finally:
-            for suffix in ("", "-wal", "-shm"):
+            for suffix in ("", "-wal", "-shm", ".worker-lock"):  # the worker lock of a served copy
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
         return
     admin_url = pg_admin_url()
