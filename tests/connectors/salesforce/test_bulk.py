@@ -4,13 +4,23 @@ and records identical to what REST gives."""
 from __future__ import annotations
 
 import random
+import time
 from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from crm_perf_sync.connector_sdk import Checkpoint, OpportunityRecord
 from tests.connectors.salesforce.emulator import Org, SalesforceEmulator
 from tests.connectors.salesforce.seed import seed_org
-from tests.connectors.salesforce.support import Syncer, comparable, live, settings_for, stored
+from tests.connectors.salesforce.support import (
+    Syncer,
+    comparable,
+    connector,
+    live,
+    settings_for,
+    spec,
+    stored,
+)
 
 CUSTOM = {
     "segment": "Segment__c",
@@ -103,6 +113,40 @@ def test_a_large_scan_goes_through_bulk_and_gives_the_same_records_as_rest(
     refreshed = bulk.run(full=True, bulk_threshold=None)
     assert refreshed.status == "succeeded", refreshed.error
     assert (refreshed.total("inserted"), refreshed.total("updated")) == (0, 0)
+
+
+def test_the_next_bulk_page_is_fetched_while_the_caller_works_on_this_one(
+    emulator: SalesforceEmulator,
+) -> None:
+    """Bulk CSV pages take seconds to arrive from a real org: the next one is asked for as soon as
+    this one is handed over, so the mapping and storing of a page overlap the wait for the next."""
+    ids = _org(emulator.org)
+    org = emulator.org
+    conn = connector(
+        settings_for(emulator, streams=["opportunities"], bulk_threshold=1000, bulk_page_size=1000)
+    )
+    conn.check()
+    messages = conn.read(spec(conn, "opportunities"), None)
+    records = 0
+    for message in messages:
+        if isinstance(message, OpportunityRecord):
+            records += 1
+        elif isinstance(message, Checkpoint) and records:
+            break
+    assert records == 1000
+
+    # The caller holds the first page's checkpoint and asks for nothing more; the second page is
+    # requested all the same (waited for, not timed).
+    deadline = time.monotonic() + 20
+    while org.routes().count("bulk_results") < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert org.routes().count("bulk_results") == 2
+
+    rest = [m.external_id for m in messages if isinstance(m, OpportunityRecord)]
+    conn.close()
+    assert records + len(rest) == len(ids)
+    assert org.routes().count("bulk_results") == 3  # read ahead, never twice
+    assert "bulk_delete" in org.routes()
 
 
 def test_a_bulk_read_cut_mid_page_resumes_from_its_locator(

@@ -385,6 +385,18 @@ class SalesforceClient:
 
         return self.call("the Bulk job results", fetch)
 
+    def bulk_pages(
+        self, job_id: str, locator: str | None
+    ) -> Iterator[tuple[list[dict[str, str]], str | None]]:
+        """The CSV pages of a completed job from ``locator`` on (``None``: the first), each with the
+        locator of the one after it, following ``Sforce-Locator`` to the last."""
+        while True:
+            rows, following = self.bulk_results(job_id, locator)
+            yield rows, following
+            if following is None:
+                return
+            locator = following
+
     def bulk_delete(self, job_id: str) -> None:
         try:
             self.call("the Bulk job cleanup", lambda sf: sf.restful(f"jobs/query/{job_id}", method="DELETE"))

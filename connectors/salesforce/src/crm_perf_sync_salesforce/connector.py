@@ -827,9 +827,8 @@ class SalesforceConnector(Connector[SalesforceSettings], Watchable):
         try:
             if not bulk.get("pages"):
                 self._wait_for(job_id)
-            while True:
-                locator = bulk.get("locator")
-                rows, following = self.client.bulk_results(job_id, locator)
+            # A page takes seconds to arrive: the next is fetched while this one is mapped and stored.
+            for rows, following in self.client.prefetch(self.client.bulk_pages(job_id, bulk.get("locator"))):
                 typed = (typed_csv_row(row, prepared.types) for row in rows)
                 yield from parse_records(typed, prepared.parse, key=_row_key)
                 bulk["pages"] = int(bulk.get("pages") or 0) + 1
@@ -951,16 +950,11 @@ class SalesforceConnector(Connector[SalesforceSettings], Watchable):
 
     def _reconcile_bulk(self, job_id: str, prepared: _Prepared) -> Iterator[Message]:
         self._wait_for(job_id)
-        locator: str | None = None
-        while True:
-            current = locator
-            rows, locator = self.client.bulk_results(job_id, current)
+        for rows, _following in self.client.prefetch(self.client.bulk_pages(job_id, None)):
             yield from parse_records(
                 (typed_csv_row(row, prepared.types) for row in rows), prepared.parse, key=_row_key
             )
             self._check_budget()
-            if locator is None:
-                break
         self.client.bulk_delete(job_id)
 
 
