@@ -30,6 +30,7 @@ from bench.payouts import payouts
 from bench.sync_hubspot import sync_hubspot
 from bench.sync_rest import sync_rest
 from bench.sync_salesforce import sync_salesforce
+from bench.sync_salesforce_latency import sync_salesforce_latency
 from bench.webhooks import webhooks
 
 SIZES = {"small": (1_000, 6_000), "full": (100_000, 1_000_000)}
@@ -163,6 +164,7 @@ SCENARIOS: dict[str, Callable[[str, list[str], Path], Iterator[Result]]] = {
     "sync-hubspot": sync_hubspot,
     "sync-rest": sync_rest,
     "sync-salesforce": sync_salesforce,
+    "sync-salesforce-latency": sync_salesforce_latency,
     "upsert": upsert,
     "webhooks": webhooks,
 }

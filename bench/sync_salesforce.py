@@ -50,18 +50,31 @@ COST_SAMPLE = 20_000
 _END_OFFSET = timedelta(hours=1)
 
 
-@contextmanager
-def _org(workdir: Path, count: int) -> Iterator[tuple[str, str, int]]:
-    """An emulated org with ``count`` opportunities in a child process: ``(url, ca_path, pid)``."""
-    from tests.connectors.salesforce.emulator import serve_forever_in_process
+def _seed(org: Any, *, count: int, end: datetime, latency: dict[str, float]) -> None:
+    """``count`` opportunities; every request of each route in ``latency`` answered that many
+    seconds late (after the org has done its work, as a real one's network and queueing add)."""
     from tests.connectors.salesforce.seed import bulk_opportunities
+
+    bulk_opportunities(org, count=count, end=end)
+    for route, seconds in latency.items():
+        org.add_fault(route, kind="slow", delay=seconds, times=2**62)
+
+
+@contextmanager
+def emulated_org(
+    workdir: Path, count: int, latency: dict[str, float] | None = None
+) -> Iterator[tuple[str, str, int]]:
+    """An emulated org with ``count`` opportunities in a child process: ``(url, ca_path, pid)``;
+    ``latency``: seconds each request of a route (``query``, ``query_more``, ``bulk_results``, …)
+    is answered late."""
+    from tests.connectors.salesforce.emulator import serve_forever_in_process
 
     context = child_context()
     receive, send = context.Pipe(duplex=False)
-    tls_dir = workdir / f"org-{count}"
+    tls_dir = workdir / (f"org-{count}-latent" if latency else f"org-{count}")
     tls_dir.mkdir(parents=True, exist_ok=True)
     end = datetime.now(UTC).replace(microsecond=0) - _END_OFFSET
-    seed = partial(bulk_opportunities, count=count, end=end)
+    seed = partial(_seed, count=count, end=end, latency=dict(latency or {}))
     process = context.Process(target=serve_forever_in_process, args=(str(tls_dir), seed, send), daemon=True)
     process.start()
     try:
@@ -77,7 +90,8 @@ def _org(workdir: Path, count: int) -> Iterator[tuple[str, str, int]]:
         send.close()
 
 
-def _settings(url: str, ca_path: str, *, keep_raw: bool = True) -> dict[str, Any]:
+def connection_settings(url: str, ca_path: str, *, keep_raw: bool = True, **overrides: Any) -> dict[str, Any]:
+    """The connection's settings: REST only (Bulk off), no reconciliation; ``overrides`` on top."""
     return {
         "auth": {
             "type": "password",
@@ -91,10 +105,11 @@ def _settings(url: str, ca_path: str, *, keep_raw: bool = True) -> dict[str, Any
         "bulk_threshold": None,
         "reconcile_every": None,
         "keep_raw": keep_raw,
+        **overrides,
     }
 
 
-def _floor(url: str, ca_path: str) -> dict[str, Any]:
+def rest_floor(url: str, ca_path: str) -> dict[str, Any]:
     """Fetch and parse every page of the connector's query with simple-salesforce alone."""
     import requests
     from simple_salesforce.api import Salesforce
@@ -104,15 +119,15 @@ def _floor(url: str, ca_path: str) -> dict[str, Any]:
     from crm_perf_sync_salesforce.connector import OBJECTS
     from crm_perf_sync_salesforce.settings import SalesforceSettings
 
-    settings = SalesforceSettings.model_validate(_settings(url, ca_path))
+    config = SalesforceSettings.model_validate(connection_settings(url, ca_path))
     http = requests.Session()
     http.trust_env = False  # so that verify= is not overridden by REQUESTS_CA_BUNDLE
     http.verify = ca_path
-    session = login(settings, http)
+    session = login(config, http)
     sf = Salesforce(
         session_id=session.token,
         instance=session.instance,
-        version=settings.api_version,
+        version=config.api_version,
         session=http,
         parse_float=Decimal,
         object_pairs_hook=None,
@@ -120,11 +135,11 @@ def _floor(url: str, ca_path: str) -> dict[str, Any]:
     obj = OBJECTS["opportunities"]
     # The fields the connector selects in a single-currency org (no CurrencyIsoCode), same order.
     fields = [name for name in obj.fields if name != "CurrencyIsoCode"]
-    upper = datetime.now(UTC).replace(microsecond=0) - settings.skew
+    upper = datetime.now(UTC).replace(microsecond=0) - config.skew
     text = soql.select(
         obj.sobject, fields, [soql.at_most("SystemModstamp", upper)], order_by=("SystemModstamp", "Id")
     )
-    headers = {"Sforce-Query-Options": f"batchSize={settings.page_size}"}
+    headers = {"Sforce-Query-Options": f"batchSize={config.page_size}"}
     started, cpu = time.perf_counter(), time.process_time()
     records = 0
     for _record in sf.query_all_iter(text, include_deleted=True, headers=headers):
@@ -173,10 +188,8 @@ def _costs(url: str, ca_path: str, db_urls: tuple[str, str]) -> dict[str, Any]:
     from crm_perf_sync_salesforce.connector import OBJECTS, SalesforceConnector
     from crm_perf_sync_salesforce.settings import SalesforceSettings
 
-    settings = SalesforceSettings.model_validate(_settings(url, ca_path))
-    connector = SalesforceConnector(
-        settings, ConnectorContext("bench", Path.cwd(), logging.getLogger("bench"))
-    )
+    config = SalesforceSettings.model_validate(connection_settings(url, ca_path))
+    connector = SalesforceConnector(config, ConnectorContext("bench", Path.cwd(), logging.getLogger("bench")))
     connector.check()
     prepared = connector._prepare(OBJECTS["opportunities"])
     text = soql.select("Opportunity", prepared.fields, order_by=("SystemModstamp", "Id"))
@@ -244,10 +257,8 @@ def _read_only(url: str, ca_path: str) -> dict[str, Any]:
     from crm_perf_sync_salesforce.connector import SalesforceConnector
     from crm_perf_sync_salesforce.settings import SalesforceSettings
 
-    settings = SalesforceSettings.model_validate(_settings(url, ca_path))
-    connector = SalesforceConnector(
-        settings, ConnectorContext("bench", Path.cwd(), logging.getLogger("bench"))
-    )
+    config = SalesforceSettings.model_validate(connection_settings(url, ca_path))
+    connector = SalesforceConnector(config, ConnectorContext("bench", Path.cwd(), logging.getLogger("bench")))
     (spec,) = [spec for spec in connector.streams() if spec.name == "opportunities"]
     connector.check()
     started = time.perf_counter()
@@ -257,7 +268,9 @@ def _read_only(url: str, ca_path: str) -> dict[str, Any]:
     return {"records": records, "seconds": seconds}
 
 
-def _sync(db_url: str, url: str, ca_path: str, keep_raw: bool = True) -> dict[str, Any]:
+def run_sync(
+    db_url: str, url: str, ca_path: str, keep_raw: bool = True, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """A full sync of the org's opportunities through the connector and the engine."""
     from crm_perf_sync.config import ConnectionConfig
     from crm_perf_sync.connector_sdk import ConnectorContext
@@ -277,10 +290,10 @@ def _sync(db_url: str, url: str, ca_path: str, keep_raw: bool = True) -> dict[st
             [ConnectionConfig.model_validate({"id": "bench", "kind": "salesforce"})],
             utc_now(),
         )
-    settings = SalesforceSettings.model_validate(_settings(url, ca_path, keep_raw=keep_raw))
-    connector = SalesforceConnector(
-        settings, ConnectorContext("bench", Path.cwd(), logging.getLogger("bench"))
+    config = SalesforceSettings.model_validate(
+        connection_settings(url, ca_path, keep_raw=keep_raw, **(overrides or {}))
     )
+    connector = SalesforceConnector(config, ConnectorContext("bench", Path.cwd(), logging.getLogger("bench")))
     sync = SyncEngine(
         session_factory=factory,
         connector=connector,
@@ -318,22 +331,22 @@ def sync_salesforce(size: str, databases: list[str], workdir: Path) -> Iterator[
     syncs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in databases}
     without_raw: dict[str, list[dict[str, Any]]] = {kind: [] for kind in databases}
     smaller: dict[str, dict[str, Any]] = {}
-    with _org(workdir, small) as (url, ca_path, _pid):
+    with emulated_org(workdir, small) as (url, ca_path, _pid):
         for kind in databases:
             with database(kind, workdir) as db_url:
-                smaller[kind] = in_child(_sync, db_url, url, ca_path)
+                smaller[kind] = in_child(run_sync, db_url, url, ca_path)
     costs: dict[str, dict[str, Any]] = {}
-    with _org(workdir, large) as (url, ca_path, org_pid):
+    with emulated_org(workdir, large) as (url, ca_path, org_pid):
         for _ in range(repeats):
             served = _cpu_seconds(org_pid)
-            floors.append(in_child(_floor, url, ca_path))
+            floors.append(in_child(rest_floor, url, ca_path))
             floors[-1]["serve_cpu_seconds"] = _cpu_seconds(org_pid) - served
             reads.append(in_child(_read_only, url, ca_path))
             for kind in databases:
                 with database(kind, workdir) as db_url:
-                    syncs[kind].append(in_child(_sync, db_url, url, ca_path))
+                    syncs[kind].append(in_child(run_sync, db_url, url, ca_path))
                 with database(kind, workdir) as db_url:
-                    without_raw[kind].append(in_child(_sync, db_url, url, ca_path, False))
+                    without_raw[kind].append(in_child(run_sync, db_url, url, ca_path, False))
         for kind in databases:
             with database(kind, workdir) as first, database(kind, workdir) as second:
                 costs[kind] = in_child(_costs, url, ca_path, (first, second))
