@@ -52,12 +52,12 @@ _END_OFFSET = timedelta(hours=1)
 
 def _seed(org: Any, *, count: int, end: datetime, latency: dict[str, float]) -> None:
     """``count`` opportunities; every request of each route in ``latency`` answered that many
-    seconds late (after the org has done its work, as a real one's network and queueing add)."""
+    seconds after it arrived (the org's own work included, as a real org's response time is)."""
     from tests.connectors.salesforce.seed import bulk_opportunities
 
     bulk_opportunities(org, count=count, end=end)
     for route, seconds in latency.items():
-        org.add_fault(route, kind="slow", delay=seconds, times=2**62)
+        org.add_fault(route, kind="paced", delay=seconds, times=2**62)
 
 
 @contextmanager
@@ -65,8 +65,8 @@ def emulated_org(
     workdir: Path, count: int, latency: dict[str, float] | None = None
 ) -> Iterator[tuple[str, str, int]]:
     """An emulated org with ``count`` opportunities in a child process: ``(url, ca_path, pid)``;
-    ``latency``: seconds each request of a route (``query``, ``query_more``, ``bulk_results``, …)
-    is answered late."""
+    ``latency``: the response time of each request of a route (``query``, ``query_more``,
+    ``bulk_results``, …), in seconds."""
     from tests.connectors.salesforce.emulator import serve_forever_in_process
 
     context = child_context()

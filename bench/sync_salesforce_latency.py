@@ -6,8 +6,8 @@ Against an emulated org on the same two cores the sync competes with the org for
 that work: a REST query page of 2,000 rows takes about 150 ms to arrive and a Bulk API 2.0 CSV page
 about 2 s. What a user waits for is then the CRM, and what matters is that the sync hides its own
 work (parsing, mapping, storing) behind that waiting. Here the emulated org (in its own process)
-answers every request :data:`REQUEST_LATENCY` late and every Bulk result page
-:data:`BULK_PAGE_LATENCY` late, after doing its own work, as network and queueing add.
+answers every request :data:`REQUEST_LATENCY` after it arrived and every Bulk result page
+:data:`BULK_PAGE_LATENCY` after, its own work included (a response time, as users measure it).
 
 Per path (REST pages; Bulk API 2.0 CSV pages), each in a fresh child process:
 
@@ -15,7 +15,7 @@ Per path (REST pages; Bulk API 2.0 CSV pages), each in a fresh child process:
   ``query_all_iter`` over the connector's query; Bulk: the same job created, polled at the
   connector's interval, and its CSV pages read by locator and parsed;
 - the sync: the ``salesforce`` connector through the real :class:`SyncEngine` into a fresh store,
-  from login to the last commit (its extra requests — describe, limits, ``COUNT()`` — are late too).
+  from login to the last commit (its extra requests — describe, limits, ``COUNT()`` — take as long).
 
 ``ratio`` = floor seconds ÷ sync seconds; target ≥ :data:`TARGET_RATIO`, i.e. the sync takes at most
 1/0.95 of the bare fetch time.
@@ -35,9 +35,9 @@ from bench.harness import Result, database, in_child
 from bench.sync_salesforce import connection_settings, emulated_org, rest_floor, run_sync
 
 SIZES = {"small": 2_500, "full": 1_000_000}
-#: Seconds every request waits before its answer (a REST query page: about 150 ms).
+#: Response time of every request, in seconds (a REST query page: about 150 ms).
 REQUEST_LATENCY = 0.150
-#: Seconds a Bulk API 2.0 result page waits (about 2 s for a page of tens of thousands of rows).
+#: Response time of a Bulk API 2.0 result page (about 2 s for tens of thousands of rows).
 BULK_PAGE_LATENCY = 2.0
 #: Rows per Bulk CSV page: the connector's default at full size, the smallest allowed at small.
 BULK_PAGE_SIZE = {"small": 1_000, "full": 50_000}
@@ -117,7 +117,7 @@ def bulk_floor(url: str, ca_path: str, page_size: int) -> dict[str, Any]:
 
 
 def sync_salesforce_latency(size: str, databases: list[str], workdir: Path) -> Iterator[Result]:
-    """Per path, the floor then a sync into each database, against one org answering late."""
+    """Per path, the floor then a sync into each database, against one org answering at its pace."""
     count = SIZES[size]
     page_size = BULK_PAGE_SIZE[size]
     paths: dict[str, dict[str, Any]] = {

@@ -419,12 +419,13 @@ class Fault:
 
     ``kind``: ``error`` (``status`` with ``[{"message", "errorCode"}]``, ``Retry-After`` if
     given: seconds, or text such as an HTTP date), ``slow`` (answer after ``delay`` seconds),
-    ``drop`` (send half the body, then cut the connection), ``expire_session`` (every session
-    expires, and this request gets the 401).
+    ``paced`` (answer ``delay`` seconds after the request arrived, the org's own work included:
+    a real org's response time), ``drop`` (send half the body, then cut the connection),
+    ``expire_session`` (every session expires, and this request gets the 401).
     """
 
     routes: frozenset[str]
-    kind: Literal["error", "slow", "drop", "expire_session"] = "error"
+    kind: Literal["error", "slow", "paced", "drop", "expire_session"] = "error"
     status: int = 500
     code: str = "UNKNOWN_EXCEPTION"
     message: str = "An unexpected error occurred. Please include this ErrorId if you contact support."
@@ -1140,6 +1141,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve("DELETE")
 
     def _serve(self, method: str) -> None:
+        arrived = time.monotonic()
         org = self.server.org
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
@@ -1172,6 +1174,8 @@ class _Handler(BaseHTTPRequestHandler):
                 reply.headers["Sforce-Limit-Info"] = f"api-usage={org.api_used}/{org.api_limit}"
         if fault is not None and fault.kind == "slow":
             time.sleep(fault.delay)
+        elif fault is not None and fault.kind == "paced":
+            time.sleep(max(0.0, arrived + fault.delay - time.monotonic()))
         self._send(reply, drop=fault is not None and fault.kind == "drop")
 
     def _route(
