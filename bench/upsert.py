@@ -21,22 +21,22 @@ TARGETS = {"sqlite": 30_000.0, "postgresql": 50_000.0}
 RSS_FLAT_FACTOR = 1.5
 
 
-def _demo_settings(count: int) -> Any:
+def demo_settings(count: int) -> Any:
     from crm_perf_sync_demo import DemoSettings
 
     return DemoSettings(opportunities=count, leads=count)
 
 
-def _generate_only(count: int) -> dict[str, Any]:
+def generate_only(count: int) -> dict[str, Any]:
     from crm_perf_sync_demo import generate_opportunities
 
-    settings = _demo_settings(count)
+    settings = demo_settings(count)
     started = time.perf_counter()
     records = sum(1 for _ in generate_opportunities(settings))
     return {"records": records, "seconds": time.perf_counter() - started}
 
 
-def _sync(url: str, count: int, batch_size: int) -> dict[str, Any]:
+def sync(url: str, count: int, batch_size: int) -> dict[str, Any]:
     from crm_perf_sync.config import ConnectionConfig
     from crm_perf_sync.connector_sdk import (
         Checkpoint,
@@ -53,7 +53,7 @@ def _sync(url: str, count: int, batch_size: int) -> dict[str, Any]:
     from crm_perf_sync.sync.service import SyncEngine, SyncOptions
     from crm_perf_sync_demo import generate_opportunities
 
-    settings = _demo_settings(count)
+    settings = demo_settings(count)
 
     class BenchSettings(ConnectorSettings):
         every: int = batch_size
@@ -101,12 +101,12 @@ def _sync(url: str, count: int, batch_size: int) -> dict[str, Any]:
 
 def upsert(size: str, databases: list[str], workdir: Path) -> Iterator[Result]:
     small, large = SIZES[size]
-    floors = {n: in_child(_generate_only, n) for n in (small, large)}
+    floors = {n: in_child(generate_only, n) for n in (small, large)}
     for kind in databases:
         measured: dict[int, dict[str, Any]] = {}
         for n in (small, large):
             with database(kind, workdir) as url:
-                measured[n] = in_child(_sync, url, n, 5000)
+                measured[n] = in_child(sync, url, n, 5000)
         for n in (small, large):
             run, floor = measured[n], floors[n]
             gen_rate = floor["records"] / floor["seconds"]
