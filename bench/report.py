@@ -87,6 +87,27 @@ DETAILS: dict[str, tuple[tuple[str, str], ...]] = {
         ("rss_large_mb", "RSS (MB)"),
     ),
     "analyst-pandas": (("engine_seconds", "engine (s)"), ("values_checked", "agreed")),
+    "kpi-duckdb": (
+        ("engine_seconds", "engine (s)"),
+        ("duckdb_seconds", "DuckDB (s)"),
+        ("duckdb copy of the store (s, not counted)", "DuckDB's copy of the store (s, not counted)"),
+        ("duckdb_peak_rss_mb", "DuckDB RSS (MB)"),
+        ("values_checked", "agreed"),
+    ),
+    "ingest-dlt": (
+        ("store_rate", "our store rate (/s)"),
+        ("dlt dicts (store /s)", "dlt, dicts (store /s)"),
+        ("dlt arrow (store /s)", "dlt, Arrow (store /s)"),
+        ("dlt dicts RSS (MB)", "dlt, dicts RSS (MB)"),
+        ("dlt arrow RSS (MB)", "dlt, Arrow RSS (MB)"),
+        ("every record once", "every record once"),
+    ),
+    "sync-salesforce-latency": (
+        ("floor_seconds", "bare fetch (s)"),
+        ("request_latency_s", "request (s)"),
+        ("bulk_page_latency_s", "Bulk page (s)"),
+        ("page_rows", "rows a page"),
+    ),
 }
 
 
