@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from bench.harness import Result, database, in_child
 from bench.sync_salesforce import connection_settings, emulated_org, rest_floor, run_sync
@@ -42,23 +42,13 @@ BULK_PAGE_LATENCY = 2.0
 #: Rows per Bulk CSV page: the connector's default at full size, the smallest allowed at small.
 BULK_PAGE_SIZE = {"small": 1_000, "full": 50_000}
 TARGET_RATIO = 0.95
-ROUTES = (
-    "token",
-    "soap_login",
-    "query",
-    "count",
-    "query_more",
-    "limits",
-    "describe",
-    "deleted",
-    "bulk_create",
-    "bulk_status",
-    "bulk_delete",
-)
 
 
 def latency() -> dict[str, float]:
-    return {**dict.fromkeys(ROUTES, REQUEST_LATENCY), "bulk_results": BULK_PAGE_LATENCY}
+    """The response time of every route the emulated org answers."""
+    from tests.connectors.salesforce.emulator import Route
+
+    return {**dict.fromkeys(get_args(Route), REQUEST_LATENCY), "bulk_results": BULK_PAGE_LATENCY}
 
 
 def bulk_floor(url: str, ca_path: str, page_size: int) -> dict[str, Any]:
