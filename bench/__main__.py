@@ -10,6 +10,8 @@ from pathlib import Path
 from bench import harness
 from bench.scenarios import SCENARIOS
 
+DATABASES = ("sqlite", "postgresql")
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
@@ -19,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     databases = [d.strip() for d in args.db.split(",") if d.strip()]
+    for unknown in sorted(set(databases) - set(DATABASES)):
+        parser.error(f"--db: unknown database {unknown!r} (choose from {', '.join(sorted(DATABASES))})")
     if "postgresql" in databases and harness.pg_admin_url() is None:
         print("postgresql: skipped (set CRM_PERF_SYNC_BENCH_PG_URL or _TEST_PG_URL)", file=sys.stderr)
         databases.remove("postgresql")

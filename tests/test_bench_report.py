@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from bench import harness, report
 
 
@@ -68,3 +69,14 @@ def test_the_committed_report_is_what_the_committed_results_render() -> None:
     # `make bench-report` in any checkout reproduces docs/benchmarks.md: it is never edited by hand.
     notes = (Path(report.__file__).parent / "optimisations.md").read_text()
     assert report.REPORT.read_text() == report.render(report.latest(), notes)
+
+
+def test_an_unknown_database_is_refused_by_name(capsys: Any) -> None:
+    from bench.__main__ import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--size", "small", "--scenario", "upsert", "--db", "sqlite,oracle"])
+
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "--db: unknown database 'oracle' (choose from postgresql, sqlite)" in err
