@@ -47,8 +47,6 @@ TARGET_RATIO = 0.95
 #: Small runs only prove the scenario works: the org answers ten times faster, and the Bulk job is
 #: polled ten times as often (by the floor and the connector alike).
 PACE = {"small": 0.1, "full": 1.0}
-#: The connector's default interval between Bulk job polls.
-BULK_POLL_INTERVAL = 2.0
 
 
 def latency(pace: float = 1.0) -> dict[str, float]:
@@ -118,13 +116,16 @@ def bulk_floor(url: str, ca_path: str, overrides: dict[str, Any]) -> dict[str, A
 def sync_salesforce_latency(size: str, databases: list[str], workdir: Path) -> Iterator[Result]:
     """Per path, the floor then a sync into each database, against one org answering at its pace."""
     count = SIZES[size]
+    from crm_perf_sync_salesforce.settings import SalesforceSettings
+
+    defaults = SalesforceSettings.model_fields
     page_size = BULK_PAGE_SIZE[size]
     paths: dict[str, dict[str, Any]] = {
         "rest": {"bulk_threshold": None},
         "bulk": {
             "bulk_threshold": 1,
             "bulk_page_size": page_size,
-            "bulk_poll_interval": BULK_POLL_INTERVAL * PACE[size],
+            "bulk_poll_interval": defaults["bulk_poll_interval"].default * PACE[size],
         },
     }
     with emulated_org(workdir, count, latency(PACE[size])) as (url, ca_path, _pid):
@@ -154,6 +155,6 @@ def sync_salesforce_latency(size: str, databases: list[str], workdir: Path) -> I
                         "floor_seconds": round(bare["seconds"], 2),
                         "request_latency_s": REQUEST_LATENCY * PACE[size],
                         "bulk_page_latency_s": BULK_PAGE_LATENCY * PACE[size],
-                        "page_rows": page_size if path == "bulk" else 2000,
+                        "page_rows": page_size if path == "bulk" else defaults["page_size"].default,
                     },
                 )
