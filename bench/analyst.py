@@ -349,9 +349,5 @@ def run(url: str, config_path: Path) -> dict[str, Any]:  # noqa: ARG001 - the sa
         seconds = time.perf_counter() - started
         comparison = floor._compare(conn, slices)
     engine.dispose()
-    if comparison.problems:
-        shown = "\n  ".join(comparison.problems[:20])
-        raise AssertionError(
-            f"{len(comparison.problems)} differences between pandas and the engine:\n  {shown}"
-        )
+    comparison.raise_if_different("pandas")
     return {"seconds": seconds, "read_seconds": read_seconds, "checked": comparison.checked}

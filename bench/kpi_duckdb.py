@@ -90,22 +90,13 @@ def run(url: str, config_path: Path) -> dict[str, Any]:
         _copy(conn, duck)
         copy_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        slices: floor.Slices = {}
-        for query in queries:
-            rows = duck.execute(query.sql).fetchall()
-            convert = floor._funnel_values if query.funnel else floor._plain_values
-            slices.setdefault((query.kpi_id, query.grain, query.scope), {}).update(convert(query, rows))
-        floor._derived(slices)
+        slices = floor.run_queries(queries, lambda sql: duck.execute(sql).fetchall())
         seconds = time.perf_counter() - started
         comparison = floor._compare(conn, slices)
     engine.dispose()
     threads = duck.execute("SELECT current_setting('threads')").fetchone()
     duck.close()
-    if comparison.problems:
-        shown = "\n  ".join(comparison.problems[:20])
-        raise AssertionError(
-            f"{len(comparison.problems)} differences between DuckDB and the engine:\n  {shown}"
-        )
+    comparison.raise_if_different("DuckDB")
     return {
         "seconds": seconds,
         "copy_seconds": copy_seconds,

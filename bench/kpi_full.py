@@ -763,6 +763,14 @@ class Comparison:
         if not same or floor[3] != engine[3]:
             self.problems.append(f"{where}: floor {floor} != engine {engine}")
 
+    def raise_if_different(self, side: str) -> None:
+        """Fail with the first differences between ``side``'s values and the engine's."""
+        if self.problems:
+            shown = "\n  ".join(self.problems[:20])
+            raise AssertionError(
+                f"{len(self.problems)} differences between {side} and the engine:\n  {shown}"
+            )
+
 
 def _compare(conn: Any, slices: Slices) -> Comparison:
     """Every value the floor computed against the engine's stored row for it, and vice versa."""
@@ -790,6 +798,25 @@ def _compare(conn: Any, slices: Slices) -> Comparison:
     return result
 
 
+def run_queries(
+    queries: Sequence[FloorQuery],
+    fetch: Callable[[str], Sequence[Sequence[Any]]],
+    per_kpi: dict[str, float] | None = None,
+) -> Slices:
+    """Every query's rows (``fetch`` runs one), as slices, derived KPIs evaluated over them;
+    ``per_kpi`` adds up the seconds each KPI's queries took."""
+    slices: Slices = {}
+    for query in queries:
+        begun = time.perf_counter()
+        rows = fetch(query.sql)
+        convert = _funnel_values if query.funnel else _plain_values
+        slices.setdefault((query.kpi_id, query.grain, query.scope), {}).update(convert(query, rows))
+        if per_kpi is not None:
+            per_kpi[query.kpi_id] += time.perf_counter() - begun
+    _derived(slices)
+    return slices
+
+
 def _floor(url: str, config_path: Path, dialect: Dialect) -> dict[str, Any]:
     from crm_perf_sync.kit.db import create_db_engine
 
@@ -798,24 +825,14 @@ def _floor(url: str, config_path: Path, dialect: Dialect) -> dict[str, Any]:
         raise ValueError("the SQLite floor is written for UTC calendar years")
     queries = floor_queries(dialect, business.timezone)
     per_kpi: dict[str, float] = defaultdict(float)
-    slices: Slices = {}
     engine = create_db_engine(url)
     with engine.connect() as conn:
         started = time.perf_counter()
-        for query in queries:
-            begun = time.perf_counter()
-            rows = conn.exec_driver_sql(query.sql).fetchall()
-            convert = _funnel_values if query.funnel else _plain_values
-            slices.setdefault((query.kpi_id, query.grain, query.scope), {}).update(convert(query, rows))
-            per_kpi[query.kpi_id] += time.perf_counter() - begun
-        _derived(slices)
+        slices = run_queries(queries, lambda sql: conn.exec_driver_sql(sql).fetchall(), per_kpi)
         seconds = time.perf_counter() - started
         comparison = _compare(conn, slices)
     engine.dispose()
-    if comparison.problems:
-        shown = "\n  ".join(comparison.problems[:20])
-        count = len(comparison.problems)
-        raise AssertionError(f"{count} differences between the floor and the engine:\n  {shown}")
+    comparison.raise_if_different("the floor")
     return {
         "seconds": seconds,
         "queries": len(queries),
