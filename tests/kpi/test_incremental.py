@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.connector_sdk import (
@@ -543,3 +543,91 @@ def test_customer_kpis_follow_the_last_period_with_a_won_deal_when_it_moves(
 
 def retention_weeks(values: Mapping[tuple[Any, ...], Any]) -> list[str]:
     return sorted({k[2] for k in values if k[0] == "customer_retention_rate" and k[1] == "week"})
+
+
+#: The tables that grow with the CRM: an incremental refresh after a few changes must not read
+#: any of them whole (at a million deals one such scan costs a push its second).
+GROWING = ("opportunity", "lead", "activity", "account", "stage_change", "kpi_sample", "kpi_value")
+
+
+#: The statements whose plans are read.
+PLANNED = ("SELECT", "DELETE", "UPDATE", "INSERT", "WITH")
+
+
+def reads_whole(step: str) -> bool:
+    """Whether a step of a SQLite plan reads a growing table whole: a scan, or a search of a KPI's
+    samples by nothing narrower than the KPI (``month>?`` is every month)."""
+    words = step.split()
+    if len(words) > 1 and words[0] == "SCAN" and words[1] in GROWING:
+        return True
+    return words[:2] == ["SEARCH", "kpi_sample"] and step.endswith(
+        ("(kpi_id=? AND dimension=?)", "(kpi_id=? AND dimension=? AND month>?)")
+    )
+
+
+def test_a_refresh_after_a_few_changes_reads_no_growing_table_whole(
+    tmp_path: Path, session_factory: sessionmaker[Session]
+) -> None:
+    """What a push costs: the plans of every statement of an incremental refresh after three deals
+    were won and a lead converted. SQLite plans without statistics, so its plans here are the
+    plans at any size; the values must still equal a full recompute's on both databases."""
+    rng = random.Random(5)
+    deals = [deal(rng, n) for n in range(120)]
+    leads = [lead(rng, n) for n in range(60)]
+    job = load(
+        tmp_path,
+        session_factory,
+        {
+            "teams": TEAMS,
+            "owners": OWNERS,
+            "pipeline_stages": STAGES,
+            "opportunities": deals,
+            "stage_changes": [step for d in deals for step in history(rng, d, "a")],
+            "leads": leads,
+            "activities": [activity(rng, n) for n in range(150)],
+        },
+        CONFIG,
+    )
+    job.refresh()
+    skip = {"id", "computed_at"}
+    open_deals = [d for d in deals if not d.is_closed and d.account_external_id][:3]
+    assert len(open_deals) == 3
+    won_at = max(d.created_at for d in deals if d.created_at) + timedelta(days=3)
+    page: list[Message] = [
+        replace(d, stage="Won", is_closed=True, is_won=True, closed_at=won_at, close_date=won_at.date())
+        for d in open_deals
+    ]
+    unconverted = next(x for x in leads if not x.is_converted)
+    lead_page: list[Message] = [replace(unconverted, is_converted=True, converted_at=won_at)]
+    sync_more(session_factory, {"opportunities": [page], "leads": [lead_page]})
+
+    engine = session_factory.kw["bind"]
+    scans: dict[str, str] = {}
+    planned: list[str] = []
+
+    def plan(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:  # noqa: ARG001
+        if many or not statement.lstrip().upper().startswith(PLANNED):
+            return
+        planned.append(statement)
+        for row in cursor.connection.execute(f"EXPLAIN QUERY PLAN {statement}", parameters).fetchall():
+            if reads_whole(str(row[-1])):
+                scans.setdefault(" ".join(statement.split())[:300], str(row[-1]))
+
+    sqlite = engine.dialect.name == "sqlite"
+    if sqlite:
+        event.listen(engine, "after_cursor_execute", plan)
+    try:
+        second = job.refresh()
+    finally:
+        if sqlite:
+            event.remove(engine, "after_cursor_execute", plan)
+    assert second.recomputed == []
+    assert {"won_deals", "new_customers", "customer_retention_rate", "sales_cycle_days_median"} <= set(
+        second.updated
+    )
+    assert len(planned) > 100 or not sqlite  # every KPI's statements were read
+    assert not scans, "\n".join(f"{step}: {statement}" for statement, step in scans.items())
+    incremental = snapshot(session_factory, KpiValue.__table__, skip)
+    job.refresh(full=True)
+    problems = same(incremental, snapshot(session_factory, KpiValue.__table__, skip))
+    assert not problems, f"{len(problems)} differences:\n" + "\n".join(problems[:30])

@@ -498,11 +498,12 @@ def _sample_cells(
     sample = SAMPLE
     period = sample_period(grain, calendar.fiscal_start_month)
     where: list[ColumnElement[bool]] = [sample.c.kpi_id == kpi_id, sample.c.dimension == (dimension or "")]
-    if grain != "all":
+    if grain != "all" and only_periods is not None:
+        # The months first: they are indexed. (No `month IS NOT NULL` beside them, which SQLite
+        # would take as the range `month > NULL` of the index: every month of the KPI.)
+        where += [sample.c.month.in_(_months_of(grain, only_periods)), period.in_(list(only_periods))]
+    elif grain != "all":
         where.append(sample.c.month.is_not(None))  # no period date: counted in "all" only
-        if only_periods is not None:
-            # The months first: they are indexed.
-            where += [sample.c.month.in_(_months_of(grain, only_periods)), period.in_(list(only_periods))]
     source: Any = sample
     if scope == "company":
         scope_id: ColumnElement[Any] = literal("company", String)

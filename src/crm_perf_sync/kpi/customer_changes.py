@@ -15,7 +15,7 @@ from datetime import UTC, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Select, and_, case, func, select, type_coerce
+from sqlalchemy import Connection, Select, and_, select, tuple_
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_perf_sync.kit.timeutil import utc_now
@@ -149,14 +149,13 @@ def _changed_ids(conn: Connection, entity: str) -> set[tuple[str, str]]:
 
 
 def _deals_of(conn: Connection, part: Part, calendar: Calendar, accounts: set[Account]) -> list[WonDeal]:
-    """The current won deals of these accounts (one scan of the deals, joined to the accounts)."""
+    """The current won deals of these accounts, looked up by account (a join would let SQLite,
+    which has no statistics, read every deal and probe the few accounts instead)."""
     table = part.table
     repo.load_touched_accounts(conn, accounts)
-    on = and_(
-        TOUCHED_ACCOUNTS.c.t_connection_id == table.c.connection_id,
-        TOUCHED_ACCOUNTS.c.t_account == table.c.account_external_id,
-    )
-    return read_won_deals(conn, won_deals_query(part, calendar).select_from(table.join(TOUCHED_ACCOUNTS, on)))
+    touched = select(TOUCHED_ACCOUNTS.c.t_connection_id, TOUCHED_ACCOUNTS.c.t_account)
+    by_account = tuple_(table.c.connection_id, table.c.account_external_id).in_(touched)
+    return read_won_deals(conn, won_deals_query(part, calendar).where(by_account))
 
 
 def _contributions(
@@ -178,21 +177,23 @@ def _contributions(
 def _last_periods(
     run: Computation, part: Part, entity: str, old_versions: list[WonDeal]
 ) -> dict[Grain, tuple[int, int]] | None:
-    """Per grain, the last period with a won deal before the change and after it."""
+    """Per grain, the last period with a won deal before the change and after it.
+
+    The won deals are read newest first, through the deals' index on the period date (the default
+    library's customer KPIs count by ``close_date``) and no further than the first the change log
+    did not touch: each touched deal is at most one row before it.
+    """
     table = part.table
     period: ColumnElement[Any] = table.c[part.measure.period]
-    on = and_(
-        CHANGED.c.c_entity == entity,
-        CHANGED.c.c_connection_id == table.c.connection_id,
-        CHANGED.c.c_external_id == table.c.external_id,
-    )
-    unchanged_period = type_coerce(case((CHANGED.c.c_external_id.is_(None), period)), period.type)
-    # One pass: the last date now, and the last among the deals the change log did not touch.
-    after, unchanged = run.conn.execute(
-        select(func.max(period), func.max(unchanged_period))
-        .select_from(table.outerjoin(CHANGED, on))
-        .where(*part.where, table.c.account_external_id.is_not(None))
-    ).one()
+    changed = _changed_ids(run.conn, entity)
+    newest = run.conn.execute(
+        select(period, table.c.connection_id, table.c.external_id)
+        .where(*part.where, table.c.account_external_id.is_not(None), period.is_not(None))
+        .order_by(period.desc())
+        .limit(len(changed) + 1)
+    ).all()
+    after = newest[0][0] if newest else None
+    unchanged = next((r[0] for r in newest if (r[1], r[2]) not in changed), None)
     candidates = [d.ordered_by for d in old_versions]
     if unchanged is not None:
         candidates.append(unchanged)

@@ -22,9 +22,9 @@ from sqlalchemy import (
     delete,
     func,
     insert,
-    literal,
     or_,
     select,
+    tuple_,
 )
 from sqlalchemy import table as table_clause
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -313,18 +313,15 @@ def update_sample(
     (``new_rows``) get theirs back.
     """
     sample = compiler.SAMPLE
-    touched = (
-        select(literal(1))
-        .select_from(CHANGED)
-        .where(
-            CHANGED.c.c_entity == entity,
-            CHANGED.c.c_connection_id == sample.c.connection_id,
-            CHANGED.c.c_external_id == sample.c.external_id,
-        )
-        .exists()
-    )
+    # The touched records' keys, each looked up in the samples' unique index (a correlated
+    # EXISTS would test every sample of the KPI against the log instead).
+    touched = select(CHANGED.c.c_connection_id, CHANGED.c.c_external_id).where(CHANGED.c.c_entity == entity)
     conn.execute(
-        delete(sample).where(sample.c.kpi_id == kpi_id, sample.c.dimension == (dimension or ""), touched)
+        delete(sample).where(
+            sample.c.kpi_id == kpi_id,
+            sample.c.dimension == (dimension or ""),
+            tuple_(sample.c.connection_id, sample.c.external_id).in_(touched),
+        )
     )
     conn.execute(insert(sample).from_select(list(compiler.SAMPLE_COLUMNS), new_rows))
 
@@ -346,9 +343,8 @@ def consume_pending(conn: Connection, pending: PendingLog) -> None:
 
 
 def load_touched_accounts(conn: Connection, accounts: Iterable[tuple[str, str]]) -> None:
-    """Put (connection, account external id) pairs into ``kpi_touched_account`` on ``conn``, so one
-    join reads their deals (there is no index on the deals' account: it would slow every scan of
-    the won deals more than it speeds this)."""
+    """Put (connection, account external id) pairs into ``kpi_touched_account`` on ``conn``: their
+    deals are then read through the deals' account index, one probe per account."""
     conn.exec_driver_sql("DROP TABLE IF EXISTS kpi_touched_account")
     conn.exec_driver_sql(
         "CREATE TEMPORARY TABLE kpi_touched_account "

@@ -151,6 +151,10 @@ class Opportunity(Base):
     __table_args__ = (
         UniqueConstraint("connection_id", "external_id"),
         Index(None, "synced_at"),
+        # An account's deals, and the latest closing dates: what an incremental refresh of the
+        # customer KPIs reads after a few deals changed.
+        Index(None, "connection_id", "account_external_id"),
+        Index(None, "close_date"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
