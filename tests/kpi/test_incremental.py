@@ -631,3 +631,26 @@ def test_a_refresh_after_a_few_changes_reads_no_growing_table_whole(
     job.refresh(full=True)
     problems = same(incremental, snapshot(session_factory, KpiValue.__table__, skip))
     assert not problems, f"{len(problems)} differences:\n" + "\n".join(problems[:30])
+
+
+def test_a_change_no_kpi_reads_rewrites_no_value_and_touches_no_period(
+    tmp_path: Path, session_factory: sessionmaker[Session]
+) -> None:
+    """Deals renamed: every KPI over deals reads them again, finds each cell as it was, and
+    leaves it (and the derived KPIs and scorecards over it) alone."""
+    rng = random.Random(3)
+    deals = [deal(rng, n) for n in range(80)]
+    job = load(tmp_path, session_factory, {"teams": TEAMS, "owners": OWNERS, "opportunities": deals}, CONFIG)
+    job.refresh()
+    skip = {"id"}
+    before = snapshot(session_factory, KpiValue.__table__, skip)
+    renamed: list[Message] = [replace(d, name=f"renamed {d.external_id}") for d in deals[:10]]
+    sync_more(session_factory, {"opportunities": [renamed]})
+
+    second = job.refresh()
+    assert second.recomputed == []
+    assert {"won_deals", "win_rate", "won_revenue", "sales_cycle_days_median"} <= set(second.updated)
+    assert sum(second.rows.values()) == 0, {k: v for k, v in second.rows.items() if v}
+    assert all(not periods for periods in second.touched.values()), second.touched
+    assert second.scorecards == {}
+    assert snapshot(session_factory, KpiValue.__table__, skip) == before  # computed_at too

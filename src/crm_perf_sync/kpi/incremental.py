@@ -84,6 +84,8 @@ def apply_changes(
                     plus, minus = new.get(key, Totals()), old.get(key, Totals())
                     side.total = plus.total - minus.total
                     side.records = plus.records - minus.records
+                if (num.total, num.records, den.total, den.records) == (0.0, 0, 0.0, 0):
+                    continue  # the records left it as it was (a renamed deal): not rewritten
                 cell: repo.CellKey = (grain, scope, template["period_key"], key[1], key[2], key[3])
                 deltas[cell] = (template, num, den)
         if not deltas:

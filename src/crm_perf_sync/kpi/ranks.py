@@ -209,7 +209,9 @@ def _moves(
                 for scope, scope_id in scopes:
                     cell = SampleCell(kpi_id, dimension, grain, period, scope, scope_id, currency, dim)
                     moves[cell][index].append(value)
-    return moves
+    # A cell that lost the values it gained (a record changed in what this KPI does not read)
+    # keeps its value and rank state.
+    return {cell: move for cell, move in moves.items() if sorted(move[0]) != sorted(move[1])}
 
 
 #: Moving one value's rank state costs a few indexed reads next to its pivot, about as much as
