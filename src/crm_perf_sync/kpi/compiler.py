@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cache
 from typing import Any, Literal
 
 from sqlalchemy import (
@@ -20,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    bindparam,
     cast,
     column,
     func,
@@ -648,10 +650,119 @@ class SampleCell:
     dim_value: str
 
 
-def cell_rank_state_query(cell: SampleCell, stat: Literal["median", "p90"]) -> Select[Any]:
+#: A query of one cell's samples with the cell in bound parameters (:func:`_cell_params`).
+CellQuery = tuple[Select[Any], dict[str, Any]]
+
+
+def cell_rank_state_query(cell: SampleCell, stat: Literal["median", "p90"]) -> CellQuery:
     """:func:`rank_state_query` for one cell: its rows ``(rn, v, below, equal, n, total)``,
     reading only the cell's samples (a rep's first value ranks that rep alone)."""
-    values = select(SAMPLE.c.value.label("v")).where(*_cell_filter(cell)).subquery("vals")
+    months = _cell_months(cell)
+    return _rank_state_statement(_CellShape.of(cell, months), stat), _cell_params(cell, months)
+
+
+def neighbour_query(cell: SampleCell, pivot: float, above: bool, limit: int) -> CellQuery:
+    """The ``limit`` values of one cell nearest above (or below) ``pivot``, nearest first.
+
+    A period's are read month by month, each an index seek from ``pivot`` on (kpi, breakdown,
+    month, value), and merged: one scan of the values of all months would read every value
+    past ``pivot`` of the months' other cells and sort them.
+    """
+    months = _cell_months(cell)
+    params = {**_cell_params(cell, months), "pivot": pivot, "limit": limit}
+    return _neighbour_statement(_CellShape.of(cell, months), above), params
+
+
+def equal_count_query(cell: SampleCell, value: float) -> CellQuery:
+    """How many values of one cell equal ``value``."""
+    months = _cell_months(cell)
+    return _equal_count_statement(_CellShape.of(cell, months)), {**_cell_params(cell, months), "value": value}
+
+
+@dataclass(frozen=True, slots=True)
+class _CellShape:
+    """What a cell's query looks like, whatever the cell: its statements are built once per shape
+    (an incremental refresh asks a few queries of each of hundreds of cells; building each anew
+    cost more than running it)."""
+
+    scope: Scope
+    week: bool
+    #: How many months the cell's period spans (``None``: all time).
+    months: int | None
+
+    @staticmethod
+    def of(cell: SampleCell, months: Sequence[int]) -> _CellShape:
+        period = cell.period is not None
+        return _CellShape(cell.scope, period and cell.grain == "week", len(months) if period else None)
+
+    def where(self, month_names: Sequence[str] | None = None) -> list[ColumnElement[bool]]:
+        """SQL: a KPI's samples in one cell of this shape (``month_names``: of these of its month
+        parameters only)."""
+        sample = SAMPLE
+        where: list[ColumnElement[bool]] = [
+            sample.c.kpi_id == bindparam("kpi_id"),
+            sample.c.dimension == bindparam("dimension"),
+            sample.c.currency == bindparam("currency"),
+            sample.c.dimension_value == bindparam("dim_value"),
+        ]
+        if self.months is not None:
+            # The months first: with the value, they are indexed.
+            names = month_names if month_names is not None else _month_names(self.months)
+            where.append(sample.c.month.in_([bindparam(name) for name in names]))
+            if self.week:
+                where.append(sample.c.week == bindparam("week"))
+        if self.scope == "owner":
+            where += [
+                sample.c.connection_id == bindparam("connection_id"),
+                sample.c.owner_external_id == bindparam("owner"),
+            ]
+        elif self.scope == "team":
+            member = (
+                select(literal(1))
+                .select_from(MEMBERSHIP)
+                .where(
+                    MEMBERSHIP.c.team_key == bindparam("team"),
+                    MEMBERSHIP.c.m_connection_id == sample.c.connection_id,
+                    MEMBERSHIP.c.m_owner_external_id == sample.c.owner_external_id,
+                )
+                .exists()
+            )
+            where.append(member)
+        return where
+
+
+def _month_names(count: int) -> list[str]:
+    return [f"month_{n}" for n in range(count)]
+
+
+def _cell_params(cell: SampleCell, months: Sequence[int]) -> dict[str, Any]:
+    """The bound parameters of a cell's query (see :meth:`_CellShape.where`)."""
+    params: dict[str, Any] = {
+        "kpi_id": cell.kpi_id,
+        "dimension": cell.dimension,
+        "currency": cell.currency,
+        "dim_value": cell.dim_value,
+    }
+    if cell.period is not None:
+        params.update(zip(_month_names(len(months)), months, strict=True))
+        if cell.grain == "week":
+            params["week"] = cell.period
+    if cell.scope == "owner":
+        connection_id, _, owner = cell.scope_id.partition(":")
+        params.update(connection_id=connection_id, owner=owner)
+    elif cell.scope == "team":
+        params["team"] = cell.scope_id
+    return params
+
+
+def _cell_months(cell: SampleCell) -> list[int]:
+    """The month indexes a period cell's samples have (none for all time)."""
+    return [] if cell.period is None else _months_of(cell.grain, [cell.period])
+
+
+@cache
+def _rank_state_statement(shape: _CellShape, stat: Literal["median", "p90"]) -> Select[Any]:
+    values = select(SAMPLE.c.value.label("v")).where(*shape.where()).subquery("vals")
     ranked = select(
         values.c.v,
         func.row_number().over(order_by=values.c.v).label("rn"),
@@ -663,69 +774,25 @@ def cell_rank_state_query(cell: SampleCell, stat: Literal["median", "p90"]) -> S
     return select(ranked).where(ranked.c.rn.in_(_ranks(stat, ranked.c.n)))
 
 
-def _cell_filter(cell: SampleCell, months: Sequence[int] | None = None) -> list[ColumnElement[bool]]:
-    """SQL: a KPI's samples in one cell (``months``: of these of its months only)."""
+@cache
+def _neighbour_statement(shape: _CellShape, above: bool) -> Select[Any]:
     sample = SAMPLE
-    where: list[ColumnElement[bool]] = [
-        sample.c.kpi_id == cell.kpi_id,
-        sample.c.dimension == cell.dimension,
-        sample.c.currency == cell.currency,
-        sample.c.dimension_value == cell.dim_value,
-    ]
-    if cell.period is not None:
-        # The months first: with the value, they are indexed.
-        where.append(sample.c.month.in_(list(months or _cell_months(cell))))
-        if cell.grain == "week":
-            where.append(sample.c.week == cell.period)
-    if cell.scope == "owner":
-        connection_id, _, owner = cell.scope_id.partition(":")
-        where += [sample.c.connection_id == connection_id, sample.c.owner_external_id == owner]
-    elif cell.scope == "team":
-        member = (
-            select(literal(1))
-            .select_from(MEMBERSHIP)
-            .where(
-                MEMBERSHIP.c.team_key == cell.scope_id,
-                MEMBERSHIP.c.m_connection_id == sample.c.connection_id,
-                MEMBERSHIP.c.m_owner_external_id == sample.c.owner_external_id,
-            )
-            .exists()
-        )
-        where.append(member)
-    return where
+    limit = bindparam("limit", type_=Integer)
 
-
-def _cell_months(cell: SampleCell) -> list[int]:
-    """The month indexes a period cell's samples have."""
-    assert cell.period is not None
-    return _months_of(cell.grain, [cell.period])
-
-
-def neighbour_query(cell: SampleCell, pivot: float, above: bool, limit: int) -> Select[Any]:
-    """The ``limit`` values of one cell nearest above (or below) ``pivot``, nearest first.
-
-    A period's are read month by month, each an index seek from ``pivot`` on (kpi, breakdown,
-    month, value), and merged: one scan of the values of all months would read every value
-    past ``pivot`` of the months' other cells and sort them.
-    """
-    sample = SAMPLE
-
-    def nearest(months: Sequence[int] | None) -> Select[Any]:
-        beyond = sample.c.value > pivot if above else sample.c.value < pivot
+    def nearest(month_names: Sequence[str] | None) -> Select[Any]:
+        beyond = sample.c.value > bindparam("pivot") if above else sample.c.value < bindparam("pivot")
         order = sample.c.value if above else sample.c.value.desc()
-        return select(sample.c.value).where(*_cell_filter(cell, months), beyond).order_by(order).limit(limit)
+        return select(sample.c.value).where(*shape.where(month_names), beyond).order_by(order).limit(limit)
 
-    if cell.period is None:
+    if shape.months is None or shape.months == 1:
         return nearest(None)
-    months = _cell_months(cell)
-    if len(months) == 1:
-        return nearest(months)
-    parts = [nearest([month]).subquery() for month in months]
+    parts = [nearest([name]).subquery() for name in _month_names(shape.months)]
     merged = union_all(*(select(part.c.value) for part in parts)).subquery("nearest")
     order = merged.c.value if above else merged.c.value.desc()
     return select(merged.c.value).order_by(order).limit(limit)
 
 
-def equal_count_query(cell: SampleCell, value: float) -> Select[Any]:
-    """How many values of one cell equal ``value``."""
-    return select(func.count()).select_from(SAMPLE).where(*_cell_filter(cell), SAMPLE.c.value == value)
+@cache
+def _equal_count_statement(shape: _CellShape) -> Select[Any]:
+    equal = SAMPLE.c.value == bindparam("value")
+    return select(func.count()).select_from(SAMPLE).where(*shape.where(), equal)

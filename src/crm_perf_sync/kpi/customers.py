@@ -108,7 +108,10 @@ def _with_first(part: Part, calendar: Calendar) -> Any:
     """The won deals with an account and a period date, each with its account's first date."""
     table = part.table
     period: ColumnElement[Any] = table.c[part.measure.period]
-    first = func.min(period).over(partition_by=[table.c.connection_id, table.c.account_external_id])
+    # The account before the connection: in the order of the deals' (connection, account) index,
+    # SQLite would read every won deal through that index to spare itself the sort, a random
+    # read per deal (measured at a million deals: twice the time of a scan and a sort).
+    first = func.min(period).over(partition_by=[table.c.account_external_id, table.c.connection_id])
     return (
         select(
             period_expr(part.measure, calendar, "week", table).label("week"),

@@ -109,7 +109,7 @@ def ranked_cell(conn: Connection, kpi: DurationKpi, cell: SampleCell) -> tuple[C
     """One cell ranked whole, from its own samples, with its rank state; ``None`` when it has
     no value."""
     assert kpi.stat != "mean"
-    found = list(conn.execute(cell_rank_state_query(cell, kpi.stat)))
+    found = list(conn.execute(*cell_rank_state_query(cell, kpi.stat)))
     return _ranked(found) if found else None
 
 
@@ -309,7 +309,7 @@ def move_rank(
     ranks = [(n + 1) // 2, (n + 2) // 2] if kpi.stat == "median" else [(9 * n + 9) // 10]
 
     def nearest(start: float, above: bool, count: int) -> list[float]:
-        found = [float(v) for v in conn.execute(neighbour_query(cell, start, above, count)).scalars()]
+        found = [float(v) for v in conn.execute(*neighbour_query(cell, start, above, count)).scalars()]
         assert len(found) == count, f"rank state of {kpi.id} {cell} out of step with its samples"
         return found
 
@@ -319,12 +319,12 @@ def move_rank(
     elif k <= below:
         found = nearest(pivot, False, below - k + 1)
         low = found[-1]
-        equal_low = int(conn.execute(equal_count_query(cell, low)).scalar_one())
+        equal_low = int(conn.execute(*equal_count_query(cell, low)).scalar_one())
         below, equal = below - sum(1 for v in found if v > low) - equal_low, equal_low
     else:
         found = nearest(pivot, True, k - below - equal)
         low = found[-1]
-        equal_low = int(conn.execute(equal_count_query(cell, low)).scalar_one())
+        equal_low = int(conn.execute(*equal_count_query(cell, low)).scalar_one())
         below, equal = below + equal + sum(1 for v in found if v < low), equal_low
     value = low
     if len(ranks) > 1 and ranks[1] != k:
