@@ -419,12 +419,12 @@ def stored_cells(
                     KpiValue.dimension == dimension,
                 )
             )
-            for row in rows:
-                key = (row.grain, row.scope, row.period_key, row.scope_id, row.currency, row.dimension_value)
-                rank = None
-                if row.rank_pivot is not None:
-                    rank = (float(row.rank_pivot), int(row.rank_below), int(row.rank_equal))
-                out[key] = StoredCell(row.id, row.numerator, row.denominator, row.sample_count, rank)
+            # Unpacked as plain tuples: a push's refresh reads thousands of these.
+            for value_id, grain_, scope, key, scope_id, currency, dim_value, *numbers in rows:
+                numerator, denominator, count, pivot, below, equal = numbers
+                rank = None if pivot is None else (float(pivot), int(below), int(equal))
+                cell = (grain_, scope, key, scope_id, currency, dim_value)
+                out[cell] = StoredCell(value_id, numerator, denominator, count, rank)
     return out
 
 
