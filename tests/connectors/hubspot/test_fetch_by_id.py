@@ -96,3 +96,36 @@ def test_a_fetch_of_ids_the_portal_never_had_deletes_nothing_and_writes_nothing(
     outcome = targeted(hs, {"opportunities": ["424242", "not-a-number"]})
     assert outcome.status == "succeeded", outcome.summary()
     assert hs.opportunities() == before
+
+
+def test_a_batch_read_holds_what_the_clients_own_models_hold(hs: Harness, emulator: HubSpotEmulator) -> None:
+    """The objects of a batch read are read from its JSON, not by the client's models (whose
+    dateutil timestamps cost a push's fetch most of its time): the same ids, properties,
+    history and instants as the models give for the same request."""
+    api = hs.connector().api
+    deals = emulator.portal.tables["deals"].rows
+    ids = sorted(str(key) for key, obj in deals.items() if not obj.archived)[:20]
+    assert len(ids) == 20
+    properties = ["dealname", "amount", "dealstage", "closedate", "hs_lastmodifieddate"]
+    fetched = api.batch_read("deals", ids, properties=properties, with_history=["dealstage"])
+    body = {"inputs": [{"id": i} for i in ids], "properties": properties}
+    body["propertiesWithHistory"] = ["dealstage"]
+    models = api._batch["deals"].read(batch_read_input_simple_public_object_id=body, archived=False).results
+
+    def stamped(entries: Any) -> list[tuple[Any, Any]]:
+        return [(e.value, e.timestamp) for e in entries or []]
+
+    def by_id(objects: list[Any]) -> list[Any]:
+        return sorted(objects, key=lambda o: str(o.id))
+
+    assert len(fetched) == len(models) == 20
+    for ours, theirs in zip(by_id(fetched), by_id(models), strict=True):
+        assert (ours.id, ours.properties, ours.archived) == (theirs.id, theirs.properties, theirs.archived)
+        assert (ours.created_at, ours.updated_at) == (theirs.created_at, theirs.updated_at)
+        assert ours.created_at is not None
+        assert ours.created_at.utcoffset() is not None
+        history = (ours.properties_with_history or {})["dealstage"]
+        assert stamped(history) == stamped(theirs.properties_with_history["dealstage"])
+    entries = [e for o in fetched for e in (o.properties_with_history or {})["dealstage"]]
+    assert len(entries) >= 5  # the comparison covered histories
+    assert all(e.timestamp is not None and e.timestamp.utcoffset() is not None for e in entries)
