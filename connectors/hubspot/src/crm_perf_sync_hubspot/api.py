@@ -324,7 +324,8 @@ class HubSpotApi:
         try:
             return [FetchedObject.parse(item) for item in json.loads(raw).get("results") or []]
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
-            raise RetriableError(f"batch read of {object_type}: not the documented batch result ({exc})") from None
+            what = f"batch read of {object_type}: not the documented batch result"
+            raise RetriableError(f"{what} ({exc})") from None
 
     def associations(self, from_type: str, to_type: str, ids: Iterable[str]) -> dict[str, list[str]]:
         """The ids of the ``to_type`` records associated with each of ``ids`` (v4 batch read).
