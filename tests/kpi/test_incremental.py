@@ -132,6 +132,31 @@ def activity(rng: random.Random, n: int) -> ActivityRecord:
     )
 
 
+def company(
+    tmp_path: Path, session_factory: sessionmaker[Session], rng: random.Random
+) -> tuple[RefreshJob, list[OpportunityRecord], list[LeadRecord], list[ActivityRecord]]:
+    """The test company loaded with :data:`CONFIG`: 120 deals with stage history, 60 leads and
+    150 activities, drawn from ``rng``."""
+    deals = [deal(rng, n) for n in range(120)]
+    leads = [lead(rng, n) for n in range(60)]
+    activities = [activity(rng, n) for n in range(150)]
+    job = load(
+        tmp_path,
+        session_factory,
+        {
+            "teams": TEAMS,
+            "owners": OWNERS,
+            "pipeline_stages": STAGES,
+            "opportunities": deals,
+            "stage_changes": [step for d in deals for step in history(rng, d, "a")],
+            "leads": leads,
+            "activities": activities,
+        },
+        CONFIG,
+    )
+    return job, deals, leads, activities
+
+
 def snapshot(
     factory: sessionmaker[Session], table: Any, skip: set[str]
 ) -> dict[tuple[Any, ...], dict[str, Any]]:
@@ -213,23 +238,7 @@ def test_applying_the_change_log_equals_recomputing_everything(
     tmp_path: Path, session_factory: sessionmaker[Session], seed: int
 ) -> None:
     rng = random.Random(seed)
-    deals = [deal(rng, n) for n in range(120)]
-    leads = [lead(rng, n) for n in range(60)]
-    activities = [activity(rng, n) for n in range(150)]
-    job = load(
-        tmp_path,
-        session_factory,
-        {
-            "teams": TEAMS,
-            "owners": OWNERS,
-            "pipeline_stages": STAGES,
-            "opportunities": deals,
-            "stage_changes": [step for d in deals for step in history(rng, d, "a")],
-            "leads": leads,
-            "activities": activities,
-        },
-        CONFIG,
-    )
+    job, deals, leads, activities = company(tmp_path, session_factory, rng)
     first = job.refresh()
     assert set(first.recomputed) == set(job.service.kpis)  # nothing stored yet: every KPI whole
     assert log_size(session_factory) == 0  # the first load's log was consumed
@@ -571,23 +580,7 @@ def test_a_refresh_after_a_few_changes_reads_no_growing_table_whole(
     """What a push costs: the plans of every statement of an incremental refresh after three deals
     were won and a lead converted. SQLite plans without statistics, so its plans here are the
     plans at any size; the values must still equal a full recompute's on both databases."""
-    rng = random.Random(5)
-    deals = [deal(rng, n) for n in range(120)]
-    leads = [lead(rng, n) for n in range(60)]
-    job = load(
-        tmp_path,
-        session_factory,
-        {
-            "teams": TEAMS,
-            "owners": OWNERS,
-            "pipeline_stages": STAGES,
-            "opportunities": deals,
-            "stage_changes": [step for d in deals for step in history(rng, d, "a")],
-            "leads": leads,
-            "activities": [activity(rng, n) for n in range(150)],
-        },
-        CONFIG,
-    )
+    job, deals, leads, _ = company(tmp_path, session_factory, random.Random(5))
     job.refresh()
     skip = {"id", "computed_at"}
     open_deals = [d for d in deals if not d.is_closed and d.account_external_id][:3]
