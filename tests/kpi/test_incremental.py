@@ -26,6 +26,7 @@ from crm_perf_sync.connector_sdk import (
 )
 from crm_perf_sync.jobs.refresh import RefreshJob
 from crm_perf_sync.kit.db import session_scope
+from crm_perf_sync.kpi.schemas import DerivedKpi
 from crm_perf_sync.leases import new_holder_id
 from crm_perf_sync.models import PRIOR_TABLES, ChangeBatch, KpiValue, ScorecardValue
 from crm_perf_sync.sync.service import SyncEngine, SyncOptions
@@ -647,3 +648,53 @@ def test_a_change_no_kpi_reads_rewrites_no_value_and_touches_no_period(
     assert all(not periods for periods in second.touched.values()), second.touched
     assert second.scorecards == {}
     assert snapshot(session_factory, KpiValue.__table__, skip) == before  # computed_at too
+
+
+def test_a_change_rewrites_the_derived_kpis_in_the_scopes_it_touched_only(
+    tmp_path: Path, session_factory: sessionmaker[Session]
+) -> None:
+    """One rep's deal won: a derived KPI is recomputed for that rep, the teams above them and the
+    company, not for every scope of the periods the win fell in, and equals a full refresh."""
+    job, deals, _, _ = company(tmp_path, session_factory, random.Random(11))
+    job.refresh()
+    derived = {kpi_id for kpi_id, kpi in job.service.kpis.items() if isinstance(kpi, DerivedKpi)}
+    assert derived
+
+    def stored() -> dict[tuple[Any, ...], tuple[Any, ...]]:
+        with session_scope(session_factory) as session:
+            rows = session.execute(select(KpiValue).where(KpiValue.kpi_id.in_(derived))).scalars().all()
+            return {
+                (r.kpi_id, r.grain, r.period_key, r.scope, r.scope_id, r.currency): (r.id, r.computed_at)
+                for r in rows
+            }
+
+    before = stored()
+    target = next(d for d in deals if d.owner_external_id == "cy" and not d.is_closed)
+    closed = datetime.now(UTC).replace(microsecond=0)
+    won = replace(
+        target, stage="Won", is_closed=True, is_won=True, closed_at=closed, close_date=closed.date()
+    )
+    sync_more(session_factory, {"opportunities": [[won]]})
+
+    second = job.refresh()
+
+    assert derived <= set(second.updated)
+    after = stored()
+    rewritten = {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
+    assert rewritten, "the win changed no derived value"
+    assert {(key[3], key[4]) for key in rewritten} <= {
+        ("owner", "crm:cy"),
+        ("team", "crm:nordics"),
+        ("team", "crm:emea"),
+        ("company", "company"),
+    }
+    skip = {"id", "computed_at"}
+    incremental = {
+        k: v for k, v in snapshot(session_factory, KpiValue.__table__, skip).items() if k[0] in derived
+    }
+    job.refresh(full=True)
+    recomputed = {
+        k: v for k, v in snapshot(session_factory, KpiValue.__table__, skip).items() if k[0] in derived
+    }
+    problems = same(incremental, recomputed)
+    assert not problems, "\n".join(problems[:30])

@@ -8,7 +8,7 @@ never an average of rates; a mean is the sum of the durations over their count.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,50 @@ from crm_perf_sync.kpi.rollup import Key, Rollup, Totals
 from crm_perf_sync.kpi.schemas import CountKpi, DurationKpi, Grain, Kpi, RatioKpi, SumKpi
 from crm_perf_sync.kpi.values import Computed, TargetCell, TargetCellKey
 from crm_perf_sync.org.schemas import Membership
+
+#: A period of a KPI's values: (grain, period key).
+PeriodKey = tuple[str, str]
+
+
+class Touched(set[PeriodKey]):
+    """The periods an incremental refresh changed a KPI's values in and, for each, the cells
+    ((scope, scope id)) it changed: what the KPIs computed from it (derived KPIs) recompute.
+
+    A period added whole (:meth:`add`, :meth:`update`: ranked again, or removed) stands for
+    every cell of it; :meth:`add_cell` names one.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells: dict[PeriodKey, set[tuple[str, str]] | None] = {}
+
+    def add(self, period: PeriodKey) -> None:
+        super().add(period)
+        self.cells[period] = None
+
+    def update(self, *others: Iterable[PeriodKey]) -> None:
+        for periods in others:
+            for period in periods:
+                self.add(period)
+
+    def add_cell(self, period: PeriodKey, scope: str, scope_id: str) -> None:
+        super().add(period)
+        cells = self.cells.setdefault(period, set())
+        if cells is not None:
+            cells.add((scope, scope_id))
+
+
+def cells_of(found: Iterable[set[PeriodKey]]) -> dict[PeriodKey, set[tuple[str, str]] | None]:
+    """The cells several KPIs' changes touched, by period (``None``: every cell of it); a plain
+    set of periods (or a period added whole) stands for every cell of each."""
+    out: dict[PeriodKey, set[tuple[str, str]] | None] = {}
+    for periods in found:
+        cells = periods.cells if isinstance(periods, Touched) else dict.fromkeys(periods)
+        for period, scopes in cells.items():
+            if period in out and out[period] is None:
+                continue
+            out[period] = None if scopes is None else (out.get(period) or set()) | scopes
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import periods
 from crm_perf_sync.kpi import repository as repo
 from crm_perf_sync.kpi.compiler import PENDING, Calendar, Part, Scope, part_for
-from crm_perf_sync.kpi.compute import Computation
+from crm_perf_sync.kpi.compute import Computation, Touched
 from crm_perf_sync.kpi.customers import (
     Account,
     WonDeal,
@@ -47,14 +47,12 @@ from crm_perf_sync.models import PRIOR_TABLES
 Parts = tuple[float, float, int]
 
 
-def apply_customer_changes(
-    run: Computation, kpi: CustomerKpi, digest: str, touched: set[tuple[str, str]]
-) -> int | None:
+def apply_customer_changes(run: Computation, kpi: CustomerKpi, digest: str, touched: Touched) -> int | None:
     """Update a customer KPI's stored values by the change log (after ``load_pending``).
 
     Returns how many values changed, or ``None`` when the KPI must be recomputed whole (retention
     when there were no won deals before or none are left, so there is no last period to keep).
-    ``touched`` collects the (grain, period key) of every value changed.
+    ``touched`` collects the cells of every value changed.
     """
     touched_accounts = _touched_accounts(run, kpi)
     if touched_accounts is None:
@@ -311,7 +309,7 @@ def _write(
     deltas: dict[tuple[Grain, Scope, Key], Parts],
     fresh: dict[tuple[Grain, Scope], dict[Key, Computed]],
     gone: set[tuple[Grain, int]],
-    touched: set[tuple[str, str]],
+    touched: Touched,
 ) -> int:
     """Stored values plus ``deltas``, ``fresh`` values in place of any stored, ``gone`` periods
     removed; in one delete and one insert."""
@@ -330,7 +328,7 @@ def _write(
         before = stored.pop((grain, scope, row["period_key"], key[1], key[2], key[3]), None)
         if before is not None:
             replaced.append(before.id)
-        touched.add((grain, row["period_key"]))
+        touched.add_cell((grain, row["period_key"]), scope, key[1])
         if result is None:
             return
         row = value_row(kpi, grain, scope, "", key, result)
@@ -358,6 +356,6 @@ def _write(
     for cell_key, cell in stored.items():
         if (cell_key[0], cell_key[2]) in gone_keys:
             replaced.append(cell.id)
-            touched.add((cell_key[0], cell_key[2]))
+            touched.add_cell((cell_key[0], cell_key[2]), cell_key[1], cell_key[3])
     repo.replace_cells(run.conn, replaced, rows)
     return len(rows) + len(replaced)

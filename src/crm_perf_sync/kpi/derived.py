@@ -3,7 +3,8 @@
 A derived KPI is computed after the KPIs it reads (:func:`library.evaluation_order`), from
 their stored totals per (grain, period, scope, currency). A missing input, a missing target or a
 zero divisor gives no value rather than a guess; a count or a rate (no currency) joins every
-currency of an amount. Incrementally it is recomputed only in the periods its inputs changed.
+currency of an amount. Incrementally it is recomputed only in the cells its inputs changed (a
+rep's win: that rep's, their teams' and the company's values of the win's periods).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import repository as repo
-from crm_perf_sync.kpi.compute import Computation
+from crm_perf_sync.kpi.compute import Computation, Touched
 from crm_perf_sync.kpi.formula import evaluate, formula_names
 from crm_perf_sync.kpi.schemas import DerivedKpi, Kpi
 from crm_perf_sync.kpi.values import apply_targets, is_additive, stored_row
@@ -25,10 +26,10 @@ def derived_rows(
     run: Computation,
     kpi: DerivedKpi,
     kpis: Mapping[str, Kpi],
-    only: set[tuple[str, str]] | None = None,
+    only: repo.Cells | None = None,
 ) -> list[dict[str, Any]]:
     """The formula per (grain, period, scope, currency) over the stored values of its inputs
-    (``only``: in these (grain, period key) only)."""
+    (``only``: in these cells only)."""
     names, target_names = formula_names(kpi.formula)
     inputs: dict[str, dict[tuple[str, str, str, str, str], Any]] = {}
     cells: dict[tuple[str, str, str, str], set[str]] = defaultdict(set)
@@ -84,9 +85,11 @@ def apply_derived_changes(
     kpi: DerivedKpi,
     kpis: Mapping[str, Kpi],
     digest: str,
-    only: set[tuple[str, str]],
+    only: repo.Cells,
+    touched: Touched,
 ) -> int:
-    """Recompute a derived KPI in the periods where its inputs changed; returns the rows."""
+    """Recompute a derived KPI in the cells where its inputs changed; returns the rows.
+    ``touched`` collects those cells."""
     if not only:
         return 0
     rows = derived_rows(run, kpi, kpis, only)
@@ -95,10 +98,11 @@ def apply_derived_changes(
     for row in rows:
         row["definition_hash"] = digest
         row["computed_at"] = computed_at
-    by_grain: dict[str, set[str]] = defaultdict(set)
-    for grain, period_key in only:
-        by_grain[grain].add(period_key)
-    for grain, keys in by_grain.items():
-        repo.delete_periods(run.conn, kpi.id, grain, "", keys)
+    repo.delete_cells(run.conn, kpi.id, only)
     repo.replace_cells(run.conn, [], rows)
+    for period, scopes in only.items():
+        if scopes is None:
+            touched.add(period)
+        for scope, scope_id in scopes or ():
+            touched.add_cell(period, scope, scope_id)
     return len(rows)

@@ -31,7 +31,7 @@ from crm_perf_sync.kpi.compiler import (
     funnel_steps_query,
     part_for,
 )
-from crm_perf_sync.kpi.compute import Computation
+from crm_perf_sync.kpi.compute import Computation, Touched
 from crm_perf_sync.kpi.rollup import Key, Rollup, Totals
 from crm_perf_sync.kpi.schemas import FunnelKpi, Grain, Kpi
 from crm_perf_sync.kpi.values import Computed, apply_targets, period_key, value_row
@@ -178,7 +178,7 @@ def funnel_group(
     return (last / first if first else None, last, first, int(first)), stages
 
 
-def apply_funnel_changes(run: Computation, kpi: FunnelKpi, digest: str, touched: set[tuple[str, str]]) -> int:
+def apply_funnel_changes(run: Computation, kpi: FunnelKpi, digest: str, touched: Touched) -> int:
     """Update a funnel's stored values by the change log; returns how many values changed.
 
     The deals that reached each step are additive: the touched deals' old contributions (as
@@ -225,7 +225,7 @@ def apply_funnel_changes(run: Computation, kpi: FunnelKpi, digest: str, touched:
     for group, group_deltas in deltas.items():
         grain_name, scope_name, period, scope_id = group
         grain, scope = cast(Grain, grain_name), cast(Scope, scope_name)
-        touched.add((grain, period_key(period, grain)))
+        touched.add_cell((grain, period_key(period, grain)), scope, scope_id)
         counts = reached[group]
         for step, amount in group_deltas.items():
             counts[step] = counts.get(step, 0) + amount

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from crm_perf_sync.kit.timeutil import utc_now
 from crm_perf_sync.kpi import repository as repo
 from crm_perf_sync.kpi.compiler import Calendar, Part, Scope, part_for
-from crm_perf_sync.kpi.compute import Computation, rolled
+from crm_perf_sync.kpi.compute import Computation, Touched, rolled
 from crm_perf_sync.kpi.rollup import Key, Rollup, Totals
 from crm_perf_sync.kpi.schemas import CountKpi, DurationKpi, Grain, Kpi, Measure, RatioKpi, SumKpi
 from crm_perf_sync.kpi.values import apply_targets, value_row
@@ -59,11 +59,11 @@ def apply_changes(
     kpi: Kpi,
     dimensions: Sequence[str],
     digest: str,
-    touched: set[tuple[str, str]],
+    touched: Touched,
 ) -> int:
     """Update a KPI's stored values by the change log; returns how many values changed.
 
-    ``touched`` collects the (grain, period key) of every value changed.
+    ``touched`` collects the cells of every value changed.
     """
     conn = run.conn
     computed_at = utc_now()
@@ -94,7 +94,7 @@ def apply_changes(
         replaced: list[int] = []
         rows: list[dict[str, Any]] = []
         for cell, (template, num, den) in deltas.items():
-            touched.add((cell[0], cell[2]))
+            touched.add_cell((cell[0], cell[2]), cell[1], cell[3])
             before = stored.get(cell)
             row = merge(kpi, template, before, num, den)
             if before is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -461,23 +461,55 @@ def delete_periods(conn: Connection, kpi_id: str, grain: str, dimension: str, pe
         )
 
 
+#: Cells of a KPI's values by period: (grain, period key) → the (scope, scope id) of the cells
+#: meant, or ``None`` for every cell of the period.
+Cells = Mapping[tuple[str, str], "set[tuple[str, str]] | None"]
+
+
 def total_values(
-    conn: Connection, kpi_id: str, grains: Sequence[str], only: set[tuple[str, str]] | None = None
+    conn: Connection, kpi_id: str, grains: Sequence[str], only: Cells | None = None
 ) -> Sequence[Any]:
-    """A KPI's stored totals (no breakdowns) at these grains; ``only``: in these (grain, period key)."""
+    """A KPI's stored totals (no breakdowns) at these grains; ``only``: in these cells."""
     stmt = select(KPI_VALUE).where(
         KpiValue.kpi_id == kpi_id, KpiValue.dimension == "", KpiValue.grain.in_(list(grains))
     )
     if only is None:
         return list(conn.execute(stmt))
-    by_grain: dict[str, list[str]] = defaultdict(list)
-    for grain, key in only:
-        by_grain[grain].append(key)
+    whole: dict[str, list[str]] = defaultdict(list)
     out: list[Any] = []
-    for grain, keys in by_grain.items():
-        if grain in grains:
-            out += conn.execute(stmt.where(KpiValue.grain == grain, KpiValue.period_key.in_(sorted(keys))))
+    for (grain, key), scopes in sorted(only.items(), key=lambda item: item[0]):
+        if grain not in grains:
+            continue
+        if scopes is None:
+            whole[grain].append(key)
+        elif scopes:
+            out += conn.execute(
+                stmt.where(
+                    KpiValue.grain == grain,
+                    KpiValue.period_key == key,
+                    tuple_(KpiValue.scope, KpiValue.scope_id).in_(sorted(scopes)),
+                )
+            )
+    for grain, keys in whole.items():
+        out += conn.execute(stmt.where(KpiValue.grain == grain, KpiValue.period_key.in_(keys)))
     return out
+
+
+def delete_cells(conn: Connection, kpi_id: str, cells: Cells) -> None:
+    """Delete a KPI's totals (no breakdowns) in these cells."""
+    for (grain, key), scopes in sorted(cells.items(), key=lambda item: item[0]):
+        if scopes is None:
+            delete_periods(conn, kpi_id, grain, "", {key})
+        elif scopes:
+            conn.execute(
+                delete(KpiValue).where(
+                    KpiValue.kpi_id == kpi_id,
+                    KpiValue.grain == grain,
+                    KpiValue.dimension == "",
+                    KpiValue.period_key == key,
+                    tuple_(KpiValue.scope, KpiValue.scope_id).in_(sorted(scopes)),
+                )
+            )
 
 
 def stored_value(

@@ -30,7 +30,7 @@ from crm_perf_sync.kpi import scores_repository as scores_repo
 from crm_perf_sync.kpi import targets as target_math
 from crm_perf_sync.kpi import targets_repository as targets_repo
 from crm_perf_sync.kpi.compiler import Calendar
-from crm_perf_sync.kpi.compute import Computation, additive_values
+from crm_perf_sync.kpi.compute import Computation, Touched, additive_values, cells_of
 from crm_perf_sync.kpi.customer_changes import apply_customer_changes
 from crm_perf_sync.kpi.customers import customer_values
 from crm_perf_sync.kpi.derived import apply_derived_changes, derived_rows
@@ -68,8 +68,9 @@ class RefreshOutcome:
     scorecards: dict[str, int] = field(default_factory=dict)
     targets: int = 0
     timings: dict[str, float] = field(default_factory=dict)  # seconds per KPI and scorecard
-    #: Per KPI brought up to date: the (grain, period key) of the values it changed, or ``None``
-    #: when it was recomputed whole. A KPI absent from it changed nothing.
+    #: Per KPI brought up to date: the (grain, period key) of the values it changed (a
+    #: :class:`Touched` names their cells), or ``None`` when it was recomputed whole. A KPI
+    #: absent from it changed nothing.
     touched: dict[str, set[tuple[str, str]] | None] = field(default_factory=dict)
     #: The same per scorecard: the (grain, period key) scored again, ``None`` for every period.
     scored: dict[str, set[tuple[str, str]] | None] = field(default_factory=dict)
@@ -255,7 +256,7 @@ class KpiService:
                 whole = whole or any(periods_of is None for periods_of in inputs)
             else:
                 whole = whole or (changed and stages_changed and isinstance(kpi, FunnelKpi))
-            mine: set[tuple[str, str]] = set()
+            mine = Touched()
             count: int | None = None
             if not whole and changed and isinstance(kpi, CustomerKpi):
                 count = apply_customer_changes(run, kpi, digest, mine) if deals_changed else 0
@@ -272,9 +273,8 @@ class KpiService:
                 elif isinstance(kpi, MeasureKpi):
                     count = 0  # its input did not change (else it was recomputed whole)
                 elif isinstance(kpi, DerivedKpi):
-                    wanted = {period for found in inputs if found is not None for period in found}
-                    count = apply_derived_changes(run, kpi, self.kpis, digest, wanted)
-                    mine = wanted
+                    wanted = cells_of(found for found in inputs if found is not None)
+                    count = apply_derived_changes(run, kpi, self.kpis, digest, wanted, mine)
                 elif isinstance(kpi, DurationKpi) and kpi.stat != "mean":
                     count = apply_percentile_changes(run, kpi, self.dimensions(kpi), digest, mine)
                 elif isinstance(kpi, FunnelKpi):
