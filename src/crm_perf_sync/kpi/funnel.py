@@ -208,11 +208,14 @@ def apply_funnel_changes(run: Computation, kpi: FunnelKpi, digest: str, touched:
     if not deltas:
         return 0
     keys = {(grain, period_key(period, cast(Grain, grain))): period for grain, _, period, _ in deltas}
+    cells: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)  # the scopes changed
+    for group in deltas:
+        cells[(group[0], period_key(group[2], cast(Grain, group[0])))].add((group[1], group[3]))
     reached: dict[_FunnelGroup, dict[tuple[str, int, str], int]] = defaultdict(dict)
     replaced: list[int] = []
     for dimension in ("stage", ""):
         for (grain_name, scope_name, stored_key, scope_id, _, label), cell in repo.stored_cells(
-            conn, kpi.id, dimension, keys
+            conn, kpi.id, dimension, cells
         ).items():
             group = (grain_name, scope_name, keys[(grain_name, stored_key)], scope_id)
             if group not in deltas:

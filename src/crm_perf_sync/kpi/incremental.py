@@ -10,6 +10,7 @@ removed (a total with a target stays, at 0). Medians and percentiles (:mod:`.ran
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -90,7 +91,11 @@ def apply_changes(
                 deltas[cell] = (template, num, den)
         if not deltas:
             continue
-        stored = repo.stored_cells(conn, kpi.id, dimension or "", {(cell[0], cell[2]) for cell in deltas})
+        # Of the periods changed, only the scopes changed (a rep's win: not every other rep's).
+        scopes: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
+        for cell in deltas:
+            scopes[(cell[0], cell[2])].add((cell[1], cell[3]))
+        stored = repo.stored_cells(conn, kpi.id, dimension or "", scopes)
         replaced: list[int] = []
         rows: list[dict[str, Any]] = []
         for cell, (template, num, den) in deltas.items():

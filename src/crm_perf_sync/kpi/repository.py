@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy import table as table_clause
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_perf_sync.kit.bulk import bulk_insert
@@ -383,48 +384,57 @@ class StoredCell:
 
 #: (grain, scope, period key, scope id, currency, breakdown value) of a stored value
 CellKey = tuple[str, str, str, str, str, str]
+#: Cells of a KPI's values by period: (grain, period key) → the (scope, scope id) of the cells
+#: meant, or ``None`` for every cell of the period.
+Cells = Mapping[tuple[str, str], set[tuple[str, str]] | None]
+
+
+_STORED_CELL = select(
+    KpiValue.id,
+    KpiValue.grain,
+    KpiValue.scope,
+    KpiValue.period_key,
+    KpiValue.scope_id,
+    KpiValue.currency,
+    KpiValue.dimension_value,
+    KpiValue.numerator,
+    KpiValue.denominator,
+    KpiValue.sample_count,
+    KpiValue.rank_pivot,
+    KpiValue.rank_below,
+    KpiValue.rank_equal,
+)
 
 
 def stored_cells(
-    conn: Connection, kpi_id: str, dimension: str, periods: Iterable[tuple[str, str]]
+    conn: Connection, kpi_id: str, dimension: str, periods: Iterable[tuple[str, str]] | Cells
 ) -> dict[CellKey, StoredCell]:
     """A KPI's stored values of one breakdown in these ``(grain, period key)`` periods (of every
-    scope): read through the unique index, grain by grain, not among all of the KPI's values."""
-    out: dict[CellKey, StoredCell] = {}
-    by_grain: dict[str, set[str]] = defaultdict(set)
-    for grain, period_key in periods:
-        by_grain[grain].add(period_key)
-    for grain, found in sorted(by_grain.items()):
+    scope), or in these cells (:data:`Cells`): read through the unique index, grain by grain,
+    not among all of the KPI's values."""
+    cells: Cells = periods if isinstance(periods, Mapping) else dict.fromkeys(periods)
+    mine = _STORED_CELL.where(KpiValue.kpi_id == kpi_id, KpiValue.dimension == dimension)
+    statements: list[Executable] = []
+    whole: dict[str, set[str]] = defaultdict(set)
+    for (grain, key), scopes in sorted(cells.items(), key=lambda item: item[0]):
+        if scopes is None:
+            whole[grain].add(key)
+        elif scopes:
+            in_scopes = tuple_(KpiValue.scope, KpiValue.scope_id).in_(sorted(scopes))
+            statements.append(mine.where(KpiValue.grain == grain, KpiValue.period_key == key, in_scopes))
+    for grain, found in sorted(whole.items()):
         keys = sorted(found)
         for start in range(0, len(keys), 500):
-            rows = conn.execute(
-                select(
-                    KpiValue.id,
-                    KpiValue.grain,
-                    KpiValue.scope,
-                    KpiValue.period_key,
-                    KpiValue.scope_id,
-                    KpiValue.currency,
-                    KpiValue.dimension_value,
-                    KpiValue.numerator,
-                    KpiValue.denominator,
-                    KpiValue.sample_count,
-                    KpiValue.rank_pivot,
-                    KpiValue.rank_below,
-                    KpiValue.rank_equal,
-                ).where(
-                    KpiValue.kpi_id == kpi_id,
-                    KpiValue.grain == grain,
-                    KpiValue.period_key.in_(keys[start : start + 500]),
-                    KpiValue.dimension == dimension,
-                )
-            )
-            # Unpacked as plain tuples: a push's refresh reads thousands of these.
-            for value_id, grain_, scope, key, scope_id, currency, dim_value, *numbers in rows:
-                numerator, denominator, count, pivot, below, equal = numbers
-                rank = None if pivot is None else (float(pivot), int(below), int(equal))
-                cell = (grain_, scope, key, scope_id, currency, dim_value)
-                out[cell] = StoredCell(value_id, numerator, denominator, count, rank)
+            in_periods = KpiValue.period_key.in_(keys[start : start + 500])
+            statements.append(mine.where(KpiValue.grain == grain, in_periods))
+    out: dict[CellKey, StoredCell] = {}
+    for statement in statements:
+        # Unpacked as plain tuples: a push's refresh reads thousands of these.
+        for value_id, grain_, scope, key, scope_id, currency, dim_value, *numbers in conn.execute(statement):
+            numerator, denominator, count, pivot, below, equal = numbers
+            rank = None if pivot is None else (float(pivot), int(below), int(equal))
+            cell = (grain_, scope, key, scope_id, currency, dim_value)
+            out[cell] = StoredCell(value_id, numerator, denominator, count, rank)
     return out
 
 
@@ -459,11 +469,6 @@ def delete_periods(conn: Connection, kpi_id: str, grain: str, dimension: str, pe
                 KpiValue.period_key.in_(keys[start : start + 500]),
             )
         )
-
-
-#: Cells of a KPI's values by period: (grain, period key) → the (scope, scope id) of the cells
-#: meant, or ``None`` for every cell of the period.
-Cells = Mapping[tuple[str, str], "set[tuple[str, str]] | None"]
 
 
 def total_values(
