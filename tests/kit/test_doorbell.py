@@ -80,3 +80,35 @@ def test_a_listener_whose_connection_is_cut_waits_its_interval_then_listens_agai
         with engine.begin() as conn:
             bell.notify(conn)
         assert listener.wait(30)
+
+
+def test_settled_waits_for_the_work_this_process_is_storing_and_no_longer_than_asked() -> None:
+    """The push inbox's loop waits for the pushes the API of its process is storing (on SQLite,
+    waiting for the write lock its last turn held), so that they go in one turn, not one by one."""
+    bell = Doorbell("test_bell_settled")
+    assert bell.settled(0)  # nothing being stored
+    entered, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def store() -> None:
+        with bell.storing():
+            entered.set()
+            release.wait(30)
+        done.set()
+
+    writers = [threading.Thread(target=store) for _ in range(2)]
+    for writer in writers:
+        writer.start()
+    assert entered.wait(30)
+    assert not bell.settled(0.05)  # still storing: a turn would start without it
+    waiter_result: list[bool] = []
+    waiter = threading.Thread(target=lambda: waiter_result.append(bell.settled(30)))
+    waiter.start()
+    release.set()
+    waiter.join()
+    for writer in writers:
+        writer.join()
+    assert done.is_set()
+    assert waiter_result == [True]
+    with pytest.raises(RuntimeError), bell.storing():
+        raise RuntimeError("the transaction failed")
+    assert bell.settled(0)  # a failed store is no longer storing

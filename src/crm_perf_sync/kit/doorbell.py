@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
@@ -35,6 +37,35 @@ class Doorbell:
     def __init__(self, channel: str) -> None:
         self.channel = channel
         self._rung = threading.Event()
+        self._writers = 0
+        self._written = threading.Condition()
+
+    @contextmanager
+    def storing(self) -> Iterator[None]:
+        """Around a transaction of this process that stores work for the bell, its wait for the
+        store's write lock included (see :meth:`settled`)."""
+        with self._written:
+            self._writers += 1
+        try:
+            yield
+        finally:
+            with self._written:
+                self._writers -= 1
+                if not self._writers:
+                    self._written.notify_all()
+
+    def settled(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until no transaction of this process is storing work
+        for the bell (:meth:`storing`); whether none was left.
+
+        For a loop about to take the work: on SQLite, a turn's own transaction holds the store's
+        only write lock, the pushes that came meanwhile wait for it and then commit one after
+        another, and a turn that began at once would take the first of them alone (a small turn,
+        which the rest then wait for). Other processes' writers are not seen: they do not wait
+        for this one's lock.
+        """
+        with self._written:
+            return self._written.wait_for(lambda: self._writers == 0, timeout)
 
     def notify(self, on: Session | Connection) -> None:
         """Ring the other processes when ``on``'s transaction commits (PostgreSQL's ``NOTIFY``;

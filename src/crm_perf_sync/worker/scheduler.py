@@ -49,6 +49,8 @@ QUEUE_POLL_SECONDS = 5
 REFRESH_CHECK_SECONDS = 60
 #: How often a worker looks for changes pushed by the CRMs while none wait (a cheap query).
 INBOX_POLL_SECONDS = 0.5
+#: The longest a turn waits for pushes this process is storing (see ``Doorbell.settled``).
+INBOX_SETTLE_SECONDS = 0.25
 #: How long a pushed change is remembered once done (to drop the CRM's late retries of it), and
 #: how often the inbox is purged of older ones.
 INBOX_RETENTION = timedelta(days=7)
@@ -317,6 +319,8 @@ def start_inbox(runtime: Runtime, stop: threading.Event) -> threading.Thread:
 
     def loop(purged_at: datetime, backoff: Backoff, listener: Listener) -> None:
         while not stop.is_set():
+            # The pushes stored meanwhile by this process's API (serve) go in this turn, not the next.
+            INBOX.settled(INBOX_SETTLE_SECONDS)
             try:
                 busy = run_inbox(runtime, stop, backoff)
                 if utc_now() - purged_at >= INBOX_PURGE_EVERY:

@@ -101,7 +101,7 @@ def _store(ctx: ApiContext, pushes: Sequence[_Pushed]) -> list[Receipt]:
     """The pushes' changes in their connections' inboxes (those not there yet), in one
     transaction; the workers rung when any was new. One receipt per push, in order."""
     receipts: list[Receipt] = []
-    with session_scope(ctx.session_factory) as session:
+    with INBOX.storing(), session_scope(ctx.session_factory) as session:
         # SQLite: the write lock first, so a sync committing meanwhile makes this wait, not fail.
         session.connection(execution_options={WRITE_LOCK: True})
         for pushed in pushes:
