@@ -122,8 +122,7 @@ def _statistics(url: str) -> dict[str, tuple[float, int]]:
 
 def test_a_store_given_back_carries_no_statistics_of_the_rows_it_held(stores: PgStores) -> None:
     """A table emptied by DELETE keeps its pages; analysed then, it reads as holding no row per
-    page, and the planner then believes it empty however many rows the next test writes (an
-    8,700-row soft delete in the suite took a minute: a scan per key)."""
+    page, and the planner then believes it empty however many rows the next test writes."""
     url = stores.take()
     fresh = _statistics(url)
     engine = create_engine(url, poolclass=NullPool)
