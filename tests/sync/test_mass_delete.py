@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import csv
 import shutil
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_perf_sync.config import ConnectionConfig
@@ -350,3 +350,50 @@ def test_a_record_read_again_after_its_tombstone_is_not_deleted(
             select(Opportunity.external_id).where(Opportunity.is_deleted.is_(True))
         ).all()
     assert deleted == ["00600002"]
+
+
+def test_a_soft_delete_marks_the_named_live_records_in_one_statement(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """A confirmed mass deletion removes thousands of records at once. PostgreSQL sends it as one
+    statement: an UPDATE per record was a round of binding and planning each (8,700 of them for
+    a truncated Maven export), and with the planner misled by a table's statistics, a scan each.
+    Only the named live records of the connection change, each with its own deletion time; one
+    deleted before keeps the time it went."""
+    script = Script(streams=[OPPS], pages={"opportunities": [[opp(n) for n in range(1, 301)]]})
+    assert scripted_run(session_factory, script, batch_size=100).status == "succeeded"
+    engine = session_factory.kw["bind"]
+    earlier = T0 + timedelta(days=1)
+    with session_scope(session_factory) as session:
+        assert repo.mark_deleted(session, "opportunities", "crm", {"00600007": earlier}, T0) == 1
+    tombstones = {opp(n).external_id: T0 + timedelta(days=2, minutes=n) for n in range(1, 251)}
+    tombstones["00699999"] = T0  # not stored: nothing to delete
+    statements: list[tuple[str, bool]] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, many: bool) -> None:
+        statements.append((statement.split(None, 1)[0], many))
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        with session_scope(session_factory) as session:
+            deleted = repo.mark_deleted(session, "opportunities", "other", tombstones, T0)
+            assert deleted == 0  # another connection's keys are not these
+            statements.clear()
+            deleted = repo.mark_deleted(session, "opportunities", "crm", tombstones, T0)
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+
+    assert deleted == 249
+    if engine.dialect.name == "postgresql":
+        assert statements == [("UPDATE", False)]
+    with session_scope(session_factory) as session:
+        rows = session.execute(
+            select(Opportunity.external_id, Opportunity.is_deleted, Opportunity.deleted_at)
+        )
+        state = {key: (gone, at) for key, gone, at in rows}
+    assert len(state) == 300
+    for n in range(1, 301):
+        key = opp(n).external_id
+        expected = (True, earlier) if n == 7 else (True, tombstones[key]) if n <= 250 else (False, None)
+        gone, at = state[key]
+        assert (gone, at and at.replace(tzinfo=UTC)) == expected, key
