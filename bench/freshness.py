@@ -1,12 +1,15 @@
 """``freshness``: how soon a change in the CRM reaches the numbers and the alerts, pushed or polled.
 
-The store holds the demo company at ``STORE[size]`` deals (a million at full size) and a HubSpot
-portal served by the emulator (``tests/connectors/hubspot``) as a second connection. The service
+The store holds the demo company at ``STORE[size]`` deals (a million at full size) and a CRM served
+by its emulator as a second connection: a HubSpot portal (``tests/connectors/hubspot``), then a
+简道云 app (``tests/connectors/rest/emulators/jiandaoyun.py``, read through the ``rest``
+connector's ``jiandaoyun`` spec, at its documented 10 requests a second). The service
 runs as deployed, in processes of its own: ``serve`` on SQLite, ``api`` and ``worker`` on
 PostgreSQL; a receiver process notes when each webhook arrives (:func:`bench.webhooks._receive`).
-This process plays HubSpot: it wins one open deal after another in the portal, ``RATE[size]`` a
-second for ``SECONDS[size]`` seconds, and posts the events to the ingest endpoint as HubSpot does
-(signed, batched: what happened in the last 100 ms, at most 100 events a request). A thread polls
+This process plays the CRM: it wins one open deal after another, ``RATE[size]`` a second for
+``SECONDS[size]`` seconds, and posts the events to the ingest endpoint as the CRM does: HubSpot
+signs and batches them (what happened in the last 100 ms, at most 100 events a request), 简道云
+signs and sends each change on its own (``数据推送``: a request per record). A thread polls
 ``GET /api/v1/kpis/won_deals/values`` (the company's won deals of all time) every 20 ms, as a
 dashboard would; alert rules on that value fire at every ``ALERT_EVERY[size]``-th win.
 
@@ -63,29 +66,8 @@ def _free_port() -> int:
         return port
 
 
-def _config(workdir: Path, url: str, size: str, *, schedule: bool, rules: list[dict[str, Any]]) -> Path:
-    hubspot: dict[str, Any] = {
-        "id": "hs",
-        "kind": "hubspot",
-        "settings": {
-            "access_token": "${BENCH_HUBSPOT_TOKEN}",
-            "base_url": url,
-            "rate_limits": {
-                "requests_per_interval": 100_000,
-                "interval": "PT1S",
-                "search_per_second": 100_000,
-            },
-            "portal_id": PORTAL_ID,
-            "webhook_secret": SECRET,
-        },
-    }
-    if schedule:
-        hubspot["schedule"] = {"interval": f"{SCHEDULE_SECONDS}s"}
-    if size == "small":
-        # A polled read stops at now - index_lag (60 s by default: HubSpot's search index trails
-        # its database). The emulator's does not: small runs, which only prove the harness works,
-        # poll with a lag of 1 s so as not to wait a minute; full runs keep the default.
-        hubspot["settings"]["index_lag"] = "1s"
+def _config(workdir: Path, crm: dict[str, Any] | None, size: str, *, rules: list[dict[str, Any]]) -> Path:
+    """The demo company and the CRM's connection (``crm``, none while the store is built)."""
     config = {
         "business": {"timezone": "UTC", "currency": "USD"},
         "connections": [
@@ -100,13 +82,140 @@ def _config(workdir: Path, url: str, size: str, *, schedule: bool, rules: list[d
                     "as_of": "2026-01-01T00:00:00Z",
                 },
             },
-            hubspot,
+            *([crm] if crm else []),
         ],
         "alerts": {"rules": rules},
     }
-    path = workdir / f"freshness-{'poll' if schedule else 'push'}.json"
-    path.write_text(json.dumps(config), encoding="utf-8")
+    path = (
+        workdir
+        / f"freshness-{crm['id'] if crm else 'build'}-{'poll' if crm and 'schedule' in crm else 'push'}.json"
+    )
+    path.write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
     return path
+
+
+class HubSpot:
+    """A HubSpot portal in its emulator; its app webhooks batched and signed as HubSpot sends them."""
+
+    name = "HubSpot"
+    connection = "hs"
+
+    def __init__(self, size: str) -> None:
+        from tests.connectors.hubspot.emulator import HubSpotEmulator
+        from tests.connectors.hubspot.portal import synthetic_portal
+
+        self.size = size
+        self.portal = synthetic_portal(PORTAL[size], contacts=100)
+        self.emulator = HubSpotEmulator(self.portal, record=False)
+
+    def __enter__(self) -> HubSpot:
+        self.emulator.__enter__()
+        os.environ["BENCH_HUBSPOT_TOKEN"] = self.emulator.portal.token
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.emulator.__exit__(*exc)
+
+    def connection_config(self, *, schedule: bool, first: bool) -> dict[str, Any]:
+        del first  # the portal serves as fast as it is asked
+        hubspot: dict[str, Any] = {
+            "id": self.connection,
+            "kind": "hubspot",
+            "settings": {
+                "access_token": "${BENCH_HUBSPOT_TOKEN}",
+                "base_url": self.emulator.url,
+                "rate_limits": {
+                    "requests_per_interval": 100_000,
+                    "interval": "PT1S",
+                    "search_per_second": 100_000,
+                },
+                "portal_id": PORTAL_ID,
+                "webhook_secret": SECRET,
+            },
+        }
+        if schedule:
+            hubspot["schedule"] = {"interval": f"{SCHEDULE_SECONDS}s"}
+        if self.size == "small":
+            # A polled read stops at now - index_lag (60 s by default: HubSpot's search index trails
+            # its database). The emulator's does not: small runs, which only prove the harness works,
+            # poll with a lag of 1 s so as not to wait a minute; full runs keep the default.
+            hubspot["settings"]["index_lag"] = "1s"
+        return hubspot
+
+    def open_deals(self) -> list[Any]:
+        return [
+            obj.id
+            for obj in self.portal.tables["deals"].rows.values()
+            if obj.props.get("dealstage") not in ("closedwon", "closedlost")
+        ]
+
+    def win(self, deal: Any) -> Any:
+        """Win ``deal`` in the CRM; returns the event that says so."""
+        from tests.connectors.hubspot.pushes import event
+
+        closed = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+        self.emulator.portal.update("deals", deal, {"dealstage": "closedwon", "closedate": closed})
+        return event("deal.propertyChange", deal, portal=PORTAL_ID, propertyName="dealstage")
+
+    def pusher(self, ingest: str) -> Pusher:
+        return Batched(ingest)
+
+
+class Jiandaoyun:
+    """A 简道云 app's 商机 form in its emulator; its 数据推送, a signed request per change."""
+
+    name = "简道云"
+    connection = "jdy"
+
+    def __init__(self, size: str) -> None:
+        from tests.connectors.rest.emulators.jiandaoyun import JiandaoyunEmulator
+        from tests.connectors.rest.emulators.jiandaoyun_data import synthetic
+
+        self.emulator = JiandaoyunEmulator(synthetic(PORTAL[size]), record=False)
+
+    def __enter__(self) -> Jiandaoyun:
+        self.emulator.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.emulator.__exit__(*exc)
+
+    def connection_config(self, *, schedule: bool, first: bool) -> dict[str, Any]:
+        settings: dict[str, Any] = {
+            "spec": "jiandaoyun",
+            "base_url": self.emulator.url,
+            "inputs": {
+                "api_key": self.emulator.api_key,
+                "app_id": self.emulator.app_id,
+                "entry_id": self.emulator.entry_id,
+                "labels": {"name": "商机编号", "created": "接洽日期"},
+                "push_secret": SECRET,
+            },
+        }
+        if first:
+            # The first load is not measured: read as fast as the emulator serves. The measured
+            # service keeps 简道云's documented 10 requests a second.
+            settings["requests_per_second"] = 0
+        jdy: dict[str, Any] = {"id": self.connection, "kind": "rest", "settings": settings}
+        if schedule:
+            jdy["schedule"] = {"interval": f"{SCHEDULE_SECONDS}s"}
+        return jdy
+
+    def open_deals(self) -> list[Any]:
+        stage = self.emulator.widget("销售阶段").name
+        return [r["_id"] for r in self.emulator.records() if r[stage] not in ("赢单", "输单")]
+
+    def win(self, deal: Any) -> Any:
+        from crm_perf_sync.kit.timeutil import utc_now
+
+        self.emulator.update(deal, {"销售阶段": "赢单", "成交日期": utc_now()})
+        return self.emulator.get_record(deal)
+
+    def pusher(self, ingest: str) -> Pusher:
+        return EachOnItsOwn(ingest)
+
+
+CRMS: dict[str, type[HubSpot] | type[Jiandaoyun]] = {"hubspot": HubSpot, "jiandaoyun": Jiandaoyun}
 
 
 def _signed(body: bytes, url: str) -> dict[str, str]:
@@ -121,6 +230,85 @@ def _signed(body: bytes, url: str) -> dict[str, str]:
         "X-HubSpot-Request-Timestamp": stamp,
         "Content-Type": "application/json",
     }
+
+
+def _acknowledged(url: str, body: bytes, headers: dict[str, str]) -> None:
+    """POST until answered 200, as the CRMs retry what was not acknowledged."""
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    for _ in range(10):
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.5)
+    raise RuntimeError("a push was never acknowledged")
+
+
+class Pusher:
+    """Posts the CRM's events to the ingest endpoint as they happen."""
+
+    def __init__(self, ingest: str) -> None:
+        self.ingest = ingest
+        self.failures: list[BaseException] = []
+
+    def add(self, event: Any) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        raise NotImplementedError
+
+
+class Batched(Pusher):
+    """HubSpot: what happened in the last :data:`BATCH_SECONDS`, at most 100 events a request."""
+
+    def __init__(self, ingest: str) -> None:
+        super().__init__(ingest)
+        self.pending: list[Any] = []
+        self.last_post = time.monotonic()
+        self.posts: list[threading.Thread] = []
+
+    def add(self, event: Any) -> None:
+        self.pending.append(event)
+        if len(self.pending) >= 100 or time.monotonic() - self.last_post >= BATCH_SECONDS:
+            thread = threading.Thread(target=self._post, args=(self.pending,), daemon=True)
+            thread.start()
+            self.posts.append(thread)
+            self.pending, self.last_post = [], time.monotonic()
+
+    def _post(self, events: list[Any]) -> None:
+        body = json.dumps(events).encode()
+        _acknowledged(self.ingest, body, _signed(body, self.ingest))
+
+    def finish(self) -> None:
+        if self.pending:
+            self._post(self.pending)
+        for thread in self.posts:
+            thread.join(timeout=120)
+
+
+class EachOnItsOwn(Pusher):
+    """简道云: a signed request per change, sent as it happens (by a pool of senders)."""
+
+    def __init__(self, ingest: str) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        super().__init__(ingest)
+        self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="jdy-push")
+        self.sent: list[Any] = []
+
+    def add(self, event: Any) -> None:
+        from tests.connectors.rest.jiandaoyun_pushes import delivery
+
+        from crm_perf_sync.kit.timeutil import utc_now
+
+        sent = delivery("data_update", event, secret=SECRET, at=utc_now(), url=self.ingest)
+        self.sent.append(self.pool.submit(_acknowledged, sent.url, sent.body, sent.headers))
+
+    def finish(self) -> None:
+        self.pool.shutdown(wait=True)
+        for future in self.sent:
+            future.result()
 
 
 class Poller(threading.Thread):
@@ -166,7 +354,6 @@ def _service(kind: str, url: str, config: Path, port: int, workdir: Path) -> lis
         "CRM_PERF_SYNC_DEMO_KEY": "false",
         "CRM_PERF_SYNC_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
         "CRM_PERF_SYNC_LOG_LEVEL": "WARNING",
-        "BENCH_HUBSPOT_TOKEN": os.environ["BENCH_HUBSPOT_TOKEN"],
     }
     cli = str(Path(sys.executable).with_name("crm-perf-sync"))
     roles = ["serve"] if kind == "sqlite" else ["api", "worker"]
@@ -216,22 +403,20 @@ def _synced(url: str, config_path: Path, connection: str) -> tuple[Any, Any, Any
 
 
 def _build(url: str, workdir_text: str, size: str) -> dict[str, Any]:
-    """The demo company's deals synced and refreshed (in a child process): the store both runs of a
-    database copy."""
-    os.environ.setdefault("BENCH_HUBSPOT_TOKEN", "unused")
-    config = _config(Path(workdir_text), "https://127.0.0.1:9", size, schedule=False, rules=[])
+    """The demo company's deals synced and refreshed (in a child process): the store every run of
+    a database copies."""
+    config = _config(Path(workdir_text), None, size, rules=[])
     engine, _, _ = _synced(url, config, "demo")
     engine.dispose()
     return {}
 
 
-def _run(kind: str, url: str, workdir_text: str, size: str, mode: str, receiver_url: str) -> dict[str, Any]:
-    """One measured run (in a child process) on a copy of the built store: the portal synced, the
-    service started with nothing left to refresh, the changes made (and pushed, in ``push``
+def _run(
+    kind: str, url: str, workdir_text: str, size: str, crm_name: str, mode: str, receiver_url: str
+) -> dict[str, Any]:
+    """One measured run (in a child process) on a copy of the built store: the CRM's deals synced,
+    the service started with nothing left to refresh, the changes made (and pushed, in ``push``
     mode), the lags measured."""
-    from tests.connectors.hubspot.emulator import HubSpotEmulator
-    from tests.connectors.hubspot.portal import synthetic_portal
-
     from crm_perf_sync.apikeys import service as keys
     from crm_perf_sync.config import load_config
     from crm_perf_sync.jobs.refresh import RefreshJob
@@ -240,19 +425,13 @@ def _run(kind: str, url: str, workdir_text: str, size: str, mode: str, receiver_
     from crm_perf_sync.webhooks import service as webhooks
     from crm_perf_sync.webhooks.security import Guard
 
-    workdir = Path(workdir_text) / f"freshness-{kind}-{mode}"
+    workdir = Path(workdir_text) / f"freshness-{kind}-{crm_name}-{mode}"
     workdir.mkdir(parents=True, exist_ok=True)
     push = mode == "push"
-    portal = synthetic_portal(PORTAL[size], contacts=100)
-    with HubSpotEmulator(portal, record=False) as emulator:
-        os.environ["BENCH_HUBSPOT_TOKEN"] = emulator.portal.token
-        first = _config(workdir, emulator.url, size, schedule=False, rules=[])
-        engine, factory, registry = _synced(url, first, "hs")
-        open_deals = [
-            obj.id
-            for obj in portal.tables["deals"].rows.values()
-            if obj.props.get("dealstage") not in ("closedwon", "closedlost")
-        ]
+    with CRMS[crm_name](size) as crm:
+        first = _config(workdir, crm.connection_config(schedule=False, first=True), size, rules=[])
+        engine, factory, registry = _synced(url, first, crm.connection)
+        open_deals = crm.open_deals()
         changes = (
             int(RATE[size] * SECONDS[size]) + int(BURST_RATE[size] * BURST_SECONDS[size])
             if push
@@ -275,7 +454,7 @@ def _run(kind: str, url: str, workdir_text: str, size: str, mode: str, receiver_
             {"id": rule, "kpi": "won_deals", "grain": "all", "when": {"op": ">=", "value": base + k}}
             for rule, k in crossings.items()
         ]
-        config = _config(workdir, emulator.url, size, schedule=not push, rules=rules)
+        config = _config(workdir, crm.connection_config(schedule=not push, first=False), size, rules=rules)
         # Brought up to date with the rules before the service starts, so that it has nothing to
         # refresh then: what is measured is the changes' way through it, not its start.
         RefreshJob(factory, load_config(config, registry)).refresh()
@@ -294,10 +473,10 @@ def _run(kind: str, url: str, workdir_text: str, size: str, mode: str, receiver_
                     raise RuntimeError("the API never showed the first count")
                 time.sleep(0.05)
             time.sleep(1.0)
-            changed = _change(emulator, open_deals[:sustained], RATE[size], push, base_url)
+            changed = _change(crm, open_deals[:sustained], RATE[size], push, base_url)
             burst: list[float] = []
             if push:
-                burst = _change(emulator, open_deals[sustained:changes], BURST_RATE[size], push, base_url)
+                burst = _change(crm, open_deals[sustained:changes], BURST_RATE[size], push, base_url)
             settle = time.monotonic() + SETTLE_SECONDS[size]
             while poller.first_at_least(base + changes) is None and time.monotonic() < settle:
                 time.sleep(0.1)
@@ -363,48 +542,24 @@ def _firing(factory: Any) -> dict[str, str]:
     return {str(rule): str(message) for rule, message in rows}
 
 
-def _change(emulator: Any, deals: list[int], rate: float, push: bool, base_url: str) -> list[float]:
-    """Win ``deals`` in the portal at ``rate`` a second; in push mode post the events as HubSpot
-    batches them. Returns when each deal was won (epoch seconds)."""
-    from tests.connectors.hubspot.pushes import event
-
+def _change(
+    crm: HubSpot | Jiandaoyun, deals: list[Any], rate: float, push: bool, base_url: str
+) -> list[float]:
+    """Win ``deals`` in the CRM at ``rate`` a second; in push mode post the events as the CRM
+    does. Returns when each deal was won (epoch seconds)."""
     changed: list[float] = []
-    pending: list[dict[str, Any]] = []
-    ingest = f"{base_url}/api/v1/ingest/hs"
+    pusher = crm.pusher(f"{base_url}/api/v1/ingest/{crm.connection}") if push else None
     start = time.monotonic()
-    last_post = start
-    posts: list[threading.Thread] = []
-
-    def post(events: list[dict[str, Any]]) -> None:
-        body = json.dumps(events).encode()
-        request = urllib.request.Request(ingest, data=body, headers=_signed(body, ingest), method="POST")
-        for _ in range(10):  # HubSpot retries what was not acknowledged
-            try:
-                with urllib.request.urlopen(request, timeout=30) as answer:
-                    if answer.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.5)
-        raise RuntimeError("a push was never acknowledged")
-
     for n, deal in enumerate(deals):
         due = start + n / rate
         while (now := time.monotonic()) < due:
             time.sleep(min(due - now, 0.005))
-        closed = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
-        emulator.portal.update("deals", deal, {"dealstage": "closedwon", "closedate": closed})
+        event = crm.win(deal)
         changed.append(time.time())
-        if push:
-            pending.append(event("deal.propertyChange", deal, portal=PORTAL_ID, propertyName="dealstage"))
-            if len(pending) >= 100 or time.monotonic() - last_post >= BATCH_SECONDS:
-                thread = threading.Thread(target=post, args=(pending,), daemon=True)
-                thread.start()
-                posts.append(thread)
-                pending, last_post = [], time.monotonic()
-    if pending:
-        post(pending)
-    for thread in posts:
-        thread.join(timeout=120)
+        if pusher is not None:
+            pusher.add(event)
+    if pusher is not None:
+        pusher.finish()
     return changed
 
 
@@ -415,18 +570,19 @@ def _percentile(values: list[float], share: float) -> float:
 
 def freshness(size: str, databases: list[str], workdir: Path) -> Iterator[Result]:
     for kind in databases:
-        outcomes: dict[str, dict[str, Any]] = {}
+        outcomes: dict[tuple[str, str], dict[str, Any]] = {}
         with database(kind, workdir) as built:
             in_child(_build, built, str(workdir), size)
-            for mode in ("push", "poll"):
-                with receiving() as receiver, copy_of(kind, workdir, built) as url:
-                    outcome = in_child(_run, kind, url, str(workdir), size, mode, receiver.url)
-                outcome["arrivals"] = receiver.report["arrivals"]
-                outcomes[mode] = outcome
-        for mode, outcome in outcomes.items():
-            yield _result(size, kind, mode, outcome)
-        if outcomes["push"]["burst"]:
-            yield _burst(size, kind, outcomes["push"])
+            for crm in CRMS:
+                for mode in ("push", "poll"):
+                    with receiving() as receiver, copy_of(kind, workdir, built) as url:
+                        outcome = in_child(_run, kind, url, str(workdir), size, crm, mode, receiver.url)
+                    outcome["arrivals"] = receiver.report["arrivals"]
+                    outcomes[(crm, mode)] = outcome
+        for (crm, mode), outcome in outcomes.items():
+            yield _result(size, kind, crm, mode, outcome)
+            if mode == "push" and outcome["burst"]:
+                yield _burst(size, kind, crm, outcome)
 
 
 def _lags(outcome: dict[str, Any]) -> tuple[list[float], list[float], int]:
@@ -444,13 +600,19 @@ def _lags(outcome: dict[str, Any]) -> tuple[list[float], list[float], int]:
     return lags, alerts, missing
 
 
-def _result(size: str, kind: str, mode: str, outcome: dict[str, Any]) -> Result:
+def _where(kind: str, crm: str, mode: str) -> str:
+    """The report's database column: HubSpot's rows keep the name they were first reported under."""
+    return f"{kind}/{mode}" if crm == "hubspot" else f"{kind}/{mode}/{crm}"
+
+
+def _result(size: str, kind: str, crm: str, mode: str, outcome: dict[str, Any]) -> Result:
     lags, alerts, missing = _lags(outcome)
     if not lags:
-        raise RuntimeError(f"freshness {mode} on {kind}: no change was ever visible ({outcome})")
+        raise RuntimeError(f"freshness {crm} {mode} on {kind}: no change was ever visible ({outcome})")
     p50, p95 = statistics.median(lags), _percentile(lags, 0.95)
     span = outcome["changed"][-1] - outcome["changed"][0] if len(outcome["changed"]) > 1 else 0.0
     notes = {
+        "crm": CRMS[crm].name,
         "api_p50_s": round(p50, 3),
         "api_p95_s": round(p95, 3),
         "api_max_s": round(max(lags), 3),
@@ -475,7 +637,7 @@ def _result(size: str, kind: str, mode: str, outcome: dict[str, Any]) -> Result:
     return Result(
         scenario="freshness",
         size=f"{len(lags)}@{RATE[size] if judged else 'poll'}/s",
-        database=f"{kind}/{mode}",
+        database=_where(kind, crm, mode),
         records=len(lags),
         seconds=p50,
         rate=len(lags) / span if span else 0.0,
@@ -488,7 +650,7 @@ def _result(size: str, kind: str, mode: str, outcome: dict[str, Any]) -> Result:
     )
 
 
-def _burst(size: str, kind: str, outcome: dict[str, Any]) -> Result:
+def _burst(size: str, kind: str, crm: str, outcome: dict[str, Any]) -> Result:
     burst, seen = outcome["burst"], outcome["burst_visible"]
     arrived = outcome["final"] - outcome["base"]
     lost = outcome["changes"] - arrived
@@ -496,7 +658,7 @@ def _burst(size: str, kind: str, outcome: dict[str, Any]) -> Result:
     return Result(
         scenario="freshness",
         size=f"burst {len(burst)}@{BURST_RATE[size]}/s",
-        database=f"{kind}/push",
+        database=_where(kind, crm, "push"),
         records=len(burst),
         seconds=max(lags) if lags else 0.0,
         rate=len(burst) / max(burst[-1] - burst[0], 1e-9),
@@ -504,6 +666,7 @@ def _burst(size: str, kind: str, outcome: dict[str, Any]) -> Result:
         target="every change arrives, once",
         passed=(lost == 0) if size == "full" else None,
         notes={
+            "crm": CRMS[crm].name,
             "changes": outcome["changes"],
             "arrived": arrived,
             "lost": lost,
