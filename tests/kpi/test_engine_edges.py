@@ -221,3 +221,31 @@ def test_p90_is_the_nearest_rank_value(tmp_path: Path, session_factory: sessionm
     }
     (company,) = rows(session_factory, "cycle_p90", "all", "company").values()
     assert company.value == pytest.approx(9.0)  # 17 values: the ceil(15.3) = 16th is 9 days
+
+
+def test_a_kpis_version_moves_when_its_values_change_and_only_then(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """``values_changed_at`` is what readers cache against: a refresh that changed nothing keeps
+    it; one that changed values, or finds none recorded, moves it to its own time."""
+    from crm_perf_sync.kpi import repository as kpi_repo
+    from crm_perf_sync.models import KpiRefreshState
+
+    t0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+    def record(at: datetime, *, changed: bool, definition: str = "d1") -> tuple[datetime | None, ...]:
+        with session_scope(session_factory) as session:
+            kpi_repo.record_refresh(session.connection(), "won_deals", definition, "c1", at, changed=changed)
+        with session_scope(session_factory) as session:
+            state = session.get(KpiRefreshState, "won_deals")
+            assert state is not None
+            assert (state.definition_hash, state.context_hash) == (definition, "c1")
+            return state.refreshed_at, state.values_changed_at, kpi_repo.results_version(session)
+
+    assert record(t0, changed=False) == (t0, t0, t0)  # first recorded: a version
+    t1, t2, t3 = (t0 + timedelta(minutes=n) for n in (1, 2, 3))
+    assert record(t1, changed=False, definition="d2") == (t1, t0, t0)  # nothing changed: kept
+    assert record(t2, changed=True) == (t2, t2, t2)
+    with session_scope(session_factory) as session:
+        session.get_one(KpiRefreshState, "won_deals").values_changed_at = None
+    assert record(t3, changed=False) == (t3, t3, t3)  # none recorded: this one

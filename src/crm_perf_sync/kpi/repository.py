@@ -28,8 +28,9 @@ from sqlalchemy import (
 )
 from sqlalchemy import table as table_clause
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_perf_sync.kit.bulk import bulk_insert
@@ -168,18 +169,28 @@ def refresh_states(conn: Connection) -> dict[str, tuple[str, str]]:
 def record_refresh(
     conn: Connection, kpi_id: str, definition_hash: str, context_hash: str, now: datetime, *, changed: bool
 ) -> None:
-    """What a KPI's values now reflect; ``changed``: the refresh wrote or removed some of them."""
-    previous = conn.execute(
-        select(KpiRefreshState.values_changed_at).where(KpiRefreshState.kpi_id == kpi_id)
-    ).scalar_one_or_none()
-    conn.execute(delete(KpiRefreshState).where(KpiRefreshState.kpi_id == kpi_id))
+    """What a KPI's values now reflect; ``changed``: the refresh wrote or removed some of them
+    (the version readers cache against moves then, and when the KPI had none). One upsert: a
+    push's refresh records this for every KPI it brought up to date."""
+    upsert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    new = upsert(KpiRefreshState).values(
+        kpi_id=kpi_id,
+        definition_hash=definition_hash,
+        context_hash=context_hash,
+        refreshed_at=now,
+        values_changed_at=now,
+    )
+    moved = new.excluded.values_changed_at
+    kept = moved if changed else func.coalesce(KpiRefreshState.values_changed_at, moved)
     conn.execute(
-        insert(KpiRefreshState).values(
-            kpi_id=kpi_id,
-            definition_hash=definition_hash,
-            context_hash=context_hash,
-            refreshed_at=now,
-            values_changed_at=now if changed or previous is None else previous,
+        new.on_conflict_do_update(
+            index_elements=[KpiRefreshState.kpi_id],
+            set_={
+                "definition_hash": new.excluded.definition_hash,
+                "context_hash": new.excluded.context_hash,
+                "refreshed_at": new.excluded.refreshed_at,
+                "values_changed_at": kept,
+            },
         )
     )
 
@@ -192,6 +203,13 @@ def values_version(session: Session | Connection, kpi_id: str) -> datetime | Non
     """When the KPI's values last changed (``None``: never computed)."""
     stmt = select(KpiRefreshState.values_changed_at).where(KpiRefreshState.kpi_id == kpi_id)
     return session.execute(stmt).scalar_one_or_none()
+
+
+def results_version(session: Session | Connection) -> datetime | None:
+    """When any KPI's values last changed (``None``: none computed yet)."""
+    stmt = select(func.max(KpiRefreshState.values_changed_at)).where(KpiRefreshState.kpi_id != REFRESH_MARK)
+    found: datetime | None = session.execute(stmt).scalar_one()
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,6 +407,32 @@ CellKey = tuple[str, str, str, str, str, str]
 Cells = Mapping[tuple[str, str], set[tuple[str, str]] | None]
 
 
+def _in_cells(cells: Cells) -> list[ColumnElement[bool]]:
+    """Conditions that between them select exactly ``cells`` of a KPI's values, in as few
+    statements as their shape allows: a grain's whole periods together (500 at a time), and the
+    periods changed in the same scopes together (a push's wins touch the same reps, teams and
+    company in the current week, month, quarter, year and all time: one statement, not five)."""
+    whole: dict[str, list[str]] = defaultdict(list)
+    alike: dict[frozenset[tuple[str, str]], list[tuple[str, str]]] = defaultdict(list)
+    for period, scopes in sorted(cells.items(), key=lambda item: item[0]):
+        if scopes is None:
+            whole[period[0]].append(period[1])
+        elif scopes:
+            alike[frozenset(scopes)].append(period)
+    found: list[ColumnElement[bool]] = []
+    for grain, keys in sorted(whole.items()):
+        for start in range(0, len(keys), 500):
+            found.append(and_(KpiValue.grain == grain, KpiValue.period_key.in_(keys[start : start + 500])))
+    for shared, periods in sorted(alike.items(), key=lambda item: item[1]):
+        in_periods = (
+            and_(KpiValue.grain == periods[0][0], KpiValue.period_key == periods[0][1])
+            if len(periods) == 1
+            else tuple_(KpiValue.grain, KpiValue.period_key).in_(periods)
+        )
+        found.append(and_(in_periods, tuple_(KpiValue.scope, KpiValue.scope_id).in_(sorted(shared))))
+    return found
+
+
 _STORED_CELL = select(
     KpiValue.id,
     KpiValue.grain,
@@ -414,19 +458,7 @@ def stored_cells(
     not among all of the KPI's values."""
     cells: Cells = periods if isinstance(periods, Mapping) else dict.fromkeys(periods)
     mine = _STORED_CELL.where(KpiValue.kpi_id == kpi_id, KpiValue.dimension == dimension)
-    statements: list[Executable] = []
-    whole: dict[str, set[str]] = defaultdict(set)
-    for (grain, key), scopes in sorted(cells.items(), key=lambda item: item[0]):
-        if scopes is None:
-            whole[grain].add(key)
-        elif scopes:
-            in_scopes = tuple_(KpiValue.scope, KpiValue.scope_id).in_(sorted(scopes))
-            statements.append(mine.where(KpiValue.grain == grain, KpiValue.period_key == key, in_scopes))
-    for grain, found in sorted(whole.items()):
-        keys = sorted(found)
-        for start in range(0, len(keys), 500):
-            in_periods = KpiValue.period_key.in_(keys[start : start + 500])
-            statements.append(mine.where(KpiValue.grain == grain, in_periods))
+    statements = [mine.where(condition) for condition in _in_cells(cells)]
     out: dict[CellKey, StoredCell] = {}
     for statement in statements:
         # Unpacked as plain tuples: a push's refresh reads thousands of these.
@@ -480,41 +512,16 @@ def total_values(
     )
     if only is None:
         return list(conn.execute(stmt))
-    whole: dict[str, list[str]] = defaultdict(list)
     out: list[Any] = []
-    for (grain, key), scopes in sorted(only.items(), key=lambda item: item[0]):
-        if grain not in grains:
-            continue
-        if scopes is None:
-            whole[grain].append(key)
-        elif scopes:
-            out += conn.execute(
-                stmt.where(
-                    KpiValue.grain == grain,
-                    KpiValue.period_key == key,
-                    tuple_(KpiValue.scope, KpiValue.scope_id).in_(sorted(scopes)),
-                )
-            )
-    for grain, keys in whole.items():
-        out += conn.execute(stmt.where(KpiValue.grain == grain, KpiValue.period_key.in_(keys)))
+    for condition in _in_cells({period: scopes for period, scopes in only.items() if period[0] in grains}):
+        out += conn.execute(stmt.where(condition))
     return out
 
 
 def delete_cells(conn: Connection, kpi_id: str, cells: Cells) -> None:
     """Delete a KPI's totals (no breakdowns) in these cells."""
-    for (grain, key), scopes in sorted(cells.items(), key=lambda item: item[0]):
-        if scopes is None:
-            delete_periods(conn, kpi_id, grain, "", {key})
-        elif scopes:
-            conn.execute(
-                delete(KpiValue).where(
-                    KpiValue.kpi_id == kpi_id,
-                    KpiValue.grain == grain,
-                    KpiValue.dimension == "",
-                    KpiValue.period_key == key,
-                    tuple_(KpiValue.scope, KpiValue.scope_id).in_(sorted(scopes)),
-                )
-            )
+    for condition in _in_cells(cells):
+        conn.execute(delete(KpiValue).where(KpiValue.kpi_id == kpi_id, KpiValue.dimension == "", condition))
 
 
 def stored_value(
