@@ -92,6 +92,12 @@ class ApiContext:
             self.versions.get(("values", kpi_id), lambda: kpi_repo.values_version(session, kpi_id))
         )
 
+    def results_version(self, session: Session) -> str:
+        """The version of the KPI values as a whole, as text: when any of them last changed
+        (``""`` before the first refresh); read at most every ``VERSION_SECONDS``."""
+        found = self.versions.get(("results",), lambda: kpi_repo.results_version(session))
+        return found.isoformat() if found is not None else ""
+
     def scores_version(self, session: Session, scorecard_id: str) -> Version:
         load = lambda: scores_repo.scores_version(session, scorecard_id)  # noqa: E731
         return Version(self.versions.get(("scores", scorecard_id), load))

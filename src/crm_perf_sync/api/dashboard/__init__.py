@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from crm_perf_sync.api.dashboard import analysis, monitor
+from crm_perf_sync.api.dashboard import analysis, live, monitor
 from crm_perf_sync.api.dashboard.auth import SignInRequired, sign_in_url
 from crm_perf_sync.api.dashboard.pages import STATIC, render, router
 from crm_perf_sync.kit.errors import AppError
@@ -31,6 +31,7 @@ def install(app: FastAPI) -> None:
     app.include_router(router)
     app.include_router(analysis.router)
     app.include_router(monitor.router)
+    app.include_router(live.router)
     app.mount(PREFIX + "/static", StaticFiles(directory=STATIC), name="dashboard-static")
     api_error = app.exception_handlers[AppError]
     api_invalid = app.exception_handlers[RequestValidationError]

@@ -29,6 +29,7 @@ def funnel_page(
     team: Annotated[str | None, Query(max_length=600)] = None,
     owner: Annotated[str | None, Query(max_length=600)] = None,
 ) -> Response:
+    live = ctx.results_version(session)
     service = ctx.kpi_service()
     scope, scope_id = views.chosen_scope(session, team, owner)
     shown = views.funnel(session, service, kpi, grain, period, scope, scope_id, utc_now())
@@ -36,6 +37,7 @@ def funnel_page(
         request,
         "funnel.html",
         viewer,
+        live=live,
         page="funnel",
         funnel=shown,
         choices=views.scope_choices(session),

@@ -116,6 +116,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "stale.last_success": ("last successful sync", "上次成功同步"),
     "stale.lag": ("behind by", "滞后"),
     "fresh": ("Data as of", "数据更新于"),
+    "live.updated": ("Updated at {time}", "已于 {time} 更新"),
     "leaderboard.title": ("Scorecard leaderboard", "评分卡排行榜"),
     "rank": ("Rank", "排名"),
     "team_rank": ("Team rank", "团队排名"),

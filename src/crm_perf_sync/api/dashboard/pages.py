@@ -288,12 +288,14 @@ def overview_page(
     grain: Annotated[GrainParam, Query()] = "month",
     period: Annotated[str | None, Query(max_length=20)] = None,
 ) -> Response:
+    live = ctx.results_version(session)  # before the values: never newer than what is shown
     service = ctx.kpi_service()
     shown = views.overview(session, service, grain, period, utc_now())
     return render(
         request,
         "overview.html",
         viewer,
+        live=live,
         page="overview",
         overview=shown,
         grains=views.GRAINS,
@@ -347,6 +349,7 @@ def leaderboard_page(
     # The content depends only on the scores (their version), the reps' and teams' names, the
     # filter and how numbers are read: rendered once per version of these, then served from the
     # API's response cache.
+    live = ctx.results_version(session)
     service = ctx.kpi_service()
     cards = service.section.scorecards
     card_id = scorecard or (cards[0].id if cards else None)
@@ -365,7 +368,8 @@ def leaderboard_page(
         cached = Rendered(html.encode(), "text/html", {})
         if version is not None:
             ctx.responses.put(key, cached)
-    return render(request, "leaderboard.html", viewer, page="leaderboard", body=Markup(cached.body.decode()))
+    body = Markup(cached.body.decode())
+    return render(request, "leaderboard.html", viewer, live=live, page="leaderboard", body=body)
 
 
 @router.get("/dashboard/rep", response_class=HTMLResponse)
@@ -377,11 +381,13 @@ def rep_page(
     owner: Annotated[str, Query(max_length=600)],
     grain: Annotated[Literal["week", "month", "quarter", "year"], Query()] = "month",
 ) -> Response:
+    live = ctx.results_version(session)
     shown = views.rep(session, ctx.kpi_service(), owner, grain, utc_now())
     return render(
         request,
         "rep.html",
         viewer,
+        live=live,
         page="leaderboard",
         rep=shown,
         kpis=ctx.kpi_service().kpis,
@@ -401,8 +407,9 @@ def incentives_page(
     plan: Annotated[str | None, Query(max_length=63)] = None,
     period: Annotated[str | None, Query(max_length=20)] = None,
 ) -> Response:
+    live = ctx.results_version(session)
     shown = views.incentives(session, ctx.incentives(session), plan or None, period or None, utc_now())
-    return render(request, "incentives.html", viewer, page="incentives", view=shown)
+    return render(request, "incentives.html", viewer, live=live, page="incentives", view=shown)
 
 
 @router.get("/dashboard/incentives/statement", response_class=HTMLResponse)

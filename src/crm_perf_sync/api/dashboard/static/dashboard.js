@@ -64,9 +64,12 @@
     }
   };
 
+  var charts = [];
+
   function draw() {
     if (!window.echarts) return;
-    var charts = [];
+    charts.forEach(function (c) { c.dispose(); });
+    charts = [];
     document.querySelectorAll("[data-chart]").forEach(function (el) {
       var d = data(el), kind = kinds[el.getAttribute("data-chart")];
       if (!d || !kind) return;
@@ -76,8 +79,85 @@
       el.setAttribute("data-drawn", "true");
     });
     document.body.setAttribute("data-charts-drawn", String(charts.length));
-    window.addEventListener("resize", function () { charts.forEach(function (c) { c.resize(); }); });
   }
+  window.addEventListener("resize", function () { charts.forEach(function (c) { c.resize(); }); });
+
+  // Live pages (<body data-live="version">): when the server says the results changed, the page
+  // fetches itself again and swaps its <main> in place (see api/dashboard/live.py). Not while
+  // someone is typing in one of its fields: then once they leave it.
+  function live() {
+    var body = document.body;
+    if (!body.hasAttribute("data-live") || !window.EventSource || !window.fetch || !window.DOMParser) return;
+    var busy = false, again = false, waiting = false;
+    var status = document.getElementById("live-status");
+
+    function editing() {
+      var el = document.activeElement;
+      return !!(el && el.closest && el.closest("#main") && el.matches("input, select, textarea"));
+    }
+
+    function refocus(main, active) {
+      // The element the keyboard was on, found again in the new content by its link.
+      if (!active || !active.closest || !active.closest("#main")) return;
+      var href = active.getAttribute && active.getAttribute("href");
+      var again = href && Array.prototype.find.call(main.querySelectorAll("a[href]"), function (a) {
+        return a.getAttribute("href") === href;
+      });
+      (again || main).focus({preventScroll: true});
+    }
+
+    function swap(html) {
+      var fresh = new DOMParser().parseFromString(html, "text/html");
+      var main = fresh.getElementById("main"), old = document.getElementById("main");
+      if (!main || !old) return;
+      var active = document.activeElement;
+      main.setAttribute("tabindex", "-1");
+      old.replaceWith(document.adoptNode(main));
+      refocus(main, active);
+      body.setAttribute("data-live", fresh.body.getAttribute("data-live") || "");
+      draw();
+      if (status) {
+        var time = new Date().toLocaleTimeString(lang);
+        status.textContent = status.getAttribute("data-updated").replace("{time}", time);
+      }
+      body.setAttribute("data-live-updates", String(Number(body.getAttribute("data-live-updates") || 0) + 1));
+    }
+
+    function update() {
+      if (busy) { again = true; return; }
+      if (editing()) {
+        if (!waiting) {
+          waiting = true;
+          document.getElementById("main").addEventListener("focusout", function later() {
+            this.removeEventListener("focusout", later);
+            waiting = false;
+            setTimeout(update, 0);
+          });
+        }
+        return;
+      }
+      busy = true;
+      fetch(window.location.href, {credentials: "same-origin", headers: {Accept: "text/html"}})
+        .then(function (answer) {
+          // Signed out meanwhile: the page stays as it is; the next full load asks to sign in.
+          if (!answer.ok || answer.redirected) throw new Error("not refreshed");
+          return answer.text();
+        })
+        .then(swap)
+        .catch(function () {})
+        .then(function () {
+          busy = false;
+          if (again) { again = false; update(); }
+        });
+    }
+
+    var source = new EventSource("/dashboard/updates?since=" + encodeURIComponent(body.getAttribute("data-live")));
+    source.addEventListener("refreshed", function (event) {
+      if (JSON.parse(event.data).version !== body.getAttribute("data-live")) update();
+    });
+  }
+
+  function start() { draw(); live(); }
 
   // Forms that ask before they act (removing a target).
   document.addEventListener("submit", function (event) {
@@ -85,6 +165,6 @@
     if (ask && !window.confirm(ask)) event.preventDefault();
   });
 
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", draw);
-  else draw();
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
 })();
