@@ -233,6 +233,27 @@ def test_filters_on_widgets(maven: JiandaoyunEmulator) -> None:
     assert count("and", nothing) == 0
 
 
+def test_records_listed_by_id_come_in_id_order_paged_and_filtered_further(maven: JiandaoyunEmulator) -> None:
+    """A push's records fetched by id (``_id in``): only those, in data-id order, a page at a time
+    after ``data_id``, and with the filter's other conditions applied."""
+    stage = name(maven, "销售阶段")
+    records, _ = every(maven, fields=[stage])
+    chosen = records[::97][:60]
+    listed = [r["_id"] for r in reversed(chosen)] + ["0" * 24]  # any order; one id of no record
+    by_id = {"field": "_id", "method": "in", "value": listed}
+    got, sizes = every(maven, limit=25, filter={"rel": "and", "cond": [by_id]}, fields=[stage])
+    assert [r["_id"] for r in got] == [r["_id"] for r in chosen]
+    assert sizes == [25, 25, 10]
+    won = {"field": stage, "method": "eq", "value": ["赢单"]}
+    got, _ = every(maven, limit=25, filter={"rel": "and", "cond": [won, by_id]}, fields=[stage])
+    assert [r["_id"] for r in got] == [r["_id"] for r in chosen if r[stage] == "赢单"]
+    assert 0 < len(got) < len(chosen)
+    either, _ = every(maven, limit=25, filter={"rel": "or", "cond": [won, by_id]}, fields=[stage])
+    assert {r["_id"] for r in either} == {r["_id"] for r in records if r[stage] == "赢单"} | {
+        r["_id"] for r in chosen
+    }
+
+
 def test_datetime_filters_read_strings_without_an_offset_as_beijing_time(maven: JiandaoyunEmulator) -> None:
     engaged = name(maven, "接洽日期")
     rows = read_csv("sales_pipeline.csv")

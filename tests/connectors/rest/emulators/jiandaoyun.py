@@ -479,7 +479,10 @@ class JiandaoyunEmulator(Emulator):
             store = form.store
             pos = bisect.bisect_right(store.ids, start_id)
             window = None if predicate is None else _time_window(spec)
-            if predicate is None or window is None:
+            listed = None if predicate is None else _listed_ids(spec)
+            if predicate is not None and listed is not None:
+                found = self._lookup(store, pos, predicate, listed, limit)
+            elif predicate is None or window is None:
                 found = self._scan(store, pos, predicate, limit)
             else:
                 found = self._scan_window(store, pos, predicate, window, limit)
@@ -495,6 +498,12 @@ class JiandaoyunEmulator(Emulator):
                 found.append(pos)
             pos += 1
         return found
+
+    def _lookup(self, store: Store, pos: int, predicate: Predicate, ids: list[int], limit: int) -> list[int]:
+        """:meth:`_scan` when an ``and`` filter lists the data ids (a push's records fetched by
+        id): those records only, found by id as 简道云's own index would, not the whole form."""
+        found = sorted(p for i in ids if (p := store.find(i)) is not None and p >= pos)
+        return [p for p in found if predicate(store, p)][:limit]
 
     def _scan_window(
         self, store: Store, pos: int, predicate: Predicate, window: Window, limit: int
@@ -693,6 +702,16 @@ def _time_window(spec: Any) -> Window | None:
             low = None if values[0] is None else parse_instant(values[0])
             high = low if cond["method"] == "eq" else None if values[1] is None else parse_instant(values[1])
             return cond["field"], low, high
+    return None
+
+
+def _listed_ids(spec: Any) -> list[int] | None:
+    """The data ids an ``and`` filter (already validated) requires with ``in``, if any."""
+    if spec.get("rel") != "and":
+        return None
+    for cond in spec["cond"]:
+        if cond["field"] in ("_id", "data_id") and cond["method"] == "in":
+            return [int(v, 16) for v in cond["value"]]  # each checked by _id_value
     return None
 
 
