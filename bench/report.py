@@ -62,10 +62,13 @@ DETAILS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "webhooks": (("worst_s", "alert → receiver, worst (s)"), ("verified_signatures", "verified")),
     "freshness": (
+        ("crm", "CRM"),
         ("api_p50_s", "CRM → API p50 (s)"),
         ("api_p95_s", "CRM → API p95 (s)"),
         ("alert_p50_s", "CRM → alert p50 (s)"),
         ("alert_p95_s", "CRM → alert p95 (s)"),
+        ("dashboard_p50_s", "CRM → open dashboard p50 (s)"),
+        ("dashboard_p95_s", "CRM → open dashboard p95 (s)"),
         ("store_deals", "deals in the store"),
         ("arrived", "burst: arrived"),
         ("lost", "burst: lost"),
