@@ -37,7 +37,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -235,12 +235,21 @@ def _signed(body: bytes, url: str) -> dict[str, str]:
     }
 
 
-def _acknowledged(url: str, body: bytes, headers: dict[str, str]) -> None:
-    """POST until answered 200, as the CRMs retry what was not acknowledged."""
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    for _ in range(10):
+#: How long a CRM goes on retrying a push nobody acknowledged (HubSpot: up to a day).
+RETRY_SECONDS = 900.0
+
+
+def _acknowledged(request: Callable[[], tuple[str, bytes, dict[str, str]]]) -> None:
+    """POST until answered 200, as the CRMs retry what was not acknowledged: ``request`` gives
+    the URL, the body and the headers, signed anew at each attempt as the CRM signs what it sends
+    (a push that waited in the sender's queue is not refused as a replay)."""
+    deadline = time.monotonic() + RETRY_SECONDS
+    while time.monotonic() < deadline:
+        url, body, headers = request()
         try:
-            with urllib.request.urlopen(request, timeout=30) as answer:
+            with urllib.request.urlopen(
+                urllib.request.Request(url, data=body, headers=headers, method="POST"), timeout=30
+            ) as answer:
                 if answer.status == 200:
                     return
         except (urllib.error.URLError, OSError):
@@ -281,7 +290,7 @@ class Batched(Pusher):
 
     def _post(self, events: list[Any]) -> None:
         body = json.dumps(events).encode()
-        _acknowledged(self.ingest, body, _signed(body, self.ingest))
+        _acknowledged(lambda: (self.ingest, body, _signed(body, self.ingest)))
 
     def finish(self) -> None:
         if self.pending:
@@ -301,12 +310,21 @@ class EachOnItsOwn(Pusher):
         self.sent: list[Any] = []
 
     def add(self, event: Any) -> None:
+        import uuid
+
         from tests.connectors.rest.jiandaoyun_pushes import delivery
 
         from crm_perf_sync.kit.timeutil import utc_now
 
-        sent = delivery("data_update", event, secret=SECRET, at=utc_now(), url=self.ingest)
-        self.sent.append(self.pool.submit(_acknowledged, sent.url, sent.body, sent.headers))
+        deliver_id = f"sha1={uuid.uuid4().hex}"  # the same on every attempt, as 简道云 retries
+
+        def signed() -> tuple[str, bytes, dict[str, str]]:
+            sent = delivery(
+                "data_update", event, secret=SECRET, at=utc_now(), url=self.ingest, deliver_id=deliver_id
+            )
+            return sent.url, sent.body, sent.headers
+
+        self.sent.append(self.pool.submit(_acknowledged, signed))
 
     def finish(self) -> None:
         self.pool.shutdown(wait=True)
