@@ -100,10 +100,10 @@
       // The element the keyboard was on, found again in the new content by its link.
       if (!active || !active.closest || !active.closest("#main")) return;
       var href = active.getAttribute && active.getAttribute("href");
-      var again = href && Array.prototype.find.call(main.querySelectorAll("a[href]"), function (a) {
+      var same = href && Array.prototype.find.call(main.querySelectorAll("a[href]"), function (a) {
         return a.getAttribute("href") === href;
       });
-      (again || main).focus({preventScroll: true});
+      (same || main).focus({preventScroll: true});
     }
 
     function swap(html) {
