@@ -6,7 +6,9 @@ accounts whose deals the change log touched are read in their state before and a
 change, and the difference is added to the stored cells. Which deal is an account's first
 depends on all of that account's deals, which is why the whole account is read again and not
 only its changed deals. Retention has values up to the last period with any won deal: when a
-change moves that period, values appear or go for every account.
+change moves that period, values appear or go for every account. Deals that cannot move a value
+(a retention value's other periods; the unchanged deals of an account whose first won date stayed,
+for repeat revenue) are left out of the difference.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def apply_customer_changes(run: Computation, kpi: CustomerKpi, digest: str, touc
     touched_accounts = _touched_accounts(run, kpi)
     if touched_accounts is None:
         return 0
-    part, old_versions, before, after = touched_accounts
+    part, old_versions, new_versions, before, after = touched_accounts
     rollup = run.rollup()
     fresh: dict[tuple[Grain, Scope], dict[Key, Computed]] = {}
     gone: set[tuple[Grain, int]] = set()
@@ -68,8 +70,9 @@ def apply_customer_changes(run: Computation, kpi: CustomerKpi, digest: str, touc
             return None
         cutoff = {grain: min(old, new) for grain, (old, new) in lasts.items()}
         fresh, gone = _moved_last(run, part, lasts)
-    old_cells = _contributions(run, kpi, rollup, before, cutoff)
-    new_cells = _contributions(run, kpi, rollup, after, cutoff)
+    old_cells, new_cells = _contributions(
+        run, kpi, rollup, before, after, [*old_versions, *new_versions], cutoff
+    )
     deltas: dict[tuple[Grain, Scope, Key], Parts] = {}
     for cells, sign in ((new_cells, 1), (old_cells, -1)):
         for (grain, scope), values in cells.items():
@@ -84,15 +87,18 @@ def apply_customer_changes(run: Computation, kpi: CustomerKpi, digest: str, touc
     return _write(run, kpi, digest, deltas, fresh, gone, touched)
 
 
-def _touched_accounts(
-    run: Computation, kpi: CustomerKpi
-) -> tuple[Part, list[WonDeal], list[WonDeal], list[WonDeal]] | None:
+#: The part read, the counted old and the current versions of the changed deals, and the won deals
+#: of their accounts before the change and after it.
+TouchedAccounts = tuple[Part, list[WonDeal], list[WonDeal], list[WonDeal], list[WonDeal]]
+
+
+def _touched_accounts(run: Computation, kpi: CustomerKpi) -> TouchedAccounts | None:
     """The won deals of every account the change log touched, before the change and after it
-    (read once per refresh for all customer KPIs on the same deals), with the counted old
-    versions of the changed deals; ``None`` when no account was touched."""
+    (read once per refresh for all customer KPIs on the same deals), with the counted old and
+    the current versions of the changed deals; ``None`` when no account was touched."""
     key = ("customer accounts", kpi.measure.model_dump_json())
     if key in run.shared:
-        found: tuple[Part, list[WonDeal], list[WonDeal], list[WonDeal]] | None = run.shared[key]
+        found: TouchedAccounts | None = run.shared[key]
         return found
     conn, calendar = run.conn, run.calendar
     entity = kpi.measure.entity
@@ -106,7 +112,7 @@ def _touched_accounts(
         after = _deals_of(conn, part, calendar, accounts)
         changed = _changed_ids(conn, entity)
         before = [d for d in after if (d.connection_id, d.external_id) not in changed] + old_versions
-        found = (part, old_versions, sorted(before, key=_order), sorted(after, key=_order))
+        found = (part, old_versions, new_versions, sorted(before, key=_order), sorted(after, key=_order))
     run.shared[key] = found
     return found
 
@@ -156,20 +162,71 @@ def _deals_of(conn: Connection, part: Part, calendar: Calendar, accounts: set[Ac
     return read_won_deals(conn, won_deals_query(part, calendar).where(by_account))
 
 
+Cells = dict[tuple[Grain, Scope], dict[Key, Computed]]
+
+
 def _contributions(
-    run: Computation, kpi: CustomerKpi, rollup: Rollup, deals: list[WonDeal], cutoff: dict[Grain, int] | None
-) -> dict[tuple[Grain, Scope], dict[Key, Computed]]:
-    """The values these deals' accounts alone would have: their share of every stored value."""
-    out = empty_values(run)
+    run: Computation,
+    kpi: CustomerKpi,
+    rollup: Rollup,
+    before: list[WonDeal],
+    after: list[WonDeal],
+    changed: list[WonDeal],
+    cutoff: dict[Grain, int] | None,
+) -> tuple[Cells, Cells]:
+    """The values the touched accounts alone have before the change and after it: their share of
+    every stored value. Values that come out the same in both states cancel out, so the deals
+    that cannot move a value are left out of both (see :func:`_repeat_share_moves` and
+    :func:`_retention_moves`); ``changed`` are the changed deals' old and current versions."""
+    old, new = empty_values(run), empty_values(run)
     if kpi.stat == "new":
-        first = first_won(deals)
-        firsts = [d for d in deals if d.ordered_by == first[(d.connection_id, d.account)]]
-        count_new(rollup, run.grains, firsts, out)
+        for deals, out in ((before, old), (after, new)):
+            first = first_won(deals)
+            firsts = [d for d in deals if d.ordered_by == first[(d.connection_id, d.account)]]
+            count_new(rollup, run.grains, firsts, out)
     elif kpi.stat == "repeat_revenue_share":
-        share_values(rollup, revenue_rows(deals), out)
+        for deals, first, out in _repeat_share_moves(before, after, changed, old, new):
+            share_values(rollup, revenue_rows(deals, first), out)
     else:
-        retention_values(rollup, run.grains, deals, out, cutoff)
-    return out
+        for grain, window in _retention_moves(run, rollup, changed).items():
+            for deals, out in ((before, old), (after, new)):
+                inside = [deal for deal in deals if period_of(rollup, grain, deal) in window]
+                retention_values(rollup, [grain], inside, out, cutoff)
+    return old, new
+
+
+def _repeat_share_moves(
+    before: list[WonDeal], after: list[WonDeal], changed: list[WonDeal], old: Cells, new: Cells
+) -> list[tuple[list[WonDeal], dict[Account, Any], Cells]]:
+    """Per state, the deals whose repeat revenue can differ between the two, with the accounts'
+    first won dates in that state: the changed deals, and every deal of an account whose first
+    date moved (whether a deal is repeat revenue depends on it)."""
+    first_before, first_after = first_won(before), first_won(after)
+    moved = {a for a in first_before.keys() | first_after.keys() if first_before.get(a) != first_after.get(a)}
+    ids = {(deal.connection_id, deal.external_id) for deal in changed}
+
+    def may_move(deal: WonDeal) -> bool:
+        return (deal.connection_id, deal.account) in moved or (deal.connection_id, deal.external_id) in ids
+
+    return [
+        ([d for d in before if may_move(d)], first_before, old),
+        ([d for d in after if may_move(d)], first_after, new),
+    ]
+
+
+def _retention_moves(run: Computation, rollup: Rollup, changed: list[WonDeal]) -> dict[Grain, set[int]]:
+    """Per grain, the periods whose deals a retention value that can move reads. A value compares
+    a period's accounts with the period before's, so only the values of the changed deals'
+    periods (old and current versions) and of the periods after them move; they read those
+    periods and the ones before them."""
+    near: dict[Grain, set[int]] = {}
+    for grain in run.grains:
+        if grain == "all":
+            continue
+        step = periods.STEP[grain]
+        found = {period_of(rollup, grain, deal) for deal in changed}
+        near[grain] = {period + k * step for period in found if period is not None for k in (-1, 0, 1)}
+    return near
 
 
 def _last_periods(

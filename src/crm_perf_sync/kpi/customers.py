@@ -217,9 +217,9 @@ def share_values(
             out[cell][key] = (value, part, total.total, total.records)
 
 
-def revenue_rows(deals: list[WonDeal]) -> list[RevenueRow]:
-    """What :func:`_repeat_share` reads from the database, from deals in memory."""
-    first = first_won(deals)
+def revenue_rows(deals: list[WonDeal], first: dict[Account, Any]) -> list[RevenueRow]:
+    """What :func:`_repeat_share` reads from the database, from deals in memory (``first``: their
+    accounts' first won dates)."""
     sums: dict[tuple[int | None, int | None, str, str | None, str], tuple[float, float, int]] = {}
     for deal in deals:
         if deal.amount is None:
