@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -249,3 +250,81 @@ def test_a_kpis_version_moves_when_its_values_change_and_only_then(
     with session_scope(session_factory) as session:
         session.get_one(KpiRefreshState, "won_deals").values_changed_at = None
     assert record(t3, changed=False) == (t3, t3, t3)  # none recorded: this one
+
+
+def test_a_turns_cells_in_many_periods_are_read_and_deleted_in_one_statement_each(
+    tmp_path: Path, session_factory: sessionmaker[Session]
+) -> None:
+    """Wins of deals created in many weeks touch a funnel's cells in as many periods, each in its
+    own set of scopes: the stored cells are read in one statement (plus one per grain of whole
+    periods), whatever the number of periods, and exactly the cells asked for come back; deleting
+    them deletes those and no other. On PostgreSQL the values' statistics are fresh after a
+    refresh that recomputed KPIs whole, so these lookups are planned for the table's real size."""
+    from sqlalchemy import event, func, text
+
+    from crm_perf_sync.kpi import repository as kpi_repo
+
+    deals = [
+        closed(
+            10 * n + k, owner, n % 3 != 0, T + timedelta(days=7 * n), created_at=T + timedelta(days=7 * n - 3)
+        )
+        for n in range(1, 40)
+        for k, owner in enumerate(("ana",) if n % 2 else ("bo", "cy"))
+    ]
+    job = load(tmp_path, session_factory, {"teams": TEAMS, "owners": OWNERS, "opportunities": deals})
+    job.refresh()
+    with session_scope(session_factory) as session:
+        stored = session.scalars(select(KpiValue).where(KpiValue.kpi_id == "win_rate")).all()
+        everything = {
+            (v.grain, v.scope, v.period_key, v.scope_id, v.currency, v.dimension_value): v for v in stored
+        }
+        if session.get_bind().dialect.name == "postgresql":
+            analyzed = session.scalar(text("SELECT reltuples FROM pg_class WHERE relname = 'kpi_value'"))
+            assert analyzed == session.scalar(select(func.count()).select_from(KpiValue))
+    weeks = sorted({key[2] for key in everything if key[0] == "week"})
+    assert len(weeks) >= 30
+    # The weeks in two alternating sets of scopes; one month whole; a year where nothing is stored.
+    cells: dict[tuple[str, str], set[tuple[str, str]] | None] = {}
+    for n, week in enumerate(weeks):
+        alternate = {("team", "crm:dach"), ("owner", "crm:cy")}
+        cells["week", week] = alternate if n % 2 else {("company", "company"), ("owner", "crm:ana")}
+    month = next(key[2] for key in everything if key[0] == "month")
+    cells["month", month] = None
+    cells["year", "2099-01-01"] = {("company", "company")}
+
+    def wanted(key: tuple[str, ...]) -> bool:
+        if (key[0], key[2]) not in cells:
+            return False
+        scopes = cells[key[0], key[2]]
+        return scopes is None or (key[1], key[3]) in scopes
+
+    expected = {key for key in everything if wanted(key) and key[5] == ""}
+    assert len(expected) > 40
+    engine = session_factory.kw["bind"]
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:  # noqa: ARG001
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        with session_scope(session_factory) as session:
+            found = kpi_repo.stored_cells(session.connection(), "win_rate", "", cells)
+            read = len(statements)
+            totals = kpi_repo.total_values(session.connection(), "win_rate", ["week", "month", "year"], cells)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert read == 2  # the month's whole period, and every named cell
+    assert set(found) == expected
+    assert all(found[key].id == everything[key].id for key in expected)
+    assert all(found[key].numerator == everything[key].numerator for key in expected)
+    assert {
+        (r.grain, r.scope, r.period_key, r.scope_id, r.currency, r.dimension_value) for r in totals
+    } == expected
+
+    with session_scope(session_factory) as session:
+        kpi_repo.delete_cells(session.connection(), "win_rate", cells)
+    with session_scope(session_factory) as session:
+        left = session.scalars(select(KpiValue.id).where(KpiValue.kpi_id == "win_rate")).all()
+    assert set(left) == {v.id for key, v in everything.items() if key not in expected}

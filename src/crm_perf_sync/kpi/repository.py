@@ -24,6 +24,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    true,
     tuple_,
 )
 from sqlalchemy import table as table_clause
@@ -113,6 +114,15 @@ def replace_values(conn: Connection, kpi_id: str, rows: Sequence[dict[str, Any]]
     """Swap a KPI's values for ``rows`` (the caller's transaction makes the swap atomic)."""
     conn.execute(delete(KpiValue).where(KpiValue.kpi_id == kpi_id))
     bulk_insert(conn, KPI_VALUE, rows)
+
+
+def analyze_values(conn: Connection) -> None:
+    """Gather PostgreSQL's statistics of the values once KPIs were recomputed whole (in the
+    refresh's transaction, which they count). Autovacuum does so a minute or more later: until
+    then the first incremental refreshes would be planned for a table of a few rows, and look up
+    a turn's cells through the wrong index (a second instead of milliseconds)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("ANALYZE kpi_value")
 
 
 def values(
@@ -407,30 +417,71 @@ CellKey = tuple[str, str, str, str, str, str]
 Cells = Mapping[tuple[str, str], set[tuple[str, str]] | None]
 
 
-def _in_cells(cells: Cells) -> list[ColumnElement[bool]]:
-    """Conditions that between them select exactly ``cells`` of a KPI's values, in as few
-    statements as their shape allows: a grain's whole periods together (500 at a time), and the
-    periods changed in the same scopes together (a push's wins touch the same reps, teams and
-    company in the current week, month, quarter, year and all time: one statement, not five)."""
+#: A select of any columns.
+AnySelect = Select[*tuple[Any, ...]]
+
+
+def _whole_periods(cells: Cells) -> list[ColumnElement[bool]]:
+    """Conditions that between them select the whole periods of ``cells`` (those whose scopes are
+    not named): a grain's together, 500 at a time."""
     whole: dict[str, list[str]] = defaultdict(list)
-    alike: dict[frozenset[tuple[str, str]], list[tuple[str, str]]] = defaultdict(list)
-    for period, scopes in sorted(cells.items(), key=lambda item: item[0]):
+    for (grain, key), scopes in sorted(cells.items()):
         if scopes is None:
-            whole[period[0]].append(period[1])
-        elif scopes:
-            alike[frozenset(scopes)].append(period)
-    found: list[ColumnElement[bool]] = []
-    for grain, keys in sorted(whole.items()):
-        for start in range(0, len(keys), 500):
-            found.append(and_(KpiValue.grain == grain, KpiValue.period_key.in_(keys[start : start + 500])))
-    for shared, periods in sorted(alike.items(), key=lambda item: item[1]):
-        in_periods = (
-            and_(KpiValue.grain == periods[0][0], KpiValue.period_key == periods[0][1])
-            if len(periods) == 1
-            else tuple_(KpiValue.grain, KpiValue.period_key).in_(periods)
+            whole[grain].append(key)
+    return [
+        and_(KpiValue.grain == grain, KpiValue.period_key.in_(keys[start : start + 500]))
+        for grain, keys in sorted(whole.items())
+        for start in range(0, len(keys), 500)
+    ]
+
+
+def _in_named_cells(conn: Connection, stmt: AnySelect, cells: Cells) -> AnySelect | None:
+    """``stmt`` (a select from ``kpi_value``, narrowed to one KPI and breakdown) narrowed to the
+    cells of ``cells`` named by their scopes, looked up through the unique index; ``None`` when
+    none are named.
+
+    The cells are bound as one parameter, so the statement is the same however many there are: a
+    push's turn names hundreds of cells, in as many periods as the won deals were created in, and a
+    statement per shape of cells read them one slow statement after another. On SQLite they are a
+    JSON array in an IN list; on PostgreSQL arrays, unnested, with a LATERAL lookup per cell: its
+    planner, with statistics gathered while the table was small, would read all of the KPI's
+    values and hash or test each against the cells (a second instead of milliseconds).
+    """
+    named = sorted(
+        (grain, key, scope, scope_id)
+        for (grain, key), scopes in cells.items()
+        if scopes
+        for scope, scope_id in scopes
+    )
+    if not named:
+        return None
+    if conn.dialect.name != "postgresql":
+        listed = func.json_each(bindparam(None, orjson.dumps(named).decode())).table_valued("value")
+        cell_columns = (func.json_extract(listed.c.value, f"$[{i}]") for i in range(4))
+        in_cells = tuple_(KpiValue.grain, KpiValue.period_key, KpiValue.scope, KpiValue.scope_id).in_(
+            select(*cell_columns)
         )
-        found.append(and_(in_periods, tuple_(KpiValue.scope, KpiValue.scope_id).in_(sorted(shared))))
-    return found
+        return stmt.where(in_cells)
+    arrays = [bindparam(None, [row[i] for row in named], type_=ARRAY(String)) for i in range(4)]
+    cell = func.unnest(*arrays).table_valued("grain", "period_key", "scope", "scope_id").render_derived()
+    probe = stmt.where(
+        KpiValue.grain == cell.c.grain,
+        KpiValue.period_key == cell.c.period_key,
+        KpiValue.scope == cell.c.scope,
+        KpiValue.scope_id == cell.c.scope_id,
+    )
+    # OFFSET 0 keeps the subquery from being flattened into a join (which the planner may hash).
+    found = probe.offset(0).lateral("found")
+    return select(*found.c).select_from(cell).join(found, true())
+
+
+def _cell_statements(conn: Connection, stmt: AnySelect, cells: Cells) -> list[AnySelect]:
+    """``stmt`` (a select from ``kpi_value``, narrowed to one KPI and breakdown) as statements
+    that between them select exactly ``cells``: their whole periods (:func:`_whole_periods`) and
+    the cells named by their scopes (:func:`_in_named_cells`)."""
+    statements = [stmt.where(condition) for condition in _whole_periods(cells)]
+    named = _in_named_cells(conn, stmt, cells)
+    return statements if named is None else [*statements, named]
 
 
 _STORED_CELL = select(
@@ -458,7 +509,7 @@ def stored_cells(
     not among all of the KPI's values."""
     cells: Cells = periods if isinstance(periods, Mapping) else dict.fromkeys(periods)
     mine = _STORED_CELL.where(KpiValue.kpi_id == kpi_id, KpiValue.dimension == dimension)
-    statements = [mine.where(condition) for condition in _in_cells(cells)]
+    statements = _cell_statements(conn, mine, cells)
     out: dict[CellKey, StoredCell] = {}
     for statement in statements:
         # Unpacked as plain tuples: a push's refresh reads thousands of these.
@@ -512,16 +563,22 @@ def total_values(
     )
     if only is None:
         return list(conn.execute(stmt))
+    cells = {period: scopes for period, scopes in only.items() if period[0] in grains}
     out: list[Any] = []
-    for condition in _in_cells({period: scopes for period, scopes in only.items() if period[0] in grains}):
-        out += conn.execute(stmt.where(condition))
+    for statement in _cell_statements(conn, stmt, cells):
+        out += conn.execute(statement)
     return out
 
 
 def delete_cells(conn: Connection, kpi_id: str, cells: Cells) -> None:
     """Delete a KPI's totals (no breakdowns) in these cells."""
-    for condition in _in_cells(cells):
+    for condition in _whole_periods(cells):
         conn.execute(delete(KpiValue).where(KpiValue.kpi_id == kpi_id, KpiValue.dimension == "", condition))
+    mine = select(KpiValue.id).where(KpiValue.kpi_id == kpi_id, KpiValue.dimension == "")
+    named = _in_named_cells(conn, mine, cells)
+    ids = [] if named is None else list(conn.scalars(named))
+    if ids:
+        conn.execute(delete(KpiValue).where(ids_in(conn, KpiValue.id, ids)))
 
 
 def stored_value(

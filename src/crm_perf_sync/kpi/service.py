@@ -287,6 +287,8 @@ class KpiService:
             changed_values = whole or bool(outcome.rows.get(kpi.id))
             repo.record_refresh(conn, kpi.id, state, context, now, changed=changed_values)
             outcome.timings[kpi.id] = time.monotonic() - kpi_started
+        if outcome.recomputed:
+            repo.analyze_values(conn)
         for card in self.section.scorecards:
             card_started = time.monotonic()
             only: set[tuple[str, str]] | None = set()
