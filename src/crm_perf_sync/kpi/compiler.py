@@ -607,34 +607,6 @@ def percentile_query(
     )
 
 
-def rank_state_query(
-    calendar: Calendar, kpi_id: str, dimension: str | None, scope: Scope, stat: Literal["median", "p90"]
-) -> Select[Any]:
-    """The all-time values of a KPI per scope with what updating them later needs.
-
-    One row per cell and rank read (see :func:`_ranks`): ``(scope_id, currency, dim, rn, v,
-    below, equal, n, total)``, where ``below`` counts the cell's values less than ``v`` and
-    ``equal`` those equal to it. An all-time cell holds every record, so a later refresh moves
-    its statistic from this value by the few values the change log adds and removes instead of
-    ranking every record again (see :func:`neighbour_query`).
-    """
-    sample = SAMPLE
-    keys, source, where = _sample_cells(calendar, kpi_id, dimension, "all", scope)
-    cell = keys[1:]
-    values = select(*cell, sample.c.value.label("v")).select_from(source).where(*where).subquery("vals")
-    partition = [values.c.scope_id, values.c.currency, values.c.dim]
-    ranked = select(
-        *partition,
-        values.c.v,
-        func.row_number().over(partition_by=partition, order_by=values.c.v).label("rn"),
-        (func.rank().over(partition_by=partition, order_by=values.c.v) - 1).label("below"),
-        func.count().over(partition_by=[*partition, values.c.v]).label("equal"),
-        func.count().over(partition_by=partition).label("n"),
-        func.sum(values.c.v).over(partition_by=partition).label("total"),
-    ).subquery("ranked")
-    return select(ranked).where(ranked.c.rn.in_(_ranks(stat, ranked.c.n)))
-
-
 @dataclass(frozen=True, slots=True)
 class SampleCell:
     """One value of a median or percentile KPI: the :data:`SAMPLE` rows it ranks are the KPI's
@@ -655,8 +627,9 @@ CellQuery = tuple[Select[Any], dict[str, Any]]
 
 
 def cell_rank_state_query(cell: SampleCell, stat: Literal["median", "p90"]) -> CellQuery:
-    """:func:`rank_state_query` for one cell: its rows ``(rn, v, below, equal, n, total)``,
-    reading only the cell's samples (a rep's first value ranks that rep alone)."""
+    """One cell's values at the ranks its statistic reads: rows ``(rn, v, below, equal, n,
+    total)``, where ``below`` counts the cell's values less than ``v`` and ``equal`` those equal
+    to it; reading only the cell's samples (a rep's first value ranks that rep alone)."""
     months = _cell_months(cell)
     return _rank_state_statement(_CellShape.of(cell, months), stat), _cell_params(cell, months)
 

@@ -1,9 +1,11 @@
-"""Medians and percentiles (p90): ranked in the database, kept current by rank state.
+"""Medians and percentiles (p90): ranked from their samples, kept current by rank state.
 
 A median does not add up, so it cannot be rolled up from groups like a sum. Every value a
 median or p90 KPI reads is kept as a sample row (:class:`~crm_perf_sync.models.KpiSample`,
-filled by :func:`compiler.sample_query`), and a full refresh ranks each (period, scope) with
-window functions (:func:`compiler.percentile_query`; ordered-set aggregates on PostgreSQL).
+filled by :func:`compiler.sample_query`). A full refresh reads a KPI's samples once and ranks
+every (period, scope) from them (:func:`rank_samples`); a period ranked again whole by an
+incremental refresh is ranked in the database (:func:`compiler.percentile_query`: window
+functions, ordered-set aggregates on PostgreSQL).
 
 Ranking a period again for every change would read all of its records (a year's holds tens of
 thousands at a million deals), so a value stores its *rank state* instead: the value ``p`` at
@@ -15,9 +17,12 @@ full refresh, which stores state for all-time values only) is ranked from its ow
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import chain
+from math import fsum
+from typing import Any, Literal
 
 from sqlalchemy import Connection
 
@@ -33,7 +38,6 @@ from crm_perf_sync.kpi.compiler import (
     neighbour_query,
     part_for,
     percentile_query,
-    rank_state_query,
     sample_query,
 )
 from crm_perf_sync.kpi.compute import Computation
@@ -50,26 +54,84 @@ from crm_perf_sync.kpi.values import (
 from crm_perf_sync.models import PRIOR_TABLES
 
 
-def percentile_rows(
-    conn: Connection, kpi: DurationKpi, calendar: Calendar, grains: list[Grain], dimension: str | None
-) -> list[dict[str, Any]]:
+def percentile_rows(run: Computation, kpi: DurationKpi, dimension: str | None) -> list[dict[str, Any]]:
     """The values of a median or p90 KPI for one breakdown, ranked from :class:`KpiSample`.
 
-    The samples are replaced and every grain is ranked (all-time values with their rank
-    state). Numerator and denominator are the values' sum and count.
+    The samples are replaced, then read once and ranked here for every grain and scope
+    (:func:`rank_samples`; all-time values with their rank state). Numerator and denominator
+    are the values' sum and count.
     """
     assert kpi.stat != "mean"
+    conn, calendar = run.conn, run.calendar
     part = part_for(kpi.measure, calendar, by_currency=False, kpi=kpi)
     repo.replace_sample(conn, kpi.id, dimension, sample_query(part, calendar, kpi.id, dimension))
     rows: list[dict[str, Any]] = []
-    for grain in grains:
-        if grain != "all":
-            rows += _ranked_periods(conn, kpi, calendar, dimension, grain)
-            continue
-        for scope in SCOPES:
-            for key, (result, state) in all_time(conn, calendar, kpi, dimension, scope).items():
-                rows.append(with_state(value_row(kpi, grain, scope, dimension or "", key, result), state))
+    ranked = rank_samples(repo.samples(conn, kpi.id, dimension), run.rollup(), kpi.stat)
+    for (grain, scope), cells in ranked.items():
+        for key, (result, state) in cells.items():
+            row = value_row(kpi, grain, scope, dimension or "", key, result)
+            rows.append(with_state(row, state) if grain == "all" else row)
     return rows
+
+
+def rank_samples(
+    samples: Iterable[repo.SampleRow], rollup: Rollup, stat: Literal["median", "p90"]
+) -> dict[tuple[Grain, Scope], dict[Key, tuple[Computed, RankState]]]:
+    """Every cell's statistic and rank state, per grain and scope, from all of a KPI's samples.
+
+    One pass over the samples; the database's alternative, a window function ranking every
+    sample once per grain and scope, cost several seconds a query at a million deals on SQLite
+    (see ``bench/optimisations.md``). The samples are first grouped per period, rep, currency and
+    breakdown and each group sorted; a team's or the company's values are its reps' sorted groups
+    put together (sorting sorted runs merges them). The statistic reads the same ranks as
+    :func:`~crm_perf_sync.kpi.compiler.percentile_query`, and the sum is exact (``fsum``).
+    """
+    per_rep: dict[Grain, dict[tuple[int | None, str, str | None, str, str], list[float]]] = {
+        grain: {} for grain in rollup.grains
+    }
+    for week, month, connection_id, owner, currency, dim, value in samples:
+        for grain in rollup.grains:
+            if grain == "all":
+                index = None
+            elif month is None:
+                continue  # no period date: counted in "all" only
+            else:
+                index = rollup.period(grain, week, month)
+            per_rep[grain].setdefault((index, connection_id, owner, currency, dim), []).append(float(value))
+    out: dict[tuple[Grain, Scope], dict[Key, tuple[Computed, RankState]]] = {}
+    for grain, groups in per_rep.items():
+        company: dict[Key, list[list[float]]] = defaultdict(list)
+        owners: dict[Key, list[float]] = {}
+        teams: dict[Key, list[list[float]]] = defaultdict(list)
+        for (index, connection_id, owner, currency, dim), values in groups.items():
+            values.sort()
+            company[(index, "company", currency, dim)].append(values)
+            if owner is None:
+                continue
+            owners[(index, f"{connection_id}:{owner}", currency, dim)] = values
+            for team in rollup.teams_of(connection_id, owner):
+                teams[(index, team, currency, dim)].append(values)
+        out[(grain, "company")] = {key: _statistic(_merged(runs), stat) for key, runs in company.items()}
+        out[(grain, "owner")] = {key: _statistic(values, stat) for key, values in owners.items()}
+        if rollup.membership.rows:
+            out[(grain, "team")] = {key: _statistic(_merged(runs), stat) for key, runs in teams.items()}
+    return out
+
+
+def _merged(runs: list[list[float]]) -> list[float]:
+    """Sorted lists put together, sorted (the sort merges the runs)."""
+    return runs[0] if len(runs) == 1 else sorted(chain.from_iterable(runs))
+
+
+def _statistic(values: list[float], stat: Literal["median", "p90"]) -> tuple[Computed, RankState]:
+    """A cell's statistic from its sorted values, with its rank state: the value at the lower
+    rank read, and how many values are below it and equal to it."""
+    n = len(values)
+    ranks = [(n + 1) // 2, (n + 2) // 2] if stat == "median" else [(9 * n + 9) // 10]
+    low, high = values[ranks[0] - 1], values[ranks[-1] - 1]
+    value = (low + high) / 2 if ranks[-1] != ranks[0] else low
+    below = bisect_left(values, low)
+    return (value, fsum(values), float(n), n), (low, below, bisect_right(values, low) - below)
 
 
 def _ranked_periods(
@@ -92,19 +154,6 @@ def _ranked_periods(
     return rows
 
 
-def all_time(
-    conn: Connection, calendar: Calendar, kpi: DurationKpi, dimension: str | None, scope: Scope
-) -> dict[Key, tuple[Computed, RankState]]:
-    """Every all-time cell of one scope, ranked whole, with its rank state."""
-    assert kpi.stat != "mean"
-    picked: dict[tuple[str, str, str], list[Any]] = defaultdict(list)
-    for r in conn.execute(rank_state_query(calendar, kpi.id, dimension, scope, kpi.stat)):
-        picked[(str(r.scope_id), str(r.currency), str(r.dim))].append(r)
-    return {
-        (None, scope_id, currency, dim): _ranked(found) for (scope_id, currency, dim), found in picked.items()
-    }
-
-
 def ranked_cell(conn: Connection, kpi: DurationKpi, cell: SampleCell) -> tuple[Computed, RankState] | None:
     """One cell ranked whole, from its own samples, with its rank state; ``None`` when it has
     no value."""
@@ -114,7 +163,8 @@ def ranked_cell(conn: Connection, kpi: DurationKpi, cell: SampleCell) -> tuple[C
 
 
 def _ranked(found: list[Any]) -> tuple[Computed, RankState]:
-    """A cell's statistic and rank state from the rows :func:`rank_state_query` read of it."""
+    """A cell's statistic and rank state from the rows :func:`compiler.cell_rank_state_query`
+    read of it."""
     found.sort(key=lambda r: int(r.rn))
     low, high = found[0], found[-1]
     value = (float(low.v) + float(high.v)) / 2 if len(found) > 1 else float(low.v)

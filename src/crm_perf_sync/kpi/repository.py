@@ -333,6 +333,27 @@ def replace_sample(conn: Connection, kpi_id: str, dimension: str | None, stmt: S
         conn.exec_driver_sql("ANALYZE kpi_sample")
 
 
+#: A sample as :func:`samples` reads it: ``(week, month, connection_id, owner_external_id,
+#: currency, dimension_value, value)``.
+SampleRow = tuple[int | None, int | None, str, str | None, str, str, float]
+
+
+def samples(conn: Connection, kpi_id: str, dimension: str | None) -> Sequence[SampleRow]:
+    """Every sample of a KPI in one breakdown, in no particular order."""
+    sample = compiler.SAMPLE
+    stmt = select(
+        sample.c.week,
+        sample.c.month,
+        sample.c.connection_id,
+        sample.c.owner_external_id,
+        sample.c.currency,
+        sample.c.dimension_value,
+        sample.c.value,
+    ).where(sample.c.kpi_id == kpi_id, sample.c.dimension == (dimension or ""))
+    found: Sequence[SampleRow] = conn.execute(stmt).all()  # rows unpack as tuples
+    return found
+
+
 def update_sample(
     conn: Connection, kpi_id: str, dimension: str | None, entity: str, new_rows: Select[Any]
 ) -> None:

@@ -340,7 +340,7 @@ class KpiService:
                     out.append(value_row(kpi, grain, scope, "", key, result))
         elif isinstance(kpi, DurationKpi) and kpi.stat != "mean":
             for dimension in [None, *self.dimensions(kpi)]:
-                out += percentile_rows(run.conn, kpi, run.calendar, run.grains, dimension)
+                out += percentile_rows(run, kpi, dimension)
         else:
             for dimension in [None, *self.dimensions(kpi)]:
                 values = additive_values(run, kpi, dimension)

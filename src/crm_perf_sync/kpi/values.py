@@ -19,7 +19,7 @@ from crm_perf_sync.kpi.schemas import CountKpi, Grain, Kpi, SumKpi
 # (value, numerator, denominator, sample count)
 Computed = tuple[float | None, float, float | None, int]
 
-#: A median or percentile's rank state (see :func:`compiler.rank_state_query`): the
+#: A median or percentile's rank state (see :mod:`crm_perf_sync.kpi.ranks`): the
 #: value at the lower rank read, how many values are below it and how many equal it.
 RankState = tuple[float, int, int]
 NO_RANK_STATE: dict[str, Any] = {"rank_pivot": None, "rank_below": None, "rank_equal": None}
