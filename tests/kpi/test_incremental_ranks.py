@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from crm_perf_sync.connector_sdk import Message, OpportunityRecord, Tombstone
 from crm_perf_sync.jobs.refresh import RefreshJob
 from crm_perf_sync.kpi import ranks
-from crm_perf_sync.models import KpiValue
+from crm_perf_sync.models import KpiSample, KpiValue
 from tests.kpi.store import OWNERS, TEAMS, load, values
 from tests.kpi.test_incremental import same, snapshot, sync_more
 
@@ -144,6 +144,28 @@ def refreshed(
     return job
 
 
+def changed_some(
+    rng: random.Random, deals: dict[str, OpportunityRecord], next_id: int
+) -> tuple[list[Message], int]:
+    """A page of changes to ``deals`` (applied to it too): a dozen deals deleted or given a new
+    cycle, owner or outcome, and a few new ones; and the next free deal number."""
+    page: list[Message] = []
+    for external_id in rng.sample(sorted(deals), 12):
+        if rng.random() < 0.2:
+            page.append(Tombstone(external_id))
+            del deals[external_id]
+        else:  # a new cycle, owner or outcome
+            changed = deal(rng, int(external_id[1:]))
+            deals[external_id] = changed
+            page.append(changed)
+    for _ in range(rng.randrange(0, 8)):
+        fresh = deal(rng, next_id)
+        next_id += 1
+        deals[fresh.external_id] = fresh
+        page.append(fresh)
+    return page, next_id
+
+
 @pytest.fixture(params=["moved", "ranked whole"])
 def periods_are(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """How the touched periods are brought up to date: every value moved from its rank state, or
@@ -162,21 +184,7 @@ def test_moved_medians_and_p90_equal_a_recount(
     job = refreshed(tmp_path, session_factory, deals)
     next_id = len(deals)
     for round_index in range(4):
-        page: list[Message] = []
-        for external_id in rng.sample(sorted(deals), 12):
-            fate = rng.random()
-            if fate < 0.2:
-                page.append(Tombstone(external_id))
-                del deals[external_id]
-            else:  # a new cycle, owner or outcome
-                changed = deal(rng, int(external_id[1:]))
-                deals[external_id] = changed
-                page.append(changed)
-        for _ in range(rng.randrange(0, 8)):
-            fresh = deal(rng, next_id)
-            next_id += 1
-            deals[fresh.external_id] = fresh
-            page.append(fresh)
+        page, next_id = changed_some(rng, deals, next_id)
         # The scripted CRM resumes after the pages earlier syncs read.
         sync_more(session_factory, {"opportunities": [*([[]] * round_index), page]})
         outcome = job.refresh()
@@ -249,3 +257,32 @@ def test_a_reps_first_value_ranks_only_their_cell_and_leaves_the_others_as_store
             ("cycle_median", grain, "crm:nordics"),
         } <= after.keys()
         assert after[("cycle_median", grain, "crm:emea")] != before[("cycle_median", grain, "crm:emea")]
+
+
+@pytest.mark.parametrize("seed", [5, 17])
+def test_a_full_refresh_after_changes_keeps_the_samples_of_the_records_as_they_are(
+    tmp_path: Path, session_factory: sessionmaker[Session], seed: int
+) -> None:
+    # A full refresh writes only the samples that differ from the stored ones: deals deleted,
+    # lost, moved to another rep or cycle, and new ones, round after round, must each leave
+    # exactly the won deals' samples and the recount's values.
+    rng = random.Random(seed)
+    deals = {f"o{n}": deal(rng, n) for n in range(80)}
+    job = refreshed(tmp_path, session_factory, deals)
+    next_id = len(deals)
+    for round_index in range(3):
+        page, next_id = changed_some(rng, deals, next_id)
+        sync_more(session_factory, {"opportunities": [*([[]] * round_index), page]})
+        job.refresh(full=True)
+        check(session_factory, deals)
+        with session_factory() as session:
+            found = {
+                (s.external_id, s.owner_external_id): s.value
+                for s in session.query(KpiSample).filter_by(kpi_id="cycle_median")
+            }
+        won = {
+            (d.external_id, d.owner_external_id): (d.closed_at - d.created_at).total_seconds() / 86400
+            for d in deals.values()
+            if d.is_won and d.closed_at is not None and d.created_at is not None
+        }
+        assert found == pytest.approx(won, rel=1e-9)

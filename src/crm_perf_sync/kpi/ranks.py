@@ -57,16 +57,16 @@ from crm_perf_sync.models import PRIOR_TABLES
 def percentile_rows(run: Computation, kpi: DurationKpi, dimension: str | None) -> list[dict[str, Any]]:
     """The values of a median or p90 KPI for one breakdown, ranked from :class:`KpiSample`.
 
-    The samples are replaced, then read once and ranked here for every grain and scope
+    The samples are replaced, and ranked here for every grain and scope
     (:func:`rank_samples`; all-time values with their rank state). Numerator and denominator
     are the values' sum and count.
     """
     assert kpi.stat != "mean"
     conn, calendar = run.conn, run.calendar
     part = part_for(kpi.measure, calendar, by_currency=False, kpi=kpi)
-    repo.replace_sample(conn, kpi.id, dimension, sample_query(part, calendar, kpi.id, dimension))
+    samples = repo.replace_sample(conn, kpi.id, dimension, sample_query(part, calendar, kpi.id, dimension))
     rows: list[dict[str, Any]] = []
-    ranked = rank_samples(repo.samples(conn, kpi.id, dimension), run.rollup(), kpi.stat)
+    ranked = rank_samples(samples, run.rollup(), kpi.stat)
     for (grain, scope), cells in ranked.items():
         for key, (result, state) in cells.items():
             row = value_row(kpi, grain, scope, dimension or "", key, result)
