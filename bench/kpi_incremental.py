@@ -224,10 +224,22 @@ def _incremental(url: str, config_path: Path) -> dict[str, Any]:
     }
 
 
-def _same(a: Any, b: Any) -> bool:
-    if a is None or b is None:
-        return a is b
-    for x, y in zip(a, b, strict=True):
+#: A median's rank state (see ``crm_perf_sync.kpi.ranks``): bookkeeping, not a value.
+RANK_STATE = ("rank_pivot", "rank_below", "rank_equal")
+
+
+def _same(incremental: Any, full: Any) -> bool:
+    """One stored value as the incremental refresh left it and as the full refresh computed it.
+
+    A full refresh keeps rank state for all-time values only; an incremental one also keeps the
+    state of a period's value it ranked from its samples (a new one, or one without state). Such
+    a state is compared only where the full refresh has one too.
+    """
+    if incremental is None or full is None:
+        return incremental is full
+    for name, x, y in zip(incremental._fields, incremental, full, strict=True):
+        if name in RANK_STATE and y is None:
+            continue
         if isinstance(x, float) and isinstance(y, float):
             if abs(x - y) > 1e-6 * max(1.0, abs(x), abs(y)):
                 return False
