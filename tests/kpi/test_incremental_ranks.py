@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from crm_perf_sync.connector_sdk import Message, OpportunityRecord, Tombstone
 from crm_perf_sync.jobs.refresh import RefreshJob
 from crm_perf_sync.kpi import ranks
+from crm_perf_sync.kpi.service import RefreshOutcome
 from crm_perf_sync.models import KpiSample, KpiValue
 from tests.kpi.store import OWNERS, TEAMS, load, values
 from tests.kpi.test_incremental import same, snapshot, sync_more
@@ -166,6 +167,26 @@ def changed_some(
     return page, next_id
 
 
+class Rounds:
+    """80 deals refreshed whole; each :meth:`next` changes some (:func:`changed_some`), syncs the
+    change and refreshes."""
+
+    def __init__(self, tmp_path: Path, factory: sessionmaker[Session], seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.factory = factory
+        self.deals = {f"o{n}": deal(self.rng, n) for n in range(80)}
+        self.job = refreshed(tmp_path, factory, self.deals)
+        self.next_id = len(self.deals)
+        self.done = 0
+
+    def next(self, *, full: bool = False) -> RefreshOutcome:
+        page, self.next_id = changed_some(self.rng, self.deals, self.next_id)
+        # The scripted CRM resumes after the pages earlier syncs read.
+        sync_more(self.factory, {"opportunities": [*([[]] * self.done), page]})
+        self.done += 1
+        return self.job.refresh(full=full)
+
+
 @pytest.fixture(params=["moved", "ranked whole"])
 def periods_are(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """How the touched periods are brought up to date: every value moved from its rank state, or
@@ -179,17 +200,11 @@ def periods_are(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
 def test_moved_medians_and_p90_equal_a_recount(
     tmp_path: Path, session_factory: sessionmaker[Session], seed: int, periods_are: str
 ) -> None:
-    rng = random.Random(seed)
-    deals = {f"o{n}": deal(rng, n) for n in range(80)}
-    job = refreshed(tmp_path, session_factory, deals)
-    next_id = len(deals)
-    for round_index in range(4):
-        page, next_id = changed_some(rng, deals, next_id)
-        # The scripted CRM resumes after the pages earlier syncs read.
-        sync_more(session_factory, {"opportunities": [*([[]] * round_index), page]})
-        outcome = job.refresh()
+    rounds = Rounds(tmp_path, session_factory, seed)
+    for _ in range(4):
+        outcome = rounds.next()
         assert {"cycle_median", "cycle_p90"} <= set(outcome.updated), outcome
-        check(session_factory, deals)
+        check(session_factory, rounds.deals)
 
     # The moved state leaves exactly what ranking everything again gives, every grain included.
     # (The periods the rounds touched were moved, or ranked alone, and keep their rank state.)
@@ -197,7 +212,7 @@ def test_moved_medians_and_p90_equal_a_recount(
     assert (year_2024.rank_pivot is not None) == (periods_are == "moved")
     skip = {"id", "computed_at"}
     moved = snapshot(session_factory, KpiValue.__table__, skip)
-    job.refresh(full=True)
+    rounds.job.refresh(full=True)
     problems = same(moved, snapshot(session_factory, KpiValue.__table__, skip))
     assert not problems, "\n".join(problems[:20])
 
@@ -266,15 +281,10 @@ def test_a_full_refresh_after_changes_keeps_the_samples_of_the_records_as_they_a
     # A full refresh writes only the samples that differ from the stored ones: deals deleted,
     # lost, moved to another rep or cycle, and new ones, round after round, must each leave
     # exactly the won deals' samples and the recount's values.
-    rng = random.Random(seed)
-    deals = {f"o{n}": deal(rng, n) for n in range(80)}
-    job = refreshed(tmp_path, session_factory, deals)
-    next_id = len(deals)
-    for round_index in range(3):
-        page, next_id = changed_some(rng, deals, next_id)
-        sync_more(session_factory, {"opportunities": [*([[]] * round_index), page]})
-        job.refresh(full=True)
-        check(session_factory, deals)
+    rounds = Rounds(tmp_path, session_factory, seed)
+    for _ in range(3):
+        rounds.next(full=True)
+        check(session_factory, rounds.deals)
         with session_factory() as session:
             found = {
                 (s.external_id, s.owner_external_id): s.value
@@ -282,7 +292,7 @@ def test_a_full_refresh_after_changes_keeps_the_samples_of_the_records_as_they_a
             }
         won = {
             (d.external_id, d.owner_external_id): (d.closed_at - d.created_at).total_seconds() / 86400
-            for d in deals.values()
+            for d in rounds.deals.values()
             if d.is_won and d.closed_at is not None and d.created_at is not None
         }
         assert found == pytest.approx(won, rel=1e-9)
