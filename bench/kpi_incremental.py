@@ -237,7 +237,8 @@ def _same(incremental: Any, full: Any) -> bool:
     """
     if incremental is None or full is None:
         return incremental is full
-    for name, x, y in zip(incremental._fields, incremental, full, strict=True):
+    names = getattr(incremental, "_fields", ("",) * len(incremental))  # rows name their columns
+    for name, x, y in zip(names, incremental, full, strict=True):
         if name in RANK_STATE and y is None:
             continue
         if isinstance(x, float) and isinstance(y, float):
