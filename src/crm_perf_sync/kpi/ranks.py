@@ -123,11 +123,17 @@ def _merged(runs: list[list[float]]) -> list[float]:
     return runs[0] if len(runs) == 1 else sorted(chain.from_iterable(runs))
 
 
+def _ranks_read(n: int, stat: Literal["median", "p90"]) -> list[int]:
+    """The 1-based ranks a statistic of ``n`` values reads (as :func:`compiler.percentile_query`
+    does): the middle one or two for the median, the nearest rank ceil(0.9 n) for p90."""
+    return [(n + 1) // 2, (n + 2) // 2] if stat == "median" else [(9 * n + 9) // 10]
+
+
 def _statistic(values: list[float], stat: Literal["median", "p90"]) -> tuple[Computed, RankState]:
     """A cell's statistic from its sorted values, with its rank state: the value at the lower
     rank read, and how many values are below it and equal to it."""
     n = len(values)
-    ranks = [(n + 1) // 2, (n + 2) // 2] if stat == "median" else [(9 * n + 9) // 10]
+    ranks = _ranks_read(n, stat)
     low, high = values[ranks[0] - 1], values[ranks[-1] - 1]
     value = (low + high) / 2 if ranks[-1] != ranks[0] else low
     below = bisect_left(values, low)
@@ -356,7 +362,7 @@ def move_rank(
     n = before.sample_count + len(added) - len(removed)
     if n <= 0:
         return None
-    ranks = [(n + 1) // 2, (n + 2) // 2] if kpi.stat == "median" else [(9 * n + 9) // 10]
+    ranks = _ranks_read(n, kpi.stat)
 
     def nearest(start: float, above: bool, count: int) -> list[float]:
         found = [float(v) for v in conn.execute(*neighbour_query(cell, start, above, count)).scalars()]
